@@ -1,0 +1,110 @@
+package config
+
+import "time"
+
+// Config is a whole haven configuration file, after presets are applied and
+// validation has passed. The same file is used on every node; Node picks one.
+type Config struct {
+	Path    string // file it was read from
+	Cluster string // name; store keys live under /haven/<cluster>/
+	Mode    string // "active-passive" (more modes later)
+	DataDir string // node data lives in DataDir/<node name>
+	Timing  Timing
+	Nodes   []Node
+	Service Service
+	Hooks   Hooks
+	Checks  []Check
+	Log     Log
+}
+
+// Timing holds every duration that failover and fencing depend on.
+type Timing struct {
+	Preset        string        // "lan", "wan" or "custom"
+	LeaseTTL      time.Duration // session lease in the store; whole seconds (etcd granularity)
+	RenewInterval time.Duration // how often the agent renews its lease
+	RenewTimeout  time.Duration // how long one renewal may take
+	FenceMargin   time.Duration // the active stops acting this long before its lease can expire
+	EtcdHeartbeat time.Duration // embedded etcd raft heartbeat
+	EtcdElection  time.Duration // embedded etcd raft election timeout
+}
+
+// Node is one member of the cluster.
+type Node struct {
+	Name    string
+	API     string            // host:port of the agent HTTP API
+	Peer    string            // host:port of the embedded etcd peer listener
+	Client  string            // host:port of the embedded etcd client listener
+	Witness bool              // an etcd member only: votes, never runs a service
+	Env     map[string]string // per-node variables: exported to the service, hooks and checks, and usable as ${NAME} in them
+	Line    int               // line in the file, for messages
+}
+
+// Service describes the local service an agent supervises. Command empty
+// means the service is managed outside haven, through hooks only.
+type Service struct {
+	Command      []string          // argv; ${VAR} expanded from node env
+	Env          map[string]string // extra environment
+	Dir          string            // working directory
+	Standby      string            // "hot": runs on standbys too; "cold": started on promotion
+	StopSignal   string            // e.g. "SIGTERM"
+	StopGrace    time.Duration     // wait this long after StopSignal before SIGKILL
+	Restart      string            // "always", "on-failure", "never"
+	RestartDelay time.Duration     // first delay before a restart; doubles up to 10s, reset after 10s of running
+}
+
+// Hook is a command run on a role change.
+type Hook struct {
+	Command []string
+	Timeout time.Duration
+}
+
+// Hooks run on role changes, with HAVEN_ROLE, HAVEN_EPOCH, HAVEN_NODE set.
+type Hooks struct {
+	OnPromote      Hook
+	OnDemote       Hook
+	PromoteBackoff time.Duration // ineligible this long after a failed on_promote
+}
+
+// Check is one health check of the local service. Exactly one of HTTP, TCP,
+// Exec is set. All checks must pass for the node to be healthy.
+type Check struct {
+	Name     string
+	HTTP     *HTTPCheck
+	TCP      *TCPCheck
+	Exec     *ExecCheck
+	Interval time.Duration
+	Timeout  time.Duration
+	Rise     int // consecutive successes to become healthy
+	Fall     int // consecutive failures to become unhealthy
+}
+
+// HTTPCheck passes when GET URL answers ExpectStatus.
+type HTTPCheck struct {
+	URL          string
+	ExpectStatus int
+}
+
+// TCPCheck passes when Address accepts a connection.
+type TCPCheck struct{ Address string }
+
+// ExecCheck passes when Command exits 0.
+type ExecCheck struct{ Command []string }
+
+// Log configures the agent's log.
+type Log struct {
+	Level  string // debug, info, warn, error
+	Format string // text or json
+}
+
+// NodeByName returns the node called name.
+func (c *Config) NodeByName(name string) (Node, bool) {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return Node{}, false
+}
+
+// Voters returns the nodes that are etcd members (all of them, witnesses included).
+func (c *Config) Voters() []Node { return c.Nodes }

@@ -1,0 +1,109 @@
+// Package ha holds haven's domain vocabulary: roles, epochs, the leader and
+// node records kept in the coordination store, and the Coordinator interface
+// that every store backend implements. It imports only the standard library so
+// that the state machine, the drivers and the backends can all depend on it
+// without depending on each other.
+package ha
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Role is what a node is doing in the cluster right now.
+type Role string
+
+// Roles a node reports. Only RoleActive may serve clients in active-passive
+// mode, and only while its lease is valid (see machine.State.Serving).
+const (
+	RoleStarting  Role = "starting"  // agent up, not yet connected to the store
+	RoleStandby   Role = "standby"   // waiting; may be promoted if eligible
+	RolePromoting Role = "promoting" // holds the leader key, running its promotion
+	RoleActive    Role = "active"    // holds the leader key and serves
+	RoleDemoting  Role = "demoting"  // giving up the active role
+	RoleStopped   Role = "stopped"   // agent shut down cleanly
+	RoleDown      Role = "down"      // not seen in the store (status only)
+)
+
+// Epoch is the fencing token: it grows with every promotion, and an action
+// carrying an older epoch than the current one must be refused.
+type Epoch int64
+
+// Leader is the holder of the active role as recorded in the store. A zero
+// Leader (Node == "") means nobody holds it.
+type Leader struct {
+	Node  string `json:"node"`
+	Epoch Epoch  `json:"epoch"`
+}
+
+// None reports whether nobody holds the active role.
+func (l Leader) None() bool { return l.Node == "" }
+
+// NodeStatus is what each agent publishes about itself in the store. It is
+// attached to the agent's session, so it disappears when the agent dies.
+type NodeStatus struct {
+	Name        string    `json:"name"`
+	Role        Role      `json:"role"`
+	Healthy     bool      `json:"healthy"`
+	Health      string    `json:"health,omitempty"` // reason of the last health change
+	Eligible    bool      `json:"eligible"`
+	Why         string    `json:"why,omitempty"` // why it is or is not eligible
+	Epoch       Epoch     `json:"epoch"`
+	Since       time.Time `json:"since"`  // last role change (wall clock, for people)
+	Reason      string    `json:"reason"` // reason of the last role change
+	AgentPID    int       `json:"agent_pid"`
+	ServicePID  int       `json:"service_pid"`
+	API         string    `json:"api"`
+	Version     string    `json:"version"`
+	StartedAt   time.Time `json:"started_at"`
+	Heartbeat   time.Time `json:"heartbeat"` // when this record was written
+	Failovers   int64     `json:"failovers"` // promotions of this node since it started
+	LastPromote string    `json:"last_promote,omitempty"`
+}
+
+// Snapshot is the view of the cluster kept in the store: who leads, and what
+// every live agent last published. Rev orders snapshots (the store revision).
+type Snapshot struct {
+	Rev    int64
+	Leader Leader
+	Nodes  map[string]NodeStatus
+}
+
+// Errors that callers act on.
+var (
+	// ErrTaken: the active role is held by another node.
+	ErrTaken = errors.New("the active role is held by another node")
+	// ErrSessionLost: the store no longer knows this agent's session (it expired).
+	ErrSessionLost = errors.New("session expired in the store")
+	// ErrNotLeader: a resign or fenced write carried an epoch that is not current.
+	ErrNotLeader = errors.New("not the current leader (stale epoch)")
+)
+
+// Coordinator is what the agent needs from a coordination store. Backends
+// (embedded or external etcd, PostgreSQL, MySQL) implement it; the state
+// machine never sees it, only the agent driver does.
+//
+// Timing contract: Renew must only report success once the store has extended
+// the session to expire no earlier than ttl after the call began, so that the
+// caller may compute a lower bound of the expiry from its own clock.
+type Coordinator interface {
+	// NewSession creates a fresh session (the liveness lease) with the given
+	// TTL, replacing any earlier one of this agent. It returns the TTL granted.
+	NewSession(ctx context.Context, ttl time.Duration) (time.Duration, error)
+	// Renew extends the current session once and returns the TTL granted.
+	// It returns ErrSessionLost when the session no longer exists.
+	Renew(ctx context.Context) (time.Duration, error)
+	// Campaign tries once to take the active role for node, bound to the
+	// current session. It returns the new epoch, or ErrTaken.
+	Campaign(ctx context.Context, node string) (Epoch, error)
+	// Resign gives up the active role if node still holds it at epoch.
+	Resign(ctx context.Context, node string, epoch Epoch) error
+	// Publish writes this node's status record, bound to the session.
+	Publish(ctx context.Context, st NodeStatus) error
+	// Watch sends a full Snapshot at start and after every change, until ctx
+	// ends. The channel is closed when the watch stops.
+	Watch(ctx context.Context) <-chan Snapshot
+	// Close releases the session (best effort) and the connection.
+	Close() error
+}
