@@ -6,7 +6,7 @@ import (
 )
 
 // Vars returns the variables a node's service, hooks and checks see: the
-// node's env plus HAVEN_NODE and HAVEN_CLUSTER.
+// node's env plus HAVEN_NODE, HAVEN_CLUSTER and HAVEN_API (the agent API address).
 func (c *Config) Vars(n Node) map[string]string {
 	v := make(map[string]string, len(n.Env)+2)
 	for k, val := range n.Env {
@@ -14,6 +14,9 @@ func (c *Config) Vars(n Node) map[string]string {
 	}
 	v["HAVEN_NODE"] = n.Name
 	v["HAVEN_CLUSTER"] = c.Cluster
+	if n.API != "" {
+		v["HAVEN_API"] = n.API
+	}
 	return v
 }
 

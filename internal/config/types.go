@@ -19,7 +19,7 @@ type Config struct {
 
 // Timing holds every duration that failover and fencing depend on.
 type Timing struct {
-	Preset        string        // "lan", "wan" or "custom"
+	Preset        string        // "lan" or "wan"; "lan (custom)" etc. when timings: overrides any field
 	LeaseTTL      time.Duration // session lease in the store; whole seconds (etcd granularity)
 	RenewInterval time.Duration // how often the agent renews its lease
 	RenewTimeout  time.Duration // how long one renewal may take

@@ -1,0 +1,599 @@
+// Package agent is the driver around the role state machine: it runs the
+// embedded etcd member, renews the session, watches the store, runs health
+// checks and the supervised service, feeds what it sees to machine.Step as
+// events and carries out the actions Step returns. All decisions are the
+// machine's; this package only does I/O.
+//
+// Goroutines: one loop owns the machine state and steps it; a renewer keeps
+// the session alive; a watcher turns store snapshots into LeaderSeen events;
+// a worker carries out the ordered actions (campaign, promote, demote,
+// resign); a publisher writes this node's status record. Readers such as the
+// HTTP API see the state through an atomic pointer and never block.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/haven-ha/haven/internal/check"
+	"github.com/haven-ha/haven/internal/clock"
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/machine"
+	"github.com/haven-ha/haven/internal/service"
+)
+
+// Version is set by the wiring (cli) for status records.
+var Version = "dev"
+
+// Agent runs one node.
+type Agent struct {
+	cfg   *config.Config
+	node  config.Node
+	vars  map[string]string
+	mcfg  machine.Config
+	clk   clock.Clock
+	log   *slog.Logger
+	store ha.Coordinator
+
+	health *check.Runner
+	svc    *service.Supervisor // nil when the service is managed by hooks only
+
+	events    chan machine.Event
+	work      chan machine.Action
+	publishC  chan struct{}
+	newSessC  chan struct{}
+	healthC   chan struct{}
+	state     atomic.Pointer[machine.State]
+	snap      atomic.Pointer[ha.Snapshot]
+	metrics   *Metrics
+	startedAt time.Time
+
+	promoteMu     sync.Mutex
+	promoteCancel context.CancelFunc
+	promoteEpoch  ha.Epoch
+}
+
+// New builds an agent for node from cfg, using store for coordination.
+func New(cfg *config.Config, node config.Node, store ha.Coordinator, clk clock.Clock, log *slog.Logger) (*Agent, error) {
+	vars := cfg.Vars(node)
+	runner, err := check.NewRunner(cfg.Checks, vars, log.With("part", "check"))
+	if err != nil {
+		return nil, fmt.Errorf("health checks: %w", err)
+	}
+	a := &Agent{
+		cfg:  cfg,
+		node: node,
+		vars: vars,
+		mcfg: machine.Config{
+			Node:           node.Name,
+			FenceMargin:    cfg.Timing.FenceMargin,
+			PromoteBackoff: cfg.Hooks.PromoteBackoff,
+		},
+		clk:       clk,
+		log:       log,
+		store:     store,
+		health:    runner,
+		events:    make(chan machine.Event, 64),
+		work:      make(chan machine.Action, 64),
+		publishC:  make(chan struct{}, 1),
+		newSessC:  make(chan struct{}, 1),
+		healthC:   make(chan struct{}, 1),
+		startedAt: time.Now(),
+	}
+	if len(cfg.Service.Command) > 0 {
+		a.svc = service.New(cfg.Service, vars, log.With("part", "service"))
+	}
+	a.metrics = newMetrics(a)
+	st := machine.State{}
+	st, _ = machine.Step(a.mcfg, st, machine.Tick{}, clk.Now())
+	a.state.Store(&st)
+	a.snap.Store(&ha.Snapshot{Nodes: map[string]ha.NodeStatus{}})
+	return a, nil
+}
+
+// Run drives the node until ctx ends, then leaves the active role, stops the
+// service and returns.
+func (a *Agent) Run(ctx context.Context) error {
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	var wg sync.WaitGroup
+	spawn := func(f func(context.Context)) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(bg) }()
+	}
+	spawn(a.health.Run)
+	spawn(a.forwardHealth)
+	spawn(a.renew)
+	spawn(a.watch)
+	spawn(a.worker)
+	spawn(a.publisher)
+	if a.svc != nil {
+		spawn(a.forwardService)
+		if a.cfg.Service.Standby != "cold" {
+			a.svc.SetRole(string(ha.RoleStandby), 0)
+			if err := a.svc.Start(); err != nil {
+				a.log.Error("cannot start the service; the node stays ineligible until it runs", "err", err)
+			}
+		}
+	}
+	a.loop(ctx)
+
+	// Shutting down: the machine demotes if needed; wait for it to settle.
+	a.step(machine.Shutdown{})
+	deadline := time.After(a.cfg.Hooks.OnDemote.Timeout + 5*time.Second)
+	for a.State().Role != ha.RoleStopped {
+		select {
+		case ev := <-a.events:
+			a.step(ev)
+		case <-deadline:
+			a.log.Warn("shutdown: demotion did not finish in time", "role", a.State().Role)
+			goto out
+		}
+	}
+out:
+	if a.svc != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), a.cfg.Service.StopGrace+time.Second)
+		if err := a.svc.Stop(sctx); err != nil {
+			a.log.Warn("stop service", "err", err)
+		}
+		cancel()
+	}
+	a.publishNow(context.Background())
+	stopBG()
+	wg.Wait()
+	return nil
+}
+
+func (a *Agent) loop(ctx context.Context) {
+	for {
+		var timer <-chan time.Time
+		st := a.State()
+		if d := st.NextDeadline(a.mcfg); !d.IsZero() {
+			timer = a.clk.After(d.Sub(a.clk.Now()))
+		}
+		select {
+		case ev := <-a.events:
+			a.step(ev)
+		case <-a.healthC:
+			a.refreshHealth()
+		case <-timer:
+			a.step(machine.Tick{})
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// step applies one event and dispatches the resulting actions. Only the loop
+// goroutine calls it.
+func (a *Agent) step(ev machine.Event) {
+	old := a.State()
+	st, acts := machine.Step(a.mcfg, old, ev, a.clk.Now())
+	a.state.Store(&st)
+	if st.Role != old.Role {
+		a.log.Info("role change", "from", old.Role, "to", st.Role, "epoch", st.Epoch, "reason", st.Reason)
+		a.metrics.roleChanged(old.Role, st.Role)
+	}
+	for _, act := range acts {
+		switch act := act.(type) {
+		case machine.Publish:
+			signal(a.publishC)
+		case machine.NewSession:
+			signal(a.newSessC)
+		case machine.Demote:
+			a.cancelPromote(act.Epoch)
+			a.work <- act
+		default:
+			a.work <- act
+		}
+	}
+	if st.Role != old.Role {
+		// Health of a cold standby depends on the role.
+		a.refreshHealth()
+	}
+}
+
+// State returns the current machine state.
+func (a *Agent) State() machine.State { return *a.state.Load() }
+
+// Serving reports whether this node should receive traffic now.
+func (a *Agent) Serving() bool { return a.State().Serving(a.mcfg, a.clk.Now()) }
+
+func (a *Agent) emit(ev machine.Event) { a.events <- ev }
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// effectiveHealth combines the checks with the state of the process.
+func (a *Agent) effectiveHealth(role ha.Role) (bool, string) {
+	cold := a.svc != nil && a.cfg.Service.Standby == "cold"
+	switch {
+	case cold && role != ha.RoleActive && role != ha.RolePromoting:
+		return true, "cold standby: the service starts on promotion"
+	case cold && role == ha.RolePromoting:
+		return true, "starting the service"
+	case a.svc != nil && !a.svc.Running():
+		return false, "service process not running"
+	}
+	r := a.health.Current()
+	return r.Healthy, r.Reason
+}
+
+func (a *Agent) refreshHealth() {
+	st := a.State()
+	ok, why := a.effectiveHealth(st.Role)
+	if ok != st.Healthy || why != st.HealthReason {
+		a.step(machine.HealthChanged{Healthy: ok, Reason: why})
+	}
+}
+
+func (a *Agent) forwardHealth(ctx context.Context) {
+	for {
+		select {
+		case r := <-a.health.Updates():
+			a.metrics.healthy(r.Healthy)
+			signal(a.healthC)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (a *Agent) forwardService(ctx context.Context) {
+	for {
+		select {
+		case ev := <-a.svc.Events():
+			if ev.Kind == service.Exited {
+				a.log.Warn("service exited", "pid", ev.PID, "err", ev.Err)
+				a.health.ForceFail(fmt.Sprintf("service exited (pid %d): %v", ev.PID, ev.Err))
+			}
+			signal(a.healthC)
+			signal(a.publishC)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// renew keeps the session alive and reports each renewal to the machine.
+// Renewals are pipelined: one starts every RenewInterval whether or not the
+// previous one has answered, so one slow round trip does not delay the next.
+// A late answer still counts, because validity is measured from when its
+// request was sent.
+func (a *Agent) renew(ctx context.Context) {
+	t := a.cfg.Timing
+	type result struct {
+		gen  int
+		sent time.Time
+		ttl  time.Duration
+		err  error
+	}
+	results := make(chan result, 16)
+	slots := make(chan struct{}, 4) // renewals in flight at most
+	gen := 0
+	for ctx.Err() == nil {
+		// (Re)create the session.
+		backoff := 100 * time.Millisecond
+		for ctx.Err() == nil {
+			sent := a.clk.Now()
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			ttl, err := a.store.NewSession(cctx, t.LeaseTTL)
+			cancel()
+			if err == nil {
+				gen++
+				a.log.Info("session created", "ttl", ttl)
+				a.emit(machine.SessionRenewed{SentAt: sent, TTL: ttl, New: true})
+				signal(a.publishC)
+				break
+			}
+			a.log.Debug("create session", "err", err)
+			sleep(ctx, a.clk, backoff)
+			backoff = min(backoff*2, time.Second)
+		}
+		lost := false
+		for !lost && ctx.Err() == nil {
+			select {
+			case <-a.clk.After(t.RenewInterval):
+				select {
+				case slots <- struct{}{}:
+				default:
+					continue // all slots busy: the store is slow; don't pile up
+				}
+				go func(g int) {
+					defer func() { <-slots }()
+					sent := a.clk.Now()
+					cctx, cancel := context.WithTimeout(ctx, t.RenewTimeout)
+					ttl, err := a.store.Renew(cctx)
+					cancel()
+					results <- result{g, sent, ttl, err}
+				}(gen)
+			case r := <-results:
+				a.metrics.renewal(a.clk.Now().Sub(r.sent), r.err)
+				if r.gen != gen {
+					continue // an answer about an earlier session
+				}
+				switch {
+				case r.err == nil:
+					a.emit(machine.SessionRenewed{SentAt: r.sent, TTL: r.ttl})
+				case errors.Is(r.err, ha.ErrSessionLost):
+					a.log.Warn("session lost in the store; creating a new one")
+					a.emit(machine.SessionLost{Err: r.err})
+					select {
+					case <-a.newSessC:
+					case <-ctx.Done():
+						return
+					}
+					lost = true
+				default:
+					if ctx.Err() == nil {
+						a.log.Warn("lease renewal failed", "err", r.err, "after", a.clk.Now().Sub(r.sent).Round(time.Millisecond))
+					}
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+func sleep(ctx context.Context, clk clock.Clock, d time.Duration) {
+	select {
+	case <-clk.After(d):
+	case <-ctx.Done():
+	}
+}
+
+func (a *Agent) watch(ctx context.Context) {
+	for ctx.Err() == nil {
+		for snap := range a.store.Watch(ctx) {
+			s := snap
+			a.snap.Store(&s)
+			a.metrics.leader(s.Leader)
+			select {
+			case a.events <- machine.LeaderSeen{Leader: s.Leader}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// worker carries out actions one at a time, in the order the machine gave.
+func (a *Agent) worker(ctx context.Context) {
+	for {
+		select {
+		case act := <-a.work:
+			a.do(ctx, act)
+		case <-ctx.Done():
+			// Drain what the shutdown asked for.
+			for {
+				select {
+				case act := <-a.work:
+					a.do(context.Background(), act)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (a *Agent) do(ctx context.Context, act machine.Action) {
+	switch act := act.(type) {
+	case machine.Campaign:
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		epoch, err := a.store.Campaign(cctx, a.node.Name)
+		cancel()
+		if err != nil && !errors.Is(err, ha.ErrTaken) {
+			a.log.Warn("campaign failed", "err", err)
+		}
+		a.emitAsync(machine.CampaignResult{Epoch: epoch, Err: err})
+	case machine.Promote:
+		err := a.promote(ctx, act.Epoch)
+		a.emitAsync(machine.PromoteResult{Epoch: act.Epoch, Err: err})
+	case machine.Demote:
+		err := a.demote(act)
+		a.emitAsync(machine.DemoteResult{Epoch: act.Epoch, Err: err})
+	case machine.Resign:
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := a.store.Resign(cctx, a.node.Name, act.Epoch)
+		cancel()
+		if err != nil {
+			a.log.Info("resign", "epoch", act.Epoch, "err", err)
+		}
+	}
+}
+
+// emitAsync feeds a result back without blocking the worker on a full queue.
+func (a *Agent) emitAsync(ev machine.Event) {
+	select {
+	case a.events <- ev:
+	default:
+		go func() { a.events <- ev }()
+	}
+}
+
+func (a *Agent) roleEnv(role ha.Role, epoch ha.Epoch) map[string]string {
+	return map[string]string{"HAVEN_ROLE": string(role), "HAVEN_EPOCH": strconv.FormatInt(int64(epoch), 10)}
+}
+
+func (a *Agent) promote(ctx context.Context, epoch ha.Epoch) error {
+	a.log.Info("promoting", "epoch", epoch)
+	pctx, cancel := context.WithCancel(ctx)
+	a.promoteMu.Lock()
+	a.promoteCancel, a.promoteEpoch = cancel, epoch
+	a.promoteMu.Unlock()
+	defer func() {
+		a.promoteMu.Lock()
+		a.promoteCancel = nil
+		a.promoteMu.Unlock()
+		cancel()
+	}()
+	if a.svc != nil {
+		a.svc.SetRole(string(ha.RoleActive), int64(epoch))
+		if a.cfg.Service.Standby == "cold" {
+			if err := a.svc.Start(); err != nil {
+				return fmt.Errorf("start service: %w", err)
+			}
+			if err := a.waitHealthy(pctx, a.cfg.Hooks.OnPromote.Timeout); err != nil {
+				return err
+			}
+		}
+	}
+	if err := service.RunHook(pctx, a.cfg.Hooks.OnPromote, a.vars, a.roleEnv(ha.RoleActive, epoch), a.log); err != nil {
+		return fmt.Errorf("on_promote hook: %w", err)
+	}
+	return nil
+}
+
+func (a *Agent) waitHealthy(ctx context.Context, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		if r := a.health.Current(); r.Healthy {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("service not healthy within %s after start: %s", limit, a.health.Current().Reason)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func (a *Agent) cancelPromote(epoch ha.Epoch) {
+	a.promoteMu.Lock()
+	defer a.promoteMu.Unlock()
+	if a.promoteCancel != nil && a.promoteEpoch == epoch {
+		a.promoteCancel()
+	}
+}
+
+// demote stops acting as active. A fenced demotion must be over before the
+// lease can expire in the store, so it works against that deadline and kills
+// what does not stop in time.
+func (a *Agent) demote(act machine.Demote) error {
+	a.log.Warn("demoting", "epoch", act.Epoch, "reason", act.Reason, "fenced", act.Fenced)
+	ctx := context.Background()
+	if act.Fenced {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, a.State().ValidUntil.Add(-a.cfg.Timing.LeaseTTL/100))
+		defer cancel()
+	}
+	var errs []error
+	if a.svc != nil {
+		a.svc.SetRole(string(ha.RoleStandby), int64(act.Epoch))
+		if a.cfg.Service.Standby == "cold" {
+			if act.Fenced {
+				a.svc.Kill()
+			} else if err := a.svc.Stop(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := service.RunHook(ctx, a.cfg.Hooks.OnDemote, a.vars, a.roleEnv(ha.RoleStandby, act.Epoch), a.log); err != nil {
+		errs = append(errs, fmt.Errorf("on_demote hook: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// publisher writes this node's status record whenever it is asked to, and
+// every few seconds as a heartbeat.
+func (a *Agent) publisher(ctx context.Context) {
+	beat := time.NewTicker(2 * time.Second)
+	defer beat.Stop()
+	for {
+		select {
+		case <-a.publishC:
+		case <-beat.C:
+		case <-ctx.Done():
+			return
+		}
+		a.publishNow(ctx)
+	}
+}
+
+func (a *Agent) publishNow(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := a.store.Publish(cctx, a.Record()); err != nil && ctx.Err() == nil {
+		a.log.Debug("publish status", "err", err)
+	}
+}
+
+// Record is this node's status as published in the store.
+func (a *Agent) Record() ha.NodeStatus {
+	st := a.State()
+	now := a.clk.Now()
+	eligible, why := st.Eligible(a.mcfg, now)
+	if st.Role != ha.RoleStandby {
+		eligible, why = false, "role is "+string(st.Role)
+	}
+	if st.Holding() {
+		why = "holds the active role"
+	}
+	rec := ha.NodeStatus{
+		Name:      a.node.Name,
+		Role:      st.Role,
+		Healthy:   st.Healthy,
+		Health:    st.HealthReason,
+		Eligible:  eligible,
+		Why:       why,
+		Since:     wall(a.startedAt, st.Since, now),
+		Reason:    st.Reason,
+		AgentPID:  os.Getpid(),
+		API:       "http://" + a.node.API,
+		Version:   Version,
+		StartedAt: a.startedAt,
+		Heartbeat: time.Now(),
+		Failovers: st.Failovers,
+	}
+	if st.Holding() || st.Role == ha.RoleDemoting {
+		rec.Epoch = st.Epoch
+	}
+	if a.svc != nil {
+		rec.ServicePID = a.svc.PID()
+	}
+	return rec
+}
+
+// wall turns a machine time into wall-clock time for people.
+func wall(_ time.Time, t, now time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return time.Now().Add(-now.Sub(t)).Round(time.Millisecond)
+}
+
+// Snapshot returns the last view of the cluster seen in the store.
+func (a *Agent) Snapshot() ha.Snapshot { return *a.snap.Load() }
+
+// Config returns the configuration the agent runs with.
+func (a *Agent) Config() *config.Config { return a.cfg }
+
+// Node returns this agent's node.
+func (a *Agent) Node() config.Node { return a.node }
+
+// ServicePID returns the supervised service's pid, or 0.
+func (a *Agent) ServicePID() int {
+	if a.svc == nil {
+		return 0
+	}
+	return a.svc.PID()
+}
+
+// LogDir is where the agent keeps its logs.
+func LogDir(cfg *config.Config, node string) string { return filepath.Join(cfg.DataDir, node) }

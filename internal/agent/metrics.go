@@ -1,0 +1,141 @@
+package agent
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// Metrics are the agent's Prometheus metrics, in a registry of their own so
+// that the embedded etcd's metrics do not flood the endpoint.
+type Metrics struct {
+	reg          *prometheus.Registry
+	roleChanges  *prometheus.CounterVec
+	promotions   prometheus.Counter
+	renewSeconds prometheus.Histogram
+	renewFails   prometheus.Counter
+	healthyG     prometheus.Gauge
+	leaderEpoch  prometheus.Gauge
+}
+
+func newMetrics(a *Agent) *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		reg: reg,
+		roleChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "haven_role_changes_total", Help: "Role changes of this node, by new role.",
+		}, []string{"role"}),
+		promotions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "haven_failovers_total", Help: "Times this node was promoted to active.",
+		}),
+		renewSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "haven_lease_renewal_seconds", Help: "Latency of successful lease renewals.",
+			Buckets: []float64{.001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
+		renewFails: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "haven_lease_renewal_failures_total", Help: "Lease renewals that failed.",
+		}),
+		healthyG: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "haven_service_healthy", Help: "1 when every health check of the local service passes.",
+		}),
+		leaderEpoch: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "haven_leader_epoch", Help: "Epoch of the current leader as seen in the store (0: none).",
+		}),
+	}
+	roles := []ha.Role{ha.RoleStarting, ha.RoleStandby, ha.RolePromoting, ha.RoleActive, ha.RoleDemoting, ha.RoleStopped}
+	for _, r := range roles {
+		r := r
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "haven_role", Help: "1 for the role this node is in now.", ConstLabels: prometheus.Labels{"role": string(r)},
+		}, func() float64 {
+			if a.State().Role == r {
+				return 1
+			}
+			return 0
+		}))
+	}
+	reg.MustRegister(m.roleChanges, m.promotions, m.renewSeconds, m.renewFails, m.healthyG, m.leaderEpoch,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "haven_epoch", Help: "Epoch this node holds the active role at (0 when not holding it).",
+		}, func() float64 {
+			st := a.State()
+			if st.Holding() {
+				return float64(st.Epoch)
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "haven_serving", Help: "1 when /lb-check answers 200 on this node.",
+		}, func() float64 {
+			if a.Serving() {
+				return 1
+			}
+			return 0
+		}),
+		newCheckCollector(a),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+func (m *Metrics) roleChanged(_, to ha.Role) {
+	m.roleChanges.WithLabelValues(string(to)).Inc()
+	if to == ha.RolePromoting {
+		m.promotions.Inc()
+	}
+}
+
+func (m *Metrics) renewal(d interface{ Seconds() float64 }, err error) {
+	if err != nil {
+		m.renewFails.Inc()
+		return
+	}
+	m.renewSeconds.Observe(d.Seconds())
+}
+
+func (m *Metrics) healthy(ok bool) {
+	if ok {
+		m.healthyG.Set(1)
+	} else {
+		m.healthyG.Set(0)
+	}
+}
+
+func (m *Metrics) leader(l ha.Leader) { m.leaderEpoch.Set(float64(l.Epoch)) }
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// checkCollector reports each health check's state at scrape time.
+type checkCollector struct {
+	a        *Agent
+	up, fail *prometheus.Desc
+}
+
+func newCheckCollector(a *Agent) *checkCollector {
+	return &checkCollector{
+		a:    a,
+		up:   prometheus.NewDesc("haven_check_up", "1 when the health check is passing (after rise/fall).", []string{"check"}, nil),
+		fail: prometheus.NewDesc("haven_check_failures_total", "Failed runs of the health check.", []string{"check"}, nil),
+	}
+}
+
+func (c *checkCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.up; ch <- c.fail }
+
+func (c *checkCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.a.health.Checks() {
+		up := 0.0
+		if s.Healthy {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up, s.Name)
+		ch <- prometheus.MustNewConstMetric(c.fail, prometheus.CounterValue, float64(s.TotalFailures), s.Name)
+	}
+}

@@ -1,0 +1,168 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/clock"
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/store/etcdstore"
+)
+
+// RunNode runs the named node of cfg until ctx ends: its embedded etcd
+// member, its agent and its HTTP API.
+func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Logger) error {
+	node, ok := cfg.NodeByName(name)
+	if !ok {
+		return fmt.Errorf("node %q is not in %s; use one of the names listed under nodes", name, cfg.Path)
+	}
+	if node.Witness {
+		return fmt.Errorf("node %q is a witness; run it with `haven witness --node %s`", name, name)
+	}
+	log = log.With("node", name)
+	ln, err := net.Listen("tcp", node.API)
+	if err != nil {
+		return fmt.Errorf("listen on api address %s of node %s: %w (is another agent running with this node name?)", node.API, name, err)
+	}
+	defer ln.Close()
+
+	member, store, err := startCoordination(cfg, node, log)
+	if err != nil {
+		return err
+	}
+	defer member.Close()
+
+	a, err := New(cfg, node, store, clock.Real{}, log)
+	if err != nil {
+		_ = store.Close()
+		return err
+	}
+	srv := &http.Server{
+		Handler:           api.Handler(a),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("api server", "err", err)
+		}
+	}()
+	log.Info("agent started", "api", "http://"+node.API, "pid", os.Getpid())
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case err := <-member.Err():
+			log.Error("embedded etcd failed; stopping the agent", "err", err)
+			cancel()
+		case <-runCtx.Done():
+		}
+	}()
+	err = a.Run(runCtx)
+	_ = store.Close()
+	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = srv.Shutdown(sctx)
+	scancel()
+	log.Info("agent stopped")
+	return err
+}
+
+// RunWitness runs the named witness: an etcd member and nothing else, whose
+// vote lets two service nodes keep a quorum when one of them fails.
+func RunWitness(ctx context.Context, cfg *config.Config, name string, log *slog.Logger) error {
+	node, ok := cfg.NodeByName(name)
+	if !ok {
+		return fmt.Errorf("node %q is not in %s; use one of the names listed under nodes", name, cfg.Path)
+	}
+	if !node.Witness {
+		return fmt.Errorf("node %q is not a witness (add `witness: true` to it, or run it with `haven agent`)", name)
+	}
+	log = log.With("node", name, "witness", true)
+	member, store, err := startCoordination(cfg, node, log)
+	if err != nil {
+		return err
+	}
+	defer member.Close()
+	defer store.Close()
+	log.Info("witness started")
+	// Publish a record so that status shows the witness as up.
+	go func() {
+		for ctx.Err() == nil {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			ttl, err := store.NewSession(cctx, cfg.Timing.LeaseTTL)
+			if err == nil {
+				err = store.Publish(cctx, ha.NodeStatus{Name: name, Role: "witness", Healthy: true, Reason: "etcd member", AgentPID: os.Getpid(), StartedAt: time.Now(), Heartbeat: time.Now(), Version: Version})
+			}
+			cancel()
+			for err == nil && ctx.Err() == nil {
+				select {
+				case <-time.After(ttl / 3):
+				case <-ctx.Done():
+				}
+				cctx, cancel := context.WithTimeout(ctx, ttl/3)
+				_, err = store.Renew(cctx)
+				cancel()
+			}
+			select {
+			case <-time.After(200 * time.Millisecond):
+			case <-ctx.Done():
+			}
+		}
+	}()
+	select {
+	case <-ctx.Done():
+	case err := <-member.Err():
+		return fmt.Errorf("embedded etcd: %w", err)
+	}
+	log.Info("witness stopped")
+	return nil
+}
+
+func startCoordination(cfg *config.Config, node config.Node, log *slog.Logger) (*etcdstore.Member, *etcdstore.Store, error) {
+	peers := map[string]string{}
+	for _, n := range cfg.Nodes {
+		peers[n.Name] = n.Peer
+	}
+	dir := filepath.Join(cfg.DataDir, node.Name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("create data directory %s: %w (set data_dir to a writable place)", dir, err)
+	}
+	member, err := etcdstore.StartMember(etcdstore.MemberConfig{
+		Name:      node.Name,
+		DataDir:   etcdstore.DataDir(cfg.DataDir, node.Name),
+		Peer:      node.Peer,
+		Client:    node.Client,
+		Cluster:   peers,
+		Token:     cfg.Cluster,
+		Heartbeat: cfg.Timing.EtcdHeartbeat,
+		Election:  cfg.Timing.EtcdElection,
+		LogFile:   filepath.Join(dir, "etcd.log"),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	// Only the local member: it lives in this process, so it is frozen or
+	// dead exactly when the agent is, and it forwards to the raft leader.
+	// Listing the other members would make the client's round robin send
+	// requests to a frozen peer and stall this agent with it; and an agent
+	// whose member is cut off from the quorum must not act anyway.
+	store, err := etcdstore.Dial(cfg.Cluster, []string{node.Client}, 2*time.Second)
+	if err != nil {
+		member.Close()
+		return nil, nil, err
+	}
+	return member, store, nil
+}

@@ -1,0 +1,65 @@
+package agent
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// Status assembles the cluster view: this node from its own state, the
+// others from their records in the store, and configured nodes that have no
+// record as down.
+func (a *Agent) Status() api.Status {
+	snap := a.Snapshot()
+	st := api.Status{
+		Cluster:  a.cfg.Cluster,
+		Mode:     a.cfg.Mode,
+		Reporter: a.node.Name,
+		Leader:   snap.Leader,
+		Time:     time.Now(),
+	}
+	for _, n := range a.cfg.Nodes {
+		var rec ha.NodeStatus
+		var ok bool
+		if n.Name == a.node.Name {
+			rec, ok = a.Record(), true
+		} else {
+			rec, ok = snap.Nodes[n.Name]
+		}
+		v := api.NodeView{Name: n.Name, Role: ha.RoleDown, API: "http://" + n.API, Witness: n.Witness, Why: "no agent seen in the store"}
+		if n.Witness {
+			v.API = ""
+		}
+		if ok {
+			v = api.NodeView{
+				Name: rec.Name, Role: rec.Role, Healthy: rec.Healthy, Health: rec.Health,
+				Eligible: rec.Eligible, Why: rec.Why, Epoch: rec.Epoch, Since: rec.Since, Reason: rec.Reason,
+				AgentPID: rec.AgentPID, ServicePID: rec.ServicePID, API: rec.API, Witness: n.Witness,
+				Heartbeat: rec.Heartbeat, StartedAt: rec.StartedAt, Version: rec.Version, Failovers: rec.Failovers,
+			}
+		}
+		st.Nodes = append(st.Nodes, v)
+	}
+	return st
+}
+
+// Role is this node's own role, for the supervised service.
+func (a *Agent) Role() api.RoleView {
+	s := a.State()
+	now := a.clk.Now()
+	v := api.RoleView{Node: a.node.Name, Role: s.Role, Serving: s.Serving(a.mcfg, now)}
+	if s.Holding() {
+		v.Epoch = s.Epoch
+	}
+	if v.Serving {
+		v.ValidForMS = s.ValidUntil.Add(-a.cfg.Timing.FenceMargin).Sub(now).Milliseconds()
+	}
+	return v
+}
+
+// Metrics serves the agent's Prometheus metrics.
+func (a *Agent) Metrics() http.Handler { return a.metrics.Handler() }
+
+var _ api.Source = (*Agent)(nil)

@@ -1,0 +1,123 @@
+// Package api is the agent's HTTP API: the wire types and the handlers for
+// /lb-check, /healthz, /status, /metrics and /v1/role. It knows nothing of
+// how the answers are computed; the agent implements Source.
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// NodeView is one node as shown by /status and `haven status --json`.
+type NodeView struct {
+	Name       string    `json:"name"`
+	Role       ha.Role   `json:"role"`
+	Healthy    bool      `json:"healthy"`
+	Health     string    `json:"health,omitempty"`
+	Eligible   bool      `json:"eligible"`
+	Why        string    `json:"why,omitempty"`
+	Epoch      ha.Epoch  `json:"epoch"`
+	Since      time.Time `json:"since,omitzero"`
+	Reason     string    `json:"reason,omitempty"`
+	AgentPID   int       `json:"agent_pid"`
+	ServicePID int       `json:"service_pid"`
+	API        string    `json:"api"`
+	Witness    bool      `json:"witness,omitempty"`
+	Heartbeat  time.Time `json:"heartbeat,omitzero"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	Version    string    `json:"version,omitempty"`
+	Failovers  int64     `json:"failovers"`
+}
+
+// Status is the cluster as one agent sees it.
+type Status struct {
+	Cluster  string     `json:"cluster"`
+	Mode     string     `json:"mode"`
+	Reporter string     `json:"reporter"` // the node that answered
+	Leader   ha.Leader  `json:"leader"`
+	Nodes    []NodeView `json:"nodes"`
+	Time     time.Time  `json:"time"`
+}
+
+// RoleView is this node's own role, for the local service.
+type RoleView struct {
+	Node       string   `json:"node"`
+	Role       ha.Role  `json:"role"`
+	Epoch      ha.Epoch `json:"epoch"`
+	Serving    bool     `json:"serving"`
+	ValidForMS int64    `json:"valid_for_ms"` // serving stays true at most this long without news
+}
+
+// Source answers the API's questions.
+type Source interface {
+	Serving() bool
+	Status() Status
+	Role() RoleView
+	Metrics() http.Handler
+}
+
+// Handler returns the API's routes.
+func Handler(src Source) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /lb-check", func(w http.ResponseWriter, r *http.Request) {
+		// Computed from local memory and the clock only: never waits on the store.
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if src.Serving() {
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write([]byte("ok\n"))
+			return
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("unavailable\n"))
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, src.Status())
+	})
+	mux.HandleFunc("GET /v1/role", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, src.Role())
+	})
+	mux.Handle("GET /metrics", src.Metrics())
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, http.StatusNotFound, "no such endpoint "+r.URL.Path+"; try /status, /lb-check, /metrics or /healthz")
+	})
+	return methodGuard(mux)
+}
+
+// methodGuard turns the mux's bare 405 into a JSON error that says what to use.
+func methodGuard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			WriteError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed on "+r.URL.Path+"; use GET")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Error is the body of every error answer.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// WriteError writes a JSON error with status code.
+func WriteError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, Error{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

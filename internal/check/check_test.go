@@ -1,0 +1,279 @@
+package check
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/config"
+)
+
+// wait is how long a test waits for a condition before failing. Generous:
+// the tests run with -race on small, loaded machines.
+const wait = 10 * time.Second
+
+func mustNew(t *testing.T, c config.Check, vars map[string]string) Checker {
+	t.Helper()
+	ch, err := New(c, vars)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return ch
+}
+
+// deadPort returns a loopback address where nothing listens.
+func deadPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func TestHTTP(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/ok":
+			fmt.Fprintln(w, "fine")
+		case "/down":
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case "/moved":
+			http.Redirect(w, r, "/ok", http.StatusFound)
+		case "/teapot":
+			w.WriteHeader(http.StatusTeapot)
+		}
+	}))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	dead := deadPort(t)
+
+	tests := []struct {
+		name    string
+		url     string
+		want    int
+		wantErr string // "" means pass
+	}{
+		{"ok", "http://${ADDR}/ok", 0, ""},
+		{"503", srv.URL + "/down", 200, "http " + srv.URL + "/down: status 503, want 200"},
+		{"expected status", srv.URL + "/teapot", 418, ""},
+		{"redirect not followed", srv.URL + "/moved", 200, "status 302, want 200"},
+		{"redirect expected", srv.URL + "/moved", 302, ""},
+		{"refused", "http://" + dead + "/healthz", 200, "http http://" + dead + "/healthz: connection refused"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := mustNew(t, config.Check{Name: "web", Timeout: 5 * time.Second,
+				HTTP: &config.HTTPCheck{URL: tt.url, ExpectStatus: tt.want}}, map[string]string{"ADDR": host})
+			err := c.Check(context.Background())
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("Check: %v, want pass", err)
+			case tt.wantErr != "" && err == nil:
+				t.Fatalf("Check passed, want error %q", tt.wantErr)
+			case tt.wantErr != "" && !strings.Contains(err.Error(), tt.wantErr):
+				t.Fatalf("Check: %q, want it to contain %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestHTTPTimeout(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	c := mustNew(t, config.Check{Timeout: 50 * time.Millisecond, HTTP: &config.HTTPCheck{URL: srv.URL}}, nil)
+	err := c.Check(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "timed out after 50ms") {
+		t.Fatalf("Check: %v, want a timeout", err)
+	}
+}
+
+// Keep-alives are off: every probe opens a fresh connection, so a server
+// that went away is noticed on the next probe, not hidden by a pooled one.
+func TestHTTPNoKeepAlive(t *testing.T) {
+	var closing atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Close {
+			closing.Add(1)
+		}
+	}))
+	c := mustNew(t, config.Check{Timeout: 5 * time.Second, HTTP: &config.HTTPCheck{URL: srv.URL}}, nil)
+	for range 2 {
+		if err := c.Check(context.Background()); err != nil {
+			t.Fatalf("Check: %v", err)
+		}
+	}
+	if n := closing.Load(); n != 2 {
+		t.Fatalf("%d of 2 requests asked to close the connection", n)
+	}
+	srv.Close()
+	if err := c.Check(context.Background()); err == nil {
+		t.Fatal("Check passed after the server closed")
+	}
+}
+
+func TestTCP(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	ok := mustNew(t, config.Check{Timeout: 5 * time.Second, TCP: &config.TCPCheck{Address: "127.0.0.1:${PORT}"}}, map[string]string{"PORT": port})
+	if err := ok.Check(context.Background()); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	if got, want := ok.Name(), "tcp "+ln.Addr().String(); got != want {
+		t.Errorf("Name = %q, want %q", got, want)
+	}
+
+	dead := deadPort(t)
+	bad := mustNew(t, config.Check{Timeout: 5 * time.Second, TCP: &config.TCPCheck{Address: dead}}, nil)
+	err = bad.Check(context.Background())
+	if want := "tcp " + dead + ": connection refused"; err == nil || err.Error() != want {
+		t.Fatalf("Check: %v, want %q", err, want)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("error %v does not wrap ECONNREFUSED", err)
+	}
+}
+
+func TestExec(t *testing.T) {
+	vars := map[string]string{"WANT": "blue"}
+	tests := []struct {
+		name    string
+		argv    []string
+		wantErr string
+	}{
+		{"true", []string{"/bin/true"}, ""},
+		{"false", []string{"/bin/false"}, "exec /bin/false: exit status 1"},
+		{"env", []string{"sh", "-c", `test "$WANT" = blue`}, ""},
+		{"expanded", []string{"test", "${WANT}", "=", "blue"}, ""},
+		{"output", []string{"sh", "-c", "echo broken pipe to db >&2; exit 3"}, "exit status 3: broken pipe to db"},
+		{"missing", []string{"/no/such/check"}, "exec /no/such/check: no such file or directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := mustNew(t, config.Check{Timeout: 5 * time.Second, Exec: &config.ExecCheck{Command: tt.argv}}, vars)
+			err := c.Check(context.Background())
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("Check: %v, want pass", err)
+			case tt.wantErr != "" && err == nil:
+				t.Fatalf("Check passed, want error %q", tt.wantErr)
+			case tt.wantErr != "" && !strings.Contains(err.Error(), tt.wantErr):
+				t.Fatalf("Check: %q, want it to contain %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestExecOutputIsCut(t *testing.T) {
+	c := mustNew(t, config.Check{Timeout: 5 * time.Second, Exec: &config.ExecCheck{
+		Command: []string{"sh", "-c", "head -c 5000 /dev/zero | tr '\\0' x; exit 1"}}}, nil)
+	err := c.Check(context.Background())
+	if err == nil {
+		t.Fatal("Check passed")
+	}
+	_, out, _ := strings.Cut(err.Error(), "exit status 1: ")
+	if n := strings.Count(out, "x"); n != execOutputMax || len(out) != n {
+		t.Fatalf("error holds %d bytes of output, want %d", n, execOutputMax)
+	}
+}
+
+// On timeout the whole process group dies, not only the shell.
+func TestExecTimeoutKillsGroup(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	c := mustNew(t, config.Check{Timeout: 300 * time.Millisecond, Exec: &config.ExecCheck{
+		Command: []string{"sh", "-c", `sleep 5 & echo $! > "$PIDFILE"; wait`}}}, map[string]string{"PIDFILE": pidFile})
+	start := time.Now()
+	err := c.Check(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "timed out after 300ms") {
+		t.Fatalf("Check: %v, want a timeout", err)
+	}
+	if took := time.Since(start); took > 4*time.Second {
+		t.Fatalf("Check took %s, want it cut at the timeout", took)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pid)
+}
+
+// waitGone waits until pid no longer runs. A zombie counts as gone: once
+// orphaned, it is reaped by init, which may be slow or absent in a container.
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d still runs", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+func TestNewRejects(t *testing.T) {
+	tests := []struct {
+		name string
+		c    config.Check
+	}{
+		{"no kind", config.Check{Name: "x"}},
+		{"two kinds", config.Check{TCP: &config.TCPCheck{Address: "a:1"}, Exec: &config.ExecCheck{Command: []string{"true"}}}},
+		{"bad scheme", config.Check{HTTP: &config.HTTPCheck{URL: "ftp://x/"}}},
+		{"no port", config.Check{TCP: &config.TCPCheck{Address: "localhost"}}},
+		{"empty command", config.Check{Exec: &config.ExecCheck{}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := New(tt.c, nil); err == nil {
+				t.Fatal("New accepted it")
+			}
+		})
+	}
+}

@@ -1,0 +1,266 @@
+// Package cli holds haven's subcommands and the wiring between the packages:
+// it reads flags and configuration, builds the parts and runs them. Exit
+// codes: 0 success, 1 a runtime failure, 2 bad input (flags or config).
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/haven-ha/haven/internal/agent"
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/sample"
+)
+
+// Version is haven's version, set at build time with -ldflags.
+var Version = "0.1.0-dev"
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+type command struct {
+	name, summary string
+	hidden        bool
+	run           func(args []string, out, errw io.Writer) int
+}
+
+func commands() []command {
+	return []command{
+		{"demo", "start a 3-node cluster on loopback and show it fail over", false, runDemo},
+		{"agent", "run the agent of one node (--config FILE --node NAME)", false, runAgent},
+		{"witness", "run a witness: an etcd vote and nothing else (--config FILE --node NAME)", false, runWitness},
+		{"status", "show every node's role and health (--config FILE, --json)", false, runStatus},
+		{"config", "check a configuration file: `haven config check FILE`", false, runConfig},
+		{"version", "print haven's version", false, runVersion},
+		{"sample-service", "the demo's sample HTTP service", true, runSample},
+	}
+}
+
+// Main runs haven with args (without the program name) and returns the exit code.
+func Main(args []string, out, errw io.Writer) int {
+	agent.Version = Version
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(out)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(args[1:], out, errw)
+		}
+	}
+	fmt.Fprintf(errw, "haven: unknown command %q; run `haven help` for the list\n", args[0])
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "haven makes a service highly available.\n\nUsage: haven COMMAND [flags]\n\nCommands:")
+	for _, c := range commands() {
+		if !c.hidden {
+			fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		}
+	}
+	fmt.Fprintln(w, "\nRun `haven COMMAND -h` for a command's flags. Start with `haven demo`.")
+}
+
+// newFlags returns a flag set that reports errors instead of exiting.
+func newFlags(name string, errw io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("haven "+name, flag.ContinueOnError)
+	fs.SetOutput(errw)
+	return fs
+}
+
+// parse parses flags and refuses stray arguments; it returns an exit code
+// and false when the command must stop.
+func parse(fs *flag.FlagSet, args []string, maxArgs int) (int, bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK, false
+		}
+		return exitUsage, false
+	}
+	if fs.NArg() > maxArgs {
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q; flags go before arguments, see -h\n", fs.Name(), fs.Arg(maxArgs))
+		return exitUsage, false
+	}
+	return 0, true
+}
+
+// loadConfig reads the config and prints what is wrong with it.
+func loadConfig(path string, errw io.Writer) (*config.Config, int) {
+	if path == "" {
+		fmt.Fprintln(errw, "haven: no configuration: pass --config FILE or set HAVEN_CONFIG")
+		return nil, exitUsage
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintf(errw, "haven: %v\n", err)
+		return nil, exitUsage
+	}
+	return cfg, exitOK
+}
+
+func nodeFlag(fs *flag.FlagSet) *string {
+	return fs.String("node", os.Getenv("HAVEN_NODE"), "this node's name in the config (default $HAVEN_NODE)")
+}
+
+func configFlag(fs *flag.FlagSet) *string {
+	return fs.String("config", os.Getenv("HAVEN_CONFIG"), "configuration file (default $HAVEN_CONFIG)")
+}
+
+// signalContext is cancelled on SIGINT or SIGTERM.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	switch cfg.Log.Level {
+	case "debug":
+		level = slog.LevelDebug
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func requireNode(cfg *config.Config, name string, errw io.Writer) bool {
+	if name == "" {
+		fmt.Fprintf(errw, "haven: which node is this? pass --node NAME or set HAVEN_NODE (one of: %s)\n", nodeNames(cfg))
+		return false
+	}
+	if _, ok := cfg.NodeByName(name); !ok {
+		fmt.Fprintf(errw, "haven: node %q is not in %s; use one of: %s\n", name, cfg.Path, nodeNames(cfg))
+		return false
+	}
+	return true
+}
+
+func nodeNames(cfg *config.Config) string {
+	var names []string
+	for _, n := range cfg.Nodes {
+		names = append(names, n.Name)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+func runAgent(args []string, out, errw io.Writer) int {
+	fs := newFlags("agent", errw)
+	cfgPath, node := configFlag(fs), nodeFlag(fs)
+	if code, ok := parse(fs, args, 0); !ok {
+		return code
+	}
+	cfg, code := loadConfig(*cfgPath, errw)
+	if cfg == nil {
+		return code
+	}
+	if !requireNode(cfg, *node, errw) {
+		return exitUsage
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	if err := agent.RunNode(ctx, cfg, *node, newLogger(cfg, errw)); err != nil {
+		fmt.Fprintf(errw, "haven agent: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+func runWitness(args []string, out, errw io.Writer) int {
+	fs := newFlags("witness", errw)
+	cfgPath, node := configFlag(fs), nodeFlag(fs)
+	if code, ok := parse(fs, args, 0); !ok {
+		return code
+	}
+	cfg, code := loadConfig(*cfgPath, errw)
+	if cfg == nil {
+		return code
+	}
+	if !requireNode(cfg, *node, errw) {
+		return exitUsage
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	if err := agent.RunWitness(ctx, cfg, *node, newLogger(cfg, errw)); err != nil {
+		fmt.Fprintf(errw, "haven witness: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+func runConfig(args []string, out, errw io.Writer) int {
+	if len(args) == 0 || args[0] != "check" {
+		fmt.Fprintln(errw, "usage: haven config check FILE")
+		return exitUsage
+	}
+	fs := newFlags("config check", errw)
+	if code, ok := parse(fs, args[1:], 1); !ok {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(errw, "usage: haven config check FILE")
+		return exitUsage
+	}
+	cfg, code := loadConfig(fs.Arg(0), errw)
+	if cfg == nil {
+		return code
+	}
+	fmt.Fprint(out, cfg.Describe())
+	return exitOK
+}
+
+func runVersion(args []string, out, errw io.Writer) int {
+	fs := newFlags("version", errw)
+	if code, ok := parse(fs, args, 0); !ok {
+		return code
+	}
+	fmt.Fprintf(out, "haven %s\n", Version)
+	return exitOK
+}
+
+func runSample(args []string, out, errw io.Writer) int {
+	fs := newFlags("sample-service", errw)
+	listen := fs.String("listen", os.Getenv("SERVICE_ADDR"), "address to serve on (default $SERVICE_ADDR)")
+	agentAPI := fs.String("agent", os.Getenv("HAVEN_API"), "the local agent's API address (default $HAVEN_API)")
+	node := fs.String("node", os.Getenv("HAVEN_NODE"), "node name (default $HAVEN_NODE)")
+	if code, ok := parse(fs, args, 0); !ok {
+		return code
+	}
+	if *listen == "" || *agentAPI == "" {
+		fmt.Fprintln(errw, "haven sample-service: --listen and --agent are required")
+		return exitUsage
+	}
+	base := *agentAPI
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	if err := sample.New(*node, base).ListenAndServe(ctx, *listen); err != nil {
+		fmt.Fprintf(errw, "haven sample-service: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}

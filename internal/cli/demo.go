@@ -1,0 +1,244 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// DemoConfig renders the configuration `haven demo` runs: n nodes on
+// loopback, ports counted up from base, each supervising the sample service.
+func DemoConfig(exe, dataDir string, n, base int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `# Written by haven demo. Every node reads this same file; each agent is
+# started with --node NAME.
+cluster: demo
+mode: active-passive
+data_dir: %s
+timing: lan
+log: {level: info, format: text}
+nodes:
+`, dataDir)
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, `  - name: n%d
+    api: 127.0.0.1:%d
+    peer: 127.0.0.1:%d
+    client: 127.0.0.1:%d
+    env: {SERVICE_ADDR: "127.0.0.1:%d"}
+`, i, base+i, base+100+i, base+200+i, base+300+i)
+	}
+	fmt.Fprintf(&b, `service:
+  command: [%q, "sample-service"]
+  standby: hot
+  stop_signal: SIGTERM
+  stop_grace: 2s
+  restart: always
+  restart_delay: 200ms
+checks:
+  - name: sample-http
+    http: {url: "http://${SERVICE_ADDR}/healthz", expect_status: 200}
+    interval: 100ms
+    timeout: 100ms
+    rise: 2
+    fall: 2
+`, exe)
+	return b.String()
+}
+
+func runDemo(args []string, out, errw io.Writer) int {
+	fs := newFlags("demo", errw)
+	dir := fs.String("dir", "", "folder for the demo's config, data and logs (default: a new temporary folder)")
+	base := fs.Int("port", 17100, "base port: agents on PORT+1.., etcd on PORT+101.. and PORT+201.., services on PORT+301..")
+	nodes := fs.Int("nodes", 3, "number of nodes: 1, 3 or 5")
+	if code, ok := parse(fs, args, 0); !ok {
+		return code
+	}
+	if *nodes != 1 && *nodes != 3 && *nodes != 5 {
+		fmt.Fprintln(errw, "haven demo: --nodes must be 1, 3 or 5 (an etcd quorum needs an odd number of members)")
+		return exitUsage
+	}
+	if *base < 1024 || *base > 65000 {
+		fmt.Fprintln(errw, "haven demo: --port must be between 1024 and 65000")
+		return exitUsage
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(errw, "haven demo: cannot find my own binary: %v\n", err)
+		return exitFailure
+	}
+	if *dir == "" {
+		if *dir, err = os.MkdirTemp("", "haven-demo-"); err != nil {
+			fmt.Fprintf(errw, "haven demo: %v\n", err)
+			return exitFailure
+		}
+	}
+	if *dir, err = filepath.Abs(*dir); err != nil {
+		fmt.Fprintf(errw, "haven demo: %v\n", err)
+		return exitFailure
+	}
+	if err := os.MkdirAll(*dir, 0o755); err != nil {
+		fmt.Fprintf(errw, "haven demo: create %s: %v\n", *dir, err)
+		return exitFailure
+	}
+	for i := 1; i <= *nodes; i++ {
+		for _, p := range []int{*base + i, *base + 100 + i, *base + 200 + i, *base + 300 + i} {
+			if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err != nil {
+				fmt.Fprintf(errw, "haven demo: port %d is in use (another demo running?); pick other ports with --port\n", p)
+				return exitFailure
+			} else {
+				ln.Close()
+			}
+		}
+	}
+	cfgPath := filepath.Join(*dir, "haven.yaml")
+	if err := os.WriteFile(cfgPath, []byte(DemoConfig(exe, filepath.Join(*dir, "data"), *nodes, *base)), 0o644); err != nil {
+		fmt.Fprintf(errw, "haven demo: write config: %v\n", err)
+		return exitFailure
+	}
+	cfg, code := loadConfig(cfgPath, errw)
+	if cfg == nil {
+		return code
+	}
+
+	ctx, stop := signalContext()
+	defer stop()
+	var procs []*exec.Cmd
+	defer func() { stopAll(procs, out) }()
+	for _, n := range cfg.Nodes {
+		logf, err := os.OpenFile(filepath.Join(*dir, n.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			fmt.Fprintf(errw, "haven demo: %v\n", err)
+			return exitFailure
+		}
+		cmd := exec.Command(exe, "agent", "--config", cfgPath, "--node", n.Name)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		// Own process group, so Ctrl-C reaches the demo only and it stops
+		// the agents in order; Pdeathsig so none outlives a killed demo.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+		if err := cmd.Start(); err != nil {
+			logf.Close()
+			fmt.Fprintf(errw, "haven demo: start agent %s: %v\n", n.Name, err)
+			return exitFailure
+		}
+		logf.Close()
+		procs = append(procs, cmd)
+	}
+	fmt.Fprintf(out, "haven demo: %d agents starting, each with an embedded etcd member and a sample service.\n", len(procs))
+	fmt.Fprintf(out, "  config: %s\n  logs:   %s/n*.log\n\n", cfgPath, *dir)
+
+	urls := agentURLs(cfg)
+	st, err := waitForLeader(ctx, urls, 60*time.Second)
+	if err != nil {
+		fmt.Fprintf(errw, "haven demo: the cluster did not elect an active node: %v (see the logs in %s)\n", err, *dir)
+		return exitFailure
+	}
+	printStatus(out, st)
+	self := os.Args[0]
+	fmt.Fprintf(out, `
+Try it (in another terminal):
+  %[1]s status --config %[2]s          # every node's role, health, epoch and pids
+  curl http://%[3]s/               # the sample service of a node: 200 on the active, 503 elsewhere
+  curl -i http://%[4]s/lb-check       # what a load balancer asks: 200 only on the active
+  kill -9 $(%[1]s status --config %[2]s --json | jq '.nodes[]|select(.role=="active").service_pid')
+                                          # crash the active's service: another node takes over at once
+  kill -9 $(%[1]s status --config %[2]s --json | jq '.nodes[]|select(.role=="active").agent_pid')
+                                          # kill the active's agent: a standby takes over when its lease expires
+  kill -STOP <agent pid> ... kill -CONT <agent pid>   # freeze an agent past its lease: it never serves again at its old epoch
+
+Role changes appear below. Ctrl-C stops everything.
+`, self, cfgPath, serviceAddr(cfg.Nodes[0].Env), cfg.Nodes[0].API)
+	watchRoles(ctx, out, urls, st)
+	fmt.Fprintln(out, "\nhaven demo: stopping the agents...")
+	return exitOK
+}
+
+func serviceAddr(env map[string]string) string { return env["SERVICE_ADDR"] }
+
+func waitForLeader(ctx context.Context, urls []string, limit time.Duration) (api.Status, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		st, err := fetchStatus(ctx, urls)
+		if err == nil && !st.Leader.None() {
+			for _, n := range st.Nodes {
+				if n.Name == st.Leader.Node && n.Role == ha.RoleActive {
+					return st, nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = ctx.Err()
+			}
+			return api.Status{}, err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// watchRoles prints every role change until ctx ends.
+func watchRoles(ctx context.Context, out io.Writer, urls []string, last api.Status) {
+	prev := map[string]ha.Role{}
+	for _, n := range last.Nodes {
+		prev[n.Name] = n.Role
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		st, err := fetchStatus(ctx, urls)
+		if err != nil {
+			continue
+		}
+		for _, n := range st.Nodes {
+			if prev[n.Name] == n.Role {
+				continue
+			}
+			prev[n.Name] = n.Role
+			line := fmt.Sprintf("%s  %-3s -> %-9s", time.Now().Format("15:04:05.000"), n.Name, n.Role)
+			if n.Epoch != 0 {
+				line += fmt.Sprintf(" epoch %d", n.Epoch)
+			}
+			if n.Reason != "" {
+				line += "  (" + n.Reason + ")"
+			}
+			fmt.Fprintln(out, line)
+		}
+	}
+}
+
+// stopAll sends SIGTERM to every agent and waits; stragglers get SIGKILL.
+func stopAll(procs []*exec.Cmd, out io.Writer) {
+	done := make(chan struct{}, len(procs))
+	for _, p := range procs {
+		_ = p.Process.Signal(syscall.SIGTERM)
+		go func(p *exec.Cmd) { _ = p.Wait(); done <- struct{}{} }(p)
+	}
+	deadline := time.After(15 * time.Second)
+	for range procs {
+		select {
+		case <-done:
+		case <-deadline:
+			for _, p := range procs {
+				_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
+			}
+			return
+		}
+	}
+	if len(procs) > 0 {
+		fmt.Fprintln(out, "haven demo: all agents stopped.")
+	}
+}

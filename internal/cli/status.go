@@ -1,0 +1,130 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/config"
+)
+
+func runStatus(args []string, out, errw io.Writer) int {
+	fs := newFlags("status", errw)
+	cfgPath := configFlag(fs)
+	apiURL := fs.String("api", "", "ask this agent (base URL) instead of the ones in the config")
+	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	if code, ok := parse(fs, args, 0); !ok {
+		return code
+	}
+	var urls []string
+	if *apiURL != "" {
+		urls = []string{strings.TrimRight(*apiURL, "/")}
+	} else {
+		cfg, code := loadConfig(*cfgPath, errw)
+		if cfg == nil {
+			return code
+		}
+		urls = agentURLs(cfg)
+	}
+	st, err := fetchStatus(context.Background(), urls)
+	if err != nil {
+		fmt.Fprintf(errw, "haven status: %v\n", err)
+		return exitFailure
+	}
+	if *asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(st)
+		return exitOK
+	}
+	printStatus(out, st)
+	return exitOK
+}
+
+func agentURLs(cfg *config.Config) []string {
+	var urls []string
+	for _, n := range cfg.Nodes {
+		if !n.Witness {
+			urls = append(urls, "http://"+n.API)
+		}
+	}
+	return urls
+}
+
+// fetchStatus asks each agent in turn and returns the first answer.
+func fetchStatus(ctx context.Context, urls []string) (api.Status, error) {
+	client := &http.Client{Timeout: 2 * time.Second}
+	var errs []error
+	for _, u := range urls {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/status", nil)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		var st api.Status
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			errs = append(errs, fmt.Errorf("%s: status %d: %v", u, resp.StatusCode, err))
+			continue
+		}
+		return st, nil
+	}
+	return api.Status{}, fmt.Errorf("no agent answered (%w); is the cluster running?", errors.Join(errs...))
+}
+
+func printStatus(w io.Writer, st api.Status) {
+	leader := "none"
+	if !st.Leader.None() {
+		leader = fmt.Sprintf("%s at epoch %d", st.Leader.Node, st.Leader.Epoch)
+	}
+	fmt.Fprintf(w, "cluster %s (%s): active %s; as seen by %s\n\n", st.Cluster, st.Mode, leader, st.Reporter)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tROLE\tHEALTHY\tEPOCH\tAGENT PID\tSERVICE PID\tSINCE\tWHY")
+	for _, n := range st.Nodes {
+		epoch := "-"
+		if n.Epoch != 0 {
+			epoch = fmt.Sprint(n.Epoch)
+		}
+		since := "-"
+		if !n.Since.IsZero() {
+			since = time.Since(n.Since).Round(time.Second).String() + " ago"
+		}
+		why := n.Reason
+		if n.Role == "standby" || n.Role == "down" {
+			why = n.Why
+		}
+		if !n.Healthy && n.Health != "" {
+			why = n.Health
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Role, yesNo(n.Healthy), epoch,
+			pid(n.AgentPID), pid(n.ServicePID), since, why)
+	}
+	_ = tw.Flush()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func pid(p int) string {
+	if p == 0 {
+		return "-"
+	}
+	return fmt.Sprint(p)
+}

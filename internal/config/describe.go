@@ -1,0 +1,178 @@
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Describe renders the effective configuration for `haven config check`:
+// every default filled in, the fence deadline, and the worst-case failover
+// times the timings imply.
+func (c *Config) Describe() string {
+	var b strings.Builder
+	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	line := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+
+	line("cluster %s (%s), read from %s", c.Cluster, c.Mode, c.Path)
+	line("data_dir %s (each node keeps its data in data_dir/<node>)", c.DataDir)
+	line("")
+
+	voters := len(c.Voters())
+	majority := voters/2 + 1
+	line("nodes: %d etcd %s, a majority is %d, so %d may fail", voters, plural(voters, "voter", "voters"), majority, voters-majority)
+	line("  NAME\tROLE\tAPI\tPEER\tCLIENT\tENV")
+	for _, n := range c.Nodes {
+		role := "service"
+		if n.Witness {
+			role = "witness"
+		}
+		line("  %s\t%s\t%s\t%s\t%s\t%s", n.Name, role, orDash(n.API), n.Peer, n.Client, orDash(strings.Join(Environ(n.Env), " ")))
+	}
+	line("")
+
+	s := c.Service
+	if len(s.Command) == 0 {
+		line("service: none; it is managed outside haven, through the hooks")
+	} else {
+		line("service:")
+		line("  command\t%s", quoteArgs(s.Command))
+		if s.Dir != "" {
+			line("  dir\t%s", s.Dir)
+		}
+		if len(s.Env) > 0 {
+			line("  env\t%s", strings.Join(Environ(s.Env), " "))
+		}
+		standby := "hot (runs on standbys too)"
+		if s.Standby == "cold" {
+			standby = "cold (started on promotion, stopped on demotion)"
+		}
+		line("  standby\t%s", standby)
+		line("  stop\t%s, then SIGKILL after %s", s.StopSignal, s.StopGrace)
+		line("  restart\t%s, first delay %s (doubling up to 10s)", s.Restart, s.RestartDelay)
+	}
+	line("")
+
+	line("hooks:")
+	line("  on_promote\t%s (timeout %s)", orNone(quoteArgs(c.Hooks.OnPromote.Command)), c.Hooks.OnPromote.Timeout)
+	line("  on_demote\t%s (timeout %s)", orNone(quoteArgs(c.Hooks.OnDemote.Command)), c.Hooks.OnDemote.Timeout)
+	line("  promote_backoff\t%s (a node is not eligible this long after a failed on_promote)", c.Hooks.PromoteBackoff)
+	line("")
+
+	if len(c.Checks) == 0 {
+		line("checks: none")
+	} else {
+		line("checks (all must pass):")
+		for _, ch := range c.Checks {
+			line("  %s\t%s\tevery %s, timeout %s, healthy after %d, unhealthy after %d", ch.Name, describeCheck(ch), ch.Interval, ch.Timeout, ch.Rise, ch.Fall)
+		}
+	}
+	line("")
+	line("log: level %s, format %s", c.Log.Level, c.Log.Format)
+	line("")
+
+	t := c.Timing
+	line("timing: %s", t.Preset)
+	line("  lease_ttl\t%s", t.LeaseTTL)
+	line("  renew_interval\t%s", t.RenewInterval)
+	line("  renew_timeout\t%s", t.RenewTimeout)
+	line("  fence_margin\t%s", t.FenceMargin)
+	line("  etcd_heartbeat\t%s", t.EtcdHeartbeat)
+	line("  etcd_election\t%s", t.EtcdElection)
+	line("")
+
+	var demote time.Duration
+	if len(c.Hooks.OnDemote.Command) > 0 {
+		demote = c.Hooks.OnDemote.Timeout
+	}
+	line("fencing:")
+	line("  the active stops serving at last-renewal-sent + lease_ttl − fence_margin = last-renewal-sent + %s", t.FenceAfter())
+	line("  renewals: 2 × renew_interval + renew_timeout = %s fits in lease_ttl − fence_margin = %s, so one lost renewal does not fence the active",
+		2*t.RenewInterval+t.RenewTimeout, t.FenceAfter())
+	if demote > 0 {
+		line("  demotion: on_demote timeout %s + clock drift allowance %s (lease_ttl/100 + 10ms) = %s fits in fence_margin %s, so the active has demoted before its lease can expire in the store",
+			demote, t.DriftAllowance(), demote+t.DriftAllowance(), t.FenceMargin)
+	} else {
+		line("  demotion: no on_demote hook; the clock drift allowance %s (lease_ttl/100 + 10ms) fits in fence_margin %s, so the active has stopped before its lease can expire in the store",
+			t.DriftAllowance(), t.FenceMargin)
+	}
+	if s.Standby == "cold" && len(s.Command) > 0 {
+		line("  cold standby: the agent SIGKILLs the service at the fence deadline if it is still stopping, so stop_grace needs no room in fence_margin")
+	}
+	line("")
+
+	wc := t.WorstCase(c.Checks)
+	line("worst-case failover (from the failure until another node is active):")
+	if services := len(c.Nodes) - witnesses(c.Nodes); services < 2 {
+		line("  (with %d service %s there is nothing to fail over to; these are the times once there is)", services, plural(services, "node", "nodes"))
+	}
+	line("  service exits\t≈ store round trips (tens of ms), taken as 4 × etcd_heartbeat\t%s", wc.ServiceCrash)
+	if len(c.Checks) == 0 {
+		line("  checks fail, service runs\tno checks configured\t-")
+	} else {
+		line("  checks fail, service runs\tmax(fall × interval + timeout) + 4 × etcd_heartbeat\t%s", wc.Unhealthy)
+	}
+	line("  agent or node lost\tlease_ttl + 500ms lease revoke tick + 4 × etcd_heartbeat\t%s", wc.AgentLoss)
+	line("  ... and it led etcd\t3 × etcd_election + lease_ttl + 500ms + 4 × etcd_heartbeat\t%s", wc.AgentLossLeader)
+	line("  isolated active stops\tlease_ttl − fence_margin after its last renewal was sent\t%s", wc.FenceAfter)
+
+	w.Flush()
+	return b.String()
+}
+
+func witnesses(nodes []Node) int {
+	n := 0
+	for _, node := range nodes {
+		if node.Witness {
+			n++
+		}
+	}
+	return n
+}
+
+func describeCheck(c Check) string {
+	switch {
+	case c.HTTP != nil:
+		return fmt.Sprintf("http GET %s expects %d", c.HTTP.URL, c.HTTP.ExpectStatus)
+	case c.TCP != nil:
+		return "tcp connect " + c.TCP.Address
+	case c.Exec != nil:
+		return "exec " + quoteArgs(c.Exec.Command)
+	}
+	return "?"
+}
+
+// quoteArgs shows an argv the way a shell user would type it.
+func quoteArgs(argv []string) string {
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		if a == "" || strings.ContainsAny(a, " \t\n\"'\\") {
+			a = strconv.Quote(a)
+		}
+		out[i] = a
+	}
+	return strings.Join(out, " ")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}

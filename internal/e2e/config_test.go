@@ -1,0 +1,91 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const goodNodes = `nodes:
+  - {name: a, api: 127.0.0.1:7001, peer: 127.0.0.1:7101, client: 127.0.0.1:7201}
+  - {name: b, api: 127.0.0.1:7002, peer: 127.0.0.1:7102, client: 127.0.0.1:7202}
+  - {name: c, api: 127.0.0.1:7003, peer: 127.0.0.1:7103, client: 127.0.0.1:7203}
+`
+
+// TestBadConfigsExitTwo runs the binary on malformed configs: each must be
+// refused with exit code 2 and a message naming the file, line and field.
+func TestBadConfigsExitTwo(t *testing.T) {
+	cases := []struct {
+		name, yaml string
+		want       []string // substrings of stderr
+	}{
+		{"empty", "", []string{"empty"}},
+		{"syntax", "cluster: [unclosed\n", []string{"haven.yaml:"}},
+		{"unknown key", "cluster: x\ndata_dir: /tmp/x\nleese_ttl: 1s\n" + goodNodes, []string{"haven.yaml:3", "leese_ttl"}},
+		{"missing cluster", "data_dir: /tmp/x\n" + goodNodes, []string{"cluster"}},
+		{"bad duration", "cluster: x\ndata_dir: /tmp/x\ntimings: {lease_ttl: 1 second}\n" + goodNodes, []string{"haven.yaml:3", "lease_ttl"}},
+		{"two voters", "cluster: x\ndata_dir: /tmp/x\nnodes:\n  - {name: a, api: 127.0.0.1:7001, peer: 127.0.0.1:7101, client: 127.0.0.1:7201}\n  - {name: b, api: 127.0.0.1:7002, peer: 127.0.0.1:7102, client: 127.0.0.1:7202}\n", []string{"witness"}},
+		{"duplicate name", "cluster: x\ndata_dir: /tmp/x\nnodes:\n  - {name: a, api: 127.0.0.1:7001, peer: 127.0.0.1:7101, client: 127.0.0.1:7201}\n  - {name: a, api: 127.0.0.1:7002, peer: 127.0.0.1:7102, client: 127.0.0.1:7202}\n  - {name: c, api: 127.0.0.1:7003, peer: 127.0.0.1:7103, client: 127.0.0.1:7203}\n", []string{"haven.yaml:5", "nodes[1].name"}},
+		{"duplicate address", "cluster: x\ndata_dir: /tmp/x\nnodes:\n  - {name: a, api: 127.0.0.1:7001, peer: 127.0.0.1:7101, client: 127.0.0.1:7201}\n  - {name: b, api: 127.0.0.1:7001, peer: 127.0.0.1:7102, client: 127.0.0.1:7202}\n  - {name: c, api: 127.0.0.1:7003, peer: 127.0.0.1:7103, client: 127.0.0.1:7203}\n", []string{"127.0.0.1:7001"}},
+		{"fence margin too big", "cluster: x\ndata_dir: /tmp/x\ntimings: {fence_margin: 2s}\n" + goodNodes, []string{"fence_margin"}},
+		{"lease shorter than etcd allows", "cluster: x\ndata_dir: /tmp/x\ntimings: {etcd_election: 2s}\n" + goodNodes, []string{"lease_ttl"}},
+		{"demote hook longer than margin", "cluster: x\ndata_dir: /tmp/x\nhooks: {on_demote: {command: [/bin/true], timeout: 5s}}\n" + goodNodes, []string{"on_demote"}},
+		{"bad enum", "cluster: x\ndata_dir: /tmp/x\nservice: {command: [/bin/true], standby: lukewarm}\n" + goodNodes, []string{"standby", "hot"}},
+	}
+	dir := t.TempDir()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, "haven.yaml")
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for _, args := range [][]string{{"config", "check", path}, {"agent", "--config", path, "--node", "a"}} {
+				code, out, errOut := runHaven(t, args...)
+				if code != 2 {
+					t.Fatalf("haven %v: exit %d, want 2\nstdout: %s\nstderr: %s", args, code, out, errOut)
+				}
+				for _, w := range tc.want {
+					if !strings.Contains(errOut, w) {
+						t.Errorf("haven %v: stderr lacks %q:\n%s", args, w, errOut)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestGoodConfigCheckPrintsTimings(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "haven.yaml")
+	if err := os.WriteFile(path, []byte("cluster: x\ndata_dir: /tmp/x\n"+goodNodes), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runHaven(t, "config", "check", path)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, w := range []string{"lease_ttl", "fence_margin", "worst"} {
+		if !strings.Contains(strings.ToLower(out), w) {
+			t.Errorf("config check output lacks %q:\n%s", w, out)
+		}
+	}
+}
+
+func TestCLIUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"frobnicate"},
+		{"agent", "--no-such-flag"},
+		{"status", "--config"},
+		{"config", "lint", "x"},
+		{"agent"},
+	} {
+		code, _, errOut := runHaven(t, args...)
+		if code != 2 || errOut == "" {
+			t.Errorf("haven %v: exit %d, stderr %q; want exit 2 with a message", args, code, errOut)
+		}
+	}
+	code, out, _ := runHaven(t, "version")
+	if code != 0 || !strings.HasPrefix(out, "haven ") {
+		t.Errorf("haven version: exit %d, %q", code, out)
+	}
+}

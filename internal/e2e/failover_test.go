@@ -1,0 +1,184 @@
+package e2e
+
+import (
+	"net/http"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// startTimeout bounds cluster formation: three etcd members and agents on a
+// loaded 2-core machine.
+const startTimeout = 60 * time.Second
+
+func TestServiceCrashFailsOver(t *testing.T) {
+	c := newCluster(t, clusterOpts{})
+	old, epoch := c.WaitActive(startTimeout)
+	v, ok := c.NodeView(old, old)
+	if !ok || v.ServicePID == 0 {
+		t.Fatalf("status of %s has no service pid: %+v", old, v)
+	}
+	if err := syscall.Kill(v.ServicePID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	next, nextEpoch := c.WaitActive(10*time.Second, old)
+	t.Logf("service crash on %s: %s active after %s (epoch %d -> %d)", old, next, time.Since(start), epoch, nextEpoch)
+	if nextEpoch <= epoch {
+		t.Fatalf("new epoch %d not greater than old %d", nextEpoch, epoch)
+	}
+	// The crashed service is restarted and its node becomes a healthy standby.
+	waitFor(t, 20*time.Second, old+" back as a healthy standby", func() bool {
+		v, ok := c.NodeView(next, old)
+		return ok && v.Role == ha.RoleStandby && v.Healthy && v.ServicePID != 0 && v.ServicePID != int(0)
+	})
+	if c.LBCheck(old) == http.StatusOK {
+		t.Fatalf("%s answers 200 on /lb-check while %s is active", old, next)
+	}
+}
+
+func TestAgentCrashFailsOverAndRejoins(t *testing.T) {
+	c := newCluster(t, clusterOpts{})
+	old, epoch := c.WaitActive(startTimeout)
+	v, _ := c.NodeView(old, old)
+	c.KillAgent(old)
+	start := time.Now()
+	next, nextEpoch := c.WaitActive(15*time.Second, old)
+	t.Logf("agent kill -9 on %s: %s active after %s (epoch %d -> %d)", old, next, time.Since(start), epoch, nextEpoch)
+	if nextEpoch <= epoch {
+		t.Fatalf("new epoch %d not greater than old %d", nextEpoch, epoch)
+	}
+	// The killed agent's service must not outlive it.
+	waitFor(t, 5*time.Second, "the dead agent's service to exit", func() bool { return !pidAlive(v.ServicePID) })
+
+	waitFor(t, 10*time.Second, old+" shown as down", func() bool {
+		v, ok := c.NodeView(next, old)
+		return ok && v.Role == ha.RoleDown
+	})
+	c.Start(old)
+	waitFor(t, startTimeout, old+" rejoined as a healthy standby", func() bool {
+		v, ok := c.NodeView(next, old)
+		return ok && v.Role == ha.RoleStandby && v.Healthy
+	})
+	if now, e := c.WaitActive(5 * time.Second); now != next || e != nextEpoch {
+		t.Fatalf("the rejoin moved the active role: %s@%d, want %s@%d (no preemption by default)", now, e, next, nextEpoch)
+	}
+}
+
+// TestPausedActiveNeverOverlaps freezes the active agent with SIGSTOP past its
+// lease while a separate client samples every node's /lb-check every 10 ms.
+// No two nodes may answer 200 at overlapping moments, and after SIGCONT the
+// old active must never claim the active role at its old epoch again.
+func TestPausedActiveNeverOverlaps(t *testing.T) {
+	c := newCluster(t, clusterOpts{})
+	old, epoch := c.WaitActive(startTimeout)
+
+	type sample struct {
+		node       string
+		sent, recv time.Time
+	}
+	var (
+		mu   sync.Mutex
+		oks  []sample
+		stop = make(chan struct{})
+		wg   sync.WaitGroup
+	)
+	client := &http.Client{Timeout: 200 * time.Millisecond}
+	for _, n := range c.Nodes {
+		wg.Add(1)
+		go func(name, addr string) {
+			defer wg.Done()
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				sent := time.Now()
+				resp, err := client.Get("http://" + addr + "/lb-check")
+				if err != nil {
+					continue
+				}
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					mu.Lock()
+					oks = append(oks, sample{name, sent, time.Now()})
+					mu.Unlock()
+				}
+			}
+		}(n.Name, n.API)
+	}
+
+	count := func(node string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, s := range oks {
+			if s.node == node {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, 5*time.Second, "the sampler to see the active", func() bool { return count(old) >= 5 })
+	c.Signal(old, syscall.SIGSTOP)
+	next, nextEpoch := c.WaitActive(20*time.Second, old)
+	if nextEpoch <= epoch {
+		t.Fatalf("new epoch %d not greater than old %d", nextEpoch, epoch)
+	}
+	// Keep the old one frozen a little longer, then wake it and watch it.
+	waitFor(t, 5*time.Second, "the sampler to see the new active", func() bool { return count(next) >= 5 })
+	c.Signal(old, syscall.SIGCONT)
+	waitFor(t, 10*time.Second, old+" to report itself standby after SIGCONT", func() bool {
+		v, ok := c.NodeView(old, old)
+		return ok && v.Role == ha.RoleStandby
+	})
+	// Keep sampling for a while after the wake-up.
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if code, r := c.ServiceReply(old); code == http.StatusOK && r.Epoch == epoch {
+			t.Fatalf("%s served again at its old epoch %d after SIGCONT", old, epoch)
+		}
+		v, _ := c.NodeView(old, old)
+		if v.Role == ha.RoleActive && v.Epoch == epoch {
+			t.Fatalf("%s claims active at its old epoch %d after SIGCONT", old, epoch)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+
+	var oldLast, newFirst time.Time
+	for _, s := range oks {
+		switch s.node {
+		case old:
+			if s.recv.After(oldLast) {
+				oldLast = s.recv
+			}
+		case next:
+			if newFirst.IsZero() || s.sent.Before(newFirst) {
+				newFirst = s.sent
+			}
+		}
+	}
+	for i, a := range oks {
+		for _, b := range oks[i+1:] {
+			if a.node != b.node && a.sent.Before(b.recv) && b.sent.Before(a.recv) {
+				t.Fatalf("split brain: %s and %s both answered 200 on /lb-check at overlapping moments (%s..%s and %s..%s)",
+					a.node, b.node, a.sent.Format("15:04:05.000"), a.recv.Format("15:04:05.000"), b.sent.Format("15:04:05.000"), b.recv.Format("15:04:05.000"))
+			}
+		}
+	}
+	if oldLast.IsZero() || newFirst.IsZero() {
+		t.Fatalf("sampler saw no 200 from old (%s) or new (%s) active", old, next)
+	}
+	if !oldLast.Before(newFirst) {
+		t.Fatalf("old active %s answered 200 at %s, after the new active %s started at %s", old, oldLast.Format("15:04:05.000"), next, newFirst.Format("15:04:05.000"))
+	}
+	t.Logf("gap between the old active's last 200 and the new one's first: %s (%d samples)", newFirst.Sub(oldLast), len(oks))
+}

@@ -1,0 +1,374 @@
+// Package e2e holds haven's end-to-end tests: they build the real haven
+// binary, start real agent processes with embedded etcd members and sample
+// services on loopback, inject faults with signals, and watch what clients
+// and load balancers would see.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/sample"
+)
+
+// havenBin is the binary under test, built once by TestMain.
+var havenBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "haven-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	havenBin = filepath.Join(dir, "haven")
+	build := exec.Command("go", "build", "-o", havenBin, "github.com/haven-ha/haven/cmd/haven")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build haven:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freePorts returns n distinct free loopback ports.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var lns []net.Listener
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return ports
+}
+
+// Node is one configured node of a test cluster.
+type Node struct {
+	Name, API, Service string
+	cmd                *exec.Cmd
+	log                *bytes.Buffer
+	done               chan struct{}
+}
+
+// Cluster is a set of real haven agents on loopback.
+type Cluster struct {
+	t      *testing.T
+	Dir    string
+	Config string
+	Nodes  []*Node
+	mu     sync.Mutex
+}
+
+// testTimings are the lan preset loosened for a loaded 2-core CI machine:
+// the tests check behaviour, not speed (speed lives in bench/).
+const testTimings = `timing: lan
+timings: {lease_ttl: 2s, renew_interval: 200ms, renew_timeout: 800ms, fence_margin: 500ms, etcd_heartbeat: 100ms, etcd_election: 1000ms}`
+
+// clusterOpts tweaks the generated config.
+type clusterOpts struct {
+	nodes   int
+	extra   string // appended YAML (service, checks, hooks...)
+	timings string // replaces the timing line
+}
+
+// newCluster writes a config for a cluster of o.nodes nodes running the
+// sample service and starts every agent. It stops them at test end.
+func newCluster(t *testing.T, o clusterOpts) *Cluster {
+	t.Helper()
+	if o.nodes == 0 {
+		o.nodes = 3
+	}
+	dir := t.TempDir()
+	c := &Cluster{t: t, Dir: dir, Config: filepath.Join(dir, "haven.yaml")}
+	ports := freePorts(t, 4*o.nodes)
+	var b strings.Builder
+	fmt.Fprintf(&b, "cluster: e2e\ndata_dir: %s\n", filepath.Join(dir, "data"))
+	if o.timings != "" {
+		b.WriteString(o.timings + "\n")
+	} else {
+		b.WriteString(testTimings + "\n")
+	}
+	b.WriteString("log: {level: debug}\nnodes:\n")
+	for i := range o.nodes {
+		n := &Node{
+			Name:    fmt.Sprintf("n%d", i+1),
+			API:     fmt.Sprintf("127.0.0.1:%d", ports[4*i]),
+			Service: fmt.Sprintf("127.0.0.1:%d", ports[4*i+3]),
+		}
+		fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    peer: 127.0.0.1:%d\n    client: 127.0.0.1:%d\n    env: {SERVICE_ADDR: %q}\n",
+			n.Name, n.API, ports[4*i+1], ports[4*i+2], n.Service)
+		c.Nodes = append(c.Nodes, n)
+	}
+	if o.extra != "" {
+		b.WriteString(o.extra)
+	} else {
+		fmt.Fprintf(&b, `service:
+  command: [%q, "sample-service"]
+  stop_grace: 2s
+  restart: always
+  restart_delay: 100ms
+checks:
+  - name: sample
+    http: {url: "http://${SERVICE_ADDR}/healthz"}
+    interval: 100ms
+    timeout: 100ms
+    rise: 1
+    fall: 1
+`, havenBin)
+	}
+	if err := os.WriteFile(c.Config, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		c.Start(n.Name)
+	}
+	t.Cleanup(c.stopAll)
+	return c
+}
+
+// Node returns the node called name.
+func (c *Cluster) Node(name string) *Node {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	c.t.Fatalf("no node %s", name)
+	return nil
+}
+
+// Start starts (or restarts) the agent of node name.
+func (c *Cluster) Start(name string) {
+	c.t.Helper()
+	n := c.Node(name)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n.log == nil {
+		n.log = &bytes.Buffer{}
+	}
+	cmd := exec.Command(havenBin, "agent", "--config", c.Config, "--node", name)
+	w := &lockedWriter{w: n.log}
+	cmd.Stdout, cmd.Stderr = w, w
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("start agent %s: %v", name, err)
+	}
+	n.cmd = cmd
+	n.done = make(chan struct{})
+	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(n.done)
+}
+
+// Signal sends sig to the agent process of node name.
+func (c *Cluster) Signal(name string, sig syscall.Signal) {
+	c.t.Helper()
+	n := c.Node(name)
+	if err := n.cmd.Process.Signal(sig); err != nil {
+		c.t.Fatalf("signal %v to %s: %v", sig, name, err)
+	}
+}
+
+// KillAgent kills node name's agent with SIGKILL and waits for it to exit.
+func (c *Cluster) KillAgent(name string) {
+	c.t.Helper()
+	c.Signal(name, syscall.SIGKILL)
+	n := c.Node(name)
+	select {
+	case <-n.done:
+	case <-time.After(10 * time.Second):
+		c.t.Fatalf("agent %s did not exit after SIGKILL", name)
+	}
+}
+
+func (c *Cluster) stopAll() {
+	for _, n := range c.Nodes {
+		if n.cmd != nil && n.cmd.Process != nil {
+			_ = n.cmd.Process.Signal(syscall.SIGCONT)
+			_ = n.cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	for _, n := range c.Nodes {
+		if n.done == nil {
+			continue
+		}
+		select {
+		case <-n.done:
+		case <-time.After(15 * time.Second):
+			_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
+			c.t.Errorf("agent %s did not stop within 15s of SIGTERM", n.Name)
+		}
+	}
+	if c.t.Failed() {
+		for _, n := range c.Nodes {
+			if n.log != nil {
+				c.t.Logf("---- log of %s ----\n%s", n.Name, tail(n.log.String(), 12000))
+			}
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "...\n" + s[len(s)-n:]
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+var httpc = &http.Client{Timeout: 500 * time.Millisecond}
+
+// Status asks node name for the cluster status.
+func (c *Cluster) Status(name string) (api.Status, error) {
+	var st api.Status
+	resp, err := httpc.Get("http://" + c.Node(name).API + "/status")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// LBCheck returns node name's /lb-check status code (0 on error).
+func (c *Cluster) LBCheck(name string) int {
+	resp, err := httpc.Get("http://" + c.Node(name).API + "/lb-check")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// ServiceReply asks node name's sample service who it is.
+func (c *Cluster) ServiceReply(name string) (int, sample.Reply) {
+	var r sample.Reply
+	resp, err := httpc.Get("http://" + c.Node(name).Service + "/")
+	if err != nil {
+		return 0, r
+	}
+	defer resp.Body.Close()
+	_ = json.NewDecoder(resp.Body).Decode(&r)
+	return resp.StatusCode, r
+}
+
+// waitFor polls cond every 20ms until it holds or d passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// WaitActive waits until exactly one node other than the excluded ones
+// answers 200 on /lb-check and its service answers as active; it returns
+// that node and its epoch.
+func (c *Cluster) WaitActive(d time.Duration, exclude ...string) (string, ha.Epoch) {
+	c.t.Helper()
+	var name string
+	var epoch ha.Epoch
+	waitFor(c.t, d, "an active node", func() bool {
+		var found []string
+		for _, n := range c.Nodes {
+			if contains(exclude, n.Name) {
+				continue
+			}
+			if c.LBCheck(n.Name) == http.StatusOK {
+				found = append(found, n.Name)
+			}
+		}
+		if len(found) != 1 {
+			return false
+		}
+		code, r := c.ServiceReply(found[0])
+		if code != http.StatusOK || r.Role != ha.RoleActive {
+			return false
+		}
+		name, epoch = found[0], r.Epoch
+		return true
+	})
+	return name, epoch
+}
+
+// NodeView returns node name's entry in the status reported by from.
+func (c *Cluster) NodeView(from, name string) (api.NodeView, bool) {
+	st, err := c.Status(from)
+	if err != nil {
+		return api.NodeView{}, false
+	}
+	for _, n := range st.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return api.NodeView{}, false
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func pidAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	return syscall.Kill(pid, 0) == nil
+}
+
+// runHaven runs the binary with args and returns its exit code and output.
+func runHaven(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, havenBin, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run haven %v: %v", args, err)
+	}
+	return code, out.String(), errb.String()
+}

@@ -1,0 +1,336 @@
+// Package machine is haven's role state machine: given the agent's state, one
+// event and the current time, Step returns the next state and the actions the
+// driver must carry out. It has no goroutines, no clock and no I/O, so every
+// failover and fencing rule can be tested by feeding it events.
+//
+// # Safety argument
+//
+// The agent renews its store session; each renewal that succeeds proves the
+// store will not expire the session before sentAt+TTL, where sentAt is read
+// from the agent's own clock before the request was sent (the store starts
+// the TTL when it processes the request, which is later). State.ValidUntil
+// keeps the latest such bound. The active serves only while
+// now < ValidUntil-FenceMargin (State.Serving), so it stops serving at least
+// FenceMargin before the store can delete its leader key and let a standby
+// campaign. FenceMargin covers the demote hook (or the SIGKILL of a cold
+// service) plus clock-rate drift; config validation enforces that.
+//
+// A process that is paused (SIGSTOP, a long GC, a VM freeze) cannot act while
+// paused, and on resumption Serving is computed from the clock, which has
+// moved on, so it answers "not serving" before the driver has even stepped.
+package machine
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// Config holds the parameters of the rules.
+type Config struct {
+	Node           string
+	FenceMargin    time.Duration // stop acting this long before the lease can expire
+	PromoteBackoff time.Duration // ineligible this long after a failed promotion
+}
+
+// State is everything the rules depend on. The zero value is a node that has
+// just started.
+type State struct {
+	Role   ha.Role
+	Epoch  ha.Epoch // our epoch while promoting, active or demoting
+	Since  time.Time
+	Reason string // why the last role change happened
+
+	Leader      ha.Leader // last leader seen in the store
+	LeaderKnown bool      // a snapshot has been seen since the session began
+
+	Healthy      bool
+	HealthReason string
+
+	SessionOK  bool
+	ValidUntil time.Time // the store keeps our session at least until then
+
+	BackoffUntil time.Time // not eligible before then (failed promotion)
+	Acquiring    bool      // a campaign is in flight
+	Stopping     bool      // the agent is shutting down
+	Failovers    int64     // promotions of this node
+}
+
+// Event is an input to Step.
+type Event interface{ isEvent() }
+
+// Tick lets time-based rules fire. The driver sends it at NextDeadline.
+type Tick struct{}
+
+// SessionRenewed reports a renewal (or a new session) that the store granted
+// with ttl; SentAt is when the request was sent.
+type SessionRenewed struct {
+	SentAt time.Time
+	TTL    time.Duration
+	New    bool // a new session replaced a lost one
+}
+
+// SessionLost reports that the store no longer has our session.
+type SessionLost struct{ Err error }
+
+// LeaderSeen reports the leader recorded in the store (None when vacant).
+type LeaderSeen struct{ Leader ha.Leader }
+
+// HealthChanged reports the aggregate health of the local service.
+type HealthChanged struct {
+	Healthy bool
+	Reason  string
+}
+
+// CampaignResult reports the outcome of a Campaign action.
+type CampaignResult struct {
+	Epoch ha.Epoch // set when won
+	Err   error    // ha.ErrTaken when somebody else won
+}
+
+// PromoteResult reports the outcome of a Promote action.
+type PromoteResult struct {
+	Epoch ha.Epoch
+	Err   error
+}
+
+// DemoteResult reports that a Demote action finished.
+type DemoteResult struct {
+	Epoch ha.Epoch
+	Err   error
+}
+
+// Shutdown asks the node to leave the active role and stop.
+type Shutdown struct{}
+
+func (Tick) isEvent()           {}
+func (SessionRenewed) isEvent() {}
+func (SessionLost) isEvent()    {}
+func (LeaderSeen) isEvent()     {}
+func (HealthChanged) isEvent()  {}
+func (CampaignResult) isEvent() {}
+func (PromoteResult) isEvent()  {}
+func (DemoteResult) isEvent()   {}
+func (Shutdown) isEvent()       {}
+
+// Action is an output of Step, carried out by the driver in order.
+type Action interface{ isAction() }
+
+// Campaign asks the driver to try once to take the active role.
+type Campaign struct{}
+
+// Promote asks the driver to start acting as active at Epoch (start a cold
+// service, run the on_promote hook) and report PromoteResult.
+type Promote struct{ Epoch ha.Epoch }
+
+// Demote asks the driver to stop acting as active (on_demote hook, stop a
+// cold service) and report DemoteResult. Fenced means the lease is about to
+// expire: the driver must finish by the lease deadline, killing if needed.
+type Demote struct {
+	Epoch  ha.Epoch
+	Reason string
+	Fenced bool
+}
+
+// Resign asks the driver to delete the leader key if it still holds Epoch.
+type Resign struct{ Epoch ha.Epoch }
+
+// Publish asks the driver to write the node's status to the store.
+type Publish struct{}
+
+// NewSession asks the driver to create a fresh session after losing one.
+type NewSession struct{}
+
+func (Campaign) isAction()   {}
+func (Promote) isAction()    {}
+func (Demote) isAction()     {}
+func (Resign) isAction()     {}
+func (Publish) isAction()    {}
+func (NewSession) isAction() {}
+
+// Serving reports whether the node should receive traffic at now: it is
+// active, healthy, and its lease is valid with the fence margin to spare.
+// The HTTP /lb-check answer is exactly this.
+func (s State) Serving(cfg Config, now time.Time) bool {
+	return s.Role == ha.RoleActive && s.Healthy && s.SessionOK && now.Before(s.fenceAt(cfg))
+}
+
+// Holding reports whether the node believes it holds the leader key.
+func (s State) Holding() bool {
+	return s.Role == ha.RolePromoting || s.Role == ha.RoleActive
+}
+
+func (s State) fenceAt(cfg Config) time.Time { return s.ValidUntil.Add(-cfg.FenceMargin) }
+
+// Eligible reports whether the node may campaign at now, and if not, why.
+func (s State) Eligible(cfg Config, now time.Time) (bool, string) {
+	switch {
+	case s.Stopping:
+		return false, "agent is stopping"
+	case !s.SessionOK:
+		return false, "no session in the store"
+	case !now.Before(s.fenceAt(cfg)):
+		return false, "lease not renewed recently enough"
+	case !s.Healthy:
+		return false, "service unhealthy: " + s.HealthReason
+	case now.Before(s.BackoffUntil):
+		return false, fmt.Sprintf("promotion failed recently; eligible again in %s", s.BackoffUntil.Sub(now).Round(time.Millisecond))
+	}
+	return true, "healthy and ready to take over"
+}
+
+// NextDeadline is when the driver must send a Tick, or the zero time if no
+// time-based rule is pending.
+func (s State) NextDeadline(cfg Config) time.Time {
+	var d time.Time
+	earliest := func(t time.Time) {
+		if !t.IsZero() && (d.IsZero() || t.Before(d)) {
+			d = t
+		}
+	}
+	// Only a holder has a rule that fires at the fence. Reporting it in other
+	// roles would hand the driver a deadline in the past once renewals stop
+	// (store unreachable), and it would tick in a busy loop.
+	if s.SessionOK && s.Holding() {
+		earliest(s.fenceAt(cfg))
+	}
+	if !s.BackoffUntil.IsZero() {
+		earliest(s.BackoffUntil)
+	}
+	return d
+}
+
+// Step applies ev at now and returns the new state and the actions to take.
+func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
+	var acts []Action
+	if s.Role == "" {
+		s.Role, s.Since, s.Reason = ha.RoleStarting, now, "agent started"
+	}
+	before := s
+	switch ev := ev.(type) {
+	case Tick:
+		if !s.BackoffUntil.IsZero() && !now.Before(s.BackoffUntil) {
+			s.BackoffUntil = time.Time{}
+		}
+	case SessionRenewed:
+		if ev.New {
+			// The leader key of an earlier session went with it; watch again.
+			s.LeaderKnown = false
+			if s.Holding() {
+				// Only if the driver skipped SessionLost: we hold nothing now.
+				s, acts = demote(s, acts, now, "session replaced in the store: the leader key went with the old one", true)
+			}
+		}
+		s.SessionOK = true
+		if v := ev.SentAt.Add(ev.TTL); v.After(s.ValidUntil) || ev.New {
+			s.ValidUntil = v
+		}
+		if s.Role == ha.RoleStarting {
+			s = setRole(s, ha.RoleStandby, now, "connected to the store")
+		}
+	case SessionLost:
+		s.SessionOK = false
+		acts = append(acts, NewSession{})
+	case LeaderSeen:
+		s.Leader, s.LeaderKnown = ev.Leader, true
+		if s.Holding() && (ev.Leader.Node != cfg.Node || ev.Leader.Epoch != s.Epoch) {
+			s, acts = demote(s, acts, now, fmt.Sprintf("leader key lost in the store (now %s)", describeLeader(ev.Leader)), false)
+		}
+	case HealthChanged:
+		s.Healthy, s.HealthReason = ev.Healthy, ev.Reason
+	case CampaignResult:
+		s.Acquiring = false
+		if ev.Err != nil {
+			break
+		}
+		ok, why := s.Eligible(cfg, now)
+		if ok && s.LeaderKnown && s.Leader.Epoch > ev.Epoch {
+			// The watch has already shown a later leader, so our key is gone
+			// (it expired before this answer was processed).
+			ok, why = false, "the store already moved on to "+describeLeader(s.Leader)
+		}
+		if !ok || s.Role != ha.RoleStandby {
+			// Won, but no longer fit to act: hand the role straight back.
+			acts = append(acts, Resign{Epoch: ev.Epoch})
+			s.Reason = "won the election but " + why
+			break
+		}
+		s.Epoch = ev.Epoch
+		s.Leader, s.LeaderKnown = ha.Leader{Node: cfg.Node, Epoch: ev.Epoch}, true
+		s.Failovers++
+		s = setRole(s, ha.RolePromoting, now, "won the election")
+		acts = append(acts, Promote{Epoch: ev.Epoch})
+	case PromoteResult:
+		if s.Role != ha.RolePromoting || ev.Epoch != s.Epoch {
+			break // stale: we were demoted meanwhile
+		}
+		if ev.Err != nil {
+			s.BackoffUntil = now.Add(cfg.PromoteBackoff)
+			s, acts = demote(s, acts, now, "promotion failed: "+ev.Err.Error(), false)
+			break
+		}
+		s = setRole(s, ha.RoleActive, now, fmt.Sprintf("promoted at epoch %d", s.Epoch))
+	case DemoteResult:
+		if s.Role == ha.RoleDemoting && ev.Epoch == s.Epoch {
+			next := ha.RoleStandby
+			if s.Stopping {
+				next = ha.RoleStopped
+			}
+			s = setRole(s, next, now, s.Reason)
+		}
+	case Shutdown:
+		s.Stopping = true
+		if s.Holding() {
+			s, acts = demote(s, acts, now, "agent shutting down", false)
+		} else if s.Role != ha.RoleDemoting {
+			s = setRole(s, ha.RoleStopped, now, "agent shutting down")
+		}
+	}
+
+	// Rules that hold whatever the event was.
+	if s.Holding() {
+		switch {
+		case !s.SessionOK:
+			s, acts = demote(s, acts, now, "session lost in the store", true)
+		case !now.Before(s.fenceAt(cfg)):
+			s, acts = demote(s, acts, now, fmt.Sprintf("lease not renewed since %s: fencing before it can expire", s.ValidUntil.Add(-cfg.FenceMargin).Format("15:04:05.000")), true)
+		case !s.Healthy:
+			s, acts = demote(s, acts, now, "service unhealthy: "+s.HealthReason, false)
+		}
+	}
+	if s.Role == ha.RoleStandby && !s.Acquiring && s.LeaderKnown && s.Leader.None() {
+		if ok, _ := s.Eligible(cfg, now); ok {
+			s.Acquiring = true
+			acts = append(acts, Campaign{})
+		}
+	}
+	if publishWorthy(before, s) {
+		acts = append(acts, Publish{})
+	}
+	return s, acts
+}
+
+// demote leaves the active role: first stop acting, then give the key back.
+func demote(s State, acts []Action, now time.Time, reason string, fenced bool) (State, []Action) {
+	s = setRole(s, ha.RoleDemoting, now, reason)
+	return s, append(acts, Demote{Epoch: s.Epoch, Reason: reason, Fenced: fenced}, Resign{Epoch: s.Epoch})
+}
+
+func setRole(s State, r ha.Role, now time.Time, reason string) State {
+	s.Role, s.Since, s.Reason = r, now, reason
+	return s
+}
+
+func publishWorthy(a, b State) bool {
+	return a.Role != b.Role || a.Healthy != b.Healthy || a.HealthReason != b.HealthReason ||
+		a.Epoch != b.Epoch || a.Leader != b.Leader || a.BackoffUntil != b.BackoffUntil ||
+		a.SessionOK != b.SessionOK
+}
+
+func describeLeader(l ha.Leader) string {
+	if l.None() {
+		return "vacant"
+	}
+	return fmt.Sprintf("%s at epoch %d", l.Node, l.Epoch)
+}

@@ -1,0 +1,160 @@
+package machine
+
+import (
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+var tableCfg = Config{Node: "n1", FenceMargin: 300 * time.Millisecond, PromoteBackoff: 10 * time.Second}
+
+// at returns t0 plus d; the tables below read as offsets from t0.
+func at(d time.Duration) time.Time { return t0.Add(d) }
+
+// serving is an active node with a healthy service whose lease is valid
+// until 1s, so its fence is at 700ms.
+func serving() State {
+	return State{
+		Role: ha.RoleActive, Epoch: 4, Healthy: true, SessionOK: true, ValidUntil: at(time.Second),
+		Leader: ha.Leader{Node: "n1", Epoch: 4}, LeaderKnown: true,
+	}
+}
+
+// ready is a standby that may campaign until its fence at 700ms.
+func ready() State {
+	return State{Role: ha.RoleStandby, Healthy: true, SessionOK: true, ValidUntil: at(time.Second), LeaderKnown: true}
+}
+
+func with(s State, f func(*State)) State { f(&s); return s }
+
+func TestServing(t *testing.T) {
+	zeroFence := tableCfg
+	zeroFence.FenceMargin = 0
+	wideFence := tableCfg
+	wideFence.FenceMargin = 2 * time.Second
+	tests := []struct {
+		name string
+		cfg  Config
+		s    State
+		now  time.Duration
+		want bool
+	}{
+		{"zero state", tableCfg, State{}, 0, false},
+		{"active, well before the fence", tableCfg, serving(), 0, true},
+		{"active, 1ns before the fence", tableCfg, serving(), 700*time.Millisecond - 1, true},
+		{"active, at the fence", tableCfg, serving(), 700 * time.Millisecond, false},
+		{"active, between the fence and expiry", tableCfg, serving(), 900 * time.Millisecond, false},
+		{"active, after expiry", tableCfg, serving(), time.Minute, false},
+		{"no fence margin: 1ns before expiry", zeroFence, serving(), time.Second - 1, true},
+		{"no fence margin: at expiry", zeroFence, serving(), time.Second, false},
+		{"fence margin longer than the lease", wideFence, serving(), 0, false},
+		{"unhealthy", tableCfg, with(serving(), func(s *State) { s.Healthy = false }), 0, false},
+		{"session lost", tableCfg, with(serving(), func(s *State) { s.SessionOK = false }), 0, false},
+		{"promoting", tableCfg, with(serving(), func(s *State) { s.Role = ha.RolePromoting }), 0, false},
+		{"demoting", tableCfg, with(serving(), func(s *State) { s.Role = ha.RoleDemoting }), 0, false},
+		{"standby", tableCfg, with(serving(), func(s *State) { s.Role = ha.RoleStandby }), 0, false},
+		{"stopped", tableCfg, with(serving(), func(s *State) { s.Role = ha.RoleStopped }), 0, false},
+	}
+	for _, tt := range tests {
+		if got := tt.s.Serving(tt.cfg, at(tt.now)); got != tt.want {
+			t.Errorf("%s: Serving at %s = %t, want %t", tt.name, tt.now, got, tt.want)
+		}
+	}
+}
+
+func TestEligible(t *testing.T) {
+	backoff := func(until time.Duration) func(*State) {
+		return func(s *State) { s.BackoffUntil = at(until) }
+	}
+	tests := []struct {
+		name string
+		s    State
+		now  time.Duration
+		ok   bool
+		why  string
+	}{
+		{"ready", ready(), 0, true, "healthy and ready to take over"},
+		{"ready, 1ns before the fence", ready(), 700*time.Millisecond - 1, true, "healthy and ready to take over"},
+		{"at the fence", ready(), 700 * time.Millisecond, false, "lease not renewed recently enough"},
+		{"zero state", State{}, 0, false, "no session in the store"},
+		{"no session", with(ready(), func(s *State) { s.SessionOK = false }), 0, false, "no session in the store"},
+		{"unhealthy", with(ready(), func(s *State) { s.Healthy, s.HealthReason = false, "disk full" }), 0, false, "service unhealthy: disk full"},
+		{"in backoff", with(ready(), backoff(500*time.Millisecond)), 0, false, "promotion failed recently; eligible again in 500ms"},
+		{"backoff rounded to the millisecond", with(ready(), backoff(1234567*time.Microsecond)), 0, false, "promotion failed recently; eligible again in 1.235s"},
+		{"1ns before the backoff ends", with(ready(), backoff(500*time.Millisecond)), 500*time.Millisecond - 1, false, "promotion failed recently; eligible again in 0s"},
+		{"at the end of the backoff", with(ready(), backoff(500*time.Millisecond)), 500 * time.Millisecond, true, "healthy and ready to take over"},
+		{"backoff that ended", with(ready(), backoff(100*time.Millisecond)), 200 * time.Millisecond, true, "healthy and ready to take over"},
+		// When several reasons hold, the most fundamental one is given.
+		{"stopping beats everything", with(ready(), func(s *State) {
+			s.Stopping, s.SessionOK, s.Healthy, s.BackoffUntil = true, false, false, at(time.Hour)
+		}), time.Minute, false, "agent is stopping"},
+		{"no session beats a stale lease", with(ready(), func(s *State) { s.SessionOK = false }), time.Minute, false, "no session in the store"},
+		{"stale lease beats unhealthy", with(ready(), func(s *State) { s.Healthy = false }), time.Minute, false, "lease not renewed recently enough"},
+		{"unhealthy beats backoff", with(ready(), func(s *State) { s.Healthy, s.HealthReason, s.BackoffUntil = false, "x", at(time.Hour) }), 0, false, "service unhealthy: x"},
+		// Eligibility is about the node, not its role: the active answers too.
+		{"active", serving(), 0, true, "healthy and ready to take over"},
+	}
+	for _, tt := range tests {
+		ok, why := tt.s.Eligible(tableCfg, at(tt.now))
+		if ok != tt.ok || why != tt.why {
+			t.Errorf("%s: Eligible at %s = %t, %q; want %t, %q", tt.name, tt.now, ok, why, tt.ok, tt.why)
+		}
+	}
+}
+
+func TestNextDeadline(t *testing.T) {
+	fence := 700 * time.Millisecond
+	tests := []struct {
+		name string
+		s    State
+		want time.Duration // -1: the zero time
+	}{
+		{"zero state", State{}, -1},
+		{"active: the fence", serving(), fence},
+		{"promoting: the fence", with(serving(), func(s *State) { s.Role = ha.RolePromoting }), fence},
+		{"active without a session: nothing to wait for", with(serving(), func(s *State) { s.SessionOK = false }), -1},
+		{"active, backoff first", with(serving(), func(s *State) { s.BackoffUntil = at(200 * time.Millisecond) }), 200 * time.Millisecond},
+		{"active, fence first", with(serving(), func(s *State) { s.BackoffUntil = at(time.Hour) }), fence},
+		// The fence matters only to a holder; a standby's deadline would go
+		// stale when renewals stop and make the driver tick in a loop.
+		{"standby: no deadline", ready(), -1},
+		{"demoting: no deadline", with(serving(), func(s *State) { s.Role = ha.RoleDemoting }), -1},
+		{"standby in backoff", with(ready(), func(s *State) { s.BackoffUntil = at(10 * time.Second) }), 10 * time.Second},
+		{"standby, backoff without a session", with(ready(), func(s *State) { s.SessionOK, s.BackoffUntil = false, at(3*time.Second) }), 3 * time.Second},
+	}
+	for _, tt := range tests {
+		got := tt.s.NextDeadline(tableCfg)
+		want := time.Time{}
+		if tt.want >= 0 {
+			want = at(tt.want)
+		}
+		if !got.Equal(want) {
+			t.Errorf("%s: NextDeadline = %s, want %s", tt.name, offset(got), offset(want))
+		}
+	}
+}
+
+// A tick at the deadline NextDeadline reported must consume it: otherwise a
+// driver that waits for NextDeadline would tick in a busy loop.
+func TestTickConsumesDeadline(t *testing.T) {
+	states := map[string]State{
+		"active":           serving(),
+		"standby":          ready(),
+		"standby, backoff": with(ready(), func(s *State) { s.BackoffUntil = at(200 * time.Millisecond) }),
+		"demoting":         with(serving(), func(s *State) { s.Role = ha.RoleDemoting }),
+	}
+	for name, s := range states {
+		for i := 0; i < 4; i++ {
+			d := s.NextDeadline(tableCfg)
+			if d.IsZero() {
+				break
+			}
+			next, _ := Step(tableCfg, s, Tick{}, d)
+			if nd := next.NextDeadline(tableCfg); !nd.IsZero() && !nd.After(d) {
+				t.Fatalf("%s: after a tick at %s, NextDeadline is still %s", name, offset(d), offset(nd))
+			}
+			s = next
+		}
+	}
+}

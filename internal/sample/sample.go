@@ -1,0 +1,118 @@
+// Package sample is the small HTTP service that `haven demo` and the tests
+// run under each agent. It answers with its node name and the epoch it serves
+// at, and it serves as active only while its agent confirms, within a short
+// validity window, that this node holds the active role: a frozen or dead
+// agent makes it answer 503 instead of acting on a stale role.
+package sample
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// maxCache bounds how long a role answer is trusted, even if the agent
+// granted longer.
+const maxCache = 100 * time.Millisecond
+
+// Server is the sample service.
+type Server struct {
+	Node   string
+	Agent  string // base URL of the local agent's API
+	client *http.Client
+
+	mu      sync.Mutex
+	role    api.RoleView
+	expires time.Time
+}
+
+// Reply is what GET / answers.
+type Reply struct {
+	Node  string   `json:"node"`
+	Role  ha.Role  `json:"role"`
+	Epoch ha.Epoch `json:"epoch"`
+}
+
+// New returns a sample service for node that asks agent for its role.
+func New(node, agent string) *Server {
+	return &Server{Node: node, Agent: agent, client: &http.Client{Timeout: 200 * time.Millisecond}}
+}
+
+func (s *Server) currentRole(ctx context.Context) (api.RoleView, error) {
+	s.mu.Lock()
+	if time.Now().Before(s.expires) {
+		r := s.role
+		s.mu.Unlock()
+		return r, nil
+	}
+	s.mu.Unlock()
+	asked := time.Now()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.Agent+"/v1/role", nil)
+	if err != nil {
+		return api.RoleView{}, err
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return api.RoleView{}, fmt.Errorf("ask agent: %w", err)
+	}
+	defer resp.Body.Close()
+	var r api.RoleView
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return api.RoleView{}, fmt.Errorf("agent answer: %w", err)
+	}
+	if r.Serving {
+		// Trust the answer from when we asked, not from when it arrived.
+		s.mu.Lock()
+		s.role, s.expires = r, asked.Add(min(time.Duration(r.ValidForMS)*time.Millisecond, maxCache))
+		s.mu.Unlock()
+	}
+	return r, nil
+}
+
+// Handler returns the service's routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		role, err := s.currentRole(r.Context())
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Haven-Node", s.Node)
+		if err != nil || !role.Serving {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_ = json.NewEncoder(w).Encode(Reply{Node: s.Node, Role: role.Role})
+			return
+		}
+		_ = json.NewEncoder(w).Encode(Reply{Node: s.Node, Role: role.Role, Epoch: role.Epoch})
+	})
+	return mux
+}
+
+// ListenAndServe serves on addr until ctx ends.
+func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("sample service: listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,104 @@
+package etcdstore
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// MemberConfig describes one embedded etcd member.
+type MemberConfig struct {
+	Name      string
+	DataDir   string            // the member's own directory; kept across restarts
+	Peer      string            // host:port to listen on for peers
+	Client    string            // host:port to listen on for clients
+	Cluster   map[string]string // every member's name -> peer host:port
+	Token     string            // the cluster name, so two clusters never merge
+	Heartbeat time.Duration
+	Election  time.Duration
+	LogFile   string // etcd's own log; it is verbose and belongs in a file
+}
+
+// Member is a running embedded etcd member.
+type Member struct {
+	etcd *embed.Etcd
+}
+
+// StartMember starts an embedded etcd member. It returns once the member
+// listens; Ready reports when it has joined a quorum. A member whose data
+// directory already holds a WAL restarts from it and rejoins its cluster.
+func StartMember(mc MemberConfig) (*Member, error) {
+	if err := os.MkdirAll(mc.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create etcd data directory: %w", err)
+	}
+	cfg := embed.NewConfig()
+	cfg.Name = mc.Name
+	cfg.Dir = mc.DataDir
+	cfg.InitialClusterToken = "haven-" + mc.Token
+	cfg.ClusterState = embed.ClusterStateFlagNew
+	cfg.TickMs = uint(mc.Heartbeat / time.Millisecond)
+	cfg.ElectionMs = uint(mc.Election / time.Millisecond)
+	cfg.PreVote = true
+	cfg.StrictReconfigCheck = true
+	cfg.AutoCompactionMode = "revision"
+	cfg.AutoCompactionRetention = "10000"
+	cfg.SnapshotCount = 10000
+	cfg.Metrics = "basic"
+	cfg.Logger = "zap"
+	cfg.LogLevel = "warn"
+	if mc.LogFile != "" {
+		cfg.LogOutputs = []string{mc.LogFile}
+	}
+	peer, err := url.Parse("http://" + mc.Peer)
+	if err != nil {
+		return nil, fmt.Errorf("peer address %q: %w", mc.Peer, err)
+	}
+	client, err := url.Parse("http://" + mc.Client)
+	if err != nil {
+		return nil, fmt.Errorf("client address %q: %w", mc.Client, err)
+	}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
+	var parts []string
+	for name, addr := range mc.Cluster {
+		parts = append(parts, name+"=http://"+addr)
+	}
+	cfg.InitialCluster = strings.Join(parts, ",")
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded etcd member %s (data in %s): %w", mc.Name, mc.DataDir, err)
+	}
+	return &Member{etcd: e}, nil
+}
+
+// Ready waits until the member has joined a quorum, or ctx ends.
+func (m *Member) Ready(ctx context.Context) error {
+	select {
+	case <-m.etcd.Server.ReadyNotify():
+		return nil
+	case err := <-m.etcd.Err():
+		return fmt.Errorf("embedded etcd: %w", err)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Err reports a fatal error of the member.
+func (m *Member) Err() <-chan error { return m.etcd.Err() }
+
+// IsLeader reports whether this member is the raft leader right now.
+func (m *Member) IsLeader() bool {
+	return m.etcd.Server.Leader() == m.etcd.Server.MemberID()
+}
+
+// Close stops the member.
+func (m *Member) Close() { m.etcd.Close() }
+
+// DataDir is where a node keeps its etcd data under the haven data dir.
+func DataDir(base, node string) string { return filepath.Join(base, node, "etcd") }

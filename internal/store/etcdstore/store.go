@@ -1,0 +1,283 @@
+// Package etcdstore implements ha.Coordinator on etcd — an external cluster or
+// the member haven embeds in every agent — and starts embedded members.
+//
+// Keys, under /haven/<cluster>/:
+//
+//	leader        the active node's name, attached to its session lease;
+//	              its CreateRevision is the fencing epoch, so epochs only grow
+//	nodes/<name>  each agent's ha.NodeStatus (JSON), attached to its lease
+//
+// Taking the leader key is one transaction that succeeds only if the key does
+// not exist; giving it back is one that deletes it only at the holder's epoch.
+package etcdstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// Store is a Coordinator backed by etcd.
+type Store struct {
+	cli    *clientv3.Client
+	prefix string
+
+	mu    sync.Mutex
+	lease clientv3.LeaseID
+}
+
+// Dial connects to etcd at endpoints (host:port or URLs).
+func Dial(cluster string, endpoints []string, dialTimeout time.Duration) (*Store, error) {
+	eps := make([]string, len(endpoints))
+	for i, e := range endpoints {
+		if !strings.Contains(e, "://") {
+			e = "http://" + e
+		}
+		eps[i] = e
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:            eps,
+		DialTimeout:          dialTimeout,
+		DialKeepAliveTime:    2 * time.Second,
+		DialKeepAliveTimeout: 2 * time.Second,
+		Logger:               zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to etcd %v: %w", endpoints, err)
+	}
+	return &Store{cli: cli, prefix: "/haven/" + cluster + "/"}, nil
+}
+
+// Client exposes the etcd client (for tools such as status and tests).
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
+func (s *Store) leaderKey() string          { return s.prefix + "leader" }
+func (s *Store) nodeKey(name string) string { return s.prefix + "nodes/" + name }
+
+func (s *Store) currentLease() clientv3.LeaseID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lease
+}
+
+// NewSession grants a fresh lease and makes it the session.
+func (s *Store) NewSession(ctx context.Context, ttl time.Duration) (time.Duration, error) {
+	secs := int64((ttl + time.Second - 1) / time.Second)
+	resp, err := s.cli.Grant(ctx, secs)
+	if err != nil {
+		return 0, fmt.Errorf("grant lease: %w", err)
+	}
+	s.mu.Lock()
+	old := s.lease
+	s.lease = resp.ID
+	s.mu.Unlock()
+	if old != 0 {
+		// Whatever the old session held must go with it; ignore failures,
+		// the lease expires by itself anyway.
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, _ = s.cli.Revoke(rctx, old)
+		cancel()
+	}
+	return time.Duration(resp.TTL) * time.Second, nil
+}
+
+// Renew sends one keep-alive for the session.
+func (s *Store) Renew(ctx context.Context) (time.Duration, error) {
+	id := s.currentLease()
+	if id == 0 {
+		return 0, ha.ErrSessionLost
+	}
+	resp, err := s.cli.KeepAliveOnce(ctx, id)
+	if err != nil {
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			return 0, ha.ErrSessionLost
+		}
+		return 0, fmt.Errorf("renew lease: %w", err)
+	}
+	if resp.TTL <= 0 {
+		return 0, ha.ErrSessionLost
+	}
+	return time.Duration(resp.TTL) * time.Second, nil
+}
+
+// Campaign takes the leader key if it is free.
+func (s *Store) Campaign(ctx context.Context, node string) (ha.Epoch, error) {
+	id := s.currentLease()
+	if id == 0 {
+		return 0, ha.ErrSessionLost
+	}
+	k := s.leaderKey()
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, node, clientv3.WithLease(id))).
+		Commit()
+	if err != nil {
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			return 0, ha.ErrSessionLost
+		}
+		return 0, fmt.Errorf("campaign: %w", err)
+	}
+	if !resp.Succeeded {
+		return 0, ha.ErrTaken
+	}
+	// The put is the transaction's only write: its revision is the key's
+	// CreateRevision, which every later campaign exceeds.
+	return ha.Epoch(resp.Header.Revision), nil
+}
+
+// Resign deletes the leader key if node still holds it at epoch.
+func (s *Store) Resign(ctx context.Context, node string, epoch ha.Epoch) error {
+	k := s.leaderKey()
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(k), "=", int64(epoch)),
+			clientv3.Compare(clientv3.Value(k), "=", node)).
+		Then(clientv3.OpDelete(k)).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("resign epoch %d: %w", epoch, err)
+	}
+	if !resp.Succeeded {
+		return ha.ErrNotLeader
+	}
+	return nil
+}
+
+// Publish writes node status bound to the session.
+func (s *Store) Publish(ctx context.Context, st ha.NodeStatus) error {
+	id := s.currentLease()
+	if id == 0 {
+		return ha.ErrSessionLost
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	if _, err := s.cli.Put(ctx, s.nodeKey(st.Name), string(b), clientv3.WithLease(id)); err != nil {
+		return fmt.Errorf("publish status: %w", err)
+	}
+	return nil
+}
+
+// Watch streams snapshots of the leader and node records.
+func (s *Store) Watch(ctx context.Context) <-chan ha.Snapshot {
+	out := make(chan ha.Snapshot, 1)
+	go func() {
+		defer close(out)
+		backoff := 50 * time.Millisecond
+		for ctx.Err() == nil {
+			if err := s.watchOnce(ctx, out); err != nil && ctx.Err() == nil {
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+				}
+				if backoff < time.Second {
+					backoff *= 2
+				}
+				continue
+			}
+			backoff = 50 * time.Millisecond
+		}
+	}()
+	return out
+}
+
+func (s *Store) watchOnce(ctx context.Context, out chan ha.Snapshot) error {
+	// WithRequireLeader: a member cut off from its quorum cancels the watch
+	// instead of leaving us waiting silently on stale data.
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	resp, err := s.cli.Get(wctx, s.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return err
+	}
+	snap := ha.Snapshot{Rev: resp.Header.Revision, Nodes: map[string]ha.NodeStatus{}}
+	for _, kv := range resp.Kvs {
+		s.apply(&snap, string(kv.Key), kv.Value, kv.CreateRevision, false)
+	}
+	if !send(ctx, out, snap) {
+		return nil
+	}
+	wch := s.cli.Watch(wctx, s.prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	for wr := range wch {
+		if err := wr.Err(); err != nil {
+			return err
+		}
+		for _, ev := range wr.Events {
+			s.apply(&snap, string(ev.Kv.Key), ev.Kv.Value, ev.Kv.CreateRevision, ev.Type == clientv3.EventTypeDelete)
+		}
+		snap.Rev = wr.Header.Revision
+		if !send(ctx, out, clone(snap)) {
+			return nil
+		}
+	}
+	return errors.New("watch closed")
+}
+
+func (s *Store) apply(snap *ha.Snapshot, key string, val []byte, createRev int64, deleted bool) {
+	switch {
+	case key == s.leaderKey():
+		if deleted {
+			snap.Leader = ha.Leader{}
+		} else {
+			snap.Leader = ha.Leader{Node: string(val), Epoch: ha.Epoch(createRev)}
+		}
+	case strings.HasPrefix(key, s.prefix+"nodes/"):
+		name := strings.TrimPrefix(key, s.prefix+"nodes/")
+		if deleted {
+			delete(snap.Nodes, name)
+			return
+		}
+		var st ha.NodeStatus
+		if json.Unmarshal(val, &st) == nil {
+			snap.Nodes[name] = st
+		}
+	}
+}
+
+func clone(s ha.Snapshot) ha.Snapshot {
+	n := make(map[string]ha.NodeStatus, len(s.Nodes))
+	for k, v := range s.Nodes {
+		n[k] = v
+	}
+	s.Nodes = n
+	return s
+}
+
+// send delivers the newest snapshot, replacing one the reader has not taken.
+func send(ctx context.Context, out chan ha.Snapshot, snap ha.Snapshot) bool {
+	for {
+		select {
+		case out <- snap:
+			return true
+		case <-ctx.Done():
+			return false
+		default:
+			select {
+			case <-out:
+			default:
+			}
+		}
+	}
+}
+
+// Close revokes the session (best effort) and closes the client.
+func (s *Store) Close() error {
+	if id := s.currentLease(); id != 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, _ = s.cli.Revoke(ctx, id)
+		cancel()
+	}
+	return s.cli.Close()
+}
+
+var _ ha.Coordinator = (*Store)(nil)
