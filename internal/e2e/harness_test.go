@@ -48,7 +48,7 @@ func TestMain(m *testing.M) {
 }
 
 // freePorts returns n distinct free loopback ports.
-func freePorts(t *testing.T, n int) []int {
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var lns []net.Listener
 	var ports []int
@@ -76,7 +76,7 @@ type Node struct {
 
 // Cluster is a set of real haven agents on loopback.
 type Cluster struct {
-	t      *testing.T
+	t      testing.TB
 	Dir    string
 	Config string
 	Nodes  []*Node
@@ -97,7 +97,7 @@ type clusterOpts struct {
 
 // newCluster writes a config for a cluster of o.nodes nodes running the
 // sample service and starts every agent. It stops them at test end.
-func newCluster(t *testing.T, o clusterOpts) *Cluster {
+func newCluster(t testing.TB, o clusterOpts) *Cluster {
 	t.Helper()
 	if o.nodes == 0 {
 		o.nodes = 3
@@ -107,7 +107,9 @@ func newCluster(t *testing.T, o clusterOpts) *Cluster {
 	ports := freePorts(t, 4*o.nodes)
 	var b strings.Builder
 	fmt.Fprintf(&b, "cluster: e2e\ndata_dir: %s\n", filepath.Join(dir, "data"))
-	if o.timings != "" {
+	if o.timings == "lan" {
+		b.WriteString("timing: lan\n")
+	} else if o.timings != "" {
 		b.WriteString(o.timings + "\n")
 	} else {
 		b.WriteString(testTimings + "\n")
@@ -284,7 +286,7 @@ func (c *Cluster) ServiceReply(name string) (int, sample.Reply) {
 }
 
 // waitFor polls cond every 20ms until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -356,7 +358,7 @@ func pidAlive(pid int) bool {
 }
 
 // runHaven runs the binary with args and returns its exit code and output.
-func runHaven(t *testing.T, args ...string) (int, string, string) {
+func runHaven(t testing.TB, args ...string) (int, string, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -372,3 +374,5 @@ func runHaven(t *testing.T, args ...string) (int, string, string) {
 	}
 	return code, out.String(), errb.String()
 }
+
+func decodeJSON(resp *http.Response, v any) error { return json.NewDecoder(resp.Body).Decode(v) }

@@ -1,0 +1,122 @@
+package e2e
+
+import (
+	"net/http"
+	"sort"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// Failover benchmarks: b.N faults, each timed from the fault to the first
+// successful request to the new active's service. They use the lan preset,
+// unlike the tests. Run them with bench/failover.sh (see docs/benchmarks.md).
+
+func BenchmarkFailoverServiceCrash(b *testing.B) {
+	benchFailover(b, func(c *Cluster, active string) {
+		v, ok := c.NodeView(active, active)
+		if !ok || v.ServicePID == 0 {
+			b.Fatalf("no service pid for %s", active)
+		}
+		if err := syscall.Kill(v.ServicePID, syscall.SIGKILL); err != nil {
+			b.Fatal(err)
+		}
+	}, func(c *Cluster, old string) {})
+}
+
+func BenchmarkFailoverAgentCrash(b *testing.B) {
+	benchFailover(b, func(c *Cluster, active string) {
+		c.Signal(active, syscall.SIGKILL)
+	}, func(c *Cluster, old string) {
+		<-c.Node(old).done
+		c.Start(old)
+	})
+}
+
+func benchFailover(b *testing.B, fault, heal func(c *Cluster, active string)) {
+	c := newCluster(b, clusterOpts{timings: "lan"})
+	c.WaitActive(startTimeout)
+	var rtos []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		// Every node healthy before each fault, so the run starts equal.
+		waitFor(b, startTimeout, "three healthy nodes", func() bool {
+			st, err := c.Status(c.Nodes[0].Name)
+			if err != nil {
+				return false
+			}
+			healthy := 0
+			for _, n := range st.Nodes {
+				if n.Healthy && (n.Role == ha.RoleStandby || n.Role == ha.RoleActive) {
+					healthy++
+				}
+			}
+			return healthy == len(c.Nodes)
+		})
+		active, epoch := c.WaitActive(startTimeout)
+		b.StartTimer()
+		start := time.Now()
+		fault(c, active)
+		rto := firstSuccess(b, c, active, epoch, start)
+		b.StopTimer()
+		rtos = append(rtos, rto)
+		heal(c, active)
+	}
+	sort.Slice(rtos, func(i, j int) bool { return rtos[i] < rtos[j] })
+	q := func(p float64) time.Duration { return rtos[min(len(rtos)-1, int(p*float64(len(rtos))))] }
+	b.ReportMetric(float64(q(0.50).Milliseconds()), "p50-ms")
+	b.ReportMetric(float64(q(0.99).Milliseconds()), "p99-ms")
+	b.ReportMetric(float64(rtos[len(rtos)-1].Milliseconds()), "max-ms")
+	b.Logf("failover times (n=%d): %v", len(rtos), rtos)
+}
+
+// firstSuccess polls every other node's service every 2 ms until one
+// answers 200 as active at a newer epoch, and returns the time since start.
+func firstSuccess(b *testing.B, c *Cluster, old string, epoch ha.Epoch, start time.Time) time.Duration {
+	client := &http.Client{Timeout: 200 * time.Millisecond}
+	found := make(chan time.Duration, len(c.Nodes))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, n := range c.Nodes {
+		if n.Name == old {
+			continue
+		}
+		wg.Add(1)
+		go func(addr string) {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				var r struct {
+					Role  ha.Role  `json:"role"`
+					Epoch ha.Epoch `json:"epoch"`
+				}
+				resp, err := client.Get("http://" + addr + "/")
+				if err == nil {
+					ok := resp.StatusCode == http.StatusOK && decodeJSON(resp, &r) == nil && r.Epoch > epoch
+					resp.Body.Close()
+					if ok {
+						found <- time.Since(start)
+						return
+					}
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		}(n.Service)
+	}
+	defer func() { close(stop); wg.Wait() }()
+	select {
+	case d := <-found:
+		return d
+	case <-time.After(30 * time.Second):
+		b.Fatalf("no new active within 30s after the fault on %s", old)
+		return 0
+	}
+}
