@@ -69,6 +69,7 @@ func freePorts(t testing.TB, n int) []int {
 // Node is one configured node of a test cluster.
 type Node struct {
 	Name, API, Service string
+	Witness            bool
 	cmd                *exec.Cmd
 	log                *bytes.Buffer
 	done               chan struct{}
@@ -92,7 +93,9 @@ timings: {lease_ttl: 2s, renew_interval: 200ms, renew_timeout: 800ms, fence_marg
 type clusterOpts struct {
 	nodes   int
 	extra   string // appended YAML (service, checks, hooks...)
-	timings string // replaces the timing line
+	timings string   // "lan" for the preset; else replaces the timing lines
+	witness string   // name of a node that is a witness
+	start   []string // nodes to start at first (default: all)
 }
 
 // newCluster writes a config for a cluster of o.nodes nodes running the
@@ -121,8 +124,14 @@ func newCluster(t testing.TB, o clusterOpts) *Cluster {
 			API:     fmt.Sprintf("127.0.0.1:%d", ports[4*i]),
 			Service: fmt.Sprintf("127.0.0.1:%d", ports[4*i+3]),
 		}
-		fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    peer: 127.0.0.1:%d\n    client: 127.0.0.1:%d\n    env: {SERVICE_ADDR: %q}\n",
-			n.Name, n.API, ports[4*i+1], ports[4*i+2], n.Service)
+		if n.Name == o.witness {
+			n.Witness, n.API, n.Service = true, "", ""
+			fmt.Fprintf(&b, "  - name: %s\n    witness: true\n    peer: 127.0.0.1:%d\n    client: 127.0.0.1:%d\n",
+				n.Name, ports[4*i+1], ports[4*i+2])
+		} else {
+			fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    peer: 127.0.0.1:%d\n    client: 127.0.0.1:%d\n    env: {SERVICE_ADDR: %q}\n",
+				n.Name, n.API, ports[4*i+1], ports[4*i+2], n.Service)
+		}
 		c.Nodes = append(c.Nodes, n)
 	}
 	if o.extra != "" {
@@ -145,10 +154,12 @@ checks:
 	if err := os.WriteFile(c.Config, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range c.Nodes {
-		c.Start(n.Name)
-	}
 	t.Cleanup(c.stopAll)
+	for _, n := range c.Nodes {
+		if o.start == nil || contains(o.start, n.Name) {
+			c.Start(n.Name)
+		}
+	}
 	return c
 }
 
@@ -172,7 +183,11 @@ func (c *Cluster) Start(name string) {
 	if n.log == nil {
 		n.log = &bytes.Buffer{}
 	}
-	cmd := exec.Command(havenBin, "agent", "--config", c.Config, "--node", name)
+	sub := "agent"
+	if n.Witness {
+		sub = "witness"
+	}
+	cmd := exec.Command(havenBin, sub, "--config", c.Config, "--node", name)
 	w := &lockedWriter{w: n.log}
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -254,8 +269,13 @@ var httpc = &http.Client{Timeout: 500 * time.Millisecond}
 
 // Status asks node name for the cluster status.
 func (c *Cluster) Status(name string) (api.Status, error) {
+	return fetchStatusFrom(c.Node(name).API)
+}
+
+// fetchStatusFrom asks the agent at addr for the cluster status.
+func fetchStatusFrom(addr string) (api.Status, error) {
 	var st api.Status
-	resp, err := httpc.Get("http://" + c.Node(name).API + "/status")
+	resp, err := httpc.Get("http://" + addr + "/status")
 	if err != nil {
 		return st, err
 	}
@@ -307,7 +327,7 @@ func (c *Cluster) WaitActive(d time.Duration, exclude ...string) (string, ha.Epo
 	waitFor(c.t, d, "an active node", func() bool {
 		var found []string
 		for _, n := range c.Nodes {
-			if contains(exclude, n.Name) {
+			if n.Witness || contains(exclude, n.Name) {
 				continue
 			}
 			if c.LBCheck(n.Name) == http.StatusOK {

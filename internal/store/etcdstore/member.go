@@ -97,8 +97,23 @@ func (m *Member) IsLeader() bool {
 	return m.etcd.Server.Leader() == m.etcd.Server.MemberID()
 }
 
-// Close stops the member.
-func (m *Member) Close() { m.etcd.Close() }
+// Close stops the member. etcd's Close waits for its client servers, which
+// only start once the member has joined a quorum; a member that never did
+// would hold shutdown for a long time, so it is hard-stopped instead and
+// Close gives up waiting after a few seconds (the process is exiting).
+func (m *Member) Close() {
+	select {
+	case <-m.etcd.Server.ReadyNotify():
+	default:
+		m.etcd.Server.HardStop()
+	}
+	done := make(chan struct{})
+	go func() { m.etcd.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+}
 
 // DataDir is where a node keeps its etcd data under the haven data dir.
 func DataDir(base, node string) string { return filepath.Join(base, node, "etcd") }
