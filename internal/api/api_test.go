@@ -16,7 +16,9 @@ func (f *fakeSource) Serving() bool { return f.serving }
 func (f *fakeSource) Status() Status {
 	return Status{Cluster: "c", Leader: ha.Leader{Node: "a", Epoch: 7}, Nodes: []NodeView{{Name: "a", Role: ha.RoleActive, Epoch: 7}}}
 }
-func (f *fakeSource) Role() RoleView { return RoleView{Node: "a", Role: ha.RoleActive, Epoch: 7, Serving: f.serving} }
+func (f *fakeSource) Role() RoleView {
+	return RoleView{Node: "a", Role: ha.RoleActive, Epoch: 7, Serving: f.serving}
+}
 func (f *fakeSource) Metrics() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("m 1\n")) })
 }

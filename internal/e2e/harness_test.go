@@ -92,7 +92,7 @@ timings: {lease_ttl: 2s, renew_interval: 200ms, renew_timeout: 800ms, fence_marg
 // clusterOpts tweaks the generated config.
 type clusterOpts struct {
 	nodes   int
-	extra   string // appended YAML (service, checks, hooks...)
+	extra   string   // appended YAML (service, checks, hooks...)
 	timings string   // "lan" for the preset; else replaces the timing lines
 	witness string   // name of a node that is a witness
 	start   []string // nodes to start at first (default: all)
