@@ -71,6 +71,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 		case <-runCtx.Done():
 		}
 	}()
+	go keepLeaderAway(runCtx, a, member, log)
 	err = a.Run(runCtx)
 	_ = store.Close()
 	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -165,4 +166,24 @@ func startCoordination(cfg *config.Config, node config.Node, log *slog.Logger) (
 		return nil, nil, err
 	}
 	return member, store, nil
+}
+
+// keepLeaderAway moves etcd's raft leadership off this node's member while
+// this node is active, so that one crash does not take out both.
+func keepLeaderAway(ctx context.Context, a *Agent, m *etcdstore.Member, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
+		if a.State().Role != ha.RoleActive || !m.IsLeader() {
+			continue
+		}
+		if err := m.MoveLeaderAway(ctx); err != nil {
+			log.Debug("move etcd leadership away from the active", "err", err)
+		} else {
+			log.Info("moved etcd leadership to another member")
+		}
+	}
 }

@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -117,3 +118,28 @@ func (m *Member) Close() {
 
 // DataDir is where a node keeps its etcd data under the haven data dir.
 func DataDir(base, node string) string { return filepath.Join(base, node, "etcd") }
+
+// MoveLeaderAway hands raft leadership to another member if this member has
+// it. The agent calls it while it is active, so that losing the active node
+// does not also cost an etcd election and the lease extension every new etcd
+// leader grants (see the worst-case table in the README).
+func (m *Member) MoveLeaderAway(ctx context.Context) error {
+	s := m.etcd.Server
+	if s.Leader() != s.MemberID() {
+		return nil
+	}
+	var errs []error
+	for _, mem := range s.Cluster().Members() {
+		if mem.ID == s.MemberID() || mem.IsLearner {
+			continue
+		}
+		tctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := s.MoveLeader(tctx, s.Lead(), uint64(mem.ID))
+		cancel()
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("to %s: %w", mem.Name, err))
+	}
+	return errors.Join(errs...)
+}
