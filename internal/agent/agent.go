@@ -398,7 +398,9 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 		epoch, err := a.store.Campaign(cctx, a.node.Name)
 		cancel()
 		if err != nil && !errors.Is(err, ha.ErrTaken) {
+			// The store is failing: pace the retries the machine will ask for.
 			a.log.Warn("campaign failed", "err", err)
+			sleep(ctx, a.clk, 100*time.Millisecond)
 		}
 		a.emitAsync(machine.CampaignResult{Epoch: epoch, Err: err})
 	case machine.Promote:
@@ -406,6 +408,9 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 		a.emitAsync(machine.PromoteResult{Epoch: act.Epoch, Err: err})
 	case machine.Demote:
 		err := a.demote(act)
+		if err != nil {
+			a.log.Error("demotion did not complete cleanly; the node is standby regardless", "epoch", act.Epoch, "err", err)
+		}
 		a.emitAsync(machine.DemoteResult{Epoch: act.Epoch, Err: err})
 	case machine.Resign:
 		cctx, cancel := context.WithTimeout(context.Background(), time.Second)

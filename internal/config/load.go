@@ -32,9 +32,9 @@ const (
 
 // The keys each mapping accepts, in the order they are listed to the user.
 var (
-	topKeys     = []string{"cluster", "mode", "data_dir", "timing", "timings", "nodes", "service", "hooks", "checks", "log"}
+	topKeys     = []string{"cluster", "mode", "data_dir", "timing", "timings", "store", "nodes", "service", "hooks", "checks", "proxy", "log"}
 	timingKeys  = []string{"lease_ttl", "renew_interval", "renew_timeout", "fence_margin", "etcd_heartbeat", "etcd_election"}
-	nodeKeys    = []string{"name", "api", "peer", "client", "witness", "env"}
+	nodeKeys    = []string{"name", "api", "peer", "client", "backend", "witness", "env"}
 	serviceKeys = []string{"command", "env", "dir", "standby", "stop_signal", "stop_grace", "restart", "restart_delay"}
 	hooksKeys   = []string{"on_promote", "on_demote", "promote_backoff"}
 	hookKeys    = []string{"command", "timeout"}
@@ -143,10 +143,12 @@ func (b *builder) top(f fields) {
 	}
 
 	b.timing(f)
+	b.store(f)
 	b.nodes(f)
 	b.service(f)
 	b.hooks(f)
 	b.checks(f)
+	b.proxy(f)
 	b.log(f)
 
 	// The on_demote default depends on the fence margin, so it is set only
@@ -280,6 +282,9 @@ func (b *builder) nodes(f fields) {
 		}
 		if v := b.required(nf, path, "client", "give the etcd client address, e.g. client: 10.0.0.1:7301"); v != nil {
 			node.Client = b.address(v, path+".client")
+		}
+		if v, ok := nf["backend"]; ok {
+			node.Backend = b.address(v, path+".backend")
 		}
 		if v, ok := nf["env"]; ok {
 			node.Env, _ = b.env(v, path+".env")

@@ -10,10 +10,12 @@ type Config struct {
 	Mode    string // "active-passive" (more modes later)
 	DataDir string // node data lives in DataDir/<node name>
 	Timing  Timing
+	Store   Store // coordination store; zero value: embedded etcd
 	Nodes   []Node
 	Service Service
 	Hooks   Hooks
 	Checks  []Check
+	Proxy   Proxy // zero value: no proxy
 	Log     Log
 }
 
@@ -34,6 +36,7 @@ type Node struct {
 	API     string            // host:port of the agent HTTP API
 	Peer    string            // host:port of the embedded etcd peer listener
 	Client  string            // host:port of the embedded etcd client listener
+	Backend string            // host:port where the node's service takes client traffic (for the proxy)
 	Witness bool              // an etcd member only: votes, never runs a service
 	Env     map[string]string // per-node variables: exported to the service, hooks and checks, and usable as ${NAME} in them
 	Line    int               // line in the file, for messages
