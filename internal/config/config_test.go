@@ -32,6 +32,7 @@ func TestParseFull(t *testing.T) {
 	}
 	got := mustParse(t, "testdata/full.yaml", string(data))
 	want := &Config{
+		Store:   Store{Backend: "embedded"},
 		Path:    "testdata/full.yaml",
 		Cluster: "demo",
 		Mode:    "active-passive",
@@ -102,6 +103,7 @@ func TestParseDefaults(t *testing.T) {
 	got := mustParse(t, "testdata/minimal.yaml", string(data))
 	lan, _ := Preset("lan")
 	want := &Config{
+		Store:   Store{Backend: "embedded"},
 		Path:    "testdata/minimal.yaml",
 		Cluster: "solo",
 		Mode:    "active-passive",
