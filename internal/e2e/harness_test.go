@@ -70,6 +70,7 @@ func freePorts(t testing.TB, n int) []int {
 type Node struct {
 	Name, API, Service string
 	Witness            bool
+	NS                 string // network namespace the agent runs in, if any
 	cmd                *exec.Cmd
 	log                *bytes.Buffer
 	done               chan struct{}
@@ -187,7 +188,11 @@ func (c *Cluster) Start(name string) {
 	if n.Witness {
 		sub = "witness"
 	}
-	cmd := exec.Command(havenBin, sub, "--config", c.Config, "--node", name)
+	args := []string{sub, "--config", c.Config, "--node", name}
+	cmd := exec.Command(havenBin, args...)
+	if n.NS != "" {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", n.NS, havenBin}, args...)...)
+	}
 	w := &lockedWriter{w: n.log}
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

@@ -1,0 +1,218 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// netLab puts each node in its own network namespace with two links: a
+// cluster network (etcd peers and clients) and a client network (agent API
+// and service). Cutting a node's cluster link partitions it from the
+// quorum while the test can still watch what it answers to clients.
+type netLab struct {
+	t        testing.TB
+	id       string
+	nodes    int
+	nsNames  []string
+	clusterB string // bridge of the cluster network
+	clientB  string // bridge of the client network
+	subnet   int
+}
+
+func ipRun(t testing.TB, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+func newNetLab(t testing.TB, nodes int) *netLab {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("the partition test needs root to create network namespaces; run ./scripts/test as root (CI does)")
+	}
+	l := &netLab{t: t, id: fmt.Sprintf("%d", os.Getpid()%100000), nodes: nodes, subnet: 10 + os.Getpid()%200}
+	l.clusterB, l.clientB = "hvc"+l.id, "hvk"+l.id
+	t.Cleanup(l.close)
+	for _, br := range []string{l.clusterB, l.clientB} {
+		ipRun(t, "link", "add", br, "type", "bridge")
+		ipRun(t, "link", "set", br, "up")
+	}
+	// The test itself talks to the client network only.
+	ipRun(t, "addr", "add", fmt.Sprintf("10.214.%d.254/24", l.subnet), "dev", l.clientB)
+	for i := 1; i <= nodes; i++ {
+		ns := fmt.Sprintf("hv%sn%d", l.id, i)
+		l.nsNames = append(l.nsNames, ns)
+		ipRun(t, "netns", "add", ns)
+		ipRun(t, "-n", ns, "link", "set", "lo", "up")
+		for _, link := range []struct{ host, inner, br, net string }{
+			{l.clusterLink(i), "eth0", l.clusterB, "10.213"},
+			{fmt.Sprintf("hv%sk%d", l.id, i), "eth1", l.clientB, "10.214"},
+		} {
+			ipRun(t, "link", "add", link.host, "type", "veth", "peer", "name", link.inner, "netns", ns)
+			ipRun(t, "link", "set", link.host, "master", link.br, "up")
+			ipRun(t, "-n", ns, "addr", "add", fmt.Sprintf("%s.%d.%d/24", link.net, l.subnet, i), "dev", link.inner)
+			ipRun(t, "-n", ns, "link", "set", link.inner, "up")
+		}
+	}
+	return l
+}
+
+func (l *netLab) clusterLink(i int) string { return fmt.Sprintf("hv%sc%d", l.id, i) }
+func (l *netLab) clusterIP(i int) string   { return fmt.Sprintf("10.213.%d.%d", l.subnet, i) }
+func (l *netLab) clientIP(i int) string    { return fmt.Sprintf("10.214.%d.%d", l.subnet, i) }
+
+// cut takes node i's cluster link down (both directions); heal brings it up.
+func (l *netLab) cut(i int)  { ipRun(l.t, "link", "set", l.clusterLink(i), "down") }
+func (l *netLab) heal(i int) { ipRun(l.t, "link", "set", l.clusterLink(i), "up") }
+
+func (l *netLab) close() {
+	for _, ns := range l.nsNames {
+		_ = exec.Command("ip", "netns", "del", ns).Run()
+	}
+	for _, br := range []string{l.clusterB, l.clientB} {
+		_ = exec.Command("ip", "link", "del", br).Run()
+	}
+}
+
+// newLabCluster is newCluster with every node in its own namespace.
+func newLabCluster(t *testing.T, l *netLab) *Cluster {
+	t.Helper()
+	dir := t.TempDir()
+	c := &Cluster{t: t, Dir: dir, Config: filepath.Join(dir, "haven.yaml")}
+	var b strings.Builder
+	fmt.Fprintf(&b, "cluster: e2e\ndata_dir: %s\n%s\nlog: {level: debug}\nnodes:\n", filepath.Join(dir, "data"), testTimings)
+	for i := 1; i <= l.nodes; i++ {
+		n := &Node{Name: fmt.Sprintf("n%d", i), API: l.clientIP(i) + ":7400", Service: l.clientIP(i) + ":8080", NS: l.nsNames[i-1]}
+		fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    peer: %s:7401\n    client: %s:7402\n    env: {SERVICE_ADDR: %q}\n",
+			n.Name, n.API, l.clusterIP(i), l.clusterIP(i), n.Service)
+		c.Nodes = append(c.Nodes, n)
+	}
+	fmt.Fprintf(&b, `service:
+  command: [%q, "sample-service"]
+  stop_grace: 2s
+checks:
+  - name: sample
+    http: {url: "http://${SERVICE_ADDR}/healthz"}
+    interval: 100ms
+    timeout: 100ms
+    rise: 1
+    fall: 1
+`, havenBin)
+	if err := os.WriteFile(c.Config, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.stopAll)
+	for _, n := range c.Nodes {
+		c.Start(n.Name)
+	}
+	return c
+}
+
+// TestPartitionedActiveStopsBeforeMajorityPromotes cuts the active off from
+// the etcd quorum (both directions) while a client samples every node's
+// /lb-check every 10 ms over the client network: the isolated active must
+// stop answering 200 before any other node starts, the majority must
+// promote, and after the link heals the old active rejoins as a standby.
+func TestPartitionedActiveStopsBeforeMajorityPromotes(t *testing.T) {
+	lab := newNetLab(t, 3)
+	c := newLabCluster(t, lab)
+	old, epoch := c.WaitActive(startTimeout)
+	oldIdx := int(old[1] - '0')
+
+	type okSample struct {
+		node       string
+		sent, recv time.Time
+	}
+	var (
+		mu   sync.Mutex
+		oks  []okSample
+		stop = make(chan struct{})
+		wg   sync.WaitGroup
+	)
+	client := &http.Client{Timeout: 200 * time.Millisecond}
+	for _, n := range c.Nodes {
+		wg.Add(1)
+		go func(name, addr string) {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+				sent := time.Now()
+				resp, err := client.Get("http://" + addr + "/lb-check")
+				if err != nil {
+					continue
+				}
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					mu.Lock()
+					oks = append(oks, okSample{name, sent, time.Now()})
+					mu.Unlock()
+				}
+			}
+		}(n.Name, n.API)
+	}
+	count := func(node string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		k := 0
+		for _, s := range oks {
+			if s.node == node {
+				k++
+			}
+		}
+		return k
+	}
+	waitFor(t, 5*time.Second, "samples of the active", func() bool { return count(old) >= 5 })
+
+	lab.cut(oldIdx)
+	next, nextEpoch := c.WaitActive(20*time.Second, old)
+	if nextEpoch <= epoch {
+		t.Fatalf("epoch did not grow: %d -> %d", epoch, nextEpoch)
+	}
+	waitFor(t, 5*time.Second, "samples of the new active", func() bool { return count(next) >= 5 })
+	// The isolated node is reachable by clients but must not serve.
+	if code := c.LBCheck(old); code == http.StatusOK {
+		t.Fatalf("isolated %s still answers 200 while %s is active", old, next)
+	}
+	lab.heal(oldIdx)
+	waitFor(t, 30*time.Second, old+" back as a healthy standby", func() bool {
+		v, ok := c.NodeView(next, old)
+		return ok && v.Role == ha.RoleStandby && v.Healthy
+	})
+	close(stop)
+	wg.Wait()
+
+	for i, a := range oks {
+		for _, b := range oks[i+1:] {
+			if a.node != b.node && a.sent.Before(b.recv) && b.sent.Before(a.recv) {
+				t.Fatalf("split brain: %s and %s both answered 200 at overlapping moments", a.node, b.node)
+			}
+		}
+	}
+	var oldLast, newFirst time.Time
+	for _, s := range oks {
+		if s.node == old && s.recv.After(oldLast) {
+			oldLast = s.recv
+		}
+		if s.node == next && (newFirst.IsZero() || s.sent.Before(newFirst)) {
+			newFirst = s.sent
+		}
+	}
+	t.Logf("isolated %s last served %s before %s first served (epoch %d -> %d)", old, newFirst.Sub(oldLast), next, epoch, nextEpoch)
+	if !oldLast.Before(newFirst) {
+		t.Fatalf("isolated %s answered 200 after %s started serving", old, next)
+	}
+}

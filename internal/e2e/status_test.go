@@ -1,0 +1,126 @@
+package e2e
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// TestStatusJSONTableAndMetrics checks the shapes scripts and Prometheus
+// rely on: `haven status --json`, the table, and /metrics on the active.
+func TestStatusJSONTableAndMetrics(t *testing.T) {
+	c := newCluster(t, clusterOpts{})
+	active, epoch := c.WaitActive(startTimeout)
+	waitFor(t, 20*time.Second, "every node healthy in status", func() bool {
+		st, err := c.Status(active)
+		if err != nil {
+			return false
+		}
+		for _, n := range st.Nodes {
+			if !n.Healthy {
+				return false
+			}
+		}
+		return true
+	})
+
+	code, out, errOut := runHaven(t, "status", "--config", c.Config, "--json")
+	if code != 0 {
+		t.Fatalf("status --json: exit %d: %s", code, errOut)
+	}
+	var doc struct {
+		Nodes []map[string]any `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("status --json is not JSON: %v\n%s", err, out)
+	}
+	if len(doc.Nodes) != 3 {
+		t.Fatalf("want 3 nodes, got %d", len(doc.Nodes))
+	}
+	actives := 0
+	for _, n := range doc.Nodes {
+		for _, k := range []string{"name", "role", "healthy", "epoch", "agent_pid", "service_pid", "api"} {
+			if _, ok := n[k]; !ok {
+				t.Errorf("node entry lacks %q: %v", k, n)
+			}
+		}
+		if n["role"] == "active" {
+			actives++
+			if n["name"] != active || int64(n["epoch"].(float64)) != int64(epoch) {
+				t.Errorf("active entry %v, want %s at epoch %d", n, active, epoch)
+			}
+		} else if n["role"] != "standby" {
+			t.Errorf("unexpected role %v", n["role"])
+		}
+		if api, _ := n["api"].(string); !strings.HasPrefix(api, "http://127.0.0.1:") {
+			t.Errorf("api %q is not a base URL", api)
+		}
+	}
+	if actives != 1 {
+		t.Fatalf("%d active nodes in status", actives)
+	}
+
+	code, out, _ = runHaven(t, "status", "--config", c.Config)
+	if code != 0 || !strings.Contains(out, "NODE") || !strings.Contains(out, active) || !strings.Contains(out, "healthy and ready to take over") {
+		t.Fatalf("status table (exit %d):\n%s", code, out)
+	}
+
+	resp, err := http.Get("http://" + c.Node(active).API + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`haven_role{role="active"} 1`, `haven_serving 1`, "haven_epoch ", "haven_lease_renewal_seconds_bucket", `haven_check_up{check="sample"} 1`, "haven_failovers_total 1"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+// TestGracefulStopHandsOverWithoutLeaseWait stops the active with SIGTERM:
+// it resigns, so a standby takes over well before the lease (2s) could
+// have expired.
+func TestGracefulStopHandsOverWithoutLeaseWait(t *testing.T) {
+	c := newCluster(t, clusterOpts{})
+	old, epoch := c.WaitActive(startTimeout)
+	waitFor(t, 20*time.Second, "a healthy standby", func() bool {
+		st, err := c.Status(old)
+		if err != nil {
+			return false
+		}
+		for _, n := range st.Nodes {
+			if n.Name != old && n.Eligible {
+				return true
+			}
+		}
+		return false
+	})
+	start := time.Now()
+	c.Signal(old, syscall.SIGTERM)
+	next, nextEpoch := c.WaitActive(10*time.Second, old)
+	took := time.Since(start)
+	t.Logf("graceful stop of %s: %s active at epoch %d after %s", old, next, nextEpoch, took)
+	if nextEpoch <= epoch {
+		t.Fatalf("epoch did not grow: %d -> %d", epoch, nextEpoch)
+	}
+	// The lease is 2s; takeover by lease expiry cannot happen before that.
+	if took >= 2*time.Second {
+		t.Fatalf("takeover took %s: the stopping active did not resign", took)
+	}
+	select {
+	case <-c.Node(old).done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the stopped agent did not exit")
+	}
+	v, ok := c.NodeView(next, old)
+	if !ok || (v.Role != ha.RoleDown && v.Role != ha.RoleStopped) {
+		t.Fatalf("stopped node shown as %+v", v)
+	}
+}
