@@ -73,6 +73,7 @@ func TestParseFull(t *testing.T) {
 		},
 		Log: Log{Level: "debug", Format: "json"},
 	}
+	withOpsDefaults(want)
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse(full.yaml):\n got %s\nwant %s", dump(got), dump(want))
 	}
@@ -118,6 +119,7 @@ func TestParseDefaults(t *testing.T) {
 		},
 		Log: Log{Level: "info", Format: "text"},
 	}
+	withOpsDefaults(want)
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse(minimal.yaml):\n got %s\nwant %s", dump(got), dump(want))
 	}
@@ -270,7 +272,7 @@ func TestParseErrors(t *testing.T) {
 
 		// Enums.
 		{"unknown preset", threeNodes + "timing: fast\n", 16, "timing", `invalid value "fast"; allowed: lan, wan`},
-		{"unsupported mode", threeNodes + "mode: active-active\n", 16, "mode", "not supported yet"},
+		{"unsupported mode", threeNodes + "mode: hot-standby\n", 16, "mode", "active-passive, active-active, passive-backup"},
 		{"bad standby", threeNodes + "service: {standby: warm}\n", 16, "service.standby", "allowed: hot, cold"},
 		{"bad restart", threeNodes + "service: {restart: sometimes}\n", 16, "service.restart", "allowed: always, on-failure, never"},
 		{"bad signal", threeNodes + "service: {stop_signal: SIGSTOP}\n", 16, "service.stop_signal", "allowed: SIGTERM, SIGINT"},
@@ -570,4 +572,17 @@ func FuzzParse(f *testing.F) {
 		}
 		_ = c.Describe()
 	})
+}
+
+// withOpsDefaults fills the defaults of the operations settings.
+func withOpsDefaults(c *Config) {
+	for i := range c.Nodes {
+		if c.Nodes[i].Priority == 0 {
+			c.Nodes[i].Priority = 100
+		}
+	}
+	if c.Preempt.Delay == 0 {
+		c.Preempt.Delay = 30 * time.Second
+	}
+	c.APIAuth.StatusOpen = true
 }

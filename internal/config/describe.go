@@ -20,16 +20,21 @@ func (c *Config) Describe() string {
 	line("data_dir %s (each node keeps its data in data_dir/<node>)", c.DataDir)
 	line("")
 
-	voters := len(c.Voters())
-	majority := voters/2 + 1
-	line("nodes: %d etcd %s, a majority is %d, so %d may fail", voters, plural(voters, "voter", "voters"), majority, voters-majority)
+	line("store: %s", c.Store.Describe())
+	if c.Store.External() {
+		line("nodes: %d, none votes: the store decides who is active, so any of them may fail", len(c.Nodes))
+	} else {
+		voters := len(c.Voters())
+		majority := voters/2 + 1
+		line("nodes: %d etcd %s, a majority is %d, so %d may fail", voters, plural(voters, "voter", "voters"), majority, voters-majority)
+	}
 	line("  NAME\tROLE\tAPI\tPEER\tCLIENT\tENV")
 	for _, n := range c.Nodes {
 		role := "service"
 		if n.Witness {
 			role = "witness"
 		}
-		line("  %s\t%s\t%s\t%s\t%s\t%s", n.Name, role, orDash(n.API), n.Peer, n.Client, orDash(strings.Join(Environ(n.Env), " ")))
+		line("  %s\t%s\t%s\t%s\t%s\t%s", n.Name, role, orDash(n.API), orDash(n.Peer), orDash(n.Client), orDash(strings.Join(Environ(n.Env), " ")))
 	}
 	line("")
 

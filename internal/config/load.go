@@ -28,13 +28,14 @@ const (
 	defaultFall           = 2
 	defaultExpectStatus   = 200
 	maxVoters             = 7
+	defaultPriority       = 100
 )
 
 // The keys each mapping accepts, in the order they are listed to the user.
 var (
-	topKeys     = []string{"cluster", "mode", "data_dir", "timing", "timings", "store", "nodes", "service", "hooks", "checks", "proxy", "log"}
+	topKeys     = []string{"cluster", "mode", "data_dir", "timing", "timings", "store", "nodes", "service", "hooks", "checks", "proxy", "preempt", "api", "log"}
 	timingKeys  = []string{"lease_ttl", "renew_interval", "renew_timeout", "fence_margin", "etcd_heartbeat", "etcd_election"}
-	nodeKeys    = []string{"name", "api", "peer", "client", "backend", "witness", "env"}
+	nodeKeys    = []string{"name", "api", "peer", "client", "backend", "witness", "backup", "priority", "env"}
 	serviceKeys = []string{"command", "env", "dir", "standby", "stop_signal", "stop_grace", "restart", "restart_delay"}
 	hooksKeys   = []string{"on_promote", "on_demote", "promote_backoff"}
 	hookKeys    = []string{"command", "timeout"}
@@ -127,8 +128,8 @@ func (b *builder) top(f fields) {
 
 	c.Mode = defaultMode
 	if n, ok := f["mode"]; ok {
-		if s, ok := b.str(n, "mode"); ok && s != defaultMode {
-			b.add(n.Line, "mode", "mode %q is not supported yet; use %s (the only mode for now)", s, defaultMode)
+		if s, ok := b.oneOf(n, "mode", "active-passive", "active-active", "passive-backup"); ok {
+			c.Mode = s
 		}
 	}
 
@@ -149,6 +150,7 @@ func (b *builder) top(f fields) {
 	b.hooks(f)
 	b.checks(f)
 	b.proxy(f)
+	b.ops(f)
 	b.log(f)
 
 	// The on_demote default depends on the fence margin, so it is set only
@@ -272,16 +274,28 @@ func (b *builder) nodes(f fields) {
 		if v, ok := nf["witness"]; ok {
 			node.Witness, _ = b.boolean(v, path+".witness")
 		}
+		if v, ok := nf["backup"]; ok {
+			node.Backup, _ = b.boolean(v, path+".backup")
+		}
+		node.Priority = defaultPriority
+		if v, ok := nf["priority"]; ok {
+			node.Priority, _ = b.integer(v, path+".priority", 0, 1000)
+		}
 		if v, ok := nf["api"]; ok {
 			node.API = b.address(v, path+".api")
 		} else if !node.Witness {
 			b.add(b.lineFor(path+".api"), path+".api", "missing; a node that runs the service needs api: host:port for its agent API (or set witness: true)")
 		}
-		if v := b.required(nf, path, "peer", "give the etcd peer address, e.g. peer: 10.0.0.1:7201"); v != nil {
-			node.Peer = b.address(v, path+".peer")
+		// With an external store, agents run no etcd member: peer and client are optional.
+		if v, ok := nf["peer"]; ok || !b.c.Store.External() {
+			if v = b.required(nf, path, "peer", "give the etcd peer address, e.g. peer: 10.0.0.1:7201"); v != nil {
+				node.Peer = b.address(v, path+".peer")
+			}
 		}
-		if v := b.required(nf, path, "client", "give the etcd client address, e.g. client: 10.0.0.1:7301"); v != nil {
-			node.Client = b.address(v, path+".client")
+		if v, ok := nf["client"]; ok || !b.c.Store.External() {
+			if v = b.required(nf, path, "client", "give the etcd client address, e.g. client: 10.0.0.1:7301"); v != nil {
+				node.Client = b.address(v, path+".client")
+			}
 		}
 		if v, ok := nf["backend"]; ok {
 			node.Backend = b.address(v, path+".backend")
@@ -297,9 +311,21 @@ func (b *builder) nodes(f fields) {
 // voters applies the quorum rules. All nodes, witnesses included, are etcd
 // voters.
 func (b *builder) voters(count int) {
+	if st := b.c.Store; st.External() {
+		// The agents are not voters: the external store (a database, or an
+		// etcd cluster with its own members) decides, so the quorum and
+		// witness rules do not apply, and two nodes are fine.
+		if w := witnesses(b.c.Nodes); w > 0 {
+			b.add(b.nodesLine, "nodes", "%d %s: a witness is an embedded etcd vote, and with store.backend %s the agents do not vote (the store decides); remove the witness nodes", w, plural(w, "witness", "witnesses"), st.Backend)
+		}
+		if count == 0 || witnesses(b.c.Nodes) == count {
+			b.add(b.nodesLine, "nodes", "every node is a witness; at least one node must run the service (witness: false)")
+		}
+		return
+	}
 	switch {
 	case count == 2:
-		b.add(b.nodesLine, "nodes", "2 nodes: two voting members cannot survive the loss of either; add a third vote with a witness (a node with `witness: true`, run with `haven witness`) or use 1 or 3 nodes")
+		b.add(b.nodesLine, "nodes", "2 nodes: two voting members cannot survive the loss of either; add a third vote with a witness (a node with `witness: true`, run with `haven witness`) or use 1 or 3 nodes; or let a shared database arbitrate (store.backend: postgres or mysql)")
 	case count > maxVoters:
 		b.add(b.nodesLine, "nodes", "%d nodes: at most %d voting members are supported, since every store write waits for a majority and more members only slow it down; use 3, 5 or 7 nodes", count, maxVoters)
 	case count%2 == 0:

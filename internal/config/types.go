@@ -16,6 +16,8 @@ type Config struct {
 	Hooks   Hooks
 	Checks  []Check
 	Proxy   Proxy // zero value: no proxy
+	Preempt Preempt
+	APIAuth APIAuth
 	Log     Log
 }
 
@@ -32,14 +34,16 @@ type Timing struct {
 
 // Node is one member of the cluster.
 type Node struct {
-	Name    string
-	API     string            // host:port of the agent HTTP API
-	Peer    string            // host:port of the embedded etcd peer listener
-	Client  string            // host:port of the embedded etcd client listener
-	Backend string            // host:port where the node's service takes client traffic (for the proxy)
-	Witness bool              // an etcd member only: votes, never runs a service
-	Env     map[string]string // per-node variables: exported to the service, hooks and checks, and usable as ${NAME} in them
-	Line    int               // line in the file, for messages
+	Name     string
+	API      string            // host:port of the agent HTTP API
+	Peer     string            // host:port of the embedded etcd peer listener
+	Client   string            // host:port of the embedded etcd client listener
+	Backend  string            // host:port where the node's service takes client traffic (for the proxy)
+	Witness  bool              // an etcd member only: votes, never runs a service
+	Backup   bool              // passive-backup mode: promoted only by an operator
+	Priority int               // higher is preferred when preemption is on; default 100
+	Env      map[string]string // per-node variables: exported to the service, hooks and checks, and usable as ${NAME} in them
+	Line     int               // line in the file, for messages
 }
 
 // Service describes the local service an agent supervises. Command empty

@@ -24,6 +24,17 @@ const (
 	RoleDemoting  Role = "demoting"  // giving up the active role
 	RoleStopped   Role = "stopped"   // agent shut down cleanly
 	RoleDown      Role = "down"      // not seen in the store (status only)
+
+	// Standby variants shown in status; none of them is eligible on its own.
+	RoleMaintenance Role = "maintenance" // an operator excluded the node from elections
+	RoleBackup      Role = "backup"      // passive-backup mode: promoted only by an operator
+)
+
+// Cluster modes.
+const (
+	ModeActivePassive = "active-passive" // one active, standbys take over on their own
+	ModeActiveActive  = "active-active"  // every healthy node serves
+	ModePassiveBackup = "passive-backup" // backups never promote on their own
 )
 
 // Epoch is the fencing token: it grows with every promotion, and an action
@@ -62,13 +73,68 @@ type NodeStatus struct {
 	LastPromote string    `json:"last_promote,omitempty"`
 }
 
-// Snapshot is the view of the cluster kept in the store: who leads, and what
-// every live agent last published. Rev orders snapshots (the store revision).
+// Snapshot is the view of the cluster kept in the store: who leads, what
+// every live agent last published, and the operators' standing intents.
+// Rev orders snapshots (the store revision).
 type Snapshot struct {
-	Rev    int64
-	Leader Leader
-	Nodes  map[string]NodeStatus
+	Rev     int64
+	Leader  Leader
+	Nodes   map[string]NodeStatus
+	Intents Intents
 }
+
+// Intents are what operators asked for and the cluster must honour until
+// withdrawn: maintenance flags and a pending switchover or promotion.
+type Intents struct {
+	Maintenance map[string]bool `json:"maintenance,omitempty"`
+	Switchover  *Switchover     `json:"switchover,omitempty"`
+}
+
+// Switchover is a planned hand-over of the active role. The active at epoch
+// From/Epoch demotes and resigns; only To may campaign until Deadline, so
+// no other standby races the chosen target.
+type Switchover struct {
+	ID        string    `json:"id"`
+	From      string    `json:"from,omitempty"` // empty for a promotion with no active
+	Epoch     Epoch     `json:"epoch,omitempty"`
+	To        string    `json:"to"`
+	Promote   bool      `json:"promote,omitempty"` // passive-backup: lets a backup campaign
+	Reason    string    `json:"reason"`
+	Requested time.Time `json:"requested"`
+	Deadline  time.Time `json:"deadline"` // wall clock; after it the intent is void
+}
+
+// Event is one entry of the cluster's history.
+type Event struct {
+	Time     time.Time     `json:"time"`
+	Node     string        `json:"node"`
+	Kind     string        `json:"kind"` // role, health, switchover, maintenance, service, membership, audit
+	Epoch    Epoch         `json:"epoch,omitempty"`
+	From     string        `json:"from,omitempty"`
+	To       string        `json:"to,omitempty"`
+	Reason   string        `json:"reason,omitempty"`
+	Duration time.Duration `json:"duration,omitempty"` // e.g. time spent in the previous role, or traffic held
+	Who      string        `json:"who,omitempty"`      // for operator actions
+}
+
+// Operations is what the operator commands need from the store beyond
+// coordination: standing intents and the event history. A backend that
+// does not implement it supports automatic failover only.
+type Operations interface {
+	// SetMaintenance turns maintenance on or off for node.
+	SetMaintenance(ctx context.Context, node string, on bool) error
+	// RequestSwitchover records sw unless another unexpired one is pending.
+	RequestSwitchover(ctx context.Context, sw Switchover) error
+	// ClearSwitchover removes the pending switchover if its ID is id.
+	ClearSwitchover(ctx context.Context, id string) error
+	// AppendEvent adds ev to the history.
+	AppendEvent(ctx context.Context, ev Event) error
+	// Events returns the newest limit events, oldest first.
+	Events(ctx context.Context, limit int) ([]Event, error)
+}
+
+// ErrBusy: another operation of the same kind is in progress.
+var ErrBusy = errors.New("another switchover is in progress")
 
 // Errors that callers act on.
 var (

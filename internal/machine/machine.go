@@ -32,7 +32,15 @@ type Config struct {
 	Node           string
 	FenceMargin    time.Duration // stop acting this long before the lease can expire
 	PromoteBackoff time.Duration // ineligible this long after a failed promotion
+
+	Mode         string         // ha.Mode*; empty means active-passive
+	Backup       bool           // passive-backup: this node promotes only on an operator's request
+	Priorities   map[string]int // every node's priority (higher is preferred)
+	Preempt      bool           // a higher-priority node takes the role back
+	PreemptDelay time.Duration  // after being eligible this long
 }
+
+func (c Config) activeActive() bool { return c.Mode == ha.ModeActiveActive }
 
 // State is everything the rules depend on. The zero value is a node that has
 // just started.
@@ -55,6 +63,16 @@ type State struct {
 	Acquiring    bool      // a campaign is in flight
 	Stopping     bool      // the agent is shutting down
 	Failovers    int64     // promotions of this node
+
+	Maintenance     bool          // an operator excluded this node from elections
+	Switchover      ha.Switchover // the pending switchover (ID "" when none)
+	SwitchoverUntil time.Time     // its deadline on this clock
+	EligibleSince   time.Time     // eligible without a break since then
+	PreemptAsked    time.Time     // when this node last asked to take the role back
+}
+
+func (s State) switchoverPending(now time.Time) bool {
+	return s.Switchover.ID != "" && now.Before(s.SwitchoverUntil)
 }
 
 // Event is an input to Step.
@@ -104,6 +122,15 @@ type DemoteResult struct {
 // Shutdown asks the node to leave the active role and stop.
 type Shutdown struct{}
 
+// IntentsSeen reports the operators' intents that concern this node, read
+// from the store. SwitchoverUntil is the switchover's deadline converted to
+// this clock by the driver.
+type IntentsSeen struct {
+	Maintenance     bool
+	Switchover      ha.Switchover
+	SwitchoverUntil time.Time
+}
+
 func (Tick) isEvent()           {}
 func (SessionRenewed) isEvent() {}
 func (SessionLost) isEvent()    {}
@@ -113,6 +140,7 @@ func (CampaignResult) isEvent() {}
 func (PromoteResult) isEvent()  {}
 func (DemoteResult) isEvent()   {}
 func (Shutdown) isEvent()       {}
+func (IntentsSeen) isEvent()    {}
 
 // Action is an output of Step, carried out by the driver in order.
 type Action interface{ isAction() }
@@ -142,12 +170,21 @@ type Publish struct{}
 // NewSession asks the driver to create a fresh session after losing one.
 type NewSession struct{}
 
-func (Campaign) isAction()   {}
-func (Promote) isAction()    {}
-func (Demote) isAction()     {}
-func (Resign) isAction()     {}
-func (Publish) isAction()    {}
-func (NewSession) isAction() {}
+// RequestSwitchover asks the driver to record a switchover to this node
+// (preemption by a higher-priority node).
+type RequestSwitchover struct{ Reason string }
+
+// ClearSwitchover asks the driver to remove a completed switchover intent.
+type ClearSwitchover struct{ ID string }
+
+func (Campaign) isAction()          {}
+func (Promote) isAction()           {}
+func (Demote) isAction()            {}
+func (Resign) isAction()            {}
+func (Publish) isAction()           {}
+func (NewSession) isAction()        {}
+func (RequestSwitchover) isAction() {}
+func (ClearSwitchover) isAction()   {}
 
 // Serving reports whether the node should receive traffic at now: it is
 // active, healthy, and its lease is valid with the fence margin to spare.
@@ -176,6 +213,12 @@ func (s State) Eligible(cfg Config, now time.Time) (bool, string) {
 		return false, "service unhealthy: " + s.HealthReason
 	case now.Before(s.BackoffUntil):
 		return false, fmt.Sprintf("promotion failed recently; eligible again in %s", s.BackoffUntil.Sub(now).Round(time.Millisecond))
+	case s.Maintenance:
+		return false, "in maintenance (haven maintenance off " + cfg.Node + " to end it)"
+	case s.switchoverPending(now) && s.Switchover.To != cfg.Node:
+		return false, "switchover to " + s.Switchover.To + " in progress"
+	case cfg.Mode == ha.ModePassiveBackup && cfg.Backup && !(s.switchoverPending(now) && s.Switchover.To == cfg.Node):
+		return false, "backup: promoted only by an operator (haven promote " + cfg.Node + ")"
 	}
 	return true, "healthy and ready to take over"
 }
@@ -198,6 +241,15 @@ func (s State) NextDeadline(cfg Config) time.Time {
 	if !s.BackoffUntil.IsZero() {
 		earliest(s.BackoffUntil)
 	}
+	if s.Switchover.ID != "" {
+		earliest(s.SwitchoverUntil)
+	}
+	if cfg.Preempt && !s.EligibleSince.IsZero() && s.Role == ha.RoleStandby {
+		earliest(s.EligibleSince.Add(cfg.PreemptDelay))
+		if !s.PreemptAsked.IsZero() {
+			earliest(s.PreemptAsked.Add(cfg.PreemptDelay))
+		}
+	}
 	return d
 }
 
@@ -219,7 +271,7 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 			s.LeaderKnown = false
 			if s.Holding() {
 				// Only if the driver skipped SessionLost: we hold nothing now.
-				s, acts = demote(s, acts, now, "session replaced in the store: the leader key went with the old one", true)
+				s, acts = demote(cfg, s, acts, now, "session replaced in the store: the leader key went with the old one", true)
 			}
 		}
 		s.SessionOK = true
@@ -234,8 +286,8 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 		acts = append(acts, NewSession{})
 	case LeaderSeen:
 		s.Leader, s.LeaderKnown = ev.Leader, true
-		if s.Holding() && (ev.Leader.Node != cfg.Node || ev.Leader.Epoch != s.Epoch) {
-			s, acts = demote(s, acts, now, fmt.Sprintf("leader key lost in the store (now %s)", describeLeader(ev.Leader)), false)
+		if s.Holding() && !cfg.activeActive() && (ev.Leader.Node != cfg.Node || ev.Leader.Epoch != s.Epoch) {
+			s, acts = demote(cfg, s, acts, now, fmt.Sprintf("leader key lost in the store (now %s)", describeLeader(ev.Leader)), false)
 		}
 	case HealthChanged:
 		s.Healthy, s.HealthReason = ev.Healthy, ev.Reason
@@ -267,7 +319,7 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 		}
 		if ev.Err != nil {
 			s.BackoffUntil = now.Add(cfg.PromoteBackoff)
-			s, acts = demote(s, acts, now, "promotion failed: "+ev.Err.Error(), false)
+			s, acts = demote(cfg, s, acts, now, "promotion failed: "+ev.Err.Error(), false)
 			break
 		}
 		s = setRole(s, ha.RoleActive, now, fmt.Sprintf("promoted at epoch %d", s.Epoch))
@@ -279,10 +331,13 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 			}
 			s = setRole(s, next, now, s.Reason)
 		}
+	case IntentsSeen:
+		s.Maintenance = ev.Maintenance
+		s.Switchover, s.SwitchoverUntil = ev.Switchover, ev.SwitchoverUntil
 	case Shutdown:
 		s.Stopping = true
 		if s.Holding() {
-			s, acts = demote(s, acts, now, "agent shutting down", false)
+			s, acts = demote(cfg, s, acts, now, "agent shutting down", false)
 		} else if s.Role != ha.RoleDemoting {
 			s = setRole(s, ha.RoleStopped, now, "agent shutting down")
 		}
@@ -292,18 +347,42 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 	if s.Holding() {
 		switch {
 		case !s.SessionOK:
-			s, acts = demote(s, acts, now, "session lost in the store", true)
+			s, acts = demote(cfg, s, acts, now, "session lost in the store", true)
 		case !now.Before(s.fenceAt(cfg)):
-			s, acts = demote(s, acts, now, fmt.Sprintf("lease not renewed since %s: fencing before it can expire", s.ValidUntil.Add(-cfg.FenceMargin).Format("15:04:05.000")), true)
+			s, acts = demote(cfg, s, acts, now, fmt.Sprintf("lease not renewed since %s: fencing before it can expire", s.ValidUntil.Add(-cfg.FenceMargin).Format("15:04:05.000")), true)
 		case !s.Healthy:
-			s, acts = demote(s, acts, now, "service unhealthy: "+s.HealthReason, false)
+			s, acts = demote(cfg, s, acts, now, "service unhealthy: "+s.HealthReason, false)
+		case s.Maintenance:
+			s, acts = demote(cfg, s, acts, now, "maintenance: handing the role over", false)
+		case s.switchoverPending(now) && s.Switchover.From == cfg.Node && s.Switchover.Epoch == s.Epoch:
+			s, acts = demote(cfg, s, acts, now, "switchover to "+s.Switchover.To+": "+s.Switchover.Reason, false)
 		}
 	}
-	if s.Role == ha.RoleStandby && !s.Acquiring && s.LeaderKnown && s.Leader.None() {
-		if ok, _ := s.Eligible(cfg, now); ok {
-			s.Acquiring = true
-			acts = append(acts, Campaign{})
-		}
+	if s.Role == ha.RoleActive && s.switchoverPending(now) && s.Switchover.To == cfg.Node {
+		acts = append(acts, ClearSwitchover{ID: s.Switchover.ID})
+		s.Switchover = ha.Switchover{}
+	}
+	ok, _ := s.Eligible(cfg, now)
+	switch {
+	case !ok || s.Role != ha.RoleStandby:
+		s.EligibleSince = time.Time{}
+	case s.EligibleSince.IsZero():
+		s.EligibleSince = now
+	}
+	switch {
+	case s.Role != ha.RoleStandby || !ok:
+	case cfg.activeActive():
+		// Every eligible node serves; there is no key to take.
+		s.Epoch = 0
+		s = setRole(s, ha.RolePromoting, now, "eligible (active-active)")
+		acts = append(acts, Promote{Epoch: 0})
+	case !s.Acquiring && s.LeaderKnown && s.Leader.None():
+		s.Acquiring = true
+		acts = append(acts, Campaign{})
+	case s.wantsPreempt(cfg, now):
+		s.PreemptAsked = now
+		acts = append(acts, RequestSwitchover{Reason: fmt.Sprintf("preemption: %s has priority %d over %s's %d",
+			cfg.Node, cfg.Priorities[cfg.Node], s.Leader.Node, cfg.Priorities[s.Leader.Node])})
 	}
 	if publishWorthy(before, s) {
 		acts = append(acts, Publish{})
@@ -312,9 +391,28 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 }
 
 // demote leaves the active role: first stop acting, then give the key back.
-func demote(s State, acts []Action, now time.Time, reason string, fenced bool) (State, []Action) {
+func demote(cfg Config, s State, acts []Action, now time.Time, reason string, fenced bool) (State, []Action) {
 	s = setRole(s, ha.RoleDemoting, now, reason)
-	return s, append(acts, Demote{Epoch: s.Epoch, Reason: reason, Fenced: fenced}, Resign{Epoch: s.Epoch})
+	acts = append(acts, Demote{Epoch: s.Epoch, Reason: reason, Fenced: fenced})
+	if !cfg.activeActive() { // active-active nodes hold no key
+		acts = append(acts, Resign{Epoch: s.Epoch})
+	}
+	return s, acts
+}
+
+// wantsPreempt: a higher-priority standby that has been eligible for
+// PreemptDelay asks for a planned switchover to itself (once per delay).
+func (s State) wantsPreempt(cfg Config, now time.Time) bool {
+	if !cfg.Preempt || s.Leader.None() || s.Leader.Node == cfg.Node || s.switchoverPending(now) {
+		return false
+	}
+	if cfg.Priorities[cfg.Node] <= cfg.Priorities[s.Leader.Node] {
+		return false
+	}
+	if now.Sub(s.EligibleSince) < cfg.PreemptDelay {
+		return false
+	}
+	return s.PreemptAsked.IsZero() || now.Sub(s.PreemptAsked) >= cfg.PreemptDelay
 }
 
 func setRole(s State, r ha.Role, now time.Time, reason string) State {
@@ -325,7 +423,7 @@ func setRole(s State, r ha.Role, now time.Time, reason string) State {
 func publishWorthy(a, b State) bool {
 	return a.Role != b.Role || a.Healthy != b.Healthy || a.HealthReason != b.HealthReason ||
 		a.Epoch != b.Epoch || a.Leader != b.Leader || a.BackoffUntil != b.BackoffUntil ||
-		a.SessionOK != b.SessionOK
+		a.SessionOK != b.SessionOK || a.Maintenance != b.Maintenance || a.Switchover.ID != b.Switchover.ID
 }
 
 func describeLeader(l ha.Leader) string {

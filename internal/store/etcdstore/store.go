@@ -6,6 +6,11 @@
 //	leader        the active node's name, attached to its session lease;
 //	              its CreateRevision is the fencing epoch, so epochs only grow
 //	nodes/<name>  each agent's ha.NodeStatus (JSON), attached to its lease
+//	intents/maintenance/<name>  present while the node is in maintenance
+//	intents/switchover          the pending ha.Switchover (JSON), leased
+//	                            until its deadline
+//	events/<time>-<node>        the history (ha.Event, JSON), pruned to
+//	                            the newest maxEvents
 //
 // Taking the leader key is one transaction that succeeds only if the key does
 // not exist; giving it back is one that deletes it only at the holder's epoch.
@@ -196,10 +201,16 @@ func (s *Store) watchOnce(ctx context.Context, out chan ha.Snapshot) error {
 	// instead of leaving us waiting silently on stale data.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	resp, err := s.cli.Get(wctx, s.prefix, clientv3.WithPrefix())
+	// Everything but the history, which is read on demand.
+	resp, err := s.cli.Get(wctx, s.prefix, clientv3.WithRange(s.prefix+"events/"))
 	if err != nil {
 		return err
 	}
+	rest, err := s.cli.Get(wctx, s.prefix+"events0", clientv3.WithRange(clientv3.GetPrefixRangeEnd(s.prefix)))
+	if err != nil {
+		return err
+	}
+	resp.Kvs = append(resp.Kvs, rest.Kvs...)
 	snap := ha.Snapshot{Rev: resp.Header.Revision, Nodes: map[string]ha.NodeStatus{}}
 	for _, kv := range resp.Kvs {
 		s.apply(&snap, string(kv.Key), kv.Value, kv.CreateRevision, false)
@@ -212,8 +223,16 @@ func (s *Store) watchOnce(ctx context.Context, out chan ha.Snapshot) error {
 		if err := wr.Err(); err != nil {
 			return err
 		}
+		changed := false
 		for _, ev := range wr.Events {
+			if strings.HasPrefix(string(ev.Kv.Key), s.prefix+"events/") {
+				continue // history is read on demand, not watched
+			}
+			changed = true
 			s.apply(&snap, string(ev.Kv.Key), ev.Kv.Value, ev.Kv.CreateRevision, ev.Type == clientv3.EventTypeDelete)
+		}
+		if !changed {
+			continue
 		}
 		snap.Rev = wr.Header.Revision
 		if !send(ctx, out, clone(snap)) {
@@ -230,6 +249,24 @@ func (s *Store) apply(snap *ha.Snapshot, key string, val []byte, createRev int64
 			snap.Leader = ha.Leader{}
 		} else {
 			snap.Leader = ha.Leader{Node: string(val), Epoch: ha.Epoch(createRev)}
+		}
+	case key == s.prefix+"intents/switchover":
+		snap.Intents.Switchover = nil
+		if !deleted {
+			var sw ha.Switchover
+			if json.Unmarshal(val, &sw) == nil {
+				snap.Intents.Switchover = &sw
+			}
+		}
+	case strings.HasPrefix(key, s.prefix+"intents/maintenance/"):
+		name := strings.TrimPrefix(key, s.prefix+"intents/maintenance/")
+		if deleted {
+			delete(snap.Intents.Maintenance, name)
+		} else {
+			if snap.Intents.Maintenance == nil {
+				snap.Intents.Maintenance = map[string]bool{}
+			}
+			snap.Intents.Maintenance[name] = true
 		}
 	case strings.HasPrefix(key, s.prefix+"nodes/"):
 		name := strings.TrimPrefix(key, s.prefix+"nodes/")
@@ -250,6 +287,17 @@ func clone(s ha.Snapshot) ha.Snapshot {
 		n[k] = v
 	}
 	s.Nodes = n
+	if s.Intents.Maintenance != nil {
+		m := make(map[string]bool, len(s.Intents.Maintenance))
+		for k, v := range s.Intents.Maintenance {
+			m[k] = v
+		}
+		s.Intents.Maintenance = m
+	}
+	if s.Intents.Switchover != nil {
+		sw := *s.Intents.Switchover
+		s.Intents.Switchover = &sw
+	}
 	return s
 }
 
