@@ -287,13 +287,13 @@ func (b *builder) nodes(f fields) {
 			b.add(b.lineFor(path+".api"), path+".api", "missing; a node that runs the service needs api: host:port for its agent API (or set witness: true)")
 		}
 		// With an external store, agents run no etcd member: peer and client are optional.
-		if v, ok := nf["peer"]; ok || !b.c.Store.External() {
-			if v = b.required(nf, path, "peer", "give the etcd peer address, e.g. peer: 10.0.0.1:7201"); v != nil {
+		if _, ok := nf["peer"]; ok || !b.c.Store.External() {
+			if v := b.required(nf, path, "peer", "give the etcd peer address, e.g. peer: 10.0.0.1:7201"); v != nil {
 				node.Peer = b.address(v, path+".peer")
 			}
 		}
-		if v, ok := nf["client"]; ok || !b.c.Store.External() {
-			if v = b.required(nf, path, "client", "give the etcd client address, e.g. client: 10.0.0.1:7301"); v != nil {
+		if _, ok := nf["client"]; ok || !b.c.Store.External() {
+			if v := b.required(nf, path, "client", "give the etcd client address, e.g. client: 10.0.0.1:7301"); v != nil {
 				node.Client = b.address(v, path+".client")
 			}
 		}

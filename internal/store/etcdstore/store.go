@@ -18,9 +18,14 @@ package etcdstore
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -43,24 +48,78 @@ type Store struct {
 
 // Dial connects to etcd at endpoints (host:port or URLs).
 func Dial(cluster string, endpoints []string, dialTimeout time.Duration) (*Store, error) {
-	eps := make([]string, len(endpoints))
-	for i, e := range endpoints {
+	return DialOptions(cluster, Options{Endpoints: endpoints, DialTimeout: dialTimeout})
+}
+
+// Options configure a connection to an etcd cluster.
+type Options struct {
+	Endpoints   []string // host:port or http(s):// URLs
+	DialTimeout time.Duration
+	// TLS: a CA to verify the servers with, and a client certificate.
+	CAFile, CertFile, KeyFile string
+	// Authentication (etcd users); empty Username means none.
+	Username, Password string
+}
+
+// DialOptions connects to etcd as o says. Endpoints without a scheme use
+// https when TLS files are given, http otherwise.
+func DialOptions(cluster string, o Options) (*Store, error) {
+	scheme := "http://"
+	var tlsConf *tls.Config
+	if o.CAFile != "" || o.CertFile != "" {
+		var err error
+		if tlsConf, err = tlsConfig(o); err != nil {
+			return nil, err
+		}
+		scheme = "https://"
+	}
+	eps := make([]string, len(o.Endpoints))
+	for i, e := range o.Endpoints {
 		if !strings.Contains(e, "://") {
-			e = "http://" + e
+			e = scheme + e
 		}
 		eps[i] = e
 	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = 2 * time.Second
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:            eps,
-		DialTimeout:          dialTimeout,
+		DialTimeout:          o.DialTimeout,
 		DialKeepAliveTime:    2 * time.Second,
 		DialKeepAliveTimeout: 2 * time.Second,
+		TLS:                  tlsConf,
+		Username:             o.Username,
+		Password:             o.Password,
 		Logger:               zap.NewNop(),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("connect to etcd %v: %w", endpoints, err)
+		return nil, fmt.Errorf("connect to etcd %v: %w", o.Endpoints, err)
 	}
 	return &Store{cli: cli, prefix: "/haven/" + cluster + "/"}, nil
+}
+
+func tlsConfig(o Options) (*tls.Config, error) {
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcd CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("etcd CA file %s holds no PEM certificate", o.CAFile)
+		}
+		c.RootCAs = pool
+	}
+	if o.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcd client certificate: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
 }
 
 // Client exposes the etcd client (for tools such as status and tests).
@@ -326,6 +385,77 @@ func (s *Store) Close() error {
 		cancel()
 	}
 	return s.cli.Close()
+}
+
+// MaxEpoch returns the store's revision: every epoch issued so far (a
+// create revision) is at most that.
+func (s *Store) MaxEpoch(ctx context.Context) (ha.Epoch, error) {
+	resp, err := s.cli.Get(ctx, s.leaderKey())
+	if err != nil {
+		return 0, fmt.Errorf("read the etcd revision: %w", err)
+	}
+	return ha.Epoch(resp.Header.Revision), nil
+}
+
+// maxRaise bounds RaiseEpoch: etcd's revision only moves one write at a time.
+const maxRaise = 1_000_000
+
+// RaiseEpoch makes every future epoch greater than e. etcd's revision cannot
+// be set, so it writes a marker key until the revision reaches e.
+func (s *Store) RaiseEpoch(ctx context.Context, e ha.Epoch) error {
+	cur, err := s.MaxEpoch(ctx)
+	if err != nil {
+		return err
+	}
+	if gap := int64(e - cur); gap > maxRaise {
+		return fmt.Errorf("the etcd revision %d is %d below epoch %d; raising it takes one write each, more than the %d allowed", cur, gap, e, maxRaise)
+	}
+	for cur < e {
+		resp, err := s.cli.Put(ctx, s.prefix+"epoch-floor", strconv.FormatInt(int64(e), 10))
+		if err != nil {
+			return fmt.Errorf("raise the etcd revision to %d: %w", e, err)
+		}
+		cur = ha.Epoch(resp.Header.Revision)
+	}
+	return nil
+}
+
+// KeepRecords stores node records as history (history/<name>, no lease).
+func (s *Store) KeepRecords(ctx context.Context, recs []ha.NodeStatus) error {
+	for _, st := range recs {
+		b, err := json.Marshal(st)
+		if err != nil {
+			return err
+		}
+		if _, err := s.cli.Put(ctx, s.prefix+"history/"+st.Name, string(b)); err != nil {
+			return fmt.Errorf("keep the record of %s: %w", st.Name, err)
+		}
+	}
+	return nil
+}
+
+// Records returns the live node records and those kept as history (a live
+// record wins over a kept one of the same node).
+func (s *Store) Records(ctx context.Context) ([]ha.NodeStatus, error) {
+	byName := map[string]ha.NodeStatus{}
+	for _, sub := range []string{"history/", "nodes/"} {
+		resp, err := s.cli.Get(ctx, s.prefix+sub, clientv3.WithPrefix())
+		if err != nil {
+			return nil, err
+		}
+		for _, kv := range resp.Kvs {
+			var st ha.NodeStatus
+			if json.Unmarshal(kv.Value, &st) == nil {
+				byName[st.Name] = st
+			}
+		}
+	}
+	out := make([]ha.NodeStatus, 0, len(byName))
+	for _, st := range byName {
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
 }
 
 var _ ha.Coordinator = (*Store)(nil)
