@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -94,6 +95,25 @@ func (s *Server) Handler() http.Handler {
 			return
 		}
 		_ = json.NewEncoder(w).Encode(Reply{Node: s.Node, Role: role.Role, Epoch: role.Epoch})
+	})
+	// /echo answers a POST with its body; /ws echoes WebSocket messages.
+	// Both serve only on the active, like /.
+	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Haven-Node", s.Node)
+		if role, err := s.currentRole(r.Context()); err != nil || !role.Serving {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "not active", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.Copy(w, r.Body)
+	})
+	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
+		if role, err := s.currentRole(r.Context()); err != nil || !role.Serving {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "not active", http.StatusServiceUnavailable)
+			return
+		}
+		EchoWebSocket(w, r, s.Node)
 	})
 	return mux
 }

@@ -1,0 +1,600 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/sample"
+)
+
+// fakeStore is an in-memory Source: Set publishes a snapshot to every watch.
+type fakeStore struct {
+	mu    sync.Mutex
+	snap  ha.Snapshot
+	subs  []chan ha.Snapshot
+	rev   int64
+	valid bool
+}
+
+func (f *fakeStore) Watch(ctx context.Context) <-chan ha.Snapshot {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ch := make(chan ha.Snapshot, 16)
+	if f.valid {
+		ch <- f.snap
+	}
+	f.subs = append(f.subs, ch)
+	return ch
+}
+
+func (f *fakeStore) Set(leader string, recs ...ha.NodeStatus) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rev++
+	f.snap = ha.Snapshot{Rev: f.rev, Leader: ha.Leader{Node: leader, Epoch: ha.Epoch(f.rev)}, Nodes: map[string]ha.NodeStatus{}}
+	for _, r := range recs {
+		f.snap.Nodes[r.Name] = r
+	}
+	f.valid = true
+	for _, s := range f.subs {
+		s <- f.snap
+	}
+}
+
+// fakeNode is an agent API whose /lb-check the test controls, and a backend.
+type fakeNode struct {
+	name    string
+	serving atomic.Bool
+	api     *httptest.Server
+	backend *httptest.Server
+	hits    atomic.Int64
+}
+
+func newFakeNode(t *testing.T, name string, handler http.Handler) *fakeNode {
+	n := &fakeNode{name: name}
+	n.api = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.serving.Load() {
+			w.WriteHeader(200)
+			return
+		}
+		w.WriteHeader(503)
+	}))
+	t.Cleanup(n.api.Close)
+	if handler == nil {
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n.hits.Add(1)
+			w.Header().Set("X-Node", name)
+			switch r.URL.Path {
+			case "/ws":
+				sample.EchoWebSocket(w, r, name)
+			case "/echo":
+				_, _ = io.Copy(w, r.Body)
+			case "/headers":
+				for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Via", "Connection", "X-Drop"} {
+					fmt.Fprintf(w, "%s=%s\n", k, r.Header.Get(k))
+				}
+			default:
+				fmt.Fprintf(w, "%s\n", name)
+			}
+		})
+	}
+	n.backend = httptest.NewServer(handler)
+	t.Cleanup(n.backend.Close)
+	return n
+}
+
+func (n *fakeNode) node() Node {
+	return Node{Name: n.name, Backend: n.backend.Listener.Addr().String(), API: n.api.Listener.Addr().String()}
+}
+
+type testProxy struct {
+	*Proxy
+	addr  string
+	store *fakeStore
+	nodes []*fakeNode
+}
+
+func startProxy(t *testing.T, cfg config.Proxy, mode string, nodes ...*fakeNode) *testProxy {
+	t.Helper()
+	st := &fakeStore{}
+	var ns []Node
+	for _, n := range nodes {
+		ns = append(ns, n.node())
+	}
+	p, err := New(Options{Config: cfg, Mode: mode, LeaseTTL: 2 * time.Second, Nodes: ns, Source: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = p.Serve(ctx, ln); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return &testProxy{Proxy: p, addr: ln.Addr().String(), store: st, nodes: nodes}
+}
+
+func testConfig() config.Proxy {
+	c := config.ProxyDefaults()
+	c.Listen = "127.0.0.1:0"
+	c.HoldTimeout = 3 * time.Second
+	c.ProbeInterval = 20 * time.Millisecond
+	c.DrainGrace = 500 * time.Millisecond
+	return c
+}
+
+// activate makes name the leader in the store and on its /lb-check, and
+// waits until the proxy routes to it.
+func (tp *testProxy) activate(t *testing.T, name string) {
+	t.Helper()
+	for _, n := range tp.nodes {
+		n.serving.Store(n.name == name)
+	}
+	tp.store.Set(name)
+	waitFor(t, 5*time.Second, "target "+name, func() bool {
+		ts := tp.Targets()
+		return len(ts) == 1 && ts[0] == name
+	})
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+
+func get(t *testing.T, url string) (int, string, http.Header) {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+func TestForwardsToActiveWithHeaders(t *testing.T) {
+	n1, n2 := newFakeNode(t, "n1", nil), newFakeNode(t, "n2", nil)
+	tp := startProxy(t, testConfig(), "", n1, n2)
+	tp.activate(t, "n2")
+	req, _ := http.NewRequest("GET", "http://"+tp.addr+"/headers", nil)
+	req.Header.Set("X-Forwarded-For", "10.9.9.9")
+	req.Header.Set("Connection", "X-Drop")
+	req.Header.Set("X-Drop", "secret")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	body := string(b)
+	for _, want := range []string{"X-Forwarded-For=10.9.9.9, 127.0.0.1", "X-Forwarded-Proto=http", "X-Forwarded-Host=" + tp.addr, "Via=1.1 haven", "X-Drop=\n"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("backend saw headers:\n%s\nwant %q", body, want)
+		}
+	}
+	if resp.Header.Get("X-Node") != "n2" || n1.hits.Load() != 0 {
+		t.Fatalf("went to %s (n1 hits %d), want n2 only", resp.Header.Get("X-Node"), n1.hits.Load())
+	}
+}
+
+func TestHoldReleasesWhenActiveAppears(t *testing.T) {
+	n1 := newFakeNode(t, "n1", nil)
+	tp := startProxy(t, testConfig(), "", n1)
+	type result struct {
+		code int
+		body string
+		at   time.Time
+	}
+	res := make(chan result, 8)
+	for range 8 {
+		go func() {
+			resp, err := client.Get("http://" + tp.addr + "/")
+			if err != nil {
+				res <- result{code: -1, body: err.Error()}
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			res <- result{resp.StatusCode, string(b), time.Now()}
+		}()
+	}
+	waitFor(t, 2*time.Second, "8 held requests", func() bool { return tp.held.Load() == 8 })
+	start := time.Now()
+	tp.activate(t, "n1")
+	for range 8 {
+		r := <-res
+		if r.code != 200 || r.body != "n1\n" {
+			t.Fatalf("held request: %d %q", r.code, r.body)
+		}
+		if d := r.at.Sub(start); d > time.Second {
+			t.Fatalf("held request released %s after the active appeared", d)
+		}
+	}
+}
+
+func TestHoldTimeoutAndQueueFull(t *testing.T) {
+	n1 := newFakeNode(t, "n1", nil)
+	cfg := testConfig()
+	cfg.HoldTimeout = 300 * time.Millisecond
+	cfg.HoldQueue = 1
+	tp := startProxy(t, cfg, "", n1)
+	first := make(chan int, 1)
+	go func() {
+		code, _, _ := get(t, "http://"+tp.addr+"/")
+		first <- code
+	}()
+	waitFor(t, 2*time.Second, "one held request", func() bool { return tp.held.Load() == 1 })
+	code, _, h := get(t, "http://"+tp.addr+"/")
+	if code != 503 || h.Get("Retry-After") == "" {
+		t.Fatalf("queue full: got %d Retry-After %q, want 503 with Retry-After", code, h.Get("Retry-After"))
+	}
+	if code := <-first; code != 503 {
+		t.Fatalf("hold timeout: got %d, want 503", code)
+	}
+}
+
+// TestFailoverZeroErrors runs concurrent GETs while the active's backend
+// dies and another node takes over: no client sees an error.
+func TestFailoverZeroErrors(t *testing.T) {
+	n1, n2 := newFakeNode(t, "n1", nil), newFakeNode(t, "n2", nil)
+	tp := startProxy(t, testConfig(), "", n1, n2)
+	tp.activate(t, "n1")
+	var ok, bad atomic.Int64
+	var errs sync.Map
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := client.Get("http://" + tp.addr + "/")
+				if err != nil {
+					bad.Add(1)
+					errs.Store(err.Error(), true)
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					bad.Add(1)
+					errs.Store(resp.Status, true)
+				} else {
+					ok.Add(1)
+				}
+			}
+		}()
+	}
+	waitFor(t, 5*time.Second, "traffic", func() bool { return ok.Load() > 200 })
+	// The service crashes: its connections reset, its agent demotes and
+	// resigns, the store shows no leader, then n2.
+	n1.backend.CloseClientConnections()
+	n1.backend.Close()
+	n1.serving.Store(false)
+	tp.store.Set("")
+	time.Sleep(50 * time.Millisecond) // a gap with no active at all
+	n2.serving.Store(true)
+	tp.store.Set("n2")
+	before := n2.hits.Load()
+	waitFor(t, 5*time.Second, "traffic on n2", func() bool { return n2.hits.Load() > before+200 })
+	close(stop)
+	wg.Wait()
+	if bad.Load() != 0 {
+		var list []string
+		errs.Range(func(k, _ any) bool { list = append(list, k.(string)); return true })
+		t.Fatalf("%d client-visible errors (%d ok): %v", bad.Load(), ok.Load(), list)
+	}
+	t.Logf("%d requests, 0 errors", ok.Load())
+}
+
+func TestNonIdempotentNotRetried(t *testing.T) {
+	var posts atomic.Int64
+	dying := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		posts.Add(1)
+		c, _, _ := http.NewResponseController(w).Hijack()
+		c.Close() // processed, then crashed before answering
+	})
+	n1 := newFakeNode(t, "n1", dying)
+	tp := startProxy(t, testConfig(), "", n1)
+	tp.activate(t, "n1")
+	resp, err := client.Post("http://"+tp.addr+"/order", "text/plain", strings.NewReader("buy 1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 502 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("POST to a crashing node: %d Retry-After %q; want 502 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if posts.Load() != 1 {
+		t.Fatalf("the POST reached the backend %d times, want exactly 1", posts.Load())
+	}
+	// With an Idempotency-Key the client allows a retry.
+	tp.activate(t, "n1")
+	posts.Store(0)
+	req, _ := http.NewRequest("POST", "http://"+tp.addr+"/order", strings.NewReader("buy 1"))
+	req.Header.Set("Idempotency-Key", "k-1")
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if posts.Load() != 4 {
+		t.Fatalf("idempotent POST tried %d times, want 1 + 3 retries", posts.Load())
+	}
+}
+
+func TestStickyCookieActiveActive(t *testing.T) {
+	nodes := []*fakeNode{newFakeNode(t, "n1", nil), newFakeNode(t, "n2", nil), newFakeNode(t, "n3", nil)}
+	cfg := testConfig()
+	cfg.Sticky = config.Sticky{Mode: "cookie", Cookie: "HAVEN_AFFINITY", Key: "0123456789abcdef"}
+	tp := startProxy(t, cfg, ModeActiveActive, nodes...)
+	var recs []ha.NodeStatus
+	for _, n := range nodes {
+		n.serving.Store(true)
+		recs = append(recs, ha.NodeStatus{Name: n.name, Role: ha.RoleStandby, Healthy: true})
+	}
+	recs[0].Role = ha.RoleActive
+	tp.store.Set("n1", recs...)
+	waitFor(t, 5*time.Second, "three targets", func() bool { return len(tp.Targets()) == 3 })
+
+	// A client without a cookie gets one, and then stays.
+	code, body, h := get(t, "http://"+tp.addr+"/")
+	cookie := h.Get("Set-Cookie")
+	if code != 200 || !strings.HasPrefix(cookie, "HAVEN_AFFINITY="+strings.TrimSpace(body)+".") {
+		t.Fatalf("first request: %d %q Set-Cookie %q", code, body, cookie)
+	}
+	value := strings.TrimPrefix(strings.SplitN(cookie, ";", 2)[0], "HAVEN_AFFINITY=")
+	for range 20 {
+		req, _ := http.NewRequest("GET", "http://"+tp.addr+"/", nil)
+		req.AddCookie(&http.Cookie{Name: "HAVEN_AFFINITY", Value: value})
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != body || resp.Header.Get("Set-Cookie") != "" {
+			t.Fatalf("sticky request went to %q (Set-Cookie %q), want %q", b, resp.Header.Get("Set-Cookie"), body)
+		}
+	}
+	// A forged cookie naming another node is ignored and rewritten.
+	target := "n3"
+	if strings.TrimSpace(body) == "n3" {
+		target = "n2"
+	}
+	req, _ := http.NewRequest("GET", "http://"+tp.addr+"/", nil)
+	req.AddCookie(&http.Cookie{Name: "HAVEN_AFFINITY", Value: target + ".forgedforgedforgedforge"})
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	got := strings.TrimSpace(string(b))
+	if !strings.Contains(resp.Header.Get("Set-Cookie"), "HAVEN_AFFINITY="+got+".") {
+		t.Fatalf("forged cookie: served by %s, Set-Cookie %q", got, resp.Header.Get("Set-Cookie"))
+	}
+}
+
+func TestLimitsAndBadInput(t *testing.T) {
+	n1 := newFakeNode(t, "n1", nil)
+	cfg := testConfig()
+	cfg.Limits.MaxHeaderBytes = 4 << 10
+	cfg.Limits.MaxBodyBytes = 1 << 10
+	tp := startProxy(t, cfg, "", n1)
+	tp.activate(t, "n1")
+	raw := func(req string) string {
+		c, err := net.Dial("tcp", tp.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.WriteString(c, req)
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		return line
+	}
+	if l := raw("GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 20<<10) + "\r\n\r\n"); !strings.Contains(l, " 431 ") {
+		t.Errorf("huge header: %q, want 431", l)
+	}
+	if l := raw("THIS IS NOT HTTP AT ALL, NOT EVEN CLOSE\r\n\r\n"); !strings.Contains(l, " 400 ") {
+		t.Errorf("malformed request: %q, want 400", l)
+	}
+	if l := raw("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n"); !strings.Contains(l, " 400 ") {
+		t.Errorf("bad content length: %q, want 400", l)
+	}
+	resp, err := client.Post("http://"+tp.addr+"/echo", "text/plain", strings.NewReader(strings.Repeat("b", 2<<10)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 413 {
+		t.Errorf("big body: %d, want 413", resp.StatusCode)
+	}
+	// A chunked body over the limit, of unknown length up front.
+	pr, pw := io.Pipe()
+	go func() { _, _ = pw.Write([]byte(strings.Repeat("c", 2<<10))); pw.Close() }()
+	resp, err = client.Post("http://"+tp.addr+"/echo", "text/plain", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 413 {
+		t.Errorf("big chunked body: %d, want 413", resp.StatusCode)
+	}
+	code, body, _ := get(t, "http://"+tp.addr+"/")
+	if code != 200 || body != "n1\n" {
+		t.Errorf("after bad input: %d %q", code, body)
+	}
+}
+
+func TestH2C(t *testing.T) {
+	n1 := newFakeNode(t, "n1", nil)
+	tp := startProxy(t, testConfig(), "", n1)
+	tp.activate(t, "n1")
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + tp.addr + "/headers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || !strings.Contains(string(b), "Via=2.0 haven") {
+		t.Fatalf("h2c: proto %s, body %q", resp.Proto, b)
+	}
+}
+
+func TestWebSocketClosedOnFailover(t *testing.T) {
+	n1, n2 := newFakeNode(t, "n1", nil), newFakeNode(t, "n2", nil)
+	tp := startProxy(t, testConfig(), "", n1, n2)
+	tp.activate(t, "n1")
+	ws, err := sample.DialWebSocket(tp.addr, "/ws", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if ws.Node != "n1" {
+		t.Fatalf("websocket to %s, want n1", ws.Node)
+	}
+	for i := range 3 {
+		msg := fmt.Sprintf("hello %d", i)
+		if err := ws.Send(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, got, _, err := ws.Receive(5 * time.Second); err != nil || got != msg {
+			t.Fatalf("echo: %q, %v", got, err)
+		}
+	}
+	tp.activate(t, "n2") // a switchover
+	op, _, code, err := ws.Receive(5 * time.Second)
+	if err != nil || op != sample.OpClose || code != 1012 {
+		t.Fatalf("after failover: op %d code %d err %v; want a close frame 1012", op, code, err)
+	}
+	ws2, err := sample.DialWebSocket(tp.addr, "/ws", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws2.Close()
+	if err := ws2.Send("again"); err != nil {
+		t.Fatal(err)
+	}
+	if _, got, _, err := ws2.Receive(5 * time.Second); err != nil || got != "again" || ws2.Node != "n2" {
+		t.Fatalf("reconnect: %q from %s, %v", got, ws2.Node, err)
+	}
+}
+
+func TestTCPMode(t *testing.T) {
+	echo := func(name string) *fakeNode {
+		n := newFakeNode(t, name, nil)
+		n.backend.Close()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					_, _ = io.WriteString(c, name+"\n")
+					_, _ = io.Copy(c, c)
+				}()
+			}
+		}()
+		n.backend = &httptest.Server{Listener: ln}
+		return n
+	}
+	n1, n2 := echo("n1"), echo("n2")
+	cfg := testConfig()
+	cfg.Mode = "tcp"
+	tp := startProxy(t, cfg, "", n1, n2)
+	tp.activate(t, "n1")
+	c, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if l, _ := br.ReadString('\n'); l != "n1\n" {
+		t.Fatalf("greeting %q", l)
+	}
+	_, _ = io.WriteString(c, "ping\n")
+	if l, _ := br.ReadString('\n'); l != "ping\n" {
+		t.Fatalf("echo %q", l)
+	}
+	tp.activate(t, "n2")
+	if _, err := br.ReadString('\n'); err == nil {
+		t.Fatal("connection to the old active still open after failover")
+	}
+	c2, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	_ = c2.SetDeadline(time.Now().Add(5 * time.Second))
+	if l, _ := bufio.NewReader(c2).ReadString('\n'); l != "n2\n" {
+		t.Fatalf("after failover: greeting %q", l)
+	}
+}
+
+func TestDrainLetsInFlightFinish(t *testing.T) {
+	release := make(chan struct{})
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		fmt.Fprintln(w, "n1")
+	})
+	n1, n2 := newFakeNode(t, "n1", slow), newFakeNode(t, "n2", nil)
+	cfg := testConfig()
+	cfg.DrainGrace = 3 * time.Second
+	tp := startProxy(t, cfg, "", n1, n2)
+	tp.activate(t, "n1")
+	done := make(chan int, 1)
+	go func() {
+		code, _, _ := get(t, "http://"+tp.addr+"/slow")
+		done <- code
+	}()
+	waitFor(t, 2*time.Second, "a request in flight", func() bool { return tp.backends["n1"].pool.busyCount() == 1 })
+	tp.activate(t, "n2") // switchover: n1 is drained, not cut
+	close(release)
+	if code := <-done; code != 200 {
+		t.Fatalf("in-flight request during a switchover: %d, want 200", code)
+	}
+}
