@@ -60,6 +60,20 @@ type Agent struct {
 	promoteMu     sync.Mutex
 	promoteCancel context.CancelFunc
 	promoteEpoch  ha.Epoch
+
+	ops       ha.Operations // nil if the store has no operations support
+	eventC    chan ha.Event
+	opMu      sync.Mutex // one operator action at a time on this agent
+	auditMu   sync.Mutex
+	stoppedBy atomic.Pointer[string] // operator who stopped the service, if any
+}
+
+func priorities(cfg *config.Config) map[string]int {
+	p := make(map[string]int, len(cfg.Nodes))
+	for _, n := range cfg.Nodes {
+		p[n.Name] = n.Priority
+	}
+	return p
 }
 
 // New builds an agent for node from cfg, using store for coordination.
@@ -77,6 +91,11 @@ func New(cfg *config.Config, node config.Node, store ha.Coordinator, clk clock.C
 			Node:           node.Name,
 			FenceMargin:    cfg.Timing.FenceMargin,
 			PromoteBackoff: cfg.Hooks.PromoteBackoff,
+			Mode:           cfg.Mode,
+			Backup:         node.Backup,
+			Priorities:     priorities(cfg),
+			Preempt:        cfg.Preempt.Enabled,
+			PreemptDelay:   cfg.Preempt.Delay,
 		},
 		clk:       clk,
 		log:       log,
@@ -87,8 +106,10 @@ func New(cfg *config.Config, node config.Node, store ha.Coordinator, clk clock.C
 		publishC:  make(chan struct{}, 1),
 		newSessC:  make(chan struct{}, 1),
 		healthC:   make(chan struct{}, 1),
+		eventC:    make(chan ha.Event, 256),
 		startedAt: time.Now(),
 	}
+	a.ops, _ = store.(ha.Operations)
 	if len(cfg.Service.Command) > 0 {
 		a.svc = service.New(cfg.Service, vars, log.With("part", "service"))
 	}
@@ -116,6 +137,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	spawn(a.watch)
 	spawn(a.worker)
 	spawn(a.publisher)
+	spawn(a.eventWriter)
 	if a.svc != nil {
 		spawn(a.forwardService)
 		if a.cfg.Service.Standby != "cold" {
@@ -182,6 +204,12 @@ func (a *Agent) step(ev machine.Event) {
 	if st.Role != old.Role {
 		a.log.Info("role change", "from", old.Role, "to", st.Role, "epoch", st.Epoch, "reason", st.Reason)
 		a.metrics.roleChanged(old.Role, st.Role)
+		a.record(ha.Event{Kind: "role", Epoch: st.Epoch, From: string(old.Role), To: string(st.Role),
+			Reason: st.Reason, Duration: st.Since.Sub(old.Since)})
+	}
+	if st.Healthy != old.Healthy && old.Role != "" {
+		kind := map[bool]string{true: "healthy", false: "unhealthy"}
+		a.record(ha.Event{Kind: "health", From: kind[old.Healthy], To: kind[st.Healthy], Reason: st.HealthReason})
 	}
 	for _, act := range acts {
 		switch act := act.(type) {
@@ -225,6 +253,8 @@ func (a *Agent) effectiveHealth(role ha.Role) (bool, string) {
 		return true, "cold standby: the service starts on promotion"
 	case cold && role == ha.RolePromoting:
 		return true, "starting the service"
+	case a.stoppedBy.Load() != nil:
+		return false, "service stopped by " + *a.stoppedBy.Load() + " (haven service start to bring it back)"
 	case a.svc != nil && !a.svc.Running():
 		return false, "service process not running"
 	}
@@ -362,13 +392,25 @@ func (a *Agent) watch(ctx context.Context) {
 			s := snap
 			a.snap.Store(&s)
 			a.metrics.leader(s.Leader)
-			select {
-			case a.events <- machine.LeaderSeen{Leader: s.Leader}:
-			case <-ctx.Done():
-				return
+			for _, ev := range []machine.Event{machine.LeaderSeen{Leader: s.Leader}, a.intents(s)} {
+				select {
+				case a.events <- ev:
+				case <-ctx.Done():
+					return
+				}
 			}
 		}
 	}
+}
+
+// intents turns the store's intents into the machine's terms.
+func (a *Agent) intents(s ha.Snapshot) machine.IntentsSeen {
+	ev := machine.IntentsSeen{Maintenance: s.Intents.Maintenance[a.node.Name]}
+	if sw := s.Intents.Switchover; sw != nil {
+		ev.Switchover = *sw
+		ev.SwitchoverUntil = a.clk.Now().Add(time.Until(sw.Deadline))
+	}
+	return ev
 }
 
 // worker carries out actions one at a time, in the order the machine gave.
@@ -412,12 +454,45 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 			a.log.Error("demotion did not complete cleanly; the node is standby regardless", "epoch", act.Epoch, "err", err)
 		}
 		a.emitAsync(machine.DemoteResult{Epoch: act.Epoch, Err: err})
-	case machine.Resign:
-		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := a.store.Resign(cctx, a.node.Name, act.Epoch)
+	case machine.RequestSwitchover:
+		if a.ops == nil {
+			return
+		}
+		leader := a.Snapshot().Leader
+		now := time.Now()
+		sw := ha.Switchover{ID: newID(), From: leader.Node, Epoch: leader.Epoch, To: a.node.Name,
+			Reason: act.Reason, Requested: now, Deadline: now.Add(switchoverWindow)}
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := a.ops.RequestSwitchover(cctx, sw)
 		cancel()
-		if err != nil {
-			a.log.Info("resign", "epoch", act.Epoch, "err", err)
+		if err == nil {
+			a.log.Info("asked for a switchover to this node", "reason", act.Reason)
+			a.record(ha.Event{Kind: "switchover", From: leader.Node, To: a.node.Name, Epoch: leader.Epoch, Reason: act.Reason})
+		}
+	case machine.ClearSwitchover:
+		if a.ops != nil {
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			_ = a.ops.ClearSwitchover(cctx, act.ID)
+			cancel()
+		}
+	case machine.Resign:
+		// A failed resign would leave the key with a node that no longer
+		// acts, blocking every failover while its session lives: retry
+		// until it is gone (ErrNotLeader: someone else's now, or expired).
+		backoff := 20 * time.Millisecond
+		for try := 1; ; try++ {
+			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			err := a.store.Resign(cctx, a.node.Name, act.Epoch)
+			cancel()
+			if err == nil || errors.Is(err, ha.ErrNotLeader) {
+				break
+			}
+			a.log.Warn("resign failed; retrying", "epoch", act.Epoch, "try", try, "err", err)
+			if try == 10 {
+				break // the machine asks again when it sees the key still held
+			}
+			sleep(context.Background(), a.clk, backoff)
+			backoff = min(2*backoff, 500*time.Millisecond)
 		}
 	}
 }
@@ -550,9 +625,18 @@ func (a *Agent) Record() ha.NodeStatus {
 	if st.Holding() {
 		why = "holds the active role"
 	}
+	role := st.Role
+	if role == ha.RoleStandby {
+		switch {
+		case st.Maintenance:
+			role = ha.RoleMaintenance
+		case a.cfg.Mode == ha.ModePassiveBackup && a.node.Backup:
+			role = ha.RoleBackup
+		}
+	}
 	rec := ha.NodeStatus{
 		Name:      a.node.Name,
-		Role:      st.Role,
+		Role:      role,
 		Healthy:   st.Healthy,
 		Health:    st.HealthReason,
 		Eligible:  eligible,

@@ -6,6 +6,7 @@ package api
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/haven-ha/haven/internal/ha"
@@ -59,8 +60,8 @@ type Source interface {
 	Metrics() http.Handler
 }
 
-// Handler returns the API's routes.
-func Handler(src Source) http.Handler {
+// Handler returns the API's routes. op may be nil (no operator actions).
+func Handler(src Source, op Operator, o Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /lb-check", func(w http.ResponseWriter, r *http.Request) {
 		// Computed from local memory and the clock only: never waits on the store.
@@ -78,13 +79,17 @@ func Handler(src Source) http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, src.Status())
-	})
 	mux.HandleFunc("GET /v1/role", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, src.Role())
 	})
 	mux.Handle("GET /metrics", src.Metrics())
+	if op != nil {
+		registerOps(mux, src, op, o)
+	} else {
+		mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, src.Status())
+		})
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, "no such endpoint "+r.URL.Path+"; try /status, /lb-check, /metrics or /healthz")
 	})
@@ -94,7 +99,13 @@ func Handler(src Source) http.Handler {
 // methodGuard turns the mux's bare 405 into a JSON error that says what to use.
 func methodGuard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		post := strings.HasPrefix(r.URL.Path, "/v1/") && r.URL.Path != "/v1/role" && r.URL.Path != "/v1/events"
+		switch {
+		case post && r.Method != http.MethodPost:
+			w.Header().Set("Allow", "POST")
+			WriteError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed on "+r.URL.Path+"; use POST")
+			return
+		case !post && r.Method != http.MethodGet && r.Method != http.MethodHead:
 			w.Header().Set("Allow", "GET, HEAD")
 			WriteError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed on "+r.URL.Path+"; use GET")
 			return

@@ -32,7 +32,7 @@ func do(t *testing.T, h http.Handler, method, path string) *httptest.ResponseRec
 
 func TestLBCheck(t *testing.T) {
 	src := &fakeSource{}
-	h := Handler(src)
+	h := Handler(src, nil, Options{})
 	for _, tc := range []struct {
 		serving bool
 		method  string
@@ -56,7 +56,7 @@ func TestLBCheck(t *testing.T) {
 }
 
 func TestStatusAndRole(t *testing.T) {
-	h := Handler(&fakeSource{serving: true})
+	h := Handler(&fakeSource{serving: true}, nil, Options{})
 	rec := do(t, h, http.MethodGet, "/status")
 	var st Status
 	if rec.Code != 200 || json.Unmarshal(rec.Body.Bytes(), &st) != nil || st.Leader.Epoch != 7 || len(st.Nodes) != 1 {
@@ -76,7 +76,7 @@ func TestStatusAndRole(t *testing.T) {
 }
 
 func TestBadRequestsGetJSONErrors(t *testing.T) {
-	h := Handler(&fakeSource{})
+	h := Handler(&fakeSource{}, nil, Options{})
 	for _, tc := range []struct {
 		method, path string
 		code         int

@@ -43,6 +43,11 @@ func commands() []command {
 		{"agent", "run the agent of one node (--config FILE --node NAME)", false, runAgent},
 		{"witness", "run a witness: an etcd vote and nothing else (--config FILE --node NAME)", false, runWitness},
 		{"status", "show every node's role and health (--config FILE, --json)", false, runStatus},
+		{"switchover", "hand the active role to another node (--to NODE)", false, runSwitchover},
+		{"maintenance", "take a node out of elections: maintenance on|off NODE", false, runMaintenance},
+		{"promote", "make a node active (passive-backup mode): promote NODE", false, runPromote},
+		{"service", "start|stop|restart the service on a node or --all-standby", false, runService},
+		{"events", "the cluster's history: role changes, switchovers, operator actions", false, runEvents},
 		{"config", "check a configuration file: `haven config check FILE`", false, runConfig},
 		{"version", "print haven's version", false, runVersion},
 		{"sample-service", "the demo's sample HTTP service", true, runSample},
@@ -72,7 +77,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "haven makes a service highly available.\n\nUsage: haven COMMAND [flags]\n\nCommands:")
 	for _, c := range commands() {
 		if !c.hidden {
-			fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+			fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 		}
 	}
 	fmt.Fprintln(w, "\nRun `haven COMMAND -h` for a command's flags. Start with `haven demo`.")

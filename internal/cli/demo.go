@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -26,9 +28,10 @@ cluster: demo
 mode: active-passive
 data_dir: %s
 timing: lan
+api: {token: %q}    # operator commands read it from this file
 log: {level: info, format: text}
 nodes:
-`, dataDir)
+`, dataDir, demoToken())
 	for i := 1; i <= n; i++ {
 		fmt.Fprintf(&b, `  - name: n%d
     api: 127.0.0.1:%d
@@ -53,6 +56,13 @@ checks:
     fall: 2
 `, exe)
 	return b.String()
+}
+
+// demoToken is a fresh random API token for the demo's operator commands.
+func demoToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func runDemo(args []string, out, errw io.Writer) int {

@@ -90,6 +90,9 @@ type Cluster struct {
 const testTimings = `timing: lan
 timings: {lease_ttl: 2s, renew_interval: 200ms, renew_timeout: 800ms, fence_margin: 500ms, etcd_heartbeat: 100ms, etcd_election: 1000ms}`
 
+// testToken is the API token of every test cluster.
+const testToken = "e2e-token-0123456789abcdef"
+
 // clusterOpts tweaks the generated config.
 type clusterOpts struct {
 	nodes   int
@@ -97,6 +100,11 @@ type clusterOpts struct {
 	timings string   // "lan" for the preset; else replaces the timing lines
 	witness string   // name of a node that is a witness
 	start   []string // nodes to start at first (default: all)
+
+	mode       string         // cluster mode (default active-passive)
+	backups    []string       // nodes with backup: true
+	preempt    string         // preemption delay; empty: off
+	priorities map[string]int // node priorities (default 100)
 }
 
 // newCluster writes a config for a cluster of o.nodes nodes running the
@@ -111,6 +119,12 @@ func newCluster(t testing.TB, o clusterOpts) *Cluster {
 	ports := freePorts(t, 4*o.nodes)
 	var b strings.Builder
 	fmt.Fprintf(&b, "cluster: e2e\ndata_dir: %s\n", filepath.Join(dir, "data"))
+	if o.mode != "" {
+		fmt.Fprintf(&b, "mode: %s\n", o.mode)
+	}
+	if o.preempt != "" {
+		fmt.Fprintf(&b, "preempt: {enabled: true, delay: %s}\n", o.preempt)
+	}
 	if o.timings == "lan" {
 		b.WriteString("timing: lan\n")
 	} else if o.timings != "" {
@@ -118,7 +132,7 @@ func newCluster(t testing.TB, o clusterOpts) *Cluster {
 	} else {
 		b.WriteString(testTimings + "\n")
 	}
-	b.WriteString("log: {level: debug}\nnodes:\n")
+	b.WriteString("api: {token: " + testToken + "}\nlog: {level: debug}\nnodes:\n")
 	for i := range o.nodes {
 		n := &Node{
 			Name:    fmt.Sprintf("n%d", i+1),
@@ -132,6 +146,12 @@ func newCluster(t testing.TB, o clusterOpts) *Cluster {
 		} else {
 			fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    peer: 127.0.0.1:%d\n    client: 127.0.0.1:%d\n    env: {SERVICE_ADDR: %q}\n",
 				n.Name, n.API, ports[4*i+1], ports[4*i+2], n.Service)
+			if contains(o.backups, n.Name) {
+				b.WriteString("    backup: true\n")
+			}
+			if p, ok := o.priorities[n.Name]; ok {
+				fmt.Fprintf(&b, "    priority: %d\n", p)
+			}
 		}
 		c.Nodes = append(c.Nodes, n)
 	}

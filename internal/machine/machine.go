@@ -289,6 +289,11 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 		if s.Holding() && !cfg.activeActive() && (ev.Leader.Node != cfg.Node || ev.Leader.Epoch != s.Epoch) {
 			s, acts = demote(cfg, s, acts, now, fmt.Sprintf("leader key lost in the store (now %s)", describeLeader(ev.Leader)), false)
 		}
+		if s.Role == ha.RoleStandby && !cfg.activeActive() && ev.Leader.Node == cfg.Node && ev.Leader.Epoch == s.Epoch && s.Epoch != 0 {
+			// We gave this epoch up but the key is still ours (a resign
+			// failed): give it back again, or nobody can take over.
+			acts = append(acts, Resign{Epoch: s.Epoch})
+		}
 	case HealthChanged:
 		s.Healthy, s.HealthReason = ev.Healthy, ev.Reason
 	case CampaignResult:

@@ -1,0 +1,303 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// Operator actions. Any agent accepts the cluster-wide ones (switchover,
+// maintenance, promote) and records the intent in the store, where the
+// machines of every node act on it; service control acts on this node only.
+
+// snapshot is the store's view with this node's own record replaced by its
+// live one: the published copy may not have come back through the watch yet.
+func (a *Agent) snapshot() ha.Snapshot {
+	snap := a.Snapshot()
+	nodes := make(map[string]ha.NodeStatus, len(snap.Nodes)+1)
+	for k, v := range snap.Nodes {
+		nodes[k] = v
+	}
+	nodes[a.node.Name] = a.Record()
+	snap.Nodes = nodes
+	return snap
+}
+
+func (a *Agent) needOps() error {
+	if a.ops == nil {
+		return ha.Errorf(ha.KindForbidden, "this store backend does not support operator actions")
+	}
+	return nil
+}
+
+// Switchover hands the active role to req.To (or the best eligible standby)
+// and waits until it is active.
+func (a *Agent) Switchover(ctx context.Context, req api.SwitchoverRequest) (api.SwitchoverResult, error) {
+	a.opMu.Lock()
+	defer a.opMu.Unlock()
+	if err := a.needOps(); err != nil {
+		return api.SwitchoverResult{}, err
+	}
+	if a.cfg.Mode == ha.ModeActiveActive {
+		return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "active-active: every healthy node serves, there is no active role to hand over; use `haven maintenance on NODE` to take a node out")
+	}
+	snap := a.snapshot()
+	if snap.Leader.None() {
+		return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "no node is active, so there is nothing to switch over; in passive-backup mode use `haven promote NODE`")
+	}
+	target, err := a.pickTarget(snap, req.To, req.Force, false)
+	if err != nil {
+		return api.SwitchoverResult{}, err
+	}
+	return a.handOver(ctx, snap.Leader, target, req.Reason, req.Who, false)
+}
+
+// Promote makes node active: in passive-backup mode the only way a backup
+// becomes active. Refused while an active node is healthy unless force.
+func (a *Agent) Promote(ctx context.Context, req api.PromoteRequest) (api.SwitchoverResult, error) {
+	a.opMu.Lock()
+	defer a.opMu.Unlock()
+	if err := a.needOps(); err != nil {
+		return api.SwitchoverResult{}, err
+	}
+	if a.cfg.Mode == ha.ModeActiveActive {
+		return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "active-active: every healthy node already serves")
+	}
+	snap := a.snapshot()
+	if !snap.Leader.None() {
+		if snap.Leader.Node == req.Node {
+			return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "%s is already active at epoch %d", req.Node, snap.Leader.Epoch)
+		}
+		if rec, ok := snap.Nodes[snap.Leader.Node]; ok && rec.Healthy && !req.Force {
+			return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "the active node %s is healthy; promoting %s would interrupt it — use `haven switchover --to %s`, or --force", snap.Leader.Node, req.Node, req.Node)
+		}
+	}
+	target, err := a.pickTarget(snap, req.Node, req.Force, true)
+	if err != nil {
+		return api.SwitchoverResult{}, err
+	}
+	return a.handOver(ctx, snap.Leader, target, "promoted by an operator", req.Who, true)
+}
+
+// pickTarget validates the requested target, or picks the eligible standby
+// with the highest priority.
+func (a *Agent) pickTarget(snap ha.Snapshot, to string, force, promote bool) (string, error) {
+	if to != "" {
+		n, ok := a.cfg.NodeByName(to)
+		switch {
+		case !ok:
+			return "", ha.Errorf(ha.KindNotFound, "no node %q in the configuration; members: %s", to, a.memberNames())
+		case n.Witness:
+			return "", ha.Errorf(ha.KindConflict, "%s is a witness and cannot run the service", to)
+		case to == snap.Leader.Node:
+			return "", ha.Errorf(ha.KindConflict, "%s is already active", to)
+		}
+		rec, up := snap.Nodes[to]
+		if !up {
+			return "", ha.Errorf(ha.KindConflict, "%s has no running agent; start it first", to)
+		}
+		if !force {
+			switch {
+			case snap.Intents.Maintenance[to]:
+				return "", ha.Errorf(ha.KindConflict, "%s is in maintenance; `haven maintenance off %s` first, or --force", to, to)
+			case !rec.Healthy:
+				return "", ha.Errorf(ha.KindConflict, "%s is unhealthy (%s); fix it or use --force", to, rec.Health)
+			case !rec.Eligible && !(promote && rec.Role == ha.RoleBackup):
+				return "", ha.Errorf(ha.KindConflict, "%s is not eligible: %s; use --force to try anyway", to, rec.Why)
+			}
+		}
+		return to, nil
+	}
+	var cands []ha.NodeStatus
+	for _, rec := range snap.Nodes {
+		if rec.Eligible && rec.Name != snap.Leader.Node {
+			cands = append(cands, rec)
+		}
+	}
+	if len(cands) == 0 {
+		var why []string
+		for _, n := range a.cfg.Nodes {
+			if n.Name == snap.Leader.Node || n.Witness {
+				continue
+			}
+			if rec, ok := snap.Nodes[n.Name]; ok {
+				why = append(why, n.Name+": "+rec.Why)
+			} else {
+				why = append(why, n.Name+": no running agent")
+			}
+		}
+		return "", ha.Errorf(ha.KindConflict, "no eligible standby to hand over to (%v)", why)
+	}
+	prio := priorities(a.cfg)
+	sort.Slice(cands, func(i, j int) bool {
+		if prio[cands[i].Name] != prio[cands[j].Name] {
+			return prio[cands[i].Name] > prio[cands[j].Name]
+		}
+		return cands[i].Name < cands[j].Name
+	})
+	return cands[0].Name, nil
+}
+
+// handOver records the intent and waits until target holds the role.
+func (a *Agent) handOver(ctx context.Context, from ha.Leader, target, reason, who string, promote bool) (api.SwitchoverResult, error) {
+	if reason == "" {
+		reason = "requested by an operator"
+	}
+	now := time.Now()
+	sw := ha.Switchover{ID: newID(), From: from.Node, Epoch: from.Epoch, To: target, Promote: promote,
+		Reason: reason, Requested: now, Deadline: now.Add(switchoverWindow)}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err := a.ops.RequestSwitchover(cctx, sw)
+	cancel()
+	if errors.Is(err, ha.ErrBusy) {
+		return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "another switchover is in progress; wait for it to finish (haven events)")
+	}
+	if err != nil {
+		return api.SwitchoverResult{}, ha.Wrap(ha.KindUnavailable, err, "record the switchover in the store")
+	}
+	start := time.Now()
+	wctx, cancel := context.WithDeadline(ctx, sw.Deadline)
+	defer cancel()
+	for {
+		snap := a.Snapshot()
+		if snap.Leader.Node == target && snap.Leader.Epoch > from.Epoch {
+			if rec, ok := snap.Nodes[target]; ok && rec.Role == ha.RoleActive {
+				took := time.Since(start)
+				kind := "switchover"
+				if promote {
+					kind = "promote"
+				}
+				a.record(ha.Event{Kind: kind, From: from.Node, To: target, Epoch: snap.Leader.Epoch, Reason: reason, Duration: took, Who: who})
+				return api.SwitchoverResult{From: from.Node, To: target, Epoch: snap.Leader.Epoch, TookMS: float64(took.Microseconds()) / 1000}, nil
+			}
+		}
+		select {
+		case <-wctx.Done():
+			_ = a.ops.ClearSwitchover(context.Background(), sw.ID)
+			now := a.Snapshot().Leader
+			return api.SwitchoverResult{}, ha.Errorf(ha.KindUnavailable, "%s did not become active within %s (active now: %s); see `haven events`", target, switchoverWindow, leaderText(now))
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+func leaderText(l ha.Leader) string {
+	if l.None() {
+		return "none"
+	}
+	return fmt.Sprintf("%s at epoch %d", l.Node, l.Epoch)
+}
+
+func (a *Agent) memberNames() []string {
+	var names []string
+	for _, n := range a.cfg.Nodes {
+		names = append(names, n.Name)
+	}
+	return names
+}
+
+// Maintenance turns maintenance on or off for a node. On the active node it
+// first switches over, so traffic moves in a planned way.
+func (a *Agent) Maintenance(ctx context.Context, req api.MaintenanceRequest) (api.MaintenanceResult, error) {
+	if err := a.needOps(); err != nil {
+		return api.MaintenanceResult{}, err
+	}
+	n, ok := a.cfg.NodeByName(req.Node)
+	if !ok {
+		return api.MaintenanceResult{}, ha.Errorf(ha.KindNotFound, "no node %q in the configuration; members: %s", req.Node, a.memberNames())
+	}
+	if n.Witness {
+		return api.MaintenanceResult{}, ha.Errorf(ha.KindConflict, "%s is a witness; it never serves, so maintenance does not apply (stop it with its init system)", req.Node)
+	}
+	var res api.MaintenanceResult
+	snap := a.snapshot()
+	if req.On && snap.Leader.Node == req.Node && a.cfg.Mode != ha.ModeActiveActive {
+		sw, err := a.Switchover(ctx, api.SwitchoverRequest{Reason: "maintenance of " + req.Node, Who: req.Who})
+		if err != nil {
+			return res, fmt.Errorf("switch over before maintenance: %w", err)
+		}
+		res.Switchover = &sw
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := a.ops.SetMaintenance(cctx, req.Node, req.On); err != nil {
+		return res, ha.Wrap(ha.KindUnavailable, err, "record maintenance in the store")
+	}
+	state := map[bool]string{true: "on", false: "off"}[req.On]
+	a.record(ha.Event{Kind: "maintenance", Node: req.Node, To: state, Who: req.Who, Reason: "maintenance " + state})
+	res.Node, res.On = req.Node, req.On
+	return res, nil
+}
+
+// ServiceControl starts, stops or restarts this node's service. The active
+// node's service is only touched with Force, after a switchover.
+func (a *Agent) ServiceControl(ctx context.Context, req api.ServiceRequest) (api.ServiceResult, error) {
+	if a.svc == nil {
+		return api.ServiceResult{}, ha.Errorf(ha.KindConflict, "this node's service is managed outside haven (no service.command); control it with its own tools")
+	}
+	switch req.Action {
+	case "start", "stop", "restart":
+	default:
+		return api.ServiceResult{}, ha.Errorf(ha.KindInvalid, "unknown action %q; use start, stop or restart", req.Action)
+	}
+	var res api.ServiceResult
+	st := a.State()
+	if (st.Holding() || st.Role == ha.RoleActive) && req.Action != "start" {
+		if !req.Force {
+			return res, ha.Errorf(ha.KindConflict, "%s is active; stopping its service would interrupt clients — use --force to switch over first", a.node.Name)
+		}
+		if a.cfg.Mode != ha.ModeActiveActive {
+			sw, err := a.Switchover(ctx, api.SwitchoverRequest{Reason: req.Action + " of the service on " + a.node.Name, Who: req.Who})
+			if err != nil {
+				return res, fmt.Errorf("switch over before %s: %w", req.Action, err)
+			}
+			res.Switchover = &sw
+		}
+	}
+	who := req.Who
+	if who == "" {
+		who = "an operator"
+	}
+	var err error
+	switch req.Action {
+	case "stop":
+		a.stoppedBy.Store(&who)
+		signal(a.healthC)
+		err = a.svc.Stop(ctx)
+	case "start":
+		a.stoppedBy.Store(nil)
+		err = a.svc.Start()
+	case "restart":
+		a.stoppedBy.Store(&who)
+		signal(a.healthC)
+		if err = a.svc.Stop(ctx); err == nil {
+			a.stoppedBy.Store(nil)
+			err = a.svc.Start()
+		}
+	}
+	signal(a.healthC)
+	signal(a.publishC)
+	a.record(ha.Event{Kind: "service", To: req.Action, Who: req.Who, Reason: fmt.Sprintf("service %s (err: %v)", req.Action, err)})
+	if err != nil {
+		return res, ha.Wrap(ha.KindInternal, err, "service %s", req.Action)
+	}
+	res.Node, res.Action, res.PID = a.node.Name, req.Action, a.svc.PID()
+	return res, nil
+}
+
+// Events returns the newest limit events of the cluster's history.
+func (a *Agent) Events(ctx context.Context, limit int) ([]ha.Event, error) {
+	if err := a.needOps(); err != nil {
+		return nil, err
+	}
+	evs, err := a.ops.Events(ctx, limit)
+	if err != nil {
+		return nil, ha.Wrap(ha.KindUnavailable, err, "read the history from the store")
+	}
+	return evs, nil
+}
