@@ -15,6 +15,7 @@ import (
 	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/proxy"
 	"github.com/haven-ha/haven/internal/store/etcdstore"
 )
 
@@ -72,7 +73,18 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 		}
 	}()
 	go keepLeaderAway(runCtx, a, member, log)
+	stopProxy := func() {}
+	if cfg.Proxy.Listen != "" {
+		// This node's proxy; it learns how fresh the store is from the
+		// agent's lease renewals, and stops after the agent.
+		fresh := func() time.Time { return a.State().ValidUntil.Add(-cfg.Timing.LeaseTTL) }
+		if stopProxy, err = proxy.StartForNode(cfg, node, store, fresh, log); err != nil {
+			_ = store.Close()
+			return err
+		}
+	}
 	err = a.Run(runCtx)
+	stopProxy()
 	_ = store.Close()
 	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
 	_ = srv.Shutdown(sctx)

@@ -44,7 +44,10 @@ type Options struct {
 	// Ping, when set, confirms that the store is reachable (a quorum read).
 	// Without it the view counts as fresh for as long as the watch runs.
 	Ping func(ctx context.Context) error
-	Log  *slog.Logger
+	// Fresh, when set, returns the last moment the store was known to be
+	// reachable (an agent knows it from its lease renewals), instead of Ping.
+	Fresh func() time.Time
+	Log   *slog.Logger
 }
 
 // Timing of the failover path.
@@ -368,7 +371,9 @@ func (p *Proxy) brain(ctx context.Context) {
 			}
 			old := in.Snapshot.Leader
 			in.Snapshot, in.Seen = snap, true
-			in.Fresh = later(in.Fresh, time.Now())
+			if p.opts.Fresh == nil {
+				in.Fresh = later(in.Fresh, time.Now())
+			}
 			if snap.Leader != old && snap.Leader.Node != "" {
 				p.kickProbe(snap.Leader.Node)
 			}
@@ -394,7 +399,10 @@ func (p *Proxy) brain(ctx context.Context) {
 			return
 		}
 		now := time.Now()
-		if p.opts.Ping == nil && in.Seen {
+		switch {
+		case p.opts.Fresh != nil:
+			in.Fresh = later(in.Fresh, p.opts.Fresh())
+		case p.opts.Ping == nil && in.Seen:
 			in.Fresh = now
 		}
 		d := Decide(in, now)

@@ -1,0 +1,85 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/haven-ha/haven/internal/config"
+)
+
+// NodesFrom lists the nodes of cfg that can take traffic, or says which one
+// lacks a backend.
+func NodesFrom(cfg *config.Config) ([]Node, error) {
+	var nodes []Node
+	for _, n := range cfg.Nodes {
+		if n.Witness {
+			continue
+		}
+		if n.Backend == "" {
+			return nil, fmt.Errorf("node %s has no backend; add backend: host:port (where its service listens) to it in %s", n.Name, cfg.Path)
+		}
+		nodes = append(nodes, Node{Name: n.Name, Backend: n.Backend, API: n.API})
+	}
+	return nodes, nil
+}
+
+// StartForNode starts the proxy of an agent (the config's proxy: section,
+// with ${VAR}s expanded from node's variables). fresh tells when the agent
+// last heard from the store. The returned stop ends the proxy and waits.
+func StartForNode(cfg *config.Config, node config.Node, src Source, fresh func() time.Time, log *slog.Logger) (stop func(), err error) {
+	pc := cfg.Proxy
+	vars := cfg.Vars(node)
+	pc.Listen = config.Expand(pc.Listen, vars)
+	pc.MetricsListen = config.Expand(pc.MetricsListen, vars)
+	nodes, err := NodesFrom(cfg)
+	if err != nil {
+		return nil, err
+	}
+	p, err := New(Options{Config: pc, Mode: cfg.Mode, LeaseTTL: cfg.Timing.LeaseTTL, Nodes: nodes, Source: src, Fresh: fresh, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", pc.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: listen on %s: %w (set proxy.listen to a free address)", pc.Listen, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		go p.ReloadOnHUP(ctx)
+		if err := p.Serve(ctx, ln); err != nil {
+			p.log.Error("proxy stopped", "err", err)
+		}
+	}()
+	return func() { cancel(); <-done }, nil
+}
+
+// ReloadOnHUP reloads the TLS certificate on every SIGHUP until ctx ends.
+// A failed reload is logged and the old certificate kept.
+func (p *Proxy) ReloadOnHUP(ctx context.Context) {
+	if !p.cfg.TLS.Enabled() {
+		return
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-hup:
+			if err := p.ReloadTLS(); err != nil {
+				p.log.Error("reload TLS certificate; keeping the old one", "err", err)
+			} else {
+				p.log.Info("TLS certificate reloaded")
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
