@@ -17,6 +17,7 @@ import (
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/proxy"
 	"github.com/haven-ha/haven/internal/store/etcdstore"
+	"github.com/haven-ha/haven/internal/store/storedial"
 )
 
 // RunNode runs the named node of cfg until ctx ends: its embedded etcd
@@ -36,7 +37,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 	}
 	defer ln.Close()
 
-	member, store, err := startCoordination(cfg, node, log)
+	member, store, err := startCoordination(ctx, cfg, node, log)
 	if err != nil {
 		return err
 	}
@@ -104,7 +105,7 @@ func RunWitness(ctx context.Context, cfg *config.Config, name string, log *slog.
 		return fmt.Errorf("node %q is not a witness (add `witness: true` to it, or run it with `haven agent`)", name)
 	}
 	log = log.With("node", name, "witness", true)
-	member, store, err := startCoordination(cfg, node, log)
+	member, store, err := startCoordination(ctx, cfg, node, log)
 	if err != nil {
 		return err
 	}
@@ -144,7 +145,30 @@ func RunWitness(ctx context.Context, cfg *config.Config, name string, log *slog.
 	return nil
 }
 
-func startCoordination(cfg *config.Config, node config.Node, log *slog.Logger) (*etcdstore.Member, *etcdstore.Store, error) {
+// startCoordination connects node to its coordination store. With the
+// embedded backend it starts the node's etcd member and dials it; with an
+// external one (etcd, postgres, mysql) it runs no member (nil) and dials
+// the store, retrying until it answers or ctx ends, so that agents may start
+// before their database.
+func startCoordination(ctx context.Context, cfg *config.Config, node config.Node, log *slog.Logger) (*etcdstore.Member, ha.Coordinator, error) {
+	if cfg.Store.External() {
+		for backoff := 200 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+			store, err := storedial.Open(ctx, cfg, node)
+			if err == nil {
+				log.Info("connected to the coordination store", "backend", cfg.Store.Backend)
+				return nil, store, nil
+			}
+			if errors.Is(err, storedial.ErrConfig) {
+				return nil, nil, err
+			}
+			log.Warn("cannot reach the coordination store; retrying", "backend", cfg.Store.Backend, "err", err, "in", backoff)
+			select {
+			case <-ctx.Done():
+				return nil, nil, fmt.Errorf("connect to the %s store: %w", cfg.Store.Backend, err)
+			case <-time.After(backoff):
+			}
+		}
+	}
 	peers := map[string]string{}
 	for _, n := range cfg.Nodes {
 		peers[n.Name] = n.Peer

@@ -50,6 +50,7 @@ func commands() []command {
 		{"events", "the cluster's history: role changes, switchovers, operator actions", false, runEvents},
 		{"proxy", "run haven's proxy on its own: clients reach the active node (--config FILE)", false, runProxy},
 		{"bench-backend", "a minimal HTTP backend for bench/proxy.sh", true, runBenchBackend},
+		{"store", "move a cluster between stores: store export|import --config FILE", false, runStore},
 		{"config", "check a configuration file: `haven config check FILE`", false, runConfig},
 		{"version", "print haven's version", false, runVersion},
 		{"sample-service", "the demo's sample HTTP service", true, runSample},

@@ -38,7 +38,7 @@ type Store struct {
 	Backend string // embedded, etcd, postgres or mysql
 
 	// etcd
-	Endpoints    []string // host:port or URLs of the external etcd cluster
+	Endpoints    []string // host:port or URLs of the external etcd cluster (may use ${VAR} from the node's env)
 	TLS          StoreTLS
 	Username     string // etcd authentication; the password comes from PasswordFile
 	PasswordFile string
@@ -187,7 +187,8 @@ func (b *builder) storeEtcd(sf fields) {
 				b.add(v.Line, "store.endpoints", "is empty; list at least one etcd client address, e.g. [10.0.0.5:2379]")
 			}
 			for i, e := range eps {
-				if err := checkEndpoint(e); err != nil {
+				// An endpoint built from ${VARS} (a node's env) is checked once expanded.
+				if err := checkEndpoint(e); err != nil && !strings.Contains(e, "$") {
 					b.add(v.Line, indexField("store.endpoints", i), "invalid endpoint %q: %v; write host:port or http(s)://host:port", e, err)
 				}
 			}

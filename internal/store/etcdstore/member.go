@@ -90,11 +90,20 @@ func (m *Member) Ready(ctx context.Context) error {
 	}
 }
 
-// Err reports a fatal error of the member.
-func (m *Member) Err() <-chan error { return m.etcd.Err() }
+// Err reports a fatal error of the member. A nil Member (an agent on an
+// external store runs none) never reports one.
+func (m *Member) Err() <-chan error {
+	if m == nil {
+		return nil
+	}
+	return m.etcd.Err()
+}
 
 // IsLeader reports whether this member is the raft leader right now.
 func (m *Member) IsLeader() bool {
+	if m == nil {
+		return false
+	}
 	return m.etcd.Server.Leader() == m.etcd.Server.MemberID()
 }
 
@@ -103,6 +112,9 @@ func (m *Member) IsLeader() bool {
 // would hold shutdown for a long time, so it is hard-stopped instead and
 // Close gives up waiting after a few seconds (the process is exiting).
 func (m *Member) Close() {
+	if m == nil {
+		return
+	}
 	select {
 	case <-m.etcd.Server.ReadyNotify():
 	default:
@@ -124,6 +136,9 @@ func DataDir(base, node string) string { return filepath.Join(base, node, "etcd"
 // does not also cost an etcd election and the lease extension every new etcd
 // leader grants (see the worst-case table in the README).
 func (m *Member) MoveLeaderAway(ctx context.Context) error {
+	if m == nil {
+		return nil
+	}
 	s := m.etcd.Server
 	if s.Leader() != s.MemberID() {
 		return nil

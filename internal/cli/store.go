@@ -1,0 +1,142 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/store/storedial"
+)
+
+// storeDump is what `haven store export` writes and `haven store import`
+// reads: what a cluster must keep when it moves to another store.
+type storeDump struct {
+	Format     string    `json:"format"`  // dumpFormat
+	Version    int       `json:"version"` // 1
+	Cluster    string    `json:"cluster"`
+	Backend    string    `json:"backend"` // where it came from
+	ExportedAt time.Time `json:"exported_at"`
+	// Epoch is the source's epoch counter: every epoch it issued is at
+	// most this, so the target must issue only greater ones.
+	Epoch  ha.Epoch        `json:"epoch"`
+	Nodes  []ha.NodeStatus `json:"nodes"`            // last record of every node, kept as history
+	Events []ha.Event      `json:"events,omitempty"` // the history, when the source keeps one
+}
+
+const (
+	dumpFormat    = "haven-store-dump"
+	maxDumpEvents = 100000
+)
+
+func runStore(args []string, out, errw io.Writer) int {
+	if len(args) == 0 || (args[0] != "export" && args[0] != "import") {
+		fmt.Fprintln(errw, "usage: haven store export --config FILE > dump.json\n       haven store import --config FILE < dump.json")
+		return exitUsage
+	}
+	fs := newFlags("store "+args[0], errw)
+	cfgPath := configFlag(fs)
+	file := fs.String("file", "", "read the dump from this file instead of standard input (import)")
+	force := fs.Bool("force", false, "import a dump of another cluster name (import)")
+	if code, ok := parse(fs, args[1:], 0); !ok {
+		return code
+	}
+	cfg, code := loadConfig(*cfgPath, errw)
+	if cfg == nil {
+		return code
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	st, err := storedial.Open(ctx, cfg, config.Node{})
+	if err != nil {
+		fmt.Fprintf(errw, "haven store %s: connect to the %s store: %v\n", args[0], cfg.Store.Backend, err)
+		return exitFailure
+	}
+	defer closeTool(st)
+	if args[0] == "export" {
+		err = exportStore(ctx, cfg, st, out)
+	} else {
+		in := io.Reader(os.Stdin)
+		if *file != "" {
+			f, ferr := os.Open(*file)
+			if ferr != nil {
+				fmt.Fprintf(errw, "haven store import: %v\n", ferr)
+				return exitUsage
+			}
+			defer f.Close()
+			in = f
+		}
+		err = importStore(ctx, cfg, st, in, *force, errw)
+	}
+	if err != nil {
+		fmt.Fprintf(errw, "haven store %s: %v\n", args[0], err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// closeTool closes a store a tool opened without a session.
+func closeTool(st storedial.Store) { _ = st.Close() }
+
+func exportStore(ctx context.Context, cfg *config.Config, st storedial.Store, out io.Writer) error {
+	d := storeDump{Format: dumpFormat, Version: 1, Cluster: cfg.Cluster, Backend: cfg.Store.Backend, ExportedAt: time.Now().UTC()}
+	var err error
+	if d.Epoch, err = st.MaxEpoch(ctx); err != nil {
+		return err
+	}
+	if d.Nodes, err = st.Records(ctx); err != nil {
+		return fmt.Errorf("read node records: %w", err)
+	}
+	if ops, ok := st.(ha.Operations); ok {
+		if d.Events, err = ops.Events(ctx, maxDumpEvents); err != nil {
+			return err
+		}
+	}
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(d)
+}
+
+func importStore(ctx context.Context, cfg *config.Config, st storedial.Store, in io.Reader, force bool, errw io.Writer) error {
+	var d storeDump
+	if err := json.NewDecoder(in).Decode(&d); err != nil {
+		return fmt.Errorf("read the dump: %w (give the output of `haven store export`)", err)
+	}
+	if d.Format != dumpFormat || d.Version != 1 {
+		return fmt.Errorf("not a haven store dump of version 1 (format %q, version %d)", d.Format, d.Version)
+	}
+	if d.Cluster != cfg.Cluster && !force {
+		return fmt.Errorf("the dump is of cluster %q but %s configures %q; import it into a config of that cluster, or pass --force", d.Cluster, cfg.Path, cfg.Cluster)
+	}
+	// Epochs never go backwards: the target's counter must reach the
+	// source's before any agent campaigns on it.
+	if err := st.RaiseEpoch(ctx, d.Epoch); err != nil {
+		return err
+	}
+	if err := st.KeepRecords(ctx, d.Nodes); err != nil {
+		return fmt.Errorf("keep node records: %w", err)
+	}
+	kept := 0
+	if ops, ok := st.(ha.Operations); ok {
+		for _, ev := range d.Events {
+			if err := ops.AppendEvent(ctx, ev); err != nil {
+				return err
+			}
+			kept++
+		}
+	} else if len(d.Events) > 0 {
+		fmt.Fprintf(errw, "haven store import: the %s backend keeps no event history yet; %d events not imported\n", cfg.Store.Backend, len(d.Events))
+	}
+	now, err := st.MaxEpoch(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(errw, "imported into %s: epoch counter %d (source %d), %d node records, %d events\n", cfg.Store.Backend, now, d.Epoch, len(d.Nodes), kept)
+	return nil
+}
