@@ -38,8 +38,9 @@ const (
 )
 
 type rtError struct {
-	stage stage
-	err   error
+	stage  stage
+	err    error
+	reused bool // on a kept connection
 }
 
 func (e *rtError) Error() string { return e.err.Error() }
@@ -98,6 +99,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	deadline := start.Add(p.cfg.HoldTimeout)
 	var after uint64
+	staleRetried := false
 	for attempt := 0; ; attempt++ {
 		ts, err := p.waitTargets(ctx, deadline, after)
 		if err != nil {
@@ -125,6 +127,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			kind := map[stage]string{stageConnect: "connect", stageNoResponse: "no_response", stageResponse: "mid_response"}[re.stage]
 			p.metrics.fail(kind)
+			if re.reused && re.stage == stageNoResponse && idem && !staleRetried {
+				// A kept connection the backend had closed: one more try
+				// on a fresh one says nothing against the node.
+				staleRetried = true
+				b.pool.closeIdle() // likely as stale: the next try dials
+				attempt--
+				continue
+			}
 			p.suspect(b)
 			retryable := re.stage == stageConnect && (body != nil || !hasBody) || re.stage == stageNoResponse && idem
 			if retryable && attempt < p.cfg.Retries {
@@ -351,7 +361,7 @@ func (p *Proxy) writeHead(c *bconn, r *http.Request, upgrade bool) {
 func (p *Proxy) roundTrip(ctx context.Context, b *backend, r *http.Request, body []byte, stream bool) (*http.Response, *bconn, error) {
 	c, err := b.pool.get(ctx, body == nil && !Idempotent(r))
 	if err != nil {
-		return nil, nil, &rtError{stageConnect, err}
+		return nil, nil, &rtError{stage: stageConnect, err: err}
 	}
 	// A client that leaves cuts the backend connection, which ends the
 	// blocking reads and writes below.
@@ -373,7 +383,7 @@ func (p *Proxy) roundTrip(ctx context.Context, b *backend, r *http.Request, body
 			if isClientBodyErr(err) {
 				return nil, nil, err
 			}
-			return nil, nil, &rtError{stageNoResponse, err}
+			return nil, nil, &rtError{stage: stageNoResponse, err: err, reused: c.reused}
 		}
 	case stream:
 		c.bw.WriteString("Transfer-Encoding: chunked\r\n\r\n")
@@ -383,7 +393,7 @@ func (p *Proxy) roundTrip(ctx context.Context, b *backend, r *http.Request, body
 			if isClientBodyErr(err) {
 				return nil, nil, err
 			}
-			return nil, nil, &rtError{stageNoResponse, err}
+			return nil, nil, &rtError{stage: stageNoResponse, err: err, reused: c.reused}
 		}
 		cw.Close()
 		c.bw.WriteString("\r\n")
@@ -392,17 +402,17 @@ func (p *Proxy) roundTrip(ctx context.Context, b *backend, r *http.Request, body
 	}
 	if err := c.bw.Flush(); err != nil {
 		p.release(b, c, false)
-		return nil, nil, &rtError{stageNoResponse, err}
+		return nil, nil, &rtError{stage: stageNoResponse, err: err, reused: c.reused}
 	}
 	for {
 		if _, err := c.br.Peek(1); err != nil {
 			p.release(b, c, false)
-			return nil, nil, &rtError{stageNoResponse, err}
+			return nil, nil, &rtError{stage: stageNoResponse, err: err, reused: c.reused}
 		}
 		resp, err := http.ReadResponse(c.br, r)
 		if err != nil {
 			p.release(b, c, false)
-			return nil, nil, &rtError{stageResponse, err}
+			return nil, nil, &rtError{stage: stageResponse, err: err}
 		}
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
 			continue // interim answers (100 Continue, 103 Early Hints) are not passed on

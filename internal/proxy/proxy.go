@@ -348,7 +348,13 @@ func (p *Proxy) brain(ctx context.Context) {
 	if in.LeaseTTL <= 0 {
 		in.LeaseTTL = time.Second
 	}
-	suspectedAt := map[string]time.Time{}
+	// A suspected node is readmitted only by a probe sent a quarantine after
+	// the failure: its agent may not have noticed yet (a failing health
+	// check takes fall x interval). The quarantine doubles with each strike
+	// that follows within a few seconds.
+	distrustUntil := map[string]time.Time{}
+	strikes := map[string]int{}
+	lastStrike := map[string]time.Time{}
 	watch := p.opts.Source.Watch(ctx)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -383,13 +389,19 @@ func (p *Proxy) brain(ctx context.Context) {
 				}
 			}
 		case r := <-p.probeC:
-			if r.at.Before(suspectedAt[r.node]) {
-				continue // sent before the failure we saw: says nothing
+			if r.at.Before(distrustUntil[r.node]) && r.ok {
+				continue // too soon after a failure to trust a 200
 			}
 			in.Probes[r.node] = Probe{OK: r.ok, At: r.at}
 		case n := <-p.suspectC:
 			now := time.Now()
-			suspectedAt[n] = now
+			if now.Sub(lastStrike[n]) > 5*time.Second {
+				strikes[n] = 0
+			}
+			strikes[n]++
+			lastStrike[n] = now
+			q := min(p.cfg.ProbeInterval<<(strikes[n]-1), 2*time.Second)
+			distrustUntil[n] = now.Add(q)
 			in.Probes[n] = Probe{OK: false, At: now}
 			p.kickProbe(n)
 		case t := <-p.freshC:
