@@ -65,6 +65,7 @@ type Agent struct {
 	eventC    chan ha.Event
 	opMu      sync.Mutex // one operator action at a time on this agent
 	auditMu   sync.Mutex
+	askC      chan ask
 	stoppedBy atomic.Pointer[string] // operator who stopped the service, if any
 }
 
@@ -96,6 +97,7 @@ func New(cfg *config.Config, node config.Node, store ha.Coordinator, clk clock.C
 			Priorities:     priorities(cfg),
 			Preempt:        cfg.Preempt.Enabled,
 			PreemptDelay:   cfg.Preempt.Delay,
+			Failsafe:       cfg.OutagePolicy == "failsafe",
 		},
 		clk:       clk,
 		log:       log,
@@ -107,6 +109,7 @@ func New(cfg *config.Config, node config.Node, store ha.Coordinator, clk clock.C
 		newSessC:  make(chan struct{}, 1),
 		healthC:   make(chan struct{}, 1),
 		eventC:    make(chan ha.Event, 256),
+		askC:      make(chan ask),
 		startedAt: time.Now(),
 	}
 	a.ops, _ = store.(ha.Operations)
@@ -138,6 +141,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	spawn(a.worker)
 	spawn(a.publisher)
 	spawn(a.eventWriter)
+	if a.cfg.OutagePolicy == "failsafe" {
+		spawn(a.failsafeLoop)
+	}
 	if a.svc != nil {
 		spawn(a.forwardService)
 		if a.cfg.Service.Standby != "cold" {
@@ -187,6 +193,9 @@ func (a *Agent) loop(ctx context.Context) {
 			a.step(ev)
 		case <-a.healthC:
 			a.refreshHealth()
+		case r := <-a.askC:
+			a.step(r.ev)
+			r.reply <- a.State()
 		case <-timer:
 			a.step(machine.Tick{})
 		case <-ctx.Done():

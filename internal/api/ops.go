@@ -66,6 +66,22 @@ type ServiceResult struct {
 	Switchover *SwitchoverResult `json:"switchover,omitempty"`
 }
 
+// FailsafeRequest is what an active node that cannot reach the store asks
+// its peers (POST /v1/failsafe).
+type FailsafeRequest struct {
+	From    string   `json:"from"`
+	Epoch   ha.Epoch `json:"epoch"`
+	GrantMS int64    `json:"grant_ms"`
+}
+
+// FailsafeResult is a peer's answer: NotActive means it is not active and
+// promises not to take over for the grant.
+type FailsafeResult struct {
+	Node      string  `json:"node"`
+	NotActive bool    `json:"not_active"`
+	Role      ha.Role `json:"role"`
+}
+
 // Operator carries out the operators' requests.
 type Operator interface {
 	Switchover(ctx context.Context, req SwitchoverRequest) (SwitchoverResult, error)
@@ -73,6 +89,7 @@ type Operator interface {
 	Maintenance(ctx context.Context, req MaintenanceRequest) (MaintenanceResult, error)
 	ServiceControl(ctx context.Context, req ServiceRequest) (ServiceResult, error)
 	Events(ctx context.Context, limit int) ([]ha.Event, error)
+	Failsafe(ctx context.Context, req FailsafeRequest) (FailsafeResult, error)
 }
 
 // AuditEntry is one mutating call, written to the audit log.
@@ -233,6 +250,13 @@ func registerOps(mux *http.ServeMux, src Source, op Operator, o Options) {
 		}
 		req.Who = who
 		return op.Maintenance(r.Context(), req)
+	}))
+	mux.HandleFunc("POST /v1/failsafe", mutating("failsafe", func(r *http.Request, body []byte, who string) (any, error) {
+		var req FailsafeRequest
+		if err := decode(body, &req); err != nil {
+			return nil, err
+		}
+		return op.Failsafe(r.Context(), req)
 	}))
 	mux.HandleFunc("POST /v1/service", mutating("service", func(r *http.Request, body []byte, who string) (any, error) {
 		var req ServiceRequest

@@ -585,4 +585,7 @@ func withOpsDefaults(c *Config) {
 		c.Preempt.Delay = 30 * time.Second
 	}
 	c.APIAuth.StatusOpen = true
+	if c.OutagePolicy == "" {
+		c.OutagePolicy = "demote"
+	}
 }

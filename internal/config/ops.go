@@ -35,6 +35,12 @@ func (b *builder) ops(f fields) {
 			}
 		}
 	}
+	b.c.OutagePolicy = "demote"
+	if n, ok := f["outage_policy"]; ok {
+		if s, ok := b.oneOf(n, "outage_policy", "demote", "failsafe"); ok {
+			b.c.OutagePolicy = s
+		}
+	}
 	b.c.APIAuth.StatusOpen = true
 	if n, ok := f["api"]; ok {
 		af := b.mapping(n, "api", []string{"token", "token_file", "status_open"})
@@ -57,6 +63,9 @@ func (b *builder) ops(f fields) {
 		if t := b.c.APIAuth.Token; t != "" && len(t) < 16 {
 			b.add(b.lineFor("api"), "api.token", "is %d characters; use at least 16 random characters (e.g. openssl rand -hex 16)", len(t))
 		}
+	}
+	if b.c.OutagePolicy == "failsafe" && b.c.APIAuth.Token == "" {
+		b.add(b.lineFor("outage_policy"), "outage_policy", "failsafe needs api.token: the agents confirm to each other over the authenticated API")
 	}
 	if b.c.Mode == "passive-backup" {
 		primaries := 0

@@ -18,7 +18,12 @@ type Config struct {
 	Proxy   Proxy // zero value: no proxy
 	Preempt Preempt
 	APIAuth APIAuth
-	Log     Log
+	// OutagePolicy is what the active does when it cannot reach the store:
+	// "demote" (default: stop when the lease runs out) or "failsafe" (keep
+	// serving while every other node confirms over the API that it is not
+	// active).
+	OutagePolicy string
+	Log          Log
 }
 
 // Timing holds every duration that failover and fencing depend on.

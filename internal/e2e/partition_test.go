@@ -84,13 +84,14 @@ func (l *netLab) close() {
 	}
 }
 
-// newLabCluster is newCluster with every node in its own namespace.
-func newLabCluster(t *testing.T, l *netLab) *Cluster {
+// newLabCluster is newCluster with every node in its own namespace; top is
+// extra top-level YAML.
+func newLabCluster(t *testing.T, l *netLab, top ...string) *Cluster {
 	t.Helper()
 	dir := t.TempDir()
 	c := &Cluster{t: t, Dir: dir, Config: filepath.Join(dir, "haven.yaml")}
 	var b strings.Builder
-	fmt.Fprintf(&b, "cluster: e2e\ndata_dir: %s\n%s\nlog: {level: debug}\nnodes:\n", filepath.Join(dir, "data"), testTimings)
+	fmt.Fprintf(&b, "cluster: e2e\ndata_dir: %s\n%s\napi: {token: %s}\nlog: {level: debug}\n%s\nnodes:\n", filepath.Join(dir, "data"), testTimings, testToken, strings.Join(top, "\n"))
 	for i := 1; i <= l.nodes; i++ {
 		n := &Node{Name: fmt.Sprintf("n%d", i), API: l.clientIP(i) + ":7400", Service: l.clientIP(i) + ":8080", NS: l.nsNames[i-1]}
 		fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    peer: %s:7401\n    client: %s:7402\n    env: {SERVICE_ADDR: %q}\n",
@@ -214,5 +215,61 @@ func TestPartitionedActiveStopsBeforeMajorityPromotes(t *testing.T) {
 	t.Logf("isolated %s last served %s before %s first served (epoch %d -> %d)", old, newFirst.Sub(oldLast), next, epoch, nextEpoch)
 	if !oldLast.Before(newFirst) {
 		t.Fatalf("isolated %s answered 200 after %s started serving", old, next)
+	}
+}
+
+// TestStoreOutagePolicies loses the whole coordination store (every node's
+// cluster link cut: no etcd quorum anywhere) while the agents still reach
+// each other over the client network. Default policy: the active stops
+// when its lease runs out and nobody promotes. Failsafe: the active keeps
+// serving because every peer confirms it is not active. In both, never two
+// nodes serve, and the cluster recovers by itself when the store is back.
+func TestStoreOutagePolicies(t *testing.T) {
+	for _, policy := range []string{"demote", "failsafe"} {
+		t.Run(policy, func(t *testing.T) {
+			lab := newNetLab(t, 3)
+			c := newLabCluster(t, lab, "outage_policy: "+policy)
+			active, _ := c.WaitActive(startTimeout)
+			c.waitHealthy(30 * time.Second)
+			for i := 1; i <= 3; i++ {
+				lab.cut(i)
+			}
+			cut := time.Now()
+			// Watch for 3 leases (2s each).
+			servedLate := false
+			for time.Since(cut) < 6*time.Second {
+				serving := 0
+				for _, n := range c.Nodes {
+					if c.LBCheck(n.Name) == http.StatusOK {
+						serving++
+						if n.Name != active {
+							t.Fatalf("%s serves during the store outage; only %s was active", n.Name, active)
+						}
+						if time.Since(cut) > 4*time.Second {
+							servedLate = true
+						}
+					}
+				}
+				if serving > 1 {
+					t.Fatal("two nodes serve during the store outage")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			switch policy {
+			case "demote":
+				if servedLate {
+					t.Fatalf("%s still serves 4s into the outage with the demote policy (lease 2s)", active)
+				}
+			case "failsafe":
+				if !servedLate || c.LBCheck(active) != http.StatusOK {
+					t.Fatalf("%s stopped serving during the outage although every peer confirmed failsafe", active)
+				}
+			}
+			for i := 1; i <= 3; i++ {
+				lab.heal(i)
+			}
+			c.WaitActive(30 * time.Second)
+			c.waitHealthy(30 * time.Second)
+		})
 	}
 }

@@ -38,6 +38,7 @@ type Config struct {
 	Priorities   map[string]int // every node's priority (higher is preferred)
 	Preempt      bool           // a higher-priority node takes the role back
 	PreemptDelay time.Duration  // after being eligible this long
+	Failsafe     bool           // store-outage policy: keep serving while every peer confirms
 }
 
 func (c Config) activeActive() bool { return c.Mode == ha.ModeActiveActive }
@@ -69,6 +70,13 @@ type State struct {
 	SwitchoverUntil time.Time     // its deadline on this clock
 	EligibleSince   time.Time     // eligible without a break since then
 	PreemptAsked    time.Time     // when this node last asked to take the role back
+
+	// Failsafe (store outage): the active may serve until FailsafeUntil
+	// because every peer promised not to take over; a standby that made
+	// such a promise is ineligible until PromisedUntil.
+	FailsafeUntil time.Time
+	PromisedUntil time.Time
+	PromisedTo    string
 }
 
 func (s State) switchoverPending(now time.Time) bool {
@@ -122,6 +130,20 @@ type DemoteResult struct {
 // Shutdown asks the node to leave the active role and stop.
 type Shutdown struct{}
 
+// FailsafeGranted reports that every peer, asked at SentAt, confirmed it is
+// not active and promised not to take over for Grant from when it answered.
+type FailsafeGranted struct {
+	SentAt time.Time
+	Grant  time.Duration
+}
+
+// FailsafeAsked reports that the active node From asked this node, at now,
+// to promise not to take over until Until.
+type FailsafeAsked struct {
+	From  string
+	Until time.Time
+}
+
 // IntentsSeen reports the operators' intents that concern this node, read
 // from the store. SwitchoverUntil is the switchover's deadline converted to
 // this clock by the driver.
@@ -131,16 +153,18 @@ type IntentsSeen struct {
 	SwitchoverUntil time.Time
 }
 
-func (Tick) isEvent()           {}
-func (SessionRenewed) isEvent() {}
-func (SessionLost) isEvent()    {}
-func (LeaderSeen) isEvent()     {}
-func (HealthChanged) isEvent()  {}
-func (CampaignResult) isEvent() {}
-func (PromoteResult) isEvent()  {}
-func (DemoteResult) isEvent()   {}
-func (Shutdown) isEvent()       {}
-func (IntentsSeen) isEvent()    {}
+func (Tick) isEvent()            {}
+func (SessionRenewed) isEvent()  {}
+func (SessionLost) isEvent()     {}
+func (LeaderSeen) isEvent()      {}
+func (HealthChanged) isEvent()   {}
+func (CampaignResult) isEvent()  {}
+func (PromoteResult) isEvent()   {}
+func (DemoteResult) isEvent()    {}
+func (Shutdown) isEvent()        {}
+func (IntentsSeen) isEvent()     {}
+func (FailsafeGranted) isEvent() {}
+func (FailsafeAsked) isEvent()   {}
 
 // Action is an output of Step, carried out by the driver in order.
 type Action interface{ isAction() }
@@ -190,7 +214,16 @@ func (ClearSwitchover) isAction()   {}
 // active, healthy, and its lease is valid with the fence margin to spare.
 // The HTTP /lb-check answer is exactly this.
 func (s State) Serving(cfg Config, now time.Time) bool {
-	return s.Role == ha.RoleActive && s.Healthy && s.SessionOK && now.Before(s.fenceAt(cfg))
+	return s.Role == ha.RoleActive && s.Healthy && s.SessionOK && now.Before(s.servingUntil(cfg))
+}
+
+// servingUntil is when a holder must stop: the fence deadline of its lease,
+// or later if every peer has confirmed failsafe.
+func (s State) servingUntil(cfg Config) time.Time {
+	if t := s.fenceAt(cfg); cfg.Failsafe && s.FailsafeUntil.After(t) {
+		return s.FailsafeUntil
+	}
+	return s.fenceAt(cfg)
 }
 
 // Holding reports whether the node believes it holds the leader key.
@@ -213,6 +246,8 @@ func (s State) Eligible(cfg Config, now time.Time) (bool, string) {
 		return false, "service unhealthy: " + s.HealthReason
 	case now.Before(s.BackoffUntil):
 		return false, fmt.Sprintf("promotion failed recently; eligible again in %s", s.BackoffUntil.Sub(now).Round(time.Millisecond))
+	case now.Before(s.PromisedUntil):
+		return false, "promised " + s.PromisedTo + " not to take over for now (failsafe: the store is unreachable)"
 	case s.Maintenance:
 		return false, "in maintenance (haven maintenance off " + cfg.Node + " to end it)"
 	case s.switchoverPending(now) && s.Switchover.To != cfg.Node:
@@ -236,7 +271,10 @@ func (s State) NextDeadline(cfg Config) time.Time {
 	// roles would hand the driver a deadline in the past once renewals stop
 	// (store unreachable), and it would tick in a busy loop.
 	if s.SessionOK && s.Holding() {
-		earliest(s.fenceAt(cfg))
+		earliest(s.servingUntil(cfg))
+	}
+	if !s.PromisedUntil.IsZero() {
+		earliest(s.PromisedUntil)
 	}
 	if !s.BackoffUntil.IsZero() {
 		earliest(s.BackoffUntil)
@@ -264,6 +302,9 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 	case Tick:
 		if !s.BackoffUntil.IsZero() && !now.Before(s.BackoffUntil) {
 			s.BackoffUntil = time.Time{}
+		}
+		if !s.PromisedUntil.IsZero() && !now.Before(s.PromisedUntil) {
+			s.PromisedUntil, s.PromisedTo = time.Time{}, ""
 		}
 	case SessionRenewed:
 		if ev.New {
@@ -336,6 +377,16 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 			}
 			s = setRole(s, next, now, s.Reason)
 		}
+	case FailsafeGranted:
+		if cfg.Failsafe && s.Holding() {
+			if t := ev.SentAt.Add(ev.Grant).Add(-cfg.FenceMargin); t.After(s.FailsafeUntil) {
+				s.FailsafeUntil = t
+			}
+		}
+	case FailsafeAsked:
+		if ev.Until.After(s.PromisedUntil) {
+			s.PromisedUntil, s.PromisedTo = ev.Until, ev.From
+		}
 	case IntentsSeen:
 		s.Maintenance = ev.Maintenance
 		s.Switchover, s.SwitchoverUntil = ev.Switchover, ev.SwitchoverUntil
@@ -353,8 +404,8 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 		switch {
 		case !s.SessionOK:
 			s, acts = demote(cfg, s, acts, now, "session lost in the store", true)
-		case !now.Before(s.fenceAt(cfg)):
-			s, acts = demote(cfg, s, acts, now, fmt.Sprintf("lease not renewed since %s: fencing before it can expire", s.ValidUntil.Add(-cfg.FenceMargin).Format("15:04:05.000")), true)
+		case !now.Before(s.servingUntil(cfg)):
+			s, acts = demote(cfg, s, acts, now, "lease not renewed in time: fencing before it can expire", true)
 		case !s.Healthy:
 			s, acts = demote(cfg, s, acts, now, "service unhealthy: "+s.HealthReason, false)
 		case s.Maintenance:
@@ -421,6 +472,9 @@ func (s State) wantsPreempt(cfg Config, now time.Time) bool {
 }
 
 func setRole(s State, r ha.Role, now time.Time, reason string) State {
+	if r != ha.RoleActive && r != ha.RolePromoting {
+		s.FailsafeUntil = time.Time{}
+	}
 	s.Role, s.Since, s.Reason = r, now, reason
 	return s
 }
