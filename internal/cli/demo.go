@@ -37,8 +37,9 @@ nodes:
     api: 127.0.0.1:%d
     peer: 127.0.0.1:%d
     client: 127.0.0.1:%d
+    backend: 127.0.0.1:%d
     env: {SERVICE_ADDR: "127.0.0.1:%d"}
-`, i, base+i, base+100+i, base+200+i, base+300+i)
+`, i, base+i, base+100+i, base+200+i, base+300+i, base+300+i)
 	}
 	fmt.Fprintf(&b, `service:
   command: [%q, "sample-service"]
@@ -143,7 +144,27 @@ func runDemo(args []string, out, errw io.Writer) int {
 		logf.Close()
 		procs = append(procs, cmd)
 	}
-	fmt.Fprintf(out, "haven demo: %d agents starting, each with an embedded etcd member and a sample service.\n", len(procs))
+	// One standalone proxy in front of the cluster: it follows the active.
+	proxyAddr := fmt.Sprintf("127.0.0.1:%d", *base+400)
+	if ln, err := net.Listen("tcp", proxyAddr); err != nil {
+		fmt.Fprintf(errw, "haven demo: port %d is in use (another demo running?); pick other ports with --port\n", *base+400)
+		return exitFailure
+	} else {
+		ln.Close()
+	}
+	if logf, err := os.OpenFile(filepath.Join(*dir, "proxy.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
+		cmd := exec.Command(exe, "proxy", "--config", cfgPath, "--listen", proxyAddr)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+		err = cmd.Start()
+		logf.Close()
+		if err != nil {
+			fmt.Fprintf(errw, "haven demo: start proxy: %v\n", err)
+			return exitFailure
+		}
+		procs = append(procs, cmd)
+	}
+	fmt.Fprintf(out, "haven demo: %d agents starting, each with an embedded etcd member and a sample service.\n", len(procs)-1)
 	fmt.Fprintf(out, "  config: %s\n  logs:   %s/n*.log\n\n", cfgPath, *dir)
 
 	urls := agentURLs(cfg)
@@ -156,6 +177,7 @@ func runDemo(args []string, out, errw io.Writer) int {
 	self := os.Args[0]
 	fmt.Fprintf(out, `
 Try it (in another terminal):
+  curl http://%[5]s/               # through haven's proxy: always the active, even across a failover
   %[1]s status --config %[2]s          # every node's role, health, epoch and pids
   curl http://%[3]s/               # the sample service of a node: 200 on the active, 503 elsewhere
   curl -i http://%[4]s/lb-check       # what a load balancer asks: 200 only on the active
@@ -166,7 +188,7 @@ Try it (in another terminal):
   kill -STOP <agent pid> ... kill -CONT <agent pid>   # freeze an agent past its lease: it never serves again at its old epoch
 
 Role changes appear below. Ctrl-C stops everything.
-`, self, cfgPath, serviceAddr(cfg.Nodes[0].Env), cfg.Nodes[0].API)
+`, self, cfgPath, serviceAddr(cfg.Nodes[0].Env), cfg.Nodes[0].API, proxyAddr)
 	watchRoles(ctx, out, urls, st)
 	fmt.Fprintln(out, "\nhaven demo: stopping the agents...")
 	return exitOK
