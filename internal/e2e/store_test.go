@@ -1,0 +1,222 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/store/storetest"
+)
+
+// Fault tests against real external stores: real agents (two nodes, which a
+// shared store allows) on a throwaway PostgreSQL, MariaDB or etcd server.
+// Every agent reaches the store through its own storetest.Forwarder, so one
+// agent can be cut off alone.
+
+// storeTimings: a longer lease than the other tests, so that a store
+// restart fits in it with room to spare on a loaded 2-core machine.
+const storeTimings = `timing: lan
+timings: {lease_ttl: 3s, renew_interval: 200ms, renew_timeout: 800ms, fence_margin: 500ms, etcd_heartbeat: 100ms, etcd_election: 1000ms}`
+
+const storeLease = 3 * time.Second
+
+type storeCluster struct {
+	*Cluster
+	srv *storetest.Server
+	fw  map[string]*storetest.Forwarder // node -> its route to the store
+}
+
+// newStoreCluster starts a server of kind (postgres, mariadb, etcd) and n
+// agents using it.
+func newStoreCluster(t *testing.T, kind string, n int) *storeCluster {
+	t.Helper()
+	var srv *storetest.Server
+	var section string
+	switch kind {
+	case "postgres":
+		srv = storetest.StartPostgres(t)
+		section = `store: {backend: postgres, dsn: "postgres://haven@${DB_ADDR}/postgres?sslmode=disable&connect_timeout=2"}`
+	case "mariadb":
+		srv = storetest.StartMariaDB(t)
+		section = `store: {backend: mysql, dsn: "haven:haven@tcp(${DB_ADDR})/haven"}`
+	case "etcd":
+		srv = storetest.StartEtcd(t)
+		section = `store: {backend: etcd, endpoints: ["${DB_ADDR}"]}`
+	default:
+		t.Fatalf("unknown store %s", kind)
+	}
+	c := newCluster(t, clusterOpts{nodes: n, timings: storeTimings + "\n" + section, start: []string{}})
+	sc := &storeCluster{Cluster: c, srv: srv, fw: map[string]*storetest.Forwarder{}}
+	cfg, err := os.ReadFile(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(cfg)
+	for _, node := range c.Nodes {
+		fw := storetest.Forward(t, srv.Addr)
+		sc.fw[node.Name] = fw
+		old := fmt.Sprintf("env: {SERVICE_ADDR: %q}", node.Service)
+		if !strings.Contains(text, old) {
+			t.Fatalf("the harness config changed shape; no %q in:\n%s", old, text)
+		}
+		text = strings.Replace(text, old, fmt.Sprintf("env: {SERVICE_ADDR: %q, DB_ADDR: %q}", node.Service, fw.Addr), 1)
+	}
+	if err := os.WriteFile(c.Config, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, node := range c.Nodes {
+		c.Start(node.Name)
+	}
+	return sc
+}
+
+// servers reports whether any node other than except answers 200 on /lb-check.
+func (c *storeCluster) servers(except string) []string {
+	var out []string
+	for _, n := range c.Nodes {
+		if n.Name != except && c.LBCheck(n.Name) == http.StatusOK {
+			out = append(out, n.Name)
+		}
+	}
+	return out
+}
+
+func TestStoreFaults(t *testing.T) {
+	for _, kind := range []string{"postgres", "mariadb", "etcd"} {
+		t.Run(kind, func(t *testing.T) {
+			c := newStoreCluster(t, kind, 2)
+			active, epoch := c.WaitActive(startTimeout)
+
+			// 1. A restart shorter than the lease: no failover.
+			took := c.srv.Restart()
+			t.Logf("%s restart took %s", kind, took.Round(time.Millisecond))
+			if took > storeLease-time.Second {
+				t.Logf("the restart took longer than intended (%s); the no-failover check may not hold", took)
+			}
+			deadline := time.Now().Add(storeLease + time.Second)
+			for time.Now().Before(deadline) {
+				if others := c.servers(active); len(others) > 0 {
+					t.Fatalf("%v answered 200 on /lb-check after a short %s restart; %s was active", others, kind, active)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if now, e := c.WaitActive(10*time.Second); now != active || e != epoch {
+				t.Fatalf("a short %s restart moved the active role: %s@%d, want %s@%d", kind, now, e, active, epoch)
+			}
+
+			// 2. An outage longer than the lease: the active demotes, nobody
+			// promotes, and the cluster recovers on its own.
+			c.srv.Stop()
+			down := time.Now()
+			waitFor(t, storeLease+2*time.Second, active+" to stop serving during the outage", func() bool {
+				return c.LBCheck(active) != http.StatusOK
+			})
+			t.Logf("active stopped serving %s into the outage", time.Since(down).Round(time.Millisecond))
+			for time.Since(down) < storeLease+time.Second {
+				if s := c.servers(""); len(s) > 0 {
+					t.Fatalf("%v serve while the store is down", s)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			c.srv.Start()
+			up := time.Now()
+			next, nextEpoch := c.WaitActive(30 * time.Second)
+			t.Logf("after a %s outage: %s active at epoch %d (was %s@%d), %s after the store came back", up.Sub(down).Round(time.Millisecond), next, nextEpoch, active, epoch, time.Since(up).Round(time.Millisecond))
+			if nextEpoch <= epoch {
+				t.Fatalf("epoch %d after the outage, not greater than %d", nextEpoch, epoch)
+			}
+
+			// 3. The active alone cut off from the store: it loses the role
+			// and the other node takes it.
+			active, epoch = next, nextEpoch
+			c.fw[active].Cut()
+			cut := time.Now()
+			other, otherEpoch := c.WaitActive(storeLease+15*time.Second, active)
+			t.Logf("%s cut off: %s active after %s (epoch %d -> %d)", active, other, time.Since(cut).Round(time.Millisecond), epoch, otherEpoch)
+			if otherEpoch <= epoch {
+				t.Fatalf("epoch %d not greater than %d", otherEpoch, epoch)
+			}
+			if c.LBCheck(active) == http.StatusOK {
+				t.Fatalf("the cut-off %s still answers 200 on /lb-check", active)
+			}
+			c.fw[active].Heal()
+			waitFor(t, 30*time.Second, active+" back as a standby", func() bool {
+				v, ok := c.NodeView(other, active)
+				return ok && v.Role == ha.RoleStandby
+			})
+			if now, e := c.WaitActive(5 * time.Second); now != other || e != otherEpoch {
+				t.Fatalf("the heal moved the active role: %s@%d, want %s@%d", now, e, other, otherEpoch)
+			}
+		})
+	}
+}
+
+// TestStoreExportImport moves a cluster from its embedded etcd to
+// PostgreSQL with `haven store export` / `haven store import`: the epochs
+// on the new store continue above the old ones and the node records come
+// along.
+func TestStoreExportImport(t *testing.T) {
+	c := newCluster(t, clusterOpts{nodes: 3})
+	_, epoch := c.WaitActive(startTimeout)
+	code, dump, errOut := runHaven(t, "store", "export", "--config", c.Config)
+	if code != 0 {
+		t.Fatalf("store export: exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{`"format": "haven-store-dump"`, `"name": "n1"`, `"cluster": "e2e"`} {
+		if !strings.Contains(dump, want) {
+			t.Fatalf("dump lacks %s:\n%s", want, tail(dump, 3000))
+		}
+	}
+	c.stopAll()
+
+	srv := storetest.StartPostgres(t)
+	cfg, err := os.ReadFile(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgConfig := filepath.Join(c.Dir, "pg.yaml")
+	text := strings.Replace(string(cfg), "nodes:\n", fmt.Sprintf("store: {backend: postgres, dsn: %q}\nnodes:\n", srv.DSN), 1)
+	if err := os.WriteFile(pgConfig, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dumpFile := filepath.Join(c.Dir, "dump.json")
+	if err := os.WriteFile(dumpFile, []byte(dump), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = runHaven(t, "store", "import", "--config", pgConfig, "--file", dumpFile)
+	if code != 0 {
+		t.Fatalf("store import: exit %d: %s", code, errOut)
+	}
+	t.Logf("import: %s", strings.TrimSpace(errOut))
+	if out, err := srv.Psql("SELECT count(*) FROM haven_nodes WHERE session_id IS NULL"); err != nil || out != "3" {
+		t.Fatalf("node records kept as history: %q, %v; want 3", out, err)
+	}
+	// A second import changes nothing that matters (idempotent).
+	if code, _, errOut = runHaven(t, "store", "import", "--config", pgConfig, "--file", dumpFile); code != 0 {
+		t.Fatalf("second import: exit %d: %s", code, errOut)
+	}
+
+	moved := &Cluster{t: t, Dir: c.Dir, Config: pgConfig}
+	for _, n := range c.Nodes {
+		moved.Nodes = append(moved.Nodes, &Node{Name: n.Name, API: n.API, Service: n.Service})
+	}
+	t.Cleanup(moved.stopAll)
+	for _, n := range moved.Nodes {
+		moved.Start(n.Name)
+	}
+	_, newEpoch := moved.WaitActive(startTimeout)
+	t.Logf("epoch on etcd %d, first on postgres %d", epoch, newEpoch)
+	if newEpoch <= epoch {
+		t.Fatalf("epoch %d on the new store is not greater than %d on the old one", newEpoch, epoch)
+	}
+	// And back: export from postgres carries the counter.
+	code, dump2, errOut := runHaven(t, "store", "export", "--config", pgConfig)
+	if code != 0 || !strings.Contains(dump2, fmt.Sprintf(`"epoch": %d`, newEpoch)) {
+		t.Fatalf("export from postgres: exit %d, %s\n%s", code, errOut, tail(dump2, 2000))
+	}
+}
