@@ -105,7 +105,7 @@ func TestStoreFaults(t *testing.T) {
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
-			if now, e := c.WaitActive(10*time.Second); now != active || e != epoch {
+			if now, e := c.WaitActive(10 * time.Second); now != active || e != epoch {
 				t.Fatalf("a short %s restart moved the active role: %s@%d, want %s@%d", kind, now, e, active, epoch)
 			}
 
