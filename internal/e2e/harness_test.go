@@ -105,6 +105,7 @@ type clusterOpts struct {
 	backups    []string       // nodes with backup: true
 	preempt    string         // preemption delay; empty: off
 	priorities map[string]int // node priorities (default 100)
+	top        string         // extra top-level YAML
 }
 
 // newCluster writes a config for a cluster of o.nodes nodes running the
@@ -124,6 +125,9 @@ func newCluster(t testing.TB, o clusterOpts) *Cluster {
 	}
 	if o.preempt != "" {
 		fmt.Fprintf(&b, "preempt: {enabled: true, delay: %s}\n", o.preempt)
+	}
+	if o.top != "" {
+		b.WriteString(o.top + "\n")
 	}
 	if o.timings == "lan" {
 		b.WriteString("timing: lan\n")
@@ -146,6 +150,7 @@ func newCluster(t testing.TB, o clusterOpts) *Cluster {
 		} else {
 			fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    peer: 127.0.0.1:%d\n    client: 127.0.0.1:%d\n    env: {SERVICE_ADDR: %q}\n",
 				n.Name, n.API, ports[4*i+1], ports[4*i+2], n.Service)
+			fmt.Fprintf(&b, "    backend: %s\n", n.Service) // for haven proxy
 			if contains(o.backups, n.Name) {
 				b.WriteString("    backup: true\n")
 			}
