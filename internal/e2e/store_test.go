@@ -2,10 +2,14 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,7 +37,7 @@ type storeCluster struct {
 
 // newStoreCluster starts a server of kind (postgres, mariadb, etcd) and n
 // agents using it.
-func newStoreCluster(t *testing.T, kind string, n int) *storeCluster {
+func newStoreCluster(t testing.TB, kind string, n int, timings string) *storeCluster {
 	t.Helper()
 	var srv *storetest.Server
 	var section string
@@ -50,7 +54,7 @@ func newStoreCluster(t *testing.T, kind string, n int) *storeCluster {
 	default:
 		t.Fatalf("unknown store %s", kind)
 	}
-	c := newCluster(t, clusterOpts{nodes: n, timings: storeTimings + "\n" + section, start: []string{}})
+	c := newCluster(t, clusterOpts{nodes: n, timings: timings + "\n" + section, start: []string{}})
 	sc := &storeCluster{Cluster: c, srv: srv, fw: map[string]*storetest.Forwarder{}}
 	cfg, err := os.ReadFile(c.Config)
 	if err != nil {
@@ -89,7 +93,7 @@ func (c *storeCluster) servers(except string) []string {
 func TestStoreFaults(t *testing.T) {
 	for _, kind := range []string{"postgres", "mariadb", "etcd"} {
 		t.Run(kind, func(t *testing.T) {
-			c := newStoreCluster(t, kind, 2)
+			c := newStoreCluster(t, kind, 2, storeTimings)
 			active, epoch := c.WaitActive(startTimeout)
 
 			// 1. A restart shorter than the lease: no failover.
@@ -219,4 +223,137 @@ func TestStoreExportImport(t *testing.T) {
 	if code != 0 || !strings.Contains(dump2, fmt.Sprintf(`"epoch": %d`, newEpoch)) {
 		t.Fatalf("export from postgres: exit %d, %s\n%s", code, errOut, tail(dump2, 2000))
 	}
+}
+
+// Store benchmarks (bench/store.sh): with three agents and the lan preset
+// on each backend, the failover time after kill -9 of the active's agent,
+// and the load the idle cluster puts on its store.
+
+func BenchmarkStoreFailover(b *testing.B) {
+	for _, kind := range []string{"embedded", "etcd", "postgres", "mariadb"} {
+		b.Run(kind, func(b *testing.B) {
+			c := benchCluster(b, kind)
+			var rtos []time.Duration
+			for i := 0; i < b.N; i++ {
+				waitFor(b, startTimeout, "three healthy nodes", func() bool {
+					st, err := c.Status(c.Nodes[0].Name)
+					if err != nil {
+						return false
+					}
+					healthy := 0
+					for _, n := range st.Nodes {
+						if n.Healthy && (n.Role == ha.RoleStandby || n.Role == ha.RoleActive) {
+							healthy++
+						}
+					}
+					return healthy == len(c.Nodes)
+				})
+				active, epoch := c.WaitActive(startTimeout)
+				start := time.Now()
+				c.Signal(active, syscall.SIGKILL)
+				rtos = append(rtos, firstSuccess(b, c.Cluster, active, epoch, start))
+				<-c.Node(active).done
+				c.Start(active)
+			}
+			sort.Slice(rtos, func(i, j int) bool { return rtos[i] < rtos[j] })
+			q := func(p float64) time.Duration { return rtos[min(len(rtos)-1, int(p*float64(len(rtos))))] }
+			b.ReportMetric(float64(q(0.50).Milliseconds()), "p50-ms")
+			b.ReportMetric(float64(rtos[len(rtos)-1].Milliseconds()), "max-ms")
+			b.Logf("%s: agent kill -9 failover times (n=%d): %v", kind, len(rtos), rtos)
+		})
+	}
+}
+
+func BenchmarkStoreIdleLoad(b *testing.B) {
+	const window = 10 * time.Second
+	for _, kind := range []string{"embedded", "etcd", "postgres", "mariadb"} {
+		b.Run(kind, func(b *testing.B) {
+			c := benchCluster(b, kind)
+			for i := 0; i < b.N; i++ {
+				c.WaitActive(startTimeout)
+				time.Sleep(2 * time.Second) // let start-up writes settle
+				before := c.storeOps(b)
+				time.Sleep(window)
+				after := c.storeOps(b)
+				perNode := (after - before) / window.Seconds() / float64(len(c.Nodes))
+				b.ReportMetric(perNode, "ops/s/node")
+				b.Logf("%s idle: %.1f %s per second per node (%d agents, %s window)", kind, perNode, c.opsUnit(), len(c.Nodes), window)
+			}
+		})
+	}
+}
+
+// benchCluster: three agents with the lan preset on kind's store.
+func benchCluster(b *testing.B, kind string) *storeCluster {
+	if kind == "embedded" {
+		return &storeCluster{Cluster: newCluster(b, clusterOpts{timings: "lan"})}
+	}
+	return newStoreCluster(b, kind, 3, "timing: lan")
+}
+
+func (c *storeCluster) opsUnit() string {
+	switch {
+	case c.srv == nil || c.srv.Kind == "etcd":
+		return "gRPC requests"
+	case c.srv.Kind == "postgres":
+		return "committed transactions"
+	}
+	return "statements (Questions)"
+}
+
+// storeOps reads the store's own request counter.
+func (c *storeCluster) storeOps(b *testing.B) float64 {
+	b.Helper()
+	var metricsFrom []string
+	switch {
+	case c.srv == nil:
+		cfg, err := os.ReadFile(c.Config)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(string(cfg), "\n") {
+			if i := strings.Index(line, "client: "); i >= 0 {
+				metricsFrom = append(metricsFrom, strings.TrimSpace(line[i+len("client: "):]))
+			}
+		}
+	case c.srv.Kind == "etcd":
+		metricsFrom = []string{c.srv.Addr}
+	case c.srv.Kind == "postgres":
+		out, err := c.srv.Psql("SELECT sum(xact_commit) FROM pg_stat_database")
+		if err != nil {
+			b.Fatal(err, out)
+		}
+		v, err := strconv.ParseFloat(out, 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return v
+	default:
+		out, err := c.srv.SQL("SHOW GLOBAL STATUS LIKE 'Questions'")
+		if err != nil {
+			b.Fatal(err, out)
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(out, "Questions")), 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return v
+	}
+	total := 0.0
+	for _, addr := range metricsFrom {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			b.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(line, "grpc_server_handled_total{") {
+				f := strings.Fields(line)
+				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+				total += v
+			}
+		}
+	}
+	return total
 }

@@ -274,7 +274,7 @@ func (s *Store) watchOnce(ctx context.Context, out chan ha.Snapshot) error {
 	for _, kv := range resp.Kvs {
 		s.apply(&snap, string(kv.Key), kv.Value, kv.CreateRevision, false)
 	}
-	if !send(ctx, out, snap) {
+	if !send(ctx, out, clone(snap)) { // a copy: apply changes snap below
 		return nil
 	}
 	wch := s.cli.Watch(wctx, s.prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
