@@ -49,7 +49,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 		return err
 	}
 	srv := &http.Server{
-		Handler:           api.Handler(a, a, api.Options{Token: cfg.APIAuth.Token, StatusOpen: cfg.APIAuth.StatusOpen, Audit: a.Audit}),
+		Handler:           api.Handler(a, a, api.Options{Token: cfg.APIAuth.Token, StatusOpen: cfg.APIAuth.StatusOpen, Audit: a.Audit, RedirectPaths: cfg.Redirect.Paths, RedirectTarget: a.RedirectTarget}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,

@@ -63,3 +63,23 @@ func (a *Agent) Role() api.RoleView {
 func (a *Agent) Metrics() http.Handler { return a.metrics.Handler() }
 
 var _ api.Source = (*Agent)(nil)
+
+// RedirectTarget is where users of the redirect paths go: the configured
+// load balancer, or the active node's backend.
+func (a *Agent) RedirectTarget() (string, bool) {
+	if a.cfg.Redirect.To != "" {
+		return a.cfg.Redirect.To, true
+	}
+	l := a.Snapshot().Leader
+	if a.Serving() {
+		l.Node = a.node.Name // the watch may not have shown our own win yet
+	}
+	if l.None() {
+		return "", false
+	}
+	n, ok := a.cfg.NodeByName(l.Node)
+	if !ok || n.Backend == "" {
+		return "", false
+	}
+	return "http://" + n.Backend, true
+}

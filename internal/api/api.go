@@ -83,6 +83,17 @@ func Handler(src Source, op Operator, o Options) http.Handler {
 		writeJSON(w, http.StatusOK, src.Role())
 	})
 	mux.Handle("GET /metrics", src.Metrics())
+	for _, p := range o.RedirectPaths {
+		mux.HandleFunc("GET "+p, func(w http.ResponseWriter, r *http.Request) {
+			base, ok := o.RedirectTarget()
+			if !ok {
+				w.Header().Set("Retry-After", "1")
+				WriteError(w, http.StatusServiceUnavailable, "no node is active right now; retry shortly")
+				return
+			}
+			http.Redirect(w, r, base+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+		})
+	}
 	if op != nil {
 		registerOps(mux, src, op, o)
 	} else {

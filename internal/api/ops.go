@@ -108,6 +108,10 @@ type Options struct {
 	Token      string // bearer token for mutating calls; empty disables them
 	StatusOpen bool   // reads (/status, /v1/events) need no token
 	Audit      func(AuditEntry)
+
+	// RedirectPaths answer 307 to RedirectTarget()'s base URL + the path.
+	RedirectPaths  []string
+	RedirectTarget func() (base string, ok bool)
 }
 
 // WhoHeader names the operator on whose behalf a call is made (for the

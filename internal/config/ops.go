@@ -20,6 +20,13 @@ type APIAuth struct {
 	StatusOpen bool   // GET /status, /v1/events without a token (default true)
 }
 
+// Redirect sends users who reach an agent at one of Paths to the active
+// node's backend, or to To (a load balancer) when set (`redirect:`).
+type Redirect struct {
+	Paths []string
+	To    string
+}
+
 const defaultPreemptDelay = 30 * time.Second
 
 func (b *builder) ops(f fields) {
@@ -62,6 +69,34 @@ func (b *builder) ops(f fields) {
 		}
 		if t := b.c.APIAuth.Token; t != "" && len(t) < 16 {
 			b.add(b.lineFor("api"), "api.token", "is %d characters; use at least 16 random characters (e.g. openssl rand -hex 16)", len(t))
+		}
+	}
+	if n, ok := f["redirect"]; ok {
+		rf := b.mapping(n, "redirect", []string{"paths", "to"})
+		if v, ok := rf["paths"]; ok {
+			if paths, ok := b.strList(v, "redirect.paths"); ok {
+				for _, p := range paths {
+					if !strings.HasPrefix(p, "/") || p == "/" || strings.HasPrefix(p, "/v1/") || p == "/status" || p == "/lb-check" || p == "/metrics" || p == "/healthz" || strings.HasPrefix(p, "/ui") {
+						b.add(v.Line, "redirect.paths", "path %q cannot be redirected; give user-facing paths such as /app/ (not /, the API's own paths or /ui)", p)
+					}
+				}
+				b.c.Redirect.Paths = paths
+			}
+		}
+		if v, ok := rf["to"]; ok {
+			if to, ok := b.str(v, "redirect.to"); ok {
+				if !strings.HasPrefix(to, "http://") && !strings.HasPrefix(to, "https://") {
+					b.add(v.Line, "redirect.to", "%q is not a URL; give the load balancer's base URL, e.g. https://app.example.com", to)
+				}
+				b.c.Redirect.To = strings.TrimRight(to, "/")
+			}
+		}
+		if len(b.c.Redirect.Paths) > 0 && b.c.Redirect.To == "" {
+			for i, node := range b.c.Nodes {
+				if !node.Witness && node.Backend == "" {
+					b.add(b.lineFor(indexField("nodes", i)), indexField("nodes", i)+".backend", "missing; redirect without `to` sends users to the active node's backend, so every node needs backend: host:port")
+				}
+			}
 		}
 	}
 	if b.c.OutagePolicy == "failsafe" && b.c.APIAuth.Token == "" {

@@ -23,6 +23,7 @@ type Config struct {
 	// serving while every other node confirms over the API that it is not
 	// active).
 	OutagePolicy string
+	Redirect     Redirect
 	Log          Log
 }
 
