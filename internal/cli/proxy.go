@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -73,6 +74,11 @@ func runProxy(args []string, out, errw io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(errw, "haven proxy: %v\n", err)
 		return exitUsage
+	}
+	// The proxy's heap is small and short-lived; collecting it less often
+	// buys throughput (GOGC=400 unless the environment says otherwise).
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
 	}
 	ctx, stop := signalContext()
 	defer stop()

@@ -157,7 +157,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			after = ts.gen
 			continue
 		}
-		p.metrics.latency.WithLabelValues(b.name).Observe(time.Since(sent).Seconds())
+		b.latency.Observe(time.Since(sent).Seconds())
 		p.respond(st, b, c, r, resp)
 		return
 	}

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/haven-ha/haven/internal/config"
@@ -101,6 +102,7 @@ type backend struct {
 	name, addr, api string
 	pool            *pool
 	kick            chan struct{} // ask its prober for fast probes
+	latency         prometheus.Observer
 
 	mu    sync.Mutex
 	long  map[*longConn]struct{} // WebSocket and TCP relays
@@ -201,6 +203,9 @@ func New(o Options) (*Proxy, error) {
 		},
 	}
 	p.metrics = newMetrics(p)
+	for _, b := range p.backends {
+		b.latency = p.metrics.latency.WithLabelValues(b.name)
+	}
 	p.targets.Store(&targetSet{gen: 1, changed: make(chan struct{})})
 	return p, nil
 }
