@@ -27,6 +27,8 @@ import (
 // ends at the next blank line. Commands:
 //
 //	config node=n1 fence=300ms backoff=10s   start over: zero state, clock at 0
+//	       [mode=active-passive|active-active|passive-backup] [backup=true]
+//	       [prio=n1:200,n2:100] [preempt=D]        preempt=D turns preemption on with delay D
 //	at T tick
 //	at T renewed sent=T ttl=D [new]
 //	at T session lost
@@ -36,12 +38,19 @@ import (
 //	at T promote ok epoch=N | promote fail epoch=N "msg"
 //	at T demote done epoch=N | demote fail epoch=N "msg"
 //	at T shutdown
+//	at T intents [maintenance=true] [switchover=ID from=NODE epoch=N to=NODE until=T [promote=true] ["reason"]]
+//	                  the operators' intents as the driver reads them; until is
+//	                  the switchover's deadline, an offset like T; a bare
+//	                  "intents" withdraws them all
 //	at T query        no event: what Serving and Eligible say at T
 //
 // T is an offset from the start of the script and never goes backwards.
 // The output of a step is the state after it, observed at T, then one line
-// per action, prefixed with "-> ". Run with -rewrite to regenerate the
-// expected outputs after a deliberate change, and review the diff.
+// per action, prefixed with "-> ". The state shows an "intents" line only
+// when the node holds some, and a "preempt" line only when preemption is
+// configured, so scripts that use neither read as before. Run with -rewrite
+// to regenerate the expected outputs after a deliberate change, and review
+// the diff.
 var rewrite = flag.Bool("rewrite", false, "rewrite the expected outputs in testdata/*.txt")
 
 func TestTraces(t *testing.T) {
@@ -204,6 +213,20 @@ func (r *runner) config(args []string) error {
 			r.cfg.FenceMargin, err = time.ParseDuration(v)
 		case "backoff":
 			r.cfg.PromoteBackoff, err = time.ParseDuration(v)
+		case "mode":
+			switch v {
+			case ha.ModeActivePassive, ha.ModeActiveActive, ha.ModePassiveBackup:
+				r.cfg.Mode = v
+			default:
+				err = fmt.Errorf("unknown mode %q", v)
+			}
+		case "backup":
+			r.cfg.Backup, err = strconv.ParseBool(v)
+		case "prio":
+			r.cfg.Priorities, err = parsePriorities(v)
+		case "preempt":
+			r.cfg.Preempt = true
+			r.cfg.PreemptDelay, err = time.ParseDuration(v)
 		default:
 			return fmt.Errorf("unknown config key %q", k)
 		}
@@ -213,6 +236,65 @@ func (r *runner) config(args []string) error {
 	}
 	r.s, r.now, r.ok = State{}, 0, true
 	return nil
+}
+
+// parsePriorities reads "n1:200,n2:100".
+func parsePriorities(v string) (map[string]int, error) {
+	prio := map[string]int{}
+	for _, p := range strings.Split(v, ",") {
+		node, n, ok := strings.Cut(p, ":")
+		if !ok {
+			return nil, fmt.Errorf("prio: want node:n, got %q", p)
+		}
+		i, err := strconv.Atoi(n)
+		if err != nil {
+			return nil, fmt.Errorf("prio %s: %w", node, err)
+		}
+		prio[node] = i
+	}
+	return prio, nil
+}
+
+// parseIntents reads the arguments of an intents event.
+func parseIntents(kv map[string]string, reason string) (IntentsSeen, error) {
+	var ev IntentsSeen
+	for k, v := range kv {
+		var err error
+		switch k {
+		case "maintenance":
+			ev.Maintenance, err = strconv.ParseBool(v)
+		case "switchover":
+			ev.Switchover.ID = v
+		case "from":
+			ev.Switchover.From = v
+		case "to":
+			ev.Switchover.To = v
+		case "epoch":
+			var n int64
+			n, err = strconv.ParseInt(v, 10, 64)
+			ev.Switchover.Epoch = ha.Epoch(n)
+		case "until":
+			var d time.Duration
+			d, err = time.ParseDuration(v)
+			ev.SwitchoverUntil = t0.Add(d)
+			ev.Switchover.Deadline = ev.SwitchoverUntil
+		case "promote":
+			ev.Switchover.Promote, err = strconv.ParseBool(v)
+		default:
+			err = errors.New("unknown key")
+		}
+		if err != nil {
+			return IntentsSeen{}, fmt.Errorf("intents %s=%s: %w", k, v, err)
+		}
+	}
+	ev.Switchover.Reason = reason
+	if ev.Switchover.ID == "" && (ev.Switchover != ha.Switchover{} || !ev.SwitchoverUntil.IsZero()) {
+		return IntentsSeen{}, errors.New("intents: switchover fields without switchover=ID")
+	}
+	if ev.Switchover.ID != "" && (ev.Switchover.To == "" || ev.SwitchoverUntil.IsZero()) {
+		return IntentsSeen{}, errors.New("intents: a switchover needs to= and until=")
+	}
+	return ev, nil
 }
 
 func parseEvent(args []string) (Event, error) {
@@ -276,6 +358,8 @@ func parseEvent(args []string) (Event, error) {
 		return SessionRenewed{SentAt: t0.Add(sent), TTL: ttl, New: word == "new"}, nil
 	case "session lost":
 		return SessionLost{Err: ha.ErrSessionLost}, nil
+	case "intents ":
+		return parseIntents(kv, msg)
 	case "leader none":
 		return LeaderSeen{}, nil
 	case "health ok", "health fail":
@@ -354,6 +438,29 @@ func (r *runner) describe(now time.Time) string {
 	if s.Failovers != 0 {
 		fmt.Fprintf(&b, " failovers=%d", s.Failovers)
 	}
+	if s.Maintenance || s.Switchover.ID != "" {
+		b.WriteString("\n  intents")
+		if s.Maintenance {
+			b.WriteString(" maintenance")
+		}
+		if sw := s.Switchover; sw.ID != "" {
+			state := "expired"
+			if s.switchoverPending(now) {
+				state = "pending"
+			}
+			from := "none"
+			if sw.From != "" {
+				from = fmt.Sprintf("%s@%d", sw.From, sw.Epoch)
+			}
+			fmt.Fprintf(&b, " switchover=%s %s->%s until=%s (%s)", sw.ID, from, sw.To, offset(s.SwitchoverUntil), state)
+			if sw.Promote {
+				b.WriteString(" promote")
+			}
+		}
+	}
+	if cfg.Preempt {
+		fmt.Fprintf(&b, "\n  preempt eligible-since=%s asked=%s", offset(s.EligibleSince), offset(s.PreemptAsked))
+	}
 	return b.String()
 }
 
@@ -371,6 +478,10 @@ func formatAction(a Action) string {
 		return "Publish"
 	case NewSession:
 		return "NewSession"
+	case RequestSwitchover:
+		return fmt.Sprintf("RequestSwitchover reason=%q", a.Reason)
+	case ClearSwitchover:
+		return "ClearSwitchover id=" + a.ID
 	}
 	return fmt.Sprintf("%#v", a)
 }
@@ -415,6 +526,28 @@ func formatEvent(ev Event) string {
 		return fmt.Sprintf("promote %s", result(fmt.Sprintf("ok epoch=%d", ev.Epoch), fmt.Sprintf("fail epoch=%d", ev.Epoch), ev.Err))
 	case DemoteResult:
 		return fmt.Sprintf("demote %s", result(fmt.Sprintf("done epoch=%d", ev.Epoch), fmt.Sprintf("fail epoch=%d", ev.Epoch), ev.Err))
+	case IntentsSeen:
+		out := "intents"
+		if ev.Maintenance {
+			out += " maintenance=true"
+		}
+		if sw := ev.Switchover; sw.ID != "" {
+			out += fmt.Sprintf(" switchover=%s", sw.ID)
+			if sw.From != "" {
+				out += " from=" + sw.From
+			}
+			if sw.Epoch != 0 {
+				out += fmt.Sprintf(" epoch=%d", sw.Epoch)
+			}
+			out += fmt.Sprintf(" to=%s until=%s", sw.To, offset(ev.SwitchoverUntil))
+			if sw.Promote {
+				out += " promote=true"
+			}
+			if sw.Reason != "" {
+				out += fmt.Sprintf(" %q", sw.Reason)
+			}
+		}
+		return out
 	}
 	return fmt.Sprintf("%#v", ev)
 }
