@@ -456,7 +456,7 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 		a.emitAsync(machine.CampaignResult{Epoch: epoch, Err: err})
 	case machine.Promote:
 		err := a.promote(ctx, act.Epoch)
-		a.emitAsync(machine.PromoteResult{Epoch: act.Epoch, Err: err})
+		a.emitAsync(machine.PromoteResult{Epoch: act.Epoch, Seq: act.Seq, Err: err})
 	case machine.Demote:
 		err := a.demote(act)
 		if err != nil {

@@ -70,6 +70,9 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 		case err := <-member.Err():
 			log.Error("embedded etcd failed; stopping the agent", "err", err)
 			cancel()
+		case <-member.Stopped():
+			log.Error("this node's etcd member stopped (removed from the cluster with `haven members remove`?); stopping the agent")
+			cancel()
 		case <-runCtx.Done():
 		}
 	}()
@@ -170,8 +173,12 @@ func startCoordination(ctx context.Context, cfg *config.Config, node config.Node
 		}
 	}
 	peers := map[string]string{}
+	var others []string
 	for _, n := range cfg.Nodes {
 		peers[n.Name] = n.Peer
+		if n.Name != node.Name {
+			others = append(others, n.Client)
+		}
 	}
 	dir := filepath.Join(cfg.DataDir, node.Name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -187,6 +194,7 @@ func startCoordination(ctx context.Context, cfg *config.Config, node config.Node
 		Heartbeat: cfg.Timing.EtcdHeartbeat,
 		Election:  cfg.Timing.EtcdElection,
 		LogFile:   filepath.Join(dir, "etcd.log"),
+		Others:    others,
 	})
 	if err != nil {
 		return nil, nil, err

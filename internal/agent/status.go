@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/http"
+	"sort"
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
@@ -33,16 +34,33 @@ func (a *Agent) Status() api.Status {
 			v.API = ""
 		}
 		if ok {
-			v = api.NodeView{
-				Name: rec.Name, Role: rec.Role, Healthy: rec.Healthy, Health: rec.Health,
-				Eligible: rec.Eligible, Why: rec.Why, Epoch: rec.Epoch, Since: rec.Since, Reason: rec.Reason,
-				AgentPID: rec.AgentPID, ServicePID: rec.ServicePID, API: rec.API, Witness: n.Witness,
-				Heartbeat: rec.Heartbeat, StartedAt: rec.StartedAt, Version: rec.Version, Failovers: rec.Failovers,
-			}
+			v = viewOf(rec)
+			v.Witness = n.Witness
 		}
 		st.Nodes = append(st.Nodes, v)
 	}
+	// Nodes that joined after this agent read its config (members add).
+	var extra []string
+	for name := range snap.Nodes {
+		if _, ok := a.cfg.NodeByName(name); !ok {
+			extra = append(extra, name)
+		}
+	}
+	sort.Strings(extra)
+	for _, name := range extra {
+		st.Nodes = append(st.Nodes, viewOf(snap.Nodes[name]))
+	}
 	return st
+}
+
+// viewOf turns a node's published record into its status entry.
+func viewOf(rec ha.NodeStatus) api.NodeView {
+	return api.NodeView{
+		Name: rec.Name, Role: rec.Role, Healthy: rec.Healthy, Health: rec.Health,
+		Eligible: rec.Eligible, Why: rec.Why, Epoch: rec.Epoch, Since: rec.Since, Reason: rec.Reason,
+		AgentPID: rec.AgentPID, ServicePID: rec.ServicePID, API: rec.API,
+		Heartbeat: rec.Heartbeat, StartedAt: rec.StartedAt, Version: rec.Version, Failovers: rec.Failovers,
+	}
 }
 
 // Role is this node's own role, for the supervised service.

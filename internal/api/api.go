@@ -102,27 +102,26 @@ func Handler(src Source, op Operator, o Options) http.Handler {
 		})
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		WriteError(w, http.StatusNotFound, "no such endpoint "+r.URL.Path+"; try /status, /lb-check, /metrics or /healthz")
-	})
-	return methodGuard(mux)
-}
-
-// methodGuard turns the mux's bare 405 into a JSON error that says what to use.
-func methodGuard(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		post := strings.HasPrefix(r.URL.Path, "/v1/") && r.URL.Path != "/v1/role" && r.URL.Path != "/v1/events"
-		switch {
-		case post && r.Method != http.MethodPost:
-			w.Header().Set("Allow", "POST")
-			WriteError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed on "+r.URL.Path+"; use POST")
-			return
-		case !post && r.Method != http.MethodGet && r.Method != http.MethodHead:
-			w.Header().Set("Allow", "GET, HEAD")
-			WriteError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed on "+r.URL.Path+"; use GET")
+		// The path may exist for another method: say which (405), else 404.
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost} {
+			if m == r.Method {
+				continue
+			}
+			r2 := r.Clone(r.Context())
+			r2.Method = m
+			if _, pat := mux.Handler(r2); pat != "/" && pat != "" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			WriteError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed on "+r.URL.Path+"; use "+strings.Join(allow, " or "))
 			return
 		}
-		next.ServeHTTP(w, r)
+		WriteError(w, http.StatusNotFound, "no such endpoint "+r.URL.Path+"; try /status, /lb-check, /metrics or /healthz")
 	})
+	return mux
 }
 
 // Error is the body of every error answer.

@@ -82,6 +82,13 @@ type FailsafeResult struct {
 	Role      ha.Role `json:"role"`
 }
 
+// MembersRequest is the body of POST /v1/members.
+type MembersRequest struct {
+	Action string `json:"action"` // add or remove
+	Node   string `json:"node"`
+	Who    string `json:"-"`
+}
+
 // Operator carries out the operators' requests.
 type Operator interface {
 	Switchover(ctx context.Context, req SwitchoverRequest) (SwitchoverResult, error)
@@ -90,6 +97,8 @@ type Operator interface {
 	ServiceControl(ctx context.Context, req ServiceRequest) (ServiceResult, error)
 	Events(ctx context.Context, limit int) ([]ha.Event, error)
 	Failsafe(ctx context.Context, req FailsafeRequest) (FailsafeResult, error)
+	Members(ctx context.Context) ([]ha.Member, error)
+	ChangeMembers(ctx context.Context, req MembersRequest) ([]ha.Member, error)
 }
 
 // AuditEntry is one mutating call, written to the audit log.
@@ -254,6 +263,25 @@ func registerOps(mux *http.ServeMux, src Source, op Operator, o Options) {
 		}
 		req.Who = who
 		return op.Maintenance(r.Context(), req)
+	}))
+	mux.HandleFunc("GET /v1/members", read(func(w http.ResponseWriter, r *http.Request) {
+		list, err := op.Members(r.Context())
+		if err != nil {
+			WriteError(w, statusOf(err), err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, list)
+	}))
+	mux.HandleFunc("POST /v1/members", mutating("members", func(r *http.Request, body []byte, who string) (any, error) {
+		var req MembersRequest
+		if err := decode(body, &req); err != nil {
+			return nil, err
+		}
+		if req.Node == "" {
+			return nil, ha.Errorf(ha.KindInvalid, `"node" is required`)
+		}
+		req.Who = who
+		return op.ChangeMembers(r.Context(), req)
 	}))
 	mux.HandleFunc("POST /v1/failsafe", mutating("failsafe", func(r *http.Request, body []byte, who string) (any, error) {
 		var req FailsafeRequest

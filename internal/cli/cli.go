@@ -48,6 +48,7 @@ func commands() []command {
 		{"promote", "make a node active (passive-backup mode): promote NODE", false, runPromote},
 		{"service", "start|stop|restart the service on a node or --all-standby", false, runService},
 		{"events", "the cluster's history: role changes, switchovers, operator actions", false, runEvents},
+		{"members", "list, add or remove the store's voting members: members [list|add NODE|remove NODE]", false, runMembers},
 		{"proxy", "run haven's proxy on its own: clients reach the active node (--config FILE)", false, runProxy},
 		{"bench-backend", "a minimal HTTP backend for bench/proxy.sh", true, runBenchBackend},
 		{"store", "move a cluster between stores: store export|import --config FILE", false, runStore},

@@ -309,7 +309,6 @@ func TestParseErrors(t *testing.T) {
 		// Voters.
 		{"two voters", "cluster: demo\ndata_dir: /d\nnodes:\n  - {name: a, api: 'h:1', peer: 'h:2', client: 'h:3'}\n  - {name: b, api: 'h:4', peer: 'h:5', client: 'h:6'}\n",
 			3, "nodes", "two voting members cannot survive the loss of either; add a third vote with a witness (a node with `witness: true`, run with `haven witness`) or use 1 or 3 nodes"},
-		{"four voters", threeNodes + "  - {name: n4, api: 'h:1', peer: 'h:2', client: 'h:3'}\n", 3, "nodes", "survives no more failures than 3"},
 		{"eight voters", "cluster: demo\ndata_dir: /d\nnodes:\n" + eightNodes(), 3, "nodes", "at most 7 voting members"},
 		{"only witnesses", "cluster: demo\ndata_dir: /d\nnodes:\n  - {name: a, witness: true, peer: 'h:2', client: 'h:3'}\n", 3, "nodes", "at least one node must run the service"},
 
@@ -587,5 +586,13 @@ func withOpsDefaults(c *Config) {
 	c.APIAuth.StatusOpen = true
 	if c.OutagePolicy == "" {
 		c.OutagePolicy = "demote"
+	}
+}
+
+// TestFourVotersAllowed: an even count is a step of a membership change.
+func TestFourVotersAllowed(t *testing.T) {
+	c := mustParse(t, "haven.yaml", threeNodes+"  - {name: n4, api: 'h:1', peer: 'h:2', client: 'h:3'}\n")
+	if len(c.Nodes) != 4 {
+		t.Fatalf("got %d nodes", len(c.Nodes))
 	}
 }

@@ -328,10 +328,10 @@ func (b *builder) voters(count int) {
 		b.add(b.nodesLine, "nodes", "2 nodes: two voting members cannot survive the loss of either; add a third vote with a witness (a node with `witness: true`, run with `haven witness`) or use 1 or 3 nodes; or let a shared database arbitrate (store.backend: postgres or mysql)")
 	case count > maxVoters:
 		b.add(b.nodesLine, "nodes", "%d nodes: at most %d voting members are supported, since every store write waits for a majority and more members only slow it down; use 3, 5 or 7 nodes", count, maxVoters)
-	case count%2 == 0:
-		b.add(b.nodesLine, "nodes", "%d nodes: an even number of voting members survives no more failures than %d (a majority of %d is %d, so only %d may fail) and splits more easily; remove a node, or add a witness (`witness: true`, run with `haven witness`) to make it %d",
-			count, count-1, count, count/2+1, count/2-1, count+1)
 	}
+	// 4 or 6 voters are allowed: they are the steps of growing 3 -> 5 -> 7
+	// one `haven members add` at a time. They survive no more failures than
+	// one fewer, which config check's description shows.
 	if witnesses(b.c.Nodes) == count {
 		b.add(b.nodesLine, "nodes", "every node is a witness; at least one node must run the service (witness: false)")
 	}

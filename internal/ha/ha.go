@@ -173,3 +173,20 @@ type Coordinator interface {
 	// Close releases the session (best effort) and the connection.
 	Close() error
 }
+
+// Member is one voting member of the coordination store's own cluster.
+type Member struct {
+	Name    string `json:"name"`
+	ID      uint64 `json:"id"`
+	Peer    string `json:"peer"`
+	Started bool   `json:"started"` // has joined (an added member starts false)
+	Healthy bool   `json:"healthy"` // answered a status request just now
+	Leader  bool   `json:"leader"`
+}
+
+// Membership changes the store's voting members at runtime (embedded etcd).
+type Membership interface {
+	Members(ctx context.Context) ([]Member, error)
+	AddMember(ctx context.Context, name, peer string) error
+	RemoveMember(ctx context.Context, id uint64) error
+}

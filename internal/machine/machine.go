@@ -68,6 +68,7 @@ type State struct {
 	Maintenance     bool          // an operator excluded this node from elections
 	Switchover      ha.Switchover // the pending switchover (ID "" when none)
 	SwitchoverUntil time.Time     // its deadline on this clock
+	PromoteSeq      uint64        // numbers promotions, so a late result is recognised
 	EligibleSince   time.Time     // eligible without a break since then
 	PreemptAsked    time.Time     // when this node last asked to take the role back
 
@@ -115,9 +116,12 @@ type CampaignResult struct {
 	Err   error    // ha.ErrTaken when somebody else won
 }
 
-// PromoteResult reports the outcome of a Promote action.
+// PromoteResult reports the outcome of a Promote action; Seq is the
+// action's, so a late result of an earlier promotion is told apart (in
+// active-active every promotion is at epoch 0).
 type PromoteResult struct {
 	Epoch ha.Epoch
+	Seq   uint64
 	Err   error
 }
 
@@ -173,8 +177,11 @@ type Action interface{ isAction() }
 type Campaign struct{}
 
 // Promote asks the driver to start acting as active at Epoch (start a cold
-// service, run the on_promote hook) and report PromoteResult.
-type Promote struct{ Epoch ha.Epoch }
+// service, run the on_promote hook) and report PromoteResult with Seq.
+type Promote struct {
+	Epoch ha.Epoch
+	Seq   uint64
+}
 
 // Demote asks the driver to stop acting as active (on_demote hook, stop a
 // cold service) and report DemoteResult. Fenced means the lease is about to
@@ -282,11 +289,13 @@ func (s State) NextDeadline(cfg Config) time.Time {
 	if s.Switchover.ID != "" {
 		earliest(s.SwitchoverUntil)
 	}
-	if cfg.Preempt && !s.EligibleSince.IsZero() && s.Role == ha.RoleStandby {
-		earliest(s.EligibleSince.Add(cfg.PreemptDelay))
-		if !s.PreemptAsked.IsZero() {
-			earliest(s.PreemptAsked.Add(cfg.PreemptDelay))
+	if s.Role == ha.RoleStandby && !s.EligibleSince.IsZero() && s.couldPreempt(cfg) {
+		// The later of: eligible for the delay, and the delay since the last ask.
+		t := s.EligibleSince.Add(cfg.PreemptDelay)
+		if a := s.PreemptAsked.Add(cfg.PreemptDelay); !s.PreemptAsked.IsZero() && a.After(t) {
+			t = a
 		}
+		earliest(t)
 	}
 	return d
 }
@@ -305,6 +314,9 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 		}
 		if !s.PromisedUntil.IsZero() && !now.Before(s.PromisedUntil) {
 			s.PromisedUntil, s.PromisedTo = time.Time{}, ""
+		}
+		if s.Switchover.ID != "" && !now.Before(s.SwitchoverUntil) {
+			s.Switchover, s.SwitchoverUntil = ha.Switchover{}, time.Time{}
 		}
 	case SessionRenewed:
 		if ev.New {
@@ -357,11 +369,12 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 		s.Epoch = ev.Epoch
 		s.Leader, s.LeaderKnown = ha.Leader{Node: cfg.Node, Epoch: ev.Epoch}, true
 		s.Failovers++
+		s.PromoteSeq++
 		s = setRole(s, ha.RolePromoting, now, "won the election")
-		acts = append(acts, Promote{Epoch: ev.Epoch})
+		acts = append(acts, Promote{Epoch: ev.Epoch, Seq: s.PromoteSeq})
 	case PromoteResult:
-		if s.Role != ha.RolePromoting || ev.Epoch != s.Epoch {
-			break // stale: we were demoted meanwhile
+		if s.Role != ha.RolePromoting || ev.Epoch != s.Epoch || ev.Seq != s.PromoteSeq {
+			break // stale: we were demoted meanwhile, or it answers an earlier promotion
 		}
 		if ev.Err != nil {
 			s.BackoffUntil = now.Add(cfg.PromoteBackoff)
@@ -430,8 +443,10 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 	case cfg.activeActive():
 		// Every eligible node serves; there is no key to take.
 		s.Epoch = 0
+		s.Failovers++
+		s.PromoteSeq++
 		s = setRole(s, ha.RolePromoting, now, "eligible (active-active)")
-		acts = append(acts, Promote{Epoch: 0})
+		acts = append(acts, Promote{Epoch: 0, Seq: s.PromoteSeq})
 	case !s.Acquiring && s.LeaderKnown && s.Leader.None():
 		s.Acquiring = true
 		acts = append(acts, Campaign{})
@@ -456,13 +471,17 @@ func demote(cfg Config, s State, acts []Action, now time.Time, reason string, fe
 	return s, acts
 }
 
+// couldPreempt: preemption is on, another node leads with a lower
+// priority, and no switchover is held in the state.
+func (s State) couldPreempt(cfg Config) bool {
+	return cfg.Preempt && !s.Leader.None() && s.Leader.Node != cfg.Node && s.Switchover.ID == "" &&
+		cfg.Priorities[cfg.Node] > cfg.Priorities[s.Leader.Node]
+}
+
 // wantsPreempt: a higher-priority standby that has been eligible for
 // PreemptDelay asks for a planned switchover to itself (once per delay).
 func (s State) wantsPreempt(cfg Config, now time.Time) bool {
-	if !cfg.Preempt || s.Leader.None() || s.Leader.Node == cfg.Node || s.switchoverPending(now) {
-		return false
-	}
-	if cfg.Priorities[cfg.Node] <= cfg.Priorities[s.Leader.Node] {
+	if !s.couldPreempt(cfg) || s.switchoverPending(now) {
 		return false
 	}
 	if now.Sub(s.EligibleSince) < cfg.PreemptDelay {

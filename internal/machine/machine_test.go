@@ -269,12 +269,8 @@ func TestNextDeadlineOperatorRules(t *testing.T) {
 // like the others (TestTickConsumesDeadline): a driver that waits for
 // NextDeadline would otherwise tick in a busy loop.
 //
-// KNOWN BUG in machine.go (reported): NextDeadline keeps reporting the
-// deadline of an expired switchover as long as the intent is in the state,
-// and eligible-since+delay (and asked+delay) once they have passed, whether
-// or not a preemption is due. Until it is fixed this test skips, naming the
-// first failure; turn the Skipf into Fatalf then, and drop
-// withoutKnownStaleDeadlines from the property test.
+// (It found that NextDeadline kept reporting an expired switchover and
+// passed preemption deadlines, which made the agent's loop spin.)
 func TestTickConsumesOperatorDeadlines(t *testing.T) {
 	leaderN2 := func(s *State) { s.Leader = ha.Leader{Node: "n2", Epoch: 3} }
 	leaderN3 := func(s *State) { s.Leader = ha.Leader{Node: "n3", Epoch: 3} }
@@ -311,6 +307,6 @@ func TestTickConsumesOperatorDeadlines(t *testing.T) {
 		}
 	}
 	if len(failures) > 0 {
-		t.Skipf("KNOWN BUG in machine.go:\n%s", strings.Join(failures, "\n"))
+		t.Fatalf("NextDeadline reports deadlines a tick has passed:\n%s", strings.Join(failures, "\n"))
 	}
 }

@@ -190,6 +190,11 @@ func (r *runner) run(cmd string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if pr, ok := ev.(PromoteResult); ok && pr.Seq == 0 {
+		// A result answers the latest Promote unless the script says seq=N.
+		pr.Seq = r.s.PromoteSeq
+		ev = pr
+	}
 	var acts []Action
 	r.s, acts = Step(r.cfg, r.s, ev, now)
 	out := r.describe(now)
@@ -381,7 +386,13 @@ func parseEvent(args []string) (Event, error) {
 			res = errOf()
 		}
 		if name == "promote" {
-			return PromoteResult{Epoch: e, Err: res}, nil
+			var seq uint64
+			if v, ok := kv["seq"]; ok {
+				if _, err := fmt.Sscan(v, &seq); err != nil {
+					return nil, fmt.Errorf("bad seq %q", v)
+				}
+			}
+			return PromoteResult{Epoch: e, Seq: seq, Err: res}, nil
 		}
 		return DemoteResult{Epoch: e, Err: res}, nil
 	}

@@ -10,7 +10,9 @@ import (
 	"strings"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 )
 
 // MemberConfig describes one embedded etcd member.
@@ -23,7 +25,8 @@ type MemberConfig struct {
 	Token     string            // the cluster name, so two clusters never merge
 	Heartbeat time.Duration
 	Election  time.Duration
-	LogFile   string // etcd's own log; it is verbose and belongs in a file
+	LogFile   string   // etcd's own log; it is verbose and belongs in a file
+	Others    []string // client host:port of the other members, to find a running cluster
 }
 
 // Member is a running embedded etcd member.
@@ -71,6 +74,19 @@ func StartMember(mc MemberConfig) (*Member, error) {
 		parts = append(parts, name+"=http://"+addr)
 	}
 	cfg.InitialCluster = strings.Join(parts, ",")
+	if !hasWAL(mc.DataDir) {
+		// A member without data either bootstraps a new cluster with the
+		// config's members, or joins a running one that added it
+		// (`haven members add`).
+		running, err := discover(mc.Others, mc.Name, "http://"+mc.Peer)
+		if err != nil {
+			return nil, err
+		}
+		if running != "" {
+			cfg.ClusterState = embed.ClusterStateFlagExisting
+			cfg.InitialCluster = running
+		}
+	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("start embedded etcd member %s (data in %s): %w", mc.Name, mc.DataDir, err)
@@ -127,6 +143,61 @@ func (m *Member) Close() {
 	case <-time.After(5 * time.Second):
 	}
 }
+
+func hasWAL(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "member", "wal"))
+	return err == nil
+}
+
+// discover asks the other members for the running cluster's membership. It
+// returns "" when no cluster runs yet (nobody has a quorum: a fresh
+// bootstrap), the initial-cluster string to join with when this member has
+// been added, and an error when a cluster runs without this member.
+func discover(others []string, name, peer string) (string, error) {
+	if len(others) == 0 {
+		return "", nil
+	}
+	eps := make([]string, len(others))
+	for i, o := range others {
+		eps[i] = "http://" + o
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return "", nil
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	// Linearizable: only a cluster with a quorum answers, so members of a
+	// cluster that is still bootstrapping never mistake it for a running one.
+	resp, err := cli.MemberList(ctx)
+	if err != nil {
+		return "", nil
+	}
+	var parts []string
+	found := false
+	var names []string
+	for _, m := range resp.Members {
+		n := m.Name
+		for _, u := range m.PeerURLs {
+			if u == peer {
+				found, n = true, name
+			}
+		}
+		if n == "" || len(m.PeerURLs) == 0 {
+			continue
+		}
+		names = append(names, n)
+		parts = append(parts, n+"="+m.PeerURLs[0])
+	}
+	if !found {
+		return "", fmt.Errorf("a cluster is running (members %s) and %s is not one of them; run `haven members add %s` on a running node first, then start this agent again", strings.Join(names, ", "), name, name)
+	}
+	return strings.Join(parts, ","), nil
+}
+
+// Stopped is closed when the member stops, e.g. after being removed.
+func (m *Member) Stopped() <-chan struct{} { return m.etcd.Server.StopNotify() }
 
 // DataDir is where a node keeps its etcd data under the haven data dir.
 func DataDir(base, node string) string { return filepath.Join(base, node, "etcd") }

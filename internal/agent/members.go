@@ -1,0 +1,136 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// checkMemberChange is the quorum rule for one membership change, pure so
+// it can be tested as a table. A change is refused when, right after it,
+// the healthy members could not form a majority of the new membership:
+// an added member counts as down until it has joined.
+func checkMemberChange(members []ha.Member, add bool, name string) error {
+	healthy := 0
+	var target *ha.Member
+	for i, m := range members {
+		if !m.Started {
+			return ha.Errorf(ha.KindConflict, "a member added earlier (peer %s) has not joined yet; start its agent, or remove it, before another change (one change at a time)", m.Peer)
+		}
+		if m.Healthy {
+			healthy++
+		}
+		if m.Name == name {
+			target = &members[i]
+		}
+	}
+	n := len(members)
+	if add {
+		if target != nil {
+			return ha.Errorf(ha.KindConflict, "%s is already a member", name)
+		}
+		if need := (n+1)/2 + 1; healthy < need {
+			return ha.Errorf(ha.KindConflict, "adding %s would make %d voters of which %d are healthy; a majority needs %d, so the store would stop until %s joins — bring the down members back first", name, n+1, healthy, need, name)
+		}
+		return nil
+	}
+	if target == nil {
+		return ha.Errorf(ha.KindNotFound, "%s is not a member of the store", name)
+	}
+	if n == 1 {
+		return ha.Errorf(ha.KindConflict, "%s is the only member; removing it would destroy the store", name)
+	}
+	left := healthy
+	if target.Healthy {
+		left--
+	}
+	if need := (n-1)/2 + 1; left < need {
+		return ha.Errorf(ha.KindConflict, "removing %s would leave %d voters of which %d are healthy; a majority needs %d — bring the down members back first", name, n-1, left, need)
+	}
+	return nil
+}
+
+// Members lists the store's voting members.
+func (a *Agent) Members(ctx context.Context) ([]ha.Member, error) {
+	ms, ok := a.store.(ha.Membership)
+	if !ok || a.cfg.Store.Backend != "embedded" {
+		return nil, ha.Errorf(ha.KindForbidden, "membership changes apply to the embedded etcd only; with store.backend %s the store's own tools manage its members", a.cfg.Store.Backend)
+	}
+	list, err := ms.Members(ctx)
+	if err != nil {
+		return nil, ha.Wrap(ha.KindUnavailable, err, "list members")
+	}
+	return list, nil
+}
+
+// ChangeMembers adds or removes one voting member, safely for the quorum.
+func (a *Agent) ChangeMembers(ctx context.Context, req api.MembersRequest) ([]ha.Member, error) {
+	a.opMu.Lock()
+	defer a.opMu.Unlock()
+	if req.Action != "add" && req.Action != "remove" {
+		return nil, ha.Errorf(ha.KindInvalid, "action must be add or remove, not %q", req.Action)
+	}
+	list, err := a.Members(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkMemberChange(list, req.Action == "add", req.Node); err != nil {
+		return nil, err
+	}
+	ms := a.store.(ha.Membership)
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if req.Action == "add" {
+		// The operator adds the node to the config file first; this agent
+		// started with the old one, so read the file again.
+		fresh, err := config.Load(a.cfg.Path)
+		if err != nil {
+			return nil, ha.Errorf(ha.KindInvalid, "read %s again to find %s: %v", a.cfg.Path, req.Node, err)
+		}
+		n, ok := fresh.NodeByName(req.Node)
+		if !ok {
+			return nil, ha.Errorf(ha.KindNotFound, "%s is not in %s; add it to the config on every node first, then run this again", req.Node, a.cfg.Path)
+		}
+		// etcd refuses an add until every member has been connected for a
+		// few seconds (its strict reconfiguration check): a transient
+		// state after a start or a hiccup, so retry for a while.
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			err := ms.AddMember(cctx, n.Name, n.Peer)
+			if err == nil {
+				break
+			}
+			if !strings.Contains(err.Error(), "unhealthy cluster") || time.Now().After(deadline) {
+				return nil, ha.Wrap(ha.KindConflict, err, "add %s (etcd adds a member only when every member has been connected for 5s)", n.Name)
+			}
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	} else {
+		if req.Node == a.node.Name {
+			return nil, ha.Errorf(ha.KindConflict, "ask another node to remove %s (this agent would lose its store mid-request)", req.Node)
+		}
+		if a.Snapshot().Leader.Node == req.Node {
+			return nil, ha.Errorf(ha.KindConflict, "%s is active; `haven switchover` first", req.Node)
+		}
+		var id uint64
+		for _, m := range list {
+			if m.Name == req.Node {
+				id = m.ID
+			}
+		}
+		if err := ms.RemoveMember(cctx, id); err != nil {
+			return nil, ha.Wrap(ha.KindConflict, err, "remove %s", req.Node)
+		}
+	}
+	a.record(ha.Event{Kind: "membership", Node: req.Node, To: req.Action, Who: req.Who, Reason: fmt.Sprintf("member %s %s", strings.TrimSuffix(req.Action, "e")+"ed", req.Node)})
+	return a.Members(ctx)
+}

@@ -1,0 +1,92 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"text/tabwriter"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+func runMembers(args []string, out, errw io.Writer) int {
+	usage := "usage: haven members [list] | add NODE | remove NODE  (--config FILE)"
+	action := "list"
+	if len(args) > 0 && (args[0] == "list" || args[0] == "add" || args[0] == "remove") {
+		action, args = args[0], args[1:]
+	}
+	fs := newFlags("members", errw)
+	cfgPath := configFlag(fs)
+	if code, ok := parse(fs, args, 1); !ok {
+		return code
+	}
+	if (action == "list") != (fs.NArg() == 0) {
+		fmt.Fprintln(errw, usage)
+		return exitUsage
+	}
+	cfg, code := loadConfig(*cfgPath, errw)
+	if cfg == nil {
+		return code
+	}
+	c := newOpsClient(cfg)
+	var list []ha.Member
+	if action == "list" {
+		var errs []error
+		for _, u := range agentURLs(cfg) {
+			req, _ := http.NewRequest(http.MethodGet, u+"/v1/members", nil)
+			req.Header.Set("Authorization", "Bearer "+c.token)
+			resp, err := c.client.Do(req)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			err = json.NewDecoder(resp.Body).Decode(&list)
+			resp.Body.Close()
+			if err == nil && resp.StatusCode == http.StatusOK {
+				errs = nil
+				break
+			}
+			errs = append(errs, fmt.Errorf("%s: HTTP %d", u, resp.StatusCode))
+		}
+		if errs != nil {
+			fmt.Fprintf(errw, "haven members: no agent answered: %v\n", errors.Join(errs...))
+			return exitFailure
+		}
+	} else {
+		node := fs.Arg(0)
+		// Ask a node other than the one leaving: it would lose its store
+		// in the middle of answering.
+		var err error = fmt.Errorf("no other agent to ask")
+		for _, n := range cfg.Nodes {
+			if n.Witness || n.Name == node {
+				continue
+			}
+			if err = c.post("http://"+n.API, "/v1/members", api.MembersRequest{Action: action, Node: node}, &list); err == nil || ha.KindOf(err) != ha.KindUnavailable {
+				break
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(errw, "haven members %s %s: %v\n", action, node, err)
+			return exitFailure
+		}
+		if action == "add" {
+			fmt.Fprintf(out, "%s added; now start its agent: haven agent --config %s --node %s\n", node, cfg.Path, node)
+		} else {
+			fmt.Fprintf(out, "%s removed; its agent stops, and you can remove it from the config on every node\n", node)
+		}
+	}
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMBER\tPEER\tJOINED\tHEALTHY\tETCD LEADER")
+	for _, m := range list {
+		name := m.Name
+		if name == "" {
+			name = "(joining)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, m.Peer, yesNo(m.Started), yesNo(m.Healthy), yesNo(m.Leader))
+	}
+	_ = tw.Flush()
+	return exitOK
+}
