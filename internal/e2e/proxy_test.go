@@ -31,7 +31,7 @@ type proxyProc struct {
 
 // startProxy runs `haven proxy` with the cluster's config plus a proxy:
 // section (section is its YAML body, indented by two spaces).
-func (c *Cluster) startProxy(t *testing.T, name, section string) *proxyProc {
+func (c *Cluster) startProxy(t testing.TB, name, section string) *proxyProc {
 	t.Helper()
 	ports := freePorts(t, 2)
 	p := &proxyProc{Addr: fmt.Sprintf("127.0.0.1:%d", ports[0]), Metrics: fmt.Sprintf("127.0.0.1:%d", ports[1]), buf: &strings.Builder{}}
