@@ -24,6 +24,7 @@ type Config struct {
 	// active).
 	OutagePolicy string
 	Redirect     Redirect
+	Dashboard    Dashboard // zero value: no dashboard
 	Log          Log
 }
 
