@@ -55,6 +55,7 @@ func commands() []command {
 		{"config", "check a configuration file: `haven config check FILE`", false, runConfig},
 		{"version", "print haven's version", false, runVersion},
 		{"sample-service", "the demo's sample HTTP service", true, runSample},
+		{"dashboard", "dashboard helpers: `haven dashboard hash-password` (stdin to bcrypt)", true, runDashboard},
 	}
 }
 
@@ -190,7 +191,7 @@ func runAgent(args []string, out, errw io.Writer) int {
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	if err := agent.RunNode(ctx, cfg, *node, newLogger(cfg, errw)); err != nil {
+	if err := agent.RunNode(ctx, cfg, *node, newLogger(cfg, agent.TeeLog(cfg, *node, errw))); err != nil { // the log file feeds the dashboard
 		fmt.Fprintf(errw, "haven agent: %v\n", err)
 		return exitFailure
 	}

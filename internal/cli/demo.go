@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/ha"
 )
@@ -112,7 +114,16 @@ func runDemo(args []string, out, errw io.Writer) int {
 		}
 	}
 	cfgPath := filepath.Join(*dir, "haven.yaml")
-	if err := os.WriteFile(cfgPath, []byte(DemoConfig(exe, filepath.Join(*dir, "data"), *nodes, *base)), 0o644); err != nil {
+	// The dashboard's operator gets a fresh password; only its hash is written.
+	dashPassword := demoToken()[:20]
+	dashHash, err := bcrypt.GenerateFromPassword([]byte(dashPassword), bcrypt.DefaultCost)
+	if err != nil {
+		fmt.Fprintf(errw, "haven demo: %v\n", err)
+		return exitFailure
+	}
+	cfgText := DemoConfig(exe, filepath.Join(*dir, "data"), *nodes, *base) +
+		fmt.Sprintf("dashboard:\n  users:\n    - {name: operator, role: operator, password_hash: %q}\n", dashHash)
+	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		fmt.Fprintf(errw, "haven demo: write config: %v\n", err)
 		return exitFailure
 	}
@@ -174,6 +185,7 @@ func runDemo(args []string, out, errw io.Writer) int {
 		return exitFailure
 	}
 	printStatus(out, st)
+	fmt.Fprintf(out, "\nDashboard: http://%s/ui/  (any node's API address works)\n  user: operator  password: %s\n", cfg.Nodes[0].API, dashPassword)
 	self := os.Args[0]
 	fmt.Fprintf(out, `
 Try it (in another terminal):
