@@ -401,7 +401,10 @@ func (a *Agent) watch(ctx context.Context) {
 			s := snap
 			a.snap.Store(&s)
 			a.metrics.leader(s.Leader)
-			for _, ev := range []machine.Event{machine.LeaderSeen{Leader: s.Leader}, a.intents(s)} {
+			// Intents first: a snapshot may carry both a new switchover and
+			// the vacant key it causes, and a standby that saw the vacancy
+			// first would campaign against the switchover's target.
+			for _, ev := range []machine.Event{a.intents(s), machine.LeaderSeen{Leader: s.Leader}} {
 				select {
 				case a.events <- ev:
 				case <-ctx.Done():
@@ -448,6 +451,17 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		epoch, err := a.store.Campaign(cctx, a.node.Name)
 		cancel()
+		if err == nil && !a.watchCaughtUp(ctx, epoch) {
+			// The watch and the campaign answer travel apart: report a win
+			// only after the watch has shown it, so that no snapshot from
+			// before the win reaches the machine after it (it would read
+			// "key lost" and demote). No confirmation: hand the key back.
+			a.log.Warn("won, but the watch did not show it; handing the key back", "epoch", epoch)
+			rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
+			_ = a.store.Resign(rctx, a.node.Name, epoch)
+			rcancel()
+			err = fmt.Errorf("the store's watch did not confirm the win at epoch %d", epoch)
+		}
 		if err != nil && !errors.Is(err, ha.ErrTaken) {
 			// The store is failing: pace the retries the machine will ask for.
 			a.log.Warn("campaign failed", "err", err)
@@ -503,6 +517,22 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 			sleep(context.Background(), a.clk, backoff)
 			backoff = min(2*backoff, 500*time.Millisecond)
 		}
+	}
+}
+
+// watchCaughtUp waits until the watched snapshot reflects a win at epoch:
+// the key held by this node at epoch, or already at a later epoch.
+func (a *Agent) watchCaughtUp(ctx context.Context, epoch ha.Epoch) bool {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		l := a.Snapshot().Leader
+		if l.Epoch > epoch || l.Node == a.node.Name && l.Epoch == epoch {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -151,7 +151,7 @@ func (a *Agent) handOver(ctx context.Context, from ha.Leader, target, reason, wh
 	now := time.Now()
 	sw := ha.Switchover{ID: newID(), From: from.Node, Epoch: from.Epoch, To: target, Promote: promote,
 		Reason: reason, Requested: now, Deadline: now.Add(switchoverWindow)}
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err := a.ops.RequestSwitchover(cctx, sw)
 	cancel()
 	if errors.Is(err, ha.ErrBusy) {
@@ -165,6 +165,18 @@ func (a *Agent) handOver(ctx context.Context, from ha.Leader, target, reason, wh
 	defer cancel()
 	for {
 		snap := a.Snapshot()
+		if l := snap.Leader; !l.None() && l.Node != target && l.Epoch > from.Epoch {
+			// The target did not take the key within the grace, and another
+			// standby did (machine.SwitchoverGrace): the cluster has an
+			// active node, just not the one asked for.
+			_ = a.ops.ClearSwitchover(context.Background(), sw.ID)
+			why := "it did not take over in time"
+			if rec, ok := snap.Nodes[target]; ok && rec.Why != "" {
+				why = rec.Why
+			}
+			a.record(ha.Event{Kind: "switchover", From: from.Node, To: l.Node, Epoch: l.Epoch, Reason: fmt.Sprintf("%s took over instead of %s (%s)", l.Node, target, why), Duration: time.Since(start), Who: who})
+			return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "%s took over instead of %s (%s: %s)", l.Node, target, target, why)
+		}
 		if snap.Leader.Node == target && snap.Leader.Epoch > from.Epoch {
 			if rec, ok := snap.Nodes[target]; ok && rec.Role == ha.RoleActive {
 				took := time.Since(start)
@@ -253,10 +265,12 @@ func (a *Agent) ServiceControl(ctx context.Context, req api.ServiceRequest) (api
 		}
 		if a.cfg.Mode != ha.ModeActiveActive {
 			sw, err := a.Switchover(ctx, api.SwitchoverRequest{Reason: req.Action + " of the service on " + a.node.Name, Who: req.Who})
-			if err != nil {
+			if err != nil && a.State().Holding() {
 				return res, fmt.Errorf("switch over before %s: %w", req.Action, err)
 			}
-			res.Switchover = &sw
+			if err == nil {
+				res.Switchover = &sw
+			}
 		}
 	}
 	who := req.Who

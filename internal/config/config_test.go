@@ -39,7 +39,7 @@ func TestParseFull(t *testing.T) {
 		DataDir: filepath.Join("testdata", "data"),
 		Timing: Timing{
 			Preset:        "lan (custom)",
-			LeaseTTL:      time.Second,
+			LeaseTTL:      2 * time.Second,
 			RenewInterval: 150 * ms,
 			RenewTimeout:  150 * ms,
 			FenceMargin:   300 * ms,
@@ -150,14 +150,14 @@ func TestPresets(t *testing.T) {
 		extra string
 		want  Timing
 	}{
-		{"default is lan", "", Timing{Preset: "lan", LeaseTTL: time.Second, RenewInterval: 100 * ms, RenewTimeout: 400 * ms, FenceMargin: 300 * ms, EtcdHeartbeat: 50 * ms, EtcdElection: 500 * ms}},
-		{"lan", "timing: lan\n", Timing{Preset: "lan", LeaseTTL: time.Second, RenewInterval: 100 * ms, RenewTimeout: 400 * ms, FenceMargin: 300 * ms, EtcdHeartbeat: 50 * ms, EtcdElection: 500 * ms}},
+		{"default is lan", "", Timing{Preset: "lan", LeaseTTL: 2 * time.Second, RenewInterval: 100 * ms, RenewTimeout: 400 * ms, FenceMargin: 300 * ms, EtcdHeartbeat: 50 * ms, EtcdElection: 500 * ms}},
+		{"lan", "timing: lan\n", Timing{Preset: "lan", LeaseTTL: 2 * time.Second, RenewInterval: 100 * ms, RenewTimeout: 400 * ms, FenceMargin: 300 * ms, EtcdHeartbeat: 50 * ms, EtcdElection: 500 * ms}},
 		{"wan", "timing: wan\n", Timing{Preset: "wan", LeaseTTL: 10 * time.Second, RenewInterval: time.Second, RenewTimeout: time.Second, FenceMargin: 2 * time.Second, EtcdHeartbeat: 250 * ms, EtcdElection: 2500 * ms}},
 		{"lan overrides", "timings: {lease_ttl: 2s, fence_margin: 500ms}\n",
 			Timing{Preset: "lan (custom)", LeaseTTL: 2 * time.Second, RenewInterval: 100 * ms, RenewTimeout: 400 * ms, FenceMargin: 500 * ms, EtcdHeartbeat: 50 * ms, EtcdElection: 500 * ms}},
 		{"wan overrides", "timing: wan\ntimings:\n  etcd_heartbeat: 100ms\n  etcd_election: 1s\n  renew_interval: 500ms\n",
 			Timing{Preset: "wan (custom)", LeaseTTL: 10 * time.Second, RenewInterval: 500 * ms, RenewTimeout: time.Second, FenceMargin: 2 * time.Second, EtcdHeartbeat: 100 * ms, EtcdElection: time.Second}},
-		{"empty timings is no override", "timings: {}\n", Timing{Preset: "lan", LeaseTTL: time.Second, RenewInterval: 100 * ms, RenewTimeout: 400 * ms, FenceMargin: 300 * ms, EtcdHeartbeat: 50 * ms, EtcdElection: 500 * ms}},
+		{"empty timings is no override", "timings: {}\n", Timing{Preset: "lan", LeaseTTL: 2 * time.Second, RenewInterval: 100 * ms, RenewTimeout: 400 * ms, FenceMargin: 300 * ms, EtcdHeartbeat: 50 * ms, EtcdElection: 500 * ms}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -314,11 +314,12 @@ func TestParseErrors(t *testing.T) {
 
 		// Timing rules, as they surface in a file.
 		{"lease not whole seconds", threeNodes + "timings: {lease_ttl: 1500ms}\n", 16, "timings.lease_ttl", "lease granularity rule"},
-		{"lease below etcd minimum", threeNodes + "timings:\n  etcd_election: 1s\n", 17, "timings.etcd_election", "etcd minimum TTL rule: lease_ttl 1s is below 2s"},
+		{"lease below etcd minimum", threeNodes + "timings:\n  etcd_election: 1500ms\n", 17, "timings.etcd_election", "etcd minimum TTL rule: lease_ttl 2s is below 3s"},
 		{"election below 5 heartbeats", threeNodes + "timings:\n  etcd_heartbeat: 150ms\n", 17, "timings.etcd_heartbeat", "etcd election rule"},
 		{"heartbeat below 10ms", threeNodes + "timings:\n  etcd_heartbeat: 5ms\n", 17, "timings.etcd_heartbeat", "etcd heartbeat rule"},
-		{"fence margin not below lease", threeNodes + "timings:\n  fence_margin: 1s\n", 17, "timings.fence_margin", "fence margin rule"},
-		{"renew window too small", threeNodes + "timings:\n  renew_interval: 151ms\n", 17, "timings.renew_interval", "renew window rule: 2 × renew_interval + renew_timeout = 702ms exceeds lease_ttl − fence_margin = 700ms"},
+		{"fence margin not below lease", threeNodes + "timings:\n  fence_margin: 2s\n", 17, "timings.fence_margin", "fence margin rule"},
+		{"renew window too small", threeNodes + "timings:\n  renew_interval: 651ms\n", 17, "timings.renew_interval", "renew window rule: 2 × renew_interval + renew_timeout = 1.702s exceeds lease_ttl − fence_margin = 1.7s"},
+		{"election longer than the renew window", threeNodes + "timings:\n  etcd_election: 700ms\n", 17, "timings.etcd_election", "election rule: 2 × etcd_election + renew_interval + renew_timeout = 1.9s exceeds lease_ttl − fence_margin = 1.7s"},
 		{"demote hook too long", threeNodes + "hooks:\n  on_demote: {command: [x], timeout: 290ms}\n", 17, "hooks.on_demote.timeout", "demote rule"},
 		{"check timeout above interval", threeNodes + "checks:\n  - exec: {command: [x]}\n    interval: 100ms\n    timeout: 200ms\n", 19, "checks[0].timeout", "check timeout rule"},
 		{"wan lease override below etcd minimum", threeNodes + "timing: wan\ntimings: {lease_ttl: 3s, fence_margin: 1s, renew_interval: 200ms, renew_timeout: 200ms}\n", 17, "timings.lease_ttl", "at least 4s"},
@@ -397,9 +398,11 @@ log: {level: loud}
 }
 
 func TestCheckTiming(t *testing.T) {
+	// The cases were written against a 1s lease (the lan preset before the
+	// election rule raised it to 2s); they test the other rules.
 	lan, _ := Preset("lan")
+	lan.LeaseTTL = time.Second
 	wan, _ := Preset("wan")
-	with := func(t Timing, f func(*Timing)) Timing { f(&t); return t }
 	tests := []struct {
 		name   string
 		t      Timing
@@ -437,7 +440,7 @@ func TestCheckTiming(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := checkTiming(tt.t, tt.demote, tt.checks)
+			got := checkTiming(tt.t, tt.demote, tt.checks, false) // the election rule has its own test
 			if len(got) != len(tt.want) {
 				t.Fatalf("got %d problems, want %d: %+v", len(got), len(tt.want), got)
 			}
@@ -467,9 +470,9 @@ func TestWorstCase(t *testing.T) {
 		{"lan", lan, checks, WorstCase{
 			ServiceCrash:    200 * ms,
 			Unhealthy:       700*ms + 200*ms,
-			AgentLoss:       time.Second + 500*ms + 200*ms,
-			AgentLossLeader: 1500*ms + time.Second + 500*ms + 200*ms,
-			FenceAfter:      700 * ms,
+			AgentLoss:       2*time.Second + 500*ms + 200*ms,
+			AgentLossLeader: 1500*ms + 2*time.Second + 500*ms + 200*ms,
+			FenceAfter:      1700 * ms,
 		}},
 		{"wan without checks", wan, nil, WorstCase{
 			ServiceCrash:    time.Second,
@@ -596,3 +599,33 @@ func TestFourVotersAllowed(t *testing.T) {
 		t.Fatalf("got %d nodes", len(c.Nodes))
 	}
 }
+
+// TestElectionRule: the renew window must outlast an etcd leader election.
+func TestElectionRule(t *testing.T) {
+	lan, _ := Preset("lan")
+	wan, _ := Preset("wan")
+	for _, tc := range []struct {
+		name string
+		t    Timing
+		etcd bool
+		want bool // a problem expected
+	}{
+		{"lan preset", lan, true, false},
+		{"wan preset", wan, true, false},
+		{"1s lease with a 500ms election", with(lan, func(t *Timing) { t.LeaseTTL = time.Second }), true, true},
+		{"same on a SQL store", with(lan, func(t *Timing) { t.LeaseTTL = time.Second }), false, false},
+		{"2s lease with a 800ms election", with(lan, func(t *Timing) { t.EtcdElection = 800 * time.Millisecond; t.LeaseTTL = 2 * time.Second }), true, true},
+	} {
+		got := false
+		for _, p := range checkTiming(tc.t, 0, nil, tc.etcd) {
+			if strings.HasPrefix(p.Msg, "election rule") {
+				got = true
+			}
+		}
+		if got != tc.want {
+			t.Errorf("%s: election rule problem = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func with(t Timing, f func(*Timing)) Timing { f(&t); return t }

@@ -164,7 +164,7 @@ func (b *builder) top(f fields) {
 		if len(c.Hooks.OnDemote.Command) > 0 {
 			demote = c.Hooks.OnDemote.Timeout
 		}
-		for _, p := range checkTiming(c.Timing, demote, c.Checks) {
+		for _, p := range checkTiming(c.Timing, demote, c.Checks, c.Store.Backend == "embedded" || c.Store.Backend == "etcd") {
 			field := p.Field
 			if _, ok := b.lines[field]; !ok {
 				for _, r := range p.Related {

@@ -28,7 +28,7 @@ func Preset(name string) (Timing, bool) {
 	case "lan":
 		return Timing{
 			Preset:        "lan",
-			LeaseTTL:      1 * time.Second,
+			LeaseTTL:      2 * time.Second,
 			RenewInterval: 100 * time.Millisecond,
 			RenewTimeout:  400 * time.Millisecond,
 			FenceMargin:   300 * time.Millisecond,
@@ -148,7 +148,7 @@ type timingProblem struct {
 //  5. demote before expiry: fence_margin >= demote + DriftAllowance.
 //  6. renew_timeout > 0 (checked with the other positive durations).
 //  7. check timeout: every check's timeout <= its interval.
-func checkTiming(t Timing, demote time.Duration, checks []Check) []timingProblem {
+func checkTiming(t Timing, demote time.Duration, checks []Check, etcd bool) []timingProblem {
 	var ps []timingProblem
 	add := func(fields, format string, args ...any) {
 		f := strings.Fields(fields)
@@ -189,6 +189,14 @@ func checkTiming(t Timing, demote time.Duration, checks []Check) []timingProblem
 	} else if need, window := 2*t.RenewInterval+t.RenewTimeout, t.FenceAfter(); need > window {
 		add("timings.renew_interval timings.renew_timeout timings.fence_margin timings.lease_ttl", "renew window rule: 2 × renew_interval + renew_timeout = %s exceeds lease_ttl − fence_margin = %s; the active stops serving lease_ttl − fence_margin after the last renewal it sent, so that window must hold one lost renewal plus the next renewal and its timeout, or a single dropped renewal fences a healthy active; lower renew_interval or renew_timeout, lower fence_margin, or raise lease_ttl",
 			need, window)
+	}
+
+	// 4b. an etcd election must not fence a healthy active.
+	if etcd {
+		if need, window := 2*t.EtcdElection+t.RenewInterval+t.RenewTimeout, t.FenceAfter(); need > window {
+			add("timings.lease_ttl timings.etcd_election timings.fence_margin", "election rule: 2 × etcd_election + renew_interval + renew_timeout = %s exceeds lease_ttl − fence_margin = %s; when the etcd leader is lost, no renewal succeeds until a new one is elected, which takes up to 2 × etcd_election, so a healthy active would fence itself whenever any member fails; raise lease_ttl or lower etcd_election",
+				need, window)
+		}
 	}
 
 	// 5. demote before expiry.

@@ -88,7 +88,7 @@ type Cluster struct {
 // testTimings are the lan preset loosened for a loaded 2-core CI machine:
 // the tests check behaviour, not speed (speed lives in bench/).
 const testTimings = `timing: lan
-timings: {lease_ttl: 2s, renew_interval: 200ms, renew_timeout: 800ms, fence_margin: 500ms, etcd_heartbeat: 100ms, etcd_election: 1000ms}`
+timings: {lease_ttl: 3s, renew_interval: 200ms, renew_timeout: 600ms, fence_margin: 500ms, etcd_heartbeat: 50ms, etcd_election: 500ms}`
 
 // testToken is the API token of every test cluster.
 const testToken = "e2e-token-0123456789abcdef"

@@ -192,8 +192,8 @@ checks:
 		t.Fatalf("promote while the primary is healthy: exit %d, %q; want a refusal", code, errOut)
 	}
 	c.KillAgent("n1")
-	// Longer than the lease (2s) plus revocation: nobody may promote.
-	deadline := time.Now().Add(4 * time.Second)
+	// Longer than the lease (3s) plus revocation: nobody may promote.
+	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, n := range []string{"n2", "n3"} {
 			if c.LBCheck(n) == http.StatusOK {

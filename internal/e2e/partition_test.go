@@ -235,9 +235,10 @@ func TestStoreOutagePolicies(t *testing.T) {
 				lab.cut(i)
 			}
 			cut := time.Now()
-			// Watch for 3 leases (2s each).
+			// Watch for 3 leases (3s each); the demote policy must have
+			// stopped the active by lease_ttl − fence_margin = 2.5s.
 			servedLate := false
-			for time.Since(cut) < 6*time.Second {
+			for time.Since(cut) < 9*time.Second {
 				serving := 0
 				for _, n := range c.Nodes {
 					if c.LBCheck(n.Name) == http.StatusOK {
@@ -258,7 +259,7 @@ func TestStoreOutagePolicies(t *testing.T) {
 			switch policy {
 			case "demote":
 				if servedLate {
-					t.Fatalf("%s still serves 4s into the outage with the demote policy (lease 2s)", active)
+					t.Fatalf("%s still serves 4s into the outage with the demote policy (lease 3s, fence after 2.5s)", active)
 				}
 			case "failsafe":
 				if !servedLate || c.LBCheck(active) != http.StatusOK {

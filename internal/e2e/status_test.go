@@ -17,18 +17,7 @@ import (
 func TestStatusJSONTableAndMetrics(t *testing.T) {
 	c := newCluster(t, clusterOpts{})
 	active, epoch := c.WaitActive(startTimeout)
-	waitFor(t, 20*time.Second, "every node healthy in status", func() bool {
-		st, err := c.Status(active)
-		if err != nil {
-			return false
-		}
-		for _, n := range st.Nodes {
-			if !n.Healthy {
-				return false
-			}
-		}
-		return true
-	})
+	c.waitHealthy(30 * time.Second)
 
 	code, out, errOut := runHaven(t, "status", "--config", c.Config, "--json")
 	if code != 0 {
@@ -85,7 +74,7 @@ func TestStatusJSONTableAndMetrics(t *testing.T) {
 }
 
 // TestGracefulStopHandsOverWithoutLeaseWait stops the active with SIGTERM:
-// it resigns, so a standby takes over well before the lease (2s) could
+// it resigns, so a standby takes over well before the lease (3s) could
 // have expired.
 func TestGracefulStopHandsOverWithoutLeaseWait(t *testing.T) {
 	c := newCluster(t, clusterOpts{})
@@ -110,8 +99,8 @@ func TestGracefulStopHandsOverWithoutLeaseWait(t *testing.T) {
 	if nextEpoch <= epoch {
 		t.Fatalf("epoch did not grow: %d -> %d", epoch, nextEpoch)
 	}
-	// The lease is 2s; takeover by lease expiry cannot happen before that.
-	if took >= 2*time.Second {
+	// The lease is 3s; takeover by lease expiry cannot happen before that.
+	if took >= 3*time.Second {
 		t.Fatalf("takeover took %s: the stopping active did not resign", took)
 	}
 	select {

@@ -69,6 +69,8 @@ type State struct {
 	Switchover      ha.Switchover // the pending switchover (ID "" when none)
 	SwitchoverUntil time.Time     // its deadline on this clock
 	PromoteSeq      uint64        // numbers promotions, so a late result is recognised
+	VacantSince     time.Time     // the leader key has been vacant since then (zero: held or unknown)
+	GraceLapsed     bool          // a switchover target has had the vacant key for SwitchoverGrace
 	EligibleSince   time.Time     // eligible without a break since then
 	PreemptAsked    time.Time     // when this node last asked to take the role back
 
@@ -82,6 +84,21 @@ type State struct {
 
 func (s State) switchoverPending(now time.Time) bool {
 	return s.Switchover.ID != "" && now.Before(s.SwitchoverUntil)
+}
+
+// SwitchoverGrace is how long a switchover's target has the vacant key to
+// itself: if it has not taken it by then (it fell ill, or is overloaded),
+// any eligible standby may, so a bad target cannot leave the cluster
+// without an active node until the intent's deadline.
+const SwitchoverGrace = time.Second
+
+// reservedForOther: a pending switchover keeps this node from campaigning.
+func (s State) reservedForOther(cfg Config, now time.Time) bool {
+	if !s.switchoverPending(now) || s.Switchover.To == cfg.Node {
+		return false
+	}
+	graceOver := s.GraceLapsed || !s.VacantSince.IsZero() && !now.Before(s.VacantSince.Add(SwitchoverGrace))
+	return !graceOver
 }
 
 // Event is an input to Step.
@@ -257,7 +274,7 @@ func (s State) Eligible(cfg Config, now time.Time) (bool, string) {
 		return false, "promised " + s.PromisedTo + " not to take over for now (failsafe: the store is unreachable)"
 	case s.Maintenance:
 		return false, "in maintenance (haven maintenance off " + cfg.Node + " to end it)"
-	case s.switchoverPending(now) && s.Switchover.To != cfg.Node:
+	case s.reservedForOther(cfg, now):
 		return false, "switchover to " + s.Switchover.To + " in progress"
 	case cfg.Mode == ha.ModePassiveBackup && cfg.Backup && !(s.switchoverPending(now) && s.Switchover.To == cfg.Node):
 		return false, "backup: promoted only by an operator (haven promote " + cfg.Node + ")"
@@ -288,6 +305,9 @@ func (s State) NextDeadline(cfg Config) time.Time {
 	}
 	if s.Switchover.ID != "" {
 		earliest(s.SwitchoverUntil)
+		if s.Switchover.To != cfg.Node && !s.VacantSince.IsZero() && !s.GraceLapsed {
+			earliest(s.VacantSince.Add(SwitchoverGrace))
+		}
 	}
 	if s.Role == ha.RoleStandby && !s.EligibleSince.IsZero() && s.couldPreempt(cfg) {
 		// The later of: eligible for the delay, and the delay since the last ask.
@@ -318,6 +338,9 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 		if s.Switchover.ID != "" && !now.Before(s.SwitchoverUntil) {
 			s.Switchover, s.SwitchoverUntil = ha.Switchover{}, time.Time{}
 		}
+		if !s.VacantSince.IsZero() && !now.Before(s.VacantSince.Add(SwitchoverGrace)) {
+			s.GraceLapsed = true
+		}
 	case SessionRenewed:
 		if ev.New {
 			// The leader key of an earlier session went with it; watch again.
@@ -338,6 +361,9 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 		s.SessionOK = false
 		acts = append(acts, NewSession{})
 	case LeaderSeen:
+		if ev.Leader.None() && s.VacantSince.IsZero() {
+			s.VacantSince = now
+		}
 		s.Leader, s.LeaderKnown = ev.Leader, true
 		if s.Holding() && !cfg.activeActive() && (ev.Leader.Node != cfg.Node || ev.Leader.Epoch != s.Epoch) {
 			s, acts = demote(cfg, s, acts, now, fmt.Sprintf("leader key lost in the store (now %s)", describeLeader(ev.Leader)), false)
@@ -402,7 +428,9 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 		}
 	case IntentsSeen:
 		s.Maintenance = ev.Maintenance
-		s.Switchover, s.SwitchoverUntil = ev.Switchover, ev.SwitchoverUntil
+		if !cfg.activeActive() { // no role to hand over: every healthy node serves
+			s.Switchover, s.SwitchoverUntil = ev.Switchover, ev.SwitchoverUntil
+		}
 	case Shutdown:
 		s.Stopping = true
 		if s.Holding() {
@@ -410,6 +438,10 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 		} else if s.Role != ha.RoleDemoting {
 			s = setRole(s, ha.RoleStopped, now, "agent shutting down")
 		}
+	}
+
+	if !s.LeaderKnown || !s.Leader.None() {
+		s.VacantSince, s.GraceLapsed = time.Time{}, false
 	}
 
 	// Rules that hold whatever the event was.

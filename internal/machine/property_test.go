@@ -530,7 +530,8 @@ func (sm *sim) checkOps(prev State, ev Event, s State, acts []Action, seen map[s
 		switch {
 		case in.Maintenance:
 			return fmt.Errorf("%s in maintenance", s.Role)
-		case pending && sw.From == cfg.Node && sw.Epoch == s.Epoch:
+		case pending && sw.From == cfg.Node && sw.Epoch == s.Epoch && !cfg.activeActive():
+			// (Active-active has no role to hand over: intents are ignored.)
 			return fmt.Errorf("%s at epoch %d though switchover %s from it at that epoch is pending", s.Role, s.Epoch, sw.ID)
 		}
 	}
@@ -563,7 +564,8 @@ func (sm *sim) checkOps(prev State, ev Event, s State, acts []Action, seen map[s
 				return errors.New("Campaign in active-active mode")
 			case in.Maintenance:
 				return errors.New("Campaign in maintenance")
-			case pending && sw.To != cfg.Node:
+			case pending && sw.To != cfg.Node && !(s.LeaderKnown && s.Leader.None() && !s.VacantSince.IsZero() && !now.Before(s.VacantSince.Add(SwitchoverGrace))):
+				// Allowed only once the target has had the vacant key for the grace.
 				return fmt.Errorf("Campaign while switchover %s to %s is pending", sw.ID, sw.To)
 			case backup && !(pending && sw.To == cfg.Node):
 				return errors.New("Campaign as a backup without a pending switchover to it")
