@@ -198,6 +198,9 @@ Try it (in another terminal):
   kill -9 $(%[1]s status --config %[2]s --json | jq '.nodes[]|select(.role=="active").agent_pid')
                                           # kill the active's agent: a standby takes over when its lease expires
   kill -STOP <agent pid> ... kill -CONT <agent pid>   # freeze an agent past its lease: it never serves again at its old epoch
+  %[1]s switchover --config %[2]s       # a planned hand-over; prints how long traffic was held
+  %[1]s events --config %[2]s           # the history: role changes, switchovers, operator actions
+  (the kill lines use jq: apt-get install jq)
 
 Role changes appear below. Ctrl-C stops everything.
 `, self, cfgPath, serviceAddr(cfg.Nodes[0].Env), cfg.Nodes[0].API, proxyAddr)
