@@ -94,6 +94,9 @@ func Handler(src Source, op Operator, o Options) http.Handler {
 			http.Redirect(w, r, base+r.URL.RequestURI(), http.StatusTemporaryRedirect)
 		})
 	}
+	if kv, ok := src.(KVStore); ok {
+		registerKV(mux, kv, o) // fenced data for the service (kv.go)
+	}
 	if op != nil {
 		registerOps(mux, src, op, o)
 	} else {

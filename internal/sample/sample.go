@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -28,7 +29,9 @@ const maxCache = 100 * time.Millisecond
 type Server struct {
 	Node   string
 	Agent  string // base URL of the local agent's API
+	Token  string // the agent API's bearer token, for the fenced data (kv.go)
 	client *http.Client
+	kv     *http.Client
 
 	mu      sync.Mutex
 	role    api.RoleView
@@ -37,14 +40,18 @@ type Server struct {
 
 // Reply is what GET / answers.
 type Reply struct {
-	Node  string   `json:"node"`
-	Role  ha.Role  `json:"role"`
-	Epoch ha.Epoch `json:"epoch"`
+	Node     string   `json:"node"`
+	Role     ha.Role  `json:"role"`
+	Epoch    ha.Epoch `json:"epoch"`
+	ServedAt int64    `json:"served_at,omitempty"` // Unix ns when it decided to answer as active
 }
 
-// New returns a sample service for node that asks agent for its role.
+// New returns a sample service for node that asks agent for its role. The
+// token for the fenced data routes comes from $HAVEN_API_TOKEN (TokenEnv).
 func New(node, agent string) *Server {
-	return &Server{Node: node, Agent: agent, client: &http.Client{Timeout: 200 * time.Millisecond}}
+	return &Server{Node: node, Agent: agent, Token: os.Getenv(TokenEnv),
+		client: &http.Client{Timeout: 200 * time.Millisecond},
+		kv:     &http.Client{Timeout: 3 * time.Second}}
 }
 
 func (s *Server) currentRole(ctx context.Context) (api.RoleView, error) {
@@ -94,8 +101,9 @@ func (s *Server) Handler() http.Handler {
 			_ = json.NewEncoder(w).Encode(Reply{Node: s.Node, Role: role.Role})
 			return
 		}
-		_ = json.NewEncoder(w).Encode(Reply{Node: s.Node, Role: role.Role, Epoch: role.Epoch})
+		_ = json.NewEncoder(w).Encode(Reply{Node: s.Node, Role: role.Role, Epoch: role.Epoch, ServedAt: time.Now().UnixNano()})
 	})
+	s.kvRoutes(mux)
 	// /echo answers a POST with its body; /ws echoes WebSocket messages.
 	// Both serve only on the active, like /.
 	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {

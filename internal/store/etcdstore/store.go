@@ -260,11 +260,17 @@ func (s *Store) watchOnce(ctx context.Context, out chan ha.Snapshot) error {
 	// instead of leaving us waiting silently on stale data.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	// Everything but the history, which is read on demand.
-	resp, err := s.cli.Get(wctx, s.prefix, clientv3.WithRange(s.prefix+"events/"))
+	// Everything but the history, which is read on demand, and the
+	// service's data (kv.go), which is none of the agents' business.
+	resp, err := s.cli.Get(wctx, s.prefix, clientv3.WithRange(s.prefix+"data-ids/"))
 	if err != nil {
 		return err
 	}
+	mid, err := s.cli.Get(wctx, s.prefix+"data0", clientv3.WithRange(s.prefix+"events/"))
+	if err != nil {
+		return err
+	}
+	resp.Kvs = append(resp.Kvs, mid.Kvs...)
 	rest, err := s.cli.Get(wctx, s.prefix+"events0", clientv3.WithRange(clientv3.GetPrefixRangeEnd(s.prefix)))
 	if err != nil {
 		return err
@@ -284,8 +290,8 @@ func (s *Store) watchOnce(ctx context.Context, out chan ha.Snapshot) error {
 		}
 		changed := false
 		for _, ev := range wr.Events {
-			if strings.HasPrefix(string(ev.Kv.Key), s.prefix+"events/") {
-				continue // history is read on demand, not watched
+			if strings.HasPrefix(string(ev.Kv.Key), s.prefix+"events/") || s.isData(string(ev.Kv.Key)) {
+				continue // history is read on demand, not watched; data is the service's
 			}
 			changed = true
 			s.apply(&snap, string(ev.Kv.Key), ev.Kv.Value, ev.Kv.CreateRevision, ev.Type == clientv3.EventTypeDelete)
