@@ -25,6 +25,7 @@ type Config struct {
 	OutagePolicy string
 	Redirect     Redirect
 	Dashboard    Dashboard // zero value: no dashboard
+	Drill        Drill     // may `haven drill --config` inject faults here
 	Log          Log
 }
 
