@@ -50,6 +50,7 @@ func commands() []command {
 		{"events", "the cluster's history: role changes, switchovers, operator actions", false, runEvents},
 		{"members", "list, add or remove the store's voting members: members [list|add NODE|remove NODE]", false, runMembers},
 		{"proxy", "run haven's proxy on its own: clients reach the active node (--config FILE)", false, runProxy},
+		{"drill", "measure failover: RTO, errors, lost writes, split brain per fault (--sandbox)", false, runDrill},
 		{"bench-backend", "a minimal HTTP backend for bench/proxy.sh", true, runBenchBackend},
 		{"store", "move a cluster between stores: store export|import --config FILE", false, runStore},
 		{"config", "check a configuration file: `haven config check FILE`", false, runConfig},

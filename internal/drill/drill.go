@@ -1,0 +1,592 @@
+// Package drill proves haven's failover promises by measuring them. It
+// builds a sandbox cluster (three real agents with the sample service and a
+// standalone proxy, in network namespaces when it runs as root), drives
+// client traffic through the proxy while it injects one fault at a time,
+// and reports per scenario: the outage clients saw (RTO), the requests that
+// failed, acknowledged writes missing afterwards (RPO), and any sign of
+// split brain. The same pieces serve the chaos tests in internal/e2e.
+//
+// A scenario is: the cluster whole, load running; the fault; a wait for
+// recovery with a deadline (or, where no recovery is expected, a watch);
+// the heal; a wait until the cluster is whole again; then every
+// acknowledged write is read back.
+package drill
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// Scenario is one fault and how to undo it.
+type Scenario struct {
+	Name    string
+	Title   string
+	Netns   bool   // needs network namespaces
+	Promise string // what the sources promise (BRIEF.md)
+	Target  string // haven's target
+	// ZeroErrors: the target is no failed request at all.
+	ZeroErrors bool
+	// NoFailover: no promotion is expected while the fault lasts.
+	NoFailover bool
+	// MaxRTO, when set, is the target for the outage, given the lease.
+	MaxRTO func(lease time.Duration) time.Duration
+	run    func(ctx context.Context, r *run) error
+}
+
+// Scenarios lists every scenario, in the order a drill runs them.
+func Scenarios() []Scenario {
+	return []Scenario{
+		{Name: "service-crash", Title: "service crash on the active (kill -9)",
+			Promise: "Keycloak: < 30 s–1 min", Target: "RTO p99 ≤ 0.5 s, 0 failed idempotent requests", run: serviceCrash,
+			MaxRTO: func(time.Duration) time.Duration { return 500 * time.Millisecond }},
+		{Name: "agent-crash", Title: "agent crash on the active (kill -9 of agent and service)",
+			Promise: "Keycloak < 1 min; keepalived ≈ 3.5 s; Patroni 20–40 s; kube-vip ≈ 15 s", Target: "RTO ≤ lease + 0.5 s, RPO 0", run: agentCrash,
+			MaxRTO: func(l time.Duration) time.Duration { return l + 500*time.Millisecond }},
+		{Name: "agent-freeze", Title: "agent frozen (SIGSTOP) past its lease, then SIGCONT",
+			Promise: "— (Jepsen's lock-breaking case)", Target: "the old active never serves after the new one starts", run: agentFreeze},
+		{Name: "active-cut", Title: "active cut off from the cluster network, both directions", Netns: true,
+			Promise: "Keycloak: seconds to minutes", Target: "minority stops, majority promotes, no split brain", run: activeCut},
+		{Name: "active-cut-oneway", Title: "active's outgoing cluster traffic dropped (one direction)", Netns: true,
+			Promise: "Keycloak: seconds to minutes", Target: "minority stops, majority promotes, no split brain", run: activeCutOneWay},
+		{Name: "standby-cut", Title: "a standby cut off from the cluster network", Netns: true, ZeroErrors: true, NoFailover: true,
+			Promise: "Keycloak Infinispan node: < 1 min", Target: "no visible effect", run: standbyCut},
+		{Name: "member-loss", Title: "loss of one coordination member (kill -9 of a standby's agent)", ZeroErrors: true, NoFailover: true,
+			Promise: "Keycloak Infinispan node: < 1 min", Target: "no visible effect while quorum holds", run: memberLoss},
+		{Name: "majority-loss", Title: "loss of the coordination majority (both standbys cut off)", Netns: true, NoFailover: true,
+			Promise: "Keycloak: loss of service, manual recovery", Target: "no promotion, the active demotes, automatic recovery on heal", run: majorityLoss},
+		{Name: "switchover", Title: "planned switchover (haven switchover)", ZeroErrors: true,
+			Promise: "Kea: instant; Keycloak: manual steps", Target: "≤ 100 ms of held traffic, 0 errors", run: switchover,
+			MaxRTO: func(time.Duration) time.Duration { return 100 * time.Millisecond }},
+		{Name: "maintenance", Title: "maintenance on the active (haven maintenance on)", ZeroErrors: true,
+			Promise: "Kea: instant; Keycloak: manual steps", Target: "≤ 100 ms of held traffic, 0 errors", run: maintenance,
+			MaxRTO: func(time.Duration) time.Duration { return 100 * time.Millisecond }},
+		{Name: "rolling-restart", Title: "rolling restart of every node (standbys, switchover, old active)", ZeroErrors: true,
+			Promise: "Keycloak: sessions lost, both sites offline", Target: "0 errors, 0 sessions lost", run: rollingRestart},
+	}
+}
+
+// Result is what one scenario measured.
+type Result struct {
+	Name     string         `json:"name"`
+	Title    string         `json:"title"`
+	Skipped  string         `json:"skipped,omitempty"`
+	Failed   string         `json:"failed,omitempty"` // the drill itself could not run it through
+	What     string         `json:"what"`             // what happened
+	RTO      time.Duration  `json:"rto_ns"`
+	RTOAt    time.Duration  `json:"rto_at_ns"` // when the longest outage began
+	Requests int            `json:"requests"`
+	Errors   int            `json:"errors"`
+	ByKind   map[string]int `json:"errors_by_kind,omitempty"`
+	Acked    int            `json:"acked_writes"`
+	Lost     []string       `json:"lost_writes,omitempty"`
+	Split    string         `json:"split_brain,omitempty"`
+	Epochs   []string       `json:"epochs"`             // node@epoch answered, in order
+	Promoted []string       `json:"promoted,omitempty"` // unexpected new actives during a NoFailover fault
+	Promise  string         `json:"promise"`
+	Target   string         `json:"target"`
+	Verdict  string         `json:"verdict"` // met, missed, or why it cannot say
+	Marks    []Mark         `json:"marks"`
+	lease    time.Duration
+	From, To time.Duration `json:"-"` // the plotted window
+	Ops      []Op          `json:"-"`
+}
+
+// Mark is a moment of a scenario: the fault, the heal, the cluster whole.
+type Mark struct {
+	At   time.Duration `json:"at_ns"`
+	What string        `json:"what"`
+}
+
+// Options configure a drill run.
+type Options struct {
+	Scenarios []string // names; empty: all
+	Clients   int
+	Log       io.Writer
+	// Recover is how long a scenario may take to recover (default 30s).
+	Recover time.Duration
+}
+
+// run is one scenario in progress.
+type run struct {
+	sb      *Sandbox
+	t0      time.Time
+	active  string
+	epoch   ha.Epoch
+	marks   []Mark
+	notes   []string
+	lease   time.Duration
+	recover time.Duration
+	log     io.Writer
+}
+
+func (r *run) now() time.Duration { return time.Since(r.t0) }
+
+func (r *run) mark(what string) {
+	r.marks = append(r.marks, Mark{At: r.now(), What: what})
+	r.logf("  %s %s", fmtT(r.now()), what)
+}
+
+func (r *run) note(format string, args ...any) {
+	r.notes = append(r.notes, fmt.Sprintf(format, args...))
+}
+
+func (r *run) logf(format string, args ...any) {
+	if r.log != nil {
+		fmt.Fprintf(r.log, format+"\n", args...)
+	}
+}
+
+func (r *run) at(what string) time.Duration {
+	for _, m := range r.marks {
+		if m.What == what {
+			return m.At
+		}
+	}
+	return -1
+}
+
+// waitNewActive waits until a node other than old serves as active.
+func (r *run) waitNewActive(ctx context.Context, old string) (string, ha.Epoch, error) {
+	deadline := time.Now().Add(r.recover)
+	for {
+		if n, e := r.sb.Active(); n != "" && n != old {
+			return n, e, nil
+		}
+		if time.Now().After(deadline) {
+			return "", 0, fmt.Errorf("no node other than %s became active within %s", old, r.recover)
+		}
+		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+			return "", 0, err
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// failover: the fault, a wait for another node, the heal.
+func (r *run) failover(ctx context.Context, fault, heal func() error, faultName, healName string, hold time.Duration) error {
+	if err := fault(); err != nil {
+		return err
+	}
+	r.mark(faultName)
+	n, e, err := r.waitNewActive(ctx, r.active)
+	if err != nil {
+		return err
+	}
+	r.mark(fmt.Sprintf("%s active (epoch %d)", n, e))
+	r.note("%s took over from %s (epoch %d → %d)", n, r.active, r.epoch, e)
+	if wait := hold - (r.now() - r.at(faultName)); wait > 0 {
+		if err := sleepCtx(ctx, wait); err != nil {
+			return err
+		}
+	}
+	if heal != nil {
+		if err := heal(); err != nil {
+			return err
+		}
+		r.mark(healName)
+	}
+	return nil
+}
+
+func serviceCrash(ctx context.Context, r *run) error {
+	return r.failover(ctx, func() error {
+		pid, err := r.sb.KillService(r.active)
+		r.note("killed %s's service (pid %d)", r.active, pid)
+		return err
+	}, nil, "fault", "", 0)
+}
+
+func agentCrash(ctx context.Context, r *run) error {
+	return r.failover(ctx,
+		func() error { return r.sb.StopAgent(r.active, syscall.SIGKILL, 10*time.Second) },
+		func() error { return r.sb.StartAgent(r.active) }, "fault", "heal (agent restarted)", 0)
+}
+
+func agentFreeze(ctx context.Context, r *run) error {
+	// Frozen for two leases: well past the moment the store drops it.
+	return r.failover(ctx,
+		func() error { return r.sb.Signal(r.active, syscall.SIGSTOP) },
+		func() error { return r.sb.Signal(r.active, syscall.SIGCONT) }, "fault", "heal (SIGCONT)", 2*r.lease)
+}
+
+func activeCut(ctx context.Context, r *run) error {
+	return r.failover(ctx,
+		func() error { return r.sb.Cut(r.active) },
+		func() error { return r.sb.Heal(r.active) }, "fault", "heal", 2*r.lease)
+}
+
+func activeCutOneWay(ctx context.Context, r *run) error {
+	return r.failover(ctx,
+		func() error { return r.sb.CutEgress(r.active) },
+		func() error { return r.sb.Heal(r.active) }, "fault", "heal", 2*r.lease)
+}
+
+// watch keeps the fault for d and notes any change of the active.
+func (r *run) watch(ctx context.Context, d time.Duration) error {
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		if n, e := r.sb.Active(); n != "" && (n != r.active || e != r.epoch) {
+			r.note("%s became active (epoch %d) during the fault", n, e)
+			return nil
+		}
+		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func standbyCut(ctx context.Context, r *run) error {
+	sb := r.sb.Standbys(r.active)[0]
+	if err := r.sb.Cut(sb); err != nil {
+		return err
+	}
+	r.mark("fault")
+	r.note("cut %s off", sb)
+	if err := r.watch(ctx, 3*r.lease); err != nil {
+		return err
+	}
+	if err := r.sb.Heal(sb); err != nil {
+		return err
+	}
+	r.mark("heal")
+	return nil
+}
+
+func memberLoss(ctx context.Context, r *run) error {
+	sb := r.sb.Standbys(r.active)[0]
+	if err := r.sb.StopAgent(sb, syscall.SIGKILL, 10*time.Second); err != nil {
+		return err
+	}
+	r.mark("fault")
+	r.note("killed %s's agent and etcd member", sb)
+	if err := r.watch(ctx, 3*r.lease); err != nil {
+		return err
+	}
+	if err := r.sb.StartAgent(sb); err != nil {
+		return err
+	}
+	r.mark("heal (agent restarted)")
+	return nil
+}
+
+func majorityLoss(ctx context.Context, r *run) error {
+	sbs := r.sb.Standbys(r.active)
+	for _, n := range sbs {
+		if err := r.sb.Cut(n); err != nil {
+			return err
+		}
+	}
+	r.mark("fault")
+	r.note("cut %s off: %s's etcd member has no quorum", strings.Join(sbs, " and "), r.active)
+	// The active must stop when its lease runs out, and nobody may start.
+	var stopped time.Duration = -1
+	end := time.Now().Add(3 * r.lease)
+	for time.Now().Before(end) {
+		srv := r.sb.Serving()
+		if len(srv) > 1 || len(srv) == 1 && srv[0] != r.active {
+			r.note("%v served during the outage", srv)
+		}
+		if len(srv) == 0 && stopped < 0 {
+			stopped = r.now() - r.at("fault")
+			r.mark(r.active + " stopped serving")
+		}
+		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	if stopped < 0 {
+		r.note("%s kept serving for %s without a quorum", r.active, 3*r.lease)
+	} else {
+		r.note("%s stopped serving %s after losing quorum; nobody promoted", r.active, stopped.Round(time.Millisecond))
+	}
+	for _, n := range sbs {
+		if err := r.sb.Heal(n); err != nil {
+			return err
+		}
+	}
+	r.mark("heal")
+	return nil
+}
+
+func switchover(ctx context.Context, r *run) error {
+	r.mark("fault")
+	out, err := r.sb.Haven(ctx, "switchover", "--reason", "drill")
+	if err != nil {
+		return err
+	}
+	r.note("%s", firstLine(out))
+	n, e, err := r.waitNewActive(ctx, r.active)
+	if err != nil {
+		return err
+	}
+	r.mark(fmt.Sprintf("%s active (epoch %d)", n, e))
+	return nil
+}
+
+func maintenance(ctx context.Context, r *run) error {
+	r.mark("fault")
+	if _, err := r.sb.Haven(ctx, "maintenance", "on", r.active); err != nil {
+		return err
+	}
+	n, e, err := r.waitNewActive(ctx, r.active)
+	if err != nil {
+		return err
+	}
+	r.mark(fmt.Sprintf("%s active (epoch %d)", n, e))
+	r.note("%s in maintenance; %s took over (epoch %d → %d)", r.active, n, r.epoch, e)
+	if err := sleepCtx(ctx, r.lease); err != nil {
+		return err
+	}
+	if _, err := r.sb.Haven(ctx, "maintenance", "off", r.active); err != nil {
+		return err
+	}
+	r.mark("heal (maintenance off)")
+	return nil
+}
+
+func rollingRestart(ctx context.Context, r *run) error {
+	r.mark("fault")
+	restart := func(n string) error {
+		if err := r.sb.StopAgent(n, syscall.SIGTERM, 20*time.Second); err != nil {
+			return err
+		}
+		if err := r.sb.StartAgent(n); err != nil {
+			return err
+		}
+		return r.sb.WaitWhole(ctx, r.recover)
+	}
+	for _, n := range r.sb.Standbys(r.active) {
+		if err := restart(n); err != nil {
+			return err
+		}
+		r.mark(n + " restarted")
+	}
+	if _, err := r.sb.Haven(ctx, "switchover", "--reason", "rolling restart"); err != nil {
+		return err
+	}
+	n, e, err := r.waitNewActive(ctx, r.active)
+	if err != nil {
+		return err
+	}
+	r.mark(fmt.Sprintf("%s active (epoch %d)", n, e))
+	if err := restart(r.active); err != nil {
+		return err
+	}
+	r.mark(r.active + " restarted")
+	r.note("restarted every agent, one at a time; switched over to %s (epoch %d) before restarting %s", n, e, r.active)
+	return nil
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// Run runs the chosen scenarios on sb, one after the other, and returns
+// their results. A scenario that needs network namespaces on a sandbox
+// without them is reported as skipped.
+func Run(ctx context.Context, sb *Sandbox, o Options) ([]Result, error) {
+	all := Scenarios()
+	var chosen []Scenario
+	for _, sc := range all {
+		if len(o.Scenarios) == 0 || slices.Contains(o.Scenarios, sc.Name) {
+			chosen = append(chosen, sc)
+		}
+	}
+	for _, name := range o.Scenarios {
+		if !slices.ContainsFunc(all, func(s Scenario) bool { return s.Name == name }) {
+			return nil, fmt.Errorf("no scenario %q; the scenarios are %s", name, strings.Join(Names(), ", "))
+		}
+	}
+	if o.Recover <= 0 {
+		o.Recover = 30 * time.Second
+	}
+	var out []Result
+	for i, sc := range chosen {
+		if ctx.Err() != nil {
+			return out, ctx.Err()
+		}
+		fmt.Fprintf(logOr(o.Log), "[%d/%d] %s: %s\n", i+1, len(chosen), sc.Name, sc.Title)
+		res := RunOne(ctx, sb, sc, o, i)
+		out = append(out, res)
+		fmt.Fprintf(logOr(o.Log), "  → %s\n", res.Summary())
+	}
+	return out, nil
+}
+
+func logOr(w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return w
+}
+
+// Names lists the scenario names.
+func Names() []string {
+	var out []string
+	for _, s := range Scenarios() {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+// RunOne runs one scenario on a whole cluster and measures it.
+func RunOne(ctx context.Context, sb *Sandbox, sc Scenario, o Options, seq int) Result {
+	res := Result{Name: sc.Name, Title: sc.Title, Promise: sc.Promise, Target: sc.Target, lease: sb.Lease}
+	if sc.Netns && sb.lab == nil {
+		res.Skipped = "needs network namespaces: run as root"
+		res.Verdict = "skipped"
+		return res
+	}
+	if err := sb.WaitWhole(ctx, 60*time.Second); err != nil {
+		res.Failed = "the cluster was not whole before the fault: " + err.Error()
+		res.Verdict = "not run"
+		return res
+	}
+	t0 := time.Now()
+	r := &run{sb: sb, t0: t0, lease: sb.Lease, recover: o.Recover, log: o.Log}
+	r.active, r.epoch = sb.Active()
+	load := StartLoad(LoadOptions{Target: "http://" + sb.Proxy, Clients: o.Clients,
+		Prefix: fmt.Sprintf("d%d-%s-%d-", t0.Unix(), sc.Name, seq)}, t0)
+	stopped := false
+	defer func() {
+		if !stopped {
+			load.Stop()
+		}
+	}()
+	_ = sleepCtx(ctx, time.Second) // a baseline before the fault
+	err := sc.run(ctx, r)
+	if err != nil {
+		res.Failed = err.Error()
+	}
+	if werr := sb.WaitWhole(ctx, 60*time.Second); werr != nil {
+		res.Failed = strings.TrimPrefix(res.Failed+"; ", "; ") + "not whole again: " + werr.Error()
+	} else {
+		r.mark("whole")
+	}
+	_ = sleepCtx(ctx, 500*time.Millisecond)
+	load.Stop()
+	stopped = true
+	ops := load.Ops()
+	res.Ops, res.Marks = ops, r.marks
+	fault, whole := r.at("fault"), r.at("whole")
+	if whole < 0 {
+		whole = r.now()
+	}
+	if fault < 0 {
+		fault = time.Second
+	}
+	res.From, res.To = max(0, fault-time.Second), r.now()
+	res.RTO, res.RTOAt = Outage(ops, fault, whole)
+	for _, op := range ops {
+		if op.End >= fault && op.Start <= whole {
+			res.Requests++
+		}
+	}
+	res.Errors, res.ByKind = Errors(ops, fault, whole)
+	res.Split = SplitBrain(ops)
+	res.Epochs = Epochs(ops, 0, r.now())
+	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	acked, lost, rerr := ReadBack(rctx, "http://"+sb.Proxy, ops)
+	cancel()
+	res.Acked, res.Lost = acked, lost
+	if rerr != nil {
+		r.note("read back incomplete: %v", rerr)
+	}
+	if sc.NoFailover {
+		heal := whole
+		for _, m := range r.marks {
+			if strings.HasPrefix(m.What, "heal") {
+				heal = m.At
+				break
+			}
+		}
+		for _, e := range Epochs(ops, fault, heal) {
+			if e != fmt.Sprintf("%s@%d", r.active, r.epoch) {
+				res.Promoted = append(res.Promoted, e)
+			}
+		}
+		if len(res.Promoted) > 0 {
+			r.note("clients were answered at %s before the heal", strings.Join(res.Promoted, ", "))
+		}
+	}
+	res.What = strings.Join(r.notes, "; ")
+	res.Verdict = verdict(sc, res)
+	return res
+}
+
+// verdict compares a result with the scenario's target.
+func verdict(sc Scenario, r Result) string {
+	var miss []string
+	if r.Failed != "" {
+		miss = append(miss, "drill failed")
+	}
+	if r.Split != "" {
+		miss = append(miss, "split brain")
+	}
+	if len(r.Lost) > 0 {
+		miss = append(miss, "lost writes")
+	}
+	if sc.NoFailover && len(r.Promoted) > 0 {
+		miss = append(miss, "unexpected failover")
+	}
+	if sc.MaxRTO != nil && r.RTO > sc.MaxRTO(r.lease) {
+		miss = append(miss, fmt.Sprintf("RTO over %s", fmtDur(sc.MaxRTO(r.lease))))
+	}
+	if sc.ZeroErrors && r.Errors > 0 {
+		miss = append(miss, "errors")
+	}
+	if len(miss) == 0 {
+		return "met"
+	}
+	return "missed: " + strings.Join(miss, ", ")
+}
+
+// Summary is one line about the result.
+func (r Result) Summary() string {
+	if r.Skipped != "" {
+		return "skipped: " + r.Skipped
+	}
+	s := fmt.Sprintf("RTO %s, %d errors of %d requests, %d/%d acked writes lost, split brain: %s",
+		fmtDur(r.RTO), r.Errors, r.Requests, len(r.Lost), r.Acked, yesNo(r.Split))
+	if r.Failed != "" {
+		s += "; FAILED: " + r.Failed
+	}
+	return s
+}
+
+func yesNo(s string) string {
+	if s == "" {
+		return "no"
+	}
+	return "YES (" + s + ")"
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d < time.Millisecond:
+		return fmt.Sprintf("%dµs", d.Microseconds())
+	case d < time.Second:
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	}
+	return fmt.Sprintf("%.2fs", d.Seconds())
+}

@@ -1,0 +1,124 @@
+package drill
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+const ms = time.Millisecond
+
+func op(kind string, start, end time.Duration, ok bool, node string, epoch int64, served time.Duration) Op {
+	return Op{Kind: kind, Start: start, End: end, OK: ok, Node: node, Epoch: epoch, ServedAt: served}
+}
+
+func TestOutage(t *testing.T) {
+	ops := []Op{
+		op(OpGet, 0, 10*ms, true, "n1", 5, 5*ms),
+		op(OpGet, 90*ms, 100*ms, true, "n1", 5, 95*ms),   // before the fault
+		op(OpGet, 110*ms, 900*ms, false, "", 0, 0),       // failed during it
+		op(OpGet, 120*ms, 700*ms, true, "n2", 9, 690*ms), // held, then answered
+		op(OpGet, 710*ms, 720*ms, true, "n2", 9, 715*ms),
+	}
+	gap, at := Outage(ops, 100*ms, 720*ms)
+	if gap != 600*ms || at != 100*ms {
+		t.Fatalf("outage %s at %s, want 600ms at 100ms", gap, at)
+	}
+	// No success after the fault: the outage runs to the end.
+	if gap, _ := Outage(ops[:3], 100*ms, time.Second); gap != 900*ms {
+		t.Fatalf("outage %s, want 900ms", gap)
+	}
+	if n, by := Errors(ops, 100*ms, time.Second); n != 1 || by[OpGet] != 1 {
+		t.Fatalf("errors %d %v", n, by)
+	}
+}
+
+func TestSplitBrain(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ops  []Op
+		want string
+	}{
+		{"clean failover", []Op{
+			op(OpGet, 0, 10*ms, true, "n1", 5, 5*ms),
+			op(OpGet, 20*ms, 900*ms, true, "n2", 9, 800*ms),
+			op(OpGet, 30*ms, 40*ms, true, "n1", 5, 35*ms), // older epoch, served earlier
+		}, ""},
+		{"old active served after the new one", []Op{
+			op(OpGet, 0, 10*ms, true, "n2", 9, 5*ms),
+			op(OpGet, 0, 30*ms, true, "n1", 5, 20*ms),
+		}, "n1 answered at epoch 5"},
+		{"two nodes at one epoch", []Op{
+			op(OpGet, 0, 10*ms, true, "n1", 5, 5*ms),
+			op(OpGet, 0, 30*ms, true, "n2", 5, 20*ms),
+		}, "both answered as active at epoch 5"},
+		{"epoch backwards for clients (no server times)", []Op{
+			op(OpGet, 0, 10*ms, true, "n2", 9, 0),
+			op(OpGet, 20*ms, 30*ms, true, "n1", 5, 0),
+		}, "epoch went backwards"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := SplitBrain(tc.ops)
+			if tc.want == "" && got != "" || tc.want != "" && !strings.Contains(got, tc.want) {
+				t.Fatalf("SplitBrain = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func reg(kind string, start, end time.Duration, key, value string, ok, unknown bool) Op {
+	return Op{Kind: kind, Key: key, Value: value, Found: value != "", Start: start, End: end, OK: ok, Unknown: unknown}
+}
+
+func TestLinearizable(t *testing.T) {
+	good := []Op{
+		reg(OpRegW, 0, 10*ms, "a", "1", true, false),
+		reg(OpRegR, 20*ms, 30*ms, "a", "1", true, false),
+		reg(OpRegW, 40*ms, 50*ms, "a", "2", false, true), // unknown: may apply later
+		reg(OpRegR, 60*ms, 70*ms, "a", "1", true, false),
+		reg(OpRegR, 80*ms, 90*ms, "a", "2", true, false),
+		reg(OpRegW, 100*ms, 110*ms, "b", "x", false, false), // refused: left out
+		reg(OpRegR, 120*ms, 130*ms, "b", "", true, false),
+	}
+	if res, n := Linearizable(good, 10*time.Second); res != "Ok" || n != 6 {
+		t.Fatalf("good history: %s (%d ops)", res, n)
+	}
+	lost := []Op{
+		reg(OpRegW, 0, 10*ms, "a", "1", true, false),
+		reg(OpRegW, 20*ms, 30*ms, "a", "2", true, false),
+		reg(OpRegR, 40*ms, 50*ms, "a", "1", true, false), // an acknowledged write undone
+	}
+	if res, _ := Linearizable(lost, 10*time.Second); res != "Illegal" {
+		t.Fatalf("stale read: %s, want Illegal", res)
+	}
+}
+
+func TestReports(t *testing.T) {
+	r := Result{Name: "agent-crash", Title: "agent crash", What: "n2 took over from n1 (epoch 5 → 9)", RTO: 1300 * ms,
+		Requests: 100, Errors: 2, ByKind: map[string]int{OpWrite: 1, OpRegW: 1}, Acked: 40, Verdict: "met", Target: "RTO ≤ lease + 0.5 s",
+		Marks: []Mark{{At: time.Second, What: "fault"}, {At: 2300 * ms, What: "n2 active (epoch 9)"}, {At: 3 * time.Second, What: "heal"}, {At: 5 * time.Second, What: "whole"}},
+		From:  0, To: 6 * time.Second,
+		Ops: []Op{op(OpGet, 0, 10*ms, true, "n1", 5, 5*ms), op(OpGet, time.Second, 2300*ms, false, "", 0, 0), op(OpGet, 1200*ms, 2300*ms, true, "n2", 9, 2290*ms)}}
+	skipped := Result{Name: "active-cut", Skipped: "needs network namespaces: run as root", Verdict: "skipped"}
+	var table, md, svg bytes.Buffer
+	WriteTable(&table, []Result{r, skipped})
+	for _, want := range []string{"agent-crash", "1.30s", "2 of 100 (2 writes)", "0 of 40", "skipped: needs network namespaces"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, table.String())
+		}
+	}
+	WriteMarkdown(&md, Report{Time: time.Unix(0, 0), Command: "haven drill --sandbox", Results: []Result{r, skipped}}, "drill.svg")
+	for _, want := range []string{"| agent-crash | n2 took over", "![requests over time, per scenario](drill.svg)", "t=1.000s fault"} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md.String())
+		}
+	}
+	if err := WriteSVG(&svg, []Result{r, skipped}); err != nil {
+		t.Fatal(err)
+	}
+	s := svg.String()
+	if !strings.HasPrefix(s, "<svg") || !strings.HasSuffix(s, "</svg>\n") || strings.Count(s, ">fault<") != 1 || !strings.Contains(s, `stroke="#d62828"`) {
+		t.Errorf("unexpected SVG:\n%s", s)
+	}
+}

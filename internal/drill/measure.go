@@ -1,0 +1,136 @@
+package drill
+
+import (
+	"fmt"
+	"sort"
+	"time"
+)
+
+// Outage is the longest stretch in [from, to] during which no client
+// request succeeded, measured between consecutive successful answers (the
+// first stretch starts at from). For a crash it is the time from the fault
+// to the first success; for a fault the old active keeps serving through
+// for a while, it is the gap the clients actually saw. It also returns when
+// that stretch began.
+func Outage(ops []Op, from, to time.Duration) (gap, at time.Duration) {
+	var ends []time.Duration
+	after := time.Duration(-1) // the first success past to closes the last stretch
+	for _, o := range ops {
+		if !o.OK || o.End < from {
+			continue
+		}
+		if o.End <= to {
+			ends = append(ends, o.End)
+		} else if after < 0 || o.End < after {
+			after = o.End
+		}
+	}
+	sort.Slice(ends, func(i, j int) bool { return ends[i] < ends[j] })
+	if after >= 0 {
+		ends = append(ends, after)
+	} else {
+		ends = append(ends, to) // no success after: the stretch runs to the end
+	}
+	prev := from
+	for _, e := range ends {
+		if e-prev > gap {
+			gap, at = e-prev, prev
+		}
+		prev = e
+	}
+	return gap, at
+}
+
+// Errors counts failed requests that ended in [from, to], by kind.
+func Errors(ops []Op, from, to time.Duration) (n int, byKind map[string]int) {
+	byKind = map[string]int{}
+	for _, o := range ops {
+		if !o.OK && o.End >= from && o.Start <= to {
+			n++
+			byKind[o.Kind]++
+		}
+	}
+	return n, byKind
+}
+
+// SplitBrain looks for evidence, in what clients were answered, that two
+// nodes acted as active at once:
+//
+//   - by the nodes' own clock (one machine, one clock): an answer at an
+//     older epoch served after an answer at a newer one, or two nodes
+//     answering at the same epoch;
+//   - by the clients' clock alone: an answer at an older epoch to a request
+//     that started after another request had been answered at a newer one
+//     (epochs going backwards as clients see them).
+//
+// It returns "" when there is none.
+func SplitBrain(ops []Op) string {
+	var ok []Op
+	for _, o := range ops {
+		if o.OK && o.Epoch > 0 {
+			ok = append(ok, o)
+		}
+	}
+	// Server order.
+	byServed := append([]Op(nil), ok...)
+	sort.Slice(byServed, func(i, j int) bool { return byServed[i].ServedAt < byServed[j].ServedAt })
+	var top Op
+	owner := map[int64]string{}
+	for _, o := range byServed {
+		if n, seen := owner[o.Epoch]; seen && n != o.Node {
+			return fmt.Sprintf("%s and %s both answered as active at epoch %d", n, o.Node, o.Epoch)
+		}
+		owner[o.Epoch] = o.Node
+		if o.ServedAt == 0 {
+			continue
+		}
+		if o.Epoch < top.Epoch {
+			return fmt.Sprintf("%s answered at epoch %d at %s, %s after %s had answered at epoch %d",
+				o.Node, o.Epoch, fmtT(o.ServedAt), (o.ServedAt - top.ServedAt).Round(time.Microsecond), top.Node, top.Epoch)
+		}
+		top = o
+	}
+	// Client order: for each op, the highest epoch answered to any request
+	// that ended before it started.
+	byEnd := append([]Op(nil), ok...)
+	sort.Slice(byEnd, func(i, j int) bool { return byEnd[i].End < byEnd[j].End })
+	maxUpTo := make([]Op, len(byEnd))
+	var m Op
+	for i, o := range byEnd {
+		if o.Epoch > m.Epoch {
+			m = o
+		}
+		maxUpTo[i] = m
+	}
+	for _, o := range ok {
+		i := sort.Search(len(byEnd), func(i int) bool { return byEnd[i].End >= o.Start }) - 1
+		if i >= 0 && maxUpTo[i].Epoch > o.Epoch {
+			p := maxUpTo[i]
+			return fmt.Sprintf("epoch went backwards: %s answered at epoch %d a request sent at %s, after %s had answered at epoch %d (at %s)",
+				o.Node, o.Epoch, fmtT(o.Start), p.Node, p.Epoch, fmtT(p.End))
+		}
+	}
+	return ""
+}
+
+func fmtT(d time.Duration) string { return fmt.Sprintf("t=%.3fs", d.Seconds()) }
+
+// Epochs returns the distinct (node, epoch) pairs answered in [from, to],
+// in order of first appearance.
+func Epochs(ops []Op, from, to time.Duration) []string {
+	seen := map[string]bool{}
+	var out []string
+	sorted := append([]Op(nil), ops...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].End < sorted[j].End })
+	for _, o := range sorted {
+		if !o.OK || o.Epoch == 0 || o.End < from || o.End > to {
+			continue
+		}
+		k := fmt.Sprintf("%s@%d", o.Node, o.Epoch)
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	return out
+}

@@ -1,0 +1,363 @@
+package drill
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// RealScenarios are the scenarios that are safe on a real cluster: each
+// interrupts the service at most as a planned operation or a single crash
+// of a process the agent restarts would, and never touches the network.
+var RealScenarios = []string{"switchover", "service-kill", "agent-restart", "maintenance"}
+
+// RealOptions configure a drill on a real cluster.
+type RealOptions struct {
+	Config   *config.Config
+	Scenario string
+	Node     string // the node to act on (service-kill, agent-restart, maintenance); default the active
+	Target   string // base URL clients use (default: the config's proxy.listen)
+	Path     string // path to GET (default /)
+	Clients  int
+	Recover  time.Duration
+	Log      func(format string, args ...any)
+}
+
+// ErrNotEnabled: the config does not allow drills.
+var ErrNotEnabled = fmt.Errorf("drills are not enabled for this cluster")
+
+// realCluster talks to a real cluster's agents.
+type realCluster struct {
+	cfg   *config.Config
+	token string
+	hc    *http.Client
+}
+
+func (c *realCluster) do(ctx context.Context, method, addr, path string, body, into any) error {
+	var rd *bytes.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	} else {
+		rd = bytes.NewReader(nil)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set(api.WhoHeader, "haven drill")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e api.Error
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		return fmt.Errorf("%s %s on %s: %s: %s", method, path, addr, resp.Status, e.Error)
+	}
+	if into != nil {
+		return json.NewDecoder(resp.Body).Decode(into)
+	}
+	return nil
+}
+
+func (c *realCluster) nodes() []config.Node {
+	var out []config.Node
+	for _, n := range c.cfg.Nodes {
+		if !n.Witness {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (c *realCluster) status(ctx context.Context) (api.Status, error) {
+	var last error
+	for _, n := range c.nodes() {
+		var st api.Status
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := c.do(cctx, http.MethodGet, n.API, "/status", nil, &st)
+		cancel()
+		if err == nil {
+			return st, nil
+		}
+		last = err
+	}
+	return api.Status{}, fmt.Errorf("no agent answered /status: %w", last)
+}
+
+// whole: exactly one active, every other (non-witness) node a healthy standby.
+func (c *realCluster) whole(ctx context.Context) (api.Status, string) {
+	st, err := c.status(ctx)
+	if err != nil {
+		return st, err.Error()
+	}
+	actives := 0
+	for _, v := range st.Nodes {
+		if v.Witness {
+			continue
+		}
+		switch {
+		case v.Role == ha.RoleActive:
+			actives++
+		case v.Role != ha.RoleStandby || !v.Healthy:
+			return st, fmt.Sprintf("%s is %s (healthy %v)", v.Name, v.Role, v.Healthy)
+		}
+	}
+	if actives != 1 {
+		return st, fmt.Sprintf("%d active nodes", actives)
+	}
+	return st, ""
+}
+
+func (c *realCluster) waitWhole(ctx context.Context, d time.Duration) (api.Status, error) {
+	deadline := time.Now().Add(d)
+	for {
+		st, why := c.whole(ctx)
+		if why == "" {
+			return st, nil
+		}
+		if time.Now().After(deadline) {
+			return st, fmt.Errorf("the cluster is not whole after %s: %s", d, why)
+		}
+		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+			return st, err
+		}
+	}
+}
+
+// localPID checks that pid is a process on this machine that belongs to
+// node's agent, so that the drill never signals an unrelated process.
+func localPID(pid int, node config.Node) error {
+	host, _, err := net.SplitHostPort(node.API)
+	if err != nil {
+		return err
+	}
+	local := false
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		local = true
+	} else if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.String() == host {
+				local = true
+			}
+		}
+	}
+	if !local {
+		return fmt.Errorf("%s's agent (%s) is not on this machine; run the drill on %s", node.Name, node.API, node.Name)
+	}
+	if pid <= 0 {
+		return fmt.Errorf("%s reports no process id", node.Name)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+		return fmt.Errorf("process %d of %s is not on this machine; run the drill on %s", pid, node.Name, node.Name)
+	}
+	return nil
+}
+
+// RunReal runs one real-cluster-safe scenario and measures it with read
+// traffic to the target and samples of every node's /lb-check.
+func RunReal(ctx context.Context, o RealOptions) (Result, error) {
+	cfg := o.Config
+	if !cfg.Drill.Enabled {
+		return Result{}, fmt.Errorf("%w: %s has no `drill: {enabled: true}`; add it on purpose — a drill moves the active role and kills processes", ErrNotEnabled, cfg.Path)
+	}
+	if !slices.Contains(RealScenarios, o.Scenario) {
+		return Result{}, fmt.Errorf("scenario %q cannot run on a real cluster; use one of %s (the others need the sandbox: haven drill --sandbox)", o.Scenario, strings.Join(RealScenarios, ", "))
+	}
+	if cfg.APIAuth.Token == "" {
+		return Result{}, fmt.Errorf("%s has no api.token: the drill needs it for operator actions", cfg.Path)
+	}
+	if o.Target == "" {
+		if cfg.Proxy.Listen == "" {
+			return Result{}, fmt.Errorf("no --target and no proxy.listen in %s: give the URL clients use, e.g. --target http://lb.example.com", cfg.Path)
+		}
+		host, port, _ := net.SplitHostPort(cfg.Proxy.Listen)
+		if host == "" || host == "0.0.0.0" || host == "::" {
+			host = "127.0.0.1"
+		}
+		o.Target = "http://" + net.JoinHostPort(host, port)
+	}
+	if o.Recover <= 0 {
+		o.Recover = 60 * time.Second
+	}
+	logf := o.Log
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	c := &realCluster{cfg: cfg, token: cfg.APIAuth.Token, hc: &http.Client{Timeout: 30 * time.Second}}
+	st, err := c.waitWhole(ctx, 10*time.Second)
+	if err != nil {
+		return Result{}, fmt.Errorf("not starting the drill: %w", err)
+	}
+	active := st.Leader.Node
+	node := o.Node
+	if node == "" {
+		node = active
+	}
+	cn, ok := cfg.NodeByName(node)
+	if !ok {
+		return Result{}, fmt.Errorf("no node %q in %s", node, cfg.Path)
+	}
+	var view api.NodeView
+	for _, v := range st.Nodes {
+		if v.Name == node {
+			view = v
+		}
+	}
+	switch o.Scenario {
+	case "service-kill":
+		if err := localPID(view.ServicePID, cn); err != nil {
+			return Result{}, err
+		}
+	case "agent-restart":
+		if err := localPID(view.AgentPID, cn); err != nil {
+			return Result{}, err
+		}
+	}
+
+	res := Result{Name: o.Scenario, Title: o.Scenario + " on " + node}
+	t0 := time.Now()
+	r := &run{t0: t0, active: active, epoch: st.Leader.Epoch}
+	r.log = nil
+	load := StartLoad(LoadOptions{Target: o.Target, Path: o.Path, Clients: o.Clients, ReadOnly: true}, t0)
+	mon := startMonitor(c, t0)
+	_ = sleepCtx(ctx, time.Second)
+	logf("fault: %s on %s", o.Scenario, node)
+	r.mark("fault")
+	var ferr error
+	switch o.Scenario {
+	case "switchover":
+		var sr api.SwitchoverResult
+		ferr = c.do(ctx, http.MethodPost, cn.API, "/v1/switchover", api.SwitchoverRequest{Reason: "haven drill"}, &sr)
+		if ferr == nil {
+			r.note("%s → %s at epoch %d in %.0f ms", sr.From, sr.To, sr.Epoch, sr.TookMS)
+		}
+	case "maintenance":
+		ferr = c.do(ctx, http.MethodPost, cn.API, "/v1/maintenance", api.MaintenanceRequest{Node: node, On: true}, nil)
+		if ferr == nil {
+			_ = sleepCtx(ctx, 3*time.Second)
+			ferr = c.do(ctx, http.MethodPost, cn.API, "/v1/maintenance", api.MaintenanceRequest{Node: node, On: false}, nil)
+			r.mark("heal (maintenance off)")
+			r.note("%s in maintenance for 3 s", node)
+		}
+	case "service-kill":
+		ferr = syscall.Kill(view.ServicePID, syscall.SIGKILL)
+		r.note("killed %s's service (pid %d)", node, view.ServicePID)
+	case "agent-restart":
+		ferr = syscall.Kill(view.AgentPID, syscall.SIGTERM)
+		r.note("sent SIGTERM to %s's agent (pid %d); its supervisor must start it again", node, view.AgentPID)
+	}
+	if ferr == nil {
+		var after api.Status
+		after, ferr = c.waitWhole(ctx, o.Recover)
+		if ferr == nil {
+			r.mark("whole")
+			r.note("active: %s (epoch %d)", after.Leader.Node, after.Leader.Epoch)
+		}
+	}
+	if ferr != nil {
+		res.Failed = ferr.Error()
+	}
+	_ = sleepCtx(ctx, time.Second)
+	load.Stop()
+	mon.stop()
+	ops := load.Ops()
+	res.Ops, res.Marks = ops, r.marks
+	fault, whole := r.at("fault"), r.at("whole")
+	if whole < 0 {
+		whole = r.now()
+	}
+	res.From, res.To = max(0, fault-time.Second), r.now()
+	res.RTO, res.RTOAt = Outage(ops, fault, whole)
+	for _, op := range ops {
+		if op.End >= fault && op.Start <= whole {
+			res.Requests++
+		}
+	}
+	res.Errors, res.ByKind = Errors(ops, fault, whole)
+	res.Split = mon.overlap()
+	res.What = strings.Join(r.notes, "; ")
+	res.Verdict = verdict(Scenario{ZeroErrors: o.Scenario == "switchover" || o.Scenario == "maintenance"}, res)
+	return res, nil
+}
+
+// monitor samples every node's /lb-check; two nodes answering 200 at
+// overlapping moments is split brain as a load balancer would see it.
+type monitor struct {
+	mu      sync.Mutex
+	samples []lbSample
+	done    chan struct{}
+	wg      sync.WaitGroup
+}
+
+type lbSample struct {
+	node       string
+	sent, recv time.Duration
+}
+
+func startMonitor(c *realCluster, t0 time.Time) *monitor {
+	m := &monitor{done: make(chan struct{})}
+	hc := &http.Client{Timeout: 300 * time.Millisecond}
+	for _, n := range c.nodes() {
+		m.wg.Add(1)
+		go func(n config.Node) {
+			defer m.wg.Done()
+			for {
+				select {
+				case <-m.done:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+				sent := time.Since(t0)
+				resp, err := hc.Get("http://" + n.API + "/lb-check")
+				if err != nil {
+					continue
+				}
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					m.mu.Lock()
+					m.samples = append(m.samples, lbSample{n.Name, sent, time.Since(t0)})
+					m.mu.Unlock()
+				}
+			}
+		}(n)
+	}
+	return m
+}
+
+func (m *monitor) stop() { close(m.done); m.wg.Wait() }
+
+func (m *monitor) overlap() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := append([]lbSample(nil), m.samples...)
+	sort.Slice(s, func(i, j int) bool { return s[i].sent < s[j].sent })
+	for i, a := range s {
+		for _, b := range s[i+1:] {
+			if b.sent > a.recv {
+				break
+			}
+			if a.node != b.node {
+				return fmt.Sprintf("%s and %s both answered /lb-check 200 at overlapping moments (%s)", a.node, b.node, fmtT(b.sent))
+			}
+		}
+	}
+	return ""
+}

@@ -1,0 +1,564 @@
+package drill
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// SandboxOptions configure a sandbox cluster.
+type SandboxOptions struct {
+	Bin   string // the haven binary; default: this executable
+	Dir   string // where configs, data and logs go; default: a new temporary directory
+	Netns bool   // put each node in its own network namespace (needs root)
+	// Timing is "lan" (the preset) or "ci" (the lan preset with a 3s lease
+	// and a wider renew window, for a loaded machine; what the tests use).
+	Timing string
+	Log    io.Writer // progress lines; nil: none
+}
+
+// Timing lines of the sandbox's config.
+var timings = map[string]string{
+	"lan": "timing: lan",
+	"ci":  "timing: lan\ntimings: {lease_ttl: 3s, renew_interval: 200ms, renew_timeout: 600ms, fence_margin: 500ms, etcd_heartbeat: 50ms, etcd_election: 500ms}",
+}
+
+// leaseOf is the lease_ttl of a Timing name.
+func leaseOf(timing string) time.Duration {
+	if timing == "ci" {
+		return 3 * time.Second
+	}
+	t, _ := config.Preset("lan")
+	return t.LeaseTTL
+}
+
+const sandboxToken = "drill-sandbox-token-0123456789"
+
+// Node is one node of a sandbox.
+type Node struct {
+	Name, API, Service string
+	Index              int    // 1-based
+	NS                 string // its network namespace, if any
+	agent              *proc
+}
+
+// Sandbox is a 3-node haven cluster on this machine — real agent processes
+// supervising the sample service, with embedded etcd members — and a
+// standalone `haven proxy` in front of it.
+type Sandbox struct {
+	Opts   SandboxOptions
+	Dir    string
+	Config string
+	Nodes  []*Node
+	Proxy  string // host:port clients use
+	Lease  time.Duration
+
+	lab   *lab
+	proxy *proc
+	ownD  bool
+	mu    sync.Mutex
+	hc    *http.Client
+}
+
+// proc is a child process with its output in a file.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	out  *os.File
+}
+
+func (p *proc) running() bool {
+	if p == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// NewSandbox writes the config and starts the cluster and the proxy; it
+// returns once one node is active and the proxy serves.
+func NewSandbox(ctx context.Context, o SandboxOptions) (*Sandbox, error) {
+	if o.Bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find the haven binary: %w", err)
+		}
+		o.Bin = exe
+	}
+	if o.Timing == "" {
+		o.Timing = "lan"
+	}
+	if _, ok := timings[o.Timing]; !ok {
+		return nil, fmt.Errorf("unknown timing %q; use lan or ci", o.Timing)
+	}
+	s := &Sandbox{Opts: o, Dir: o.Dir, Lease: leaseOf(o.Timing), hc: &http.Client{Timeout: 500 * time.Millisecond}}
+	if s.Dir == "" {
+		d, err := os.MkdirTemp("", "haven-drill-")
+		if err != nil {
+			return nil, err
+		}
+		s.Dir, s.ownD = d, true
+	}
+	if err := os.MkdirAll(filepath.Join(s.Dir, "logs"), 0o755); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+	if o.Netns {
+		l, err := newLab(3)
+		if err != nil {
+			return nil, fmt.Errorf("network namespaces: %w", err)
+		}
+		s.lab = l
+	}
+	if err := s.writeConfig(); err != nil {
+		return nil, err
+	}
+	for _, n := range s.Nodes {
+		if err := s.StartAgent(n.Name); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.startProxy(); err != nil {
+		return nil, err
+	}
+	time.Sleep(300 * time.Millisecond)
+	for _, n := range s.Nodes {
+		if !n.agent.running() {
+			return nil, fmt.Errorf("the agent of %s exited at once (%v):\n%s", n.Name, n.agent.cmd.ProcessState, s.logTail(n.Name, 2000))
+		}
+	}
+	if err := s.WaitWhole(ctx, 90*time.Second); err != nil {
+		return nil, fmt.Errorf("the sandbox did not come up: %w (logs in %s)", err, filepath.Join(s.Dir, "logs"))
+	}
+	ok = true
+	return s, nil
+}
+
+func freePorts(n int) ([]int, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func (s *Sandbox) writeConfig() error {
+	ports, err := freePorts(4*3 + 2)
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "cluster: drill\ndata_dir: %s\n%s\napi: {token: %s}\nlog: {level: info}\nnodes:\n",
+		filepath.Join(s.Dir, "data"), timings[s.Opts.Timing], sandboxToken)
+	for i := 1; i <= 3; i++ {
+		n := &Node{Name: fmt.Sprintf("n%d", i), Index: i}
+		var peer, client string
+		if s.lab != nil {
+			n.NS = s.lab.ns[i-1]
+			n.API, n.Service = s.lab.clientIP(i)+":7400", s.lab.clientIP(i)+":8080"
+			peer, client = s.lab.clusterIP(i)+":7401", s.lab.clusterIP(i)+":7402"
+		} else {
+			p := ports[4*(i-1):]
+			n.API, n.Service = fmt.Sprintf("127.0.0.1:%d", p[0]), fmt.Sprintf("127.0.0.1:%d", p[3])
+			peer, client = fmt.Sprintf("127.0.0.1:%d", p[1]), fmt.Sprintf("127.0.0.1:%d", p[2])
+		}
+		fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    peer: %s\n    client: %s\n    backend: %s\n    env: {SERVICE_ADDR: %q}\n",
+			n.Name, n.API, peer, client, n.Service, n.Service)
+		s.Nodes = append(s.Nodes, n)
+	}
+	fmt.Fprintf(&b, `service:
+  command: [%q, "sample-service"]
+  env: {HAVEN_API_TOKEN: %q}
+  stop_grace: 2s
+  restart: always
+  restart_delay: 100ms
+checks:
+  - name: sample
+    http: {url: "http://${SERVICE_ADDR}/healthz"}
+    interval: 200ms
+    timeout: 200ms
+    rise: 1
+    fall: 2
+drill: {enabled: true}
+`, s.Opts.Bin, sandboxToken)
+	s.Config = filepath.Join(s.Dir, "haven.yaml")
+	if err := os.WriteFile(s.Config, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	s.Proxy = fmt.Sprintf("127.0.0.1:%d", ports[12])
+	proxyCfg := fmt.Sprintf("%s\nproxy:\n  listen: %s\n  metrics_listen: 127.0.0.1:%d\n", b.String(), s.Proxy, ports[13])
+	return os.WriteFile(filepath.Join(s.Dir, "proxy.yaml"), []byte(proxyCfg), 0o644)
+}
+
+func (s *Sandbox) start(name, ns string, args ...string) (*proc, error) {
+	f, err := os.OpenFile(filepath.Join(s.Dir, "logs", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(s.Opts.Bin, args...)
+	if ns != "" {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", ns, s.Opts.Bin}, args...)...)
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{}), out: f}
+	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
+	return p, nil
+}
+
+func (s *Sandbox) startProxy() error {
+	p, err := s.start("proxy", "", "proxy", "--config", filepath.Join(s.Dir, "proxy.yaml"))
+	if err != nil {
+		return err
+	}
+	s.proxy = p
+	return nil
+}
+
+// Node returns the node called name, or nil.
+func (s *Sandbox) Node(name string) *Node {
+	for _, n := range s.Nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// StartAgent starts (or restarts) node name's agent.
+func (s *Sandbox) StartAgent(name string) error {
+	n := s.Node(name)
+	if n == nil {
+		return fmt.Errorf("no node %s", name)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n.agent.running() {
+		return fmt.Errorf("the agent of %s is already running", name)
+	}
+	p, err := s.start(name, n.NS, "agent", "--config", s.Config, "--node", name)
+	if err != nil {
+		return err
+	}
+	n.agent = p
+	return nil
+}
+
+// Signal sends sig to node name's agent.
+func (s *Sandbox) Signal(name string, sig syscall.Signal) error {
+	n := s.Node(name)
+	if n == nil || !n.agent.running() {
+		return fmt.Errorf("the agent of %s is not running", name)
+	}
+	return n.agent.cmd.Process.Signal(sig)
+}
+
+// StopAgent sends sig (SIGTERM or SIGKILL) to node name's agent and waits
+// for it to exit.
+func (s *Sandbox) StopAgent(name string, sig syscall.Signal, wait time.Duration) error {
+	if err := s.Signal(name, sig); err != nil {
+		return err
+	}
+	n := s.Node(name)
+	select {
+	case <-n.agent.done:
+		return nil
+	case <-time.After(wait):
+		return fmt.Errorf("the agent of %s did not exit within %s of %v", name, wait, sig)
+	}
+}
+
+// KillService kills node name's supervised service with SIGKILL.
+func (s *Sandbox) KillService(name string) (int, error) {
+	v, err := s.view(name, name)
+	if err != nil {
+		return 0, err
+	}
+	if v.ServicePID <= 0 {
+		return 0, fmt.Errorf("%s reports no service process", name)
+	}
+	return v.ServicePID, syscall.Kill(v.ServicePID, syscall.SIGKILL)
+}
+
+// Cut isolates node name from the cluster network, both directions.
+func (s *Sandbox) Cut(name string) error {
+	if s.lab == nil {
+		return errNoNetns
+	}
+	return s.lab.cut(s.Node(name).Index)
+}
+
+// CutEgress drops what node name sends on the cluster network.
+func (s *Sandbox) CutEgress(name string) error {
+	if s.lab == nil {
+		return errNoNetns
+	}
+	return s.lab.cutEgress(s.Node(name).Index)
+}
+
+// Heal undoes Cut and CutEgress.
+func (s *Sandbox) Heal(name string) error {
+	if s.lab == nil {
+		return errNoNetns
+	}
+	return s.lab.heal(s.Node(name).Index)
+}
+
+var errNoNetns = errors.New("needs network namespaces (run as root)")
+
+// Haven runs the haven CLI against the sandbox's config.
+func (s *Sandbox) Haven(ctx context.Context, args ...string) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, s.Opts.Bin, args...)
+	cmd.Env = append(os.Environ(), "HAVEN_CONFIG="+s.Config)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("haven %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
+}
+
+func (s *Sandbox) getJSON(ctx context.Context, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+sandboxToken)
+	resp, err := s.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// Status asks node from for the cluster status.
+func (s *Sandbox) Status(from string) (api.Status, error) {
+	var st api.Status
+	err := s.getJSON(context.Background(), "http://"+s.Node(from).API+"/status", &st)
+	return st, err
+}
+
+func (s *Sandbox) view(from, name string) (api.NodeView, error) {
+	st, err := s.Status(from)
+	if err != nil {
+		return api.NodeView{}, err
+	}
+	for _, v := range st.Nodes {
+		if v.Name == name {
+			return v, nil
+		}
+	}
+	return api.NodeView{}, fmt.Errorf("%s does not list %s", from, name)
+}
+
+// Serving returns the nodes whose /lb-check answers 200 now.
+func (s *Sandbox) Serving() []string {
+	var (
+		mu  sync.Mutex
+		out []string
+		wg  sync.WaitGroup
+	)
+	for _, n := range s.Nodes {
+		wg.Add(1)
+		go func(n *Node) {
+			defer wg.Done()
+			resp, err := s.hc.Get("http://" + n.API + "/lb-check")
+			if err != nil {
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				mu.Lock()
+				out = append(out, n.Name)
+				mu.Unlock()
+			}
+		}(n)
+	}
+	wg.Wait()
+	return out
+}
+
+// Active returns the node serving as active and its epoch, or "" when not
+// exactly one node serves.
+func (s *Sandbox) Active() (string, ha.Epoch) {
+	srv := s.Serving()
+	if len(srv) != 1 {
+		return "", 0
+	}
+	var r api.RoleView
+	if err := s.getJSON(context.Background(), "http://"+s.Node(srv[0]).API+"/v1/role", &r); err != nil || !r.Serving {
+		return "", 0
+	}
+	return srv[0], r.Epoch
+}
+
+// Standbys returns every node but active.
+func (s *Sandbox) Standbys(active string) []string {
+	var out []string
+	for _, n := range s.Nodes {
+		if n.Name != active {
+			out = append(out, n.Name)
+		}
+	}
+	return out
+}
+
+// Whole reports why the cluster is not whole, or "" when it is: every
+// agent running, exactly one active, every other node a healthy standby in
+// the active's view, and a read through the proxy succeeding.
+func (s *Sandbox) Whole(ctx context.Context) string {
+	for _, n := range s.Nodes {
+		if !n.agent.running() {
+			return "the agent of " + n.Name + " is not running"
+		}
+	}
+	active, _ := s.Active()
+	if active == "" {
+		return "not exactly one node serves"
+	}
+	st, err := s.Status(active)
+	if err != nil {
+		return "status: " + err.Error()
+	}
+	if len(st.Nodes) != len(s.Nodes) {
+		return fmt.Sprintf("%s lists %d nodes", active, len(st.Nodes))
+	}
+	for _, v := range st.Nodes {
+		switch {
+		case v.Name == active && v.Role != ha.RoleActive:
+			return v.Name + " is " + string(v.Role)
+		case v.Name != active && (v.Role != ha.RoleStandby || !v.Healthy):
+			return fmt.Sprintf("%s is %s (healthy %v)", v.Name, v.Role, v.Healthy)
+		}
+	}
+	if !s.proxy.running() {
+		return "the proxy is not running"
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(cctx, http.MethodGet, "http://"+s.Proxy+"/read?k=whole", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "proxy: " + err.Error()
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "proxy answered " + resp.Status
+	}
+	return ""
+}
+
+// WaitWhole waits until the cluster is whole (see Whole).
+func (s *Sandbox) WaitWhole(ctx context.Context, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		why := s.Whole(ctx)
+		if why == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not whole after %s: %s", d, why)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Close stops every process, removes the namespaces and, if the sandbox
+// made its directory, the directory.
+func (s *Sandbox) Close() {
+	var ps []*proc
+	for _, n := range s.Nodes {
+		if n.agent.running() {
+			ps = append(ps, n.agent)
+		}
+	}
+	if s.proxy.running() {
+		ps = append(ps, s.proxy)
+	}
+	for _, p := range ps {
+		_ = p.cmd.Process.Signal(syscall.SIGCONT)
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, p := range ps {
+		select {
+		case <-p.done:
+		case <-time.After(15 * time.Second):
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
+		}
+	}
+	if s.lab != nil {
+		s.lab.close()
+	}
+	if s.ownD {
+		_ = os.RemoveAll(s.Dir)
+	}
+}
+
+// LogTail returns the last n bytes of every process's log, for failures.
+func (s *Sandbox) LogTail(n int) string {
+	var b strings.Builder
+	for _, name := range []string{"n1", "n2", "n3", "proxy"} {
+		fmt.Fprintf(&b, "---- %s ----\n%s\n", name, s.logTail(name, n))
+	}
+	return b.String()
+}
+
+func (s *Sandbox) logTail(name string, n int) string {
+	data, _ := os.ReadFile(filepath.Join(s.Dir, "logs", name+".log"))
+	if len(data) > n {
+		data = data[len(data)-n:]
+	}
+	return string(data)
+}
