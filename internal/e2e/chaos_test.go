@@ -1,0 +1,178 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/drill"
+)
+
+// chaosFault is one fault the chaos suite can inject: it starts it and
+// returns how to heal it.
+type chaosFault struct {
+	name   string
+	inject func(sb *drill.Sandbox, rng *rand.Rand, active string) (desc string, heal func() error, err error)
+}
+
+func pick(rng *rand.Rand, list []string) string { return list[rng.IntN(len(list))] }
+
+var chaosFaults = []chaosFault{
+	{"service-kill", func(sb *drill.Sandbox, _ *rand.Rand, active string) (string, func() error, error) {
+		pid, err := sb.KillService(active)
+		return fmt.Sprintf("kill -9 %s's service (pid %d)", active, pid), nil, err
+	}},
+	{"agent-kill", func(sb *drill.Sandbox, rng *rand.Rand, active string) (string, func() error, error) {
+		n := pick(rng, []string{active, pick(rng, sb.Standbys(active))})
+		err := sb.StopAgent(n, syscall.SIGKILL, 10*time.Second)
+		return "kill -9 the agent of " + n, func() error { return sb.StartAgent(n) }, err
+	}},
+	{"agent-freeze", func(sb *drill.Sandbox, _ *rand.Rand, active string) (string, func() error, error) {
+		err := sb.Signal(active, syscall.SIGSTOP)
+		return "SIGSTOP the agent of " + active, func() error { return sb.Signal(active, syscall.SIGCONT) }, err
+	}},
+	{"cut", func(sb *drill.Sandbox, rng *rand.Rand, active string) (string, func() error, error) {
+		n := pick(rng, []string{active, active, pick(rng, sb.Standbys(active))})
+		err := sb.Cut(n)
+		return "cut " + n + " off the cluster network", func() error { return sb.Heal(n) }, err
+	}},
+	{"cut-egress", func(sb *drill.Sandbox, _ *rand.Rand, active string) (string, func() error, error) {
+		err := sb.CutEgress(active)
+		return "drop what " + active + " sends on the cluster network", func() error { return sb.Heal(active) }, err
+	}},
+	{"majority-loss", func(sb *drill.Sandbox, _ *rand.Rand, active string) (string, func() error, error) {
+		sbs := sb.Standbys(active)
+		for _, n := range sbs {
+			if err := sb.Cut(n); err != nil {
+				return "", nil, err
+			}
+		}
+		return "cut " + strings.Join(sbs, " and ") + " off (no quorum for " + active + ")", func() error {
+			for _, n := range sbs {
+				if err := sb.Heal(n); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, nil
+	}},
+	{"switchover", func(sb *drill.Sandbox, _ *rand.Rand, _ string) (string, func() error, error) {
+		_, err := sb.Haven(context.Background(), "switchover", "--reason", "chaos")
+		return "haven switchover", nil, err
+	}},
+	{"maintenance", func(sb *drill.Sandbox, _ *rand.Rand, active string) (string, func() error, error) {
+		_, err := sb.Haven(context.Background(), "maintenance", "on", active)
+		return "maintenance on " + active, func() error {
+			_, err := sb.Haven(context.Background(), "maintenance", "off", active)
+			return err
+		}, err
+	}},
+}
+
+// TestChaos injects a random sequence of faults into a sandbox cluster while
+// clients read, write unique values and work on shared registers through
+// the proxy, then checks the whole history: no two nodes served as active
+// at once and no epoch went backwards (as the clients and the nodes' clock
+// saw it), no acknowledged write was lost, the registers are linearizable
+// (porcupine), and the service came back within a bound after every heal.
+//
+// HAVEN_CHAOS_SEED replays a run; HAVEN_CHAOS_DURATION makes it longer
+// (default 100s of faults).
+func TestChaos(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("HAVEN_CHAOS_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("HAVEN_CHAOS_SEED=%q: %v", s, err)
+		}
+		seed = v
+	}
+	duration := 100 * time.Second
+	if s := os.Getenv("HAVEN_CHAOS_DURATION"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("HAVEN_CHAOS_DURATION=%q: %v", s, err)
+		}
+		duration = d
+	}
+	t.Logf("chaos seed %d (replay with HAVEN_CHAOS_SEED=%d), %s of faults", seed, seed, duration)
+	var history []string
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("chaos run failed; replay with HAVEN_CHAOS_SEED=%d\nfaults:\n  %s", seed, strings.Join(history, "\n  "))
+		}
+	})
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	sb := newDrillSandbox(t)
+	lease := sb.Lease
+	const recoverBound = 30 * time.Second // from the heal to the cluster whole and serving
+
+	t0 := time.Now()
+	load := drill.StartLoad(drill.LoadOptions{Target: "http://" + sb.Proxy, Clients: 4, Prefix: fmt.Sprintf("chaos%d-", seed)}, t0)
+	defer load.Stop()
+	ctx := context.Background()
+	for i := 0; time.Since(t0) < duration; i++ {
+		active, epoch := sb.Active()
+		f := chaosFaults[rng.IntN(len(chaosFaults))]
+		hold := time.Duration(float64(lease) * (0.25 + 2*rng.Float64())) // a quarter of a lease to over two
+		desc, heal, err := f.inject(sb, rng, active)
+		at := time.Since(t0)
+		entry := fmt.Sprintf("t=%.2fs %s (active %s at epoch %d), held %s", at.Seconds(), desc, active, epoch, hold.Round(time.Millisecond))
+		history = append(history, entry)
+		t.Log(entry)
+		if err != nil {
+			t.Fatalf("inject %s: %v", f.name, err)
+		}
+		time.Sleep(hold)
+		if heal != nil {
+			if err := heal(); err != nil {
+				t.Fatalf("heal %s: %v", f.name, err)
+			}
+		}
+		healed := time.Now()
+		if err := sb.WaitWhole(ctx, recoverBound); err != nil {
+			t.Fatalf("not back within %s of healing %q: %v", recoverBound, desc, err)
+		}
+		history = append(history, fmt.Sprintf("   whole again %s after the heal", time.Since(healed).Round(time.Millisecond)))
+		time.Sleep(time.Duration(rng.IntN(1000)) * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	load.Stop()
+	ops := load.Ops()
+
+	ok, failed := 0, 0
+	for _, o := range ops {
+		if o.OK {
+			ok++
+		} else {
+			failed++
+		}
+	}
+	t.Logf("%d requests: %d answered, %d failed", len(ops), ok, failed)
+	if ok < len(ops)/2 {
+		t.Errorf("only %d of %d requests succeeded", ok, len(ops))
+	}
+	if why := drill.SplitBrain(ops); why != "" {
+		t.Errorf("split brain: %s", why)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	acked, lost, err := drill.ReadBack(rctx, "http://"+sb.Proxy, ops)
+	cancel()
+	if err != nil {
+		t.Errorf("read back: %v", err)
+	}
+	if len(lost) > 0 {
+		t.Errorf("%d of %d acknowledged writes lost: %v", len(lost), acked, lost)
+	}
+	res, n := drill.Linearizable(ops, 90*time.Second)
+	t.Logf("%d acknowledged writes read back; registers: %s (%d operations); epochs: %v", acked, res, n, drill.Epochs(ops, 0, time.Since(t0)))
+	if res == "Illegal" {
+		t.Errorf("the shared registers are not linearizable")
+	}
+}
