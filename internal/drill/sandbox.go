@@ -322,26 +322,40 @@ func (s *Sandbox) KillService(name string) (int, error) {
 
 // Cut isolates node name from the cluster network, both directions.
 func (s *Sandbox) Cut(name string) error {
-	if s.lab == nil {
-		return errNoNetns
+	n, err := s.netNode(name)
+	if err != nil {
+		return err
 	}
-	return s.lab.cut(s.Node(name).Index)
+	return s.lab.cut(n.Index)
 }
 
 // CutEgress drops what node name sends on the cluster network.
 func (s *Sandbox) CutEgress(name string) error {
-	if s.lab == nil {
-		return errNoNetns
+	n, err := s.netNode(name)
+	if err != nil {
+		return err
 	}
-	return s.lab.cutEgress(s.Node(name).Index)
+	return s.lab.cutEgress(n.Index)
 }
 
 // Heal undoes Cut and CutEgress.
 func (s *Sandbox) Heal(name string) error {
-	if s.lab == nil {
-		return errNoNetns
+	n, err := s.netNode(name)
+	if err != nil {
+		return err
 	}
-	return s.lab.heal(s.Node(name).Index)
+	return s.lab.heal(n.Index)
+}
+
+func (s *Sandbox) netNode(name string) (*Node, error) {
+	if s.lab == nil {
+		return nil, errNoNetns
+	}
+	n := s.Node(name)
+	if n == nil {
+		return nil, fmt.Errorf("no node %q", name)
+	}
+	return n, nil
 }
 
 var errNoNetns = errors.New("needs network namespaces (run as root)")
@@ -386,6 +400,9 @@ func (s *Sandbox) Status(from string) (api.Status, error) {
 }
 
 func (s *Sandbox) view(from, name string) (api.NodeView, error) {
+	if s.Node(from) == nil {
+		return api.NodeView{}, fmt.Errorf("no node %q", from)
+	}
 	st, err := s.Status(from)
 	if err != nil {
 		return api.NodeView{}, err

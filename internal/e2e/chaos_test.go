@@ -118,7 +118,13 @@ func TestChaos(t *testing.T) {
 	defer load.Stop()
 	ctx := context.Background()
 	for i := 0; time.Since(t0) < duration; i++ {
-		active, epoch := sb.Active()
+		var active string
+		var epoch int64
+		waitFor(t, 10*time.Second, "one node serving", func() bool {
+			n, e := sb.Active() // whole a moment ago; a probe may time out under load
+			active, epoch = n, int64(e)
+			return n != ""
+		})
 		f := chaosFaults[rng.IntN(len(chaosFaults))]
 		hold := time.Duration(float64(lease) * (0.25 + 2*rng.Float64())) // a quarter of a lease to over two
 		desc, heal, err := f.inject(sb, rng, active)
