@@ -178,15 +178,16 @@ func (a *Agent) handOver(ctx context.Context, from ha.Leader, target, reason, wh
 			return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "%s took over instead of %s (%s: %s)", l.Node, target, target, why)
 		}
 		if snap.Leader.Node == target && snap.Leader.Epoch > from.Epoch {
-			if rec, ok := snap.Nodes[target]; ok && rec.Role == ha.RoleActive {
-				took := time.Since(start)
-				kind := "switchover"
-				if promote {
-					kind = "promote"
-				}
-				a.record(ha.Event{Kind: kind, From: from.Node, To: target, Epoch: snap.Leader.Epoch, Reason: reason, Duration: took, Who: who})
-				return api.SwitchoverResult{From: from.Node, To: target, Epoch: snap.Leader.Epoch, TookMS: float64(took.Microseconds()) / 1000}, nil
+			// The target holds the key: the hand-over is done (its record
+			// may still say promoting, or already something else if its
+			// service failed right after).
+			took := time.Since(start)
+			kind := "switchover"
+			if promote {
+				kind = "promote"
 			}
+			a.record(ha.Event{Kind: kind, From: from.Node, To: target, Epoch: snap.Leader.Epoch, Reason: reason, Duration: took, Who: who})
+			return api.SwitchoverResult{From: from.Node, To: target, Epoch: snap.Leader.Epoch, TookMS: float64(took.Microseconds()) / 1000}, nil
 		}
 		select {
 		case <-wctx.Done():

@@ -174,7 +174,7 @@ checks:
     interval: 100ms
     timeout: 100ms
     rise: 1
-    fall: 1
+    fall: 3
 `, havenBin)
 	}
 	if err := os.WriteFile(c.Config, []byte(b.String()), 0o644); err != nil {

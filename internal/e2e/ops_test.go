@@ -67,10 +67,11 @@ func TestSwitchoverIsPlannedAndRecorded(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, old+" back as a healthy standby", func() bool { return c.role(old) == ha.RoleStandby })
 
-	code, out, _ = runHaven(t, "events", "--config", c.Config)
-	if code != 0 || !strings.Contains(out, "switchover") || !strings.Contains(out, old+" -> "+target) {
-		t.Fatalf("events lack the switchover (exit %d):\n%s", code, out)
-	}
+	// The history is written asynchronously: wait for the entry.
+	waitFor(t, 10*time.Second, "the switchover in `haven events`", func() bool {
+		code, out, _ = runHaven(t, "events", "--config", c.Config)
+		return code == 0 && strings.Contains(out, "switchover") && strings.Contains(out, old+" -> "+target)
+	})
 
 	// Refusals, each with the reason and no change of the active.
 	for _, tc := range []struct {

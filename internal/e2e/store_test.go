@@ -25,7 +25,7 @@ import (
 // storeTimings: a longer lease than the other tests, so that a store
 // restart fits in it with room to spare on a loaded 2-core machine.
 const storeTimings = `timing: lan
-timings: {lease_ttl: 3s, renew_interval: 200ms, renew_timeout: 800ms, fence_margin: 500ms, etcd_heartbeat: 100ms, etcd_election: 1000ms}`
+timings: {lease_ttl: 3s, renew_interval: 200ms, renew_timeout: 300ms, fence_margin: 500ms, etcd_heartbeat: 100ms, etcd_election: 1000ms}`
 
 const storeLease = 3 * time.Second
 

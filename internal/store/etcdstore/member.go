@@ -196,8 +196,14 @@ func discover(others []string, name, peer string) (string, error) {
 	return strings.Join(parts, ","), nil
 }
 
-// Stopped is closed when the member stops, e.g. after being removed.
-func (m *Member) Stopped() <-chan struct{} { return m.etcd.Server.StopNotify() }
+// Stopped is closed when the member stops, e.g. after being removed. With
+// no embedded member (an external store) it never is.
+func (m *Member) Stopped() <-chan struct{} {
+	if m == nil {
+		return nil
+	}
+	return m.etcd.Server.StopNotify()
+}
 
 // DataDir is where a node keeps its etcd data under the haven data dir.
 func DataDir(base, node string) string { return filepath.Join(base, node, "etcd") }
