@@ -294,7 +294,7 @@ func RunReal(ctx context.Context, o RealOptions) (Result, error) {
 	res.Errors, res.ByKind = Errors(ops, fault, whole)
 	res.Split = mon.overlap()
 	res.What = strings.Join(r.notes, "; ")
-	res.Verdict = verdict(Scenario{ZeroErrors: o.Scenario == "switchover" || o.Scenario == "maintenance"}, res)
+	res.Verdict = verdict(Scenario{ZeroErrors: o.Scenario == "switchover" || o.Scenario == "maintenance"}, res, 0)
 	return res, nil
 }
 

