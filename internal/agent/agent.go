@@ -65,6 +65,7 @@ type Agent struct {
 	eventC    chan ha.Event
 	opMu      sync.Mutex // one operator action at a time on this agent
 	auditMu   sync.Mutex
+	failedAt  atomic.Pointer[time.Time] // when the service last failed while this node was active
 	askC      chan ask
 	stoppedBy atomic.Pointer[string] // operator who stopped the service, if any
 }
@@ -254,10 +255,24 @@ func signal(c chan struct{}) {
 	}
 }
 
+// recentFailure is how long this node must still wait after its service
+// failed while it was active (zero if it need not).
+func (a *Agent) recentFailure() time.Duration {
+	t := a.failedAt.Load()
+	if t == nil {
+		return 0
+	}
+	return max(0, a.cfg.Hooks.PromoteBackoff-time.Since(*t))
+}
+
 // effectiveHealth combines the checks with the state of the process.
 func (a *Agent) effectiveHealth(role ha.Role) (bool, string) {
 	cold := a.svc != nil && a.cfg.Service.Standby == "cold"
 	switch {
+	case cold && role != ha.RoleActive && role != ha.RolePromoting && a.recentFailure() > 0:
+		// A cold standby has no running service to check, so the node whose
+		// service just failed would look healthy and win straight back.
+		return false, fmt.Sprintf("the service failed here while active; eligible again in %s", a.recentFailure().Round(time.Second))
 	case cold && role != ha.RoleActive && role != ha.RolePromoting:
 		return true, "cold standby: the service starts on promotion"
 	case cold && role == ha.RolePromoting:
@@ -297,6 +312,11 @@ func (a *Agent) forwardService(ctx context.Context) {
 		case ev := <-a.svc.Events():
 			if ev.Kind == service.Exited {
 				a.log.Warn("service exited", "pid", ev.PID, "err", ev.Err)
+				if r := a.State().Role; r == ha.RoleActive || r == ha.RolePromoting {
+					now := time.Now()
+					a.failedAt.Store(&now)
+					time.AfterFunc(a.cfg.Hooks.PromoteBackoff, func() { signal(a.healthC) })
+				}
 				a.health.ForceFail(fmt.Sprintf("service exited (pid %d): %v", ev.PID, ev.Err))
 			}
 			signal(a.healthC)

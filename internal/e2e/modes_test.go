@@ -3,10 +3,12 @@ package e2e
 import (
 	"bufio"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -195,7 +197,7 @@ checks:
 // running cluster, stops it with SIGTERM and checks no process is left.
 func TestDemoStartsAndStopsCleanly(t *testing.T) {
 	dir := t.TempDir()
-	base := 20000 + (os.Getpid()%400)*100
+	base := freeDemoBase(t)
 	cmd := exec.Command(havenBin, "demo", "--dir", dir, "--port", fmt.Sprint(base))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -205,12 +207,16 @@ func TestDemoStartsAndStopsCleanly(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	ready := make(chan struct{})
+	ready, ended := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
 	var seen strings.Builder
 	go func() {
+		defer close(ended)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
+			mu.Lock()
 			seen.WriteString(sc.Text() + "\n")
+			mu.Unlock()
 			if strings.Contains(sc.Text(), "Role changes appear below") {
 				close(ready)
 			}
@@ -218,8 +224,14 @@ func TestDemoStartsAndStopsCleanly(t *testing.T) {
 	}()
 	select {
 	case <-ready:
+	case <-ended:
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("demo exited before the cluster came up:\n%s", seen.String())
 	case <-time.After(90 * time.Second):
 		_ = cmd.Process.Kill()
+		mu.Lock()
+		defer mu.Unlock()
 		t.Fatalf("demo did not come up:\n%s", seen.String())
 	}
 	st, err := fetchStatusFrom(fmt.Sprintf("127.0.0.1:%d", base+1))
@@ -296,4 +308,27 @@ func readLines(t *testing.T, path string) []string {
 		t.Fatal(err)
 	}
 	return strings.Split(strings.TrimSpace(string(b)), "\n")
+}
+
+// freeDemoBase finds a base port whose demo block (base+1..3, +101..103,
+// +201..203, +301..303, +400) is free right now.
+func freeDemoBase(t *testing.T) int {
+	t.Helper()
+	for try := 0; try < 50; try++ {
+		base := 20000 + ((os.Getpid()+try*37)%400)*100
+		free := true
+		for _, off := range []int{1, 2, 3, 101, 102, 103, 201, 202, 203, 301, 302, 303, 400} {
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+off))
+			if err != nil {
+				free = false
+				break
+			}
+			ln.Close()
+		}
+		if free {
+			return base
+		}
+	}
+	t.Fatal("no free block of ports for the demo")
+	return 0
 }
