@@ -178,29 +178,21 @@ func nodeNames(cfg *config.Config) string {
 }
 
 func runAgent(args []string, out, errw io.Writer) int {
-	fs := newFlags("agent", errw)
-	cfgPath, node := configFlag(fs), nodeFlag(fs)
-	if code, ok := parse(fs, args, 0); !ok {
-		return code
-	}
-	cfg, code := loadConfig(*cfgPath, errw)
-	if cfg == nil {
-		return code
-	}
-	if !requireNode(cfg, *node, errw) {
-		return exitUsage
-	}
-	ctx, stop := signalContext()
-	defer stop()
-	if err := agent.RunNode(ctx, cfg, *node, newLogger(cfg, agent.TeeLog(cfg, *node, errw))); err != nil { // the log file feeds the dashboard
-		fmt.Fprintf(errw, "haven agent: %v\n", err)
-		return exitFailure
-	}
-	return exitOK
+	return runNode("agent", args, errw, func(ctx context.Context, cfg *config.Config, node string) error {
+		// The log file feeds the dashboard.
+		return agent.RunNode(ctx, cfg, node, newLogger(cfg, agent.TeeLog(cfg, node, errw)))
+	})
 }
 
 func runWitness(args []string, out, errw io.Writer) int {
-	fs := newFlags("witness", errw)
+	return runNode("witness", args, errw, func(ctx context.Context, cfg *config.Config, node string) error {
+		return agent.RunWitness(ctx, cfg, node, newLogger(cfg, errw))
+	})
+}
+
+// runNode parses --config and --node and runs one node until SIGINT/SIGTERM.
+func runNode(name string, args []string, errw io.Writer, run func(context.Context, *config.Config, string) error) int {
+	fs := newFlags(name, errw)
 	cfgPath, node := configFlag(fs), nodeFlag(fs)
 	if code, ok := parse(fs, args, 0); !ok {
 		return code
@@ -214,8 +206,8 @@ func runWitness(args []string, out, errw io.Writer) int {
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	if err := agent.RunWitness(ctx, cfg, *node, newLogger(cfg, errw)); err != nil {
-		fmt.Fprintf(errw, "haven witness: %v\n", err)
+	if err := run(ctx, cfg, *node); err != nil {
+		fmt.Fprintf(errw, "haven %s: %v\n", name, err)
 		return exitFailure
 	}
 	return exitOK

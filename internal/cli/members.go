@@ -1,11 +1,8 @@
 package cli
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"text/tabwriter"
 
 	"github.com/haven-ha/haven/internal/api"
@@ -34,25 +31,8 @@ func runMembers(args []string, out, errw io.Writer) int {
 	c := newOpsClient(cfg)
 	var list []ha.Member
 	if action == "list" {
-		var errs []error
-		for _, u := range agentURLs(cfg) {
-			req, _ := http.NewRequest(http.MethodGet, u+"/v1/members", nil)
-			req.Header.Set("Authorization", "Bearer "+c.token)
-			resp, err := c.client.Do(req)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			err = json.NewDecoder(resp.Body).Decode(&list)
-			resp.Body.Close()
-			if err == nil && resp.StatusCode == http.StatusOK {
-				errs = nil
-				break
-			}
-			errs = append(errs, fmt.Errorf("%s: HTTP %d", u, resp.StatusCode))
-		}
-		if errs != nil {
-			fmt.Fprintf(errw, "haven members: no agent answered: %v\n", errors.Join(errs...))
+		if err := c.getAny("/v1/members", &list); err != nil {
+			fmt.Fprintf(errw, "haven members: %v\n", err)
 			return exitFailure
 		}
 	} else {

@@ -82,6 +82,30 @@ func (c *opsClient) anyAgent(path string, body, out any) error {
 	return fmt.Errorf("no agent answered (%w); is the cluster running?", errors.Join(errs...))
 }
 
+// getAny GETs path (with the token) from the first agent that answers 200.
+func (c *opsClient) getAny(path string, out any) error {
+	var errs []error
+	for _, u := range agentURLs(c.cfg) {
+		req, err := http.NewRequest(http.MethodGet, u+path, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+c.token)
+		resp, err := c.client.Do(req)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		err = json.NewDecoder(resp.Body).Decode(out)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode == http.StatusOK {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("%s: HTTP %d", u, resp.StatusCode))
+	}
+	return fmt.Errorf("no agent answered: %w", errors.Join(errs...))
+}
+
 func (c *opsClient) nodeURL(name string) (string, error) {
 	n, ok := c.cfg.NodeByName(name)
 	if !ok {
@@ -308,27 +332,9 @@ func runEvents(args []string, out, errw io.Writer) int {
 	if cfg == nil {
 		return code
 	}
-	c := newOpsClient(cfg)
 	var evs []ha.Event
-	var errs []error
-	for _, u := range agentURLs(cfg) {
-		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/v1/events?limit=%d", u, *limit), nil)
-		req.Header.Set("Authorization", "Bearer "+c.token)
-		resp, err := c.client.Do(req)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		err = json.NewDecoder(resp.Body).Decode(&evs)
-		resp.Body.Close()
-		if err == nil && resp.StatusCode == http.StatusOK {
-			errs = nil
-			break
-		}
-		errs = append(errs, fmt.Errorf("%s: HTTP %d", u, resp.StatusCode))
-	}
-	if errs != nil {
-		fmt.Fprintf(errw, "haven events: no agent answered: %v\n", errors.Join(errs...))
+	if err := newOpsClient(cfg).getAny(fmt.Sprintf("/v1/events?limit=%d", *limit), &evs); err != nil {
+		fmt.Fprintf(errw, "haven events: %v\n", err)
 		return exitFailure
 	}
 	if *asJSON {
