@@ -10,7 +10,11 @@ import (
 const ms = time.Millisecond
 
 func op(kind string, start, end time.Duration, ok bool, node string, epoch int64, served time.Duration) Op {
-	return Op{Kind: kind, Start: start, End: end, OK: ok, Node: node, Epoch: epoch, ServedAt: served}
+	o := Op{Kind: kind, Start: start, End: end, OK: ok, Node: node, Epoch: epoch, ServedAt: served}
+	if served > 0 {
+		o.ServedTo = served + ms
+	}
+	return o
 }
 
 func TestOutage(t *testing.T) {
@@ -49,6 +53,10 @@ func TestSplitBrain(t *testing.T) {
 			op(OpGet, 0, 10*ms, true, "n2", 9, 5*ms),
 			op(OpGet, 0, 30*ms, true, "n1", 5, 20*ms),
 		}, "n1 answered at epoch 5"},
+		{"confirmations that overlap are no evidence", []Op{
+			op(OpGet, 0, 10*ms, true, "n2", 9, 5*ms),      // confirmed in [5, 6]
+			op(OpGet, 0, 10*ms, true, "n1", 5, 5500*1000), // confirmed in [5.5, 6.5]
+		}, ""},
 		{"two nodes at one epoch", []Op{
 			op(OpGet, 0, 10*ms, true, "n1", 5, 5*ms),
 			op(OpGet, 0, 30*ms, true, "n2", 5, 20*ms),

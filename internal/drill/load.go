@@ -25,8 +25,9 @@ const (
 )
 
 // Op is one client request and what came of it. Times are offsets from the
-// start of the run, on this machine's monotonic clock; ServedAt is the
-// serving node's own clock, which on one machine is the same clock.
+// start of the run, on this machine's monotonic clock; ServedAt and
+// ServedTo are the serving node's own clock, which on one machine is the
+// same clock.
 type Op struct {
 	Client   int           `json:"client"`
 	Kind     string        `json:"kind"`
@@ -41,7 +42,8 @@ type Op struct {
 	Err      string        `json:"err,omitempty"`
 	Node     string        `json:"node,omitempty"`
 	Epoch    int64         `json:"epoch,omitempty"`
-	ServedAt time.Duration `json:"served_at,omitempty"`
+	ServedAt time.Duration `json:"served_at,omitempty"` // the node's agent confirmed the active role
+	ServedTo time.Duration `json:"served_to,omitempty"` // between ServedAt and ServedTo
 }
 
 // Latency is how long the op took.
@@ -207,7 +209,7 @@ func (l *Load) get(hc *http.Client, id int) Op {
 	if op.OK {
 		op.Node, op.Epoch = r.Node, int64(r.Epoch)
 		if r.ServedAt > 0 {
-			op.ServedAt = time.Unix(0, r.ServedAt).Sub(l.t0)
+			op.ServedAt, op.ServedTo = time.Unix(0, r.ServedAt).Sub(l.t0), time.Unix(0, r.ServedTo).Sub(l.t0)
 		}
 	}
 	return op
@@ -224,7 +226,7 @@ func (l *Load) write(hc *http.Client, id int, kind, key, value string) Op {
 	l.do(hc, &op, req, &r)
 	if op.OK {
 		op.Node, op.Epoch = r.Node, int64(r.Epoch)
-		op.ServedAt = time.Unix(0, r.ServedAt).Sub(l.t0)
+		op.ServedAt, op.ServedTo = time.Unix(0, r.ServedAt).Sub(l.t0), time.Unix(0, r.ServedTo).Sub(l.t0)
 	} else if r.Error != "" {
 		op.Err += ": " + r.Node + ": " + r.Error
 	}
@@ -242,7 +244,7 @@ func (l *Load) read(hc *http.Client, id int, key string) Op {
 	l.do(hc, &op, req, &r)
 	if op.OK {
 		op.Node, op.Epoch, op.Value, op.Found = r.Node, int64(r.Epoch), r.Value, r.Found
-		op.ServedAt = time.Unix(0, r.ServedAt).Sub(l.t0)
+		op.ServedAt, op.ServedTo = time.Unix(0, r.ServedAt).Sub(l.t0), time.Unix(0, r.ServedTo).Sub(l.t0)
 	}
 	return op
 }

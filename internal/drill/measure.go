@@ -57,7 +57,9 @@ func Errors(ops []Op, from, to time.Duration) (n int, byKind map[string]int) {
 // nodes acted as active at once:
 //
 //   - by the nodes' own clock (one machine, one clock): an answer at an
-//     older epoch served after an answer at a newer one, or two nodes
+//     older epoch whose role was confirmed only after an answer at a newer
+//     epoch had had its role confirmed (each node's agent confirms the role
+//     for an answer somewhere between ServedAt and ServedTo), or two nodes
 //     answering at the same epoch;
 //   - by the clients' clock alone: an answer at an older epoch to a request
 //     that started after another request had been answered at a newer one
@@ -71,24 +73,41 @@ func SplitBrain(ops []Op) string {
 			ok = append(ok, o)
 		}
 	}
-	// Server order.
-	byServed := append([]Op(nil), ok...)
-	sort.Slice(byServed, func(i, j int) bool { return byServed[i].ServedAt < byServed[j].ServedAt })
-	var top Op
 	owner := map[int64]string{}
-	for _, o := range byServed {
+	first := map[int64]Op{} // per epoch, the answer confirmed earliest (least ServedTo)
+	for _, o := range ok {
 		if n, seen := owner[o.Epoch]; seen && n != o.Node {
 			return fmt.Sprintf("%s and %s both answered as active at epoch %d", n, o.Node, o.Epoch)
 		}
 		owner[o.Epoch] = o.Node
-		if o.ServedAt == 0 {
+		if o.ServedTo == 0 {
 			continue
 		}
-		if o.Epoch < top.Epoch {
-			return fmt.Sprintf("%s answered at epoch %d at %s, %s after %s had answered at epoch %d",
-				o.Node, o.Epoch, fmtT(o.ServedAt), (o.ServedAt - top.ServedAt).Round(time.Microsecond), top.Node, top.Epoch)
+		if f, seen := first[o.Epoch]; !seen || o.ServedTo < f.ServedTo {
+			first[o.Epoch] = o
 		}
-		top = o
+	}
+	// For each epoch, the earliest confirmation of any newer epoch.
+	var epochs []int64
+	for e := range first {
+		epochs = append(epochs, e)
+	}
+	sort.Slice(epochs, func(i, j int) bool { return epochs[i] > epochs[j] })
+	newer := map[int64]Op{}
+	var best Op
+	for _, e := range epochs {
+		if best.Epoch != 0 {
+			newer[e] = best
+		}
+		if f := first[e]; best.Epoch == 0 || f.ServedTo < best.ServedTo {
+			best = f
+		}
+	}
+	for _, o := range ok {
+		if n, has := newer[o.Epoch]; has && o.ServedTo != 0 && o.ServedAt > n.ServedTo {
+			return fmt.Sprintf("%s answered at epoch %d with its role confirmed after %s, %s after %s had answered at epoch %d (confirmed by %s)",
+				o.Node, o.Epoch, fmtT(o.ServedAt), (o.ServedAt - n.ServedTo).Round(time.Microsecond), n.Node, n.Epoch, fmtT(n.ServedTo))
+		}
 	}
 	// Client order: for each op, the highest epoch answered to any request
 	// that ended before it started.

@@ -26,7 +26,8 @@ type KVReply struct {
 	Value    string   `json:"value"`
 	Found    bool     `json:"found"`
 	Rev      int64    `json:"rev"`
-	ServedAt int64    `json:"served_at"` // Unix ns when it decided to answer as active
+	ServedAt int64    `json:"served_at"` // the agent confirmed the active role from ServedAt
+	ServedTo int64    `json:"served_to"` // to ServedTo (Unix ns)
 	Error    string   `json:"error,omitempty"`
 }
 
@@ -71,12 +72,12 @@ func (s *Server) kvCall(w http.ResponseWriter, r *http.Request, method, key stri
 		reply(http.StatusBadRequest, KVReply{Node: s.Node, Error: "k=KEY is required"})
 		return
 	}
-	role, err := s.currentRole(r.Context())
+	role, at, err := s.roleAt(r.Context())
 	if err != nil || !role.Serving {
 		reply(http.StatusServiceUnavailable, KVReply{Node: s.Node, Key: key, Error: "not active"})
 		return
 	}
-	rep := KVReply{Node: s.Node, Epoch: role.Epoch, Key: key, ServedAt: time.Now().UnixNano()}
+	rep := KVReply{Node: s.Node, Epoch: role.Epoch, Key: key, ServedAt: at[0].UnixNano(), ServedTo: at[1].UnixNano()}
 	res, code, err := s.agentKV(r.Context(), method, key, role.Epoch, put)
 	switch {
 	case err == nil && code == http.StatusOK:

@@ -22,8 +22,12 @@ import (
 )
 
 // maxCache bounds how long a role answer is trusted, even if the agent
-// granted longer.
-const maxCache = 100 * time.Millisecond
+// granted longer. Zero: the sample asks its agent before every answer. A
+// cached "serving" outlives a voluntary resign (switchover, maintenance,
+// unhealthy service), and the drill's chaos suite caught the old active
+// answering after the new one had started; the agent's answer comes from
+// memory, so asking every time is cheap.
+const maxCache = 0
 
 // Server is the sample service.
 type Server struct {
@@ -33,17 +37,21 @@ type Server struct {
 	client *http.Client
 	kv     *http.Client
 
-	mu      sync.Mutex
-	role    api.RoleView
-	expires time.Time
+	mu        sync.Mutex
+	role      api.RoleView
+	confirmed [2]time.Time
+	expires   time.Time
 }
 
 // Reply is what GET / answers.
 type Reply struct {
-	Node     string   `json:"node"`
-	Role     ha.Role  `json:"role"`
-	Epoch    ha.Epoch `json:"epoch"`
-	ServedAt int64    `json:"served_at,omitempty"` // Unix ns when it decided to answer as active
+	Node  string   `json:"node"`
+	Role  ha.Role  `json:"role"`
+	Epoch ha.Epoch `json:"epoch"`
+	// The agent confirmed the active role for this answer at some moment
+	// from ServedAt to ServedTo (Unix ns: when it was asked, when it answered).
+	ServedAt int64 `json:"served_at,omitempty"`
+	ServedTo int64 `json:"served_to,omitempty"`
 }
 
 // New returns a sample service for node that asks agent for its role. The
@@ -55,34 +63,42 @@ func New(node, agent string) *Server {
 }
 
 func (s *Server) currentRole(ctx context.Context) (api.RoleView, error) {
+	r, _, err := s.roleAt(ctx)
+	return r, err
+}
+
+// roleAt returns the role and the window in which the agent confirmed it:
+// from when it was asked to when it answered.
+func (s *Server) roleAt(ctx context.Context) (api.RoleView, [2]time.Time, error) {
 	s.mu.Lock()
 	if time.Now().Before(s.expires) {
-		r := s.role
+		r, at := s.role, s.confirmed
 		s.mu.Unlock()
-		return r, nil
+		return r, at, nil
 	}
 	s.mu.Unlock()
 	asked := time.Now()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.Agent+"/v1/role", nil)
 	if err != nil {
-		return api.RoleView{}, err
+		return api.RoleView{}, [2]time.Time{asked, time.Now()}, err
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return api.RoleView{}, fmt.Errorf("ask agent: %w", err)
+		return api.RoleView{}, [2]time.Time{asked, time.Now()}, fmt.Errorf("ask agent: %w", err)
 	}
 	defer resp.Body.Close()
 	var r api.RoleView
 	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		return api.RoleView{}, fmt.Errorf("agent answer: %w", err)
+		return api.RoleView{}, [2]time.Time{asked, time.Now()}, fmt.Errorf("agent answer: %w", err)
 	}
+	at := [2]time.Time{asked, time.Now()}
 	if r.Serving {
 		// Trust the answer from when we asked, not from when it arrived.
 		s.mu.Lock()
-		s.role, s.expires = r, asked.Add(min(time.Duration(r.ValidForMS)*time.Millisecond, maxCache))
+		s.role, s.confirmed, s.expires = r, at, asked.Add(min(time.Duration(r.ValidForMS)*time.Millisecond, maxCache))
 		s.mu.Unlock()
 	}
-	return r, nil
+	return r, at, nil
 }
 
 // Handler returns the service's routes.
@@ -92,7 +108,7 @@ func (s *Server) Handler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		role, err := s.currentRole(r.Context())
+		role, at, err := s.roleAt(r.Context())
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("X-Haven-Node", s.Node)
 		if err != nil || !role.Serving {
@@ -101,7 +117,7 @@ func (s *Server) Handler() http.Handler {
 			_ = json.NewEncoder(w).Encode(Reply{Node: s.Node, Role: role.Role})
 			return
 		}
-		_ = json.NewEncoder(w).Encode(Reply{Node: s.Node, Role: role.Role, Epoch: role.Epoch, ServedAt: time.Now().UnixNano()})
+		_ = json.NewEncoder(w).Encode(Reply{Node: s.Node, Role: role.Role, Epoch: role.Epoch, ServedAt: at[0].UnixNano(), ServedTo: at[1].UnixNano()})
 	})
 	s.kvRoutes(mux)
 	// /echo answers a POST with its body; /ws echoes WebSocket messages.
