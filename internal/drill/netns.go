@@ -143,7 +143,11 @@ func (l *lab) peersOf(i int) []string {
 }
 
 func (l *lab) close() {
-	for _, ns := range l.ns {
+	for i, ns := range l.ns {
+		// Delete the host ends first: that is synchronous, unlike the
+		// namespace's own teardown.
+		_ = exec.Command("ip", "link", "del", l.clusterLink(i+1)).Run()
+		_ = exec.Command("ip", "link", "del", fmt.Sprintf("hd%sk%d", l.id, i+1)).Run()
 		_ = exec.Command("ip", "netns", "del", ns).Run()
 	}
 	for _, br := range []string{l.clusterB, l.client} {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +29,11 @@ type netLab struct {
 	subnet   int
 }
 
+// labSeq numbers the labs of this test process: the kernel deletes a
+// namespace (and the veth ends inside it) asynchronously, so a lab must not
+// reuse the names of one closed a moment ago.
+var labSeq atomic.Int64
+
 func ipRun(t testing.TB, args ...string) {
 	t.Helper()
 	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
@@ -40,7 +46,8 @@ func newNetLab(t testing.TB, nodes int) *netLab {
 	if os.Geteuid() != 0 {
 		t.Fatal("the partition test needs root to create network namespaces; run ./scripts/test as root (CI does)")
 	}
-	l := &netLab{t: t, id: fmt.Sprintf("%d", os.Getpid()%100000), nodes: nodes, subnet: 10 + os.Getpid()%200}
+	seq := int(labSeq.Add(1))
+	l := &netLab{t: t, id: fmt.Sprintf("%d", (os.Getpid()%10000)*10+seq%10), nodes: nodes, subnet: 10 + (os.Getpid()+seq)%200}
 	l.clusterB, l.clientB = "hvc"+l.id, "hvk"+l.id
 	t.Cleanup(l.close)
 	for _, br := range []string{l.clusterB, l.clientB} {
@@ -76,7 +83,11 @@ func (l *netLab) cut(i int)  { ipRun(l.t, "link", "set", l.clusterLink(i), "down
 func (l *netLab) heal(i int) { ipRun(l.t, "link", "set", l.clusterLink(i), "up") }
 
 func (l *netLab) close() {
-	for _, ns := range l.nsNames {
+	for i, ns := range l.nsNames {
+		// Delete the host ends first: that is synchronous, unlike the
+		// namespace's own teardown.
+		_ = exec.Command("ip", "link", "del", l.clusterLink(i+1)).Run()
+		_ = exec.Command("ip", "link", "del", fmt.Sprintf("hv%sk%d", l.id, i+1)).Run()
 		_ = exec.Command("ip", "netns", "del", ns).Run()
 	}
 	for _, br := range []string{l.clusterB, l.clientB} {
