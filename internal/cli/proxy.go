@@ -57,6 +57,9 @@ func runProxy(args []string, out, errw io.Writer) int {
 		return exitUsage
 	}
 	defer store.Close()
+	// The client spreads over every member; one that freezes must not
+	// freeze the proxy's view of who is active for longer than this.
+	store.SetWatchStall(max(cfg.Timing.LeaseTTL/4, 300*time.Millisecond))
 	log := newLogger(cfg, errw)
 	key := "/haven/" + cfg.Cluster + "/leader"
 	p, err := proxy.New(proxy.Options{

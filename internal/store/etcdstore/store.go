@@ -44,7 +44,19 @@ type Store struct {
 
 	mu    sync.Mutex
 	lease clientv3.LeaseID
+
+	// stall, when set, bounds how long the watch may go without word
+	// from its member (see SetWatchStall).
+	stall time.Duration
 }
+
+// SetWatchStall makes Watch ask its member for progress every stall/4 and
+// start over — on whichever member the client picks next — when nothing
+// has come back within stall. A client with several endpoints needs it: a
+// member that is frozen (SIGSTOP, a stuck disk) keeps its connection open
+// and its watch silent, so without it the watcher would see nothing until
+// the member woke. Call it before Watch.
+func (s *Store) SetWatchStall(stall time.Duration) { s.stall = stall }
 
 // Dial connects to etcd at endpoints (host:port or URLs).
 func Dial(cluster string, endpoints []string, dialTimeout time.Duration) (*Store, error) {
@@ -258,20 +270,28 @@ func (s *Store) Watch(ctx context.Context) <-chan ha.Snapshot {
 func (s *Store) watchOnce(ctx context.Context, out chan ha.Snapshot) error {
 	// WithRequireLeader: a member cut off from its quorum cancels the watch
 	// instead of leaving us waiting silently on stale data.
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
+	wctx, cancel := context.WithCancelCause(clientv3.WithRequireLeader(ctx))
+	defer cancel(nil)
+	get := func(key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+		if s.stall <= 0 {
+			return s.cli.Get(wctx, key, opts...)
+		}
+		gctx, done := context.WithTimeout(wctx, s.stall)
+		defer done()
+		return s.cli.Get(gctx, key, opts...)
+	}
 	// Everything but the history, which is read on demand, and the
 	// service's data (kv.go), which is none of the agents' business.
-	resp, err := s.cli.Get(wctx, s.prefix, clientv3.WithRange(s.prefix+"data-ids/"))
+	resp, err := get(s.prefix, clientv3.WithRange(s.prefix+"data-ids/"))
 	if err != nil {
 		return err
 	}
-	mid, err := s.cli.Get(wctx, s.prefix+"data0", clientv3.WithRange(s.prefix+"events/"))
+	mid, err := get(s.prefix+"data0", clientv3.WithRange(s.prefix+"events/"))
 	if err != nil {
 		return err
 	}
 	resp.Kvs = append(resp.Kvs, mid.Kvs...)
-	rest, err := s.cli.Get(wctx, s.prefix+"events0", clientv3.WithRange(clientv3.GetPrefixRangeEnd(s.prefix)))
+	rest, err := get(s.prefix+"events0", clientv3.WithRange(clientv3.GetPrefixRangeEnd(s.prefix)))
 	if err != nil {
 		return err
 	}
@@ -284,7 +304,15 @@ func (s *Store) watchOnce(ctx context.Context, out chan ha.Snapshot) error {
 		return nil
 	}
 	wch := s.cli.Watch(wctx, s.prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	heard := make(chan struct{}, 1)
+	if s.stall > 0 {
+		go s.watchdog(wctx, cancel, heard)
+	}
 	for wr := range wch {
+		select {
+		case heard <- struct{}{}:
+		default:
+		}
 		if err := wr.Err(); err != nil {
 			return err
 		}
@@ -304,7 +332,39 @@ func (s *Store) watchOnce(ctx context.Context, out chan ha.Snapshot) error {
 			return nil
 		}
 	}
+	if err := context.Cause(wctx); err != nil && ctx.Err() == nil {
+		return err
+	}
 	return errors.New("watch closed")
+}
+
+// errWatchStalled ends a watch whose member stopped answering.
+var errWatchStalled = errors.New("watch stalled: the etcd member stopped answering progress requests")
+
+// watchdog asks the watch's member for progress every stall/4 and cancels
+// the watch when nothing (an event or a progress notification) has been
+// heard for stall.
+func (s *Store) watchdog(ctx context.Context, cancel context.CancelCauseFunc, heard <-chan struct{}) {
+	tick := time.NewTicker(s.stall / 4)
+	defer tick.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-heard:
+			last = time.Now()
+		case <-tick.C:
+			if time.Since(last) > s.stall {
+				cancel(errWatchStalled)
+				return
+			}
+			// Asynchronous: the answer comes back on the watch channel.
+			rctx, done := context.WithTimeout(ctx, s.stall/4)
+			_ = s.cli.RequestProgress(rctx)
+			done()
+		}
+	}
 }
 
 func (s *Store) apply(snap *ha.Snapshot, key string, val []byte, createRev int64, deleted bool) {
