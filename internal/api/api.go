@@ -45,11 +45,16 @@ type Status struct {
 
 // RoleView is this node's own role, for the local service.
 type RoleView struct {
-	Node       string   `json:"node"`
-	Role       ha.Role  `json:"role"`
-	Epoch      ha.Epoch `json:"epoch"`
-	Serving    bool     `json:"serving"`
-	ValidForMS int64    `json:"valid_for_ms"` // serving stays true at most this long without news
+	Node    string   `json:"node"`
+	Role    ha.Role  `json:"role"`
+	Epoch   ha.Epoch `json:"epoch"`
+	Serving bool     `json:"serving"`
+	// ValidForMS bounds how long serving stays true if the agent loses
+	// the store: the self-fence deadline. It is not a promise to keep
+	// serving that long: a switchover, maintenance or an unhealthy service
+	// ends serving at once. Do not cache Serving; ask before acting as
+	// active, or act on the on_demote hook.
+	ValidForMS int64 `json:"valid_for_ms"`
 }
 
 // Source answers the API's questions.

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"time"
 
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/ha"
@@ -85,9 +84,8 @@ func (s *Server) kvCall(w http.ResponseWriter, r *http.Request, method, key stri
 		reply(http.StatusOK, rep)
 		return
 	case code == http.StatusConflict:
-		// The store refused the epoch: this node is no longer active, and
-		// the role it cached is stale. Nothing was written.
-		s.forgetRole()
+		// The store refused the epoch: this node is no longer active.
+		// Nothing was written.
 		rep.Error = "not active (epoch refused by the store)"
 		reply(http.StatusServiceUnavailable, rep)
 		return
@@ -100,12 +98,6 @@ func (s *Server) kvCall(w http.ResponseWriter, r *http.Request, method, key stri
 		return
 	}
 	reply(http.StatusServiceUnavailable, rep)
-}
-
-func (s *Server) forgetRole() {
-	s.mu.Lock()
-	s.expires = time.Time{}
-	s.mu.Unlock()
 }
 
 // agentKV calls the local agent's /v1/kv route.

@@ -14,20 +14,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/ha"
 )
-
-// maxCache bounds how long a role answer is trusted, even if the agent
-// granted longer. Zero: the sample asks its agent before every answer. A
-// cached "serving" outlives a voluntary resign (switchover, maintenance,
-// unhealthy service), and the drill's chaos suite caught the old active
-// answering after the new one had started; the agent's answer comes from
-// memory, so asking every time is cheap.
-const maxCache = 0
 
 // Server is the sample service.
 type Server struct {
@@ -36,11 +27,6 @@ type Server struct {
 	Token  string // the agent API's bearer token, for the fenced data (kv.go)
 	client *http.Client
 	kv     *http.Client
-
-	mu        sync.Mutex
-	role      api.RoleView
-	confirmed [2]time.Time
-	expires   time.Time
 }
 
 // Reply is what GET / answers.
@@ -68,15 +54,12 @@ func (s *Server) currentRole(ctx context.Context) (api.RoleView, error) {
 }
 
 // roleAt returns the role and the window in which the agent confirmed it:
-// from when it was asked to when it answered.
+// from when it was asked to when it answered. It asks before every answer
+// and caches nothing: a cached "serving" would outlive a voluntary resign
+// (switchover, maintenance, unhealthy service) — the chaos suite caught an
+// old active answering after the new one had started — and the agent
+// answers from memory, so asking is cheap.
 func (s *Server) roleAt(ctx context.Context) (api.RoleView, [2]time.Time, error) {
-	s.mu.Lock()
-	if time.Now().Before(s.expires) {
-		r, at := s.role, s.confirmed
-		s.mu.Unlock()
-		return r, at, nil
-	}
-	s.mu.Unlock()
 	asked := time.Now()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.Agent+"/v1/role", nil)
 	if err != nil {
@@ -92,12 +75,6 @@ func (s *Server) roleAt(ctx context.Context) (api.RoleView, [2]time.Time, error)
 		return api.RoleView{}, [2]time.Time{asked, time.Now()}, fmt.Errorf("agent answer: %w", err)
 	}
 	at := [2]time.Time{asked, time.Now()}
-	if r.Serving {
-		// Trust the answer from when we asked, not from when it arrived.
-		s.mu.Lock()
-		s.role, s.confirmed, s.expires = r, at, asked.Add(min(time.Duration(r.ValidForMS)*time.Millisecond, maxCache))
-		s.mu.Unlock()
-	}
 	return r, at, nil
 }
 
