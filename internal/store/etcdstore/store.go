@@ -30,6 +30,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -272,32 +273,28 @@ func (s *Store) watchOnce(ctx context.Context, out chan ha.Snapshot) error {
 	// instead of leaving us waiting silently on stale data.
 	wctx, cancel := context.WithCancelCause(clientv3.WithRequireLeader(ctx))
 	defer cancel(nil)
-	get := func(key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
-		if s.stall <= 0 {
-			return s.cli.Get(wctx, key, opts...)
-		}
-		gctx, done := context.WithTimeout(wctx, s.stall)
-		defer done()
-		return s.cli.Get(gctx, key, opts...)
+	rctx, done := wctx, context.CancelFunc(func() {})
+	if s.stall > 0 {
+		rctx, done = context.WithTimeout(wctx, s.stall)
 	}
 	// Everything but the history, which is read on demand, and the
-	// service's data (kv.go), which is none of the agents' business.
-	resp, err := get(s.prefix, clientv3.WithRange(s.prefix+"data-ids/"))
+	// service's data (kv.go), which is none of the agents' business: one
+	// read-only transaction, so one revision and one round trip.
+	resp, err := s.cli.Txn(rctx).Then(
+		clientv3.OpGet(s.prefix, clientv3.WithRange(s.prefix+"data-ids/")),
+		clientv3.OpGet(s.prefix+"data0", clientv3.WithRange(s.prefix+"events/")),
+		clientv3.OpGet(s.prefix+"events0", clientv3.WithRange(clientv3.GetPrefixRangeEnd(s.prefix))),
+	).Commit()
+	done()
 	if err != nil {
 		return err
 	}
-	mid, err := get(s.prefix+"data0", clientv3.WithRange(s.prefix+"events/"))
-	if err != nil {
-		return err
+	var kvs []*mvccpb.KeyValue
+	for _, r := range resp.Responses {
+		kvs = append(kvs, r.GetResponseRange().Kvs...)
 	}
-	resp.Kvs = append(resp.Kvs, mid.Kvs...)
-	rest, err := get(s.prefix+"events0", clientv3.WithRange(clientv3.GetPrefixRangeEnd(s.prefix)))
-	if err != nil {
-		return err
-	}
-	resp.Kvs = append(resp.Kvs, rest.Kvs...)
 	snap := ha.Snapshot{Rev: resp.Header.Revision, Nodes: map[string]ha.NodeStatus{}}
-	for _, kv := range resp.Kvs {
+	for _, kv := range kvs {
 		s.apply(&snap, string(kv.Key), kv.Value, kv.CreateRevision, false)
 	}
 	if !send(ctx, out, clone(snap)) { // a copy: apply changes snap below

@@ -73,3 +73,59 @@ func TestExternalEtcd(t *testing.T) {
 		}
 	})
 }
+
+// TestWatchStall: a watch on a member that goes silent (its connection
+// open, nothing coming back, as with a frozen process) starts over on
+// another endpoint within the stall bound and sees the changes it missed.
+// Without the watchdog it would wait for the member to wake.
+func TestWatchStall(t *testing.T) {
+	srv := storetest.StartEtcd(t)
+	cluster := storetest.Cluster(t)
+	frozen, other := storetest.Forward(t, srv.Addr), storetest.Forward(t, srv.Addr)
+	// The watcher starts with the frozen endpoint only, so its watch is
+	// on that one; the other is added before the freeze.
+	w, err := Dial(cluster, []string{frozen.Addr}, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	const stall = 400 * time.Millisecond
+	w.SetWatchStall(stall)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	snaps := w.Watch(ctx)
+	select {
+	case <-snaps:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no first snapshot")
+	}
+	w.Client().SetEndpoints("http://"+frozen.Addr, "http://"+other.Addr)
+
+	writer, err := Dial(cluster, []string{srv.Addr}, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = writer.Close() })
+	if _, err := writer.NewSession(ctx, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	frozen.Cut()
+	frozenAt := time.Now()
+	if _, err := writer.Campaign(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case s := <-snaps:
+			if s.Leader.Node != "n1" {
+				continue
+			}
+			took := time.Since(frozenAt)
+			t.Logf("the new leader reached the watcher %s after its member froze (stall bound %s)", took.Round(time.Millisecond), stall)
+			return
+		case <-deadline:
+			t.Fatalf("the watcher still had not seen the new leader 10s after its member froze (stall bound %s)", stall)
+		}
+	}
+}
