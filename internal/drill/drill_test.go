@@ -100,6 +100,28 @@ func TestLinearizable(t *testing.T) {
 	if res, _ := Linearizable(lost, 10*time.Second); res != "Illegal" {
 		t.Fatalf("stale read: %s, want Illegal", res)
 	}
+	// An unknown write nobody read is left out; one that was read still
+	// orders what follows it.
+	unread := append(append([]Op(nil), good...), reg(OpRegW, 140*ms, 150*ms, "b", "never-read", false, true))
+	if res, n := Linearizable(unread, 10*time.Second); res != "Ok" || n != 6 {
+		t.Fatalf("unread unknown write: %s (%d ops), want Ok with it left out", res, n)
+	}
+	undone := []Op{
+		reg(OpRegW, 0, 10*ms, "a", "1", true, false),
+		reg(OpRegW, 5*ms, 15*ms, "a", "u", false, true),
+		reg(OpRegR, 20*ms, 30*ms, "a", "u", true, false),
+		reg(OpRegR, 40*ms, 50*ms, "a", "1", true, false), // "u" came after "1": it cannot come back
+	}
+	if res, _ := Linearizable(undone, 10*time.Second); res != "Illegal" {
+		t.Fatalf("a read unknown write undone: %s, want Illegal", res)
+	}
+	early := []Op{
+		reg(OpRegR, 0, 10*ms, "a", "z", true, false), // read before the write began
+		reg(OpRegW, 20*ms, 30*ms, "a", "z", false, true),
+	}
+	if res, _ := Linearizable(early, 10*time.Second); res != "Illegal" {
+		t.Fatalf("a value read before its write began: %s, want Illegal", res)
+	}
 }
 
 func TestReports(t *testing.T) {

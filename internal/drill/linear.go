@@ -2,17 +2,25 @@ package drill
 
 import (
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/anishathalye/porcupine"
 )
 
 // The shared registers are checked for linearizability with porcupine: a
-// map of registers, each written with unique values and read. A write whose
-// outcome is unknown may have taken effect at any moment after it began,
-// so it is given no end; a write known not to have happened (503) and a
-// failed read are left out.
+// map of registers, each written with unique values and read. A write known
+// not to have happened (503) and a failed read are left out. A write whose
+// outcome is unknown may have taken effect at any moment after it began:
+//
+//   - if no read returned its value, it is left out too. Any linearization
+//     that places it can drop it (nothing read its value, so it is followed
+//     at once by another write or by the end), and one without it is
+//     legal, since it may not have happened;
+//   - if a read returned its value, it happened before that read did, so
+//     it ends when the earliest such read ended.
+//
+// Giving such writes no end instead makes every later operation concurrent
+// with them, and porcupine's search runs out of time on a long history.
 
 type regInput struct {
 	write bool
@@ -61,13 +69,27 @@ var registerModel = porcupine.Model{
 
 // RegisterHistory turns the register ops into porcupine's terms.
 func RegisterHistory(ops []Op) []porcupine.Operation {
+	type kv struct{ key, value string }
+	seen := map[kv]int64{} // the earliest end of a read that returned the value
+	for _, o := range ops {
+		if o.Kind == OpRegR && o.OK && o.Found {
+			k := kv{o.Key, o.Value}
+			if e, ok := seen[k]; !ok || int64(o.End) < e {
+				seen[k] = int64(o.End)
+			}
+		}
+	}
 	var h []porcupine.Operation
 	for _, o := range ops {
 		switch {
 		case o.Kind == OpRegW && (o.OK || o.Unknown):
 			end := int64(o.End)
 			if !o.OK {
-				end = math.MaxInt64
+				e, read := seen[kv{o.Key, o.Value}]
+				if !read {
+					continue
+				}
+				end = max(e, int64(o.Start)) // a read before the write began is caught as illegal
 			}
 			h = append(h, porcupine.Operation{ClientId: o.Client, Input: regInput{write: true, key: o.Key, value: o.Value},
 				Call: int64(o.Start), Output: regOutput{}, Return: end})
