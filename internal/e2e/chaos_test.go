@@ -102,12 +102,23 @@ func TestChaos(t *testing.T) {
 		duration = d
 	}
 	t.Logf("chaos seed %d (replay with HAVEN_CHAOS_SEED=%d), %s of faults", seed, seed, duration)
-	var history []string
+	var history, failures []string
+	// Registered first, so it runs last: the verdict ends the output,
+	// after the sandbox's logs.
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("chaos run failed; replay with HAVEN_CHAOS_SEED=%d\nfaults:\n  %s", seed, strings.Join(history, "\n  "))
+			t.Logf("chaos run failed; replay with HAVEN_CHAOS_SEED=%d\nfaults:\n  %s\nfailures:\n  %s",
+				seed, strings.Join(history, "\n  "), strings.Join(failures, "\n  "))
 		}
 	})
+	fail := func(format string, args ...any) {
+		failures = append(failures, fmt.Sprintf(format, args...))
+		t.Errorf(format, args...)
+	}
+	fatal := func(format string, args ...any) {
+		failures = append(failures, fmt.Sprintf(format, args...))
+		t.Fatalf(format, args...)
+	}
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	sb := newDrillSandbox(t)
 	lease := sb.Lease
@@ -133,17 +144,17 @@ func TestChaos(t *testing.T) {
 		history = append(history, entry)
 		t.Log(entry)
 		if err != nil {
-			t.Fatalf("inject %s: %v", f.name, err)
+			fatal("inject %s: %v", f.name, err)
 		}
 		time.Sleep(hold)
 		if heal != nil {
 			if err := heal(); err != nil {
-				t.Fatalf("heal %s: %v", f.name, err)
+				fatal("heal %s: %v", f.name, err)
 			}
 		}
 		healed := time.Now()
 		if err := sb.WaitWhole(ctx, recoverBound); err != nil {
-			t.Fatalf("not back within %s of healing %q: %v", recoverBound, desc, err)
+			fatal("not back within %s of healing %q: %v", recoverBound, desc, err)
 		}
 		history = append(history, fmt.Sprintf("   whole again %s after the heal", time.Since(healed).Round(time.Millisecond)))
 		time.Sleep(time.Duration(rng.IntN(1000)) * time.Millisecond)
@@ -162,23 +173,25 @@ func TestChaos(t *testing.T) {
 	}
 	t.Logf("%d requests: %d answered, %d failed", len(ops), ok, failed)
 	if ok < len(ops)/2 {
-		t.Errorf("only %d of %d requests succeeded", ok, len(ops))
+		fail("only %d of %d requests succeeded", ok, len(ops))
 	}
 	if why := drill.SplitBrain(ops); why != "" {
-		t.Errorf("split brain: %s", why)
+		fail("split brain: %s", why)
 	}
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	acked, lost, err := drill.ReadBack(rctx, "http://"+sb.Proxy, ops)
 	cancel()
 	if err != nil {
-		t.Errorf("read back: %v", err)
+		fail("read back: %v", err)
 	}
 	if len(lost) > 0 {
-		t.Errorf("%d of %d acknowledged writes lost: %v", len(lost), acked, lost)
+		fail("%d of %d acknowledged writes lost: %v", len(lost), acked, lost[:min(len(lost), 20)])
 	}
+	checkStart := time.Now()
 	res, n := drill.Linearizable(ops, 90*time.Second)
-	t.Logf("%d acknowledged writes read back; registers: %s (%d operations); epochs: %v", acked, res, n, drill.Epochs(ops, 0, time.Since(t0)))
+	t.Logf("%d acknowledged writes read back; registers: %s (%d operations, checked in %s); epochs: %v",
+		acked, res, n, time.Since(checkStart).Round(time.Millisecond), drill.Epochs(ops, 0, time.Since(t0)))
 	if res == "Illegal" {
-		t.Errorf("the shared registers are not linearizable")
+		fail("the shared registers are not linearizable")
 	}
 }
