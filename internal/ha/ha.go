@@ -81,6 +81,10 @@ type Snapshot struct {
 	Leader  Leader
 	Nodes   map[string]NodeStatus
 	Intents Intents
+	// Props are the operators' node properties (see Properties), nil when
+	// the store keeps none. Stores replace the map rather than change it,
+	// so snapshots may share it.
+	Props map[string]NodeProps
 }
 
 // Intents are what operators asked for and the cluster must honour until
