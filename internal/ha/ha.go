@@ -55,6 +55,7 @@ func (l Leader) None() bool { return l.Node == "" }
 // attached to the agent's session, so it disappears when the agent dies.
 type NodeStatus struct {
 	Name        string    `json:"name"`
+	Site        string    `json:"site,omitempty"` // from the config: where the node is
 	Role        Role      `json:"role"`
 	Healthy     bool      `json:"healthy"`
 	Health      string    `json:"health,omitempty"` // reason of the last health change
