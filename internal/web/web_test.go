@@ -465,8 +465,80 @@ func TestAliasesPersist(t *testing.T) {
 		t.Fatalf("alias not saved: %v", again.all())
 	}
 	w = f.do(call{method: "GET", path: "/ui/api/status", cookie: op})
-	if !strings.Contains(w.Body.String(), `"aliases":{"b":"rack 2, left"}`) {
+	if !strings.Contains(w.Body.String(), `"aliases":{"b":"rack 2, left"},"aliases_shared":false`) {
 		t.Fatalf("status lacks the alias: %s", w.Body)
+	}
+}
+
+// sharedAliases is a store that keeps aliases: SetAlias changes what the
+// agent's status reports, as the watch would.
+type sharedAliases struct{ f *fakeAgent }
+
+func (s sharedAliases) AliasesShared() bool { return true }
+func (s sharedAliases) SetAlias(_ context.Context, node, alias string) error {
+	s.f.mu.Lock()
+	defer s.f.mu.Unlock()
+	for i := range s.f.st.Nodes {
+		if s.f.st.Nodes[i].Name == node {
+			s.f.st.Nodes[i].Alias = alias
+		}
+	}
+	s.f.calls = append(s.f.calls, "alias "+node+" "+alias)
+	return nil
+}
+
+// TestAliasesShared: with a store that keeps aliases, setting one goes to
+// the store (not this dashboard's file), the status shows the store's, and
+// it is an action like the others: operator, CSRF, password, audited.
+func TestAliasesShared(t *testing.T) {
+	f := newFixture(t)
+	f.h = New(Options{
+		Config: f.h.o.Config, Node: "a", Source: f.agent, Operator: f.agent, Logs: f.agent, Aliases: sharedAliases{f.agent},
+		Audit: func(e api.AuditEntry) { f.auditM.Lock(); f.audit = append(f.audit, e); f.auditM.Unlock() },
+		Now:   f.clock.Now, Dir: f.h.o.Dir,
+	})
+	op, csrf := f.login("olga", opPass)
+	viewer, vcsrf := f.login("vic", viewerPass)
+	post := func(cookie *http.Cookie, csrf, body string) *httptest.ResponseRecorder {
+		return f.do(call{method: "POST", path: "/ui/api/alias", body: body, cookie: cookie, csrf: csrf})
+	}
+	if w := post(viewer, vcsrf, `{"node":"b","alias":"x","password":"`+viewerPass+`"}`); w.Code != http.StatusForbidden {
+		t.Fatalf("a viewer's alias: %d", w.Code)
+	}
+	if w := post(op, "", `{"node":"b","alias":"x","password":"`+opPass+`"}`); w.Code != http.StatusForbidden {
+		t.Fatalf("an alias without the CSRF token: %d", w.Code)
+	}
+	if w := post(op, csrf, `{"node":"b","alias":"x","password":"nope"}`); w.Code != http.StatusForbidden {
+		t.Fatalf("an alias with a wrong password: %d", w.Code)
+	}
+	if w := post(op, csrf, `{"node":"b","alias":"`+strings.Repeat("y", 65)+`","password":"`+opPass+`"}`); w.Code != http.StatusBadRequest {
+		t.Fatalf("a 65-character alias: %d", w.Code)
+	}
+	if calls := f.agent.called(); len(calls) != 0 {
+		t.Fatalf("refused aliases reached the store: %v", calls)
+	}
+	w := post(op, csrf, `{"node":"b","alias":"  east wing  ","password":"`+opPass+`"}`)
+	if w.Code != 200 || !strings.Contains(w.Body.String(), `"shared":true`) {
+		t.Fatalf("alias: %d %s", w.Code, w.Body)
+	}
+	if calls := f.agent.called(); len(calls) != 1 || calls[0] != "alias b east wing" {
+		t.Fatalf("store calls %v", calls)
+	}
+	if got := loadAliases(f.h.o.Dir, f.h.o.Log).all(); len(got) != 0 {
+		t.Fatalf("a shared alias went to the local file too: %v", got)
+	}
+	w = f.do(call{method: "GET", path: "/ui/api/status", cookie: viewer})
+	if !strings.Contains(w.Body.String(), `"aliases":{"b":"east wing"},"aliases_shared":true`) {
+		t.Fatalf("status lacks the shared alias: %s", w.Body)
+	}
+	var audited bool
+	f.auditM.Lock()
+	for _, e := range f.audit {
+		audited = audited || (e.Action == "dashboard alias" && e.Status == 200 && strings.Contains(e.Body, "east wing") && !strings.Contains(e.Body, opPass))
+	}
+	f.auditM.Unlock()
+	if !audited {
+		t.Fatalf("the alias is not in the audit log: %+v", f.audit)
 	}
 }
 
