@@ -313,6 +313,22 @@ func (h *Handler) viewer(next func(w http.ResponseWriter, r *http.Request, s *se
 	}
 }
 
+// operatorRead guards a read that viewers may not make: the agents' logs,
+// which can hold what the masked configuration hides (addresses, hook and
+// service output, a credential in an error message). A viewer's attempt is
+// refused with 403 and audited as what.
+func (h *Handler) operatorRead(what string, next func(w http.ResponseWriter, r *http.Request, s *session)) http.HandlerFunc {
+	return h.viewer(func(w http.ResponseWriter, r *http.Request, s *session) {
+		if s.role != config.RoleOperator {
+			msg := s.user + " is a viewer; logs may hold sensitive data, so reading and downloading them needs an operator login"
+			h.audit(r, h.who(s.user), what, r.URL.Query().Get("node"), http.StatusForbidden, msg)
+			api.WriteError(w, http.StatusForbidden, msg)
+			return
+		}
+		next(w, r, s)
+	})
+}
+
 // actionFunc carries out one action for an operator whose password has
 // been checked; body is the request without the password.
 type actionFunc func(r *http.Request, s *session, body json.RawMessage) (any, error)

@@ -127,8 +127,8 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /ui/api/status", h.viewer(h.status))
 	m.HandleFunc("GET /ui/api/events", h.viewer(h.events))
 	m.HandleFunc("GET /ui/api/config", h.viewer(h.config))
-	m.HandleFunc("GET /ui/api/logs", h.viewer(h.logs))
-	m.HandleFunc("GET /ui/api/logs/download", h.viewer(h.download))
+	m.HandleFunc("GET /ui/api/logs", h.operatorRead("read logs", h.logs))
+	m.HandleFunc("GET /ui/api/logs/download", h.operatorRead("download logs", h.download))
 	m.HandleFunc("GET /ui/events/stream", h.viewer(h.stream))
 
 	m.HandleFunc("POST /ui/api/switchover", h.post(h.action("switchover", h.switchover)))

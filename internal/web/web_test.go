@@ -419,17 +419,51 @@ func TestServiceActions(t *testing.T) {
 
 func TestLogsFromAnyNode(t *testing.T) {
 	f := newFixture(t)
-	viewer, _ := f.login("vic", viewerPass)
-	w := f.do(call{method: "GET", path: "/ui/api/logs?node=a&lines=5", cookie: viewer})
+	op, _ := f.login("olga", opPass)
+	w := f.do(call{method: "GET", path: "/ui/api/logs?node=a&lines=5", cookie: op})
 	if w.Code != 200 || w.Body.String() != "log of a, 5 lines\n" {
 		t.Fatalf("local log: %d %q", w.Code, w.Body)
 	}
-	w = f.do(call{method: "GET", path: "/ui/api/logs/download?node=b", cookie: viewer})
+	w = f.do(call{method: "GET", path: "/ui/api/logs/download?node=b", cookie: op})
 	if w.Code != 200 || w.Body.String() != "log of b\n" || !strings.Contains(w.Header().Get("Content-Disposition"), `attachment; filename="haven-test-b-`) {
 		t.Fatalf("remote download: %d %q %v", w.Code, w.Body, w.Header())
 	}
-	if w := f.do(call{method: "GET", path: "/ui/api/logs?node=zz", cookie: viewer}); w.Code != http.StatusNotFound {
+	if w := f.do(call{method: "GET", path: "/ui/api/logs?node=zz", cookie: op}); w.Code != http.StatusNotFound {
 		t.Fatalf("unknown node: %d", w.Code)
+	}
+}
+
+// TestViewersCannotReadLogs: logs may hold sensitive data, so viewers get
+// 403 with a reason, no other agent is asked, and the attempt is audited;
+// the status, the timeline and the configuration stay open to them.
+func TestViewersCannotReadLogs(t *testing.T) {
+	f := newFixture(t)
+	viewer, _ := f.login("vic", viewerPass)
+	for _, path := range []string{"/ui/api/logs/download?node=b", "/ui/api/logs/download", "/ui/api/logs?node=b&lines=5", "/ui/api/logs?node=a"} {
+		w := f.do(call{method: "GET", path: path, cookie: viewer})
+		if w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), "needs an operator") || strings.Contains(w.Body.String(), "log of") {
+			t.Errorf("%s as a viewer: %d %s; want 403 saying an operator is needed", path, w.Code, w.Body)
+		}
+	}
+	f.auditM.Lock()
+	asked := len(f.remReq)
+	var refused int
+	for _, e := range f.audit {
+		if e.Action == "dashboard download logs" && e.Status == http.StatusForbidden && strings.Contains(e.Who, "vic") {
+			refused++
+		}
+	}
+	f.auditM.Unlock()
+	if asked != 0 {
+		t.Errorf("a viewer's log request reached another agent %d times", asked)
+	}
+	if refused != 2 {
+		t.Errorf("%d refused downloads in the audit log, want 2: %+v", refused, f.audit)
+	}
+	for _, path := range []string{"/ui/api/status", "/ui/api/events", "/ui/api/config"} {
+		if w := f.do(call{method: "GET", path: path, cookie: viewer}); w.Code != 200 {
+			t.Errorf("%s as a viewer: %d %s", path, w.Code, w.Body)
+		}
 	}
 }
 
