@@ -232,7 +232,7 @@ func TestLoginSetsAStrictHttpOnlyCookie(t *testing.T) {
 		t.Fatalf("login: %d %s", w.Code, w.Body)
 	}
 	c := w.Result().Cookies()[0]
-	if c.Name != cookieName || !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Secure || c.Path != "/ui/" || c.MaxAge != 3600 {
+	if c.Name != "haven_session_a" || !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Secure || c.Path != "/ui/" || c.MaxAge != 3600 {
 		t.Fatalf("cookie %+v: want HttpOnly, SameSite=Strict, not Secure over plain HTTP, Path /ui/, an hour", c)
 	}
 	// Under TLS the cookie is Secure.
