@@ -695,6 +695,7 @@ func (a *Agent) Record() ha.NodeStatus {
 	}
 	rec := ha.NodeStatus{
 		Name:      a.node.Name,
+		Site:      a.node.Site,
 		Role:      role,
 		Healthy:   st.Healthy,
 		Health:    st.HealthReason,

@@ -132,6 +132,7 @@ func (a *Agent) httpHandler(o api.Options) (http.Handler, func()) {
 		Source:   a,
 		Operator: a,
 		Logs:     a,
+		Aliases:  a,
 		Audit:    o.Audit,
 		Log:      a.log.With("part", "dashboard"),
 	})

@@ -37,6 +37,10 @@ func (a *Agent) Status() api.Status {
 			v = viewOf(rec)
 			v.Witness = n.Witness
 		}
+		// The site and alias are known for a node that is down too: the
+		// site from the shared config, the alias from the store.
+		v.Site = n.Site
+		v.Alias = snap.Props[n.Name].Alias
 		st.Nodes = append(st.Nodes, v)
 	}
 	// Nodes that joined after this agent read its config (members add).
@@ -48,7 +52,9 @@ func (a *Agent) Status() api.Status {
 	}
 	sort.Strings(extra)
 	for _, name := range extra {
-		st.Nodes = append(st.Nodes, viewOf(snap.Nodes[name]))
+		v := viewOf(snap.Nodes[name])
+		v.Alias = snap.Props[name].Alias
+		st.Nodes = append(st.Nodes, v)
 	}
 	return st
 }
@@ -56,7 +62,7 @@ func (a *Agent) Status() api.Status {
 // viewOf turns a node's published record into its status entry.
 func viewOf(rec ha.NodeStatus) api.NodeView {
 	return api.NodeView{
-		Name: rec.Name, Role: rec.Role, Healthy: rec.Healthy, Health: rec.Health,
+		Name: rec.Name, Site: rec.Site, Role: rec.Role, Healthy: rec.Healthy, Health: rec.Health,
 		Eligible: rec.Eligible, Why: rec.Why, Epoch: rec.Epoch, Since: rec.Since, Reason: rec.Reason,
 		AgentPID: rec.AgentPID, ServicePID: rec.ServicePID, API: rec.API,
 		Heartbeat: rec.Heartbeat, StartedAt: rec.StartedAt, Version: rec.Version, Failovers: rec.Failovers,

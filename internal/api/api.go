@@ -15,6 +15,8 @@ import (
 // NodeView is one node as shown by /status and `haven status --json`.
 type NodeView struct {
 	Name       string    `json:"name"`
+	Alias      string    `json:"alias,omitempty"` // operators' name for it, when the store keeps aliases
+	Site       string    `json:"site,omitempty"`
 	Role       ha.Role   `json:"role"`
 	Healthy    bool      `json:"healthy"`
 	Health     string    `json:"health,omitempty"`

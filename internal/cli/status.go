@@ -92,7 +92,7 @@ func printStatus(w io.Writer, st api.Status) {
 	}
 	fmt.Fprintf(w, "cluster %s (%s): active %s; as seen by %s\n\n", st.Cluster, st.Mode, leader, st.Reporter)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tROLE\tHEALTHY\tEPOCH\tAGENT PID\tSERVICE PID\tSINCE\tWHY")
+	fmt.Fprintln(tw, "NODE\tSITE\tROLE\tHEALTHY\tEPOCH\tAGENT PID\tSERVICE PID\tSINCE\tWHY")
 	for _, n := range st.Nodes {
 		epoch := "-"
 		if n.Epoch != 0 {
@@ -109,7 +109,11 @@ func printStatus(w io.Writer, st api.Status) {
 		if !n.Healthy && n.Health != "" {
 			why = n.Health
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Role, yesNo(n.Healthy), epoch,
+		site := n.Site
+		if site == "" {
+			site = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, site, n.Role, yesNo(n.Healthy), epoch,
 			pid(n.AgentPID), pid(n.ServicePID), since, why)
 	}
 	_ = tw.Flush()

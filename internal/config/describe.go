@@ -28,13 +28,13 @@ func (c *Config) Describe() string {
 		majority := voters/2 + 1
 		line("nodes: %d etcd %s, a majority is %d, so %d may fail", voters, plural(voters, "voter", "voters"), majority, voters-majority)
 	}
-	line("  NAME\tROLE\tAPI\tPEER\tCLIENT\tENV")
+	line("  NAME\tSITE\tROLE\tAPI\tPEER\tCLIENT\tENV")
 	for _, n := range c.Nodes {
 		role := "service"
 		if n.Witness {
 			role = "witness"
 		}
-		line("  %s\t%s\t%s\t%s\t%s\t%s", n.Name, role, orDash(n.API), orDash(n.Peer), orDash(n.Client), orDash(strings.Join(Environ(n.Env), " ")))
+		line("  %s\t%s\t%s\t%s\t%s\t%s\t%s", n.Name, orDash(n.Site), role, orDash(n.API), orDash(n.Peer), orDash(n.Client), orDash(strings.Join(Environ(n.Env), " ")))
 	}
 	line("")
 

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -35,7 +37,7 @@ const (
 var (
 	topKeys     = []string{"cluster", "mode", "data_dir", "timing", "timings", "store", "nodes", "service", "hooks", "checks", "proxy", "preempt", "api", "outage_policy", "redirect", "dashboard", "drill", "log"}
 	timingKeys  = []string{"lease_ttl", "renew_interval", "renew_timeout", "fence_margin", "etcd_heartbeat", "etcd_election"}
-	nodeKeys    = []string{"name", "api", "peer", "client", "backend", "witness", "backup", "priority", "env"}
+	nodeKeys    = []string{"name", "site", "api", "peer", "client", "backend", "witness", "backup", "priority", "env"}
 	serviceKeys = []string{"command", "env", "dir", "standby", "stop_signal", "stop_grace", "restart", "restart_delay"}
 	hooksKeys   = []string{"on_promote", "on_demote", "promote_backoff"}
 	hookKeys    = []string{"command", "timeout"}
@@ -273,6 +275,9 @@ func (b *builder) nodes(f fields) {
 				node.Name = s
 			}
 		}
+		if v, ok := nf["site"]; ok {
+			node.Site = b.site(v, path+".site")
+		}
 		if v, ok := nf["witness"]; ok {
 			node.Witness, _ = b.boolean(v, path+".witness")
 		}
@@ -308,6 +313,32 @@ func (b *builder) nodes(f fields) {
 		b.c.Nodes = append(b.c.Nodes, node)
 	}
 	b.voters(len(items))
+}
+
+// maxSite bounds a node's site: a short label such as dc1 or "Paris 2".
+const maxSite = 32
+
+// site returns a node's site: up to maxSite printable characters, with no
+// space at either end. It is shown in status and on the dashboard, so
+// control characters and long text are refused rather than cut.
+func (b *builder) site(n *yaml.Node, field string) string {
+	s, ok := b.str(n, field)
+	if !ok {
+		return ""
+	}
+	switch {
+	case s == "":
+		b.add(n.Line, field, "is empty; name the node's site, e.g. site: dc1, or leave the line out")
+	case utf8.RuneCountInString(s) > maxSite:
+		b.add(n.Line, field, "%q is %d characters; use a short label of up to %d, e.g. site: dc1", s, utf8.RuneCountInString(s), maxSite)
+	case strings.TrimSpace(s) != s:
+		b.add(n.Line, field, "%q starts or ends with a space; remove it", s)
+	case strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0:
+		b.add(n.Line, field, "%q holds a control or invisible character; use letters, digits, spaces and punctuation, e.g. site: dc1", s)
+	default:
+		return s
+	}
+	return ""
 }
 
 // voters applies the quorum rules. All nodes, witnesses included, are etcd

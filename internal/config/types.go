@@ -43,6 +43,7 @@ type Timing struct {
 // Node is one member of the cluster.
 type Node struct {
 	Name     string
+	Site     string            // where the node is (free text such as dc1); shown in status and on the dashboard
 	API      string            // host:port of the agent HTTP API
 	Peer     string            // host:port of the embedded etcd peer listener
 	Client   string            // host:port of the embedded etcd client listener

@@ -101,11 +101,12 @@ type clusterOpts struct {
 	witness string   // name of a node that is a witness
 	start   []string // nodes to start at first (default: all)
 
-	mode       string         // cluster mode (default active-passive)
-	backups    []string       // nodes with backup: true
-	preempt    string         // preemption delay; empty: off
-	priorities map[string]int // node priorities (default 100)
-	top        string         // extra top-level YAML
+	mode       string            // cluster mode (default active-passive)
+	backups    []string          // nodes with backup: true
+	preempt    string            // preemption delay; empty: off
+	priorities map[string]int    // node priorities (default 100)
+	sites      map[string]string // node sites (default none)
+	top        string            // extra top-level YAML
 }
 
 // newCluster writes a config for a cluster of o.nodes nodes running the
@@ -156,6 +157,9 @@ func newCluster(t testing.TB, o clusterOpts) *Cluster {
 			}
 			if p, ok := o.priorities[n.Name]; ok {
 				fmt.Fprintf(&b, "    priority: %d\n", p)
+			}
+			if s, ok := o.sites[n.Name]; ok {
+				fmt.Fprintf(&b, "    site: %q\n", s)
 			}
 		}
 		c.Nodes = append(c.Nodes, n)

@@ -15,7 +15,8 @@ import (
 // TestStatusJSONTableAndMetrics checks the shapes scripts and Prometheus
 // rely on: `haven status --json`, the table, and /metrics on the active.
 func TestStatusJSONTableAndMetrics(t *testing.T) {
-	c := newCluster(t, clusterOpts{})
+	sites := map[string]string{"n1": "dc1", "n2": "dc2"} // n3 has none
+	c := newCluster(t, clusterOpts{sites: sites})
 	active, epoch := c.WaitActive(startTimeout)
 	c.waitHealthy(30 * time.Second)
 
@@ -39,6 +40,9 @@ func TestStatusJSONTableAndMetrics(t *testing.T) {
 				t.Errorf("node entry lacks %q: %v", k, n)
 			}
 		}
+		if site, _ := n["site"].(string); site != sites[n["name"].(string)] {
+			t.Errorf("%v has site %q, want %q", n["name"], site, sites[n["name"].(string)])
+		}
 		if n["role"] == "active" {
 			actives++
 			if n["name"] != active || int64(n["epoch"].(float64)) != int64(epoch) {
@@ -58,6 +62,16 @@ func TestStatusJSONTableAndMetrics(t *testing.T) {
 	code, out, _ = runHaven(t, "status", "--config", c.Config)
 	if code != 0 || !strings.Contains(out, "NODE") || !strings.Contains(out, active) || !strings.Contains(out, "healthy and ready to take over") {
 		t.Fatalf("status table (exit %d):\n%s", code, out)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		want, ok := map[string]string{"NODE": "SITE", "n1": "dc1", "n2": "dc2", "n3": "-"}[f[0]]
+		if ok && f[1] != want {
+			t.Errorf("status table: %s's second column is %q, want %q:\n%s", f[0], f[1], want, out)
+		}
 	}
 
 	resp, err := http.Get("http://" + c.Node(active).API + "/metrics")

@@ -210,7 +210,8 @@ func login(t *testing.T, ctx context.Context, user, password string) {
 // requests are refused.
 func TestDashboardInBrowser(t *testing.T) {
 	art := artifactsDir(t)
-	c := newCluster(t, clusterOpts{top: dashboardYAML(t)})
+	sites := map[string]string{"n1": "dc1", "n2": "dc1", "n3": "dc2 east"}
+	c := newCluster(t, clusterOpts{top: dashboardYAML(t), sites: sites})
 	c.WaitActive(startTimeout)
 	c.waitHealthy(30 * time.Second)
 	ctx := newBrowser(t)
@@ -245,7 +246,11 @@ func TestDashboardInBrowser(t *testing.T) {
 		if !evalJS[bool](t, ctx, fmt.Sprintf(`!!document.querySelector('#nodes-body tr[data-node=%q] .pid').textContent.match(/\d+/)`, n.Name)) {
 			t.Errorf("%s shows no service pid", n.Name)
 		}
+		if got := evalJS[string](t, ctx, fmt.Sprintf(`document.querySelector('#nodes-body tr[data-node=%q] .site').textContent`, n.Name)); got != sites[n.Name] {
+			t.Errorf("%s's site shows as %q, want %q", n.Name, got, sites[n.Name])
+		}
 	}
+	checkActiveBanner(t, ctx, c, dash.Name, active)
 	checkAccessibility(t, ctx)
 	screenshot(t, ctx, art, "02-overview")
 
@@ -288,6 +293,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	until(t, ctx, 10*time.Second, "the switchover in the timeline", `[...document.querySelectorAll('#timeline li[data-kind=switchover]')].length > 0`)
 	until(t, ctx, 5*time.Second, "the change announced", fmt.Sprintf(`document.querySelector('#live').textContent.includes(%q)`, target+" is now active"))
+	checkActiveBanner(t, ctx, c, dash.Name, target)
 	screenshot(t, ctx, art, "03-after-switchover")
 	if now, _ := c.WaitActive(10 * time.Second); now != target {
 		t.Fatalf("the cluster's active is %s after the dashboard's switchover to %s", now, target)
@@ -395,7 +401,41 @@ func TestDashboardInBrowser(t *testing.T) {
 	if evalJS[bool](t, ctx, fmt.Sprintf(`document.body.innerText.includes(%q) || document.body.innerText.includes('$2a$')`, testToken)) {
 		t.Fatal("the page shows the API token or a password hash")
 	}
+	if got := evalJS[string](t, ctx, `[...document.querySelectorAll('#detail-props dt')].find(e => e.textContent === 'Site').nextElementSibling.textContent`); got != sites[remote] {
+		t.Errorf("the details of %s show site %q, want %q", remote, got, sites[remote])
+	}
 	screenshot(t, ctx, art, "05-node-detail")
+
+	// An alias set on n1's dashboard (with the keyboard, confirmed with the
+	// password) is kept in the store: n1 shows it, and so does another
+	// node's dashboard.
+	alias := "east wing, rack 4"
+	until(t, ctx, 5*time.Second, "the alias kept in the store", `document.querySelector('#alias-note').textContent.includes('coordination store')`)
+	evalJS[bool](t, ctx, `(() => { document.querySelector('#alias-input').value = ''; document.querySelector('#alias-input').focus(); return true })()`)
+	browse(t, ctx, 10*time.Second, "type the alias", chromedp.SendKeys(chromedp.CSS("#alias-input"), alias))
+	press(t, ctx, "#alias-submit")
+	until(t, ctx, 5*time.Second, "the dialog says every dashboard", `document.querySelector('#confirm-text').textContent.includes('every node')`)
+	confirmWith(t, ctx, operatorPassword)
+	aliasShown := fmt.Sprintf(`(document.querySelector('#nodes-body tr[data-node=%q] .alias') || {}).textContent === %q`, remote, alias)
+	until(t, ctx, 10*time.Second, "the alias on n1's dashboard", aliasShown)
+	other := c.Nodes[1] // n2's dashboard, in a second tab
+	tab, closeTab := chromedp.NewContext(ctx)
+	if err := chromedp.Do(tab); err != nil { // opens the tab on its own context, not one with a deadline
+		t.Fatalf("open a second tab: %v", err)
+	}
+	browse(t, tab, 30*time.Second, "open n2's dashboard", chromedp.Navigate("http://"+other.API+"/ui/"))
+	login(t, tab, "alice", operatorPassword)
+	until(t, tab, 15*time.Second, "the alias set on n1 shown on n2's dashboard", aliasShown)
+	screenshot(t, tab, art, "06-alias-on-n2")
+	closeTab()
+	// Browsers do not tell ports apart for cookies: logging in on n2's
+	// dashboard on the same host must not end the session on n1's.
+	if code := evalJS[float64](t, ctx, `fetch('/ui/api/session').then(r => r.status)`); code != http.StatusOK {
+		t.Fatalf("n1's session after logging in on n2's dashboard on the same host: HTTP %v", code)
+	}
+	if strings.Contains(readFileOrEmpty(filepath.Join(c.Dir, "data", dash.Name, "dashboard.json")), alias) {
+		t.Error("the alias went to n1's own file, not (only) the store")
+	}
 
 	// Log out; a viewer sees the cluster but has no actions, and the server
 	// refuses them even when the page is bypassed.
@@ -404,6 +444,25 @@ func TestDashboardInBrowser(t *testing.T) {
 	until(t, ctx, 15*time.Second, "three nodes for the viewer", `document.querySelectorAll('#nodes-body tr[data-node]').length === 3`)
 	if evalJS[bool](t, ctx, `document.querySelectorAll('[data-key$=":maint-on"], [data-key$=":svc-stop"]').length > 0 || document.querySelector('#switchover-form').offsetParent !== null`) {
 		t.Fatal("a viewer is offered actions")
+	}
+	// Viewers read the status and the timeline, not the logs: no download
+	// button, no log in the details, and the server refuses a direct GET.
+	if evalJS[bool](t, ctx, `document.querySelectorAll('[data-key$=":log"]').length > 0`) {
+		t.Fatal("a viewer is offered log downloads")
+	}
+	press(t, ctx, fmt.Sprintf(`[data-key=%q]`, remote+":details"))
+	until(t, ctx, 10*time.Second, "the details for the viewer", `!document.querySelector('#detail').hidden && document.querySelector('#log-viewer-note').offsetParent !== null`)
+	if evalJS[bool](t, ctx, `document.querySelector('#log-download').offsetParent !== null || document.querySelector('#detail-log').offsetParent !== null || document.querySelector('#alias-form').offsetParent !== null`) {
+		t.Fatal("a viewer sees the log, its download link or the alias form in the details")
+	}
+	until(t, ctx, 10*time.Second, "the timeline for the viewer", `document.querySelectorAll('#timeline li[data-kind=switchover]').length > 0`)
+	type answer struct {
+		Status float64 `json:"status"`
+		Body   string  `json:"body"`
+	}
+	refused := evalJS[answer](t, ctx, fmt.Sprintf(`(async () => { const r = await fetch('/ui/api/logs/download?node=%s'); return {status: r.status, body: await r.text()}; })()`, remote))
+	if refused.Status != http.StatusForbidden || !strings.Contains(refused.Body, "needs an operator") {
+		t.Fatalf("a viewer's log download: HTTP %v %s; want 403 saying an operator is needed", refused.Status, refused.Body)
 	}
 	code := evalJS[float64](t, ctx, fmt.Sprintf(`(async () => {
 		const s = await (await fetch('/ui/api/session')).json();
@@ -414,7 +473,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	if code != http.StatusForbidden {
 		t.Fatalf("a viewer's maintenance request: HTTP %v, want 403", code)
 	}
-	screenshot(t, ctx, art, "06-viewer")
+	screenshot(t, ctx, art, "07-viewer")
 
 	// Without the CSRF token an operator's request is refused too.
 	jar, _ := cookiejar.New(nil)
@@ -463,7 +522,7 @@ func TestDashboardInBrowser(t *testing.T) {
 			seen[fmt.Sprintf("%s %d", e.Action, e.Status)] = true
 		}
 	}
-	for _, want := range []string{"dashboard login 401", "dashboard login 200", "dashboard switchover 200", "dashboard maintenance 200", "dashboard maintenance 403", "dashboard download logs 200"} {
+	for _, want := range []string{"dashboard login 401", "dashboard login 200", "dashboard switchover 200", "dashboard maintenance 200", "dashboard maintenance 403", "dashboard download logs 200", "dashboard download logs 403", "dashboard alias 200"} {
 		if !seen[want] {
 			t.Errorf("the audit log lacks %q:\n%s", want, audit)
 		}
@@ -471,6 +530,28 @@ func TestDashboardInBrowser(t *testing.T) {
 	if strings.Contains(string(audit), operatorPassword) || strings.Contains(string(audit), "wrong-password") {
 		t.Error("the audit log contains a password")
 	}
+}
+
+// checkActiveBanner checks that the overview names the active node and,
+// unless the dashboard runs on it, links to its dashboard.
+func checkActiveBanner(t *testing.T, ctx context.Context, c *Cluster, self, active string) {
+	t.Helper()
+	until(t, ctx, 10*time.Second, "the banner naming "+active, fmt.Sprintf(`document.querySelector('#active-banner').textContent.startsWith('Active: ' + %q)`, active))
+	if active == self {
+		if !evalJS[bool](t, ctx, `document.querySelector('#active-banner').textContent.includes('this dashboard runs on it') && !document.querySelector('#active-banner a')`) {
+			t.Error("the banner does not say this dashboard runs on the active node")
+		}
+		return
+	}
+	href := evalJS[string](t, ctx, fmt.Sprintf(`(document.querySelector('#active-banner a.active-link[data-node=%q]') || {}).href || ''`, active))
+	if want := "http://" + c.Node(active).API + "/ui/"; href != want {
+		t.Errorf("the link to the active's dashboard is %q, want %q", href, want)
+	}
+}
+
+func readFileOrEmpty(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
 }
 
 // checkAccessibility checks the basics: every form control has a label,

@@ -55,6 +55,7 @@ func (l Leader) None() bool { return l.Node == "" }
 // attached to the agent's session, so it disappears when the agent dies.
 type NodeStatus struct {
 	Name        string    `json:"name"`
+	Site        string    `json:"site,omitempty"` // from the config: where the node is
 	Role        Role      `json:"role"`
 	Healthy     bool      `json:"healthy"`
 	Health      string    `json:"health,omitempty"` // reason of the last health change
@@ -81,6 +82,10 @@ type Snapshot struct {
 	Leader  Leader
 	Nodes   map[string]NodeStatus
 	Intents Intents
+	// Props are the operators' node properties (see Properties), nil when
+	// the store keeps none. Stores replace the map rather than change it,
+	// so snapshots may share it.
+	Props map[string]NodeProps
 }
 
 // Intents are what operators asked for and the cluster must honour until

@@ -221,8 +221,15 @@ func (h *Handler) setAlias(r *http.Request, s *session, body json.RawMessage) (a
 	if len([]rune(alias)) > 64 || strings.IndexFunc(alias, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
 		return nil, ha.Errorf(ha.KindInvalid, "an alias is up to 64 printable characters")
 	}
-	if err := h.aliases.set(req.Node, alias); err != nil {
+	shared := h.aliasesShared()
+	if shared {
+		ctx, cancel := detached(r)
+		defer cancel()
+		if err := h.o.Aliases.SetAlias(ctx, req.Node, alias); err != nil {
+			return nil, err
+		}
+	} else if err := h.aliases.set(req.Node, alias); err != nil {
 		return nil, err
 	}
-	return map[string]string{"node": req.Node, "alias": alias}, nil
+	return map[string]any{"node": req.Node, "alias": alias, "shared": shared}, nil
 }

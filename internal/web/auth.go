@@ -18,10 +18,21 @@ import (
 )
 
 const (
-	cookieName  = "haven_session"
-	csrfHeader  = "X-CSRF-Token"
-	maxSessions = 1000
+	cookiePrefix = "haven_session"
+	csrfHeader   = "X-CSRF-Token"
+	maxSessions  = 1000
 )
+
+// cookieName names this node's session cookie. Browsers keep cookies per
+// host, not per port, so with one name the dashboards of two nodes on one
+// host (haven demo, or following the link to the active's dashboard there)
+// would overwrite each other's session.
+func (h *Handler) cookieName() string {
+	if h.o.Node == "" {
+		return cookiePrefix
+	}
+	return cookiePrefix + "_" + h.o.Node
+}
 
 // session is one logged-in browser. Sessions live in the agent's memory:
 // they end when it restarts, and each node's dashboard has its own.
@@ -253,7 +264,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	}
 	s := h.sessions.create(u.Name, u.Role, h.o.Now(), h.d.SessionTTL)
 	http.SetCookie(w, &http.Cookie{
-		Name: cookieName, Value: s.id, Path: "/ui/",
+		Name: h.cookieName(), Value: s.id, Path: "/ui/",
 		MaxAge:   int(h.d.SessionTTL.Seconds()),
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: h.secure(r),
 	})
@@ -272,7 +283,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.sessions.delete(s.id)
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/ui/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: h.secure(r)})
+	http.SetCookie(w, &http.Cookie{Name: h.cookieName(), Value: "", Path: "/ui/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: h.secure(r)})
 	h.audit(r, h.who(s.user), "logout", "", http.StatusOK, "ok")
 	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
 }
@@ -289,7 +300,7 @@ func (h *Handler) session(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) current(r *http.Request) (*session, bool) {
-	c, err := r.Cookie(cookieName)
+	c, err := r.Cookie(h.cookieName())
 	if err != nil || c.Value == "" {
 		return nil, false
 	}
@@ -311,6 +322,22 @@ func (h *Handler) viewer(next func(w http.ResponseWriter, r *http.Request, s *se
 		}
 		next(w, r, s)
 	}
+}
+
+// operatorRead guards a read that viewers may not make: the agents' logs,
+// which can hold what the masked configuration hides (addresses, hook and
+// service output, a credential in an error message). A viewer's attempt is
+// refused with 403 and audited as what.
+func (h *Handler) operatorRead(what string, next func(w http.ResponseWriter, r *http.Request, s *session)) http.HandlerFunc {
+	return h.viewer(func(w http.ResponseWriter, r *http.Request, s *session) {
+		if s.role != config.RoleOperator {
+			msg := s.user + " is a viewer; logs may hold sensitive data, so reading and downloading them needs an operator login"
+			h.audit(r, h.who(s.user), what, r.URL.Query().Get("node"), http.StatusForbidden, msg)
+			api.WriteError(w, http.StatusForbidden, msg)
+			return
+		}
+		next(w, r, s)
+	})
 }
 
 // actionFunc carries out one action for an operator whose password has

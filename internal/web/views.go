@@ -59,14 +59,30 @@ func statusOf(err error) int {
 }
 
 // statusView is the cluster as the page shows it: the agent's status and
-// this dashboard's aliases.
+// the nodes' aliases, from the store (AliasesShared) or from this
+// dashboard's own file.
 type statusView struct {
 	api.Status
-	Aliases map[string]string `json:"aliases"`
+	Aliases       map[string]string `json:"aliases"`
+	AliasesShared bool              `json:"aliases_shared"`
 }
 
+// aliasesShared reports whether aliases live in the store.
+func (h *Handler) aliasesShared() bool { return h.o.Aliases != nil && h.o.Aliases.AliasesShared() }
+
 func (h *Handler) statusNow() statusView {
-	return statusView{Status: h.o.Source.Status(), Aliases: h.aliases.all()}
+	v := statusView{Status: h.o.Source.Status(), AliasesShared: h.aliasesShared()}
+	if !v.AliasesShared {
+		v.Aliases = h.aliases.all()
+		return v
+	}
+	v.Aliases = map[string]string{}
+	for _, n := range v.Nodes {
+		if n.Alias != "" {
+			v.Aliases[n.Name] = n.Alias
+		}
+	}
+	return v
 }
 
 func (h *Handler) status(w http.ResponseWriter, r *http.Request, _ *session) {
@@ -332,7 +348,8 @@ func fingerprint(v statusView) []byte {
 }
 
 // aliases are the names people give nodes on this dashboard, kept in
-// data_dir/<node>/dashboard.json. Each node's dashboard keeps its own.
+// data_dir/<node>/dashboard.json, for stores that keep no node properties:
+// each node's dashboard then has its own.
 type aliases struct {
 	mu   sync.Mutex
 	path string

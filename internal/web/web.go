@@ -12,8 +12,15 @@
 // rate-limited per client address and per user. Every login and action goes
 // to the agent's audit log.
 //
+// Viewers see the status, the timeline, node details and the masked
+// configuration; logs, which may hold what the masking hides, are for
+// operators only.
+//
 // Cluster actions call the local agent in-process; service actions and log
 // downloads for another node go to that node's agent API with api.token.
+// Aliases live in the coordination store when it keeps node properties, so
+// every node's dashboard shows the same; otherwise each dashboard keeps its
+// own.
 package web
 
 import (
@@ -40,8 +47,12 @@ type Options struct {
 	Source   api.Source
 	Operator api.Operator
 	Logs     api.LogSource // this node's log
-	Audit    func(api.AuditEntry)
-	Log      *slog.Logger
+	// Aliases keeps node aliases in the store, where every node's
+	// dashboard sees them. Nil, or a store that keeps none: this
+	// dashboard keeps them in data_dir/<node>/dashboard.json.
+	Aliases api.Aliaser
+	Audit   func(api.AuditEntry)
+	Log     *slog.Logger
 
 	// For tests: the clock (default time.Now), the client for other agents
 	// (default a 30s-timeout client) and the state file directory (default
@@ -116,8 +127,8 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /ui/api/status", h.viewer(h.status))
 	m.HandleFunc("GET /ui/api/events", h.viewer(h.events))
 	m.HandleFunc("GET /ui/api/config", h.viewer(h.config))
-	m.HandleFunc("GET /ui/api/logs", h.viewer(h.logs))
-	m.HandleFunc("GET /ui/api/logs/download", h.viewer(h.download))
+	m.HandleFunc("GET /ui/api/logs", h.operatorRead("read logs", h.logs))
+	m.HandleFunc("GET /ui/api/logs/download", h.operatorRead("download logs", h.download))
 	m.HandleFunc("GET /ui/events/stream", h.viewer(h.stream))
 
 	m.HandleFunc("POST /ui/api/switchover", h.post(h.action("switchover", h.switchover)))

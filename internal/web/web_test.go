@@ -232,7 +232,7 @@ func TestLoginSetsAStrictHttpOnlyCookie(t *testing.T) {
 		t.Fatalf("login: %d %s", w.Code, w.Body)
 	}
 	c := w.Result().Cookies()[0]
-	if c.Name != cookieName || !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Secure || c.Path != "/ui/" || c.MaxAge != 3600 {
+	if c.Name != "haven_session_a" || !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Secure || c.Path != "/ui/" || c.MaxAge != 3600 {
 		t.Fatalf("cookie %+v: want HttpOnly, SameSite=Strict, not Secure over plain HTTP, Path /ui/, an hour", c)
 	}
 	// Under TLS the cookie is Secure.
@@ -419,17 +419,51 @@ func TestServiceActions(t *testing.T) {
 
 func TestLogsFromAnyNode(t *testing.T) {
 	f := newFixture(t)
-	viewer, _ := f.login("vic", viewerPass)
-	w := f.do(call{method: "GET", path: "/ui/api/logs?node=a&lines=5", cookie: viewer})
+	op, _ := f.login("olga", opPass)
+	w := f.do(call{method: "GET", path: "/ui/api/logs?node=a&lines=5", cookie: op})
 	if w.Code != 200 || w.Body.String() != "log of a, 5 lines\n" {
 		t.Fatalf("local log: %d %q", w.Code, w.Body)
 	}
-	w = f.do(call{method: "GET", path: "/ui/api/logs/download?node=b", cookie: viewer})
+	w = f.do(call{method: "GET", path: "/ui/api/logs/download?node=b", cookie: op})
 	if w.Code != 200 || w.Body.String() != "log of b\n" || !strings.Contains(w.Header().Get("Content-Disposition"), `attachment; filename="haven-test-b-`) {
 		t.Fatalf("remote download: %d %q %v", w.Code, w.Body, w.Header())
 	}
-	if w := f.do(call{method: "GET", path: "/ui/api/logs?node=zz", cookie: viewer}); w.Code != http.StatusNotFound {
+	if w := f.do(call{method: "GET", path: "/ui/api/logs?node=zz", cookie: op}); w.Code != http.StatusNotFound {
 		t.Fatalf("unknown node: %d", w.Code)
+	}
+}
+
+// TestViewersCannotReadLogs: logs may hold sensitive data, so viewers get
+// 403 with a reason, no other agent is asked, and the attempt is audited;
+// the status, the timeline and the configuration stay open to them.
+func TestViewersCannotReadLogs(t *testing.T) {
+	f := newFixture(t)
+	viewer, _ := f.login("vic", viewerPass)
+	for _, path := range []string{"/ui/api/logs/download?node=b", "/ui/api/logs/download", "/ui/api/logs?node=b&lines=5", "/ui/api/logs?node=a"} {
+		w := f.do(call{method: "GET", path: path, cookie: viewer})
+		if w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), "needs an operator") || strings.Contains(w.Body.String(), "log of") {
+			t.Errorf("%s as a viewer: %d %s; want 403 saying an operator is needed", path, w.Code, w.Body)
+		}
+	}
+	f.auditM.Lock()
+	asked := len(f.remReq)
+	var refused int
+	for _, e := range f.audit {
+		if e.Action == "dashboard download logs" && e.Status == http.StatusForbidden && strings.Contains(e.Who, "vic") {
+			refused++
+		}
+	}
+	f.auditM.Unlock()
+	if asked != 0 {
+		t.Errorf("a viewer's log request reached another agent %d times", asked)
+	}
+	if refused != 2 {
+		t.Errorf("%d refused downloads in the audit log, want 2: %+v", refused, f.audit)
+	}
+	for _, path := range []string{"/ui/api/status", "/ui/api/events", "/ui/api/config"} {
+		if w := f.do(call{method: "GET", path: path, cookie: viewer}); w.Code != 200 {
+			t.Errorf("%s as a viewer: %d %s", path, w.Code, w.Body)
+		}
 	}
 }
 
@@ -465,8 +499,80 @@ func TestAliasesPersist(t *testing.T) {
 		t.Fatalf("alias not saved: %v", again.all())
 	}
 	w = f.do(call{method: "GET", path: "/ui/api/status", cookie: op})
-	if !strings.Contains(w.Body.String(), `"aliases":{"b":"rack 2, left"}`) {
+	if !strings.Contains(w.Body.String(), `"aliases":{"b":"rack 2, left"},"aliases_shared":false`) {
 		t.Fatalf("status lacks the alias: %s", w.Body)
+	}
+}
+
+// sharedAliases is a store that keeps aliases: SetAlias changes what the
+// agent's status reports, as the watch would.
+type sharedAliases struct{ f *fakeAgent }
+
+func (s sharedAliases) AliasesShared() bool { return true }
+func (s sharedAliases) SetAlias(_ context.Context, node, alias string) error {
+	s.f.mu.Lock()
+	defer s.f.mu.Unlock()
+	for i := range s.f.st.Nodes {
+		if s.f.st.Nodes[i].Name == node {
+			s.f.st.Nodes[i].Alias = alias
+		}
+	}
+	s.f.calls = append(s.f.calls, "alias "+node+" "+alias)
+	return nil
+}
+
+// TestAliasesShared: with a store that keeps aliases, setting one goes to
+// the store (not this dashboard's file), the status shows the store's, and
+// it is an action like the others: operator, CSRF, password, audited.
+func TestAliasesShared(t *testing.T) {
+	f := newFixture(t)
+	f.h = New(Options{
+		Config: f.h.o.Config, Node: "a", Source: f.agent, Operator: f.agent, Logs: f.agent, Aliases: sharedAliases{f.agent},
+		Audit: func(e api.AuditEntry) { f.auditM.Lock(); f.audit = append(f.audit, e); f.auditM.Unlock() },
+		Now:   f.clock.Now, Dir: f.h.o.Dir,
+	})
+	op, csrf := f.login("olga", opPass)
+	viewer, vcsrf := f.login("vic", viewerPass)
+	post := func(cookie *http.Cookie, csrf, body string) *httptest.ResponseRecorder {
+		return f.do(call{method: "POST", path: "/ui/api/alias", body: body, cookie: cookie, csrf: csrf})
+	}
+	if w := post(viewer, vcsrf, `{"node":"b","alias":"x","password":"`+viewerPass+`"}`); w.Code != http.StatusForbidden {
+		t.Fatalf("a viewer's alias: %d", w.Code)
+	}
+	if w := post(op, "", `{"node":"b","alias":"x","password":"`+opPass+`"}`); w.Code != http.StatusForbidden {
+		t.Fatalf("an alias without the CSRF token: %d", w.Code)
+	}
+	if w := post(op, csrf, `{"node":"b","alias":"x","password":"nope"}`); w.Code != http.StatusForbidden {
+		t.Fatalf("an alias with a wrong password: %d", w.Code)
+	}
+	if w := post(op, csrf, `{"node":"b","alias":"`+strings.Repeat("y", 65)+`","password":"`+opPass+`"}`); w.Code != http.StatusBadRequest {
+		t.Fatalf("a 65-character alias: %d", w.Code)
+	}
+	if calls := f.agent.called(); len(calls) != 0 {
+		t.Fatalf("refused aliases reached the store: %v", calls)
+	}
+	w := post(op, csrf, `{"node":"b","alias":"  east wing  ","password":"`+opPass+`"}`)
+	if w.Code != 200 || !strings.Contains(w.Body.String(), `"shared":true`) {
+		t.Fatalf("alias: %d %s", w.Code, w.Body)
+	}
+	if calls := f.agent.called(); len(calls) != 1 || calls[0] != "alias b east wing" {
+		t.Fatalf("store calls %v", calls)
+	}
+	if got := loadAliases(f.h.o.Dir, f.h.o.Log).all(); len(got) != 0 {
+		t.Fatalf("a shared alias went to the local file too: %v", got)
+	}
+	w = f.do(call{method: "GET", path: "/ui/api/status", cookie: viewer})
+	if !strings.Contains(w.Body.String(), `"aliases":{"b":"east wing"},"aliases_shared":true`) {
+		t.Fatalf("status lacks the shared alias: %s", w.Body)
+	}
+	var audited bool
+	f.auditM.Lock()
+	for _, e := range f.audit {
+		audited = audited || (e.Action == "dashboard alias" && e.Status == 200 && strings.Contains(e.Body, "east wing") && !strings.Contains(e.Body, opPass))
+	}
+	f.auditM.Unlock()
+	if !audited {
+		t.Fatalf("the alias is not in the audit log: %+v", f.audit)
 	}
 }
 

@@ -11,6 +11,7 @@
 //	                            until its deadline
 //	events/<time>-<node>        the history (ha.Event, JSON), pruned to
 //	                            the newest maxEvents
+//	props/<name>  operators' ha.NodeProps of the node (its alias), no lease
 //
 // Taking the leader key is one transaction that succeeds only if the key does
 // not exist; giving it back is one that deletes it only at the holder's epoch.
@@ -390,6 +391,7 @@ func (s *Store) apply(snap *ha.Snapshot, key string, val []byte, createRev int64
 			}
 			snap.Intents.Maintenance[name] = true
 		}
+	case s.applyProps(snap, key, val, deleted): // props.go
 	case strings.HasPrefix(key, s.prefix+"nodes/"):
 		name := strings.TrimPrefix(key, s.prefix+"nodes/")
 		if deleted {

@@ -104,6 +104,8 @@ function showLogin(msg) {
   state.prevRows = null;
   state.detail = null;
   $('nodes-body').replaceChildren();
+  $('active-banner').replaceChildren();
+  delete $('active-banner').dataset.key;
   $('timeline').replaceChildren();
   $('detail').hidden = true;
   $('detail-log').textContent = '';
@@ -220,11 +222,49 @@ function onStatus(st) {
   if (state.detail) renderDetail();
 }
 
+// renderActive says which node is active, with a link to its dashboard.
+// It does not redirect: a standby's dashboard keeps working (and acting)
+// when the active is down. Redrawn only when it changes, so that keyboard
+// focus on the link survives the live updates.
+function renderActive(st) {
+  const b = $('active-banner');
+  const self = state.session ? state.session.node : '';
+  const aliases = st.aliases || {};
+  const actives = st.nodes.filter((n) => roleOf(n) === 'active');
+  const promoting = st.nodes.filter((n) => roleOf(n) === 'promoting');
+  const key = JSON.stringify([self, actives.map((n) => [n.name, n.epoch, n.api, aliases[n.name]]), promoting.map((n) => n.name)]);
+  if (b.dataset.key === key) return;
+  b.dataset.key = key;
+  const parts = [];
+  if (!actives.length) {
+    b.className = 'active-banner none';
+    parts.push(el('strong', { text: promoting.length ? promoting.map((n) => n.name).join(', ') + ' is taking over (promoting).' : 'No node is active.' }));
+    parts.push(' This dashboard keeps working from ' + self + '.');
+    b.replaceChildren(...parts);
+    return;
+  }
+  b.className = 'active-banner';
+  parts.push(actives.length > 1 ? 'Active nodes: ' : 'Active: ');
+  actives.forEach((n, i) => {
+    if (i) parts.push('; ');
+    parts.push(el('strong', { text: n.name + (aliases[n.name] ? ' (' + aliases[n.name] + ')' : '') }));
+    if (n.epoch) parts.push(' at epoch ' + n.epoch);
+    if (n.name === self) {
+      parts.push(' — this dashboard runs on it');
+    } else if (n.api) {
+      parts.push(' — ', el('a', { href: n.api + '/ui/', class: 'active-link', 'data-node': n.name, text: 'open ' + n.name + '\u2019s dashboard' }));
+    }
+  });
+  parts.push(el('span', { class: 'muted small', text: 'Actions work from any node\u2019s dashboard; each node has its own logins.' }));
+  b.replaceChildren(...parts);
+}
+
 function renderNodes(st, changed) {
   const body = $('nodes-body');
   const focusKey = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.key : null;
   const op = state.session && state.session.role === 'operator';
   $('mode').textContent = '(' + st.mode + ', as seen by ' + st.reporter + ')';
+  renderActive(st);
   const rows = [];
   for (const n of st.nodes) {
     const role = roleOf(n);
@@ -253,11 +293,14 @@ function renderNodes(st, changed) {
           }
         }
       }
-      acts.append(el('a', { class: 'button', href: '/ui/api/logs/download?node=' + encodeURIComponent(n.name), download: '', text: 'Download log', 'data-key': n.name + ':log', 'aria-label': 'Download the log of ' + n.name }));
+      if (op) {
+        acts.append(el('a', { class: 'button', href: '/ui/api/logs/download?node=' + encodeURIComponent(n.name), download: '', text: 'Download log', 'data-key': n.name + ':log', 'aria-label': 'Download the log of ' + n.name }));
+      }
     }
-    const tr = el('tr', { 'data-node': n.name, 'data-role': role },
+    const tr = el('tr', { 'data-node': n.name, 'data-role': role, class: role === 'active' ? 'is-active' : '' },
       el('th', { scope: 'row', class: 'name', text: n.name }),
       el('td', { class: 'alias', text: alias || '-' }),
+      el('td', { class: 'site', text: n.site || '-' }),
       el('td', { class: 'role' }, el('span', { class: 'badge role-' + role, text: role })),
       el('td', { class: 'health-cell' }, health),
       el('td', { class: 'epoch', text: n.epoch ? String(n.epoch) : '-' }),
@@ -351,7 +394,7 @@ function openDetail(name) {
   state.detail = name;
   $('detail').hidden = false;
   renderDetail();
-  loadLog();
+  if (state.session && state.session.role === 'operator') loadLog();
   loadConfig();
   $('alias-input').value = ((state.status && state.status.aliases) || {})[name] || '';
   $('detail-title').focus();
@@ -362,10 +405,13 @@ function renderDetail() {
   const n = state.status && state.status.nodes.find((x) => x.name === name);
   $('detail-name').textContent = name;
   $('log-download').href = '/ui/api/logs/download?node=' + encodeURIComponent(name);
+  $('alias-note').textContent = state.status && state.status.aliases_shared
+    ? 'Aliases are kept in the coordination store: every node\u2019s dashboard shows them.'
+    : 'This store keeps no node properties, so aliases are kept by this node\u2019s dashboard only; other nodes\u2019 dashboards do not show them.';
   if (!n) return;
   const alias = (state.status.aliases || {})[name];
   const props = [
-    ['Alias', alias || '-'], ['Role', roleOf(n)], ['Healthy', n.witness ? 'n/a' : (n.healthy ? 'yes' : 'no')],
+    ['Alias', alias || '-'], ['Site', n.site || '-'], ['Role', roleOf(n)], ['Healthy', n.witness ? 'n/a' : (n.healthy ? 'yes' : 'no')],
     ['Health', n.health || '-'], ['Eligible', n.eligible ? 'yes' : 'no'], ['Why', n.why || '-'],
     ['Epoch', n.epoch || '-'], ['In this role since', n.since ? fmtTime(n.since) : '-'], ['Reason', n.reason || '-'],
     ['Agent PID', n.agent_pid || '-'], ['Service PID', n.service_pid || '-'], ['API', n.api || '-'],
@@ -484,7 +530,8 @@ function saveAlias(ev) {
   ev.preventDefault();
   const node = state.detail;
   const alias = $('alias-input').value.trim();
-  confirmAction(alias ? `Call ${node} "${alias}" on this dashboard?` : `Remove the alias of ${node}?`, async (password) => {
+  const where = state.status && state.status.aliases_shared ? 'on every node\u2019s dashboard' : 'on this dashboard';
+  confirmAction(alias ? `Call ${node} "${alias}" ${where}?` : `Remove the alias of ${node} ${where}?`, async (password) => {
     await request('POST', '/ui/api/alias', { node, alias, password });
     return alias ? `${node} is now called "${alias}".` : `Alias of ${node} removed.`;
   });

@@ -1,0 +1,29 @@
+package cli
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// TestStatusShowsSite: the table has a SITE column, "-" for a node
+// without one, and the site may hold spaces.
+func TestStatusShowsSite(t *testing.T) {
+	var out bytes.Buffer
+	printStatus(&out, api.Status{Cluster: "c", Mode: ha.ModeActivePassive, Reporter: "n1", Leader: ha.Leader{Node: "n1", Epoch: 5}, Nodes: []api.NodeView{
+		{Name: "n1", Site: "Paris 2", Role: ha.RoleActive, Healthy: true, Epoch: 5},
+		{Name: "n2", Role: ha.RoleDown, Why: "no agent seen in the store"},
+	}})
+	lines := strings.Split(out.String(), "\n")
+	if len(lines) < 5 {
+		t.Fatalf("status:\n%s", out.String())
+	}
+	head, n1, n2 := lines[2], lines[3], lines[4]
+	col := strings.Index(head, "SITE")
+	if !strings.HasPrefix(head, "NODE") || col < 0 || !strings.HasPrefix(n1[col:], "Paris 2 ") || !strings.HasPrefix(n2[col:], "- ") {
+		t.Fatalf("no SITE column with Paris 2 for n1 and - for n2:\n%s", out.String())
+	}
+}
