@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/haven-ha/haven/internal/config"
@@ -26,6 +28,11 @@ type storeDump struct {
 	Epoch  ha.Epoch        `json:"epoch"`
 	Nodes  []ha.NodeStatus `json:"nodes"`            // last record of every node, kept as history
 	Events []ha.Event      `json:"events,omitempty"` // the history, when the source keeps one
+	// What operators set and the cluster keeps: node properties (aliases)
+	// and maintenance flags. A pending switchover is not carried: it is
+	// bound to the source's epoch and expires in seconds.
+	Props       map[string]ha.NodeProps `json:"props,omitempty"`
+	Maintenance []string                `json:"maintenance,omitempty"`
 }
 
 const (
@@ -98,6 +105,20 @@ func exportStore(ctx context.Context, cfg *config.Config, st storedial.Store, ou
 			return err
 		}
 	}
+	// Properties and intents are in the store's snapshot.
+	wctx, stop := context.WithCancel(ctx)
+	snap, ok := <-st.Watch(wctx)
+	stop()
+	if !ok {
+		return fmt.Errorf("read the store's snapshot: %w", context.Cause(ctx))
+	}
+	d.Props = snap.Props
+	for n, on := range snap.Intents.Maintenance {
+		if on {
+			d.Maintenance = append(d.Maintenance, n)
+		}
+	}
+	sort.Strings(d.Maintenance)
 	enc := json.NewEncoder(out)
 	enc.SetIndent("", "  ")
 	return enc.Encode(d)
@@ -133,10 +154,30 @@ func importStore(ctx context.Context, cfg *config.Config, st storedial.Store, in
 	} else if len(d.Events) > 0 {
 		fmt.Fprintf(errw, "haven store import: the %s backend keeps no event history yet; %d events not imported\n", cfg.Store.Backend, len(d.Events))
 	}
+	props, ok := st.(ha.Properties)
+	switch {
+	case ok:
+		for n, p := range d.Props {
+			if err := props.SetProps(ctx, n, p); err != nil {
+				return err
+			}
+		}
+	case len(d.Props) > 0:
+		fmt.Fprintf(errw, "haven store import: the %s backend keeps no node properties; %d aliases not imported (set them again on each dashboard)\n", cfg.Store.Backend, len(d.Props))
+	}
+	if ops, ok := st.(ha.Operations); ok {
+		for _, n := range d.Maintenance {
+			if err := ops.SetMaintenance(ctx, n, true); err != nil {
+				return err
+			}
+		}
+	} else if len(d.Maintenance) > 0 {
+		fmt.Fprintf(errw, "haven store import: the %s backend keeps no maintenance flags; put %s in maintenance again after the move\n", cfg.Store.Backend, strings.Join(d.Maintenance, ", "))
+	}
 	now, err := st.MaxEpoch(ctx)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(errw, "imported into %s: epoch counter %d (source %d), %d node records, %d events\n", cfg.Store.Backend, now, d.Epoch, len(d.Nodes), kept)
+	fmt.Fprintf(errw, "imported into %s: epoch counter %d (source %d), %d node records, %d events, %d node properties, %d in maintenance\n", cfg.Store.Backend, now, d.Epoch, len(d.Nodes), kept, len(d.Props), len(d.Maintenance))
 	return nil
 }

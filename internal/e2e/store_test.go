@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/store/etcdstore"
 	"github.com/haven-ha/haven/internal/store/storetest"
 )
 
@@ -166,12 +168,37 @@ func TestStoreFaults(t *testing.T) {
 // along.
 func TestStoreExportImport(t *testing.T) {
 	c := newCluster(t, clusterOpts{nodes: 3})
-	_, epoch := c.WaitActive(startTimeout)
+	active, epoch := c.WaitActive(startTimeout)
+	// What operators set comes along: a node in maintenance and an alias.
+	standby := "n1"
+	if active == standby {
+		standby = "n2"
+	}
+	if code, _, errOut := runHaven(t, "maintenance", "--config", c.Config, "on", standby); code != 0 {
+		t.Fatalf("maintenance on %s: exit %d: %s", standby, code, errOut)
+	}
+	parsed, err := config.Load(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var eps []string
+	for _, n := range parsed.Nodes {
+		eps = append(eps, n.Client)
+	}
+	es, err := etcdstore.Dial("e2e", eps, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := es.SetProps(t.Context(), standby, ha.NodeProps{Alias: "rack 7"}); err != nil {
+		t.Fatal(err)
+	}
+	_ = es.Close()
 	code, dump, errOut := runHaven(t, "store", "export", "--config", c.Config)
 	if code != 0 {
 		t.Fatalf("store export: exit %d: %s", code, errOut)
 	}
-	for _, want := range []string{`"format": "haven-store-dump"`, `"name": "n1"`, `"cluster": "e2e"`} {
+	for _, want := range []string{`"format": "haven-store-dump"`, `"name": "n1"`, `"cluster": "e2e"`,
+		`"alias": "rack 7"`, fmt.Sprintf("\"maintenance\": [\n    %q\n  ]", standby)} {
 		if !strings.Contains(dump, want) {
 			t.Fatalf("dump lacks %s:\n%s", want, tail(dump, 3000))
 		}
