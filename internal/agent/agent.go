@@ -471,6 +471,13 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		epoch, err := a.store.Campaign(cctx, a.node.Name)
 		cancel()
+		if act.Reclaim != 0 {
+			if err == nil {
+				a.log.Warn("the leader key in this node's name is bound to its session: a campaign committed although its answer was lost; taking it up", "epoch", epoch)
+			} else {
+				a.log.Info("the leader key in this node's name is not this session's; waiting for it to expire", "epoch", act.Reclaim, "err", err)
+			}
+		}
 		if err == nil && !a.watchCaughtUp(ctx, epoch) {
 			// The watch and the campaign answer travel apart: report a win
 			// only after the watch has shown it, so that no snapshot from

@@ -166,7 +166,10 @@ type Coordinator interface {
 	// It returns ErrSessionLost when the session no longer exists.
 	Renew(ctx context.Context) (time.Duration, error)
 	// Campaign tries once to take the active role for node, bound to the
-	// current session. It returns the new epoch, or ErrTaken.
+	// current session. It returns the new epoch, or ErrTaken. If node
+	// already holds the role under the current session (an earlier
+	// campaign committed but its answer was lost), it returns that epoch:
+	// a campaign may be repeated.
 	Campaign(ctx context.Context, node string) (Epoch, error)
 	// Resign gives up the active role if node still holds it at epoch.
 	Resign(ctx context.Context, node string, epoch Epoch) error

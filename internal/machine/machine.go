@@ -63,6 +63,7 @@ type State struct {
 	BackoffUntil time.Time // not eligible before then (failed promotion)
 	Acquiring    bool      // a campaign is in flight
 	Stopping     bool      // the agent is shutting down
+	Reclaimed    ha.Epoch  // keys in our name up to this epoch were asked about or handed back
 	Failovers    int64     // promotions of this node
 
 	Maintenance     bool          // an operator excluded this node from elections
@@ -190,8 +191,18 @@ func (FailsafeAsked) isEvent()   {}
 // Action is an output of Step, carried out by the driver in order.
 type Action interface{ isAction() }
 
-// Campaign asks the driver to try once to take the active role.
-type Campaign struct{}
+// Campaign asks the driver to try once to take the active role. The store
+// answers a campaign of the session that already holds the key with that
+// key's epoch, so a campaign can be repeated when its answer was lost.
+//
+// Reclaim, when set, says why: the store shows the key in this node's name
+// at that epoch, which the machine never learned it had won (a campaign
+// that timed out after it committed, or the key of an earlier run of this
+// agent). The answer is the key's epoch if it is bound to this agent's
+// session, ha.ErrTaken if not (an earlier run's key: wait for it to expire).
+type Campaign struct {
+	Reclaim ha.Epoch
+}
 
 // Promote asks the driver to start acting as active at Epoch (start a cold
 // service, run the on_promote hook) and report PromoteResult with Seq.
@@ -387,8 +398,10 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 			ok, why = false, "the store already moved on to "+describeLeader(s.Leader)
 		}
 		if !ok || s.Role != ha.RoleStandby {
-			// Won, but no longer fit to act: hand the role straight back.
+			// Won, but no longer fit to act: hand the role straight back
+			// (and do not take the key being handed back for a lost win).
 			acts = append(acts, Resign{Epoch: ev.Epoch})
+			s.Reclaimed = max(s.Reclaimed, ev.Epoch)
 			s.Reason = "won the election but " + why
 			break
 		}
@@ -469,6 +482,16 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 		s.EligibleSince = time.Time{}
 	case s.EligibleSince.IsZero():
 		s.EligibleSince = now
+	}
+	if s.Role == ha.RoleStandby && !cfg.activeActive() && !s.Acquiring && s.LeaderKnown &&
+		s.Leader.Node == cfg.Node && s.Leader.Epoch != s.Epoch && s.Leader.Epoch > s.Reclaimed {
+		// The key is in our name at an epoch we never took up. If it is
+		// bound to our session, nobody else can take it while we live:
+		// ask the store (once: epochs only grow), then act as on any win, or
+		// hand it back if unfit. Without this the cluster stays without
+		// an active for as long as this agent runs.
+		s.Acquiring, s.Reclaimed = true, s.Leader.Epoch
+		acts = append(acts, Campaign{Reclaim: s.Leader.Epoch})
 	}
 	switch {
 	case s.Role != ha.RoleStandby || !ok:

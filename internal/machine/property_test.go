@@ -33,7 +33,7 @@ func TestProperties(t *testing.T) {
 		"mode active-active", "mode passive-backup", "serving active-active", "serving backup",
 		"campaign as backup", "demoted for maintenance", "demoted for switchover",
 		"RequestSwitchover", "ClearSwitchover", "standby resigns again",
-		"preemption held back by a pending switchover",
+		"preemption held back by a pending switchover", "reclaim",
 	} {
 		if seen[want] == 0 {
 			t.Errorf("the random runs never reached %q", want)
@@ -193,9 +193,13 @@ func (sm *sim) owe(acts []Action) {
 	for _, a := range acts {
 		switch a := a.(type) {
 		case Campaign:
-			if sm.r.IntN(3) == 0 {
+			switch {
+			case sm.r.IntN(3) == 0:
 				sm.pending = append(sm.pending, CampaignResult{Err: ha.ErrTaken})
-			} else {
+			case a.Reclaim != 0:
+				// The key in our name was bound to our session after all.
+				sm.pending = append(sm.pending, CampaignResult{Epoch: a.Reclaim})
+			default:
 				sm.epoch++
 				sm.pending = append(sm.pending, CampaignResult{Epoch: sm.epoch})
 			}
@@ -444,6 +448,14 @@ func checkStep(cfg Config, prev State, ev Event, now time.Time, s State, acts []
 				return fmt.Errorf("Campaign while %s", s.Role)
 			case prev.Acquiring && !isCampaignResult(ev):
 				return errors.New("Campaign while a campaign is in flight")
+			case a.Reclaim != 0 && (s.Leader != ha.Leader{Node: cfg.Node, Epoch: a.Reclaim} || !s.LeaderKnown):
+				return fmt.Errorf("reclaim of epoch %d while the last leader seen is %+v", a.Reclaim, s.Leader)
+			case a.Reclaim != 0 && a.Reclaim <= prev.Reclaimed:
+				return fmt.Errorf("reclaim of epoch %d asked twice", a.Reclaim)
+			case a.Reclaim != 0:
+				// Asks whether a key in our name is ours: allowed unfit
+				// too (a win is handed straight back).
+				seen["reclaim"]++
 			case !ok:
 				return fmt.Errorf("Campaign while not eligible: %s", why)
 			case !s.Acquiring:
@@ -560,6 +572,9 @@ func (sm *sim) checkOps(prev State, ev Event, s State, acts []Action, seen map[s
 		switch a := a.(type) {
 		case Campaign:
 			switch {
+			case a.Reclaim != 0 && cfg.activeActive():
+				return errors.New("reclaim in active-active mode")
+			case a.Reclaim != 0:
 			case cfg.activeActive():
 				return errors.New("Campaign in active-active mode")
 			case in.Maintenance:

@@ -478,6 +478,9 @@ func (r *runner) describe(now time.Time) string {
 func formatAction(a Action) string {
 	switch a := a.(type) {
 	case Campaign:
+		if a.Reclaim != 0 {
+			return fmt.Sprintf("Campaign reclaim=%d", a.Reclaim)
+		}
 		return "Campaign"
 	case Promote:
 		return fmt.Sprintf("Promote epoch=%d", a.Epoch)

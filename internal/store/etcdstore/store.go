@@ -188,7 +188,9 @@ func (s *Store) Renew(ctx context.Context) (time.Duration, error) {
 	return time.Duration(resp.TTL) * time.Second, nil
 }
 
-// Campaign takes the leader key if it is free.
+// Campaign takes the leader key if it is free. If the key is already this
+// node's, bound to this session (a campaign that committed but whose answer
+// was lost), it answers with that key's epoch, as etcd's own election does.
 func (s *Store) Campaign(ctx context.Context, node string) (ha.Epoch, error) {
 	id := s.currentLease()
 	if id == 0 {
@@ -198,6 +200,7 @@ func (s *Store) Campaign(ctx context.Context, node string) (ha.Epoch, error) {
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
 		Then(clientv3.OpPut(k, node, clientv3.WithLease(id))).
+		Else(clientv3.OpGet(k)).
 		Commit()
 	if err != nil {
 		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
@@ -206,6 +209,10 @@ func (s *Store) Campaign(ctx context.Context, node string) (ha.Epoch, error) {
 		return 0, fmt.Errorf("campaign: %w", err)
 	}
 	if !resp.Succeeded {
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 &&
+			string(kvs[0].Value) == node && kvs[0].Lease == int64(id) {
+			return ha.Epoch(kvs[0].CreateRevision), nil
+		}
 		return 0, ha.ErrTaken
 	}
 	// The put is the transaction's only write: its revision is the key's
