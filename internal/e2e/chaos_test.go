@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -191,6 +193,15 @@ func TestChaos(t *testing.T) {
 	res, n := drill.Linearizable(ops, 90*time.Second)
 	t.Logf("%d acknowledged writes read back; registers: %s (%d operations, checked in %s); epochs: %v",
 		acked, res, n, time.Since(checkStart).Round(time.Millisecond), drill.Epochs(ops, 0, time.Since(t0)))
+	if res != "Ok" {
+		// Keep the history for a look offline (drill.Linearizable on it).
+		if b, err := json.Marshal(ops); err == nil {
+			f := filepath.Join(artifactsDir(t), "ops.json")
+			if err := os.WriteFile(f, b, 0o644); err == nil {
+				t.Logf("the history is in %s", f)
+			}
+		}
+	}
 	switch res {
 	case "Ok":
 	case "Illegal":
