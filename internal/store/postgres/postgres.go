@@ -1,4 +1,5 @@
-// Package postgres implements ha.Coordinator on a PostgreSQL database shared
+// Package postgres implements ha.Store (coordination, operator intents and
+// history, fenced data) on a PostgreSQL database shared
 // by every agent of a cluster (and possibly by several clusters).
 //
 // Tables (prefix "haven_" by default), created and migrated by Open:
@@ -9,6 +10,12 @@
 //	leader             one row per cluster: node, session_id, epoch
 //	nodes              each agent's ha.NodeStatus, bound to its session
 //	epoch (sequence)   the fencing epochs: nextval only grows
+//	maintenance        one row per node in maintenance
+//	switchover         the pending ha.Switchover, until expires_at
+//	events             the history, pruned to ha.MaxEvents
+//	data, data_ids     the service's fenced data and the idempotency ids
+//	                   of the writes that committed (kv.go)
+//	data_rev (sequence) the revisions of fenced writes
 //
 // Every expiry is computed and compared by the database with its own clock
 // (clock_timestamp()), never an agent's. A session whose expires_at has
@@ -39,6 +46,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/store/sqlstore"
 )
 
 // Options configure a Store.
@@ -68,6 +76,7 @@ type Store struct {
 // names are the qualified table names.
 type names struct {
 	migrations, clusters, sessions, leader, nodes, epoch, channel string
+	maintenance, switchover, events, data, dataIDs, dataRev       string
 }
 
 func tableNames(prefix string) names {
@@ -79,6 +88,13 @@ func tableNames(prefix string) names {
 		nodes:      prefix + "nodes",
 		epoch:      prefix + "epoch",
 		channel:    prefix + "changes",
+
+		maintenance: prefix + "maintenance",
+		switchover:  prefix + "switchover",
+		events:      prefix + "events",
+		data:        prefix + "data",
+		dataIDs:     prefix + "data_ids",
+		dataRev:     prefix + "data_rev",
 	}
 }
 
@@ -163,6 +179,37 @@ func (s *Store) migrations() []string {
 			updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
 			PRIMARY KEY (cluster, name));
 		CREATE INDEX ` + t.nodes + `_session ON ` + t.nodes + ` (session_id);`,
+		// 2: operator intents, the history and the fenced data.
+		`CREATE TABLE ` + t.maintenance + ` (
+			cluster text NOT NULL,
+			node text NOT NULL,
+			since timestamptz NOT NULL DEFAULT clock_timestamp(),
+			PRIMARY KEY (cluster, node));
+		CREATE TABLE ` + t.switchover + ` (
+			cluster text PRIMARY KEY,
+			id text NOT NULL,
+			body jsonb NOT NULL,
+			expires_at timestamptz NOT NULL);
+		CREATE TABLE ` + t.events + ` (
+			id bigserial PRIMARY KEY,
+			cluster text NOT NULL,
+			at_ns bigint NOT NULL,
+			body jsonb NOT NULL);
+		CREATE INDEX ` + t.events + `_order ON ` + t.events + ` (cluster, at_ns, id);
+		CREATE SEQUENCE ` + t.dataRev + `;
+		CREATE TABLE ` + t.data + ` (
+			cluster text NOT NULL,
+			key text NOT NULL,
+			value text NOT NULL,
+			rev bigint NOT NULL,
+			PRIMARY KEY (cluster, key));
+		CREATE TABLE ` + t.dataIDs + ` (
+			cluster text NOT NULL,
+			id text NOT NULL,
+			key text NOT NULL,
+			rev bigint NOT NULL,
+			created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+			PRIMARY KEY (cluster, id));`,
 	}
 }
 
@@ -382,7 +429,7 @@ func (s *Store) Publish(ctx context.Context, st ha.NodeStatus) error {
 
 // read cleans up expired sessions and reads a snapshot as of one instant of
 // the database clock. wake is how long until the earliest live session in
-// it expires (0 if none).
+// it, or its pending switchover, expires (0 if none).
 func (s *Store) read(ctx context.Context) (snap ha.Snapshot, wake time.Duration, err error) {
 	snap.Nodes = map[string]ha.NodeStatus{}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -437,7 +484,28 @@ func (s *Store) read(ctx context.Context) (snap ha.Snapshot, wake time.Duration,
 			soonest(left)
 			return nil
 		})
-		return err
+		if err != nil {
+			return err
+		}
+		rows, err = tx.Query(ctx, `SELECT node FROM `+s.t.maintenance+` WHERE cluster = $1`, s.o.Cluster)
+		if err != nil {
+			return err
+		}
+		if _, err = pgx.ForEachRow(rows, []any{&name}, func() error { sqlstore.Maintain(&snap, name); return nil }); err != nil {
+			return err
+		}
+		// A switchover is shown until it expires, and the watcher re-reads
+		// then, so that it is seen to go (etcd deletes it with its lease).
+		err = tx.QueryRow(ctx, `SELECT body, extract(epoch FROM expires_at - $2) FROM `+s.t.switchover+`
+			WHERE cluster = $1 AND expires_at > $2`, s.o.Cluster, now).Scan(&status, &left)
+		switch {
+		case err == nil:
+			sqlstore.SetSwitchover(&snap, status)
+			soonest(left)
+		case !errors.Is(err, pgx.ErrNoRows):
+			return err
+		}
+		return nil
 	})
 	return snap, wake, err
 }
@@ -472,8 +540,8 @@ func (s *Store) Watch(ctx context.Context) <-chan ha.Snapshot {
 			cancel()
 			wait := s.o.PollInterval
 			if err == nil {
-				if !sent || changed(last, snap) {
-					if !send(ctx, out, snap) {
+				if !sent || sqlstore.Changed(last, snap) {
+					if !sqlstore.Send(ctx, out, snap) {
 						return
 					}
 					last, sent = snap, true
@@ -483,7 +551,7 @@ func (s *Store) Watch(ctx context.Context) <-chan ha.Snapshot {
 				}
 			}
 			if ln == nil {
-				sleep(ctx, wait)
+				sqlstore.Sleep(ctx, wait)
 				continue
 			}
 			wctx, cancel := context.WithTimeout(ctx, wait)
@@ -515,45 +583,6 @@ func (s *Store) listen(ctx context.Context) (*pgx.Conn, error) {
 		return nil, err
 	}
 	return c, nil
-}
-
-// changed reports whether b shows something a watcher must hear about.
-func changed(a, b ha.Snapshot) bool {
-	if a.Rev != b.Rev || a.Leader != b.Leader || len(a.Nodes) != len(b.Nodes) {
-		return true
-	}
-	for k := range b.Nodes {
-		if _, ok := a.Nodes[k]; !ok {
-			return true
-		}
-	}
-	return false
-}
-
-// send delivers the newest snapshot, replacing one the reader has not taken.
-func send(ctx context.Context, out chan ha.Snapshot, snap ha.Snapshot) bool {
-	for {
-		select {
-		case out <- snap:
-			return true
-		case <-ctx.Done():
-			return false
-		default:
-			select {
-			case <-out:
-			default:
-			}
-		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }
 
 // Close drops the session (best effort) and closes the connections.
@@ -638,4 +667,4 @@ func (s *Store) Records(ctx context.Context) ([]ha.NodeStatus, error) {
 // Pool exposes the connection pool (for tools and tests).
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-var _ ha.Coordinator = (*Store)(nil)
+var _ ha.Store = (*Store)(nil)
