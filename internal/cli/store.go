@@ -93,10 +93,8 @@ func exportStore(ctx context.Context, cfg *config.Config, st storedial.Store, ou
 	if d.Nodes, err = st.Records(ctx); err != nil {
 		return fmt.Errorf("read node records: %w", err)
 	}
-	if ops, ok := st.(ha.Operations); ok {
-		if d.Events, err = ops.Events(ctx, maxDumpEvents); err != nil {
-			return err
-		}
+	if d.Events, err = st.Events(ctx, maxDumpEvents); err != nil {
+		return err
 	}
 	enc := json.NewEncoder(out)
 	enc.SetIndent("", "  ")
@@ -122,16 +120,9 @@ func importStore(ctx context.Context, cfg *config.Config, st storedial.Store, in
 	if err := st.KeepRecords(ctx, d.Nodes); err != nil {
 		return fmt.Errorf("keep node records: %w", err)
 	}
-	kept := 0
-	if ops, ok := st.(ha.Operations); ok {
-		for _, ev := range d.Events {
-			if err := ops.AppendEvent(ctx, ev); err != nil {
-				return err
-			}
-			kept++
-		}
-	} else if len(d.Events) > 0 {
-		fmt.Fprintf(errw, "haven store import: the %s backend keeps no event history yet; %d events not imported\n", cfg.Store.Backend, len(d.Events))
+	kept, err := importEvents(ctx, st, d.Events)
+	if err != nil {
+		return err
 	}
 	now, err := st.MaxEpoch(ctx)
 	if err != nil {
@@ -139,4 +130,37 @@ func importStore(ctx context.Context, cfg *config.Config, st storedial.Store, in
 	}
 	fmt.Fprintf(errw, "imported into %s: epoch counter %d (source %d), %d node records, %d events\n", cfg.Store.Backend, now, d.Epoch, len(d.Nodes), kept)
 	return nil
+}
+
+// importEvents appends the events of a dump that the store does not have
+// yet, so that a second import adds none. Only the newest ha.MaxEvents
+// are worth writing: the store keeps no more.
+func importEvents(ctx context.Context, st storedial.Store, evs []ha.Event) (int, error) {
+	if len(evs) > ha.MaxEvents {
+		evs = evs[len(evs)-ha.MaxEvents:]
+	}
+	have, err := st.Events(ctx, maxDumpEvents)
+	if err != nil {
+		return 0, fmt.Errorf("read the target's history: %w", err)
+	}
+	seen := make(map[string]bool, len(have))
+	key := func(ev ha.Event) string {
+		b, _ := json.Marshal(ev)
+		return string(b)
+	}
+	for _, ev := range have {
+		seen[key(ev)] = true
+	}
+	kept := 0
+	for _, ev := range evs {
+		if seen[key(ev)] {
+			continue
+		}
+		if err := st.AppendEvent(ctx, ev); err != nil {
+			return kept, fmt.Errorf("import the history (%d of %d events written): %w", kept, len(evs), err)
+		}
+		seen[key(ev)] = true
+		kept++
+	}
+	return kept, nil
 }

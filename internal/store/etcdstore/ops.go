@@ -133,4 +133,4 @@ func (s *Store) Events(ctx context.Context, limit int) ([]ha.Event, error) {
 	return out, nil
 }
 
-var _ ha.Operations = (*Store)(nil)
+var _ ha.Store = (*Store)(nil)

@@ -24,10 +24,10 @@ var ErrConfig = errors.New("store configuration")
 // dialTimeout bounds each connection attempt.
 const dialTimeout = 2 * time.Second
 
-// Store is what the tools need beyond ha.Coordinator: moving the epoch
-// counter and the node records between stores. Every backend has it.
+// Store is what the agent and the tools need: ha.Store, and moving the
+// epoch counter and the node records between stores. Every backend has it.
 type Store interface {
-	ha.Coordinator
+	ha.Store
 	MaxEpoch(ctx context.Context) (ha.Epoch, error)
 	RaiseEpoch(ctx context.Context, e ha.Epoch) error
 	KeepRecords(ctx context.Context, recs []ha.NodeStatus) error
