@@ -21,7 +21,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -61,6 +63,26 @@ type names struct {
 	maintenance, switchover, events, data, dataIDs          string
 }
 
+// CheckDSN reports, without connecting, whether dsn is a connection string
+// this backend can use. The driver's parser takes any port; a TCP address
+// must have a numeric one.
+func CheckDSN(dsn string) error {
+	cfg, err := driver.ParseDSN(dsn)
+	if err != nil {
+		return err
+	}
+	if cfg.Net == "tcp" {
+		_, port, err := net.SplitHostPort(cfg.Addr)
+		if err != nil {
+			return fmt.Errorf("address %q: %w", cfg.Addr, err)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			return fmt.Errorf("address %q: port %q is not a number from 1 to 65535", cfg.Addr, port)
+		}
+	}
+	return nil
+}
+
 // Open connects, migrates the schema and registers the cluster.
 func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.TablePrefix == "" {
@@ -74,6 +96,9 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = 2 * time.Second
+	}
+	if err := CheckDSN(o.DSN); err != nil {
+		return nil, fmt.Errorf("mysql connection string: %w", err)
 	}
 	cfg, err := driver.ParseDSN(o.DSN)
 	if err != nil {

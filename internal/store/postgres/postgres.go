@@ -98,6 +98,13 @@ func tableNames(prefix string) names {
 	}
 }
 
+// CheckDSN reports, without connecting, whether dsn is a connection string
+// this backend can use.
+func CheckDSN(dsn string) error {
+	_, err := pgxpool.ParseConfig(dsn)
+	return err
+}
+
 // Open connects, migrates the schema and registers the cluster.
 func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.TablePrefix == "" {
