@@ -1,7 +1,8 @@
 // Package storetest is the behavioural test suite that every ha.Store
 // backend must pass (Run), with helpers that start real throwaway servers
-// on loopback (PostgreSQL, MariaDB, etcd) and a TCP forwarder that cuts one
-// client off its store. It is imported by tests only.
+// on loopback (PostgreSQL, MariaDB, etcd: internal/dbserver, bound to a
+// test) and a TCP forwarder that cuts one client off its store. It is
+// imported by tests only.
 package storetest
 
 import (
