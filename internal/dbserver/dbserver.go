@@ -305,6 +305,7 @@ func StartMariaDB() (*Server, error) {
 			"--bind-address=127.0.0.1", "--socket=" + sock, "--pid-file=" + filepath.Join(dir, "pid"), asUser,
 			"--skip-name-resolve", "--skip-log-bin", "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M",
 			"--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0", "--max-connections=300",
+			"--innodb-buffer-pool-dump-at-shutdown=0", "--innodb-buffer-pool-load-at-startup=0",
 			"--log-error=" + filepath.Join(dir, "mariadb.log")},
 	}
 	s.DSN = fmt.Sprintf("haven:haven@tcp(%s)/haven", s.Addr)
