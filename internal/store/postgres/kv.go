@@ -37,7 +37,7 @@ func (s *Store) fence(ctx context.Context, tx pgx.Tx, node string, epoch ha.Epoc
 // refused by the fence returns ha.ErrNotLeader and changed nothing; any
 // other error leaves the outcome unknown.
 func (s *Store) FencedPut(ctx context.Context, node string, epoch ha.Epoch, key, value, id string) (rev int64, repeat bool, err error) {
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, s.data, func(tx pgx.Tx) error {
 		rev, repeat = 0, false
 		if id != "" {
 			// As on etcd, a committed id answers even after the role moved.
@@ -85,7 +85,7 @@ func (s *Store) FencedPut(ctx context.Context, node string, epoch ha.Epoch, key,
 // FencedGet reads key if node holds the active role at epoch: a read that
 // a deposed node cannot make. rev is the data revision at the read.
 func (s *Store) FencedGet(ctx context.Context, node string, epoch ha.Epoch, key string) (value string, found bool, rev int64, err error) {
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, s.data, func(tx pgx.Tx) error {
 		if err := s.fence(ctx, tx, node, epoch); err != nil {
 			return err
 		}

@@ -90,7 +90,7 @@ func (s *Store) AppendEvent(ctx context.Context, ev ha.Event) error {
 		return err
 	}
 	var id int64
-	if err := s.pool.QueryRow(ctx, `INSERT INTO `+s.t.events+` (cluster, at_ns, body) VALUES ($1, $2, $3) RETURNING id`,
+	if err := s.data.QueryRow(ctx, `INSERT INTO `+s.t.events+` (cluster, at_ns, body) VALUES ($1, $2, $3) RETURNING id`,
 		s.o.Cluster, ev.Time.UnixNano(), b).Scan(&id); err != nil {
 		return fmt.Errorf("record event: %w", err)
 	}
@@ -105,7 +105,7 @@ func (s *Store) AppendEvent(ctx context.Context, ev ha.Event) error {
 // pruneEvents keeps the newest ha.MaxEvents events (in Events' order).
 func (s *Store) pruneEvents(ctx context.Context) error {
 	var at, id int64
-	err := s.pool.QueryRow(ctx, `SELECT at_ns, id FROM `+s.t.events+` WHERE cluster = $1
+	err := s.data.QueryRow(ctx, `SELECT at_ns, id FROM `+s.t.events+` WHERE cluster = $1
 		ORDER BY at_ns DESC, id DESC OFFSET $2 LIMIT 1`, s.o.Cluster, ha.MaxEvents).Scan(&at, &id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil
@@ -113,7 +113,7 @@ func (s *Store) pruneEvents(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.pool.Exec(ctx, `DELETE FROM `+s.t.events+` WHERE cluster = $1 AND (at_ns, id) <= ($2, $3)`, s.o.Cluster, at, id)
+	_, err = s.data.Exec(ctx, `DELETE FROM `+s.t.events+` WHERE cluster = $1 AND (at_ns, id) <= ($2, $3)`, s.o.Cluster, at, id)
 	return err
 }
 
@@ -122,7 +122,7 @@ func (s *Store) Events(ctx context.Context, limit int) ([]ha.Event, error) {
 	if limit <= 0 {
 		limit = math.MaxInt32
 	}
-	rows, err := s.pool.Query(ctx, `SELECT body FROM `+s.t.events+` WHERE cluster = $1 ORDER BY at_ns DESC, id DESC LIMIT $2`, s.o.Cluster, limit)
+	rows, err := s.data.Query(ctx, `SELECT body FROM `+s.t.events+` WHERE cluster = $1 ORDER BY at_ns DESC, id DESC LIMIT $2`, s.o.Cluster, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read events: %w", err)
 	}

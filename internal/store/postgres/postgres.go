@@ -35,9 +35,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"regexp"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -65,7 +68,8 @@ var validPrefix = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,29}$`)
 // Store is a Coordinator on PostgreSQL.
 type Store struct {
 	o    Options
-	pool *pgxpool.Pool
+	pool *pgxpool.Pool   // coordination: sessions, leader, records, intents
+	data *pgxpool.Pool   // the service's fenced data and the history (kv.go, ops.go)
 	cc   *pgx.ConnConfig // for the LISTEN connection
 	t    names
 
@@ -131,9 +135,20 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgres: %w", err)
 	}
-	s := &Store{o: o, pool: pool, cc: pc.ConnConfig.Copy(), t: tableNames(o.TablePrefix)}
+	// The service's data traffic gets its own connections, so that a burst
+	// of it (retries after a database restart) never makes a lease renewal
+	// wait for a connection.
+	dc := pc.Copy()
+	dc.MinConns = 0
+	data, err := pgxpool.NewWithConfig(ctx, dc)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to postgres: %w", err)
+	}
+	s := &Store{o: o, pool: pool, data: data, cc: pc.ConnConfig.Copy(), t: tableNames(o.TablePrefix)}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
+		data.Close()
 		return nil, err
 	}
 	return s, nil
@@ -331,9 +346,35 @@ func (s *Store) Renew(ctx context.Context) (time.Duration, error) {
 		return 0, ha.ErrSessionLost
 	}
 	if err != nil {
+		s.dropIfBroken(err)
 		return 0, fmt.Errorf("renew session: %w", err)
 	}
 	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// dropIfBroken closes every pooled connection when err says the server
+// went away (a restart, a cut): each idle connection would otherwise fail
+// once more before the pool drops it, one renewal after the other, and
+// the active could lose its lease to dead connections after a restart
+// shorter than the lease. The next call dials afresh.
+//
+// Only when the server said so, or the socket was refused, reset or closed
+// under us: a timeout (a slow, loaded server) already closes its one
+// connection, and dropping them all then would only add load.
+func (s *Store) dropIfBroken(err error) {
+	var pe *pgconn.PgError
+	switch {
+	case errors.As(err, &pe):
+		if !strings.HasPrefix(pe.Code, "08") && pe.Code != "57P01" && pe.Code != "57P02" && pe.Code != "57P03" {
+			return // an answer from a working server
+		}
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+	default:
+		return
+	}
+	s.pool.Reset()
+	s.data.Reset()
 }
 
 // Campaign takes the leader row if it is vacant or its session has expired,
@@ -545,6 +586,9 @@ func (s *Store) Watch(ctx context.Context) <-chan ha.Snapshot {
 			rctx, cancel := context.WithTimeout(ctx, s.o.ConnectTimeout)
 			snap, wake, err := s.read(rctx)
 			cancel()
+			if err != nil && ctx.Err() == nil {
+				s.dropIfBroken(err)
+			}
 			wait := s.o.PollInterval
 			if err == nil {
 				if !sent || sqlstore.Changed(last, snap) {
@@ -603,6 +647,7 @@ func (s *Store) Close() error {
 		s.mu.Unlock()
 	}
 	s.pool.Close()
+	s.data.Close()
 	return nil
 }
 
