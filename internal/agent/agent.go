@@ -42,7 +42,7 @@ type Agent struct {
 	mcfg  machine.Config
 	clk   clock.Clock
 	log   *slog.Logger
-	store ha.Coordinator
+	store ha.Store
 
 	health *check.Runner
 	svc    *service.Supervisor // nil when the service is managed by hooks only
@@ -61,7 +61,6 @@ type Agent struct {
 	promoteCancel context.CancelFunc
 	promoteEpoch  ha.Epoch
 
-	ops       ha.Operations // nil if the store has no operations support
 	eventC    chan ha.Event
 	opMu      sync.Mutex // one operator action at a time on this agent
 	auditMu   sync.Mutex
@@ -78,8 +77,9 @@ func priorities(cfg *config.Config) map[string]int {
 	return p
 }
 
-// New builds an agent for node from cfg, using store for coordination.
-func New(cfg *config.Config, node config.Node, store ha.Coordinator, clk clock.Clock, log *slog.Logger) (*Agent, error) {
+// New builds an agent for node from cfg, using store for coordination,
+// operator intents, the history and the service's fenced data.
+func New(cfg *config.Config, node config.Node, store ha.Store, clk clock.Clock, log *slog.Logger) (*Agent, error) {
 	vars := cfg.Vars(node)
 	runner, err := check.NewRunner(cfg.Checks, vars, log.With("part", "check"))
 	if err != nil {
@@ -113,7 +113,6 @@ func New(cfg *config.Config, node config.Node, store ha.Coordinator, clk clock.C
 		askC:      make(chan ask),
 		startedAt: time.Now(),
 	}
-	a.ops, _ = store.(ha.Operations)
 	if len(cfg.Service.Command) > 0 {
 		a.svc = service.New(cfg.Service, vars, log.With("part", "service"))
 	}
@@ -505,26 +504,21 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 		}
 		a.emitAsync(machine.DemoteResult{Epoch: act.Epoch, Err: err})
 	case machine.RequestSwitchover:
-		if a.ops == nil {
-			return
-		}
 		leader := a.Snapshot().Leader
 		now := time.Now()
 		sw := ha.Switchover{ID: newID(), From: leader.Node, Epoch: leader.Epoch, To: a.node.Name,
 			Reason: act.Reason, Requested: now, Deadline: now.Add(switchoverWindow)}
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := a.ops.RequestSwitchover(cctx, sw)
+		err := a.store.RequestSwitchover(cctx, sw)
 		cancel()
 		if err == nil {
 			a.log.Info("asked for a switchover to this node", "reason", act.Reason)
 			a.record(ha.Event{Kind: "switchover", From: leader.Node, To: a.node.Name, Epoch: leader.Epoch, Reason: act.Reason})
 		}
 	case machine.ClearSwitchover:
-		if a.ops != nil {
-			cctx, cancel := context.WithTimeout(ctx, time.Second)
-			_ = a.ops.ClearSwitchover(cctx, act.ID)
-			cancel()
-		}
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		_ = a.store.ClearSwitchover(cctx, act.ID)
+		cancel()
 	case machine.Resign:
 		// A failed resign would leave the key with a node that no longer
 		// acts, blocking every failover while its session lives: retry

@@ -38,11 +38,8 @@ func (a *Agent) eventWriter(ctx context.Context) {
 	for {
 		select {
 		case ev := <-a.eventC:
-			if a.ops == nil {
-				continue
-			}
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			if err := a.ops.AppendEvent(cctx, ev); err != nil {
+			if err := a.store.AppendEvent(cctx, ev); err != nil {
 				a.log.Debug("record event", "err", err)
 			}
 			cancel()

@@ -9,21 +9,10 @@ import (
 	"github.com/haven-ha/haven/internal/ha"
 )
 
-// fencedKV is what a store offers for the service's fenced data
-// (etcdstore has it). Backends without it answer the data routes with 403.
-type fencedKV interface {
-	FencedPut(ctx context.Context, node string, epoch ha.Epoch, key, value, id string) (rev int64, repeat bool, err error)
-	FencedGet(ctx context.Context, node string, epoch ha.Epoch, key string) (value string, found bool, rev int64, err error)
-}
-
 // kvFor checks that this node may touch the data at epoch. The store
 // checks again, and its check is the one that counts; this one only spares
 // it requests that cannot succeed.
-func (a *Agent) kvFor(epoch ha.Epoch) (fencedKV, error) {
-	kv, ok := a.store.(fencedKV)
-	if !ok {
-		return nil, ha.Errorf(ha.KindForbidden, "the %s store does not keep fenced data; use the embedded or an etcd store", a.cfg.Store.Backend)
-	}
+func (a *Agent) kvFor(epoch ha.Epoch) (ha.FencedData, error) {
 	st := a.State()
 	if !st.Serving(a.mcfg, a.clk.Now()) {
 		return nil, ha.Errorf(ha.KindConflict, "%s is not serving as active (role %s); nothing was written", a.node.Name, st.Role)
@@ -31,7 +20,7 @@ func (a *Agent) kvFor(epoch ha.Epoch) (fencedKV, error) {
 	if st.Epoch != epoch {
 		return nil, ha.Errorf(ha.KindConflict, "epoch %d is not current on %s (it serves at %d); nothing was written", epoch, a.node.Name, st.Epoch)
 	}
-	return kv, nil
+	return a.store, nil
 }
 
 func kvErr(err error, epoch ha.Epoch) error {

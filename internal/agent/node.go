@@ -155,7 +155,7 @@ func RunWitness(ctx context.Context, cfg *config.Config, name string, log *slog.
 // external one (etcd, postgres, mysql) it runs no member (nil) and dials
 // the store, retrying until it answers or ctx ends, so that agents may start
 // before their database.
-func startCoordination(ctx context.Context, cfg *config.Config, node config.Node, log *slog.Logger) (*etcdstore.Member, ha.Coordinator, error) {
+func startCoordination(ctx context.Context, cfg *config.Config, node config.Node, log *slog.Logger) (*etcdstore.Member, ha.Store, error) {
 	if cfg.Store.External() {
 		for backoff := 200 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 			store, err := storedial.Open(ctx, cfg, node)

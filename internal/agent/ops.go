@@ -28,21 +28,11 @@ func (a *Agent) snapshot() ha.Snapshot {
 	return snap
 }
 
-func (a *Agent) needOps() error {
-	if a.ops == nil {
-		return ha.Errorf(ha.KindForbidden, "this store backend does not support operator actions")
-	}
-	return nil
-}
-
 // Switchover hands the active role to req.To (or the best eligible standby)
 // and waits until it is active.
 func (a *Agent) Switchover(ctx context.Context, req api.SwitchoverRequest) (api.SwitchoverResult, error) {
 	a.opMu.Lock()
 	defer a.opMu.Unlock()
-	if err := a.needOps(); err != nil {
-		return api.SwitchoverResult{}, err
-	}
 	if a.cfg.Mode == ha.ModeActiveActive {
 		return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "active-active: every healthy node serves, there is no active role to hand over; use `haven maintenance on NODE` to take a node out")
 	}
@@ -62,9 +52,6 @@ func (a *Agent) Switchover(ctx context.Context, req api.SwitchoverRequest) (api.
 func (a *Agent) Promote(ctx context.Context, req api.PromoteRequest) (api.SwitchoverResult, error) {
 	a.opMu.Lock()
 	defer a.opMu.Unlock()
-	if err := a.needOps(); err != nil {
-		return api.SwitchoverResult{}, err
-	}
 	if a.cfg.Mode == ha.ModeActiveActive {
 		return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "active-active: every healthy node already serves")
 	}
@@ -152,7 +139,7 @@ func (a *Agent) handOver(ctx context.Context, from ha.Leader, target, reason, wh
 	sw := ha.Switchover{ID: newID(), From: from.Node, Epoch: from.Epoch, To: target, Promote: promote,
 		Reason: reason, Requested: now, Deadline: now.Add(switchoverWindow)}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	err := a.ops.RequestSwitchover(cctx, sw)
+	err := a.store.RequestSwitchover(cctx, sw)
 	cancel()
 	if errors.Is(err, ha.ErrBusy) {
 		return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "another switchover is in progress; wait for it to finish (haven events)")
@@ -169,7 +156,7 @@ func (a *Agent) handOver(ctx context.Context, from ha.Leader, target, reason, wh
 			// The target did not take the key within the grace, and another
 			// standby did (machine.SwitchoverGrace): the cluster has an
 			// active node, just not the one asked for.
-			_ = a.ops.ClearSwitchover(context.Background(), sw.ID)
+			_ = a.store.ClearSwitchover(context.Background(), sw.ID)
 			why := "it did not take over in time"
 			if rec, ok := snap.Nodes[target]; ok && rec.Why != "" {
 				why = rec.Why
@@ -191,7 +178,7 @@ func (a *Agent) handOver(ctx context.Context, from ha.Leader, target, reason, wh
 		}
 		select {
 		case <-wctx.Done():
-			_ = a.ops.ClearSwitchover(context.Background(), sw.ID)
+			_ = a.store.ClearSwitchover(context.Background(), sw.ID)
 			now := a.Snapshot().Leader
 			return api.SwitchoverResult{}, ha.Errorf(ha.KindUnavailable, "%s did not become active within %s (active now: %s); see `haven events`", target, switchoverWindow, leaderText(now))
 		case <-time.After(2 * time.Millisecond):
@@ -217,9 +204,6 @@ func (a *Agent) memberNames() []string {
 // Maintenance turns maintenance on or off for a node. On the active node it
 // first switches over, so traffic moves in a planned way.
 func (a *Agent) Maintenance(ctx context.Context, req api.MaintenanceRequest) (api.MaintenanceResult, error) {
-	if err := a.needOps(); err != nil {
-		return api.MaintenanceResult{}, err
-	}
 	n, ok := a.cfg.NodeByName(req.Node)
 	if !ok {
 		return api.MaintenanceResult{}, ha.Errorf(ha.KindNotFound, "no node %q in the configuration; members: %s", req.Node, a.memberNames())
@@ -238,7 +222,7 @@ func (a *Agent) Maintenance(ctx context.Context, req api.MaintenanceRequest) (ap
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if err := a.ops.SetMaintenance(cctx, req.Node, req.On); err != nil {
+	if err := a.store.SetMaintenance(cctx, req.Node, req.On); err != nil {
 		return res, ha.Wrap(ha.KindUnavailable, err, "record maintenance in the store")
 	}
 	state := map[bool]string{true: "on", false: "off"}[req.On]
@@ -307,10 +291,7 @@ func (a *Agent) ServiceControl(ctx context.Context, req api.ServiceRequest) (api
 
 // Events returns the newest limit events of the cluster's history.
 func (a *Agent) Events(ctx context.Context, limit int) ([]ha.Event, error) {
-	if err := a.needOps(); err != nil {
-		return nil, err
-	}
-	evs, err := a.ops.Events(ctx, limit)
+	evs, err := a.store.Events(ctx, limit)
 	if err != nil {
 		return nil, ha.Wrap(ha.KindUnavailable, err, "read the history from the store")
 	}

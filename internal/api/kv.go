@@ -39,6 +39,9 @@ type KVStore interface {
 	KVGet(ctx context.Context, key string, epoch ha.Epoch) (KVResult, error)
 }
 
+// maxKVID bounds an idempotency id: every store must be able to keep it.
+const maxKVID = 200
+
 var kvKey = regexp.MustCompile(`^[A-Za-z0-9._-]{1,200}$`)
 
 // registerKV adds the fenced data routes. Both need the bearer token: the
@@ -68,6 +71,10 @@ func registerKV(mux *http.ServeMux, kv KVStore, o Options) {
 		var req KVPutRequest
 		if err := decode(body, &req); err != nil {
 			WriteError(w, statusOf(err), err.Error())
+			return
+		}
+		if len(req.ID) > maxKVID {
+			WriteError(w, http.StatusBadRequest, "id must be at most 200 bytes (a UUID is plenty)")
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)

@@ -19,6 +19,7 @@ import (
 	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/sample"
+	"github.com/haven-ha/haven/internal/store/storedial"
 )
 
 // Version is haven's version, set at build time with -ldflags.
@@ -204,6 +205,10 @@ func runNode(name string, args []string, errw io.Writer, run func(context.Contex
 	if !requireNode(cfg, *node, errw) {
 		return exitUsage
 	}
+	if err := storedial.CheckDSN(cfg); err != nil {
+		fmt.Fprintf(errw, "haven: %v\n", err)
+		return exitUsage
+	}
 	ctx, stop := signalContext()
 	defer stop()
 	if err := run(ctx, cfg, *node); err != nil {
@@ -229,6 +234,10 @@ func runConfig(args []string, out, errw io.Writer) int {
 	cfg, code := loadConfig(fs.Arg(0), errw)
 	if cfg == nil {
 		return code
+	}
+	if err := storedial.CheckDSN(cfg); err != nil {
+		fmt.Fprintf(errw, "haven: %v\n", err)
+		return exitUsage
 	}
 	fmt.Fprint(out, cfg.Describe())
 	return exitOK

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/haven-ha/haven/internal/dbserver"
 	"github.com/haven-ha/haven/internal/drill"
 )
 
@@ -28,6 +29,7 @@ func runDrill(args []string, out, errw io.Writer) int {
 	clients := fs.Int("clients", 4, "concurrent clients through the proxy")
 	dir := fs.String("dir", "", "sandbox directory (default: a temporary one, removed afterwards)")
 	noNetns := fs.Bool("no-netns", false, "sandbox on loopback only, even as root (the network scenarios are skipped)")
+	store := fs.String("store", drill.StoreEmbedded, "sandbox store: "+strings.Join(drill.Stores, ", ")+" (a throwaway database server on loopback, from Debian's packages; runs without network namespaces)")
 	node := fs.String("node", "", "with --config: the node to act on (default: the active)")
 	target := fs.String("target", "", "with --config: the URL clients use (default: http://proxy.listen)")
 	path := fs.String("path", "/", "with --config: the path clients GET")
@@ -50,6 +52,10 @@ func runDrill(args []string, out, errw io.Writer) int {
 		fmt.Fprintln(errw, "haven drill: --timing is lan or ci")
 		return exitUsage
 	}
+	if !slices.Contains(drill.Stores, *store) {
+		fmt.Fprintf(errw, "haven drill: --store is one of %s\n", strings.Join(drill.Stores, ", "))
+		return exitUsage
+	}
 	for _, n := range names {
 		if !slices.Contains(drill.Names(), n) {
 			fmt.Fprintf(errw, "haven drill: no scenario %q; the scenarios are %s\n", n, strings.Join(drill.Names(), ", "))
@@ -59,12 +65,15 @@ func runDrill(args []string, out, errw io.Writer) int {
 	ctx, stop := signalContext()
 	defer stop()
 	progress := errw
-	netns := os.Geteuid() == 0 && !*noNetns
+	netns := os.Geteuid() == 0 && !*noNetns && *store == drill.StoreEmbedded
 	start := time.Now()
-	fmt.Fprintf(progress, "haven drill: building the sandbox (3 agents + proxy, %s)...\n", map[bool]string{true: "network namespaces", false: "loopback"}[netns])
-	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Dir: *dir, Netns: netns, Timing: *timing, Log: progress})
+	fmt.Fprintf(progress, "haven drill: building the sandbox (3 agents + proxy, %s, store %s)...\n", map[bool]string{true: "network namespaces", false: "loopback"}[netns], *store)
+	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Dir: *dir, Netns: netns, Timing: *timing, Store: *store, Log: progress})
 	if err != nil {
 		fmt.Fprintf(errw, "haven drill: %v\n", err)
+		if errors.Is(err, dbserver.ErrMissing) {
+			return exitUsage
+		}
 		return exitFailure
 	}
 	defer sb.Close()
@@ -80,7 +89,7 @@ func runDrill(args []string, out, errw io.Writer) int {
 	lin, n := drill.Linearizable(all, time.Minute)
 	rep := drill.Report{
 		Time: start, Command: "haven drill " + strings.Join(args, " "), Machine: drill.Machine(),
-		Sandbox: map[bool]string{true: "3 agents in network namespaces + a haven proxy", false: "3 agents on loopback + a haven proxy"}[netns],
+		Sandbox: map[bool]string{true: "3 agents in network namespaces + a haven proxy", false: "3 agents on loopback + a haven proxy"}[netns] + sandboxStore(*store),
 		Timing:  *timing, Clients: *clients, Results: results, Duration: time.Since(start).Seconds(),
 		Linearize: fmt.Sprintf("%s (%d operations)", lin, n),
 	}
@@ -115,6 +124,13 @@ func runDrill(args []string, out, errw io.Writer) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+func sandboxStore(store string) string {
+	if store == drill.StoreEmbedded {
+		return ", embedded etcd"
+	}
+	return ", a shared " + store + " server"
 }
 
 func svgName(md string) string { return strings.TrimSuffix(md, filepath.Ext(md)) + ".svg" }

@@ -15,7 +15,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/proxy"
-	"github.com/haven-ha/haven/internal/store/etcdstore"
+	"github.com/haven-ha/haven/internal/store/storedial"
 )
 
 // runProxy runs haven's proxy on its own: it watches the store and sends
@@ -51,17 +51,29 @@ func runProxy(args []string, out, errw io.Writer) int {
 		fmt.Fprintf(errw, "haven proxy: %v\n", err)
 		return exitUsage
 	}
-	store, err := dialStoreForProxy(cfg)
-	if err != nil {
+	if err := storedial.CheckDSN(cfg); err != nil {
 		fmt.Fprintf(errw, "haven proxy: %v\n", err)
 		return exitUsage
 	}
+	ctx, stop := signalContext()
+	defer stop()
+	// Any store: the proxy only watches it and reads the epoch counter to
+	// know it is reachable (an etcd quorum read, a database round trip).
+	store, err := dialStoreForProxy(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(errw, "haven proxy: %v\n", err)
+		if errors.Is(err, storedial.ErrConfig) {
+			return exitUsage
+		}
+		return exitFailure
+	}
 	defer store.Close()
-	// The client spreads over every member; one that freezes must not
+	// An etcd client spreads over every member; one that freezes must not
 	// freeze the proxy's view of who is active for longer than this.
-	store.SetWatchStall(max(cfg.Timing.LeaseTTL/4, 300*time.Millisecond))
+	if es, ok := store.(interface{ SetWatchStall(time.Duration) }); ok {
+		es.SetWatchStall(max(cfg.Timing.LeaseTTL/4, 300*time.Millisecond))
+	}
 	log := newLogger(cfg, errw)
-	key := "/haven/" + cfg.Cluster + "/leader"
 	p, err := proxy.New(proxy.Options{
 		Config:   pc,
 		Mode:     cfg.Mode,
@@ -69,7 +81,7 @@ func runProxy(args []string, out, errw io.Writer) int {
 		Nodes:    nodes,
 		Source:   store,
 		Ping: func(ctx context.Context) error {
-			_, err := store.Client().Get(ctx, key) // a quorum read
+			_, err := store.MaxEpoch(ctx)
 			return err
 		},
 		Log: log,
@@ -83,8 +95,6 @@ func runProxy(args []string, out, errw io.Writer) int {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
 	}
-	ctx, stop := signalContext()
-	defer stop()
 	go p.ReloadOnHUP(ctx)
 	if err := p.Run(ctx); err != nil {
 		fmt.Fprintf(errw, "haven proxy: %v\n", err)
@@ -93,31 +103,20 @@ func runProxy(args []string, out, errw io.Writer) int {
 	return exitOK
 }
 
-// dialStoreForProxy connects to the etcd the cluster uses: the members
-// embedded in the agents, or an external cluster.
-func dialStoreForProxy(cfg *config.Config) (*etcdstore.Store, error) {
-	switch cfg.Store.Backend {
-	case "", config.BackendEmbedded:
-		var eps []string
-		for _, n := range cfg.Nodes {
-			eps = append(eps, n.Client)
+// dialStoreForProxy connects to the cluster's store, retrying while it
+// does not answer (a proxy may start before its database), until ctx ends.
+func dialStoreForProxy(ctx context.Context, cfg *config.Config) (storedial.Store, error) {
+	for backoff := 200 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		st, err := storedial.Open(ctx, cfg, config.Node{})
+		if err == nil || errors.Is(err, storedial.ErrConfig) {
+			return st, err
 		}
-		return etcdstore.Dial(cfg.Cluster, eps, 2*time.Second)
-	case config.BackendEtcd:
-		o := etcdstore.Options{
-			Endpoints: cfg.Store.Endpoints, CAFile: cfg.Store.TLS.CAFile, CertFile: cfg.Store.TLS.CertFile,
-			KeyFile: cfg.Store.TLS.KeyFile, Username: cfg.Store.Username,
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect to the %s store: %w", cfg.Store.Backend, err)
+		case <-time.After(backoff):
 		}
-		if cfg.Store.PasswordFile != "" {
-			b, err := os.ReadFile(cfg.Store.PasswordFile)
-			if err != nil {
-				return nil, fmt.Errorf("store password: %w", err)
-			}
-			o.Password = strings.TrimSpace(string(b))
-		}
-		return etcdstore.DialOptions(cfg.Cluster, o)
 	}
-	return nil, fmt.Errorf("a standalone proxy supports the embedded and etcd stores, not %s; run the proxy inside the agents instead (a proxy: section in the config)", cfg.Store.Backend)
 }
 
 // runBenchBackend is a minimal HTTP server for bench/proxy.sh: GET / answers

@@ -100,10 +100,8 @@ func exportStore(ctx context.Context, cfg *config.Config, st storedial.Store, ou
 	if d.Nodes, err = st.Records(ctx); err != nil {
 		return fmt.Errorf("read node records: %w", err)
 	}
-	if ops, ok := st.(ha.Operations); ok {
-		if d.Events, err = ops.Events(ctx, maxDumpEvents); err != nil {
-			return err
-		}
+	if d.Events, err = st.Events(ctx, maxDumpEvents); err != nil {
+		return err
 	}
 	// Properties and intents are in the store's snapshot.
 	wctx, stop := context.WithCancel(ctx)
@@ -143,16 +141,9 @@ func importStore(ctx context.Context, cfg *config.Config, st storedial.Store, in
 	if err := st.KeepRecords(ctx, d.Nodes); err != nil {
 		return fmt.Errorf("keep node records: %w", err)
 	}
-	kept := 0
-	if ops, ok := st.(ha.Operations); ok {
-		for _, ev := range d.Events {
-			if err := ops.AppendEvent(ctx, ev); err != nil {
-				return err
-			}
-			kept++
-		}
-	} else if len(d.Events) > 0 {
-		fmt.Fprintf(errw, "haven store import: the %s backend keeps no event history yet; %d events not imported\n", cfg.Store.Backend, len(d.Events))
+	kept, err := importEvents(ctx, st, d.Events)
+	if err != nil {
+		return err
 	}
 	props, ok := st.(ha.Properties)
 	switch {
@@ -180,4 +171,37 @@ func importStore(ctx context.Context, cfg *config.Config, st storedial.Store, in
 	}
 	fmt.Fprintf(errw, "imported into %s: epoch counter %d (source %d), %d node records, %d events, %d node properties, %d in maintenance\n", cfg.Store.Backend, now, d.Epoch, len(d.Nodes), kept, len(d.Props), len(d.Maintenance))
 	return nil
+}
+
+// importEvents appends the events of a dump that the store does not have
+// yet, so that a second import adds none. Only the newest ha.MaxEvents
+// are worth writing: the store keeps no more.
+func importEvents(ctx context.Context, st storedial.Store, evs []ha.Event) (int, error) {
+	if len(evs) > ha.MaxEvents {
+		evs = evs[len(evs)-ha.MaxEvents:]
+	}
+	have, err := st.Events(ctx, maxDumpEvents)
+	if err != nil {
+		return 0, fmt.Errorf("read the target's history: %w", err)
+	}
+	seen := make(map[string]bool, len(have))
+	key := func(ev ha.Event) string {
+		b, _ := json.Marshal(ev)
+		return string(b)
+	}
+	for _, ev := range have {
+		seen[key(ev)] = true
+	}
+	kept := 0
+	for _, ev := range evs {
+		if seen[key(ev)] {
+			continue
+		}
+		if err := st.AppendEvent(ctx, ev); err != nil {
+			return kept, fmt.Errorf("import the history (%d of %d events written): %w", kept, len(evs), err)
+		}
+		seen[key(ev)] = true
+		kept++
+	}
+	return kept, nil
 }

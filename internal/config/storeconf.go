@@ -48,6 +48,7 @@ type Store struct {
 	DSNFile      string        // or a file holding it, so that the secret stays out of this file
 	PollInterval time.Duration // how often to re-read the store (mysql: the watch; postgres: a fallback to LISTEN/NOTIFY)
 	TablePrefix  string        // tables are <prefix>sessions, <prefix>leader, ...
+	DSNLine      int           // line of dsn or dsn_file, for messages
 
 	Line int // line of `store:` in the file, for messages
 }
@@ -257,6 +258,7 @@ func (b *builder) storeSQL(sf fields) {
 		}
 		b.add(b.lineFor("store"), "store.dsn", "missing; give the database's connection string in dsn (e.g. %s) or a file holding it in dsn_file", example)
 	case hasDSN:
+		s.DSNLine = dsn.Line
 		if x, ok := b.str(dsn, "store.dsn"); ok {
 			if strings.TrimSpace(x) == "" {
 				b.add(dsn.Line, "store.dsn", "is empty; give the database's connection string")
@@ -264,6 +266,7 @@ func (b *builder) storeSQL(sf fields) {
 			s.DSN = x
 		}
 	default:
+		s.DSNLine = file.Line
 		if p, ok := b.str(file, "store.dsn_file"); ok && p != "" {
 			s.DSNFile = b.resolve(p)
 		}

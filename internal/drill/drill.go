@@ -26,9 +26,12 @@ import (
 
 // Scenario is one fault and how to undo it.
 type Scenario struct {
-	Name    string
-	Title   string
-	Netns   bool   // needs network namespaces
+	Name  string
+	Title string
+	Netns bool // needs network namespaces
+	// Store: "" runs on any sandbox; StoreEmbedded only where the agents
+	// run etcd members; "database" only on a postgres or mariadb sandbox.
+	Store   string
 	Promise string // what the sources promise (BRIEF.md)
 	Target  string // haven's target
 	// ZeroErrors: the target is no failed request at all.
@@ -57,9 +60,9 @@ func Scenarios() []Scenario {
 			Promise: "Keycloak: seconds to minutes", Target: "minority stops, majority promotes, no split brain", run: activeCutOneWay},
 		{Name: "standby-cut", Title: "a standby cut off from the cluster network", Netns: true, ZeroErrors: true, NoFailover: true,
 			Promise: "Keycloak Infinispan node: < 1 min", Target: "no visible effect", run: standbyCut},
-		{Name: "member-loss", Title: "loss of one coordination member (kill -9 of a standby's agent)", ZeroErrors: true, NoFailover: true,
+		{Name: "member-loss", Title: "loss of one coordination member (kill -9 of a standby's agent)", ZeroErrors: true, NoFailover: true, Store: StoreEmbedded,
 			Promise: "Keycloak Infinispan node: < 1 min", Target: "no visible effect while quorum holds", run: memberLoss},
-		{Name: "majority-loss", Title: "loss of the coordination majority (both standbys cut off)", Netns: true, NoFailover: true,
+		{Name: "majority-loss", Title: "loss of the coordination majority (both standbys cut off)", Netns: true, NoFailover: true, Store: StoreEmbedded,
 			Promise: "Keycloak: loss of service, manual recovery", Target: "no promotion, the active demotes, automatic recovery on heal", run: majorityLoss},
 		{Name: "switchover", Title: "planned switchover (haven switchover)", ZeroErrors: true,
 			Promise: "Kea: instant; Keycloak: manual steps", Target: "≤ 100 ms of held traffic, 0 errors", run: switchover,
@@ -67,6 +70,11 @@ func Scenarios() []Scenario {
 		{Name: "maintenance", Title: "maintenance on the active (haven maintenance on)", ZeroErrors: true,
 			Promise: "Kea: instant; Keycloak: manual steps", Target: "≤ 100 ms of held traffic, 0 errors", run: maintenance,
 			MaxRTO: func(time.Duration) time.Duration { return 100 * time.Millisecond }},
+		{Name: "db-restart", Title: "restart of the shared database, faster than the lease", Store: storeDatabase, NoFailover: true,
+			Promise: "— (Patroni rides out a DCS blip shorter than its 30 s ttl)", Target: "no failover, outage ≤ lease, RPO 0", run: dbRestart,
+			MaxRTO: func(l time.Duration) time.Duration { return l }},
+		{Name: "db-loss", Title: "loss of the shared database for two leases, then back", Store: storeDatabase, NoFailover: true,
+			Promise: "Keycloak: loss of service, manual recovery", Target: "no promotion, the active demotes, automatic recovery, RPO 0", run: dbLoss},
 		{Name: "rolling-restart", Title: "rolling restart of every node (standbys, switchover, old active)", ZeroErrors: true,
 			Promise: "Keycloak: sessions lost, both sites offline", Target: "0 errors, 0 sessions lost", run: rollingRestart},
 	}
@@ -128,6 +136,9 @@ type run struct {
 	lease   time.Duration
 	recover time.Duration
 	log     io.Writer
+	// promoted: new actives the scenario itself saw during a NoFailover
+	// fault (clients may not have been answered by them before the heal).
+	promoted []string
 }
 
 func (r *run) now() time.Duration { return time.Since(r.t0) }
@@ -397,6 +408,94 @@ func rollingRestart(ctx context.Context, r *run) error {
 	return nil
 }
 
+// storeDatabase: a scenario for a sandbox whose agents share a database.
+const storeDatabase = "database"
+
+// dbRestart stops and starts the database at once: the active's renewals
+// fail meanwhile, but its lease outlives the restart, so nobody moves.
+func dbRestart(ctx context.Context, r *run) error {
+	r.mark("fault")
+	took, err := r.sb.DB.Restart()
+	if err != nil {
+		return err
+	}
+	r.mark(fmt.Sprintf("%s back after %s", r.sb.DB.Kind, fmtDur(took)))
+	r.note("restarted %s in %s (lease %s)", r.sb.DB.Kind, fmtDur(took), fmtDur(r.lease))
+	// A failover caused by the restart shows within a lease of it. The
+	// whole lease is watched, so that the clients answered by a new active
+	// count as an unexpected failover (before the heal mark).
+	moved := false
+	end := time.Now().Add(r.lease)
+	for time.Now().Before(end) {
+		if n, e := r.sb.Active(); n != "" && (n != r.active || e != r.epoch) && !moved {
+			moved = true
+			r.note("%s became active (epoch %d) after the restart", n, e)
+			r.promoted = append(r.promoted, fmt.Sprintf("%s@%d", n, e))
+		}
+		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	r.mark("heal (a lease later)")
+	return nil
+}
+
+// dbLoss stops the database for two leases: the active must stop serving
+// when its lease runs out and nobody may start; when the database is back
+// the agents elect again on their own.
+func dbLoss(ctx context.Context, r *run) error {
+	if err := r.sb.StopDB(); err != nil {
+		return err
+	}
+	r.mark("fault")
+	var (
+		stopped time.Duration = -1
+		others  []string
+	)
+	end := time.Now().Add(2 * r.lease)
+	for time.Now().Before(end) {
+		srv := r.sb.Serving()
+		for _, n := range srv {
+			if n != r.active && !slices.Contains(others, n) {
+				others = append(others, n)
+			}
+		}
+		if len(srv) == 0 && stopped < 0 {
+			stopped = r.now() - r.at("fault")
+			r.mark(r.active + " stopped serving")
+		}
+		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+			_ = r.sb.StartDB()
+			return err
+		}
+	}
+	if err := r.sb.StartDB(); err != nil {
+		return err
+	}
+	r.mark("heal (database started)")
+	switch {
+	case len(others) > 0:
+		return fmt.Errorf("%s answered /lb-check 200 while the database was down", strings.Join(others, " and "))
+	case stopped < 0:
+		return fmt.Errorf("%s kept serving for %s without its database", r.active, 2*r.lease)
+	}
+	r.note("%s stopped serving %s after the database went; nobody promoted", r.active, stopped.Round(time.Millisecond))
+	deadline := time.Now().Add(r.recover)
+	for {
+		if n, e := r.sb.Active(); n != "" {
+			r.mark(fmt.Sprintf("%s active (epoch %d)", n, e))
+			r.note("%s active again %s after the database came back (epoch %d → %d)", n, (r.now() - r.at("heal (database started)")).Round(time.Millisecond), r.epoch, e)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no node active within %s of the database coming back", r.recover)
+		}
+		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
 func firstLine(s string) string {
 	s = strings.TrimSpace(s)
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
@@ -458,6 +557,19 @@ func RunOne(ctx context.Context, sb *Sandbox, sc Scenario, o Options, seq int) R
 	res := Result{Name: sc.Name, Title: sc.Title, Promise: sc.Promise, Target: sc.Target, lease: sb.Lease}
 	if sc.Netns && sb.lab == nil {
 		res.Skipped = "needs network namespaces: run as root"
+		if sb.DB != nil {
+			res.Skipped = "needs network namespaces, which a database sandbox does not use"
+		}
+		res.Verdict = "skipped"
+		return res
+	}
+	switch {
+	case sc.Store == storeDatabase && sb.DB == nil:
+		res.Skipped = "needs a database store: --store postgres or mariadb"
+	case sc.Store == StoreEmbedded && sb.DB != nil:
+		res.Skipped = "about the embedded etcd members, which a database sandbox does not run"
+	}
+	if res.Skipped != "" {
 		res.Verdict = "skipped"
 		return res
 	}
@@ -531,6 +643,11 @@ func RunOne(ctx context.Context, sb *Sandbox, sc Scenario, o Options, seq int) R
 		}
 		if len(res.Promoted) > 0 {
 			r.note("clients were answered at %s before the heal", strings.Join(res.Promoted, ", "))
+		}
+		for _, e := range r.promoted {
+			if !slices.Contains(res.Promoted, e) {
+				res.Promoted = append(res.Promoted, e)
+			}
 		}
 	}
 	res.What = strings.Join(r.notes, "; ")

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/dbserver"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -30,8 +32,24 @@ type SandboxOptions struct {
 	// Timing is "lan" (the preset) or "ci" (the lan preset with a 3s lease
 	// and a wider renew window, for a loaded machine; what the tests use).
 	Timing string
-	Log    io.Writer // progress lines; nil: none
+	// Store is where the agents coordinate: "embedded" (the default: an
+	// etcd member in every agent), or "postgres" or "mariadb": a throwaway
+	// database server the sandbox starts on loopback (dbserver), which
+	// the db-restart and db-loss scenarios stop and start. A database
+	// sandbox runs on loopback only.
+	Store string
+	Log   io.Writer // progress lines; nil: none
 }
+
+// Sandbox stores.
+const (
+	StoreEmbedded = "embedded"
+	StorePostgres = "postgres"
+	StoreMariaDB  = "mariadb"
+)
+
+// Stores lists the stores a sandbox can use.
+var Stores = []string{StoreEmbedded, StorePostgres, StoreMariaDB}
 
 // Timing lines of the sandbox's config.
 var timings = map[string]string{
@@ -59,8 +77,8 @@ type Node struct {
 }
 
 // Sandbox is a 3-node haven cluster on this machine — real agent processes
-// supervising the sample service, with embedded etcd members — and a
-// standalone `haven proxy` in front of it.
+// supervising the sample service, with embedded etcd members or a shared
+// throwaway database — and a standalone `haven proxy` in front of it.
 type Sandbox struct {
 	Opts   SandboxOptions
 	Dir    string
@@ -68,6 +86,7 @@ type Sandbox struct {
 	Nodes  []*Node
 	Proxy  string // host:port clients use
 	Lease  time.Duration
+	DB     *dbserver.Server // the database of a postgres or mariadb sandbox
 
 	lab   *lab
 	proxy *proc
@@ -111,6 +130,15 @@ func NewSandbox(ctx context.Context, o SandboxOptions) (*Sandbox, error) {
 	if _, ok := timings[o.Timing]; !ok {
 		return nil, fmt.Errorf("unknown timing %q; use lan or ci", o.Timing)
 	}
+	if o.Store == "" {
+		o.Store = StoreEmbedded
+	}
+	if !slices.Contains(Stores, o.Store) {
+		return nil, fmt.Errorf("unknown store %q; use one of %s", o.Store, strings.Join(Stores, ", "))
+	}
+	if o.Store != StoreEmbedded && o.Netns {
+		return nil, fmt.Errorf("a %s sandbox runs on loopback: its database is not reachable from network namespaces (drop the namespaces, e.g. --no-netns)", o.Store)
+	}
 	s := &Sandbox{Opts: o, Dir: o.Dir, Lease: leaseOf(o.Timing), hc: &http.Client{Timeout: 500 * time.Millisecond}}
 	if s.Dir == "" {
 		d, err := os.MkdirTemp("", "haven-drill-")
@@ -128,6 +156,9 @@ func NewSandbox(ctx context.Context, o SandboxOptions) (*Sandbox, error) {
 			s.Close()
 		}
 	}()
+	if err := s.startDB(); err != nil {
+		return nil, err
+	}
 	if o.Netns {
 		l, err := newLab(3)
 		if err != nil {
@@ -184,8 +215,15 @@ func (s *Sandbox) writeConfig() error {
 		return err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "cluster: drill\ndata_dir: %s\n%s\napi: {token: %s}\nlog: {level: info}\nnodes:\n",
+	fmt.Fprintf(&b, "cluster: drill\ndata_dir: %s\n%s\napi: {token: %s}\nlog: {level: info}\n",
 		filepath.Join(s.Dir, "data"), timings[s.Opts.Timing], sandboxToken)
+	switch s.Opts.Store {
+	case StorePostgres:
+		fmt.Fprintf(&b, "store: {backend: postgres, dsn: %q}\n", s.DB.DSN+"&connect_timeout=2")
+	case StoreMariaDB:
+		fmt.Fprintf(&b, "store: {backend: mysql, dsn: %q}\n", s.DB.DSN)
+	}
+	b.WriteString("nodes:\n")
 	for i := 1; i <= 3; i++ {
 		n := &Node{Name: fmt.Sprintf("n%d", i), Index: i}
 		var peer, client string
@@ -198,8 +236,13 @@ func (s *Sandbox) writeConfig() error {
 			n.API, n.Service = fmt.Sprintf("127.0.0.1:%d", p[0]), fmt.Sprintf("127.0.0.1:%d", p[3])
 			peer, client = fmt.Sprintf("127.0.0.1:%d", p[1]), fmt.Sprintf("127.0.0.1:%d", p[2])
 		}
-		fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    peer: %s\n    client: %s\n    backend: %s\n    env: {SERVICE_ADDR: %q}\n",
-			n.Name, n.API, peer, client, n.Service, n.Service)
+		if s.DB != nil { // the database arbitrates: no etcd members
+			fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    backend: %s\n    env: {SERVICE_ADDR: %q}\n",
+				n.Name, n.API, n.Service, n.Service)
+		} else {
+			fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    peer: %s\n    client: %s\n    backend: %s\n    env: {SERVICE_ADDR: %q}\n",
+				n.Name, n.API, peer, client, n.Service, n.Service)
+		}
 		s.Nodes = append(s.Nodes, n)
 	}
 	fmt.Fprintf(&b, `service:
@@ -254,6 +297,45 @@ func (s *Sandbox) startProxy() error {
 	s.proxy = p
 	return nil
 }
+
+// startDB starts the database of a postgres or mariadb sandbox.
+func (s *Sandbox) startDB() error {
+	var err error
+	switch s.Opts.Store {
+	case StorePostgres:
+		s.DB, err = dbserver.StartPostgres()
+	case StoreMariaDB:
+		s.DB, err = dbserver.StartMariaDB()
+	default:
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("start the sandbox's %s server: %w", s.Opts.Store, err)
+	}
+	if s.Opts.Log != nil {
+		fmt.Fprintf(s.Opts.Log, "haven drill: %s on %s (data in %s)\n", s.Opts.Store, s.DB.Addr, s.DB.Dir)
+	}
+	return nil
+}
+
+// StopDB stops the sandbox's database (cleanly: committed rows stay).
+func (s *Sandbox) StopDB() error {
+	if s.DB == nil {
+		return errNoDB
+	}
+	s.DB.Stop()
+	return nil
+}
+
+// StartDB starts the sandbox's database again and waits until it accepts clients.
+func (s *Sandbox) StartDB() error {
+	if s.DB == nil {
+		return errNoDB
+	}
+	return s.DB.Start()
+}
+
+var errNoDB = errors.New("needs a database store (--store postgres or mariadb)")
 
 // Node returns the node called name, or nil.
 func (s *Sandbox) Node(name string) *Node {
@@ -558,6 +640,9 @@ func (s *Sandbox) Close() {
 	if s.lab != nil {
 		s.lab.close()
 	}
+	if s.DB != nil {
+		s.DB.Close()
+	}
 	if s.ownD {
 		_ = os.RemoveAll(s.Dir)
 	}
@@ -568,6 +653,10 @@ func (s *Sandbox) LogTail(n int) string {
 	var b strings.Builder
 	for _, name := range []string{"n1", "n2", "n3", "proxy"} {
 		fmt.Fprintf(&b, "---- %s ----\n%s\n", name, s.logTail(name, n))
+	}
+	if s.DB != nil {
+		l := s.DB.Log()
+		fmt.Fprintf(&b, "---- %s ----\n%s\n", s.DB.Kind, l[max(0, len(l)-n):])
 	}
 	return b.String()
 }

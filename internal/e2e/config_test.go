@@ -13,6 +13,12 @@ const goodNodes = `nodes:
   - {name: c, api: 127.0.0.1:7003, peer: 127.0.0.1:7103, client: 127.0.0.1:7203}
 `
 
+// sqlNodes: two nodes, which a shared database allows, without etcd addresses.
+const sqlNodes = `nodes:
+  - {name: a, api: 127.0.0.1:7001}
+  - {name: b, api: 127.0.0.1:7002}
+`
+
 // TestBadConfigsExitTwo runs the binary on malformed configs: each must be
 // refused with exit code 2 and a message naming the file, line and field.
 func TestBadConfigsExitTwo(t *testing.T) {
@@ -32,6 +38,13 @@ func TestBadConfigsExitTwo(t *testing.T) {
 		{"lease shorter than etcd allows", "cluster: x\ndata_dir: /tmp/x\ntimings: {etcd_election: 2s}\n" + goodNodes, []string{"lease_ttl"}},
 		{"demote hook longer than margin", "cluster: x\ndata_dir: /tmp/x\nhooks: {on_demote: {command: [/bin/true], timeout: 5s}}\n" + goodNodes, []string{"on_demote"}},
 		{"bad enum", "cluster: x\ndata_dir: /tmp/x\nservice: {command: [/bin/true], standby: lukewarm}\n" + goodNodes, []string{"standby", "hot"}},
+		// A malformed connection string is refused at once, not retried
+		// as if the database were down.
+		{"postgres dsn bad port", "cluster: x\ndata_dir: /tmp/x\nstore: {backend: postgres, dsn: \"postgres://user@:badport/db\"}\n" + sqlNodes, []string{"haven.yaml:3", "store.dsn", "not a valid postgres connection string", "invalid port", "write it like postgres://"}},
+		{"postgres dsn garbage", "cluster: x\ndata_dir: /tmp/x\nstore: {backend: postgres, dsn: garbage}\n" + sqlNodes, []string{"haven.yaml:3", "store.dsn", "not a valid postgres connection string"}},
+		{"mysql dsn garbage", "cluster: x\ndata_dir: /tmp/x\nstore: {backend: mysql, dsn: garbage}\n" + sqlNodes, []string{"haven.yaml:3", "store.dsn", "not a valid mysql connection string", "tcp(db.example:3306)"}},
+		{"mysql dsn bad port", "cluster: x\ndata_dir: /tmp/x\nstore: {backend: mysql, dsn: \"u:p@tcp(db:badport)/haven\"}\n" + sqlNodes, []string{"haven.yaml:3", "store.dsn", "port \"badport\""}},
+		{"dsn variable unset", "cluster: x\ndata_dir: /tmp/x\nstore: {backend: mysql, dsn: \"u:p@tcp(${DB})/haven\"}\n" + sqlNodes, []string{"haven.yaml:3", "store.dsn uses ${DB}", "node a does not set", "env"}},
 	}
 	dir := t.TempDir()
 	for _, tc := range cases {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/sample"
 	"github.com/haven-ha/haven/internal/store/etcdstore"
 	"github.com/haven-ha/haven/internal/store/storetest"
 )
@@ -72,6 +74,8 @@ func newStoreCluster(t testing.TB, kind string, n int, timings string) *storeClu
 		}
 		text = strings.Replace(text, old, fmt.Sprintf("env: {SERVICE_ADDR: %q, DB_ADDR: %q}", node.Service, fw.Addr), 1)
 	}
+	// The sample service writes its data through the agent's fenced routes.
+	text = strings.Replace(text, "service:\n", "service:\n  env: {HAVEN_API_TOKEN: "+testToken+"}\n", 1)
 	if err := os.WriteFile(c.Config, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -162,6 +166,110 @@ func TestStoreFaults(t *testing.T) {
 	}
 }
 
+// TestStoreOperations: on a shared SQL store, the operator commands
+// (switchover, maintenance, events) and the sample service's fenced writes
+// work as on etcd: real agents, real haven commands, a real database.
+func TestStoreOperations(t *testing.T) {
+	for _, kind := range []string{"postgres", "mariadb"} {
+		t.Run(kind, func(t *testing.T) {
+			c := newStoreCluster(t, kind, 2, storeTimings)
+			active, epoch := c.WaitActive(startTimeout)
+			c.waitHealthy(30 * time.Second)
+			other := c.Nodes[0].Name
+			if other == active {
+				other = c.Nodes[1].Name
+			}
+
+			// A fenced write on the active commits once; its retry is
+			// answered as the same write; the standby writes nothing.
+			code, w1 := sampleKV(t, c.Node(active), http.MethodPost, "k=x&v=one&id=w1")
+			if code != http.StatusOK || w1.Epoch != epoch || w1.Rev <= 0 {
+				t.Fatalf("write on the active %s: HTTP %d %+v; want 200 at epoch %d", active, code, w1, epoch)
+			}
+			if code, again := sampleKV(t, c.Node(active), http.MethodPost, "k=x&v=two&id=w1"); code != http.StatusOK || again.Rev != w1.Rev {
+				t.Fatalf("retry of w1: HTTP %d rev %d; want 200 with the first write's rev %d", code, again.Rev, w1.Rev)
+			}
+			if code, r := sampleKV(t, c.Node(other), http.MethodPost, "k=x&v=standby"); code != http.StatusServiceUnavailable {
+				t.Fatalf("write on the standby %s: HTTP %d %+v; want 503", other, code, r)
+			}
+
+			// Switchover, with the command's report.
+			code, out, errOut := runHaven(t, "switchover", "--config", c.Config, "--to", other, "--reason", "sql-ops")
+			if code != 0 {
+				t.Fatalf("switchover on %s: exit %d: %s", kind, code, errOut)
+			}
+			t.Log(strings.TrimSpace(out))
+			if !strings.Contains(out, "from "+active+" to "+other) {
+				t.Fatalf("switchover output: %s", out)
+			}
+			now, nowEpoch := c.WaitActive(5 * time.Second)
+			if now != other || nowEpoch <= epoch {
+				t.Fatalf("after switchover: %s@%d, want %s above epoch %d", now, nowEpoch, other, epoch)
+			}
+			// The data moved with the role; the old active's writes are refused.
+			if code, r := sampleKV(t, c.Node(other), http.MethodGet, "k=x"); code != http.StatusOK || r.Value != "one" {
+				t.Fatalf("read on the new active: HTTP %d %+v; want \"one\" (the retry must not have applied)", code, r)
+			}
+			if code, r := sampleKV(t, c.Node(active), http.MethodPost, "k=x&v=stale"); code != http.StatusServiceUnavailable {
+				t.Fatalf("write on the old active: HTTP %d %+v; want 503", code, r)
+			}
+			if code, r := sampleKV(t, c.Node(other), http.MethodPost, "k=x&v=three"); code != http.StatusOK || r.Epoch != nowEpoch || r.Rev <= w1.Rev {
+				t.Fatalf("write on the new active: HTTP %d %+v; want 200 at epoch %d above rev %d", code, r, nowEpoch, w1.Rev)
+			}
+			waitFor(t, 10*time.Second, active+" back as a standby", func() bool { return c.role(active) == ha.RoleStandby })
+
+			// Maintenance on and off.
+			if code, _, errOut := runHaven(t, "maintenance", "--config", c.Config, "on", active); code != 0 {
+				t.Fatalf("maintenance on: exit %d: %s", code, errOut)
+			}
+			waitFor(t, 10*time.Second, active+" shown in maintenance", func() bool {
+				v, ok := c.NodeView(other, active)
+				return ok && v.Role == ha.RoleMaintenance && !v.Eligible
+			})
+			if code, _, errOut := runHaven(t, "switchover", "--config", c.Config, "--to", active); code == 0 || !strings.Contains(errOut, "maintenance") {
+				t.Fatalf("switchover to a node in maintenance: exit %d, %q; want a refusal naming maintenance", code, errOut)
+			}
+			if code, _, errOut := runHaven(t, "maintenance", "--config", c.Config, "off", active); code != 0 {
+				t.Fatalf("maintenance off: exit %d: %s", code, errOut)
+			}
+			waitFor(t, 10*time.Second, active+" back to standby", func() bool { return c.role(active) == ha.RoleStandby })
+
+			// The history has it all.
+			waitFor(t, 10*time.Second, "switchover and maintenance in `haven events`", func() bool {
+				code, out, _ := runHaven(t, "events", "--config", c.Config)
+				return code == 0 && strings.Contains(out, active+" -> "+other) && strings.Contains(out, "maintenance")
+			})
+			if now, e := c.WaitActive(5 * time.Second); now != other || e != nowEpoch {
+				t.Fatalf("maintenance of the standby moved the active role: %s@%d, want %s@%d", now, e, other, nowEpoch)
+			}
+		})
+	}
+}
+
+// kvClient waits longer than httpc: a fenced write is a store transaction.
+var kvClient = &http.Client{Timeout: 10 * time.Second}
+
+// sampleKV calls node's sample service: POST /write?query or GET /read?query.
+func sampleKV(t *testing.T, n *Node, method, query string) (int, sample.KVReply) {
+	t.Helper()
+	path := "/read?"
+	if method == http.MethodPost {
+		path = "/write?"
+	}
+	req, err := http.NewRequest(method, "http://"+n.Service+path+query, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := kvClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s on %s: %v", method, path+query, n.Name, err)
+	}
+	defer resp.Body.Close()
+	var r sample.KVReply
+	_ = json.NewDecoder(resp.Body).Decode(&r)
+	return resp.StatusCode, r
+}
+
 // TestStoreExportImport moves a cluster from its embedded etcd to
 // PostgreSQL with `haven store export` / `haven store import`: the epochs
 // on the new store continue above the old ones and the node records come
@@ -227,9 +335,20 @@ func TestStoreExportImport(t *testing.T) {
 	if out, err := srv.Psql("SELECT count(*) FROM haven_nodes WHERE session_id IS NULL"); err != nil || out != "3" {
 		t.Fatalf("node records kept as history: %q, %v; want 3", out, err)
 	}
-	// A second import changes nothing that matters (idempotent).
+	events, err := srv.Psql("SELECT count(*) FROM haven_events")
+	if err != nil || events == "0" || !strings.Contains(dump, `"events"`) {
+		t.Fatalf("events imported: %q, %v; want the dump's history", events, err)
+	}
+	// A second import changes nothing that matters (idempotent): no
+	// event is added twice.
 	if code, _, errOut = runHaven(t, "store", "import", "--config", pgConfig, "--file", dumpFile); code != 0 {
 		t.Fatalf("second import: exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(errOut, " 0 events") {
+		t.Fatalf("second import: %q, want 0 events added", errOut)
+	}
+	if again, err := srv.Psql("SELECT count(*) FROM haven_events"); err != nil || again != events {
+		t.Fatalf("events after a second import: %s, %v; want %s", again, err, events)
 	}
 
 	moved := &Cluster{t: t, Dir: c.Dir, Config: pgConfig}

@@ -138,6 +138,33 @@ type Operations interface {
 	Events(ctx context.Context, limit int) ([]Event, error)
 }
 
+// MaxEvents bounds the history every store keeps: older events are pruned.
+const MaxEvents = 2000
+
+// FencedData is the service's shared state, guarded by the active role:
+// every read and write is checked against the leader record in the same
+// store transaction, so a node that lost the role cannot touch it.
+type FencedData interface {
+	// FencedPut writes value at key if node holds the active role at
+	// epoch. It returns the revision at which the value was committed, and
+	// whether this was a repeat of a write with the same non-empty id that
+	// had committed already (then nothing is written again). A write
+	// refused by the fence returns ErrNotLeader and changed nothing; any
+	// other error leaves the outcome unknown.
+	FencedPut(ctx context.Context, node string, epoch Epoch, key, value, id string) (rev int64, repeat bool, err error)
+	// FencedGet reads key if node holds the active role at epoch
+	// (ErrNotLeader otherwise).
+	FencedGet(ctx context.Context, node string, epoch Epoch, key string) (value string, found bool, rev int64, err error)
+}
+
+// Store is everything the agent needs from its backend: coordination,
+// the operators' intents and history, and the service's fenced data.
+type Store interface {
+	Coordinator
+	Operations
+	FencedData
+}
+
 // ErrBusy: another operation of the same kind is in progress.
 var ErrBusy = errors.New("another switchover is in progress")
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -12,8 +11,9 @@ import (
 	"github.com/haven-ha/haven/internal/ha"
 )
 
-// maxEvents bounds the history kept in the store.
-const maxEvents = 2000
+// pruneEvery: the history is pruned on one append in this many (by
+// revision, so that a long run of appends always prunes).
+const pruneEvery = 50
 
 func (s *Store) maintenanceKey(node string) string { return s.prefix + "intents/maintenance/" + node }
 func (s *Store) switchoverKey() string             { return s.prefix + "intents/switchover" }
@@ -91,10 +91,11 @@ func (s *Store) AppendEvent(ctx context.Context, ev ha.Event) error {
 		return err
 	}
 	key := fmt.Sprintf("%s%020d-%s", s.eventsPrefix(), ev.Time.UnixNano(), ev.Node)
-	if _, err := s.cli.Put(ctx, key, string(b)); err != nil {
+	resp, err := s.cli.Put(ctx, key, string(b))
+	if err != nil {
 		return fmt.Errorf("record event: %w", err)
 	}
-	if rand.IntN(50) == 0 {
+	if resp.Header.Revision%pruneEvery == 0 {
 		s.pruneEvents(ctx)
 	}
 	return nil
@@ -103,11 +104,11 @@ func (s *Store) AppendEvent(ctx context.Context, ev ha.Event) error {
 func (s *Store) pruneEvents(ctx context.Context) {
 	p := s.eventsPrefix()
 	resp, err := s.cli.Get(ctx, p, clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil || resp.Count <= maxEvents {
+	if err != nil || resp.Count <= ha.MaxEvents {
 		return
 	}
 	old, err := s.cli.Get(ctx, p, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
-		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(resp.Count-maxEvents))
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(resp.Count-ha.MaxEvents))
 	if err != nil || len(old.Kvs) == 0 {
 		return
 	}
@@ -132,4 +133,4 @@ func (s *Store) Events(ctx context.Context, limit int) ([]ha.Event, error) {
 	return out, nil
 }
 
-var _ ha.Operations = (*Store)(nil)
+var _ ha.Store = (*Store)(nil)

@@ -10,7 +10,7 @@
 //	intents/switchover          the pending ha.Switchover (JSON), leased
 //	                            until its deadline
 //	events/<time>-<node>        the history (ha.Event, JSON), pruned to
-//	                            the newest maxEvents
+//	                            the newest ha.MaxEvents
 //	props/<name>  operators' ha.NodeProps of the node (its alias), no lease
 //
 // Taking the leader key is one transaction that succeeds only if the key does

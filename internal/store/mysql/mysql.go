@@ -1,12 +1,15 @@
-// Package mysql implements ha.Coordinator on a MySQL or MariaDB database
-// shared by every agent of a cluster.
+// Package mysql implements ha.Store (coordination, operator intents and
+// history, fenced data) on a MySQL or MariaDB database shared by every
+// agent of a cluster.
 //
 // It keeps the same tables and rules as the postgres backend (prefix
 // "haven_" by default): schema_migrations, clusters (rev, the change
 // counter), sessions (expires_at = UTC_TIMESTAMP(6) + ttl, computed by the
 // server), leader (node, session_id, epoch), nodes (records bound to a
 // session) and counters (the epoch counter, only ever incremented inside
-// the campaign's transaction). A session whose expires_at has passed is gone
+// the campaign's transaction, and the revision of fenced writes), and the
+// operators' tables: maintenance, switchover (until expires_at), events
+// (pruned to ha.MaxEvents), data and data_ids (kv.go). A session whose expires_at has passed is gone
 // for every reader before any cleanup runs. MySQL has no LISTEN/NOTIFY, so
 // Watch re-reads every poll interval, and also when the earliest live
 // session is due to expire.
@@ -18,7 +21,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +31,7 @@ import (
 	driver "github.com/go-sql-driver/mysql"
 
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/store/sqlstore"
 )
 
 // Options configure a Store.
@@ -52,7 +58,30 @@ type Store struct {
 	ttl time.Duration // of the session, as the server stores it (ttl_us)
 }
 
-type names struct{ migrations, clusters, sessions, leader, nodes, counters string }
+type names struct {
+	migrations, clusters, sessions, leader, nodes, counters string
+	maintenance, switchover, events, data, dataIDs          string
+}
+
+// CheckDSN reports, without connecting, whether dsn is a connection string
+// this backend can use. The driver's parser takes any port; a TCP address
+// must have a numeric one.
+func CheckDSN(dsn string) error {
+	cfg, err := driver.ParseDSN(dsn)
+	if err != nil {
+		return err
+	}
+	if cfg.Net == "tcp" {
+		_, port, err := net.SplitHostPort(cfg.Addr)
+		if err != nil {
+			return fmt.Errorf("address %q: %w", cfg.Addr, err)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			return fmt.Errorf("address %q: port %q is not a number from 1 to 65535", cfg.Addr, port)
+		}
+	}
+	return nil
+}
 
 // Open connects, migrates the schema and registers the cluster.
 func Open(ctx context.Context, o Options) (*Store, error) {
@@ -67,6 +96,9 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = 2 * time.Second
+	}
+	if err := CheckDSN(o.DSN); err != nil {
+		return nil, fmt.Errorf("mysql connection string: %w", err)
 	}
 	cfg, err := driver.ParseDSN(o.DSN)
 	if err != nil {
@@ -93,7 +125,8 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	db.SetMaxIdleConns(4)
 	db.SetConnMaxIdleTime(2 * time.Second) // below wait_timeout
 	p := o.TablePrefix
-	s := &Store{o: o, db: db, t: names{p + "schema_migrations", p + "clusters", p + "sessions", p + "leader", p + "nodes", p + "counters"}}
+	s := &Store{o: o, db: db, t: names{p + "schema_migrations", p + "clusters", p + "sessions", p + "leader", p + "nodes", p + "counters",
+		p + "maintenance", p + "switchover", p + "events", p + "data", p + "data_ids"}}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -131,6 +164,38 @@ func (s *Store) migrations() [][]string {
 			updated_at DATETIME(6) NOT NULL,
 			PRIMARY KEY (cluster, name),
 			KEY (session_id)) ENGINE=InnoDB`,
+	}, {
+		// 2: operator intents, the history and the fenced data.
+		`CREATE TABLE IF NOT EXISTS ` + t.maintenance + ` (
+			cluster VARCHAR(64) NOT NULL,
+			node VARCHAR(64) NOT NULL,
+			since DATETIME(6) NOT NULL,
+			PRIMARY KEY (cluster, node)) ENGINE=InnoDB`,
+		`CREATE TABLE IF NOT EXISTS ` + t.switchover + ` (
+			cluster VARCHAR(64) PRIMARY KEY,
+			id VARCHAR(64) NOT NULL,
+			body LONGTEXT NOT NULL,
+			expires_at DATETIME(6) NOT NULL) ENGINE=InnoDB`,
+		`CREATE TABLE IF NOT EXISTS ` + t.events + ` (
+			id BIGINT AUTO_INCREMENT PRIMARY KEY,
+			cluster VARCHAR(64) NOT NULL,
+			at_ns BIGINT NOT NULL,
+			body LONGTEXT NOT NULL,
+			KEY (cluster, at_ns, id)) ENGINE=InnoDB`,
+		`INSERT IGNORE INTO ` + t.counters + ` (name, value) VALUES ('data_rev', 0)`,
+		`CREATE TABLE IF NOT EXISTS ` + t.data + ` (
+			cluster VARCHAR(64) NOT NULL,
+			k VARCHAR(200) NOT NULL,
+			value LONGTEXT NOT NULL,
+			rev BIGINT NOT NULL,
+			PRIMARY KEY (cluster, k)) ENGINE=InnoDB`,
+		`CREATE TABLE IF NOT EXISTS ` + t.dataIDs + ` (
+			cluster VARCHAR(64) NOT NULL,
+			id VARCHAR(200) NOT NULL,
+			k VARCHAR(200) NOT NULL,
+			rev BIGINT NOT NULL,
+			created_at DATETIME(6) NOT NULL,
+			PRIMARY KEY (cluster, id)) ENGINE=InnoDB`,
 	}}
 }
 
@@ -377,7 +442,8 @@ func (s *Store) Publish(ctx context.Context, st ha.NodeStatus) error {
 }
 
 // read returns a snapshot, cleaning up expired sessions first if it sees
-// any; wake is how long until the earliest live session expires (0: none).
+// any; wake is how long until the earliest live session, or the pending
+// switchover, expires (0: none).
 func (s *Store) read(ctx context.Context) (ha.Snapshot, time.Duration, error) {
 	for attempt := 0; ; attempt++ {
 		snap := ha.Snapshot{Nodes: map[string]ha.NodeStatus{}}
@@ -434,8 +500,50 @@ func (s *Store) read(ctx context.Context) (ha.Snapshot, time.Duration, error) {
 			soonest(n, e)
 		}
 		rows.Close()
-		return snap, wake, rows.Err()
+		if err := rows.Err(); err != nil {
+			return snap, 0, err
+		}
+		if err := s.readIntents(ctx, &snap, soonest); err != nil {
+			return snap, 0, err
+		}
+		return snap, wake, nil
 	}
+}
+
+// readIntents adds the maintenance flags and the unexpired switchover to
+// snap; the watcher re-reads when the switchover expires, so that it is
+// seen to go (etcd deletes it with its lease).
+func (s *Store) readIntents(ctx context.Context, snap *ha.Snapshot, soonest func(now, exp time.Time)) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT node FROM `+s.t.maintenance+` WHERE cluster = ?`, s.o.Cluster)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var node string
+		if err := rows.Scan(&node); err != nil {
+			rows.Close()
+			return err
+		}
+		sqlstore.Maintain(snap, node)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	var (
+		body     string
+		exp, now time.Time
+	)
+	err = s.db.QueryRowContext(ctx, `SELECT body, expires_at, UTC_TIMESTAMP(6) FROM `+s.t.switchover+`
+		WHERE cluster = ? AND expires_at > UTC_TIMESTAMP(6)`, s.o.Cluster).Scan(&body, &exp, &now)
+	switch {
+	case err == nil:
+		sqlstore.SetSwitchover(snap, []byte(body))
+		soonest(now, exp)
+	case !errors.Is(err, sql.ErrNoRows):
+		return err
+	}
+	return nil
 }
 
 // cleanup deletes the cluster's expired sessions and what is bound to them.
@@ -476,8 +584,8 @@ func (s *Store) Watch(ctx context.Context) <-chan ha.Snapshot {
 			cancel()
 			wait := s.o.PollInterval
 			if err == nil {
-				if !sent || changed(last, snap) {
-					if !send(ctx, out, snap) {
+				if !sent || sqlstore.Changed(last, snap) {
+					if !sqlstore.Send(ctx, out, snap) {
 						return
 					}
 					last, sent = snap, true
@@ -486,43 +594,10 @@ func (s *Store) Watch(ctx context.Context) <-chan ha.Snapshot {
 					wait = wake + 5*time.Millisecond
 				}
 			}
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-			}
+			sqlstore.Sleep(ctx, wait)
 		}
 	}()
 	return out
-}
-
-func changed(a, b ha.Snapshot) bool {
-	if a.Rev != b.Rev || a.Leader != b.Leader || len(a.Nodes) != len(b.Nodes) {
-		return true
-	}
-	for k := range b.Nodes {
-		if _, ok := a.Nodes[k]; !ok {
-			return true
-		}
-	}
-	return false
-}
-
-func send(ctx context.Context, out chan ha.Snapshot, snap ha.Snapshot) bool {
-	for {
-		select {
-		case out <- snap:
-			return true
-		case <-ctx.Done():
-			return false
-		default:
-			select {
-			case <-out:
-			default:
-			}
-		}
-	}
 }
 
 // Close drops the session (best effort) and closes the connections.
@@ -597,4 +672,4 @@ func (s *Store) Records(ctx context.Context) ([]ha.NodeStatus, error) {
 // DB exposes the database handle (for tools and tests).
 func (s *Store) DB() *sql.DB { return s.db }
 
-var _ ha.Coordinator = (*Store)(nil)
+var _ ha.Store = (*Store)(nil)

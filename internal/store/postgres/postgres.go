@@ -1,4 +1,5 @@
-// Package postgres implements ha.Coordinator on a PostgreSQL database shared
+// Package postgres implements ha.Store (coordination, operator intents and
+// history, fenced data) on a PostgreSQL database shared
 // by every agent of a cluster (and possibly by several clusters).
 //
 // Tables (prefix "haven_" by default), created and migrated by Open:
@@ -9,6 +10,12 @@
 //	leader             one row per cluster: node, session_id, epoch
 //	nodes              each agent's ha.NodeStatus, bound to its session
 //	epoch (sequence)   the fencing epochs: nextval only grows
+//	maintenance        one row per node in maintenance
+//	switchover         the pending ha.Switchover, until expires_at
+//	events             the history, pruned to ha.MaxEvents
+//	data, data_ids     the service's fenced data and the idempotency ids
+//	                   of the writes that committed (kv.go)
+//	data_rev (sequence) the revisions of fenced writes
 //
 // Every expiry is computed and compared by the database with its own clock
 // (clock_timestamp()), never an agent's. A session whose expires_at has
@@ -28,9 +35,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"regexp"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -39,6 +49,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/store/sqlstore"
 )
 
 // Options configure a Store.
@@ -57,7 +68,8 @@ var validPrefix = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,29}$`)
 // Store is a Coordinator on PostgreSQL.
 type Store struct {
 	o    Options
-	pool *pgxpool.Pool
+	pool *pgxpool.Pool   // coordination: sessions, leader, records, intents
+	data *pgxpool.Pool   // the service's fenced data and the history (kv.go, ops.go)
 	cc   *pgx.ConnConfig // for the LISTEN connection
 	t    names
 
@@ -68,6 +80,7 @@ type Store struct {
 // names are the qualified table names.
 type names struct {
 	migrations, clusters, sessions, leader, nodes, epoch, channel string
+	maintenance, switchover, events, data, dataIDs, dataRev       string
 }
 
 func tableNames(prefix string) names {
@@ -79,7 +92,21 @@ func tableNames(prefix string) names {
 		nodes:      prefix + "nodes",
 		epoch:      prefix + "epoch",
 		channel:    prefix + "changes",
+
+		maintenance: prefix + "maintenance",
+		switchover:  prefix + "switchover",
+		events:      prefix + "events",
+		data:        prefix + "data",
+		dataIDs:     prefix + "data_ids",
+		dataRev:     prefix + "data_rev",
 	}
+}
+
+// CheckDSN reports, without connecting, whether dsn is a connection string
+// this backend can use.
+func CheckDSN(dsn string) error {
+	_, err := pgxpool.ParseConfig(dsn)
+	return err
 }
 
 // Open connects, migrates the schema and registers the cluster.
@@ -108,9 +135,20 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgres: %w", err)
 	}
-	s := &Store{o: o, pool: pool, cc: pc.ConnConfig.Copy(), t: tableNames(o.TablePrefix)}
+	// The service's data traffic gets its own connections, so that a burst
+	// of it (retries after a database restart) never makes a lease renewal
+	// wait for a connection.
+	dc := pc.Copy()
+	dc.MinConns = 0
+	data, err := pgxpool.NewWithConfig(ctx, dc)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to postgres: %w", err)
+	}
+	s := &Store{o: o, pool: pool, data: data, cc: pc.ConnConfig.Copy(), t: tableNames(o.TablePrefix)}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
+		data.Close()
 		return nil, err
 	}
 	return s, nil
@@ -163,6 +201,37 @@ func (s *Store) migrations() []string {
 			updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
 			PRIMARY KEY (cluster, name));
 		CREATE INDEX ` + t.nodes + `_session ON ` + t.nodes + ` (session_id);`,
+		// 2: operator intents, the history and the fenced data.
+		`CREATE TABLE ` + t.maintenance + ` (
+			cluster text NOT NULL,
+			node text NOT NULL,
+			since timestamptz NOT NULL DEFAULT clock_timestamp(),
+			PRIMARY KEY (cluster, node));
+		CREATE TABLE ` + t.switchover + ` (
+			cluster text PRIMARY KEY,
+			id text NOT NULL,
+			body jsonb NOT NULL,
+			expires_at timestamptz NOT NULL);
+		CREATE TABLE ` + t.events + ` (
+			id bigserial PRIMARY KEY,
+			cluster text NOT NULL,
+			at_ns bigint NOT NULL,
+			body jsonb NOT NULL);
+		CREATE INDEX ` + t.events + `_order ON ` + t.events + ` (cluster, at_ns, id);
+		CREATE SEQUENCE ` + t.dataRev + `;
+		CREATE TABLE ` + t.data + ` (
+			cluster text NOT NULL,
+			key text NOT NULL,
+			value text NOT NULL,
+			rev bigint NOT NULL,
+			PRIMARY KEY (cluster, key));
+		CREATE TABLE ` + t.dataIDs + ` (
+			cluster text NOT NULL,
+			id text NOT NULL,
+			key text NOT NULL,
+			rev bigint NOT NULL,
+			created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+			PRIMARY KEY (cluster, id));`,
 	}
 }
 
@@ -277,9 +346,35 @@ func (s *Store) Renew(ctx context.Context) (time.Duration, error) {
 		return 0, ha.ErrSessionLost
 	}
 	if err != nil {
+		s.dropIfBroken(err)
 		return 0, fmt.Errorf("renew session: %w", err)
 	}
 	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// dropIfBroken closes every pooled connection when err says the server
+// went away (a restart, a cut): each idle connection would otherwise fail
+// once more before the pool drops it, one renewal after the other, and
+// the active could lose its lease to dead connections after a restart
+// shorter than the lease. The next call dials afresh.
+//
+// Only when the server said so, or the socket was refused, reset or closed
+// under us: a timeout (a slow, loaded server) already closes its one
+// connection, and dropping them all then would only add load.
+func (s *Store) dropIfBroken(err error) {
+	var pe *pgconn.PgError
+	switch {
+	case errors.As(err, &pe):
+		if !strings.HasPrefix(pe.Code, "08") && pe.Code != "57P01" && pe.Code != "57P02" && pe.Code != "57P03" {
+			return // an answer from a working server
+		}
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+	default:
+		return
+	}
+	s.pool.Reset()
+	s.data.Reset()
 }
 
 // Campaign takes the leader row if it is vacant or its session has expired,
@@ -382,7 +477,7 @@ func (s *Store) Publish(ctx context.Context, st ha.NodeStatus) error {
 
 // read cleans up expired sessions and reads a snapshot as of one instant of
 // the database clock. wake is how long until the earliest live session in
-// it expires (0 if none).
+// it, or its pending switchover, expires (0 if none).
 func (s *Store) read(ctx context.Context) (snap ha.Snapshot, wake time.Duration, err error) {
 	snap.Nodes = map[string]ha.NodeStatus{}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -437,7 +532,28 @@ func (s *Store) read(ctx context.Context) (snap ha.Snapshot, wake time.Duration,
 			soonest(left)
 			return nil
 		})
-		return err
+		if err != nil {
+			return err
+		}
+		rows, err = tx.Query(ctx, `SELECT node FROM `+s.t.maintenance+` WHERE cluster = $1`, s.o.Cluster)
+		if err != nil {
+			return err
+		}
+		if _, err = pgx.ForEachRow(rows, []any{&name}, func() error { sqlstore.Maintain(&snap, name); return nil }); err != nil {
+			return err
+		}
+		// A switchover is shown until it expires, and the watcher re-reads
+		// then, so that it is seen to go (etcd deletes it with its lease).
+		err = tx.QueryRow(ctx, `SELECT body, extract(epoch FROM expires_at - $2) FROM `+s.t.switchover+`
+			WHERE cluster = $1 AND expires_at > $2`, s.o.Cluster, now).Scan(&status, &left)
+		switch {
+		case err == nil:
+			sqlstore.SetSwitchover(&snap, status)
+			soonest(left)
+		case !errors.Is(err, pgx.ErrNoRows):
+			return err
+		}
+		return nil
 	})
 	return snap, wake, err
 }
@@ -470,10 +586,13 @@ func (s *Store) Watch(ctx context.Context) <-chan ha.Snapshot {
 			rctx, cancel := context.WithTimeout(ctx, s.o.ConnectTimeout)
 			snap, wake, err := s.read(rctx)
 			cancel()
+			if err != nil && ctx.Err() == nil {
+				s.dropIfBroken(err)
+			}
 			wait := s.o.PollInterval
 			if err == nil {
-				if !sent || changed(last, snap) {
-					if !send(ctx, out, snap) {
+				if !sent || sqlstore.Changed(last, snap) {
+					if !sqlstore.Send(ctx, out, snap) {
 						return
 					}
 					last, sent = snap, true
@@ -483,7 +602,7 @@ func (s *Store) Watch(ctx context.Context) <-chan ha.Snapshot {
 				}
 			}
 			if ln == nil {
-				sleep(ctx, wait)
+				sqlstore.Sleep(ctx, wait)
 				continue
 			}
 			wctx, cancel := context.WithTimeout(ctx, wait)
@@ -517,45 +636,6 @@ func (s *Store) listen(ctx context.Context) (*pgx.Conn, error) {
 	return c, nil
 }
 
-// changed reports whether b shows something a watcher must hear about.
-func changed(a, b ha.Snapshot) bool {
-	if a.Rev != b.Rev || a.Leader != b.Leader || len(a.Nodes) != len(b.Nodes) {
-		return true
-	}
-	for k := range b.Nodes {
-		if _, ok := a.Nodes[k]; !ok {
-			return true
-		}
-	}
-	return false
-}
-
-// send delivers the newest snapshot, replacing one the reader has not taken.
-func send(ctx context.Context, out chan ha.Snapshot, snap ha.Snapshot) bool {
-	for {
-		select {
-		case out <- snap:
-			return true
-		case <-ctx.Done():
-			return false
-		default:
-			select {
-			case <-out:
-			default:
-			}
-		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
-}
-
 // Close drops the session (best effort) and closes the connections.
 func (s *Store) Close() error {
 	if id := s.session(); id != 0 {
@@ -567,6 +647,7 @@ func (s *Store) Close() error {
 		s.mu.Unlock()
 	}
 	s.pool.Close()
+	s.data.Close()
 	return nil
 }
 
@@ -638,4 +719,4 @@ func (s *Store) Records(ctx context.Context) ([]ha.NodeStatus, error) {
 // Pool exposes the connection pool (for tools and tests).
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-var _ ha.Coordinator = (*Store)(nil)
+var _ ha.Store = (*Store)(nil)

@@ -64,7 +64,7 @@ func TestPostgres(t *testing.T) {
 		if err != nil {
 			t.Fatal(err, out)
 		}
-		if want := "1|1"; out != want || s.SchemaVersion() != 1 {
+		if want := "2|2"; out != want || s.SchemaVersion() != 2 {
 			t.Fatalf("schema_migrations: %q, want %q", out, want)
 		}
 	})

@@ -1,7 +1,8 @@
-// Package storetest is the behavioural test suite that every ha.Coordinator
+// Package storetest is the behavioural test suite that every ha.Store
 // backend must pass (Run), with helpers that start real throwaway servers
-// on loopback (PostgreSQL, MariaDB, etcd) and a TCP forwarder that cuts one
-// client off its store. It is imported by tests only.
+// on loopback (PostgreSQL, MariaDB, etcd: internal/dbserver, bound to a
+// test) and a TCP forwarder that cuts one client off its store. It is
+// imported by tests only.
 package storetest
 
 import (
@@ -15,11 +16,11 @@ import (
 	"github.com/haven-ha/haven/internal/ha"
 )
 
-// Pair is two coordinators of one cluster on one store, as two agents would
-// have. Cut and Heal take B (only B) off the store and back; B must reach
+// Pair is two stores of one cluster on one store server, as two agents
+// would have. Cut and Heal take B (only B) off the store and back; B must reach
 // the store through a Forwarder for that.
 type Pair struct {
-	A, B       ha.Coordinator
+	A, B       ha.Store
 	Cut, Heal  func()
 	Expiry     time.Duration // how long after the TTL the store may take to expire a session (etcd: its 500ms revoke tick)
 	WatchDelay time.Duration // how long a change may take to reach a watcher
@@ -36,6 +37,10 @@ func Run(t *testing.T, open func(t *testing.T) Pair) {
 	t.Run("LeaseExpiry", func(t *testing.T) { testLeaseExpiry(t, open(t)) })
 	t.Run("Watch", func(t *testing.T) { testWatch(t, open(t)) })
 	t.Run("Unreachable", func(t *testing.T) { testUnreachable(t, open(t)) })
+	t.Run("Intents", func(t *testing.T) { testIntents(t, open(t)) })
+	t.Run("Events", func(t *testing.T) { testEvents(t, open(t)) })
+	t.Run("FencedData", func(t *testing.T) { testFencedData(t, open(t)) })
+	t.Run("FencedExpiry", func(t *testing.T) { testFencedExpiry(t, open(t)) })
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {

@@ -1,0 +1,140 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/store/sqlstore"
+)
+
+// Operator intents and the history. Intents change the cluster's rev, like
+// every change the agents act on; events do not, as they are read on demand.
+
+// SetMaintenance turns maintenance on or off for node.
+func (s *Store) SetMaintenance(ctx context.Context, node string, on bool) error {
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if on {
+			_, err = tx.ExecContext(ctx, `INSERT IGNORE INTO `+s.t.maintenance+` (cluster, node, since) VALUES (?, ?, UTC_TIMESTAMP(6))`, s.o.Cluster, node)
+		} else {
+			_, err = tx.ExecContext(ctx, `DELETE FROM `+s.t.maintenance+` WHERE cluster = ? AND node = ?`, s.o.Cluster, node)
+		}
+		if err != nil {
+			return err
+		}
+		return s.changed(ctx, tx)
+	})
+	if err != nil {
+		return fmt.Errorf("set maintenance of %s: %w", node, err)
+	}
+	return nil
+}
+
+// RequestSwitchover records sw until its deadline (by the server's clock,
+// from now) unless an unexpired one is pending (ha.ErrBusy).
+func (s *Store) RequestSwitchover(ctx context.Context, sw ha.Switchover) error {
+	b, err := json.Marshal(sw)
+	if err != nil {
+		return err
+	}
+	life := sqlstore.SwitchoverLife(sw, time.Now()).Microseconds()
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM `+s.t.switchover+` WHERE cluster = ? AND expires_at <= UTC_TIMESTAMP(6)`, s.o.Cluster); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO `+s.t.switchover+` (cluster, id, body, expires_at)
+			VALUES (?, ?, ?, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND)`, s.o.Cluster, sw.ID, string(b), life)
+		if duplicate(err) {
+			return ha.ErrBusy
+		}
+		if err != nil {
+			return err
+		}
+		return s.changed(ctx, tx)
+	})
+	if err != nil && !errors.Is(err, ha.ErrBusy) {
+		return fmt.Errorf("request switchover: %w", err)
+	}
+	return err
+}
+
+// ClearSwitchover removes the pending switchover if its ID is id.
+func (s *Store) ClearSwitchover(ctx context.Context, id string) error {
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM `+s.t.switchover+` WHERE cluster = ? AND id = ?`, s.o.Cluster, id)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err
+		}
+		return s.changed(ctx, tx)
+	})
+	if err != nil {
+		return fmt.Errorf("clear switchover: %w", err)
+	}
+	return nil
+}
+
+// AppendEvent adds ev to the history, pruning it now and then.
+func (s *Store) AppendEvent(ctx context.Context, ev ha.Event) error {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	res, err := s.db.ExecContext(ctx, `INSERT INTO `+s.t.events+` (cluster, at_ns, body) VALUES (?, ?, ?)`, s.o.Cluster, ev.Time.UnixNano(), string(b))
+	if err != nil {
+		return fmt.Errorf("record event: %w", err)
+	}
+	if id, err := res.LastInsertId(); err == nil && id%sqlstore.PruneEvery == 0 {
+		if err := s.pruneEvents(ctx); err != nil {
+			return fmt.Errorf("prune the history: %w", err)
+		}
+	}
+	return nil
+}
+
+// pruneEvents keeps the newest ha.MaxEvents events (in Events' order).
+func (s *Store) pruneEvents(ctx context.Context) error {
+	var at, id int64
+	err := s.db.QueryRowContext(ctx, `SELECT at_ns, id FROM `+s.t.events+` WHERE cluster = ?
+		ORDER BY at_ns DESC, id DESC LIMIT 1 OFFSET ?`, s.o.Cluster, ha.MaxEvents).Scan(&at, &id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `DELETE FROM `+s.t.events+` WHERE cluster = ? AND (at_ns < ? OR (at_ns = ? AND id <= ?))`, s.o.Cluster, at, at, id)
+	return err
+}
+
+// Events returns the newest limit events (all when limit <= 0), oldest first.
+func (s *Store) Events(ctx context.Context, limit int) ([]ha.Event, error) {
+	if limit <= 0 {
+		limit = math.MaxInt32
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT body FROM `+s.t.events+` WHERE cluster = ? ORDER BY at_ns DESC, id DESC LIMIT ?`, s.o.Cluster, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	defer rows.Close()
+	var bodies [][]byte
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			return nil, fmt.Errorf("read events: %w", err)
+		}
+		bodies = append(bodies, b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	return sqlstore.Events(bodies), nil
+}

@@ -1,0 +1,109 @@
+// Package sqlstore holds what the SQL backends (postgres, mysql) share and
+// what needs no database: when a watcher must hear of a new snapshot, how
+// long a switchover intent lives, and how stored rows become ha values. The
+// backends keep their SQL, which differs by dialect, to themselves.
+package sqlstore
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// PruneEvery: the history is pruned to ha.MaxEvents on one append in this
+// many (by the event's row id, so that a long run of appends always prunes).
+const PruneEvery = 50
+
+// Changed reports whether b shows something a watcher of a must hear
+// about. Intents count even when the change counter did not move: a
+// switchover vanishes from snapshots when it expires, by the clock alone.
+func Changed(a, b ha.Snapshot) bool {
+	if a.Rev != b.Rev || a.Leader != b.Leader || len(a.Nodes) != len(b.Nodes) {
+		return true
+	}
+	for k := range b.Nodes {
+		if _, ok := a.Nodes[k]; !ok {
+			return true
+		}
+	}
+	if len(a.Intents.Maintenance) != len(b.Intents.Maintenance) {
+		return true
+	}
+	for k := range b.Intents.Maintenance {
+		if !a.Intents.Maintenance[k] {
+			return true
+		}
+	}
+	sa, sb := a.Intents.Switchover, b.Intents.Switchover
+	if (sa == nil) != (sb == nil) {
+		return true
+	}
+	return sa != nil && sa.ID != sb.ID
+}
+
+// Send delivers the newest snapshot, replacing one the reader has not taken.
+func Send(ctx context.Context, out chan ha.Snapshot, snap ha.Snapshot) bool {
+	for {
+		select {
+		case out <- snap:
+			return true
+		case <-ctx.Done():
+			return false
+		default:
+			select {
+			case <-out:
+			default:
+			}
+		}
+	}
+}
+
+// Sleep waits d or until ctx ends.
+func Sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// SwitchoverLife is how long the row of sw, requested at now (the agent's
+// wall clock, which set sw.Deadline), stays in the store: until the
+// deadline, at least a millisecond. The database adds it to its own clock,
+// as etcd does with the lease it attaches to the intent.
+func SwitchoverLife(sw ha.Switchover, now time.Time) time.Duration {
+	return max(sw.Deadline.Sub(now), time.Millisecond)
+}
+
+// Maintain adds node to the maintenance intents of snap.
+func Maintain(snap *ha.Snapshot, node string) {
+	if snap.Intents.Maintenance == nil {
+		snap.Intents.Maintenance = map[string]bool{}
+	}
+	snap.Intents.Maintenance[node] = true
+}
+
+// SetSwitchover decodes a switchover row (JSON) into snap; a row that does
+// not decode is left out, as etcdstore does.
+func SetSwitchover(snap *ha.Snapshot, body []byte) {
+	var sw ha.Switchover
+	if json.Unmarshal(body, &sw) == nil {
+		snap.Intents.Switchover = &sw
+	}
+}
+
+// Events decodes event rows read newest first into a history oldest
+// first, leaving out rows that do not decode.
+func Events(newestFirst [][]byte) []ha.Event {
+	out := make([]ha.Event, 0, len(newestFirst))
+	for i := len(newestFirst) - 1; i >= 0; i-- {
+		var ev ha.Event
+		if json.Unmarshal(newestFirst[i], &ev) == nil {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
