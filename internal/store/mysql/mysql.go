@@ -351,8 +351,9 @@ func (s *Store) Campaign(ctx context.Context, node string) (ha.Epoch, error) {
 	}
 	var epoch int64
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		var holder sql.NullInt64
-		if err := tx.QueryRowContext(ctx, `SELECT session_id FROM `+s.t.leader+` WHERE cluster = ? FOR UPDATE`, s.o.Cluster).Scan(&holder); err != nil {
+		var holder, held sql.NullInt64
+		var holderNode sql.NullString
+		if err := tx.QueryRowContext(ctx, `SELECT session_id, node, epoch FROM `+s.t.leader+` WHERE cluster = ? FOR UPDATE`, s.o.Cluster).Scan(&holder, &holderNode, &held); err != nil {
 			return err
 		}
 		var mine bool
@@ -368,6 +369,11 @@ func (s *Store) Campaign(ctx context.Context, node string) (ha.Epoch, error) {
 			err := tx.QueryRowContext(ctx, `SELECT expires_at > UTC_TIMESTAMP(6) FROM `+s.t.sessions+` WHERE id = ?`, holder.Int64).Scan(&live)
 			if err != nil && !errors.Is(err, sql.ErrNoRows) {
 				return err
+			}
+			if live && holder.Int64 == id && holderNode.Valid && holderNode.String == node && held.Valid {
+				// Ours already: a campaign whose answer was lost, repeated.
+				epoch = held.Int64
+				return nil
 			}
 			if live {
 				return ha.ErrTaken

@@ -389,7 +389,9 @@ func (s *Store) Campaign(ctx context.Context, node string) (ha.Epoch, error) {
 		// Lock the row first; the holder's liveness is read by the next
 		// statement, which (read committed) sees every commit before the lock.
 		var holder *int64
-		err := tx.QueryRow(ctx, `SELECT session_id FROM `+s.t.leader+` WHERE cluster = $1 FOR UPDATE`, s.o.Cluster).Scan(&holder)
+		var holderNode *string
+		var held *int64
+		err := tx.QueryRow(ctx, `SELECT session_id, node, epoch FROM `+s.t.leader+` WHERE cluster = $1 FOR UPDATE`, s.o.Cluster).Scan(&holder, &holderNode, &held)
 		if err != nil {
 			return err
 		}
@@ -407,6 +409,11 @@ func (s *Store) Campaign(ctx context.Context, node string) (ha.Epoch, error) {
 		}
 		if err != nil {
 			return err
+		}
+		if holderLive && *holder == id && holderNode != nil && *holderNode == node && held != nil {
+			// Ours already: a campaign whose answer was lost, repeated.
+			epoch = *held
+			return nil
 		}
 		if holderLive {
 			return ha.ErrTaken
