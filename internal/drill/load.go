@@ -118,13 +118,18 @@ func (l *Load) since(t time.Time) time.Duration { return t.Sub(l.t0) }
 
 // client is one stream of requests, open loop: it sends one every Pause
 // whether or not the earlier ones have answered, as independent users do,
-// so that requests stuck on a failed node do not stop the others.
+// so that requests stuck on a failed node do not stop the others. Its
+// register operations alone are closed loop, one at a time, as a
+// linearizability history needs: hundreds of them in flight at once
+// during an outage would leave the checker (porcupine) searching for
+// minutes; a tick that finds the register lane busy sends a GET instead.
 func (l *Load) client(id int) {
 	defer l.wg.Done()
 	hc := &http.Client{Timeout: l.o.Timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}}
 	defer hc.CloseIdleConnections()
 	rng := rand.New(rand.NewPCG(uint64(id)+1, uint64(time.Now().UnixNano())))
 	inflight := make(chan struct{}, 256)
+	regLane := make(chan struct{}, 1)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	tick := time.NewTicker(l.o.Pause)
@@ -136,7 +141,16 @@ func (l *Load) client(id int) {
 		case <-tick.C:
 		}
 		var do func() Op
-		switch p := rng.IntN(100); {
+		p := rng.IntN(100)
+		reg := p >= 60 && !l.o.ReadOnly
+		if reg {
+			select {
+			case regLane <- struct{}{}:
+			default:
+				p, reg = 0, false // the register lane is busy: a GET instead
+			}
+		}
+		switch {
 		case l.o.ReadOnly || p < 40:
 			do = func() Op { return l.get(hc, id) }
 		case p < 60:
@@ -154,6 +168,9 @@ func (l *Load) client(id int) {
 		select {
 		case inflight <- struct{}{}:
 		default:
+			if reg {
+				<-regLane
+			}
 			continue // 256 requests of this client are stuck already
 		}
 		wg.Add(1)
@@ -161,6 +178,9 @@ func (l *Load) client(id int) {
 			defer wg.Done()
 			op := do()
 			<-inflight
+			if reg {
+				<-regLane
+			}
 			l.mu.Lock()
 			l.ops = append(l.ops, op)
 			l.mu.Unlock()
