@@ -65,16 +65,36 @@ var chaosFaults = []chaosFault{
 		}, nil
 	}},
 	{"switchover", func(sb *drill.Sandbox, _ *rand.Rand, _ string) (string, func() error, error) {
-		_, err := sb.Haven(context.Background(), "switchover", "--reason", "chaos")
+		err := operator(sb, "switchover", "--reason", "chaos")
 		return "haven switchover", nil, err
 	}},
 	{"maintenance", func(sb *drill.Sandbox, _ *rand.Rand, active string) (string, func() error, error) {
-		_, err := sb.Haven(context.Background(), "maintenance", "on", active)
-		return "maintenance on " + active, func() error {
-			_, err := sb.Haven(context.Background(), "maintenance", "off", active)
-			return err
-		}, err
+		err := operator(sb, "maintenance", "on", active)
+		return "maintenance on " + active, func() error { return operator(sb, "maintenance", "off", active) }, err
 	}},
+}
+
+// operator runs an operator command as an operator would: a refusal
+// because the store did not answer in time (HTTP 503; etcd can lag for a
+// few seconds after a heal on a loaded machine) is tried again, three
+// times at most. A switchover that a lost answer had already recorded
+// shows as "in progress" on the retry, which is what was asked.
+func operator(sb *drill.Sandbox, args ...string) error {
+	var err error
+	for try := 0; try < 3; try++ {
+		var out string
+		out, err = sb.Haven(context.Background(), args...)
+		switch {
+		case err == nil:
+			return nil
+		case try > 0 && strings.Contains(out, "in progress"):
+			return nil
+		case !strings.Contains(out, "HTTP 503"):
+			return err
+		}
+		time.Sleep(time.Second)
+	}
+	return err
 }
 
 // TestChaos injects a random sequence of faults into a sandbox cluster while
