@@ -386,6 +386,13 @@ func (p *Proxy) brain(ctx context.Context) {
 				in.Fresh = later(in.Fresh, time.Now())
 			}
 			if snap.Leader != old && snap.Leader.Node != "" {
+				// A node that has just won an epoch passed its own agent's
+				// health checks to do so: what the quarantine waits for. A
+				// strike from its previous term (503s while it demoted)
+				// must not hold it back; after back-to-back switchovers it
+				// held clients for 1.7 s.
+				delete(distrustUntil, snap.Leader.Node)
+				strikes[snap.Leader.Node] = 0
 				p.kickProbe(snap.Leader.Node)
 			}
 			if in.Mode == ModeActiveActive {

@@ -598,3 +598,63 @@ func TestDrainLetsInFlightFinish(t *testing.T) {
 		t.Fatalf("in-flight request during a switchover: %d, want 200", code)
 	}
 }
+
+// TestBackToBackSwitchovers: a node that answered 503 while it demoted is
+// quarantined, but winning a new epoch lifts that: the proxy sends to it as
+// soon as its probe passes. Before, strikes from its previous term held
+// every client for up to 2 s after back-to-back switchovers.
+func TestBackToBackSwitchovers(t *testing.T) {
+	var nodes []*fakeNode
+	for _, name := range []string{"n1", "n2"} {
+		var n *fakeNode
+		n = newFakeNode(t, name, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !n.serving.Load() {
+				w.WriteHeader(http.StatusServiceUnavailable) // demoting: not serving
+				return
+			}
+			n.hits.Add(1)
+			fmt.Fprintf(w, "%s\n", name)
+		}))
+		nodes = append(nodes, n)
+	}
+	tp := startProxy(t, testConfig(), "", nodes...)
+	tp.activate(t, "n1")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if resp, err := client.Get("http://" + tp.addr + "/"); err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	for i := 1; i <= 6; i++ {
+		from, to := nodes[(i+1)%2], nodes[i%2]
+		// The old active stops serving (its backend answers 503 to the
+		// requests still coming), hands the key back, the target wins.
+		from.serving.Store(false)
+		time.Sleep(30 * time.Millisecond) // let clients meet the 503s
+		tp.store.Set("")
+		to.serving.Store(true)
+		start := time.Now()
+		tp.store.Set(to.name)
+		waitFor(t, 5*time.Second, "traffic on "+to.name, func() bool {
+			ts := tp.Targets()
+			return len(ts) == 1 && ts[0] == to.name
+		})
+		if took := time.Since(start); took > time.Second {
+			t.Fatalf("switchover %d: the proxy took %s to send to %s, the new active (a quarantine from its previous term?)", i, took, to.name)
+		}
+	}
+}
