@@ -332,8 +332,11 @@ func TestStoreExportImport(t *testing.T) {
 		t.Fatalf("store import: exit %d: %s", code, errOut)
 	}
 	t.Logf("import: %s", strings.TrimSpace(errOut))
-	if !strings.Contains(errOut, "1 in maintenance") || strings.Contains(errOut, "keeps no maintenance") {
-		t.Fatalf("the maintenance flag of %s was not imported into postgres: %s", standby, errOut)
+	if !strings.Contains(errOut, "1 node properties, 1 in maintenance") || strings.Contains(errOut, "keeps no") {
+		t.Fatalf("the alias and the maintenance flag of %s were not both imported into postgres: %s", standby, errOut)
+	}
+	if out, err := srv.Psql(`SELECT props->>'alias' FROM haven_props WHERE node = '` + standby + `'`); err != nil || out != "rack 7" {
+		t.Fatalf("the alias in postgres: %q, %v; want \"rack 7\"", out, err)
 	}
 	if out, err := srv.Psql("SELECT count(*) FROM haven_nodes WHERE session_id IS NULL"); err != nil || out != "3" {
 		t.Fatalf("node records kept as history: %q, %v; want 3", out, err)

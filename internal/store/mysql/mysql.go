@@ -9,8 +9,9 @@
 // session) and counters (the epoch counter, only ever incremented inside
 // the campaign's transaction, and the revision of fenced writes), and the
 // operators' tables: maintenance, switchover (until expires_at), events
-// (pruned to ha.MaxEvents), data and data_ids (kv.go). A session whose expires_at has passed is gone
-// for every reader before any cleanup runs. MySQL has no LISTEN/NOTIFY, so
+// (pruned to ha.MaxEvents), data and data_ids (kv.go), and props (the
+// node properties, bound to no session). A session whose expires_at has
+// passed is gone for every reader before any cleanup runs. MySQL has no LISTEN/NOTIFY, so
 // Watch re-reads every poll interval, and also when the earliest live
 // session is due to expire.
 package mysql
@@ -60,7 +61,7 @@ type Store struct {
 
 type names struct {
 	migrations, clusters, sessions, leader, nodes, counters string
-	maintenance, switchover, events, data, dataIDs          string
+	maintenance, switchover, events, data, dataIDs, props   string
 }
 
 // CheckDSN reports, without connecting, whether dsn is a connection string
@@ -126,7 +127,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	db.SetConnMaxIdleTime(2 * time.Second) // below wait_timeout
 	p := o.TablePrefix
 	s := &Store{o: o, db: db, t: names{p + "schema_migrations", p + "clusters", p + "sessions", p + "leader", p + "nodes", p + "counters",
-		p + "maintenance", p + "switchover", p + "events", p + "data", p + "data_ids"}}
+		p + "maintenance", p + "switchover", p + "events", p + "data", p + "data_ids", p + "props"}}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -196,6 +197,13 @@ func (s *Store) migrations() [][]string {
 			rev BIGINT NOT NULL,
 			created_at DATETIME(6) NOT NULL,
 			PRIMARY KEY (cluster, id)) ENGINE=InnoDB`,
+	}, {
+		// 3: operators' node properties (aliases), bound to no session.
+		`CREATE TABLE IF NOT EXISTS ` + t.props + ` (
+			cluster VARCHAR(64) NOT NULL,
+			node VARCHAR(64) NOT NULL,
+			props LONGTEXT NOT NULL,
+			PRIMARY KEY (cluster, node)) ENGINE=InnoDB`,
 	}}
 }
 
@@ -531,6 +539,23 @@ func (s *Store) readIntents(ctx context.Context, snap *ha.Snapshot, soonest func
 			return err
 		}
 		sqlstore.Maintain(snap, node)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	rows, err = s.db.QueryContext(ctx, `SELECT node, props FROM `+s.t.props+` WHERE cluster = ?`, s.o.Cluster)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var node string
+		var props []byte
+		if err := rows.Scan(&node, &props); err != nil {
+			rows.Close()
+			return err
+		}
+		sqlstore.SetProps(snap, node, props)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {

@@ -34,6 +34,12 @@ func TestMariaDB(t *testing.T) {
 			return storetest.Pair{A: a, B: b, Cut: fw.Cut, Heal: fw.Heal, WatchDelay: 600 * time.Millisecond}
 		})
 	})
+	t.Run("Props", func(t *testing.T) {
+		storetest.RunProps(t, func(t *testing.T) storetest.Pair {
+			cluster := storetest.Cluster(t)
+			return storetest.Pair{A: open(t, srv.DSN, cluster, "a", ""), B: open(t, srv.DSN, cluster, "b", ""), WatchDelay: time.Second}
+		})
+	})
 
 	// Agents that start together migrate once, without errors, and a second
 	// start changes nothing.
@@ -64,7 +70,7 @@ func TestMariaDB(t *testing.T) {
 		if err != nil {
 			t.Fatal(err, out)
 		}
-		if want := "2|2"; out != want || s.SchemaVersion() != 2 {
+		if want := "3|3"; out != want || s.SchemaVersion() != 3 {
 			t.Fatalf("schema_migrations: %q, want %q", out, want)
 		}
 	})

@@ -138,3 +138,30 @@ func (s *Store) Events(ctx context.Context, limit int) ([]ha.Event, error) {
 	}
 	return sqlstore.Events(bodies), nil
 }
+
+// SetProps replaces node's properties; zero props delete them. They are
+// bound to no session: a node that is down keeps its alias.
+func (s *Store) SetProps(ctx context.Context, node string, p ha.NodeProps) error {
+	body, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		if p.Zero() {
+			_, err = tx.ExecContext(ctx, `DELETE FROM `+s.t.props+` WHERE cluster = ? AND node = ?`, s.o.Cluster, node)
+		} else {
+			_, err = tx.ExecContext(ctx, `INSERT INTO `+s.t.props+` (cluster, node, props) VALUES (?, ?, ?)
+				ON DUPLICATE KEY UPDATE props = VALUES(props)`, s.o.Cluster, node, string(body))
+		}
+		if err != nil {
+			return err
+		}
+		return s.changed(ctx, tx)
+	})
+	if err != nil {
+		return fmt.Errorf("set the properties of %s: %w", node, err)
+	}
+	return nil
+}
+
+var _ ha.Properties = (*Store)(nil)

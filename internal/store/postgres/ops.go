@@ -132,3 +132,30 @@ func (s *Store) Events(ctx context.Context, limit int) ([]ha.Event, error) {
 	}
 	return sqlstore.Events(bodies), nil
 }
+
+// SetProps replaces node's properties; zero props delete them. They are
+// bound to no session: a node that is down keeps its alias.
+func (s *Store) SetProps(ctx context.Context, node string, p ha.NodeProps) error {
+	body, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if p.Zero() {
+			_, err = tx.Exec(ctx, `DELETE FROM `+s.t.props+` WHERE cluster = $1 AND node = $2`, s.o.Cluster, node)
+		} else {
+			_, err = tx.Exec(ctx, `INSERT INTO `+s.t.props+` (cluster, node, props) VALUES ($1, $2, $3)
+				ON CONFLICT (cluster, node) DO UPDATE SET props = EXCLUDED.props`, s.o.Cluster, node, body)
+		}
+		if err != nil {
+			return err
+		}
+		return s.changed(ctx, tx)
+	})
+	if err != nil {
+		return fmt.Errorf("set the properties of %s: %w", node, err)
+	}
+	return nil
+}
+
+var _ ha.Properties = (*Store)(nil)

@@ -16,6 +16,7 @@
 //	data, data_ids     the service's fenced data and the idempotency ids
 //	                   of the writes that committed (kv.go)
 //	data_rev (sequence) the revisions of fenced writes
+//	props              operators' ha.NodeProps per node (the alias), no session
 //
 // Every expiry is computed and compared by the database with its own clock
 // (clock_timestamp()), never an agent's. A session whose expires_at has
@@ -81,6 +82,7 @@ type Store struct {
 type names struct {
 	migrations, clusters, sessions, leader, nodes, epoch, channel string
 	maintenance, switchover, events, data, dataIDs, dataRev       string
+	props                                                         string
 }
 
 func tableNames(prefix string) names {
@@ -99,6 +101,7 @@ func tableNames(prefix string) names {
 		data:        prefix + "data",
 		dataIDs:     prefix + "data_ids",
 		dataRev:     prefix + "data_rev",
+		props:       prefix + "props",
 	}
 }
 
@@ -232,6 +235,12 @@ func (s *Store) migrations() []string {
 			rev bigint NOT NULL,
 			created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
 			PRIMARY KEY (cluster, id));`,
+		// 3: operators' node properties (aliases), bound to no session.
+		`CREATE TABLE ` + t.props + ` (
+			cluster text NOT NULL,
+			node text NOT NULL,
+			props jsonb NOT NULL,
+			PRIMARY KEY (cluster, node));`,
 	}
 }
 
@@ -547,6 +556,13 @@ func (s *Store) read(ctx context.Context) (snap ha.Snapshot, wake time.Duration,
 			return err
 		}
 		if _, err = pgx.ForEachRow(rows, []any{&name}, func() error { sqlstore.Maintain(&snap, name); return nil }); err != nil {
+			return err
+		}
+		rows, err = tx.Query(ctx, `SELECT node, props FROM `+s.t.props+` WHERE cluster = $1`, s.o.Cluster)
+		if err != nil {
+			return err
+		}
+		if _, err = pgx.ForEachRow(rows, []any{&name, &status}, func() error { sqlstore.SetProps(&snap, name, status); return nil }); err != nil {
 			return err
 		}
 		// A switchover is shown until it expires, and the watcher re-reads

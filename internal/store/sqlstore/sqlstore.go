@@ -7,6 +7,7 @@ package sqlstore
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"time"
 
 	"github.com/haven-ha/haven/internal/ha"
@@ -35,6 +36,9 @@ func Changed(a, b ha.Snapshot) bool {
 		if !a.Intents.Maintenance[k] {
 			return true
 		}
+	}
+	if !maps.Equal(a.Props, b.Props) {
+		return true
 	}
 	sa, sb := a.Intents.Switchover, b.Intents.Switchover
 	if (sa == nil) != (sb == nil) {
@@ -84,6 +88,20 @@ func Maintain(snap *ha.Snapshot, node string) {
 		snap.Intents.Maintenance = map[string]bool{}
 	}
 	snap.Intents.Maintenance[node] = true
+}
+
+// SetProps decodes a node's properties row (JSON) into snap; a row that
+// does not decode, or says nothing, is left out, as etcdstore does. Each
+// read builds a fresh snapshot, so the map is never shared with one sent.
+func SetProps(snap *ha.Snapshot, node string, body []byte) {
+	var p ha.NodeProps
+	if json.Unmarshal(body, &p) != nil || p.Zero() {
+		return
+	}
+	if snap.Props == nil {
+		snap.Props = map[string]ha.NodeProps{}
+	}
+	snap.Props[node] = p
 }
 
 // SetSwitchover decodes a switchover row (JSON) into snap; a row that does
