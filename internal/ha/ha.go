@@ -209,6 +209,25 @@ type Coordinator interface {
 	Close() error
 }
 
+// SendLatest delivers snap on out for a Watch: it replaces a snapshot the
+// reader has not taken yet, so a slow reader sees the newest state, never a
+// backlog. It returns false when ctx ends first.
+func SendLatest(ctx context.Context, out chan Snapshot, snap Snapshot) bool {
+	for {
+		select {
+		case out <- snap:
+			return true
+		case <-ctx.Done():
+			return false
+		default:
+			select {
+			case <-out:
+			default:
+			}
+		}
+	}
+}
+
 // Member is one voting member of the coordination store's own cluster.
 type Member struct {
 	Name    string `json:"name"`

@@ -305,7 +305,7 @@ func (s *Store) watchOnce(ctx context.Context, out chan ha.Snapshot) error {
 	for _, kv := range kvs {
 		s.apply(&snap, string(kv.Key), kv.Value, kv.CreateRevision, false)
 	}
-	if !send(ctx, out, clone(snap)) { // a copy: apply changes snap below
+	if !ha.SendLatest(ctx, out, clone(snap)) { // a copy: apply changes snap below
 		return nil
 	}
 	wch := s.cli.Watch(wctx, s.prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
@@ -333,7 +333,7 @@ func (s *Store) watchOnce(ctx context.Context, out chan ha.Snapshot) error {
 			continue
 		}
 		snap.Rev = wr.Header.Revision
-		if !send(ctx, out, clone(snap)) {
+		if !ha.SendLatest(ctx, out, clone(snap)) {
 			return nil
 		}
 	}
@@ -430,23 +430,6 @@ func clone(s ha.Snapshot) ha.Snapshot {
 		s.Intents.Switchover = &sw
 	}
 	return s
-}
-
-// send delivers the newest snapshot, replacing one the reader has not taken.
-func send(ctx context.Context, out chan ha.Snapshot, snap ha.Snapshot) bool {
-	for {
-		select {
-		case out <- snap:
-			return true
-		case <-ctx.Done():
-			return false
-		default:
-			select {
-			case <-out:
-			default:
-			}
-		}
-	}
 }
 
 // Close revokes the session (best effort) and closes the client.

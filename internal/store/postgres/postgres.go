@@ -615,7 +615,7 @@ func (s *Store) Watch(ctx context.Context) <-chan ha.Snapshot {
 			wait := s.o.PollInterval
 			if err == nil {
 				if !sent || sqlstore.Changed(last, snap) {
-					if !sqlstore.Send(ctx, out, snap) {
+					if !ha.SendLatest(ctx, out, snap) {
 						return
 					}
 					last, sent = snap, true

@@ -47,23 +47,6 @@ func Changed(a, b ha.Snapshot) bool {
 	return sa != nil && sa.ID != sb.ID
 }
 
-// Send delivers the newest snapshot, replacing one the reader has not taken.
-func Send(ctx context.Context, out chan ha.Snapshot, snap ha.Snapshot) bool {
-	for {
-		select {
-		case out <- snap:
-			return true
-		case <-ctx.Done():
-			return false
-		default:
-			select {
-			case <-out:
-			default:
-			}
-		}
-	}
-}
-
 // Sleep waits d or until ctx ends.
 func Sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
