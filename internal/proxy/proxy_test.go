@@ -151,6 +151,36 @@ func (tp *testProxy) activate(t *testing.T, name string) {
 	})
 }
 
+// hammer sends GETs to url from n clients, each as soon as its last one
+// answered, and reports every outcome to each (the status line, or the
+// error); the func it returns stops them and waits.
+func hammer(url string, n int, each func(status string, err error)) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				resp, err := client.Get(url)
+				if err != nil {
+					each("", err)
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				each(resp.Status, nil)
+			}
+		}()
+	}
+	return func() { close(done); wg.Wait() }
+}
+
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -264,35 +294,18 @@ func TestFailoverZeroErrors(t *testing.T) {
 	tp.activate(t, "n1")
 	var ok, bad atomic.Int64
 	var errs sync.Map
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := client.Get("http://" + tp.addr + "/")
-				if err != nil {
-					bad.Add(1)
-					errs.Store(err.Error(), true)
-					continue
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					bad.Add(1)
-					errs.Store(resp.Status, true)
-				} else {
-					ok.Add(1)
-				}
-			}
-		}()
-	}
+	stop := hammer("http://"+tp.addr+"/", 8, func(status string, err error) {
+		switch {
+		case err != nil:
+			bad.Add(1)
+			errs.Store(err.Error(), true)
+		case status != "200 OK":
+			bad.Add(1)
+			errs.Store(status, true)
+		default:
+			ok.Add(1)
+		}
+	})
 	waitFor(t, 5*time.Second, "traffic", func() bool { return ok.Load() > 200 })
 	// The service crashes: its connections reset, its agent demotes and
 	// resigns, the store shows no leader, then n2.
@@ -305,8 +318,7 @@ func TestFailoverZeroErrors(t *testing.T) {
 	tp.store.Set("n2")
 	before := n2.hits.Load()
 	waitFor(t, 5*time.Second, "traffic on n2", func() bool { return n2.hits.Load() > before+200 })
-	close(stop)
-	wg.Wait()
+	stop()
 	if bad.Load() != 0 {
 		var list []string
 		errs.Range(func(k, _ any) bool { list = append(list, k.(string)); return true })
@@ -619,32 +631,13 @@ func TestBackToBackSwitchovers(t *testing.T) {
 	}
 	tp := startProxy(t, testConfig(), "", nodes...)
 	tp.activate(t, "n1")
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if resp, err := client.Get("http://" + tp.addr + "/"); err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-			}
-		}()
-	}
-	defer func() { close(stop); wg.Wait() }()
+	defer hammer("http://"+tp.addr+"/", 8, func(string, error) {})()
 	for i := 1; i <= 6; i++ {
 		from, to := nodes[(i+1)%2], nodes[i%2]
 		// The old active stops serving (its backend answers 503 to the
 		// requests still coming), hands the key back, the target wins.
 		from.serving.Store(false)
-		time.Sleep(30 * time.Millisecond) // let clients meet the 503s
+		waitFor(t, 5*time.Second, "clients to meet "+from.name+"'s 503s (a strike)", func() bool { return len(tp.Targets()) == 0 })
 		tp.store.Set("")
 		to.serving.Store(true)
 		start := time.Now()
