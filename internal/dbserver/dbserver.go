@@ -242,13 +242,7 @@ func StartPostgres() (*Server, error) {
 			"-c", "shared_preload_libraries=pg_stat_statements"},
 	}
 	s.DSN = fmt.Sprintf("postgres://haven@%s/postgres?sslmode=disable", s.Addr)
-	s.ready = func(ctx context.Context) error {
-		out, err := exec.CommandContext(ctx, filepath.Join(bin, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "haven", "-d", "postgres").CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("pg_isready: %v %s", err, out)
-		}
-		return nil
-	}
+	s.ready = readyWhen(filepath.Join(bin, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "haven", "-d", "postgres")
 	if err := s.Start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -309,13 +303,7 @@ func StartMariaDB() (*Server, error) {
 			"--log-error=" + filepath.Join(dir, "mariadb.log")},
 	}
 	s.DSN = fmt.Sprintf("haven:haven@tcp(%s)/haven", s.Addr)
-	s.ready = func(ctx context.Context) error {
-		out, err := exec.CommandContext(ctx, client, "--no-defaults", "-uroot", "--socket="+sock, "-e", "SELECT 1").CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("%v %s", err, out)
-		}
-		return nil
-	}
+	s.ready = readyWhen(client, "--no-defaults", "-uroot", "--socket="+sock, "-e", "SELECT 1")
 	if err := s.Start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -403,4 +391,16 @@ func StartEtcd() (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// readyWhen is a readiness probe: the server is ready when the command
+// succeeds.
+func readyWhen(name string, args ...string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%s: %v %s", filepath.Base(name), err, out)
+		}
+		return nil
+	}
 }
