@@ -51,7 +51,7 @@ func registerKV(mux *http.ServeMux, kv KVStore, o Options) {
 	guard := func(h func(w http.ResponseWriter, r *http.Request, key string)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			if err := o.authorized(r); err != nil {
-				WriteError(w, statusOf(err), err.Error())
+				WriteError(w, StatusOf(err), err.Error())
 				return
 			}
 			key := r.PathValue("key")
@@ -65,12 +65,12 @@ func registerKV(mux *http.ServeMux, kv KVStore, o Options) {
 	mux.HandleFunc("POST /v1/kv/{key}", guard(func(w http.ResponseWriter, r *http.Request, key string) {
 		body, err := readBody(w, r)
 		if err != nil {
-			WriteError(w, statusOf(err), err.Error())
+			WriteError(w, StatusOf(err), err.Error())
 			return
 		}
 		var req KVPutRequest
 		if err := decode(body, &req); err != nil {
-			WriteError(w, statusOf(err), err.Error())
+			WriteError(w, StatusOf(err), err.Error())
 			return
 		}
 		if len(req.ID) > maxKVID {
@@ -81,7 +81,7 @@ func registerKV(mux *http.ServeMux, kv KVStore, o Options) {
 		defer cancel()
 		res, err := kv.KVPut(ctx, key, req)
 		if err != nil {
-			WriteError(w, statusOf(err), err.Error())
+			WriteError(w, StatusOf(err), err.Error())
 			return
 		}
 		writeJSON(w, http.StatusOK, res)
@@ -96,7 +96,7 @@ func registerKV(mux *http.ServeMux, kv KVStore, o Options) {
 		defer cancel()
 		res, err := kv.KVGet(ctx, key, ha.Epoch(epoch))
 		if err != nil {
-			WriteError(w, statusOf(err), err.Error())
+			WriteError(w, StatusOf(err), err.Error())
 			return
 		}
 		writeJSON(w, http.StatusOK, res)

@@ -23,7 +23,7 @@ func LogsHandler(src LogSource, o Options) http.Handler {
 			return
 		}
 		if err := o.authorized(r); err != nil {
-			WriteError(w, statusOf(err), err.Error())
+			WriteError(w, StatusOf(err), err.Error())
 			return
 		}
 		lines := 0
@@ -37,7 +37,7 @@ func LogsHandler(src LogSource, o Options) http.Handler {
 		}
 		data, err := src.Logs(lines)
 		if err != nil {
-			WriteError(w, statusOf(err), err.Error())
+			WriteError(w, StatusOf(err), err.Error())
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

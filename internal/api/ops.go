@@ -129,8 +129,9 @@ const WhoHeader = "X-Haven-Who"
 
 const maxBody = 64 << 10
 
-// statusOf is the one table from error kinds to HTTP status codes.
-func statusOf(err error) int {
+// StatusOf is the one table from error kinds to HTTP status codes (the
+// dashboard uses it too).
+func StatusOf(err error) int {
 	switch ha.KindOf(err) {
 	case ha.KindInvalid:
 		return http.StatusBadRequest
@@ -168,7 +169,7 @@ func registerOps(mux *http.ServeMux, src Source, op Operator, o Options) {
 		return func(w http.ResponseWriter, r *http.Request) {
 			if !o.StatusOpen {
 				if err := o.authorized(r); err != nil {
-					WriteError(w, statusOf(err), err.Error())
+					WriteError(w, StatusOf(err), err.Error())
 					return
 				}
 			}
@@ -198,7 +199,7 @@ func registerOps(mux *http.ServeMux, src Source, op Operator, o Options) {
 			}
 			code := http.StatusOK
 			if err != nil {
-				code = statusOf(err)
+				code = StatusOf(err)
 				entry.Result = err.Error()
 			} else {
 				entry.Result = "ok"
@@ -229,7 +230,7 @@ func registerOps(mux *http.ServeMux, src Source, op Operator, o Options) {
 		}
 		evs, err := op.Events(r.Context(), limit)
 		if err != nil {
-			WriteError(w, statusOf(err), err.Error())
+			WriteError(w, StatusOf(err), err.Error())
 			return
 		}
 		writeJSON(w, http.StatusOK, evs)
@@ -267,7 +268,7 @@ func registerOps(mux *http.ServeMux, src Source, op Operator, o Options) {
 	mux.HandleFunc("GET /v1/members", read(func(w http.ResponseWriter, r *http.Request) {
 		list, err := op.Members(r.Context())
 		if err != nil {
-			WriteError(w, statusOf(err), err.Error())
+			WriteError(w, StatusOf(err), err.Error())
 			return
 		}
 		writeJSON(w, http.StatusOK, list)

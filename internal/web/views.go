@@ -41,21 +41,7 @@ func statusOf(err error) int {
 	if errors.As(err, &he) {
 		return he.code
 	}
-	switch ha.KindOf(err) {
-	case ha.KindInvalid:
-		return http.StatusBadRequest
-	case ha.KindNotFound:
-		return http.StatusNotFound
-	case ha.KindConflict:
-		return http.StatusConflict
-	case ha.KindUnavailable:
-		return http.StatusServiceUnavailable
-	case ha.KindUnauthorized:
-		return http.StatusUnauthorized
-	case ha.KindForbidden:
-		return http.StatusForbidden
-	}
-	return http.StatusInternalServerError
+	return api.StatusOf(err)
 }
 
 // statusView is the cluster as the page shows it: the agent's status and
