@@ -174,6 +174,7 @@ func (a *Agent) handOver(ctx context.Context, from ha.Leader, target, reason, wh
 				kind = "promote"
 			}
 			a.record(ha.Event{Kind: kind, From: from.Node, To: target, Epoch: snap.Leader.Epoch, Reason: reason, Duration: took, Who: who})
+			a.settleSwitchover(ctx, sw.ID)
 			return api.SwitchoverResult{From: from.Node, To: target, Epoch: snap.Leader.Epoch, TookMS: float64(took.Microseconds()) / 1000}, nil
 		}
 		select {
@@ -181,6 +182,35 @@ func (a *Agent) handOver(ctx context.Context, from ha.Leader, target, reason, wh
 			_ = a.store.ClearSwitchover(context.Background(), sw.ID)
 			now := a.Snapshot().Leader
 			return api.SwitchoverResult{}, ha.Errorf(ha.KindUnavailable, "%s did not become active within %s (active now: %s); see `haven events`", target, switchoverWindow, leaderText(now))
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// settleSwitchover returns once a finished switchover no longer holds the
+// other standbys back: its intent is gone from the store (the new active
+// clears it too; clearing by id is idempotent) and every healthy standby
+// out of maintenance has published itself eligible again, for at most a
+// second. Without it, a second switchover right after the first was
+// refused: the standbys' records still said "switchover in progress".
+func (a *Agent) settleSwitchover(ctx context.Context, id string) {
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_ = a.store.ClearSwitchover(cctx, id)
+	for {
+		snap := a.Snapshot()
+		settled := snap.Intents.Switchover == nil || snap.Intents.Switchover.ID != id
+		for _, rec := range snap.Nodes {
+			if rec.Name != snap.Leader.Node && rec.Role == ha.RoleStandby && rec.Healthy && !snap.Intents.Maintenance[rec.Name] && !rec.Eligible {
+				settled = false
+			}
+		}
+		if settled {
+			return
+		}
+		select {
+		case <-cctx.Done():
+			return
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
