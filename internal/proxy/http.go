@@ -365,8 +365,7 @@ func (p *Proxy) roundTrip(ctx context.Context, b *backend, r *http.Request, body
 	}
 	// A client that leaves cuts the backend connection, which ends the
 	// blocking reads and writes below.
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	c.stop = stop
+	c.stop = context.AfterFunc(ctx, c.cut)
 	p.writeHead(c, r, false)
 	switch {
 	case body != nil:
@@ -464,7 +463,11 @@ func (p *Proxy) respond(st *reqState, b *backend, c *bconn, r *http.Request, res
 		if isHop(k) || drop[k] {
 			continue
 		}
-		h[k] = append(h[k], vv...)
+		if prior := h[k]; len(prior) > 0 {
+			h[k] = append(prior, vv...) // a header the proxy set (Set-Cookie)
+		} else {
+			h[k] = vv // the response is ours: no copy
+		}
 	}
 	w.WriteHeader(resp.StatusCode)
 	st.wrote, st.code = true, resp.StatusCode
@@ -477,8 +480,10 @@ func (p *Proxy) respond(st *reqState, b *backend, c *bconn, r *http.Request, res
 	bufp := p.bufs.Get().(*[]byte)
 	defer p.bufs.Put(bufp)
 	buf := *bufp
-	flush := resp.ContentLength < 0
-	rc := http.NewResponseController(w)
+	var rc *http.ResponseController
+	if resp.ContentLength < 0 {
+		rc = http.NewResponseController(w) // a streamed answer goes out as it comes
+	}
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
@@ -487,7 +492,7 @@ func (p *Proxy) respond(st *reqState, b *backend, c *bconn, r *http.Request, res
 				p.release(b, c, false) // the client left mid-answer
 				return
 			}
-			if flush {
+			if rc != nil {
 				_ = rc.Flush()
 			}
 		}

@@ -2,7 +2,7 @@ package proxy
 
 import (
 	"strconv"
-	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -17,8 +17,15 @@ type metrics struct {
 	latency  *prometheus.HistogramVec
 	targetG  *prometheus.GaugeVec
 
-	codes sync.Map // backend + code -> prometheus.Counter, to keep label lookups off the hot path
+	// byCode holds each node's request counters by status code (and ""'s,
+	// for the proxy's own answers), filled as codes appear, so that the
+	// hot path neither builds a label key nor looks one up. Read-only map.
+	byCode map[string]*codeCounters
 }
+
+// codeCounters are one backend's request counters, indexed by status code
+// (0 for a TCP connection).
+type codeCounters [600]atomic.Pointer[prometheus.Counter]
 
 func newMetrics(p *Proxy) *metrics {
 	m := &metrics{
@@ -48,19 +55,27 @@ func newMetrics(p *Proxy) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "haven_proxy_held_requests", Help: "Requests and connections waiting for a target now.",
 		}, func() float64 { return float64(p.held.Load()) }))
+	m.byCode = map[string]*codeCounters{"": new(codeCounters)}
 	for _, n := range p.names {
 		m.targetG.WithLabelValues(n).Set(0)
+		m.byCode[n] = new(codeCounters)
 	}
 	return m
 }
 
 func (m *metrics) request(backend string, code int) {
-	key := backend + "\x00" + strconv.Itoa(code)
-	c, ok := m.codes.Load(key)
-	if !ok {
-		c, _ = m.codes.LoadOrStore(key, m.requests.WithLabelValues(backend, strconv.Itoa(code)))
+	cc := m.byCode[backend]
+	if cc == nil || code < 0 || code >= len(cc) {
+		m.requests.WithLabelValues(backend, strconv.Itoa(code)).Inc()
+		return
 	}
-	c.(prometheus.Counter).Inc()
+	c := cc[code].Load()
+	if c == nil {
+		ctr := m.requests.WithLabelValues(backend, strconv.Itoa(code))
+		cc[code].CompareAndSwap(nil, &ctr)
+		c = cc[code].Load()
+	}
+	(*c).Inc()
 }
 
 func (m *metrics) fail(kind string) { m.errs.WithLabelValues(kind).Inc() }

@@ -23,6 +23,7 @@ type bconn struct {
 	bw     *bufio.Writer
 	reused bool
 	stop   func() bool // unregisters the client-gone hook of the request in flight
+	cut    func()      // closes the connection: the client-gone hook, made once
 	idleAt time.Time
 }
 
@@ -87,6 +88,7 @@ func (p *pool) get(ctx context.Context, checkStale bool) (*bconn, error) {
 		raw = t
 	}
 	c := &bconn{Conn: raw, br: bufio.NewReaderSize(raw, 16<<10), bw: bufio.NewWriterSize(raw, 8<<10)}
+	c.cut = func() { c.Close() }
 	p.mu.Lock()
 	p.busy[c] = struct{}{}
 	p.mu.Unlock()
