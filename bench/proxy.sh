@@ -5,11 +5,16 @@
 #   3. failover under load: errors a client sees while the active's service
 #      is killed with -9 (haven proxy vs HAProxy checking every node's
 #      /lb-check at the same interval as haven's probes)
-# Installs haproxy and wrk from Debian if missing. Usage: bench/proxy.sh [DURATION]
+# Installs haproxy and wrk from Debian if missing.
+# Usage: bench/proxy.sh [DURATION] [ROUNDS]   (defaults 10s and 3)
+# Each throughput test alternates HAProxy and haven ROUNDS times; the summary
+# gives every round's ratio and their median (these machines are shared, so
+# single figures drift by ±20%).
 # (HAVEN_BIN=path uses a built binary instead of building this tree.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-10s}
+ROUNDS=${2:-3}
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 
 if ! command -v haproxy >/dev/null || ! command -v wrk >/dev/null; then
@@ -82,7 +87,7 @@ waitok http://127.0.0.1:19083/; waitok http://127.0.0.1:19084/
 
 run() { # name url [wrk args...]
   local name=$1 url=$2; shift 2
-  wrk -t2 -c64 -d"$D" --latency "$@" "$url" >"$W/wrk-$name.txt" 2>&1
+  wrk -t2 -c64 -d"$D" --latency "$@" "$url" >"$W/wrk-$name.txt" 2>&1 # a later -c wins
   local rps p99 tr
   rps=$(awk '/Requests\/sec/{print $2}' "$W/wrk-$name.txt")
   p99=$(awk '$1=="99%"{print $2}' "$W/wrk-$name.txt")
@@ -90,24 +95,49 @@ run() { # name url [wrk args...]
   printf "%-22s %12s req/s   p99 %8s   %10s/s\n" "$name" "$rps" "$p99" "$tr"
   echo "$name $rps $p99 $tr" >>"$W/results.txt"
 }
-echo; echo "== L7 keep-alive, tiny response: wrk -t2 -c64 -d$D --latency (each twice, alternating)"
-for i in 1 2; do
+echo; echo "== L7 keep-alive, tiny response: wrk -t2 -c64 -d$D --latency (alternating, $ROUNDS rounds)"
+for i in $(seq 1 "$ROUNDS"); do
   run "haproxy-l7-$i" http://127.0.0.1:19081/
   run "haven-l7-$i" http://127.0.0.1:19083/
 done
 echo; echo "== L4 (TCP mode), tiny response over kept connections"
-for i in 1 2; do
+for i in $(seq 1 "$ROUNDS"); do
   run "haproxy-l4-$i" http://127.0.0.1:19082/
   run "haven-l4-$i" http://127.0.0.1:19084/
 done
 echo; echo "== L4 (TCP mode), 1 MiB responses: wrk -t2 -c8"
-for i in 1 2; do
-  wrk -t2 -c8 -d"$D" "http://127.0.0.1:19082/bytes?n=1048576" >"$W/wrk-haproxy-l4big-$i.txt" 2>&1
-  wrk -t2 -c8 -d"$D" "http://127.0.0.1:19084/bytes?n=1048576" >"$W/wrk-haven-l4big-$i.txt" 2>&1
-  printf "%-22s %10s/s\n" "haproxy-l4-1MiB-$i" "$(awk '/Transfer\/sec/{print $2}' "$W/wrk-haproxy-l4big-$i.txt")"
-  printf "%-22s %10s/s\n" "haven-l4-1MiB-$i" "$(awk '/Transfer\/sec/{print $2}' "$W/wrk-haven-l4big-$i.txt")"
+for i in $(seq 1 "$ROUNDS"); do
+  run "haproxy-l4big-$i" "http://127.0.0.1:19082/bytes?n=1048576" -c8
+  run "haven-l4big-$i" "http://127.0.0.1:19084/bytes?n=1048576" -c8
 done
 cleanup; PIDS=()
+
+echo; echo "== summary: haven / HAProxy, per round and median"
+python3 - "$W/results.txt" <<'PY'
+import sys, statistics
+rows = {}
+for line in open(sys.argv[1]):
+    name, rps, p99, tr = line.split()
+    rows[name] = (rps, p99, tr)
+def num(v):
+    units = {"us": 1e-3, "ms": 1, "s": 1e3, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9}
+    for u in sorted(units, key=len, reverse=True):
+        if v.endswith(u):
+            return float(v[:-len(u)]) * units[u]
+    return float(v)
+def line(label, test, col, target):
+    ratios = []
+    i = 1
+    while f"haproxy-{test}-{i}" in rows and f"haven-{test}-{i}" in rows:
+        ratios.append(num(rows[f"haven-{test}-{i}"][col]) / num(rows[f"haproxy-{test}-{i}"][col]))
+        i += 1
+    if ratios:
+        print(f"{label:<24} median {statistics.median(ratios):.2f}   rounds {' '.join(f'{r:.2f}' for r in ratios)}   target {target}")
+line("L7 req/s", "l7", 0, ">= 0.6")
+line("L7 p99 latency", "l7", 1, "<= 2")
+line("L4 tiny req/s", "l4", 0, ">= 0.9")
+line("L4 1 MiB throughput", "l4big", 2, ">= 0.9")
+PY
 
 # --- 3: failover under load ------------------------------------------------
 echo; echo "== failover under load: 3-node cluster (lan preset), kill -9 of the active's service"
