@@ -33,6 +33,30 @@ func TestCookieSignVerify(t *testing.T) {
 	}
 }
 
+// FuzzCookieVerify: whatever a client sends as the affinity cookie, Verify
+// does not panic, accepts only what Sign made, and the re-homing hash picks
+// one of the nodes.
+func FuzzCookieVerify(f *testing.F) {
+	s := signer{key: []byte("0123456789abcdef-secret")}
+	for _, seed := range []string{s.Sign("n1"), s.Sign("a.b"), "n1.", ".x", "", "n1.AAAA", strings.Repeat(".", 300)} {
+		f.Add(seed)
+	}
+	nodes := []string{"n1", "n2", "n3"}
+	f.Fuzz(func(t *testing.T, v string) {
+		if node, ok := s.Verify(v); ok && s.Sign(node) != v {
+			t.Fatalf("Verify(%q) accepted node %q, whose cookie is %q", v, node, s.Sign(node))
+		}
+		if n := hrw(v, nodes); n != "n1" && n != "n2" && n != "n3" {
+			t.Fatalf("hrw(%q) = %q, not a node", v, n)
+		}
+		if v != "" && len(v) < 200 {
+			if node, ok := s.Verify(s.Sign(v)); !ok || node != v {
+				t.Fatalf("Verify(Sign(%q)) = %q, %v", v, node, ok)
+			}
+		}
+	})
+}
+
 func TestIdempotent(t *testing.T) {
 	for _, tt := range []struct {
 		method, key string
