@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/sample"
+	"github.com/haven-ha/haven/internal/testcert"
 )
 
 // proxyProc is a real `haven proxy` process in front of a test cluster.
@@ -147,6 +150,8 @@ func TestProxy(t *testing.T) {
 	c := newCluster(t, clusterOpts{})
 	hp := c.startProxy(t, "proxy-http", "  sticky: {mode: cookie, key: e2e-sticky-secret-0123456789}\n  limits: {max_header_bytes: 8KiB}\n")
 	tp := c.startProxy(t, "proxy-tcp", "  mode: tcp\n")
+	ca, certFile, keyFile, serial1 := proxyCert(t, c.Dir)
+	sp := c.startProxy(t, "proxy-tls", fmt.Sprintf("  tls: {cert: %s, key: %s}\n", certFile, keyFile))
 	first, _ := c.WaitActive(startTimeout)
 	waitFor(t, 20*time.Second, "the proxy to reach "+first, func() bool {
 		code, node, err := getNode(hp.Addr)
@@ -269,6 +274,57 @@ func TestProxy(t *testing.T) {
 			t.Errorf("metrics lack %s", m)
 		}
 	}
+
+	// TLS termination: HTTP/2 by ALPN; SIGHUP reloads the certificate for
+	// new connections and leaves open ones alone.
+	tlsClient := func() *http.Client {
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}, ForceAttemptHTTP2: true}}
+	}
+	tlsGet := func(c *http.Client, what string) *big.Int {
+		t.Helper()
+		resp, err := c.Get("https://" + sp.Addr + "/")
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		var r sample.Reply
+		_ = json.NewDecoder(resp.Body).Decode(&r)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.ProtoMajor != 2 || r.Node != third {
+			t.Fatalf("%s: %s %s from %q; want 200 over HTTP/2 from %s", what, resp.Proto, resp.Status, r.Node, third)
+		}
+		return resp.TLS.PeerCertificates[0].SerialNumber
+	}
+	open := tlsClient()
+	if s := tlsGet(open, "HTTPS through the proxy"); s.Cmp(serial1) != 0 {
+		t.Fatalf("HTTPS: certificate %v, want %v", s, serial1)
+	}
+	serial2, err := ca.Issue(certFile, keyFile, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the proxy to present the new certificate after SIGHUP", func() bool {
+		return tlsGet(tlsClient(), "HTTPS on a new connection after SIGHUP").Cmp(serial2) == 0
+	})
+	if s := tlsGet(open, "HTTPS on the connection opened before SIGHUP"); s.Cmp(serial1) != 0 {
+		t.Errorf("after SIGHUP the open connection answered with certificate %v: it was dropped (want %v)", s, serial1)
+	}
+}
+
+// proxyCert makes a CA and a certificate for 127.0.0.1 in dir, for a proxy's tls: section.
+func proxyCert(t *testing.T, dir string) (ca *testcert.CA, certFile, keyFile string, serial *big.Int) {
+	t.Helper()
+	ca, err := testcert.NewCA("haven e2e CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "proxy-cert.pem"), filepath.Join(dir, "proxy-key.pem")
+	if serial, err = ca.Issue(certFile, keyFile, "127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	return ca, certFile, keyFile, serial
 }
 
 // tcpGet opens a connection through the TCP proxy, asks GET / over it
