@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/sample"
+	"github.com/haven-ha/haven/internal/store/storetest"
 	"github.com/haven-ha/haven/internal/testcert"
 )
 
@@ -33,14 +35,19 @@ type proxyProc struct {
 }
 
 // startProxy runs `haven proxy` with the cluster's config plus a proxy:
-// section (section is its YAML body, indented by two spaces).
-func (c *Cluster) startProxy(t testing.TB, name, section string) *proxyProc {
+// section (section is its YAML body, indented by two spaces). edit, if
+// given, rewrites the cluster's config for the proxy alone first.
+func (c *Cluster) startProxy(t testing.TB, name, section string, edit ...func(string) string) *proxyProc {
 	t.Helper()
 	ports := freePorts(t, 2)
 	p := &proxyProc{Addr: fmt.Sprintf("127.0.0.1:%d", ports[0]), Metrics: fmt.Sprintf("127.0.0.1:%d", ports[1]), buf: &strings.Builder{}}
-	base, err := os.ReadFile(c.Config)
+	raw, err := os.ReadFile(c.Config)
 	if err != nil {
 		t.Fatal(err)
+	}
+	base := string(raw)
+	for _, e := range edit {
+		base = e(base)
 	}
 	cfg := filepath.Join(c.Dir, name+".yaml")
 	text := fmt.Sprintf("%s\nproxy:\n  listen: %s\n  metrics_listen: %s\n%s", base, p.Addr, p.Metrics, section)
@@ -312,6 +319,81 @@ func TestProxy(t *testing.T) {
 		t.Errorf("after SIGHUP the open connection answered with certificate %v: it was dropped (want %v)", s, serial1)
 	}
 }
+
+// TestProxyStoreLoss: a standalone proxy cut off from the store (the
+// cluster is fine) keeps sending to the active it knows only while that
+// node's lease could still be alive, then holds requests and answers 503
+// with Retry-After when the hold times out; it serves again once the store
+// is back.
+func TestProxyStoreLoss(t *testing.T) {
+	c := newCluster(t, clusterOpts{})
+	// The proxy reaches each etcd member through a forwarder the test can cut.
+	var fwds []*storetest.Forwarder
+	viaForwarders := func(cfg string) string {
+		return clientAddr.ReplaceAllStringFunc(cfg, func(m string) string {
+			f := storetest.Forward(t, strings.TrimPrefix(m, "client: "))
+			fwds = append(fwds, f)
+			return "client: " + f.Addr
+		})
+	}
+	p := c.startProxy(t, "proxy-cut", "  hold_timeout: 300ms\n", viaForwarders)
+	if len(fwds) != 3 {
+		t.Fatalf("%d forwarders, want one per node", len(fwds))
+	}
+	active, _ := c.WaitActive(startTimeout)
+	waitFor(t, 20*time.Second, "the proxy to reach "+active, func() bool {
+		code, node, err := getNode(p.Addr)
+		return err == nil && code == 200 && node == active
+	})
+	const lease = 3 * time.Second // testTimings
+	cut := time.Now()
+	for _, f := range fwds {
+		f.Cut()
+	}
+	var lastOK, firstHeld time.Duration // when the request started, after the cut
+	for firstHeld == 0 || time.Since(cut) < firstHeld+time.Second {
+		if time.Since(cut) > 2*lease+5*time.Second {
+			t.Fatalf("the proxy still sent to %s %s after it lost the store (last 200 for a request sent %s after the cut)", active, time.Since(cut), lastOK)
+		}
+		sent := time.Since(cut)
+		resp, err := proxyClient.Get("http://" + p.Addr + "/")
+		if err != nil {
+			t.Fatalf("GET %s after the cut: %v", sent, err)
+		}
+		var r sample.Reply
+		_ = json.NewDecoder(resp.Body).Decode(&r)
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode == 200 && r.Node == active:
+			if firstHeld != 0 {
+				t.Fatalf("a request sent %s after the cut reached %s after the proxy had begun to hold (at %s)", sent, active, firstHeld)
+			}
+			lastOK = sent
+		case resp.StatusCode == 503 && resp.Header.Get("Retry-After") != "":
+			if firstHeld == 0 {
+				firstHeld = sent
+			}
+		default:
+			t.Fatalf("GET %s after the cut: %d from %q", sent, resp.StatusCode, r.Node)
+		}
+	}
+	t.Logf("store cut: last request to %s sent %s after, first held %s after (lease %s)", active, lastOK, firstHeld, lease)
+	if lastOK < lease/2 {
+		t.Errorf("the proxy stopped sending to %s %s after losing the store; its view was good for the lease (%s) from its last check", active, lastOK, lease)
+	}
+	if lastOK > lease+200*time.Millisecond {
+		t.Errorf("the proxy sent to %s %s after losing the store, past the %s lease it might have lost", active, lastOK, lease)
+	}
+	for _, f := range fwds {
+		f.Heal()
+	}
+	waitFor(t, 20*time.Second, "the proxy to serve again once the store is back", func() bool {
+		code, node, err := getNode(p.Addr)
+		return err == nil && code == 200 && node == active
+	})
+}
+
+var clientAddr = regexp.MustCompile(`client: 127\.0\.0\.1:\d+`)
 
 // proxyCert makes a CA and a certificate for 127.0.0.1 in dir, for a proxy's tls: section.
 func proxyCert(t *testing.T, dir string) (ca *testcert.CA, certFile, keyFile string, serial *big.Int) {
