@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -110,12 +111,18 @@ type testProxy struct {
 
 func startProxy(t testing.TB, cfg config.Proxy, mode string, nodes ...*fakeNode) *testProxy {
 	t.Helper()
+	return startProxyLog(t, cfg, mode, nil, nodes...)
+}
+
+// startProxyLog is startProxy with the proxy's log going to log.
+func startProxyLog(t testing.TB, cfg config.Proxy, mode string, log *slog.Logger, nodes ...*fakeNode) *testProxy {
+	t.Helper()
 	st := &fakeStore{}
 	var ns []Node
 	for _, n := range nodes {
 		ns = append(ns, n.node())
 	}
-	p, err := New(Options{Config: cfg, Mode: mode, LeaseTTL: 2 * time.Second, Nodes: ns, Source: st})
+	p, err := New(Options{Config: cfg, Mode: mode, LeaseTTL: 2 * time.Second, Nodes: ns, Source: st, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,6 +431,7 @@ func TestLimitsAndBadInput(t *testing.T) {
 	cfg := testConfig()
 	cfg.Limits.MaxHeaderBytes = 4 << 10
 	cfg.Limits.MaxBodyBytes = 1 << 10
+	cfg.Limits.ReadHeaderTimeout = 300 * time.Millisecond
 	tp := startProxy(t, cfg, "", n1)
 	tp.activate(t, "n1")
 	raw := func(req string) string {
@@ -465,11 +473,58 @@ func TestLimitsAndBadInput(t *testing.T) {
 	if resp.StatusCode != 413 {
 		t.Errorf("big chunked body: %d, want 413", resp.StatusCode)
 	}
+	// A client that sends half a header and stalls is cut at read_header_timeout.
+	c, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = c.Read(make([]byte, 64))
+	if took := time.Since(start); err == nil || took < 250*time.Millisecond || took > 5*time.Second {
+		t.Errorf("slow client: read ended after %s with %v; want the connection closed at the 300ms header timeout", took, err)
+	}
 	code, body, _ := get(t, "http://"+tp.addr+"/")
 	if code != 200 || body != "n1\n" {
 		t.Errorf("after bad input: %d %q", code, body)
 	}
 }
+
+func TestAccessLog(t *testing.T) {
+	n1 := newFakeNode(t, "n1", nil)
+	cfg := testConfig()
+	cfg.AccessLog = true
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.Write(p)
+	}), nil))
+	tp := startProxyLog(t, cfg, "", log, n1)
+	tp.activate(t, "n1")
+	if code, _, _ := get(t, "http://"+tp.addr+"/some/path?q=1"); code != 200 {
+		t.Fatalf("GET: %d", code)
+	}
+	waitFor(t, 2*time.Second, "an access log line", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(buf.String(), `"path":"/some/path"`)
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for _, want := range []string{`"msg":"request"`, `"method":"GET"`, `"code":200`, `"backend":"n1"`, `"tries":1`} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("access log lacks %s:\n%s", want, buf.String())
+		}
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 func TestH2C(t *testing.T) {
 	n1 := newFakeNode(t, "n1", nil)
