@@ -10,14 +10,10 @@ import (
 
 func TestMariaDB(t *testing.T) {
 	srv := storetest.StartMariaDB(t)
-	storetest.RunSQL(t, storetest.SQLBackend{
+	storetest.RunSQL(t, storetest.SQLBackend[*Store]{
 		Server: srv,
-		Open: func(ctx context.Context, dsn, cluster, node, prefix string) (storetest.SQLStore, error) {
-			s, err := Open(ctx, Options{Cluster: cluster, Node: node, DSN: dsn, TablePrefix: prefix})
-			if err != nil {
-				return nil, err
-			}
-			return s, nil
+		Open: func(ctx context.Context, dsn, cluster, node, prefix string) (*Store, error) {
+			return Open(ctx, Options{Cluster: cluster, Node: node, DSN: dsn, TablePrefix: prefix})
 		},
 		Migrations: func() (string, error) {
 			return srv.SQL("SELECT CONCAT(COUNT(*), '|', MAX(version)) FROM haven.mig_schema_migrations")

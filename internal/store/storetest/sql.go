@@ -20,12 +20,12 @@ type SQLStore interface {
 }
 
 // SQLBackend is a SQL backend (postgres, mysql) on its throwaway server,
-// as RunSQL tests it.
-type SQLBackend struct {
+// as RunSQL tests it; S is its store type.
+type SQLBackend[S SQLStore] struct {
 	Server *Server
 	// Open opens a store of cluster as node on the database at dsn, with
 	// the table prefix ("": the default).
-	Open func(ctx context.Context, dsn, cluster, node, prefix string) (SQLStore, error)
+	Open func(ctx context.Context, dsn, cluster, node, prefix string) (S, error)
 	// Migrations reads the schema_migrations table of prefix "mig_" on the
 	// server as "count|max(version)".
 	Migrations func() (string, error)
@@ -38,9 +38,9 @@ type SQLBackend struct {
 // backend, and what only the SQL backends have: migrations that agents
 // starting together apply once, and an epoch counter that RaiseEpoch never
 // lowers. The subtests keep the names they had in each backend's test.
-func RunSQL(t *testing.T, backend SQLBackend) {
+func RunSQL[S SQLStore](t *testing.T, backend SQLBackend[S]) {
 	srv := backend.Server
-	open := func(t *testing.T, dsn, cluster, node, prefix string) SQLStore {
+	open := func(t *testing.T, dsn, cluster, node, prefix string) S {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
