@@ -23,7 +23,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,8 +44,6 @@ type Options struct {
 	// ConnectTimeout bounds each new connection; default 2s.
 	ConnectTimeout time.Duration
 }
-
-var validPrefix = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,29}$`)
 
 // Store is a Coordinator on MySQL or MariaDB.
 type Store struct {
@@ -86,11 +83,9 @@ func CheckDSN(dsn string) error {
 
 // Open connects, migrates the schema and registers the cluster.
 func Open(ctx context.Context, o Options) (*Store, error) {
-	if o.TablePrefix == "" {
-		o.TablePrefix = "haven_"
-	}
-	if !validPrefix.MatchString(o.TablePrefix) {
-		return nil, fmt.Errorf("table prefix %q: use lowercase letters, digits and _", o.TablePrefix)
+	var err error
+	if o.TablePrefix, err = sqlstore.TablePrefix(o.TablePrefix); err != nil {
+		return nil, err
 	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = 100 * time.Millisecond
@@ -507,10 +502,7 @@ func (s *Store) read(ctx context.Context) (ha.Snapshot, time.Duration, error) {
 			if !e.After(n) {
 				continue
 			}
-			var st ha.NodeStatus
-			if json.Unmarshal([]byte(status), &st) == nil {
-				snap.Nodes[name] = st
-			}
+			sqlstore.SetNode(&snap, name, []byte(status))
 			soonest(n, e)
 		}
 		rows.Close()
@@ -607,23 +599,17 @@ func (s *Store) Watch(ctx context.Context) <-chan ha.Snapshot {
 	out := make(chan ha.Snapshot, 1)
 	go func() {
 		defer close(out)
-		var last ha.Snapshot
-		sent := false
+		var w sqlstore.Watcher
 		for ctx.Err() == nil {
 			rctx, cancel := context.WithTimeout(ctx, s.o.ConnectTimeout)
 			snap, wake, err := s.read(rctx)
 			cancel()
 			wait := s.o.PollInterval
 			if err == nil {
-				if !sent || sqlstore.Changed(last, snap) {
-					if !ha.SendLatest(ctx, out, snap) {
-						return
-					}
-					last, sent = snap, true
+				if !w.Send(ctx, out, snap) {
+					return
 				}
-				if wake > 0 && wake+5*time.Millisecond < wait {
-					wait = wake + 5*time.Millisecond
-				}
+				wait = sqlstore.NextRead(wait, wake)
 			}
 			sqlstore.Sleep(ctx, wait)
 		}

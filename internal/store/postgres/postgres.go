@@ -38,7 +38,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -63,8 +62,6 @@ type Options struct {
 	// ConnectTimeout bounds each new connection; default 2s.
 	ConnectTimeout time.Duration
 }
-
-var validPrefix = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,29}$`)
 
 // Store is a Coordinator on PostgreSQL.
 type Store struct {
@@ -114,11 +111,9 @@ func CheckDSN(dsn string) error {
 
 // Open connects, migrates the schema and registers the cluster.
 func Open(ctx context.Context, o Options) (*Store, error) {
-	if o.TablePrefix == "" {
-		o.TablePrefix = "haven_"
-	}
-	if !validPrefix.MatchString(o.TablePrefix) {
-		return nil, fmt.Errorf("table prefix %q: use lowercase letters, digits and _", o.TablePrefix)
+	var err error
+	if o.TablePrefix, err = sqlstore.TablePrefix(o.TablePrefix); err != nil {
+		return nil, err
 	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = 500 * time.Millisecond
@@ -541,10 +536,7 @@ func (s *Store) read(ctx context.Context) (snap ha.Snapshot, wake time.Duration,
 		var name string
 		var status []byte
 		_, err = pgx.ForEachRow(rows, []any{&name, &status, &left}, func() error {
-			var st ha.NodeStatus
-			if json.Unmarshal(status, &st) == nil {
-				snap.Nodes[name] = st
-			}
+			sqlstore.SetNode(&snap, name, status)
 			soonest(left)
 			return nil
 		})
@@ -589,8 +581,7 @@ func (s *Store) Watch(ctx context.Context) <-chan ha.Snapshot {
 		defer close(out)
 		var (
 			ln      *pgx.Conn
-			last    ha.Snapshot
-			sent    bool
+			w       sqlstore.Watcher
 			retryLn time.Time
 		)
 		defer func() {
@@ -614,15 +605,10 @@ func (s *Store) Watch(ctx context.Context) <-chan ha.Snapshot {
 			}
 			wait := s.o.PollInterval
 			if err == nil {
-				if !sent || sqlstore.Changed(last, snap) {
-					if !ha.SendLatest(ctx, out, snap) {
-						return
-					}
-					last, sent = snap, true
+				if !w.Send(ctx, out, snap) {
+					return
 				}
-				if wake > 0 && wake+5*time.Millisecond < wait {
-					wait = wake + 5*time.Millisecond
-				}
+				wait = sqlstore.NextRead(wait, wake)
 			}
 			if ln == nil {
 				sqlstore.Sleep(ctx, wait)

@@ -1,17 +1,39 @@
 // Package sqlstore holds what the SQL backends (postgres, mysql) share and
-// what needs no database: when a watcher must hear of a new snapshot, how
-// long a switchover intent lives, and how stored rows become ha values. The
-// backends keep their SQL, which differs by dialect, to themselves.
+// what needs no database: which table prefixes are safe, when a watcher
+// must hear of a new snapshot and when it reads again, how long a
+// switchover intent lives, and how stored rows become ha values. The
+// backends keep their SQL, which differs by dialect, to themselves, and so
+// the code that runs it: postgres speaks pgx, mysql database/sql.
 package sqlstore
 
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
+	"regexp"
 	"time"
 
 	"github.com/haven-ha/haven/internal/ha"
 )
+
+// DefaultPrefix is the table prefix when the options leave it empty.
+const DefaultPrefix = "haven_"
+
+var validPrefix = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,29}$`)
+
+// TablePrefix returns the table prefix to use for the one configured, p:
+// DefaultPrefix when p is empty, else p if it is safe to paste into SQL
+// (lowercase letters, digits and _).
+func TablePrefix(p string) (string, error) {
+	if p == "" {
+		return DefaultPrefix, nil
+	}
+	if !validPrefix.MatchString(p) {
+		return "", fmt.Errorf("table prefix %q: use lowercase letters, digits and _", p)
+	}
+	return p, nil
+}
 
 // PruneEvery: the history is pruned to ha.MaxEvents on one append in this
 // many (by the event's row id, so that a long run of appends always prunes).
@@ -47,6 +69,37 @@ func Changed(a, b ha.Snapshot) bool {
 	return sa != nil && sa.ID != sb.ID
 }
 
+// Watcher remembers the snapshot a Watch loop sent last, so that it sends
+// another only when it shows something new.
+type Watcher struct {
+	last ha.Snapshot
+	sent bool
+}
+
+// Send sends snap on out (ha.SendLatest) if it is the first snapshot or
+// Changed from the last one sent. It returns false if ctx ended first.
+func (w *Watcher) Send(ctx context.Context, out chan ha.Snapshot, snap ha.Snapshot) bool {
+	if w.sent && !Changed(w.last, snap) {
+		return true
+	}
+	if !ha.SendLatest(ctx, out, snap) {
+		return false
+	}
+	w.last, w.sent = snap, true
+	return true
+}
+
+// NextRead is how long a Watch loop waits before it reads again after a
+// successful read: the poll interval, or just past wake if that is sooner
+// (wake: how long until the snapshot read changes by the clock alone, as a
+// session or the switchover expires; 0 if never).
+func NextRead(poll, wake time.Duration) time.Duration {
+	if wake > 0 && wake+5*time.Millisecond < poll {
+		return wake + 5*time.Millisecond
+	}
+	return poll
+}
+
 // Sleep waits d or until ctx ends.
 func Sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
@@ -71,6 +124,15 @@ func Maintain(snap *ha.Snapshot, node string) {
 		snap.Intents.Maintenance = map[string]bool{}
 	}
 	snap.Intents.Maintenance[node] = true
+}
+
+// SetNode decodes a node's status row (JSON) into snap.Nodes; a row that
+// does not decode is left out.
+func SetNode(snap *ha.Snapshot, node string, body []byte) {
+	var st ha.NodeStatus
+	if json.Unmarshal(body, &st) == nil {
+		snap.Nodes[node] = st
+	}
 }
 
 // SetProps decodes a node's properties row (JSON) into snap; a row that

@@ -1,0 +1,123 @@
+package storetest
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// SQLStore is what RunSQL needs of a SQL backend's store: ha.Store, its
+// schema version and its epoch counter.
+type SQLStore interface {
+	ha.Store
+	SchemaVersion() int
+	MaxEpoch(ctx context.Context) (ha.Epoch, error)
+	RaiseEpoch(ctx context.Context, e ha.Epoch) error
+}
+
+// SQLBackend is a SQL backend (postgres, mysql) on its throwaway server,
+// as RunSQL tests it; S is its store type.
+type SQLBackend[S SQLStore] struct {
+	Server *Server
+	// Open opens a store of cluster as node on the database at dsn, with
+	// the table prefix ("": the default).
+	Open func(ctx context.Context, dsn, cluster, node, prefix string) (S, error)
+	// Migrations reads the schema_migrations table of prefix "mig_" on the
+	// server as "count|max(version)".
+	Migrations func() (string, error)
+	// WatchDelay is how long a change may take to reach a watcher in the
+	// suite (B behind a forwarder); PropsWatchDelay, in the properties tests.
+	WatchDelay, PropsWatchDelay time.Duration
+}
+
+// RunSQL runs the suite (Run) and the properties tests (RunProps) on
+// backend, and what only the SQL backends have: migrations that agents
+// starting together apply once, and an epoch counter that RaiseEpoch never
+// lowers. The subtests keep the names they had in each backend's test.
+func RunSQL[S SQLStore](t *testing.T, backend SQLBackend[S]) {
+	srv := backend.Server
+	open := func(t *testing.T, dsn, cluster, node, prefix string) S {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s, err := backend.Open(ctx, dsn, cluster, node, prefix)
+		if err != nil {
+			t.Fatalf("open: %v", err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+
+	t.Run("Suite", func(t *testing.T) {
+		Run(t, func(t *testing.T) Pair {
+			cluster := Cluster(t)
+			fw := Forward(t, srv.Addr)
+			a := open(t, srv.DSN, cluster, "a", "")
+			b := open(t, strings.Replace(srv.DSN, srv.Addr, fw.Addr, 1), cluster, "b", "")
+			return Pair{A: a, B: b, Cut: fw.Cut, Heal: fw.Heal, WatchDelay: backend.WatchDelay}
+		})
+	})
+	t.Run("Props", func(t *testing.T) {
+		RunProps(t, func(t *testing.T) Pair {
+			cluster := Cluster(t)
+			return Pair{A: open(t, srv.DSN, cluster, "a", ""), B: open(t, srv.DSN, cluster, "b", ""), WatchDelay: backend.PropsWatchDelay}
+		})
+	})
+
+	// Agents that start together migrate once, without errors, and a second
+	// start changes nothing.
+	t.Run("ConcurrentMigrations", func(t *testing.T) {
+		var wg sync.WaitGroup
+		errs := make(chan error, 5)
+		for i := range 5 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				s, err := backend.Open(ctx, srv.DSN, "m", string(rune('a'+i)), "mig_")
+				if err != nil {
+					errs <- err
+					return
+				}
+				_ = s.Close()
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Errorf("concurrent open: %v", err)
+		}
+		s := open(t, srv.DSN, "m", "z", "mig_")
+		out, err := backend.Migrations()
+		if err != nil {
+			t.Fatal(err, out)
+		}
+		if want := "3|3"; out != want || s.SchemaVersion() != 3 {
+			t.Fatalf("schema_migrations: %q, want %q", out, want)
+		}
+	})
+
+	t.Run("RaiseEpoch", func(t *testing.T) {
+		s := open(t, srv.DSN, "r", "a", "raise_")
+		if err := s.RaiseEpoch(context.Background(), 1000); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RaiseEpoch(context.Background(), 10); err != nil {
+			t.Fatal(err)
+		}
+		if e, err := s.MaxEpoch(context.Background()); err != nil || e != 1000 {
+			t.Fatalf("max epoch %d, %v; want 1000 (never lowered)", e, err)
+		}
+		if _, err := s.NewSession(context.Background(), time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if e, err := s.Campaign(context.Background(), "a"); err != nil || e <= 1000 {
+			t.Fatalf("campaign after raise: %d, %v; want > 1000", e, err)
+		}
+	})
+}
