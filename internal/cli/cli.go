@@ -257,11 +257,17 @@ func runSample(args []string, out, errw io.Writer) int {
 	listen := fs.String("listen", os.Getenv("SERVICE_ADDR"), "address to serve on (default $SERVICE_ADDR)")
 	agentAPI := fs.String("agent", os.Getenv("HAVEN_API"), "the local agent's API address (default $HAVEN_API)")
 	node := fs.String("node", os.Getenv("HAVEN_NODE"), "node name (default $HAVEN_NODE)")
+	cert := fs.String("tls-cert", os.Getenv("SERVICE_TLS_CERT"), "serve HTTPS with this PEM certificate (default $SERVICE_TLS_CERT); needs --tls-key")
+	key := fs.String("tls-key", os.Getenv("SERVICE_TLS_KEY"), "the certificate's PEM key (default $SERVICE_TLS_KEY)")
 	if code, ok := parse(fs, args, 0); !ok {
 		return code
 	}
 	if *listen == "" || *agentAPI == "" {
 		fmt.Fprintln(errw, "haven sample-service: --listen and --agent are required")
+		return exitUsage
+	}
+	if (*cert == "") != (*key == "") {
+		fmt.Fprintln(errw, "haven sample-service: --tls-cert and --tls-key go together; give both to serve HTTPS, or neither")
 		return exitUsage
 	}
 	base := *agentAPI
@@ -270,7 +276,7 @@ func runSample(args []string, out, errw io.Writer) int {
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	if err := sample.New(*node, base).ListenAndServe(ctx, *listen); err != nil {
+	if err := sample.New(*node, base).ListenAndServe(ctx, *listen, *cert, *key); err != nil {
 		fmt.Fprintf(errw, "haven sample-service: %v\n", err)
 		return exitFailure
 	}

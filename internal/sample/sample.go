@@ -119,8 +119,12 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// ListenAndServe serves on addr until ctx ends.
-func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
+// ListenAndServe serves on addr until ctx ends: HTTPS when certFile and
+// keyFile name a PEM certificate and key, plain HTTP when both are empty.
+func (s *Server) ListenAndServe(ctx context.Context, addr, certFile, keyFile string) error {
+	if (certFile == "") != (keyFile == "") {
+		return fmt.Errorf("sample service: give both a TLS certificate and a key, or neither")
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("sample service: listen on %s: %w", addr, err)
@@ -132,7 +136,12 @@ func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if certFile != "" {
+		err = srv.ServeTLS(ln, certFile, keyFile)
+	} else {
+		err = srv.Serve(ln)
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
