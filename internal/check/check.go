@@ -8,6 +8,8 @@ package check
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -76,7 +78,21 @@ func New(c config.Check, vars map[string]string) (Checker, error) {
 		if base.name == "" {
 			base.name = "http " + raw
 		}
-		return &httpCheck{probe: base, url: raw, want: want, client: newHTTPClient()}, nil
+		var tlsCfg *tls.Config
+		if c.HTTP.CAFile != "" || c.HTTP.ServerName != "" {
+			tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.HTTP.ServerName}
+			if c.HTTP.CAFile != "" {
+				pem, err := os.ReadFile(c.HTTP.CAFile)
+				if err != nil {
+					return nil, fmt.Errorf("check %q: ca_file: %w", c.Name, err)
+				}
+				tlsCfg.RootCAs = x509.NewCertPool()
+				if !tlsCfg.RootCAs.AppendCertsFromPEM(pem) {
+					return nil, fmt.Errorf("check %q: ca_file %s holds no PEM certificate; give the CA that signed the service's certificate", c.Name, c.HTTP.CAFile)
+				}
+			}
+		}
+		return &httpCheck{probe: base, url: raw, want: want, client: newHTTPClient(tlsCfg)}, nil
 	case c.TCP != nil:
 		addr := config.Expand(c.TCP.Address, vars)
 		if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -175,12 +191,13 @@ type httpCheck struct {
 	client *http.Client
 }
 
-func newHTTPClient() *http.Client {
+func newHTTPClient(tlsCfg *tls.Config) *http.Client {
 	return &http.Client{
 		Transport: &http.Transport{
 			Proxy:             nil, // a local probe must not go through HTTP_PROXY
 			DisableKeepAlives: true,
 			DialContext:       (&net.Dialer{}).DialContext,
+			TLSClientConfig:   tlsCfg, // nil: the system's roots
 		},
 		// A redirect is an answer too: report its status rather than follow it.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

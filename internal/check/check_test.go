@@ -2,6 +2,7 @@ package check
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -88,6 +89,35 @@ func TestHTTP(t *testing.T) {
 				t.Fatalf("Check: %q, want it to contain %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestHTTPS: an https check verifies the service with the CA in ca_file
+// (and server_name when the URL's host is not in the certificate); a
+// service the CA did not sign fails it.
+func TestHTTPS(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "fine") }))
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ok := mustNew(t, config.Check{HTTP: &config.HTTPCheck{URL: srv.URL + "/", ExpectStatus: 200, CAFile: ca}, Timeout: wait}, nil)
+	if err := ok.Check(ctx); err != nil {
+		t.Errorf("https check with the service's CA: %v", err)
+	}
+	named := mustNew(t, config.Check{HTTP: &config.HTTPCheck{URL: srv.URL + "/", ExpectStatus: 200, CAFile: ca, ServerName: "example.com"}, Timeout: wait}, nil)
+	if err := named.Check(ctx); err != nil {
+		t.Errorf("https check with server_name example.com (in httptest's certificate): %v", err)
+	}
+	wrongName := mustNew(t, config.Check{HTTP: &config.HTTPCheck{URL: srv.URL + "/", ExpectStatus: 200, CAFile: ca, ServerName: "other.test"}, Timeout: wait}, nil)
+	if err := wrongName.Check(ctx); err == nil {
+		t.Error("https check passed with a server_name the certificate does not hold")
+	}
+	untrusted := mustNew(t, config.Check{HTTP: &config.HTTPCheck{URL: srv.URL + "/", ExpectStatus: 200}, Timeout: wait}, nil)
+	if err := untrusted.Check(ctx); err == nil {
+		t.Error("https check passed against a certificate no trusted CA signed")
 	}
 }
 
@@ -268,6 +298,8 @@ func TestNewRejects(t *testing.T) {
 		{"bad scheme", config.Check{HTTP: &config.HTTPCheck{URL: "ftp://x/"}}},
 		{"no port", config.Check{TCP: &config.TCPCheck{Address: "localhost"}}},
 		{"empty command", config.Check{Exec: &config.ExecCheck{}}},
+		{"missing ca_file", config.Check{HTTP: &config.HTTPCheck{URL: "https://x/", CAFile: "/nonexistent/ca.pem"}}},
+		{"ca_file without PEM", config.Check{HTTP: &config.HTTPCheck{URL: "https://x/", CAFile: "/dev/null"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

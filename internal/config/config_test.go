@@ -262,6 +262,8 @@ func TestParseErrors(t *testing.T) {
 		{"rise not a number", threeNodes + "checks: [{exec: {command: [x]}, rise: two}]\n", 16, "checks[0].rise", "whole number between 1"},
 		{"fall zero", threeNodes + "checks: [{exec: {command: [x]}, fall: 0}]\n", 16, "checks[0].fall", "whole number between 1"},
 		{"expect_status out of range", threeNodes + "checks: [{http: {url: 'http://h/', expect_status: 999}}]\n", 16, "checks[0].http.expect_status", "between 100 and 599"},
+		{"ca_file on plain http", threeNodes + "checks: [{http: {url: 'http://h/', ca_file: ca.pem}}]\n", 16, "checks[0].http", "apply to https:// URLs"},
+		{"empty ca_file", threeNodes + "checks: [{http: {url: 'https://h/', ca_file: ''}}]\n", 16, "checks[0].http.ca_file", "give a file path"},
 
 		// Durations.
 		{"unparsable duration", threeNodes + "timings:\n  lease_ttl: 1 second\n", 17, "timings.lease_ttl", `invalid duration "1 second"; use a Go duration such as 1s or 500ms`},

@@ -42,7 +42,7 @@ var (
 	hooksKeys   = []string{"on_promote", "on_demote", "promote_backoff"}
 	hookKeys    = []string{"command", "timeout"}
 	checkKeys   = []string{"name", "http", "tcp", "exec", "interval", "timeout", "rise", "fall"}
-	httpKeys    = []string{"url", "expect_status"}
+	httpKeys    = []string{"url", "expect_status", "ca_file", "server_name"}
 	tcpKeys     = []string{"address"}
 	execKeys    = []string{"command"}
 	logKeys     = []string{"level", "format"}
@@ -615,6 +615,15 @@ func (b *builder) httpCheck(n *yaml.Node, path string) *HTTPCheck {
 		if x, ok := b.integer(v, path+".expect_status", 100, 599); ok {
 			h.ExpectStatus = x
 		}
+	}
+	if v, ok := f["ca_file"]; ok {
+		h.CAFile = b.path(v, path+".ca_file")
+	}
+	if v, ok := f["server_name"]; ok {
+		h.ServerName, _ = b.str(v, path+".server_name")
+	}
+	if (h.CAFile != "" || h.ServerName != "") && strings.HasPrefix(h.URL, "http://") {
+		b.add(n.Line, path, "ca_file and server_name apply to https:// URLs; use https:// or drop them")
 	}
 	return h
 }

@@ -98,6 +98,8 @@ type Check struct {
 type HTTPCheck struct {
 	URL          string
 	ExpectStatus int
+	CAFile       string // https: PEM bundle to verify the service with; empty: the system's
+	ServerName   string // https: name to verify; empty: the URL's host
 }
 
 // TCPCheck passes when Address accepts a connection.

@@ -394,8 +394,9 @@ func TestProxyStoreLoss(t *testing.T) {
 }
 
 // TestProxyBackendTLS: services that speak only HTTPS (certificates from a
-// CA the proxy is given in backend_tls.ca_file), reached through a real
-// haven proxy, before and after a failover.
+// CA the proxy is given in backend_tls.ca_file, and the agents' https
+// checks in their ca_file), reached through a real haven proxy, before and
+// after a failover.
 func TestProxyBackendTLS(t *testing.T) {
 	dir := t.TempDir()
 	ca, err := testcert.NewCA("haven e2e backend CA")
@@ -415,12 +416,12 @@ func TestProxyBackendTLS(t *testing.T) {
   restart_delay: 100ms
 checks:
   - name: sample
-    tcp: {address: "${SERVICE_ADDR}"}
+    http: {url: "https://${SERVICE_ADDR}/healthz", ca_file: %q}
     interval: 100ms
     timeout: 100ms
     rise: 1
     fall: 1
-`, havenBin, cert, key)})
+`, havenBin, cert, key, caFile)})
 	p := c.startProxy(t, "proxy-backend-tls", fmt.Sprintf("  backend_tls: {enabled: true, ca_file: %s}\n", caFile))
 	// WaitActive asks the services over plain HTTP; these speak HTTPS only,
 	// so the active is the one node whose /lb-check answers 200.
