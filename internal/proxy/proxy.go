@@ -69,11 +69,12 @@ type Proxy struct {
 	cert     atomic.Pointer[tls.Certificate]
 	rr       atomic.Uint64
 
-	targets  atomic.Pointer[targetSet]
-	held     atomic.Int64
-	probeC   chan probeResult
-	suspectC chan string
-	freshC   chan time.Time
+	targets     atomic.Pointer[targetSet]
+	held        atomic.Int64
+	expiredWait atomic.Int64 // held requests whose set ran out before the router renewed it
+	probeC      chan probeResult
+	suspectC    chan string
+	freshC      chan time.Time
 
 	probeClient *http.Client
 	bufs        sync.Pool
@@ -86,6 +87,28 @@ type targetSet struct {
 	nodes   []*backend
 	names   []string
 	changed chan struct{}
+	// until is when this decision runs out unless the router renews it
+	// (Unix nanoseconds; 0: never): the first moment a target's lease or
+	// probe could have expired. Requests check it themselves, so that a
+	// router goroutine running late cannot send them past it.
+	until atomic.Int64
+}
+
+// usable reports whether a request may go to ts's nodes at now, as a try
+// after the decision numbered after.
+func (ts *targetSet) usable(now time.Time, after uint64) bool {
+	if len(ts.nodes) == 0 || ts.gen <= after {
+		return false
+	}
+	u := ts.until.Load()
+	return u == 0 || now.UnixNano() < u
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }
 
 func (t *targetSet) get(name string) *backend {
@@ -461,9 +484,22 @@ func later(a, b time.Time) time.Time {
 func (p *Proxy) publish(d Decision) {
 	cur := p.targets.Load()
 	if equal(cur.names, d.Targets) {
+		// The same decision, valid for longer. Requests that found it run
+		// out are waiting: they need a new set to wake them. (They count
+		// themselves in expiredWait before they look again, so one of the
+		// two sees the other.)
+		cur.until.Store(unixNano(d.Recheck))
+		if len(cur.nodes) == 0 || p.expiredWait.Load() == 0 {
+			return
+		}
+		next := &targetSet{gen: cur.gen + 1, names: cur.names, nodes: cur.nodes, changed: make(chan struct{})}
+		next.until.Store(unixNano(d.Recheck))
+		p.targets.Store(next)
+		close(cur.changed)
 		return
 	}
 	next := &targetSet{gen: cur.gen + 1, names: d.Targets, changed: make(chan struct{})}
+	next.until.Store(unixNano(d.Recheck))
 	for _, n := range d.Targets {
 		next.nodes = append(next.nodes, p.backends[n])
 	}
@@ -626,7 +662,7 @@ func (p *Proxy) pinger(ctx context.Context) {
 // caller until one exists, until deadline, or until ctx ends.
 func (p *Proxy) waitTargets(ctx context.Context, deadline time.Time, after uint64) (*targetSet, error) {
 	ts := p.targets.Load()
-	if len(ts.nodes) > 0 && ts.gen > after {
+	if ts.usable(time.Now(), after) {
 		return ts, nil
 	}
 	if n := p.held.Add(1); n > int64(p.cfg.HoldQueue) {
@@ -638,14 +674,44 @@ func (p *Proxy) waitTargets(ctx context.Context, deadline time.Time, after uint6
 		p.held.Add(-1)
 		p.metrics.hold.Observe(time.Since(start).Seconds())
 	}()
+	// A request that waits only because the set ran out (the router is
+	// late to renew it) says so, then looks once more: the router wakes
+	// such requests when it renews, and either it sees this one counted or
+	// this one sees the renewal.
+	counted := false
+	defer func() {
+		if counted {
+			p.expiredWait.Add(-1)
+		}
+	}()
+	// countExpired counts this request once, the first time it waits on a
+	// set that ran out; it reports whether it just did.
+	countExpired := func(ts *targetSet) bool {
+		if counted || len(ts.nodes) == 0 || ts.gen <= after {
+			return false
+		}
+		counted = true
+		p.expiredWait.Add(1)
+		return true
+	}
+	if countExpired(ts) {
+		if ts = p.targets.Load(); ts.usable(time.Now(), after) {
+			return ts, nil
+		}
+	}
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	for {
 		select {
 		case <-ts.changed:
 			ts = p.targets.Load()
-			if len(ts.nodes) > 0 && ts.gen > after {
+			if ts.usable(time.Now(), after) {
 				return ts, nil
+			}
+			if countExpired(ts) {
+				if ts = p.targets.Load(); ts.usable(time.Now(), after) {
+					return ts, nil
+				}
 			}
 		case <-timer.C:
 			return nil, errHoldTimeout

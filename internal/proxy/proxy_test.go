@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -748,4 +749,44 @@ func BenchmarkServeHTTP(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestTargetsRunOut: a routing decision is good only until its Recheck
+// (the first moment a lease or probe behind it could have run out).
+// Requests check that themselves, so a router that is late to decide again
+// cannot send them past it; a renewal of the same decision releases them.
+func TestTargetsRunOut(t *testing.T) {
+	n1 := newFakeNode(t, "n1", nil)
+	p, err := New(Options{Config: testConfig(), LeaseTTL: 2 * time.Second, Nodes: []Node{n1.node()}, Source: &fakeStore{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No Serve: the test plays the router.
+	ctx := context.Background()
+	p.publish(Decision{Targets: []string{"n1"}, Recheck: time.Now().Add(time.Hour)})
+	if ts, err := p.waitTargets(ctx, time.Now().Add(time.Second), 0); err != nil || len(ts.names) != 1 {
+		t.Fatalf("fresh decision: %v, %v", ts, err)
+	}
+	p.publish(Decision{Targets: []string{"n1"}, Recheck: time.Now().Add(-time.Millisecond)})
+	if ts, err := p.waitTargets(ctx, time.Now().Add(50*time.Millisecond), 0); !errors.Is(err, errHoldTimeout) {
+		t.Fatalf("a request went to %v on a decision that had run out (err %v); want it held", ts, err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		_, err := p.waitTargets(ctx, time.Now().Add(10*time.Second), 0)
+		got <- err
+	}()
+	waitFor(t, 5*time.Second, "a request held on the run-out decision", func() bool { return p.expiredWait.Load() == 1 })
+	p.publish(Decision{Targets: []string{"n1"}, Recheck: time.Now().Add(time.Hour)})
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("after the renewal: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("renewing the decision did not release the held request")
+	}
+	if n := p.expiredWait.Load(); n != 0 {
+		t.Errorf("expiredWait %d after the request left", n)
+	}
 }
