@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
@@ -123,7 +124,7 @@ func RunWitness(ctx context.Context, cfg *config.Config, name string, log *slog.
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			ttl, err := store.NewSession(cctx, cfg.Timing.LeaseTTL)
 			if err == nil {
-				err = store.Publish(cctx, ha.NodeStatus{Name: name, Role: "witness", Healthy: true, Reason: "etcd member", AgentPID: os.Getpid(), StartedAt: time.Now(), Heartbeat: time.Now(), Version: Version})
+				err = store.Publish(cctx, ha.NodeStatus{Name: name, Role: ha.RoleWitness, Healthy: true, Reason: "etcd member", AgentPID: os.Getpid(), StartedAt: time.Now(), Heartbeat: time.Now(), Version: Version})
 			}
 			cancel()
 			for err == nil && ctx.Err() == nil {
@@ -215,21 +216,52 @@ func startCoordination(ctx context.Context, cfg *config.Config, node config.Node
 }
 
 // keepLeaderAway moves etcd's raft leadership off this node's member while
-// this node is active, so that one crash does not take out both.
+// this node is active, so that one crash does not take out both. It looks
+// every 100 ms (two cheap in-memory reads), so that the window in which the
+// active also leads etcd stays short.
 func keepLeaderAway(ctx context.Context, a *Agent, m *etcdstore.Member, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(100 * time.Millisecond):
 		}
 		if a.State().Role != ha.RoleActive || !m.IsLeader() {
 			continue
 		}
-		if err := m.MoveLeaderAway(ctx); err != nil {
+		if err := m.MoveLeaderAway(ctx, longestRunning(a.Snapshot())); err != nil {
 			log.Debug("move etcd leadership away from the active", "err", err)
 		} else {
 			log.Info("moved etcd leadership to another member")
 		}
 	}
+}
+
+// longestRunning names the nodes of snap in the order in which to offer
+// etcd leadership: witnesses first (they never become active, so a crash of
+// the active never takes the etcd leader with it), then healthy nodes, each
+// group by how long its agent has run, longest first.
+func longestRunning(snap ha.Snapshot) []string {
+	recs := make([]ha.NodeStatus, 0, len(snap.Nodes))
+	for _, r := range snap.Nodes {
+		recs = append(recs, r)
+	}
+	sort.Slice(recs, func(i, j int) bool {
+		wi, wj := recs[i].Role == ha.RoleWitness, recs[j].Role == ha.RoleWitness
+		if wi != wj {
+			return wi
+		}
+		if recs[i].Healthy != recs[j].Healthy {
+			return recs[i].Healthy
+		}
+		if !recs[i].StartedAt.Equal(recs[j].StartedAt) {
+			return recs[i].StartedAt.Before(recs[j].StartedAt)
+		}
+		return recs[i].Name < recs[j].Name
+	})
+	names := make([]string, len(recs))
+	for i, r := range recs {
+		names[i] = r.Name
+	}
+	return names
 }

@@ -24,6 +24,7 @@ const (
 	RoleDemoting  Role = "demoting"  // giving up the active role
 	RoleStopped   Role = "stopped"   // agent shut down cleanly
 	RoleDown      Role = "down"      // not seen in the store (status only)
+	RoleWitness   Role = "witness"   // a witness: an etcd vote and nothing else (never active)
 
 	// Standby variants shown in status; none of them is eligible on its own.
 	RoleMaintenance Role = "maintenance" // an operator excluded the node from elections

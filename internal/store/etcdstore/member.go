@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -212,7 +213,13 @@ func DataDir(base, node string) string { return filepath.Join(base, node, "etcd"
 // it. The agent calls it while it is active, so that losing the active node
 // does not also cost an etcd election and the lease extension every new etcd
 // leader grants (see the worst-case table in the README).
-func (m *Member) MoveLeaderAway(ctx context.Context) error {
+//
+// It tries the members named in prefer first, in that order, then the rest.
+// A transfer completes only once the transferee has caught up, so a member
+// that has just restarted (behind, and the likeliest to be restarted again)
+// belongs at the end: etcd itself picks the longest-connected member when it
+// hands leadership over on shutdown.
+func (m *Member) MoveLeaderAway(ctx context.Context, prefer []string) error {
 	if m == nil {
 		return nil
 	}
@@ -220,8 +227,18 @@ func (m *Member) MoveLeaderAway(ctx context.Context) error {
 	if s.Leader() != s.MemberID() {
 		return nil
 	}
+	members := s.Cluster().Members()
+	rank := func(name string) int {
+		for i, n := range prefer {
+			if n == name {
+				return i
+			}
+		}
+		return len(prefer)
+	}
+	sort.SliceStable(members, func(i, j int) bool { return rank(members[i].Name) < rank(members[j].Name) })
 	var errs []error
-	for _, mem := range s.Cluster().Members() {
+	for _, mem := range members {
 		if mem.ID == s.MemberID() || mem.IsLearner {
 			continue
 		}
