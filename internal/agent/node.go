@@ -220,16 +220,21 @@ func startCoordination(ctx context.Context, cfg *config.Config, node config.Node
 // every 100 ms (two cheap in-memory reads), so that the window in which the
 // active also leads etcd stays short.
 func keepLeaderAway(ctx context.Context, a *Agent, m *etcdstore.Member, log *slog.Logger) {
+	pause := 100 * time.Millisecond
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(pause):
 		}
+		pause = 100 * time.Millisecond
 		if a.State().Role != ha.RoleActive || !m.IsLeader() {
 			continue
 		}
 		if err := m.MoveLeaderAway(ctx, longestRunning(a.Snapshot())); err != nil {
+			// While raft transfers leadership it takes no proposals: after
+			// a transfer that did not finish, leave raft alone for a while.
+			pause = time.Second
 			log.Debug("move etcd leadership away from the active", "err", err)
 		} else {
 			log.Info("moved etcd leadership to another member")
