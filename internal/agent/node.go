@@ -242,14 +242,16 @@ func keepLeaderAway(ctx context.Context, a *Agent, m *etcdstore.Member, log *slo
 	}
 }
 
-// longestRunning names the nodes of snap in the order in which to offer
-// etcd leadership: witnesses first (they never become active, so a crash of
+// longestRunning names the nodes of snap whose agents are alive, in the
+// order in which to offer etcd leadership: witnesses first (they never become active, so a crash of
 // the active never takes the etcd leader with it), then healthy nodes, each
 // group by how long its agent has run, longest first.
 func longestRunning(snap ha.Snapshot) []string {
 	recs := make([]ha.NodeStatus, 0, len(snap.Nodes))
 	for _, r := range snap.Nodes {
-		recs = append(recs, r)
+		if r.Role != ha.RoleStopped && r.Role != ha.RoleDown {
+			recs = append(recs, r) // a live agent, so a running member
+		}
 	}
 	sort.Slice(recs, func(i, j int) bool {
 		wi, wj := recs[i].Role == ha.RoleWitness, recs[j].Role == ha.RoleWitness

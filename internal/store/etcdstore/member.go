@@ -7,12 +7,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
 	"go.uber.org/zap"
 )
 
@@ -214,11 +214,12 @@ func DataDir(base, node string) string { return filepath.Join(base, node, "etcd"
 // does not also cost an etcd election and the lease extension every new etcd
 // leader grants (see the worst-case table in the README).
 //
-// It tries the members named in prefer first, in that order, then the rest.
-// A transfer completes only once the transferee has caught up, so a member
-// that has just restarted (behind, and the likeliest to be restarted again)
-// belongs at the end: etcd itself picks the longest-connected member when it
-// hands leadership over on shutdown.
+// It tries only the members named in prefer, in that order: the caller
+// names the ones whose agents are alive. raft takes no proposals while it
+// transfers leadership, and a transfer to a dead member blocks them until it
+// times out (an election timeout); a transfer to a member that has just
+// restarted waits for it to catch up. etcd itself picks the
+// longest-connected member when it hands leadership over on shutdown.
 func (m *Member) MoveLeaderAway(ctx context.Context, prefer []string) error {
 	if m == nil {
 		return nil
@@ -227,19 +228,14 @@ func (m *Member) MoveLeaderAway(ctx context.Context, prefer []string) error {
 	if s.Leader() != s.MemberID() {
 		return nil
 	}
-	members := s.Cluster().Members()
-	rank := func(name string) int {
-		for i, n := range prefer {
-			if n == name {
-				return i
-			}
-		}
-		return len(prefer)
+	byName := map[string]*membership.Member{}
+	for _, mem := range s.Cluster().Members() {
+		byName[mem.Name] = mem
 	}
-	sort.SliceStable(members, func(i, j int) bool { return rank(members[i].Name) < rank(members[j].Name) })
 	var errs []error
-	for _, mem := range members {
-		if mem.ID == s.MemberID() || mem.IsLearner {
+	for _, name := range prefer {
+		mem := byName[name]
+		if mem == nil || mem.ID == s.MemberID() || mem.IsLearner {
 			continue
 		}
 		tctx, cancel := context.WithTimeout(ctx, time.Second)
