@@ -141,16 +141,8 @@ func signalContext() (context.Context, context.CancelFunc) {
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
-	level := slog.LevelInfo
-	switch cfg.Log.Level {
-	case "debug":
-		level = slog.LevelDebug
-	case "warn":
-		level = slog.LevelWarn
-	case "error":
-		level = slog.LevelError
-	}
-	opts := &slog.HandlerOptions{Level: level}
+	logLevel.Set(parseLevel(cfg.Log.Level))
+	opts := &slog.HandlerOptions{Level: &logLevel}
 	if cfg.Log.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
@@ -181,13 +173,17 @@ func nodeNames(cfg *config.Config) string {
 func runAgent(args []string, out, errw io.Writer) int {
 	return runNode("agent", args, errw, func(ctx context.Context, cfg *config.Config, node string) error {
 		// The log file feeds the dashboard.
-		return agent.RunNode(ctx, cfg, node, newLogger(cfg, agent.TeeLog(cfg, node, errw)))
+		log := newLogger(cfg, agent.TeeLog(cfg, node, errw))
+		reloadOnHUP(ctx, cfg, log.With("node", node))
+		return agent.RunNode(ctx, cfg, node, log)
 	})
 }
 
 func runWitness(args []string, out, errw io.Writer) int {
 	return runNode("witness", args, errw, func(ctx context.Context, cfg *config.Config, node string) error {
-		return agent.RunWitness(ctx, cfg, node, newLogger(cfg, errw))
+		log := newLogger(cfg, errw)
+		reloadOnHUP(ctx, cfg, log.With("node", node))
+		return agent.RunWitness(ctx, cfg, node, log)
 	})
 }
 

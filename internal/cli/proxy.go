@@ -95,6 +95,7 @@ func runProxy(args []string, out, errw io.Writer) int {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
 	}
+	reloadOnHUP(ctx, cfg, log)
 	go p.ReloadOnHUP(ctx)
 	if err := p.Run(ctx); err != nil {
 		fmt.Fprintf(errw, "haven proxy: %v\n", err)

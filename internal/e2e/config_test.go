@@ -4,7 +4,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/agent"
+	"github.com/haven-ha/haven/internal/config"
 )
 
 const goodNodes = `nodes:
@@ -100,5 +105,50 @@ func TestCLIUsageErrors(t *testing.T) {
 	code, out, _ := runHaven(t, "version")
 	if code != 0 || !strings.HasPrefix(out, "haven ") {
 		t.Errorf("haven version: exit %d, %q", code, out)
+	}
+}
+
+// TestSIGHUPReloads: SIGHUP to a real agent re-reads its config instead of
+// killing it (Go's default), which would cost a failover. log.level takes
+// effect; other changes are reported as needing a restart; a broken file
+// changes nothing. The node stays active throughout.
+func TestSIGHUPReloads(t *testing.T) {
+	c := newCluster(t, clusterOpts{nodes: 1})
+	active, epoch := c.WaitActive(startTimeout)
+	cfg, err := config.Load(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logFile := agent.LogPath(cfg, active)
+	orig, err := os.ReadFile(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hup := func(text, want string) {
+		t.Helper()
+		if err := os.WriteFile(c.Config, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		before, _ := os.ReadFile(logFile)
+		c.Signal(active, syscall.SIGHUP)
+		waitFor(t, 10*time.Second, "the agent to log "+want, func() bool {
+			b, _ := os.ReadFile(logFile)
+			return len(b) > len(before) && strings.Contains(string(b[len(before):]), want)
+		})
+		if now, e := c.WaitActive(5 * time.Second); now != active || e != epoch {
+			t.Fatalf("after SIGHUP: %s active at epoch %d, want %s still at %d", now, e, active, epoch)
+		}
+	}
+	hup(string(orig), "SIGHUP: config re-read")
+	changed := strings.Replace(strings.Replace(string(orig), "level: debug", "level: info", 1), "lease_ttl: 3s", "lease_ttl: 4s", 1)
+	if changed == string(orig) {
+		t.Fatal("the test config has no log level or lease to change")
+	}
+	hup(changed, "changed=Timing")
+	hup("cluster: [not, a, name]\n", "the config file does not load; nothing changed")
+	select {
+	case <-c.Node(active).done:
+		t.Fatal("the agent exited")
+	default:
 	}
 }

@@ -1,0 +1,81 @@
+package cli
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/signal"
+	"reflect"
+	"strings"
+	"syscall"
+
+	"github.com/haven-ha/haven/internal/config"
+)
+
+// logLevel is the level of this process's log; a SIGHUP may change it.
+var logLevel slog.LevelVar
+
+// parseLevel maps the config's log.level to slog's.
+func parseLevel(s string) slog.Level {
+	switch s {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+// reloadOnHUP re-reads the config file on every SIGHUP until ctx ends, so
+// that a reload (systemd's ExecReload, a logrotate script) never kills a
+// haven process: without it Go's default for SIGHUP is to exit, and an
+// active agent that exits without resigning costs a failover. log.level
+// takes effect at once. Any other change is logged as needing a restart:
+// haven does not change timings, membership, the store, checks or the
+// service under a running agent. A file that does not load changes nothing.
+// (The proxy reloads its TLS certificate on the same signal.)
+func reloadOnHUP(ctx context.Context, running *config.Config, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+			}
+			next, err := config.Load(running.Path)
+			if err != nil {
+				log.Error("SIGHUP: the config file does not load; nothing changed", "err", err)
+				continue
+			}
+			logLevel.Set(parseLevel(next.Log.Level))
+			if changed := restartNeeded(running, next); len(changed) > 0 {
+				log.Warn("SIGHUP: config re-read; log.level applied, other changes wait for a restart of this process",
+					"changed", strings.Join(changed, ", "),
+					"how", "restart the agents one at a time; on the active, run `haven switchover` first")
+			} else {
+				log.Info("SIGHUP: config re-read", "log_level", logLevel.Level().String())
+			}
+		}
+	}()
+}
+
+// restartNeeded names the config sections that differ between running and
+// next, other than log.level (which a reload applies).
+func restartNeeded(running, next *config.Config) []string {
+	a, b := *running, *next
+	a.Log.Level, b.Log.Level = "", ""
+	a.Path, b.Path = "", ""
+	var changed []string
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	for i := range va.NumField() {
+		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			changed = append(changed, va.Type().Field(i).Name)
+		}
+	}
+	return changed
+}
