@@ -65,7 +65,9 @@ func reloadOnHUP(ctx context.Context, running *config.Config, log *slog.Logger) 
 }
 
 // restartNeeded names the config sections that differ between running and
-// next, other than log.level (which a reload applies).
+// next, other than log.level (which a reload applies). Where things stand
+// in the file (the Line fields kept for messages) is not a change: a new
+// comment at the top must not read as a changed store or node list.
 func restartNeeded(running, next *config.Config) []string {
 	a, b := *running, *next
 	a.Log.Level, b.Log.Level = "", ""
@@ -73,9 +75,43 @@ func restartNeeded(running, next *config.Config) []string {
 	var changed []string
 	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
 	for i := range va.NumField() {
-		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+		if !sameSetting(va.Field(i), vb.Field(i)) {
 			changed = append(changed, va.Type().Field(i).Name)
 		}
 	}
 	return changed
+}
+
+// sameSetting is reflect.DeepEqual for config values, except that int
+// fields named Line or ...Line (positions in the file) are not compared.
+func sameSetting(a, b reflect.Value) bool {
+	switch a.Kind() {
+	case reflect.Struct:
+		for i := range a.NumField() {
+			f := a.Type().Field(i)
+			if strings.HasSuffix(f.Name, "Line") && f.Type.Kind() == reflect.Int {
+				continue
+			}
+			if !sameSetting(a.Field(i), b.Field(i)) {
+				return false
+			}
+		}
+		return true
+	case reflect.Slice, reflect.Array:
+		if a.Len() != b.Len() {
+			return false
+		}
+		for i := range a.Len() {
+			if !sameSetting(a.Index(i), b.Index(i)) {
+				return false
+			}
+		}
+		return true
+	case reflect.Pointer:
+		if a.IsNil() || b.IsNil() {
+			return a.IsNil() == b.IsNil()
+		}
+		return sameSetting(a.Elem(), b.Elem())
+	}
+	return reflect.DeepEqual(a.Interface(), b.Interface())
 }
