@@ -254,24 +254,29 @@ func (p *Proxy) relayUpgrade(st *reqState, b *backend, c *bconn, resp *http.Resp
 // and a write). Once a read fills the buffer the stream is bulk, and the
 // rest goes through io.Copy, which splices between two *net.TCPConn.
 func (p *Proxy) relayTCP(dst, src net.Conn) {
+	if p.copySmall(dst, src) {
+		_, _ = io.Copy(dst, src)
+	}
+}
+
+// copySmall copies src to dst through a pooled buffer until src ends or a
+// read fills the buffer; it reports the latter (the stream is bulk).
+func (p *Proxy) copySmall(dst, src net.Conn) (bulk bool) {
 	bufp := p.bufs.Get().(*[]byte)
+	defer p.bufs.Put(bufp)
 	buf := *bufp
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
-				p.bufs.Put(bufp)
-				return
+				return false
 			}
 		}
 		if err != nil {
-			p.bufs.Put(bufp)
-			return
+			return false
 		}
 		if n == len(buf) {
-			p.bufs.Put(bufp)
-			_, _ = io.Copy(dst, src)
-			return
+			return true
 		}
 	}
 }
