@@ -17,13 +17,7 @@ import (
 
 func BenchmarkFailoverServiceCrash(b *testing.B) {
 	benchFailover(b, func(c *Cluster, active string) {
-		v, ok := c.NodeView(active, active)
-		if !ok || v.ServicePID == 0 {
-			b.Fatalf("no service pid for %s", active)
-		}
-		if err := syscall.Kill(v.ServicePID, syscall.SIGKILL); err != nil {
-			b.Fatal(err)
-		}
+		c.KillService(active)
 	}, func(c *Cluster, old string) {})
 }
 

@@ -17,13 +17,7 @@ const startTimeout = 60 * time.Second
 func TestServiceCrashFailsOver(t *testing.T) {
 	c := newCluster(t, clusterOpts{})
 	old, epoch := c.WaitActive(startTimeout)
-	v, ok := c.NodeView(old, old)
-	if !ok || v.ServicePID == 0 {
-		t.Fatalf("status of %s has no service pid: %+v", old, v)
-	}
-	if err := syscall.Kill(v.ServicePID, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	c.KillService(old)
 	start := time.Now()
 	next, nextEpoch := c.WaitActive(10*time.Second, old)
 	t.Logf("service crash on %s: %s active after %s (epoch %d -> %d)", old, next, time.Since(start), epoch, nextEpoch)

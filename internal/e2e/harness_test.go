@@ -242,6 +242,19 @@ func (c *Cluster) Signal(name string, sig syscall.Signal) {
 	}
 }
 
+// KillService kills the service process of node name with SIGKILL (a
+// crash), as that node's agent reports its pid.
+func (c *Cluster) KillService(name string) {
+	c.t.Helper()
+	v, ok := c.NodeView(name, name)
+	if !ok || v.ServicePID == 0 {
+		c.t.Fatalf("status of %s has no service pid: %+v", name, v)
+	}
+	if err := syscall.Kill(v.ServicePID, syscall.SIGKILL); err != nil {
+		c.t.Fatalf("kill the service of %s: %v", name, err)
+	}
+}
+
 // KillAgent kills node name's agent with SIGKILL and waits for it to exit.
 func (c *Cluster) KillAgent(name string) {
 	c.t.Helper()

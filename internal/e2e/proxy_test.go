@@ -85,16 +85,28 @@ var proxyClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Trans
 
 // getNode GETs / through the proxy and returns the code and the node that answered.
 func getNode(addr string) (int, string, error) {
-	resp, err := proxyClient.Get("http://" + addr + "/")
-	if err != nil {
+	resp, r, err := getReply(proxyClient, "http://"+addr+"/")
+	if resp == nil {
 		return 0, "", err
 	}
-	defer resp.Body.Close()
+	return resp.StatusCode, r.Node, err
+}
+
+// getReply GETs url with c and decodes the sample service's reply. The
+// response (status, headers, protocol, TLS state) comes back with its body
+// read and closed. A 200 whose body is not a reply is an error; any other
+// status leaves the reply empty.
+func getReply(c *http.Client, url string) (*http.Response, sample.Reply, error) {
 	var r sample.Reply
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil && resp.StatusCode == 200 {
-		return resp.StatusCode, "", err
+	resp, err := c.Get(url)
+	if err != nil {
+		return nil, r, err
 	}
-	return resp.StatusCode, r.Node, nil
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil && resp.StatusCode == 200 {
+		return resp, r, err
+	}
+	return resp, r, nil
 }
 
 // load runs GETs from 8 goroutines and counts what clients see.
@@ -185,13 +197,7 @@ func TestProxy(t *testing.T) {
 	waitFor(t, 10*time.Second, "traffic through the proxy", func() bool { return l.count(first) > 100 })
 
 	// 1. The active's service crashes.
-	v, ok := c.NodeView(first, first)
-	if !ok || v.ServicePID == 0 {
-		t.Fatalf("no service pid for %s: %+v", first, v)
-	}
-	if err := syscall.Kill(v.ServicePID, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	c.KillService(first)
 	second, _ := c.WaitActive(15*time.Second, first)
 	waitFor(t, 15*time.Second, "traffic on "+second, func() bool { return l.count(second) > 100 })
 	t.Logf("service crash on %s: %s took over", first, second)
@@ -289,13 +295,10 @@ func TestProxy(t *testing.T) {
 	}
 	tlsGet := func(c *http.Client, what string) *big.Int {
 		t.Helper()
-		resp, err := c.Get("https://" + sp.Addr + "/")
+		resp, r, err := getReply(c, "https://"+sp.Addr+"/")
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
-		var r sample.Reply
-		_ = json.NewDecoder(resp.Body).Decode(&r)
-		resp.Body.Close()
 		if resp.StatusCode != 200 || resp.ProtoMajor != 2 || r.Node != third {
 			t.Fatalf("%s: %s %s from %q; want 200 over HTTP/2 from %s", what, resp.Proto, resp.Status, r.Node, third)
 		}
@@ -356,13 +359,10 @@ func TestProxyStoreLoss(t *testing.T) {
 			t.Fatalf("the proxy still sent to %s %s after it lost the store (last 200 for a request sent %s after the cut)", active, time.Since(cut), lastOK)
 		}
 		sent := time.Since(cut)
-		resp, err := proxyClient.Get("http://" + p.Addr + "/")
+		resp, r, err := getReply(proxyClient, "http://"+p.Addr+"/")
 		if err != nil {
 			t.Fatalf("GET %s after the cut: %v", sent, err)
 		}
-		var r sample.Reply
-		_ = json.NewDecoder(resp.Body).Decode(&r)
-		resp.Body.Close()
 		switch {
 		case resp.StatusCode == 200 && r.Node == active:
 			if firstHeld != 0 {
@@ -448,13 +448,7 @@ checks:
 		code, node, err := getNode(p.Addr)
 		return err == nil && code == 200 && node == first
 	})
-	v, ok := c.NodeView(first, first)
-	if !ok || v.ServicePID == 0 {
-		t.Fatalf("no service pid for %s: %+v", first, v)
-	}
-	if err := syscall.Kill(v.ServicePID, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	c.KillService(first)
 	second := activeByLB(15*time.Second, first)
 	waitFor(t, 20*time.Second, "the proxy to reach "+second+" over TLS", func() bool {
 		code, node, err := getNode(p.Addr)

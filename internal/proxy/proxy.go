@@ -492,19 +492,14 @@ func (p *Proxy) publish(d Decision) {
 		if len(cur.nodes) == 0 || p.expiredWait.Load() == 0 {
 			return
 		}
-		next := &targetSet{gen: cur.gen + 1, names: cur.names, nodes: cur.nodes, changed: make(chan struct{})}
-		next.until.Store(unixNano(d.Recheck))
-		p.targets.Store(next)
-		close(cur.changed)
+		p.replace(cur, cur.names, cur.nodes, d.Recheck)
 		return
 	}
-	next := &targetSet{gen: cur.gen + 1, names: d.Targets, changed: make(chan struct{})}
-	next.until.Store(unixNano(d.Recheck))
+	var nodes []*backend
 	for _, n := range d.Targets {
-		next.nodes = append(next.nodes, p.backends[n])
+		nodes = append(nodes, p.backends[n])
 	}
-	p.targets.Store(next)
-	close(cur.changed)
+	next := p.replace(cur, d.Targets, nodes, d.Recheck)
 	p.log.Info("targets changed", "from", cur.names, "to", d.Targets, "why", d.Why)
 	for _, b := range p.backends {
 		in := next.get(b.name) != nil
@@ -527,6 +522,16 @@ func (p *Proxy) publish(d Decision) {
 			b.closeLong()
 		}
 	}
+}
+
+// replace installs the target set that follows cur, good until until, and
+// wakes the requests waiting on cur.
+func (p *Proxy) replace(cur *targetSet, names []string, nodes []*backend, until time.Time) *targetSet {
+	next := &targetSet{gen: cur.gen + 1, names: names, nodes: nodes, changed: make(chan struct{})}
+	next.until.Store(unixNano(until))
+	p.targets.Store(next)
+	close(cur.changed)
+	return next
 }
 
 // cut ends whatever still runs to b after its drain grace.
