@@ -29,6 +29,7 @@ import (
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/machine"
 	"github.com/haven-ha/haven/internal/service"
+	"github.com/haven-ha/haven/internal/service/contain"
 )
 
 // Version is set by the wiring (cli) for status records.
@@ -46,6 +47,7 @@ type Agent struct {
 
 	health *check.Runner
 	svc    *service.Supervisor // nil when the service is managed by hooks only
+	group  *contain.Group      // the service's cgroup or process group; nil with svc
 
 	events    chan machine.Event
 	work      chan machine.Action
@@ -114,7 +116,10 @@ func New(cfg *config.Config, node config.Node, store ha.Store, clk clock.Clock, 
 		startedAt: time.Now(),
 	}
 	if len(cfg.Service.Command) > 0 {
-		a.svc = service.New(cfg.Service, vars, log.With("part", "service"))
+		if a.group, err = openGroup(cfg, node, log); err != nil {
+			return nil, err
+		}
+		a.svc = service.New(cfg.Service, vars, log.With("part", "service"), service.WithGroup(a.group))
 	}
 	a.metrics = newMetrics(a)
 	st := machine.State{}
@@ -174,6 +179,9 @@ out:
 			a.log.Warn("stop service", "err", err)
 		}
 		cancel()
+		if err := a.group.Close(); err != nil {
+			a.log.Warn("close the service's group", "err", err)
+		}
 	}
 	a.publishNow(context.Background())
 	stopBG()
@@ -716,6 +724,7 @@ func (a *Agent) Record() ha.NodeStatus {
 	}
 	if a.svc != nil {
 		rec.ServicePID = a.svc.PID()
+		rec.Containment = a.svc.Containment()
 	}
 	return rec
 }

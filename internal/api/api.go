@@ -33,6 +33,9 @@ type NodeView struct {
 	StartedAt  time.Time `json:"started_at,omitzero"`
 	Version    string    `json:"version,omitempty"`
 	Failovers  int64     `json:"failovers"`
+	// Containment is how the service's processes are kept together so
+	// that they die with it: "cgroup <dir>" or "process-group (why)".
+	Containment string `json:"containment,omitempty"`
 }
 
 // Status is the cluster as one agent sees it.

@@ -117,6 +117,23 @@ func printStatus(w io.Writer, st api.Status) {
 			pid(n.AgentPID), pid(n.ServicePID), since, why)
 	}
 	_ = tw.Flush()
+	printContainment(w, st.Nodes)
+}
+
+// printContainment says how each node keeps its service's processes
+// together, one line per node that runs a supervised service.
+func printContainment(w io.Writer, nodes []api.NodeView) {
+	first := true
+	for _, n := range nodes {
+		if n.Containment == "" {
+			continue
+		}
+		if first {
+			fmt.Fprintln(w, "\nservice containment (what dies with the agent, also on kill -9):")
+			first = false
+		}
+		fmt.Fprintf(w, "  %s: %s\n", n.Name, n.Containment)
+	}
 }
 
 func yesNo(b bool) string {

@@ -27,3 +27,23 @@ func TestStatusShowsSite(t *testing.T) {
 		t.Fatalf("no SITE column with Paris 2 for n1 and - for n2:\n%s", out.String())
 	}
 }
+
+// TestStatusShowsContainment: each node's containment is listed under the
+// table; a node without a supervised service is left out.
+func TestStatusShowsContainment(t *testing.T) {
+	var out bytes.Buffer
+	printStatus(&out, api.Status{Cluster: "c", Mode: ha.ModeActivePassive, Reporter: "n1", Nodes: []api.NodeView{
+		{Name: "n1", Role: ha.RoleActive, Containment: "cgroup /sys/fs/cgroup/haven-c-n1-0123abcd.service"},
+		{Name: "n2", Role: ha.RoleStandby, Containment: "process-group (no cgroup: permission denied)"},
+		{Name: "n3", Role: ha.RoleStandby},
+	}})
+	s := out.String()
+	for _, want := range []string{"service containment", "  n1: cgroup /sys/fs/cgroup/haven-c-n1-0123abcd.service\n", "  n2: process-group (no cgroup: permission denied)\n"} {
+		if !strings.Contains(s, want) {
+			t.Fatalf("status lacks %q:\n%s", want, s)
+		}
+	}
+	if strings.Contains(s, "  n3:") {
+		t.Fatalf("n3 has no service but is listed:\n%s", s)
+	}
+}

@@ -38,7 +38,7 @@ var (
 	topKeys     = []string{"cluster", "mode", "data_dir", "timing", "timings", "store", "nodes", "service", "hooks", "checks", "proxy", "preempt", "api", "outage_policy", "redirect", "dashboard", "drill", "log"}
 	timingKeys  = []string{"lease_ttl", "renew_interval", "renew_timeout", "fence_margin", "etcd_heartbeat", "etcd_election"}
 	nodeKeys    = []string{"name", "site", "api", "peer", "client", "backend", "witness", "backup", "priority", "env"}
-	serviceKeys = []string{"command", "env", "dir", "standby", "stop_signal", "stop_grace", "restart", "restart_delay"}
+	serviceKeys = []string{"command", "env", "dir", "standby", "stop_signal", "stop_grace", "restart", "restart_delay", "containment"}
 	hooksKeys   = []string{"on_promote", "on_demote", "promote_backoff"}
 	hookKeys    = []string{"command", "timeout"}
 	checkKeys   = []string{"name", "http", "tcp", "exec", "interval", "timeout", "rise", "fall"}
@@ -471,6 +471,11 @@ func (b *builder) service(f fields) {
 	if v, ok := sf["restart_delay"]; ok {
 		if d, ok := b.duration(v, "service.restart_delay"); ok {
 			s.RestartDelay = d
+		}
+	}
+	if v, ok := sf["containment"]; ok {
+		if x, ok := b.oneOf(v, "service.containment", "auto", "cgroup", "process-group"); ok {
+			s.Containment = x
 		}
 	}
 }

@@ -66,6 +66,7 @@ type Service struct {
 	StopGrace    time.Duration     // wait this long after StopSignal before SIGKILL
 	Restart      string            // "always", "on-failure", "never"
 	RestartDelay time.Duration     // first delay before a restart; doubles up to 10s, reset after 10s of running
+	Containment  string            // "" or "auto" (cgroup v2 where possible, else process group), "cgroup", "process-group"
 }
 
 // Hook is a command run on a role change.

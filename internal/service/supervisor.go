@@ -4,12 +4,14 @@
 // A Supervisor starts the service in its own process group, restarts it by
 // policy with backoff, stops it with a signal and a grace period, kills the
 // whole group for fencing, and reports every start and exit as an Event. The
-// child is also bound to the agent's life: if the agent dies, even by
-// SIGKILL, the kernel kills the service (Pdeathsig, set from an OS thread
-// that lives as long as the child).
+// main process is also bound to the agent's life by Pdeathsig (set from an
+// OS thread that lives as long as the child); its workers and daemons are
+// not: WithGroup puts the whole tree in a contain.Group (a cgroup where
+// possible) whose guard kills it when the agent dies, even by SIGKILL.
 //
 // The service must run in the foreground: when its main process exits,
-// whatever is left in its process group is killed.
+// whatever is left in its group is killed, and a command that exits 0 at
+// once leaving processes behind is reported as ErrDaemonised.
 package service
 
 import (
@@ -29,6 +31,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/service/contain"
 )
 
 // ErrNoCommand is returned by Start when the service has no command: it is
@@ -108,6 +111,8 @@ type Supervisor struct {
 	proc  *proc  // the running process, nil when none
 	timer *time.Timer
 	delay time.Duration // wait before the next restart
+
+	group *contain.Group // the service's cgroup or process group; nil: the process group only (see WithGroup)
 }
 
 // proc is one run of the service.
@@ -236,7 +241,7 @@ func (s *Supervisor) Stop(ctx context.Context) error {
 		return nil
 	}
 	s.log.Warn("service did not stop in time, killing its process group", "pid", p.pid, "grace", s.grace, "ctx_err", ctx.Err())
-	err := signalGroup(p.pid, syscall.SIGKILL)
+	err := s.killAll(p)
 	<-p.done
 	if err != nil {
 		return fmt.Errorf("kill service process group %d: %w", p.pid, err)
@@ -253,7 +258,7 @@ func (s *Supervisor) Kill() {
 		return
 	}
 	s.log.Warn("killing service", "pid", p.pid)
-	if err := signalGroup(p.pid, syscall.SIGKILL); err != nil {
+	if err := s.killAll(p); err != nil {
 		s.log.Error("kill service process group", "pid", p.pid, "err", err)
 	}
 	<-p.done
@@ -295,7 +300,7 @@ func (s *Supervisor) waitGroup(ctx context.Context, p *proc) bool {
 	}
 	tick := time.NewTicker(groupPoll)
 	defer tick.Stop()
-	for groupAlive(p.pid) {
+	for s.leftAlive(p) {
 		select {
 		case <-tick.C:
 		case <-grace.C:
@@ -332,6 +337,10 @@ func (s *Supervisor) startLocked() error {
 	cmd.Stdin = nil // /dev/null
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if s.group != nil {
+		cmd.Env = append(cmd.Env, s.group.Env())
+		s.group.Prepare(cmd.SysProcAttr)
+	}
 
 	p := &proc{done: make(chan struct{})}
 	started := make(chan error, 1)
@@ -343,6 +352,9 @@ func (s *Supervisor) startLocked() error {
 		return fmt.Errorf("start service %s: %w", s.argv[0], err)
 	}
 	p.pid, p.started = cmd.Process.Pid, time.Now()
+	if s.group != nil {
+		s.group.Started(p.pid)
+	}
 	s.proc = p
 	go s.copyOutput(r)
 	s.log.Info("service started", "pid", p.pid, "cmd", strings.Join(s.argv, " "), "role", s.role, "epoch", s.epoch)
@@ -357,8 +369,8 @@ func (s *Supervisor) startLocked() error {
 // thread lives exactly as long as the child: when the goroutine returns
 // still locked, the runtime ends the thread, and by then the child has been
 // reaped. If the agent dies, the thread dies with it and the child gets
-// SIGKILL. (Grandchildren do not inherit Pdeathsig; a service that forks
-// workers should make them follow their parent.)
+// SIGKILL. (Grandchildren do not inherit Pdeathsig; the group's guard
+// kills them, see WithGroup.)
 func runOnLockedThread(cmd *exec.Cmd, started chan<- error, exited func(error)) {
 	runtime.LockOSThread()
 	if err := cmd.Start(); err != nil {
@@ -379,9 +391,10 @@ func (s *Supervisor) exited(p *proc, err error) {
 		s.proc = nil
 	}
 	if !p.stopping {
+		err = s.daemonised(p, err, ran)
 		// Not asked to stop: do not let orphans hold ports or files that the
 		// next run needs. (Stop gives them the grace period instead.)
-		_ = signalGroup(p.pid, syscall.SIGKILL)
+		_ = s.killAll(p)
 	}
 	close(p.done)
 	lvl := slog.LevelInfo

@@ -27,8 +27,15 @@ const wait = 10 * time.Second
 const helperEnv = "HAVEN_SERVICE_TEST_HELPER"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) == "pdeathsig" {
+	switch os.Getenv(helperEnv) {
+	case "pdeathsig":
 		pdeathsigHelper()
+		return
+	case "supervise":
+		superviseHelper()
+		return
+	case "listen":
+		listenHelper()
 		return
 	}
 	os.Exit(m.Run())

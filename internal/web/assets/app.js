@@ -414,7 +414,7 @@ function renderDetail() {
     ['Alias', alias || '-'], ['Site', n.site || '-'], ['Role', roleOf(n)], ['Healthy', n.witness ? 'n/a' : (n.healthy ? 'yes' : 'no')],
     ['Health', n.health || '-'], ['Eligible', n.eligible ? 'yes' : 'no'], ['Why', n.why || '-'],
     ['Epoch', n.epoch || '-'], ['In this role since', n.since ? fmtTime(n.since) : '-'], ['Reason', n.reason || '-'],
-    ['Agent PID', n.agent_pid || '-'], ['Service PID', n.service_pid || '-'], ['API', n.api || '-'],
+    ['Agent PID', n.agent_pid || '-'], ['Service PID', n.service_pid || '-'], ['Containment', n.containment || '-'], ['API', n.api || '-'],
     ['Started', n.started_at ? fmtTime(n.started_at) : '-'], ['Last heartbeat', n.heartbeat ? fmtTime(n.heartbeat) : '-'],
     ['Version', n.version || '-'], ['Promotions', String(n.failovers || 0)],
   ];
