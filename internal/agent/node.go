@@ -81,7 +81,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 	}()
 	go keepLeaderAway(runCtx, a, member, log)
 	stopProxy := func() {}
-	if cfg.Proxy.Listen != "" {
+	if cfg.Proxy.Listen != "" && !cfg.Proxy.Standalone {
 		// This node's proxy; it learns how fresh the store is from the
 		// agent's lease renewals, and stops after the agent.
 		fresh := func() time.Time { return a.State().ValidUntil.Add(-cfg.Timing.LeaseTTL) }

@@ -172,8 +172,15 @@ func nodeNames(cfg *config.Config) string {
 
 func runAgent(args []string, out, errw io.Writer) int {
 	return runNode("agent", args, errw, func(ctx context.Context, cfg *config.Config, node string) error {
+		if len(cfg.AgentErrors) > 0 {
+			printTraps(cfg, io.Discard, errw)
+			return fmt.Errorf("%s: fix the errors above (haven config check %s lists them)", cfg.Path, cfg.Path)
+		}
 		// The log file feeds the dashboard.
 		log := newLogger(cfg, agent.TeeLog(cfg, node, errw))
+		for _, p := range cfg.Warnings {
+			log.Warn("config: " + formatProblem(cfg.Path, p))
+		}
 		reloadOnHUP(ctx, cfg, log.With("node", node))
 		return agent.RunNode(ctx, cfg, node, log)
 	})
@@ -236,6 +243,9 @@ func runConfig(args []string, out, errw io.Writer) int {
 		return exitUsage
 	}
 	fmt.Fprint(out, cfg.Describe())
+	if printTraps(cfg, out, errw) {
+		return exitUsage
+	}
 	return exitOK
 }
 

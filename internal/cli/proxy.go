@@ -24,6 +24,7 @@ func runProxy(args []string, out, errw io.Writer) int {
 	fs := newFlags("proxy", errw)
 	cfgPath := configFlag(fs)
 	listen := fs.String("listen", "", "address to take client traffic on (default: proxy.listen in the config)")
+	mode := fs.String("mode", "", "http or tcp (default: proxy.mode in the config, else http)")
 	if code, ok := parse(fs, args, 0); !ok {
 		return code
 	}
@@ -33,7 +34,7 @@ func runProxy(args []string, out, errw io.Writer) int {
 	}
 	pc := cfg.Proxy
 	if pc.Listen == "" && *listen == "" {
-		fmt.Fprintf(errw, "haven proxy: %s has no proxy: section; add one (proxy: {listen: 0.0.0.0:8080}) or pass --listen ADDR\n", cfg.Path)
+		fmt.Fprintf(errw, "haven proxy: %s gives the proxy no address; add one (proxy: {listen: 0.0.0.0:8080}, with standalone: true if only `haven proxy` should use it) or pass --listen ADDR\n", cfg.Path)
 		return exitUsage
 	}
 	if pc.Mode == "" {
@@ -41,6 +42,18 @@ func runProxy(args []string, out, errw io.Writer) int {
 	}
 	if *listen != "" {
 		pc.Listen = *listen
+	}
+	switch *mode {
+	case "":
+	case "http", "tcp":
+		if *mode == "tcp" && pc.Sticky.Mode != "" && pc.Sticky.Mode != "none" && pc.Sticky.Mode != "source" {
+			fmt.Fprintf(errw, "haven proxy: --mode tcp cannot do proxy.sticky.mode %s (it needs HTTP); use --mode http or sticky mode source\n", pc.Sticky.Mode)
+			return exitUsage
+		}
+		pc.Mode = *mode
+	default:
+		fmt.Fprintf(errw, "haven proxy: --mode %q: use http or tcp\n", *mode)
+		return exitUsage
 	}
 	if strings.Contains(pc.Listen, "$") {
 		fmt.Fprintf(errw, "haven proxy: proxy.listen %q uses node variables, which only an agent can expand; pass --listen ADDR\n", pc.Listen)

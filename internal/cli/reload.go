@@ -72,6 +72,8 @@ func restartNeeded(running, next *config.Config) []string {
 	a, b := *running, *next
 	a.Log.Level, b.Log.Level = "", ""
 	a.Path, b.Path = "", ""
+	a.Warnings, b.Warnings = nil, nil // follow from the settings compared
+	a.AgentErrors, b.AgentErrors = nil, nil
 	var changed []string
 	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
 	for i := range va.NumField() {

@@ -46,6 +46,10 @@ type problems struct {
 	list []Problem
 }
 
+func problemf(line int, field, format string, args ...any) Problem {
+	return Problem{Line: line, Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
 func (ps *problems) add(line int, field, format string, args ...any) {
 	ps.list = append(ps.list, Problem{Line: line, Field: field, Msg: fmt.Sprintf(format, args...)})
 }

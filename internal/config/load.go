@@ -156,6 +156,7 @@ func (b *builder) top(f fields) {
 	b.dashboard(f) // after ops: it needs api.token
 	b.drill(f)
 	b.log(f)
+	b.traps()
 
 	// The on_demote default depends on the fence margin, so it is set only
 	// now that the timings are known.

@@ -27,6 +27,9 @@ type Proxy struct {
 	Sticky        Sticky
 	Limits        ProxyLimits
 	AccessLog     bool
+	// Standalone: only `haven proxy` uses this section; agents start no
+	// proxy of their own (Listen may then be empty and given by --listen).
+	Standalone bool
 }
 
 // ProxyTLS is the certificate the proxy presents (PEM files, reloaded on SIGHUP).
@@ -77,7 +80,7 @@ const (
 )
 
 var (
-	proxyKeys      = []string{"listen", "metrics_listen", "mode", "hold_timeout", "hold_queue", "retries", "probe_interval", "drain_grace", "tls", "backend_tls", "sticky", "limits", "access_log"}
+	proxyKeys      = []string{"listen", "metrics_listen", "mode", "hold_timeout", "hold_queue", "retries", "probe_interval", "drain_grace", "tls", "backend_tls", "sticky", "limits", "access_log", "standalone"}
 	proxyTLSKeys   = []string{"cert", "key"}
 	backendTLSKeys = []string{"enabled", "ca_file", "server_name"}
 	stickyKeys     = []string{"mode", "cookie", "header", "key", "key_file"}
@@ -118,7 +121,14 @@ func (b *builder) proxy(f fields) {
 	if pf == nil {
 		return
 	}
-	if v := b.required(pf, "proxy", "listen", "say where the proxy takes client traffic, e.g. listen: 0.0.0.0:8080"); v != nil {
+	if v, ok := pf["standalone"]; ok {
+		p.Standalone, _ = b.boolean(v, "proxy.standalone")
+	}
+	if p.Standalone {
+		if v, ok := pf["listen"]; ok {
+			p.Listen = b.listenAddr(v, "proxy.listen")
+		}
+	} else if v := b.required(pf, "proxy", "listen", "say where the proxy takes client traffic, e.g. listen: 0.0.0.0:8080 (or set standalone: true and give `haven proxy --listen`)"); v != nil {
 		p.Listen = b.listenAddr(v, "proxy.listen")
 	}
 	if v, ok := pf["metrics_listen"]; ok {

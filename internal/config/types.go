@@ -27,6 +27,13 @@ type Config struct {
 	Dashboard    Dashboard // zero value: no dashboard
 	Drill        Drill     // may `haven drill --config` inject faults here
 	Log          Log
+	// Warnings are settings that are valid but likely wrong (config check
+	// prints them; the agent logs them).
+	Warnings []Problem
+	// AgentErrors stop `haven agent` and fail `config check` but not
+	// `haven proxy`, which may read the file for its own settings: a
+	// proxy.listen that agents on one host would share, say.
+	AgentErrors []Problem
 }
 
 // Timing holds every duration that failover and fencing depend on.

@@ -47,7 +47,7 @@ func StartForNode(cfg *config.Config, node config.Node, src Source, fresh func()
 	}
 	ln, err := net.Listen("tcp", pc.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("proxy: listen on %s: %w (set proxy.listen to a free address)", pc.Listen, err)
+		return nil, fmt.Errorf("proxy: listen on %s: %w (another agent on this host may have it: give each node its own address with a ${VAR} from the node's env in proxy.listen, or set proxy.standalone: true and run one `haven proxy`)", pc.Listen, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

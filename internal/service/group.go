@@ -71,3 +71,15 @@ func (s *Supervisor) daemonised(p *proc, err error, ran time.Duration) error {
 	s.log.Warn("the service daemonised: its command exited with status 0 and left processes running; haven kills them and, by the restart policy, starts it again", "pid", p.pid, "ran", ran.Round(time.Millisecond), "hint", ErrDaemonised.Error())
 	return fmt.Errorf("pid %d: %w", p.pid, ErrDaemonised)
 }
+
+// mergeVars returns vars with env added (env wins).
+func mergeVars(vars, env map[string]string) map[string]string {
+	out := make(map[string]string, len(vars)+len(env))
+	for k, v := range vars {
+		out[k] = v
+	}
+	for k, v := range env {
+		out[k] = v
+	}
+	return out
+}

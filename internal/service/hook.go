@@ -44,7 +44,8 @@ func (e *HookError) Unwrap() error { return e.Err }
 // *HookError naming the command, the exit status and the first 500 bytes
 // of its output. log may be nil.
 func RunHook(ctx context.Context, h config.Hook, vars map[string]string, env map[string]string, log *slog.Logger) error {
-	argv := config.ExpandAll(h.Command, vars)
+	// ${HAVEN_EPOCH} and ${HAVEN_ROLE} in the command are expanded too.
+	argv := config.ExpandAll(h.Command, mergeVars(vars, env))
 	if len(argv) == 0 {
 		return nil
 	}

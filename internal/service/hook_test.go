@@ -17,7 +17,7 @@ func TestHookEnvironment(t *testing.T) {
 	vars := map[string]string{"HAVEN_NODE": "n2", "VIP": "10.0.0.9", "DIR": dir}
 	env := map[string]string{"HAVEN_ROLE": "active", "HAVEN_EPOCH": "12"}
 	h := config.Hook{Command: sh(`echo "$HAVEN_NODE $HAVEN_ROLE $HAVEN_EPOCH $VIP $1" > "$DIR/out"`), Timeout: wait}
-	h.Command = append(h.Command, "hook", "${VIP}")
+	h.Command = append(h.Command, "hook", "${VIP}@${HAVEN_EPOCH}")
 	if err := RunHook(context.Background(), h, vars, env, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +25,7 @@ func TestHookEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := strings.TrimSpace(string(b)), "n2 active 12 10.0.0.9 10.0.0.9"; got != want {
+	if got, want := strings.TrimSpace(string(b)), "n2 active 12 10.0.0.9 10.0.0.9@12"; got != want {
 		t.Fatalf("hook saw %q, want %q", got, want)
 	}
 }
