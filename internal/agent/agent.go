@@ -69,6 +69,7 @@ type Agent struct {
 	failedAt  atomic.Pointer[time.Time] // when the service last failed while this node was active
 	askC      chan ask
 	stoppedBy atomic.Pointer[string] // operator who stopped the service, if any
+	presence  presenceState          // nodes lost, found, restarted
 }
 
 func priorities(cfg *config.Config) map[string]int {
@@ -428,6 +429,7 @@ func (a *Agent) watch(ctx context.Context) {
 			s := snap
 			a.snap.Store(&s)
 			a.metrics.leader(s.Leader)
+			a.observePresence(s)
 			// Intents first: a snapshot may carry both a new switchover and
 			// the vacant key it causes, and a standby that saw the vacancy
 			// first would campaign against the switchover's target.

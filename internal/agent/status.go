@@ -20,6 +20,8 @@ func (a *Agent) Status() api.Status {
 		Reporter: a.node.Name,
 		Leader:   snap.Leader,
 		Time:     time.Now(),
+		// Every agent tracks losses, so any of them can answer.
+		LastFailover: a.lastFailover(),
 	}
 	for _, n := range a.cfg.Nodes {
 		var rec ha.NodeStatus
@@ -30,6 +32,9 @@ func (a *Agent) Status() api.Status {
 			rec, ok = snap.Nodes[n.Name]
 		}
 		v := api.NodeView{Name: n.Name, Role: ha.RoleDown, API: "http://" + n.API, Witness: n.Witness, Why: "no agent seen in the store"}
+		if at, lost := a.lostSince(n.Name); lost {
+			v.Why = "lost at " + at.Format("15:04:05.000") + " (its session expired); see haven events"
+		}
 		if n.Witness {
 			v.API = ""
 		}

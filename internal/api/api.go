@@ -46,6 +46,10 @@ type Status struct {
 	Leader   ha.Leader  `json:"leader"`
 	Nodes    []NodeView `json:"nodes"`
 	Time     time.Time  `json:"time"`
+	// LastFailover is the last failover after the loss of the active that
+	// the answering agent saw (nil if none since it started): its Duration
+	// runs from the old active's last lease renewal to the new active.
+	LastFailover *ha.Event `json:"last_failover,omitempty"`
 }
 
 // RoleView is this node's own role, for the local service.

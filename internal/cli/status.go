@@ -117,6 +117,10 @@ func printStatus(w io.Writer, st api.Status) {
 			pid(n.AgentPID), pid(n.ServicePID), since, why)
 	}
 	_ = tw.Flush()
+	if f := st.LastFailover; f != nil {
+		fmt.Fprintf(w, "\nlast failover: %s lost, %s active at epoch %d %s after %s stopped renewing its lease (%s ago)\n",
+			f.From, f.To, f.Epoch, f.Duration.Round(time.Millisecond), f.From, time.Since(f.Time).Round(time.Second))
+	}
 	printContainment(w, st.Nodes)
 }
 

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net/http"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -59,6 +60,20 @@ func TestAgentCrashFailsOverAndRejoins(t *testing.T) {
 	})
 	if now, e := c.WaitActive(5 * time.Second); now != next || e != nextEpoch {
 		t.Fatalf("the rejoin moved the active role: %s@%d, want %s@%d (no preemption by default)", now, e, next, nextEpoch)
+	}
+	// The history says when old was lost, the failover time counted from
+	// the loss, and that old came back with a new agent (#18.3); status
+	// shows the failover too.
+	var out string
+	waitFor(t, 10*time.Second, "haven events to show the loss, the failover and the return", func() bool {
+		_, out, _ = runHaven(t, "events", "--config", c.Config)
+		return strings.Contains(out, "active -> lost") && strings.Contains(out, old+" lost; "+next+" active") &&
+			strings.Contains(out, "lost -> found") && strings.Contains(out, "its agent restarted")
+	})
+	t.Logf("events:\n%s", out)
+	code, status, _ := runHaven(t, "status", "--config", c.Config)
+	if code != 0 || !strings.Contains(status, "last failover: "+old+" lost, "+next+" active at epoch") || !strings.Contains(status, "service containment") {
+		t.Fatalf("status lacks the last failover or the containment:\n%s", status)
 	}
 }
 

@@ -115,7 +115,7 @@ type Switchover struct {
 type Event struct {
 	Time     time.Time     `json:"time"`
 	Node     string        `json:"node"`
-	Kind     string        `json:"kind"` // role, health, switchover, maintenance, service, membership, audit
+	Kind     string        `json:"kind"` // role, health, switchover, maintenance, service, membership, audit, node, failover
 	Epoch    Epoch         `json:"epoch,omitempty"`
 	From     string        `json:"from,omitempty"`
 	To       string        `json:"to,omitempty"`

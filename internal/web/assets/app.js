@@ -373,6 +373,10 @@ function describeEvent(e) {
       return `${e.node}: service ${e.to}`;
     case 'audit':
       return `${e.node}: ${e.to}`;
+    case 'node':
+      return `${e.node}: ${e.to}` + (dur ? ` after ${fmtDuration(dur)} lost` : '');
+    case 'failover':
+      return `${e.from} lost → ${e.to} active` + (e.epoch ? `, epoch ${e.epoch}` : '') + (dur ? ` in ${fmtDuration(dur)} from the loss` : '');
     default:
       return `${e.node}: ${e.from ? e.from + ' → ' : ''}${e.to || ''}`;
   }

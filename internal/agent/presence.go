@@ -1,0 +1,57 @@
+package agent
+
+import (
+	"sync"
+	"time"
+
+	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/presence"
+)
+
+// presenceState is the agent's presence tracker, fed by the watcher and
+// read by status.
+type presenceState struct {
+	mu sync.Mutex
+	tr *presence.Tracker
+}
+
+// observePresence feeds a snapshot to the presence tracker; this node
+// records what it shows if it is the reporter, and logs it in any case.
+func (a *Agent) observePresence(s ha.Snapshot) {
+	a.presence.mu.Lock()
+	if a.presence.tr == nil {
+		a.presence.tr = presence.New(presence.Options{LeaseTTL: a.cfg.Timing.LeaseTTL})
+	}
+	evs := a.presence.tr.Observe(s, time.Now())
+	a.presence.mu.Unlock()
+	if len(evs) == 0 {
+		return
+	}
+	report := presence.Reporter(s, a.node.Name)
+	for _, ev := range evs {
+		a.log.Info("cluster: "+ev.Kind+" "+ev.To, "node", ev.Node, "reason", ev.Reason, "duration", ev.Duration)
+		if report {
+			a.record(ev)
+		}
+	}
+}
+
+// lostSince reports since when node has been lost, as this agent saw it.
+func (a *Agent) lostSince(node string) (time.Time, bool) {
+	a.presence.mu.Lock()
+	defer a.presence.mu.Unlock()
+	if a.presence.tr == nil {
+		return time.Time{}, false
+	}
+	return a.presence.tr.Lost(node)
+}
+
+// lastFailover is the last failover after a loss this agent saw.
+func (a *Agent) lastFailover() *ha.Event {
+	a.presence.mu.Lock()
+	defer a.presence.mu.Unlock()
+	if a.presence.tr == nil {
+		return nil
+	}
+	return a.presence.tr.LastFailover()
+}
