@@ -35,6 +35,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/haven-ha/haven/internal/ha"
 )
@@ -75,6 +77,12 @@ type Options struct {
 	Username, Password string
 }
 
+// watchRetryMax bounds the pause between two attempts to set up a watch.
+const watchRetryMax = 100 * time.Millisecond
+
+// storeRedial bounds the wait between two attempts to reconnect to a member.
+const storeRedial = 250 * time.Millisecond
+
 // DialOptions connects to etcd as o says. Endpoints without a scheme use
 // https when TLS files are given, http otherwise.
 func DialOptions(cluster string, o Options) (*Store, error) {
@@ -106,6 +114,14 @@ func DialOptions(cluster string, o Options) (*Store, error) {
 		Username:             o.Username,
 		Password:             o.Password,
 		Logger:               zap.NewNop(),
+		// gRPC's default reconnect back-off grows to two minutes: after a
+		// store restart of a few seconds, a client kept waiting seconds
+		// more with the store back (a standalone proxy learnt of the new
+		// active 4.4 s late, #18.4). Retry at most every storeRedial.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: storeRedial},
+			MinConnectTimeout: o.DialTimeout,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd %v: %w", o.Endpoints, err)
@@ -260,14 +276,23 @@ func (s *Store) Watch(ctx context.Context) <-chan ha.Snapshot {
 		defer close(out)
 		backoff := 50 * time.Millisecond
 		for ctx.Err() == nil {
-			if err := s.watchOnce(ctx, out); err != nil && ctx.Err() == nil {
+			connected, err := s.watchOnce(ctx, out)
+			if connected {
+				// The back-off is for a store that does not answer; one
+				// that answered and then failed (restarted, say) is
+				// asked again at once, or the next active would be
+				// learnt up to a second late (#18.4).
+				backoff = 50 * time.Millisecond
+			}
+			if err != nil && ctx.Err() == nil {
 				select {
 				case <-time.After(backoff):
 				case <-ctx.Done():
 				}
-				if backoff < time.Second {
-					backoff *= 2
-				}
+				// Short: a read that waits for the connection is what
+				// should take the time, not a sleep after the store is
+				// back (up to a second of it made a proxy switch late).
+				backoff = min(2*backoff, watchRetryMax)
 				continue
 			}
 			backoff = 50 * time.Millisecond
@@ -276,7 +301,9 @@ func (s *Store) Watch(ctx context.Context) <-chan ha.Snapshot {
 	return out
 }
 
-func (s *Store) watchOnce(ctx context.Context, out chan ha.Snapshot) error {
+// watchOnce reads the state and watches it until the watch fails; it
+// reports whether the store answered at all.
+func (s *Store) watchOnce(ctx context.Context, out chan ha.Snapshot) (connected bool, err error) {
 	// WithRequireLeader: a member cut off from its quorum cancels the watch
 	// instead of leaving us waiting silently on stale data.
 	wctx, cancel := context.WithCancelCause(clientv3.WithRequireLeader(ctx))
@@ -295,7 +322,7 @@ func (s *Store) watchOnce(ctx context.Context, out chan ha.Snapshot) error {
 	).Commit()
 	done()
 	if err != nil {
-		return err
+		return false, err
 	}
 	var kvs []*mvccpb.KeyValue
 	for _, r := range resp.Responses {
@@ -306,7 +333,7 @@ func (s *Store) watchOnce(ctx context.Context, out chan ha.Snapshot) error {
 		s.apply(&snap, string(kv.Key), kv.Value, kv.CreateRevision, false)
 	}
 	if !ha.SendLatest(ctx, out, clone(snap)) { // a copy: apply changes snap below
-		return nil
+		return true, nil
 	}
 	wch := s.cli.Watch(wctx, s.prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
 	heard := make(chan struct{}, 1)
@@ -319,7 +346,7 @@ func (s *Store) watchOnce(ctx context.Context, out chan ha.Snapshot) error {
 		default:
 		}
 		if err := wr.Err(); err != nil {
-			return err
+			return true, err
 		}
 		changed := false
 		for _, ev := range wr.Events {
@@ -334,13 +361,13 @@ func (s *Store) watchOnce(ctx context.Context, out chan ha.Snapshot) error {
 		}
 		snap.Rev = wr.Header.Revision
 		if !ha.SendLatest(ctx, out, clone(snap)) {
-			return nil
+			return true, nil
 		}
 	}
 	if err := context.Cause(wctx); err != nil && ctx.Err() == nil {
-		return err
+		return true, err
 	}
-	return errors.New("watch closed")
+	return true, errors.New("watch closed")
 }
 
 // errWatchStalled ends a watch whose member stopped answering.
