@@ -29,7 +29,7 @@ func (a *Agent) observePresence(s ha.Snapshot) {
 	}
 	report := presence.Reporter(s, a.node.Name)
 	for _, ev := range evs {
-		a.log.Info("cluster: "+ev.Kind+" "+ev.To, "node", ev.Node, "reason", ev.Reason, "duration", ev.Duration)
+		a.log.Info("cluster: "+ev.Kind+" "+ev.To, "subject", ev.Node, "reason", ev.Reason, "duration", ev.Duration)
 		if report {
 			a.record(ev)
 		}

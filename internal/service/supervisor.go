@@ -339,7 +339,11 @@ func (s *Supervisor) startLocked() error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if s.group != nil {
 		cmd.Env = append(cmd.Env, s.group.Env())
-		s.group.Prepare(cmd.SysProcAttr)
+		if err := s.group.Prepare(cmd.SysProcAttr); err != nil {
+			r.Close()
+			w.Close()
+			return fmt.Errorf("start service: %w", err)
+		}
 	}
 
 	p := &proc{done: make(chan struct{})}

@@ -102,7 +102,8 @@ type Group struct {
 	log    *slog.Logger
 
 	mu     sync.Mutex
-	dirFD  int    // open on path; -1 for a process group
+	leafFD int    // open on the newest run's leaf cgroup; -1 when none
+	runs   int    // leaf cgroups made so far
 	pgid   int    // the last started process group, 0 when none
 	guard  *guard // nil while none runs
 	closed bool
@@ -133,7 +134,7 @@ func Open(o Options) (*Group, error) {
 		return nil, errors.New("contain: Options.Key is empty")
 	}
 	sum := sha256.Sum256([]byte(o.Key))
-	g := &Group{id: hex.EncodeToString(sum[:8]), log: o.Log, dirFD: -1}
+	g := &Group{id: hex.EncodeToString(sum[:8]), log: o.Log, leafFD: -1}
 	if o.StateDir != "" {
 		if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
 			return nil, fmt.Errorf("contain: state directory: %w", err)
@@ -146,13 +147,8 @@ func Open(o Options) (*Group, error) {
 	case "", ModeAuto, ModeCGroup:
 		path, err := makeCgroup(o, g.id)
 		if err == nil {
-			fd, oerr := syscall.Open(path, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
-			if oerr == nil {
-				g.kind, g.path, g.dirFD = CGroup, path, fd
-				break
-			}
-			_ = os.Remove(path)
-			err = fmt.Errorf("open %s: %w", path, oerr)
+			g.kind, g.path = CGroup, path
+			break
 		}
 		if o.Mode == ModeCGroup {
 			return nil, fmt.Errorf("contain: %w (set service.containment to auto or process-group)", err)
@@ -190,13 +186,41 @@ func (g *Group) Describe() string {
 func (g *Group) Env() string { return MarkerEnv + "=" + g.id }
 
 // Prepare sets attr so that the process starts inside the group: in its own
-// process group, and inside the cgroup if there is one.
-func (g *Group) Prepare(attr *syscall.SysProcAttr) {
+// process group, and with cgroups in a new leaf cgroup of the group's, made
+// for this run.
+//
+// A leaf per run, because a cgroup that has been killed with cgroup.kill
+// kills every process later cloned into it (CLONE_INTO_CGROUP) on the
+// kernels tested (6.18): the child's kill sequence is taken from the
+// parent's cgroup, the check from the target's. A fresh leaf has never been
+// killed. cgroup.kill on the group's cgroup still reaches every leaf.
+func (g *Group) Prepare(attr *syscall.SysProcAttr) error {
 	attr.Setpgid = true
+	if g.kind != CGroup {
+		return nil
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.dirFD >= 0 {
-		attr.UseCgroupFD, attr.CgroupFD = true, g.dirFD
+	g.closeLeafLocked()
+	removeLeaves(g.path) // the empty ones of earlier runs
+	g.runs++
+	leaf := filepath.Join(g.path, "run-"+strconv.Itoa(g.runs))
+	if err := os.Mkdir(leaf, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("create cgroup %s: %w", leaf, err)
+	}
+	fd, err := syscall.Open(leaf, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open cgroup %s: %w", leaf, err)
+	}
+	g.leafFD = fd
+	attr.UseCgroupFD, attr.CgroupFD = true, fd
+	return nil
+}
+
+func (g *Group) closeLeafLocked() {
+	if g.leafFD >= 0 {
+		_ = syscall.Close(g.leafFD)
+		g.leafFD = -1
 	}
 }
 
@@ -206,6 +230,7 @@ func (g *Group) Started(pid int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.pgid = pid
+	g.closeLeafLocked() // the process is in it
 	if g.guard != nil && g.kind == ProcessGroup {
 		if _, err := fmt.Fprintf(g.guard.w, "%d\n", pid); err != nil {
 			g.log.Warn("cannot tell the containment guard the new process group", "err", err)
@@ -292,11 +317,9 @@ func (g *Group) Close() error {
 func (g *Group) closeCgroup() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.dirFD >= 0 {
-		_ = syscall.Close(g.dirFD)
-		g.dirFD = -1
-	}
+	g.closeLeafLocked()
 	if g.path != "" {
+		removeLeaves(g.path)
 		if err := os.Remove(g.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			g.log.Warn("cannot remove the service's cgroup", "cgroup", g.path, "err", err)
 		}
@@ -322,7 +345,7 @@ if [ -n "$1" ]; then
 	echo 1 > "$1/cgroup.kill"
 	i=0
 	while [ $i -lt 100 ] && grep -q '^populated 1' "$1/cgroup.events" 2>/dev/null; do sleep 0.05; i=$((i+1)); done
-	rmdir "$1" 2>/dev/null
+	rmdir "$1"/run-* "$1" 2>/dev/null
 	exit 0
 fi
 [ -n "$pg" ] && kill -9 "-$pg" 2>/dev/null
@@ -424,6 +447,7 @@ func (g *Group) sweep() {
 			}
 			_ = killCgroup(rec.Path)
 			waitCgroupEmpty(rec.Path)
+			removeLeaves(rec.Path)
 			_ = os.Remove(rec.Path)
 		}
 	}
@@ -452,6 +476,7 @@ func makeCgroup(o Options, id string) (string, error) {
 		}
 		_ = killCgroup(path)
 		waitCgroupEmpty(path)
+		removeLeaves(path)
 	}
 	if _, err := os.Stat(filepath.Join(path, "cgroup.kill")); err != nil {
 		_ = os.Remove(path)
@@ -561,11 +586,25 @@ func waitCgroupEmpty(path string) {
 	}
 }
 
-// cgroupPIDs lists the live processes in the cgroup at path.
+// removeLeaves removes the empty run-N leaves of the cgroup at path.
+func removeLeaves(path string) {
+	leaves, _ := filepath.Glob(filepath.Join(path, "run-*"))
+	for _, l := range leaves {
+		_ = os.Remove(l) // EBUSY while a process is in it
+	}
+}
+
+// cgroupPIDs lists the live processes in the cgroup at path and in its
+// run-N leaves.
 func cgroupPIDs(path string) []int {
 	b, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
 	if err != nil {
 		return nil
+	}
+	leaves, _ := filepath.Glob(filepath.Join(path, "run-*", "cgroup.procs"))
+	for _, l := range leaves {
+		lb, _ := os.ReadFile(l)
+		b = append(append(b, '\n'), lb...)
 	}
 	var pids []int
 	for f := range strings.FieldsSeq(string(b)) {

@@ -82,7 +82,9 @@ func startIn(t *testing.T, g *Group, dir string) []int {
 	cmd := exec.Command("sh", "-c", `sleep 1000 & echo $! >> "$1"; setsid sh -c 'echo $$ >> "$1"; exec sleep 1000' sh "$1" & echo $$ >> "$1"; exec sleep 1000`, "sh", pidf)
 	cmd.Env = append(os.Environ(), g.Env())
 	cmd.SysProcAttr = &syscall.SysProcAttr{}
-	g.Prepare(cmd.SysProcAttr)
+	if err := g.Prepare(cmd.SysProcAttr); err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

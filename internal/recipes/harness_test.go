@@ -1,0 +1,416 @@
+package recipes
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+var havenBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "haven-recipes-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	havenBin = filepath.Join(dir, "haven")
+	build := exec.Command("go", "build", "-o", havenBin, "github.com/haven-ha/haven/cmd/haven")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build haven:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// startTimeout bounds cluster formation on a loaded 2-core machine.
+const startTimeout = 60 * time.Second
+
+// recipe is one example folder copied to a temporary directory with its
+// paths and ports rewritten, and the haven processes started from it.
+type recipe struct {
+	t      *testing.T
+	dir    string
+	config string
+	ports  map[string]string // original 127.0.0.1:port -> the free one used
+	token  string
+
+	mu    sync.Mutex
+	procs map[string]*proc // node name or "proxy"
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	log  *lockedBuffer
+	done chan struct{}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+var loopbackAddr = regexp.MustCompile(`127\.0\.0\.1:(\d{2,5})`)
+
+// newRecipe copies examples/<name> to a temporary directory, replaces its
+// base path /srv/haven-<name> with that directory and every loopback
+// address with a free port, writes the operator token and returns it. The
+// haven processes it starts are stopped when the test ends.
+func newRecipe(t *testing.T, name string) *recipe {
+	t.Helper()
+	src := filepath.Join("..", "..", "examples", name)
+	dir := t.TempDir()
+	r := &recipe{t: t, dir: dir, ports: map[string]string{}, procs: map[string]*proc{}}
+	base := "/srv/haven-" + name
+	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, path)
+		dst := filepath.Join(dir, rel)
+		if d.IsDir() {
+			return os.MkdirAll(dst, 0o755)
+		}
+		if strings.HasSuffix(path, ".md") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		text := strings.ReplaceAll(string(b), base, dir)
+		text = loopbackAddr.ReplaceAllStringFunc(text, r.port)
+		info, _ := d.Info()
+		return os.WriteFile(dst, []byte(text), info.Mode().Perm())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.config = filepath.Join(dir, "haven.yaml")
+	r.token = fmt.Sprintf("recipe-token-%d-%d", os.Getpid(), time.Now().UnixNano())
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte(r.token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.stopAll)
+	return r
+}
+
+// port maps one loopback address of the example to a free one.
+func (r *recipe) port(addr string) string {
+	if p, ok := r.ports[addr]; ok {
+		return p
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer ln.Close()
+	// Keep it reserved in the map; the listener closes at once, and the
+	// ports picked here are all distinct while they are open together.
+	p := ln.Addr().String()
+	for _, used := range r.ports {
+		if used == p {
+			return r.port(addr)
+		}
+	}
+	r.ports[addr] = p
+	return p
+}
+
+// addr is where the example's address ends up.
+func (r *recipe) addr(example string) string {
+	p, ok := r.ports[example]
+	if !ok {
+		r.t.Fatalf("%s is not in the example", example)
+	}
+	return p
+}
+
+// start starts haven with args as the process called name.
+func (r *recipe) start(name string, args ...string) {
+	r.t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := &proc{log: &lockedBuffer{}, done: make(chan struct{})}
+	if old := r.procs[name]; old != nil {
+		p.log = old.log
+	}
+	p.cmd = exec.Command(havenBin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		r.t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	r.procs[name] = p
+}
+
+func (r *recipe) startAgent(node string) {
+	r.start(node, "agent", "--config", r.config, "--node", node)
+}
+
+func (r *recipe) startWitness(node string) {
+	r.start(node, "witness", "--config", r.config, "--node", node)
+}
+
+func (r *recipe) startProxy() { r.start("proxy", "proxy", "--config", r.config) }
+
+func (r *recipe) proc(name string) *proc {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.procs[name]
+	if p == nil {
+		r.t.Fatalf("no process %s", name)
+	}
+	return p
+}
+
+// killAgent kills node's agent with SIGKILL and waits until it is reaped.
+func (r *recipe) killAgent(node string) {
+	r.t.Helper()
+	p := r.proc(node)
+	_ = p.cmd.Process.Kill()
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		r.t.Fatalf("agent %s did not exit after SIGKILL", node)
+	}
+}
+
+func (r *recipe) stopAll() {
+	r.mu.Lock()
+	procs := r.procs
+	r.mu.Unlock()
+	for _, p := range procs {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for name, p := range procs {
+		select {
+		case <-p.done:
+		case <-time.After(15 * time.Second):
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			r.t.Errorf("%s did not stop within 15s of SIGTERM", name)
+		}
+	}
+	if r.t.Failed() {
+		for name, p := range procs {
+			r.t.Logf("---- log of %s ----\n%s", name, tail(p.log.String(), 8000))
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "...\n" + s[len(s)-n:]
+}
+
+// status asks the agents in turn for the cluster's status.
+func (r *recipe) status(apis ...string) (api.Status, bool) {
+	client := &http.Client{Timeout: time.Second}
+	for _, a := range apis {
+		resp, err := client.Get("http://" + r.addr(a) + "/status")
+		if err != nil {
+			continue
+		}
+		var st api.Status
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode == http.StatusOK {
+			return st, true
+		}
+	}
+	return api.Status{}, false
+}
+
+func nodeView(st api.Status, name string) (api.NodeView, bool) {
+	for _, n := range st.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return api.NodeView{}, false
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitActive waits until an active other than the nodes in not is healthy
+// and every node in standbys is a healthy standby; it returns the active.
+func (r *recipe) waitActive(apis []string, d time.Duration, not string, standbys ...string) (string, ha.Epoch) {
+	r.t.Helper()
+	var active string
+	var epoch ha.Epoch
+	waitFor(r.t, d, "an active other than "+not+" and healthy standbys "+strings.Join(standbys, ","), func() bool {
+		st, ok := r.status(apis...)
+		if !ok || st.Leader.None() || st.Leader.Node == not {
+			return false
+		}
+		v, ok := nodeView(st, st.Leader.Node)
+		if !ok || v.Role != ha.RoleActive || !v.Healthy {
+			return false
+		}
+		for _, s := range standbys {
+			if s == st.Leader.Node {
+				continue
+			}
+			sv, ok := nodeView(st, s)
+			if !ok || sv.Role != ha.RoleStandby || !sv.Healthy {
+				return false
+			}
+		}
+		active, epoch = st.Leader.Node, st.Leader.Epoch
+		return true
+	})
+	return active, epoch
+}
+
+// runHaven runs the haven binary and returns its exit code and output.
+func runHaven(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, havenBin, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), out.String()
+	} else if err != nil {
+		t.Fatalf("run haven %v: %v", args, err)
+	}
+	return 0, out.String()
+}
+
+// descendants lists pid's descendants.
+func descendants(pid int) []int {
+	children := map[int][]int{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		pp, _ := strconv.Atoi(f[1])
+		children[pp] = append(children[pp], p)
+	}
+	var out []int
+	todo := []int{pid}
+	for len(todo) > 0 {
+		p := todo[0]
+		todo = todo[1:]
+		for _, c := range children[p] {
+			out = append(out, c)
+			todo = append(todo, c)
+		}
+	}
+	return out
+}
+
+// alive reports whether pid runs; a zombie counts as gone.
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	return len(f) > 0 && f[0] != "Z"
+}
+
+func comm(pid int) string {
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	return strings.TrimSpace(string(b))
+}
+
+// checkNoOrphans waits until none of pids runs any more and fails with
+// what is left.
+func checkNoOrphans(t *testing.T, pids []int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var left []string
+		for _, p := range pids {
+			if alive(p) {
+				left = append(left, fmt.Sprintf("%d (%s)", p, comm(p)))
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("orphans of the killed agent still run: %s", strings.Join(left, ", "))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// result is one fault's outcome, for the report.
+type result struct {
+	fault    string
+	from, to string
+	failover time.Duration // from the fault to the first answer of the new active
+	requests int
+	errors   int
+	lost     string // data lost, as the client measured it
+}
+
+func report(t *testing.T, name string, rs []result) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "recipe %s:\n%-34s %-8s %10s %9s %7s  %s\n", name, "fault", "move", "failover", "requests", "errors", "data lost")
+	for _, r := range rs {
+		fmt.Fprintf(&b, "%-34s %-8s %10s %9d %7d  %s\n", r.fault, r.from+"->"+r.to, r.failover.Round(time.Millisecond), r.requests, r.errors, r.lost)
+	}
+	t.Log(b.String())
+}
