@@ -44,7 +44,10 @@ func TestNginxRecipe(t *testing.T) {
 	}
 	// measure waits for next to serve the client after the fault at t0 and
 	// for both nodes to be healthy again, then records the fault.
-	measure := func(fault, from string, t0 time.Time) {
+	// measure waits for the failover after the fault at t0, runs then
+	// (a restart of what the fault killed), waits for both nodes to be
+	// healthy again and records the fault.
+	measure := func(fault, from string, t0 time.Time, then func()) {
 		t.Helper()
 		next := other(from)
 		var first time.Time
@@ -53,7 +56,11 @@ func TestNginxRecipe(t *testing.T) {
 			first, ok = load.firstFrom(next, t0)
 			return ok
 		})
-		r.waitActive(apis, startTimeout, from, "n1", "n2")
+		r.waitActive(apis, startTimeout, from, next)
+		if then != nil {
+			then()
+		}
+		r.waitActive(apis, startTimeout, "", "n1", "n2")
 		end := time.Now()
 		n, errs, firstErr := load.count(t0, end)
 		results = append(results, result{fault: fault, from: from, to: next, failover: first.Sub(t0), requests: n, errors: errs, lost: "none (stateless)"})
@@ -69,7 +76,7 @@ func TestNginxRecipe(t *testing.T) {
 	if err := syscall.Kill(v.ServicePID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	measure("kill -9 of the active's nginx", active, t0)
+	measure("kill -9 of the active's nginx", active, t0, nil)
 
 	// 2. kill -9 of the active's agent: its nginx (master and workers)
 	// must not survive it, and its restarted agent must start nginx again.
@@ -94,8 +101,8 @@ func TestNginxRecipe(t *testing.T) {
 		}
 		return err == nil
 	})
-	r.startAgent(active)
-	measure("kill -9 of the active's agent", active, t0)
+	killed := active
+	measure("kill -9 of the active's agent", active, t0, func() { r.startAgent(killed) })
 
 	// 3. switchover.
 	active, _ = r.waitActive(apis, startTimeout, "", "n1", "n2")
@@ -103,7 +110,7 @@ func TestNginxRecipe(t *testing.T) {
 	if code, out := runHaven(t, "switchover", "--config", r.config, "--to", other(active)); code != 0 {
 		t.Fatalf("switchover: exit %d\n%s", code, out)
 	}
-	measure("switchover", active, t0)
+	measure("switchover", active, t0, nil)
 
 	load.stop()
 	report(t, "nginx", results)

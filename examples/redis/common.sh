@@ -1,0 +1,23 @@
+# Shared by the scripts: who leads, and where each node's Redis listens.
+# HAVEN_NODE and HAVEN_API come from haven.
+
+# Every node's Redis, as name=host:port (the nodes' backend addresses).
+REDIS_NODES="n1=127.0.0.1:6381 n2=127.0.0.1:6382"
+
+# leader prints the node that holds the active role, "" if none; it fails
+# if the agent does not answer (the caller must not guess then).
+leader() {
+	st=$(curl -fsS --max-time 1 "http://$HAVEN_API/status") || return 1
+	echo "$st" | tr -d ' \n' | sed -n 's/.*"leader":{"node":"\([^"]*\)".*/\1/p'
+}
+
+# addr_of NODE prints NODE's Redis host:port.
+addr_of() {
+	for kv in $REDIS_NODES; do
+		[ "${kv%%=*}" = "$1" ] && echo "${kv#*=}"
+	done
+}
+
+me=$(addr_of "$HAVEN_NODE")
+port=${me##*:}
+cli() { redis-cli -p "$port" "$@"; }
