@@ -16,6 +16,7 @@ addr_of() {
 	for kv in $REDIS_NODES; do
 		[ "${kv%%=*}" = "$1" ] && echo "${kv#*=}"
 	done
+	return 0
 }
 
 me=$(addr_of "$HAVEN_NODE")

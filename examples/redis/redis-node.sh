@@ -5,7 +5,7 @@
 . "$(dirname "$0")/common.sh"
 mkdir -p "$REDIS_DIR"
 follow() {
-	while sleep 0.3; do
+	while sleep 0.3 && kill -0 $$ 2>/dev/null; do # ends with redis-server ($$ once exec'd)
 		l=$(leader) || continue
 		[ -z "$l" ] || [ "$l" = "$HAVEN_NODE" ] && continue
 		a=$(addr_of "$l")

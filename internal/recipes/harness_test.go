@@ -118,6 +118,11 @@ func newRecipe(t *testing.T, name string) *recipe {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Services that run as another user (PostgreSQL) must reach their
+	// folders under the test's.
+	for d := dir; d != os.TempDir() && d != "/" && d != "."; d = filepath.Dir(d) {
+		_ = os.Chmod(d, 0o755)
+	}
 	r.config = filepath.Join(dir, "haven.yaml")
 	r.token = fmt.Sprintf("recipe-token-%d-%d", os.Getpid(), time.Now().UnixNano())
 	if err := os.WriteFile(filepath.Join(dir, "token"), []byte(r.token+"\n"), 0o600); err != nil {

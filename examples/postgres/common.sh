@@ -1,0 +1,26 @@
+# Shared by the scripts. HAVEN_NODE, HAVEN_API and PG_DIR come from haven.
+
+# Every node's PostgreSQL, as name=host:port (the nodes' backend addresses).
+PG_NODES="n1=127.0.0.1:5441 n2=127.0.0.1:5442"
+# The node that creates the cluster on the very first start.
+PG_BOOTSTRAP=n1
+
+BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+DATA=$PG_DIR/pgdata
+
+leader() {
+	st=$(curl -fsS --max-time 1 "http://$HAVEN_API/status") || return 1
+	echo "$st" | tr -d ' \n' | sed -n 's/.*"leader":{"node":"\([^"]*\)".*/\1/p'
+}
+
+addr_of() {
+	for kv in $PG_NODES; do
+		[ "${kv%%=*}" = "$1" ] && echo "${kv#*=}"
+	done
+	return 0
+}
+
+me=$(addr_of "$HAVEN_NODE")
+port=${me##*:}
+as_pg() { runuser -u postgres -- "$@"; }
+psql_me() { as_pg "$BIN/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAX -c "$1"; }
