@@ -27,6 +27,7 @@ type Config struct {
 	Dashboard    Dashboard // zero value: no dashboard
 	Drill        Drill     // may `haven drill --config` inject faults here
 	Log          Log
+	VIP          VIP // zero value: no virtual IP
 }
 
 // Timing holds every duration that failover and fencing depend on.
@@ -53,6 +54,8 @@ type Node struct {
 	Priority int               // higher is preferred when preemption is on; default 100
 	Env      map[string]string // per-node variables: exported to the service, hooks and checks, and usable as ${NAME} in them
 	Line     int               // line in the file, for messages
+
+	VIPInterface string // overrides vip.interface on this node
 }
 
 // Service describes the local service an agent supervises. Command empty
