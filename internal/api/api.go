@@ -33,6 +33,7 @@ type NodeView struct {
 	StartedAt  time.Time `json:"started_at,omitzero"`
 	Version    string    `json:"version,omitempty"`
 	Failovers  int64     `json:"failovers"`
+	VIP        string    `json:"vip,omitempty"` // the virtual IP the node holds now, if any
 }
 
 // Status is the cluster as one agent sees it.

@@ -117,6 +117,11 @@ func printStatus(w io.Writer, st api.Status) {
 			pid(n.AgentPID), pid(n.ServicePID), since, why)
 	}
 	_ = tw.Flush()
+	for _, n := range st.Nodes {
+		if n.VIP != "" {
+			fmt.Fprintf(w, "virtual IP %s is on %s\n", n.VIP, n.Name)
+		}
+	}
 }
 
 func yesNo(b bool) string {

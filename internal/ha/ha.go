@@ -73,6 +73,7 @@ type NodeStatus struct {
 	Heartbeat   time.Time `json:"heartbeat"` // when this record was written
 	Failovers   int64     `json:"failovers"` // promotions of this node since it started
 	LastPromote string    `json:"last_promote,omitempty"`
+	VIP         string    `json:"vip,omitempty"` // the virtual IP this node holds now (CIDR), if any
 }
 
 // Snapshot is the view of the cluster kept in the store: who leads, what

@@ -1,0 +1,146 @@
+package agent
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/vip"
+)
+
+// vipDriver keeps the virtual IP on this node exactly while it serves as
+// active. The add happens after the node serves (never before), the removal
+// is the first step of every demotion (see demote), and a reconciler
+// removes it as soon as the node stops serving, whatever the reason.
+type vipDriver struct {
+	v    *vip.VIP
+	mu   sync.Mutex // one add or remove at a time; the held flag follows
+	held atomic.Bool
+	wake chan struct{}
+}
+
+// newVIP sets up the driver when the config has a VIP; nil otherwise.
+func (a *Agent) newVIP() error {
+	if !a.cfg.VIP.Enabled() {
+		return nil
+	}
+	opts := a.cfg.VIPOptions(a.node)
+	opts.Log = a.log.With("part", "vip")
+	v, err := vip.New(opts)
+	if err != nil {
+		return err
+	}
+	a.vip = &vipDriver{v: v, wake: make(chan struct{}, 1)}
+	a.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "haven_vip_held", Help: "1 while this node holds the virtual IP (vip.address) on its interface.",
+	}, func() float64 {
+		if a.vip.held.Load() {
+			return 1
+		}
+		return 0
+	}))
+	return nil
+}
+
+// VIPPreflight checks that this node can hold the VIP (interface present,
+// raw sockets allowed); nil when no VIP is configured.
+func (a *Agent) VIPPreflight() error {
+	if a.vip == nil {
+		return nil
+	}
+	return a.vip.v.Preflight()
+}
+
+// vipHeld is the address this node holds now, for its status record.
+func (a *Agent) vipHeld() string {
+	if a.vip == nil || !a.vip.held.Load() {
+		return ""
+	}
+	return a.vip.v.Address().String()
+}
+
+// vipLoop is the reconciler: it adds the VIP once the node serves as
+// active and removes it when it does not. It looks whenever the role
+// changes and every 100 ms, so that a node that stopped serving by the
+// clock alone (its lease ran out before the machine stepped) lets go too.
+func (a *Agent) vipLoop(ctx context.Context) {
+	// A node that starts is not active: a copy left by a crash or a kill -9
+	// must go before anything else.
+	a.vipRemove("agent started: not active; removing a leftover copy")
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.vip.wake:
+		case <-time.After(100 * time.Millisecond):
+		}
+		serving := a.State().Role == ha.RoleActive && a.Serving()
+		switch {
+		case serving && !a.vip.held.Load():
+			a.vipAdd()
+		case !serving && a.vip.held.Load():
+			a.vipRemove("not serving as active")
+		}
+	}
+}
+
+func (a *Agent) vipAdd() {
+	d := a.vip
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	// Checked again under the lock: a demotion that removed the VIP while
+	// this add waited has changed the role first.
+	if st := a.State(); st.Role != ha.RoleActive || !a.Serving() || d.held.Load() {
+		return
+	}
+	start := time.Now()
+	added, err := d.v.Add()
+	took := time.Since(start)
+	if err != nil {
+		a.log.Error("cannot add the virtual IP; clients of the VIP cannot reach this active node", "vip", d.v.Address(), "interface", d.v.Interface(), "err", err)
+		a.record(ha.Event{Kind: "vip", To: "add failed", Reason: err.Error(), Duration: took, Epoch: a.State().Epoch})
+		if !added {
+			return
+		}
+	}
+	d.held.Store(true)
+	a.log.Info("virtual IP added", "vip", d.v.Address(), "interface", d.v.Interface(), "took", took, "was_there", !added)
+	a.record(ha.Event{Kind: "vip", To: "added", Reason: d.v.Address().String() + " on " + d.v.Interface(), Duration: took, Epoch: a.State().Epoch})
+	signal(a.publishC)
+}
+
+// vipRemove takes the VIP off; why goes to the log and the event.
+func (a *Agent) vipRemove(why string) {
+	d := a.vip
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	start := time.Now()
+	removed, err := d.v.Remove()
+	took := time.Since(start)
+	if err != nil {
+		a.log.Error("cannot remove the virtual IP", "vip", d.v.Address(), "interface", d.v.Interface(), "err", err)
+		a.record(ha.Event{Kind: "vip", To: "remove failed", Reason: why + ": " + err.Error(), Duration: took})
+		return
+	}
+	wasHeld := d.held.Swap(false)
+	if removed || wasHeld {
+		a.log.Info("virtual IP removed", "vip", d.v.Address(), "interface", d.v.Interface(), "why", why, "took", took)
+		a.record(ha.Event{Kind: "vip", To: "removed", Reason: why, Duration: took})
+		signal(a.publishC)
+	}
+}
+
+// vipClose stops the announcements; the address is left as it is (Run
+// has removed it when the node demoted).
+func (a *Agent) vipClose() {
+	if a.vip != nil {
+		a.vip.v.Close()
+	}
+}

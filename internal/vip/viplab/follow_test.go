@@ -1,0 +1,225 @@
+package viplab
+
+import (
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// standbyAgain waits until n is a healthy standby without the VIP.
+func (c *cluster) standbyAgain(n *node, d time.Duration) {
+	c.t.Helper()
+	waitFor(c.t, d, n.name+" back as a healthy standby without the VIP", func() bool {
+		st, err := c.status(n)
+		if err != nil {
+			return false
+		}
+		for _, v := range st.Nodes {
+			if v.Name == n.name {
+				return v.Role == "standby" && v.Healthy && v.VIP == "" && !c.holds(n)
+			}
+		}
+		return false
+	})
+}
+
+// checkMoved checks what the client saw after a fault: it reached the new
+// active through the VIP, its neighbour entry points at it, and no GET was
+// answered by another node after the new one first answered.
+func (c *cluster) checkMoved(cl *client, what string, fault time.Time, to *node) outage {
+	c.t.Helper()
+	o := c.waitRecovered(cl, fault, to, 20*time.Second)
+	if mac := c.neighbour(); mac != to.mac {
+		c.t.Fatalf("%s: the client's neighbour entry for the VIP is %q, want %s's %s", what, mac, to.name, to.mac)
+	}
+	c.t.Logf("%s: the client reached %s through the VIP %s after the fault; no GET answered for %s; failed pings %d, failed GETs %d",
+		what, to.name, o.rto.Round(time.Millisecond), o.gap.Round(time.Millisecond), o.failedPings, o.failedGets)
+	return o
+}
+
+// TestVIPFollowsActive moves the active role by a service crash, a
+// switchover and an agent kill -9 while a client in its own namespace
+// pings and GETs the VIP; the VIP must follow each time, the client's
+// neighbour entry must point at the new active, and a restarted agent must
+// remove the copy its killed predecessor left.
+func TestVIPFollowsActive(t *testing.T) {
+	c := newCluster(t, "")
+	a := c.waitActive(60 * time.Second)
+	if out, err := runHaven(t, "status", "--config", c.config); err != nil || !strings.Contains(out, "virtual IP "+c.vip.String()+" is on "+a.name) {
+		t.Fatalf("haven status does not show the VIP on %s (%v):\n%s", a.name, err, out)
+	}
+	cl := c.startClient()
+	c.checkMoved(cl, "start", time.Now(), a)
+
+	// 1. The service crashes on the active.
+	st, err := c.status(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	for _, v := range st.Nodes {
+		if v.Name == a.name {
+			pid = v.ServicePID
+		}
+	}
+	if pid == 0 {
+		t.Fatalf("no service pid for %s", a.name)
+	}
+	fault := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	b := c.waitActive(20*time.Second, a)
+	c.checkMoved(cl, "service crash", fault, b)
+
+	// 2. Switchover to the third node.
+	var third *node
+	for _, n := range c.nodes {
+		if n != a && n != b {
+			third = n
+		}
+	}
+	c.standbyAgain(third, 20*time.Second)
+	fault = time.Now()
+	if out, err := runHaven(t, "switchover", "--config", c.config, "--to", third.name, "--reason", "viplab"); err != nil {
+		t.Fatalf("switchover: %v\n%s", err, out)
+	}
+	if got := c.waitActive(20 * time.Second); got != third {
+		t.Fatalf("switchover made %s active, want %s", got.name, third.name)
+	}
+	c.checkMoved(cl, "switchover", fault, third)
+
+	// 3. kill -9 of the active agent: its kernel keeps the address (nobody
+	// is left to remove it) but its service died with it; the new active's
+	// announcement moves the client, and the restarted agent removes the
+	// leftover before anything else.
+	c.standbyAgain(b, 20*time.Second)
+	fault = time.Now()
+	third.signal(t, syscall.SIGKILL)
+	<-third.done
+	next := c.waitServing(20*time.Second, true, third)
+	c.checkMoved(cl, "agent kill -9", fault, next)
+	if !c.holds(third) {
+		t.Logf("note: the killed agent's address was already gone")
+	}
+	c.start(third)
+	c.standbyAgain(third, 30*time.Second)
+}
+
+// look is one look at a node: it answered /lb-check 200 and held the VIP,
+// somewhere between from and to.
+type look struct {
+	node     string
+	from, to time.Time
+}
+
+// sampler looks at every node every 10 ms: /lb-check over the client
+// network, then the addresses on eth1 over netlink in its namespace.
+type sampler struct {
+	mu   sync.Mutex
+	both []look
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+func (c *cluster) startSampler() *sampler {
+	s := &sampler{stop: make(chan struct{})}
+	for _, n := range c.nodes {
+		s.wg.Add(1)
+		go func(n *node) {
+			defer s.wg.Done()
+			for {
+				select {
+				case <-s.stop:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+				from := time.Now()
+				if c.lbCheck(n) != http.StatusOK || !c.holds(n) {
+					continue
+				}
+				s.mu.Lock()
+				s.both = append(s.both, look{n.name, from, time.Now()})
+				s.mu.Unlock()
+			}
+		}(n)
+	}
+	c.t.Cleanup(s.close)
+	return s
+}
+
+func (s *sampler) close() {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	s.wg.Wait()
+}
+
+// overlaps returns two samples of different nodes that overlap in time.
+func (s *sampler) overlaps() (look, look, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, a := range s.both {
+		for _, b := range s.both[i+1:] {
+			if a.node != b.node && a.from.Before(b.to) && b.from.Before(a.to) {
+				return a, b, true
+			}
+		}
+	}
+	return look{}, look{}, false
+}
+
+// TestVIPFencedOnPartitionAndPause cuts the active's cluster link, then
+// freezes the next active past its lease (SIGSTOP), while a sampler watches
+// every node's /lb-check and addresses: at no moment may two nodes both
+// hold the VIP and answer as active, and the client must be moved to the
+// new active each time.
+func TestVIPFencedOnPartitionAndPause(t *testing.T) {
+	c := newCluster(t, "")
+	a := c.waitActive(60 * time.Second)
+	cl := c.startClient()
+	c.checkMoved(cl, "start", time.Now(), a)
+	s := c.startSampler()
+
+	// 1. The active's cluster link is cut: it must drop the VIP when it
+	// fences itself, before the majority promotes.
+	fault := time.Now()
+	if err := c.lab.SetLink(a.clusterEnd, false); err != nil {
+		t.Fatal(err)
+	}
+	b := c.waitActive(30*time.Second, a)
+	o := c.checkMoved(cl, "cluster link cut", fault, b)
+	if o.oldAfterNew > 0 {
+		t.Fatalf("cluster link cut: %d GETs answered by another node after %s took over", o.oldAfterNew, b.name)
+	}
+	if err := c.lab.SetLink(a.clusterEnd, true); err != nil {
+		t.Fatal(err)
+	}
+	c.standbyAgain(a, 30*time.Second)
+
+	// 2. The new active freezes past its lease: its kernel keeps the
+	// address while it is stopped, but it cannot answer as active; on
+	// SIGCONT it must drop the VIP at once.
+	fault = time.Now()
+	b.signal(t, syscall.SIGSTOP)
+	next := c.waitServing(30*time.Second, true, b)
+	o = c.checkMoved(cl, "SIGSTOP past the lease", fault, next)
+	thaw := time.Now()
+	b.signal(t, syscall.SIGCONT)
+	waitFor(t, 5*time.Second, b.name+" to drop the VIP after SIGCONT", func() bool { return !c.holds(b) })
+	t.Logf("%s dropped the VIP %s after SIGCONT", b.name, time.Since(thaw).Round(time.Millisecond))
+	if o.oldAfterNew > 0 {
+		t.Fatalf("SIGSTOP: %d GETs answered by another node after %s took over", o.oldAfterNew, next.name)
+	}
+	c.standbyAgain(b, 30*time.Second)
+	s.close()
+	if x, y, ok := s.overlaps(); ok {
+		t.Fatalf("split brain: %s held the VIP and answered as active during [%s, %s], %s during [%s, %s]",
+			x.node, x.from.Format("15:04:05.000"), x.to.Format("15:04:05.000"), y.node, y.from.Format("15:04:05.000"), y.to.Format("15:04:05.000"))
+	}
+}

@@ -1,0 +1,534 @@
+package viplab
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/netlab"
+	"github.com/haven-ha/haven/internal/sample"
+)
+
+// havenBin is the binary under test, built once by TestMain.
+var havenBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "haven-viplab-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	havenBin = filepath.Join(dir, "haven")
+	build := exec.Command("go", "build", "-o", havenBin, "github.com/haven-ha/haven/cmd/haven")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build haven:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const token = "viplab-token-0123456789abcdef"
+
+// timings are the lan preset loosened for a loaded 2-core machine, as in
+// internal/e2e: the tests check behaviour; bench/vip.sh measures speed.
+const timings = `timing: lan
+timings: {lease_ttl: 3s, renew_interval: 200ms, renew_timeout: 600ms, fence_margin: 500ms, etcd_heartbeat: 50ms, etcd_election: 500ms}`
+
+// node is one haven agent in its own namespace: eth0 on the cluster
+// network (etcd), eth1 on the client network (API, service, VIP).
+type node struct {
+	name, ns   string
+	clusterEnd string // host end of eth0, to cut
+	api        string
+	mac        string // eth1's
+	nsh        netns.NsHandle
+	cmd        *exec.Cmd
+	done       chan struct{}
+	log        *lockedBuf
+}
+
+// cluster is three agents, a client namespace and the VIP.
+type cluster struct {
+	t      *testing.T
+	lab    *netlab.Lab
+	dir    string
+	config string
+	nodes  []*node
+	client string // namespace
+	vip    netip.Prefix
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func newCluster(t *testing.T, extra string) *cluster {
+	t.Helper()
+	lab, err := netlab.New("hv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(lab.Close)
+	o := lab.Octet("10.219")
+	must := func(s string, err error) string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	clusterBr := must(lab.Bridge(fmt.Sprintf("10.218.%d.254/24", o)))
+	clientBr := must(lab.Bridge(fmt.Sprintf("10.219.%d.254/24", o)))
+	c := &cluster{t: t, lab: lab, dir: t.TempDir(), vip: netip.MustParsePrefix(fmt.Sprintf("10.219.%d.100/24", o))}
+	c.config = filepath.Join(c.dir, "haven.yaml")
+	var b strings.Builder
+	fmt.Fprintf(&b, "cluster: viplab\ndata_dir: %s\n%s\napi: {token: %s}\nlog: {level: debug}\n", filepath.Join(c.dir, "data"), timings, token)
+	fmt.Fprintf(&b, "vip: {address: %s, interface: eth1, garp: {count: 3, interval: 100ms}}\n%s\nnodes:\n", c.vip, extra)
+	for i := 1; i <= 3; i++ {
+		ns := must(lab.Namespace())
+		n := &node{name: fmt.Sprintf("n%d", i), ns: ns, api: fmt.Sprintf("10.219.%d.%d:7400", o, i), log: &lockedBuf{}}
+		n.clusterEnd = must(lab.Attach(ns, clusterBr, "eth0", fmt.Sprintf("10.218.%d.%d/24", o, i)))
+		must(lab.Attach(ns, clientBr, "eth1", fmt.Sprintf("10.219.%d.%d/24", o, i)))
+		n.nsh = nsHandle(t, ns)
+		n.mac = macOf(t, n.nsh, "eth1")
+		fmt.Fprintf(&b, "  - {name: %s, api: '%s', peer: '10.218.%d.%d:7401', client: '10.218.%d.%d:7402', env: {SERVICE_ADDR: '0.0.0.0:8080'}}\n", n.name, n.api, o, i, o, i)
+		c.nodes = append(c.nodes, n)
+	}
+	c.client = must(lab.Namespace())
+	must(lab.Attach(c.client, clientBr, "eth0", fmt.Sprintf("10.219.%d.200/24", o)))
+	fmt.Fprintf(&b, `service:
+  command: [%q, "sample-service"]
+  stop_grace: 2s
+checks:
+  - name: sample
+    http: {url: "http://127.0.0.1:8080/healthz"}
+    interval: 100ms
+    timeout: 100ms
+    rise: 1
+    fall: 1
+`, havenBin)
+	if err := os.WriteFile(c.config, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.stopAll)
+	for _, n := range c.nodes {
+		c.start(n)
+	}
+	return c
+}
+
+func macOf(t *testing.T, nsh netns.NsHandle, ifname string) string {
+	t.Helper()
+	h, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(ifname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Attrs().HardwareAddr.String()
+}
+
+func nsHandle(t *testing.T, ns string) netns.NsHandle {
+	t.Helper()
+	h, err := netns.GetFromName(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func (c *cluster) start(n *node) {
+	c.t.Helper()
+	cmd := netlab.Command(n.ns, havenBin, "agent", "--config", c.config, "--node", n.name)
+	cmd.Stdout, cmd.Stderr = n.log, n.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("start agent %s: %v", n.name, err)
+	}
+	n.cmd, n.done = cmd, make(chan struct{})
+	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(n.done)
+}
+
+// agentPID is the haven process itself (ip netns exec execs it in place).
+func (n *node) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := n.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal %v to %s: %v", sig, n.name, err)
+	}
+}
+
+func (c *cluster) stopAll() {
+	for _, n := range c.nodes {
+		if n.cmd != nil && n.cmd.Process != nil {
+			_ = n.cmd.Process.Signal(syscall.SIGCONT)
+			_ = n.cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	for _, n := range c.nodes {
+		if n.done == nil {
+			continue
+		}
+		select {
+		case <-n.done:
+		case <-time.After(15 * time.Second):
+			_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
+			c.t.Errorf("agent %s did not stop within 15s of SIGTERM", n.name)
+		}
+	}
+	if c.t.Failed() {
+		for _, n := range c.nodes {
+			s := n.log.String()
+			if len(s) > 12000 {
+				s = s[len(s)-12000:]
+			}
+			c.t.Logf("---- log of %s ----\n%s", n.name, s)
+		}
+	}
+}
+
+var httpc = &http.Client{Timeout: 500 * time.Millisecond}
+
+func (c *cluster) lbCheck(n *node) int {
+	resp, err := httpc.Get("http://" + n.api + "/lb-check")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func (c *cluster) status(n *node) (api.Status, error) {
+	var st api.Status
+	resp, err := httpc.Get("http://" + n.api + "/status")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// holds reports whether node n has the VIP on eth1 now (asked over netlink
+// in its namespace, so it works while the agent is frozen or dead).
+func (c *cluster) holds(n *node) bool {
+	h, err := netlink.NewHandleAt(n.nsh)
+	if err != nil {
+		panic(err) // the lab is broken; may run off the test goroutine
+	}
+	defer h.Close()
+	l, err := h.LinkByName("eth1")
+	if err != nil {
+		panic(err)
+	}
+	addrs, err := h.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		panic(err)
+	}
+	for _, a := range addrs {
+		if a.IP.Equal(net.IP(c.vip.Addr().AsSlice())) {
+			return true
+		}
+	}
+	return false
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitActive waits until exactly one node answers 200 on /lb-check and
+// holds the VIP, and no other node holds it.
+func (c *cluster) waitActive(d time.Duration, exclude ...*node) *node {
+	c.t.Helper()
+	return c.waitServing(d, false, exclude...)
+}
+
+// waitServing is waitActive; with leftovers, other nodes may still have the
+// address (a killed or frozen agent cannot remove it).
+func (c *cluster) waitServing(d time.Duration, leftovers bool, exclude ...*node) *node {
+	c.t.Helper()
+	var active *node
+	waitFor(c.t, d, "one active node holding the VIP", func() bool {
+		active = nil
+		for _, n := range c.nodes {
+			skip := false
+			for _, x := range exclude {
+				skip = skip || x == n
+			}
+			if skip {
+				continue
+			}
+			if c.lbCheck(n) == http.StatusOK {
+				if active != nil {
+					return false
+				}
+				active = n
+			}
+		}
+		if active == nil || !c.holds(active) {
+			return false
+		}
+		for _, n := range c.nodes {
+			if n != active && c.holds(n) && !leftovers {
+				return false
+			}
+		}
+		return true
+	})
+	return active
+}
+
+// neighbour is the client's neighbour entry (MAC) for the VIP.
+func (c *cluster) neighbour() string {
+	out, _ := exec.Command("ip", "-n", c.client, "neigh", "show", c.vip.Addr().String(), "dev", "eth0").Output()
+	f := strings.Fields(string(out))
+	for i, w := range f {
+		if w == "lladdr" && i+1 < len(f) {
+			return f[i+1]
+		}
+	}
+	return ""
+}
+
+// probe is one round of the client: a ping and a GET of the VIP.
+type probe struct {
+	at       time.Time
+	pingOK   bool
+	getOK    bool
+	node     string // who answered the GET
+	epoch    ha.Epoch
+	getStart time.Time
+	getEnd   time.Time
+}
+
+// client pings and GETs the VIP from the client namespace every 20 ms
+// until stopped; every socket is made on an OS thread inside that
+// namespace.
+type client struct {
+	mu     sync.Mutex
+	probes []probe
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+func (c *cluster) startClient() *client {
+	c.t.Helper()
+	cl := &client{stop: make(chan struct{}), done: make(chan struct{})}
+	ready := make(chan error, 1)
+	target := c.vip.Addr().String()
+	nsName := c.client
+	go func() {
+		defer close(cl.done)
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		h, err := netns.GetFromName(nsName)
+		if err == nil {
+			err = netns.Set(h)
+			h.Close()
+		}
+		var pc *icmp.PacketConn
+		if err == nil {
+			pc, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+		}
+		ready <- err
+		if err != nil {
+			return
+		}
+		defer pc.Close()
+		dst := &net.IPAddr{IP: net.ParseIP(target)}
+		buf := make([]byte, 1500)
+		for seq := 1; ; seq++ {
+			select {
+			case <-cl.stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			p := probe{at: time.Now()}
+			msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: os.Getpid() & 0xffff, Seq: seq & 0xffff, Data: []byte("viplab")}}
+			wb, _ := msg.Marshal(nil)
+			if _, err := pc.WriteTo(wb, dst); err == nil {
+				_ = pc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+				for {
+					n, _, err := pc.ReadFrom(buf)
+					if err != nil {
+						break
+					}
+					rm, err := icmp.ParseMessage(1, buf[:n])
+					if err == nil && rm.Type == ipv4.ICMPTypeEchoReply {
+						if e, ok := rm.Body.(*icmp.Echo); ok && e.Seq == seq&0xffff {
+							p.pingOK = true
+							break
+						}
+					}
+				}
+			}
+			p.getStart = time.Now()
+			p.node, p.epoch, p.getOK = get(target + ":8080")
+			p.getEnd = time.Now()
+			cl.mu.Lock()
+			cl.probes = append(cl.probes, p)
+			cl.mu.Unlock()
+		}
+	}()
+	if err := <-ready; err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(cl.close)
+	return cl
+}
+
+// get does one HTTP GET / on a new connection, on the calling thread.
+func get(addr string) (string, ha.Epoch, bool) {
+	d := net.Dialer{Timeout: 150 * time.Millisecond}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		return "", 0, false
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := conn.Write([]byte("GET / HTTP/1.0\r\nHost: vip\r\n\r\n")); err != nil {
+		return "", 0, false
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return "", 0, false
+	}
+	defer resp.Body.Close()
+	var r sample.Reply
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&r) != nil {
+		return r.Node, 0, false
+	}
+	return r.Node, r.Epoch, true
+}
+
+func (cl *client) close() {
+	select {
+	case <-cl.stop:
+	default:
+		close(cl.stop)
+	}
+	<-cl.done
+}
+
+func (cl *client) since(t time.Time) []probe {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	var out []probe
+	for _, p := range cl.probes {
+		if !p.at.Before(t) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// outage is what the client saw from fault until the first probe in which
+// both the ping and the GET succeeded and the GET was answered by want.
+type outage struct {
+	rto          time.Duration // from the fault
+	gap          time.Duration // from the last GET answered before the switch (by anyone)
+	failedPings  int
+	failedGets   int
+	answeredBy   string
+	oldAfterNew  int // GETs answered by another node after want first answered
+	probesInSpan int
+}
+
+func (cl *client) outage(fault time.Time, want string) (outage, bool) {
+	var o outage
+	ps := cl.since(fault)
+	first := -1
+	lastOK := fault
+	for i, p := range ps {
+		if first < 0 {
+			if p.pingOK && p.getOK && p.node == want {
+				first = i
+				o.rto = p.getEnd.Sub(fault)
+				o.gap = p.getEnd.Sub(lastOK)
+				o.answeredBy = p.node
+				o.probesInSpan = i + 1
+				continue
+			}
+			if !p.pingOK {
+				o.failedPings++
+			}
+			if !p.getOK {
+				o.failedGets++
+			} else {
+				lastOK = p.getEnd
+			}
+			continue
+		}
+		if p.getOK && p.node != want {
+			o.oldAfterNew++
+		}
+	}
+	return o, first >= 0
+}
+
+// waitRecovered waits until the client reaches want through the VIP, and
+// returns what it saw since fault.
+func (c *cluster) waitRecovered(cl *client, fault time.Time, want *node, d time.Duration) outage {
+	c.t.Helper()
+	var o outage
+	waitFor(c.t, d, "the client to reach "+want.name+" through the VIP", func() bool {
+		var ok bool
+		o, ok = cl.outage(fault, want.name)
+		return ok
+	})
+	return o
+}
+
+// runHaven runs the haven CLI from the host.
+func runHaven(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, havenBin, args...).CombinedOutput()
+	return string(out), err
+}
