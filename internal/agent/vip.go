@@ -82,6 +82,8 @@ func (a *Agent) vipLoop(ctx context.Context) {
 		switch {
 		case serving && !a.vip.held.Load():
 			a.vipAdd()
+		case serving:
+			a.vipRefresh()
 		case !serving && a.vip.held.Load():
 			a.vipRemove("not serving as active")
 		}
@@ -97,8 +99,12 @@ func (a *Agent) vipAdd() {
 	if st := a.State(); st.Role != ha.RoleActive || !a.Serving() || d.held.Load() {
 		return
 	}
+	life := a.vipLifetime()
+	if life == 0 {
+		return // too little of the lease left; the next renewal brings more
+	}
 	start := time.Now()
-	added, err := d.v.Add()
+	added, err := d.v.Add(life)
 	took := time.Since(start)
 	if err != nil {
 		a.log.Error("cannot add the virtual IP; clients of the VIP cannot reach this active node", "vip", d.v.Address(), "interface", d.v.Interface(), "err", err)
@@ -111,6 +117,47 @@ func (a *Agent) vipAdd() {
 	a.log.Info("virtual IP added", "vip", d.v.Address(), "interface", d.v.Interface(), "took", took, "was_there", !added)
 	a.record(ha.Event{Kind: "vip", To: "added", Reason: d.v.Address().String() + " on " + d.v.Interface(), Duration: took, Epoch: a.State().Epoch})
 	signal(a.publishC)
+}
+
+// vipRefresh restarts the address's lifetime in the kernel, so that it
+// stays while this node serves and goes by itself by the fence deadline if
+// this process freezes or dies. A VIP found gone is added again (with its
+// announcements) on the next look.
+func (a *Agent) vipRefresh() {
+	d := a.vip
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	life := a.vipLifetime()
+	if life == 0 || !d.held.Load() {
+		return // the kernel keeps the lifetime it has: it runs out by the fence deadline
+	}
+	if err := d.v.Refresh(life); err != nil {
+		d.held.Store(false)
+		a.log.Warn("the virtual IP was gone from the interface; adding it again", "vip", d.v.Address(), "err", err)
+		a.record(ha.Event{Kind: "vip", To: "lost", Reason: err.Error()})
+		signal(d.wake)
+	}
+}
+
+// vipLifetime is how long the kernel may keep the VIP after now without
+// another refresh: the kernel removes an address up to about a quarter
+// second after its lifetime (whole seconds), and it must be gone by the
+// fence deadline (valid_until − fence_margin), when this node would stop
+// serving anyway. Zero when less than a second is left.
+func (a *Agent) vipLifetime() time.Duration {
+	return vipLifetime(a.State().ValidUntil, a.clk.Now(), a.cfg.Timing.FenceMargin, a.vip.v.Address().Addr().Is6())
+}
+
+func vipLifetime(validUntil, now time.Time, fenceMargin time.Duration, ipv6 bool) time.Duration {
+	slack := 250 * time.Millisecond // the kernel's timer rounding (IPv4)
+	if ipv6 {
+		slack = 500 * time.Millisecond
+	}
+	left := validUntil.Sub(now) - fenceMargin - slack
+	if left < time.Second {
+		return 0
+	}
+	return left.Truncate(time.Second)
 }
 
 // vipRemove takes the VIP off; why goes to the log and the event.

@@ -38,6 +38,9 @@ var (
 	ErrPermission = errors.New("permission denied")
 	// ErrNoInterface: the configured interface does not exist on this host.
 	ErrNoInterface = errors.New("no such interface")
+	// ErrNotHeld: Refresh found the address gone (its lifetime ran out, or
+	// someone removed it).
+	ErrNotHeld = errors.New("the address is not on the interface")
 )
 
 // Options configure a VIP.
@@ -104,7 +107,10 @@ func (v *VIP) link() (netlink.Link, error) {
 	return l, nil
 }
 
-func (v *VIP) nlAddr() *netlink.Addr {
+// nlAddr is the address for netlink; validFor > 0 gives it a lifetime in
+// whole seconds (rounded down, at least 1s), after which the kernel removes
+// it by itself.
+func (v *VIP) nlAddr(validFor time.Duration) *netlink.Addr {
 	a := v.opts.Address.Addr()
 	bits := 32
 	if a.Is6() {
@@ -117,6 +123,10 @@ func (v *VIP) nlAddr() *netlink.Addr {
 		// duration of duplicate address detection, about a second; the
 		// previous holder has removed it before this node adds it.
 		na.Flags = unix.IFA_F_NODAD
+	}
+	if validFor > 0 {
+		secs := int(max(validFor/time.Second, 1))
+		na.ValidLft, na.PreferedLft = secs, secs
 	}
 	return na
 }
@@ -149,22 +159,25 @@ func (v *VIP) heldOn(l netlink.Link) (bool, error) {
 
 // Add puts the address on the interface (or finds it there already), sends
 // the first announcement and starts the repeats. It reports whether the
-// address was newly added. An error from the announcement leaves the
-// address in place: the node holds it, but neighbours may keep the old
-// holder's MAC until their entries expire.
-func (v *VIP) Add() (added bool, err error) {
+// address was newly added. With validFor > 0 the kernel removes the
+// address by itself that long after the last Add or Refresh (whole
+// seconds): the backstop for a holder that is frozen or killed and cannot
+// remove it. An error from the announcement leaves the address in place:
+// the node holds it, but neighbours may keep the old holder's MAC until
+// their entries expire.
+func (v *VIP) Add(validFor time.Duration) (added bool, err error) {
 	l, err := v.link()
 	if err != nil {
 		return false, err
 	}
-	err = netlink.AddrAdd(l, v.nlAddr())
-	switch {
-	case err == nil:
-		added = true
-	case errors.Is(err, unix.EEXIST):
-	default:
+	held, err := v.heldOn(l)
+	if err != nil {
+		return false, err
+	}
+	if err := netlink.AddrReplace(l, v.nlAddr(validFor)); err != nil {
 		return false, fmt.Errorf("vip: add %s to %s: %w", v.opts.Address, v.opts.Interface, permission(err, "CAP_NET_ADMIN"))
 	}
+	added = !held
 	a, err := v.announcer(l)
 	if err != nil {
 		return added, err
@@ -210,7 +223,7 @@ func (v *VIP) Remove() (removed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	err = netlink.AddrDel(l, v.nlAddr())
+	err = netlink.AddrDel(l, v.nlAddr(0))
 	switch {
 	case err == nil:
 		return true, nil
@@ -219,6 +232,27 @@ func (v *VIP) Remove() (removed bool, err error) {
 	default:
 		return false, fmt.Errorf("vip: remove %s from %s: %w", v.opts.Address, v.opts.Interface, permission(err, "CAP_NET_ADMIN"))
 	}
+}
+
+// Refresh restarts the address's lifetime (see Add) without announcing it
+// again. It returns ErrNotHeld if the address is gone: then the caller
+// decides whether to Add it again.
+func (v *VIP) Refresh(validFor time.Duration) error {
+	l, err := v.link()
+	if err != nil {
+		return err
+	}
+	held, err := v.heldOn(l)
+	if err != nil {
+		return err
+	}
+	if !held {
+		return fmt.Errorf("vip %s on %s: %w", v.opts.Address, v.opts.Interface, ErrNotHeld)
+	}
+	if err := netlink.AddrReplace(l, v.nlAddr(validFor)); err != nil {
+		return fmt.Errorf("vip: refresh %s on %s: %w", v.opts.Address, v.opts.Interface, permission(err, "CAP_NET_ADMIN"))
+	}
+	return nil
 }
 
 // Close stops the announcements and waits for them; it leaves the address

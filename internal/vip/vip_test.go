@@ -152,10 +152,10 @@ func TestMovesBetweenHolders(t *testing.T) {
 			defer vb.Close()
 
 			inNS(t, s.a, func() {
-				if added, err := va.Add(); err != nil || !added {
+				if added, err := va.Add(0); err != nil || !added {
 					t.Fatalf("first add: added=%v err=%v", added, err)
 				}
-				if added, err := va.Add(); err != nil || added {
+				if added, err := va.Add(0); err != nil || added {
 					t.Fatalf("second add must find the address there: added=%v err=%v", added, err)
 				}
 				if held, err := va.Held(); err != nil || !held {
@@ -181,7 +181,7 @@ func TestMovesBetweenHolders(t *testing.T) {
 				}
 			})
 			inNS(t, s.b, func() {
-				if added, err := vb.Add(); err != nil || !added {
+				if added, err := vb.Add(0); err != nil || !added {
 					t.Fatalf("add on b: added=%v err=%v", added, err)
 				}
 			})
@@ -245,7 +245,7 @@ func TestAnnouncesCount(t *testing.T) {
 	}
 	v, _ := New(Options{Address: s.v4, Interface: "eth0", Count: 4, Interval: 100 * time.Millisecond})
 	inNS(t, s.a, func() {
-		if _, err := v.Add(); err != nil {
+		if _, err := v.Add(0); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -275,7 +275,7 @@ func TestErrors(t *testing.T) {
 	s := newSegment(t)
 	v, _ := New(Options{Address: s.v4, Interface: "nosuch0"})
 	inNS(t, s.a, func() {
-		if _, err := v.Add(); !errors.Is(err, ErrNoInterface) || !strings.Contains(err.Error(), "nosuch0") {
+		if _, err := v.Add(0); !errors.Is(err, ErrNoInterface) || !strings.Contains(err.Error(), "nosuch0") {
 			t.Fatalf("add on a missing interface: %v", err)
 		}
 		if err := v.Preflight(); !errors.Is(err, ErrNoInterface) {
@@ -319,11 +319,46 @@ func TestUnprivilegedHelper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := v.Add(); !errors.Is(err, ErrPermission) || !strings.Contains(err.Error(), "CAP_NET_ADMIN") {
+	if _, err := v.Add(0); !errors.Is(err, ErrPermission) || !strings.Contains(err.Error(), "CAP_NET_ADMIN") {
 		t.Fatalf("add without CAP_NET_ADMIN: %v", err)
 	}
 	if err := v.Preflight(); !errors.Is(err, ErrPermission) || !strings.Contains(err.Error(), "CAP_NET_RAW") {
 		t.Fatalf("preflight without CAP_NET_RAW: %v", err)
 	}
 	fmt.Println("helper ok")
+}
+
+// TestLifetime: an address added with a lifetime stays while it is
+// refreshed and is removed by the kernel once refreshes stop, as it would
+// be on a frozen or killed holder.
+func TestLifetime(t *testing.T) {
+	s := newSegment(t)
+	for _, p := range []netip.Prefix{s.v4, s.v6} {
+		v, _ := New(Options{Address: p, Interface: "eth0"})
+		inNS(t, s.a, func() {
+			if err := v.Refresh(time.Second); !errors.Is(err, ErrNotHeld) {
+				t.Fatalf("refresh before add: %v", err)
+			}
+			if _, err := v.Add(time.Second); err != nil {
+				t.Fatal(err)
+			}
+			for range 8 { // 1.6s > the 1s lifetime
+				time.Sleep(200 * time.Millisecond)
+				if err := v.Refresh(time.Second); err != nil {
+					t.Fatalf("%s expired while refreshed: %v", p, err)
+				}
+			}
+			stopped := time.Now()
+			waitFor(t, 3*time.Second, p.String()+" to expire", func() bool {
+				held, err := v.Held()
+				return err == nil && !held
+			})
+			if took := time.Since(stopped); took < 700*time.Millisecond {
+				t.Fatalf("%s expired %s after the last refresh, before its 1s lifetime", p, took)
+			} else {
+				t.Logf("%s expired %s after the last refresh (lifetime 1s)", p, took.Round(time.Millisecond))
+			}
+		})
+		v.Close()
+	}
 }

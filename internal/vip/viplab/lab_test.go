@@ -471,7 +471,7 @@ func (cl *client) since(t time.Time) []probe {
 // both the ping and the GET succeeded and the GET was answered by want.
 type outage struct {
 	rto          time.Duration // from the fault
-	gap          time.Duration // from the last GET answered before the switch (by anyone)
+	gap          time.Duration // the longest time without an answered GET (by any node), up to rto
 	failedPings  int
 	failedGets   int
 	answeredBy   string
@@ -489,7 +489,7 @@ func (cl *client) outage(fault time.Time, want string) (outage, bool) {
 			if p.pingOK && p.getOK && p.node == want {
 				first = i
 				o.rto = p.getEnd.Sub(fault)
-				o.gap = p.getEnd.Sub(lastOK)
+				o.gap = max(o.gap, p.getEnd.Sub(lastOK))
 				o.answeredBy = p.node
 				o.probesInSpan = i + 1
 				continue
@@ -500,6 +500,7 @@ func (cl *client) outage(fault time.Time, want string) (outage, bool) {
 			if !p.getOK {
 				o.failedGets++
 			} else {
+				o.gap = max(o.gap, p.getEnd.Sub(lastOK))
 				lastOK = p.getEnd
 			}
 			continue
