@@ -13,7 +13,7 @@ func TestVIPLifetime(t *testing.T) {
 		ipv6         bool
 		want         time.Duration
 	}{
-		{2 * time.Second, 300 * ms, false, time.Second},    // lan preset, just renewed
+		{2 * time.Second, 300 * ms, false, time.Second},     // lan preset, just renewed
 		{3 * time.Second, 500 * ms, false, 2 * time.Second}, // 3s lease
 		{3 * time.Second, 500 * ms, true, 2 * time.Second},
 		{1549 * ms, 300 * ms, false, 0}, // under a second would be left: keep the last lifetime
