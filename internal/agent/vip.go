@@ -21,6 +21,9 @@ type vipDriver struct {
 	mu   sync.Mutex // one add or remove at a time; the held flag follows
 	held atomic.Bool
 	wake chan struct{}
+	// expires: the timings leave room for a lifetime in the kernel (see
+	// vipRefresh); without it, only this agent removes the address.
+	expires bool
 }
 
 // newVIP sets up the driver when the config has a VIP; nil otherwise.
@@ -34,7 +37,11 @@ func (a *Agent) newVIP() error {
 	if err != nil {
 		return err
 	}
-	a.vip = &vipDriver{v: v, wake: make(chan struct{}, 1)}
+	t := a.cfg.Timing
+	a.vip = &vipDriver{v: v, wake: make(chan struct{}, 1), expires: vip.Lifetime(t.LeaseTTL-t.FenceMargin, v.Address().Addr().Is6()) > 0}
+	if !a.vip.expires {
+		a.log.Warn("lease_ttl − fence_margin is too short for the kernel to expire the virtual IP by itself; a frozen or killed agent's copy stays until the agent runs again", "lease_ttl", t.LeaseTTL, "fence_margin", t.FenceMargin)
+	}
 	a.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "haven_vip_held", Help: "1 while this node holds the virtual IP (vip.address) on its interface.",
 	}, func() float64 {
@@ -99,9 +106,11 @@ func (a *Agent) vipAdd() {
 	if st := a.State(); st.Role != ha.RoleActive || !a.Serving() || d.held.Load() {
 		return
 	}
-	life := a.vipLifetime()
-	if life == 0 {
-		return // too little of the lease left; the next renewal brings more
+	var life time.Duration // zero: no lifetime
+	if d.expires {
+		if life = a.vipLifetime(); life == 0 {
+			return // too little of the lease left; the next renewal brings more
+		}
 	}
 	start := time.Now()
 	added, err := d.v.Add(life)
@@ -125,6 +134,9 @@ func (a *Agent) vipAdd() {
 // announcements) on the next look.
 func (a *Agent) vipRefresh() {
 	d := a.vip
+	if !d.expires {
+		return
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	life := a.vipLifetime()
@@ -140,24 +152,12 @@ func (a *Agent) vipRefresh() {
 }
 
 // vipLifetime is how long the kernel may keep the VIP after now without
-// another refresh: the kernel removes an address up to about a quarter
-// second after its lifetime (whole seconds), and it must be gone by the
-// fence deadline (valid_until − fence_margin), when this node would stop
-// serving anyway. Zero when less than a second is left.
+// another refresh: it must be gone by the fence deadline (valid_until −
+// fence_margin), when this node would stop serving anyway. Zero when less
+// than a second fits.
 func (a *Agent) vipLifetime() time.Duration {
-	return vipLifetime(a.State().ValidUntil, a.clk.Now(), a.cfg.Timing.FenceMargin, a.vip.v.Address().Addr().Is6())
-}
-
-func vipLifetime(validUntil, now time.Time, fenceMargin time.Duration, ipv6 bool) time.Duration {
-	slack := 250 * time.Millisecond // the kernel's timer rounding (IPv4)
-	if ipv6 {
-		slack = 500 * time.Millisecond
-	}
-	left := validUntil.Sub(now) - fenceMargin - slack
-	if left < time.Second {
-		return 0
-	}
-	return left.Truncate(time.Second)
+	left := a.State().ValidUntil.Sub(a.clk.Now()) - a.cfg.Timing.FenceMargin
+	return vip.Lifetime(left, a.vip.v.Address().Addr().Is6())
 }
 
 // vipRemove takes the VIP off; why goes to the log and the event.

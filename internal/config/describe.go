@@ -6,6 +6,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/haven-ha/haven/internal/vip"
 )
 
 // Describe renders the effective configuration for `haven config check`:
@@ -81,11 +83,16 @@ func (c *Config) Describe() string {
 		line("vip: %s follows the active node (added after it serves, removed first when it demotes)", c.VIP.Address)
 		for _, n := range c.Nodes {
 			if !n.Witness {
-				line("  %s	on %s", n.Name, c.VIPInterface(n))
+				line("  %s\ton %s", n.Name, c.VIPInterface(n))
 			}
 		}
-		line("  announce	%d gratuitous ARP (IPv4) or unsolicited neighbour advertisements (IPv6), %s apart", c.VIP.GARPCount, c.VIP.GARPInterval)
-		line("  needs	CAP_NET_ADMIN and CAP_NET_RAW (root, or AmbientCapabilities in the systemd unit), and a LAN that accepts gratuitous ARP")
+		line("  announce\t%d gratuitous ARP (IPv4) or unsolicited neighbour advertisements (IPv6), %s apart", c.VIP.GARPCount, c.VIP.GARPInterval)
+		if life := vip.Lifetime(c.Timing.LeaseTTL-c.Timing.FenceMargin, c.VIP.Address.Addr().Is6()); life > 0 {
+			line("  kernel expiry\tthe address has a lifetime of %s in the kernel, renewed while the node serves: a frozen or killed agent's copy is gone by its fence deadline", life)
+		} else {
+			line("  kernel expiry\toff: lease_ttl − fence_margin = %s leaves no whole second for a lifetime; a frozen or killed agent's copy stays until that agent runs again (raise lease_ttl to turn it on)", c.Timing.FenceAfter())
+		}
+		line("  needs\tCAP_NET_ADMIN and CAP_NET_RAW (root, or AmbientCapabilities in the systemd unit), and a LAN that accepts gratuitous ARP")
 		line("")
 	}
 

@@ -31,6 +31,7 @@ type Lab struct {
 	hostEnds  []string
 	nextVeth  int
 	nextSpace int
+	bridgeOf  map[string]string // host end -> its bridge
 }
 
 // IP runs the ip command with args.
@@ -99,6 +100,10 @@ func (l *Lab) Attach(ns, br, inner string, cidrs ...string) (string, error) {
 	host := l.name("v", l.nextVeth)
 	l.nextVeth++
 	l.hostEnds = append(l.hostEnds, host)
+	if l.bridgeOf == nil {
+		l.bridgeOf = map[string]string{}
+	}
+	l.bridgeOf[host] = br
 	l.mu.Unlock()
 	cmds := [][]string{
 		{"link", "add", host, "type", "veth", "peer", "name", inner, "netns", ns},
@@ -128,6 +133,20 @@ func (l *Lab) SetLink(host string, up bool) error {
 		state = "up"
 	}
 	return IP("link", "set", host, state)
+}
+
+// Partition takes a host end (from Attach) off its bridge, or puts it back:
+// off, nothing passes either way, but both ends keep their carrier, so the
+// node sees a silent network rather than a dead interface (keepalived,
+// for one, treats a dead interface as a fault and drops its addresses).
+func (l *Lab) Partition(host string, cut bool) error {
+	if cut {
+		return IP("link", "set", host, "nomaster")
+	}
+	l.mu.Lock()
+	br := l.bridgeOf[host]
+	l.mu.Unlock()
+	return IP("link", "set", host, "master", br)
 }
 
 // Command is cmd run inside namespace ns.

@@ -255,6 +255,22 @@ func (v *VIP) Refresh(validFor time.Duration) error {
 	return nil
 }
 
+// Lifetime is the longest lifetime (see Add) to give an address that must
+// be gone from the kernel within left: whole seconds, less the kernel's
+// timer slack (it removes an address up to about a quarter second after its
+// lifetime for IPv4; more for IPv6, whose timer is coarser). Zero when no
+// lifetime of at least a second fits.
+func Lifetime(left time.Duration, ipv6 bool) time.Duration {
+	slack := 250 * time.Millisecond
+	if ipv6 {
+		slack = 500 * time.Millisecond
+	}
+	if left -= slack; left < time.Second {
+		return 0
+	}
+	return left.Truncate(time.Second)
+}
+
 // Close stops the announcements and waits for them; it leaves the address
 // as it is.
 func (v *VIP) Close() {

@@ -362,3 +362,30 @@ func TestLifetime(t *testing.T) {
 		v.Close()
 	}
 }
+
+func TestLifetimeRule(t *testing.T) {
+	ms := time.Millisecond
+	for _, tt := range []struct {
+		left time.Duration // until the fence deadline
+		ipv6 bool
+		want time.Duration
+	}{
+		{1700 * ms, false, time.Second}, // lan preset (2s lease, 300ms margin), just renewed
+		{2500 * ms, false, 2 * time.Second},
+		{2500 * ms, true, 2 * time.Second},
+		{1249 * ms, false, 0}, // under a second would be left: no lifetime
+		{1250 * ms, false, time.Second},
+		{1499 * ms, true, 0},
+		{700 * ms, false, 0}, // a 1s lease
+		{8 * time.Second, false, 7 * time.Second},
+		{-time.Second, false, 0},
+	} {
+		got := Lifetime(tt.left, tt.ipv6)
+		if got != tt.want {
+			t.Errorf("left %s, ipv6 %v: lifetime %s, want %s", tt.left, tt.ipv6, got, tt.want)
+		}
+		if slack := map[bool]time.Duration{false: 250 * ms, true: 500 * ms}[tt.ipv6]; got > 0 && got+slack > tt.left {
+			t.Errorf("left %s: lifetime %s + slack %s outlives it", tt.left, got, slack)
+		}
+	}
+}

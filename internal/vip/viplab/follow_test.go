@@ -48,7 +48,7 @@ func (c *cluster) checkMoved(cl *client, what string, fault time.Time, to *node)
 // neighbour entry must point at the new active, and a restarted agent must
 // remove the copy its killed predecessor left.
 func TestVIPFollowsActive(t *testing.T) {
-	c := newCluster(t, "")
+	c := newCluster(t, timings, "")
 	a := c.waitActive(60 * time.Second)
 	if out, err := runHaven(t, "status", "--config", c.config); err != nil || !strings.Contains(out, "virtual IP "+c.vip.String()+" is on "+a.name) {
 		t.Fatalf("haven status does not show the VIP on %s (%v):\n%s", a.name, err, out)
@@ -193,7 +193,7 @@ func (s *sampler) overlaps(looks []look) (look, look, bool) {
 // hold the VIP and answer as active, and the client must be moved to the
 // new active each time.
 func TestVIPFencedOnPartitionAndPause(t *testing.T) {
-	c := newCluster(t, "")
+	c := newCluster(t, timings, "")
 	a := c.waitActive(60 * time.Second)
 	cl := c.startClient()
 	c.checkMoved(cl, "start", time.Now(), a)

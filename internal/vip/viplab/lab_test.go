@@ -63,6 +63,8 @@ type node struct {
 	name, ns   string
 	clusterEnd string // host end of eth0, to cut
 	api        string
+	clientEnd  string // host end of eth1
+	clusterIP  string
 	mac        string // eth1's
 	nsh        netns.NsHandle
 	cmd        *exec.Cmd
@@ -72,7 +74,7 @@ type node struct {
 
 // cluster is three agents, a client namespace and the VIP.
 type cluster struct {
-	t      *testing.T
+	t      testing.TB
 	lab    *netlab.Lab
 	dir    string
 	config string
@@ -98,7 +100,10 @@ func (l *lockedBuf) String() string {
 	return l.b.String()
 }
 
-func newCluster(t *testing.T, extra string) *cluster {
+// newLab builds the topology: three node namespaces, each with eth0 on
+// the cluster network and eth1 on the client network, and a client
+// namespace on the client network. The host has an address on both.
+func newLab(t testing.TB) *cluster {
 	t.Helper()
 	lab, err := netlab.New("hv")
 	if err != nil {
@@ -116,22 +121,33 @@ func newCluster(t *testing.T, extra string) *cluster {
 	clusterBr := must(lab.Bridge(fmt.Sprintf("10.218.%d.254/24", o)))
 	clientBr := must(lab.Bridge(fmt.Sprintf("10.219.%d.254/24", o)))
 	c := &cluster{t: t, lab: lab, dir: t.TempDir(), vip: netip.MustParsePrefix(fmt.Sprintf("10.219.%d.100/24", o))}
-	c.config = filepath.Join(c.dir, "haven.yaml")
-	var b strings.Builder
-	fmt.Fprintf(&b, "cluster: viplab\ndata_dir: %s\n%s\napi: {token: %s}\nlog: {level: debug}\n", filepath.Join(c.dir, "data"), timings, token)
-	fmt.Fprintf(&b, "vip: {address: %s, interface: eth1, garp: {count: 3, interval: 100ms}}\n%s\nnodes:\n", c.vip, extra)
 	for i := 1; i <= 3; i++ {
 		ns := must(lab.Namespace())
-		n := &node{name: fmt.Sprintf("n%d", i), ns: ns, api: fmt.Sprintf("10.219.%d.%d:7400", o, i), log: &lockedBuf{}}
-		n.clusterEnd = must(lab.Attach(ns, clusterBr, "eth0", fmt.Sprintf("10.218.%d.%d/24", o, i)))
-		must(lab.Attach(ns, clientBr, "eth1", fmt.Sprintf("10.219.%d.%d/24", o, i)))
+		n := &node{name: fmt.Sprintf("n%d", i), ns: ns, api: fmt.Sprintf("10.219.%d.%d:7400", o, i), log: &lockedBuf{},
+			clusterIP: fmt.Sprintf("10.218.%d.%d", o, i)}
+		n.clusterEnd = must(lab.Attach(ns, clusterBr, "eth0", n.clusterIP+"/24"))
+		n.clientEnd = must(lab.Attach(ns, clientBr, "eth1", fmt.Sprintf("10.219.%d.%d/24", o, i)))
 		n.nsh = nsHandle(t, ns)
 		n.mac = macOf(t, n.nsh, "eth1")
-		fmt.Fprintf(&b, "  - {name: %s, api: '%s', peer: '10.218.%d.%d:7401', client: '10.218.%d.%d:7402', env: {SERVICE_ADDR: '0.0.0.0:8080'}}\n", n.name, n.api, o, i, o, i)
 		c.nodes = append(c.nodes, n)
 	}
 	c.client = must(lab.Namespace())
 	must(lab.Attach(c.client, clientBr, "eth0", fmt.Sprintf("10.219.%d.200/24", o)))
+	return c
+}
+
+// newCluster starts a haven agent on every node of a new lab, with the
+// timings given (a timing:/timings: block) and extra top-level YAML.
+func newCluster(t testing.TB, timing, extra string) *cluster {
+	t.Helper()
+	c := newLab(t)
+	c.config = filepath.Join(c.dir, "haven.yaml")
+	var b strings.Builder
+	fmt.Fprintf(&b, "cluster: viplab\ndata_dir: %s\n%s\napi: {token: %s}\nlog: {level: debug}\n", filepath.Join(c.dir, "data"), timing, token)
+	fmt.Fprintf(&b, "vip: {address: %s, interface: eth1, garp: {count: 3, interval: 100ms}}\n%s\nnodes:\n", c.vip, extra)
+	for _, n := range c.nodes {
+		fmt.Fprintf(&b, "  - {name: %s, api: '%s', peer: '%s:7401', client: '%s:7402', env: {SERVICE_ADDR: '0.0.0.0:8080'}}\n", n.name, n.api, n.clusterIP, n.clusterIP)
+	}
 	fmt.Fprintf(&b, `service:
   command: [%q, "sample-service"]
   stop_grace: 2s
@@ -153,7 +169,7 @@ checks:
 	return c
 }
 
-func macOf(t *testing.T, nsh netns.NsHandle, ifname string) string {
+func macOf(t testing.TB, nsh netns.NsHandle, ifname string) string {
 	t.Helper()
 	h, err := netlink.NewHandleAt(nsh)
 	if err != nil {
@@ -167,7 +183,7 @@ func macOf(t *testing.T, nsh netns.NsHandle, ifname string) string {
 	return l.Attrs().HardwareAddr.String()
 }
 
-func nsHandle(t *testing.T, ns string) netns.NsHandle {
+func nsHandle(t testing.TB, ns string) netns.NsHandle {
 	t.Helper()
 	h, err := netns.GetFromName(ns)
 	if err != nil {
@@ -190,7 +206,7 @@ func (c *cluster) start(n *node) {
 }
 
 // agentPID is the haven process itself (ip netns exec execs it in place).
-func (n *node) signal(t *testing.T, sig syscall.Signal) {
+func (n *node) signal(t testing.TB, sig syscall.Signal) {
 	t.Helper()
 	if err := n.cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("signal %v to %s: %v", sig, n.name, err)
@@ -271,7 +287,7 @@ func (c *cluster) holds(n *node) bool {
 	return false
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -479,14 +495,14 @@ type outage struct {
 	probesInSpan int
 }
 
-func (cl *client) outage(fault time.Time, want string) (outage, bool) {
+func (cl *client) outage(fault time.Time, want func(node string) bool) (outage, bool) {
 	var o outage
 	ps := cl.since(fault)
 	first := -1
 	lastOK := fault
 	for i, p := range ps {
 		if first < 0 {
-			if p.pingOK && p.getOK && p.node == want {
+			if p.pingOK && p.getOK && want(p.node) {
 				first = i
 				o.rto = p.getEnd.Sub(fault)
 				o.gap = max(o.gap, p.getEnd.Sub(lastOK))
@@ -505,7 +521,7 @@ func (cl *client) outage(fault time.Time, want string) (outage, bool) {
 			}
 			continue
 		}
-		if p.getOK && p.node != want {
+		if p.getOK && p.node != o.answeredBy {
 			o.oldAfterNew++
 		}
 	}
@@ -519,17 +535,43 @@ func (c *cluster) waitRecovered(cl *client, fault time.Time, want *node, d time.
 	var o outage
 	waitFor(c.t, d, "the client to reach "+want.name+" through the VIP", func() bool {
 		var ok bool
-		o, ok = cl.outage(fault, want.name)
+		o, ok = cl.outage(fault, func(n string) bool { return n == want.name })
 		return ok
 	})
 	return o
 }
 
 // runHaven runs the haven CLI from the host.
-func runHaven(t *testing.T, args ...string) (string, error) {
+func runHaven(t testing.TB, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, havenBin, args...).CombinedOutput()
 	return string(out), err
+}
+
+// getFrom does one GET of addr from namespace ns, on a thread of its own.
+func getFrom(ns, addr string) (string, ha.Epoch, bool) {
+	type result struct {
+		node  string
+		epoch ha.Epoch
+		ok    bool
+	}
+	res := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		h, err := netns.GetFromName(ns)
+		if err == nil {
+			err = netns.Set(h)
+			h.Close()
+		}
+		if err != nil {
+			res <- result{}
+			return
+		}
+		n, e, ok := get(addr)
+		res <- result{n, e, ok}
+	}()
+	r := <-res
+	return r.node, r.epoch, r.ok
 }
