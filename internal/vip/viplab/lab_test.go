@@ -66,6 +66,7 @@ type node struct {
 	clientEnd  string // host end of eth1
 	clusterIP  string
 	mac        string // eth1's
+	witness    bool
 	nsh        netns.NsHandle
 	cmd        *exec.Cmd
 	done       chan struct{}
@@ -136,19 +137,49 @@ func newLab(t testing.TB) *cluster {
 	return c
 }
 
+// clusterOpts shape a cluster's config; the zero value is three nodes
+// running the sample service with the test timings.
+type clusterOpts struct {
+	timing  string                           // the timing:/timings: block; default the test timings
+	extra   string                           // extra top-level YAML
+	service func(c *cluster) string          // the service:/checks: YAML; default the sample service
+	env     func(c *cluster, n *node) string // extra entries of a node's env map
+	witness bool                             // n3 is a witness: two service nodes
+}
+
 // newCluster starts a haven agent on every node of a new lab, with the
 // timings given (a timing:/timings: block) and extra top-level YAML.
 func newCluster(t testing.TB, timing, extra string) *cluster {
 	t.Helper()
+	return newClusterWith(t, clusterOpts{timing: timing, extra: extra})
+}
+
+func newClusterWith(t testing.TB, o clusterOpts) *cluster {
+	t.Helper()
 	c := newLab(t)
+	if o.timing == "" {
+		o.timing = timings
+	}
 	c.config = filepath.Join(c.dir, "haven.yaml")
 	var b strings.Builder
-	fmt.Fprintf(&b, "cluster: viplab\ndata_dir: %s\n%s\napi: {token: %s}\nlog: {level: debug}\n", filepath.Join(c.dir, "data"), timing, token)
-	fmt.Fprintf(&b, "vip: {address: %s, interface: eth1, garp: {count: 3, interval: 100ms}}\n%s\nnodes:\n", c.vip, extra)
-	for _, n := range c.nodes {
-		fmt.Fprintf(&b, "  - {name: %s, api: '%s', peer: '%s:7401', client: '%s:7402', env: {SERVICE_ADDR: '0.0.0.0:8080'}}\n", n.name, n.api, n.clusterIP, n.clusterIP)
+	fmt.Fprintf(&b, "cluster: viplab\ndata_dir: %s\n%s\napi: {token: %s}\nlog: {level: debug}\n", filepath.Join(c.dir, "data"), o.timing, token)
+	fmt.Fprintf(&b, "vip: {address: %s, interface: eth1, garp: {count: 3, interval: 100ms}}\n%s\nnodes:\n", c.vip, o.extra)
+	for i, n := range c.nodes {
+		if o.witness && i == 2 {
+			n.witness = true
+			fmt.Fprintf(&b, "  - {name: %s, witness: true, peer: '%s:7401', client: '%s:7402'}\n", n.name, n.clusterIP, n.clusterIP)
+			continue
+		}
+		env := "SERVICE_ADDR: '0.0.0.0:8080'"
+		if o.env != nil {
+			env += ", " + o.env(c, n)
+		}
+		fmt.Fprintf(&b, "  - {name: %s, api: '%s', peer: '%s:7401', client: '%s:7402', env: {%s}}\n", n.name, n.api, n.clusterIP, n.clusterIP, env)
 	}
-	fmt.Fprintf(&b, `service:
+	if o.service != nil {
+		b.WriteString(o.service(c))
+	} else {
+		fmt.Fprintf(&b, `service:
   command: [%q, "sample-service"]
   stop_grace: 2s
 checks:
@@ -159,6 +190,7 @@ checks:
     rise: 1
     fall: 1
 `, havenBin)
+	}
 	if err := os.WriteFile(c.config, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +227,11 @@ func nsHandle(t testing.TB, ns string) netns.NsHandle {
 
 func (c *cluster) start(n *node) {
 	c.t.Helper()
-	cmd := netlab.Command(n.ns, havenBin, "agent", "--config", c.config, "--node", n.name)
+	sub := "agent"
+	if n.witness {
+		sub = "witness"
+	}
+	cmd := netlab.Command(n.ns, havenBin, sub, "--config", c.config, "--node", n.name)
 	cmd.Stdout, cmd.Stderr = n.log, n.log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -317,7 +353,7 @@ func (c *cluster) waitServing(d time.Duration, leftovers bool, exclude ...*node)
 			for _, x := range exclude {
 				skip = skip || x == n
 			}
-			if skip {
+			if skip || n.witness {
 				continue
 			}
 			if c.lbCheck(n) == http.StatusOK {
