@@ -106,7 +106,7 @@ func (l *lockedBuf) String() string {
 // namespace on the client network. The host has an address on both.
 func newLab(t testing.TB) *cluster {
 	t.Helper()
-	lab, err := netlab.New("hv")
+	lab, err := netlab.New("vl")
 	if err != nil {
 		t.Fatal(err)
 	}
