@@ -53,15 +53,6 @@ func (a *Agent) newVIP() error {
 	return nil
 }
 
-// VIPPreflight checks that this node can hold the VIP (interface present,
-// raw sockets allowed); nil when no VIP is configured.
-func (a *Agent) VIPPreflight() error {
-	if a.vip == nil {
-		return nil
-	}
-	return a.vip.v.Preflight()
-}
-
 // vipHeld is the address this node holds now, for its status record.
 func (a *Agent) vipHeld() string {
 	if a.vip == nil || !a.vip.held.Load() {
@@ -139,9 +130,20 @@ func (a *Agent) vipRefresh() {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if !d.held.Load() {
+		return
+	}
 	life := a.vipLifetime()
-	if life == 0 || !d.held.Load() {
-		return // the kernel keeps the lifetime it has: it runs out by the fence deadline
+	if life == 0 {
+		// The kernel keeps the lifetime it has (it runs out by the serving
+		// deadline); once it has, say so: the next renewal adds it again.
+		if held, err := d.v.Held(); err == nil && !held {
+			d.held.Store(false)
+			a.log.Warn("the virtual IP's lifetime ran out before a renewal extended it", "vip", d.v.Address())
+			a.record(ha.Event{Kind: "vip", To: "expired", Reason: "no lease renewal in time to extend its lifetime"})
+			signal(a.publishC)
+		}
+		return
 	}
 	if err := d.v.Refresh(life); err != nil {
 		d.held.Store(false)
@@ -152,12 +154,16 @@ func (a *Agent) vipRefresh() {
 }
 
 // vipLifetime is how long the kernel may keep the VIP after now without
-// another refresh: it must be gone by the fence deadline (valid_until −
-// fence_margin), when this node would stop serving anyway. Zero when less
-// than a second fits.
+// another refresh: it must be gone by the time this node stops serving
+// anyway, the fence deadline (valid_until − fence_margin), or later while
+// every peer has granted failsafe. Zero when less than a second fits.
 func (a *Agent) vipLifetime() time.Duration {
-	left := a.State().ValidUntil.Sub(a.clk.Now()) - a.cfg.Timing.FenceMargin
-	return vip.Lifetime(left, a.vip.v.Address().Addr().Is6())
+	st := a.State()
+	until := st.ValidUntil.Add(-a.cfg.Timing.FenceMargin)
+	if a.mcfg.Failsafe && st.FailsafeUntil.After(until) {
+		until = st.FailsafeUntil
+	}
+	return vip.Lifetime(until.Sub(a.clk.Now()), a.vip.v.Address().Addr().Is6())
 }
 
 // vipRemove takes the VIP off; why goes to the log and the event.
