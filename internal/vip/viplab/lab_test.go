@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -343,36 +344,51 @@ func (c *cluster) waitActive(d time.Duration, exclude ...*node) *node {
 
 // waitServing is waitActive; with leftovers, other nodes may still have the
 // address (a killed or frozen agent cannot remove it).
+//
+// The same node must be seen so for 300 ms in a row: on a loaded machine a
+// node can win, add the VIP and demote again (its service slow to answer
+// its first check) within a single look.
 func (c *cluster) waitServing(d time.Duration, leftovers bool, exclude ...*node) *node {
 	c.t.Helper()
-	var active *node
-	waitFor(c.t, d, "one active node holding the VIP", func() bool {
-		active = nil
-		for _, n := range c.nodes {
-			skip := false
-			for _, x := range exclude {
-				skip = skip || x == n
-			}
-			if skip || n.witness {
-				continue
-			}
-			if c.lbCheck(n) == http.StatusOK {
-				if active != nil {
-					return false
-				}
-				active = n
-			}
-		}
-		if active == nil || !c.holds(active) {
+	var seen *node
+	var since time.Time
+	waitFor(c.t, d, "one active node holding the VIP for 300ms", func() bool {
+		active := c.lookServing(leftovers, exclude)
+		if active == nil {
+			seen = nil
 			return false
 		}
-		for _, n := range c.nodes {
-			if n != active && c.holds(n) && !leftovers {
-				return false
-			}
+		if active != seen {
+			seen, since = active, time.Now()
 		}
-		return true
+		return time.Since(since) >= 300*time.Millisecond
 	})
+	return seen
+}
+
+// lookServing is one look for waitServing: the one node that answers 200
+// on /lb-check and holds the VIP, or nil.
+func (c *cluster) lookServing(leftovers bool, exclude []*node) *node {
+	var active *node
+	for _, n := range c.nodes {
+		if n.witness || slices.Contains(exclude, n) {
+			continue
+		}
+		if c.lbCheck(n) == http.StatusOK {
+			if active != nil {
+				return nil
+			}
+			active = n
+		}
+	}
+	if active == nil || !c.holds(active) {
+		return nil
+	}
+	for _, n := range c.nodes {
+		if n != active && c.holds(n) && !leftovers {
+			return nil
+		}
+	}
 	return active
 }
 
