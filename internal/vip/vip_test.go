@@ -96,6 +96,17 @@ func inNS(t *testing.T, ns string, f func()) {
 	f()
 }
 
+// enterNS switches the calling thread into namespace ns; the caller has
+// locked the goroutine to it.
+func enterNS(ns string) error {
+	h, err := netns.GetFromName(ns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	return netns.Set(h)
+}
+
 // neighbour is the client's neighbour entry for ip: its MAC and state.
 func neighbour(ns, ip string) (lladdr, state string) {
 	out, _ := exec.Command("ip", "-n", ns, "neigh", "show", ip, "dev", "eth0").Output()
@@ -122,12 +133,19 @@ func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
 	}
 }
 
+// ping sends one echo request at a time until one is answered, for up to
+// 5 s (one lost in a loaded machine's scheduling is not the point).
 func ping(ns, ip string) error {
-	out, err := netlab.Command(ns, "busybox", "ping", "-c", "1", "-W", "1", ip).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ping %s from %s: %v: %s", ip, ns, err, out)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, err := netlab.Command(ns, "busybox", "ping", "-c", "1", "-W", "1", ip).CombinedOutput()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("ping %s from %s: %v: %s", ip, ns, err, out)
+		}
 	}
-	return nil
 }
 
 // TestMovesBetweenHolders adds the address on a, checks the client reaches
@@ -211,7 +229,14 @@ func TestAnnouncesCount(t *testing.T) {
 	ready := make(chan error, 1)
 	go func() {
 		defer close(done)
-		inNS(t, s.cl, func() {
+		// Never unlocked: the thread, switched into the client's
+		// namespace, dies with this goroutine.
+		runtime.LockOSThread()
+		if err := enterNS(s.cl); err != nil {
+			ready <- err
+			return
+		}
+		func() {
 			fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_DGRAM, int(htons(0x0806)))
 			if err != nil {
 				ready <- err
@@ -238,7 +263,7 @@ func TestAnnouncesCount(t *testing.T) {
 					got <- time.Now()
 				}
 			}
-		})
+		}()
 	}()
 	if err := <-ready; err != nil {
 		t.Fatal(err)
