@@ -53,6 +53,16 @@ func TestVIPFollowsActive(t *testing.T) {
 	if out, err := runHaven(t, "status", "--config", c.config); err != nil || !strings.Contains(out, "virtual IP "+c.vip.String()+" is on "+a.name) {
 		t.Fatalf("haven status does not show the VIP on %s (%v):\n%s", a.name, err, out)
 	}
+	for _, n := range c.nodes {
+		want := map[bool]string{true: "haven_vip_held 1", false: "haven_vip_held 0"}[n == a]
+		if m := c.metrics(n); !strings.Contains(m, want) {
+			t.Fatalf("/metrics of %s lacks %q", n.name, want)
+		}
+	}
+	waitFor(t, 10*time.Second, "the VIP's add in `haven events`", func() bool {
+		out, err := runHaven(t, "events", "--config", c.config)
+		return err == nil && strings.Contains(out, "added") && strings.Contains(out, c.vip.String()+" on eth1")
+	})
 	cl := c.startClient()
 	c.checkMoved(cl, "start", time.Now(), a)
 

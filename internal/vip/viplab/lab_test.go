@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -298,6 +299,19 @@ func (c *cluster) status(n *node) (api.Status, error) {
 	}
 	defer resp.Body.Close()
 	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// metrics is node n's /metrics page ("" on error).
+func (c *cluster) metrics(n *node) string {
+	req, _ := http.NewRequest(http.MethodGet, "http://"+n.api+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := httpc.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 // holds reports whether node n has the VIP on eth1 now (asked over netlink
