@@ -197,20 +197,17 @@ func (s *sampler) overlaps(looks []look) (look, look, bool) {
 	return look{}, look{}, false
 }
 
-// TestVIPFencedOnPartitionAndPause cuts the active's cluster link, then
-// freezes the next active past its lease (SIGSTOP), while a sampler watches
-// every node's /lb-check and addresses: at no moment may two nodes both
-// hold the VIP and answer as active, and the client must be moved to the
-// new active each time.
-func TestVIPFencedOnPartitionAndPause(t *testing.T) {
+// TestVIPFencedOnPartition cuts the active's cluster link while a sampler
+// watches every node's /lb-check and addresses: the isolated active must
+// drop the VIP when it fences itself, before the majority promotes, so at
+// no moment do two nodes hold it (let alone hold it and answer as active);
+// the client is moved to the new active.
+func TestVIPFencedOnPartition(t *testing.T) {
 	c := newCluster(t, timings, "")
 	a := c.waitActive(60 * time.Second)
 	cl := c.startClient()
 	c.checkMoved(cl, "start", time.Now(), a)
 	s := c.startSampler()
-
-	// 1. The active's cluster link is cut: it must drop the VIP when it
-	// fences itself, before the majority promotes.
 	fault := time.Now()
 	if err := c.lab.SetLink(a.clusterEnd, false); err != nil {
 		t.Fatal(err)
@@ -224,26 +221,41 @@ func TestVIPFencedOnPartitionAndPause(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.standbyAgain(a, 30*time.Second)
+	s.check(t)
+}
 
-	// 2. The new active freezes past its lease: its kernel keeps the
-	// address while it is stopped, but it cannot answer as active; on
-	// SIGCONT it must drop the VIP at once.
-	fault = time.Now()
-	b.signal(t, syscall.SIGSTOP)
-	next := c.waitActive(30*time.Second, b) // strict: b's kernel dropped the VIP by itself
-	o = c.checkMoved(cl, "SIGSTOP past the lease", fault, next)
-	b.signal(t, syscall.SIGCONT)
+// TestVIPFencedOnPause freezes the active past its lease (SIGSTOP) while a
+// sampler watches every node: the frozen agent cannot remove the VIP, but
+// the address's lifetime in its kernel runs out by its fence deadline, so
+// no two nodes ever hold it; the client is moved to the new active, and
+// after SIGCONT the old one comes back as a standby without it.
+func TestVIPFencedOnPause(t *testing.T) {
+	c := newCluster(t, timings, "")
+	a := c.waitActive(60 * time.Second)
+	cl := c.startClient()
+	c.checkMoved(cl, "start", time.Now(), a)
+	s := c.startSampler()
+	fault := time.Now()
+	a.signal(t, syscall.SIGSTOP)
+	next := c.waitActive(30*time.Second, a) // strict: a's kernel dropped the VIP by itself
+	o := c.checkMoved(cl, "SIGSTOP past the lease", fault, next)
+	a.signal(t, syscall.SIGCONT)
 	if o.oldAfterNew > 0 {
 		t.Fatalf("SIGSTOP: %d GETs answered by another node after %s took over", o.oldAfterNew, next.name)
 	}
-	c.standbyAgain(b, 30*time.Second)
+	c.standbyAgain(a, 30*time.Second)
+	s.check(t)
+}
+
+// check stops the sampler and fails t if two nodes ever held the VIP at
+// the same moment (and, worse, answered as active then too).
+func (s *sampler) check(t *testing.T) {
+	t.Helper()
 	s.close()
 	if x, y, ok := s.overlaps(s.both); ok {
 		t.Fatalf("split brain: %s held the VIP and answered as active during [%s, %s], %s during [%s, %s]",
 			x.node, x.from.Format("15:04:05.000"), x.to.Format("15:04:05.000"), y.node, y.from.Format("15:04:05.000"), y.to.Format("15:04:05.000"))
 	}
-	// Stronger: the frozen node's kernel dropped the address by itself (its
-	// lifetime ran out by the fence deadline), so no two kernels ever had it.
 	if x, y, ok := s.overlaps(s.held); ok {
 		t.Fatalf("two holders: %s had the VIP during [%s, %s], %s during [%s, %s]",
 			x.node, x.from.Format("15:04:05.000"), x.to.Format("15:04:05.000"), y.node, y.from.Format("15:04:05.000"), y.to.Format("15:04:05.000"))
