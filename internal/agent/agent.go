@@ -70,6 +70,8 @@ type Agent struct {
 	askC      chan ask
 	stoppedBy atomic.Pointer[string] // operator who stopped the service, if any
 	presence  presenceState          // nodes lost, found, restarted
+
+	vip *vipDriver // nil when no vip is configured
 }
 
 func priorities(cfg *config.Config) map[string]int {
@@ -123,6 +125,9 @@ func New(cfg *config.Config, node config.Node, store ha.Store, clk clock.Clock, 
 		a.svc = service.New(cfg.Service, vars, log.With("part", "service"), service.WithGroup(a.group))
 	}
 	a.metrics = newMetrics(a)
+	if err := a.newVIP(); err != nil {
+		return nil, err
+	}
 	st := machine.State{}
 	st, _ = machine.Step(a.mcfg, st, machine.Tick{}, clk.Now())
 	a.state.Store(&st)
@@ -150,6 +155,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.OutagePolicy == "failsafe" {
 		spawn(a.failsafeLoop)
 	}
+	if a.vip != nil {
+		spawn(a.vipLoop)
+	}
 	if a.svc != nil {
 		spawn(a.forwardService)
 		if a.cfg.Service.Standby != "cold" {
@@ -174,6 +182,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 out:
+	a.vipRemove("agent stopping")
 	if a.svc != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), a.cfg.Service.StopGrace+time.Second)
 		if err := a.svc.Stop(sctx); err != nil {
@@ -187,6 +196,7 @@ out:
 	a.publishNow(context.Background())
 	stopBG()
 	wg.Wait()
+	a.vipClose()
 	return nil
 }
 
@@ -245,6 +255,9 @@ func (a *Agent) step(ev machine.Event) {
 	if st.Role != old.Role {
 		// Health of a cold standby depends on the role.
 		a.refreshHealth()
+		if a.vip != nil {
+			signal(a.vip.wake)
+		}
 	}
 }
 
@@ -643,7 +656,14 @@ func (a *Agent) demote(act machine.Demote) error {
 		ctx, cancel = context.WithDeadline(ctx, a.State().ValidUntil.Add(-a.cfg.Timing.LeaseTTL/100))
 		defer cancel()
 	}
+	// The VIP goes first: clients stop reaching this node before its
+	// service stops, and the address is gone well before valid_until
+	// (config check sets aside VIPRemoveBudget of fence_margin for it).
+	a.vipRemove("demoting: " + act.Reason)
 	var errs []error
+	if dl, ok := ctx.Deadline(); ok && a.vip != nil && time.Now().After(dl) {
+		errs = append(errs, fmt.Errorf("the virtual IP was removed only after the fence deadline (was this process paused?)"))
+	}
 	if a.svc != nil {
 		a.svc.SetRole(string(ha.RoleStandby), int64(act.Epoch))
 		if a.cfg.Service.Standby == "cold" {
@@ -720,6 +740,7 @@ func (a *Agent) Record() ha.NodeStatus {
 		StartedAt: a.startedAt,
 		Heartbeat: time.Now(),
 		Failovers: st.Failovers,
+		VIP:       a.vipHeld(),
 	}
 	if st.Holding() || st.Role == ha.RoleDemoting {
 		rec.Epoch = st.Epoch

@@ -19,6 +19,7 @@ import (
 	"github.com/haven-ha/haven/internal/proxy"
 	"github.com/haven-ha/haven/internal/store/etcdstore"
 	"github.com/haven-ha/haven/internal/store/storedial"
+	"github.com/haven-ha/haven/internal/vip"
 )
 
 // RunNode runs the named node of cfg until ctx ends: its embedded etcd
@@ -32,6 +33,17 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 		return fmt.Errorf("node %q is a witness; run it with `haven witness --node %s`", name, name)
 	}
 	log = log.With("node", name)
+	if cfg.VIP.Enabled() {
+		// Before anything starts: a node that could not hold the VIP must
+		// not become active.
+		v, err := vip.New(cfg.VIPOptions(node))
+		if err == nil {
+			err = v.Preflight()
+		}
+		if err != nil {
+			return fmt.Errorf("node %s cannot hold the virtual IP: %w", name, err)
+		}
+	}
 	ln, err := net.Listen("tcp", node.API)
 	if err != nil {
 		return fmt.Errorf("listen on api address %s of node %s: %w (is another agent running with this node name?)", node.API, name, err)

@@ -72,6 +72,7 @@ func viewOf(rec ha.NodeStatus) api.NodeView {
 		AgentPID: rec.AgentPID, ServicePID: rec.ServicePID, API: rec.API,
 		Heartbeat: rec.Heartbeat, StartedAt: rec.StartedAt, Version: rec.Version, Failovers: rec.Failovers,
 		Containment: rec.Containment,
+		VIP:         rec.VIP,
 	}
 }
 

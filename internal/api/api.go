@@ -36,6 +36,7 @@ type NodeView struct {
 	// Containment is how the service's processes are kept together so
 	// that they die with it: "cgroup <dir>" or "process-group (why)".
 	Containment string `json:"containment,omitempty"`
+	VIP         string `json:"vip,omitempty"` // the virtual IP the node holds now, if any
 }
 
 // Status is the cluster as one agent sees it.

@@ -201,6 +201,10 @@ Try it (in another terminal):
   %[1]s switchover --config %[2]s       # a planned hand-over; prints how long traffic was held
   %[1]s events --config %[2]s           # the history: role changes, switchovers, operator actions
   (the kill lines use jq: apt-get install jq)
+  A virtual IP (vip: in the config) is not part of this demo: its nodes share this host's
+  network, so an address cannot move between them. See it move between network namespaces
+  (as root, from haven's source tree): go test ./internal/vip/viplab/ -run TestVIPFollowsActive -v
+  and compared with keepalived: bench/vip.sh (docs/vip.md explains both)
 
 Role changes appear below. Ctrl-C stops everything.
 `, self, cfgPath, serviceAddr(cfg.Nodes[0].Env), cfg.Nodes[0].API, proxyAddr)

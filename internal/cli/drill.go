@@ -34,6 +34,7 @@ func runDrill(args []string, out, errw io.Writer) int {
 	target := fs.String("target", "", "with --config: the URL clients use (default: http://proxy.listen)")
 	path := fs.String("path", "/", "with --config: the path clients GET")
 	opsFile := fs.String("ops", "", "also write every request the clients made to FILE (JSON lines)")
+	vip := fs.Bool("vip", false, "sandbox: give the cluster a virtual IP and send the clients to it instead of the proxy (network namespaces: root)")
 	if code, ok := parse(fs, args, 0); !ok {
 		return code
 	}
@@ -68,7 +69,11 @@ func runDrill(args []string, out, errw io.Writer) int {
 	netns := os.Geteuid() == 0 && !*noNetns && *store == drill.StoreEmbedded
 	start := time.Now()
 	fmt.Fprintf(progress, "haven drill: building the sandbox (3 agents + proxy, %s, store %s)...\n", map[bool]string{true: "network namespaces", false: "loopback"}[netns], *store)
-	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Dir: *dir, Netns: netns, Timing: *timing, Store: *store, Log: progress})
+	if *vip && !netns {
+		fmt.Fprintln(errw, "haven drill: --vip needs the sandbox in network namespaces: run as root, without --no-netns, with the embedded store")
+		return exitUsage
+	}
+	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Dir: *dir, Netns: netns, Timing: *timing, Store: *store, Log: progress, VIP: *vip})
 	if err != nil {
 		fmt.Fprintf(errw, "haven drill: %v\n", err)
 		if errors.Is(err, dbserver.ErrMissing) {
@@ -89,7 +94,7 @@ func runDrill(args []string, out, errw io.Writer) int {
 	lin, n := drill.Linearizable(all, time.Minute)
 	rep := drill.Report{
 		Time: start, Command: "haven drill " + strings.Join(args, " "), Machine: drill.Machine(),
-		Sandbox: map[bool]string{true: "3 agents in network namespaces + a haven proxy", false: "3 agents on loopback + a haven proxy"}[netns] + sandboxStore(*store),
+		Sandbox: map[bool]string{true: "3 agents in network namespaces + a haven proxy", false: "3 agents on loopback + a haven proxy"}[netns] + sandboxStore(*store) + map[bool]string{true: "; clients through the virtual IP, not the proxy", false: ""}[*vip],
 		Timing:  *timing, Clients: *clients, Results: results, Duration: time.Since(start).Seconds(),
 		Linearize: fmt.Sprintf("%s (%d operations)", lin, n),
 	}

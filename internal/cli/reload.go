@@ -90,6 +90,12 @@ func sameSetting(a, b reflect.Value) bool {
 	switch a.Kind() {
 	case reflect.Struct:
 		for i := range a.NumField() {
+			if !a.Type().Field(i).IsExported() && a.CanInterface() {
+				// A value type such as netip.Prefix: compare it whole.
+				return reflect.DeepEqual(a.Interface(), b.Interface())
+			}
+		}
+		for i := range a.NumField() {
 			f := a.Type().Field(i)
 			if strings.HasSuffix(f.Name, "Line") && f.Type.Kind() == reflect.Int {
 				continue

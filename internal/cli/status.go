@@ -122,6 +122,11 @@ func printStatus(w io.Writer, st api.Status) {
 			f.From, f.To, f.Epoch, f.Duration.Round(time.Millisecond), f.From, time.Since(f.Time).Round(time.Second))
 	}
 	printContainment(w, st.Nodes)
+	for _, n := range st.Nodes {
+		if n.VIP != "" {
+			fmt.Fprintf(w, "virtual IP %s is on %s\n", n.VIP, n.Name)
+		}
+	}
 }
 
 // printContainment says how each node keeps its service's processes

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/haven-ha/haven/internal/vip"
 )
 
 // Describe renders the effective configuration for `haven config check`:
@@ -77,6 +79,22 @@ func (c *Config) Describe() string {
 	line("")
 	line("log: level %s, format %s", c.Log.Level, c.Log.Format)
 	line("")
+	if c.VIP.Enabled() {
+		line("vip: %s follows the active node (added after it serves, removed first when it demotes)", c.VIP.Address)
+		for _, n := range c.Nodes {
+			if !n.Witness {
+				line("  %s\ton %s", n.Name, c.VIPInterface(n))
+			}
+		}
+		line("  announce\t%d gratuitous ARP (IPv4) or unsolicited neighbour advertisements (IPv6), %s apart", c.VIP.GARPCount, c.VIP.GARPInterval)
+		if life := vip.Lifetime(c.Timing.LeaseTTL-c.Timing.FenceMargin, c.VIP.Address.Addr().Is6()); life > 0 {
+			line("  kernel expiry\tthe address has a lifetime of %s in the kernel, renewed while the node serves: a frozen or killed agent's copy is gone by its fence deadline", life)
+		} else {
+			line("  kernel expiry\toff: lease_ttl − fence_margin = %s leaves no whole second for a lifetime; a frozen or killed agent's copy stays until that agent runs again (raise lease_ttl to turn it on)", c.Timing.FenceAfter())
+		}
+		line("  needs\tCAP_NET_ADMIN and CAP_NET_RAW (root, or AmbientCapabilities in the systemd unit), and a LAN that accepts gratuitous ARP")
+		line("")
+	}
 
 	t := c.Timing
 	line("timing: %s", t.Preset)
@@ -102,6 +120,9 @@ func (c *Config) Describe() string {
 	} else {
 		line("  demotion: no on_demote hook; the clock drift allowance %s (lease_ttl/100 + 10ms) fits in fence_margin %s, so the active has stopped before its lease can expire in the store",
 			t.DriftAllowance(), t.FenceMargin)
+	}
+	if c.VIP.Enabled() {
+		line("  vip: removing %s is the first step of a demotion; fencing sets aside %s of fence_margin for it (counted with on_demote above in the demote rule)", c.VIP.Address, VIPRemoveBudget)
 	}
 	if s.Standby == "cold" && len(s.Command) > 0 {
 		line("  cold standby: the agent SIGKILLs the service at the fence deadline if it is still stopping, so stop_grace needs no room in fence_margin")

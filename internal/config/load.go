@@ -35,9 +35,9 @@ const (
 
 // The keys each mapping accepts, in the order they are listed to the user.
 var (
-	topKeys     = []string{"cluster", "mode", "data_dir", "timing", "timings", "store", "nodes", "service", "hooks", "checks", "proxy", "preempt", "api", "outage_policy", "redirect", "dashboard", "drill", "log"}
+	topKeys     = []string{"cluster", "mode", "data_dir", "timing", "timings", "store", "nodes", "service", "hooks", "checks", "proxy", "preempt", "api", "outage_policy", "redirect", "dashboard", "drill", "log", "vip"}
 	timingKeys  = []string{"lease_ttl", "renew_interval", "renew_timeout", "fence_margin", "etcd_heartbeat", "etcd_election"}
-	nodeKeys    = []string{"name", "site", "api", "peer", "client", "backend", "witness", "backup", "priority", "env"}
+	nodeKeys    = []string{"name", "site", "api", "peer", "client", "backend", "witness", "backup", "priority", "env", "vip_interface"}
 	serviceKeys = []string{"command", "env", "dir", "standby", "stop_signal", "stop_grace", "restart", "restart_delay", "containment"}
 	hooksKeys   = []string{"on_promote", "on_demote", "promote_backoff"}
 	hookKeys    = []string{"command", "timeout"}
@@ -157,6 +157,7 @@ func (b *builder) top(f fields) {
 	b.drill(f)
 	b.log(f)
 	b.traps()
+	b.vip(f) // after nodes: it checks their addresses and interfaces
 
 	// The on_demote default depends on the fence margin, so it is set only
 	// now that the timings are known.
@@ -167,6 +168,9 @@ func (b *builder) top(f fields) {
 		var demote time.Duration
 		if len(c.Hooks.OnDemote.Command) > 0 {
 			demote = c.Hooks.OnDemote.Timeout
+		}
+		if c.VIP.Enabled() {
+			demote += VIPRemoveBudget // removed first, then on_demote runs
 		}
 		for _, p := range checkTiming(c.Timing, demote, c.Checks, c.Store.Backend == "embedded" || c.Store.Backend == "etcd") {
 			field := p.Field
@@ -310,6 +314,9 @@ func (b *builder) nodes(f fields) {
 		}
 		if v, ok := nf["env"]; ok {
 			node.Env, _ = b.env(v, path+".env")
+		}
+		if v, ok := nf["vip_interface"]; ok {
+			node.VIPInterface = b.ifname(v, path+".vip_interface")
 		}
 		b.c.Nodes = append(b.c.Nodes, node)
 	}

@@ -34,6 +34,7 @@ type Config struct {
 	// `haven proxy`, which may read the file for its own settings: a
 	// proxy.listen that agents on one host would share, say.
 	AgentErrors []Problem
+	VIP         VIP // zero value: no virtual IP
 }
 
 // Timing holds every duration that failover and fencing depend on.
@@ -60,6 +61,8 @@ type Node struct {
 	Priority int               // higher is preferred when preemption is on; default 100
 	Env      map[string]string // per-node variables: exported to the service, hooks and checks, and usable as ${NAME} in them
 	Line     int               // line in the file, for messages
+
+	VIPInterface string // overrides vip.interface on this node
 }
 
 // Service describes the local service an agent supervises. Command empty

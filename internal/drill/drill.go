@@ -581,7 +581,11 @@ func RunOne(ctx context.Context, sb *Sandbox, sc Scenario, o Options, seq int) R
 	t0 := time.Now()
 	r := &run{sb: sb, t0: t0, lease: sb.Lease, recover: o.Recover, log: o.Log}
 	r.active, r.epoch = sb.Active()
-	load := StartLoad(LoadOptions{Target: "http://" + sb.Proxy, Clients: o.Clients,
+	target := "http://" + sb.Proxy
+	if sb.VIP != "" {
+		target = "http://" + sb.VIP // straight to the active, through the virtual IP
+	}
+	load := StartLoad(LoadOptions{Target: target, Clients: o.Clients,
 		Prefix: fmt.Sprintf("d%d-%s-%d-", t0.Unix(), sc.Name, seq)}, t0)
 	stopped := false
 	defer func() {

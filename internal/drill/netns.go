@@ -2,10 +2,9 @@ package drill
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
-	"strings"
-	"sync/atomic"
+
+	"github.com/haven-ha/haven/internal/netlab"
 )
 
 // lab puts each node in its own network namespace with two links: a
@@ -13,107 +12,64 @@ import (
 // service). The host has an address on both networks, so the proxy (which
 // runs on the host) reaches the store and the backends, and cutting a
 // node's cluster link partitions it from the quorum while clients still
-// reach it.
+// reach it. The namespaces, bridges and links are a netlab.Lab.
 type lab struct {
-	id               string
-	nodes            int
-	subnet           int
-	ns               []string
-	clusterB, client string // bridges
-}
-
-var labSeq atomic.Int32
-
-func ipCmd(args ...string) error {
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
+	net    *netlab.Lab
+	nodes  int
+	subnet int
+	ns     []string
+	cutEnd []string // host end of each node's cluster link
 }
 
 // newLab creates the namespaces and links. It needs root.
 func newLab(nodes int) (*lab, error) {
-	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("network namespaces need root")
+	n, err := netlab.New("hd")
+	if err != nil {
+		return nil, err
 	}
-	seq := int(labSeq.Add(1))
-	id := (os.Getpid()*10 + seq) % 1000000
-	l := &lab{id: fmt.Sprint(id), nodes: nodes}
-	l.subnet = pickSubnet((os.Getpid() + seq) % 240)
-	l.clusterB, l.client = "hdc"+l.id, "hdk"+l.id
+	l := &lab{net: n, nodes: nodes, subnet: n.Octet("10.215")}
 	ok := false
 	defer func() {
 		if !ok {
 			l.close()
 		}
 	}()
-	for _, br := range []string{l.clusterB, l.client} {
-		if err := ipCmd("link", "add", br, "type", "bridge"); err != nil {
-			return nil, err
-		}
-		if err := ipCmd("link", "set", br, "up"); err != nil {
-			return nil, err
-		}
-	}
-	if err := ipCmd("addr", "add", l.clusterIP(254)+"/24", "dev", l.clusterB); err != nil {
+	clusterB, err := n.Bridge(l.clusterIP(254) + "/24")
+	if err != nil {
 		return nil, err
 	}
-	if err := ipCmd("addr", "add", l.clientIP(254)+"/24", "dev", l.client); err != nil {
+	client, err := n.Bridge(l.clientIP(254) + "/24")
+	if err != nil {
 		return nil, err
 	}
 	for i := 1; i <= nodes; i++ {
-		ns := fmt.Sprintf("hd%sn%d", l.id, i)
+		ns, err := n.Namespace()
+		if err != nil {
+			return nil, err
+		}
 		l.ns = append(l.ns, ns)
-		if err := ipCmd("netns", "add", ns); err != nil {
+		end, err := n.Attach(ns, clusterB, "eth0", l.clusterIP(i)+"/24")
+		if err != nil {
 			return nil, err
 		}
-		if err := ipCmd("-n", ns, "link", "set", "lo", "up"); err != nil {
+		l.cutEnd = append(l.cutEnd, end)
+		if _, err := n.Attach(ns, client, "eth1", l.clientIP(i)+"/24"); err != nil {
 			return nil, err
-		}
-		for _, link := range []struct{ host, inner, br, ip string }{
-			{l.clusterLink(i), "eth0", l.clusterB, l.clusterIP(i)},
-			{fmt.Sprintf("hd%sk%d", l.id, i), "eth1", l.client, l.clientIP(i)},
-		} {
-			for _, args := range [][]string{
-				{"link", "add", link.host, "type", "veth", "peer", "name", link.inner, "netns", ns},
-				{"link", "set", link.host, "master", link.br, "up"},
-				{"-n", ns, "addr", "add", link.ip + "/24", "dev", link.inner},
-				{"-n", ns, "link", "set", link.inner, "up"},
-			} {
-				if err := ipCmd(args...); err != nil {
-					return nil, err
-				}
-			}
 		}
 	}
 	ok = true
 	return l, nil
 }
 
-// pickSubnet returns a third octet not in use on the host for the drill's
-// networks (10.215.S.0/24 and 10.216.S.0/24), starting at 10+start.
-func pickSubnet(start int) int {
-	out, _ := exec.Command("ip", "-o", "-4", "addr").Output()
-	for k := range 240 {
-		s := 10 + (start+k)%240
-		if !strings.Contains(string(out), fmt.Sprintf("10.215.%d.", s)) {
-			return s
-		}
-	}
-	return 10 + start
-}
-
-func (l *lab) clusterLink(i int) string { return fmt.Sprintf("hd%sc%d", l.id, i) }
-func (l *lab) clusterIP(i int) string   { return fmt.Sprintf("10.215.%d.%d", l.subnet, i) }
-func (l *lab) clientIP(i int) string    { return fmt.Sprintf("10.216.%d.%d", l.subnet, i) }
+func (l *lab) clusterIP(i int) string { return fmt.Sprintf("10.215.%d.%d", l.subnet, i) }
+func (l *lab) clientIP(i int) string  { return fmt.Sprintf("10.216.%d.%d", l.subnet, i) }
 
 // cut takes node i's cluster link down: nothing passes either way.
-func (l *lab) cut(i int) error { return ipCmd("link", "set", l.clusterLink(i), "down") }
+func (l *lab) cut(i int) error { return l.net.SetLink(l.cutEnd[i-1], false) }
 
 // heal undoes cut and cutEgress.
 func (l *lab) heal(i int) error {
-	err := ipCmd("link", "set", l.clusterLink(i), "up")
+	err := l.net.SetLink(l.cutEnd[i-1], true)
 	for _, dst := range l.peersOf(i) {
 		_ = exec.Command("ip", "-n", l.ns[i-1], "route", "del", "blackhole", dst+"/32").Run()
 	}
@@ -125,7 +81,7 @@ func (l *lab) heal(i int) error {
 // its namespace; this kernel has no tc or netfilter to do it otherwise).
 func (l *lab) cutEgress(i int) error {
 	for _, dst := range l.peersOf(i) {
-		if err := ipCmd("-n", l.ns[i-1], "route", "add", "blackhole", dst+"/32"); err != nil {
+		if err := netlab.IP("-n", l.ns[i-1], "route", "add", "blackhole", dst+"/32"); err != nil {
 			return err
 		}
 	}
@@ -142,15 +98,4 @@ func (l *lab) peersOf(i int) []string {
 	return out
 }
 
-func (l *lab) close() {
-	for i, ns := range l.ns {
-		// Delete the host ends first: that is synchronous, unlike the
-		// namespace's own teardown.
-		_ = exec.Command("ip", "link", "del", l.clusterLink(i+1)).Run()
-		_ = exec.Command("ip", "link", "del", fmt.Sprintf("hd%sk%d", l.id, i+1)).Run()
-		_ = exec.Command("ip", "netns", "del", ns).Run()
-	}
-	for _, br := range []string{l.clusterB, l.client} {
-		_ = exec.Command("ip", "link", "del", br).Run()
-	}
-}
+func (l *lab) close() { l.net.Close() }

@@ -39,6 +39,9 @@ type SandboxOptions struct {
 	// sandbox runs on loopback only.
 	Store string
 	Log   io.Writer // progress lines; nil: none
+	// VIP gives the cluster a virtual IP on the client network and sends
+	// the drill's clients to it instead of the proxy (needs Netns).
+	VIP bool
 }
 
 // Sandbox stores.
@@ -85,6 +88,7 @@ type Sandbox struct {
 	Config string
 	Nodes  []*Node
 	Proxy  string // host:port clients use
+	VIP    string // host:port of the service on the virtual IP, with SandboxOptions.VIP
 	Lease  time.Duration
 	DB     *dbserver.Server // the database of a postgres or mariadb sandbox
 
@@ -159,6 +163,9 @@ func NewSandbox(ctx context.Context, o SandboxOptions) (*Sandbox, error) {
 	if err := s.startDB(); err != nil {
 		return nil, err
 	}
+	if o.VIP && !o.Netns {
+		return nil, fmt.Errorf("a virtual IP needs the network namespaces (run as root, without --no-netns, on the embedded store)")
+	}
 	if o.Netns {
 		l, err := newLab(3)
 		if err != nil {
@@ -224,6 +231,7 @@ func (s *Sandbox) writeConfig() error {
 		fmt.Fprintf(&b, "store: {backend: mysql, dsn: %q}\n", s.DB.DSN)
 	}
 	b.WriteString("nodes:\n")
+	listen := "" // the sample service's own address (SERVICE_ADDR)
 	for i := 1; i <= 3; i++ {
 		n := &Node{Name: fmt.Sprintf("n%d", i), Index: i}
 		var peer, client string
@@ -245,8 +253,17 @@ func (s *Sandbox) writeConfig() error {
 		}
 		s.Nodes = append(s.Nodes, n)
 	}
+	if s.Opts.VIP && s.lab != nil {
+		// On the client network, beside the nodes; the host reaches it
+		// there. The services listen on every address (SERVICE_ADDR of the
+		// agents stays the node's own, for the checks and the proxy).
+		vip := s.lab.clientIP(100)
+		fmt.Fprintf(&b, "vip: {address: %s/24, interface: eth1}\n", vip)
+		s.VIP = vip + ":8080"
+		listen = `, "--listen", ":8080"`
+	}
 	fmt.Fprintf(&b, `service:
-  command: [%q, "sample-service"]
+  command: [%q, "sample-service"%s]
   env: {HAVEN_API_TOKEN: %q}
   stop_grace: 2s
   restart: always
@@ -259,7 +276,7 @@ checks:
     rise: 1
     fall: 2
 drill: {enabled: true}
-`, s.Opts.Bin, sandboxToken)
+`, s.Opts.Bin, listen, sandboxToken)
 	s.Config = filepath.Join(s.Dir, "haven.yaml")
 	if err := os.WriteFile(s.Config, []byte(b.String()), 0o644); err != nil {
 		return err

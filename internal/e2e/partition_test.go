@@ -4,94 +4,70 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/netlab"
 )
 
 // netLab puts each node in its own network namespace with two links: a
 // cluster network (etcd peers and clients) and a client network (agent API
 // and service). Cutting a node's cluster link partitions it from the
-// quorum while the test can still watch what it answers to clients.
+// quorum while the test can still watch what it answers to clients. The
+// namespaces, bridges and links are a netlab.Lab.
 type netLab struct {
-	t        testing.TB
-	id       string
-	nodes    int
-	nsNames  []string
-	clusterB string // bridge of the cluster network
-	clientB  string // bridge of the client network
-	subnet   int
-}
-
-// labSeq numbers the labs of this test process: the kernel deletes a
-// namespace (and the veth ends inside it) asynchronously, so a lab must not
-// reuse the names of one closed a moment ago.
-var labSeq atomic.Int64
-
-func ipRun(t testing.TB, args ...string) {
-	t.Helper()
-	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-	}
+	t       testing.TB
+	net     *netlab.Lab
+	nodes   int
+	nsNames []string
+	cutEnd  []string // host end of each node's cluster link
+	subnet  int
 }
 
 func newNetLab(t testing.TB, nodes int) *netLab {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("the partition test needs root to create network namespaces; run ./scripts/test as root (CI does)")
+	n, err := netlab.New("hv")
+	if err != nil {
+		t.Fatalf("the partition test needs root to create network namespaces; run ./scripts/test as root (CI does): %v", err)
 	}
-	seq := int(labSeq.Add(1))
-	l := &netLab{t: t, id: fmt.Sprintf("%d", (os.Getpid()%10000)*10+seq%10), nodes: nodes, subnet: 10 + (os.Getpid()+seq)%200}
-	l.clusterB, l.clientB = "hvc"+l.id, "hvk"+l.id
-	t.Cleanup(l.close)
-	for _, br := range []string{l.clusterB, l.clientB} {
-		ipRun(t, "link", "add", br, "type", "bridge")
-		ipRun(t, "link", "set", br, "up")
-	}
-	// The test itself talks to the client network only.
-	ipRun(t, "addr", "add", fmt.Sprintf("10.214.%d.254/24", l.subnet), "dev", l.clientB)
-	for i := 1; i <= nodes; i++ {
-		ns := fmt.Sprintf("hv%sn%d", l.id, i)
-		l.nsNames = append(l.nsNames, ns)
-		ipRun(t, "netns", "add", ns)
-		ipRun(t, "-n", ns, "link", "set", "lo", "up")
-		for _, link := range []struct{ host, inner, br, net string }{
-			{l.clusterLink(i), "eth0", l.clusterB, "10.213"},
-			{fmt.Sprintf("hv%sk%d", l.id, i), "eth1", l.clientB, "10.214"},
-		} {
-			ipRun(t, "link", "add", link.host, "type", "veth", "peer", "name", link.inner, "netns", ns)
-			ipRun(t, "link", "set", link.host, "master", link.br, "up")
-			ipRun(t, "-n", ns, "addr", "add", fmt.Sprintf("%s.%d.%d/24", link.net, l.subnet, i), "dev", link.inner)
-			ipRun(t, "-n", ns, "link", "set", link.inner, "up")
+	t.Cleanup(n.Close)
+	l := &netLab{t: t, net: n, nodes: nodes, subnet: n.Octet("10.214")}
+	must := func(s string, err error) string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
 		}
+		return s
+	}
+	clusterB := must(n.Bridge(""))
+	// The test itself talks to the client network only.
+	clientB := must(n.Bridge(fmt.Sprintf("10.214.%d.254/24", l.subnet)))
+	for i := 1; i <= nodes; i++ {
+		ns := must(n.Namespace())
+		l.nsNames = append(l.nsNames, ns)
+		l.cutEnd = append(l.cutEnd, must(n.Attach(ns, clusterB, "eth0", l.clusterIP(i)+"/24")))
+		must(n.Attach(ns, clientB, "eth1", l.clientIP(i)+"/24"))
 	}
 	return l
 }
 
-func (l *netLab) clusterLink(i int) string { return fmt.Sprintf("hv%sc%d", l.id, i) }
-func (l *netLab) clusterIP(i int) string   { return fmt.Sprintf("10.213.%d.%d", l.subnet, i) }
-func (l *netLab) clientIP(i int) string    { return fmt.Sprintf("10.214.%d.%d", l.subnet, i) }
+func (l *netLab) clusterIP(i int) string { return fmt.Sprintf("10.213.%d.%d", l.subnet, i) }
+func (l *netLab) clientIP(i int) string  { return fmt.Sprintf("10.214.%d.%d", l.subnet, i) }
 
 // cut takes node i's cluster link down (both directions); heal brings it up.
-func (l *netLab) cut(i int)  { ipRun(l.t, "link", "set", l.clusterLink(i), "down") }
-func (l *netLab) heal(i int) { ipRun(l.t, "link", "set", l.clusterLink(i), "up") }
-
-func (l *netLab) close() {
-	for i, ns := range l.nsNames {
-		// Delete the host ends first: that is synchronous, unlike the
-		// namespace's own teardown.
-		_ = exec.Command("ip", "link", "del", l.clusterLink(i+1)).Run()
-		_ = exec.Command("ip", "link", "del", fmt.Sprintf("hv%sk%d", l.id, i+1)).Run()
-		_ = exec.Command("ip", "netns", "del", ns).Run()
+func (l *netLab) cut(i int) {
+	if err := l.net.SetLink(l.cutEnd[i-1], false); err != nil {
+		l.t.Fatal(err)
 	}
-	for _, br := range []string{l.clusterB, l.clientB} {
-		_ = exec.Command("ip", "link", "del", br).Run()
+}
+
+func (l *netLab) heal(i int) {
+	if err := l.net.SetLink(l.cutEnd[i-1], true); err != nil {
+		l.t.Fatal(err)
 	}
 }
 

@@ -74,6 +74,7 @@ type NodeStatus struct {
 	Failovers   int64     `json:"failovers"` // promotions of this node since it started
 	LastPromote string    `json:"last_promote,omitempty"`
 	Containment string    `json:"containment,omitempty"` // how the service's processes are contained: "cgroup <dir>" or "process-group (...)"
+	VIP         string    `json:"vip,omitempty"`         // the virtual IP this node holds now (CIDR), if any
 }
 
 // Snapshot is the view of the cluster kept in the store: who leads, what

@@ -421,6 +421,7 @@ function renderDetail() {
     ['Agent PID', n.agent_pid || '-'], ['Service PID', n.service_pid || '-'], ['Containment', n.containment || '-'], ['API', n.api || '-'],
     ['Started', n.started_at ? fmtTime(n.started_at) : '-'], ['Last heartbeat', n.heartbeat ? fmtTime(n.heartbeat) : '-'],
     ['Version', n.version || '-'], ['Promotions', String(n.failovers || 0)],
+    ['Virtual IP', n.vip || '-'],
   ];
   $('detail-props').replaceChildren(...props.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: String(v) })]));
 }
