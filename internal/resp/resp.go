@@ -226,7 +226,9 @@ func (r *Reader) readInline() ([][]byte, error) {
 func SplitArgs(line []byte) ([][]byte, bool) {
 	var args [][]byte
 	i := 0
-	blank := func(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f' || c == 0 }
+	blank := func(c byte) bool {
+		return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f' || c == 0
+	}
 	for {
 		for i < len(line) && blank(line[i]) {
 			i++
