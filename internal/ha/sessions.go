@@ -1,0 +1,28 @@
+package ha
+
+import "context"
+
+// SessionRecord is one key of the replicated session store (see package
+// sessions): its value and absolute expiry, or its removal.
+type SessionRecord struct {
+	Key      string
+	Value    []byte
+	ExpireAt int64 // Unix milliseconds; 0: never
+	Deleted  bool
+}
+
+// SessionData is what the session store needs from a backend: a
+// consistent copy, the changes after it, and fenced batches of writes.
+type SessionData interface {
+	// LoadSessions returns every record (none deleted) as of one revision,
+	// read linearizably, and that revision.
+	LoadSessions(ctx context.Context) (recs []SessionRecord, rev int64, err error)
+	// WatchSessions calls fn with the changes after rev, in order, until
+	// ctx ends or the watch fails (then the caller loads again).
+	WatchSessions(ctx context.Context, rev int64, fn func([]SessionRecord)) error
+	// CommitSessions applies recs in one transaction if node holds the
+	// active role at epoch, and returns the revision. A batch refused by
+	// the fence returns ErrNotLeader and changed nothing; any other error
+	// leaves the outcome unknown. Each key appears at most once in recs.
+	CommitSessions(ctx context.Context, node string, epoch Epoch, recs []SessionRecord) (rev int64, err error)
+}
