@@ -108,6 +108,19 @@ func (c *Config) Describe() string {
 	}
 	line("")
 
+	if ss := c.Sessions; ss.Listen != "" {
+		keys, auth := "no limit", "none (loopback only)"
+		if ss.MaxKeys > 0 {
+			keys = strconv.Itoa(ss.MaxKeys)
+		}
+		if ss.Password != "" {
+			auth = "required"
+		}
+		line("sessions: Redis protocol on %s on each node; writes on the active only, acknowledged once etcd committed them (RPO 0)", ss.Listen)
+		line("  max_value_bytes %d, max_keys %s, password %s", ss.MaxValueBytes, keys, auth)
+		line("")
+	}
+
 	wc := t.WorstCase(c.Checks)
 	line("worst-case failover (from the failure until another node is active):")
 	if services := len(c.Nodes) - witnesses(c.Nodes); services < 2 {

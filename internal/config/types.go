@@ -27,6 +27,7 @@ type Config struct {
 	Dashboard    Dashboard // zero value: no dashboard
 	Drill        Drill     // may `haven drill --config` inject faults here
 	Log          Log
+	Sessions     Sessions // zero value: no session store
 }
 
 // Timing holds every duration that failover and fencing depend on.
