@@ -67,6 +67,8 @@ type Agent struct {
 	failedAt  atomic.Pointer[time.Time] // when the service last failed while this node was active
 	askC      chan ask
 	stoppedBy atomic.Pointer[string] // operator who stopped the service, if any
+	// sessStats reports the session store's size, when it runs (sessions.go).
+	sessStats atomic.Pointer[func() ha.SessionStats]
 }
 
 func priorities(cfg *config.Config) map[string]int {
@@ -716,6 +718,10 @@ func (a *Agent) Record() ha.NodeStatus {
 	}
 	if a.svc != nil {
 		rec.ServicePID = a.svc.PID()
+	}
+	if f := a.sessStats.Load(); f != nil {
+		ss := (*f)()
+		rec.Sessions = &ss
 	}
 	return rec
 }

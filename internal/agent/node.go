@@ -90,7 +90,17 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 			return err
 		}
 	}
+	stopSessions := func() {}
+	if cfg.Sessions.Listen != "" {
+		// TLS for this listener comes with the cluster's tls: section (nil: plain).
+		if stopSessions, err = startSessions(cfg, node, a, store, nil, log); err != nil {
+			stopProxy()
+			_ = store.Close()
+			return err
+		}
+	}
 	err = a.Run(runCtx)
+	stopSessions()
 	stopProxy()
 	_ = store.Close()
 	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)

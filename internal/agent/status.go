@@ -66,6 +66,7 @@ func viewOf(rec ha.NodeStatus) api.NodeView {
 		Eligible: rec.Eligible, Why: rec.Why, Epoch: rec.Epoch, Since: rec.Since, Reason: rec.Reason,
 		AgentPID: rec.AgentPID, ServicePID: rec.ServicePID, API: rec.API,
 		Heartbeat: rec.Heartbeat, StartedAt: rec.StartedAt, Version: rec.Version, Failovers: rec.Failovers,
+		Sessions: rec.Sessions,
 	}
 }
 

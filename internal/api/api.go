@@ -33,6 +33,8 @@ type NodeView struct {
 	StartedAt  time.Time `json:"started_at,omitzero"`
 	Version    string    `json:"version,omitempty"`
 	Failovers  int64     `json:"failovers"`
+	// Sessions: the node's session store, if it runs one.
+	Sessions *ha.SessionStats `json:"sessions,omitempty"`
 }
 
 // Status is the cluster as one agent sees it.

@@ -117,6 +117,27 @@ func printStatus(w io.Writer, st api.Status) {
 			pid(n.AgentPID), pid(n.ServicePID), since, why)
 	}
 	_ = tw.Flush()
+	printSessions(w, st)
+}
+
+// printSessions shows each node's copy of the session store, if any.
+func printSessions(w io.Writer, st api.Status) {
+	first := true
+	for _, n := range st.Nodes {
+		s := n.Sessions
+		if s == nil {
+			continue
+		}
+		if first {
+			fmt.Fprintln(w, "\nsessions (Redis protocol):")
+			first = false
+		}
+		mode := "read-only copy"
+		if s.Writable {
+			mode = "takes writes"
+		}
+		fmt.Fprintf(w, "  %s on %s: %d keys, %d bytes, %s\n", n.Name, s.Listen, s.Keys, s.Bytes, mode)
+	}
 }
 
 func yesNo(b bool) string {

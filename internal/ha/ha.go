@@ -73,6 +73,8 @@ type NodeStatus struct {
 	Heartbeat   time.Time `json:"heartbeat"` // when this record was written
 	Failovers   int64     `json:"failovers"` // promotions of this node since it started
 	LastPromote string    `json:"last_promote,omitempty"`
+	// Sessions: the node's session store (package sessions), if it runs one.
+	Sessions *SessionStats `json:"sessions,omitempty"`
 }
 
 // Snapshot is the view of the cluster kept in the store: who leads, what

@@ -26,3 +26,12 @@ type SessionData interface {
 	// leaves the outcome unknown. Each key appears at most once in recs.
 	CommitSessions(ctx context.Context, node string, epoch Epoch, recs []SessionRecord) (rev int64, err error)
 }
+
+// SessionStats is the size of one node's copy of the session store, as it
+// publishes it in its status record.
+type SessionStats struct {
+	Listen   string `json:"listen"`
+	Keys     int    `json:"keys"`
+	Bytes    int64  `json:"bytes"`
+	Writable bool   `json:"writable"` // this node takes writes (the active)
+}

@@ -417,6 +417,7 @@ function renderDetail() {
     ['Agent PID', n.agent_pid || '-'], ['Service PID', n.service_pid || '-'], ['API', n.api || '-'],
     ['Started', n.started_at ? fmtTime(n.started_at) : '-'], ['Last heartbeat', n.heartbeat ? fmtTime(n.heartbeat) : '-'],
     ['Version', n.version || '-'], ['Promotions', String(n.failovers || 0)],
+    ['Sessions', n.sessions ? `${n.sessions.keys} keys, ${n.sessions.bytes} bytes on ${n.sessions.listen}${n.sessions.writable ? ' (takes writes)' : ' (read-only copy)'}` : '-'],
   ];
   $('detail-props').replaceChildren(...props.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: String(v) })]));
 }
