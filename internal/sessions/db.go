@@ -34,6 +34,9 @@ type db struct {
 	loading  bool     // the copy is not usable until the next load (reset)
 
 	pending   []pendingRec
+	inflight  map[string]bool // keys of batches in flight
+	flying    map[*batch]struct{}
+	gen       uint64      // batches of an older generation are void (reset)
 	seq       uint64      // last command that may write
 	queued    uint64      // last command that queued a change
 	committed uint64      // every change up to this one is in the store, but those in failed
@@ -48,7 +51,7 @@ type pendingRec struct {
 }
 
 func newDB(clk clock.Clock, local bool) *db {
-	return &db{clk: clk, m: map[string]entry{}, local: local, writable: local, loading: !local, changed: make(chan struct{}), kick: make(chan struct{}, 1)}
+	return &db{clk: clk, m: map[string]entry{}, local: local, writable: local, loading: !local, inflight: map[string]bool{}, flying: map[*batch]struct{}{}, changed: make(chan struct{}), kick: make(chan struct{}, 1)}
 }
 
 func (d *db) nowMs() int64 { return d.clk.Now().UnixMilli() }
@@ -92,6 +95,11 @@ func (d *db) queue(r ha.SessionRecord) {
 	}
 	d.queued = d.seq
 	d.pending = append(d.pending, pendingRec{seq: d.seq, rec: r})
+	d.wake()
+}
+
+// wake tells the committer there may be work.
+func (d *db) wake() {
 	select {
 	case d.kick <- struct{}{}:
 	default:
@@ -134,62 +142,110 @@ func (d *db) notify() {
 	d.changed = make(chan struct{})
 }
 
-// take removes the oldest pending changes, whole commands only, up to
+// batch is one commit: whole commands whose keys no other batch in flight
+// touches, so batches may commit concurrently and in any order without
+// reordering the changes of any key.
+type batch struct {
+	gen  uint64
+	recs []ha.SessionRecord
+	min  uint64 // lowest command in it
+}
+
+// take removes from the queue the oldest commands that can go now, up to
 // maxOps distinct keys and maxBytes (at least one command), coalescing
-// changes of one key into the last. It returns them and the last sequence
-// number they cover.
-func (d *db) take(maxOps, maxBytes int) ([]ha.SessionRecord, uint64) {
+// changes of one key into the last. A command is skipped when one of its
+// keys is in a batch in flight or in a command skipped before it. It
+// returns nil when nothing can go.
+func (d *db) take(maxOps, maxBytes int) *batch {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if len(d.pending) == 0 {
-		return nil, 0
+		return nil
 	}
 	idx := map[string]int{}
-	var out []ha.SessionRecord
+	blocked := map[string]bool{}
+	b := &batch{gen: d.gen}
+	var rest []pendingRec
 	size, i := 0, 0
+	full := false
 	for i < len(d.pending) {
 		// One command's changes: [i, j).
 		j := i
 		for j < len(d.pending) && d.pending[j].seq == d.pending[i].seq {
 			j++
 		}
+		cmd := d.pending[i:j]
+		i = j
+		skip := full
 		add, bytes := 0, 0
-		for _, p := range d.pending[i:j] {
-			if _, ok := idx[p.rec.Key]; !ok {
+		for _, p := range cmd {
+			k := p.rec.Key
+			if d.inflight[k] || blocked[k] {
+				skip = true
+			}
+			if _, ok := idx[k]; !ok {
 				add++
 			}
-			bytes += len(p.rec.Key) + len(p.rec.Value) + 16
+			bytes += len(k) + len(p.rec.Value) + 16
 		}
-		if i > 0 && (len(idx)+add > maxOps || size+bytes > maxBytes) {
-			break
+		if !skip && len(b.recs) > 0 && (len(idx)+add > maxOps || size+bytes > maxBytes) {
+			skip, full = true, true
 		}
-		for _, p := range d.pending[i:j] {
+		if skip {
+			for _, p := range cmd {
+				blocked[p.rec.Key] = true
+			}
+			rest = append(rest, cmd...)
+			continue
+		}
+		if b.min == 0 {
+			b.min = cmd[0].seq
+		}
+		for _, p := range cmd {
 			if k, ok := idx[p.rec.Key]; ok {
-				out[k] = p.rec
+				b.recs[k] = p.rec
 			} else {
-				idx[p.rec.Key] = len(out)
-				out = append(out, p.rec)
+				idx[p.rec.Key] = len(b.recs)
+				b.recs = append(b.recs, p.rec)
 			}
 		}
 		size += bytes
-		i = j
 	}
-	last := d.pending[i-1].seq
-	d.pending = d.pending[i:]
-	if len(d.pending) == 0 {
-		d.pending = nil // let the backing array go
+	if len(b.recs) == 0 {
+		return nil
 	}
-	return out, last
+	d.pending = rest
+	for k := range idx {
+		d.inflight[k] = true
+	}
+	d.flying[b] = struct{}{}
+	return b
 }
 
-// done records that every change up to seq is stored.
-func (d *db) done(seq uint64) {
+// done records that b is stored.
+func (d *db) done(b *batch) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if seq > d.committed {
-		d.committed = seq
+	if b.gen != d.gen {
+		return // from before a reset: its waiters have failed already
+	}
+	for _, r := range b.recs {
+		delete(d.inflight, r.Key)
+	}
+	delete(d.flying, b)
+	// Everything below the oldest change still queued or in flight is in.
+	low := d.queued + 1
+	if len(d.pending) > 0 {
+		low = min(low, d.pending[0].seq)
+	}
+	for f := range d.flying {
+		low = min(low, f.min)
+	}
+	if low-1 > d.committed {
+		d.committed = low - 1
 		d.notify()
 	}
+	d.wake()
 }
 
 // reset replaces the copy with recs (a fresh load). writable makes this
@@ -222,6 +278,9 @@ func (d *db) stopWriting() {
 
 func (d *db) failPendingLocked() {
 	d.pending = nil
+	d.inflight = map[string]bool{}
+	d.flying = map[*batch]struct{}{}
+	d.gen++
 	if d.seq > d.committed {
 		d.failed = append(d.failed, [2]uint64{d.committed, d.seq})
 		if len(d.failed) > 64 {

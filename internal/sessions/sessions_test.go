@@ -331,3 +331,59 @@ func TestGroupCommit(t *testing.T) {
 	}
 	t.Logf("1001 writes in %d commits", commits)
 }
+
+// TestConcurrentBatchesKeepKeyOrder: batches in flight never share a key,
+// a command waits behind an earlier one on the same key, and a reply is
+// released only when everything before it is stored.
+func TestConcurrentBatchesKeepKeyOrder(t *testing.T) {
+	d := newDB(clock.Real{}, false)
+	d.reset(nil, true, 1)
+	put := func(keys ...string) uint64 {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.begin()
+		for _, k := range keys {
+			d.set(k, []byte("v"), 0)
+		}
+		return d.seq
+	}
+	keysOf := func(b *batch) string {
+		var ks []string
+		for _, r := range b.recs {
+			ks = append(ks, r.Key)
+		}
+		return strings.Join(ks, ",")
+	}
+	put("a")
+	put("b")
+	b1 := d.take(128, 1<<20)
+	if got := keysOf(b1); got != "a,b" {
+		t.Fatalf("first batch %q", got)
+	}
+	s3 := put("a", "e")
+	put("c")
+	s5 := put("e")
+	b2 := d.take(128, 1<<20)
+	if got := keysOf(b2); got != "c" {
+		t.Fatalf("second batch %q, want c (a is in flight, and e of the last command waits behind the command with a)", got)
+	}
+	if b := d.take(128, 1<<20); b != nil {
+		t.Fatalf("took %q while its keys are in flight", keysOf(b))
+	}
+	d.done(b2)
+	if d.committed != 0 {
+		t.Fatalf("committed %d before the first batch", d.committed)
+	}
+	d.done(b1)
+	if d.committed != s3-1 {
+		t.Fatalf("committed %d, want %d", d.committed, s3-1)
+	}
+	b3 := d.take(128, 1<<20)
+	if got := keysOf(b3); got != "a,e" {
+		t.Fatalf("third batch %q", got)
+	}
+	d.done(b3)
+	if d.committed != s5 {
+		t.Fatalf("committed %d, want %d", d.committed, s5)
+	}
+}
