@@ -130,13 +130,17 @@ func TestSessionsSurviveFailoverAndSwitchover(t *testing.T) {
 		t.Fatalf("write on standby %s: %q", standby, got)
 	}
 
-	// kill -9 of the active agent: a standby takes over.
+	// kill -9 of the active agent under a load of SETs and reads: a
+	// standby takes over, and the history is linearizable.
+	hist := startHistory(sb, 4)
+	hist.waitOps(t, 20) // some history before the fault
 	if err := sb.StopAgent(active, syscall.SIGKILL, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	next := waitActive(t, sb, active)
 	t.Logf("kill -9 %s: %s is active", active, next)
 	checkAll(t, sb, next, n)
+	checkLinearizable(t, hist.finish())
 
 	// The killed agent comes back; then a planned switchover.
 	if err := sb.StartAgent(active); err != nil {
