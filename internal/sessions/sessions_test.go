@@ -387,3 +387,28 @@ func TestConcurrentBatchesKeepKeyOrder(t *testing.T) {
 		t.Fatalf("committed %d, want %d", d.committed, s5)
 	}
 }
+
+// TestActiveRemovesExpiredKeys: an expired key disappears from the store
+// (the active deletes it), and no node returns it after its TTL.
+func TestActiveRemovesExpiredKeys(t *testing.T) {
+	b := newMemBackend()
+	a, s := startNode(t, b, "a"), startNode(t, b, "b")
+	b.promote(a, "a", 1)
+	ca, cs := dial(t, a.addr), dial(t, s.addr)
+	eventually(t, "writes", func() bool { return ca.do("SET", "k", "v", "PX", "300") == "+OK\r\n" })
+	set := time.Now()
+	eventually(t, "the store drops it", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		_, ok := b.data["k"]
+		return !ok
+	})
+	if time.Since(set) < 300*time.Millisecond {
+		t.Fatalf("removed after %s, before its TTL", time.Since(set))
+	}
+	for _, c := range []*rawClient{ca, cs} {
+		if r := c.do("GET", "k"); r != "$-1\r\n" {
+			t.Fatalf("after its TTL: %q", r)
+		}
+	}
+}
