@@ -68,7 +68,7 @@ func runDrill(args []string, out, errw io.Writer) int {
 	netns := os.Geteuid() == 0 && !*noNetns && *store == drill.StoreEmbedded
 	start := time.Now()
 	fmt.Fprintf(progress, "haven drill: building the sandbox (3 agents + proxy, %s, store %s)...\n", map[bool]string{true: "network namespaces", false: "loopback"}[netns], *store)
-	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Dir: *dir, Netns: netns, Timing: *timing, Store: *store, Log: progress})
+	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Dir: *dir, Netns: netns, Timing: *timing, Store: *store, Log: progress, Sessions: *store == drill.StoreEmbedded})
 	if err != nil {
 		fmt.Fprintf(errw, "haven drill: %v\n", err)
 		if errors.Is(err, dbserver.ErrMissing) {
