@@ -59,7 +59,18 @@ type Reader struct {
 	br      *bufio.Reader
 	maxBulk int
 	maxArgs int
+	// Unauthenticated applies Redis's limits for a client that has not
+	// authenticated yet: at most 10 arguments of at most 16 KiB, or a
+	// fatal protocol error, so that nobody can make the server hold large
+	// buffers without the password.
+	Unauthenticated bool
 }
+
+// Redis's limits before authentication.
+const (
+	unauthArgs = 10
+	unauthBulk = 16384
+)
 
 // NewReader reads from r; maxBulk bounds one argument's length and maxArgs
 // the arguments of one command (0: the defaults, 1 MiB and 65536).
@@ -148,6 +159,9 @@ func (r *Reader) readMultibulk() ([][]byte, error) {
 	if !ok || n > HardMaxArgs {
 		return nil, protoErr("invalid multibulk length")
 	}
+	if r.Unauthenticated && n > unauthArgs {
+		return nil, protoErr("unauthenticated multibulk length")
+	}
 	if n <= 0 {
 		return nil, nil
 	}
@@ -172,6 +186,9 @@ func (r *Reader) readMultibulk() ([][]byte, error) {
 		size, ok := number(ln[1:])
 		if !ok || size < 0 || size > HardMaxBulk {
 			return nil, protoErr("invalid bulk length")
+		}
+		if r.Unauthenticated && size > unauthBulk {
+			return nil, protoErr("unauthenticated bulk length")
 		}
 		if tooMany || tooBig || size > int64(r.maxBulk) {
 			tooBig = tooBig || size > int64(r.maxBulk)

@@ -215,6 +215,39 @@ func compareScript(t *testing.T, script string, o Options, redisArgs ...string) 
 	}
 }
 
+// TestSameUnauthenticatedLimitsAsRedis: before AUTH, Redis takes at most
+// 10 arguments of at most 16 KiB, and so does haven.
+func TestSameUnauthenticatedLimitsAsRedis(t *testing.T) {
+	redisAddr := startRedis(t, "--requirepass", "secret")
+	_, addr := startLocal(t, Options{Password: "secret"})
+	big := strings.Repeat("x", 16385)
+	for _, frame := range []string{
+		string(encode("SET", "k", big)),
+		string(encode("DEL", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10")),
+	} {
+		var got [2]string
+		for i, a := range []string{redisAddr, addr} {
+			c := dial(t, a)
+			if _, err := c.nc.Write([]byte(frame)); err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(c.br)
+			got[i] = string(b)
+		}
+		if got[0] != got[1] {
+			t.Errorf("%.40q\n  redis: %q\n  haven: %q", frame, got[0], got[1])
+		}
+	}
+	// After AUTH the limits are max_value_bytes and max args.
+	c := dial(t, addr)
+	if r := c.do("AUTH", "secret"); r != "+OK\r\n" {
+		t.Fatal(r)
+	}
+	if r := c.do("SET", "k", big); r != "+OK\r\n" {
+		t.Fatalf("SET of 16385 bytes after AUTH: %q", r)
+	}
+}
+
 // TestSameProtocolErrorsAsRedis: a malformed frame gets Redis's error and
 // the connection is closed, as Redis does; the reply of a command that
 // came before it in the same packet is sent first.

@@ -196,6 +196,7 @@ func (s *Server) handle(ctx context.Context, nc net.Conn) {
 	// A key or value over max_value_bytes is dropped by the reader; keys
 	// share the limit (Redis allows 512 MB for both).
 	r := resp.NewReader(nc, s.opts.MaxValueBytes, s.opts.MaxArgs)
+	r.Unauthenticated = !c.authed
 	var out bytes.Buffer
 	w := resp.NewWriter(&out)
 	type started struct {
@@ -216,6 +217,7 @@ func (s *Server) handle(ctx context.Context, nc net.Conn) {
 			}
 			at := time.Now()
 			cmd, sq, q := s.exec(c, args, w)
+			r.Unauthenticated = !c.authed
 			window = append(window, started{cmd, at})
 			seq = max(seq, sq)
 			if q {
