@@ -230,6 +230,12 @@ func startCoordination(ctx context.Context, cfg *config.Config, node config.Node
 // every 100 ms (two cheap in-memory reads), so that the window in which the
 // active also leads etcd stays short.
 func keepLeaderAway(ctx context.Context, a *Agent, m *etcdstore.Member, log *slog.Logger) {
+	if a.cfg.Mode == ha.ModeActiveActive {
+		// Every healthy node is active: moving leadership away from each
+		// of them would bounce it between members forever, and raft drops
+		// proposals during every transfer.
+		return
+	}
 	pause := 100 * time.Millisecond
 	for {
 		select {

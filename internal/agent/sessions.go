@@ -44,6 +44,7 @@ func startSessions(cfg *config.Config, node config.Node, a *Agent, store ha.Stor
 		Log:           log.With("part", "sessions"),
 		Backend:       data,
 		Role:          a.sessionsRole,
+		ActiveActive:  cfg.Mode == ha.ModeActiveActive,
 	})
 	a.metrics.reg.MustRegister(srv.Collectors()...)
 	stats := func() ha.SessionStats {

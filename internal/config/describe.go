@@ -116,7 +116,11 @@ func (c *Config) Describe() string {
 		if ss.Password != "" {
 			auth = "required"
 		}
-		line("sessions: Redis protocol on %s on each node; writes on the active only, acknowledged once etcd committed them (RPO 0)", ss.Listen)
+		writers := "writes on the active only, fenced by its epoch"
+		if c.Mode == "active-active" {
+			writers = "writes on every serving node, each a compare-and-swap"
+		}
+		line("sessions: Redis protocol on %s on each node; %s, acknowledged once etcd committed them (RPO 0)", ss.Listen, writers)
 		line("  max_value_bytes %d, max_keys %s, password %s", ss.MaxValueBytes, keys, auth)
 		line("")
 	}

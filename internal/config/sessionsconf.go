@@ -79,9 +79,6 @@ func (b *builder) sessions(f fields) {
 	default:
 		b.add(s.Line, "sessions", "needs the embedded or etcd store, and store.backend is %s: the session store keeps its data in etcd (the SQL stores do not hold sessions yet); use store.backend: embedded or etcd, or remove sessions:", be)
 	}
-	if b.c.Mode == "active-active" {
-		b.add(s.Line, "sessions", "is not available in active-active mode yet: only one node (the active) may write sessions; use mode: active-passive, or remove sessions:")
-	}
 	b.c.Sessions = s
 }
 

@@ -33,7 +33,6 @@ func TestSessionsErrors(t *testing.T) {
 		{"missing file", sessBase + "sessions: {listen: 127.0.0.1:6379, password_file: /nonexistent/p}\n", "cannot read /nonexistent/p"},
 		{"huge value", sessBase + "sessions: {listen: 127.0.0.1:6379, max_value_bytes: 2MiB}\n", "sessions.max_value_bytes: invalid size"},
 		{"sql store", strings.Replace(sessBase, "nodes:", "store: {backend: postgres, dsn: \"postgres://h/db\"}\nnodes:", 1) + "sessions: {listen: 127.0.0.1:6379}\n", "sessions: needs the embedded or etcd store, and store.backend is postgres"},
-		{"active-active", sessBase + "mode: active-active\nsessions: {listen: 127.0.0.1:6379}\n", "sessions: is not available in active-active mode yet"},
 		{"unknown key", sessBase + "sessions: {listen: 127.0.0.1:6379, db: 2}\n", `sessions.db: unknown field "db"`},
 	}
 	for _, tc := range cases {

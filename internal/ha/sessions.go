@@ -9,6 +9,7 @@ type SessionRecord struct {
 	Value    []byte
 	ExpireAt int64 // Unix milliseconds; 0: never
 	Deleted  bool
+	Rev      int64 // the store's revision of this change (loads and watches)
 }
 
 // SessionData is what the session store needs from a backend: a
@@ -25,6 +26,14 @@ type SessionData interface {
 	// the fence returns ErrNotLeader and changed nothing; any other error
 	// leaves the outcome unknown. Each key appears at most once in recs.
 	CommitSessions(ctx context.Context, node string, epoch Epoch, recs []SessionRecord) (rev int64, err error)
+	// CommitSessionsIf applies recs in one transaction if every key of
+	// expect is still at that revision (0: absent); ok is false, and
+	// nothing changed, when one is not. For active-active, where several
+	// nodes write and no epoch fences them.
+	CommitSessionsIf(ctx context.Context, recs []SessionRecord, expect map[string]int64) (rev int64, ok bool, err error)
+	// GetSessions reads keys now (linearizably); an absent key comes back
+	// Deleted, with the store's revision.
+	GetSessions(ctx context.Context, keys []string) ([]SessionRecord, error)
 }
 
 // SessionStats is the size of one node's copy of the session store, as it

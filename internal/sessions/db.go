@@ -13,6 +13,7 @@ import (
 type entry struct {
 	val []byte
 	exp int64
+	rev int64 // the store's revision of its last change (active-active)
 }
 
 // db is this node's copy of the session store.
@@ -43,6 +44,12 @@ type db struct {
 	failed    [][2]uint64 // ranges (lo, hi] of changes not (or maybe not) stored, newest last
 	changed   chan struct{}
 	kick      chan struct{} // wakes the committer
+
+	// Active-active (aa.go): a write command runs with capture set, and
+	// the copy changes only through the watch, whose revision is watchRev.
+	capture  *capture
+	watchRev int64
+	tombs    map[string]int64 // keys a refresh found deleted, at that revision
 }
 
 type pendingRec struct {
@@ -51,7 +58,7 @@ type pendingRec struct {
 }
 
 func newDB(clk clock.Clock, local bool) *db {
-	return &db{clk: clk, m: map[string]entry{}, local: local, writable: local, loading: !local, inflight: map[string]bool{}, flying: map[*batch]struct{}{}, changed: make(chan struct{}), kick: make(chan struct{}, 1)}
+	return &db{clk: clk, m: map[string]entry{}, local: local, writable: local, loading: !local, inflight: map[string]bool{}, flying: map[*batch]struct{}{}, tombs: map[string]int64{}, changed: make(chan struct{}), kick: make(chan struct{}, 1)}
 }
 
 func (d *db) nowMs() int64 { return d.clk.Now().UnixMilli() }
@@ -59,6 +66,9 @@ func (d *db) nowMs() int64 { return d.clk.Now().UnixMilli() }
 // lookup returns key's entry if it has not expired. Caller holds mu.
 func (d *db) lookup(key string) (entry, bool) {
 	e, ok := d.m[key]
+	if d.capture != nil {
+		d.capture.read(key, e.rev)
+	}
 	if !ok || (e.exp != 0 && e.exp <= d.nowMs()) {
 		return entry{}, false
 	}
@@ -68,12 +78,17 @@ func (d *db) lookup(key string) (entry, bool) {
 // set stores key and queues the change. Caller holds mu and has checked
 // that the node may write.
 func (d *db) set(key string, val []byte, exp int64) {
+	if d.capture != nil {
+		d.capture.write(d, key, ha.SessionRecord{Key: key, Value: val, ExpireAt: exp})
+	}
 	if old, ok := d.m[key]; ok {
 		d.bytes -= int64(len(key) + len(old.val))
 	}
 	d.m[key] = entry{val: val, exp: exp}
 	d.bytes += int64(len(key) + len(val))
-	d.queue(ha.SessionRecord{Key: key, Value: val, ExpireAt: exp})
+	if d.capture == nil {
+		d.queue(ha.SessionRecord{Key: key, Value: val, ExpireAt: exp})
+	}
 }
 
 // del removes key and queues the change if it was there (expired or not).
@@ -82,9 +97,14 @@ func (d *db) del(key string) {
 	if !ok {
 		return
 	}
+	if d.capture != nil {
+		d.capture.write(d, key, ha.SessionRecord{Key: key, Deleted: true})
+	}
 	d.bytes -= int64(len(key) + len(old.val))
 	delete(d.m, key)
-	d.queue(ha.SessionRecord{Key: key, Deleted: true})
+	if d.capture == nil {
+		d.queue(ha.SessionRecord{Key: key, Deleted: true})
+	}
 }
 
 // queue adds a change to the current command's sequence number (begin).
@@ -256,8 +276,9 @@ func (d *db) reset(recs []ha.SessionRecord, writable bool, epoch ha.Epoch) {
 	d.m = make(map[string]entry, len(recs))
 	d.bytes = 0
 	for _, r := range recs {
-		d.m[r.Key] = entry{val: r.Value, exp: r.ExpireAt}
+		d.m[r.Key] = entry{val: r.Value, exp: r.ExpireAt, rev: r.Rev}
 		d.bytes += int64(len(r.Key) + len(r.Value))
+		d.watchRev = max(d.watchRev, r.Rev)
 	}
 	d.failPendingLocked()
 	d.writable, d.epoch, d.loading = writable, epoch, false
@@ -300,16 +321,28 @@ func (d *db) apply(recs []ha.SessionRecord) {
 		return // the active's copy is its own
 	}
 	for _, r := range recs {
-		if old, ok := d.m[r.Key]; ok {
+		old, ok := d.m[r.Key]
+		if ok && r.Rev != 0 && old.rev > r.Rev {
+			continue // refreshed past this change already (active-active)
+		}
+		if t, dead := d.tombs[r.Key]; dead {
+			if r.Rev <= t {
+				continue
+			}
+			delete(d.tombs, r.Key)
+		}
+		if ok {
 			d.bytes -= int64(len(r.Key) + len(old.val))
 		}
+		d.watchRev = max(d.watchRev, r.Rev)
 		if r.Deleted {
 			delete(d.m, r.Key)
 			continue
 		}
-		d.m[r.Key] = entry{val: r.Value, exp: r.ExpireAt}
+		d.m[r.Key] = entry{val: r.Value, exp: r.ExpireAt, rev: r.Rev}
 		d.bytes += int64(len(r.Key) + len(r.Value))
 	}
+	d.notify() // active-active writers wait for the watch to reach their revision
 }
 
 // expired deletes up to limit expired keys (on the active) and reports how

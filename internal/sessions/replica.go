@@ -30,6 +30,8 @@ const (
 	retryBackoff = 20 * time.Millisecond
 )
 
+var errWatchEnded = errors.New("the watch of the session store ended")
+
 // Run keeps this node's copy: loaded and written as the active, watched as
 // a standby, until ctx ends. Without a Backend it only waits for ctx.
 func (s *Server) Run(ctx context.Context) error {
@@ -39,7 +41,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	for ctx.Err() == nil {
 		var err error
-		if epoch, ok := s.opts.Role(); ok {
+		if s.opts.ActiveActive {
+			err = s.runAA(ctx)
+		} else if epoch, ok := s.opts.Role(); ok {
 			err = s.runActive(ctx, epoch)
 		} else {
 			err = s.runStandby(ctx)
@@ -175,7 +179,7 @@ func (s *Server) runStandby(ctx context.Context) error {
 			return nil
 		case err := <-werr:
 			if err == nil {
-				err = errors.New("the watch of the session store ended")
+				err = errWatchEnded
 			}
 			return err
 		case <-poll.C:

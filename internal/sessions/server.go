@@ -58,6 +58,9 @@ type Options struct {
 	// Role says whether this node serves as active, and at which epoch
 	// (with a Backend; nil means never).
 	Role func() (ha.Epoch, bool)
+	// ActiveActive: every serving node writes, each write a
+	// compare-and-swap on the keys it touched (aa.go).
+	ActiveActive bool
 }
 
 // DefaultMaxValueBytes is max_value_bytes when the config says nothing.
@@ -73,6 +76,7 @@ type Server struct {
 	nextID  atomic.Int64
 	addr    atomic.Pointer[net.TCPAddr]
 	metrics *Metrics
+	stripes [aaStripes]sync.Mutex // active-active writers, by key (aa.go)
 }
 
 // New makes a server; Serve takes the connections and Run keeps the copy.
@@ -298,6 +302,10 @@ func (s *Server) exec(c *conn, args [][]byte, w *resp.Writer) (*command, uint64,
 	case name == "quit":
 		w.Simple("OK")
 		return cmd, 0, true
+	}
+	if s.opts.ActiveActive && s.opts.Backend != nil && cmd.flags&fWrite != 0 {
+		s.execAA(c, cmd, args, w)
+		return cmd, 0, false
 	}
 	d := s.db
 	d.mu.Lock()

@@ -189,6 +189,15 @@ func (m *memBackend) CommitSessions(ctx context.Context, node string, epoch ha.E
 	if m.leader.Node != node || m.leader.Epoch != epoch {
 		return 0, ha.ErrNotLeader
 	}
+	return m.applyLocked(recs), nil
+}
+
+func (m *memBackend) applyLocked(recs []ha.SessionRecord) int64 {
+	m.rev++
+	recs = append([]ha.SessionRecord(nil), recs...)
+	for i := range recs {
+		recs[i].Rev = m.rev
+	}
 	for _, r := range recs {
 		if r.Deleted {
 			delete(m.data, r.Key)
@@ -197,11 +206,41 @@ func (m *memBackend) CommitSessions(ctx context.Context, node string, epoch ha.E
 		}
 	}
 	m.sizes = append(m.sizes, len(recs))
-	m.rev++
 	m.log = append(m.log, recs)
 	close(m.changed)
 	m.changed = make(chan struct{})
-	return m.rev, nil
+	return m.rev
+}
+
+func (m *memBackend) CommitSessionsIf(ctx context.Context, recs []ha.SessionRecord, expect map[string]int64) (int64, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return 0, false, m.fail
+	}
+	for k, rev := range expect {
+		if m.data[k].Rev != rev {
+			return m.rev, false, nil
+		}
+	}
+	if len(recs) == 0 {
+		return m.rev, true, nil
+	}
+	return m.applyLocked(recs), true, nil
+}
+
+func (m *memBackend) GetSessions(ctx context.Context, keys []string) ([]ha.SessionRecord, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]ha.SessionRecord, len(keys))
+	for i, k := range keys {
+		r, ok := m.data[k]
+		if !ok {
+			r = ha.SessionRecord{Key: k, Deleted: true, Rev: m.rev}
+		}
+		out[i] = r
+	}
+	return out, nil
 }
 
 // node is one replicated server on a memBackend.
@@ -410,5 +449,58 @@ func TestActiveRemovesExpiredKeys(t *testing.T) {
 		if r := c.do("GET", "k"); r != "$-1\r\n" {
 			t.Fatalf("after its TTL: %q", r)
 		}
+	}
+}
+
+// TestActiveActive: two nodes write the same counter at once; every
+// increment counts once (compare-and-swap), each node reads its own writes.
+func TestActiveActive(t *testing.T) {
+	b := newMemBackend()
+	var addrs []string
+	for _, name := range []string{"a", "b"} {
+		srv := New(Options{Node: name, Backend: b, ActiveActive: true, Role: func() (ha.Epoch, bool) { return 0, true }})
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); srv.Serve(ctx, ln) }()
+		go func() { defer wg.Done(); srv.Run(ctx) }()
+		t.Cleanup(func() { cancel(); wg.Wait() })
+		addrs = append(addrs, ln.Addr().String())
+	}
+	ca, cb := dial(t, addrs[0]), dial(t, addrs[1])
+	eventually(t, "a takes writes", func() bool { return ca.do("SET", "k", "v") == "+OK\r\n" })
+	if r := ca.do("GET", "k"); r != "$1\r\nv\r\n" {
+		t.Fatalf("read your write: %q", r)
+	}
+	eventually(t, "b takes writes", func() bool { return cb.do("SET", "k2", "w") == "+OK\r\n" })
+	var wg sync.WaitGroup
+	for _, addr := range addrs {
+		for range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c := dial(t, addr)
+				for range 30 {
+					if r := c.do("INCR", "n"); !strings.HasPrefix(r, ":") {
+						t.Errorf("INCR: %q", r)
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	b.mu.Lock()
+	got := string(b.data["n"].Value)
+	b.mu.Unlock()
+	if got != "180" {
+		t.Fatalf("counter %s after 180 increments from two nodes", got)
+	}
+	if r := cb.do("SET", "k", "x", "NX"); r != "$-1\r\n" {
+		t.Fatalf("SET NX of a key another node wrote: %q", r)
 	}
 }

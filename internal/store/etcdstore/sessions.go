@@ -62,6 +62,7 @@ func (s *Store) LoadSessions(ctx context.Context) ([]ha.SessionRecord, int64, er
 			if err != nil {
 				return nil, 0, err
 			}
+			r.Rev = kv.ModRevision
 			out = append(out, r)
 		}
 		if !resp.More || len(resp.Kvs) == 0 {
@@ -85,13 +86,14 @@ func (s *Store) WatchSessions(ctx context.Context, rev int64, fn func([]ha.Sessi
 		for _, ev := range wr.Events {
 			key := strings.TrimPrefix(string(ev.Kv.Key), p)
 			if ev.Type == clientv3.EventTypeDelete {
-				recs = append(recs, ha.SessionRecord{Key: key, Deleted: true})
+				recs = append(recs, ha.SessionRecord{Key: key, Deleted: true, Rev: ev.Kv.ModRevision})
 				continue
 			}
 			r, err := decodeSession(key, ev.Kv.Value)
 			if err != nil {
 				return err
 			}
+			r.Rev = ev.Kv.ModRevision
 			recs = append(recs, r)
 		}
 		if len(recs) > 0 {
@@ -107,6 +109,17 @@ func (s *Store) WatchSessions(ctx context.Context, rev int64, fn func([]ha.Sessi
 // CommitSessions writes recs in one transaction that commits only while
 // node holds the active role at epoch.
 func (s *Store) CommitSessions(ctx context.Context, node string, epoch ha.Epoch, recs []ha.SessionRecord) (int64, error) {
+	resp, err := s.cli.Txn(ctx).If(s.fence(node, epoch)...).Then(s.sessionOps(recs)...).Commit()
+	if err != nil {
+		return 0, fmt.Errorf("commit %d session keys at epoch %d: %w", len(recs), epoch, err)
+	}
+	if !resp.Succeeded {
+		return 0, ha.ErrNotLeader
+	}
+	return resp.Header.Revision, nil
+}
+
+func (s *Store) sessionOps(recs []ha.SessionRecord) []clientv3.Op {
 	p := s.sessPrefix()
 	ops := make([]clientv3.Op, 0, len(recs))
 	for _, r := range recs {
@@ -116,14 +129,50 @@ func (s *Store) CommitSessions(ctx context.Context, node string, epoch ha.Epoch,
 			ops = append(ops, clientv3.OpPut(p+r.Key, encodeSession(r)))
 		}
 	}
-	resp, err := s.cli.Txn(ctx).If(s.fence(node, epoch)...).Then(ops...).Commit()
+	return ops
+}
+
+// CommitSessionsIf writes recs in one transaction if every key of expect
+// is at that revision (0: absent): active-active's compare-and-swap.
+func (s *Store) CommitSessionsIf(ctx context.Context, recs []ha.SessionRecord, expect map[string]int64) (int64, bool, error) {
+	p := s.sessPrefix()
+	cmps := make([]clientv3.Cmp, 0, len(expect))
+	for k, rev := range expect {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(p+k), "=", rev))
+	}
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(s.sessionOps(recs)...).Commit()
 	if err != nil {
-		return 0, fmt.Errorf("commit %d session keys at epoch %d: %w", len(recs), epoch, err)
+		return 0, false, fmt.Errorf("commit %d session keys: %w", len(recs), err)
 	}
-	if !resp.Succeeded {
-		return 0, ha.ErrNotLeader
+	return resp.Header.Revision, resp.Succeeded, nil
+}
+
+// GetSessions reads keys in one linearizable transaction.
+func (s *Store) GetSessions(ctx context.Context, keys []string) ([]ha.SessionRecord, error) {
+	p := s.sessPrefix()
+	ops := make([]clientv3.Op, len(keys))
+	for i, k := range keys {
+		ops[i] = clientv3.OpGet(p + k)
 	}
-	return resp.Header.Revision, nil
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("read %d session keys: %w", len(keys), err)
+	}
+	out := make([]ha.SessionRecord, len(keys))
+	for i, k := range keys {
+		kvs := resp.Responses[i].GetResponseRange().GetKvs()
+		if len(kvs) == 0 {
+			out[i] = ha.SessionRecord{Key: k, Deleted: true, Rev: resp.Header.Revision}
+			continue
+		}
+		r, err := decodeSession(k, kvs[0].Value)
+		if err != nil {
+			return nil, err
+		}
+		r.Rev = kvs[0].ModRevision
+		out[i] = r
+	}
+	return out, nil
 }
 
 var _ ha.SessionData = (*Store)(nil)

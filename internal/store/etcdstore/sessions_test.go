@@ -59,6 +59,17 @@ func TestSessionData(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the watch saw nothing")
 	}
+	// Compare-and-swap (active-active): at the revision seen, or not at all.
+	cur, err := b.GetSessions(ctx, []string{"s3", "nope"})
+	if err != nil || len(cur) != 2 || string(cur[0].Value) != "x" || cur[0].Rev == 0 || !cur[1].Deleted {
+		t.Fatalf("get: %+v %v", cur, err)
+	}
+	if _, ok, err := b.CommitSessionsIf(ctx, []ha.SessionRecord{{Key: "s3", Value: []byte("y")}}, map[string]int64{"s3": cur[0].Rev - 1}); err != nil || ok {
+		t.Fatalf("stale compare-and-swap: ok %v, %v", ok, err)
+	}
+	if _, ok, err := b.CommitSessionsIf(ctx, []ha.SessionRecord{{Key: "s3", Value: []byte("y")}, {Key: "nope", Value: []byte("z")}}, map[string]int64{"s3": cur[0].Rev, "nope": 0}); err != nil || !ok {
+		t.Fatalf("compare-and-swap: ok %v, %v", ok, err)
+	}
 	// Session keys are not part of the agents' snapshot.
 	snap := <-a.Watch(ctx)
 	if snap.Leader.Node != "a" {
