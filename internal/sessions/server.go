@@ -187,6 +187,10 @@ type conn struct {
 	authed bool
 }
 
+// MaxClients is the most connections served at once (Redis's maxclients
+// default): a connection beyond it is told so and closed.
+const MaxClients = 10000
+
 // Bounds of one window of pipelined commands answered together.
 const (
 	windowCommands = 1024
@@ -194,8 +198,13 @@ const (
 )
 
 func (s *Server) handle(ctx context.Context, nc net.Conn) {
-	s.clients.Add(1)
+	n := s.clients.Add(1)
 	defer s.clients.Add(-1)
+	if n > MaxClients {
+		nc.SetWriteDeadline(time.Now().Add(time.Second))
+		nc.Write([]byte("-ERR max number of clients reached\r\n"))
+		return
+	}
 	c := &conn{id: s.nextID.Add(1), addr: nc.RemoteAddr().String(), proto: 2, authed: s.opts.Password == ""}
 	// A key or value over max_value_bytes is dropped by the reader; keys
 	// share the limit (Redis allows 512 MB for both).
