@@ -10,6 +10,7 @@ type SessionRecord struct {
 	ExpireAt int64 // Unix milliseconds; 0: never
 	Deleted  bool
 	Rev      int64 // the store's revision of this change (loads and watches)
+	Hash     bool  // Value is a hash's fields, encoded by package sessions
 }
 
 // SessionData is what the session store needs from a backend: a

@@ -104,7 +104,7 @@ func (s *Server) refresh(ctx context.Context, keys []string) error {
 			d.tombs[r.Key] = r.Rev
 			continue
 		}
-		d.m[r.Key] = entry{val: r.Value, exp: r.ExpireAt, rev: r.Rev}
+		d.m[r.Key] = entry{val: r.Value, exp: r.ExpireAt, rev: r.Rev, hash: r.Hash}
 		d.bytes += int64(len(r.Key) + len(r.Value))
 	}
 	return nil

@@ -25,6 +25,7 @@ const (
 	errDBRange     = "ERR DB index is out of range"
 	errInvalidCurs = "ERR invalid cursor"
 	errLoading     = "LOADING Redis is loading the dataset in memory"
+	errWrongType   = "WRONGTYPE Operation against a key holding the wrong kind of value"
 )
 
 // Command flags.
@@ -86,6 +87,19 @@ func commandTable() map[string]*command {
 		{"incrby", 3, fWrite | fFast, 1, 1, 1, cmdIncr},
 		{"decrby", 3, fWrite | fFast, 1, 1, 1, cmdIncr},
 		{"scan", -2, 0, 0, 0, 0, cmdScan},
+		{"rename", 3, fWrite, 1, 2, 1, cmdRename},
+		{"hset", -4, fWrite | fFast, 1, 1, 1, cmdHSet},
+		{"hmset", -4, fWrite | fFast, 1, 1, 1, cmdHSet},
+		{"hsetnx", 4, fWrite | fFast, 1, 1, 1, cmdHSetNX},
+		{"hget", 3, fFast, 1, 1, 1, cmdHGet},
+		{"hmget", -3, fFast, 1, 1, 1, cmdHMGet},
+		{"hgetall", 2, 0, 1, 1, 1, cmdHGetAll},
+		{"hkeys", 2, 0, 1, 1, 1, cmdHGetAll},
+		{"hvals", 2, 0, 1, 1, 1, cmdHGetAll},
+		{"hdel", -3, fWrite | fFast, 1, 1, 1, cmdHDel},
+		{"hexists", 3, fFast, 1, 1, 1, cmdHExists},
+		{"hlen", 2, fFast, 1, 1, 1, cmdHLen},
+		{"hincrby", 4, fWrite | fFast, 1, 1, 1, cmdHIncrBy},
 	} {
 		commands[c.name] = c
 	}
@@ -419,23 +433,35 @@ func cmdDBSize(s *Server, c *conn, args [][]byte, w *resp.Writer) {
 }
 
 func cmdGet(s *Server, c *conn, args [][]byte, w *resp.Writer) {
-	if e, ok := s.db.lookup(string(args[1])); ok {
-		w.Bulk(e.val)
-	} else {
+	e, ok := s.db.lookup(string(args[1]))
+	switch {
+	case !ok:
 		w.Null()
+	case e.hash:
+		w.Error(errWrongType)
+	default:
+		w.Bulk(e.val)
 	}
 }
 
 func cmdType(s *Server, c *conn, args [][]byte, w *resp.Writer) {
-	if _, ok := s.db.lookup(string(args[1])); ok {
-		w.Simple("string")
-	} else {
+	e, ok := s.db.lookup(string(args[1]))
+	switch {
+	case !ok:
 		w.Simple("none")
+	case e.hash:
+		w.Simple("hash")
+	default:
+		w.Simple("string")
 	}
 }
 
 func cmdStrlen(s *Server, c *conn, args [][]byte, w *resp.Writer) {
 	e, _ := s.db.lookup(string(args[1]))
+	if e.hash {
+		w.Error(errWrongType)
+		return
+	}
 	w.Int(int64(len(e.val)))
 }
 
@@ -558,6 +584,10 @@ func (s *Server) set(w *resp.Writer, k, val []byte, flags int, expArg []byte, na
 	}
 	key := string(k)
 	old, found := s.db.lookup(key)
+	if flags&optGet != 0 && found && old.hash {
+		w.Error(errWrongType)
+		return
+	}
 	if (flags&optNX != 0 && found) || (flags&optXX != 0 && !found) {
 		if flags&optGet != 0 && found {
 			w.Bulk(old.val)
@@ -631,6 +661,10 @@ func cmdGetEx(s *Server, c *conn, args [][]byte, w *resp.Writer) {
 		w.Null()
 		return
 	}
+	if e.hash {
+		w.Error(errWrongType)
+		return
+	}
 	switch {
 	case flags&optTimes != 0 && exp <= s.db.nowMs():
 		s.db.del(key)
@@ -649,6 +683,10 @@ func cmdGetDel(s *Server, c *conn, args [][]byte, w *resp.Writer) {
 		w.Null()
 		return
 	}
+	if e.hash {
+		w.Error(errWrongType)
+		return
+	}
 	s.db.del(key)
 	w.Bulk(e.val)
 }
@@ -656,6 +694,10 @@ func cmdGetDel(s *Server, c *conn, args [][]byte, w *resp.Writer) {
 func cmdGetSet(s *Server, c *conn, args [][]byte, w *resp.Writer) {
 	key := string(args[1])
 	e, found := s.db.lookup(key)
+	if found && e.hash {
+		w.Error(errWrongType)
+		return
+	}
 	if !s.room(w, 1, key) || !s.fits(w, args[2]) {
 		return
 	}
@@ -761,7 +803,7 @@ func cmdExpire(s *Server, c *conn, args [][]byte, w *resp.Writer) {
 	if when <= s.db.nowMs() {
 		s.db.del(key)
 	} else {
-		s.db.set(key, e.val, when)
+		s.db.setKind(key, e.val, when, e.hash)
 	}
 	w.Int(1)
 }
@@ -789,14 +831,14 @@ func cmdPersist(s *Server, c *conn, args [][]byte, w *resp.Writer) {
 		w.Int(0)
 		return
 	}
-	s.db.set(key, e.val, 0)
+	s.db.setKind(key, e.val, 0, e.hash)
 	w.Int(1)
 }
 
 func cmdMGet(s *Server, c *conn, args [][]byte, w *resp.Writer) {
 	w.Array(len(args) - 1)
 	for _, a := range args[1:] {
-		if e, ok := s.db.lookup(string(a)); ok {
+		if e, ok := s.db.lookup(string(a)); ok && !e.hash {
 			w.Bulk(e.val)
 		} else {
 			w.Null()
@@ -852,6 +894,10 @@ func cmdIncr(s *Server, c *conn, args [][]byte, w *resp.Writer) {
 	key := string(args[1])
 	e, found := s.db.lookup(key)
 	var cur int64
+	if found && e.hash {
+		w.Error(errWrongType)
+		return
+	}
 	if found {
 		var ok bool
 		if cur, ok = parseInt(e.val); !ok {
@@ -946,10 +992,11 @@ func cmdScan(s *Server, c *conn, args [][]byte, w *resp.Writer) {
 	}
 	var keys []string
 	for _, c := range cand[:n] {
-		if _, ok := s.db.lookup(c.k); !ok {
+		e, ok := s.db.lookup(c.k)
+		if !ok {
 			continue
 		}
-		if typ != "" && typ != "string" {
+		if kind := map[bool]string{false: "string", true: "hash"}[e.hash]; typ != "" && typ != kind {
 			continue
 		}
 		if pattern != nil && !Match(pattern, []byte(c.k)) {

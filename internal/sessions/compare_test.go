@@ -171,6 +171,53 @@ HELLO 4
 HELLO x
 HELLO 2 BOGUS
 COMMAND NOSUCH
+HSET h f1 v1 f2 v2
+HSET h f1 w1 f3 v3
+HSET h f
+HGET h f1
+HGET h nope
+HGET missing f
+HMGET h f1 nope f3
+HGETALL h
+HGETALL missing
+HKEYS h
+HVALS h
+HLEN h
+HLEN missing
+HEXISTS h f2
+HEXISTS h nope
+HSETNX h f1 x
+HSETNX h f9 x
+HMSET h2 a 1 b 2
+HINCRBY h2 a 5
+HINCRBY h2 new -3
+HINCRBY h f1 1
+HINCRBY h2 a x
+HDEL h f2 nope f2
+HGETALL h
+TYPE h
+TYPE a
+GET h
+INCR h
+STRLEN h
+GETDEL h
+HGET a f
+HSET a f v
+MGET h a
+EXPIRE h 100
+TTL h
+HSET h f4 v4
+TTL h
+PERSIST h
+TTL h
+HDEL h2 a b new
+EXISTS h2
+RENAME h h3
+HGETALL h3
+RENAME h h4
+RENAME h3 h3
+SET h5 v GET
+SET h3 v GET
 `
 	compareScript(t, script, Options{})
 }

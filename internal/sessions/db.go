@@ -11,9 +11,10 @@ import (
 
 // entry is one key's value and absolute expiry (Unix ms, 0: never).
 type entry struct {
-	val []byte
-	exp int64
-	rev int64 // the store's revision of its last change (active-active)
+	val  []byte // a string, or a hash's fields encoded (hash.go)
+	exp  int64
+	rev  int64 // the store's revision of its last change (active-active)
+	hash bool
 }
 
 // db is this node's copy of the session store.
@@ -77,17 +78,20 @@ func (d *db) lookup(key string) (entry, bool) {
 
 // set stores key and queues the change. Caller holds mu and has checked
 // that the node may write.
-func (d *db) set(key string, val []byte, exp int64) {
+func (d *db) set(key string, val []byte, exp int64) { d.setKind(key, val, exp, false) }
+
+// setKind stores a string, or a hash (val encoded by encodeHash).
+func (d *db) setKind(key string, val []byte, exp int64, hash bool) {
 	if d.capture != nil {
-		d.capture.write(d, key, ha.SessionRecord{Key: key, Value: val, ExpireAt: exp})
+		d.capture.write(d, key, ha.SessionRecord{Key: key, Value: val, ExpireAt: exp, Hash: hash})
 	}
 	if old, ok := d.m[key]; ok {
 		d.bytes -= int64(len(key) + len(old.val))
 	}
-	d.m[key] = entry{val: val, exp: exp}
+	d.m[key] = entry{val: val, exp: exp, hash: hash}
 	d.bytes += int64(len(key) + len(val))
 	if d.capture == nil {
-		d.queue(ha.SessionRecord{Key: key, Value: val, ExpireAt: exp})
+		d.queue(ha.SessionRecord{Key: key, Value: val, ExpireAt: exp, Hash: hash})
 	}
 }
 
@@ -276,7 +280,7 @@ func (d *db) reset(recs []ha.SessionRecord, writable bool, epoch ha.Epoch) {
 	d.m = make(map[string]entry, len(recs))
 	d.bytes = 0
 	for _, r := range recs {
-		d.m[r.Key] = entry{val: r.Value, exp: r.ExpireAt, rev: r.Rev}
+		d.m[r.Key] = entry{val: r.Value, exp: r.ExpireAt, rev: r.Rev, hash: r.Hash}
 		d.bytes += int64(len(r.Key) + len(r.Value))
 		d.watchRev = max(d.watchRev, r.Rev)
 	}
@@ -339,7 +343,7 @@ func (d *db) apply(recs []ha.SessionRecord) {
 			delete(d.m, r.Key)
 			continue
 		}
-		d.m[r.Key] = entry{val: r.Value, exp: r.ExpireAt, rev: r.Rev}
+		d.m[r.Key] = entry{val: r.Value, exp: r.ExpireAt, rev: r.Rev, hash: r.Hash}
 		d.bytes += int64(len(r.Key) + len(r.Value))
 	}
 	d.notify() // active-active writers wait for the watch to reach their revision

@@ -23,17 +23,20 @@ func (s *Store) sessPrefix() string {
 }
 
 func encodeSession(r ha.SessionRecord) string {
-	b := make([]byte, 8+len(r.Value))
+	b := make([]byte, 9+len(r.Value))
 	binary.BigEndian.PutUint64(b, uint64(r.ExpireAt))
-	copy(b[8:], r.Value)
+	if r.Hash {
+		b[8] = 1
+	}
+	copy(b[9:], r.Value)
 	return string(b)
 }
 
 func decodeSession(key string, v []byte) (ha.SessionRecord, error) {
-	if len(v) < 8 {
+	if len(v) < 9 || v[8] > 1 {
 		return ha.SessionRecord{}, fmt.Errorf("session key %q holds %d bytes, not a session record (someone wrote under /haven-sessions/ by hand?)", key, len(v))
 	}
-	return ha.SessionRecord{Key: key, ExpireAt: int64(binary.BigEndian.Uint64(v)), Value: v[8:]}, nil
+	return ha.SessionRecord{Key: key, ExpireAt: int64(binary.BigEndian.Uint64(v)), Hash: v[8] == 1, Value: v[9:]}, nil
 }
 
 const loadPage = 10000
