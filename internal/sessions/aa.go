@@ -264,7 +264,11 @@ func (s *Server) sweepAA(ctx context.Context) {
 	now := d.nowMs()
 	expect := map[string]int64{}
 	var recs []ha.SessionRecord
+	seen := 0
 	for k, e := range d.m {
+		if seen++; seen > sweepScan {
+			break
+		}
 		if e.exp != 0 && e.exp <= now {
 			expect[k] = e.rev
 			recs = append(recs, ha.SessionRecord{Key: k, Deleted: true})

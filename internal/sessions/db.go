@@ -351,6 +351,11 @@ func (d *db) apply(recs []ha.SessionRecord) {
 
 // expired deletes up to limit expired keys (on the active) and reports how
 // many it queued.
+//
+// One pass looks at no more than sweepScan keys, from a random place (Go's
+// map iteration starts at one), as Redis's active expiry samples keys: the
+// lock is held briefly however large the store. Expired keys are hidden from
+// every reply anyway; this only frees their space.
 func (d *db) expire(limit int) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -358,9 +363,12 @@ func (d *db) expire(limit int) int {
 		return 0
 	}
 	now := d.nowMs()
-	n := 0
+	n, seen := 0, 0
 	started := false
 	for k, e := range d.m {
+		if seen++; seen > sweepScan {
+			break
+		}
 		if e.exp != 0 && e.exp <= now {
 			if !started {
 				d.begin()

@@ -24,6 +24,7 @@ const (
 	rolePoll     = 20 * time.Millisecond  // how often a role change is noticed
 	sweepEvery   = 250 * time.Millisecond // the active's pass over expired keys
 	sweepLimit   = 1000                   // keys deleted per pass at most
+	sweepScan    = 20000                  // keys looked at per pass at most
 	tryTimeout   = 700 * time.Millisecond // one commit attempt
 	retryFor     = 2500 * time.Millisecond
 	loadBackoff  = 100 * time.Millisecond
