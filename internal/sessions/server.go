@@ -323,6 +323,14 @@ func (s *Server) exec(c *conn, args [][]byte, w *resp.Writer) (*command, uint64,
 		w.Error(errLoading)
 		return cmd, 0, false
 	}
+	if d.writable && !d.local && cmd.flags&fNoData == 0 && !s.canWrite() {
+		// This copy was the active's and the role is gone (or the process
+		// was frozen past its lease and has not noticed yet): it may hold
+		// changes the store refused, or miss the new active's. Not a word
+		// from it until it is reloaded as a standby's copy.
+		w.Error(errLoading)
+		return cmd, 0, false
+	}
 	if cmd.flags&fWrite != 0 {
 		if !s.canWrite() {
 			w.Error(errReadOnly)

@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/resp"
 )
 
 func TestExpiryWithFakeClock(t *testing.T) {
@@ -502,5 +504,29 @@ func TestActiveActive(t *testing.T) {
 	}
 	if r := cb.do("SET", "k", "x", "NX"); r != "$-1\r\n" {
 		t.Fatalf("SET NX of a key another node wrote: %q", r)
+	}
+}
+
+// TestDeposedActiveAnswersNothing: once the node no longer serves as
+// active, its copy answers no data command, even before the replication
+// loop notices (a process frozen past its lease and resumed).
+func TestDeposedActiveAnswersNothing(t *testing.T) {
+	var serving atomic.Bool
+	serving.Store(true)
+	s := New(Options{Backend: newMemBackend(), Role: func() (ha.Epoch, bool) { return 1, serving.Load() }})
+	s.db.reset([]ha.SessionRecord{{Key: "k", Value: []byte("v")}}, true, 1) // as runActive does
+	get := func() string {
+		var b bytes.Buffer
+		w := resp.NewWriter(&b)
+		s.exec(&conn{authed: true, proto: 2}, [][]byte{[]byte("GET"), []byte("k")}, w)
+		w.Flush()
+		return b.String()
+	}
+	if r := get(); r != "$1\r\nv\r\n" {
+		t.Fatalf("active: %q", r)
+	}
+	serving.Store(false)
+	if r := get(); r != "-"+errLoading+"\r\n" {
+		t.Fatalf("deposed: %q", r)
 	}
 }
