@@ -162,6 +162,23 @@ func TestSessionsSurviveFailoverAndSwitchover(t *testing.T) {
 	if got := redisCLI(t, sb.Node(third).Sessions, "GET after:kill\n"); got[0] != "yes" {
 		t.Fatalf("write made after the failover, after the switchover: %q", got)
 	}
+
+	// The active frozen past its lease (SIGSTOP): another node takes over,
+	// and the old one, resumed, answers nothing stale (porcupine).
+	hist = startHistory(sb, 4)
+	hist.waitOps(t, 20)
+	if err := sb.Signal(third, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	fourth := waitActive(t, sb, third)
+	t.Logf("SIGSTOP %s: %s is active", third, fourth)
+	hist.waitOps(t, hist.succeeded()+20)
+	if err := sb.Signal(third, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	hist.waitOps(t, hist.succeeded()+20)
+	checkLinearizable(t, hist.finish())
+	checkAll(t, sb, fourth, n)
 }
 
 // waitActive waits for an active node other than not.

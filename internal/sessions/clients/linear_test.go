@@ -23,6 +23,7 @@ import (
 // (standbys say READONLY), after every earlier write is stored.
 type history struct {
 	sb    *drill.Sandbox
+	keys  string // key prefix: every history starts from absent keys
 	start time.Time
 	stop  atomic.Bool
 	wg    sync.WaitGroup
@@ -32,7 +33,7 @@ type history struct {
 }
 
 func startHistory(sb *drill.Sandbox, clients int) *history {
-	h := &history{sb: sb, start: time.Now()}
+	h := &history{sb: sb, start: time.Now(), keys: fmt.Sprintf("lin%d:", time.Now().UnixNano())}
 	for c := 0; c < clients; c++ {
 		h.wg.Add(1)
 		go h.client(c)
@@ -40,19 +41,25 @@ func startHistory(sb *drill.Sandbox, clients int) *history {
 	return h
 }
 
+// succeeded counts the operations that succeeded so far.
+func (h *history) succeeded() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ok := 0
+	for _, o := range h.ops {
+		if o.OK {
+			ok++
+		}
+	}
+	return ok
+}
+
 // waitOps waits until n operations have succeeded.
 func (h *history) waitOps(t *testing.T, n int) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		h.mu.Lock()
-		ok := 0
-		for _, o := range h.ops {
-			if o.OK {
-				ok++
-			}
-		}
-		h.mu.Unlock()
+		ok := h.succeeded()
 		if ok >= n {
 			return
 		}
@@ -141,8 +148,8 @@ func (h *history) client(id int) {
 				continue
 			}
 		}
-		key := fmt.Sprintf("lin:%d", rng.Intn(3))
-		op := drill.Op{Client: id, Key: key, Start: time.Since(h.start)}
+		key := fmt.Sprintf("%s%d", h.keys, rng.Intn(3))
+		op := drill.Op{Client: id, Key: key, Start: time.Since(h.start), Node: h.sb.Nodes[node].Name}
 		var r string
 		var err error
 		if rng.Intn(2) == 0 {
@@ -203,6 +210,9 @@ func checkLinearizable(t *testing.T, ops []drill.Op) {
 		t.Fatalf("too few operations succeeded to check anything: %d writes, %d reads", w, r)
 	}
 	if res != porcupine.Ok {
+		for _, o := range ops {
+			t.Logf("%8.3f %8.3f c%d %s %s %s %q ok=%v unknown=%v found=%v %q", o.Start.Seconds(), o.End.Seconds(), o.Client, o.Node, o.Kind, o.Key, o.Value, o.OK, o.Unknown, o.Found, o.Err)
+		}
 		t.Fatalf("the RESP history is not linearizable (%s)", res)
 	}
 }
