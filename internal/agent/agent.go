@@ -72,6 +72,8 @@ type Agent struct {
 	presence  presenceState          // nodes lost, found, restarted
 
 	vip *vipDriver // nil when no vip is configured
+	// sessStats reports the session store's size, when it runs (sessions.go).
+	sessStats atomic.Pointer[func() ha.SessionStats]
 }
 
 func priorities(cfg *config.Config) map[string]int {
@@ -748,6 +750,10 @@ func (a *Agent) Record() ha.NodeStatus {
 	if a.svc != nil {
 		rec.ServicePID = a.svc.PID()
 		rec.Containment = a.svc.Containment()
+	}
+	if f := a.sessStats.Load(); f != nil {
+		ss := (*f)()
+		rec.Sessions = &ss
 	}
 	return rec
 }

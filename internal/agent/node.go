@@ -102,7 +102,17 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 			return err
 		}
 	}
+	stopSessions := func() {}
+	if cfg.Sessions.Listen != "" {
+		// TLS for this listener comes with the cluster's tls: section (nil: plain).
+		if stopSessions, err = startSessions(cfg, node, a, store, nil, log); err != nil {
+			stopProxy()
+			_ = store.Close()
+			return err
+		}
+	}
 	err = a.Run(runCtx)
+	stopSessions()
 	stopProxy()
 	_ = store.Close()
 	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -232,6 +242,12 @@ func startCoordination(ctx context.Context, cfg *config.Config, node config.Node
 // every 100 ms (two cheap in-memory reads), so that the window in which the
 // active also leads etcd stays short.
 func keepLeaderAway(ctx context.Context, a *Agent, m *etcdstore.Member, log *slog.Logger) {
+	if a.cfg.Mode == ha.ModeActiveActive {
+		// Every healthy node is active: moving leadership away from each
+		// of them would bounce it between members forever, and raft drops
+		// proposals during every transfer.
+		return
+	}
 	pause := 100 * time.Millisecond
 	for {
 		select {

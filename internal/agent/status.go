@@ -73,6 +73,7 @@ func viewOf(rec ha.NodeStatus) api.NodeView {
 		Heartbeat: rec.Heartbeat, StartedAt: rec.StartedAt, Version: rec.Version, Failovers: rec.Failovers,
 		Containment: rec.Containment,
 		VIP:         rec.VIP,
+		Sessions:    rec.Sessions,
 	}
 }
 

@@ -37,6 +37,8 @@ type NodeView struct {
 	// that they die with it: "cgroup <dir>" or "process-group (why)".
 	Containment string `json:"containment,omitempty"`
 	VIP         string `json:"vip,omitempty"` // the virtual IP the node holds now, if any
+	// Sessions: the node's session store, if it runs one.
+	Sessions *ha.SessionStats `json:"sessions,omitempty"`
 }
 
 // Status is the cluster as one agent sees it.

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -40,8 +41,8 @@ nodes:
     peer: 127.0.0.1:%d
     client: 127.0.0.1:%d
     backend: 127.0.0.1:%d
-    env: {SERVICE_ADDR: "127.0.0.1:%d"}
-`, i, base+i, base+100+i, base+200+i, base+300+i, base+300+i)
+    env: {SERVICE_ADDR: "127.0.0.1:%d", SESSIONS_ADDR: "127.0.0.1:%d"}
+`, i, base+i, base+100+i, base+200+i, base+300+i, base+300+i, base+500+i)
 	}
 	fmt.Fprintf(&b, `service:
   command: [%q, "sample-service"]
@@ -104,7 +105,7 @@ func runDemo(args []string, out, errw io.Writer) int {
 		return exitFailure
 	}
 	for i := 1; i <= *nodes; i++ {
-		for _, p := range []int{*base + i, *base + 100 + i, *base + 200 + i, *base + 300 + i} {
+		for _, p := range []int{*base + i, *base + 100 + i, *base + 200 + i, *base + 300 + i, *base + 500 + i} {
 			if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err != nil {
 				fmt.Fprintf(errw, "haven demo: port %d is in use (another demo running?); pick other ports with --port\n", p)
 				return exitFailure
@@ -116,13 +117,15 @@ func runDemo(args []string, out, errw io.Writer) int {
 	cfgPath := filepath.Join(*dir, "haven.yaml")
 	// The dashboard's operator gets a fresh password; only its hash is written.
 	dashPassword := demoToken()[:20]
+	sessPassword := demoToken()[:24]
 	dashHash, err := bcrypt.GenerateFromPassword([]byte(dashPassword), bcrypt.DefaultCost)
 	if err != nil {
 		fmt.Fprintf(errw, "haven demo: %v\n", err)
 		return exitFailure
 	}
 	cfgText := DemoConfig(exe, filepath.Join(*dir, "data"), *nodes, *base) +
-		fmt.Sprintf("dashboard:\n  users:\n    - {name: operator, role: operator, password_hash: %q}\n", dashHash)
+		fmt.Sprintf("dashboard:\n  users:\n    - {name: operator, role: operator, password_hash: %q}\n", dashHash) +
+		fmt.Sprintf("sessions: {listen: \"${SESSIONS_ADDR}\", password: %q}   # Redis protocol on every node\n", sessPassword)
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		fmt.Fprintf(errw, "haven demo: write config: %v\n", err)
 		return exitFailure
@@ -187,6 +190,7 @@ func runDemo(args []string, out, errw io.Writer) int {
 	printStatus(out, st)
 	fmt.Fprintf(out, "\nDashboard: http://%s/ui/  (any node's API address works)\n  user: operator  password: %s\n", cfg.Nodes[0].API, dashPassword)
 	self := os.Args[0]
+	printDemoSessions(out, cfg, st, sessPassword)
 	fmt.Fprintf(out, `
 Try it (in another terminal):
   curl http://%[5]s/               # through haven's proxy: always the active, even across a failover
@@ -214,6 +218,18 @@ Role changes appear below. Ctrl-C stops everything.
 }
 
 func serviceAddr(env map[string]string) string { return env["SERVICE_ADDR"] }
+
+// printDemoSessions says how to reach the session store with redis-cli.
+func printDemoSessions(out io.Writer, cfg *config.Config, st api.Status, password string) {
+	active := cfg.Nodes[0]
+	if n, ok := cfg.NodeByName(st.Leader.Node); ok {
+		active = n
+	}
+	_, port, _ := net.SplitHostPort(active.Env["SESSIONS_ADDR"])
+	fmt.Fprintf(out, "\nSessions (Redis protocol, replicated and fenced; writes on the active, %s now; standbys answer READONLY):\n", active.Name)
+	fmt.Fprintf(out, "  redis-cli -p %s -a %s --no-auth-warning SET session:1 hello EX 3600\n", port, password)
+	fmt.Fprintf(out, "  redis-cli -p %s -a %s --no-auth-warning GET session:1   # still there after a failover, on the new active\n", port, password)
+}
 
 func waitForLeader(ctx context.Context, urls []string, limit time.Duration) (api.Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, limit)

@@ -127,6 +127,7 @@ func printStatus(w io.Writer, st api.Status) {
 			fmt.Fprintf(w, "virtual IP %s is on %s\n", n.VIP, n.Name)
 		}
 	}
+	printSessions(w, st)
 }
 
 // printContainment says how each node keeps its service's processes
@@ -142,6 +143,26 @@ func printContainment(w io.Writer, nodes []api.NodeView) {
 			first = false
 		}
 		fmt.Fprintf(w, "  %s: %s\n", n.Name, n.Containment)
+	}
+}
+
+// printSessions shows each node's copy of the session store, if any.
+func printSessions(w io.Writer, st api.Status) {
+	first := true
+	for _, n := range st.Nodes {
+		s := n.Sessions
+		if s == nil {
+			continue
+		}
+		if first {
+			fmt.Fprintln(w, "\nsessions (Redis protocol):")
+			first = false
+		}
+		mode := "read-only copy"
+		if s.Writable {
+			mode = "takes writes"
+		}
+		fmt.Fprintf(w, "  %s on %s: %d keys, %d bytes, %s\n", n.Name, s.Listen, s.Keys, s.Bytes, mode)
 	}
 }
 

@@ -129,6 +129,23 @@ func (c *Config) Describe() string {
 	}
 	line("")
 
+	if ss := c.Sessions; ss.Listen != "" {
+		keys, auth := "no limit", "none (loopback only)"
+		if ss.MaxKeys > 0 {
+			keys = strconv.Itoa(ss.MaxKeys)
+		}
+		if ss.Password != "" {
+			auth = "required"
+		}
+		writers := "writes on the active only, fenced by its epoch"
+		if c.Mode == "active-active" {
+			writers = "writes on every serving node, each a compare-and-swap"
+		}
+		line("sessions: Redis protocol on %s on each node; %s, acknowledged once etcd committed them (RPO 0)", ss.Listen, writers)
+		line("  max_value_bytes %d, max_keys %s, password %s", ss.MaxValueBytes, keys, auth)
+		line("")
+	}
+
 	wc := t.WorstCase(c.Checks)
 	line("worst-case failover (from the failure until another node is active):")
 	if services := len(c.Nodes) - witnesses(c.Nodes); services < 2 {

@@ -34,7 +34,8 @@ type Config struct {
 	// `haven proxy`, which may read the file for its own settings: a
 	// proxy.listen that agents on one host would share, say.
 	AgentErrors []Problem
-	VIP         VIP // zero value: no virtual IP
+	VIP         VIP      // zero value: no virtual IP
+	Sessions    Sessions // zero value: no session store
 }
 
 // Timing holds every duration that failover and fencing depend on.

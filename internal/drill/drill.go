@@ -101,6 +101,8 @@ type Result struct {
 	Target   string         `json:"target"`
 	Verdict  string         `json:"verdict"` // met, missed, or why it cannot say
 	Marks    []Mark         `json:"marks"`
+	// Sessions: the session store's check, in a sandbox with Sessions.
+	Sessions *SessionCheck `json:"sessions,omitempty"`
 	lease    time.Duration
 	From, To time.Duration `json:"-"` // the plotted window
 	Ops      []Op          `json:"-"`
@@ -594,6 +596,10 @@ func RunOne(ctx context.Context, sb *Sandbox, sc Scenario, o Options, seq int) R
 		}
 	}()
 	_ = sleepCtx(ctx, time.Second) // a baseline before the fault
+	var sessKeys []string
+	if sb.Opts.Sessions {
+		res.Sessions, sessKeys = sb.writeSessions(ctx, fmt.Sprintf("drill:%d:%s:%d:", t0.Unix(), sc.Name, seq))
+	}
 	err := sc.run(ctx, r)
 	if err != nil {
 		res.Failed = err.Error()
@@ -631,6 +637,12 @@ func RunOne(ctx context.Context, sb *Sandbox, sc Scenario, o Options, seq int) R
 	res.Acked, res.Lost = acked, lost
 	if rerr != nil {
 		r.note("read back incomplete: %v", rerr)
+	}
+	if res.Sessions != nil && res.Sessions.Err == "" {
+		sb.readSessions(ctx, res.Sessions, sessKeys)
+	}
+	if res.Sessions != nil && res.Sessions.Err != "" {
+		r.note("session check incomplete: %s", res.Sessions.Err)
 	}
 	if sc.NoFailover {
 		heal := whole
@@ -671,6 +683,9 @@ func verdict(sc Scenario, r Result, slack time.Duration) string {
 	if len(r.Lost) > 0 {
 		miss = append(miss, "lost writes")
 	}
+	if r.Sessions != nil && len(r.Sessions.Lost) > 0 {
+		miss = append(miss, "lost sessions")
+	}
 	if sc.NoFailover && len(r.Promoted) > 0 {
 		miss = append(miss, "unexpected failover")
 	}
@@ -693,6 +708,9 @@ func (r Result) Summary() string {
 	}
 	s := fmt.Sprintf("RTO %s, %d errors of %d requests, %d/%d acked writes lost, split brain: %s",
 		fmtDur(r.RTO), r.Errors, r.Requests, len(r.Lost), r.Acked, yesNo(r.Split))
+	if r.Sessions != nil {
+		s += fmt.Sprintf(", %d/%d sessions lost", len(r.Sessions.Lost), r.Sessions.Written)
+	}
 	if r.Failed != "" {
 		s += "; FAILED: " + r.Failed
 	}

@@ -62,7 +62,11 @@ func lostCell(r Result) string {
 	if r.Skipped != "" {
 		return "—"
 	}
-	return fmt.Sprintf("%d of %d", len(r.Lost), r.Acked)
+	cell := fmt.Sprintf("%d of %d", len(r.Lost), r.Acked)
+	if r.Sessions != nil {
+		cell += fmt.Sprintf("; sessions %d of %d", len(r.Sessions.Lost), r.Sessions.Written)
+	}
+	return cell
 }
 
 func splitCell(r Result) string {

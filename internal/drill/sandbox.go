@@ -42,7 +42,13 @@ type SandboxOptions struct {
 	// VIP gives the cluster a virtual IP on the client network and sends
 	// the drill's clients to it instead of the proxy (needs Netns).
 	VIP bool
+	// Sessions: every node serves the session store (sessions:) on a port
+	// of its own (Node.Sessions), with the password SessionsPassword.
+	Sessions bool
 }
+
+// SessionsPassword is the session store's password in a sandbox.
+const SessionsPassword = "drill-sandbox-sessions-0123456789"
 
 // Sandbox stores.
 const (
@@ -76,6 +82,7 @@ type Node struct {
 	Name, API, Service string
 	Index              int    // 1-based
 	NS                 string // its network namespace, if any
+	Sessions           string // host:port of its session store (SandboxOptions.Sessions)
 	agent              *proc
 }
 
@@ -217,7 +224,7 @@ func freePorts(n int) ([]int, error) {
 }
 
 func (s *Sandbox) writeConfig() error {
-	ports, err := freePorts(4*3 + 2)
+	ports, err := freePorts(4*3 + 2 + 3)
 	if err != nil {
 		return err
 	}
@@ -244,12 +251,20 @@ func (s *Sandbox) writeConfig() error {
 			n.API, n.Service = fmt.Sprintf("127.0.0.1:%d", p[0]), fmt.Sprintf("127.0.0.1:%d", p[3])
 			peer, client = fmt.Sprintf("127.0.0.1:%d", p[1]), fmt.Sprintf("127.0.0.1:%d", p[2])
 		}
+		env := fmt.Sprintf("{SERVICE_ADDR: %q}", n.Service)
+		if s.Opts.Sessions {
+			n.Sessions = fmt.Sprintf("127.0.0.1:%d", ports[14+i-1])
+			if s.lab != nil {
+				n.Sessions = s.lab.clientIP(i) + ":6379"
+			}
+			env = fmt.Sprintf("{SERVICE_ADDR: %q, SESSIONS_ADDR: %q}", n.Service, n.Sessions)
+		}
 		if s.DB != nil { // the database arbitrates: no etcd members
-			fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    backend: %s\n    env: {SERVICE_ADDR: %q}\n",
-				n.Name, n.API, n.Service, n.Service)
+			fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    backend: %s\n    env: %s\n",
+				n.Name, n.API, n.Service, env)
 		} else {
-			fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    peer: %s\n    client: %s\n    backend: %s\n    env: {SERVICE_ADDR: %q}\n",
-				n.Name, n.API, peer, client, n.Service, n.Service)
+			fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    peer: %s\n    client: %s\n    backend: %s\n    env: %s\n",
+				n.Name, n.API, peer, client, n.Service, env)
 		}
 		s.Nodes = append(s.Nodes, n)
 	}
@@ -277,6 +292,9 @@ checks:
     fall: 2
 drill: {enabled: true}
 `, s.Opts.Bin, listen, sandboxToken)
+	if s.Opts.Sessions {
+		fmt.Fprintf(&b, "sessions: {listen: \"${SESSIONS_ADDR}\", password: %q}\n", SessionsPassword)
+	}
 	s.Config = filepath.Join(s.Dir, "haven.yaml")
 	if err := os.WriteFile(s.Config, []byte(b.String()), 0o644); err != nil {
 		return err

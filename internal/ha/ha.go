@@ -75,6 +75,8 @@ type NodeStatus struct {
 	LastPromote string    `json:"last_promote,omitempty"`
 	Containment string    `json:"containment,omitempty"` // how the service's processes are contained: "cgroup <dir>" or "process-group (...)"
 	VIP         string    `json:"vip,omitempty"`         // the virtual IP this node holds now (CIDR), if any
+	// Sessions: the node's session store (package sessions), if it runs one.
+	Sessions *SessionStats `json:"sessions,omitempty"`
 }
 
 // Snapshot is the view of the cluster kept in the store: who leads, what

@@ -422,6 +422,7 @@ function renderDetail() {
     ['Started', n.started_at ? fmtTime(n.started_at) : '-'], ['Last heartbeat', n.heartbeat ? fmtTime(n.heartbeat) : '-'],
     ['Version', n.version || '-'], ['Promotions', String(n.failovers || 0)],
     ['Virtual IP', n.vip || '-'],
+    ['Sessions', n.sessions ? `${n.sessions.keys} keys, ${n.sessions.bytes} bytes on ${n.sessions.listen}${n.sessions.writable ? ' (takes writes)' : ' (read-only copy)'}` : '-'],
   ];
   $('detail-props').replaceChildren(...props.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: String(v) })]));
 }

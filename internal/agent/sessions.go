@@ -1,0 +1,66 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/sessions"
+)
+
+// sessionsRole is the session store's view of this node: it writes only
+// while it serves as active, at its epoch (the store checks the epoch again
+// in every commit).
+func (a *Agent) sessionsRole() (ha.Epoch, bool) {
+	st := a.State()
+	return st.Epoch, st.Serving(a.mcfg, a.clk.Now())
+}
+
+// startSessions runs node's session store (`sessions:`) beside agent a,
+// on the data of store. tlsConf nil serves plain TCP. It returns a function
+// that stops it.
+func startSessions(cfg *config.Config, node config.Node, a *Agent, store ha.Store, tlsConf *tls.Config, log *slog.Logger) (stop func(), err error) {
+	sc := cfg.Sessions
+	data, ok := store.(ha.SessionData)
+	if !ok {
+		return nil, fmt.Errorf("sessions: the %s store cannot hold sessions; use store.backend: embedded or etcd, or remove the sessions section", cfg.Store.Backend)
+	}
+	listen := config.Expand(sc.Listen, cfg.Vars(node))
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("sessions: listen on %s: %w (set sessions.listen to a free address; with several nodes on one host use ${VAR}s from each node's env)", listen, err)
+	}
+	srv := sessions.New(sessions.Options{
+		Node:          node.Name,
+		Password:      sc.Password,
+		MaxValueBytes: sc.MaxValueBytes,
+		MaxKeys:       sc.MaxKeys,
+		TLS:           tlsConf,
+		Clock:         a.clk,
+		Log:           log.With("part", "sessions"),
+		Backend:       data,
+		Role:          a.sessionsRole,
+		ActiveActive:  cfg.Mode == ha.ModeActiveActive,
+	})
+	a.metrics.reg.MustRegister(srv.Collectors()...)
+	stats := func() ha.SessionStats {
+		st := srv.Stats()
+		return ha.SessionStats{Listen: listen, Keys: st.Keys, Bytes: st.Bytes, Writable: st.Writable}
+	}
+	a.sessStats.Store(&stats)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() { _ = srv.Run(ctx); done <- struct{}{} }()
+	go func() {
+		if err := srv.Serve(ctx, ln); err != nil {
+			log.Error("sessions server stopped", "err", err)
+		}
+		done <- struct{}{}
+	}()
+	log.Info("sessions: Redis protocol", "listen", listen)
+	return func() { cancel(); <-done; <-done }, nil
+}

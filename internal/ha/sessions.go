@@ -1,0 +1,47 @@
+package ha
+
+import "context"
+
+// SessionRecord is one key of the replicated session store (see package
+// sessions): its value and absolute expiry, or its removal.
+type SessionRecord struct {
+	Key      string
+	Value    []byte
+	ExpireAt int64 // Unix milliseconds; 0: never
+	Deleted  bool
+	Rev      int64 // the store's revision of this change (loads and watches)
+	Hash     bool  // Value is a hash's fields, encoded by package sessions
+}
+
+// SessionData is what the session store needs from a backend: a
+// consistent copy, the changes after it, and fenced batches of writes.
+type SessionData interface {
+	// LoadSessions returns every record (none deleted) as of one revision,
+	// read linearizably, and that revision.
+	LoadSessions(ctx context.Context) (recs []SessionRecord, rev int64, err error)
+	// WatchSessions calls fn with the changes after rev, in order, until
+	// ctx ends or the watch fails (then the caller loads again).
+	WatchSessions(ctx context.Context, rev int64, fn func([]SessionRecord)) error
+	// CommitSessions applies recs in one transaction if node holds the
+	// active role at epoch, and returns the revision. A batch refused by
+	// the fence returns ErrNotLeader and changed nothing; any other error
+	// leaves the outcome unknown. Each key appears at most once in recs.
+	CommitSessions(ctx context.Context, node string, epoch Epoch, recs []SessionRecord) (rev int64, err error)
+	// CommitSessionsIf applies recs in one transaction if every key of
+	// expect is still at that revision (0: absent); ok is false, and
+	// nothing changed, when one is not. For active-active, where several
+	// nodes write and no epoch fences them.
+	CommitSessionsIf(ctx context.Context, recs []SessionRecord, expect map[string]int64) (rev int64, ok bool, err error)
+	// GetSessions reads keys now (linearizably); an absent key comes back
+	// Deleted, with the store's revision.
+	GetSessions(ctx context.Context, keys []string) ([]SessionRecord, error)
+}
+
+// SessionStats is the size of one node's copy of the session store, as it
+// publishes it in its status record.
+type SessionStats struct {
+	Listen   string `json:"listen"`
+	Keys     int    `json:"keys"`
+	Bytes    int64  `json:"bytes"`
+	Writable bool   `json:"writable"` // this node takes writes (the active)
+}

@@ -1,0 +1,192 @@
+package sessions
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// Limits of one commit: etcd takes at most 128 operations per transaction
+// (its default --max-txn-ops) and 1.5 MiB per request by default.
+const (
+	batchOps   = 128
+	batchBytes = 1 << 20
+	// inFlight commits at once: etcd puts concurrent proposals in one raft
+	// batch (one fsync), so throughput grows with them.
+	inFlight = 4
+)
+
+// Timings of the replication loop.
+const (
+	rolePoll     = 20 * time.Millisecond  // how often a role change is noticed
+	sweepEvery   = 250 * time.Millisecond // the active's pass over expired keys
+	sweepLimit   = 1000                   // keys deleted per pass at most
+	sweepScan    = 20000                  // keys looked at per pass at most
+	tryTimeout   = 700 * time.Millisecond // one commit attempt
+	retryFor     = 2500 * time.Millisecond
+	loadBackoff  = 100 * time.Millisecond
+	retryBackoff = 20 * time.Millisecond
+)
+
+var errWatchEnded = errors.New("the watch of the session store ended")
+
+// Run keeps this node's copy: loaded and written as the active, watched as
+// a standby, until ctx ends. Without a Backend it only waits for ctx.
+func (s *Server) Run(ctx context.Context) error {
+	if s.opts.Backend == nil {
+		<-ctx.Done()
+		return nil
+	}
+	for ctx.Err() == nil {
+		var err error
+		if s.opts.ActiveActive {
+			err = s.runAA(ctx)
+		} else if epoch, ok := s.opts.Role(); ok {
+			err = s.runActive(ctx, epoch)
+		} else {
+			err = s.runStandby(ctx)
+		}
+		if err != nil && ctx.Err() == nil {
+			s.opts.Log.Warn("sessions: reloading the copy", "err", err)
+			select {
+			case <-time.After(loadBackoff):
+			case <-ctx.Done():
+			}
+		}
+	}
+	s.db.stopWriting()
+	return nil
+}
+
+// stillActive reports whether this node still serves at epoch.
+func (s *Server) stillActive(epoch ha.Epoch) bool {
+	e, ok := s.opts.Role()
+	return ok && e == epoch
+}
+
+// runActive loads the data (a linearizable read made after the promotion,
+// so it holds every write of earlier epochs) and commits this node's
+// changes until the role or a commit fails.
+func (s *Server) runActive(ctx context.Context, epoch ha.Epoch) error {
+	recs, _, err := s.opts.Backend.LoadSessions(ctx)
+	if err != nil {
+		return err
+	}
+	if !s.stillActive(epoch) {
+		return nil
+	}
+	s.db.reset(recs, true, epoch)
+	s.opts.Log.Info("sessions: serving writes", "epoch", epoch, "keys", len(recs))
+	var wg sync.WaitGroup
+	// Before this returns (and the copy is reloaded), no commit may still
+	// be running: one finishing after the reload's read would be missing.
+	defer wg.Wait()
+	defer s.db.stopWriting()
+	poll := time.NewTicker(rolePoll)
+	defer poll.Stop()
+	sweep := time.NewTicker(sweepEvery)
+	defer sweep.Stop()
+	slots := make(chan struct{}, inFlight)
+	failed := make(chan error, 1)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-failed:
+			return err
+		case <-poll.C:
+			if !s.stillActive(epoch) {
+				s.opts.Log.Info("sessions: no longer active; read-only", "epoch", epoch)
+				return nil
+			}
+		case <-sweep.C:
+			if n := s.db.expire(sweepLimit); n > 0 {
+				s.metrics.expired.Add(float64(n))
+			}
+		case <-s.db.kick:
+			for len(slots) < cap(slots) {
+				b := s.db.take(batchOps, batchBytes)
+				if b == nil {
+					break
+				}
+				slots <- struct{}{}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := s.commit(ctx, epoch, b.recs); err != nil {
+						select {
+						case failed <- err:
+						default:
+						}
+					} else {
+						s.db.done(b) // wakes this loop for what waited on b's keys
+					}
+					<-slots
+					s.db.wake()
+				}()
+			}
+		}
+	}
+}
+
+// commit writes one batch, trying again for a while when the store fails
+// for reasons other than the fence: the batch holds whole values and
+// absolute expiries and only this node writes at epoch, so writing it twice
+// is the same as once.
+func (s *Server) commit(ctx context.Context, epoch ha.Epoch, batch []ha.SessionRecord) error {
+	start := time.Now()
+	backoff := retryBackoff
+	for {
+		tctx, cancel := context.WithTimeout(ctx, tryTimeout)
+		_, err := s.opts.Backend.CommitSessions(tctx, s.opts.Node, epoch, batch)
+		cancel()
+		if err == nil {
+			s.metrics.commits.Observe(time.Since(start).Seconds())
+			s.metrics.batch.Observe(float64(len(batch)))
+			return nil
+		}
+		if errors.Is(err, ha.ErrNotLeader) || ctx.Err() != nil || time.Since(start)+backoff > retryFor || !s.stillActive(epoch) {
+			return err
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return err
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+}
+
+// runStandby loads the copy and follows the watch until this node becomes
+// active or the watch fails.
+func (s *Server) runStandby(ctx context.Context) error {
+	recs, rev, err := s.opts.Backend.LoadSessions(ctx)
+	if err != nil {
+		return err
+	}
+	s.db.reset(recs, false, 0)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	werr := make(chan error, 1)
+	go func() { werr <- s.opts.Backend.WatchSessions(wctx, rev, s.db.apply) }()
+	poll := time.NewTicker(rolePoll)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-werr:
+			if err == nil {
+				err = errWatchEnded
+			}
+			return err
+		case <-poll.C:
+			if _, ok := s.opts.Role(); ok {
+				return nil
+			}
+		}
+	}
+}
