@@ -231,7 +231,14 @@ func keepLeaderAway(ctx context.Context, a *Agent, m *etcdstore.Member, log *slo
 		if a.State().Role != ha.RoleActive || !m.IsLeader() {
 			continue
 		}
-		if err := m.MoveLeaderAway(ctx, longestRunning(a.Snapshot())); err != nil {
+		err := m.MoveLeaderAway(ctx, longestRunning(a.Snapshot()))
+		if errors.Is(err, etcdstore.ErrNoOtherMember) {
+			// A one-member cluster, or the others are down: nothing to
+			// move and nothing to log; look again in a while.
+			pause = time.Second
+			continue
+		}
+		if err != nil {
 			// While raft transfers leadership it takes no proposals: after
 			// a transfer that did not finish, leave raft alone for a while.
 			pause = time.Second

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/redundancy"
 )
 
 // NodeView is one node as shown by /status and `haven status --json`.
@@ -43,6 +44,9 @@ type Status struct {
 	Leader   ha.Leader  `json:"leader"`
 	Nodes    []NodeView `json:"nodes"`
 	Time     time.Time  `json:"time"`
+	// Redundancy is the cluster's redundancy as this agent judges it:
+	// ok, degraded or no-active, with the reasons.
+	Redundancy *redundancy.Report `json:"redundancy,omitempty"`
 }
 
 // RoleView is this node's own role, for the local service.

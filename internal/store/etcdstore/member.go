@@ -233,11 +233,13 @@ func (m *Member) MoveLeaderAway(ctx context.Context, prefer []string) error {
 		byName[mem.Name] = mem
 	}
 	var errs []error
+	tried := false
 	for _, name := range prefer {
 		mem := byName[name]
 		if mem == nil || mem.ID == s.MemberID() || mem.IsLearner {
 			continue
 		}
+		tried = true
 		tctx, cancel := context.WithTimeout(ctx, time.Second)
 		err := s.MoveLeader(tctx, s.Lead(), uint64(mem.ID))
 		cancel()
@@ -246,5 +248,13 @@ func (m *Member) MoveLeaderAway(ctx context.Context, prefer []string) error {
 		}
 		errs = append(errs, fmt.Errorf("to %s: %w", mem.Name, err))
 	}
+	if !tried {
+		return ErrNoOtherMember
+	}
 	return errors.Join(errs...)
 }
+
+// ErrNoOtherMember is MoveLeaderAway's answer when no other live voting
+// member can take the leadership (a one-member cluster, or the others are
+// down): nothing moved, and nothing is wrong.
+var ErrNoOtherMember = errors.New("no other live voting member to hand etcd leadership to")
