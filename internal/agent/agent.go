@@ -67,6 +67,8 @@ type Agent struct {
 	failedAt  atomic.Pointer[time.Time] // when the service last failed while this node was active
 	askC      chan ask
 	stoppedBy atomic.Pointer[string] // operator who stopped the service, if any
+	// the store's members as monitor last listed them (nil: unknown)
+	members atomic.Pointer[[]ha.Member]
 }
 
 func priorities(cfg *config.Config) map[string]int {

@@ -80,6 +80,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 		}
 	}()
 	go keepLeaderAway(runCtx, a, member, log)
+	go a.monitor(runCtx)
 	stopProxy := func() {}
 	if cfg.Proxy.Listen != "" {
 		// This node's proxy; it learns how fresh the store is from the

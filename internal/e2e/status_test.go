@@ -80,7 +80,7 @@ func TestStatusJSONTableAndMetrics(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{`haven_role{role="active"} 1`, `haven_serving 1`, "haven_epoch ", "haven_lease_renewal_seconds_bucket", `haven_check_up{check="sample"} 1`, "haven_failovers_total 1"} {
+	for _, want := range []string{`haven_role{role="active"} 1`, `haven_serving 1`, "haven_epoch ", "haven_lease_renewal_seconds_bucket", `haven_check_up{check="sample"} 1`, "haven_failovers_total ", "haven_elections_total ", "haven_build_info{", "haven_lease_remaining_seconds ", "haven_store_reachable 1", "haven_cluster_degraded "} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
