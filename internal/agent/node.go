@@ -81,6 +81,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 	}()
 	go keepLeaderAway(runCtx, a, member, log)
 	go a.monitor(runCtx)
+	go a.notifySystemd(runCtx, log)
 	stopProxy := func() {}
 	if cfg.Proxy.Listen != "" {
 		// This node's proxy; it learns how fresh the store is from the
@@ -119,6 +120,7 @@ func RunWitness(ctx context.Context, cfg *config.Config, name string, log *slog.
 	defer member.Close()
 	defer store.Close()
 	log.Info("witness started")
+	notifyWitnessReady(log)
 	// Publish a record so that status shows the witness as up.
 	go func() {
 		for ctx.Err() == nil {
