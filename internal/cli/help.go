@@ -38,6 +38,7 @@ var usageLines = map[string][]string{
 	"dashboard":      {"haven dashboard hash-password [--cost N] < password"},
 	"help":           {"haven help [COMMAND]"},
 	"completion":     {"haven completion bash|zsh|fish"},
+	"init":           {"haven init --cluster NAME --node NAME=HOST [--node ...] [--witness NAME=HOST] [--store embedded|etcd|postgres|mysql] --out DIR"},
 }
 
 // helpArgs are the arguments that bring a command to its flag parsing
