@@ -258,7 +258,10 @@ func writeInit(o initOptions, out io.Writer) error {
 	// Check the config as the machines will read it: with the token file
 	// where it will be.
 	check := filepath.Join(o.Out, ".haven-init-check.yaml")
-	localToken := filepath.Join(o.Out, "token")
+	localToken, err := filepath.Abs(filepath.Join(o.Out, "token"))
+	if err != nil {
+		return err
+	}
 	for name, text := range files {
 		mode := os.FileMode(0o640)
 		if name == "token" {

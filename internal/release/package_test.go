@@ -91,4 +91,6 @@ func TestDebianPackage(t *testing.T) {
 		t.Fatal(err)
 	}
 	run(t, "", filepath.Join(root, "usr/bin/haven"), "config", "check", cfg)
+
+	t.Run("QuickStart", func(t *testing.T) { quickStart(t, root) })
 }
