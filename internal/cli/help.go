@@ -31,7 +31,8 @@ var usageLines = map[string][]string{
 	"proxy":          {"haven proxy --config FILE [--listen ADDR]"},
 	"drill":          {"haven drill --sandbox [--scenario A,B] [--store NAME] [--json]", "haven drill --config FILE --scenario NAME [--node NODE]"},
 	"bench-backend":  {"haven bench-backend [--listen ADDR]"},
-	"store":          {"haven store export --config FILE > dump.json", "haven store import --config FILE [--file dump.json] [--force] < dump.json"},
+	"store":          {"haven store export --config FILE > dump.json", "haven store import --config FILE [--file dump.json] [--force] < dump.json", "haven store snapshot save --config FILE OUT.db"},
+	"recover":        {"haven recover --config FILE --node SURVIVOR [--min-epoch N] [--margin N] --yes"},
 	"config":         {"haven config check [--json] FILE"},
 	"version":        {"haven version [--json]", "haven --version"},
 	"sample-service": {"haven sample-service --listen ADDR --agent ADDR [--node NAME]"},
@@ -54,7 +55,7 @@ var helpArgs = map[string][]string{
 // subcommandWords are the words shell completion offers after a command.
 var subcommandWords = map[string][]string{
 	"config":      {"check"},
-	"store":       {"export", "import"},
+	"store":       {"export", "import", "snapshot"},
 	"dashboard":   {"hash-password"},
 	"service":     {"start", "stop", "restart"},
 	"members":     {"list", "add", "remove"},

@@ -28,6 +28,10 @@ type MemberConfig struct {
 	Election  time.Duration
 	LogFile   string   // etcd's own log; it is verbose and belongs in a file
 	Others    []string // client host:port of the other members, to find a running cluster
+	// ForceNewCluster restarts a member that has data as the only member
+	// of a new cluster with the same data (etcd's --force-new-cluster):
+	// disaster recovery when the majority is lost for good (haven recover).
+	ForceNewCluster bool
 }
 
 // Member is a running embedded etcd member.
@@ -75,6 +79,7 @@ func StartMember(mc MemberConfig) (*Member, error) {
 		parts = append(parts, name+"=http://"+addr)
 	}
 	cfg.InitialCluster = strings.Join(parts, ",")
+	cfg.ForceNewCluster = mc.ForceNewCluster
 	if !hasWAL(mc.DataDir) {
 		// A member without data either bootstraps a new cluster with the
 		// config's members, or joins a running one that added it
@@ -258,3 +263,6 @@ func (m *Member) MoveLeaderAway(ctx context.Context, prefer []string) error {
 // member can take the leadership (a one-member cluster, or the others are
 // down): nothing moved, and nothing is wrong.
 var ErrNoOtherMember = errors.New("no other live voting member to hand etcd leadership to")
+
+// HasData reports whether the member directory dir holds etcd data (a WAL).
+func HasData(dir string) bool { return hasWAL(dir) }
