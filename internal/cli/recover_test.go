@@ -54,6 +54,8 @@ nodes:
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The commands are called without Main, which sets agent.Version:
+	// the agents here run in this process.
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	running := map[string]func(){}
 	start := func(name string) {
@@ -97,7 +99,7 @@ nodes:
 	// A backup first: an etcd snapshot of the store.
 	snap := filepath.Join(dir, "backup.db")
 	var sout, serr bytes.Buffer
-	if code := Main([]string{"store", "snapshot", "save", "--config", cfgPath, snap}, &sout, &serr); code != exitOK || !strings.Contains(sout.String(), "saved") {
+	if code := runStore([]string{"snapshot", "save", "--config", cfgPath, snap}, &sout, &serr); code != exitOK || !strings.Contains(sout.String(), "saved") {
 		t.Fatalf("store snapshot save: exit %d: %s%s", code, sout.String(), serr.String())
 	}
 	if fi, err := os.Stat(snap); err != nil || fi.Size() < 4096 || fi.Mode().Perm() != 0o600 {
@@ -106,7 +108,7 @@ nodes:
 	stop("n1")
 	_, before := waitActive("n2", "n3")
 	var out, errw bytes.Buffer
-	if code := Main([]string{"switchover", "--config", cfgPath}, &out, &errw); code != exitOK {
+	if code := runSwitchover([]string{"--config", cfgPath}, &out, &errw); code != exitOK {
 		t.Fatalf("switchover: exit %d: %s", code, errw.String())
 	}
 	_, issued := waitActive("n2", "n3")
@@ -126,15 +128,15 @@ nodes:
 	}
 
 	out.Reset()
-	if code := Main([]string{"recover", "--config", cfgPath, "--node", "n1"}, &out, &errw); code != exitOK || !strings.Contains(out.String(), "--yes") {
+	if code := runRecover([]string{"--config", cfgPath, "--node", "n1"}, &out, &errw); code != exitOK || !strings.Contains(out.String(), "--yes") {
 		t.Fatalf("recover without --yes: exit %d\n%s%s", code, out.String(), errw.String())
 	}
-	if code := Main([]string{"recover", "--config", cfgPath, "--node", "n2", "--yes"}, &out, &errw); code != exitUsage {
+	if code := runRecover([]string{"--config", cfgPath, "--node", "n2", "--yes"}, &out, &errw); code != exitUsage {
 		t.Fatalf("recover from a node without data: exit %d, want 2", code)
 	}
 	out.Reset()
 	errw.Reset()
-	if code := Main([]string{"recover", "--config", cfgPath, "--node", "n1", "--yes"}, &out, &errw); code != exitOK {
+	if code := runRecover([]string{"--config", cfgPath, "--node", "n1", "--yes"}, &out, &errw); code != exitOK {
 		t.Fatalf("recover: exit %d\n%s%s", code, out.String(), errw.String())
 	}
 	start("n1")
