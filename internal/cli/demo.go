@@ -200,6 +200,7 @@ Try it (in another terminal):
   kill -STOP <agent pid> ... kill -CONT <agent pid>   # freeze an agent past its lease: it never serves again at its old epoch
   %[1]s switchover --config %[2]s       # a planned hand-over; prints how long traffic was held
   %[1]s events --config %[2]s           # the history: role changes, switchovers, operator actions
+  curl -s http://%[4]s/metrics | grep ^haven_cluster   # redundancy for monitoring; status exits 0 ok, 1 degraded, 3 no active
 
 Role changes appear below (from the cluster's event history). Ctrl-C stops everything.
 `, self, cfgPath, serviceAddr(cfg.Nodes[0].Env), cfg.Nodes[0].API, proxyAddr)
