@@ -20,9 +20,16 @@ func TestStatusJSONTableAndMetrics(t *testing.T) {
 	active, epoch := c.WaitActive(startTimeout)
 	c.waitHealthy(30 * time.Second)
 
+	// status exits 0 once redundancy is intact too (every standby
+	// eligible, every etcd member answering), which may follow health by
+	// a moment.
 	code, out, errOut := runHaven(t, "status", "--config", c.Config, "--json")
+	for end := time.Now().Add(30 * time.Second); code != 0 && time.Now().Before(end); {
+		time.Sleep(200 * time.Millisecond)
+		code, out, errOut = runHaven(t, "status", "--config", c.Config, "--json")
+	}
 	if code != 0 {
-		t.Fatalf("status --json: exit %d: %s", code, errOut)
+		t.Fatalf("status --json: exit %d: %s%s", code, out, errOut)
 	}
 	var doc struct {
 		Nodes []map[string]any `json:"nodes"`
