@@ -115,6 +115,24 @@ nodes:
 	if issued <= before {
 		t.Fatalf("switchover: epoch %d after %d", issued, before)
 	}
+	// With n1 gone the active records that redundancy is lost.
+	degradedEvent := func() bool {
+		var evs []ha.Event
+		if err := newOpsClient(cfg).getAny("/v1/events?limit=200", &evs); err != nil {
+			return false
+		}
+		for _, e := range evs {
+			if e.Kind == "redundancy" && e.To == "degraded" && strings.Contains(e.Reason, "n1") {
+				return true
+			}
+		}
+		return false
+	}
+	for end := time.Now().Add(30 * time.Second); !degradedEvent(); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("no redundancy event (to degraded, naming n1) in the history after n1 stopped")
+		}
+	}
 	// Both at once: each waits for its store, which has lost its quorum.
 	stopping := make(chan struct{})
 	go func() { running["n3"](); close(stopping) }()
