@@ -20,9 +20,11 @@ const monitorEvery = 2 * time.Second
 // ends: it lists the store's members (embedded etcd), keeps the judgement
 // for /status, feeds the metrics, and records a change in the history.
 // Only the active node records it, so the history holds one line per
-// change and not one per node.
+// change and not one per node; a node that takes over in a degraded
+// cluster records that once.
 func (a *Agent) monitor(ctx context.Context) {
 	var prev redundancy.State
+	wasActive := false
 	for {
 		var members []ha.Member
 		if a.cfg.Store.Backend == "embedded" {
@@ -36,10 +38,18 @@ func (a *Agent) monitor(ctx context.Context) {
 		a.members.Store(&members)
 		r := *a.Status().Redundancy
 		a.metrics.cluster.set(r, members)
-		if prev != "" && r.State != prev && a.State().Role == ha.RoleActive {
+		active := a.State().Role == ha.RoleActive
+		switch {
+		case !active || prev == "":
+		case r.State != prev:
 			a.record(ha.Event{Kind: "redundancy", From: string(prev), To: string(r.State), Reason: strings.Join(r.Reasons, "; ")})
+		case !wasActive && r.State != redundancy.OK:
+			// Just took over, in a cluster already short of redundancy
+			// (the change may have happened while the old active was
+			// going): say so once from here.
+			a.record(ha.Event{Kind: "redundancy", To: string(r.State), Reason: strings.Join(r.Reasons, "; ")})
 		}
-		prev = r.State
+		prev, wasActive = r.State, active
 		select {
 		case <-ctx.Done():
 			return

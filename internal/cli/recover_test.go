@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,6 +97,27 @@ nodes:
 		start(n)
 	}
 	waitActive("n1", "n2", "n3")
+	// Wait until every agent's monitor has judged redundancy intact, so
+	// that losing n1 is a change whoever is active then records.
+	intact := func() bool {
+		for _, n := range cfg.Nodes {
+			resp, err := http.Get("http://" + n.API + "/metrics")
+			if err != nil {
+				return false
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(b), "\nhaven_cluster_degraded 0\n") {
+				return false
+			}
+		}
+		return true
+	}
+	for end := time.Now().Add(60 * time.Second); !intact(); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the agents never judged redundancy intact (haven_cluster_degraded 0)")
+		}
+	}
 	// A backup first: an etcd snapshot of the store.
 	snap := filepath.Join(dir, "backup.db")
 	var sout, serr bytes.Buffer
@@ -107,13 +129,24 @@ nodes:
 	}
 	stop("n1")
 	_, before := waitActive("n2", "n3")
+	// A switchover issues an epoch n1 never sees. Retried: on a loaded
+	// machine the standby may not be eligible yet.
 	var out, errw bytes.Buffer
-	if code := runSwitchover([]string{"--config", cfgPath}, &out, &errw); code != exitOK {
-		t.Fatalf("switchover: exit %d: %s", code, errw.String())
+	for end := time.Now().Add(60 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		errw.Reset()
+		if code := runSwitchover([]string{"--config", cfgPath}, &out, &errw); code == exitOK {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("switchover: %s", errw.String())
+		}
 	}
 	_, issued := waitActive("n2", "n3")
-	if issued <= before {
-		t.Fatalf("switchover: epoch %d after %d", issued, before)
+	for end := time.Now().Add(30 * time.Second); issued <= before; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("after the switchover the epoch is still %d", issued)
+		}
+		_, issued = waitActive("n2", "n3")
 	}
 	// With n1 gone the active records that redundancy is lost.
 	degradedEvent := func() bool {
