@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -174,5 +175,36 @@ func TestDemoRoleLines(t *testing.T) {
 	}
 	if self := demoSelf(&out, "/usr/bin/haven"); self != "/usr/bin/haven" {
 		t.Fatalf("demoSelf = %q", self)
+	}
+}
+
+// TestStatusWatch: --watch redraws the status until stopped and returns
+// the last look's exit code.
+func TestStatusWatch(t *testing.T) {
+	st := api.Status{Leader: ha.Leader{Node: "n1", Epoch: 3}, Nodes: []api.NodeView{{Name: "n1", Role: ha.RoleActive}, {Name: "n2", Role: ha.RoleDown}}}
+	looked := make(chan struct{}, 100)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode(st)
+		looked <- struct{}{}
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errw bytes.Buffer
+	done := make(chan int)
+	go func() { done <- watchStatus(ctx, &out, &errw, []string{srv.URL}, false, 100*time.Millisecond) }()
+	for i := 0; i < 2; i++ {
+		select {
+		case <-looked:
+		case <-time.After(30 * time.Second):
+			t.Fatal("watch did not look twice")
+		}
+	}
+	cancel()
+	if code := <-done; code != exitDegraded {
+		t.Fatalf("watch exit %d, want 1 (n2 down)", code)
+	}
+	if n := strings.Count(out.String(), "\033[H\033[2J"); n < 2 || !strings.Contains(out.String(), "redundancy: degraded") {
+		t.Fatalf("watch drew %d times:\n%q", n, out.String())
 	}
 }
