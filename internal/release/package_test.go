@@ -32,6 +32,7 @@ func TestDebianPackage(t *testing.T) {
 		t.Fatal(err)
 	}
 	dist := t.TempDir()
+	t.Setenv("HAVEN_VERSION", "9.8.7-test")
 	run(t, repo, "scripts/package", dist)
 	debs, _ := filepath.Glob(filepath.Join(dist, "haven_*.deb"))
 	if len(debs) != 1 {
@@ -59,10 +60,10 @@ func TestDebianPackage(t *testing.T) {
 			t.Errorf("the package lacks /%s", f)
 		}
 	}
-	if conf := run(t, "", "dpkg-deb", "-f", debs[0], "Package", "Depends"); !strings.Contains(conf, "haven") {
+	if conf := run(t, "", "dpkg-deb", "-f", debs[0], "Package", "Version"); !strings.Contains(conf, "Package: haven") || !strings.Contains(conf, "Version: 9.8.7-test") {
 		t.Errorf("control: %s", conf)
 	}
-	if v := run(t, "", filepath.Join(root, "usr/bin/haven"), "--version"); !strings.HasPrefix(v, "haven ") || strings.Contains(v, "0.1.0-dev") {
+	if v := run(t, "", filepath.Join(root, "usr/bin/haven"), "--version"); !strings.HasPrefix(v, "haven 9.8.7-test") {
 		t.Errorf("haven --version of the packaged binary = %q, want the package's version", v)
 	}
 	for _, unit := range []string{"haven.service", "haven-witness.service"} {
