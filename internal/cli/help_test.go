@@ -130,6 +130,8 @@ func TestStatusExitCodes(t *testing.T) {
 		{"agent says degraded", &api.Status{Leader: lead, Nodes: []api.NodeView{active, standby},
 			Redundancy: &redundancyDegraded}, nil, exitDegraded, "quorum"},
 		{"no agent answers", nil, nil, exitFailure, ""},
+		{"mixed versions", &api.Status{Leader: lead, Nodes: []api.NodeView{{Name: "n1", Role: ha.RoleActive, Version: "1.2.0"}, {Name: "n2", Role: ha.RoleStandby, Eligible: true, Version: "1.3.0"}}},
+			nil, exitOK, "versions differ: 1.2.0 on n1; 1.3.0 on n2;"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			url := "http://127.0.0.1:1"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
@@ -119,6 +120,7 @@ func showStatus(out, errw io.Writer, urls []string, asJSON bool, pidOf string) i
 	}
 	printStatus(out, st)
 	printHealth(out, r)
+	printVersions(out, st)
 	return statusCode(r)
 }
 
@@ -136,4 +138,28 @@ func watchStatus(ctx context.Context, out, errw io.Writer, urls []string, asJSON
 		case <-time.After(every):
 		}
 	}
+}
+
+// printVersions warns when the agents run different versions: fine during a
+// rolling upgrade, not after it (docs/deploy.md, the version-skew rule).
+func printVersions(w io.Writer, st api.Status) {
+	seen := map[string][]string{}
+	var order []string
+	for _, n := range st.Nodes {
+		if n.Version == "" || n.Role == ha.RoleDown || n.Role == ha.RoleStopped {
+			continue
+		}
+		if _, ok := seen[n.Version]; !ok {
+			order = append(order, n.Version)
+		}
+		seen[n.Version] = append(seen[n.Version], n.Name)
+	}
+	if len(order) < 2 {
+		return
+	}
+	fmt.Fprint(w, "versions differ:")
+	for _, v := range order {
+		fmt.Fprintf(w, " %s on %s;", v, strings.Join(seen[v], ", "))
+	}
+	fmt.Fprintln(w, " finish the rolling upgrade (docs/deploy.md)")
 }
