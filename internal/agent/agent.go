@@ -74,6 +74,8 @@ type Agent struct {
 	vip *vipDriver // nil when no vip is configured
 	// sessStats reports the session store's size, when it runs (sessions.go).
 	sessStats atomic.Pointer[func() ha.SessionStats]
+	// the store's members as monitor last listed them (nil: unknown)
+	members atomic.Pointer[[]ha.Member]
 }
 
 func priorities(cfg *config.Config) map[string]int {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/http"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -20,6 +21,17 @@ type Metrics struct {
 	renewFails   prometheus.Counter
 	healthyG     prometheus.Gauge
 	leaderEpoch  prometheus.Gauge
+
+	// Monitoring (#17): elections apart from failovers, the store's
+	// reachability, the cluster's redundancy (monitor.go).
+	elections prometheus.Counter
+	cluster   *clusterMetrics
+	storeOK   atomic.Bool
+	// otherLeader: this agent has seen another node active, so its next
+	// promotion replaces one (a failover), unless it is a switchover.
+	otherLeader  atomic.Bool
+	self         string
+	switchoverIn func() bool
 }
 
 func newMetrics(a *Agent) *Metrics {
@@ -30,7 +42,7 @@ func newMetrics(a *Agent) *Metrics {
 			Name: "haven_role_changes_total", Help: "Role changes of this node, by new role.",
 		}, []string{"role"}),
 		promotions: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "haven_failovers_total", Help: "Times this node was promoted to active.",
+			Name: "haven_failovers_total", Help: "Times this node took over from another active node unplanned (not the first election, not a switchover).",
 		}),
 		renewSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "haven_lease_renewal_seconds", Help: "Latency of successful lease renewals.",
@@ -46,6 +58,16 @@ func newMetrics(a *Agent) *Metrics {
 			Name: "haven_leader_epoch", Help: "Epoch of the current leader as seen in the store (0: none).",
 		}),
 	}
+	m.self = a.node.Name
+	m.switchoverIn = func() bool {
+		sw := a.State().Switchover
+		return sw.ID != "" && sw.To == a.node.Name
+	}
+	m.elections = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "haven_elections_total", Help: "Times this node was promoted to active, for any reason (first election, failover, switchover, promote).",
+	})
+	reg.MustRegister(m.elections)
+	m.cluster = newClusterMetrics(reg, a, m)
 	roles := []ha.Role{ha.RoleStarting, ha.RoleStandby, ha.RolePromoting, ha.RoleActive, ha.RoleDemoting, ha.RoleStopped}
 	for _, r := range roles {
 		r := r
@@ -87,11 +109,15 @@ func newMetrics(a *Agent) *Metrics {
 func (m *Metrics) roleChanged(_, to ha.Role) {
 	m.roleChanges.WithLabelValues(string(to)).Inc()
 	if to == ha.RolePromoting {
-		m.promotions.Inc()
+		m.elections.Inc()
+		if m.otherLeader.Load() && !m.switchoverIn() {
+			m.promotions.Inc()
+		}
 	}
 }
 
 func (m *Metrics) renewal(d interface{ Seconds() float64 }, err error) {
+	m.storeOK.Store(err == nil)
 	if err != nil {
 		m.renewFails.Inc()
 		return
@@ -107,7 +133,12 @@ func (m *Metrics) healthy(ok bool) {
 	}
 }
 
-func (m *Metrics) leader(l ha.Leader) { m.leaderEpoch.Set(float64(l.Epoch)) }
+func (m *Metrics) leader(l ha.Leader) {
+	m.leaderEpoch.Set(float64(l.Epoch))
+	if !l.None() && l.Node != m.self {
+		m.otherLeader.Store(true)
+	}
+}
 
 // Handler serves the metrics in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {

@@ -92,6 +92,8 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 		}
 	}()
 	go keepLeaderAway(runCtx, a, member, log)
+	go a.monitor(runCtx)
+	go a.notifySystemd(runCtx, log)
 	stopProxy := func() {}
 	if cfg.Proxy.Listen != "" && !cfg.Proxy.Standalone {
 		// This node's proxy; it learns how fresh the store is from the
@@ -140,6 +142,7 @@ func RunWitness(ctx context.Context, cfg *config.Config, name string, log *slog.
 	defer member.Close()
 	defer store.Close()
 	log.Info("witness started")
+	notifyWitnessReady(log)
 	// Publish a record so that status shows the witness as up.
 	go func() {
 		for ctx.Err() == nil {
@@ -259,7 +262,14 @@ func keepLeaderAway(ctx context.Context, a *Agent, m *etcdstore.Member, log *slo
 		if a.State().Role != ha.RoleActive || !m.IsLeader() {
 			continue
 		}
-		if err := m.MoveLeaderAway(ctx, longestRunning(a.Snapshot())); err != nil {
+		err := m.MoveLeaderAway(ctx, longestRunning(a.Snapshot()))
+		if errors.Is(err, etcdstore.ErrNoOtherMember) {
+			// A one-member cluster, or the others are down: nothing to
+			// move and nothing to log; look again in a while.
+			pause = time.Second
+			continue
+		}
+		if err != nil {
 			// While raft transfers leadership it takes no proposals: after
 			// a transfer that did not finish, leave raft alone for a while.
 			pause = time.Second

@@ -61,6 +61,7 @@ func (a *Agent) Status() api.Status {
 		v.Alias = snap.Props[name].Alias
 		st.Nodes = append(st.Nodes, v)
 	}
+	st.Redundancy = a.redundancy(st)
 	return st
 }
 

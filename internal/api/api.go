@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/redundancy"
 )
 
 // NodeView is one node as shown by /status and `haven status --json`.
@@ -53,6 +54,9 @@ type Status struct {
 	// the answering agent saw (nil if none since it started): its Duration
 	// runs from the old active's last lease renewal to the new active.
 	LastFailover *ha.Event `json:"last_failover,omitempty"`
+	// Redundancy is the cluster's redundancy as this agent judges it:
+	// ok, degraded or no-active, with the reasons.
+	Redundancy *redundancy.Report `json:"redundancy,omitempty"`
 }
 
 // RoleView is this node's own role, for the local service.

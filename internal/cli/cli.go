@@ -22,8 +22,12 @@ import (
 	"github.com/haven-ha/haven/internal/store/storedial"
 )
 
-// Version is haven's version, set at build time with -ldflags.
-var Version = "0.1.0-dev"
+// Version is haven's version, set at build time with -ldflags
+// (-X github.com/haven-ha/haven/internal/cli.Version=1.2.3); when it is not,
+// `haven version` reports the module version from the build info.
+var Version = defaultVersion
+
+const defaultVersion = "0.1.0-dev"
 
 // Exit codes.
 const (
@@ -43,7 +47,7 @@ func commands() []command {
 		{"demo", "start a 3-node cluster on loopback and show it fail over", false, runDemo},
 		{"agent", "run the agent of one node (--config FILE --node NAME)", false, runAgent},
 		{"witness", "run a witness: an etcd vote and nothing else (--config FILE --node NAME)", false, runWitness},
-		{"status", "show every node's role and health (--config FILE, --json)", false, runStatus},
+		{"status", "show every node's role and health (--config FILE, --json, --watch); exits 0 ok, 1 degraded, 3 no active", false, runStatus},
 		{"switchover", "hand the active role to another node (--to NODE)", false, runSwitchover},
 		{"maintenance", "take a node out of elections: maintenance on|off NODE", false, runMaintenance},
 		{"promote", "make a node active (passive-backup mode): promote NODE", false, runPromote},
@@ -53,26 +57,36 @@ func commands() []command {
 		{"proxy", "run haven's proxy on its own: clients reach the active node (--config FILE)", false, runProxy},
 		{"drill", "measure failover: RTO, errors, lost writes, split brain per fault (--sandbox)", false, runDrill},
 		{"bench-backend", "a minimal HTTP backend for bench/proxy.sh", true, runBenchBackend},
-		{"store", "move a cluster between stores: store export|import --config FILE", false, runStore},
+		{"store", "move a cluster between stores or back it up: store export|import|snapshot save --config FILE", false, runStore},
 		{"config", "check a configuration file: `haven config check FILE`", false, runConfig},
-		{"version", "print haven's version", false, runVersion},
+		{"version", "print haven's version and build (also --version)", false, runVersionInfo},
 		{"sample-service", "the demo's sample HTTP service", true, runSample},
-		{"dashboard", "dashboard helpers: `haven dashboard hash-password` (stdin to bcrypt)", true, runDashboard},
+		{"dashboard", "dashboard helpers: `haven dashboard hash-password` (stdin to bcrypt)", false, runDashboard},
+		{"help", "show a command's usage: help COMMAND", false, runHelp},
+		{"recover", "rebuild a cluster that lost its majority for good from the surviving node: recover --node NODE --yes", false, runRecover},
+		{"init", "write a new cluster's config, token and dashboard login: init --cluster C --node n1=HOST ...", false, runInit},
+		{"completion", "print a shell completion script: completion bash|zsh|fish", false, runCompletion},
 	}
 }
 
 // Main runs haven with args (without the program name) and returns the exit code.
 func Main(args []string, out, errw io.Writer) int {
-	agent.Version = Version
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	agent.Version = readBuildVersion().Version
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
 		usage(out)
 		if len(args) == 0 {
 			return exitUsage
 		}
 		return exitOK
 	}
+	if args[0] == "--version" || args[0] == "-version" {
+		return runVersionInfo(args[1:], out, errw)
+	}
 	for _, c := range commands() {
 		if c.name == args[0] {
+			if c.name != "help" && wantsHelp(args[1:]) {
+				return printHelp(c, out)
+			}
 			return c.run(args[1:], out, errw)
 		}
 	}
@@ -87,13 +101,14 @@ func usage(w io.Writer) {
 			fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 		}
 	}
-	fmt.Fprintln(w, "\nRun `haven COMMAND -h` for a command's flags. Start with `haven demo`.")
+	fmt.Fprintln(w, "\nRun `haven help COMMAND` (or `haven COMMAND -h`) for a command's usage and flags. Start with `haven demo`.")
 }
 
 // newFlags returns a flag set that reports errors instead of exiting.
 func newFlags(name string, errw io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("haven "+name, flag.ContinueOnError)
 	fs.SetOutput(errw)
+	setUsage(fs, "")
 	return fs
 }
 
@@ -227,12 +242,16 @@ func runConfig(args []string, out, errw io.Writer) int {
 		return exitUsage
 	}
 	fs := newFlags("config check", errw)
+	asJSON := fs.Bool("json", false, `print {"file", "valid", "error"} as JSON`)
 	if code, ok := parse(fs, args[1:], 1); !ok {
 		return code
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(errw, "usage: haven config check FILE")
 		return exitUsage
+	}
+	if *asJSON {
+		return configCheckJSON(fs.Arg(0), out)
 	}
 	cfg, code := loadConfig(fs.Arg(0), errw)
 	if cfg == nil {
@@ -246,15 +265,6 @@ func runConfig(args []string, out, errw io.Writer) int {
 	if printTraps(cfg, out, errw) {
 		return exitUsage
 	}
-	return exitOK
-}
-
-func runVersion(args []string, out, errw io.Writer) int {
-	fs := newFlags("version", errw)
-	if code, ok := parse(fs, args, 0); !ok {
-		return code
-	}
-	fmt.Fprintf(out, "haven %s\n", Version)
 	return exitOK
 }
 

@@ -189,7 +189,7 @@ func runDemo(args []string, out, errw io.Writer) int {
 	}
 	printStatus(out, st)
 	fmt.Fprintf(out, "\nDashboard: http://%s/ui/  (any node's API address works)\n  user: operator  password: %s\n", cfg.Nodes[0].API, dashPassword)
-	self := os.Args[0]
+	self := demoSelf(out, os.Args[0])
 	printDemoSessions(out, cfg, st, sessPassword)
 	fmt.Fprintf(out, `
 Try it (in another terminal):
@@ -197,22 +197,22 @@ Try it (in another terminal):
   %[1]s status --config %[2]s          # every node's role, health, epoch and pids
   curl http://%[3]s/               # the sample service of a node: 200 on the active, 503 elsewhere
   curl -i http://%[4]s/lb-check       # what a load balancer asks: 200 only on the active
-  kill -9 $(%[1]s status --config %[2]s --json | jq '.nodes[]|select(.role=="active").service_pid')
+  kill -9 $(%[1]s status --config %[2]s --active-pid service)
                                           # crash the active's service: another node takes over at once
-  kill -9 $(%[1]s status --config %[2]s --json | jq '.nodes[]|select(.role=="active").agent_pid')
+  kill -9 $(%[1]s status --config %[2]s --active-pid agent)
                                           # kill the active's agent: a standby takes over when its lease expires
   kill -STOP <agent pid> ... kill -CONT <agent pid>   # freeze an agent past its lease: it never serves again at its old epoch
   %[1]s switchover --config %[2]s       # a planned hand-over; prints how long traffic was held
   %[1]s events --config %[2]s           # the history: role changes, switchovers, operator actions
-  (the kill lines use jq: apt-get install jq)
+  curl -s http://%[4]s/metrics | grep ^haven_cluster   # redundancy for monitoring; status exits 0 ok, 1 degraded, 3 no active
   A virtual IP (vip: in the config) is not part of this demo: its nodes share this host's
   network, so an address cannot move between them. See it move between network namespaces
   (as root, from haven's source tree): go test ./internal/vip/viplab/ -run TestVIPFollowsActive -v
   and compared with keepalived: bench/vip.sh (docs/vip.md explains both)
 
-Role changes appear below. Ctrl-C stops everything.
+Role changes appear below (from the cluster's event history). Ctrl-C stops everything.
 `, self, cfgPath, serviceAddr(cfg.Nodes[0].Env), cfg.Nodes[0].API, proxyAddr)
-	watchRoles(ctx, out, urls, st)
+	watchRoleEvents(ctx, out, newOpsClient(cfg), st.Time)
 	fmt.Fprintln(out, "\nhaven demo: stopping the agents...")
 	return exitOK
 }
@@ -250,39 +250,6 @@ func waitForLeader(ctx context.Context, urls []string, limit time.Duration) (api
 			}
 			return api.Status{}, err
 		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
-// watchRoles prints every role change until ctx ends.
-func watchRoles(ctx context.Context, out io.Writer, urls []string, last api.Status) {
-	prev := map[string]ha.Role{}
-	for _, n := range last.Nodes {
-		prev[n.Name] = n.Role
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(100 * time.Millisecond):
-		}
-		st, err := fetchStatus(ctx, urls)
-		if err != nil {
-			continue
-		}
-		for _, n := range st.Nodes {
-			if prev[n.Name] == n.Role {
-				continue
-			}
-			prev[n.Name] = n.Role
-			line := fmt.Sprintf("%s  %-3s -> %-9s", time.Now().Format("15:04:05.000"), n.Name, n.Role)
-			if n.Epoch != 0 {
-				line += fmt.Sprintf(" epoch %d", n.Epoch)
-			}
-			if n.Reason != "" {
-				line += "  (" + n.Reason + ")"
-			}
-			fmt.Fprintln(out, line)
 		}
 	}
 }

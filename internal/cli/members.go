@@ -17,6 +17,7 @@ func runMembers(args []string, out, errw io.Writer) int {
 	}
 	fs := newFlags("members", errw)
 	cfgPath := configFlag(fs)
+	asJSON := fs.Bool("json", false, "print the member list as JSON")
 	if code, ok := parse(fs, args, 1); !ok {
 		return code
 	}
@@ -57,6 +58,9 @@ func runMembers(args []string, out, errw io.Writer) int {
 		} else {
 			fmt.Fprintf(out, "%s removed; its agent stops, and you can remove it from the config on every node\n", node)
 		}
+	}
+	if *asJSON && action == "list" {
+		return writeJSON(out, list)
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tPEER\tJOINED\tHEALTHY\tETCD LEADER")

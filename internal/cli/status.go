@@ -20,6 +20,9 @@ func runStatus(args []string, out, errw io.Writer) int {
 	cfgPath := configFlag(fs)
 	apiURL := fs.String("api", "", "ask this agent (base URL) instead of the ones in the config")
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	watch := fs.Bool("watch", false, "show the status again every --interval until Ctrl-C")
+	every := fs.Duration("interval", 2*time.Second, "how often --watch looks")
+	pidOf := fs.String("active-pid", "", "print only the active node's service or agent pid (service|agent), for scripts")
 	if code, ok := parse(fs, args, 0); !ok {
 		return code
 	}
@@ -33,19 +36,20 @@ func runStatus(args []string, out, errw io.Writer) int {
 		}
 		urls = agentURLs(cfg)
 	}
-	st, err := fetchStatus(context.Background(), urls)
-	if err != nil {
-		fmt.Fprintf(errw, "haven status: %v\n", err)
-		return exitFailure
+	if *pidOf != "" && *pidOf != "service" && *pidOf != "agent" {
+		fmt.Fprintln(errw, "haven status: --active-pid is service or agent")
+		return exitUsage
 	}
-	if *asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(st)
-		return exitOK
+	if *watch {
+		if *every < 100*time.Millisecond {
+			fmt.Fprintln(errw, "haven status: --interval must be at least 100ms")
+			return exitUsage
+		}
+		ctx, stop := signalContext()
+		defer stop()
+		return watchStatus(ctx, out, errw, urls, *asJSON, *every)
 	}
-	printStatus(out, st)
-	return exitOK
+	return showStatus(out, errw, urls, *asJSON, *pidOf)
 }
 
 func agentURLs(cfg *config.Config) []string {

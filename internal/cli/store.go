@@ -41,6 +41,9 @@ const (
 )
 
 func runStore(args []string, out, errw io.Writer) int {
+	if len(args) > 0 && args[0] == "snapshot" {
+		return runSnapshot(args[1:], out, errw)
+	}
 	if len(args) == 0 || (args[0] != "export" && args[0] != "import") {
 		fmt.Fprintln(errw, "usage: haven store export --config FILE > dump.json\n       haven store import --config FILE < dump.json")
 		return exitUsage

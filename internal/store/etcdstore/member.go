@@ -28,6 +28,10 @@ type MemberConfig struct {
 	Election  time.Duration
 	LogFile   string   // etcd's own log; it is verbose and belongs in a file
 	Others    []string // client host:port of the other members, to find a running cluster
+	// ForceNewCluster restarts a member that has data as the only member
+	// of a new cluster with the same data (etcd's --force-new-cluster):
+	// disaster recovery when the majority is lost for good (haven recover).
+	ForceNewCluster bool
 }
 
 // Member is a running embedded etcd member.
@@ -75,6 +79,7 @@ func StartMember(mc MemberConfig) (*Member, error) {
 		parts = append(parts, name+"=http://"+addr)
 	}
 	cfg.InitialCluster = strings.Join(parts, ",")
+	cfg.ForceNewCluster = mc.ForceNewCluster
 	if !hasWAL(mc.DataDir) {
 		// A member without data either bootstraps a new cluster with the
 		// config's members, or joins a running one that added it
@@ -233,11 +238,13 @@ func (m *Member) MoveLeaderAway(ctx context.Context, prefer []string) error {
 		byName[mem.Name] = mem
 	}
 	var errs []error
+	tried := false
 	for _, name := range prefer {
 		mem := byName[name]
 		if mem == nil || mem.ID == s.MemberID() || mem.IsLearner {
 			continue
 		}
+		tried = true
 		tctx, cancel := context.WithTimeout(ctx, time.Second)
 		err := s.MoveLeader(tctx, s.Lead(), uint64(mem.ID))
 		cancel()
@@ -246,5 +253,16 @@ func (m *Member) MoveLeaderAway(ctx context.Context, prefer []string) error {
 		}
 		errs = append(errs, fmt.Errorf("to %s: %w", mem.Name, err))
 	}
+	if !tried {
+		return ErrNoOtherMember
+	}
 	return errors.Join(errs...)
 }
+
+// ErrNoOtherMember is MoveLeaderAway's answer when no other live voting
+// member can take the leadership (a one-member cluster, or the others are
+// down): nothing moved, and nothing is wrong.
+var ErrNoOtherMember = errors.New("no other live voting member to hand etcd leadership to")
+
+// HasData reports whether the member directory dir holds etcd data (a WAL).
+func HasData(dir string) bool { return hasWAL(dir) }

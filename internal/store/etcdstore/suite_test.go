@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -48,6 +49,14 @@ func TestEmbeddedEtcd(t *testing.T) {
 	defer cancel()
 	if err := m.Ready(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// Alone, the member leads and has no one to hand leadership to: the
+	// agent must hear "nothing to do", not "moved" (the log spam of #17).
+	for !m.IsLeader() && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := m.MoveLeaderAway(ctx, []string{"m1", "ghost"}); !errors.Is(err, ErrNoOtherMember) {
+		t.Fatalf("MoveLeaderAway on a one-member cluster = %v, want ErrNoOtherMember", err)
 	}
 	storetest.Run(t, func(t *testing.T) storetest.Pair { return pair(t, fmt.Sprintf("127.0.0.1:%d", client)) })
 }

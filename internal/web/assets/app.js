@@ -259,12 +259,31 @@ function renderActive(st) {
   b.replaceChildren(...parts);
 }
 
+// renderRedundancy shows the cluster's redundancy as the agent judges it
+// (`haven status` exits 1 on degraded): hidden while it is intact.
+function renderRedundancy(st) {
+  const p = $('redundancy');
+  const r = st.redundancy;
+  if (!r || r.state === 'ok') {
+    p.hidden = true;
+    p.replaceChildren();
+    return;
+  }
+  p.hidden = false;
+  p.className = 'redundancy ' + r.state;
+  const head = r.state === 'degraded' ? 'Redundancy lost: ' : 'No active node: ';
+  const text = r.standbys + ' of ' + r.want_standbys + ' standbys ready' +
+    (r.members ? '; store members ' + r.healthy_members + ' of ' + r.members + ' answer (quorum ' + r.quorum + ')' : '') + '. ';
+  p.replaceChildren(el('strong', { text: head }), text, (r.reasons || []).join('; '));
+}
+
 function renderNodes(st, changed) {
   const body = $('nodes-body');
   const focusKey = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.key : null;
   const op = state.session && state.session.role === 'operator';
   $('mode').textContent = '(' + st.mode + ', as seen by ' + st.reporter + ')';
   renderActive(st);
+  renderRedundancy(st);
   const rows = [];
   for (const n of st.nodes) {
     const role = roleOf(n);
