@@ -27,6 +27,7 @@ const sqlNodes = `nodes:
 // TestBadConfigsExitTwo runs the binary on malformed configs: each must be
 // refused with exit code 2 and a message naming the file, line and field.
 func TestBadConfigsExitTwo(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, yaml string
 		want       []string // substrings of stderr
@@ -74,6 +75,7 @@ func TestBadConfigsExitTwo(t *testing.T) {
 }
 
 func TestGoodConfigCheckPrintsTimings(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "haven.yaml")
 	if err := os.WriteFile(path, []byte("cluster: x\ndata_dir: /tmp/x\n"+goodNodes), 0o644); err != nil {
 		t.Fatal(err)
@@ -90,6 +92,7 @@ func TestGoodConfigCheckPrintsTimings(t *testing.T) {
 }
 
 func TestCLIUsageErrors(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{
 		{"frobnicate"},
 		{"agent", "--no-such-flag"},
@@ -113,6 +116,7 @@ func TestCLIUsageErrors(t *testing.T) {
 // effect; other changes are reported as needing a restart; a broken file
 // changes nothing. The node stays active throughout.
 func TestSIGHUPReloads(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOpts{nodes: 1})
 	active, epoch := c.WaitActive(startTimeout)
 	cfg, err := config.Load(c.Config)

@@ -41,6 +41,7 @@ func newDrillSandbox(t *testing.T) *drill.Sandbox {
 // acknowledged write anywhere, zero client errors where the target says so,
 // the RTOs within their bounds plus a slack for CI (loosened timings: lease 3s).
 func TestDrillScenarios(t *testing.T) {
+	t.Parallel()
 	sb := newDrillSandbox(t)
 	names := []string{"service-crash", "agent-freeze", "active-cut-oneway", "majority-loss", "switchover", "rolling-restart"}
 	results := runDrill(t, context.Background(), sb, names, nil, nil)
@@ -64,6 +65,7 @@ func TestDrillScenarios(t *testing.T) {
 // makes the active stop, nobody promotes, and the cluster recovers by
 // itself with every acknowledged write; a switchover works on it too.
 func TestDrillDatabase(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Bin: havenBin, Dir: t.TempDir(), Timing: "ci", Store: drill.StorePostgres})
@@ -132,6 +134,7 @@ func runDrill(t *testing.T, ctx context.Context, sb *drill.Sandbox, names []stri
 // config does not enable drills (exit 2 with the reason), a scenario that
 // is not safe on a real cluster, and a real-cluster switchover drill.
 func TestDrillCommand(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOpts{})
 	c.WaitActive(startTimeout)
 	code, _, errOut := runHaven(t, "drill", "--config", c.Config, "--scenario", "switchover")

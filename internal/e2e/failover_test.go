@@ -16,6 +16,7 @@ import (
 const startTimeout = 60 * time.Second
 
 func TestServiceCrashFailsOver(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOpts{})
 	old, epoch := c.WaitActive(startTimeout)
 	c.KillService(old)
@@ -36,6 +37,7 @@ func TestServiceCrashFailsOver(t *testing.T) {
 }
 
 func TestAgentCrashFailsOverAndRejoins(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOpts{})
 	old, epoch := c.WaitActive(startTimeout)
 	v, _ := c.NodeView(old, old)
@@ -82,6 +84,7 @@ func TestAgentCrashFailsOverAndRejoins(t *testing.T) {
 // No two nodes may answer 200 at overlapping moments, and after SIGCONT the
 // old active must never claim the active role at its old epoch again.
 func TestPausedActiveNeverOverlaps(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOpts{})
 	old, epoch := c.WaitActive(startTimeout)
 

@@ -283,6 +283,11 @@ func (c *Cluster) stopAll() {
 		case <-time.After(15 * time.Second):
 			_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
 			c.t.Errorf("agent %s did not stop within 15s of SIGTERM", n.Name)
+			// Its log is read below: wait until nothing writes to it.
+			select {
+			case <-n.done:
+			case <-time.After(5 * time.Second):
+			}
 		}
 	}
 	if c.t.Failed() {

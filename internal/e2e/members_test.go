@@ -14,6 +14,7 @@ import (
 // `haven members`, one change at a time, and checks the quorum guard
 // refuses changes while a member is down.
 func TestMembersAddAndRemove(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOpts{})
 	active, _ := c.WaitActive(startTimeout)
 	c.waitHealthy(30 * time.Second)

@@ -20,6 +20,7 @@ import (
 // TestWitnessKeepsQuorum runs two service nodes and a witness: killing the
 // active agent leaves two of three etcd votes, and the other node takes over.
 func TestWitnessKeepsQuorum(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOpts{nodes: 3, witness: "n3"})
 	old, epoch := c.WaitActive(startTimeout)
 	if old == "n3" {
@@ -42,6 +43,7 @@ func TestWitnessKeepsQuorum(t *testing.T) {
 // fails nobody serves, a node whose on_promote failed stays ineligible for
 // promote_backoff, and once the hook succeeds a node becomes active.
 func TestHooksSeeEpochAndFailedPromoteBacksOff(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	hookLog := filepath.Join(dir, "hooks.log")
 	failFlag := filepath.Join(dir, "fail")
@@ -148,6 +150,7 @@ func anyHasSuffix(lines []string, s string) bool {
 // TestColdStandbyRunsServiceOnlyOnActive checks that a cold standby starts
 // its service on promotion and stops it on demotion.
 func TestColdStandbyRunsServiceOnlyOnActive(t *testing.T) {
+	t.Parallel()
 	extra := fmt.Sprintf(`service:
   command: [%q, "sample-service"]
   standby: cold
@@ -196,6 +199,7 @@ checks:
 // TestDemoStartsAndStopsCleanly runs `haven demo`, waits for it to report a
 // running cluster, stops it with SIGTERM and checks no process is left.
 func TestDemoStartsAndStopsCleanly(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	base := freeDemoBase(t)
 	cmd := exec.Command(havenBin, "demo", "--dir", dir, "--port", fmt.Sprint(base))

@@ -11,6 +11,7 @@ import (
 // clients GET through a real haven proxy: no client may see an error, and
 // each switchover reports how long traffic was held.
 func TestSwitchoverThroughProxyZeroErrors(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOpts{})
 	c.WaitActive(startTimeout)
 	c.waitHealthy(30 * time.Second)
@@ -42,6 +43,7 @@ func TestSwitchoverThroughProxyZeroErrors(t *testing.T) {
 // whose service crashes drops out with no client-visible error, and comes
 // back into rotation.
 func TestActiveActiveThroughProxy(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOpts{mode: "active-active"})
 	c.waitHealthy(startTimeout)
 	p := c.startProxy(t, "proxy", "")

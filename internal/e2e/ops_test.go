@@ -43,6 +43,7 @@ func (c *Cluster) role(name string) ha.Role {
 // active's service through /lb-check routing: the command reports the new
 // active, the held traffic, and the history records it.
 func TestSwitchoverIsPlannedAndRecorded(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOpts{})
 	old, epoch := c.WaitActive(startTimeout)
 	c.waitHealthy(30 * time.Second)
@@ -94,6 +95,7 @@ func TestSwitchoverIsPlannedAndRecorded(t *testing.T) {
 // TestOperatorCallsNeedToken: no or a wrong token gets 401 and changes
 // nothing; calls are written to the audit log.
 func TestOperatorCallsNeedToken(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOpts{})
 	active, _ := c.WaitActive(startTimeout)
 	c.waitHealthy(30 * time.Second)
@@ -135,6 +137,7 @@ func TestOperatorCallsNeedToken(t *testing.T) {
 }
 
 func TestMaintenanceMovesAndExcludes(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOpts{})
 	active, _ := c.WaitActive(startTimeout)
 	c.waitHealthy(30 * time.Second)
@@ -169,6 +172,7 @@ func TestMaintenanceMovesAndExcludes(t *testing.T) {
 // TestPassiveBackupPromotesOnlyOnRequest: backups never promote on their
 // own; `haven promote` does, refused while the primary is healthy.
 func TestPassiveBackupPromotesOnlyOnRequest(t *testing.T) {
+	t.Parallel()
 	extra := fmt.Sprintf(`service:
   command: [%q, "sample-service"]
 checks:
@@ -223,6 +227,7 @@ checks:
 // TestActiveActiveEveryHealthyNodeServes: each healthy node answers 200;
 // a node whose service dies stops, the others keep serving.
 func TestActiveActiveEveryHealthyNodeServes(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOpts{mode: "active-active"})
 	waitFor(t, startTimeout, "every node serving", func() bool {
 		for _, n := range c.Nodes {
@@ -248,6 +253,7 @@ func TestActiveActiveEveryHealthyNodeServes(t *testing.T) {
 // TestPreemptionAfterDelay: with preemption on, a higher-priority node that
 // comes back takes the role back through a switchover, after the delay.
 func TestPreemptionAfterDelay(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOpts{preempt: "1s", priorities: map[string]int{"n1": 200}, start: []string{"n2", "n3"}})
 	first, _ := c.WaitActive(startTimeout, "n1")
 	c.Start("n1")
@@ -271,6 +277,7 @@ func TestPreemptionAfterDelay(t *testing.T) {
 // TestServiceControl stops and starts a standby's service, and refuses to
 // stop the active's without --force.
 func TestServiceControl(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOpts{})
 	active, _ := c.WaitActive(startTimeout)
 	c.waitHealthy(30 * time.Second)
@@ -315,6 +322,7 @@ func TestServiceControl(t *testing.T) {
 // names active, from 8 goroutines, across a switchover; a read fails only if
 // no node served it within the hold window. Zero failures expected.
 func TestSwitchoverUnderLoadNoFailedReads(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOpts{})
 	c.WaitActive(startTimeout)
 	c.waitHealthy(30 * time.Second)
@@ -378,6 +386,7 @@ func TestSwitchoverUnderLoadNoFailedReads(t *testing.T) {
 // sent (307) to the active node's backend, path and query kept; after a
 // failover, to the new active.
 func TestRedirectToActive(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOpts{top: "redirect: {paths: [/app/]}"})
 	active, _ := c.WaitActive(startTimeout)
 	noFollow := &http.Client{Timeout: time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

@@ -112,6 +112,7 @@ checks:
 // stop answering 200 before any other node starts, the majority must
 // promote, and after the link heals the old active rejoins as a standby.
 func TestPartitionedActiveStopsBeforeMajorityPromotes(t *testing.T) {
+	t.Parallel()
 	lab := newNetLab(t, 3)
 	c := newLabCluster(t, lab)
 	old, epoch := c.WaitActive(startTimeout)
@@ -212,6 +213,7 @@ func TestPartitionedActiveStopsBeforeMajorityPromotes(t *testing.T) {
 // serving because every peer confirms it is not active. In both, never two
 // nodes serve, and the cluster recovers by itself when the store is back.
 func TestStoreOutagePolicies(t *testing.T) {
+	t.Parallel()
 	for _, policy := range []string{"demote", "failsafe"} {
 		t.Run(policy, func(t *testing.T) {
 			lab := newNetLab(t, 3)

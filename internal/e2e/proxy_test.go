@@ -166,6 +166,7 @@ func (l *load) errors() []string {
 // crash and a graceful agent stop, bounded answers for POSTs, WebSocket
 // close-and-reconnect, h2c, TCP mode, forged cookies and bad input.
 func TestProxy(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOpts{})
 	hp := c.startProxy(t, "proxy-http", "  sticky: {mode: cookie, key: e2e-sticky-secret-0123456789}\n  limits: {max_header_bytes: 8KiB}\n")
 	tp := c.startProxy(t, "proxy-tcp", "  mode: tcp\n")
@@ -329,6 +330,7 @@ func TestProxy(t *testing.T) {
 // with Retry-After when the hold times out; it serves again once the store
 // is back.
 func TestProxyStoreLoss(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOpts{})
 	// The proxy reaches each etcd member through a forwarder the test can cut.
 	var fwds []*storetest.Forwarder
@@ -398,6 +400,7 @@ func TestProxyStoreLoss(t *testing.T) {
 // checks in their ca_file), reached through a real haven proxy, before and
 // after a failover.
 func TestProxyBackendTLS(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ca, err := testcert.NewCA("haven e2e backend CA")
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 // TestStatusJSONTableAndMetrics checks the shapes scripts and Prometheus
 // rely on: `haven status --json`, the table, and /metrics on the active.
 func TestStatusJSONTableAndMetrics(t *testing.T) {
+	t.Parallel()
 	sites := map[string]string{"n1": "dc1", "n2": "dc2"} // n3 has none
 	c := newCluster(t, clusterOpts{sites: sites})
 	active, epoch := c.WaitActive(startTimeout)
@@ -98,6 +99,7 @@ func TestStatusJSONTableAndMetrics(t *testing.T) {
 // it resigns, so a standby takes over well before the lease (3s) could
 // have expired.
 func TestGracefulStopHandsOverWithoutLeaseWait(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOpts{})
 	old, epoch := c.WaitActive(startTimeout)
 	waitFor(t, 20*time.Second, "a healthy standby", func() bool {

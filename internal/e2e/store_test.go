@@ -97,6 +97,7 @@ func (c *storeCluster) servers(except string) []string {
 }
 
 func TestStoreFaults(t *testing.T) {
+	t.Parallel()
 	for _, kind := range []string{"postgres", "mariadb", "etcd"} {
 		t.Run(kind, func(t *testing.T) {
 			c := newStoreCluster(t, kind, 2, storeTimings)
@@ -170,6 +171,7 @@ func TestStoreFaults(t *testing.T) {
 // (switchover, maintenance, events) and the sample service's fenced writes
 // work as on etcd: real agents, real haven commands, a real database.
 func TestStoreOperations(t *testing.T) {
+	t.Parallel()
 	for _, kind := range []string{"postgres", "mariadb"} {
 		t.Run(kind, func(t *testing.T) {
 			c := newStoreCluster(t, kind, 2, storeTimings)
@@ -275,6 +277,7 @@ func sampleKV(t *testing.T, n *Node, method, query string) (int, sample.KVReply)
 // on the new store continue above the old ones and the node records come
 // along.
 func TestStoreExportImport(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOpts{nodes: 3})
 	active, epoch := c.WaitActive(startTimeout)
 	// What operators set comes along: a node in maintenance and an alias.

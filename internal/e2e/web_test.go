@@ -209,6 +209,7 @@ func login(t *testing.T, ctx context.Context, user, password string) {
 // standby's log from another node, and check what viewers and forged
 // requests are refused.
 func TestDashboardInBrowser(t *testing.T) {
+	t.Parallel()
 	art := artifactsDir(t)
 	sites := map[string]string{"n1": "dc1", "n2": "dc1", "n3": "dc2 east"}
 	c := newCluster(t, clusterOpts{top: dashboardYAML(t), sites: sites})
