@@ -50,7 +50,17 @@ func (c *cluster) checkMoved(cl *client, what string, fault time.Time, to *node)
 func TestVIPFollowsActive(t *testing.T) {
 	c := newCluster(t, timings, "")
 	a := c.waitActive(60 * time.Second)
-	if out, err := runHaven(t, "status", "--config", c.config); err != nil || !strings.Contains(out, "virtual IP "+c.vip.String()+" is on "+a.name) {
+	// status exits 1 while redundancy is not yet intact (a standby not yet
+	// eligible), and 0 once it is; either way it shows the VIP.
+	want := "virtual IP " + c.vip.String() + " is on " + a.name
+	var out string
+	var err error
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		if out, err = runHaven(t, "status", "--config", c.config); err == nil && strings.Contains(out, want) {
+			break
+		}
+	}
+	if err != nil || !strings.Contains(out, want) {
 		t.Fatalf("haven status does not show the VIP on %s (%v):\n%s", a.name, err, out)
 	}
 	for _, n := range c.nodes {
