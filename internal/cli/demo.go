@@ -178,8 +178,9 @@ func runDemo(args []string, out, errw io.Writer) int {
 	fmt.Fprintf(out, "haven demo: %d agents starting, each with an embedded etcd member and a sample service.\n", len(procs)-1)
 	fmt.Fprintf(out, "  config: %s\n  logs:   %s/n*.log\n\n", cfgPath, *dir)
 
-	urls := agentURLs(cfg)
-	st, err := waitForLeader(ctx, urls, 60*time.Second)
+	urls := agentAddrs(cfg)
+	client := apiClient(cfg, "", 2*time.Second)
+	st, err := waitForLeader(ctx, client, urls, 60*time.Second)
 	if err != nil {
 		fmt.Fprintf(errw, "haven demo: the cluster did not elect an active node: %v (see the logs in %s)\n", err, *dir)
 		return exitFailure
@@ -204,18 +205,18 @@ Try it (in another terminal):
 
 Role changes appear below. Ctrl-C stops everything.
 `, self, cfgPath, serviceAddr(cfg.Nodes[0].Env), cfg.Nodes[0].API, proxyAddr)
-	watchRoles(ctx, out, urls, st)
+	watchRoles(ctx, out, client, urls, st)
 	fmt.Fprintln(out, "\nhaven demo: stopping the agents...")
 	return exitOK
 }
 
 func serviceAddr(env map[string]string) string { return env["SERVICE_ADDR"] }
 
-func waitForLeader(ctx context.Context, urls []string, limit time.Duration) (api.Status, error) {
+func waitForLeader(ctx context.Context, client *api.Client, urls []string, limit time.Duration) (api.Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	for {
-		st, err := fetchStatus(ctx, urls)
+		st, err := fetchStatus(ctx, client, urls)
 		if err == nil && !st.Leader.None() {
 			for _, n := range st.Nodes {
 				if n.Name == st.Leader.Node && n.Role == ha.RoleActive {
@@ -235,7 +236,7 @@ func waitForLeader(ctx context.Context, urls []string, limit time.Duration) (api
 }
 
 // watchRoles prints every role change until ctx ends.
-func watchRoles(ctx context.Context, out io.Writer, urls []string, last api.Status) {
+func watchRoles(ctx context.Context, out io.Writer, client *api.Client, urls []string, last api.Status) {
 	prev := map[string]ha.Role{}
 	for _, n := range last.Nodes {
 		prev[n.Name] = n.Role
@@ -246,7 +247,7 @@ func watchRoles(ctx context.Context, out io.Writer, urls []string, last api.Stat
 			return
 		case <-time.After(100 * time.Millisecond):
 		}
-		st, err := fetchStatus(ctx, urls)
+		st, err := fetchStatus(ctx, client, urls)
 		if err != nil {
 			continue
 		}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -31,7 +32,10 @@ func runMembers(args []string, out, errw io.Writer) int {
 	c := newOpsClient(cfg)
 	var list []ha.Member
 	if action == "list" {
-		if err := c.getAny("/v1/members", &list); err != nil {
+		if err := c.getAny(func(addr string) (err error) {
+			list, err = c.api.Members(context.Background(), addr)
+			return err
+		}); err != nil {
 			fmt.Fprintf(errw, "haven members: %v\n", err)
 			return exitFailure
 		}
@@ -44,7 +48,7 @@ func runMembers(args []string, out, errw io.Writer) int {
 			if n.Witness || n.Name == node {
 				continue
 			}
-			if err = c.post("http://"+n.API, "/v1/members", api.MembersRequest{Action: action, Node: node}, &list); err == nil || ha.KindOf(err) != ha.KindUnavailable {
+			if list, err = c.api.ChangeMembers(context.Background(), n.API, api.MembersRequest{Action: action, Node: node}); err == nil || !api.Unreachable(err) {
 				break
 			}
 		}

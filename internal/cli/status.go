@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,17 +22,20 @@ func runStatus(args []string, out, errw io.Writer) int {
 	if code, ok := parse(fs, args, 0); !ok {
 		return code
 	}
-	var urls []string
+	var addrs []string
+	var client *api.Client
 	if *apiURL != "" {
-		urls = []string{strings.TrimRight(*apiURL, "/")}
+		addrs = []string{strings.TrimRight(*apiURL, "/")}
+		client = api.NewClient(api.ClientOptions{Timeout: 2 * time.Second})
 	} else {
 		cfg, code := loadConfig(*cfgPath, errw)
 		if cfg == nil {
 			return code
 		}
-		urls = agentURLs(cfg)
+		addrs = agentAddrs(cfg)
+		client = apiClient(cfg, "", 2*time.Second)
 	}
-	st, err := fetchStatus(context.Background(), urls)
+	st, err := fetchStatus(context.Background(), client, addrs)
 	if err != nil {
 		fmt.Fprintf(errw, "haven status: %v\n", err)
 		return exitFailure
@@ -48,36 +50,29 @@ func runStatus(args []string, out, errw io.Writer) int {
 	return exitOK
 }
 
-func agentURLs(cfg *config.Config) []string {
-	var urls []string
+// agentAddrs lists the API addresses of the config's agents.
+func agentAddrs(cfg *config.Config) []string {
+	var addrs []string
 	for _, n := range cfg.Nodes {
 		if !n.Witness {
-			urls = append(urls, "http://"+n.API)
+			addrs = append(addrs, n.API)
 		}
 	}
-	return urls
+	return addrs
+}
+
+// apiClient is the client of cfg's agents, with its token, who and timeout.
+func apiClient(cfg *config.Config, who string, timeout time.Duration) *api.Client {
+	return api.NewClient(api.ClientOptions{Token: cfg.APIAuth.Token, Who: who, Timeout: timeout})
 }
 
 // fetchStatus asks each agent in turn and returns the first answer.
-func fetchStatus(ctx context.Context, urls []string) (api.Status, error) {
-	client := &http.Client{Timeout: 2 * time.Second}
+func fetchStatus(ctx context.Context, client *api.Client, addrs []string) (api.Status, error) {
 	var errs []error
-	for _, u := range urls {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/status", nil)
+	for _, u := range addrs {
+		st, err := client.Status(ctx, u)
 		if err != nil {
 			errs = append(errs, err)
-			continue
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		var st api.Status
-		err = json.NewDecoder(resp.Body).Decode(&st)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
-			errs = append(errs, fmt.Errorf("%s: status %d: %v", u, resp.StatusCode, err))
 			continue
 		}
 		return st, nil

@@ -3,7 +3,6 @@ package drill
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -92,7 +91,7 @@ type Sandbox struct {
 	proxy *proc
 	ownD  bool
 	mu    sync.Mutex
-	hc    *http.Client
+	hc    *api.Client
 }
 
 // proc is a child process with its output in a file.
@@ -139,7 +138,7 @@ func NewSandbox(ctx context.Context, o SandboxOptions) (*Sandbox, error) {
 	if o.Store != StoreEmbedded && o.Netns {
 		return nil, fmt.Errorf("a %s sandbox runs on loopback: its database is not reachable from network namespaces (drop the namespaces, e.g. --no-netns)", o.Store)
 	}
-	s := &Sandbox{Opts: o, Dir: o.Dir, Lease: leaseOf(o.Timing), hc: &http.Client{Timeout: 500 * time.Millisecond}}
+	s := &Sandbox{Opts: o, Dir: o.Dir, Lease: leaseOf(o.Timing), hc: api.NewClient(api.ClientOptions{Token: sandboxToken, Who: "haven drill", Timeout: 500 * time.Millisecond})}
 	if s.Dir == "" {
 		d, err := os.MkdirTemp("", "haven-drill-")
 		if err != nil {
@@ -457,28 +456,9 @@ func (s *Sandbox) Haven(ctx context.Context, args ...string) (string, error) {
 	return out.String(), nil
 }
 
-func (s *Sandbox) getJSON(ctx context.Context, url string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+sandboxToken)
-	resp, err := s.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
-}
-
 // Status asks node from for the cluster status.
 func (s *Sandbox) Status(from string) (api.Status, error) {
-	var st api.Status
-	err := s.getJSON(context.Background(), "http://"+s.Node(from).API+"/status", &st)
-	return st, err
+	return s.hc.Status(context.Background(), s.Node(from).API)
 }
 
 func (s *Sandbox) view(from, name string) (api.NodeView, error) {
@@ -508,12 +488,7 @@ func (s *Sandbox) Serving() []string {
 		wg.Add(1)
 		go func(n *Node) {
 			defer wg.Done()
-			resp, err := s.hc.Get("http://" + n.API + "/lb-check")
-			if err != nil {
-				return
-			}
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if ok, _ := s.hc.LBCheck(context.Background(), n.API); ok {
 				mu.Lock()
 				out = append(out, n.Name)
 				mu.Unlock()
@@ -531,8 +506,8 @@ func (s *Sandbox) Active() (string, ha.Epoch) {
 	if len(srv) != 1 {
 		return "", 0
 	}
-	var r api.RoleView
-	if err := s.getJSON(context.Background(), "http://"+s.Node(srv[0]).API+"/v1/role", &r); err != nil || !r.Serving {
+	r, err := s.hc.Role(context.Background(), s.Node(srv[0]).API)
+	if err != nil || !r.Serving {
 		return "", 0
 	}
 	return srv[0], r.Epoch

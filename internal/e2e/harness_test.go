@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -314,6 +315,10 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 
 var httpc = &http.Client{Timeout: 500 * time.Millisecond}
 
+// agentClient is how the tests call an agent's API: the test token, a
+// short timeout.
+var agentClient = api.NewClient(api.ClientOptions{Token: testToken, Who: "e2e test", Timeout: 500 * time.Millisecond})
+
 // Status asks node name for the cluster status.
 func (c *Cluster) Status(name string) (api.Status, error) {
 	return fetchStatusFrom(c.Node(name).API)
@@ -321,23 +326,22 @@ func (c *Cluster) Status(name string) (api.Status, error) {
 
 // fetchStatusFrom asks the agent at addr for the cluster status.
 func fetchStatusFrom(addr string) (api.Status, error) {
-	var st api.Status
-	resp, err := httpc.Get("http://" + addr + "/status")
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	return agentClient.Status(context.Background(), addr)
 }
 
 // LBCheck returns node name's /lb-check status code (0 on error).
 func (c *Cluster) LBCheck(name string) int {
-	resp, err := httpc.Get("http://" + c.Node(name).API + "/lb-check")
-	if err != nil {
-		return 0
+	ok, err := agentClient.LBCheck(context.Background(), c.Node(name).API)
+	var ce *api.CallError
+	switch {
+	case ok:
+		return http.StatusOK
+	case err == nil:
+		return http.StatusServiceUnavailable
+	case errors.As(err, &ce):
+		return ce.Status
 	}
-	resp.Body.Close()
-	return resp.StatusCode
+	return 0
 }
 
 // ServiceReply asks node name's sample service who it is.
