@@ -102,6 +102,11 @@ func (a *Agent) askPeers(ctx context.Context, client *api.Client, epoch ha.Epoch
 }
 
 // peerClient is this agent's client of the other agents' APIs.
+// Under TLS it presents this node's certificate (mutual TLS).
 func (a *Agent) peerClient() *api.Client {
-	return api.NewClient(api.ClientOptions{Token: a.cfg.APIAuth.Token, Who: "agent " + a.node.Name})
+	o := api.ClientOptions{Token: a.cfg.APIAuth.Token, Who: "agent " + a.node.Name}
+	if a.tls != nil {
+		o.TLS = a.tls.ClientConfig()
+	}
+	return api.NewClient(o)
 }

@@ -77,6 +77,7 @@ func newMetrics(a *Agent) *Metrics {
 			return 0
 		}),
 		newCheckCollector(a),
+		certCollector{a},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -20,6 +20,7 @@ func (a *Agent) Status() api.Status {
 		Reporter: a.node.Name,
 		Leader:   snap.Leader,
 		Time:     time.Now(),
+		Warnings: a.securityWarnings(time.Now()),
 	}
 	for _, n := range a.cfg.Nodes {
 		var rec ha.NodeStatus
@@ -29,7 +30,7 @@ func (a *Agent) Status() api.Status {
 		} else {
 			rec, ok = snap.Nodes[n.Name]
 		}
-		v := api.NodeView{Name: n.Name, Role: ha.RoleDown, API: "http://" + n.API, Witness: n.Witness, Why: "no agent seen in the store"}
+		v := api.NodeView{Name: n.Name, Role: ha.RoleDown, API: a.cfg.APIURL(n.API), Witness: n.Witness, Why: "no agent seen in the store"}
 		if n.Witness {
 			v.API = ""
 		}

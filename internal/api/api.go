@@ -43,6 +43,9 @@ type Status struct {
 	Leader   ha.Leader  `json:"leader"`
 	Nodes    []NodeView `json:"nodes"`
 	Time     time.Time  `json:"time"`
+	// Warnings are the reporter's security warnings: running without TLS,
+	// a certificate that expires within 30 days.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // RoleView is this node's own role, for the local service.

@@ -182,3 +182,19 @@ func (s *Source) ClientConfig() *tls.Config {
 		},
 	}
 }
+
+// ClientTLS is a client configuration from f: the CA, and the certificate
+// when its files can be read (an operator's CLI may run without one and
+// then relies on the API token).
+func ClientTLS(f Files) (*tls.Config, error) {
+	if _, err := os.Stat(f.Key); err != nil {
+		f.Cert, f.Key = "", ""
+	} else if _, err := os.Stat(f.Cert); err != nil {
+		f.Cert, f.Key = "", ""
+	}
+	s, err := Load(f)
+	if err != nil {
+		return nil, err
+	}
+	return s.ClientConfig(), nil
+}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -32,6 +33,8 @@ data_dir: %s
 timing: lan
 api: {token: %q}    # operator commands read it from this file
 log: {level: info, format: text}
+# Mutual TLS on every port; haven demo made these with haven certs init.
+tls: {ca_file: certs/ca.crt, cert_file: "certs/${NODE}.crt", key_file: "certs/${NODE}.key"}
 nodes:
 `, dataDir, demoToken())
 	for i := 1; i <= n; i++ {
@@ -131,6 +134,12 @@ func runDemo(args []string, out, errw io.Writer) int {
 	if cfg == nil {
 		return code
 	}
+	certDir := filepath.Join(*dir, "certs")
+	_ = os.RemoveAll(certDir) // a new CA for every demo
+	if err := certs.InitFor(certDir, cfg); err != nil {
+		fmt.Fprintf(errw, "haven demo: certificates: %v\n", err)
+		return exitFailure
+	}
 
 	ctx, stop := signalContext()
 	defer stop()
@@ -179,21 +188,28 @@ func runDemo(args []string, out, errw io.Writer) int {
 	fmt.Fprintf(out, "  config: %s\n  logs:   %s/n*.log\n\n", cfgPath, *dir)
 
 	urls := agentAddrs(cfg)
-	client := apiClient(cfg, "", 2*time.Second)
+	client, err := apiClient(cfg, "", 2*time.Second)
+	if err != nil {
+		fmt.Fprintf(errw, "haven demo: %v\n", err)
+		return exitFailure
+	}
 	st, err := waitForLeader(ctx, client, urls, 60*time.Second)
 	if err != nil {
 		fmt.Fprintf(errw, "haven demo: the cluster did not elect an active node: %v (see the logs in %s)\n", err, *dir)
 		return exitFailure
 	}
 	printStatus(out, st)
-	fmt.Fprintf(out, "\nDashboard: http://%s/ui/  (any node's API address works)\n  user: operator  password: %s\n", cfg.Nodes[0].API, dashPassword)
+	fmt.Fprintf(out, "\nDashboard: https://%s/ui/  (any node's API address works; the CA is %s)\n  user: operator  password: %s\n", cfg.Nodes[0].API, filepath.Join(certDir, "ca.crt"), dashPassword)
 	self := os.Args[0]
 	fmt.Fprintf(out, `
 Try it (in another terminal):
   curl http://%[5]s/               # through haven's proxy: always the active, even across a failover
   %[1]s status --config %[2]s          # every node's role, health, epoch and pids
   curl http://%[3]s/               # the sample service of a node: 200 on the active, 503 elsewhere
-  curl -i http://%[4]s/lb-check       # what a load balancer asks: 200 only on the active
+  curl -i --cacert %[6]s/ca.crt https://%[4]s/lb-check
+                                          # what a load balancer asks: 200 only on the active
+  curl --cacert %[6]s/ca.crt --cert %[6]s/operator.crt --key %[6]s/operator.key https://%[4]s/status
+                                          # the agent API over mutual TLS (certificates in %[6]s)
   kill -9 $(%[1]s status --config %[2]s --json | jq '.nodes[]|select(.role=="active").service_pid')
                                           # crash the active's service: another node takes over at once
   kill -9 $(%[1]s status --config %[2]s --json | jq '.nodes[]|select(.role=="active").agent_pid')
@@ -204,7 +220,7 @@ Try it (in another terminal):
   (the kill lines use jq: apt-get install jq)
 
 Role changes appear below. Ctrl-C stops everything.
-`, self, cfgPath, serviceAddr(cfg.Nodes[0].Env), cfg.Nodes[0].API, proxyAddr)
+`, self, cfgPath, serviceAddr(cfg.Nodes[0].Env), cfg.Nodes[0].API, proxyAddr, certDir)
 	watchRoles(ctx, out, client, urls, st)
 	fmt.Fprintln(out, "\nhaven demo: stopping the agents...")
 	return exitOK

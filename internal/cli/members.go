@@ -29,7 +29,11 @@ func runMembers(args []string, out, errw io.Writer) int {
 	if cfg == nil {
 		return code
 	}
-	c := newOpsClient(cfg)
+	c, cerr := newOpsClient(cfg)
+	if cerr != nil {
+		fmt.Fprintf(errw, "haven: %v\n", cerr)
+		return exitFailure
+	}
 	var list []ha.Member
 	if action == "list" {
 		if err := c.getAny(func(addr string) (err error) {
@@ -57,6 +61,9 @@ func runMembers(args []string, out, errw io.Writer) int {
 			return exitFailure
 		}
 		if action == "add" {
+			if cfg.TLS.Enabled() {
+				fmt.Fprintf(out, "(give %s its certificate first if it has none: haven certs add --config %s %s)\n", node, cfg.Path, node)
+			}
 			fmt.Fprintf(out, "%s added; now start its agent: haven agent --config %s --node %s\n", node, cfg.Path, node)
 		} else {
 			fmt.Fprintf(out, "%s removed; its agent stops, and you can remove it from the config on every node\n", node)

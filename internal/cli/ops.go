@@ -24,7 +24,7 @@ type opsClient struct {
 	api *api.Client
 }
 
-func newOpsClient(cfg *config.Config) *opsClient {
+func newOpsClient(cfg *config.Config) (*opsClient, error) {
 	who := "unknown"
 	if u, err := user.Current(); err == nil {
 		who = u.Username
@@ -32,7 +32,8 @@ func newOpsClient(cfg *config.Config) *opsClient {
 	if h, err := os.Hostname(); err == nil {
 		who += "@" + h
 	}
-	return &opsClient{cfg: cfg, api: apiClient(cfg, who, 30*time.Second)}
+	c, err := apiClient(cfg, who, 30*time.Second)
+	return &opsClient{cfg: cfg, api: c}, err
 }
 
 // anyAgent asks the agents in turn until one answers: do returns an
@@ -77,13 +78,13 @@ func (c *opsClient) nodeAddr(name string) (string, error) {
 // and returns the longest time, after some node stopped answering 200,
 // until another node (or it again) answered 200: the traffic a load
 // balancer following /lb-check would have had to hold.
-func heldTraffic(cfg *config.Config, f func() error) (time.Duration, error) {
+func heldTraffic(cfg *config.Config, c *api.Client, f func() error) (time.Duration, error) {
 	type sample struct {
 		t  time.Time
 		ok bool
 	}
 	addrs := agentAddrs(cfg)
-	client := apiClient(cfg, "", 100*time.Millisecond)
+	client := c.WithTimeout(100 * time.Millisecond)
 	var mu sync.Mutex
 	var samples []sample
 	stop := make(chan struct{})
@@ -144,9 +145,13 @@ func runSwitchover(args []string, out, errw io.Writer) int {
 	if cfg == nil {
 		return code
 	}
-	c := newOpsClient(cfg)
+	c, cerr := newOpsClient(cfg)
+	if cerr != nil {
+		fmt.Fprintf(errw, "haven: %v\n", cerr)
+		return exitFailure
+	}
 	var res api.SwitchoverResult
-	held, err := heldTraffic(cfg, func() error {
+	held, err := heldTraffic(cfg, c.api, func() error {
 		return c.anyAgent(func(addr string) (err error) {
 			res, err = c.api.Switchover(context.Background(), addr, api.SwitchoverRequest{To: *to, Force: *force, Reason: *reason})
 			return err
@@ -177,7 +182,11 @@ func runPromote(args []string, out, errw io.Writer) int {
 		return code
 	}
 	var res api.SwitchoverResult
-	c := newOpsClient(cfg)
+	c, cerr := newOpsClient(cfg)
+	if cerr != nil {
+		fmt.Fprintf(errw, "haven: %v\n", cerr)
+		return exitFailure
+	}
 	if err := c.anyAgent(func(addr string) (err error) {
 		res, err = c.api.Promote(context.Background(), addr, api.PromoteRequest{Node: fs.Arg(0), Force: *force})
 		return err
@@ -208,7 +217,11 @@ func runMaintenance(args []string, out, errw io.Writer) int {
 		return code
 	}
 	var res api.MaintenanceResult
-	c := newOpsClient(cfg)
+	c, cerr := newOpsClient(cfg)
+	if cerr != nil {
+		fmt.Fprintf(errw, "haven: %v\n", cerr)
+		return exitFailure
+	}
 	if err := c.anyAgent(func(addr string) (err error) {
 		res, err = c.api.Maintenance(context.Background(), addr, api.MaintenanceRequest{Node: fs.Arg(1), On: fs.Arg(0) == "on"})
 		return err
@@ -244,7 +257,11 @@ func runService(args []string, out, errw io.Writer) int {
 	if cfg == nil {
 		return code
 	}
-	c := newOpsClient(cfg)
+	c, cerr := newOpsClient(cfg)
+	if cerr != nil {
+		fmt.Fprintf(errw, "haven: %v\n", cerr)
+		return exitFailure
+	}
 	var targets []string
 	if *all {
 		st, err := fetchStatus(context.Background(), c.api, agentAddrs(cfg))
@@ -296,7 +313,11 @@ func runEvents(args []string, out, errw io.Writer) int {
 		return code
 	}
 	var evs []ha.Event
-	c := newOpsClient(cfg)
+	c, cerr := newOpsClient(cfg)
+	if cerr != nil {
+		fmt.Fprintf(errw, "haven: %v\n", cerr)
+		return exitFailure
+	}
 	if err := c.getAny(func(addr string) (err error) {
 		evs, err = c.api.Events(context.Background(), addr, *limit)
 		return err

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
 )
 
@@ -33,7 +34,11 @@ func runStatus(args []string, out, errw io.Writer) int {
 			return code
 		}
 		addrs = agentAddrs(cfg)
-		client = apiClient(cfg, "", 2*time.Second)
+		var err error
+		if client, err = apiClient(cfg, "", 2*time.Second); err != nil {
+			fmt.Fprintf(errw, "haven status: %v\n", err)
+			return exitFailure
+		}
 	}
 	st, err := fetchStatus(context.Background(), client, addrs)
 	if err != nil {
@@ -62,8 +67,19 @@ func agentAddrs(cfg *config.Config) []string {
 }
 
 // apiClient is the client of cfg's agents, with its token, who and timeout.
-func apiClient(cfg *config.Config, who string, timeout time.Duration) *api.Client {
-	return api.NewClient(api.ClientOptions{Token: cfg.APIAuth.Token, Who: who, Timeout: timeout})
+// Under TLS it verifies the agents with the cluster CA and presents the
+// operator's certificate when it can read it (tls.cert_file with ${NODE}
+// as "operator"); the token authorizes either way.
+func apiClient(cfg *config.Config, who string, timeout time.Duration) (*api.Client, error) {
+	o := api.ClientOptions{Token: cfg.APIAuth.Token, Who: who, Timeout: timeout}
+	if cfg.TLS.Enabled() {
+		t, err := certs.ClientTLS(certs.Files(cfg.TLS.For(certs.Operator)))
+		if err != nil {
+			return nil, fmt.Errorf("TLS: %w", err)
+		}
+		o.TLS = t
+	}
+	return api.NewClient(o), nil
 }
 
 // fetchStatus asks each agent in turn and returns the first answer.
@@ -86,6 +102,9 @@ func printStatus(w io.Writer, st api.Status) {
 		leader = fmt.Sprintf("%s at epoch %d", st.Leader.Node, st.Leader.Epoch)
 	}
 	fmt.Fprintf(w, "cluster %s (%s): active %s; as seen by %s\n\n", st.Cluster, st.Mode, leader, st.Reporter)
+	for _, warn := range st.Warnings {
+		fmt.Fprintf(w, "WARNING: %s\n\n", warn)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tSITE\tROLE\tHEALTHY\tEPOCH\tAGENT PID\tSERVICE PID\tSINCE\tWHY")
 	for _, n := range st.Nodes {

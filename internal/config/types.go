@@ -27,6 +27,8 @@ type Config struct {
 	Dashboard    Dashboard // zero value: no dashboard
 	Drill        Drill     // may `haven drill --config` inject faults here
 	Log          Log
+	TLS          ClusterTLS // mutual TLS on every listener (`tls:`)
+	Insecure     bool       // `insecure: true`: no TLS, on purpose
 }
 
 // Timing holds every duration that failover and fencing depend on.

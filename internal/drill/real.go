@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 )
@@ -164,7 +165,15 @@ func RunReal(ctx context.Context, o RealOptions) (Result, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	c := &realCluster{cfg: cfg, api: api.NewClient(api.ClientOptions{Token: cfg.APIAuth.Token, Who: "haven drill", Timeout: 30 * time.Second})}
+	co := api.ClientOptions{Token: cfg.APIAuth.Token, Who: "haven drill", Timeout: 30 * time.Second}
+	if cfg.TLS.Enabled() {
+		tc, err := certs.ClientTLS(certs.Files(cfg.TLS.For(certs.Operator)))
+		if err != nil {
+			return Result{}, fmt.Errorf("TLS: %w", err)
+		}
+		co.TLS = tc
+	}
+	c := &realCluster{cfg: cfg, api: api.NewClient(co)}
 	st, err := c.waitWhole(ctx, 10*time.Second)
 	if err != nil {
 		return Result{}, fmt.Errorf("not starting the drill: %w", err)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/dbserver"
 	"github.com/haven-ha/haven/internal/ha"
@@ -138,7 +139,7 @@ func NewSandbox(ctx context.Context, o SandboxOptions) (*Sandbox, error) {
 	if o.Store != StoreEmbedded && o.Netns {
 		return nil, fmt.Errorf("a %s sandbox runs on loopback: its database is not reachable from network namespaces (drop the namespaces, e.g. --no-netns)", o.Store)
 	}
-	s := &Sandbox{Opts: o, Dir: o.Dir, Lease: leaseOf(o.Timing), hc: api.NewClient(api.ClientOptions{Token: sandboxToken, Who: "haven drill", Timeout: 500 * time.Millisecond})}
+	s := &Sandbox{Opts: o, Dir: o.Dir, Lease: leaseOf(o.Timing)}
 	if s.Dir == "" {
 		d, err := os.MkdirTemp("", "haven-drill-")
 		if err != nil {
@@ -214,8 +215,12 @@ func (s *Sandbox) writeConfig() error {
 		return err
 	}
 	var b strings.Builder
+	certDir := filepath.Join(s.Dir, "certs")
 	fmt.Fprintf(&b, "cluster: drill\ndata_dir: %s\n%s\napi: {token: %s}\nlog: {level: info}\n",
 		filepath.Join(s.Dir, "data"), timings[s.Opts.Timing], sandboxToken)
+	// Mutual TLS, as a real cluster runs: the same certificates code as
+	// `haven certs init`.
+	fmt.Fprintf(&b, "tls: {ca_file: %q, cert_file: %q, key_file: %q}\n", filepath.Join(certDir, "ca.crt"), filepath.Join(certDir, "${NODE}.crt"), filepath.Join(certDir, "${NODE}.key"))
 	switch s.Opts.Store {
 	case StorePostgres:
 		fmt.Fprintf(&b, "store: {backend: postgres, dsn: %q}\n", s.DB.DSN+"&connect_timeout=2")
@@ -263,6 +268,19 @@ drill: {enabled: true}
 	if err := os.WriteFile(s.Config, []byte(b.String()), 0o644); err != nil {
 		return err
 	}
+	cfg, err := config.Load(s.Config)
+	if err != nil {
+		return err
+	}
+	_ = os.RemoveAll(certDir)
+	if err := certs.InitFor(certDir, cfg); err != nil {
+		return fmt.Errorf("sandbox certificates: %w", err)
+	}
+	tc, err := certs.ClientTLS(certs.Files(cfg.TLS.For(certs.Operator)))
+	if err != nil {
+		return err
+	}
+	s.hc = api.NewClient(api.ClientOptions{Token: sandboxToken, Who: "haven drill", Timeout: 500 * time.Millisecond, TLS: tc})
 	s.Proxy = fmt.Sprintf("127.0.0.1:%d", ports[12])
 	proxyCfg := fmt.Sprintf("%s\nproxy:\n  listen: %s\n  metrics_listen: 127.0.0.1:%d\n", b.String(), s.Proxy, ports[13])
 	return os.WriteFile(filepath.Join(s.Dir, "proxy.yaml"), []byte(proxyCfg), 0o644)
