@@ -87,7 +87,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	reloadTLSOnHUP(runCtx, tlsSrc, log)
+	a.reloadTLSOnHUP(runCtx, log)
 	go func() {
 		select {
 		case err := <-member.Err():

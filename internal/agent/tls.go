@@ -17,6 +17,7 @@ import (
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/ha"
 )
 
 // loadTLS checks and loads node's TLS material; nil when the cluster runs
@@ -116,9 +117,13 @@ func (c certCollector) Collect(ch chan<- prometheus.Metric) {
 // keep theirs, and the role does not move. (The embedded etcd reads its
 // files for every handshake by itself.) Files that fail the checks change
 // nothing.
-func reloadTLSOnHUP(ctx context.Context, src *certs.Source, log *slog.Logger) {
+func (a *Agent) reloadTLSOnHUP(ctx context.Context, log *slog.Logger) {
+	src := a.tls
 	if src == nil {
 		return
+	}
+	if w := a.securityWarnings(time.Now()); len(w) > 0 {
+		a.record(ha.Event{Kind: "tls", To: "expiring", Reason: w[0]})
 	}
 	hup := make(chan os.Signal, 1)
 	ossignal.Notify(hup, syscall.SIGHUP)
@@ -139,6 +144,11 @@ func reloadTLSOnHUP(ctx context.Context, src *certs.Source, log *slog.Logger) {
 				continue
 			}
 			log.Info("SIGHUP: TLS certificate reloaded", "cert", src.Files().Cert, "not_after", src.NotAfter())
+			reason := fmt.Sprintf("%s valid until %s", src.Files().Cert, src.NotAfter().Format(time.DateOnly))
+			if w := a.securityWarnings(time.Now()); len(w) > 0 {
+				reason = w[0]
+			}
+			a.record(ha.Event{Kind: "tls", To: "reloaded", Reason: reason})
 		}
 	}()
 }

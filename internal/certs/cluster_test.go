@@ -230,6 +230,17 @@ func TestNoPortServesStrangers(t *testing.T) {
 	if code := get(keep, "https://"+n1API+"/healthz"); code != http.StatusOK {
 		t.Errorf("the connection opened before the rotation: %d", code)
 	}
+	deadline = time.Now().Add(10 * time.Second)
+	for reloaded := false; !reloaded; {
+		evs, _ := op.Events(context.Background(), apis[1], 200)
+		for _, e := range evs {
+			reloaded = reloaded || (e.Node == "n1" && e.Kind == "tls" && e.To == "reloaded")
+		}
+		if !reloaded && time.Now().After(deadline) {
+			t.Fatal("no tls reloaded event from n1 in the history")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	// Nothing moved.
 	if now, e := waitActive(t, op, apis, 10*time.Second); now != active || e != epoch {
 		t.Fatalf("the active moved from %s@%d to %s@%d", active, epoch, now, e)
