@@ -146,7 +146,8 @@ func (s *Source) current() (*tls.Certificate, *x509.CertPool) {
 // ServerConfig is for a listener. With requireClient every client must
 // present a certificate the CA signed (mutual TLS); without, a client may
 // present none, but one it presents must verify. Each handshake uses the
-// material loaded last.
+// material loaded last. It offers HTTP/1.1 only: the agent API and the
+// dashboard behave as they did in plain HTTP (one connection per stream).
 func (s *Source) ServerConfig(requireClient bool) *tls.Config {
 	auth := tls.VerifyClientCertIfGiven
 	if requireClient {
@@ -156,7 +157,7 @@ func (s *Source) ServerConfig(requireClient bool) *tls.Config {
 		MinVersion: tls.VersionTLS12,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			cert, pool := s.current()
-			c := &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: auth, ClientCAs: pool, NextProtos: []string{"h2", "http/1.1"}}
+			c := &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: auth, ClientCAs: pool, NextProtos: []string{"http/1.1"}}
 			if cert != nil {
 				c.Certificates = []tls.Certificate{*cert}
 			}
