@@ -8,6 +8,8 @@ package dbserver
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -388,7 +390,19 @@ func currentUser() string {
 // StartEtcd starts a throwaway single-member etcd server (Debian's
 // etcd-server, /usr/bin/etcd) on free loopback ports; DSN is its client
 // endpoint host:port.
-func StartEtcd() (*Server, error) {
+func StartEtcd() (*Server, error) { return startEtcd("", "", "") }
+
+// StartEtcdTLS is StartEtcd with its client listener in mutual TLS: it
+// presents certFile and takes only clients with a certificate caFile
+// signed (the same certificate serves for its readiness probe).
+func StartEtcdTLS(caFile, certFile, keyFile string) (*Server, error) {
+	if caFile == "" || certFile == "" || keyFile == "" {
+		return nil, errors.New("StartEtcdTLS needs a CA, a certificate and a key")
+	}
+	return startEtcd(caFile, certFile, keyFile)
+}
+
+func startEtcd(caFile, certFile, keyFile string) (*Server, error) {
 	etcd, err := exec.LookPath("etcd")
 	if err != nil {
 		return nil, fmt.Errorf("%w: etcd server (etcd): %s", ErrMissing, InstallHint)
@@ -407,7 +421,25 @@ func StartEtcd() (*Server, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	client := fmt.Sprintf("http://127.0.0.1:%d", cport)
+	scheme := "http"
+	hc := http.DefaultClient
+	if caFile != "" {
+		scheme = "https"
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}}}
+	}
+	client := fmt.Sprintf("%s://127.0.0.1:%d", scheme, cport)
 	peer := fmt.Sprintf("http://127.0.0.1:%d", pport)
 	s := &Server{
 		Kind: "etcd", Addr: fmt.Sprintf("127.0.0.1:%d", cport), Dir: dir,
@@ -419,10 +451,13 @@ func StartEtcd() (*Server, error) {
 			"--initial-cluster", "s1=" + peer, "--heartbeat-interval", "50", "--election-timeout", "500",
 			"--log-level", "warn"},
 	}
+	if caFile != "" {
+		s.argv = append(s.argv, "--cert-file", certFile, "--key-file", keyFile, "--trusted-ca-file", caFile, "--client-cert-auth")
+	}
 	s.DSN = s.Addr
 	s.ready = func(ctx context.Context) error {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, client+"/health", nil)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := hc.Do(req)
 		if err != nil {
 			return err
 		}
