@@ -285,6 +285,8 @@ func withCert(t *testing.T, pool *x509.CertPool, base string) *tls.Config {
 // presents to a new connection.
 func serialAt(t *testing.T, addr string, tc *tls.Config) string {
 	t.Helper()
+	tc = tc.Clone()
+	tc.ClientSessionCache = nil // a resumed session shows the certificate of its first handshake
 	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", addr, tc)
 	if err != nil {
 		t.Fatalf("TLS to %s: %v", addr, err)

@@ -174,9 +174,6 @@ func (s *Source) ClientConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		RootCAs:    pool,
-		// Resume sessions: a reconnect after a timeout skips the full
-		// handshake (signatures) on a loaded machine.
-		ClientSessionCache: tls.NewLRUClientSessionCache(64),
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			cert, _ := s.current()
 			if cert == nil {
