@@ -77,6 +77,9 @@ log: {level: warn}
 nodes:
   - {name: n1, api: 127.0.0.1:19101, peer: 127.0.0.1:19102, client: 127.0.0.1:19103, backend: 127.0.0.1:$BE}
 CFG
+# Mutual TLS between the parts, as haven runs by default (docs/security.md).
+"$H" certs init --config "$W/one.yaml" --out "$W/certs1" >/dev/null
+echo "tls: {ca_file: $W/certs1/ca.crt, cert_file: \"$W/certs1/\${NODE}.crt\", key_file: \"$W/certs1/\${NODE}.key\"}" >>"$W/one.yaml"
 { cat "$W/one.yaml"; echo "proxy: {listen: 127.0.0.1:19083}"; } >"$W/l7.yaml"
 { cat "$W/one.yaml"; echo "proxy: {listen: 127.0.0.1:19084, mode: tcp}"; } >"$W/l4.yaml"
 bg "$H" agent --config "$W/one.yaml" --node n1
@@ -156,7 +159,7 @@ for i in 1 2 3; do
     peer: 127.0.0.1:$((B+10+i))
     client: 127.0.0.1:$((B+20+i))
     backend: 127.0.0.1:$((B+30+i))
-    env: {SERVICE_ADDR: "127.0.0.1:$((B+30+i))"}
+    env: {SERVICE_ADDR: "127.0.0.1:$((B+30+i))", LB_PORT: "$((B+50+i))"}
 CFG
 done
 cat >>"$W/three.yaml" <<CFG
@@ -171,6 +174,12 @@ checks:
     timeout: 100ms
     rise: 1
     fall: 1
+CFG
+# TLS everywhere; HAProxy checks the agents' plain lb-check listeners.
+"$H" certs init --config "$W/three.yaml" --out "$W/certs3" >/dev/null
+cat >>"$W/three.yaml" <<CFG
+tls: {ca_file: $W/certs3/ca.crt, cert_file: "$W/certs3/\${NODE}.crt", key_file: "$W/certs3/\${NODE}.key"}
+api: {lb_check_listen: "127.0.0.1:\${LB_PORT}"}
 CFG
 { cat "$W/three.yaml"; echo "proxy: {listen: 127.0.0.1:$((B+40)), probe_interval: 100ms}"; } >"$W/fo-proxy.yaml"
 cat >"$W/haproxy-fo.cfg" <<CFG
@@ -191,9 +200,9 @@ frontend fo
 backend fo
   option httpchk GET /lb-check
   default-server inter 100ms fall 1 rise 1
-  server n1 127.0.0.1:$((B+31)) check port $((B+1))
-  server n2 127.0.0.1:$((B+32)) check port $((B+2))
-  server n3 127.0.0.1:$((B+33)) check port $((B+3))
+  server n1 127.0.0.1:$((B+31)) check port $((B+51))
+  server n2 127.0.0.1:$((B+32)) check port $((B+52))
+  server n3 127.0.0.1:$((B+33)) check port $((B+53))
 CFG
 for i in 1 2 3; do bg "$H" agent --config "$W/three.yaml" --node n$i; done
 bg "$H" proxy --config "$W/fo-proxy.yaml"

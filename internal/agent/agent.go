@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/check"
 	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/config"
@@ -44,6 +45,7 @@ type Agent struct {
 	clk   clock.Clock
 	log   *slog.Logger
 	store ha.Store
+	tls   *certs.Source // this node's TLS material; nil without TLS
 
 	health *check.Runner
 	svc    *service.Supervisor // nil when the service is managed by hooks only
@@ -739,7 +741,7 @@ func (a *Agent) Record() ha.NodeStatus {
 		Since:     wall(a.startedAt, st.Since, now),
 		Reason:    st.Reason,
 		AgentPID:  os.Getpid(),
-		API:       "http://" + a.node.API,
+		API:       a.cfg.APIURL(a.node.API),
 		Version:   Version,
 		StartedAt: a.startedAt,
 		Heartbeat: time.Now(),

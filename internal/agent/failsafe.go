@@ -1,10 +1,7 @@
 package agent
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"net/http"
 	"sync"
 	"time"
 
@@ -56,7 +53,7 @@ func (a *Agent) Failsafe(ctx context.Context, req api.FailsafeRequest) (api.Fail
 // renewals are late.
 func (a *Agent) failsafeLoop(ctx context.Context) {
 	t := a.cfg.Timing
-	client := &http.Client{Timeout: t.RenewInterval + t.RenewTimeout}
+	client := a.peerClient().WithTimeout(t.RenewInterval + t.RenewTimeout)
 	for {
 		select {
 		case <-ctx.Done():
@@ -77,8 +74,8 @@ func (a *Agent) failsafeLoop(ctx context.Context) {
 }
 
 // askPeers returns true only if every other service node confirmed.
-func (a *Agent) askPeers(ctx context.Context, client *http.Client, epoch ha.Epoch) bool {
-	body, _ := json.Marshal(api.FailsafeRequest{From: a.node.Name, Epoch: epoch, GrantMS: a.cfg.Timing.LeaseTTL.Milliseconds()})
+func (a *Agent) askPeers(ctx context.Context, client *api.Client, epoch ha.Epoch) bool {
+	req := api.FailsafeRequest{From: a.node.Name, Epoch: epoch, GrantMS: a.cfg.Timing.LeaseTTL.Milliseconds()}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	all := true
@@ -87,29 +84,29 @@ func (a *Agent) askPeers(ctx context.Context, client *http.Client, epoch ha.Epoc
 			continue
 		}
 		wg.Add(1)
-		go func(url string) {
+		go func(addr string) {
 			defer wg.Done()
-			ok := false
-			req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/failsafe", bytes.NewReader(body))
-			if err == nil {
-				req.Header.Set("Authorization", "Bearer "+a.cfg.APIAuth.Token)
-				req.Header.Set(api.WhoHeader, "agent "+a.node.Name)
-				if resp, err := client.Do(req); err == nil {
-					var res api.FailsafeResult
-					ok = resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&res) == nil && res.NotActive
-					resp.Body.Close()
-				}
-			}
-			if !ok {
+			res, err := client.Failsafe(ctx, addr, req)
+			if err != nil || !res.NotActive {
 				mu.Lock()
 				all = false
 				mu.Unlock()
 			}
-		}("http://" + n.API)
+		}(n.API)
 	}
 	wg.Wait()
 	if all {
 		a.log.Warn("store unreachable: every peer confirmed failsafe; still serving", "epoch", epoch)
 	}
 	return all
+}
+
+// peerClient is this agent's client of the other agents' APIs.
+// Under TLS it presents this node's certificate (mutual TLS).
+func (a *Agent) peerClient() *api.Client {
+	o := api.ClientOptions{Token: a.cfg.APIAuth.Token, Who: "agent " + a.node.Name}
+	if a.tls != nil {
+		o.TLS = a.tls.ClientConfig()
+	}
+	return api.NewClient(o)
 }

@@ -135,6 +135,7 @@ func (a *Agent) httpHandler(o api.Options) (http.Handler, func()) {
 		Aliases:  a,
 		Audit:    o.Audit,
 		Log:      a.log.With("part", "dashboard"),
+		Client:   a.peerClient().WithWho(""),
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/v1/logs", api.LogsHandler(a, o))

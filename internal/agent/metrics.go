@@ -100,6 +100,7 @@ func newMetrics(a *Agent) *Metrics {
 		}),
 		newCheckCollector(a),
 		containmentMetric(a),
+		certCollector{a},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

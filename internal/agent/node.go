@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -44,11 +45,22 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 			return fmt.Errorf("node %s cannot hold the virtual IP: %w", name, err)
 		}
 	}
+	tlsSrc, err := loadTLS(cfg, node)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", node.API)
 	if err != nil {
 		return fmt.Errorf("listen on api address %s of node %s: %w (is another agent running with this node name?)", node.API, name, err)
 	}
 	defer ln.Close()
+	if tlsSrc != nil {
+		// HTTPS; a client certificate is optional (browsers have none, the
+		// CLI may use the token), but one that is presented must verify.
+		ln = tls.NewListener(ln, tlsSrc.ServerConfig(false))
+	} else {
+		log.Warn("running without TLS (insecure: true): " + cfg.InsecureWarning())
+	}
 
 	member, store, err := startCoordination(ctx, cfg, node, log)
 	if err != nil {
@@ -61,6 +73,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 		_ = store.Close()
 		return err
 	}
+	a.tls = tlsSrc
 	handler, closeDash := a.httpHandler(api.Options{Token: cfg.APIAuth.Token, StatusOpen: cfg.APIAuth.StatusOpen, Audit: a.Audit, RedirectPaths: cfg.Redirect.Paths, RedirectTarget: a.RedirectTarget}) // the API and the dashboard
 	srv := &http.Server{
 		Handler:           handler,
@@ -76,10 +89,17 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 			log.Error("api server", "err", err)
 		}
 	}()
-	log.Info("agent started", "api", "http://"+node.API, "pid", os.Getpid())
+	stopLB, err := serveLBCheck(cfg, node, a, log)
+	if err != nil {
+		_ = store.Close()
+		return err
+	}
+	defer stopLB()
+	log.Info("agent started", "api", cfg.APIURL(node.API), "pid", os.Getpid())
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	a.reloadTLSOnHUP(runCtx, log)
 	go func() {
 		select {
 		case err := <-member.Err():
@@ -135,6 +155,9 @@ func RunWitness(ctx context.Context, cfg *config.Config, name string, log *slog.
 		return fmt.Errorf("node %q is not a witness (add `witness: true` to it, or run it with `haven agent`)", name)
 	}
 	log = log.With("node", name, "witness", true)
+	if _, err := loadTLS(cfg, node); err != nil {
+		return err
+	}
 	member, store, err := startCoordination(ctx, cfg, node, log)
 	if err != nil {
 		return err
@@ -208,6 +231,10 @@ func startCoordination(ctx context.Context, cfg *config.Config, node config.Node
 			others = append(others, n.Client)
 		}
 	}
+	var files config.TLSFiles // the member's and its client's: this node's
+	if cfg.TLS.Enabled() {
+		files = cfg.TLS.For(node.Name)
+	}
 	dir := filepath.Join(cfg.DataDir, node.Name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("create data directory %s: %w (set data_dir to a writable place)", dir, err)
@@ -223,6 +250,7 @@ func startCoordination(ctx context.Context, cfg *config.Config, node config.Node
 		Election:  cfg.Timing.EtcdElection,
 		LogFile:   filepath.Join(dir, "etcd.log"),
 		Others:    others,
+		TLS:       etcdstore.TLSFiles{CAFile: files.CA, CertFile: files.Cert, KeyFile: files.Key},
 	})
 	if err != nil {
 		return nil, nil, err
@@ -232,7 +260,7 @@ func startCoordination(ctx context.Context, cfg *config.Config, node config.Node
 	// Listing the other members would make the client's round robin send
 	// requests to a frozen peer and stall this agent with it; and an agent
 	// whose member is cut off from the quorum must not act anyway.
-	store, err := etcdstore.Dial(cfg.Cluster, []string{node.Client}, 2*time.Second)
+	store, err := etcdstore.DialOptions(cfg.Cluster, etcdstore.Options{Endpoints: []string{node.Client}, DialTimeout: 2 * time.Second, CAFile: files.CA, CertFile: files.Cert, KeyFile: files.Key})
 	if err != nil {
 		member.Close()
 		return nil, nil, err

@@ -22,6 +22,7 @@ func (a *Agent) Status() api.Status {
 		Time:     time.Now(),
 		// Every agent tracks losses, so any of them can answer.
 		LastFailover: a.lastFailover(),
+		Warnings: a.securityWarnings(time.Now()),
 	}
 	for _, n := range a.cfg.Nodes {
 		var rec ha.NodeStatus
@@ -31,7 +32,7 @@ func (a *Agent) Status() api.Status {
 		} else {
 			rec, ok = snap.Nodes[n.Name]
 		}
-		v := api.NodeView{Name: n.Name, Role: ha.RoleDown, API: "http://" + n.API, Witness: n.Witness, Why: "no agent seen in the store"}
+		v := api.NodeView{Name: n.Name, Role: ha.RoleDown, API: a.cfg.APIURL(n.API), Witness: n.Witness, Why: "no agent seen in the store"}
 		if at, lost := a.lostSince(n.Name); lost {
 			v.Why = "lost at " + at.Format("15:04:05.000") + " (its session expired); see haven events"
 		}

@@ -57,6 +57,9 @@ type Status struct {
 	// Redundancy is the cluster's redundancy as this agent judges it:
 	// ok, degraded or no-active, with the reasons.
 	Redundancy *redundancy.Report `json:"redundancy,omitempty"`
+	// Warnings are the reporter's security warnings: running without TLS,
+	// a certificate that expires within 30 days.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // RoleView is this node's own role, for the local service.

@@ -59,6 +59,7 @@ func commands() []command {
 		{"bench-backend", "a minimal HTTP backend for bench/proxy.sh", true, runBenchBackend},
 		{"store", "move a cluster between stores or back it up: store export|import|snapshot save --config FILE", false, runStore},
 		{"config", "check a configuration file: `haven config check FILE`", false, runConfig},
+		{"certs", "make the cluster's CA and certificates: certs init|add (--config FILE)", false, runCerts},
 		{"version", "print haven's version and build (also --version)", false, runVersionInfo},
 		{"sample-service", "the demo's sample HTTP service", true, runSample},
 		{"dashboard", "dashboard helpers: `haven dashboard hash-password` (stdin to bcrypt)", false, runDashboard},
@@ -227,6 +228,10 @@ func runNode(name string, args []string, errw io.Writer, run func(context.Contex
 		fmt.Fprintf(errw, "haven: %v\n", err)
 		return exitUsage
 	}
+	if err := cfg.CheckSecure(); err != nil {
+		fmt.Fprintf(errw, "haven: %v\n", err)
+		return exitUsage
+	}
 	ctx, stop := signalContext()
 	defer stop()
 	if err := run(ctx, cfg, *node); err != nil {
@@ -261,9 +266,16 @@ func runConfig(args []string, out, errw io.Writer) int {
 		fmt.Fprintf(errw, "haven: %v\n", err)
 		return exitUsage
 	}
+	if err := checkTLS(cfg, out); err != nil {
+		fmt.Fprintf(errw, "haven: %v\n", err)
+		return exitUsage
+	}
 	fmt.Fprint(out, cfg.Describe())
 	if printTraps(cfg, out, errw) {
 		return exitUsage
+	}
+	if w := cfg.InsecureWarning(); w != "" {
+		fmt.Fprintf(errw, "haven: WARNING: %s\n", w)
 	}
 	return exitOK
 }
@@ -288,7 +300,11 @@ func runSample(args []string, out, errw io.Writer) int {
 	}
 	base := *agentAPI
 	if !strings.Contains(base, "://") {
-		base = "http://" + base
+		if os.Getenv("HAVEN_TLS_CA") != "" {
+			base = "https://" + base
+		} else {
+			base = "http://" + base
+		}
 	}
 	ctx, stop := signalContext()
 	defer stop()

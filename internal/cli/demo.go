@@ -18,6 +18,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -33,6 +34,8 @@ data_dir: %s
 timing: lan
 api: {token: %q}    # operator commands read it from this file
 log: {level: info, format: text}
+# Mutual TLS on every port; haven demo made these with haven certs init.
+tls: {ca_file: certs/ca.crt, cert_file: "certs/${NODE}.crt", key_file: "certs/${NODE}.key"}
 nodes:
 `, dataDir, demoToken())
 	for i := 1; i <= n; i++ {
@@ -134,6 +137,12 @@ func runDemo(args []string, out, errw io.Writer) int {
 	if cfg == nil {
 		return code
 	}
+	certDir := filepath.Join(*dir, "certs")
+	_ = os.RemoveAll(certDir) // a new CA for every demo
+	if err := certs.InitFor(certDir, cfg); err != nil {
+		fmt.Fprintf(errw, "haven demo: certificates: %v\n", err)
+		return exitFailure
+	}
 
 	ctx, stop := signalContext()
 	defer stop()
@@ -181,14 +190,19 @@ func runDemo(args []string, out, errw io.Writer) int {
 	fmt.Fprintf(out, "haven demo: %d agents starting, each with an embedded etcd member and a sample service.\n", len(procs)-1)
 	fmt.Fprintf(out, "  config: %s\n  logs:   %s/n*.log\n\n", cfgPath, *dir)
 
-	urls := agentURLs(cfg)
-	st, err := waitForLeader(ctx, urls, 60*time.Second)
+	urls := agentAddrs(cfg)
+	client, err := apiClient(cfg, "", 2*time.Second)
+	if err != nil {
+		fmt.Fprintf(errw, "haven demo: %v\n", err)
+		return exitFailure
+	}
+	st, err := waitForLeader(ctx, client, urls, 60*time.Second)
 	if err != nil {
 		fmt.Fprintf(errw, "haven demo: the cluster did not elect an active node: %v (see the logs in %s)\n", err, *dir)
 		return exitFailure
 	}
 	printStatus(out, st)
-	fmt.Fprintf(out, "\nDashboard: http://%s/ui/  (any node's API address works)\n  user: operator  password: %s\n", cfg.Nodes[0].API, dashPassword)
+	fmt.Fprintf(out, "\nDashboard: https://%s/ui/  (any node's API address works; the CA is %s)\n  user: operator  password: %s\n", cfg.Nodes[0].API, filepath.Join(certDir, "ca.crt"), dashPassword)
 	self := demoSelf(out, os.Args[0])
 	printDemoSessions(out, cfg, st, sessPassword)
 	fmt.Fprintf(out, `
@@ -196,7 +210,10 @@ Try it (in another terminal):
   curl http://%[5]s/               # through haven's proxy: always the active, even across a failover
   %[1]s status --config %[2]s          # every node's role, health, epoch and pids
   curl http://%[3]s/               # the sample service of a node: 200 on the active, 503 elsewhere
-  curl -i http://%[4]s/lb-check       # what a load balancer asks: 200 only on the active
+  curl -i --cacert %[6]s/ca.crt https://%[4]s/lb-check
+                                          # what a load balancer asks: 200 only on the active
+  curl --cacert %[6]s/ca.crt --cert %[6]s/operator.crt --key %[6]s/operator.key https://%[4]s/status
+                                          # the agent API over mutual TLS (certificates in %[6]s)
   kill -9 $(%[1]s status --config %[2]s --active-pid service)
                                           # crash the active's service: another node takes over at once
   kill -9 $(%[1]s status --config %[2]s --active-pid agent)
@@ -204,15 +221,15 @@ Try it (in another terminal):
   kill -STOP <agent pid> ... kill -CONT <agent pid>   # freeze an agent past its lease: it never serves again at its old epoch
   %[1]s switchover --config %[2]s       # a planned hand-over; prints how long traffic was held
   %[1]s events --config %[2]s           # the history: role changes, switchovers, operator actions
-  curl -s http://%[4]s/metrics | grep ^haven_cluster   # redundancy for monitoring; status exits 0 ok, 1 degraded, 3 no active
+  curl -s --cacert %[6]s/ca.crt https://%[4]s/metrics   # haven_cluster_* is the redundancy for monitoring; status exits 0 ok, 1 degraded, 3 no active
   A virtual IP (vip: in the config) is not part of this demo: its nodes share this host's
   network, so an address cannot move between them. See it move between network namespaces
   (as root, from haven's source tree): go test ./internal/vip/viplab/ -run TestVIPFollowsActive -v
   and compared with keepalived: bench/vip.sh (docs/vip.md explains both)
 
 Role changes appear below (from the cluster's event history). Ctrl-C stops everything.
-`, self, cfgPath, serviceAddr(cfg.Nodes[0].Env), cfg.Nodes[0].API, proxyAddr)
-	watchRoleEvents(ctx, out, newOpsClient(cfg), st.Time)
+`, self, cfgPath, serviceAddr(cfg.Nodes[0].Env), cfg.Nodes[0].API, proxyAddr, certDir)
+	watchRoleEvents(ctx, out, &opsClient{cfg: cfg, api: client}, st.Time)
 	fmt.Fprintln(out, "\nhaven demo: stopping the agents...")
 	return exitOK
 }
@@ -231,11 +248,11 @@ func printDemoSessions(out io.Writer, cfg *config.Config, st api.Status, passwor
 	fmt.Fprintf(out, "  redis-cli -p %s -a %s --no-auth-warning GET session:1   # still there after a failover, on the new active\n", port, password)
 }
 
-func waitForLeader(ctx context.Context, urls []string, limit time.Duration) (api.Status, error) {
+func waitForLeader(ctx context.Context, client *api.Client, urls []string, limit time.Duration) (api.Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	for {
-		st, err := fetchStatus(ctx, urls)
+		st, err := fetchStatus(ctx, client, urls)
 		if err == nil && !st.Leader.None() {
 			for _, n := range st.Nodes {
 				if n.Name == st.Leader.Node && n.Role == ha.RoleActive {

@@ -36,7 +36,10 @@ func watchRoleEvents(ctx context.Context, out io.Writer, c *opsClient, since tim
 		case <-time.After(200 * time.Millisecond):
 		}
 		var evs []ha.Event
-		if err := c.getAny("/v1/events?limit=100", &evs); err != nil {
+		if err := c.getAny(func(addr string) (err error) {
+			evs, err = c.api.Events(ctx, addr, 100)
+			return err
+		}); err != nil {
 			continue
 		}
 		for _, line := range newRoleLines(evs, since, seen) {

@@ -194,7 +194,9 @@ func TestStatusWatch(t *testing.T) {
 	defer cancel()
 	var out, errw bytes.Buffer
 	done := make(chan int)
-	go func() { done <- watchStatus(ctx, &out, &errw, []string{srv.URL}, false, 100*time.Millisecond) }()
+	go func() {
+		done <- watchStatus(ctx, &out, &errw, api.NewClient(api.ClientOptions{}), []string{srv.URL}, false, 100*time.Millisecond)
+	}()
 	for i := 0; i < 2; i++ {
 		select {
 		case <-looked:

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -29,10 +30,17 @@ func runMembers(args []string, out, errw io.Writer) int {
 	if cfg == nil {
 		return code
 	}
-	c := newOpsClient(cfg)
+	c, cerr := newOpsClient(cfg)
+	if cerr != nil {
+		fmt.Fprintf(errw, "haven: %v\n", cerr)
+		return exitFailure
+	}
 	var list []ha.Member
 	if action == "list" {
-		if err := c.getAny("/v1/members", &list); err != nil {
+		if err := c.getAny(func(addr string) (err error) {
+			list, err = c.api.Members(context.Background(), addr)
+			return err
+		}); err != nil {
 			fmt.Fprintf(errw, "haven members: %v\n", err)
 			return exitFailure
 		}
@@ -45,7 +53,7 @@ func runMembers(args []string, out, errw io.Writer) int {
 			if n.Witness || n.Name == node {
 				continue
 			}
-			if err = c.post("http://"+n.API, "/v1/members", api.MembersRequest{Action: action, Node: node}, &list); err == nil || ha.KindOf(err) != ha.KindUnavailable {
+			if list, err = c.api.ChangeMembers(context.Background(), n.API, api.MembersRequest{Action: action, Node: node}); err == nil || !api.Unreachable(err) {
 				break
 			}
 		}
@@ -54,6 +62,9 @@ func runMembers(args []string, out, errw io.Writer) int {
 			return exitFailure
 		}
 		if action == "add" {
+			if cfg.TLS.Enabled() {
+				fmt.Fprintf(out, "(give %s its certificate first if it has none: haven certs add --config %s %s)\n", node, cfg.Path, node)
+			}
 			fmt.Fprintf(out, "%s added; now start its agent: haven agent --config %s --node %s\n", node, cfg.Path, node)
 		} else {
 			fmt.Fprintf(out, "%s removed; its agent stops, and you can remove it from the config on every node\n", node)

@@ -1,17 +1,14 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/user"
 	"sort"
-	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -23,13 +20,17 @@ import (
 
 // opsClient sends operator requests to the agents named in the config.
 type opsClient struct {
-	cfg    *config.Config
-	token  string
-	who    string
-	client *http.Client
+	cfg *config.Config
+	api *api.Client
 }
 
-func newOpsClient(cfg *config.Config) *opsClient {
+func newOpsClient(cfg *config.Config) (*opsClient, error) {
+	c, err := apiClient(cfg, operatorName(), 30*time.Second)
+	return &opsClient{cfg: cfg, api: c}, err
+}
+
+// operatorName is who runs this command, user@host, for the audit log.
+func operatorName() string {
 	who := "unknown"
 	if u, err := user.Current(); err == nil {
 		who = u.Username
@@ -37,44 +38,16 @@ func newOpsClient(cfg *config.Config) *opsClient {
 	if h, err := os.Hostname(); err == nil {
 		who += "@" + h
 	}
-	return &opsClient{cfg: cfg, token: cfg.APIAuth.Token, who: who, client: &http.Client{Timeout: 30 * time.Second}}
+	return who
 }
 
-// post sends body to path on the agent at base and decodes the answer.
-func (c *opsClient) post(base, path string, body, out any) error {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequest(http.MethodPost, base+path, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set(api.WhoHeader, c.who)
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return ha.Wrap(ha.KindUnavailable, err, "ask the agent at %s", base)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		var e api.Error
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
-		}
-		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
-	}
-	return json.Unmarshal(data, out)
-}
-
-// anyAgent posts to the first agent that answers.
-func (c *opsClient) anyAgent(path string, body, out any) error {
+// anyAgent asks the agents in turn until one answers: do returns an
+// error for which api.Unreachable is true to try the next.
+func (c *opsClient) anyAgent(do func(addr string) error) error {
 	var errs []error
-	for _, u := range agentURLs(c.cfg) {
-		err := c.post(u, path, body, out)
-		if err == nil || ha.KindOf(err) != ha.KindUnavailable {
+	for _, u := range agentAddrs(c.cfg) {
+		err := do(u)
+		if err == nil || !api.Unreachable(err) {
 			return err
 		}
 		errs = append(errs, err)
@@ -82,31 +55,20 @@ func (c *opsClient) anyAgent(path string, body, out any) error {
 	return fmt.Errorf("no agent answered (%w); is the cluster running?", errors.Join(errs...))
 }
 
-// getAny GETs path (with the token) from the first agent that answers 200.
-func (c *opsClient) getAny(path string, out any) error {
+// getAny reads from the first agent that answers 200.
+func (c *opsClient) getAny(get func(addr string) error) error {
 	var errs []error
-	for _, u := range agentURLs(c.cfg) {
-		req, err := http.NewRequest(http.MethodGet, u+path, nil)
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Authorization", "Bearer "+c.token)
-		resp, err := c.client.Do(req)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		err = json.NewDecoder(resp.Body).Decode(out)
-		resp.Body.Close()
-		if err == nil && resp.StatusCode == http.StatusOK {
+	for _, u := range agentAddrs(c.cfg) {
+		err := get(u)
+		if err == nil {
 			return nil
 		}
-		errs = append(errs, fmt.Errorf("%s: HTTP %d", u, resp.StatusCode))
+		errs = append(errs, err)
 	}
 	return fmt.Errorf("no agent answered: %w", errors.Join(errs...))
 }
 
-func (c *opsClient) nodeURL(name string) (string, error) {
+func (c *opsClient) nodeAddr(name string) (string, error) {
 	n, ok := c.cfg.NodeByName(name)
 	if !ok {
 		return "", fmt.Errorf("no node %q in %s; members: %s", name, c.cfg.Path, nodeNames(c.cfg))
@@ -114,25 +76,25 @@ func (c *opsClient) nodeURL(name string) (string, error) {
 	if n.Witness {
 		return "", fmt.Errorf("%s is a witness: it runs no service", name)
 	}
-	return "http://" + n.API, nil
+	return n.API, nil
 }
 
 // heldTraffic samples every node's /lb-check every millisecond while f runs
 // and returns the longest time, after some node stopped answering 200,
 // until another node (or it again) answered 200: the traffic a load
 // balancer following /lb-check would have had to hold.
-func heldTraffic(cfg *config.Config, f func() error) (time.Duration, error) {
+func heldTraffic(cfg *config.Config, c *api.Client, f func() error) (time.Duration, error) {
 	type sample struct {
 		t  time.Time
 		ok bool
 	}
-	urls := agentURLs(cfg)
+	addrs := agentAddrs(cfg)
+	client := c.WithTimeout(100 * time.Millisecond)
 	var mu sync.Mutex
 	var samples []sample
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	client := &http.Client{Timeout: 100 * time.Millisecond}
-	for _, u := range urls {
+	for _, u := range addrs {
 		wg.Add(1)
 		go func(u string) {
 			defer wg.Done()
@@ -142,11 +104,7 @@ func heldTraffic(cfg *config.Config, f func() error) (time.Duration, error) {
 					return
 				default:
 				}
-				resp, err := client.Get(u + "/lb-check")
-				ok := err == nil && resp.StatusCode == http.StatusOK
-				if err == nil {
-					resp.Body.Close()
-				}
+				ok, _ := client.LBCheck(context.Background(), u)
 				now := time.Now()
 				mu.Lock()
 				samples = append(samples, sample{now, ok})
@@ -192,10 +150,17 @@ func runSwitchover(args []string, out, errw io.Writer) int {
 	if cfg == nil {
 		return code
 	}
-	c := newOpsClient(cfg)
+	c, cerr := newOpsClient(cfg)
+	if cerr != nil {
+		fmt.Fprintf(errw, "haven: %v\n", cerr)
+		return exitFailure
+	}
 	var res api.SwitchoverResult
-	held, err := heldTraffic(cfg, func() error {
-		return c.anyAgent("/v1/switchover", api.SwitchoverRequest{To: *to, Force: *force, Reason: *reason}, &res)
+	held, err := heldTraffic(cfg, c.api, func() error {
+		return c.anyAgent(func(addr string) (err error) {
+			res, err = c.api.Switchover(context.Background(), addr, api.SwitchoverRequest{To: *to, Force: *force, Reason: *reason})
+			return err
+		})
 	})
 	if err != nil {
 		fmt.Fprintf(errw, "haven switchover: %v\n", err)
@@ -222,7 +187,15 @@ func runPromote(args []string, out, errw io.Writer) int {
 		return code
 	}
 	var res api.SwitchoverResult
-	if err := newOpsClient(cfg).anyAgent("/v1/promote", api.PromoteRequest{Node: fs.Arg(0), Force: *force}, &res); err != nil {
+	c, cerr := newOpsClient(cfg)
+	if cerr != nil {
+		fmt.Fprintf(errw, "haven: %v\n", cerr)
+		return exitFailure
+	}
+	if err := c.anyAgent(func(addr string) (err error) {
+		res, err = c.api.Promote(context.Background(), addr, api.PromoteRequest{Node: fs.Arg(0), Force: *force})
+		return err
+	}); err != nil {
 		fmt.Fprintf(errw, "haven promote: %v\n", err)
 		return exitFailure
 	}
@@ -249,7 +222,15 @@ func runMaintenance(args []string, out, errw io.Writer) int {
 		return code
 	}
 	var res api.MaintenanceResult
-	if err := newOpsClient(cfg).anyAgent("/v1/maintenance", api.MaintenanceRequest{Node: fs.Arg(1), On: fs.Arg(0) == "on"}, &res); err != nil {
+	c, cerr := newOpsClient(cfg)
+	if cerr != nil {
+		fmt.Fprintf(errw, "haven: %v\n", cerr)
+		return exitFailure
+	}
+	if err := c.anyAgent(func(addr string) (err error) {
+		res, err = c.api.Maintenance(context.Background(), addr, api.MaintenanceRequest{Node: fs.Arg(1), On: fs.Arg(0) == "on"})
+		return err
+	}); err != nil {
 		fmt.Fprintf(errw, "haven maintenance: %v\n", err)
 		return exitFailure
 	}
@@ -281,10 +262,14 @@ func runService(args []string, out, errw io.Writer) int {
 	if cfg == nil {
 		return code
 	}
-	c := newOpsClient(cfg)
+	c, cerr := newOpsClient(cfg)
+	if cerr != nil {
+		fmt.Fprintf(errw, "haven: %v\n", cerr)
+		return exitFailure
+	}
 	var targets []string
 	if *all {
-		st, err := fetchStatus(context.Background(), agentURLs(cfg))
+		st, err := fetchStatus(context.Background(), c.api, agentAddrs(cfg))
 		if err != nil {
 			fmt.Fprintf(errw, "haven service: %v\n", err)
 			return exitFailure
@@ -299,10 +284,10 @@ func runService(args []string, out, errw io.Writer) int {
 	}
 	failed := false
 	for _, name := range targets {
-		base, err := c.nodeURL(name)
+		addr, err := c.nodeAddr(name)
 		if err == nil {
 			var res api.ServiceResult
-			if err = c.post(base, "/v1/service", api.ServiceRequest{Action: action, Force: *force}, &res); err == nil {
+			if res, err = c.api.Service(context.Background(), addr, api.ServiceRequest{Action: action, Force: *force}); err == nil {
 				fmt.Fprintf(out, "%s: service %s done (pid %d)\n", name, action, res.PID)
 				continue
 			}
@@ -333,7 +318,15 @@ func runEvents(args []string, out, errw io.Writer) int {
 		return code
 	}
 	var evs []ha.Event
-	if err := newOpsClient(cfg).getAny(fmt.Sprintf("/v1/events?limit=%d", *limit), &evs); err != nil {
+	c, cerr := newOpsClient(cfg)
+	if cerr != nil {
+		fmt.Fprintf(errw, "haven: %v\n", cerr)
+		return exitFailure
+	}
+	if err := c.getAny(func(addr string) (err error) {
+		evs, err = c.api.Events(context.Background(), addr, *limit)
+		return err
+	}); err != nil {
 		fmt.Fprintf(errw, "haven events: %v\n", err)
 		return exitFailure
 	}

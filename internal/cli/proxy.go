@@ -87,7 +87,13 @@ func runProxy(args []string, out, errw io.Writer) int {
 		es.SetWatchStall(max(cfg.Timing.LeaseTTL/4, 300*time.Millisecond))
 	}
 	log := newLogger(cfg, errw)
+	apiTLS, err := proxy.APITLS(cfg, "")
+	if err != nil {
+		fmt.Fprintf(errw, "haven proxy: %v\n", err)
+		return exitFailure
+	}
 	p, err := proxy.New(proxy.Options{
+		APITLS:   apiTLS,
 		Config:   pc,
 		Mode:     cfg.Mode,
 		LeaseTTL: cfg.Timing.LeaseTTL,

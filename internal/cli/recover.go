@@ -49,7 +49,7 @@ Stop the agent on %s first, then run again with --yes.
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	res, err := agent.Recover(ctx, cfg, *node, agent.RecoverOptions{MinEpoch: ha.Epoch(*minEpoch), Margin: ha.Epoch(*margin), Who: newOpsClient(cfg).who}, newLogger(cfg, errw))
+	res, err := agent.Recover(ctx, cfg, *node, agent.RecoverOptions{MinEpoch: ha.Epoch(*minEpoch), Margin: ha.Epoch(*margin), Who: operatorName()}, newLogger(cfg, errw))
 	if err != nil {
 		fmt.Fprintf(errw, "haven recover: %v\n", err)
 		if k := ha.KindOf(err); k == ha.KindInvalid || k == ha.KindConflict {

@@ -45,6 +45,7 @@ data_dir: %s
 timing: lan
 timings: {lease_ttl: 3s, renew_interval: 200ms, renew_timeout: 600ms, fence_margin: 500ms, etcd_heartbeat: 50ms, etcd_election: 500ms}
 api: {token: recover-test-token-0123456789}
+insecure: true   # in-process agents on loopback; TLS is tested elsewhere
 nodes:
 %sservice: {command: [sleep, "3600"], stop_grace: 1s}
 `, filepath.Join(dir, "data"), nodes.String())
@@ -52,6 +53,10 @@ nodes:
 		t.Fatal(err)
 	}
 	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, err := newOpsClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,14 +84,14 @@ nodes:
 	// waitActive waits until one of names is active and returns its epoch.
 	waitActive := func(names ...string) (string, ha.Epoch) {
 		t.Helper()
-		var urls []string
+		var addrs []string
 		for _, n := range names {
 			nc, _ := cfg.NodeByName(n)
-			urls = append(urls, "http://"+nc.API)
+			addrs = append(addrs, nc.API)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		st, err := waitForLeader(ctx, urls, 60*time.Second)
+		st, err := waitForLeader(ctx, ops.api, addrs, 60*time.Second)
 		if err != nil {
 			t.Fatalf("no active among %v: %v", names, err)
 		}
@@ -151,7 +156,10 @@ nodes:
 	// With n1 gone the active records that redundancy is lost.
 	degradedEvent := func() bool {
 		var evs []ha.Event
-		if err := newOpsClient(cfg).getAny("/v1/events?limit=200", &evs); err != nil {
+		if err := ops.getAny(func(addr string) (err error) {
+			evs, err = ops.api.Events(context.Background(), addr, 200)
+			return err
+		}); err != nil {
 			return false
 		}
 		for _, e := range evs {
@@ -200,7 +208,10 @@ nodes:
 		t.Fatalf("after recovery %s is active at epoch %d; want n1 above %d, the last epoch issued before", who, after, issued)
 	}
 	var evs []ha.Event
-	if err := newOpsClient(cfg).getAny("/v1/events?limit=100", &evs); err != nil {
+	if err := ops.getAny(func(addr string) (err error) {
+		evs, err = ops.api.Events(context.Background(), addr, 100)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	found := false
@@ -212,7 +223,7 @@ nodes:
 	}
 	// The survivor's status now says the others are gone: degraded.
 	nc, _ := cfg.NodeByName("n1")
-	st, err := fetchStatus(context.Background(), []string{"http://" + nc.API})
+	st, err := fetchStatus(context.Background(), ops.api, []string{nc.API})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,16 +2,15 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
 )
 
@@ -26,15 +25,22 @@ func runStatus(args []string, out, errw io.Writer) int {
 	if code, ok := parse(fs, args, 0); !ok {
 		return code
 	}
-	var urls []string
+	var addrs []string
+	var client *api.Client
 	if *apiURL != "" {
-		urls = []string{strings.TrimRight(*apiURL, "/")}
+		addrs = []string{strings.TrimRight(*apiURL, "/")}
+		client = api.NewClient(api.ClientOptions{Timeout: 2 * time.Second})
 	} else {
 		cfg, code := loadConfig(*cfgPath, errw)
 		if cfg == nil {
 			return code
 		}
-		urls = agentURLs(cfg)
+		addrs = agentAddrs(cfg)
+		var err error
+		if client, err = apiClient(cfg, "", 2*time.Second); err != nil {
+			fmt.Fprintf(errw, "haven status: %v\n", err)
+			return exitFailure
+		}
 	}
 	if *pidOf != "" && *pidOf != "service" && *pidOf != "agent" {
 		fmt.Fprintln(errw, "haven status: --active-pid is service or agent")
@@ -47,41 +53,45 @@ func runStatus(args []string, out, errw io.Writer) int {
 		}
 		ctx, stop := signalContext()
 		defer stop()
-		return watchStatus(ctx, out, errw, urls, *asJSON, *every)
+		return watchStatus(ctx, out, errw, client, addrs, *asJSON, *every)
 	}
-	return showStatus(out, errw, urls, *asJSON, *pidOf)
+	return showStatus(out, errw, client, addrs, *asJSON, *pidOf)
 }
 
-func agentURLs(cfg *config.Config) []string {
-	var urls []string
+// agentAddrs lists the API addresses of the config's agents.
+func agentAddrs(cfg *config.Config) []string {
+	var addrs []string
 	for _, n := range cfg.Nodes {
 		if !n.Witness {
-			urls = append(urls, "http://"+n.API)
+			addrs = append(addrs, n.API)
 		}
 	}
-	return urls
+	return addrs
+}
+
+// apiClient is the client of cfg's agents, with its token, who and timeout.
+// Under TLS it verifies the agents with the cluster CA and presents the
+// operator's certificate when it can read it (tls.cert_file with ${NODE}
+// as "operator"); the token authorizes either way.
+func apiClient(cfg *config.Config, who string, timeout time.Duration) (*api.Client, error) {
+	o := api.ClientOptions{Token: cfg.APIAuth.Token, Who: who, Timeout: timeout}
+	if cfg.TLS.Enabled() {
+		t, err := certs.ClientTLS(certs.Files(cfg.TLS.For(certs.Operator)))
+		if err != nil {
+			return nil, fmt.Errorf("TLS: %w", err)
+		}
+		o.TLS = t
+	}
+	return api.NewClient(o), nil
 }
 
 // fetchStatus asks each agent in turn and returns the first answer.
-func fetchStatus(ctx context.Context, urls []string) (api.Status, error) {
-	client := &http.Client{Timeout: 2 * time.Second}
+func fetchStatus(ctx context.Context, client *api.Client, addrs []string) (api.Status, error) {
 	var errs []error
-	for _, u := range urls {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/status", nil)
+	for _, u := range addrs {
+		st, err := client.Status(ctx, u)
 		if err != nil {
 			errs = append(errs, err)
-			continue
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		var st api.Status
-		err = json.NewDecoder(resp.Body).Decode(&st)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
-			errs = append(errs, fmt.Errorf("%s: status %d: %v", u, resp.StatusCode, err))
 			continue
 		}
 		return st, nil
@@ -95,6 +105,9 @@ func printStatus(w io.Writer, st api.Status) {
 		leader = fmt.Sprintf("%s at epoch %d", st.Leader.Node, st.Leader.Epoch)
 	}
 	fmt.Fprintf(w, "cluster %s (%s): active %s; as seen by %s\n\n", st.Cluster, st.Mode, leader, st.Reporter)
+	for _, warn := range st.Warnings {
+		fmt.Fprintf(w, "WARNING: %s\n\n", warn)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tSITE\tROLE\tHEALTHY\tEPOCH\tAGENT PID\tSERVICE PID\tSINCE\tWHY")
 	for _, n := range st.Nodes {

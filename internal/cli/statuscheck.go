@@ -101,8 +101,8 @@ func activePID(out, errw io.Writer, st api.Status, which string) int {
 }
 
 // showStatus prints one look at the cluster and returns status's exit code.
-func showStatus(out, errw io.Writer, urls []string, asJSON bool, pidOf string) int {
-	st, err := fetchStatus(context.Background(), urls)
+func showStatus(out, errw io.Writer, client *api.Client, addrs []string, asJSON bool, pidOf string) int {
+	st, err := fetchStatus(context.Background(), client, addrs)
 	if err != nil {
 		fmt.Fprintf(errw, "haven status: %v\n", err)
 		return exitFailure
@@ -125,13 +125,13 @@ func showStatus(out, errw io.Writer, urls []string, asJSON bool, pidOf string) i
 }
 
 // watchStatus shows the status every interval until ctx ends.
-func watchStatus(ctx context.Context, out, errw io.Writer, urls []string, asJSON bool, every time.Duration) int {
+func watchStatus(ctx context.Context, out, errw io.Writer, client *api.Client, addrs []string, asJSON bool, every time.Duration) int {
 	code := exitOK
 	for {
 		if !asJSON {
 			fmt.Fprintf(out, "\033[H\033[2J%s  (every %s, Ctrl-C to stop)\n", time.Now().Format("15:04:05"), every)
 		}
-		code = showStatus(out, errw, urls, asJSON, "")
+		code = showStatus(out, errw, client, addrs, asJSON, "")
 		select {
 		case <-ctx.Done():
 			return code

@@ -17,6 +17,11 @@ func (c *Config) Vars(n Node) map[string]string {
 	if n.API != "" {
 		v["HAVEN_API"] = n.API
 	}
+	if c.TLS.Enabled() {
+		// What the service needs to reach the agent API under TLS.
+		f := c.TLS.For(n.Name)
+		v["HAVEN_TLS_CA"], v["HAVEN_TLS_CERT"], v["HAVEN_TLS_KEY"] = f.CA, f.Cert, f.Key
+	}
 	return v
 }
 

@@ -18,6 +18,9 @@ type Preempt struct {
 type APIAuth struct {
 	Token      string // bearer token required by every mutating call
 	StatusOpen bool   // GET /status, /v1/events without a token (default true)
+	// LBCheckListen is a plain-HTTP listener for /lb-check and /healthz
+	// only, for load balancers that cannot do TLS health checks; empty: none.
+	LBCheckListen string
 }
 
 // Redirect sends users who reach an agent at one of Paths to the active
@@ -50,7 +53,7 @@ func (b *builder) ops(f fields) {
 	}
 	b.c.APIAuth.StatusOpen = true
 	if n, ok := f["api"]; ok {
-		af := b.mapping(n, "api", []string{"token", "token_file", "status_open"})
+		af := b.mapping(n, "api", []string{"token", "token_file", "status_open", "lb_check_listen"})
 		if v, ok := af["token"]; ok {
 			b.c.APIAuth.Token, _ = b.str(v, "api.token")
 		}
@@ -66,6 +69,9 @@ func (b *builder) ops(f fields) {
 		}
 		if v, ok := af["status_open"]; ok {
 			b.c.APIAuth.StatusOpen, _ = b.boolean(v, "api.status_open")
+		}
+		if v, ok := af["lb_check_listen"]; ok {
+			b.c.APIAuth.LBCheckListen = b.listenAddr(v, "api.lb_check_listen")
 		}
 		if t := b.c.APIAuth.Token; t != "" && len(t) < 16 {
 			b.add(b.lineFor("api"), "api.token", "is %d characters; use at least 16 random characters (e.g. openssl rand -hex 16)", len(t))

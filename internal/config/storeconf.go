@@ -162,7 +162,7 @@ func (b *builder) store(f fields) {
 	}
 	// which fields belong to which backend
 	belongs := map[string][]string{
-		"endpoints": {BackendEtcd}, "tls": {BackendEtcd}, "username": {BackendEtcd}, "password_file": {BackendEtcd},
+		"endpoints": {BackendEtcd}, "tls": {BackendEtcd, BackendMySQL}, "username": {BackendEtcd}, "password_file": {BackendEtcd},
 		"dsn": {BackendPostgres, BackendMySQL}, "dsn_file": {BackendPostgres, BackendMySQL},
 		"poll_interval": {BackendPostgres, BackendMySQL}, "table_prefix": {BackendPostgres, BackendMySQL},
 	}

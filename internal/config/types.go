@@ -36,6 +36,8 @@ type Config struct {
 	AgentErrors []Problem
 	VIP         VIP      // zero value: no virtual IP
 	Sessions    Sessions // zero value: no session store
+	TLS          ClusterTLS // mutual TLS on every listener (`tls:`)
+	Insecure     bool       // `insecure: true`: no TLS, on purpose
 }
 
 // Timing holds every duration that failover and fencing depend on.

@@ -8,6 +8,8 @@ package dbserver
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -208,7 +210,19 @@ func PostgresBin() (string, error) {
 // StartPostgres starts a throwaway PostgreSQL server on a free loopback port
 // (as user postgres when running as root) and returns it; its DSN connects
 // as the superuser "haven" to database "postgres" without password.
-func StartPostgres() (*Server, error) {
+func StartPostgres() (*Server, error) { return startPostgres("", "") }
+
+// StartPostgresTLS is StartPostgres with TLS on (ssl=on) with the PEM
+// certificate and key given; its DSN still says sslmode=disable, for the
+// test to replace.
+func StartPostgresTLS(certFile, keyFile string) (*Server, error) {
+	if certFile == "" || keyFile == "" {
+		return nil, errors.New("StartPostgresTLS needs a certificate and a key")
+	}
+	return startPostgres(certFile, keyFile)
+}
+
+func startPostgres(certFile, keyFile string) (*Server, error) {
 	bin, err := PostgresBin()
 	if err != nil {
 		return nil, err
@@ -241,6 +255,28 @@ func StartPostgres() (*Server, error) {
 			"-c", "full_page_writes=off", "-c", "shared_buffers=16MB", "-c", "max_connections=200",
 			"-c", "shared_preload_libraries=pg_stat_statements"},
 	}
+	if certFile != "" {
+		// PostgreSQL wants the key owned by its user and private: copy both.
+		for _, f := range [][2]string{{certFile, "server.crt"}, {keyFile, "server.key"}} {
+			data, err := os.ReadFile(f[0])
+			if err != nil {
+				os.RemoveAll(dir)
+				return nil, err
+			}
+			dst := filepath.Join(dir, f[1])
+			if err := os.WriteFile(dst, data, 0o600); err != nil {
+				os.RemoveAll(dir)
+				return nil, err
+			}
+			if cred != nil {
+				if err := os.Chown(dst, int(cred.Uid), int(cred.Gid)); err != nil {
+					os.RemoveAll(dir)
+					return nil, err
+				}
+			}
+		}
+		s.argv = append(s.argv, "-c", "ssl=on", "-c", "ssl_cert_file="+filepath.Join(dir, "server.crt"), "-c", "ssl_key_file="+filepath.Join(dir, "server.key"))
+	}
 	s.DSN = fmt.Sprintf("postgres://haven@%s/postgres?sslmode=disable", s.Addr)
 	s.ready = readyWhen(filepath.Join(bin, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "haven", "-d", "postgres")
 	if err := s.Start(); err != nil {
@@ -259,7 +295,18 @@ func (s *Server) Psql(sql string) (string, error) {
 // StartMariaDB starts a throwaway MariaDB server on a free loopback port and
 // returns it; its DSN connects as user haven (password haven) to database
 // haven, in go-sql-driver/mysql form.
-func StartMariaDB() (*Server, error) {
+func StartMariaDB() (*Server, error) { return startMariaDB("", "") }
+
+// StartMariaDBTLS is StartMariaDB with TLS on, with the PEM certificate
+// and key given (the DSN does not ask for TLS; the test adds it).
+func StartMariaDBTLS(certFile, keyFile string) (*Server, error) {
+	if certFile == "" || keyFile == "" {
+		return nil, errors.New("StartMariaDBTLS needs a certificate and a key")
+	}
+	return startMariaDB(certFile, keyFile)
+}
+
+func startMariaDB(certFile, keyFile string) (*Server, error) {
 	mariadbd, err := exec.LookPath("mariadbd")
 	if err != nil {
 		if mariadbd, err = exec.LookPath("/usr/sbin/mariadbd"); err != nil {
@@ -302,6 +349,9 @@ func StartMariaDB() (*Server, error) {
 			"--innodb-buffer-pool-dump-at-shutdown=0", "--innodb-buffer-pool-load-at-startup=0",
 			"--log-error=" + filepath.Join(dir, "mariadb.log")},
 	}
+	if certFile != "" {
+		s.argv = append(s.argv, "--ssl-cert="+certFile, "--ssl-key="+keyFile)
+	}
 	s.DSN = fmt.Sprintf("haven:haven@tcp(%s)/haven", s.Addr)
 	s.ready = readyWhen(client, "--no-defaults", "-uroot", "--socket="+sock, "-e", "SELECT 1")
 	if err := s.Start(); err != nil {
@@ -340,7 +390,19 @@ func currentUser() string {
 // StartEtcd starts a throwaway single-member etcd server (Debian's
 // etcd-server, /usr/bin/etcd) on free loopback ports; DSN is its client
 // endpoint host:port.
-func StartEtcd() (*Server, error) {
+func StartEtcd() (*Server, error) { return startEtcd("", "", "") }
+
+// StartEtcdTLS is StartEtcd with its client listener in mutual TLS: it
+// presents certFile and takes only clients with a certificate caFile
+// signed (the same certificate serves for its readiness probe).
+func StartEtcdTLS(caFile, certFile, keyFile string) (*Server, error) {
+	if caFile == "" || certFile == "" || keyFile == "" {
+		return nil, errors.New("StartEtcdTLS needs a CA, a certificate and a key")
+	}
+	return startEtcd(caFile, certFile, keyFile)
+}
+
+func startEtcd(caFile, certFile, keyFile string) (*Server, error) {
 	etcd, err := exec.LookPath("etcd")
 	if err != nil {
 		return nil, fmt.Errorf("%w: etcd server (etcd): %s", ErrMissing, InstallHint)
@@ -359,7 +421,25 @@ func StartEtcd() (*Server, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	client := fmt.Sprintf("http://127.0.0.1:%d", cport)
+	scheme := "http"
+	hc := http.DefaultClient
+	if caFile != "" {
+		scheme = "https"
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}}}
+	}
+	client := fmt.Sprintf("%s://127.0.0.1:%d", scheme, cport)
 	peer := fmt.Sprintf("http://127.0.0.1:%d", pport)
 	s := &Server{
 		Kind: "etcd", Addr: fmt.Sprintf("127.0.0.1:%d", cport), Dir: dir,
@@ -371,10 +451,13 @@ func StartEtcd() (*Server, error) {
 			"--initial-cluster", "s1=" + peer, "--heartbeat-interval", "50", "--election-timeout", "500",
 			"--log-level", "warn"},
 	}
+	if caFile != "" {
+		s.argv = append(s.argv, "--cert-file", certFile, "--key-file", keyFile, "--trusted-ca-file", caFile, "--client-cert-auth")
+	}
 	s.DSN = s.Addr
 	s.ready = func(ctx context.Context) error {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, client+"/health", nil)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := hc.Do(req)
 		if err != nil {
 			return err
 		}

@@ -1,12 +1,9 @@
 package drill
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"slices"
 	"sort"
@@ -16,6 +13,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 )
@@ -42,39 +40,8 @@ var ErrNotEnabled = fmt.Errorf("drills are not enabled for this cluster")
 
 // realCluster talks to a real cluster's agents.
 type realCluster struct {
-	cfg   *config.Config
-	token string
-	hc    *http.Client
-}
-
-func (c *realCluster) do(ctx context.Context, method, addr, path string, body, into any) error {
-	var rd *bytes.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	} else {
-		rd = bytes.NewReader(nil)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set(api.WhoHeader, "haven drill")
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var e api.Error
-		_ = json.NewDecoder(resp.Body).Decode(&e)
-		return fmt.Errorf("%s %s on %s: %s: %s", method, path, addr, resp.Status, e.Error)
-	}
-	if into != nil {
-		return json.NewDecoder(resp.Body).Decode(into)
-	}
-	return nil
+	cfg *config.Config
+	api *api.Client
 }
 
 func (c *realCluster) nodes() []config.Node {
@@ -90,10 +57,7 @@ func (c *realCluster) nodes() []config.Node {
 func (c *realCluster) status(ctx context.Context) (api.Status, error) {
 	var last error
 	for _, n := range c.nodes() {
-		var st api.Status
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := c.do(cctx, http.MethodGet, n.API, "/status", nil, &st)
-		cancel()
+		st, err := c.api.WithTimeout(time.Second).Status(ctx, n.API)
 		if err == nil {
 			return st, nil
 		}
@@ -201,7 +165,15 @@ func RunReal(ctx context.Context, o RealOptions) (Result, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	c := &realCluster{cfg: cfg, token: cfg.APIAuth.Token, hc: &http.Client{Timeout: 30 * time.Second}}
+	co := api.ClientOptions{Token: cfg.APIAuth.Token, Who: "haven drill", Timeout: 30 * time.Second}
+	if cfg.TLS.Enabled() {
+		tc, err := certs.ClientTLS(certs.Files(cfg.TLS.For(certs.Operator)))
+		if err != nil {
+			return Result{}, fmt.Errorf("TLS: %w", err)
+		}
+		co.TLS = tc
+	}
+	c := &realCluster{cfg: cfg, api: api.NewClient(co)}
 	st, err := c.waitWhole(ctx, 10*time.Second)
 	if err != nil {
 		return Result{}, fmt.Errorf("not starting the drill: %w", err)
@@ -245,15 +217,15 @@ func RunReal(ctx context.Context, o RealOptions) (Result, error) {
 	switch o.Scenario {
 	case "switchover":
 		var sr api.SwitchoverResult
-		ferr = c.do(ctx, http.MethodPost, cn.API, "/v1/switchover", api.SwitchoverRequest{Reason: "haven drill"}, &sr)
+		sr, ferr = c.api.Switchover(ctx, cn.API, api.SwitchoverRequest{Reason: "haven drill"})
 		if ferr == nil {
 			r.note("%s → %s at epoch %d in %.0f ms", sr.From, sr.To, sr.Epoch, sr.TookMS)
 		}
 	case "maintenance":
-		ferr = c.do(ctx, http.MethodPost, cn.API, "/v1/maintenance", api.MaintenanceRequest{Node: node, On: true}, nil)
+		_, ferr = c.api.Maintenance(ctx, cn.API, api.MaintenanceRequest{Node: node, On: true})
 		if ferr == nil {
 			_ = sleepCtx(ctx, 3*time.Second)
-			ferr = c.do(ctx, http.MethodPost, cn.API, "/v1/maintenance", api.MaintenanceRequest{Node: node, On: false}, nil)
+			_, ferr = c.api.Maintenance(ctx, cn.API, api.MaintenanceRequest{Node: node, On: false})
 			r.mark("heal (maintenance off)")
 			r.note("%s in maintenance for 3 s", node)
 		}
@@ -314,7 +286,7 @@ type lbSample struct {
 
 func startMonitor(c *realCluster, t0 time.Time) *monitor {
 	m := &monitor{done: make(chan struct{})}
-	hc := &http.Client{Timeout: 300 * time.Millisecond}
+	hc := c.api.WithTimeout(300 * time.Millisecond)
 	for _, n := range c.nodes() {
 		m.wg.Add(1)
 		go func(n config.Node) {
@@ -326,12 +298,7 @@ func startMonitor(c *realCluster, t0 time.Time) *monitor {
 				case <-time.After(10 * time.Millisecond):
 				}
 				sent := time.Since(t0)
-				resp, err := hc.Get("http://" + n.API + "/lb-check")
-				if err != nil {
-					continue
-				}
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
+				if ok, _ := hc.LBCheck(context.Background(), n.API); ok {
 					m.mu.Lock()
 					m.samples = append(m.samples, lbSample{n.Name, sent, time.Since(t0)})
 					m.mu.Unlock()

@@ -3,7 +3,6 @@ package drill
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/dbserver"
 	"github.com/haven-ha/haven/internal/ha"
@@ -103,7 +103,7 @@ type Sandbox struct {
 	proxy *proc
 	ownD  bool
 	mu    sync.Mutex
-	hc    *http.Client
+	hc    *api.Client
 }
 
 // proc is a child process with its output in a file.
@@ -150,7 +150,7 @@ func NewSandbox(ctx context.Context, o SandboxOptions) (*Sandbox, error) {
 	if o.Store != StoreEmbedded && o.Netns {
 		return nil, fmt.Errorf("a %s sandbox runs on loopback: its database is not reachable from network namespaces (drop the namespaces, e.g. --no-netns)", o.Store)
 	}
-	s := &Sandbox{Opts: o, Dir: o.Dir, Lease: leaseOf(o.Timing), hc: &http.Client{Timeout: 500 * time.Millisecond}}
+	s := &Sandbox{Opts: o, Dir: o.Dir, Lease: leaseOf(o.Timing)}
 	if s.Dir == "" {
 		d, err := os.MkdirTemp("", "haven-drill-")
 		if err != nil {
@@ -229,8 +229,12 @@ func (s *Sandbox) writeConfig() error {
 		return err
 	}
 	var b strings.Builder
+	certDir := filepath.Join(s.Dir, "certs")
 	fmt.Fprintf(&b, "cluster: drill\ndata_dir: %s\n%s\napi: {token: %s}\nlog: {level: info}\n",
 		filepath.Join(s.Dir, "data"), timings[s.Opts.Timing], sandboxToken)
+	// Mutual TLS, as a real cluster runs: the same certificates code as
+	// `haven certs init`.
+	fmt.Fprintf(&b, "tls: {ca_file: %q, cert_file: %q, key_file: %q}\n", filepath.Join(certDir, "ca.crt"), filepath.Join(certDir, "${NODE}.crt"), filepath.Join(certDir, "${NODE}.key"))
 	switch s.Opts.Store {
 	case StorePostgres:
 		fmt.Fprintf(&b, "store: {backend: postgres, dsn: %q}\n", s.DB.DSN+"&connect_timeout=2")
@@ -299,6 +303,19 @@ drill: {enabled: true}
 	if err := os.WriteFile(s.Config, []byte(b.String()), 0o644); err != nil {
 		return err
 	}
+	cfg, err := config.Load(s.Config)
+	if err != nil {
+		return err
+	}
+	_ = os.RemoveAll(certDir)
+	if err := certs.InitFor(certDir, cfg); err != nil {
+		return fmt.Errorf("sandbox certificates: %w", err)
+	}
+	tc, err := certs.ClientTLS(certs.Files(cfg.TLS.For(certs.Operator)))
+	if err != nil {
+		return err
+	}
+	s.hc = api.NewClient(api.ClientOptions{Token: sandboxToken, Who: "haven drill", Timeout: 500 * time.Millisecond, TLS: tc})
 	s.Proxy = fmt.Sprintf("127.0.0.1:%d", ports[12])
 	proxyCfg := fmt.Sprintf("%s\nproxy:\n  listen: %s\n  metrics_listen: 127.0.0.1:%d\n", b.String(), s.Proxy, ports[13])
 	return os.WriteFile(filepath.Join(s.Dir, "proxy.yaml"), []byte(proxyCfg), 0o644)
@@ -492,28 +509,9 @@ func (s *Sandbox) Haven(ctx context.Context, args ...string) (string, error) {
 	return out.String(), nil
 }
 
-func (s *Sandbox) getJSON(ctx context.Context, url string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+sandboxToken)
-	resp, err := s.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
-}
-
 // Status asks node from for the cluster status.
 func (s *Sandbox) Status(from string) (api.Status, error) {
-	var st api.Status
-	err := s.getJSON(context.Background(), "http://"+s.Node(from).API+"/status", &st)
-	return st, err
+	return s.hc.Status(context.Background(), s.Node(from).API)
 }
 
 func (s *Sandbox) view(from, name string) (api.NodeView, error) {
@@ -543,12 +541,7 @@ func (s *Sandbox) Serving() []string {
 		wg.Add(1)
 		go func(n *Node) {
 			defer wg.Done()
-			resp, err := s.hc.Get("http://" + n.API + "/lb-check")
-			if err != nil {
-				return
-			}
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if ok, _ := s.hc.LBCheck(context.Background(), n.API); ok {
 				mu.Lock()
 				out = append(out, n.Name)
 				mu.Unlock()
@@ -566,8 +559,8 @@ func (s *Sandbox) Active() (string, ha.Epoch) {
 	if len(srv) != 1 {
 		return "", 0
 	}
-	var r api.RoleView
-	if err := s.getJSON(context.Background(), "http://"+s.Node(srv[0]).API+"/v1/role", &r); err != nil || !r.Serving {
+	r, err := s.hc.Role(context.Background(), s.Node(srv[0]).API)
+	if err != nil || !r.Serving {
 		return "", 0
 	}
 	return srv[0], r.Epoch

@@ -34,6 +34,7 @@ func TestBadConfigsExitTwo(t *testing.T) {
 	}{
 		{"empty", "", []string{"empty"}},
 		{"syntax", "cluster: [unclosed\n", []string{"haven.yaml:"}},
+		{"no tls", "cluster: x\ndata_dir: /tmp/x\n" + goodNodes, []string{"haven.yaml: tls: missing", "haven certs init", "insecure: true"}},
 		{"unknown key", "cluster: x\ndata_dir: /tmp/x\nleese_ttl: 1s\n" + goodNodes, []string{"haven.yaml:3", "leese_ttl"}},
 		{"missing cluster", "data_dir: /tmp/x\n" + goodNodes, []string{"cluster"}},
 		{"bad duration", "cluster: x\ndata_dir: /tmp/x\ntimings: {lease_ttl: 1 second}\n" + goodNodes, []string{"haven.yaml:3", "lease_ttl"}},
@@ -77,12 +78,15 @@ func TestBadConfigsExitTwo(t *testing.T) {
 func TestGoodConfigCheckPrintsTimings(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "haven.yaml")
-	if err := os.WriteFile(path, []byte("cluster: x\ndata_dir: /tmp/x\n"+goodNodes), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte("cluster: x\ndata_dir: /tmp/x\ninsecure: true\n"+goodNodes), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	code, out, errOut := runHaven(t, "config", "check", path)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(errOut, "WARNING: insecure: true turns TLS off") {
+		t.Errorf("config check does not say why insecure: true is dangerous:\n%s", errOut)
 	}
 	for _, w := range []string{"lease_ttl", "fence_margin", "worst"} {
 		if !strings.Contains(strings.ToLower(out), w) {

@@ -104,7 +104,7 @@ func TestPausedActiveNeverOverlaps(t *testing.T) {
 		stop = make(chan struct{})
 		wg   sync.WaitGroup
 	)
-	client := &http.Client{Timeout: 200 * time.Millisecond}
+	client := &http.Client{Timeout: 200 * time.Millisecond, Transport: c.HTTP.Transport}
 	for _, n := range c.Nodes {
 		wg.Add(1)
 		go func(name, addr string) {
@@ -118,7 +118,7 @@ func TestPausedActiveNeverOverlaps(t *testing.T) {
 				case <-tick.C:
 				}
 				sent := time.Now()
-				resp, err := client.Get("http://" + addr + "/lb-check")
+				resp, err := client.Get(c.API.BaseURL(addr) + "/lb-check")
 				if err != nil {
 					continue
 				}

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -22,6 +23,8 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/certs"
+	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/sample"
 )
@@ -83,6 +86,45 @@ type Cluster struct {
 	Config string
 	Nodes  []*Node
 	mu     sync.Mutex
+	// API calls the agents over mutual TLS with the operator's certificate
+	// and the test token; HTTP is a plain client with the same TLS, for
+	// requests a test builds by hand (https:// URLs).
+	API  *api.Client
+	HTTP *http.Client
+}
+
+// tlsSection is the tls: line of a test config whose certificates
+// makeCerts writes to dir/certs.
+func tlsSection(dir string) string {
+	d := filepath.Join(dir, "certs")
+	return fmt.Sprintf("tls: {ca_file: %q, cert_file: %q, key_file: %q}\n", filepath.Join(d, "ca.crt"), filepath.Join(d, "${NODE}.crt"), filepath.Join(d, "${NODE}.key"))
+}
+
+// makeCerts makes the CA and the certificates of the config at path (with
+// certs.InitFor, as `haven certs init` does) and returns clients that use
+// the operator's.
+func makeCerts(t testing.TB, path string) (*api.Client, *http.Client) {
+	t.Helper()
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := certs.InitFor(filepath.Dir(cfg.TLS.CAFile), cfg); err != nil {
+		t.Fatal(err)
+	}
+	return operatorClients(t, cfg.TLS.For(certs.Operator))
+}
+
+// operatorClients are an API client (test token, short timeout) and a
+// plain HTTP client using f.
+func operatorClients(t testing.TB, f config.TLSFiles) (*api.Client, *http.Client) {
+	t.Helper()
+	tc, err := certs.ClientTLS(certs.Files(f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return api.NewClient(api.ClientOptions{Token: testToken, Who: "e2e test", Timeout: 500 * time.Millisecond, TLS: tc}),
+		&http.Client{Transport: api.NewTransport(tc), Timeout: 10 * time.Second}
 }
 
 // testTimings are the lan preset loosened for a loaded 2-core CI machine:
@@ -107,6 +149,7 @@ type clusterOpts struct {
 	priorities map[string]int    // node priorities (default 100)
 	sites      map[string]string // node sites (default none)
 	top        string            // extra top-level YAML
+	insecure   bool              // insecure: true instead of TLS (the benchmarks' TLS-off side)
 }
 
 // newCluster writes a config for a cluster of o.nodes nodes running the
@@ -137,7 +180,11 @@ func newCluster(t testing.TB, o clusterOpts) *Cluster {
 	} else {
 		b.WriteString(testTimings + "\n")
 	}
-	b.WriteString("api: {token: " + testToken + "}\nlog: {level: debug}\nnodes:\n")
+	sec := tlsSection(dir)
+	if o.insecure {
+		sec = "insecure: true\n"
+	}
+	b.WriteString("api: {token: " + testToken + "}\nlog: {level: debug}\n" + sec + "nodes:\n")
 	for i := range o.nodes {
 		n := &Node{
 			Name:    fmt.Sprintf("n%d", i+1),
@@ -183,6 +230,12 @@ checks:
 	}
 	if err := os.WriteFile(c.Config, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	if o.insecure {
+		c.API = api.NewClient(api.ClientOptions{Token: testToken, Who: "e2e test", Timeout: 500 * time.Millisecond})
+		c.HTTP = &http.Client{Transport: api.NewTransport(nil), Timeout: 10 * time.Second}
+	} else {
+		c.API, c.HTTP = makeCerts(t, c.Config)
 	}
 	t.Cleanup(c.stopAll)
 	for _, n := range c.Nodes {
@@ -321,28 +374,25 @@ var httpc = &http.Client{Timeout: 500 * time.Millisecond}
 
 // Status asks node name for the cluster status.
 func (c *Cluster) Status(name string) (api.Status, error) {
-	return fetchStatusFrom(c.Node(name).API)
+	return c.API.Status(context.Background(), c.Node(name).API)
 }
 
-// fetchStatusFrom asks the agent at addr for the cluster status.
-func fetchStatusFrom(addr string) (api.Status, error) {
-	var st api.Status
-	resp, err := httpc.Get("http://" + addr + "/status")
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	return st, json.NewDecoder(resp.Body).Decode(&st)
-}
+// URL is the base URL of node name's agent API.
+func (c *Cluster) URL(name string) string { return c.API.BaseURL(c.Node(name).API) }
 
 // LBCheck returns node name's /lb-check status code (0 on error).
 func (c *Cluster) LBCheck(name string) int {
-	resp, err := httpc.Get("http://" + c.Node(name).API + "/lb-check")
-	if err != nil {
-		return 0
+	ok, err := c.API.LBCheck(context.Background(), c.Node(name).API)
+	var ce *api.CallError
+	switch {
+	case ok:
+		return http.StatusOK
+	case err == nil:
+		return http.StatusServiceUnavailable
+	case errors.As(err, &ce):
+		return ce.Status
 	}
-	resp.Body.Close()
-	return resp.StatusCode
+	return 0
 }
 
 // ServiceReply asks node name's sample service who it is.

@@ -33,6 +33,10 @@ func TestMembersAddAndRemove(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Nodes = append(c.Nodes, n4)
+	// ...and issues its certificate with the cluster's CA.
+	if code, out, errOut := runHaven(t, "certs", "add", "--config", c.Config, "n4"); code != 0 {
+		t.Fatalf("certs add n4: exit %d: %s %s", code, out, errOut)
+	}
 
 	code, out, errOut := runHaven(t, "members", "add", "--config", c.Config, "n4")
 	if code != 0 {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -238,9 +240,31 @@ func TestDemoStartsAndStopsCleanly(t *testing.T) {
 		defer mu.Unlock()
 		t.Fatalf("demo did not come up:\n%s", seen.String())
 	}
-	st, err := fetchStatusFrom(fmt.Sprintf("127.0.0.1:%d", base+1))
+	// The demo runs with TLS, its certificates in its folder; the curl
+	// lines it prints work as printed.
+	demoAPI, _ := operatorClients(t, config.TLSFiles{CA: filepath.Join(dir, "certs", "ca.crt"), Cert: filepath.Join(dir, "certs", "operator.crt"), Key: filepath.Join(dir, "certs", "operator.key")})
+	st, err := demoAPI.Status(context.Background(), fmt.Sprintf("127.0.0.1:%d", base+1))
 	if err != nil {
 		t.Fatal(err)
+	}
+	mu.Lock()
+	printed := seen.String()
+	mu.Unlock()
+	curls := 0
+	for _, line := range strings.Split(printed, "\n") {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "curl ") {
+			continue
+		}
+		line, _, _ = strings.Cut(line, "#")
+		curls++
+		out, err := exec.Command("sh", "-c", line+" --silent --show-error --max-time 10 -o /dev/null -w '%{http_code}'").CombinedOutput()
+		if code := strings.TrimSpace(string(out)); err != nil || (code != "200" && code != "503") {
+			t.Errorf("the demo's line %q fails: %v\n%s", line, err, out)
+		}
+	}
+	if curls < 4 {
+		t.Errorf("the demo printed %d curl lines, want at least 4:\n%s", curls, printed)
 	}
 	var pids []int
 	for _, n := range st.Nodes {

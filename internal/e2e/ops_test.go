@@ -100,11 +100,11 @@ func TestOperatorCallsNeedToken(t *testing.T) {
 	active, _ := c.WaitActive(startTimeout)
 	c.waitHealthy(30 * time.Second)
 	for _, tok := range []string{"", "Bearer wrong-token-xxxxxxxxxxxxx", "Basic abc"} {
-		req, _ := http.NewRequest(http.MethodPost, "http://"+c.Node(active).API+"/v1/switchover", strings.NewReader(`{}`))
+		req, _ := http.NewRequest(http.MethodPost, c.URL(active)+"/v1/switchover", strings.NewReader(`{}`))
 		if tok != "" {
 			req.Header.Set("Authorization", tok)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := c.HTTP.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,9 +114,9 @@ func TestOperatorCallsNeedToken(t *testing.T) {
 		}
 	}
 	// Malformed body with a good token: 400, no side effect.
-	req, _ := http.NewRequest(http.MethodPost, "http://"+c.Node(active).API+"/v1/switchover", strings.NewReader(`{"to": 3`))
+	req, _ := http.NewRequest(http.MethodPost, c.URL(active)+"/v1/switchover", strings.NewReader(`{"to": 3`))
 	req.Header.Set("Authorization", "Bearer "+testToken)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.HTTP.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,12 +389,12 @@ func TestRedirectToActive(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, clusterOpts{top: "redirect: {paths: [/app/]}"})
 	active, _ := c.WaitActive(startTimeout)
-	noFollow := &http.Client{Timeout: time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	noFollow := &http.Client{Timeout: time.Second, Transport: c.HTTP.Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	check := func(want string) {
 		t.Helper()
 		waitFor(t, 5*time.Second, "every agent to redirect /app/ to "+want, func() bool {
 			for _, n := range c.Nodes {
-				resp, err := noFollow.Get("http://" + n.API + "/app/page?x=1")
+				resp, err := noFollow.Get(c.URL(n.Name) + "/app/page?x=1")
 				if err != nil {
 					return false
 				}

@@ -78,7 +78,7 @@ func newLabCluster(t *testing.T, l *netLab, top ...string) *Cluster {
 	dir := t.TempDir()
 	c := &Cluster{t: t, Dir: dir, Config: filepath.Join(dir, "haven.yaml")}
 	var b strings.Builder
-	fmt.Fprintf(&b, "cluster: e2e\ndata_dir: %s\n%s\napi: {token: %s}\nlog: {level: debug}\n%s\nnodes:\n", filepath.Join(dir, "data"), testTimings, testToken, strings.Join(top, "\n"))
+	fmt.Fprintf(&b, "cluster: e2e\ndata_dir: %s\n%s\napi: {token: %s}\nlog: {level: debug}\n%s%s\nnodes:\n", filepath.Join(dir, "data"), testTimings, testToken, tlsSection(dir), strings.Join(top, "\n"))
 	for i := 1; i <= l.nodes; i++ {
 		n := &Node{Name: fmt.Sprintf("n%d", i), API: l.clientIP(i) + ":7400", Service: l.clientIP(i) + ":8080", NS: l.nsNames[i-1]}
 		fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    peer: %s:7401\n    client: %s:7402\n    env: {SERVICE_ADDR: %q}\n",
@@ -99,6 +99,7 @@ checks:
 	if err := os.WriteFile(c.Config, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	c.API, c.HTTP = makeCerts(t, c.Config)
 	t.Cleanup(c.stopAll)
 	for _, n := range c.Nodes {
 		c.Start(n.Name)
@@ -128,7 +129,7 @@ func TestPartitionedActiveStopsBeforeMajorityPromotes(t *testing.T) {
 		stop = make(chan struct{})
 		wg   sync.WaitGroup
 	)
-	client := &http.Client{Timeout: 200 * time.Millisecond}
+	client := &http.Client{Timeout: 200 * time.Millisecond, Transport: c.HTTP.Transport}
 	for _, n := range c.Nodes {
 		wg.Add(1)
 		go func(name, addr string) {
@@ -140,7 +141,7 @@ func TestPartitionedActiveStopsBeforeMajorityPromotes(t *testing.T) {
 				case <-time.After(10 * time.Millisecond):
 				}
 				sent := time.Now()
-				resp, err := client.Get("http://" + addr + "/lb-check")
+				resp, err := client.Get(c.API.BaseURL(addr) + "/lb-check")
 				if err != nil {
 					continue
 				}

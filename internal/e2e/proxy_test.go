@@ -20,9 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/sample"
 	"github.com/haven-ha/haven/internal/store/storetest"
-	"github.com/haven-ha/haven/internal/testcert"
 )
 
 // proxyProc is a real `haven proxy` process in front of a test cluster.
@@ -402,7 +402,7 @@ func TestProxyStoreLoss(t *testing.T) {
 func TestProxyBackendTLS(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	ca, err := testcert.NewCA("haven e2e backend CA")
+	ca, err := certs.NewCA("haven e2e backend CA", 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -462,9 +462,9 @@ checks:
 var clientAddr = regexp.MustCompile(`client: 127\.0\.0\.1:\d+`)
 
 // proxyCert makes a CA and a certificate for 127.0.0.1 in dir, for a proxy's tls: section.
-func proxyCert(t *testing.T, dir string) (ca *testcert.CA, certFile, keyFile string, serial *big.Int) {
+func proxyCert(t *testing.T, dir string) (ca *certs.CA, certFile, keyFile string, serial *big.Int) {
 	t.Helper()
-	ca, err := testcert.NewCA("haven e2e CA")
+	ca, err := certs.NewCA("haven e2e CA", 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,8 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
-	"io"
-	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -59,7 +58,7 @@ func TestStatusJSONTableAndMetrics(t *testing.T) {
 		} else if n["role"] != "standby" {
 			t.Errorf("unexpected role %v", n["role"])
 		}
-		if api, _ := n["api"].(string); !strings.HasPrefix(api, "http://127.0.0.1:") {
+		if api, _ := n["api"].(string); !strings.HasPrefix(api, "https://127.0.0.1:") {
 			t.Errorf("api %q is not a base URL", api)
 		}
 	}
@@ -82,14 +81,12 @@ func TestStatusJSONTableAndMetrics(t *testing.T) {
 		}
 	}
 
-	resp, err := http.Get("http://" + c.Node(active).API + "/metrics")
+	body, err := c.API.Metrics(context.Background(), c.Node(active).API)
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
 	for _, want := range []string{`haven_role{role="active"} 1`, `haven_serving 1`, "haven_epoch ", "haven_lease_renewal_seconds_bucket", `haven_check_up{check="sample"} 1`, "haven_failovers_total ", "haven_elections_total ", "haven_build_info{", "haven_lease_remaining_seconds ", "haven_store_reachable 1", "haven_cluster_degraded "} {
-		if !strings.Contains(string(body), want) {
+		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}

@@ -296,7 +296,8 @@ func TestStoreExportImport(t *testing.T) {
 	for _, n := range parsed.Nodes {
 		eps = append(eps, n.Client)
 	}
-	es, err := etcdstore.Dial("e2e", eps, 5*time.Second)
+	op := parsed.TLS.For("operator")
+	es, err := etcdstore.DialOptions("e2e", etcdstore.Options{Endpoints: eps, DialTimeout: 5 * time.Second, CAFile: op.CA, CertFile: op.Cert, KeyFile: op.Key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +361,7 @@ func TestStoreExportImport(t *testing.T) {
 		t.Fatalf("events after a second import: %s, %v; want %s", again, err, events)
 	}
 
-	moved := &Cluster{t: t, Dir: c.Dir, Config: pgConfig}
+	moved := &Cluster{t: t, Dir: c.Dir, Config: pgConfig, API: c.API, HTTP: c.HTTP}
 	for _, n := range c.Nodes {
 		moved.Nodes = append(moved.Nodes, &Node{Name: n.Name, API: n.API, Service: n.Service})
 	}

@@ -93,6 +93,9 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.Flag("disable-extensions", true),
 		chromedp.Flag("disable-background-timer-throttling", true),
 		chromedp.Flag("disable-renderer-backgrounding", true),
+		// The test cluster's CA is not in chromium's store: the dashboard
+		// is HTTPS with a certificate of the test's own CA.
+		chromedp.Flag("ignore-certificate-errors", true),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 1000),
 	}
@@ -217,7 +220,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	c.waitHealthy(30 * time.Second)
 	ctx := newBrowser(t)
 	dash := c.Nodes[0] // the dashboard is served by n1 throughout
-	base := "http://" + dash.API
+	base := c.API.BaseURL(dash.API)
 
 	// / redirects to the dashboard, which asks for a login; the cursor is in
 	// the user name field.
@@ -424,7 +427,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err := chromedp.Do(tab); err != nil { // opens the tab on its own context, not one with a deadline
 		t.Fatalf("open a second tab: %v", err)
 	}
-	browse(t, tab, 30*time.Second, "open n2's dashboard", chromedp.Navigate("http://"+other.API+"/ui/"))
+	browse(t, tab, 30*time.Second, "open n2's dashboard", chromedp.Navigate(c.API.BaseURL(other.API)+"/ui/"))
 	login(t, tab, "alice", operatorPassword)
 	until(t, tab, 15*time.Second, "the alias set on n1 shown on n2's dashboard", aliasShown)
 	screenshot(t, tab, art, "06-alias-on-n2")
@@ -478,7 +481,7 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// Without the CSRF token an operator's request is refused too.
 	jar, _ := cookiejar.New(nil)
-	hc := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	hc := &http.Client{Jar: jar, Timeout: 10 * time.Second, Transport: c.HTTP.Transport}
 	resp, err := hc.Post(base+"/ui/api/login", "application/json", strings.NewReader(fmt.Sprintf(`{"user":"alice","password":%q}`, operatorPassword)))
 	if err != nil {
 		t.Fatal(err)
@@ -488,6 +491,11 @@ func TestDashboardInBrowser(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || sess.CSRF == "" {
 		t.Fatalf("login over HTTP: %d", resp.StatusCode)
+	}
+	for _, ck := range resp.Cookies() {
+		if !ck.Secure {
+			t.Errorf("the dashboard's cookie %s is not Secure under TLS", ck.Name)
+		}
 	}
 	body := fmt.Sprintf(`{"node":%q,"on":true,"password":%q}`, standby, operatorPassword)
 	for _, tc := range []struct {
@@ -545,7 +553,7 @@ func checkActiveBanner(t *testing.T, ctx context.Context, c *Cluster, self, acti
 		return
 	}
 	href := evalJS[string](t, ctx, fmt.Sprintf(`(document.querySelector('#active-banner a.active-link[data-node=%q]') || {}).href || ''`, active))
-	if want := "http://" + c.Node(active).API + "/ui/"; href != want {
+	if want := c.URL(active) + "/ui/"; href != want {
 		t.Errorf("the link to the active's dashboard is %q, want %q", href, want)
 	}
 }

@@ -49,6 +49,9 @@ type Options struct {
 	// reachable (an agent knows it from its lease renewals), instead of Ping.
 	Fresh func() time.Time
 	Log   *slog.Logger
+	// APITLS, when set, makes the /lb-check probes HTTPS with it (the
+	// cluster's mutual TLS); nil probes in plain HTTP.
+	APITLS *tls.Config
 }
 
 // Timing of the failover path.
@@ -223,6 +226,8 @@ func New(o Options) (*Proxy, error) {
 			MaxIdleConnsPerHost: 4,
 			DisableCompression:  true,
 			DialContext:         (&net.Dialer{Timeout: timeout}).DialContext,
+			TLSClientConfig:     o.APITLS,
+			ForceAttemptHTTP2:   false,
 		},
 	}
 	p.metrics = newMetrics(p)
@@ -583,7 +588,11 @@ func (p *Proxy) kickProbe(node string) {
 // prober probes one node's /lb-check every probe_interval, and every few
 // milliseconds (for at most hold_timeout) after a kick until it answers 200.
 func (p *Proxy) prober(ctx context.Context, b *backend) {
-	url := "http://" + b.api + "/lb-check"
+	scheme := "http://"
+	if p.opts.APITLS != nil {
+		scheme = "https://"
+	}
+	url := scheme + b.api + "/lb-check"
 	var fastUntil time.Time
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -619,7 +628,7 @@ func (p *Proxy) prober(ctx context.Context, b *backend) {
 }
 
 func (p *Proxy) probe(ctx context.Context, url string) bool {
-	if url == "http:///lb-check" {
+	if url == "http:///lb-check" || url == "https:///lb-check" {
 		return false
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haven-ha/haven/internal/testcert"
+	"github.com/haven-ha/haven/internal/certs"
 )
 
 // TestTLS: the proxy terminates TLS (HTTP/2 by ALPN, nothing below TLS
@@ -20,7 +20,7 @@ import (
 // configured CA.
 func TestTLS(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := testcert.NewCA("haven test CA")
+	ca, err := certs.NewCA("haven test CA", 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

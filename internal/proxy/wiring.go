@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
 )
 
@@ -41,7 +43,11 @@ func StartForNode(cfg *config.Config, node config.Node, src Source, fresh func()
 	if err != nil {
 		return nil, err
 	}
-	p, err := New(Options{Config: pc, Mode: cfg.Mode, LeaseTTL: cfg.Timing.LeaseTTL, Nodes: nodes, Source: src, Fresh: fresh, Log: log})
+	apiTLS, err := APITLS(cfg, node.Name)
+	if err != nil {
+		return nil, err
+	}
+	p, err := New(Options{Config: pc, Mode: cfg.Mode, LeaseTTL: cfg.Timing.LeaseTTL, Nodes: nodes, Source: src, Fresh: fresh, Log: log, APITLS: apiTLS})
 	if err != nil {
 		return nil, err
 	}
@@ -59,6 +65,23 @@ func StartForNode(cfg *config.Config, node config.Node, src Source, fresh func()
 		}
 	}()
 	return func() { cancel(); <-done }, nil
+}
+
+// APITLS is the TLS configuration with which the proxy of node (""
+// for a proxy of its own: the operator's certificate) probes the agents'
+// /lb-check; nil when the cluster runs without TLS.
+func APITLS(cfg *config.Config, node string) (*tls.Config, error) {
+	if !cfg.TLS.Enabled() {
+		return nil, nil
+	}
+	if node == "" {
+		node = certs.Operator
+	}
+	t, err := certs.ClientTLS(certs.Files(cfg.TLS.For(node)))
+	if err != nil {
+		return nil, fmt.Errorf("proxy: TLS to the agents: %w", err)
+	}
+	return t, nil
 }
 
 // ReloadOnHUP reloads the TLS certificate on every SIGHUP until ctx ends.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -42,10 +43,18 @@ type Reply struct {
 
 // New returns a sample service for node that asks agent for its role. The
 // token for the fenced data routes comes from $HAVEN_API_TOKEN (TokenEnv).
+// Under the cluster's TLS the agent gives its service the files to reach
+// the API with in $HAVEN_TLS_CA, $HAVEN_TLS_CERT and $HAVEN_TLS_KEY.
 func New(node, agent string) *Server {
+	var tr http.RoundTripper = http.DefaultTransport
+	if ca := os.Getenv("HAVEN_TLS_CA"); ca != "" {
+		if t, err := certs.ClientTLS(certs.Files{CA: ca, Cert: os.Getenv("HAVEN_TLS_CERT"), Key: os.Getenv("HAVEN_TLS_KEY")}); err == nil {
+			tr = api.NewTransport(t)
+		}
+	}
 	return &Server{Node: node, Agent: agent, Token: os.Getenv(TokenEnv),
-		client: &http.Client{Timeout: 200 * time.Millisecond},
-		kv:     &http.Client{Timeout: 3 * time.Second}}
+		client: &http.Client{Timeout: 200 * time.Millisecond, Transport: tr},
+		kv:     &http.Client{Timeout: 3 * time.Second, Transport: tr}}
 }
 
 func (s *Server) currentRole(ctx context.Context) (api.RoleView, error) {

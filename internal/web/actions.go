@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -178,30 +176,13 @@ func (h *Handler) serviceOn(ctx context.Context, node, action, who string) (api.
 		}
 		return h.o.Operator.ServiceControl(ctx, req)
 	}
-	base, err := h.nodeAPI(node)
+	addr, err := h.nodeAPI(node)
 	if err != nil {
 		return api.ServiceResult{}, err
 	}
-	b, _ := json.Marshal(req)
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/service", bytes.NewReader(b))
+	res, err := h.o.Client.Service(ctx, addr, req)
 	if err != nil {
-		return api.ServiceResult{}, err
-	}
-	hr.Header.Set("Content-Type", "application/json")
-	hr.Header.Set("Authorization", "Bearer "+h.o.Config.APIAuth.Token)
-	hr.Header.Set(api.WhoHeader, who)
-	resp, err := h.o.Client.Do(hr)
-	if err != nil {
-		return api.ServiceResult{}, &httpError{http.StatusBadGateway, fmt.Sprintf("cannot reach the agent of %s at %s: %v", node, base, err)}
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		return api.ServiceResult{}, remoteError(node, resp.StatusCode, data)
-	}
-	var res api.ServiceResult
-	if err := json.Unmarshal(data, &res); err != nil {
-		return api.ServiceResult{}, &httpError{http.StatusBadGateway, node + ": unreadable answer: " + err.Error()}
+		return api.ServiceResult{}, remoteError(node, err)
 	}
 	return res, nil
 }

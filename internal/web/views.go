@@ -160,48 +160,36 @@ func (h *Handler) nodeLog(ctx context.Context, node string, lines int) ([]byte, 
 		}
 		return h.o.Logs.Logs(lines)
 	}
-	base, err := h.nodeAPI(node)
+	addr, err := h.nodeAPI(node)
 	if err != nil {
 		return nil, err
 	}
-	u := base + "/v1/logs"
-	if lines > 0 {
-		u += "?lines=" + strconv.Itoa(lines)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	data, err := h.o.Client.Logs(ctx, addr, lines)
 	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+h.o.Config.APIAuth.Token)
-	resp, err := h.o.Client.Do(req)
-	if err != nil {
-		return nil, &httpError{http.StatusBadGateway, fmt.Sprintf("cannot reach the agent of %s at %s: %v", node, base, err)}
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, &httpError{http.StatusBadGateway, fmt.Sprintf("read the log of %s: %v", node, err)}
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, remoteError(node, resp.StatusCode, data)
+		return nil, remoteError(node, err)
 	}
 	return data, nil
 }
 
-// remoteError turns another agent's error answer into an error.
-func remoteError(node string, code int, body []byte) error {
-	var e api.Error
-	msg := strings.TrimSpace(string(body))
-	if json.Unmarshal(body, &e) == nil && e.Error != "" {
-		msg = e.Error
+// remoteError turns a failed call to another agent into the dashboard's
+// answer: the other agent's status and message, 502 if it did not answer.
+func remoteError(node string, err error) error {
+	var ce *api.CallError
+	if !errors.As(err, &ce) {
+		return err
 	}
-	if code == http.StatusUnauthorized {
-		code = http.StatusBadGateway // the API token differs; not the user's login
-		msg = "the agent of " + node + " refused this node's api.token (is the config the same on every node?): " + msg
-	} else {
-		msg = node + ": " + msg
+	switch {
+	case ce.Status == 0:
+		return &httpError{http.StatusBadGateway, fmt.Sprintf("cannot reach the agent of %s at %s: %v", node, ce.URL, ce.Err)}
+	case ce.Status == http.StatusUnauthorized:
+		// The API token differs; not the user's login.
+		return &httpError{http.StatusBadGateway, "the agent of " + node + " refused this node's api.token (is the config the same on every node?): " + ce.Msg}
 	}
-	return &httpError{code, msg}
+	msg := ce.Msg
+	if msg == "" {
+		msg = http.StatusText(ce.Status)
+	}
+	return &httpError{ce.Status, node + ": " + msg}
 }
 
 func (h *Handler) nodeAPI(node string) (string, error) {
@@ -212,7 +200,7 @@ func (h *Handler) nodeAPI(node string) (string, error) {
 	case n.Witness || n.API == "":
 		return "", ha.Errorf(ha.KindConflict, "%s is a witness: it runs no agent API", node)
 	}
-	return "http://" + n.API, nil
+	return n.API, nil
 }
 
 func (h *Handler) logs(w http.ResponseWriter, r *http.Request, _ *session) {

@@ -54,11 +54,11 @@ type Options struct {
 	Audit   func(api.AuditEntry)
 	Log     *slog.Logger
 
-	// For tests: the clock (default time.Now), the client for other agents
-	// (default a 30s-timeout client) and the state file directory (default
-	// data_dir/<node>).
+	// Client calls other agents (default: a plain client with the
+	// config's token and a 30 s timeout). For tests: the clock (default
+	// time.Now) and the state file directory (default data_dir/<node>).
 	Now    func() time.Time
-	Client *http.Client
+	Client *api.Client
 	Dir    string
 }
 
@@ -83,7 +83,11 @@ func New(o Options) *Handler {
 		o.Now = time.Now
 	}
 	if o.Client == nil {
-		o.Client = &http.Client{Timeout: 30 * time.Second}
+		co := api.ClientOptions{Timeout: 30 * time.Second}
+		if o.Config != nil {
+			co.Token = o.Config.APIAuth.Token
+		}
+		o.Client = api.NewClient(co)
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)

@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/url"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
@@ -32,6 +34,23 @@ type MemberConfig struct {
 	// of a new cluster with the same data (etcd's --force-new-cluster):
 	// disaster recovery when the majority is lost for good (haven recover).
 	ForceNewCluster bool
+	// TLS, when CAFile is set, makes both listeners mutual TLS: a peer or
+	// client must present a certificate the CA signed. The member presents
+	// CertFile to peers and clients alike.
+	TLS TLSFiles
+}
+
+// TLSFiles name a member's TLS material (PEM files). etcd reads them again
+// for every handshake, so replaced files take effect without a restart.
+type TLSFiles struct {
+	CAFile, CertFile, KeyFile string
+}
+
+func (t TLSFiles) scheme() string {
+	if t.CAFile != "" {
+		return "https://"
+	}
+	return "http://"
 }
 
 // Member is a running embedded etcd member.
@@ -64,11 +83,18 @@ func StartMember(mc MemberConfig) (*Member, error) {
 	if mc.LogFile != "" {
 		cfg.LogOutputs = []string{mc.LogFile}
 	}
-	peer, err := url.Parse("http://" + mc.Peer)
+	scheme := mc.TLS.scheme()
+	if mc.TLS.CAFile != "" {
+		info := transport.TLSInfo{CertFile: mc.TLS.CertFile, KeyFile: mc.TLS.KeyFile, TrustedCAFile: mc.TLS.CAFile, ClientCertAuth: true}
+		cfg.ClientTLSInfo, cfg.PeerTLSInfo = info, info
+		cfg.PeerTLSInfo.ClientCertFile, cfg.PeerTLSInfo.ClientKeyFile = mc.TLS.CertFile, mc.TLS.KeyFile
+		cfg.ClientTLSInfo.ClientCertFile, cfg.ClientTLSInfo.ClientKeyFile = mc.TLS.CertFile, mc.TLS.KeyFile
+	}
+	peer, err := url.Parse(scheme + mc.Peer)
 	if err != nil {
 		return nil, fmt.Errorf("peer address %q: %w", mc.Peer, err)
 	}
-	client, err := url.Parse("http://" + mc.Client)
+	client, err := url.Parse(scheme + mc.Client)
 	if err != nil {
 		return nil, fmt.Errorf("client address %q: %w", mc.Client, err)
 	}
@@ -76,7 +102,7 @@ func StartMember(mc MemberConfig) (*Member, error) {
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
 	var parts []string
 	for name, addr := range mc.Cluster {
-		parts = append(parts, name+"=http://"+addr)
+		parts = append(parts, name+"="+scheme+addr)
 	}
 	cfg.InitialCluster = strings.Join(parts, ",")
 	cfg.ForceNewCluster = mc.ForceNewCluster
@@ -84,7 +110,7 @@ func StartMember(mc MemberConfig) (*Member, error) {
 		// A member without data either bootstraps a new cluster with the
 		// config's members, or joins a running one that added it
 		// (`haven members add`).
-		running, err := discover(mc.Others, mc.Name, "http://"+mc.Peer)
+		running, err := discover(mc.Others, mc.Name, scheme+mc.Peer, mc.TLS)
 		if err != nil {
 			return nil, err
 		}
@@ -159,15 +185,22 @@ func hasWAL(dir string) bool {
 // returns "" when no cluster runs yet (nobody has a quorum: a fresh
 // bootstrap), the initial-cluster string to join with when this member has
 // been added, and an error when a cluster runs without this member.
-func discover(others []string, name, peer string) (string, error) {
+func discover(others []string, name, peer string, files TLSFiles) (string, error) {
 	if len(others) == 0 {
 		return "", nil
 	}
 	eps := make([]string, len(others))
 	for i, o := range others {
-		eps[i] = "http://" + o
+		eps[i] = files.scheme() + o
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: time.Second, Logger: zap.NewNop()})
+	var tlsConf *tls.Config
+	if files.CAFile != "" {
+		var err error
+		if tlsConf, err = tlsConfig(Options{CAFile: files.CAFile, CertFile: files.CertFile, KeyFile: files.KeyFile}); err != nil {
+			return "", err
+		}
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: time.Second, Logger: zap.NewNop(), TLS: tlsConf})
 	if err != nil {
 		return "", nil
 	}

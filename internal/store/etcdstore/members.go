@@ -19,7 +19,7 @@ func (s *Store) Members(ctx context.Context) ([]ha.Member, error) {
 	for _, m := range resp.Members {
 		mem := ha.Member{Name: m.Name, ID: m.ID, Started: m.Name != ""}
 		if len(m.PeerURLs) > 0 {
-			mem.Peer = strings.TrimPrefix(m.PeerURLs[0], "http://")
+			mem.Peer = strings.TrimPrefix(strings.TrimPrefix(m.PeerURLs[0], "http://"), "https://")
 		}
 		if len(m.ClientURLs) > 0 {
 			sctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -37,7 +37,7 @@ func (s *Store) Members(ctx context.Context) ([]ha.Member, error) {
 
 // AddMember adds a voting member that will join from peer.
 func (s *Store) AddMember(ctx context.Context, name, peer string) error {
-	if _, err := s.cli.MemberAdd(ctx, []string{"http://" + peer}); err != nil {
+	if _, err := s.cli.MemberAdd(ctx, []string{s.scheme + peer}); err != nil {
 		return fmt.Errorf("add etcd member %s: %w", name, err)
 	}
 	return nil

@@ -45,6 +45,7 @@ import (
 type Store struct {
 	cli    *clientv3.Client
 	prefix string
+	scheme string // "https://" when the members use TLS, for peer URLs
 
 	mu    sync.Mutex
 	lease clientv3.LeaseID
@@ -126,7 +127,7 @@ func DialOptions(cluster string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd %v: %w", o.Endpoints, err)
 	}
-	return &Store{cli: cli, prefix: "/haven/" + cluster + "/"}, nil
+	return &Store{cli: cli, prefix: "/haven/" + cluster + "/", scheme: scheme}, nil
 }
 
 func tlsConfig(o Options) (*tls.Config, error) {

@@ -18,6 +18,7 @@ package mysql
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -43,6 +44,9 @@ type Options struct {
 	PollInterval time.Duration // how often Watch re-reads; default 100ms
 	// ConnectTimeout bounds each new connection; default 2s.
 	ConnectTimeout time.Duration
+	// TLS, when set, is used for every connection (verified TLS: the
+	// server's certificate and host name); it wins over the DSN's tls=.
+	TLS *tls.Config
 }
 
 // Store is a Coordinator on MySQL or MariaDB.
@@ -101,6 +105,13 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		return nil, fmt.Errorf("mysql connection string: %w", err)
 	}
 	cfg.Timeout = o.ConnectTimeout
+	if o.TLS != nil {
+		t := o.TLS.Clone()
+		if t.ServerName == "" {
+			t.ServerName, _, _ = net.SplitHostPort(cfg.Addr)
+		}
+		cfg.TLS = t
+	}
 	cfg.ParseTime = true
 	cfg.Loc = time.UTC
 	cfg.ClientFoundRows = true // RowsAffected counts matched rows

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/store/etcdstore"
@@ -103,6 +104,16 @@ func Open(ctx context.Context, cfg *config.Config, node config.Node) (Store, err
 			for _, n := range cfg.Nodes {
 				o.Endpoints = append(o.Endpoints, n.Client)
 			}
+			if cfg.TLS.Enabled() {
+				// The members take only certificates of the cluster CA:
+				// the node's own, or a tool's the operator's.
+				name := node.Name
+				if name == "" {
+					name = "operator"
+				}
+				f := cfg.TLS.For(name)
+				o.CAFile, o.CertFile, o.KeyFile = f.CA, f.Cert, f.Key
+			}
 		}
 		pw, err := st.Password()
 		if err != nil {
@@ -127,8 +138,16 @@ func Open(ctx context.Context, cfg *config.Config, node config.Node) (Store, err
 			}
 			return s, nil
 		}
-		s, err := mysql.Open(ctx, mysql.Options{Cluster: cfg.Cluster, Node: node.Name, DSN: dsn,
-			TablePrefix: st.TablePrefix, PollInterval: st.PollInterval, ConnectTimeout: dialTimeout})
+		o := mysql.Options{Cluster: cfg.Cluster, Node: node.Name, DSN: dsn,
+			TablePrefix: st.TablePrefix, PollInterval: st.PollInterval, ConnectTimeout: dialTimeout}
+		if st.TLS.CAFile != "" {
+			// Verified TLS to MySQL/MariaDB with store.tls: the server's
+			// certificate must be the CA's and name the DSN's host.
+			if o.TLS, err = certs.ClientTLS(certs.Files{CA: st.TLS.CAFile, Cert: st.TLS.CertFile, Key: st.TLS.KeyFile}); err != nil {
+				return nil, fmt.Errorf("%w: store.tls: %w", ErrConfig, err)
+			}
+		}
+		s, err := mysql.Open(ctx, o)
 		if err != nil {
 			return nil, err
 		}

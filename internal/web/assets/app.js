@@ -226,6 +226,17 @@ function onStatus(st) {
 // It does not redirect: a standby's dashboard keeps working (and acting)
 // when the active is down. Redrawn only when it changes, so that keyboard
 // focus on the link survives the live updates.
+// renderWarnings shows the reporting agent's security warnings: a cluster
+// without TLS, a certificate close to its expiry.
+function renderWarnings(st) {
+  const w = $('security-warning');
+  const list = st.warnings || [];
+  const text = list.join(' ');
+  if (w.textContent === text && w.hidden === !list.length) return;
+  w.hidden = !list.length;
+  w.textContent = text;
+}
+
 function renderActive(st) {
   const b = $('active-banner');
   const self = state.session ? state.session.node : '';
@@ -282,6 +293,7 @@ function renderNodes(st, changed) {
   const focusKey = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.key : null;
   const op = state.session && state.session.role === 'operator';
   $('mode').textContent = '(' + st.mode + ', as seen by ' + st.reporter + ')';
+  renderWarnings(st);
   renderActive(st);
   renderRedundancy(st);
   const rows = [];
