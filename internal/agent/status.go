@@ -22,7 +22,7 @@ func (a *Agent) Status() api.Status {
 		Time:     time.Now(),
 		// Every agent tracks losses, so any of them can answer.
 		LastFailover: a.lastFailover(),
-		Warnings: a.securityWarnings(time.Now()),
+		Warnings:     a.securityWarnings(time.Now()),
 	}
 	for _, n := range a.cfg.Nodes {
 		var rec ha.NodeStatus

@@ -17,8 +17,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/haven-ha/haven/internal/api"
-	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/certs"
+	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 )
 

@@ -34,10 +34,10 @@ type Config struct {
 	// `haven proxy`, which may read the file for its own settings: a
 	// proxy.listen that agents on one host would share, say.
 	AgentErrors []Problem
-	VIP         VIP      // zero value: no virtual IP
-	Sessions    Sessions // zero value: no session store
-	TLS          ClusterTLS // mutual TLS on every listener (`tls:`)
-	Insecure     bool       // `insecure: true`: no TLS, on purpose
+	VIP         VIP        // zero value: no virtual IP
+	Sessions    Sessions   // zero value: no session store
+	TLS         ClusterTLS // mutual TLS on every listener (`tls:`)
+	Insecure    bool       // `insecure: true`: no TLS, on purpose
 }
 
 // Timing holds every duration that failover and fencing depend on.
