@@ -41,6 +41,7 @@ cluster: bench
 data_dir: $W/data
 timing: lan
 api: {token: bench-token-0123456789}
+insecure: true   # plaintext, like the Redis it is compared with (the session store has no TLS yet)
 nodes:
 EOF
 declare -A SESS API

@@ -9,7 +9,12 @@ BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 DATA=$PG_DIR/pgdata
 
 leader() {
-	st=$(curl -fsS --max-time 1 "http://$HAVEN_API/status") || return 1
+	# Under TLS (tls: in haven.yaml) haven gives hooks the CA's path.
+	if [ -n "${HAVEN_TLS_CA:-}" ]; then
+		st=$(curl -fsS --max-time 1 --cacert "$HAVEN_TLS_CA" "https://$HAVEN_API/status") || return 1
+	else
+		st=$(curl -fsS --max-time 1 "http://$HAVEN_API/status") || return 1
+	fi
 	echo "$st" | tr -d ' \n' | sed -n 's/.*"leader":{"node":"\([^"]*\)".*/\1/p'
 }
 

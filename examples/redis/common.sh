@@ -7,7 +7,12 @@ REDIS_NODES="n1=127.0.0.1:6381 n2=127.0.0.1:6382"
 # leader prints the node that holds the active role, "" if none; it fails
 # if the agent does not answer (the caller must not guess then).
 leader() {
-	st=$(curl -fsS --max-time 1 "http://$HAVEN_API/status") || return 1
+	# Under TLS (tls: in haven.yaml) haven gives hooks the CA's path.
+	if [ -n "${HAVEN_TLS_CA:-}" ]; then
+		st=$(curl -fsS --max-time 1 --cacert "$HAVEN_TLS_CA" "https://$HAVEN_API/status") || return 1
+	else
+		st=$(curl -fsS --max-time 1 "http://$HAVEN_API/status") || return 1
+	fi
 	echo "$st" | tr -d ' \n' | sed -n 's/.*"leader":{"node":"\([^"]*\)".*/\1/p'
 }
 

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/certs"
+	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -54,6 +56,7 @@ type recipe struct {
 	config string
 	ports  map[string]string // original 127.0.0.1:port -> the free one used
 	token  string
+	http   *http.Client // the operator's, over the cluster's TLS
 
 	mu    sync.Mutex
 	procs map[string]*proc // node name or "proxy"
@@ -128,6 +131,20 @@ func newRecipe(t *testing.T, name string) *recipe {
 	if err := os.WriteFile(filepath.Join(dir, "token"), []byte(r.token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The example runs with TLS, as its README sets it up: the cluster CA
+	// and every node's certificate, from `haven certs init`'s code.
+	cfg, err := config.Load(r.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := certs.InitFor(filepath.Dir(cfg.TLS.CAFile), cfg); err != nil {
+		t.Fatal(err)
+	}
+	tc, err := certs.ClientTLS(certs.Files(cfg.TLS.For(certs.Operator)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.http = &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
 	t.Cleanup(r.stopAll)
 	return r
 }
@@ -245,9 +262,8 @@ func tail(s string, n int) string {
 
 // status asks the agents in turn for the cluster's status.
 func (r *recipe) status(apis ...string) (api.Status, bool) {
-	client := &http.Client{Timeout: time.Second}
 	for _, a := range apis {
-		resp, err := client.Get("http://" + r.addr(a) + "/status")
+		resp, err := r.http.Get("https://" + r.addr(a) + "/status")
 		if err != nil {
 			continue
 		}

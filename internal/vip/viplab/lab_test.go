@@ -164,7 +164,7 @@ func newClusterWith(t testing.TB, o clusterOpts) *cluster {
 	}
 	c.config = filepath.Join(c.dir, "haven.yaml")
 	var b strings.Builder
-	fmt.Fprintf(&b, "cluster: viplab\ndata_dir: %s\n%s\napi: {token: %s}\nlog: {level: debug}\n", filepath.Join(c.dir, "data"), o.timing, token)
+	fmt.Fprintf(&b, "cluster: viplab\ndata_dir: %s\n%s\napi: {token: %s}\nlog: {level: debug}\ninsecure: true\n", filepath.Join(c.dir, "data"), o.timing, token)
 	fmt.Fprintf(&b, "vip: {address: %s, interface: eth1, garp: {count: 3, interval: 100ms}}\n%s\nnodes:\n", c.vip, o.extra)
 	for i, n := range c.nodes {
 		if o.witness && i == 2 {
