@@ -126,8 +126,14 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 	}
 	stopSessions := func() {}
 	if cfg.Sessions.Listen != "" {
-		// TLS for this listener comes with the cluster's tls: section (nil: plain).
-		if stopSessions, err = startSessions(cfg, node, a, store, nil, log); err != nil {
+		// TLS for this listener comes with the cluster's tls: section, as
+		// for the API: a client certificate is optional (Redis clients
+		// rarely have one; the password authorizes), one presented must verify.
+		var sessTLS *tls.Config
+		if tlsSrc != nil {
+			sessTLS = tlsSrc.ServerConfig(false)
+		}
+		if stopSessions, err = startSessions(cfg, node, a, store, sessTLS, log); err != nil {
 			stopProxy()
 			_ = store.Close()
 			return err

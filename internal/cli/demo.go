@@ -204,7 +204,7 @@ func runDemo(args []string, out, errw io.Writer) int {
 	printStatus(out, st)
 	fmt.Fprintf(out, "\nDashboard: https://%s/ui/  (any node's API address works; the CA is %s)\n  user: operator  password: %s\n", cfg.Nodes[0].API, filepath.Join(certDir, "ca.crt"), dashPassword)
 	self := demoSelf(out, os.Args[0])
-	printDemoSessions(out, cfg, st, sessPassword)
+	printDemoSessions(out, cfg, st, sessPassword, certDir)
 	fmt.Fprintf(out, `
 Try it (in another terminal):
   curl http://%[5]s/               # through haven's proxy: always the active, even across a failover
@@ -237,15 +237,16 @@ Role changes appear below (from the cluster's event history). Ctrl-C stops every
 func serviceAddr(env map[string]string) string { return env["SERVICE_ADDR"] }
 
 // printDemoSessions says how to reach the session store with redis-cli.
-func printDemoSessions(out io.Writer, cfg *config.Config, st api.Status, password string) {
+func printDemoSessions(out io.Writer, cfg *config.Config, st api.Status, password, certDir string) {
 	active := cfg.Nodes[0]
 	if n, ok := cfg.NodeByName(st.Leader.Node); ok {
 		active = n
 	}
 	_, port, _ := net.SplitHostPort(active.Env["SESSIONS_ADDR"])
 	fmt.Fprintf(out, "\nSessions (Redis protocol, replicated and fenced; writes on the active, %s now; standbys answer READONLY):\n", active.Name)
-	fmt.Fprintf(out, "  redis-cli -p %s -a %s --no-auth-warning SET session:1 hello EX 3600\n", port, password)
-	fmt.Fprintf(out, "  redis-cli -p %s -a %s --no-auth-warning GET session:1   # still there after a failover, on the new active\n", port, password)
+	ca := filepath.Join(certDir, "ca.crt")
+	fmt.Fprintf(out, "  redis-cli --tls --cacert %s -p %s -a %s --no-auth-warning SET session:1 hello EX 3600\n", ca, port, password)
+	fmt.Fprintf(out, "  redis-cli --tls --cacert %s -p %s -a %s --no-auth-warning GET session:1   # still there after a failover, on the new active\n", ca, port, password)
 }
 
 func waitForLeader(ctx context.Context, client *api.Client, urls []string, limit time.Duration) (api.Status, error) {

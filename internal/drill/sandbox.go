@@ -3,6 +3,7 @@ package drill
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -90,6 +91,9 @@ type Node struct {
 // supervising the sample service, with embedded etcd members or a shared
 // throwaway database — and a standalone `haven proxy` in front of it.
 type Sandbox struct {
+	// TLS is the operator\'s client configuration for the cluster\'s mutual
+	// TLS (the agent API and the session store verify with it).
+	TLS    *tls.Config
 	Opts   SandboxOptions
 	Dir    string
 	Config string
@@ -316,6 +320,7 @@ drill: {enabled: true}
 		return err
 	}
 	s.hc = api.NewClient(api.ClientOptions{Token: sandboxToken, Who: "haven drill", Timeout: 500 * time.Millisecond, TLS: tc})
+	s.TLS = tc
 	s.Proxy = fmt.Sprintf("127.0.0.1:%d", ports[12])
 	proxyCfg := fmt.Sprintf("%s\nproxy:\n  listen: %s\n  metrics_listen: 127.0.0.1:%d\n", b.String(), s.Proxy, ports[13])
 	return os.WriteFile(filepath.Join(s.Dir, "proxy.yaml"), []byte(proxyCfg), 0o644)
@@ -696,3 +701,7 @@ func (s *Sandbox) logTail(name string, n int) string {
 	}
 	return string(data)
 }
+
+// CAFile is the cluster CA's certificate, for clients outside Go
+// (curl --cacert, redis-cli --tls --cacert).
+func (s *Sandbox) CAFile() string { return filepath.Join(s.Dir, "certs", "ca.crt") }

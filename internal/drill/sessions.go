@@ -3,6 +3,7 @@ package drill
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strconv"
@@ -29,8 +30,14 @@ type respClient struct {
 	bw *bufio.Writer
 }
 
-func dialSessions(addr string) (*respClient, error) {
-	nc, err := net.DialTimeout("tcp", addr, time.Second)
+func dialSessions(addr string, tc *tls.Config) (*respClient, error) {
+	var nc net.Conn
+	var err error
+	if tc != nil {
+		nc, err = tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, tc)
+	} else {
+		nc, err = net.DialTimeout("tcp", addr, time.Second)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +93,7 @@ func (s *Sandbox) writableSessions(ctx context.Context, d time.Duration) (*respC
 	var last string
 	for {
 		for _, n := range s.Nodes {
-			c, err := dialSessions(n.Sessions)
+			c, err := dialSessions(n.Sessions, s.TLS)
 			if err != nil {
 				last = err.Error()
 				continue

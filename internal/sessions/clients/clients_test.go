@@ -41,12 +41,12 @@ func TestMain(m *testing.M) {
 
 // redisCLI runs redis-cli against addr with the sandbox's password,
 // feeding it one command per line, and returns its output lines.
-func redisCLI(t *testing.T, addr, commands string) []string {
+func redisCLI(t *testing.T, ca, addr, commands string) []string {
 	t.Helper()
 	host, port, _ := net.SplitHostPort(addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "redis-cli", "-h", host, "-p", port, "-a", drill.SessionsPassword, "--no-auth-warning")
+	cmd := exec.CommandContext(ctx, "redis-cli", "--tls", "--cacert", ca, "-h", host, "-p", port, "-a", drill.SessionsPassword, "--no-auth-warning")
 	cmd.Stdin = strings.NewReader(commands)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -72,8 +72,8 @@ func python(t *testing.T, script string, args ...string) string {
 // serialized blob per session id.
 const pyWrite = `
 import sys, redis, json
-host, port, pw, prefix, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
-r = redis.Redis(host=host, port=port, password=pw, socket_timeout=10)
+host, port, pw, prefix, n, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6]
+r = redis.Redis(host=host, port=port, password=pw, socket_timeout=10, ssl=True, ssl_ca_certs=ca)
 for i in range(n):
     r.setex("%s:%d" % (prefix, i), 3600, json.dumps({"user": i, "cart": [1, 2, 3]}))
 print("ok")
@@ -82,8 +82,8 @@ print("ok")
 // pyRead counts the sessions that are there and intact, with a pipeline.
 const pyRead = `
 import sys, redis, json
-host, port, pw, prefix, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
-r = redis.Redis(host=host, port=port, password=pw, socket_timeout=10)
+host, port, pw, prefix, n, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6]
+r = redis.Redis(host=host, port=port, password=pw, socket_timeout=10, ssl=True, ssl_ca_certs=ca)
 p = r.pipeline(transaction=False)
 for i in range(n):
     p.get("%s:%d" % (prefix, i))
@@ -116,17 +116,17 @@ func TestSessionsSurviveFailoverAndSwitchover(t *testing.T) {
 		fmt.Fprintf(&cmds, "SET cli:%d v%d EX 3600\n", i, i)
 	}
 	waitWritable(t, sb, active)
-	for i, line := range redisCLI(t, addr, cmds.String()) {
+	for i, line := range redisCLI(t, sb.CAFile(), addr, cmds.String()) {
 		if line != "OK" {
 			t.Fatalf("SET %d on %s: %q", i, active, line)
 		}
 	}
-	if out := python(t, pyWrite, host, port, drill.SessionsPassword, "py", fmt.Sprint(n)); out != "ok" {
+	if out := python(t, pyWrite, host, port, drill.SessionsPassword, "py", fmt.Sprint(n), sb.CAFile()); out != "ok" {
 		t.Fatalf("python write: %s", out)
 	}
 	// A standby has them too (it may be a moment behind) and refuses writes.
 	standby := sb.Standbys(active)[0]
-	if got := redisCLI(t, sb.Node(standby).Sessions, "SET x y\n"); got[0] != "READONLY You can't write against a read only replica." {
+	if got := redisCLI(t, sb.CAFile(), sb.Node(standby).Sessions, "SET x y\n"); got[0] != "READONLY You can't write against a read only replica." {
 		t.Fatalf("write on standby %s: %q", standby, got)
 	}
 
@@ -150,7 +150,7 @@ func TestSessionsSurviveFailoverAndSwitchover(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitWritable(t, sb, next)
-	if got := redisCLI(t, sb.Node(next).Sessions, "SET after:kill yes EX 3600\n"); got[0] != "OK" {
+	if got := redisCLI(t, sb.CAFile(), sb.Node(next).Sessions, "SET after:kill yes EX 3600\n"); got[0] != "OK" {
 		t.Fatalf("write after failover: %q", got)
 	}
 	if out, err := sb.Haven(ctx, "switchover", "--reason", "sessions test"); err != nil {
@@ -159,7 +159,7 @@ func TestSessionsSurviveFailoverAndSwitchover(t *testing.T) {
 	third := waitActive(t, sb, next)
 	t.Logf("switchover: %s is active", third)
 	checkAll(t, sb, third, n)
-	if got := redisCLI(t, sb.Node(third).Sessions, "GET after:kill\n"); got[0] != "yes" {
+	if got := redisCLI(t, sb.CAFile(), sb.Node(third).Sessions, "GET after:kill\n"); got[0] != "yes" {
 		t.Fatalf("write made after the failover, after the switchover: %q", got)
 	}
 
@@ -202,7 +202,7 @@ func waitWritable(t *testing.T, sb *drill.Sandbox, node string) {
 	deadline := time.Now().Add(20 * time.Second)
 	var last []string
 	for time.Now().Before(deadline) {
-		if last = redisCLI(t, sb.Node(node).Sessions, "SET probe x\n"); last[0] == "OK" {
+		if last = redisCLI(t, sb.CAFile(), sb.Node(node).Sessions, "SET probe x\n"); last[0] == "OK" {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -219,13 +219,13 @@ func checkAll(t *testing.T, sb *drill.Sandbox, node string, n int) {
 	for i := 0; i < n; i++ {
 		fmt.Fprintf(&cmds, "GET cli:%d\n", i)
 	}
-	for i, line := range redisCLI(t, addr, cmds.String()) {
+	for i, line := range redisCLI(t, sb.CAFile(), addr, cmds.String()) {
 		if line != fmt.Sprintf("v%d", i) {
 			t.Fatalf("cli:%d on %s: %q", i, node, line)
 		}
 	}
 	host, port, _ := net.SplitHostPort(addr)
-	if out := python(t, pyRead, host, port, drill.SessionsPassword, "py", fmt.Sprint(n)); out != fmt.Sprint(n) {
+	if out := python(t, pyRead, host, port, drill.SessionsPassword, "py", fmt.Sprint(n), sb.CAFile()); out != fmt.Sprint(n) {
 		t.Fatalf("python sessions intact on %s: %s of %d", node, out, n)
 	}
 }

@@ -2,6 +2,7 @@ package clients
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"math/rand"
 	"net"
@@ -82,7 +83,7 @@ type respConn struct {
 }
 
 func (h *history) dial(node int) (*respConn, error) {
-	nc, err := net.DialTimeout("tcp", h.sb.Nodes[node].Sessions, time.Second)
+	nc, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", h.sb.Nodes[node].Sessions, h.sb.TLS)
 	if err != nil {
 		return nil, err
 	}
