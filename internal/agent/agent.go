@@ -49,6 +49,7 @@ type Agent struct {
 
 	events    chan machine.Event
 	work      chan machine.Action
+	fenceC    chan fenceJob // demotions: the fencing lane (fence.go)
 	publishC  chan struct{}
 	newSessC  chan struct{}
 	healthC   chan struct{}
@@ -60,6 +61,7 @@ type Agent struct {
 	promoteMu     sync.Mutex
 	promoteCancel context.CancelFunc
 	promoteEpoch  ha.Epoch
+	promoteDone   chan struct{} // closed when the promotion at promoteEpoch returns
 
 	eventC    chan ha.Event
 	opMu      sync.Mutex // one operator action at a time on this agent
@@ -81,7 +83,7 @@ func priorities(cfg *config.Config) map[string]int {
 // operator intents, the history and the service's fenced data.
 func New(cfg *config.Config, node config.Node, store ha.Store, clk clock.Clock, log *slog.Logger) (*Agent, error) {
 	vars := cfg.Vars(node)
-	runner, err := check.NewRunner(cfg.Checks, vars, log.With("part", "check"))
+	runner, err := check.NewRunner(cfg.Checks, vars, log.With("part", "check"), check.WithClock(clk))
 	if err != nil {
 		return nil, fmt.Errorf("health checks: %w", err)
 	}
@@ -106,15 +108,16 @@ func New(cfg *config.Config, node config.Node, store ha.Store, clk clock.Clock, 
 		health:    runner,
 		events:    make(chan machine.Event, 64),
 		work:      make(chan machine.Action, 64),
+		fenceC:    make(chan fenceJob, 16),
 		publishC:  make(chan struct{}, 1),
 		newSessC:  make(chan struct{}, 1),
 		healthC:   make(chan struct{}, 1),
 		eventC:    make(chan ha.Event, 256),
 		askC:      make(chan ask),
-		startedAt: time.Now(),
+		startedAt: clk.Now(),
 	}
 	if len(cfg.Service.Command) > 0 {
-		a.svc = service.New(cfg.Service, vars, log.With("part", "service"))
+		a.svc = service.New(cfg.Service, vars, log.With("part", "service"), service.WithClock(clk))
 	}
 	a.metrics = newMetrics(a)
 	st := machine.State{}
@@ -139,6 +142,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	spawn(a.renew)
 	spawn(a.watch)
 	spawn(a.worker)
+	spawn(a.fencer)
 	spawn(a.publisher)
 	spawn(a.eventWriter)
 	if a.cfg.OutagePolicy == "failsafe" {
@@ -157,7 +161,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	// Shutting down: the machine demotes if needed; wait for it to settle.
 	a.step(machine.Shutdown{})
-	deadline := time.After(a.cfg.Hooks.OnDemote.Timeout + 5*time.Second)
+	deadline := a.clk.After(a.cfg.Hooks.OnDemote.Timeout + 5*time.Second)
 	for a.State().Role != ha.RoleStopped {
 		select {
 		case ev := <-a.events:
@@ -220,19 +224,7 @@ func (a *Agent) step(ev machine.Event) {
 		kind := map[bool]string{true: "healthy", false: "unhealthy"}
 		a.record(ha.Event{Kind: "health", From: kind[old.Healthy], To: kind[st.Healthy], Reason: st.HealthReason})
 	}
-	for _, act := range acts {
-		switch act := act.(type) {
-		case machine.Publish:
-			signal(a.publishC)
-		case machine.NewSession:
-			signal(a.newSessC)
-		case machine.Demote:
-			a.cancelPromote(act.Epoch)
-			a.work <- act
-		default:
-			a.work <- act
-		}
-	}
+	a.dispatch(acts)
 	if st.Role != old.Role {
 		// Health of a cold standby depends on the role.
 		a.refreshHealth()
@@ -261,7 +253,7 @@ func (a *Agent) recentFailure() time.Duration {
 	if t == nil {
 		return 0
 	}
-	return max(0, a.cfg.Hooks.PromoteBackoff-time.Since(*t))
+	return max(0, a.cfg.Hooks.PromoteBackoff-a.clk.Since(*t))
 }
 
 // effectiveHealth combines the checks with the state of the process.
@@ -312,9 +304,9 @@ func (a *Agent) forwardService(ctx context.Context) {
 			if ev.Kind == service.Exited {
 				a.log.Warn("service exited", "pid", ev.PID, "err", ev.Err)
 				if r := a.State().Role; r == ha.RoleActive || r == ha.RolePromoting {
-					now := time.Now()
+					now := a.clk.Now()
 					a.failedAt.Store(&now)
-					time.AfterFunc(a.cfg.Hooks.PromoteBackoff, func() { signal(a.healthC) })
+					a.clk.AfterFunc(a.cfg.Hooks.PromoteBackoff, func() { signal(a.healthC) })
 				}
 				a.health.ForceFail(fmt.Sprintf("service exited (pid %d): %v", ev.PID, ev.Err))
 			}
@@ -347,7 +339,7 @@ func (a *Agent) renew(ctx context.Context) {
 		backoff := 100 * time.Millisecond
 		for ctx.Err() == nil {
 			sent := a.clk.Now()
-			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			cctx, cancel := clock.WithTimeout(ctx, a.clk, sessionTimeout(t))
 			ttl, err := a.store.NewSession(cctx, t.LeaseTTL)
 			cancel()
 			if err == nil {
@@ -373,7 +365,7 @@ func (a *Agent) renew(ctx context.Context) {
 				go func(g int) {
 					defer func() { <-slots }()
 					sent := a.clk.Now()
-					cctx, cancel := context.WithTimeout(ctx, t.RenewTimeout)
+					cctx, cancel := clock.WithTimeout(ctx, a.clk, t.RenewTimeout)
 					ttl, err := a.store.Renew(cctx)
 					cancel()
 					results <- result{g, sent, ttl, err}
@@ -439,7 +431,8 @@ func (a *Agent) intents(s ha.Snapshot) machine.IntentsSeen {
 	ev := machine.IntentsSeen{Maintenance: s.Intents.Maintenance[a.node.Name]}
 	if sw := s.Intents.Switchover; sw != nil {
 		ev.Switchover = *sw
-		ev.SwitchoverUntil = a.clk.Now().Add(time.Until(sw.Deadline))
+		now := a.clk.Now()
+		ev.SwitchoverUntil = now.Add(sw.Deadline.Sub(now))
 	}
 	return ev
 }
@@ -467,7 +460,7 @@ func (a *Agent) worker(ctx context.Context) {
 func (a *Agent) do(ctx context.Context, act machine.Action) {
 	switch act := act.(type) {
 	case machine.Campaign:
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		cctx, cancel := clock.WithTimeout(ctx, a.clk, callTimeout(a.cfg.Timing))
 		epoch, err := a.store.Campaign(cctx, a.node.Name)
 		cancel()
 		if act.Reclaim != 0 {
@@ -483,7 +476,7 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 			// before the win reaches the machine after it (it would read
 			// "key lost" and demote). No confirmation: hand the key back.
 			a.log.Warn("won, but the watch did not show it; handing the key back", "epoch", epoch)
-			rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
+			rctx, rcancel := clock.WithTimeout(context.WithoutCancel(ctx), a.clk, callTimeout(a.cfg.Timing))
 			_ = a.store.Resign(rctx, a.node.Name, epoch)
 			rcancel()
 			err = fmt.Errorf("the store's watch did not confirm the win at epoch %d", epoch)
@@ -497,18 +490,12 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 	case machine.Promote:
 		err := a.promote(ctx, act.Epoch)
 		a.emitAsync(machine.PromoteResult{Epoch: act.Epoch, Seq: act.Seq, Err: err})
-	case machine.Demote:
-		err := a.demote(act)
-		if err != nil {
-			a.log.Error("demotion did not complete cleanly; the node is standby regardless", "epoch", act.Epoch, "err", err)
-		}
-		a.emitAsync(machine.DemoteResult{Epoch: act.Epoch, Err: err})
 	case machine.RequestSwitchover:
 		leader := a.Snapshot().Leader
-		now := time.Now()
+		now := a.clk.Now()
 		sw := ha.Switchover{ID: newID(), From: leader.Node, Epoch: leader.Epoch, To: a.node.Name,
 			Reason: act.Reason, Requested: now, Deadline: now.Add(switchoverWindow)}
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		cctx, cancel := clock.WithTimeout(ctx, a.clk, callTimeout(a.cfg.Timing))
 		err := a.store.RequestSwitchover(cctx, sw)
 		cancel()
 		if err == nil {
@@ -516,7 +503,7 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 			a.record(ha.Event{Kind: "switchover", From: leader.Node, To: a.node.Name, Epoch: leader.Epoch, Reason: act.Reason})
 		}
 	case machine.ClearSwitchover:
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		cctx, cancel := clock.WithTimeout(ctx, a.clk, callTimeout(a.cfg.Timing))
 		_ = a.store.ClearSwitchover(cctx, act.ID)
 		cancel()
 	case machine.Resign:
@@ -525,7 +512,7 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 		// until it is gone (ErrNotLeader: someone else's now, or expired).
 		backoff := 20 * time.Millisecond
 		for try := 1; ; try++ {
-			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			cctx, cancel := clock.WithTimeout(context.WithoutCancel(ctx), a.clk, callTimeout(a.cfg.Timing))
 			err := a.store.Resign(cctx, a.node.Name, act.Epoch)
 			cancel()
 			if err == nil || errors.Is(err, ha.ErrNotLeader) {
@@ -535,7 +522,7 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 			if try == 10 {
 				break // the machine asks again when it sees the key still held
 			}
-			sleep(context.Background(), a.clk, backoff)
+			sleep(context.WithoutCancel(ctx), a.clk, backoff)
 			backoff = min(2*backoff, 500*time.Millisecond)
 		}
 	}
@@ -544,16 +531,16 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 // watchCaughtUp waits until the watched snapshot reflects a win at epoch:
 // the key held by this node at epoch, or already at a later epoch.
 func (a *Agent) watchCaughtUp(ctx context.Context, epoch ha.Epoch) bool {
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := a.clk.Now().Add(a.cfg.Timing.LeaseTTL)
 	for {
 		l := a.Snapshot().Leader
 		if l.Epoch > epoch || l.Node == a.node.Name && l.Epoch == epoch {
 			return true
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
+		if a.clk.Now().After(deadline) || ctx.Err() != nil {
 			return false
 		}
-		time.Sleep(time.Millisecond)
+		a.clk.Sleep(time.Millisecond)
 	}
 }
 
@@ -573,14 +560,16 @@ func (a *Agent) roleEnv(role ha.Role, epoch ha.Epoch) map[string]string {
 func (a *Agent) promote(ctx context.Context, epoch ha.Epoch) error {
 	a.log.Info("promoting", "epoch", epoch)
 	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
 	a.promoteMu.Lock()
-	a.promoteCancel, a.promoteEpoch = cancel, epoch
+	a.promoteCancel, a.promoteEpoch, a.promoteDone = cancel, epoch, done
 	a.promoteMu.Unlock()
 	defer func() {
 		a.promoteMu.Lock()
 		a.promoteCancel = nil
 		a.promoteMu.Unlock()
 		cancel()
+		close(done)
 	}()
 	if a.svc != nil {
 		a.svc.SetRole(string(ha.RoleActive), int64(epoch))
@@ -609,7 +598,7 @@ func (a *Agent) waitHealthy(ctx context.Context, limit time.Duration) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("service not healthy within %s after start: %s", limit, a.health.Current().Reason)
-		case <-time.After(10 * time.Millisecond):
+		case <-a.clk.After(10 * time.Millisecond):
 		}
 	}
 }
@@ -622,43 +611,15 @@ func (a *Agent) cancelPromote(epoch ha.Epoch) {
 	}
 }
 
-// demote stops acting as active. A fenced demotion must be over before the
-// lease can expire in the store, so it works against that deadline and kills
-// what does not stop in time.
-func (a *Agent) demote(act machine.Demote) error {
-	a.log.Warn("demoting", "epoch", act.Epoch, "reason", act.Reason, "fenced", act.Fenced)
-	ctx := context.Background()
-	if act.Fenced {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, a.State().ValidUntil.Add(-a.cfg.Timing.LeaseTTL/100))
-		defer cancel()
-	}
-	var errs []error
-	if a.svc != nil {
-		a.svc.SetRole(string(ha.RoleStandby), int64(act.Epoch))
-		if a.cfg.Service.Standby == "cold" {
-			if act.Fenced {
-				a.svc.Kill()
-			} else if err := a.svc.Stop(ctx); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
-	if err := service.RunHook(ctx, a.cfg.Hooks.OnDemote, a.vars, a.roleEnv(ha.RoleStandby, act.Epoch), a.log); err != nil {
-		errs = append(errs, fmt.Errorf("on_demote hook: %w", err))
-	}
-	return errors.Join(errs...)
-}
-
 // publisher writes this node's status record whenever it is asked to, and
 // every few seconds as a heartbeat.
 func (a *Agent) publisher(ctx context.Context) {
-	beat := time.NewTicker(2 * time.Second)
+	beat := a.clk.NewTicker(2 * time.Second)
 	defer beat.Stop()
 	for {
 		select {
 		case <-a.publishC:
-		case <-beat.C:
+		case <-beat.C():
 		case <-ctx.Done():
 			return
 		}
@@ -667,7 +628,7 @@ func (a *Agent) publisher(ctx context.Context) {
 }
 
 func (a *Agent) publishNow(ctx context.Context) {
-	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	cctx, cancel := clock.WithTimeout(ctx, a.clk, callTimeout(a.cfg.Timing))
 	defer cancel()
 	if err := a.store.Publish(cctx, a.Record()); err != nil && ctx.Err() == nil {
 		a.log.Debug("publish status", "err", err)
@@ -708,7 +669,7 @@ func (a *Agent) Record() ha.NodeStatus {
 		API:       "http://" + a.node.API,
 		Version:   Version,
 		StartedAt: a.startedAt,
-		Heartbeat: time.Now(),
+		Heartbeat: now,
 		Failovers: st.Failovers,
 	}
 	if st.Holding() || st.Role == ha.RoleDemoting {
@@ -725,7 +686,7 @@ func wall(_ time.Time, t, now time.Time) time.Time {
 	if t.IsZero() {
 		return time.Time{}
 	}
-	return time.Now().Add(-now.Sub(t)).Round(time.Millisecond)
+	return now.Add(-now.Sub(t)).Round(time.Millisecond)
 }
 
 // Snapshot returns the last view of the cluster seen in the store.

@@ -21,7 +21,7 @@ const switchoverWindow = 10 * time.Second
 // record queues ev for the history; it never blocks the caller.
 func (a *Agent) record(ev ha.Event) {
 	if ev.Time.IsZero() {
-		ev.Time = time.Now()
+		ev.Time = a.clk.Now()
 	}
 	if ev.Node == "" {
 		ev.Node = a.node.Name

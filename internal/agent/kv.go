@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -41,7 +42,7 @@ func (a *Agent) KVPut(ctx context.Context, key string, req api.KVPutRequest) (ap
 		rev    int64
 		repeat bool
 	)
-	err = retryStore(ctx, req.ID != "", func(ctx context.Context) error {
+	err = retryStore(ctx, a.clk, req.ID != "", func(ctx context.Context) error {
 		var err error
 		rev, repeat, err = kv.FencedPut(ctx, a.node.Name, req.Epoch, key, req.Value, req.ID)
 		return err
@@ -63,7 +64,7 @@ func (a *Agent) KVGet(ctx context.Context, key string, epoch ha.Epoch) (api.KVRe
 		found bool
 		rev   int64
 	)
-	err = retryStore(ctx, true, func(ctx context.Context) error {
+	err = retryStore(ctx, a.clk, true, func(ctx context.Context) error {
 		var err error
 		v, found, rev, err = kv.FencedGet(ctx, a.node.Name, epoch, key)
 		return err
@@ -82,8 +83,8 @@ func (a *Agent) KVGet(ctx context.Context, key string, epoch ha.Epoch) (api.KVRe
 // loses one forwarded to a leader that stopped (and this agent moves etcd
 // leadership away from itself right after a promotion). Each try gets 700
 // ms. Only when safe: reads, and writes with an idempotency id.
-func retryStore(ctx context.Context, safe bool, f func(context.Context) error) error {
-	deadline := time.Now().Add(2500 * time.Millisecond)
+func retryStore(ctx context.Context, clk clock.Clock, safe bool, f func(context.Context) error) error {
+	deadline := clk.Now().Add(2500 * time.Millisecond)
 	backoff := 20 * time.Millisecond
 	for {
 		try := ctx
@@ -93,13 +94,13 @@ func retryStore(ctx context.Context, safe bool, f func(context.Context) error) e
 		}
 		err := f(try)
 		cancel()
-		if err == nil || !safe || errors.Is(err, ha.ErrNotLeader) || ctx.Err() != nil || time.Now().Add(backoff).After(deadline) {
+		if err == nil || !safe || errors.Is(err, ha.ErrNotLeader) || ctx.Err() != nil || clk.Now().Add(backoff).After(deadline) {
 			return err
 		}
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(backoff):
+		case <-clk.After(backoff):
 		}
 		backoff = min(2*backoff, 200*time.Millisecond)
 	}

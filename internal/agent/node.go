@@ -111,6 +111,7 @@ func RunWitness(ctx context.Context, cfg *config.Config, name string, log *slog.
 		return fmt.Errorf("node %q is not a witness (add `witness: true` to it, or run it with `haven agent`)", name)
 	}
 	log = log.With("node", name, "witness", true)
+	clk := clock.Real{}
 	member, store, err := startCoordination(ctx, cfg, node, log)
 	if err != nil {
 		return err
@@ -124,12 +125,12 @@ func RunWitness(ctx context.Context, cfg *config.Config, name string, log *slog.
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			ttl, err := store.NewSession(cctx, cfg.Timing.LeaseTTL)
 			if err == nil {
-				err = store.Publish(cctx, ha.NodeStatus{Name: name, Role: ha.RoleWitness, Healthy: true, Reason: "etcd member", AgentPID: os.Getpid(), StartedAt: time.Now(), Heartbeat: time.Now(), Version: Version})
+				err = store.Publish(cctx, ha.NodeStatus{Name: name, Role: ha.RoleWitness, Healthy: true, Reason: "etcd member", AgentPID: os.Getpid(), StartedAt: clk.Now(), Heartbeat: clk.Now(), Version: Version})
 			}
 			cancel()
 			for err == nil && ctx.Err() == nil {
 				select {
-				case <-time.After(ttl / 3):
+				case <-clk.After(ttl / 3):
 				case <-ctx.Done():
 				}
 				cctx, cancel := context.WithTimeout(ctx, ttl/3)
@@ -137,7 +138,7 @@ func RunWitness(ctx context.Context, cfg *config.Config, name string, log *slog.
 				cancel()
 			}
 			select {
-			case <-time.After(200 * time.Millisecond):
+			case <-clk.After(200 * time.Millisecond):
 			case <-ctx.Done():
 			}
 		}
@@ -171,7 +172,7 @@ func startCoordination(ctx context.Context, cfg *config.Config, node config.Node
 			select {
 			case <-ctx.Done():
 				return nil, nil, fmt.Errorf("connect to the %s store: %w", cfg.Store.Backend, err)
-			case <-time.After(backoff):
+			case <-clock.Real{}.After(backoff):
 			}
 		}
 	}
@@ -225,7 +226,7 @@ func keepLeaderAway(ctx context.Context, a *Agent, m *etcdstore.Member, log *slo
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(pause):
+		case <-a.clk.After(pause):
 		}
 		pause = 100 * time.Millisecond
 		if a.State().Role != ha.RoleActive || !m.IsLeader() {

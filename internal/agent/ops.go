@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -135,10 +136,10 @@ func (a *Agent) handOver(ctx context.Context, from ha.Leader, target, reason, wh
 	if reason == "" {
 		reason = "requested by an operator"
 	}
-	now := time.Now()
+	now := a.clk.Now()
 	sw := ha.Switchover{ID: newID(), From: from.Node, Epoch: from.Epoch, To: target, Promote: promote,
 		Reason: reason, Requested: now, Deadline: now.Add(switchoverWindow)}
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	cctx, cancel := clock.WithTimeout(ctx, a.clk, opTimeout(a.cfg.Timing))
 	err := a.store.RequestSwitchover(cctx, sw)
 	cancel()
 	if errors.Is(err, ha.ErrBusy) {
@@ -147,7 +148,7 @@ func (a *Agent) handOver(ctx context.Context, from ha.Leader, target, reason, wh
 	if err != nil {
 		return api.SwitchoverResult{}, ha.Wrap(ha.KindUnavailable, err, "record the switchover in the store")
 	}
-	start := time.Now()
+	start := a.clk.Now()
 	wctx, cancel := context.WithDeadline(ctx, sw.Deadline)
 	defer cancel()
 	for {
@@ -156,19 +157,19 @@ func (a *Agent) handOver(ctx context.Context, from ha.Leader, target, reason, wh
 			// The target did not take the key within the grace, and another
 			// standby did (machine.SwitchoverGrace): the cluster has an
 			// active node, just not the one asked for.
-			_ = a.store.ClearSwitchover(context.Background(), sw.ID)
+			a.clearSwitchover(ctx, sw.ID)
 			why := "it did not take over in time"
 			if rec, ok := snap.Nodes[target]; ok && rec.Why != "" {
 				why = rec.Why
 			}
-			a.record(ha.Event{Kind: "switchover", From: from.Node, To: l.Node, Epoch: l.Epoch, Reason: fmt.Sprintf("%s took over instead of %s (%s)", l.Node, target, why), Duration: time.Since(start), Who: who})
+			a.record(ha.Event{Kind: "switchover", From: from.Node, To: l.Node, Epoch: l.Epoch, Reason: fmt.Sprintf("%s took over instead of %s (%s)", l.Node, target, why), Duration: a.clk.Since(start), Who: who})
 			return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "%s took over instead of %s (%s: %s)", l.Node, target, target, why)
 		}
 		if snap.Leader.Node == target && snap.Leader.Epoch > from.Epoch {
 			// The target holds the key: the hand-over is done (its record
 			// may still say promoting, or already something else if its
 			// service failed right after).
-			took := time.Since(start)
+			took := a.clk.Since(start)
 			kind := "switchover"
 			if promote {
 				kind = "promote"
@@ -179,10 +180,10 @@ func (a *Agent) handOver(ctx context.Context, from ha.Leader, target, reason, wh
 		}
 		select {
 		case <-wctx.Done():
-			_ = a.store.ClearSwitchover(context.Background(), sw.ID)
+			a.clearSwitchover(ctx, sw.ID)
 			now := a.Snapshot().Leader
 			return api.SwitchoverResult{}, ha.Errorf(ha.KindUnavailable, "%s did not become active within %s (active now: %s); see `haven events`", target, switchoverWindow, leaderText(now))
-		case <-time.After(2 * time.Millisecond):
+		case <-a.clk.After(2 * time.Millisecond):
 		}
 	}
 }
@@ -194,7 +195,7 @@ func (a *Agent) handOver(ctx context.Context, from ha.Leader, target, reason, wh
 // second. Without it, a second switchover right after the first was
 // refused: the standbys' records still said "switchover in progress".
 func (a *Agent) settleSwitchover(ctx context.Context, id string) {
-	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	cctx, cancel := clock.WithTimeout(ctx, a.clk, callTimeout(a.cfg.Timing))
 	defer cancel()
 	_ = a.store.ClearSwitchover(cctx, id)
 	for {
@@ -211,8 +212,19 @@ func (a *Agent) settleSwitchover(ctx context.Context, id string) {
 		select {
 		case <-cctx.Done():
 			return
-		case <-time.After(2 * time.Millisecond):
+		case <-a.clk.After(2 * time.Millisecond):
 		}
+	}
+}
+
+// clearSwitchover withdraws the intent id, also when the operator's request
+// has gone (its context ended): an intent left behind would hold the other
+// standbys back until its deadline. Bounded, since opMu is held.
+func (a *Agent) clearSwitchover(ctx context.Context, id string) {
+	cctx, cancel := clock.WithTimeout(context.WithoutCancel(ctx), a.clk, callTimeout(a.cfg.Timing))
+	defer cancel()
+	if err := a.store.ClearSwitchover(cctx, id); err != nil {
+		a.log.Warn("withdraw the switchover intent; it lapses at its deadline", "id", id, "err", err)
 	}
 }
 
@@ -250,7 +262,7 @@ func (a *Agent) Maintenance(ctx context.Context, req api.MaintenanceRequest) (ap
 		}
 		res.Switchover = &sw
 	}
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	cctx, cancel := clock.WithTimeout(ctx, a.clk, opTimeout(a.cfg.Timing))
 	defer cancel()
 	if err := a.store.SetMaintenance(cctx, req.Node, req.On); err != nil {
 		return res, ha.Wrap(ha.KindUnavailable, err, "record maintenance in the store")

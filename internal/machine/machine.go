@@ -214,10 +214,15 @@ type Promote struct {
 // Demote asks the driver to stop acting as active (on_demote hook, stop a
 // cold service) and report DemoteResult. Fenced means the lease is about to
 // expire: the driver must finish by the lease deadline, killing if needed.
+//
+// Deadline, when set (fenced), is the lease's ValidUntil at the time of the
+// decision: the store may expire the key from then on, so the demotion must
+// be over by then whatever else the driver is doing.
 type Demote struct {
-	Epoch  ha.Epoch
-	Reason string
-	Fenced bool
+	Epoch    ha.Epoch
+	Reason   string
+	Fenced   bool
+	Deadline time.Time
 }
 
 // Resign asks the driver to delete the leader key if it still holds Epoch.
@@ -519,7 +524,11 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 // demote leaves the active role: first stop acting, then give the key back.
 func demote(cfg Config, s State, acts []Action, now time.Time, reason string, fenced bool) (State, []Action) {
 	s = setRole(s, ha.RoleDemoting, now, reason)
-	acts = append(acts, Demote{Epoch: s.Epoch, Reason: reason, Fenced: fenced})
+	d := Demote{Epoch: s.Epoch, Reason: reason, Fenced: fenced}
+	if fenced {
+		d.Deadline = s.ValidUntil
+	}
+	acts = append(acts, d)
 	if !cfg.activeActive() { // active-active nodes hold no key
 		acts = append(acts, Resign{Epoch: s.Epoch})
 	}

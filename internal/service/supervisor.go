@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/config"
 )
 
@@ -83,6 +84,12 @@ func WithOutput(w io.Writer) Option {
 	return func(s *Supervisor) { s.out = w }
 }
 
+// WithClock times grace periods and restart delays on clk (default: the
+// system clock).
+func WithClock(clk clock.Clock) Option {
+	return func(s *Supervisor) { s.clk = clk }
+}
+
 // Supervisor runs one service process at a time. All methods are safe for
 // concurrent use.
 type Supervisor struct {
@@ -94,6 +101,7 @@ type Supervisor struct {
 	policy    string
 	baseDelay time.Duration
 	log       *slog.Logger
+	clk       clock.Clock
 	events    chan Event
 
 	outMu sync.Mutex // serialises output from overlapping processes
@@ -106,7 +114,7 @@ type Supervisor struct {
 	want  bool   // the service should run: restart policy enabled
 	gen   uint64 // bumped by Start, Stop, Kill and each scheduled restart; a restart timer only acts if it still matches
 	proc  *proc  // the running process, nil when none
-	timer *time.Timer
+	timer clock.Timer
 	delay time.Duration // wait before the next restart
 }
 
@@ -148,6 +156,7 @@ func New(spec config.Service, vars map[string]string, log *slog.Logger, opts ...
 		baseDelay: spec.RestartDelay,
 		delay:     spec.RestartDelay,
 		log:       log,
+		clk:       clock.Real{},
 		events:    make(chan Event, eventBuffer),
 		out:       &prefixWriter{w: os.Stderr, prefix: outputPrefix, bol: true},
 	}
@@ -284,21 +293,21 @@ func (s *Supervisor) disable() *proc {
 // waitGroup waits for the main process to exit and then for the rest of its
 // group, until the grace period or ctx ends. It reports whether all exited.
 func (s *Supervisor) waitGroup(ctx context.Context, p *proc) bool {
-	grace := time.NewTimer(s.grace)
+	grace := s.clk.NewTimer(s.grace)
 	defer grace.Stop()
 	select {
 	case <-p.done:
-	case <-grace.C:
+	case <-grace.C():
 		return false
 	case <-ctx.Done():
 		return false
 	}
-	tick := time.NewTicker(groupPoll)
+	tick := s.clk.NewTicker(groupPoll)
 	defer tick.Stop()
 	for groupAlive(p.pid) {
 		select {
-		case <-tick.C:
-		case <-grace.C:
+		case <-tick.C():
+		case <-grace.C():
 			return false
 		case <-ctx.Done():
 			return false
@@ -342,7 +351,7 @@ func (s *Supervisor) startLocked() error {
 		r.Close()
 		return fmt.Errorf("start service %s: %w", s.argv[0], err)
 	}
-	p.pid, p.started = cmd.Process.Pid, time.Now()
+	p.pid, p.started = cmd.Process.Pid, s.clk.Now()
 	s.proc = p
 	go s.copyOutput(r)
 	s.log.Info("service started", "pid", p.pid, "cmd", strings.Join(s.argv, " "), "role", s.role, "epoch", s.epoch)
@@ -371,7 +380,7 @@ func runOnLockedThread(cmd *exec.Cmd, started chan<- error, exited func(error)) 
 
 // exited records the end of p.
 func (s *Supervisor) exited(p *proc, err error) {
-	now := time.Now()
+	now := s.clk.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ran := now.Sub(p.started)
@@ -422,7 +431,7 @@ func (s *Supervisor) scheduleLocked(ran time.Duration) {
 	gen := s.gen
 	s.stopTimerLocked()
 	s.log.Info("restarting service", "in", wait, "policy", s.policy)
-	s.timer = time.AfterFunc(wait, func() { s.restart(gen) })
+	s.timer = s.clk.AfterFunc(wait, func() { s.restart(gen) })
 }
 
 func (s *Supervisor) restart(gen uint64) {
@@ -434,7 +443,7 @@ func (s *Supervisor) restart(gen uint64) {
 	s.timer = nil
 	if err := s.startLocked(); err != nil {
 		s.log.Error("restart failed", "err", err)
-		s.emitLocked(Event{Kind: Exited, Err: err, When: time.Now()})
+		s.emitLocked(Event{Kind: Exited, Err: err, When: s.clk.Now()})
 		s.scheduleLocked(0)
 	}
 }
