@@ -428,10 +428,16 @@ func (a *Agent) watch(ctx context.Context) {
 
 // intents turns the store's intents into the machine's terms.
 func (a *Agent) intents(s ha.Snapshot) machine.IntentsSeen {
-	ev := machine.IntentsSeen{Maintenance: s.Intents.Maintenance[a.node.Name]}
+	return IntentsFor(a.node.Name, s, a.clk.Now())
+}
+
+// IntentsFor turns the store's intents into node's machine's terms at now
+// (the node's clock): the switchover's wall-clock deadline becomes a time
+// on that clock.
+func IntentsFor(node string, s ha.Snapshot, now time.Time) machine.IntentsSeen {
+	ev := machine.IntentsSeen{Maintenance: s.Intents.Maintenance[node]}
 	if sw := s.Intents.Switchover; sw != nil {
 		ev.Switchover = *sw
-		now := a.clk.Now()
 		ev.SwitchoverUntil = now.Add(sw.Deadline.Sub(now))
 	}
 	return ev

@@ -21,6 +21,7 @@
 package machine
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -394,6 +395,14 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 	case CampaignResult:
 		s.Acquiring = false
 		if ev.Err != nil {
+			if !errors.Is(ev.Err, ha.ErrTaken) && s.Leader.Node == cfg.Node && s.Leader.Epoch == s.Reclaimed && s.Leader.Epoch != s.Epoch {
+				// The question about a key in our name got no answer (the
+				// store was slow or cut off): ask again. Asked only once,
+				// the key, bound to our live session, kept every other node
+				// from taking over for as long as this agent ran (found by
+				// internal/sim, seed 542).
+				s.Reclaimed = s.Leader.Epoch - 1
+			}
 			break
 		}
 		ok, why := s.Eligible(cfg, now)

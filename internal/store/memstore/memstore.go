@@ -39,6 +39,7 @@ type Server struct {
 	props      map[string]ha.NodeProps
 	watchers   map[*watcher]struct{}
 	timer      clock.Timer
+	timerAt    time.Time
 }
 
 type record struct {
@@ -262,11 +263,15 @@ func (c *Client) SetMaintenance(ctx context.Context, node string, on bool) error
 	})
 }
 
-// RequestSwitchover records sw unless another unexpired one is pending.
+// RequestSwitchover records sw unless another unexpired one is pending
+// (ErrBusy) or the role is no longer held by sw.From at sw.Epoch (ErrStale).
 func (c *Client) RequestSwitchover(ctx context.Context, sw ha.Switchover) error {
 	return c.call(ctx, func(s *Server, _ uint64) error {
 		if s.sw != nil {
 			return ha.ErrBusy
+		}
+		if s.leader != (ha.Leader{Node: sw.From, Epoch: sw.Epoch}) {
+			return fmt.Errorf("%w: the switchover is from %s at epoch %d, the store has %s at epoch %d", ha.ErrStale, sw.From, sw.Epoch, s.leader.Node, s.leader.Epoch)
 		}
 		cp := sw
 		s.sw = &cp
@@ -476,13 +481,16 @@ func (s *Server) armLocked() {
 	if s.sw != nil && (next.IsZero() || s.sw.Deadline.Before(next)) {
 		next = s.sw.Deadline
 	}
+	if next.IsZero() {
+		return // a pending timer finds nothing to do
+	}
+	if s.timer != nil && !s.timerAt.After(next) {
+		return // it fires no later than needed, and re-arms then
+	}
 	if s.timer != nil {
 		s.timer.Stop()
-		s.timer = nil
 	}
-	if next.IsZero() {
-		return
-	}
+	s.timerAt = next
 	d := next.Sub(s.clk.Now())
 	if d <= 0 {
 		d = time.Nanosecond // expired just now: the next call or tick handles it
@@ -490,6 +498,7 @@ func (s *Server) armLocked() {
 	s.timer = s.clk.AfterFunc(d, func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
+		s.timer = nil
 		s.expireLocked()
 		s.armLocked()
 	})
@@ -539,4 +548,18 @@ func (c *Client) Watch(ctx context.Context) <-chan ha.Snapshot {
 		}
 	}()
 	return out
+}
+
+// Rev returns the store's revision (the simulation polls it cheaply).
+func (s *Server) Rev() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rev
+}
+
+// Leader returns the holder of the active role as the store has it now.
+func (s *Server) Leader() ha.Leader {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.leader
 }
