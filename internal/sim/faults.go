@@ -72,9 +72,21 @@ func (w *world) inject() {
 			n.watchChanged()
 		})
 	case k < 9: // slow store
-		n.slow = w.dur(50*time.Millisecond, 1500*time.Millisecond)
-		n.tracef("store answers %s slower", n.slow)
-		w.after(w.dur(500*time.Millisecond, 6*time.Second), nil, func() { n.slow = 0 })
+		// Requests, answers or both; a third of the time just under
+		// renew_timeout: renewals that succeed late.
+		slow := w.dur(50*time.Millisecond, 1500*time.Millisecond)
+		if w.rng.IntN(3) == 0 {
+			slow = w.dur(w.cfg.Timing.RenewTimeout*3/4, w.cfg.Timing.RenewTimeout)
+		}
+		dir := w.rng.IntN(3)
+		if dir != 1 {
+			n.slowReq = slow
+		}
+		if dir != 0 {
+			n.slowResp = slow
+		}
+		n.tracef("store slower by %s (requests %s, answers %s)", slow, n.slowReq, n.slowResp)
+		w.after(w.dur(500*time.Millisecond, 6*time.Second), nil, func() { n.slowReq, n.slowResp = 0, 0 })
 	case k < 10: // watch stalled
 		n.watchStall = true
 		n.tracef("watch stalled")
@@ -121,7 +133,7 @@ func (w *world) heal() {
 	w.healed = true
 	w.tracef("---- faults heal ----")
 	for _, n := range w.nodes {
-		n.partReq, n.partResp, n.watchStall, n.slow = false, false, false, 0
+		n.partReq, n.partResp, n.watchStall, n.slowReq, n.slowResp = false, false, false, 0, 0
 		n.svcUp, n.checkOK = true, true
 		if n.frozen {
 			n.thaw()

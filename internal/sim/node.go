@@ -45,6 +45,7 @@ type node struct {
 	sessGen     int
 	inFlight    int
 	waitNewSess bool
+	creating    bool // a new session is being created
 	newSessSig  bool
 	renewGen    int
 
@@ -59,7 +60,7 @@ type node struct {
 
 	// faults
 	partReq, partResp, watchStall bool
-	slow                          time.Duration
+	slowReq, slowResp             time.Duration
 
 	// health
 	svcUp, checkOK bool
@@ -136,7 +137,7 @@ func (n *node) start() {
 	n.client = n.w.store.Client()
 	n.st = machine.State{}
 	n.work, n.busy, n.fence, n.fencing, n.promo = nil, false, nil, false, nil
-	n.inFlight, n.waitNewSess, n.newSessSig = 0, false, false
+	n.inFlight, n.waitNewSess, n.newSessSig, n.creating = 0, false, false, false
 	n.snap, n.seenRev, n.watchPending, n.caughtUp = ha.Snapshot{Nodes: map[string]ha.NodeStatus{}}, -1, false, nil
 	n.publishing, n.publishAgain, n.opBusy = false, false, false
 	n.svcUp, n.checkOK, n.stoppedBy = true, true, "" // a new process starts its service afresh
@@ -261,14 +262,19 @@ func (n *node) dispatch(acts []machine.Action) {
 // back after another latency (unless the answer direction is cut), or the
 // caller gives up after timeout on its own clock.
 func (n *node) call(what string, timeout time.Duration, op func(c *memstore.Client) error, done func(error)) {
+	n.callOn(n.client, what, timeout, op, done)
+}
+
+// callOn is call on connection c.
+func (n *node) callOn(c *memstore.Client, what string, timeout time.Duration, op func(c *memstore.Client) error, done func(error)) {
 	finished := false
-	c := n.client
-	n.w.after(n.latency(), nil, func() {
-		if n.partReq || c != n.client {
+	inc := n.inc
+	n.w.after(n.latency()+n.slowReq, nil, func() {
+		if n.partReq || inc != n.inc {
 			return // lost on the way (or the process is gone: its connection too)
 		}
 		err := op(c)
-		n.w.after(n.latency(), n, func() {
+		n.w.after(n.latency()+n.slowResp, n, func() {
 			if finished || n.partResp {
 				return
 			}
@@ -285,20 +291,28 @@ func (n *node) call(what string, timeout time.Duration, op func(c *memstore.Clie
 }
 
 func (n *node) latency() time.Duration {
-	return time.Duration(200+n.w.rng.IntN(3000))*time.Microsecond + n.slow
+	return time.Duration(200+n.w.rng.IntN(3000)) * time.Microsecond
 }
 
 func (n *node) timing() config.Timing { return n.w.cfg.Timing }
 
+// The agent's store deadlines (internal/agent/fence.go).
 func callTimeout(t config.Timing) time.Duration { return max(t.LeaseTTL/2, t.RenewTimeout) }
+
+func sessionTimeout(t config.Timing) time.Duration { return t.LeaseTTL }
 
 // ---- renewer (agent.renew) ----
 
+// Each attempt is a new connection that the node adopts only when the
+// answer arrives: like the etcd client's lease id, a session whose grant
+// was lost on the way back is unknown to the agent.
 func (n *node) createSession(backoff time.Duration) {
 	t := n.timing()
 	sent := n.now()
 	var ttl time.Duration
-	n.call("new session", t.LeaseTTL, func(c *memstore.Client) (err error) {
+	n.creating = true
+	conn := n.w.store.Client()
+	n.callOn(conn, "new session", sessionTimeout(t), func(c *memstore.Client) (err error) {
 		ttl, err = c.NewSession(bg, t.LeaseTTL)
 		return err
 	}, func(err error) {
@@ -306,6 +320,8 @@ func (n *node) createSession(backoff time.Duration) {
 			n.afterLocal(backoff, func() { n.createSession(min(2*backoff, time.Second)) })
 			return
 		}
+		n.client = conn
+		n.creating = false
 		n.sessGen++
 		n.tracef("session created")
 		n.emit(machine.SessionRenewed{SentAt: sent, TTL: ttl, New: true})
@@ -320,7 +336,7 @@ func (n *node) armRenew() {
 	n.renewGen++
 	gen := n.renewGen
 	n.afterLocal(n.timing().RenewInterval, func() {
-		if gen != n.renewGen || n.waitNewSess {
+		if gen != n.renewGen || n.waitNewSess || n.creating {
 			return
 		}
 		if n.inFlight >= 4 {
@@ -335,8 +351,8 @@ func (n *node) armRenew() {
 			return err
 		}, func(err error) {
 			n.inFlight--
-			if sg != n.sessGen || n.waitNewSess {
-				return
+			if sg != n.sessGen || n.waitNewSess || n.creating {
+				return // the renewer has moved on to a new session
 			}
 			switch {
 			case err == nil:
@@ -371,7 +387,7 @@ func (n *node) watchChanged() {
 		return
 	}
 	n.watchPending = true
-	n.w.after(n.latency(), n, func() {
+	n.w.after(n.latency()+n.slowResp, n, func() {
 		n.watchPending = false
 		if n.partResp || n.watchStall {
 			return
