@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,7 @@ import (
 // etcd, in a fraction of the time, for what needs neither.
 type memCluster struct {
 	t      *testing.T
+	cfg    *config.Config
 	store  *memstore.Server
 	agents map[string]*Agent
 	conns  map[string]*memstore.Client
@@ -29,37 +31,63 @@ type memCluster struct {
 	wg     sync.WaitGroup
 }
 
-func startMemCluster(t *testing.T, nodes int) *memCluster {
+// memOpts shape a memCluster: extra YAML, node priorities, and which nodes
+// start at once (all when empty; the others with start).
+type memOpts struct {
+	extra string
+	prio  map[string]int
+	start []string
+}
+
+func startMemCluster(t *testing.T, nodes int, o ...memOpts) *memCluster {
 	t.Helper()
+	var opt memOpts
+	if len(o) > 0 {
+		opt = o[0]
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "cluster: mem\ndata_dir: %s\nnodes:\n", t.TempDir())
+	fmt.Fprintf(&b, "cluster: mem\ndata_dir: %s\n%snodes:\n", t.TempDir(), opt.extra)
 	for i := 1; i <= nodes; i++ {
-		fmt.Fprintf(&b, "  - {name: n%d, api: '127.0.0.1:%d', peer: '127.0.0.1:%d', client: '127.0.0.1:%d'}\n", i, 1+3*i, 2+3*i, 3+3*i)
+		name := fmt.Sprintf("n%d", i)
+		prio := 100
+		if p, ok := opt.prio[name]; ok {
+			prio = p
+		}
+		fmt.Fprintf(&b, "  - {name: %s, api: '127.0.0.1:%d', peer: '127.0.0.1:%d', client: '127.0.0.1:%d', priority: %d}\n", name, 1+3*i, 2+3*i, 3+3*i, prio)
 	}
 	cfg, err := config.Parse(filepath.Join(t.TempDir(), "haven.yaml"), []byte(b.String()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &memCluster{t: t, store: memstore.New(clock.Real{}), agents: map[string]*Agent{},
+	c := &memCluster{t: t, cfg: cfg, store: memstore.New(clock.Real{}), agents: map[string]*Agent{},
 		conns: map[string]*memstore.Client{}, stop: map[string]context.CancelFunc{}}
-	for _, n := range cfg.Nodes {
-		conn := c.store.Client()
-		a, err := New(cfg, n, conn, clock.Real{}, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		c.agents[n.Name], c.conns[n.Name], c.stop[n.Name] = a, conn, cancel
-		c.wg.Add(1)
-		go func() { defer c.wg.Done(); _ = a.Run(ctx) }()
-	}
 	t.Cleanup(func() {
 		for _, cancel := range c.stop {
 			cancel()
 		}
 		c.wg.Wait()
 	})
+	for _, n := range cfg.Nodes {
+		if len(opt.start) == 0 || slices.Contains(opt.start, n.Name) {
+			c.start(n.Name)
+		}
+	}
 	return c
+}
+
+// start runs node name's agent.
+func (c *memCluster) start(name string) {
+	c.t.Helper()
+	n, _ := c.cfg.NodeByName(name)
+	conn := c.store.Client()
+	a, err := New(c.cfg, n, conn, clock.Real{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.agents[n.Name], c.conns[n.Name], c.stop[n.Name] = a, conn, cancel
+	c.wg.Add(1)
+	go func() { defer c.wg.Done(); _ = a.Run(ctx) }()
 }
 
 // waitActive waits until exactly one agent serves and the store agrees.
@@ -166,4 +194,48 @@ func TestMemClusterPartitionNeverOverlaps(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	t.Fatalf("no takeover within 20s of cutting %s off", first)
+}
+
+// TestMemClusterPreemption (moved down from e2e TestPreemptionAfterDelay):
+// with preemption on, a higher-priority node that comes back takes the role
+// back through a switchover, not before the delay, and the history says so.
+func TestMemClusterPreemption(t *testing.T) {
+	const delay = time.Second
+	c := startMemCluster(t, 3, memOpts{extra: "preempt: {enabled: true, delay: 1s}\n", prio: map[string]int{"n1": 200}, start: []string{"n2", "n3"}})
+	first := c.waitActive("")
+	c.start("n1")
+	var eligible time.Time
+	deadline := time.Now().Add(20 * time.Second)
+	for !c.agents["n1"].Serving() {
+		if ok, _ := c.agents["n1"].State().Eligible(c.agents["n1"].mcfg, c.agents["n1"].clk.Now()); ok && eligible.IsZero() {
+			eligible = time.Now()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n1 did not take the role back from %s within 20s", first)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	took := time.Since(eligible)
+	if eligible.IsZero() || took < delay-50*time.Millisecond {
+		t.Fatalf("n1 took the role back %s after becoming eligible; preempt.delay is %s", took, delay)
+	}
+	if now := c.waitActive(first); now != "n1" {
+		t.Fatalf("active is %s", now)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var found bool
+	for !found && ctx.Err() == nil {
+		evs, err := c.agents["n1"].Events(ctx, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			found = found || ev.Kind == "switchover" && strings.Contains(ev.Reason, "preemption")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !found {
+		t.Fatal("the history lacks the preemption")
+	}
 }
