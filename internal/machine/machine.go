@@ -400,7 +400,7 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 				// store was slow or cut off): ask again. Asked only once,
 				// the key, bound to our live session, kept every other node
 				// from taking over for as long as this agent ran (found by
-				// internal/sim, seed 542).
+				// internal/sim; see docs/simulation.md).
 				s.Reclaimed = s.Leader.Epoch - 1
 			}
 			break
