@@ -100,9 +100,9 @@ func newNode(w *world, n config.Node) *node {
 			Preempt:        cfg.Preempt.Enabled,
 			PreemptDelay:   cfg.Preempt.Delay,
 		},
-		// Clock rates within the drift that config check assumes: 1% of
-		// lease_ttl (+10ms) over a lease; here at most 0.5%.
-		rate:    1 + (w.rng.Float64()-0.5)/100,
+		// Clock rates up to the drift that config check assumes
+		// (DriftAllowance: lease_ttl/100 + 10ms over a lease): ±1%.
+		rate:    1 + (2*w.rng.Float64()-1)/100,
 		svcUp:   true,
 		checkOK: true,
 	}
