@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -38,7 +39,7 @@ func (a *Agent) eventWriter(ctx context.Context) {
 	for {
 		select {
 		case ev := <-a.eventC:
-			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			cctx, cancel := clock.WithTimeout(ctx, a.clk, opTimeout(a.cfg.Timing))
 			if err := a.store.AppendEvent(cctx, ev); err != nil {
 				a.log.Debug("record event", "err", err)
 			}
