@@ -516,6 +516,14 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 		// A failed resign would leave the key with a node that no longer
 		// acts, blocking every failover while its session lives: retry
 		// until it is gone (ErrNotLeader: someone else's now, or expired).
+		// A stopping agent renews no more once it exits: its session,
+		// and the key with it, expires within lease_ttl after, so
+		// retrying longer only delays the exit (with the store cut off,
+		// ten tries outlasted a 15 s stop).
+		var giveUp time.Time
+		if a.State().Stopping {
+			giveUp = a.clk.Now().Add(a.cfg.Timing.LeaseTTL)
+		}
 		backoff := 20 * time.Millisecond
 		for try := 1; ; try++ {
 			cctx, cancel := clock.WithTimeout(context.WithoutCancel(ctx), a.clk, callTimeout(a.cfg.Timing))
@@ -527,6 +535,9 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 			a.log.Warn("resign failed; retrying", "epoch", act.Epoch, "try", try, "err", err)
 			if try == 10 {
 				break // the machine asks again when it sees the key still held
+			}
+			if !giveUp.IsZero() && a.clk.Now().After(giveUp) {
+				break // stopping: the key expires with the session
 			}
 			sleep(context.WithoutCancel(ctx), a.clk, backoff)
 			backoff = min(2*backoff, 500*time.Millisecond)
