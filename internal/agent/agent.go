@@ -62,6 +62,7 @@ type Agent struct {
 	promoteCancel context.CancelFunc
 	promoteEpoch  ha.Epoch
 	promoteDone   chan struct{} // closed when the promotion at promoteEpoch returns
+	demotedSeq    atomic.Uint64 // promotions up to this Seq were demoted: never start them
 
 	eventC    chan ha.Event
 	opMu      sync.Mutex // one operator action at a time on this agent
@@ -223,6 +224,11 @@ func (a *Agent) step(ev machine.Event) {
 	if st.Healthy != old.Healthy && old.Role != "" {
 		kind := map[bool]string{true: "healthy", false: "unhealthy"}
 		a.record(ha.Event{Kind: "health", From: kind[old.Healthy], To: kind[st.Healthy], Reason: st.HealthReason})
+	}
+	for _, act := range acts {
+		if _, ok := act.(machine.Demote); ok {
+			a.demotedSeq.Store(st.PromoteSeq) // the promotion being demoted is the latest
+		}
 	}
 	a.dispatch(acts)
 	if st.Role != old.Role {
@@ -494,6 +500,12 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 		}
 		a.emitAsync(machine.CampaignResult{Epoch: epoch, Err: err})
 	case machine.Promote:
+		if act.Seq <= a.demotedSeq.Load() {
+			// Demoted while this waited behind store calls: starting the
+			// service or on_promote now would act after the demotion.
+			a.emitAsync(machine.PromoteResult{Epoch: act.Epoch, Seq: act.Seq, Err: errors.New("demoted before the promotion started")})
+			return
+		}
 		err := a.promote(ctx, act.Epoch)
 		a.emitAsync(machine.PromoteResult{Epoch: act.Epoch, Seq: act.Seq, Err: err})
 	case machine.RequestSwitchover:

@@ -137,3 +137,49 @@ func TestDispatchHoldsResignBehindDemote(t *testing.T) {
 		t.Fatalf("second worker action %#v", got)
 	}
 }
+
+// TestPromotionQueuedBehindTheStoreNeverStartsAfterItsDemotion: a
+// promotion waiting on the worker behind a hung store call, then demoted on
+// the fencing lane, must not run on_promote once the worker gets to it.
+func TestPromotionQueuedBehindTheStoreNeverStartsAfterItsDemotion(t *testing.T) {
+	mark := filepath.Join(t.TempDir(), "promoted")
+	cfg := testConfig(t, "hooks:\n  on_promote: {command: [touch, "+mark+"], timeout: 1s}\n")
+	node, _ := cfg.NodeByName("a")
+	st := &hungStore{entered: make(chan string, 4), release: make(chan struct{})}
+	a, err := New(cfg, node, st, clock.Real{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); a.worker(ctx) }()
+	go func() { defer wg.Done(); a.fencer(ctx) }()
+	defer func() { cancel(); wg.Wait() }()
+
+	a.dispatch([]machine.Action{machine.ClearSwitchover{ID: "x"}, machine.Promote{Epoch: 7, Seq: 1}})
+	<-st.entered // the worker is stuck; the promotion waits behind it
+	a.demotedSeq.Store(1)
+	a.dispatch([]machine.Action{machine.Demote{Epoch: 7, Reason: "fence", Fenced: true, Deadline: time.Now().Add(2 * time.Second)}})
+	close(st.release)
+	deadline := time.After(10 * time.Second)
+	for got := 0; got < 2; {
+		select {
+		case ev := <-a.events:
+			switch ev := ev.(type) {
+			case machine.DemoteResult:
+				got++
+			case machine.PromoteResult:
+				if ev.Err == nil {
+					t.Fatal("the demoted promotion ran")
+				}
+				got++
+			}
+		case <-deadline:
+			t.Fatal("no DemoteResult and PromoteResult within 10s")
+		}
+	}
+	if _, err := os.Stat(mark); err == nil {
+		t.Fatal("on_promote ran after the demotion")
+	}
+}

@@ -34,12 +34,13 @@ type node struct {
 	client *memstore.Client
 	st     machine.State
 
-	tickGen int
-	work    []machine.Action
-	busy    bool
-	fence   []fenceJob
-	fencing bool
-	promo   *promotion // the promotion in flight, if any
+	tickGen    int
+	work       []machine.Action
+	busy       bool
+	fence      []fenceJob
+	fencing    bool
+	promo      *promotion // the promotion in flight, if any
+	demotedSeq uint64     // promotions up to this Seq were demoted (agent.demotedSeq)
 
 	// renewer
 	sessGen     int
@@ -136,7 +137,7 @@ func (n *node) start() {
 	n.alive, n.frozen, n.deferred = true, false, nil
 	n.client = n.w.store.Client()
 	n.st = machine.State{}
-	n.work, n.busy, n.fence, n.fencing, n.promo = nil, false, nil, false, nil
+	n.work, n.busy, n.fence, n.fencing, n.promo, n.demotedSeq = nil, false, nil, false, nil, 0
 	n.inFlight, n.waitNewSess, n.newSessSig, n.creating = 0, false, false, false
 	n.snap, n.seenRev, n.watchPending, n.caughtUp = ha.Snapshot{Nodes: map[string]ha.NodeStatus{}}, -1, false, nil
 	n.publishing, n.publishAgain, n.opBusy = false, false, false
@@ -194,6 +195,11 @@ func (n *node) step(ev machine.Event) {
 	}
 	if st.Holding() && st.Epoch < old.Epoch && old.Holding() {
 		n.w.failf("%s's epoch went back from %d to %d", n.name, old.Epoch, st.Epoch)
+	}
+	for _, act := range acts {
+		if _, ok := act.(machine.Demote); ok {
+			n.demotedSeq = st.PromoteSeq
+		}
 	}
 	n.dispatch(acts)
 	n.armTick()
@@ -461,6 +467,11 @@ func (n *node) do(act machine.Action, done func()) {
 			})
 		})
 	case machine.Promote:
+		if act.Seq <= n.demotedSeq {
+			n.emit(machine.PromoteResult{Epoch: act.Epoch, Seq: act.Seq, Err: errors.New("demoted before the promotion started")})
+			done()
+			return
+		}
 		p := &promotion{epoch: act.Epoch, seq: act.Seq}
 		n.promo = p
 		n.afterLocal(time.Duration(1+n.w.rng.IntN(50))*time.Millisecond, func() {
