@@ -53,6 +53,7 @@ type Agent struct {
 
 	events    chan machine.Event
 	work      chan machine.Action
+	fenceC    chan fenceJob // demotions: the fencing lane (fence.go)
 	publishC  chan struct{}
 	newSessC  chan struct{}
 	healthC   chan struct{}
@@ -64,6 +65,8 @@ type Agent struct {
 	promoteMu     sync.Mutex
 	promoteCancel context.CancelFunc
 	promoteEpoch  ha.Epoch
+	promoteDone   chan struct{} // closed when the promotion at promoteEpoch returns
+	demotedSeq    atomic.Uint64 // promotions up to this Seq were demoted: never start them
 
 	eventC    chan ha.Event
 	opMu      sync.Mutex // one operator action at a time on this agent
@@ -92,7 +95,7 @@ func priorities(cfg *config.Config) map[string]int {
 // operator intents, the history and the service's fenced data.
 func New(cfg *config.Config, node config.Node, store ha.Store, clk clock.Clock, log *slog.Logger) (*Agent, error) {
 	vars := cfg.Vars(node)
-	runner, err := check.NewRunner(cfg.Checks, vars, log.With("part", "check"))
+	runner, err := check.NewRunner(cfg.Checks, vars, log.With("part", "check"), check.WithClock(clk))
 	if err != nil {
 		return nil, fmt.Errorf("health checks: %w", err)
 	}
@@ -117,18 +120,19 @@ func New(cfg *config.Config, node config.Node, store ha.Store, clk clock.Clock, 
 		health:    runner,
 		events:    make(chan machine.Event, 64),
 		work:      make(chan machine.Action, 64),
+		fenceC:    make(chan fenceJob, 16),
 		publishC:  make(chan struct{}, 1),
 		newSessC:  make(chan struct{}, 1),
 		healthC:   make(chan struct{}, 1),
 		eventC:    make(chan ha.Event, 256),
 		askC:      make(chan ask),
-		startedAt: time.Now(),
+		startedAt: clk.Now(),
 	}
 	if len(cfg.Service.Command) > 0 {
 		if a.group, err = openGroup(cfg, node, log); err != nil {
 			return nil, err
 		}
-		a.svc = service.New(cfg.Service, vars, log.With("part", "service"), service.WithGroup(a.group))
+		a.svc = service.New(cfg.Service, vars, log.With("part", "service"), service.WithGroup(a.group), service.WithClock(clk))
 	}
 	a.metrics = newMetrics(a)
 	if err := a.newVIP(); err != nil {
@@ -156,6 +160,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	spawn(a.renew)
 	spawn(a.watch)
 	spawn(a.worker)
+	spawn(a.fencer)
 	spawn(a.publisher)
 	spawn(a.eventWriter)
 	if a.cfg.OutagePolicy == "failsafe" {
@@ -177,7 +182,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	// Shutting down: the machine demotes if needed; wait for it to settle.
 	a.step(machine.Shutdown{})
-	deadline := time.After(a.cfg.Hooks.OnDemote.Timeout + 5*time.Second)
+	deadline := a.clk.After(a.cfg.Hooks.OnDemote.Timeout + 5*time.Second)
 	for a.State().Role != ha.RoleStopped {
 		select {
 		case ev := <-a.events:
@@ -246,18 +251,11 @@ func (a *Agent) step(ev machine.Event) {
 		a.record(ha.Event{Kind: "health", From: kind[old.Healthy], To: kind[st.Healthy], Reason: st.HealthReason})
 	}
 	for _, act := range acts {
-		switch act := act.(type) {
-		case machine.Publish:
-			signal(a.publishC)
-		case machine.NewSession:
-			signal(a.newSessC)
-		case machine.Demote:
-			a.cancelPromote(act.Epoch)
-			a.work <- act
-		default:
-			a.work <- act
+		if _, ok := act.(machine.Demote); ok {
+			a.demotedSeq.Store(st.PromoteSeq) // the promotion being demoted is the latest
 		}
 	}
+	a.dispatch(acts)
 	if st.Role != old.Role {
 		// Health of a cold standby depends on the role.
 		a.refreshHealth()
@@ -289,7 +287,7 @@ func (a *Agent) recentFailure() time.Duration {
 	if t == nil {
 		return 0
 	}
-	return max(0, a.cfg.Hooks.PromoteBackoff-time.Since(*t))
+	return max(0, a.cfg.Hooks.PromoteBackoff-a.clk.Since(*t))
 }
 
 // effectiveHealth combines the checks with the state of the process.
@@ -340,9 +338,9 @@ func (a *Agent) forwardService(ctx context.Context) {
 			if ev.Kind == service.Exited {
 				a.log.Warn("service exited", "pid", ev.PID, "err", ev.Err)
 				if r := a.State().Role; r == ha.RoleActive || r == ha.RolePromoting {
-					now := time.Now()
+					now := a.clk.Now()
 					a.failedAt.Store(&now)
-					time.AfterFunc(a.cfg.Hooks.PromoteBackoff, func() { signal(a.healthC) })
+					a.clk.AfterFunc(a.cfg.Hooks.PromoteBackoff, func() { signal(a.healthC) })
 				}
 				a.health.ForceFail(fmt.Sprintf("service exited (pid %d): %v", ev.PID, ev.Err))
 			}
@@ -375,7 +373,7 @@ func (a *Agent) renew(ctx context.Context) {
 		backoff := 100 * time.Millisecond
 		for ctx.Err() == nil {
 			sent := a.clk.Now()
-			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			cctx, cancel := clock.WithTimeout(ctx, a.clk, sessionTimeout(t))
 			ttl, err := a.store.NewSession(cctx, t.LeaseTTL)
 			cancel()
 			if err == nil {
@@ -401,7 +399,7 @@ func (a *Agent) renew(ctx context.Context) {
 				go func(g int) {
 					defer func() { <-slots }()
 					sent := a.clk.Now()
-					cctx, cancel := context.WithTimeout(ctx, t.RenewTimeout)
+					cctx, cancel := clock.WithTimeout(ctx, a.clk, t.RenewTimeout)
 					ttl, err := a.store.Renew(cctx)
 					cancel()
 					results <- result{g, sent, ttl, err}
@@ -465,10 +463,17 @@ func (a *Agent) watch(ctx context.Context) {
 
 // intents turns the store's intents into the machine's terms.
 func (a *Agent) intents(s ha.Snapshot) machine.IntentsSeen {
-	ev := machine.IntentsSeen{Maintenance: s.Intents.Maintenance[a.node.Name]}
+	return IntentsFor(a.node.Name, s, a.clk.Now())
+}
+
+// IntentsFor turns the store's intents into node's machine's terms at now
+// (the node's clock): the switchover's wall-clock deadline becomes a time
+// on that clock.
+func IntentsFor(node string, s ha.Snapshot, now time.Time) machine.IntentsSeen {
+	ev := machine.IntentsSeen{Maintenance: s.Intents.Maintenance[node]}
 	if sw := s.Intents.Switchover; sw != nil {
 		ev.Switchover = *sw
-		ev.SwitchoverUntil = a.clk.Now().Add(time.Until(sw.Deadline))
+		ev.SwitchoverUntil = now.Add(sw.Deadline.Sub(now))
 	}
 	return ev
 }
@@ -496,7 +501,7 @@ func (a *Agent) worker(ctx context.Context) {
 func (a *Agent) do(ctx context.Context, act machine.Action) {
 	switch act := act.(type) {
 	case machine.Campaign:
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		cctx, cancel := clock.WithTimeout(ctx, a.clk, callTimeout(a.cfg.Timing))
 		epoch, err := a.store.Campaign(cctx, a.node.Name)
 		cancel()
 		if act.Reclaim != 0 {
@@ -512,7 +517,7 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 			// before the win reaches the machine after it (it would read
 			// "key lost" and demote). No confirmation: hand the key back.
 			a.log.Warn("won, but the watch did not show it; handing the key back", "epoch", epoch)
-			rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
+			rctx, rcancel := clock.WithTimeout(context.WithoutCancel(ctx), a.clk, callTimeout(a.cfg.Timing))
 			_ = a.store.Resign(rctx, a.node.Name, epoch)
 			rcancel()
 			err = fmt.Errorf("the store's watch did not confirm the win at epoch %d", epoch)
@@ -524,20 +529,20 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 		}
 		a.emitAsync(machine.CampaignResult{Epoch: epoch, Err: err})
 	case machine.Promote:
+		if act.Seq <= a.demotedSeq.Load() {
+			// Demoted while this waited behind store calls: starting the
+			// service or on_promote now would act after the demotion.
+			a.emitAsync(machine.PromoteResult{Epoch: act.Epoch, Seq: act.Seq, Err: errors.New("demoted before the promotion started")})
+			return
+		}
 		err := a.promote(ctx, act.Epoch)
 		a.emitAsync(machine.PromoteResult{Epoch: act.Epoch, Seq: act.Seq, Err: err})
-	case machine.Demote:
-		err := a.demote(act)
-		if err != nil {
-			a.log.Error("demotion did not complete cleanly; the node is standby regardless", "epoch", act.Epoch, "err", err)
-		}
-		a.emitAsync(machine.DemoteResult{Epoch: act.Epoch, Err: err})
 	case machine.RequestSwitchover:
 		leader := a.Snapshot().Leader
-		now := time.Now()
+		now := a.clk.Now()
 		sw := ha.Switchover{ID: newID(), From: leader.Node, Epoch: leader.Epoch, To: a.node.Name,
 			Reason: act.Reason, Requested: now, Deadline: now.Add(switchoverWindow)}
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		cctx, cancel := clock.WithTimeout(ctx, a.clk, callTimeout(a.cfg.Timing))
 		err := a.store.RequestSwitchover(cctx, sw)
 		cancel()
 		if err == nil {
@@ -545,16 +550,24 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 			a.record(ha.Event{Kind: "switchover", From: leader.Node, To: a.node.Name, Epoch: leader.Epoch, Reason: act.Reason})
 		}
 	case machine.ClearSwitchover:
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		cctx, cancel := clock.WithTimeout(ctx, a.clk, callTimeout(a.cfg.Timing))
 		_ = a.store.ClearSwitchover(cctx, act.ID)
 		cancel()
 	case machine.Resign:
 		// A failed resign would leave the key with a node that no longer
 		// acts, blocking every failover while its session lives: retry
 		// until it is gone (ErrNotLeader: someone else's now, or expired).
+		// A stopping agent renews no more once it exits: its session,
+		// and the key with it, expires within lease_ttl after, so
+		// retrying longer only delays the exit (with the store cut off,
+		// ten tries outlasted a 15 s stop).
+		var giveUp time.Time
+		if a.State().Stopping {
+			giveUp = a.clk.Now().Add(a.cfg.Timing.LeaseTTL)
+		}
 		backoff := 20 * time.Millisecond
 		for try := 1; ; try++ {
-			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			cctx, cancel := clock.WithTimeout(context.WithoutCancel(ctx), a.clk, callTimeout(a.cfg.Timing))
 			err := a.store.Resign(cctx, a.node.Name, act.Epoch)
 			cancel()
 			if err == nil || errors.Is(err, ha.ErrNotLeader) {
@@ -564,7 +577,10 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 			if try == 10 {
 				break // the machine asks again when it sees the key still held
 			}
-			sleep(context.Background(), a.clk, backoff)
+			if !giveUp.IsZero() && a.clk.Now().After(giveUp) {
+				break // stopping: the key expires with the session
+			}
+			sleep(context.WithoutCancel(ctx), a.clk, backoff)
 			backoff = min(2*backoff, 500*time.Millisecond)
 		}
 	}
@@ -573,16 +589,16 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 // watchCaughtUp waits until the watched snapshot reflects a win at epoch:
 // the key held by this node at epoch, or already at a later epoch.
 func (a *Agent) watchCaughtUp(ctx context.Context, epoch ha.Epoch) bool {
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := a.clk.Now().Add(a.cfg.Timing.LeaseTTL)
 	for {
 		l := a.Snapshot().Leader
 		if l.Epoch > epoch || l.Node == a.node.Name && l.Epoch == epoch {
 			return true
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
+		if a.clk.Now().After(deadline) || ctx.Err() != nil {
 			return false
 		}
-		time.Sleep(time.Millisecond)
+		a.clk.Sleep(time.Millisecond)
 	}
 }
 
@@ -602,14 +618,16 @@ func (a *Agent) roleEnv(role ha.Role, epoch ha.Epoch) map[string]string {
 func (a *Agent) promote(ctx context.Context, epoch ha.Epoch) error {
 	a.log.Info("promoting", "epoch", epoch)
 	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
 	a.promoteMu.Lock()
-	a.promoteCancel, a.promoteEpoch = cancel, epoch
+	a.promoteCancel, a.promoteEpoch, a.promoteDone = cancel, epoch, done
 	a.promoteMu.Unlock()
 	defer func() {
 		a.promoteMu.Lock()
 		a.promoteCancel = nil
 		a.promoteMu.Unlock()
 		cancel()
+		close(done)
 	}()
 	if a.svc != nil {
 		a.svc.SetRole(string(ha.RoleActive), int64(epoch))
@@ -638,7 +656,7 @@ func (a *Agent) waitHealthy(ctx context.Context, limit time.Duration) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("service not healthy within %s after start: %s", limit, a.health.Current().Reason)
-		case <-time.After(10 * time.Millisecond):
+		case <-a.clk.After(10 * time.Millisecond):
 		}
 	}
 }
@@ -651,50 +669,15 @@ func (a *Agent) cancelPromote(epoch ha.Epoch) {
 	}
 }
 
-// demote stops acting as active. A fenced demotion must be over before the
-// lease can expire in the store, so it works against that deadline and kills
-// what does not stop in time.
-func (a *Agent) demote(act machine.Demote) error {
-	a.log.Warn("demoting", "epoch", act.Epoch, "reason", act.Reason, "fenced", act.Fenced)
-	ctx := context.Background()
-	if act.Fenced {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, a.State().ValidUntil.Add(-a.cfg.Timing.LeaseTTL/100))
-		defer cancel()
-	}
-	// The VIP goes first: clients stop reaching this node before its
-	// service stops, and the address is gone well before valid_until
-	// (config check sets aside VIPRemoveBudget of fence_margin for it).
-	a.vipRemove("demoting: " + act.Reason)
-	var errs []error
-	if dl, ok := ctx.Deadline(); ok && a.vip != nil && time.Now().After(dl) {
-		errs = append(errs, fmt.Errorf("the virtual IP was removed only after the fence deadline (was this process paused?)"))
-	}
-	if a.svc != nil {
-		a.svc.SetRole(string(ha.RoleStandby), int64(act.Epoch))
-		if a.cfg.Service.Standby == "cold" {
-			if act.Fenced {
-				a.svc.Kill()
-			} else if err := a.svc.Stop(ctx); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
-	if err := service.RunHook(ctx, a.cfg.Hooks.OnDemote, a.vars, a.roleEnv(ha.RoleStandby, act.Epoch), a.log); err != nil {
-		errs = append(errs, fmt.Errorf("on_demote hook: %w", err))
-	}
-	return errors.Join(errs...)
-}
-
 // publisher writes this node's status record whenever it is asked to, and
 // every few seconds as a heartbeat.
 func (a *Agent) publisher(ctx context.Context) {
-	beat := time.NewTicker(2 * time.Second)
+	beat := a.clk.NewTicker(2 * time.Second)
 	defer beat.Stop()
 	for {
 		select {
 		case <-a.publishC:
-		case <-beat.C:
+		case <-beat.C():
 		case <-ctx.Done():
 			return
 		}
@@ -703,7 +686,7 @@ func (a *Agent) publisher(ctx context.Context) {
 }
 
 func (a *Agent) publishNow(ctx context.Context) {
-	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	cctx, cancel := clock.WithTimeout(ctx, a.clk, callTimeout(a.cfg.Timing))
 	defer cancel()
 	if err := a.store.Publish(cctx, a.Record()); err != nil && ctx.Err() == nil {
 		a.log.Debug("publish status", "err", err)
@@ -744,7 +727,7 @@ func (a *Agent) Record() ha.NodeStatus {
 		API:       a.cfg.APIURL(a.node.API),
 		Version:   Version,
 		StartedAt: a.startedAt,
-		Heartbeat: time.Now(),
+		Heartbeat: now,
 		Failovers: st.Failovers,
 		VIP:       a.vipHeld(),
 	}
@@ -767,7 +750,7 @@ func wall(_ time.Time, t, now time.Time) time.Time {
 	if t.IsZero() {
 		return time.Time{}
 	}
-	return time.Now().Add(-now.Sub(t)).Round(time.Millisecond)
+	return now.Add(-now.Sub(t)).Round(time.Millisecond)
 }
 
 // Snapshot returns the last view of the cluster seen in the store.

@@ -2,9 +2,9 @@ package agent
 
 import (
 	"context"
-	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -29,7 +29,7 @@ func (a *Agent) SetAlias(ctx context.Context, node, alias string) error {
 	}
 	props := a.Snapshot().Props[node]
 	props.Alias = alias
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	cctx, cancel := clock.WithTimeout(ctx, a.clk, opTimeout(a.cfg.Timing))
 	defer cancel()
 	if err := ps.SetProps(cctx, node, props); err != nil {
 		return ha.Wrap(ha.KindUnavailable, err, "record the alias of %s in the store", node)

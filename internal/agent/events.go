@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -21,7 +22,7 @@ const switchoverWindow = 10 * time.Second
 // record queues ev for the history; it never blocks the caller.
 func (a *Agent) record(ev ha.Event) {
 	if ev.Time.IsZero() {
-		ev.Time = time.Now()
+		ev.Time = a.clk.Now()
 	}
 	if ev.Node == "" {
 		ev.Node = a.node.Name
@@ -38,7 +39,7 @@ func (a *Agent) eventWriter(ctx context.Context) {
 	for {
 		select {
 		case ev := <-a.eventC:
-			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			cctx, cancel := clock.WithTimeout(ctx, a.clk, opTimeout(a.cfg.Timing))
 			if err := a.store.AppendEvent(cctx, ev); err != nil {
 				a.log.Debug("record event", "err", err)
 			}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/clock"
+	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -41,7 +43,7 @@ func (a *Agent) KVPut(ctx context.Context, key string, req api.KVPutRequest) (ap
 		rev    int64
 		repeat bool
 	)
-	err = retryStore(ctx, req.ID != "", func(ctx context.Context) error {
+	err = retryStore(ctx, a.clk, a.cfg.Timing, req.ID != "", func(ctx context.Context) error {
 		var err error
 		rev, repeat, err = kv.FencedPut(ctx, a.node.Name, req.Epoch, key, req.Value, req.ID)
 		return err
@@ -63,7 +65,7 @@ func (a *Agent) KVGet(ctx context.Context, key string, epoch ha.Epoch) (api.KVRe
 		found bool
 		rev   int64
 	)
-	err = retryStore(ctx, true, func(ctx context.Context) error {
+	err = retryStore(ctx, a.clk, a.cfg.Timing, true, func(ctx context.Context) error {
 		var err error
 		v, found, rev, err = kv.FencedGet(ctx, a.node.Name, epoch, key)
 		return err
@@ -77,29 +79,30 @@ func (a *Agent) KVGet(ctx context.Context, key string, epoch ha.Epoch) (api.KVRe
 	return api.KVResult{Key: key, Value: v, Found: found, Node: a.node.Name, Epoch: epoch, Rev: rev}, nil
 }
 
-// retryStore calls f again, for up to 2.5 seconds, while the store fails
-// for reasons other than the fence: a leader change drops proposals, or
-// loses one forwarded to a leader that stopped (and this agent moves etcd
-// leadership away from itself right after a promotion). Each try gets 700
-// ms. Only when safe: reads, and writes with an idempotency id.
-func retryStore(ctx context.Context, safe bool, f func(context.Context) error) error {
-	deadline := time.Now().Add(2500 * time.Millisecond)
+// retryStore calls f again, for up to 5/4 lease_ttl (2.5 s on LAN), while
+// the store fails for reasons other than the fence: a leader change drops
+// proposals, or loses one forwarded to a leader that stopped (and this
+// agent moves etcd leadership away from itself right after a promotion).
+// Each try gets max(renew_timeout, lease_ttl/3) (667 ms on LAN). Only when
+// safe: reads, and writes with an idempotency id.
+func retryStore(ctx context.Context, clk clock.Clock, t config.Timing, safe bool, f func(context.Context) error) error {
+	deadline := clk.Now().Add(t.LeaseTTL * 5 / 4)
 	backoff := 20 * time.Millisecond
 	for {
 		try := ctx
 		cancel := func() {}
 		if safe {
-			try, cancel = context.WithTimeout(ctx, 700*time.Millisecond)
+			try, cancel = clock.WithTimeout(ctx, clk, max(t.RenewTimeout, t.LeaseTTL/3))
 		}
 		err := f(try)
 		cancel()
-		if err == nil || !safe || errors.Is(err, ha.ErrNotLeader) || ctx.Err() != nil || time.Now().Add(backoff).After(deadline) {
+		if err == nil || !safe || errors.Is(err, ha.ErrNotLeader) || ctx.Err() != nil || clk.Now().Add(backoff).After(deadline) {
 			return err
 		}
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(backoff):
+		case <-clk.After(backoff):
 		}
 		backoff = min(2*backoff, 200*time.Millisecond)
 	}

@@ -99,19 +99,19 @@ func (a *Agent) ChangeMembers(ctx context.Context, req api.MembersRequest) ([]ha
 		// etcd refuses an add until every member has been connected for a
 		// few seconds (its strict reconfiguration check): a transient
 		// state after a start or a hiccup, so retry for a while.
-		deadline := time.Now().Add(15 * time.Second)
+		deadline := a.clk.Now().Add(15 * time.Second)
 		for {
 			err := ms.AddMember(cctx, n.Name, n.Peer)
 			if err == nil {
 				break
 			}
-			if !strings.Contains(err.Error(), "unhealthy cluster") || time.Now().After(deadline) {
+			if !strings.Contains(err.Error(), "unhealthy cluster") || a.clk.Now().After(deadline) {
 				return nil, ha.Wrap(ha.KindConflict, err, "add %s (etcd adds a member only when every member has been connected for 5s)", n.Name)
 			}
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
-			case <-time.After(500 * time.Millisecond):
+			case <-a.clk.After(500 * time.Millisecond):
 			}
 		}
 	} else {

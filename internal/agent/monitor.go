@@ -53,7 +53,7 @@ func (a *Agent) monitor(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(monitorEvery):
+		case <-a.clk.After(monitorEvery):
 		}
 	}
 }
@@ -122,7 +122,7 @@ func newClusterMetrics(reg *prometheus.Registry, a *Agent, m *Metrics) *clusterM
 			if !st.SessionOK {
 				return 0
 			}
-			return max(0, time.Until(st.ValidUntil).Seconds())
+			return max(0, st.ValidUntil.Sub(a.clk.Now()).Seconds())
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "haven_store_reachable", Help: "1 when this node's last lease renewal reached the store.",

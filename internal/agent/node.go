@@ -164,6 +164,7 @@ func RunWitness(ctx context.Context, cfg *config.Config, name string, log *slog.
 	if _, err := loadTLS(cfg, node); err != nil {
 		return err
 	}
+	clk := clock.Real{}
 	member, store, err := startCoordination(ctx, cfg, node, log)
 	if err != nil {
 		return err
@@ -178,12 +179,12 @@ func RunWitness(ctx context.Context, cfg *config.Config, name string, log *slog.
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			ttl, err := store.NewSession(cctx, cfg.Timing.LeaseTTL)
 			if err == nil {
-				err = store.Publish(cctx, ha.NodeStatus{Name: name, Role: ha.RoleWitness, Healthy: true, Reason: "etcd member", AgentPID: os.Getpid(), StartedAt: time.Now(), Heartbeat: time.Now(), Version: Version})
+				err = store.Publish(cctx, ha.NodeStatus{Name: name, Role: ha.RoleWitness, Healthy: true, Reason: "etcd member", AgentPID: os.Getpid(), StartedAt: clk.Now(), Heartbeat: clk.Now(), Version: Version})
 			}
 			cancel()
 			for err == nil && ctx.Err() == nil {
 				select {
-				case <-time.After(ttl / 3):
+				case <-clk.After(ttl / 3):
 				case <-ctx.Done():
 				}
 				cctx, cancel := context.WithTimeout(ctx, ttl/3)
@@ -191,7 +192,7 @@ func RunWitness(ctx context.Context, cfg *config.Config, name string, log *slog.
 				cancel()
 			}
 			select {
-			case <-time.After(200 * time.Millisecond):
+			case <-clk.After(200 * time.Millisecond):
 			case <-ctx.Done():
 			}
 		}
@@ -225,7 +226,7 @@ func startCoordination(ctx context.Context, cfg *config.Config, node config.Node
 			select {
 			case <-ctx.Done():
 				return nil, nil, fmt.Errorf("connect to the %s store: %w", cfg.Store.Backend, err)
-			case <-time.After(backoff):
+			case <-clock.Real{}.After(backoff):
 			}
 		}
 	}
@@ -290,7 +291,7 @@ func keepLeaderAway(ctx context.Context, a *Agent, m *etcdstore.Member, log *slo
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(pause):
+		case <-a.clk.After(pause):
 		}
 		pause = 100 * time.Millisecond
 		if a.State().Role != ha.RoleActive || !m.IsLeader() {

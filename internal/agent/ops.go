@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/clock"
+	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -71,14 +73,19 @@ func (a *Agent) Promote(ctx context.Context, req api.PromoteRequest) (api.Switch
 	return a.handOver(ctx, snap.Leader, target, "promoted by an operator", req.Who, true)
 }
 
-// pickTarget validates the requested target, or picks the eligible standby
-// with the highest priority.
 func (a *Agent) pickTarget(snap ha.Snapshot, to string, force, promote bool) (string, error) {
+	return PickTarget(a.cfg, snap, to, force, promote)
+}
+
+// PickTarget validates the requested target of a switchover or promotion,
+// or picks the eligible standby with the highest priority. It is pure: the
+// simulation (internal/sim) calls it as the agent does.
+func PickTarget(cfg *config.Config, snap ha.Snapshot, to string, force, promote bool) (string, error) {
 	if to != "" {
-		n, ok := a.cfg.NodeByName(to)
+		n, ok := cfg.NodeByName(to)
 		switch {
 		case !ok:
-			return "", ha.Errorf(ha.KindNotFound, "no node %q in the configuration; members: %s", to, a.memberNames())
+			return "", ha.Errorf(ha.KindNotFound, "no node %q in the configuration; members: %s", to, memberNames(cfg))
 		case n.Witness:
 			return "", ha.Errorf(ha.KindConflict, "%s is a witness and cannot run the service", to)
 		case to == snap.Leader.Node:
@@ -108,7 +115,7 @@ func (a *Agent) pickTarget(snap ha.Snapshot, to string, force, promote bool) (st
 	}
 	if len(cands) == 0 {
 		var why []string
-		for _, n := range a.cfg.Nodes {
+		for _, n := range cfg.Nodes {
 			if n.Name == snap.Leader.Node || n.Witness {
 				continue
 			}
@@ -120,7 +127,7 @@ func (a *Agent) pickTarget(snap ha.Snapshot, to string, force, promote bool) (st
 		}
 		return "", ha.Errorf(ha.KindConflict, "no eligible standby to hand over to (%v)", why)
 	}
-	prio := priorities(a.cfg)
+	prio := priorities(cfg)
 	sort.Slice(cands, func(i, j int) bool {
 		if prio[cands[i].Name] != prio[cands[j].Name] {
 			return prio[cands[i].Name] > prio[cands[j].Name]
@@ -135,40 +142,37 @@ func (a *Agent) handOver(ctx context.Context, from ha.Leader, target, reason, wh
 	if reason == "" {
 		reason = "requested by an operator"
 	}
-	now := time.Now()
+	now := a.clk.Now()
 	sw := ha.Switchover{ID: newID(), From: from.Node, Epoch: from.Epoch, To: target, Promote: promote,
 		Reason: reason, Requested: now, Deadline: now.Add(switchoverWindow)}
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	cctx, cancel := clock.WithTimeout(ctx, a.clk, opTimeout(a.cfg.Timing))
 	err := a.store.RequestSwitchover(cctx, sw)
 	cancel()
 	if errors.Is(err, ha.ErrBusy) {
 		return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "another switchover is in progress; wait for it to finish (haven events)")
 	}
+	if errors.Is(err, ha.ErrStale) {
+		// The view this was decided on is out of date (a failover happened
+		// meanwhile): answering about it would be answering about
+		// something else.
+		return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "stale view, retry: the active node changed while the switchover was being asked (%v); check `haven status` and ask again", err)
+	}
 	if err != nil {
 		return api.SwitchoverResult{}, ha.Wrap(ha.KindUnavailable, err, "record the switchover in the store")
 	}
-	start := time.Now()
-	wctx, cancel := context.WithDeadline(ctx, sw.Deadline)
+	start := a.clk.Now()
+	wctx, cancel := clock.WithDeadline(ctx, a.clk, sw.Deadline)
 	defer cancel()
 	for {
 		snap := a.Snapshot()
-		if l := snap.Leader; !l.None() && l.Node != target && l.Epoch > from.Epoch {
-			// The target did not take the key within the grace, and another
-			// standby did (machine.SwitchoverGrace): the cluster has an
-			// active node, just not the one asked for.
-			_ = a.store.ClearSwitchover(context.Background(), sw.ID)
-			why := "it did not take over in time"
-			if rec, ok := snap.Nodes[target]; ok && rec.Why != "" {
-				why = rec.Why
-			}
-			a.record(ha.Event{Kind: "switchover", From: from.Node, To: l.Node, Epoch: l.Epoch, Reason: fmt.Sprintf("%s took over instead of %s (%s)", l.Node, target, why), Duration: time.Since(start), Who: who})
+		switch outcome, why := HandOverSeen(snap, from, target); outcome {
+		case HandOverOther:
+			l := snap.Leader
+			a.clearSwitchover(ctx, sw.ID)
+			a.record(ha.Event{Kind: "switchover", From: from.Node, To: l.Node, Epoch: l.Epoch, Reason: fmt.Sprintf("%s took over instead of %s (%s)", l.Node, target, why), Duration: a.clk.Since(start), Who: who})
 			return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "%s took over instead of %s (%s: %s)", l.Node, target, target, why)
-		}
-		if snap.Leader.Node == target && snap.Leader.Epoch > from.Epoch {
-			// The target holds the key: the hand-over is done (its record
-			// may still say promoting, or already something else if its
-			// service failed right after).
-			took := time.Since(start)
+		case HandOverDone:
+			took := a.clk.Since(start)
 			kind := "switchover"
 			if promote {
 				kind = "promote"
@@ -179,10 +183,10 @@ func (a *Agent) handOver(ctx context.Context, from ha.Leader, target, reason, wh
 		}
 		select {
 		case <-wctx.Done():
-			_ = a.store.ClearSwitchover(context.Background(), sw.ID)
+			a.clearSwitchover(ctx, sw.ID)
 			now := a.Snapshot().Leader
 			return api.SwitchoverResult{}, ha.Errorf(ha.KindUnavailable, "%s did not become active within %s (active now: %s); see `haven events`", target, switchoverWindow, leaderText(now))
-		case <-time.After(2 * time.Millisecond):
+		case <-a.clk.After(2 * time.Millisecond):
 		}
 	}
 }
@@ -194,7 +198,7 @@ func (a *Agent) handOver(ctx context.Context, from ha.Leader, target, reason, wh
 // second. Without it, a second switchover right after the first was
 // refused: the standbys' records still said "switchover in progress".
 func (a *Agent) settleSwitchover(ctx context.Context, id string) {
-	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	cctx, cancel := clock.WithTimeout(ctx, a.clk, callTimeout(a.cfg.Timing))
 	defer cancel()
 	_ = a.store.ClearSwitchover(cctx, id)
 	for {
@@ -211,9 +215,54 @@ func (a *Agent) settleSwitchover(ctx context.Context, id string) {
 		select {
 		case <-cctx.Done():
 			return
-		case <-time.After(2 * time.Millisecond):
+		case <-a.clk.After(2 * time.Millisecond):
 		}
 	}
+}
+
+// clearSwitchover withdraws the intent id, also when the operator's request
+// has gone (its context ended): an intent left behind would hold the other
+// standbys back until its deadline. Bounded, since opMu is held.
+func (a *Agent) clearSwitchover(ctx context.Context, id string) {
+	cctx, cancel := clock.WithTimeout(context.WithoutCancel(ctx), a.clk, callTimeout(a.cfg.Timing))
+	defer cancel()
+	if err := a.store.ClearSwitchover(cctx, id); err != nil {
+		a.log.Warn("withdraw the switchover intent; it lapses at its deadline", "id", id, "err", err)
+	}
+}
+
+// HandOverOutcome is what a snapshot says about a hand-over in progress.
+type HandOverOutcome int
+
+// Outcomes of a hand-over (HandOverSeen).
+const (
+	HandOverPending HandOverOutcome = iota // the role has not moved on yet
+	HandOverDone                           // the target holds the role at a later epoch
+	HandOverOther                          // another node took the role at a later epoch
+)
+
+// HandOverSeen tells from snap how the hand-over from from to target went,
+// and with HandOverOther why the target did not take over, as far as its
+// record says.
+func HandOverSeen(snap ha.Snapshot, from ha.Leader, target string) (HandOverOutcome, string) {
+	l := snap.Leader
+	switch {
+	case !l.None() && l.Node != target && l.Epoch > from.Epoch:
+		// The target did not take the key within the grace, and another
+		// standby did (machine.SwitchoverGrace): the cluster has an
+		// active node, just not the one asked for.
+		why := "it did not take over in time"
+		if rec, ok := snap.Nodes[target]; ok && rec.Why != "" {
+			why = rec.Why
+		}
+		return HandOverOther, why
+	case l.Node == target && l.Epoch > from.Epoch:
+		// The target holds the key: the hand-over is done (its record
+		// may still say promoting, or already something else if its
+		// service failed right after).
+		return HandOverDone, ""
+	}
+	return HandOverPending, ""
 }
 
 func leaderText(l ha.Leader) string {
@@ -223,9 +272,11 @@ func leaderText(l ha.Leader) string {
 	return fmt.Sprintf("%s at epoch %d", l.Node, l.Epoch)
 }
 
-func (a *Agent) memberNames() []string {
+func (a *Agent) memberNames() []string { return memberNames(a.cfg) }
+
+func memberNames(cfg *config.Config) []string {
 	var names []string
-	for _, n := range a.cfg.Nodes {
+	for _, n := range cfg.Nodes {
 		names = append(names, n.Name)
 	}
 	return names
@@ -250,7 +301,7 @@ func (a *Agent) Maintenance(ctx context.Context, req api.MaintenanceRequest) (ap
 		}
 		res.Switchover = &sw
 	}
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	cctx, cancel := clock.WithTimeout(ctx, a.clk, opTimeout(a.cfg.Timing))
 	defer cancel()
 	if err := a.store.SetMaintenance(cctx, req.Node, req.On); err != nil {
 		return res, ha.Wrap(ha.KindUnavailable, err, "record maintenance in the store")
@@ -327,3 +378,6 @@ func (a *Agent) Events(ctx context.Context, limit int) ([]ha.Event, error) {
 	}
 	return evs, nil
 }
+
+// SwitchoverWindow is how long a switchover intent binds the cluster.
+const SwitchoverWindow = switchoverWindow

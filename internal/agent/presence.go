@@ -22,7 +22,7 @@ func (a *Agent) observePresence(s ha.Snapshot) {
 	if a.presence.tr == nil {
 		a.presence.tr = presence.New(presence.Options{LeaseTTL: a.cfg.Timing.LeaseTTL})
 	}
-	evs := a.presence.tr.Observe(s, time.Now())
+	evs := a.presence.tr.Observe(s, a.clk.Now())
 	a.presence.mu.Unlock()
 	if len(evs) == 0 {
 		return

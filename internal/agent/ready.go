@@ -30,7 +30,7 @@ func (a *Agent) notifySystemd(ctx context.Context, log *slog.Logger) {
 		case <-ctx.Done():
 			_ = n.Send("STOPPING=1")
 			return
-		case <-time.After(100 * time.Millisecond):
+		case <-a.clk.After(100 * time.Millisecond):
 		}
 		st := a.State()
 		if !ready && !(st.SessionOK && st.LeaderKnown && st.Role != ha.RoleStarting && st.Role != "") {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/store/etcdstore"
@@ -104,7 +105,7 @@ func Recover(ctx context.Context, cfg *config.Config, name string, o RecoverOpti
 	if err := store.RaiseEpoch(rctx, res.Floor); err != nil {
 		return res, err
 	}
-	ev := ha.Event{Time: time.Now(), Node: name, Kind: "recover", Epoch: res.Floor, Who: o.Who,
+	ev := ha.Event{Time: clock.Real{}.Now(), Node: name, Kind: "recover", Epoch: res.Floor, Who: o.Who,
 		Reason: fmt.Sprintf("rebuilt from %s alone (force-new-cluster); revision %d, epochs now above %d", name, res.Revision, res.Floor)}
 	if err := store.AppendEvent(rctx, ev); err != nil {
 		log.Warn("recover: record the event", "err", err)

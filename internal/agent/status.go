@@ -3,7 +3,6 @@ package agent
 import (
 	"net/http"
 	"sort"
-	"time"
 
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/ha"
@@ -19,10 +18,10 @@ func (a *Agent) Status() api.Status {
 		Mode:     a.cfg.Mode,
 		Reporter: a.node.Name,
 		Leader:   snap.Leader,
-		Time:     time.Now(),
+		Time:     a.clk.Now(),
 		// Every agent tracks losses, so any of them can answer.
 		LastFailover: a.lastFailover(),
-		Warnings:     a.securityWarnings(time.Now()),
+		Warnings:     a.securityWarnings(a.clk.Now()),
 	}
 	for _, n := range a.cfg.Nodes {
 		var rec ha.NodeStatus

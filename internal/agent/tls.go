@@ -103,7 +103,7 @@ func (c certCollector) Collect(ch chan<- prometheus.Metric) {
 	if src == nil {
 		return
 	}
-	now := time.Now()
+	now := c.a.clk.Now()
 	if na := src.NotAfter(); !na.IsZero() {
 		ch <- prometheus.MustNewConstMetric(certExpiryDesc, prometheus.GaugeValue, na.Sub(now).Seconds(), src.Files().Cert)
 	}
@@ -122,7 +122,7 @@ func (a *Agent) reloadTLSOnHUP(ctx context.Context, log *slog.Logger) {
 	if src == nil {
 		return
 	}
-	if w := a.securityWarnings(time.Now()); len(w) > 0 {
+	if w := a.securityWarnings(a.clk.Now()); len(w) > 0 {
 		a.record(ha.Event{Kind: "tls", To: "expiring", Reason: w[0]})
 	}
 	hup := make(chan os.Signal, 1)
@@ -145,7 +145,7 @@ func (a *Agent) reloadTLSOnHUP(ctx context.Context, log *slog.Logger) {
 			}
 			log.Info("SIGHUP: TLS certificate reloaded", "cert", src.Files().Cert, "not_after", src.NotAfter())
 			reason := fmt.Sprintf("%s valid until %s", src.Files().Cert, src.NotAfter().Format(time.DateOnly))
-			if w := a.securityWarnings(time.Now()); len(w) > 0 {
+			if w := a.securityWarnings(a.clk.Now()); len(w) > 0 {
 				reason = w[0]
 			}
 			a.record(ha.Event{Kind: "tls", To: "reloaded", Reason: reason})

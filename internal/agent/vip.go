@@ -74,7 +74,7 @@ func (a *Agent) vipLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-a.vip.wake:
-		case <-time.After(100 * time.Millisecond):
+		case <-a.clk.After(100 * time.Millisecond):
 		}
 		serving := a.State().Role == ha.RoleActive && a.Serving()
 		switch {
@@ -103,9 +103,9 @@ func (a *Agent) vipAdd() {
 			return // too little of the lease left; the next renewal brings more
 		}
 	}
-	start := time.Now()
+	start := a.clk.Now()
 	added, err := d.v.Add(life)
-	took := time.Since(start)
+	took := a.clk.Since(start)
 	if err != nil {
 		a.log.Error("cannot add the virtual IP; clients of the VIP cannot reach this active node", "vip", d.v.Address(), "interface", d.v.Interface(), "err", err)
 		a.record(ha.Event{Kind: "vip", To: "add failed", Reason: err.Error(), Duration: took, Epoch: a.State().Epoch})
@@ -174,9 +174,9 @@ func (a *Agent) vipRemove(why string) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	start := time.Now()
+	start := a.clk.Now()
 	removed, err := d.v.Remove()
-	took := time.Since(start)
+	took := a.clk.Since(start)
 	if err != nil {
 		a.log.Error("cannot remove the virtual IP", "vip", d.v.Address(), "interface", d.v.Interface(), "err", err)
 		a.record(ha.Event{Kind: "vip", To: "remove failed", Reason: why + ": " + err.Error(), Duration: took})

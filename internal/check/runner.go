@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/config"
 )
 
@@ -41,6 +42,7 @@ const notChecked = "not checked yet"
 // All methods are safe for concurrent use.
 type Runner struct {
 	log     *slog.Logger
+	clk     clock.Clock
 	entries []*entry
 	updates chan Result
 
@@ -61,9 +63,16 @@ type entry struct {
 	reason string // why the check is unhealthy: its last failure
 }
 
+// RunnerOption configures a Runner.
+type RunnerOption func(*Runner)
+
+// WithClock makes the runner pace and time its probes on clk (default: the
+// system clock).
+func WithClock(clk clock.Clock) RunnerOption { return func(r *Runner) { r.clk = clk } }
+
 // NewRunner builds the checks with New; log may be nil. Rise and Fall below 1 count as 1; a
 // Timeout of zero falls back to the Interval, which must be positive.
-func NewRunner(checks []config.Check, vars map[string]string, log *slog.Logger) (*Runner, error) {
+func NewRunner(checks []config.Check, vars map[string]string, log *slog.Logger, opts ...RunnerOption) (*Runner, error) {
 	entries := make([]*entry, 0, len(checks))
 	for i, c := range checks {
 		if c.Name == "" {
@@ -87,14 +96,18 @@ func NewRunner(checks []config.Check, vars map[string]string, log *slog.Logger) 
 			fall:     max(c.Fall, 1),
 		})
 	}
-	return newRunner(entries, log), nil
+	r := newRunner(entries, log)
+	for _, o := range opts {
+		o(r)
+	}
+	return r, nil
 }
 
 func newRunner(entries []*entry, log *slog.Logger) *Runner {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &Runner{log: log, entries: entries, updates: make(chan Result, 1)}
+	r := &Runner{log: log, clk: clock.Real{}, entries: entries, updates: make(chan Result, 1)}
 	for _, e := range entries {
 		e.st.Name = e.checker.Name()
 		e.reason = notChecked
@@ -142,13 +155,13 @@ func (r *Runner) Run(ctx context.Context) {
 }
 
 func (r *Runner) loop(ctx context.Context, e *entry) {
-	t := time.NewTicker(e.interval)
+	t := r.clk.NewTicker(e.interval)
 	defer t.Stop()
 	for ctx.Err() == nil {
 		r.probe(ctx, e)
 		select {
 		case <-ctx.Done():
-		case <-t.C:
+		case <-t.C():
 		}
 	}
 }
@@ -157,14 +170,14 @@ func (r *Runner) probe(ctx context.Context, e *entry) {
 	r.mu.Lock()
 	gen := r.gen
 	r.mu.Unlock()
-	start := time.Now()
+	start := r.clk.Now()
 	pctx, cancel := context.WithTimeout(ctx, e.timeout)
 	err := e.checker.Check(pctx)
 	cancel()
 	if ctx.Err() != nil {
 		return // shutting down: the probe was cut short, not failed
 	}
-	r.record(e, gen, err, time.Since(start), time.Now())
+	r.record(e, gen, err, r.clk.Since(start), r.clk.Now())
 }
 
 // record counts one probe result, started in generation gen.

@@ -250,30 +250,6 @@ func TestActiveActiveEveryHealthyNodeServes(t *testing.T) {
 	waitFor(t, 20*time.Second, "n2 back in rotation", func() bool { return c.LBCheck("n2") == http.StatusOK })
 }
 
-// TestPreemptionAfterDelay: with preemption on, a higher-priority node that
-// comes back takes the role back through a switchover, after the delay.
-func TestPreemptionAfterDelay(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t, clusterOpts{preempt: "1s", priorities: map[string]int{"n1": 200}, start: []string{"n2", "n3"}})
-	first, _ := c.WaitActive(startTimeout, "n1")
-	c.Start("n1")
-	var took time.Duration
-	waitFor(t, startTimeout, "n1 eligible", func() bool {
-		v, ok := c.NodeView(first, "n1")
-		return ok && v.Eligible
-	})
-	eligible := time.Now()
-	waitFor(t, 20*time.Second, "n1 to take the role back", func() bool {
-		took = time.Since(eligible)
-		return c.LBCheck("n1") == http.StatusOK
-	})
-	t.Logf("n1 took the role back from %s %s after becoming eligible", first, took)
-	_, out, _ := runHaven(t, "events", "--config", c.Config)
-	if !strings.Contains(out, "preemption") {
-		t.Fatalf("events lack the preemption:\n%s", out)
-	}
-}
-
 // TestServiceControl stops and starts a standby's service, and refuses to
 // stop the active's without --force.
 func TestServiceControl(t *testing.T) {

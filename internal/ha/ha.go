@@ -133,7 +133,10 @@ type Event struct {
 type Operations interface {
 	// SetMaintenance turns maintenance on or off for node.
 	SetMaintenance(ctx context.Context, node string, on bool) error
-	// RequestSwitchover records sw unless another unexpired one is pending.
+	// RequestSwitchover records sw unless another unexpired one is pending
+	// (ErrBusy), or, in the same transaction, the active role is not held
+	// by sw.From at sw.Epoch (vacant for From ""): then ErrStale, since
+	// the caller decided on a stale view of the cluster.
 	RequestSwitchover(ctx context.Context, sw Switchover) error
 	// ClearSwitchover removes the pending switchover if its ID is id.
 	ClearSwitchover(ctx context.Context, id string) error
@@ -172,6 +175,11 @@ type Store interface {
 
 // ErrBusy: another operation of the same kind is in progress.
 var ErrBusy = errors.New("another switchover is in progress")
+
+// ErrStale: a switchover was asked from a leader (node and epoch) that no
+// longer holds the role in the store: the caller's view is stale; it should
+// look again and retry.
+var ErrStale = errors.New("stale view of the active node")
 
 // Errors that callers act on.
 var (

@@ -21,6 +21,7 @@
 package machine
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -214,10 +215,15 @@ type Promote struct {
 // Demote asks the driver to stop acting as active (on_demote hook, stop a
 // cold service) and report DemoteResult. Fenced means the lease is about to
 // expire: the driver must finish by the lease deadline, killing if needed.
+//
+// Deadline, when set (fenced), is the lease's ValidUntil at the time of the
+// decision: the store may expire the key from then on, so the demotion must
+// be over by then whatever else the driver is doing.
 type Demote struct {
-	Epoch  ha.Epoch
-	Reason string
-	Fenced bool
+	Epoch    ha.Epoch
+	Reason   string
+	Fenced   bool
+	Deadline time.Time
 }
 
 // Resign asks the driver to delete the leader key if it still holds Epoch.
@@ -389,6 +395,14 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 	case CampaignResult:
 		s.Acquiring = false
 		if ev.Err != nil {
+			if !errors.Is(ev.Err, ha.ErrTaken) && s.Leader.Node == cfg.Node && s.Leader.Epoch == s.Reclaimed && s.Leader.Epoch != s.Epoch {
+				// The question about a key in our name got no answer (the
+				// store was slow or cut off): ask again. Asked only once,
+				// the key, bound to our live session, kept every other node
+				// from taking over for as long as this agent ran (found by
+				// internal/sim; see docs/simulation.md).
+				s.Reclaimed = s.Leader.Epoch - 1
+			}
 			break
 		}
 		ok, why := s.Eligible(cfg, now)
@@ -519,7 +533,11 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 // demote leaves the active role: first stop acting, then give the key back.
 func demote(cfg Config, s State, acts []Action, now time.Time, reason string, fenced bool) (State, []Action) {
 	s = setRole(s, ha.RoleDemoting, now, reason)
-	acts = append(acts, Demote{Epoch: s.Epoch, Reason: reason, Fenced: fenced})
+	d := Demote{Epoch: s.Epoch, Reason: reason, Fenced: fenced}
+	if fenced {
+		d.Deadline = s.ValidUntil
+	}
+	acts = append(acts, d)
 	if !cfg.activeActive() { // active-active nodes hold no key
 		acts = append(acts, Resign{Epoch: s.Epoch})
 	}

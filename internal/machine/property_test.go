@@ -450,7 +450,8 @@ func checkStep(cfg Config, prev State, ev Event, now time.Time, s State, acts []
 				return errors.New("Campaign while a campaign is in flight")
 			case a.Reclaim != 0 && (s.Leader != ha.Leader{Node: cfg.Node, Epoch: a.Reclaim} || !s.LeaderKnown):
 				return fmt.Errorf("reclaim of epoch %d while the last leader seen is %+v", a.Reclaim, s.Leader)
-			case a.Reclaim != 0 && a.Reclaim <= prev.Reclaimed:
+			case a.Reclaim != 0 && a.Reclaim <= prev.Reclaimed && !unanswered(ev):
+				// Asked again only when the last question got no answer.
 				return fmt.Errorf("reclaim of epoch %d asked twice", a.Reclaim)
 			case a.Reclaim != 0:
 				// Asks whether a key in our name is ours: allowed unfit
@@ -693,4 +694,10 @@ func TestEventSyntaxRoundTrip(t *testing.T) {
 			t.Fatalf("%s parsed back as %s", text, again)
 		}
 	}
+}
+
+// unanswered: a campaign whose outcome is unknown (neither won nor taken).
+func unanswered(ev Event) bool {
+	r, ok := ev.(CampaignResult)
+	return ok && r.Err != nil && !errors.Is(r.Err, ha.ErrTaken)
 }

@@ -13,7 +13,6 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // Idempotent reports whether a request may be sent twice: GET, HEAD,
@@ -49,7 +48,7 @@ func (e *rtError) Unwrap() error { return e.err }
 // ServeHTTP forwards one request, holding it while no node takes traffic
 // and retrying it where that is safe.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
+	start := p.clk.Now()
 	st := &reqState{w: w}
 	defer func() {
 		if v := recover(); v != nil {
@@ -66,7 +65,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if p.cfg.AccessLog {
 			p.log.Info("request", "method", r.Method, "host", r.Host, "path", r.URL.Path, "proto", r.Proto,
-				"client", r.RemoteAddr, "code", st.code, "backend", st.backend, "tries", st.tries, "ms", time.Since(start).Milliseconds())
+				"client", r.RemoteAddr, "code", st.code, "backend", st.backend, "tries", st.tries, "ms", p.clk.Since(start).Milliseconds())
 		}
 	}()
 	if isUpgrade(r) {
@@ -111,7 +110,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if attempt > 0 {
 			p.metrics.retries.Inc()
 		}
-		sent := time.Now()
+		sent := p.clk.Now()
 		resp, c, err := p.roundTrip(ctx, b, r, body, hasBody && body == nil)
 		if err != nil {
 			var re *rtError
@@ -157,7 +156,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			after = ts.gen
 			continue
 		}
-		b.latency.Observe(time.Since(sent).Seconds())
+		b.latency.Observe(p.clk.Since(sent).Seconds())
 		p.respond(st, b, c, r, resp)
 		return
 	}

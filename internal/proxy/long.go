@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/haven-ha/haven/internal/clock"
 )
 
 // longConn is a relay that outlives a request: an upgraded (WebSocket)
@@ -29,9 +31,9 @@ type longConn struct {
 func (l *longConn) stop() {
 	l.failover.Store(true)
 	if l.ws {
-		_ = l.backend.SetReadDeadline(time.Now())
+		_ = l.backend.SetReadDeadline(clock.Real{}.Now()) // a socket deadline is kernel time
 		// If the relay cannot get to a boundary soon, cut it anyway.
-		time.AfterFunc(time.Second, l.close)
+		clock.Real{}.AfterFunc(time.Second, l.close)
 		return
 	}
 	l.close()
@@ -239,7 +241,7 @@ func (p *Proxy) relayUpgrade(st *reqState, b *backend, c *bconn, resp *http.Resp
 	backendGone := rerr != nil && (l.failover.Load() || errors.Is(rerr, io.EOF) || !errors.As(rerr, &ne) || !ne.Timeout())
 	if ws && backendGone && !ft.closed && ft.atBoundary() {
 		// Tell the client to reconnect: it will reach the new active.
-		_ = client.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = client.SetWriteDeadline(clock.Real{}.Now().Add(time.Second))
 		_, _ = client.Write(closeFrame(1012, "haven: failover, reconnect"))
 		closeWrite(client)
 	}
@@ -365,13 +367,13 @@ func (p *Proxy) serveTCP(ctx context.Context, ln net.Listener) error {
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(5 * time.Millisecond)
+				clock.Real{}.Sleep(5 * time.Millisecond)
 				continue
 			}
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			time.Sleep(5 * time.Millisecond) // EMFILE and the like
+			clock.Real{}.Sleep(5 * time.Millisecond) // EMFILE and the like
 			continue
 		}
 		go p.handleTCP(ctx, c)
@@ -379,7 +381,7 @@ func (p *Proxy) serveTCP(ctx context.Context, ln net.Listener) error {
 }
 
 func (p *Proxy) handleTCP(ctx context.Context, c net.Conn) {
-	deadline := time.Now().Add(p.cfg.HoldTimeout)
+	deadline := p.clk.Now().Add(p.cfg.HoldTimeout)
 	var after uint64
 	for attempt := 0; attempt <= p.cfg.Retries; attempt++ {
 		ts, err := p.waitTargets(ctx, deadline, after)
@@ -435,7 +437,7 @@ func (p *Proxy) handleTCP(ctx context.Context, c net.Conn) {
 		closeWrite(c)
 		select {
 		case <-done:
-		case <-time.After(5 * time.Second): // the client keeps its half open
+		case <-clock.Real{}.After(5 * time.Second): // the client keeps its half open
 		}
 		l.close()
 		<-done

@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/haven-ha/haven/internal/clock"
 )
 
 // Pool limits.
@@ -52,7 +54,7 @@ func newPool(addr string, tlsCfg *tls.Config) *pool {
 // idle connection the backend has closed is detected before it is used,
 // for requests that must not be sent twice.
 func (p *pool) get(ctx context.Context, checkStale bool) (*bconn, error) {
-	now := time.Now()
+	now := clock.Real{}.Now()
 	for {
 		p.mu.Lock()
 		n := len(p.idle)
@@ -100,7 +102,7 @@ func stale(c *bconn) bool {
 	if c.br.Buffered() > 0 {
 		return true
 	}
-	_ = c.SetReadDeadline(time.Now())
+	_ = c.SetReadDeadline(clock.Real{}.Now())
 	_, err := c.br.Peek(1)
 	_ = c.SetReadDeadline(time.Time{})
 	if ne, ok := err.(net.Error); ok && ne.Timeout() {
@@ -111,7 +113,7 @@ func stale(c *bconn) bool {
 
 // put returns a connection whose last exchange ended cleanly.
 func (p *pool) put(c *bconn) {
-	c.idleAt = time.Now()
+	c.idleAt = clock.Real{}.Now()
 	p.mu.Lock()
 	if _, ok := p.busy[c]; !ok || len(p.idle) >= maxIdlePerBackend {
 		// Cut by a drain meanwhile, or too many idle.

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 )
@@ -52,6 +53,9 @@ type Options struct {
 	// APITLS, when set, makes the /lb-check probes HTTPS with it (the
 	// cluster's mutual TLS); nil probes in plain HTTP.
 	APITLS *tls.Config
+	// Clock times routing: held requests, quarantines, probes (default:
+	// the system clock). Socket deadlines always use the kernel's.
+	Clock clock.Clock
 }
 
 // Timing of the failover path.
@@ -64,6 +68,7 @@ const (
 type Proxy struct {
 	cfg      config.Proxy
 	opts     Options
+	clk      clock.Clock
 	log      *slog.Logger
 	backends map[string]*backend
 	names    []string
@@ -132,7 +137,7 @@ type backend struct {
 
 	mu    sync.Mutex
 	long  map[*longConn]struct{} // WebSocket and TCP relays
-	drain *time.Timer
+	drain clock.Timer
 	inSet bool
 }
 
@@ -151,6 +156,9 @@ func New(o Options) (*Proxy, error) {
 	if o.Mode == "" {
 		o.Mode = ModeActivePassive
 	}
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
 	if o.Source == nil {
 		return nil, errors.New("proxy: no store to watch")
 	}
@@ -158,6 +166,7 @@ func New(o Options) (*Proxy, error) {
 	p := &Proxy{
 		cfg:      cfg,
 		opts:     o,
+		clk:      o.Clock,
 		log:      o.Log.With("part", "proxy"),
 		backends: map[string]*backend{},
 		probeC:   make(chan probeResult, 64),
@@ -389,7 +398,7 @@ func (p *Proxy) brain(ctx context.Context) {
 	strikes := map[string]int{}
 	lastStrike := map[string]time.Time{}
 	watch := p.opts.Source.Watch(ctx)
-	timer := time.NewTimer(time.Hour)
+	timer := p.clk.NewTimer(time.Hour)
 	defer timer.Stop()
 	lastWhy := ""
 	for {
@@ -401,7 +410,7 @@ func (p *Proxy) brain(ctx context.Context) {
 				}
 				// A source whose watch ended: start another after a pause.
 				select {
-				case <-time.After(100 * time.Millisecond):
+				case <-p.clk.After(100 * time.Millisecond):
 				case <-ctx.Done():
 					return
 				}
@@ -411,7 +420,7 @@ func (p *Proxy) brain(ctx context.Context) {
 			old := in.Snapshot.Leader
 			in.Snapshot, in.Seen = snap, true
 			if p.opts.Fresh == nil {
-				in.Fresh = later(in.Fresh, time.Now())
+				in.Fresh = later(in.Fresh, p.clk.Now())
 			}
 			if snap.Leader != old && snap.Leader.Node != "" {
 				// A node that has just won an epoch passed its own agent's
@@ -434,7 +443,7 @@ func (p *Proxy) brain(ctx context.Context) {
 			}
 			in.Probes[r.node] = Probe{OK: r.ok, At: r.at}
 		case n := <-p.suspectC:
-			now := time.Now()
+			now := p.clk.Now()
 			if now.Sub(lastStrike[n]) > 5*time.Second {
 				strikes[n] = 0
 			}
@@ -446,11 +455,11 @@ func (p *Proxy) brain(ctx context.Context) {
 			p.kickProbe(n)
 		case t := <-p.freshC:
 			in.Fresh = later(in.Fresh, t)
-		case <-timer.C:
+		case <-timer.C():
 		case <-ctx.Done():
 			return
 		}
-		now := time.Now()
+		now := p.clk.Now()
 		switch {
 		case p.opts.Fresh != nil:
 			in.Fresh = later(in.Fresh, p.opts.Fresh())
@@ -465,7 +474,7 @@ func (p *Proxy) brain(ctx context.Context) {
 		p.publish(d)
 		if !timer.Stop() {
 			select {
-			case <-timer.C:
+			case <-timer.C():
 			default:
 			}
 		}
@@ -518,7 +527,7 @@ func (p *Proxy) publish(d Decision) {
 			b.drain = nil
 		case !in && was:
 			b.pool.closeIdle()
-			b.drain = time.AfterFunc(p.cfg.DrainGrace, func() { p.cut(b, "drain grace over") })
+			b.drain = p.clk.AfterFunc(p.cfg.DrainGrace, func() { p.cut(b, "drain grace over") })
 		}
 		b.mu.Unlock()
 		if !in && len(next.nodes) > 0 {
@@ -594,23 +603,23 @@ func (p *Proxy) prober(ctx context.Context, b *backend) {
 	}
 	url := scheme + b.api + "/lb-check"
 	var fastUntil time.Time
-	timer := time.NewTimer(0)
+	timer := p.clk.NewTimer(0)
 	defer timer.Stop()
 	for {
 		select {
-		case <-timer.C:
+		case <-timer.C():
 		case <-b.kick:
-			fastUntil = time.Now().Add(p.cfg.HoldTimeout)
+			fastUntil = p.clk.Now().Add(p.cfg.HoldTimeout)
 			if !timer.Stop() {
 				select {
-				case <-timer.C:
+				case <-timer.C():
 				default:
 				}
 			}
 		case <-ctx.Done():
 			return
 		}
-		sent := time.Now()
+		sent := p.clk.Now()
 		ok := p.probe(ctx, url)
 		select {
 		case p.probeC <- probeResult{node: b.name, ok: ok, at: sent}:
@@ -620,7 +629,7 @@ func (p *Proxy) prober(ctx context.Context, b *backend) {
 		wait := p.cfg.ProbeInterval
 		if ok {
 			fastUntil = time.Time{}
-		} else if time.Now().Before(fastUntil) {
+		} else if p.clk.Now().Before(fastUntil) {
 			wait = fastProbeEvery
 		}
 		timer.Reset(wait)
@@ -649,10 +658,10 @@ func (p *Proxy) probe(ctx context.Context, url string) bool {
 // counts as fresh between snapshots.
 func (p *Proxy) pinger(ctx context.Context) {
 	every := max(p.opts.LeaseTTL/4, 50*time.Millisecond)
-	t := time.NewTicker(every)
+	t := p.clk.NewTicker(every)
 	defer t.Stop()
 	for {
-		sent := time.Now()
+		sent := p.clk.Now()
 		cctx, cancel := context.WithTimeout(ctx, every)
 		err := p.opts.Ping(cctx)
 		cancel()
@@ -665,7 +674,7 @@ func (p *Proxy) pinger(ctx context.Context) {
 			p.log.Debug("store ping", "err", err)
 		}
 		select {
-		case <-t.C:
+		case <-t.C():
 		case <-ctx.Done():
 			return
 		}
@@ -676,17 +685,17 @@ func (p *Proxy) pinger(ctx context.Context) {
 // caller until one exists, until deadline, or until ctx ends.
 func (p *Proxy) waitTargets(ctx context.Context, deadline time.Time, after uint64) (*targetSet, error) {
 	ts := p.targets.Load()
-	if ts.usable(time.Now(), after) {
+	if ts.usable(p.clk.Now(), after) {
 		return ts, nil
 	}
 	if n := p.held.Add(1); n > int64(p.cfg.HoldQueue) {
 		p.held.Add(-1)
 		return nil, errQueueFull
 	}
-	start := time.Now()
+	start := p.clk.Now()
 	defer func() {
 		p.held.Add(-1)
-		p.metrics.hold.Observe(time.Since(start).Seconds())
+		p.metrics.hold.Observe(p.clk.Since(start).Seconds())
 	}()
 	// A request that waits only because the set ran out (the router is
 	// late to renew it) says so, then looks once more: the router wakes
@@ -709,25 +718,25 @@ func (p *Proxy) waitTargets(ctx context.Context, deadline time.Time, after uint6
 		return true
 	}
 	if countExpired(ts) {
-		if ts = p.targets.Load(); ts.usable(time.Now(), after) {
+		if ts = p.targets.Load(); ts.usable(p.clk.Now(), after) {
 			return ts, nil
 		}
 	}
-	timer := time.NewTimer(time.Until(deadline))
+	timer := p.clk.NewTimer(deadline.Sub(p.clk.Now()))
 	defer timer.Stop()
 	for {
 		select {
 		case <-ts.changed:
 			ts = p.targets.Load()
-			if ts.usable(time.Now(), after) {
+			if ts.usable(p.clk.Now(), after) {
 				return ts, nil
 			}
 			if countExpired(ts) {
-				if ts = p.targets.Load(); ts.usable(time.Now(), after) {
+				if ts = p.targets.Load(); ts.usable(p.clk.Now(), after) {
 					return ts, nil
 				}
 			}
-		case <-timer.C:
+		case <-timer.C():
 			return nil, errHoldTimeout
 		case <-ctx.Done():
 			return nil, ctx.Err()

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/config"
 )
 
@@ -68,7 +69,8 @@ func RunHook(ctx context.Context, h config.Hook, vars map[string]string, env map
 	// A hook may leave a daemon behind; do not wait for it to close the output.
 	cmd.WaitDelay = hookWaitDelay
 
-	start := time.Now()
+	clk := clock.Real{} // a hook is a real process: its duration is real time
+	start := clk.Now()
 	log.Info("running hook", "hook", name, "timeout", h.Timeout)
 	started, done := make(chan error, 1), make(chan error, 1)
 	go runOnLockedThread(cmd, started, func(err error) { done <- err })
@@ -79,7 +81,7 @@ func RunHook(ctx context.Context, h config.Hook, vars map[string]string, env map
 	if errors.Is(err, exec.ErrWaitDelay) {
 		err = nil // it exited 0; a child it left behind holds the output
 	}
-	took := time.Since(start).Round(time.Millisecond)
+	took := clk.Since(start).Round(time.Millisecond)
 	output := strings.TrimSpace(out.String())
 	if err == nil {
 		log.Info("hook done", "hook", name, "took", took)

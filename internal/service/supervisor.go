@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/service/contain"
 )
@@ -86,6 +87,12 @@ func WithOutput(w io.Writer) Option {
 	return func(s *Supervisor) { s.out = w }
 }
 
+// WithClock times grace periods and restart delays on clk (default: the
+// system clock).
+func WithClock(clk clock.Clock) Option {
+	return func(s *Supervisor) { s.clk = clk }
+}
+
 // Supervisor runs one service process at a time. All methods are safe for
 // concurrent use.
 type Supervisor struct {
@@ -97,6 +104,7 @@ type Supervisor struct {
 	policy    string
 	baseDelay time.Duration
 	log       *slog.Logger
+	clk       clock.Clock
 	events    chan Event
 
 	outMu sync.Mutex // serialises output from overlapping processes
@@ -109,7 +117,7 @@ type Supervisor struct {
 	want  bool   // the service should run: restart policy enabled
 	gen   uint64 // bumped by Start, Stop, Kill and each scheduled restart; a restart timer only acts if it still matches
 	proc  *proc  // the running process, nil when none
-	timer *time.Timer
+	timer clock.Timer
 	delay time.Duration // wait before the next restart
 
 	group *contain.Group // the service's cgroup or process group; nil: the process group only (see WithGroup)
@@ -153,6 +161,7 @@ func New(spec config.Service, vars map[string]string, log *slog.Logger, opts ...
 		baseDelay: spec.RestartDelay,
 		delay:     spec.RestartDelay,
 		log:       log,
+		clk:       clock.Real{},
 		events:    make(chan Event, eventBuffer),
 		out:       &prefixWriter{w: os.Stderr, prefix: outputPrefix, bol: true},
 	}
@@ -289,21 +298,21 @@ func (s *Supervisor) disable() *proc {
 // waitGroup waits for the main process to exit and then for the rest of its
 // group, until the grace period or ctx ends. It reports whether all exited.
 func (s *Supervisor) waitGroup(ctx context.Context, p *proc) bool {
-	grace := time.NewTimer(s.grace)
+	grace := s.clk.NewTimer(s.grace)
 	defer grace.Stop()
 	select {
 	case <-p.done:
-	case <-grace.C:
+	case <-grace.C():
 		return false
 	case <-ctx.Done():
 		return false
 	}
-	tick := time.NewTicker(groupPoll)
+	tick := s.clk.NewTicker(groupPoll)
 	defer tick.Stop()
 	for s.leftAlive(p) {
 		select {
-		case <-tick.C:
-		case <-grace.C:
+		case <-tick.C():
+		case <-grace.C():
 			return false
 		case <-ctx.Done():
 			return false
@@ -355,7 +364,7 @@ func (s *Supervisor) startLocked() error {
 		r.Close()
 		return fmt.Errorf("start service %s: %w", s.argv[0], err)
 	}
-	p.pid, p.started = cmd.Process.Pid, time.Now()
+	p.pid, p.started = cmd.Process.Pid, s.clk.Now()
 	if s.group != nil {
 		s.group.Started(p.pid)
 	}
@@ -387,7 +396,7 @@ func runOnLockedThread(cmd *exec.Cmd, started chan<- error, exited func(error)) 
 
 // exited records the end of p.
 func (s *Supervisor) exited(p *proc, err error) {
-	now := time.Now()
+	now := s.clk.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ran := now.Sub(p.started)
@@ -439,7 +448,7 @@ func (s *Supervisor) scheduleLocked(ran time.Duration) {
 	gen := s.gen
 	s.stopTimerLocked()
 	s.log.Info("restarting service", "in", wait, "policy", s.policy)
-	s.timer = time.AfterFunc(wait, func() { s.restart(gen) })
+	s.timer = s.clk.AfterFunc(wait, func() { s.restart(gen) })
 }
 
 func (s *Supervisor) restart(gen uint64) {
@@ -451,7 +460,7 @@ func (s *Supervisor) restart(gen uint64) {
 	s.timer = nil
 	if err := s.startLocked(); err != nil {
 		s.log.Error("restart failed", "err", err)
-		s.emitLocked(Event{Kind: Exited, Err: err, When: time.Now()})
+		s.emitLocked(Event{Kind: Exited, Err: err, When: s.clk.Now()})
 		s.scheduleLocked(0)
 	}
 }

@@ -45,17 +45,33 @@ func (s *Store) RequestSwitchover(ctx context.Context, sw ha.Switchover) error {
 	if err != nil {
 		return fmt.Errorf("request switchover: %w", err)
 	}
-	k := s.switchoverKey()
+	k, lk := s.switchoverKey(), s.leaderKey()
+	// The leader the switchover is from must still hold the key, at its
+	// epoch (the key's CreateRevision), or the key must be vacant for a
+	// switchover from nobody: checked in the same transaction.
+	leaderIs := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(lk), "=", 0)}
+	if sw.From != "" {
+		leaderIs = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(lk), "=", int64(sw.Epoch)),
+			clientv3.Compare(clientv3.Value(lk), "=", sw.From)}
+	}
 	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		If(append([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(k), "=", 0)}, leaderIs...)...).
 		Then(clientv3.OpPut(k, string(b), clientv3.WithLease(lease.ID))).
+		Else(clientv3.OpGet(k), clientv3.OpGet(lk)).
 		Commit()
 	if err != nil {
 		return fmt.Errorf("request switchover: %w", err)
 	}
 	if !resp.Succeeded {
 		_, _ = s.cli.Revoke(ctx, lease.ID)
-		return ha.ErrBusy
+		if len(resp.Responses[0].GetResponseRange().Kvs) > 0 {
+			return ha.ErrBusy
+		}
+		now := "nobody"
+		if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) == 1 {
+			now = fmt.Sprintf("%s at epoch %d", kvs[0].Value, kvs[0].CreateRevision)
+		}
+		return fmt.Errorf("%w: the switchover is from %q at epoch %d, the store has %s", ha.ErrStale, sw.From, sw.Epoch, now)
 	}
 	return nil
 }

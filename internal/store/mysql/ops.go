@@ -56,9 +56,27 @@ func (s *Store) RequestSwitchover(ctx context.Context, sw ha.Switchover) error {
 		if err != nil {
 			return err
 		}
+		// The leader it is from must still hold the role (rolled back if
+		// not); the row stays locked against a campaign until commit.
+		var node sql.NullString
+		var epoch sql.NullInt64
+		var live bool
+		err = tx.QueryRowContext(ctx, `SELECT l.node, l.epoch,
+				COALESCE((SELECT s.expires_at > UTC_TIMESTAMP(6) FROM `+s.t.sessions+` s WHERE s.id = l.session_id), FALSE)
+			FROM `+s.t.leader+` l WHERE l.cluster = ? LOCK IN SHARE MODE`, s.o.Cluster).Scan(&node, &epoch, &live)
+		if err != nil {
+			return err
+		}
+		var now ha.Leader
+		if live && node.Valid && epoch.Valid {
+			now = ha.Leader{Node: node.String, Epoch: ha.Epoch(epoch.Int64)}
+		}
+		if now != (ha.Leader{Node: sw.From, Epoch: sw.Epoch}) {
+			return fmt.Errorf("%w: the switchover is from %q at epoch %d, the store has %q at epoch %d", ha.ErrStale, sw.From, sw.Epoch, now.Node, now.Epoch)
+		}
 		return s.changed(ctx, tx)
 	})
-	if err != nil && !errors.Is(err, ha.ErrBusy) {
+	if err != nil && !errors.Is(err, ha.ErrBusy) && !errors.Is(err, ha.ErrStale) {
 		return fmt.Errorf("request switchover: %w", err)
 	}
 	return err

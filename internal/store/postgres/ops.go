@@ -60,9 +60,27 @@ func (s *Store) RequestSwitchover(ctx context.Context, sw ha.Switchover) error {
 		if tag.RowsAffected() == 0 {
 			return ha.ErrBusy
 		}
+		// The leader it is from must still hold the role (rolled back if
+		// not); the row stays locked against a campaign until commit.
+		var node *string
+		var epoch *int64
+		var live bool
+		err = tx.QueryRow(ctx, `SELECT l.node, l.epoch,
+				coalesce((SELECT s.expires_at > clock_timestamp() FROM `+s.t.sessions+` s WHERE s.id = l.session_id), false)
+			FROM `+s.t.leader+` l WHERE l.cluster = $1 FOR SHARE OF l`, s.o.Cluster).Scan(&node, &epoch, &live)
+		if err != nil {
+			return err
+		}
+		var now ha.Leader
+		if live && node != nil && epoch != nil {
+			now = ha.Leader{Node: *node, Epoch: ha.Epoch(*epoch)}
+		}
+		if now != (ha.Leader{Node: sw.From, Epoch: sw.Epoch}) {
+			return fmt.Errorf("%w: the switchover is from %q at epoch %d, the store has %q at epoch %d", ha.ErrStale, sw.From, sw.Epoch, now.Node, now.Epoch)
+		}
 		return s.changed(ctx, tx)
 	})
-	if err != nil && !errors.Is(err, ha.ErrBusy) {
+	if err != nil && !errors.Is(err, ha.ErrBusy) && !errors.Is(err, ha.ErrStale) {
 		return fmt.Errorf("request switchover: %w", err)
 	}
 	return err

@@ -46,11 +46,17 @@ func testIntents(t *testing.T, p Pair) {
 		return !s.Intents.Maintenance["n1"] && s.Intents.Maintenance["n2"]
 	})
 
-	// Two switchovers asked at once: exactly one is recorded.
+	// Two switchovers asked at once: exactly one is recorded. (A
+	// switchover is from the current leader: a holds the role.)
+	session(t, p.A)
+	ea, err := p.A.Campaign(ctxT(t, 5*time.Second), "a")
+	if err != nil {
+		t.Fatalf("campaign: %v", err)
+	}
 	now := time.Now()
 	sws := []ha.Switchover{
-		{ID: "sw-a", From: "a", Epoch: 7, To: "b", Reason: "test", Requested: now, Deadline: now.Add(10 * time.Second)},
-		{ID: "sw-b", From: "a", Epoch: 7, To: "c", Reason: "test", Requested: now, Deadline: now.Add(10 * time.Second)},
+		{ID: "sw-a", From: "a", Epoch: ea, To: "b", Reason: "test", Requested: now, Deadline: now.Add(10 * time.Second)},
+		{ID: "sw-b", From: "a", Epoch: ea, To: "c", Reason: "test", Requested: now, Deadline: now.Add(10 * time.Second)},
 	}
 	errs := make([]error, 2)
 	var wg sync.WaitGroup
@@ -70,7 +76,7 @@ func testIntents(t *testing.T, p Pair) {
 	}
 	w.waitFor(t, bound, "the switchover "+won.ID, func(s ha.Snapshot) bool {
 		sw := s.Intents.Switchover
-		return sw != nil && sw.ID == won.ID && sw.To == won.To && sw.Epoch == 7 && sw.Deadline.Equal(won.Deadline)
+		return sw != nil && sw.ID == won.ID && sw.To == won.To && sw.Epoch == ea && sw.Deadline.Equal(won.Deadline)
 	})
 	if err := p.B.RequestSwitchover(ctxT(t, 5*time.Second), ha.Switchover{ID: "sw-c", To: "a", Deadline: time.Now().Add(5 * time.Second)}); !errors.Is(err, ha.ErrBusy) {
 		t.Fatalf("a switchover while %s is pending: %v, want ErrBusy", won.ID, err)
@@ -86,6 +92,9 @@ func testIntents(t *testing.T, p Pair) {
 		t.Fatalf("clear %s: %v", won.ID, err)
 	}
 	w.waitFor(t, bound, "no switchover after clear", func(s ha.Snapshot) bool { return s.Intents.Switchover == nil })
+	if err := p.A.Resign(ctxT(t, 5*time.Second), "a", ea); err != nil {
+		t.Fatalf("resign: %v", err)
+	}
 
 	// An intent vanishes at its deadline by itself, and a new one may follow.
 	short := ha.Switchover{ID: "sw-short", To: "b", Requested: time.Now(), Deadline: time.Now().Add(1500 * time.Millisecond)}
@@ -104,6 +113,53 @@ func testIntents(t *testing.T, p Pair) {
 	}
 	if d := time.Until(short.Deadline); d > 0 {
 		t.Fatalf("the switchover vanished %s before its deadline", d)
+	}
+}
+
+// testSwitchoverStale: a switchover is recorded only if the role is, in the
+// same transaction, held by the leader it is from at its epoch (vacant for
+// a switchover from nobody); otherwise ErrStale and nothing is recorded.
+// An operator's view taken before a failover must not steer the next one.
+func testSwitchoverStale(t *testing.T, p Pair) {
+	session(t, p.A)
+	session(t, p.B)
+	ctx := func() context.Context { return ctxT(t, 5*time.Second) }
+	e, err := p.A.Campaign(ctx(), "a")
+	if err != nil {
+		t.Fatalf("campaign: %v", err)
+	}
+	sw := func(id, from string, epoch ha.Epoch) ha.Switchover {
+		now := time.Now()
+		return ha.Switchover{ID: id, From: from, Epoch: epoch, To: "c", Reason: "test", Requested: now, Deadline: now.Add(10 * time.Second)}
+	}
+	for _, c := range []struct {
+		what  string
+		from  string
+		epoch ha.Epoch
+	}{
+		{"from the holder at an older epoch", "a", e - 1},
+		{"from another node at the current epoch", "b", e},
+		{"from nobody while a holds the role", "", 0},
+	} {
+		if err := p.B.RequestSwitchover(ctx(), sw("stale", c.from, c.epoch)); !errors.Is(err, ha.ErrStale) {
+			t.Fatalf("switchover %s: %v, want ErrStale", c.what, err)
+		}
+	}
+	// Nothing was recorded: the right one goes through.
+	if err := p.B.RequestSwitchover(ctx(), sw("ok", "a", e)); err != nil {
+		t.Fatalf("switchover from a at epoch %d: %v", e, err)
+	}
+	if err := p.B.ClearSwitchover(ctx(), "ok"); err != nil {
+		t.Fatalf("clear: %v", err)
+	}
+	if err := p.A.Resign(ctx(), "a", e); err != nil {
+		t.Fatalf("resign: %v", err)
+	}
+	if err := p.B.RequestSwitchover(ctx(), sw("gone", "a", e)); !errors.Is(err, ha.ErrStale) {
+		t.Fatalf("switchover from a after it resigned: %v, want ErrStale", err)
+	}
+	if err := p.B.RequestSwitchover(ctx(), sw("none", "", 0)); err != nil {
+		t.Fatalf("switchover from nobody with the role vacant: %v", err)
 	}
 }
 

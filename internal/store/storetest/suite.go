@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) Pair) {
 	t.Run("Watch", func(t *testing.T) { testWatch(t, open(t)) })
 	t.Run("Unreachable", func(t *testing.T) { testUnreachable(t, open(t)) })
 	t.Run("Intents", func(t *testing.T) { testIntents(t, open(t)) })
+	t.Run("SwitchoverStale", func(t *testing.T) { testSwitchoverStale(t, open(t)) })
 	t.Run("Events", func(t *testing.T) { testEvents(t, open(t)) })
 	t.Run("FencedData", func(t *testing.T) { testFencedData(t, open(t)) })
 	t.Run("FencedExpiry", func(t *testing.T) { testFencedExpiry(t, open(t)) })

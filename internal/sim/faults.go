@@ -1,0 +1,347 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/haven-ha/haven/internal/agent"
+	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/store/memstore"
+)
+
+// planFaults schedules the first fault or operator call; each schedules the
+// next until the fault phase ends.
+func (w *world) planFaults() {
+	var next func()
+	next = func() {
+		if w.elapsed() >= w.o.FaultPhase {
+			return
+		}
+		w.inject()
+		w.after(time.Duration(100+w.rng.IntN(2500))*time.Millisecond, nil, next)
+	}
+	w.after(3*time.Second, nil, next)
+}
+
+func (w *world) dur(lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(w.rng.Int64N(int64(hi-lo)+1))
+}
+
+func (w *world) pick() *node { return w.nodes[w.rng.IntN(len(w.nodes))] }
+
+// inject starts one fault or one operator call, chosen by the seed.
+func (w *world) inject() {
+	n := w.pick()
+	w.res.Faults++
+	switch k := w.rng.IntN(20); {
+	case k < 2: // kill, restarted later
+		if !n.alive {
+			return
+		}
+		n.kill()
+		w.after(w.dur(time.Second, 8*time.Second), nil, func() {
+			if !n.alive && !w.healed {
+				n.start()
+			}
+		})
+	case k < 3: // restart (clean stop, then start)
+		if !n.alive {
+			return
+		}
+		n.tracef("restarted")
+		_ = n.client.Close()
+		n.kill()
+		w.after(w.dur(10*time.Millisecond, time.Second), nil, func() {
+			if !n.alive {
+				n.start()
+			}
+		})
+	case k < 5: // freeze (SIGSTOP), up to past a lease
+		if !n.alive || n.frozen {
+			return
+		}
+		n.freeze(w.dur(50*time.Millisecond, 5*time.Second))
+	case k < 8: // partition from the store: requests, answers, or both
+		dir := w.rng.IntN(3)
+		n.partReq, n.partResp = dir != 1, dir != 0
+		n.tracef("partitioned from the store (requests cut %t, answers cut %t)", n.partReq, n.partResp)
+		w.after(w.dur(100*time.Millisecond, 6*time.Second), nil, func() {
+			n.partReq, n.partResp = false, false
+			n.tracef("partition healed")
+			n.watchChanged()
+		})
+	case k < 9: // slow store
+		// Requests, answers or both; a third of the time just under
+		// renew_timeout: renewals that succeed late.
+		slow := w.dur(50*time.Millisecond, 1500*time.Millisecond)
+		if w.rng.IntN(3) == 0 {
+			slow = w.dur(w.cfg.Timing.RenewTimeout*3/4, w.cfg.Timing.RenewTimeout)
+		}
+		dir := w.rng.IntN(3)
+		if dir != 1 {
+			n.slowReq = slow
+		}
+		if dir != 0 {
+			n.slowResp = slow
+		}
+		n.tracef("store slower by %s (requests %s, answers %s)", slow, n.slowReq, n.slowResp)
+		w.after(w.dur(500*time.Millisecond, 6*time.Second), nil, func() { n.slowReq, n.slowResp = 0, 0 })
+	case k < 10: // watch stalled
+		n.watchStall = true
+		n.tracef("watch stalled")
+		w.after(w.dur(100*time.Millisecond, 4*time.Second), nil, func() {
+			n.watchStall = false
+			n.watchChanged()
+		})
+	case k < 11: // service crash, restarted by the supervisor
+		if !n.alive || !n.svcUp {
+			return
+		}
+		n.tracef("service crashed")
+		n.svcUp = false
+		n.refreshHealth()
+		w.after(w.dur(200*time.Millisecond, 3*time.Second), n, func() {
+			n.svcUp = true
+			n.refreshHealth()
+		})
+	case k < 12: // a check flaps
+		flips := 1 + 2*w.rng.IntN(3)
+		var flip func(i int)
+		flip = func(i int) {
+			n.checkOK = !n.checkOK
+			n.refreshHealth()
+			if i+1 < flips {
+				w.after(w.dur(50*time.Millisecond, 800*time.Millisecond), n, func() { flip(i + 1) })
+			} else if !n.checkOK {
+				n.checkOK = true
+				n.refreshHealth()
+			}
+		}
+		if n.alive {
+			n.tracef("check flaps %d times", flips)
+			flip(0)
+		}
+	default:
+		w.operator(n)
+	}
+}
+
+// heal ends every fault: thaw, reconnect, restart, health back, maintenance
+// off, service started.
+func (w *world) heal() {
+	w.healed = true
+	w.tracef("---- faults heal ----")
+	for _, n := range w.nodes {
+		n.partReq, n.partResp, n.watchStall, n.slowReq, n.slowResp = false, false, false, 0, 0
+		n.svcUp, n.checkOK = true, true
+		if n.frozen {
+			n.thaw()
+		}
+		if !n.alive {
+			n.start()
+		}
+		if n.stoppedBy != "" {
+			n.stoppedBy = ""
+		}
+		n.refreshHealth()
+		n.watchChanged()
+	}
+	// Operator calls are no longer started; one still in flight lands
+	// within a few ms now that the store is fast again.
+	clear := func() {
+		for _, n := range w.nodes {
+			_ = w.admin.SetMaintenance(bg, n.name, false)
+		}
+	}
+	clear()
+	w.after(3*time.Second, nil, clear)
+}
+
+// ---- operator calls: the agent's handlers (internal/agent/ops.go) ----
+
+// operator makes one operator call through n's API.
+func (w *world) operator(n *node) {
+	if !n.alive || n.frozen || n.opBusy || w.healed {
+		return
+	}
+	w.res.Operator++
+	target := ""
+	if w.rng.IntN(2) == 0 {
+		target = w.pick().name
+	}
+	switch k := w.rng.IntN(10); {
+	case k < 4:
+		w.switchover(n, target, false, "switchover")
+	case k < 5 && w.o.Mode == ha.ModePassiveBackup:
+		w.switchover(n, w.pick().name, true, "promote")
+	case k < 7:
+		on := w.rng.IntN(3) == 0
+		m := w.pick()
+		w.maintenance(n, m.name, on)
+	default:
+		m := n
+		if m.st.Holding() {
+			return // needs --force: a switchover first, covered above
+		}
+		if m.stoppedBy == "" && w.rng.IntN(2) == 0 {
+			m.tracef("operator: service stop")
+			m.stoppedBy = "op"
+		} else {
+			m.tracef("operator: service start")
+			m.stoppedBy = ""
+		}
+		m.refreshHealth()
+		m.publish()
+	}
+}
+
+func (w *world) maintenance(n *node, target string, on bool) {
+	n.opBusy = true
+	n.tracef("operator: maintenance %s %t", target, on)
+	set := func() {
+		if w.healed {
+			n.opBusy = false
+			return
+		}
+		n.call("maintenance", 2*n.timing().LeaseTTL, func(c *memstore.Client) error { return c.SetMaintenance(bg, target, on) }, func(err error) {
+			n.opBusy = false
+			n.tracef("operator: maintenance %s %t: %v", target, on, err)
+		})
+	}
+	if on && n.view().Leader.Node == target && w.o.Mode != ha.ModeActiveActive {
+		w.handOver(n, "", false, "maintenance of "+target, func(err error) {
+			if err != nil {
+				n.opBusy = false
+				return
+			}
+			n.opBusy = true
+			set()
+		})
+		return
+	}
+	set()
+}
+
+func (w *world) switchover(n *node, to string, promote bool, what string) {
+	n.tracef("operator: %s to %q", what, to)
+	w.handOver(n, to, promote, "requested by an operator", func(error) {})
+}
+
+// handOver is Agent.Switchover/Promote + handOver: validate on the node's
+// view, record the intent, wait for the outcome on the watch. Every answer
+// is checked against what the store really did.
+func (w *world) handOver(n *node, to string, promote bool, reason string, done func(error)) {
+	answer := func(format string, args ...any) {
+		n.opBusy = false
+		err := fmt.Errorf(format, args...)
+		n.tracef("operator answer: %v", err)
+		done(err)
+	}
+	if w.o.Mode == ha.ModeActiveActive {
+		answer("active-active: no active role to hand over")
+		return
+	}
+	n.opBusy = true
+	snap := n.view()
+	if !promote && snap.Leader.None() {
+		answer("no node is active")
+		return
+	}
+	if promote && !snap.Leader.None() {
+		if snap.Leader.Node == to {
+			answer("%s is already active", to)
+			return
+		}
+		if rec, ok := snap.Nodes[snap.Leader.Node]; ok && rec.Healthy {
+			answer("the active node %s is healthy", snap.Leader.Node)
+			return
+		}
+	}
+	target, err := agent.PickTarget(w.cfg, snap, to, false, promote)
+	if err != nil {
+		answer("%v", err)
+		return
+	}
+	from := snap.Leader
+	now := n.now()
+	sw := ha.Switchover{ID: w.newID(), From: from.Node, Epoch: from.Epoch, To: target, Promote: promote,
+		Reason: reason, Requested: now, Deadline: now.Add(agent.SwitchoverWindow)}
+	var committed time.Time
+	n.call("request switchover", 2*n.timing().LeaseTTL, func(c *memstore.Client) error {
+		err := c.RequestSwitchover(bg, sw)
+		if err == nil {
+			committed = w.now()
+		}
+		return err
+	}, func(err error) {
+		switch {
+		case errors.Is(err, ha.ErrBusy):
+			answer("another switchover is in progress")
+			return
+		case errors.Is(err, ha.ErrStale):
+			w.res.Stale++
+			answer("stale view, retry: %v", err)
+			return
+		case err != nil:
+			answer("record the switchover in the store: %v", err)
+			return
+		}
+		n.tracef("operator: switchover %s recorded: %s@%d → %s", sw.ID, from.Node, from.Epoch, target)
+		deadline := n.trueAt(sw.Deadline)
+		over := false
+		var look func()
+		look = func() {
+			if over {
+				return
+			}
+			outcome, why := agent.HandOverSeen(n.snap, from, target)
+			switch outcome {
+			case agent.HandOverPending:
+				if !w.now().Before(deadline) {
+					over = true
+					n.call("clear switchover", callTimeout(n.timing()), func(c *memstore.Client) error { return c.ClearSwitchover(bg, sw.ID) }, func(error) {})
+					answer("%s did not become active within %s", target, agent.SwitchoverWindow)
+					return
+				}
+				n.caughtUp = append(n.caughtUp, look)
+				return
+			case agent.HandOverOther:
+				over = true
+				l := n.snap.Leader
+				w.checkAnswer(n, sw, committed, l, fmt.Sprintf("%s took over instead of %s (%s)", l.Node, target, why))
+				n.call("clear switchover", callTimeout(n.timing()), func(c *memstore.Client) error { return c.ClearSwitchover(bg, sw.ID) }, func(error) {})
+				w.res.Other++
+				answer("%s took over instead of %s (%s)", l.Node, target, why)
+			case agent.HandOverDone:
+				over = true
+				l := n.snap.Leader
+				w.checkAnswer(n, sw, committed, l, fmt.Sprintf("switched over to %s at epoch %d", target, l.Epoch))
+				n.call("clear switchover", callTimeout(n.timing()), func(c *memstore.Client) error { return c.ClearSwitchover(bg, sw.ID) }, func(error) {
+					n.opBusy = false
+					n.tracef("operator answer: switched over %s → %s at epoch %d", from.Node, target, l.Epoch)
+					w.res.Switched++
+					done(nil)
+				})
+			}
+		}
+		look()
+		w.at(deadline, n, look)
+	})
+}
+
+// checkAnswer: an answer about the outcome of a switchover must be about an
+// epoch granted after the switchover was recorded; an epoch granted before
+// says nothing about it (the operator's view was stale).
+func (w *world) checkAnswer(n *node, sw ha.Switchover, committed time.Time, l ha.Leader, answer string) {
+	g, ok := w.grants[l.Epoch]
+	switch {
+	case !ok:
+		w.failf("%s answered %q, but the store never granted epoch %d", n.name, answer, l.Epoch)
+	case g.node != l.Node:
+		w.failf("%s answered %q, but epoch %d went to %s", n.name, answer, l.Epoch, g.node)
+	case g.at.Before(committed):
+		w.failf("%s answered %q to switchover %s (%s@%d → %s), but %s had epoch %d %s before the switchover was recorded: the answer is about a stale view",
+			n.name, answer, sw.ID, sw.From, sw.Epoch, sw.To, g.node, l.Epoch, committed.Sub(g.at))
+	}
+}

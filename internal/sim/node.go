@@ -1,0 +1,661 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/haven-ha/haven/internal/agent"
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/machine"
+	"github.com/haven-ha/haven/internal/store/memstore"
+)
+
+var bg = context.Background()
+
+// errTimeout is a store call whose answer did not come within its deadline.
+var errTimeout = errors.New("sim: store call timed out")
+
+// node is one agent process: its machine and a model of the agent's
+// drivers (internal/agent), event for event.
+type node struct {
+	w    *world
+	name string
+	mcfg machine.Config
+	rate float64 // the node's clock runs at this rate of true time
+
+	inc      int // incarnation: bumped by kill and restart
+	alive    bool
+	frozen   bool
+	deferred []*event // events that came due while frozen
+
+	client *memstore.Client
+	st     machine.State
+
+	tickGen    int
+	work       []machine.Action
+	busy       bool
+	fence      []fenceJob
+	fencing    bool
+	promo      *promotion // the promotion in flight, if any
+	demotedSeq uint64     // promotions up to this Seq were demoted (agent.demotedSeq)
+
+	// renewer
+	sessGen     int
+	inFlight    int
+	waitNewSess bool
+	creating    bool // a new session is being created
+	newSessSig  bool
+	renewGen    int
+
+	// watcher
+	snap         ha.Snapshot
+	seenRev      int64
+	watchPending bool
+	caughtUp     []func()
+
+	// publisher
+	publishing, publishAgain bool
+
+	// faults
+	partReq, partResp, watchStall bool
+	slowReq, slowResp             time.Duration
+
+	// health
+	svcUp, checkOK bool
+	stoppedBy      string
+
+	opBusy bool // one operator call at a time (the agent's opMu)
+}
+
+type fenceJob struct {
+	demote machine.Demote
+	then   []machine.Action
+}
+
+type promotion struct {
+	epoch ha.Epoch
+	seq   uint64
+	done  bool
+	wait  []func()
+}
+
+func newNode(w *world, n config.Node) *node {
+	prio := map[string]int{}
+	for _, m := range w.cfg.Nodes {
+		prio[m.Name] = m.Priority
+	}
+	cfg := w.cfg
+	return &node{
+		w:    w,
+		name: n.Name,
+		mcfg: machine.Config{
+			Node:           n.Name,
+			FenceMargin:    cfg.Timing.FenceMargin,
+			PromoteBackoff: cfg.Hooks.PromoteBackoff,
+			Mode:           cfg.Mode,
+			Backup:         n.Backup,
+			Priorities:     prio,
+			Preempt:        cfg.Preempt.Enabled,
+			PreemptDelay:   cfg.Preempt.Delay,
+		},
+		// Clock rates up to the drift that config check assumes
+		// (DriftAllowance: lease_ttl/100 + 10ms over a lease): ±1%.
+		rate:    1 + (2*w.rng.Float64()-1)/100,
+		svcUp:   true,
+		checkOK: true,
+	}
+}
+
+// now is the node's own clock.
+func (n *node) now() time.Time {
+	return t0.Add(time.Duration(float64(n.w.now().Sub(t0)) * n.rate))
+}
+
+// trueAt converts a time on the node's clock to true time.
+func (n *node) trueAt(local time.Time) time.Time {
+	return t0.Add(time.Duration(float64(local.Sub(t0)) / n.rate))
+}
+
+// afterLocal schedules f after d of the node's clock.
+func (n *node) afterLocal(d time.Duration, f func()) {
+	n.w.at(n.trueAt(n.now().Add(d)), n, f)
+}
+
+func (n *node) tracef(format string, args ...any) {
+	n.w.tracef("%s: %s", n.name, fmt.Sprintf(format, args...))
+}
+
+// start runs a fresh agent process: state from scratch, a new connection.
+func (n *node) start() {
+	n.inc++
+	if n.inc > 1 {
+		n.w.res.Restarts++
+	}
+	n.alive, n.frozen, n.deferred = true, false, nil
+	n.client = n.w.store.Client()
+	n.st = machine.State{}
+	n.work, n.busy, n.fence, n.fencing, n.promo, n.demotedSeq = nil, false, nil, false, nil, 0
+	n.inFlight, n.waitNewSess, n.newSessSig, n.creating = 0, false, false, false
+	n.snap, n.seenRev, n.watchPending, n.caughtUp = ha.Snapshot{Nodes: map[string]ha.NodeStatus{}}, -1, false, nil
+	n.publishing, n.publishAgain, n.opBusy = false, false, false
+	n.svcUp, n.checkOK, n.stoppedBy = true, true, "" // a new process starts its service afresh
+	n.tracef("agent starts (incarnation %d, clock rate %.4f)", n.inc, n.rate)
+	n.step(machine.Tick{})
+	n.refreshHealth()
+	n.createSession(100 * time.Millisecond)
+	n.watchChanged()
+}
+
+// kill ends the process at once (SIGKILL): its service dies with it (Pdeathsig).
+func (n *node) kill() {
+	n.tracef("killed")
+	n.alive = false
+	n.inc++
+}
+
+func (n *node) freeze(d time.Duration) {
+	n.tracef("frozen for %s", d)
+	n.frozen = true
+	n.w.after(d, nil, func() {
+		if !n.frozen {
+			return
+		}
+		n.thaw()
+	})
+}
+
+func (n *node) thaw() {
+	n.tracef("thawed")
+	n.frozen = false
+	for _, e := range n.deferred {
+		if e.inc == n.inc {
+			n.w.at(n.w.now(), n, e.f) // in their original order
+		}
+	}
+	n.deferred = nil
+	n.watchChanged()
+}
+
+// serving is the /lb-check answer of a live, running process.
+func (n *node) serving() bool {
+	return n.alive && !n.frozen && n.st.Serving(n.mcfg, n.now())
+}
+
+// step is the agent's loop: one event into the machine, actions out.
+func (n *node) step(ev machine.Event) {
+	old := n.st
+	st, acts := machine.Step(n.mcfg, old, ev, n.now())
+	n.st = st
+	n.w.dirty = true
+	if st.Role != old.Role {
+		n.tracef("%s", roleStr(old, st))
+	}
+	if st.Holding() && st.Epoch < old.Epoch && old.Holding() {
+		n.w.failf("%s's epoch went back from %d to %d", n.name, old.Epoch, st.Epoch)
+	}
+	for _, act := range acts {
+		if _, ok := act.(machine.Demote); ok {
+			n.demotedSeq = st.PromoteSeq
+		}
+	}
+	n.dispatch(acts)
+	n.armTick()
+}
+
+// emit hands an event to the loop, as the agent's channels do.
+func (n *node) emit(ev machine.Event) { n.w.after(0, n, func() { n.step(ev) }) }
+
+func (n *node) armTick() {
+	n.tickGen++
+	d := n.st.NextDeadline(n.mcfg)
+	if d.IsZero() {
+		return
+	}
+	gen := n.tickGen
+	t := n.trueAt(d)
+	if !t.After(n.w.now()) {
+		t = n.w.now().Add(time.Microsecond)
+	}
+	n.w.at(t, n, func() {
+		if n.tickGen == gen {
+			n.step(machine.Tick{})
+		}
+	})
+}
+
+// dispatch mirrors agent.dispatch: demotions to the fencing lane (with the
+// Resign of their epoch behind them), the rest to the worker.
+func (n *node) dispatch(acts []machine.Action) {
+	var job *fenceJob
+	for _, act := range acts {
+		switch act := act.(type) {
+		case machine.Publish:
+			n.publish()
+		case machine.NewSession:
+			n.newSessSig = true
+			if n.waitNewSess {
+				n.waitNewSess, n.newSessSig = false, false
+				n.createSession(100 * time.Millisecond)
+			}
+		case machine.Demote:
+			n.cancelPromote(act.Epoch)
+			if job != nil {
+				n.fence = append(n.fence, *job)
+			}
+			job = &fenceJob{demote: act}
+		case machine.Resign:
+			if job != nil && job.demote.Epoch == act.Epoch {
+				job.then = append(job.then, act)
+				continue
+			}
+			n.work = append(n.work, act)
+		default:
+			n.work = append(n.work, act)
+		}
+	}
+	if job != nil {
+		n.fence = append(n.fence, *job)
+	}
+	n.kickFence()
+	n.kickWorker()
+}
+
+// call is one store request: it arrives after a latency (unless the
+// request direction is cut), commits on the store, and its answer comes
+// back after another latency (unless the answer direction is cut), or the
+// caller gives up after timeout on its own clock.
+func (n *node) call(what string, timeout time.Duration, op func(c *memstore.Client) error, done func(error)) {
+	n.callOn(n.client, what, timeout, op, done)
+}
+
+// callOn is call on connection c.
+func (n *node) callOn(c *memstore.Client, what string, timeout time.Duration, op func(c *memstore.Client) error, done func(error)) {
+	finished := false
+	inc := n.inc
+	n.w.after(n.latency()+n.slowReq, nil, func() {
+		if n.partReq || inc != n.inc {
+			return // lost on the way (or the process is gone: its connection too)
+		}
+		err := op(c)
+		n.w.after(n.latency()+n.slowResp, n, func() {
+			if finished || n.partResp {
+				return
+			}
+			finished = true
+			done(err)
+		})
+	})
+	n.afterLocal(timeout, func() {
+		if !finished {
+			finished = true
+			done(fmt.Errorf("%s: %w", what, errTimeout))
+		}
+	})
+}
+
+func (n *node) latency() time.Duration {
+	return time.Duration(200+n.w.rng.IntN(3000)) * time.Microsecond
+}
+
+func (n *node) timing() config.Timing { return n.w.cfg.Timing }
+
+// The agent's store deadlines (internal/agent/fence.go).
+func callTimeout(t config.Timing) time.Duration { return max(t.LeaseTTL/2, t.RenewTimeout) }
+
+func sessionTimeout(t config.Timing) time.Duration { return t.LeaseTTL }
+
+// ---- renewer (agent.renew) ----
+
+// Each attempt is a new connection that the node adopts only when the
+// answer arrives: like the etcd client's lease id, a session whose grant
+// was lost on the way back is unknown to the agent.
+func (n *node) createSession(backoff time.Duration) {
+	t := n.timing()
+	sent := n.now()
+	var ttl time.Duration
+	n.creating = true
+	conn := n.w.store.Client()
+	n.callOn(conn, "new session", sessionTimeout(t), func(c *memstore.Client) (err error) {
+		ttl, err = c.NewSession(bg, t.LeaseTTL)
+		return err
+	}, func(err error) {
+		if err != nil {
+			n.afterLocal(backoff, func() { n.createSession(min(2*backoff, time.Second)) })
+			return
+		}
+		n.client = conn
+		n.creating = false
+		n.sessGen++
+		n.tracef("session created")
+		n.emit(machine.SessionRenewed{SentAt: sent, TTL: ttl, New: true})
+		n.publish()
+		n.armRenew()
+	})
+}
+
+// armRenew starts the wait for the next renewal; like the agent's select on
+// clk.After, every answer handled restarts it.
+func (n *node) armRenew() {
+	n.renewGen++
+	gen := n.renewGen
+	n.afterLocal(n.timing().RenewInterval, func() {
+		if gen != n.renewGen || n.waitNewSess || n.creating {
+			return
+		}
+		if n.inFlight >= 4 {
+			n.armRenew()
+			return
+		}
+		n.inFlight++
+		sent, sg := n.now(), n.sessGen
+		var ttl time.Duration
+		n.call("renew", n.timing().RenewTimeout, func(c *memstore.Client) (err error) {
+			ttl, err = c.Renew(bg)
+			return err
+		}, func(err error) {
+			n.inFlight--
+			if sg != n.sessGen || n.waitNewSess || n.creating {
+				return // the renewer has moved on to a new session
+			}
+			switch {
+			case err == nil:
+				n.emit(machine.SessionRenewed{SentAt: sent, TTL: ttl})
+			case errors.Is(err, ha.ErrSessionLost):
+				n.tracef("session lost")
+				n.emit(machine.SessionLost{Err: err})
+				n.renewGen++
+				if n.newSessSig {
+					n.newSessSig = false
+					n.createSession(100 * time.Millisecond)
+				} else {
+					n.waitNewSess = true
+				}
+				return
+			}
+			n.armRenew()
+		})
+		n.armRenew()
+	})
+}
+
+// ---- watcher (agent.watch) ----
+
+// watchChanged starts a delivery of the store's latest snapshot if the
+// node has not seen it and its watch can get it.
+func (n *node) watchChanged() {
+	if !n.alive || n.frozen || n.watchPending || n.partResp || n.watchStall {
+		return
+	}
+	if n.w.store.Rev() == n.seenRev {
+		return
+	}
+	n.watchPending = true
+	n.w.after(n.latency()+n.slowResp, n, func() {
+		n.watchPending = false
+		if n.partResp || n.watchStall {
+			return
+		}
+		snap := n.w.store.Snapshot()
+		n.seenRev = snap.Rev
+		n.snap = snap
+		// Intents first, as the agent sends them.
+		n.step(agent.IntentsFor(n.name, snap, n.now()))
+		n.step(machine.LeaderSeen{Leader: snap.Leader})
+		waiters := n.caughtUp
+		n.caughtUp = nil
+		for _, f := range waiters {
+			f()
+		}
+		n.watchChanged()
+	})
+}
+
+// ---- worker (agent.worker / agent.do) ----
+
+func (n *node) kickWorker() {
+	if n.busy || len(n.work) == 0 {
+		return
+	}
+	act := n.work[0]
+	n.work = n.work[1:]
+	n.busy = true
+	n.do(act, func() {
+		n.busy = false
+		n.kickWorker()
+	})
+}
+
+func (n *node) do(act machine.Action, done func()) {
+	t := n.timing()
+	switch act := act.(type) {
+	case machine.Campaign:
+		var epoch ha.Epoch
+		n.call("campaign", callTimeout(t), func(c *memstore.Client) (err error) {
+			epoch, err = c.Campaign(bg, n.name)
+			return err
+		}, func(err error) {
+			if act.Reclaim != 0 || (err != nil && !errors.Is(err, ha.ErrTaken)) {
+				n.tracef("campaign (reclaim %d): epoch %d, %v", act.Reclaim, epoch, err)
+			}
+			finish := func(err error) {
+				if err != nil && !errors.Is(err, ha.ErrTaken) {
+					n.afterLocal(100*time.Millisecond, func() {
+						n.emit(machine.CampaignResult{Epoch: epoch, Err: err})
+						done()
+					})
+					return
+				}
+				n.emit(machine.CampaignResult{Epoch: epoch, Err: err})
+				done()
+			}
+			if err != nil {
+				finish(err)
+				return
+			}
+			n.waitCaughtUp(epoch, func(ok bool) {
+				if ok {
+					finish(nil)
+					return
+				}
+				n.tracef("won at epoch %d, but the watch did not show it; handing the key back", epoch)
+				n.call("resign", callTimeout(t), func(c *memstore.Client) error { return c.Resign(bg, n.name, epoch) }, func(error) {
+					finish(fmt.Errorf("the store's watch did not confirm the win at epoch %d", epoch))
+				})
+			})
+		})
+	case machine.Promote:
+		if act.Seq <= n.demotedSeq {
+			n.emit(machine.PromoteResult{Epoch: act.Epoch, Seq: act.Seq, Err: errors.New("demoted before the promotion started")})
+			done()
+			return
+		}
+		p := &promotion{epoch: act.Epoch, seq: act.Seq}
+		n.promo = p
+		n.afterLocal(time.Duration(1+n.w.rng.IntN(50))*time.Millisecond, func() {
+			n.endPromote(p, nil)
+			done()
+		})
+	case machine.Resign:
+		n.resign(act.Epoch, 1, 20*time.Millisecond, done)
+	case machine.RequestSwitchover:
+		leader := n.snap.Leader
+		now := n.now()
+		sw := ha.Switchover{ID: n.w.newID(), From: leader.Node, Epoch: leader.Epoch, To: n.name,
+			Reason: act.Reason, Requested: now, Deadline: now.Add(agent.SwitchoverWindow)}
+		n.call("request switchover", callTimeout(t), func(c *memstore.Client) error { return c.RequestSwitchover(bg, sw) }, func(err error) {
+			if err == nil {
+				n.tracef("asked for a switchover to itself (%s)", act.Reason)
+			}
+			done()
+		})
+	case machine.ClearSwitchover:
+		n.call("clear switchover", callTimeout(t), func(c *memstore.Client) error { return c.ClearSwitchover(bg, act.ID) }, func(error) { done() })
+	default:
+		done()
+	}
+}
+
+func (n *node) resign(epoch ha.Epoch, try int, backoff time.Duration, done func()) {
+	n.call("resign", callTimeout(n.timing()), func(c *memstore.Client) error { return c.Resign(bg, n.name, epoch) }, func(err error) {
+		if err == nil || errors.Is(err, ha.ErrNotLeader) || try == 10 {
+			done()
+			return
+		}
+		n.afterLocal(backoff, func() { n.resign(epoch, try+1, min(2*backoff, 500*time.Millisecond), done) })
+	})
+}
+
+// waitCaughtUp mirrors agent.watchCaughtUp: the watch must show the win
+// (or a later epoch) within lease_ttl.
+func (n *node) waitCaughtUp(epoch ha.Epoch, done func(bool)) {
+	over := false
+	check := func() bool {
+		l := n.snap.Leader
+		return l.Epoch > epoch || l.Node == n.name && l.Epoch == epoch
+	}
+	if check() {
+		done(true)
+		return
+	}
+	var wait func()
+	wait = func() {
+		if over {
+			return
+		}
+		if check() {
+			over = true
+			done(true)
+			return
+		}
+		n.caughtUp = append(n.caughtUp, wait)
+	}
+	n.caughtUp = append(n.caughtUp, wait)
+	n.afterLocal(n.timing().LeaseTTL, func() {
+		if !over {
+			over = true
+			done(false)
+		}
+	})
+}
+
+func (n *node) endPromote(p *promotion, err error) {
+	if p.done {
+		return
+	}
+	p.done = true
+	if n.promo == p {
+		n.promo = nil
+	}
+	n.emit(machine.PromoteResult{Epoch: p.epoch, Seq: p.seq, Err: err})
+	for _, f := range p.wait {
+		f()
+	}
+}
+
+// cancelPromote: a demotion of the epoch being promoted cancels it.
+func (n *node) cancelPromote(epoch ha.Epoch) {
+	if p := n.promo; p != nil && p.epoch == epoch {
+		n.endPromote(p, context.Canceled)
+	}
+}
+
+// ---- fencing lane (agent.fencer) ----
+
+func (n *node) kickFence() {
+	if n.fencing || len(n.fence) == 0 {
+		return
+	}
+	job := n.fence[0]
+	n.fence = n.fence[1:]
+	n.fencing = true
+	if job.demote.Fenced {
+		n.w.res.Fenced++
+	}
+	// on_demote and stopping the service: a few ms, never past the deadline.
+	d := time.Duration(1+n.w.rng.IntN(30)) * time.Millisecond
+	n.afterLocal(d, func() {
+		n.fencing = false
+		n.work = append(n.work, job.then...)
+		n.emit(machine.DemoteResult{Epoch: job.demote.Epoch})
+		n.kickWorker()
+		n.kickFence()
+	})
+}
+
+// ---- publisher (agent.publisher) ----
+
+func (n *node) publish() {
+	if n.publishing {
+		n.publishAgain = true
+		return
+	}
+	n.publishing = true
+	rec := n.record()
+	n.call("publish", callTimeout(n.timing()), func(c *memstore.Client) error { return c.Publish(bg, rec) }, func(error) {
+		n.publishing = false
+		if n.publishAgain {
+			n.publishAgain = false
+			n.publish()
+		}
+	})
+}
+
+// record mirrors agent.Record.
+func (n *node) record() ha.NodeStatus {
+	st := n.st
+	now := n.now()
+	eligible, why := st.Eligible(n.mcfg, now)
+	if st.Role != ha.RoleStandby {
+		eligible, why = false, "role is "+string(st.Role)
+	}
+	if st.Holding() {
+		why = "holds the active role"
+	}
+	role := st.Role
+	if role == ha.RoleStandby {
+		switch {
+		case st.Maintenance:
+			role = ha.RoleMaintenance
+		case n.w.cfg.Mode == ha.ModePassiveBackup && n.mcfg.Backup:
+			role = ha.RoleBackup
+		}
+	}
+	rec := ha.NodeStatus{Name: n.name, Role: role, Healthy: st.Healthy, Health: st.HealthReason, Eligible: eligible, Why: why, Reason: st.Reason, Heartbeat: now}
+	if st.Holding() || st.Role == ha.RoleDemoting {
+		rec.Epoch = st.Epoch
+	}
+	return rec
+}
+
+// view is what the agent's operator handlers see (agent.snapshot): the
+// watched snapshot with this node's live record.
+func (n *node) view() ha.Snapshot {
+	snap := n.snap
+	nodes := make(map[string]ha.NodeStatus, len(snap.Nodes)+1)
+	for k, v := range snap.Nodes {
+		nodes[k] = v
+	}
+	nodes[n.name] = n.record()
+	snap.Nodes = nodes
+	return snap
+}
+
+// ---- health (agent.effectiveHealth) ----
+
+func (n *node) refreshHealth() {
+	ok, why := true, "checks pass"
+	switch {
+	case n.stoppedBy != "":
+		ok, why = false, "service stopped by "+n.stoppedBy
+	case !n.svcUp:
+		ok, why = false, "service process not running"
+	case !n.checkOK:
+		ok, why = false, "check failed"
+	}
+	if ok != n.st.Healthy || why != n.st.HealthReason {
+		n.step(machine.HealthChanged{Healthy: ok, Reason: why})
+	}
+}

@@ -1,0 +1,393 @@
+// Package sim runs whole haven clusters in one process, deterministically:
+// every node's role machine (internal/machine, the real decision code), a
+// model of the agent's drivers (renewer, watcher, worker, fencing lane,
+// publisher), faults and operator calls are events of one seeded
+// scheduler over a fake clock, on the in-memory store (internal/store/
+// memstore). The same seed replays the same run exactly. See
+// docs/simulation.md.
+package sim
+
+import (
+	"container/heap"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/haven-ha/haven/internal/clock"
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/machine"
+	"github.com/haven-ha/haven/internal/store/memstore"
+)
+
+// Options describe one run. Scenario picks everything else from the seed.
+type Options struct {
+	Seed    uint64
+	Mode    string // ha.Mode*
+	Preempt bool
+	Nodes   int // service nodes; a witness is added
+	// FaultPhase is how long faults and operator calls are injected; then
+	// every fault heals and the cluster must settle within Settle.
+	FaultPhase time.Duration
+	Trace      io.Writer // every event, when set
+}
+
+// Scenario derives a run's options from its seed.
+func Scenario(seed uint64) Options {
+	r := rand.New(rand.NewPCG(seed, 0x5eed))
+	modes := []string{ha.ModeActivePassive, ha.ModeActivePassive, ha.ModeActiveActive, ha.ModePassiveBackup}
+	return Options{
+		Seed:       seed,
+		Mode:       modes[r.IntN(len(modes))],
+		Preempt:    r.IntN(2) == 0,
+		Nodes:      2 + r.IntN(3),
+		FaultPhase: time.Duration(20+r.IntN(40)) * time.Second,
+	}
+}
+
+// Result sums up a run that kept every invariant.
+type Result struct {
+	Events     int
+	Simulated  time.Duration
+	Promotions int
+	Operator   int // operator calls made
+	Faults     int
+	Switched   int // switchovers answered "done"
+	Stale      int // switchovers answered "stale view, retry"
+	Other      int // switchovers answered "X took over instead"
+	Fenced     int // fenced demotions (lease about to run out)
+	Restarts   int // agent processes started after the first
+}
+
+// Add sums r and o, for a run of many seeds.
+func (r Result) Add(o Result) Result {
+	r.Events += o.Events
+	r.Simulated += o.Simulated
+	r.Promotions += o.Promotions
+	r.Operator += o.Operator
+	r.Faults += o.Faults
+	r.Switched += o.Switched
+	r.Stale += o.Stale
+	r.Other += o.Other
+	r.Fenced += o.Fenced
+	r.Restarts += o.Restarts
+	return r
+}
+
+// Failure is an invariant that did not hold; Trace holds the last events.
+type Failure struct {
+	Seed  uint64
+	At    time.Duration
+	What  string
+	Trace []string
+}
+
+func (f *Failure) Error() string {
+	return fmt.Sprintf("seed %d: at %s: %s\nlast events:\n%s\nreplay: go test ./internal/sim -run TestSim -sim.seed=%d -sim.trace",
+		f.Seed, f.At, f.What, strings.Join(f.Trace, "\n"), f.Seed)
+}
+
+var t0 = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// world is one simulated cluster.
+type world struct {
+	o     Options
+	rng   *rand.Rand
+	clk   *clock.Fake
+	store *memstore.Server
+	admin *memstore.Client
+	cfg   *config.Config
+	nodes []*node
+
+	q      eventQueue
+	seq    uint64
+	events int
+	ring   []string
+	ringAt int
+	fail   *Failure
+	res    Result
+
+	grants   map[ha.Epoch]grant // every epoch the store granted, by whom and when
+	maxEpoch ha.Epoch
+	lastRev  int64
+	healed   bool
+	dirty    bool // a node stepped or the store changed since the last check
+	ids      int
+}
+
+type grant struct {
+	node string
+	at   time.Time
+}
+
+type event struct {
+	at  time.Time
+	seq uint64
+	n   *node // nil: not tied to a node's process
+	inc int   // the node's incarnation when scheduled
+	f   func()
+}
+
+type eventQueue []*event
+
+func (q eventQueue) Len() int { return len(q) }
+func (q eventQueue) Less(i, j int) bool {
+	if !q[i].at.Equal(q[j].at) {
+		return q[i].at.Before(q[j].at)
+	}
+	return q[i].seq < q[j].seq
+}
+func (q eventQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *eventQueue) Push(x any)   { *q = append(*q, x.(*event)) }
+func (q *eventQueue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return e
+}
+
+// Run simulates one cluster; a broken invariant returns a *Failure.
+func Run(o Options) (Result, error) {
+	w, err := newWorld(o)
+	if err != nil {
+		return Result{}, err
+	}
+	w.run()
+	if w.fail != nil {
+		return w.res, w.fail
+	}
+	return w.res, nil
+}
+
+func newWorld(o Options) (*world, error) {
+	if o.Nodes < 1 {
+		o.Nodes = 3
+	}
+	if o.FaultPhase == 0 {
+		o.FaultPhase = 30 * time.Second
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "cluster: sim\ndata_dir: /nonexistent\nmode: %s\n", o.Mode)
+	fmt.Fprintf(&b, "preempt: {enabled: %t, delay: 3s}\nhooks:\n  promote_backoff: 2s\nnodes:\n", o.Preempt)
+	for i := 1; i <= o.Nodes; i++ {
+		backup := o.Mode == ha.ModePassiveBackup && i > 1
+		fmt.Fprintf(&b, "  - {name: n%d, api: '127.0.0.1:%d', peer: '127.0.0.1:%d', client: '127.0.0.1:%d', priority: %d, backup: %t}\n",
+			i, 9000+3*i, 9001+3*i, 9002+3*i, 100+10*(o.Nodes-i), backup)
+	}
+	b.WriteString("  - {name: w1, witness: true, peer: '127.0.0.1:8998', client: '127.0.0.1:8999'}\n")
+	cfg, err := config.Parse(filepath.Join("/sim", "haven.yaml"), []byte(b.String()))
+	if err != nil {
+		return nil, fmt.Errorf("simulated config: %w", err)
+	}
+	clk := clock.NewFakeSync(t0)
+	w := &world{
+		o:      o,
+		rng:    rand.New(rand.NewPCG(o.Seed, 0xc1a5)),
+		clk:    clk,
+		store:  memstore.New(clk),
+		cfg:    cfg,
+		ring:   make([]string, 0, 64),
+		grants: map[ha.Epoch]grant{},
+	}
+	w.admin = w.store.Client()
+	for _, n := range cfg.Nodes {
+		if n.Witness {
+			continue
+		}
+		w.nodes = append(w.nodes, newNode(w, n))
+	}
+	return w, nil
+}
+
+// now is the true time: the store's clock.
+func (w *world) now() time.Time { return w.clk.Now() }
+
+func (w *world) elapsed() time.Duration { return w.now().Sub(t0) }
+
+// at schedules f at true time t. An event tied to a node runs only in the
+// incarnation that scheduled it, and waits while the node is frozen.
+func (w *world) at(t time.Time, n *node, f func()) {
+	if t.Before(w.now()) {
+		t = w.now()
+	}
+	w.seq++
+	e := &event{at: t, seq: w.seq, n: n, f: f}
+	if n != nil {
+		e.inc = n.inc
+	}
+	heap.Push(&w.q, e)
+}
+
+func (w *world) after(d time.Duration, n *node, f func()) { w.at(w.now().Add(d), n, f) }
+
+func (w *world) tracef(format string, args ...any) {
+	line := fmt.Sprintf("%9.3fs ", w.elapsed().Seconds()) + fmt.Sprintf(format, args...)
+	if w.o.Trace != nil {
+		fmt.Fprintln(w.o.Trace, line)
+	}
+	if len(w.ring) < cap(w.ring) {
+		w.ring = append(w.ring, line)
+	} else {
+		w.ring[w.ringAt] = line
+		w.ringAt = (w.ringAt + 1) % len(w.ring)
+	}
+}
+
+func (w *world) failf(format string, args ...any) {
+	if w.fail != nil {
+		return
+	}
+	what := fmt.Sprintf(format, args...)
+	w.tracef("INVARIANT BROKEN: %s", what)
+	tr := append(append([]string(nil), w.ring[w.ringAt:]...), w.ring[:w.ringAt]...)
+	w.fail = &Failure{Seed: w.o.Seed, At: w.elapsed(), What: what, Trace: tr}
+}
+
+// settle is the documented worst case for the cluster to have exactly one
+// active after every fault healed: a pending switchover intent binds the
+// cluster for its window, a lease must run out, a failed promotion backs
+// off, preemption waits its delay; plus slack for the retries in between.
+func (w *world) settle() time.Duration {
+	t := w.cfg.Timing
+	return machineWindow + 3*t.LeaseTTL + w.cfg.Hooks.PromoteBackoff + w.cfg.Preempt.Delay + 5*time.Second
+}
+
+const machineWindow = 10 * time.Second // agent.SwitchoverWindow
+
+func (w *world) run() {
+	for _, n := range w.nodes {
+		n := n
+		w.after(time.Duration(w.rng.IntN(500))*time.Millisecond, nil, func() { n.start() })
+	}
+	w.witnessUp()
+	w.planFaults()
+	end := w.o.FaultPhase + w.settle()
+	w.at(t0.Add(w.o.FaultPhase), nil, w.heal)
+	w.at(t0.Add(end), nil, w.finalCheck)
+	for w.q.Len() > 0 && w.fail == nil {
+		e := heap.Pop(&w.q).(*event)
+		if e.at.After(t0.Add(end)) {
+			break
+		}
+		w.clk.AdvanceTo(e.at)
+		if n := e.n; n != nil {
+			if !n.alive || n.inc != e.inc {
+				continue
+			}
+			if n.frozen {
+				n.deferred = append(n.deferred, e)
+				continue
+			}
+		}
+		w.events++
+		if w.events > 5_000_000 {
+			w.failf("more than 5,000,000 events: a busy loop")
+			break
+		}
+		e.f()
+		w.observe()
+	}
+	w.res.Events = w.events
+	w.res.Simulated = w.elapsed()
+}
+
+// witnessUp publishes the witness's record, renewed forever.
+func (w *world) witnessUp() {
+	c := w.store.Client()
+	var renew func()
+	renew = func() {
+		if _, err := c.Renew(bg); err != nil {
+			_, _ = c.NewSession(bg, w.cfg.Timing.LeaseTTL)
+			_ = c.Publish(bg, ha.NodeStatus{Name: "w1", Role: ha.RoleWitness, Healthy: true, Reason: "etcd member"})
+		}
+		w.after(w.cfg.Timing.LeaseTTL/3, nil, renew)
+	}
+	w.after(0, nil, renew)
+}
+
+// observe checks the invariants that must hold at every instant, and starts
+// watch deliveries for what changed in the store.
+func (w *world) observe() {
+	if rev := w.store.Rev(); rev != w.lastRev {
+		w.lastRev = rev
+		l := w.store.Leader()
+		if !l.None() {
+			if l.Epoch < w.maxEpoch {
+				w.failf("the store's epoch went back from %d to %d", w.maxEpoch, l.Epoch)
+			}
+			if _, ok := w.grants[l.Epoch]; !ok {
+				w.grants[l.Epoch] = grant{node: l.Node, at: w.now()}
+				w.res.Promotions++
+			}
+			w.maxEpoch = max(w.maxEpoch, l.Epoch)
+		}
+		for _, n := range w.nodes {
+			n.watchChanged()
+		}
+		w.dirty = true
+	}
+	if !w.dirty {
+		return // no step and no store change: nobody started serving
+	}
+	w.dirty = false
+	var serving []string
+	for _, n := range w.nodes {
+		if !n.serving() {
+			continue
+		}
+		serving = append(serving, fmt.Sprintf("%s@%d", n.name, n.st.Epoch))
+		if w.o.Mode == ha.ModeActiveActive {
+			if _, ok := n.client.Session(); !ok {
+				w.failf("%s serves (active-active) but its session is gone from the store", n.name)
+			}
+			continue
+		}
+		if l := w.store.Leader(); l != (ha.Leader{Node: n.name, Epoch: n.st.Epoch}) {
+			w.failf("%s serves at epoch %d but the store's leader is %v: its key may be taken", n.name, n.st.Epoch, l)
+		}
+	}
+	if w.o.Mode != ha.ModeActiveActive && len(serving) > 1 {
+		w.failf("two nodes serve at once: %v", serving)
+	}
+}
+
+// finalCheck: after the faults healed and the settle time passed, exactly
+// one node is active and serving (every healthy node in active-active).
+func (w *world) finalCheck() {
+	var active []string
+	for _, n := range w.nodes {
+		if n.serving() {
+			active = append(active, n.name)
+		}
+	}
+	if w.o.Mode == ha.ModeActiveActive {
+		if len(active) != len(w.nodes) {
+			w.failf("%s after healing: serving %v, want every node", w.settle(), active)
+		}
+		return
+	}
+	if len(active) != 1 {
+		var states []string
+		for _, n := range w.nodes {
+			states = append(states, fmt.Sprintf("%s=%s/e%d/healthy=%t/%s", n.name, n.st.Role, n.st.Epoch, n.st.Healthy, n.st.Reason))
+		}
+		w.failf("%s after healing: %d active %v, want exactly 1 (store leader %v; %s)", w.settle(), len(active), active, w.store.Leader(), strings.Join(states, ", "))
+		return
+	}
+	if l := w.store.Leader(); l.Node != active[0] {
+		w.failf("after healing %s serves but the store's leader is %v", active[0], l)
+	}
+}
+
+func (w *world) newID() string {
+	w.ids++
+	return fmt.Sprintf("sw%d", w.ids)
+}
+
+// roleStr is a role change for the trace.
+func roleStr(old, st machine.State) string {
+	return fmt.Sprintf("%s→%s epoch=%d (%s)", old.Role, st.Role, st.Epoch, st.Reason)
+}
