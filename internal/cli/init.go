@@ -345,7 +345,7 @@ func printInitPlan(w io.Writer, o initOptions, password string) {
 	}
 	fmt.Fprintf(w, "\nKeep certs/ca.key on this workstation only, never on a machine: it makes new certificates\n  (haven certs add --config %s --out %s NODE).\n",
 		filepath.Join(o.Out, "haven.yaml"), filepath.Join(o.Out, "certs"))
-	fmt.Fprintf(w, "certs/%s.crt and .key are the operator's: they stay with you. To run haven commands from a\n  machine of yours, put them with certs/ca.crt in %s (key mode 0600) beside haven.yaml and token in %s.\n  On the cluster's machines the commands use TLS with ca.crt and the token.\n",
+	fmt.Fprintf(w, "certs/%s.crt and .key are the operator's: they stay with you. To run haven commands from a\n  machine of yours, put them with certs/ca.crt in %s (key mode 0600) beside haven.yaml and token in %s.\n  On the cluster's machines the commands use TLS with ca.crt and the token; haven store\n  export|import|snapshot open the store themselves and need the operator's certificate.\n",
 		certs.Operator, tlsDir, o.EtcDir)
 	fmt.Fprintf(w, "\nPorts to open between the machines: %d/tcp (agent API, dashboard, /metrics; HTTPS)", o.APIPort)
 	if o.Store == "embedded" {
