@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
 )
 
@@ -46,12 +47,16 @@ api: {token: ready-test-token-0123456789}
 nodes:
   - {name: n1, api: %s, peer: %s, client: %s}
 service: {command: [sleep, "3600"], stop_grace: 1s}
+tls: {ca_file: certs/ca.crt, cert_file: "certs/${NODE}.crt", key_file: "certs/${NODE}.key"}
 `, filepath.Join(dir, "data"), freeAddr(t), freeAddr(t), freeAddr(t))
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := certs.InitFor(filepath.Join(dir, "certs"), cfg); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -66,9 +71,18 @@ service: {command: [sleep, "3600"], stop_grace: 1s}
 	deadline := time.Now().Add(60 * time.Second)
 	buf := make([]byte, 4096)
 	for len(want) > 0 {
-		_ = conn.SetReadDeadline(deadline)
+		_ = conn.SetReadDeadline(time.Now().Add(time.Second))
 		n, err := conn.Read(buf)
 		if err != nil {
+			select {
+			case runErr := <-done:
+				done <- runErr
+				t.Fatalf("RunNode returned before %q: %v; got %q", want[0], runErr, got)
+			default:
+			}
+			if time.Now().Before(deadline) {
+				continue
+			}
 			t.Fatalf("waiting for %q: %v; got %q", want[0], err, got)
 		}
 		msg := string(buf[:n])

@@ -65,7 +65,7 @@ func commands() []command {
 		{"dashboard", "dashboard helpers: `haven dashboard hash-password` (stdin to bcrypt)", false, runDashboard},
 		{"help", "show a command's usage: help COMMAND", false, runHelp},
 		{"recover", "rebuild a cluster that lost its majority for good from the surviving node: recover --node NODE --yes", false, runRecover},
-		{"init", "write a new cluster's config, token and dashboard login: init --cluster C --node n1=HOST ...", false, runInit},
+		{"init", "write a new cluster's config, token, certificates and dashboard login: init --cluster C --node n1=HOST ...", false, runInit},
 		{"completion", "print a shell completion script: completion bash|zsh|fish", false, runCompletion},
 	}
 }

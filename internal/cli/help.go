@@ -40,6 +40,7 @@ var usageLines = map[string][]string{
 	"help":           {"haven help [COMMAND]"},
 	"completion":     {"haven completion bash|zsh|fish"},
 	"init":           {"haven init --cluster NAME --node NAME=HOST [--node ...] [--witness NAME=HOST] [--store embedded|etcd|postgres|mysql] --out DIR"},
+	"certs":          {"haven certs init --config FILE [--out DIR]", "haven certs add --config FILE [--out DIR] NODE"},
 }
 
 // helpArgs are the arguments that bring a command to its flag parsing
@@ -50,6 +51,7 @@ var helpArgs = map[string][]string{
 	"dashboard": {"hash-password"},
 	"service":   {"start"},
 	"members":   {"list"},
+	"certs":     {"init"},
 }
 
 // subcommandWords are the words shell completion offers after a command.
@@ -61,6 +63,7 @@ var subcommandWords = map[string][]string{
 	"members":     {"list", "add", "remove"},
 	"maintenance": {"on", "off"},
 	"completion":  {"bash", "zsh", "fish"},
+	"certs":       {"init", "add"},
 }
 
 // setUsage makes fs print the command's synopses, then its flags.

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
 )
 
@@ -88,7 +89,7 @@ func runInit(args []string, out, errw io.Writer) int {
 	fs.IntVar(&o.ServicePort, "service-port", 5000, "the service's port on each node (SERVICE_ADDR)")
 	service := fs.String("service", "/usr/bin/haven sample-service", "the service's command, split on spaces (default: haven's sample HTTP service, to try the cluster out)")
 	fs.StringVar(&o.DashUser, "dashboard-user", "operator", "the dashboard operator's name")
-	fs.BoolVar(&o.Force, "force", false, "overwrite the files in --out")
+	fs.BoolVar(&o.Force, "force", false, "overwrite the files in --out: a new token, dashboard password, CA and certificates")
 	if code, ok := parse(fs, args, 0); !ok {
 		return code
 	}
@@ -215,7 +216,12 @@ dashboard:
   users:
     - {name: %s, role: operator, password_hash: %q}
 log: {level: info, format: json}
-`, strings.Join(cmd, ", "), o.DashUser, dashHash)
+tls:   # mutual TLS: the agent API, the dashboard, etcd's peers and clients
+  ca_file: %s
+  cert_file: %s
+  key_file: %s
+`, strings.Join(cmd, ", "), o.DashUser, dashHash,
+		filepath.Join(initTLSDir(o), "ca.crt"), filepath.Join(initTLSDir(o), "${NODE}.crt"), filepath.Join(initTLSDir(o), "${NODE}.key"))
 	return b.String()
 }
 
@@ -231,12 +237,18 @@ func randomSecret(n int) (string, error) {
 // writeInit writes the cluster's files into o.Out and prints what to copy
 // where.
 func writeInit(o initOptions, out io.Writer) error {
-	if err := os.MkdirAll(o.Out, 0o750); err != nil {
-		return fmt.Errorf("create %s: %w", o.Out, err)
-	}
 	cfgPath := filepath.Join(o.Out, "haven.yaml")
 	if _, err := os.Stat(cfgPath); err == nil && !o.Force {
-		return fmt.Errorf("%s exists; pass --force to overwrite it (the cluster's token and dashboard password change)", cfgPath)
+		return fmt.Errorf("%s exists; pass --force to overwrite it (the cluster's token, dashboard password, CA and certificates change)", cfgPath)
+	}
+	certDir := filepath.Join(o.Out, "certs")
+	if _, caKey := certs.Layout(certDir); !o.Force {
+		if _, err := os.Stat(caKey); err == nil {
+			return fmt.Errorf("%s holds a CA already (%s); pass --force to replace it and every certificate it issued", certDir, caKey)
+		}
+	}
+	if err := os.MkdirAll(o.Out, 0o750); err != nil {
+		return fmt.Errorf("create %s: %w", o.Out, err)
 	}
 	token, err := randomSecret(24)
 	if err != nil {
@@ -251,10 +263,6 @@ func writeInit(o initOptions, out io.Writer) error {
 		return err
 	}
 	cfgText := initConfig(o, string(hash))
-	files := map[string]string{"haven.yaml": cfgText, "token": token + "\n"}
-	for _, n := range o.Nodes {
-		files[n.Name+".env"] = fmt.Sprintf("# /etc/default/haven on %s (%s)\nHAVEN_NODE=%s\nHAVEN_CONFIG=%s\n", n.Name, n.Host, n.Name, filepath.Join(o.EtcDir, "haven.yaml"))
-	}
 	// Check the config as the machines will read it: with the token file
 	// where it will be.
 	check := filepath.Join(o.Out, ".haven-init-check.yaml")
@@ -262,68 +270,86 @@ func writeInit(o initOptions, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for name, text := range files {
-		mode := os.FileMode(0o640)
-		if name == "token" {
-			mode = 0o600
-		}
-		if err := os.WriteFile(filepath.Join(o.Out, name), []byte(text), mode); err != nil {
-			return fmt.Errorf("write %s: %w", name, err)
-		}
-	}
 	checkText := strings.Replace(cfgText, filepath.Join(o.EtcDir, "token"), localToken, 1)
 	if err := os.WriteFile(check, []byte(checkText), 0o600); err != nil {
 		return err
 	}
-	_, err = config.Load(check)
+	if err := os.WriteFile(localToken, []byte(token+"\n"), 0o600); err != nil {
+		os.Remove(check)
+		return fmt.Errorf("write token: %w", err)
+	}
+	cfg, err := config.Load(check)
 	os.Remove(check)
 	if err != nil {
 		return fmt.Errorf("the config written is not valid (a bug in haven init; please report it): %w", err)
 	}
-	certFiles, err := initCerts(o)
-	if err != nil {
+	if err := initCerts(certDir, cfg, o.Force); err != nil {
 		return err
 	}
-	printInitPlan(out, o, password, certFiles)
+	files := map[string]string{"haven.yaml": cfgText}
+	for _, n := range o.Nodes {
+		files[n.Name+".env"] = fmt.Sprintf("# /etc/default/haven on %s (%s)\nHAVEN_NODE=%s\nHAVEN_CONFIG=%s\n", n.Name, n.Host, n.Name, filepath.Join(o.EtcDir, "haven.yaml"))
+	}
+	for name, text := range files {
+		if err := os.WriteFile(filepath.Join(o.Out, name), []byte(text), 0o640); err != nil {
+			return fmt.Errorf("write %s: %w", name, err)
+		}
+	}
+	printInitPlan(out, o, password)
 	return nil
 }
 
-// initCerts writes the cluster's TLS files into o.Out and returns their
-// names, to be copied beside haven.yaml.
-//
-// TODO(#17, #12): this is where `haven init` calls `haven certs init` (a
-// cluster CA and one certificate per node, from the sec branch) once it
-// lands: write ca.pem and NODE.pem/NODE-key.pem here and return their
-// names; initConfig then points the api/etcd TLS fields at them.
-func initCerts(o initOptions) ([]string, error) { return nil, nil }
+// initCerts writes the cluster's TLS files into dir with certs.InitFor: a
+// CA, one certificate per node (witnesses too: they are etcd members) and
+// the operator's, keys 0600. With force it first removes an older CA there
+// (its certificates would not fit the new config's token and nodes anyway).
+func initCerts(dir string, cfg *config.Config, force bool) error {
+	if force {
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("remove the old certificates in %s: %w", dir, err)
+		}
+	}
+	if err := certs.InitFor(dir, cfg); err != nil {
+		return fmt.Errorf("certificates: %w", err)
+	}
+	return nil
+}
 
-func printInitPlan(w io.Writer, o initOptions, password string, certFiles []string) {
+// initTLSDir is where the certificates live on the machines.
+func initTLSDir(o initOptions) string { return filepath.Join(o.EtcDir, "certs") }
+
+func printInitPlan(w io.Writer, o initOptions, password string) {
 	fmt.Fprintf(w, "haven init: wrote the cluster %s into %s: haven.yaml, token", o.Cluster, o.Out)
 	for _, n := range o.Nodes {
 		fmt.Fprintf(w, ", %s.env", n.Name)
 	}
-	fmt.Fprintln(w)
+	fmt.Fprintf(w, ", and in certs/ a CA (ca.crt, ca.key) and a certificate and key for every node and the operator\n")
 	fmt.Fprintf(w, "\nDashboard operator: user %s, password %s\n  (shown this once: haven.yaml holds only its bcrypt hash)\n", o.DashUser, password)
-	fmt.Fprintf(w, "\nOn every machine, as root, after installing the package (apt install ./haven_*.deb):\n")
+	tlsDir := initTLSDir(o)
+	fmt.Fprintf(w, "\nOn every machine, as root, after installing the package (apt install ./haven_*.deb),\nwith the files below copied from %s:\n", o.Out)
 	for _, n := range o.Nodes {
 		unit := "haven"
 		if n.Witness {
 			unit = "haven-witness"
 		}
-		fmt.Fprintf(w, "  %s (%s):\n", n.Name, n.Host)
+		fmt.Fprintf(w, "  %s (%s): copy haven.yaml token %s.env certs/ca.crt certs/%s.crt certs/%s.key\n", n.Name, n.Host, n.Name, n.Name, n.Name)
+		fmt.Fprintf(w, "    install -d -m 0750 -g haven %s %s\n", o.EtcDir, tlsDir)
 		fmt.Fprintf(w, "    install -m 0640 -g haven haven.yaml token %s/\n", o.EtcDir)
-		for _, c := range certFiles {
-			fmt.Fprintf(w, "    install -m 0640 -g haven %s %s/\n", c, o.EtcDir)
-		}
+		fmt.Fprintf(w, "    install -m 0644 certs/ca.crt certs/%s.crt %s/\n", n.Name, tlsDir)
+		fmt.Fprintf(w, "    install -m 0600 -o haven -g haven certs/%s.key %s/\n", n.Name, tlsDir)
 		fmt.Fprintf(w, "    install -m 0644 %s.env /etc/default/haven\n", n.Name)
 		fmt.Fprintf(w, "    systemctl enable --now %s\n", unit)
 	}
 	if o.DSNFile != "" {
 		fmt.Fprintf(w, "  and on each: the store's connection string in %s (mode 0640, group haven)\n", o.DSNFile)
 	}
-	fmt.Fprintf(w, "\nPorts to open between the machines: %d/tcp (agent API, dashboard, /metrics)", o.APIPort)
+	fmt.Fprintf(w, "\nKeep certs/ca.key on this workstation only, never on a machine: it makes new certificates\n  (haven certs add --config %s --out %s NODE).\n",
+		filepath.Join(o.Out, "haven.yaml"), filepath.Join(o.Out, "certs"))
+	fmt.Fprintf(w, "certs/%s.crt and .key are the operator's: they stay with you. To run haven commands from a\n  machine of yours, put them with certs/ca.crt in %s (key mode 0600) beside haven.yaml and token in %s.\n  On the cluster's machines the commands use TLS with ca.crt and the token; haven store\n  export|import|snapshot open the store themselves and need the operator's certificate.\n",
+		certs.Operator, tlsDir, o.EtcDir)
+	fmt.Fprintf(w, "\nPorts to open between the machines: %d/tcp (agent API, dashboard, /metrics; HTTPS)", o.APIPort)
 	if o.Store == "embedded" {
-		fmt.Fprintf(w, ", %d/tcp (etcd peers), %d/tcp (etcd clients)", o.APIPort+1, o.APIPort+2)
+		fmt.Fprintf(w, ", %d/tcp (etcd peers), %d/tcp (etcd clients); all mutual TLS", o.APIPort+1, o.APIPort+2)
 	}
 	fmt.Fprintf(w, "; clients reach the service on %d/tcp.\n", o.ServicePort)
 	fmt.Fprintln(w, "Start order: any. No node becomes active before a majority of the store's members is up.")

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"crypto/tls"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -10,6 +11,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
 )
 
@@ -52,10 +54,36 @@ func TestInit(t *testing.T) {
 	if hash == nil || bcrypt.CompareHashAndPassword([]byte(hash[1]), []byte(pw[1])) != nil {
 		t.Fatal("the printed password does not match the stored hash")
 	}
+	// Secure by default: a tls: section pointing where the files go on the
+	// machines, and a CA, a certificate per node and the operator's in certs/.
+	if err := cfg.CheckSecure(); err != nil || cfg.TLS.For("db1") != (config.TLSFiles{CA: "/etc/haven/certs/ca.crt", Cert: "/etc/haven/certs/db1.crt", Key: "/etc/haven/certs/db1.key"}) {
+		t.Fatalf("tls: %+v, %v\n%s", cfg.TLS, err, text)
+	}
+	certDir := filepath.Join(dir, "certs")
+	ca, caKey := certs.Layout(certDir)
+	for _, name := range []string{"db1", "db2", "arb", certs.Operator} {
+		cert, key := certs.Paths(certDir, name)
+		if err := certs.Check(certs.Files{CA: ca, Cert: cert, Key: key}); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		if fi, err := os.Stat(key); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, %v; want 0600", key, fi.Mode().Perm(), err)
+		}
+	}
+	if fi, err := os.Stat(caKey); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s: %v; want 0600", caKey, err)
+	}
+	// db1's certificate names the addresses the others reach it at.
+	pair, err := tls.LoadX509KeyPair(certs.Paths(certDir, "db1"))
+	if err != nil || pair.Leaf.VerifyHostname("10.0.0.1") != nil || pair.Leaf.VerifyHostname("10.0.0.2") == nil {
+		t.Errorf("db1's certificate: %v", err)
+	}
 	if env, _ := os.ReadFile(filepath.Join(dir, "arb.env")); !strings.Contains(string(env), "HAVEN_NODE=arb\n") {
 		t.Errorf("arb.env: %s", env)
 	}
-	for _, want := range []string{"systemctl enable --now haven-witness", "install -m 0644 db2.env /etc/default/haven", "7401/tcp"} {
+	for _, want := range []string{"systemctl enable --now haven-witness", "install -m 0644 db2.env /etc/default/haven", "7401/tcp",
+		"install -m 0644 certs/ca.crt certs/db2.crt /etc/haven/certs/", "install -m 0600 -o haven -g haven certs/arb.key /etc/haven/certs/",
+		"Keep certs/ca.key on this workstation only", "certs/operator.crt and .key are the operator's"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the plan lacks %q:\n%s", want, out.String())
 		}
@@ -67,6 +95,26 @@ func TestInit(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(filepath.Join(dir, "haven.yaml")); !bytes.Equal(after, text) {
 		t.Fatal("a refused init changed haven.yaml")
+	}
+	// A CA left without its haven.yaml is not replaced silently either.
+	if err := os.Remove(filepath.Join(dir, "haven.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	caPEM, _ := os.ReadFile(ca)
+	if code := Main(args, &out, &errw); code != exitFailure || !strings.Contains(errw.String(), "holds a CA already") {
+		t.Fatalf("init over a CA: exit %d, %s", code, errw.String())
+	}
+	out.Reset()
+	errw.Reset()
+	if code := Main(append(args, "--force"), &out, &errw); code != exitOK {
+		t.Fatalf("init --force: exit %d, %s", code, errw.String())
+	}
+	if after, _ := os.ReadFile(ca); bytes.Equal(after, caPEM) {
+		t.Error("init --force kept the old CA")
+	}
+	cert, key := certs.Paths(certDir, "db1")
+	if err := certs.Check(certs.Files{CA: ca, Cert: cert, Key: key}); err != nil {
+		t.Errorf("after --force: %v", err)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 )
 
 const trapCluster = `cluster: demo
+insecure: true
 data_dir: /var/lib/haven
 nodes:
   - {name: n1, api: 127.0.0.1:7101, peer: 127.0.0.1:7201, client: 127.0.0.1:7301, backend: 127.0.0.1:8101}
@@ -34,7 +35,7 @@ func TestConfigCheckTraps(t *testing.T) {
 	if code := Main([]string{"config", "check", shared}, &out, &errw); code != exitUsage {
 		t.Fatalf("config check of a shared proxy.listen: exit %d, want %d\n%s%s", code, exitUsage, out.String(), errw.String())
 	}
-	if !strings.Contains(errw.String(), "shared.yaml:7: proxy.listen: nodes n1 and n2 run on one host") || !strings.Contains(errw.String(), "proxy.standalone: true") {
+	if !strings.Contains(errw.String(), "shared.yaml:8: proxy.listen: nodes n1 and n2 run on one host") || !strings.Contains(errw.String(), "proxy.standalone: true") {
 		t.Fatalf("config check stderr:\n%s", errw.String())
 	}
 	out.Reset()
@@ -49,7 +50,7 @@ func TestConfigCheckTraps(t *testing.T) {
 	if code := Main([]string{"config", "check", execCheck}, &out, &errw); code != exitOK {
 		t.Fatalf("config check of a fast exec check: exit %d, want 0 (a warning)\n%s", code, errw.String())
 	}
-	for _, want := range []string{"warning: ", "exec.yaml:8: checks[0].timeout: 100ms is too short for an exec check", "measured here, now: starting a process (/bin/true) took"} {
+	for _, want := range []string{"warning: ", "exec.yaml:9: checks[0].timeout: 100ms is too short for an exec check", "measured here, now: starting a process (/bin/true) took"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("config check output lacks %q:\n%s", want, out.String())
 		}

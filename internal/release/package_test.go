@@ -81,17 +81,24 @@ func TestDebianPackage(t *testing.T) {
 		}
 	}
 
-	// The example config is valid once its token file exists.
+	// The example config is valid once its token file and certificates
+	// exist (secure by default: it has a tls: section).
 	example, _ := os.ReadFile(filepath.Join(root, "usr/share/doc/haven/haven.example.yaml"))
 	token := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(token, []byte("example-token-0123456789abcdef\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	certDir := filepath.Join(t.TempDir(), "certs")
+	example = bytes.ReplaceAll(example, []byte("/etc/haven/token"), []byte(token))
+	example = bytes.ReplaceAll(example, []byte("/etc/haven/certs"), []byte(certDir))
 	cfg := filepath.Join(t.TempDir(), "haven.yaml")
-	if err := os.WriteFile(cfg, bytes.ReplaceAll(example, []byte("/etc/haven/token"), []byte(token)), 0o600); err != nil {
+	if err := os.WriteFile(cfg, example, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "", filepath.Join(root, "usr/bin/haven"), "config", "check", cfg)
+	run(t, "", filepath.Join(root, "usr/bin/haven"), "certs", "init", "--config", cfg)
+	if out := run(t, "", filepath.Join(root, "usr/bin/haven"), "config", "check", cfg); !strings.Contains(out, "tls: db1's certificate") {
+		t.Errorf("config check of the example does not check its certificates:\n%s", out)
+	}
 
 	t.Run("QuickStart", func(t *testing.T) { quickStart(t, root) })
 }

@@ -19,7 +19,7 @@ import (
 // unpacked from the package (root). Only how a command reaches a machine
 // differs from ssh and systemd: ON runs it in the machine's namespace with
 // its own /tmp and /etc/default (a private mount namespace), a haven group
-// and the package's binary in /usr/local/bin; PUT copies into its /tmp;
+// and user and the package's binary in /usr/local/bin; PUT copies into its /tmp;
 // START runs the unit's command there.
 func quickStart(t *testing.T, root string) {
 	lab, err := drill.NewLab(3)
@@ -45,6 +45,14 @@ func quickStart(t *testing.T, root string) {
 	if err := os.WriteFile(filepath.Join(dir, "group"), append(group, "haven:x:64999:\n"...), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// and a haven user, who owns the node's key (the agent runs as root here).
+	passwd, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "passwd"), append(passwd, "haven:x:64999:64999::/var/lib/haven:/usr/sbin/nologin\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// The package's binary, as /usr/local/bin/haven on the machines (its
 	// own path is under /tmp, which each machine has of its own).
 	bin := filepath.Join(root, "usr/bin")
@@ -59,7 +67,7 @@ func quickStart(t *testing.T, root string) {
 		}
 		return p
 	}
-	on := script("on", `exec ip netns exec "$ns" unshare -m --propagation private sh -c 'mount --bind "$0/$1/default" /etc/default && mount --bind "$0/group" /etc/group && mount --bind "$0/bin" /usr/local/bin && mount --bind "$0/$1/tmp" /tmp && shift && exec "$@"' "$D" "$m" "$@"`)
+	on := script("on", `exec ip netns exec "$ns" unshare -m --propagation private sh -c 'mount --bind "$0/$1/default" /etc/default && mount --bind "$0/group" /etc/group && mount --bind "$0/passwd" /etc/passwd && mount --bind "$0/bin" /usr/local/bin && mount --bind "$0/$1/tmp" /tmp && shift && exec "$@"' "$D" "$m" "$@"`)
 	put := script("put", `cp "$@" "$D/$m/tmp/"`)
 	start := script("start", `case $1 in haven) cmd=agent ;; haven-witness) cmd=witness ;; esac
 setsid "$D/on" "$addr" sh -c '. /etc/default/haven; export HAVEN_NODE HAVEN_CONFIG; exec haven '$cmd >"$D/$m.log" 2>&1 < /dev/null &
@@ -114,6 +122,52 @@ echo $! >> "$D/pids"`)
 			t.Errorf("quickstart.sh's output lacks %q:\n%s", want, out)
 		}
 	}
+	// Secure: each machine got the CA's certificate and its own
+	// certificate and key (0600, the haven user's), not another's key, the
+	// CA's or the operator's, and a haven.yaml with the tls: section.
+	for _, m := range names {
+		etc := machinePath(dir, m, filepath.Join(dir, "etc"))
+		certDir := filepath.Join(etc, "certs")
+		st, err := os.Stat(filepath.Join(certDir, m+".key"))
+		if err != nil {
+			t.Fatalf("%s: %v", m, err)
+		}
+		if sys, ok := st.Sys().(*syscall.Stat_t); st.Mode().Perm() != 0o600 || !ok || sys.Uid != 64999 {
+			t.Errorf("%s: %s.key has mode %v, owner %v; want 0600, the haven user", m, m, st.Mode().Perm(), st.Sys())
+		}
+		notThere := []string{"ca.key", "operator.key", "operator.crt"}
+		if etc != filepath.Join(dir, "etc") { // not shared by the machines
+			notThere = append(notThere, otherKeys(names, m)...)
+		}
+		for _, f := range notThere {
+			if _, err := os.Stat(filepath.Join(certDir, f)); err == nil {
+				t.Errorf("%s: %s was copied to it", m, f)
+			}
+		}
+		if cfg, _ := os.ReadFile(filepath.Join(etc, "haven.yaml")); !strings.Contains(string(cfg), "ca_file: "+filepath.Join(dir, "etc", "certs", "ca.crt")) {
+			t.Errorf("%s: its haven.yaml has no tls: section:\n%s", m, cfg)
+		}
+	}
+}
+
+// machinePath is where path of machine m is on this host: each machine
+// has a /tmp of its own (dir/m/tmp), so a path under /tmp is there.
+func machinePath(dir, m, path string) string {
+	if rel, err := filepath.Rel("/tmp", path); err == nil && !strings.HasPrefix(rel, "..") {
+		return filepath.Join(dir, m, "tmp", rel)
+	}
+	return path
+}
+
+// otherKeys are the key files of the machines other than m.
+func otherKeys(names []string, m string) []string {
+	var keys []string
+	for _, n := range names {
+		if n != m {
+			keys = append(keys, n+".key")
+		}
+	}
+	return keys
 }
 
 func lastLines(s string, n int) string {
