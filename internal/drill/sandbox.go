@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,6 +22,7 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/dbserver"
 	"github.com/haven-ha/haven/internal/ha"
+	netports "github.com/haven-ha/haven/internal/ports"
 )
 
 // SandboxOptions configure a sandbox cluster.
@@ -208,27 +208,8 @@ func NewSandbox(ctx context.Context, o SandboxOptions) (*Sandbox, error) {
 	return s, nil
 }
 
-func freePorts(n int) ([]int, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
 func (s *Sandbox) writeConfig() error {
-	ports, err := freePorts(4*3 + 2 + 3)
+	ports, err := netports.Free(4*3 + 2 + 3)
 	if err != nil {
 		return err
 	}
