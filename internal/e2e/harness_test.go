@@ -27,28 +27,13 @@ import (
 	"github.com/haven-ha/haven/internal/ha"
 	netports "github.com/haven-ha/haven/internal/ports"
 	"github.com/haven-ha/haven/internal/sample"
+	"github.com/haven-ha/haven/internal/testbin"
 )
 
 // havenBin is the binary under test, built once by TestMain.
 var havenBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "haven-e2e-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	havenBin = filepath.Join(dir, "haven")
-	build := exec.Command("go", "build", "-o", havenBin, "github.com/haven-ha/haven/cmd/haven")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build haven:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &havenBin) }
 
 // freePorts returns n distinct free loopback ports (internal/ports: outside
 // the kernel's ephemeral range, so parallel tests cannot take them).

@@ -23,27 +23,12 @@ import (
 	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/testbin"
 )
 
 var havenBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "haven-recipes-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	havenBin = filepath.Join(dir, "haven")
-	build := exec.Command("go", "build", "-o", havenBin, "github.com/haven-ha/haven/cmd/haven")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build haven:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &havenBin) }
 
 // startTimeout bounds cluster formation on a loaded 2-core machine.
 const startTimeout = 60 * time.Second

@@ -8,36 +8,19 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/haven-ha/haven/internal/drill"
+	"github.com/haven-ha/haven/internal/testbin"
 )
 
 var havenBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "haven-sessions-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	havenBin = filepath.Join(dir, "haven")
-	build := exec.Command("go", "build", "-o", havenBin, "github.com/haven-ha/haven/cmd/haven")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build haven:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &havenBin) }
 
 // redisCLI runs redis-cli against addr with the sandbox's password,
 // feeding it one command per line, and returns its output lines.
