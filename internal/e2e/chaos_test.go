@@ -107,7 +107,9 @@ func operator(sb *drill.Sandbox, args ...string) error {
 // HAVEN_CHAOS_SEED replays a run; HAVEN_CHAOS_DURATION makes it longer
 // (default 100s of faults).
 func TestChaos(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it measures RTO targets and "whole again" deadlines,
+	// so it runs alone among the e2e tests (they run first, before the
+	// parallel ones).
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("HAVEN_CHAOS_SEED"); s != "" {
 		v, err := strconv.ParseUint(s, 10, 64)

@@ -41,7 +41,9 @@ func newDrillSandbox(t *testing.T) *drill.Sandbox {
 // acknowledged write anywhere, zero client errors where the target says so,
 // the RTOs within their bounds plus a slack for CI (loosened timings: lease 3s).
 func TestDrillScenarios(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it measures RTO targets and "whole again" deadlines,
+	// so it runs alone among the e2e tests (they run first, before the
+	// parallel ones).
 	sb := newDrillSandbox(t)
 	names := []string{"service-crash", "agent-freeze", "active-cut-oneway", "majority-loss", "switchover", "rolling-restart"}
 	results := runDrill(t, context.Background(), sb, names, nil, nil)
@@ -65,7 +67,9 @@ func TestDrillScenarios(t *testing.T) {
 // makes the active stop, nobody promotes, and the cluster recovers by
 // itself with every acknowledged write; a switchover works on it too.
 func TestDrillDatabase(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it measures RTO targets and "whole again" deadlines,
+	// so it runs alone among the e2e tests (they run first, before the
+	// parallel ones).
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Bin: havenBin, Dir: t.TempDir(), Timing: "ci", Store: drill.StorePostgres})
