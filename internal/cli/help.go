@@ -21,7 +21,7 @@ var usageLines = map[string][]string{
 	"demo":           {"haven demo [--nodes 1|3|5] [--port PORT] [--dir DIR]"},
 	"agent":          {"haven agent --config FILE --node NAME"},
 	"witness":        {"haven witness --config FILE --node NAME"},
-	"status":         {"haven status --config FILE [--json] [--watch] [--active-pid service|agent]"},
+	"status":         {"haven status --config FILE [--json] [--watch] [--active-pid service|agent]", "haven status --api https://HOST:PORT --cacert CA.crt [--cert FILE --key FILE] [--json] [--watch]"},
 	"switchover":     {"haven switchover --config FILE [--to NODE] [--force] [--reason TEXT]"},
 	"maintenance":    {"haven maintenance --config FILE on|off NODE"},
 	"promote":        {"haven promote --config FILE [--force] NODE"},
