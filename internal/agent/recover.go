@@ -163,7 +163,8 @@ type RestoreResult struct {
 
 // Restore rebuilds node's embedded etcd data directory from a snapshot as
 // the only member of a new cluster (etcd's snapshot restore), bumps the
-// revision above every epoch the snapshot's cluster may have issued,
+// revision above every epoch the snapshot's cluster, or a cluster restored
+// before from the same snapshot, may have issued (etcdstore.RestoreSnapshot),
 // revokes the sessions in it, records a restore event and stops the
 // member again. The node's agent must be stopped. Starting it then serves
 // again with the snapshot's data; the other nodes come back with empty
@@ -189,7 +190,7 @@ func Restore(ctx context.Context, cfg *config.Config, name string, o RestoreOpti
 	r, err := etcdstore.RestoreSnapshot(etcdstore.RestoreOptions{
 		Snapshot: o.Snapshot, Name: name, DataDir: etcdstore.DataDir(cfg.DataDir, name),
 		Peer: node.Peer, Token: cfg.Cluster, TLS: cfg.TLS.Enabled(),
-		MinEpoch: o.MinEpoch, Margin: o.Margin, Force: o.Force,
+		MinEpoch: o.MinEpoch, Margin: o.Margin, Force: o.Force, Now: clock.Real{}.Now(),
 	})
 	res.RestoreResult = r
 	if errors.Is(err, etcdstore.ErrDataDirExists) {

@@ -151,7 +151,7 @@ func runRestore(args []string, out, errw io.Writer) int {
 	cfgPath, node := configFlag(fs), nodeFlag(fs)
 	force := fs.Bool("force", false, "move the node's existing etcd data directory aside (to DIR.before-restore-TIME) instead of refusing")
 	minEpoch := fs.Int64("min-epoch", 0, "an epoch you know was issued (the highest haven_leader_epoch your monitoring saw); epochs after the restore are above it")
-	margin := fs.Int64("margin", restoreMargin, "epochs after the restore start this far above the snapshot's revision and --min-epoch: the cluster went on after the snapshot (1 to 1e15)")
+	margin := fs.Int64("margin", restoreMargin, "epochs after the restore start this far above the snapshot's revision and --min-epoch (and at least at the time in microseconds since 1970): the cluster went on after the snapshot (1 to 1e15)")
 	if code, ok := parse(fs, args, 1); !ok {
 		return code
 	}

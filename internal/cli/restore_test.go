@@ -5,6 +5,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -84,11 +86,32 @@ func TestRestoreFromSnapshot(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(c.cfg.DataDir, "n1", "etcd")); !os.IsNotExist(err) {
 		t.Fatalf("a failed restore left a data directory: %v", err)
 	}
+	floor := func() ha.Epoch {
+		t.Helper()
+		m := regexp.MustCompile(`every epoch from now on is above (\d+)`).FindStringSubmatch(out.String())
+		if m == nil {
+			t.Fatal("restore does not say the epoch floor")
+		}
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		return ha.Epoch(n)
+	}
 	if code := restore(snap); code != exitOK {
 		t.Fatal("restore failed")
 	}
+	first := floor()
 	if code := restore(snap); code != exitUsage || !strings.Contains(errw.String(), "--force") {
 		t.Fatalf("restore over a data directory: exit %d, want 2 and a hint at --force", code)
+	}
+	// Again with --force, as after a first restore whose cluster served:
+	// the data goes aside, and the same snapshot starts above it.
+	if code := restore("--force", snap); code != exitOK {
+		t.Fatal("restore --force failed")
+	}
+	if again := floor(); again <= first {
+		t.Errorf("a second restore of the same snapshot starts at %d, not above the first one's %d", again, first)
+	}
+	if aside, _ := filepath.Glob(filepath.Join(c.cfg.DataDir, "n1", "etcd.before-restore-*")); len(aside) != 1 {
+		t.Errorf("restore --force did not move the data directory aside: %v", aside)
 	}
 
 	c.start("n1")

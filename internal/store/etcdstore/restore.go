@@ -26,6 +26,12 @@ type RestoreOptions struct {
 	// MinEpoch and the snapshot's revision: the cluster went on after the
 	// snapshot, and every epoch it issued since must stay below.
 	MinEpoch, Margin ha.Epoch
+	// Now is the restore's time. The revision is bumped to at least its
+	// Unix time in microseconds, so a second restore of the same snapshot
+	// later still starts above every revision the first one's cluster
+	// can have reached: etcd commits far fewer than a million writes a
+	// second.
+	Now time.Time
 	// Force moves an existing data directory aside (DataDir.before-restore-TIME)
 	// instead of refusing.
 	Force bool
@@ -37,6 +43,7 @@ type RestoreResult struct {
 	Revision         ha.Epoch // the member's revision after the restore
 	Keys             int      // keys in the snapshot (all revisions)
 	MovedAside       string   // where the data directory that was there went, if any
+	MovedRevision    ha.Epoch // its revision, which the restore stays above
 }
 
 // ErrDataDirExists is RestoreSnapshot's answer for a data directory that
@@ -47,7 +54,8 @@ var ErrDataDirExists = errors.New("the member's data directory exists")
 // `etcdutl snapshot restore` does (etcd's own code, same version as the
 // embedded member): the member becomes the only member of a new cluster
 // with the snapshot's keys, its revision bumped by Margin above the
-// snapshot's and MinEpoch and marked compacted (etcdutl's --bump-revision and
+// snapshot's, MinEpoch and the replaced data's, and at least to Now in
+// microseconds, and marked compacted (etcdutl's --bump-revision and
 // --mark-compacted), so epochs never go backwards. The snapshot's
 // integrity hash must match. The directory is built beside the target and
 // renamed into place, so a failed restore leaves nothing behind.
@@ -66,7 +74,18 @@ func RestoreSnapshot(o RestoreOptions) (RestoreResult, error) {
 	if o.Margin < 1 {
 		return res, fmt.Errorf("a restore bumps the revision by a margin of at least 1, not %d", o.Margin)
 	}
-	target := max(res.SnapshotRevision, o.MinEpoch) + o.Margin
+	base := max(res.SnapshotRevision, o.MinEpoch)
+	if _, err := os.Stat(o.DataDir); err == nil {
+		// The data in the way (--force) may be of a cluster restored
+		// before from this very snapshot: stay above its revision too.
+		old, err := m.Status(filepath.Join(o.DataDir, "member", "snap", "db"))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return res, fmt.Errorf("read the revision of the data in %s, to stay above it: %w (move it away yourself if it is damaged)", o.DataDir, err)
+		}
+		res.MovedRevision = ha.Epoch(old.Revision)
+		base = max(base, res.MovedRevision)
+	}
+	target := max(base+o.Margin, ha.Epoch(o.Now.UnixMicro()))
 	tmp := o.DataDir + ".restoring"
 	if err := os.RemoveAll(tmp); err != nil {
 		return res, err
