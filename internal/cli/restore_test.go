@@ -136,4 +136,30 @@ func TestRestoreFromSnapshot(t *testing.T) {
 	if alias != "saved" {
 		t.Errorf("n2's alias after the restore = %q, want the snapshot's %q", alias, "saved")
 	}
+	// The runbook's last step: another node joins the restored cluster
+	// empty. The store pauses from the add until n2 has joined (two
+	// voters, one started), so n1 may step down and win again meanwhile.
+	out.Reset()
+	errw.Reset()
+	if code := runMembers([]string{"add", "--config", c.cfgPath, "n2"}, &out, &errw); code != exitOK {
+		t.Fatalf("members add n2: exit %d: %s%s", code, out.String(), errw.String())
+	}
+	c.start("n2")
+	for end := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		st, err := fetchStatus(context.Background(), c.ops.api, []string{nc.API})
+		joined := false
+		for _, n := range st.Nodes {
+			joined = joined || (err == nil && n.Name == "n2" && n.Role == ha.RoleStandby && n.Healthy)
+		}
+		if joined {
+			if st.Leader.None() || st.Leader.Epoch < after {
+				t.Fatalf("after n2's join the active is %+v; want one at epoch %d or later", st.Leader, after)
+			}
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("n2 did not join the restored cluster as a healthy standby: %+v %v", st.Nodes, err)
+		}
+	}
+	c.t.Logf("%v: n2 joined", time.Since(c.t0))
 }
