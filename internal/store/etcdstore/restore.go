@@ -61,6 +61,9 @@ var ErrDataDirExists = errors.New("the member's data directory exists")
 // renamed into place, so a failed restore leaves nothing behind.
 func RestoreSnapshot(o RestoreOptions) (RestoreResult, error) {
 	var res RestoreResult
+	if o.Margin < 1 {
+		return res, fmt.Errorf("a restore bumps the revision by a margin of at least 1, not %d", o.Margin)
+	}
 	if _, err := os.Stat(o.DataDir); err == nil && !o.Force {
 		return res, fmt.Errorf("%w: %s; restore only into an empty place (pass --force to move it aside to %s.before-restore-TIME)", ErrDataDirExists, o.DataDir, o.DataDir)
 	}
@@ -71,9 +74,6 @@ func RestoreSnapshot(o RestoreOptions) (RestoreResult, error) {
 		return res, fmt.Errorf("%s fails etcd's integrity check (not an etcd snapshot, or damaged): %w", o.Snapshot, err)
 	}
 	res.SnapshotRevision, res.Keys = ha.Epoch(st.Revision), st.TotalKey
-	if o.Margin < 1 {
-		return res, fmt.Errorf("a restore bumps the revision by a margin of at least 1, not %d", o.Margin)
-	}
 	base := max(res.SnapshotRevision, o.MinEpoch)
 	if _, err := os.Stat(o.DataDir); err == nil {
 		// The data in the way (--force) may be of a cluster restored
