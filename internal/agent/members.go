@@ -34,6 +34,13 @@ func checkMemberChange(members []ha.Member, add bool, name string) error {
 		if target != nil {
 			return ha.Errorf(ha.KindConflict, "%s is already a member", name)
 		}
+		if n == 1 && healthy == 1 {
+			// Growing a one-member store (after haven recover or a
+			// snapshot restore) has no safe order: the store stops until
+			// the second member joins. etcd's own check makes the same
+			// exception for restoring cluster data.
+			return nil
+		}
 		if need := (n+1)/2 + 1; healthy < need {
 			return ha.Errorf(ha.KindConflict, "adding %s would make %d voters of which %d are healthy; a majority needs %d, so the store would stop until %s joins — bring the down members back first", name, n+1, healthy, need, name)
 		}
@@ -85,6 +92,7 @@ func (a *Agent) ChangeMembers(ctx context.Context, req api.MembersRequest) ([]ha
 	ms := a.store.(ha.Membership)
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
+	var addedPeer string
 	if req.Action == "add" {
 		// The operator adds the node to the config file first; this agent
 		// started with the old one, so read the file again.
@@ -96,6 +104,7 @@ func (a *Agent) ChangeMembers(ctx context.Context, req api.MembersRequest) ([]ha
 		if !ok {
 			return nil, ha.Errorf(ha.KindNotFound, "%s is not in %s; add it to the config on every node first, then run this again", req.Node, a.cfg.Path)
 		}
+		addedPeer = n.Peer
 		// etcd refuses an add until every member has been connected for a
 		// few seconds (its strict reconfiguration check): a transient
 		// state after a start or a hiccup, so retry for a while.
@@ -132,5 +141,10 @@ func (a *Agent) ChangeMembers(ctx context.Context, req api.MembersRequest) ([]ha
 		}
 	}
 	a.record(ha.Event{Kind: "membership", Node: req.Node, To: req.Action, Who: req.Who, Reason: fmt.Sprintf("member %s %s", strings.TrimSuffix(req.Action, "e")+"ed", req.Node)})
+	if req.Action == "add" && len(list) == 1 {
+		// Two voters now, one started: the store answers nothing until
+		// the new member joins, so answer from what is known.
+		return append(list, ha.Member{Peer: addedPeer}), nil
+	}
 	return a.Members(ctx)
 }

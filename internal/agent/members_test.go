@@ -37,6 +37,8 @@ func TestCheckMemberChange(t *testing.T) {
 		{"n1:up n2:down n3:up", false, "n3", "majority needs 2"},
 		{"n1:up n2:down n3:up", false, "n2", ""}, // removing the down one helps
 		{"n1:up", false, "n1", "only member"},
+		{"n1:up", true, "n2", ""}, // the only way to grow a recovered or restored store, as etcd allows
+		{"n1:down", true, "n2", "majority needs 2"},
 		{"n1:up n2:up n3:up", false, "n9", "not a member"},
 		{"n1:up n2:up n3:up n4:down n5:down", false, "n1", "majority needs 3"},
 		{"n1:up n2:up n3:up n4:up n5:down", false, "n5", ""},

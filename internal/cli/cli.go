@@ -57,7 +57,7 @@ func commands() []command {
 		{"proxy", "run haven's proxy on its own: clients reach the active node (--config FILE)", false, runProxy},
 		{"drill", "measure failover: RTO, errors, lost writes, split brain per fault (--sandbox)", false, runDrill},
 		{"bench-backend", "a minimal HTTP backend for bench/proxy.sh", true, runBenchBackend},
-		{"store", "move a cluster between stores or back it up: store export|import|snapshot save --config FILE", false, runStore},
+		{"store", "move a cluster between stores, back it up or restore it: store export|import|snapshot save|snapshot restore --config FILE", false, runStore},
 		{"config", "check a configuration file: `haven config check FILE`", false, runConfig},
 		{"certs", "make the cluster's CA and certificates: certs init|add (--config FILE)", false, runCerts},
 		{"version", "print haven's version and build (also --version)", false, runVersionInfo},

@@ -21,7 +21,7 @@ var usageLines = map[string][]string{
 	"demo":           {"haven demo [--nodes 1|3|5] [--port PORT] [--dir DIR]"},
 	"agent":          {"haven agent --config FILE --node NAME"},
 	"witness":        {"haven witness --config FILE --node NAME"},
-	"status":         {"haven status --config FILE [--json] [--watch] [--active-pid service|agent]"},
+	"status":         {"haven status --config FILE [--json] [--watch] [--active-pid service|agent]", "haven status --api https://HOST:PORT --cacert CA.crt [--cert FILE --key FILE] [--json] [--watch]"},
 	"switchover":     {"haven switchover --config FILE [--to NODE] [--force] [--reason TEXT]"},
 	"maintenance":    {"haven maintenance --config FILE on|off NODE"},
 	"promote":        {"haven promote --config FILE [--force] NODE"},
@@ -31,7 +31,7 @@ var usageLines = map[string][]string{
 	"proxy":          {"haven proxy --config FILE [--listen ADDR]"},
 	"drill":          {"haven drill --sandbox [--scenario A,B] [--store NAME] [--json]", "haven drill --config FILE --scenario NAME [--node NODE]"},
 	"bench-backend":  {"haven bench-backend [--listen ADDR]"},
-	"store":          {"haven store export --config FILE > dump.json", "haven store import --config FILE [--file dump.json] [--force] < dump.json", "haven store snapshot save --config FILE OUT.db"},
+	"store":          {"haven store export --config FILE > dump.json", "haven store import --config FILE [--file dump.json] [--force] < dump.json", "haven store snapshot save --config FILE OUT.db", "haven store snapshot restore --config FILE --node NODE [--force] [--min-epoch N] [--margin N] IN.db"},
 	"recover":        {"haven recover --config FILE --node SURVIVOR [--min-epoch N] [--margin N] --yes"},
 	"config":         {"haven config check [--json] FILE"},
 	"version":        {"haven version [--json]", "haven --version"},
@@ -52,6 +52,12 @@ var helpArgs = map[string][]string{
 	"service":   {"start"},
 	"members":   {"list"},
 	"certs":     {"init"},
+}
+
+// helpSubcommands are subcommands whose flags differ from the command's:
+// `haven help CMD` prints theirs after the command's.
+var helpSubcommands = map[string][][]string{
+	"store": {{"snapshot", "restore"}},
 }
 
 // subcommandWords are the words shell completion offers after a command.
@@ -123,6 +129,15 @@ func printHelp(c command, out io.Writer) int {
 		return exitOK
 	}
 	_, _ = out.Write(buf.Bytes())
+	for _, sub := range helpSubcommands[c.name] {
+		// A subcommand with flags of its own: print them too.
+		var sb bytes.Buffer
+		if c.run(append(append([]string{}, sub...), "-h"), &sb, &sb) == exitOK {
+			if _, flags, ok := strings.Cut(sb.String(), "\nFlags:\n"); ok {
+				fmt.Fprintf(out, "\nFlags of haven %s %s:\n%s", c.name, strings.Join(sub, " "), flags)
+			}
+		}
+	}
 	if c.name == "status" {
 		fmt.Fprint(out, statusExitHelp)
 	}

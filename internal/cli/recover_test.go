@@ -3,9 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -14,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haven-ha/haven/internal/agent"
-	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -34,70 +30,9 @@ func freeTCP(t *testing.T) string {
 // stop and their data is deleted. `haven recover` rebuilds the cluster from
 // n1 alone, and n1 serves again at an epoch above every one issued before.
 func TestRecoverFromSoleSurvivor(t *testing.T) {
-	dir := t.TempDir()
-	var nodes strings.Builder
-	for i := 1; i <= 3; i++ {
-		fmt.Fprintf(&nodes, "  - {name: n%d, api: %s, peer: %s, client: %s}\n", i, freeTCP(t), freeTCP(t), freeTCP(t))
-	}
-	cfgPath := filepath.Join(dir, "haven.yaml")
-	text := fmt.Sprintf(`cluster: recover
-data_dir: %s
-timing: lan
-timings: {lease_ttl: 3s, renew_interval: 200ms, renew_timeout: 600ms, fence_margin: 500ms, etcd_heartbeat: 50ms, etcd_election: 500ms}
-api: {token: recover-test-token-0123456789}
-insecure: true   # in-process agents on loopback; TLS is tested elsewhere
-nodes:
-%sservice: {command: [sleep, "3600"], stop_grace: 1s}
-`, filepath.Join(dir, "data"), nodes.String())
-	if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ops, err := newOpsClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The commands are called without Main, which sets agent.Version:
-	// the agents here run in this process.
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	running := map[string]func(){}
-	start := func(name string) {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); _ = agent.RunNode(ctx, cfg, name, log) }()
-		running[name] = func() { cancel(); <-done }
-	}
-	t0 := time.Now()
-	stop := func(name string) {
-		running[name]()
-		delete(running, name)
-		t.Logf("%v: %s stopped", time.Since(t0), name)
-	}
-	defer func() {
-		for name := range running {
-			stop(name)
-		}
-	}()
-	// waitActive waits until one of names is active and returns its epoch.
-	waitActive := func(names ...string) (string, ha.Epoch) {
-		t.Helper()
-		var addrs []string
-		for _, n := range names {
-			nc, _ := cfg.NodeByName(n)
-			addrs = append(addrs, nc.API)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		st, err := waitForLeader(ctx, ops.api, addrs, 60*time.Second)
-		if err != nil {
-			t.Fatalf("no active among %v: %v", names, err)
-		}
-		t.Logf("%v: %s active at epoch %d", time.Since(t0), st.Leader.Node, st.Leader.Epoch)
-		return st.Leader.Node, st.Leader.Epoch
-	}
+	c := newTestCluster(t, "recover")
+	cfg, cfgPath, ops, dir := c.cfg, c.cfgPath, c.ops, c.dir
+	start, stop, waitActive := c.start, c.stop, c.waitActive
 	for _, n := range []string{"n1", "n2", "n3"} {
 		start(n)
 	}
@@ -134,25 +69,9 @@ nodes:
 	}
 	stop("n1")
 	_, before := waitActive("n2", "n3")
-	// A switchover issues an epoch n1 never sees. Retried: on a loaded
-	// machine the standby may not be eligible yet.
-	var out, errw bytes.Buffer
-	for end := time.Now().Add(60 * time.Second); ; time.Sleep(500 * time.Millisecond) {
-		errw.Reset()
-		if code := runSwitchover([]string{"--config", cfgPath}, &out, &errw); code == exitOK {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatalf("switchover: %s", errw.String())
-		}
-	}
-	_, issued := waitActive("n2", "n3")
-	for end := time.Now().Add(30 * time.Second); issued <= before; time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("after the switchover the epoch is still %d", issued)
-		}
-		_, issued = waitActive("n2", "n3")
-	}
+	// A switchover issues an epoch n1 never sees.
+	c.switchover()
+	_, issued := c.waitActiveAbove(before, "n2", "n3")
 	// With n1 gone the active records that redundancy is lost.
 	degradedEvent := func() bool {
 		var evs []ha.Event
@@ -174,19 +93,14 @@ nodes:
 			t.Fatal("no redundancy event (to degraded, naming n1) in the history after n1 stopped")
 		}
 	}
-	// Both at once: each waits for its store, which has lost its quorum.
-	stopping := make(chan struct{})
-	go func() { running["n3"](); close(stopping) }()
-	stop("n2")
-	<-stopping
-	delete(running, "n3")
+	c.stopAll()
 	for _, n := range []string{"n2", "n3"} {
 		if err := os.RemoveAll(filepath.Join(cfg.DataDir, n)); err != nil {
 			t.Fatal(err)
 		}
 	}
 
-	out.Reset()
+	var out, errw bytes.Buffer
 	if code := runRecover([]string{"--config", cfgPath, "--node", "n1"}, &out, &errw); code != exitOK || !strings.Contains(out.String(), "--yes") {
 		t.Fatalf("recover without --yes: exit %d\n%s%s", code, out.String(), errw.String())
 	}
@@ -207,18 +121,7 @@ nodes:
 	if who != "n1" || after <= issued {
 		t.Fatalf("after recovery %s is active at epoch %d; want n1 above %d, the last epoch issued before", who, after, issued)
 	}
-	var evs []ha.Event
-	if err := ops.getAny(func(addr string) (err error) {
-		evs, err = ops.api.Events(context.Background(), addr, 100)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	found := false
-	for _, e := range evs {
-		found = found || e.Kind == "recover"
-	}
-	if !found {
+	if !hasEvent(c.events(), "recover") {
 		t.Error("no recover event in the history")
 	}
 	// The survivor's status now says the others are gone: degraded.

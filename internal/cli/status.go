@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -17,7 +16,7 @@ import (
 func runStatus(args []string, out, errw io.Writer) int {
 	fs := newFlags("status", errw)
 	cfgPath := configFlag(fs)
-	apiURL := fs.String("api", "", "ask this agent (base URL) instead of the ones in the config")
+	target := apiFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
 	watch := fs.Bool("watch", false, "show the status again every --interval until Ctrl-C")
 	every := fs.Duration("interval", 2*time.Second, "how often --watch looks")
@@ -27,9 +26,23 @@ func runStatus(args []string, out, errw io.Writer) int {
 	}
 	var addrs []string
 	var client *api.Client
-	if *apiURL != "" {
-		addrs = []string{strings.TrimRight(*apiURL, "/")}
-		client = api.NewClient(api.ClientOptions{Timeout: 2 * time.Second})
+	if target.set() {
+		var fromConfig func() (*api.Client, error)
+		if *cfgPath != "" {
+			fromConfig = func() (*api.Client, error) {
+				cfg, err := config.Load(*cfgPath)
+				if err != nil {
+					return nil, err
+				}
+				return apiClient(cfg, "", 2*time.Second)
+			}
+		}
+		u, c, err := target.client(2*time.Second, fromConfig)
+		if err != nil {
+			fmt.Fprintf(errw, "haven status: %v\n", err)
+			return exitUsage
+		}
+		addrs, client = []string{u}, c
 	} else {
 		cfg, code := loadConfig(*cfgPath, errw)
 		if cfg == nil {

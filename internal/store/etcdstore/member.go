@@ -8,9 +8,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -211,7 +213,18 @@ func discover(others []string, name, peer string, files TLSFiles) (string, error
 	// cluster that is still bootstrapping never mistake it for a running one.
 	resp, err := cli.MemberList(ctx)
 	if err != nil {
-		return "", nil
+		// No quorum answers. One case still has a cluster to join: a
+		// one-member cluster (after haven recover or a snapshot restore)
+		// that added this member has two voters and waits for it. A
+		// member's own view says so: this peer listed without a name,
+		// added but never started. A bootstrapping cluster names all its
+		// initial members, so it is never mistaken for that.
+		sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer scancel()
+		resp, err = cli.MemberList(sctx, clientv3.WithSerializable())
+		if err != nil || !addedNotStarted(resp.Members, peer) {
+			return "", nil
+		}
 	}
 	var parts []string
 	found := false
@@ -233,6 +246,17 @@ func discover(others []string, name, peer string, files TLSFiles) (string, error
 		return "", fmt.Errorf("a cluster is running (members %s) and %s is not one of them; run `haven members add %s` on a running node first, then start this agent again", strings.Join(names, ", "), name, name)
 	}
 	return strings.Join(parts, ","), nil
+}
+
+// addedNotStarted reports whether members list peer as added but not
+// started (no name yet).
+func addedNotStarted(members []*etcdserverpb.Member, peer string) bool {
+	for _, m := range members {
+		if m.Name == "" && slices.Contains(m.PeerURLs, peer) {
+			return true
+		}
+	}
+	return false
 }
 
 // Stopped is closed when the member stops, e.g. after being removed. With
