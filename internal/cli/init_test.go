@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -132,6 +133,7 @@ func TestInitBadInput(t *testing.T) {
 		{[]string{"--cluster", "c", "--node", "a=h1", "--node", "a=h2", "--witness", "w=h3"}, "named twice"},
 		{[]string{"--cluster", "c", "--node", "a=h1", "--node", "b=h2"}, "add a --witness"},
 		{[]string{"--cluster", "c", "--node", "a=h1", "--store", "zk"}, "use embedded"},
+		{[]string{"--cluster", "c", "--node", "a=h1", "--timing", "fast"}, "use lan, lan-fast or wan"},
 		{[]string{"--cluster", "c", "--node", "a=h1", "--store", "etcd"}, "--endpoints"},
 		{[]string{"--cluster", "c", "--node", "a=h1", "--node", "b=h2", "--witness", "w=h3", "--store", "postgres"}, "drop it"},
 	} {
@@ -145,5 +147,25 @@ func TestInitBadInput(t *testing.T) {
 				t.Fatal("bad input wrote files")
 			}
 		})
+	}
+}
+
+// TestInitLanFast: haven init --timing lan-fast writes a config that loads
+// with the lan-fast preset.
+func TestInitLanFast(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "out")
+	var out, errw bytes.Buffer
+	args := []string{"init", "--cluster", "shop", "--node", "db1=10.0.0.1", "--node", "db2=10.0.0.2", "--witness", "arb=10.0.0.3", "--timing", "lan-fast", "--out", dir}
+	if code := Main(args, &out, &errw); code != exitOK {
+		t.Fatalf("exit %d: %s", code, errw.String())
+	}
+	text, _ := os.ReadFile(filepath.Join(dir, "haven.yaml"))
+	check := filepath.Join(t.TempDir(), "check.yaml")
+	if err := os.WriteFile(check, []byte(strings.Replace(string(text), "/etc/haven/token", filepath.Join(dir, "token"), 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(check)
+	if err != nil || cfg.Timing.Preset != "lan-fast" || cfg.Timing.LeaseTTL != time.Second {
+		t.Fatalf("timing %+v, %v\n%s", cfg.Timing, err, text)
 	}
 }

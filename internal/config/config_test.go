@@ -158,6 +158,8 @@ func TestPresets(t *testing.T) {
 		{"wan overrides", "timing: wan\ntimings:\n  etcd_heartbeat: 100ms\n  etcd_election: 1s\n  renew_interval: 500ms\n",
 			Timing{Preset: "wan (custom)", LeaseTTL: 10 * time.Second, RenewInterval: 500 * ms, RenewTimeout: time.Second, FenceMargin: 2 * time.Second, EtcdHeartbeat: 100 * ms, EtcdElection: time.Second}},
 		{"empty timings is no override", "timings: {}\n", Timing{Preset: "lan", LeaseTTL: 2 * time.Second, RenewInterval: 100 * ms, RenewTimeout: 400 * ms, FenceMargin: 300 * ms, EtcdHeartbeat: 50 * ms, EtcdElection: 500 * ms}},
+		{"lan-fast", "timing: lan-fast\n", Timing{Preset: "lan-fast", LeaseTTL: time.Second, RenewInterval: 50 * ms, RenewTimeout: 200 * ms, FenceMargin: 200 * ms, EtcdHeartbeat: 10 * ms, EtcdElection: 100 * ms}},
+		{"lan-fast with a VIP", "timing: lan-fast\nvip: {address: 10.0.0.100/24, interface: eth0}\n", Timing{Preset: "lan-fast", LeaseTTL: time.Second, RenewInterval: 50 * ms, RenewTimeout: 200 * ms, FenceMargin: 200 * ms, EtcdHeartbeat: 10 * ms, EtcdElection: 100 * ms}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -464,6 +466,7 @@ func TestCheckTiming(t *testing.T) {
 func TestWorstCase(t *testing.T) {
 	lan, _ := Preset("lan")
 	wan, _ := Preset("wan")
+	lanFast, _ := Preset("lan-fast")
 	checks := []Check{
 		{Interval: 100 * ms, Timeout: 100 * ms, Fall: 3}, // 400ms
 		{Interval: 500 * ms, Timeout: 200 * ms, Fall: 1}, // 700ms
@@ -480,6 +483,12 @@ func TestWorstCase(t *testing.T) {
 			AgentLoss:       2*time.Second + 500*ms + 200*ms,
 			AgentLossLeader: 1500*ms + 2*time.Second + 500*ms + 200*ms,
 			FenceAfter:      1700 * ms,
+		}},
+		{"lan-fast without checks", lanFast, nil, WorstCase{
+			ServiceCrash:    40 * ms,
+			AgentLoss:       time.Second + 500*ms + 40*ms,
+			AgentLossLeader: 300*ms + time.Second + 500*ms + 40*ms,
+			FenceAfter:      800 * ms,
 		}},
 		{"wan without checks", wan, nil, WorstCase{
 			ServiceCrash:    time.Second,

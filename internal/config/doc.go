@@ -9,7 +9,7 @@
 //     every value keeps its line number and unknown or duplicate keys can be
 //     reported instead of silently ignored.
 //  2. The tree is walked field by field into Config. Omitted fields take
-//     their defaults, and the timing preset (lan or wan) is applied with any
+//     their defaults, and the timing preset (lan, lan-fast or wan) is applied with any
 //     per-field overrides from timings:.
 //  3. The result is checked as a whole: node names and addresses, the
 //     number of etcd voters, and the timing rules in checkTiming on which

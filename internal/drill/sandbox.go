@@ -30,8 +30,9 @@ type SandboxOptions struct {
 	Bin   string // the haven binary; default: this executable
 	Dir   string // where configs, data and logs go; default: a new temporary directory
 	Netns bool   // put each node in its own network namespace (needs root)
-	// Timing is "lan" (the preset) or "ci" (the lan preset with a 3s lease
-	// and a wider renew window, for a loaded machine; what the tests use).
+	// Timing is "lan" (the preset), "lan-fast" (the preset with a 1s
+	// lease) or "ci" (the lan preset with a 3s lease and a wider renew
+	// window, for a loaded machine; what the tests use).
 	Timing string
 	// Store is where the agents coordinate: "embedded" (the default: an
 	// etcd member in every agent), or "postgres" or "mariadb": a throwaway
@@ -63,8 +64,9 @@ var Stores = []string{StoreEmbedded, StorePostgres, StoreMariaDB}
 
 // Timing lines of the sandbox's config.
 var timings = map[string]string{
-	"lan": "timing: lan",
-	"ci":  "timing: lan\ntimings: {lease_ttl: 3s, renew_interval: 200ms, renew_timeout: 600ms, fence_margin: 500ms, etcd_heartbeat: 50ms, etcd_election: 500ms}",
+	"lan":      "timing: lan",
+	"lan-fast": "timing: lan-fast",
+	"ci":       "timing: lan\ntimings: {lease_ttl: 3s, renew_interval: 200ms, renew_timeout: 600ms, fence_margin: 500ms, etcd_heartbeat: 50ms, etcd_election: 500ms}",
 }
 
 // leaseOf is the lease_ttl of a Timing name.
@@ -72,7 +74,7 @@ func leaseOf(timing string) time.Duration {
 	if timing == "ci" {
 		return 3 * time.Second
 	}
-	t, _ := config.Preset("lan")
+	t, _ := config.Preset(timing)
 	return t.LeaseTTL
 }
 
@@ -143,7 +145,7 @@ func NewSandbox(ctx context.Context, o SandboxOptions) (*Sandbox, error) {
 		o.Timing = "lan"
 	}
 	if _, ok := timings[o.Timing]; !ok {
-		return nil, fmt.Errorf("unknown timing %q; use lan or ci", o.Timing)
+		return nil, fmt.Errorf("unknown timing %q; use lan, lan-fast or ci", o.Timing)
 	}
 	if o.Store == "" {
 		o.Store = StoreEmbedded

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net/http"
+	"os"
 	"sort"
 	"sync"
 	"syscall"
@@ -13,7 +14,8 @@ import (
 
 // Failover benchmarks: b.N faults, each timed from the fault to the first
 // successful request to the new active's service. They use the lan preset,
-// unlike the tests. Run them with bench/failover.sh (see docs/benchmarks.md).
+// unlike the tests, or the preset named by HAVEN_BENCH_TIMING (lan-fast).
+// Run them with bench/failover.sh (see docs/benchmarks.md).
 
 // Each runs with mutual TLS (the default) and without (insecure: true), in
 // the same run, so that the cost of TLS shows side by side.
@@ -43,7 +45,11 @@ func tlsOnOff(b *testing.B, run func(b *testing.B, insecure bool)) {
 }
 
 func benchFailover(b *testing.B, insecure bool, fault, heal func(c *Cluster, active string)) {
-	c := newCluster(b, clusterOpts{timings: "lan", insecure: insecure})
+	timings := "lan"
+	if p := os.Getenv("HAVEN_BENCH_TIMING"); p != "" && p != "lan" {
+		timings = "timing: " + p
+	}
+	c := newCluster(b, clusterOpts{timings: timings, insecure: insecure})
 	c.WaitActive(startTimeout)
 	var rtos []time.Duration
 	b.ResetTimer()

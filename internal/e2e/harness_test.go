@@ -109,6 +109,15 @@ func operatorClients(t testing.TB, f config.TLSFiles) (*api.Client, *http.Client
 const testTimings = `timing: lan
 timings: {lease_ttl: 3s, renew_interval: 200ms, renew_timeout: 600ms, fence_margin: 500ms, etcd_heartbeat: 50ms, etcd_election: 500ms}`
 
+// e2eTimings are testTimings, or the preset named by HAVEN_E2E_TIMING
+// (e.g. lan-fast, to run the overlap tests with it by hand).
+func e2eTimings() string {
+	if p := os.Getenv("HAVEN_E2E_TIMING"); p != "" {
+		return "timing: " + p
+	}
+	return testTimings
+}
+
 // testToken is the API token of every test cluster.
 const testToken = "e2e-token-0123456789abcdef"
 
@@ -155,7 +164,7 @@ func newCluster(t testing.TB, o clusterOpts) *Cluster {
 	} else if o.timings != "" {
 		b.WriteString(o.timings + "\n")
 	} else {
-		b.WriteString(testTimings + "\n")
+		b.WriteString(e2eTimings() + "\n")
 	}
 	sec := tlsSection(dir)
 	if o.insecure {

@@ -78,7 +78,7 @@ func newLabCluster(t *testing.T, l *netLab, top ...string) *Cluster {
 	dir := t.TempDir()
 	c := &Cluster{t: t, Dir: dir, Config: filepath.Join(dir, "haven.yaml")}
 	var b strings.Builder
-	fmt.Fprintf(&b, "cluster: e2e\ndata_dir: %s\n%s\napi: {token: %s}\nlog: {level: debug}\n%s%s\nnodes:\n", filepath.Join(dir, "data"), testTimings, testToken, tlsSection(dir), strings.Join(top, "\n"))
+	fmt.Fprintf(&b, "cluster: e2e\ndata_dir: %s\n%s\napi: {token: %s}\nlog: {level: debug}\n%s%s\nnodes:\n", filepath.Join(dir, "data"), e2eTimings(), testToken, tlsSection(dir), strings.Join(top, "\n"))
 	for i := 1; i <= l.nodes; i++ {
 		n := &Node{Name: fmt.Sprintf("n%d", i), API: l.clientIP(i) + ":7400", Service: l.clientIP(i) + ":8080", NS: l.nsNames[i-1]}
 		fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    peer: %s:7401\n    client: %s:7402\n    env: {SERVICE_ADDR: %q}\n",

@@ -99,9 +99,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	deadline := start.Add(p.cfg.HoldTimeout)
 	var after uint64
 	staleRetried := false
+	// unsure: an earlier try reached a node that failed before answering,
+	// so the request may have taken effect there. A later 503 ("nothing
+	// done", from a node or the hold) must not then pass for its outcome:
+	// the client would take a write that committed for one that did not.
+	unsure := false
 	for attempt := 0; ; attempt++ {
 		ts, err := p.waitTargets(ctx, deadline, after)
 		if err != nil {
+			if unsure && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
+				p.fail(st, "", http.StatusBadGateway, unsureMsg)
+				return
+			}
 			p.holdFailed(st, err)
 			return
 		}
@@ -135,6 +144,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			p.suspect(b)
+			if re.stage != stageConnect && !safeMethod(r.Method) {
+				unsure = true
+			}
 			retryable := re.stage == stageConnect && (body != nil || !hasBody) || re.stage == stageNoResponse && idem
 			if retryable && attempt < p.cfg.Retries {
 				p.log.Debug("retrying", "node", b.name, "stage", kind, "err", err)
@@ -142,7 +154,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			code := http.StatusBadGateway
-			if re.stage == stageConnect {
+			if re.stage == stageConnect && !unsure {
 				code = http.StatusServiceUnavailable
 			}
 			p.fail(st, b.name, code, "haven proxy: the active node failed before answering; retry")
@@ -156,11 +168,25 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			after = ts.gen
 			continue
 		}
+		if resp.StatusCode == http.StatusServiceUnavailable && unsure {
+			p.finish(b, c, resp, false)
+			p.fail(st, b.name, http.StatusBadGateway, unsureMsg)
+			return
+		}
 		b.latency.Observe(p.clk.Since(sent).Seconds())
 		p.respond(st, b, c, r, resp)
 		return
 	}
 }
+
+// safeMethod reports whether a request has no effect by its method, so
+// that whether it reached a node does not matter.
+func safeMethod(m string) bool {
+	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions || m == http.MethodTrace
+}
+
+// unsureMsg answers a request whose outcome is unknown (see unsure).
+const unsureMsg = "haven proxy: an earlier try reached the active node, which failed before answering, so the request may or may not have taken effect; retry it with the same Idempotency-Key"
 
 // reqState is what the handler knows about its answer, for logs and for
 // the panic guard.

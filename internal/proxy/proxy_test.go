@@ -790,3 +790,40 @@ func TestTargetsRunOut(t *testing.T) {
 		t.Errorf("expiredWait %d after the request left", n)
 	}
 }
+
+// TestUnknownOutcomeIsNot503 sends an idempotent POST to an active that
+// takes it and dies before answering; no node serves after it. The hold
+// then runs out, and the answer must not be 503 ("nothing was done"): the
+// POST may have taken effect, so it is 502 (the drill's register history
+// read a committed write answered 503 as never written: not linearizable).
+func TestUnknownOutcomeIsNot503(t *testing.T) {
+	var posts atomic.Int64
+	var n1 *fakeNode
+	dying := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		posts.Add(1)
+		n1.serving.Store(false) // its agent fences: it serves no more
+		c, _, _ := http.NewResponseController(w).Hijack()
+		c.Close() // processed, then crashed before answering
+	})
+	n1 = newFakeNode(t, "n1", dying)
+	cfg := testConfig()
+	cfg.HoldTimeout = time.Second
+	tp := startProxy(t, cfg, "", n1)
+	tp.activate(t, "n1")
+	req, _ := http.NewRequest("POST", "http://"+tp.addr+"/order", strings.NewReader("buy 1"))
+	req.Header.Set("Idempotency-Key", "k-1")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || posts.Load() == 0 {
+		t.Fatalf("POST that reached a node that died: %d after %d tries, want 502 (outcome unknown)", resp.StatusCode, posts.Load())
+	}
+	// A GET has no effect: no node to send it to is still a 503.
+	code, _, _ := get(t, "http://"+tp.addr+"/")
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("GET with no active node: %d, want 503", code)
+	}
+}
