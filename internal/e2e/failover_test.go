@@ -67,7 +67,7 @@ func TestAgentCrashFailsOverAndRejoins(t *testing.T) {
 	// the loss, and that old came back with a new agent (#18.3); status
 	// shows the failover too.
 	var out string
-	waitFor(t, 10*time.Second, "haven events to show the loss, the failover and the return", func() bool {
+	waitFor(t, 30*time.Second, "haven events to show the loss, the failover and the return", func() bool {
 		_, out, _ = runHaven(t, "events", "--config", c.Config)
 		return strings.Contains(out, "active -> lost") && strings.Contains(out, old+" lost; "+next+" active") &&
 			strings.Contains(out, "lost -> found") && strings.Contains(out, "its agent restarted")
