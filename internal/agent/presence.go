@@ -27,10 +27,9 @@ func (a *Agent) observePresence(s ha.Snapshot) {
 	if len(evs) == 0 {
 		return
 	}
-	report := presence.Reporter(s, a.node.Name)
 	for _, ev := range evs {
 		a.log.Info("cluster: "+ev.Kind+" "+ev.To, "subject", ev.Node, "reason", ev.Reason, "duration", ev.Duration)
-		if report {
+		if presence.Reporter(s, a.node.Name, ev.Node) {
 			a.record(ev)
 		}
 	}

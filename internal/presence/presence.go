@@ -125,12 +125,14 @@ func (t *Tracker) Lost(name string) (time.Time, bool) {
 func (t *Tracker) LastFailover() *ha.Event { return t.last }
 
 // Reporter reports whether self is the node that records presence events
-// for snap: the first by name of the live agents (witnesses do not
-// record), so that the history gets each fact once.
-func Reporter(snap ha.Snapshot, self string) bool {
+// about subject in snap: the first by name of the live agents other than
+// subject (witnesses do not record), so that the history gets each fact
+// once. The subject never reports on itself: a node that comes back with a
+// new agent has not seen its own loss, and would record nothing.
+func Reporter(snap ha.Snapshot, self, subject string) bool {
 	first := ""
 	for name, rec := range snap.Nodes {
-		if rec.Role == ha.RoleWitness || rec.Role == ha.RoleStopped {
+		if name == subject || rec.Role == ha.RoleWitness || rec.Role == ha.RoleStopped {
 			continue
 		}
 		if first == "" || name < first {

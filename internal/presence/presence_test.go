@@ -105,11 +105,16 @@ func TestTrackerSwitchoverIsNoLoss(t *testing.T) {
 func TestReporter(t *testing.T) {
 	s := snap(ha.Leader{}, rec("a0", ha.RoleWitness, 1, t0), rec("n2", ha.RoleStandby, 2, t0), rec("n1", ha.RoleStopped, 3, t0), rec("n3", ha.RoleActive, 4, t0))
 	for node, want := range map[string]bool{"n2": true, "n3": false, "a0": false, "n1": false} {
-		if got := Reporter(s, node); got != want {
+		if got := Reporter(s, node, "n9"); got != want {
 			t.Errorf("Reporter(%s) = %v, want %v", node, got, want)
 		}
 	}
-	if !Reporter(snap(ha.Leader{}), "n1") {
+	if !Reporter(snap(ha.Leader{}), "n1", "n9") {
 		t.Error("with no live record, the asking agent reports")
+	}
+	// n2 came back with a new agent: it has not seen its own loss, so the
+	// next live node records its return.
+	if Reporter(s, "n2", "n2") || !Reporter(s, "n3", "n2") {
+		t.Error("the subject of an event must not be its reporter while another live node can be")
 	}
 }
