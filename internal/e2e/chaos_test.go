@@ -76,9 +76,11 @@ var chaosFaults = []chaosFault{
 
 // operator runs an operator command as an operator would: a refusal
 // because the store did not answer in time (HTTP 503; etcd can lag for a
-// few seconds after a heal on a loaded machine) is tried again, three
-// times at most. A switchover that a lost answer had already recorded
-// shows as "in progress" on the retry, which is what was asked.
+// few seconds after a heal on a loaded machine), or because the agent
+// asked decided on a view of the active that the store had already left
+// ("stale view, retry": a failover happened meanwhile), is tried again,
+// three times at most. A switchover that a lost answer had already
+// recorded shows as "in progress" on the retry, which is what was asked.
 func operator(sb *drill.Sandbox, args ...string) error {
 	var err error
 	for try := 0; try < 3; try++ {
@@ -89,7 +91,7 @@ func operator(sb *drill.Sandbox, args ...string) error {
 			return nil
 		case try > 0 && strings.Contains(out, "in progress"):
 			return nil
-		case !strings.Contains(out, "HTTP 503"):
+		case !strings.Contains(out, "HTTP 503") && !strings.Contains(out, "stale view, retry"):
 			return err
 		}
 		time.Sleep(time.Second)
