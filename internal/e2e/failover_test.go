@@ -74,11 +74,14 @@ func TestAgentCrashFailsOverAndRejoins(t *testing.T) {
 	})
 	t.Logf("events:\n%s", out)
 	// status exits 0 once redundancy is intact again (old eligible, every
-	// etcd member answering), which may follow its rejoin by a moment.
-	code, status, _ := runHaven(t, "status", "--config", c.Config)
+	// etcd member answering), which may follow its rejoin by a moment. It
+	// asks the new active: the last failover is kept in each agent's
+	// memory, and old's restarted agent never saw it.
+	api := c.URL(next)
+	code, status, _ := runHaven(t, "status", "--config", c.Config, "--api", api)
 	for end := time.Now().Add(30 * time.Second); code != 0 && time.Now().Before(end); {
 		time.Sleep(200 * time.Millisecond)
-		code, status, _ = runHaven(t, "status", "--config", c.Config)
+		code, status, _ = runHaven(t, "status", "--config", c.Config, "--api", api)
 	}
 	if code != 0 || !strings.Contains(status, "last failover: "+old+" lost, "+next+" active at epoch") || !strings.Contains(status, "service containment") {
 		t.Fatalf("status lacks the last failover or the containment:\n%s", status)
