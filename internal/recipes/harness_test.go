@@ -420,3 +420,24 @@ func report(t *testing.T, name string, rs []result) {
 	}
 	t.Log(b.String())
 }
+
+// waitPortFree waits until addr can be listened on again: nothing of a
+// killed node's service still holds it.
+func waitPortFree(t *testing.T, what, addr string) {
+	t.Helper()
+	waitFor(t, 10*time.Second, what+" free", func() bool {
+		ln, err := net.Listen("tcp", addr)
+		if err == nil {
+			ln.Close()
+		}
+		return err == nil
+	})
+}
+
+// switchover runs `haven switchover --to to` and fails the test if it fails.
+func (r *recipe) switchover(to string) {
+	r.t.Helper()
+	if code, out := runHaven(r.t, "switchover", "--config", r.config, "--to", to); code != 0 {
+		r.t.Fatalf("switchover: exit %d\n%s", code, out)
+	}
+}

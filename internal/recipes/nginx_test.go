@@ -1,7 +1,6 @@
 package recipes
 
 import (
-	"net"
 	"strings"
 	"syscall"
 	"testing"
@@ -94,22 +93,14 @@ func TestNginxRecipe(t *testing.T) {
 	t0 = time.Now()
 	r.killAgent(active)
 	checkNoOrphans(t, tree)
-	waitFor(t, 10*time.Second, "the killed node's nginx port free", func() bool {
-		ln, err := net.Listen("tcp", nginxAddr[active])
-		if err == nil {
-			ln.Close()
-		}
-		return err == nil
-	})
+	waitPortFree(t, "the killed node's nginx port", nginxAddr[active])
 	killed := active
 	measure("kill -9 of the active's agent", active, t0, func() { r.startAgent(killed) })
 
 	// 3. switchover.
 	active, _ = r.waitActive(apis, startTimeout, "", "n1", "n2")
 	t0 = time.Now()
-	if code, out := runHaven(t, "switchover", "--config", r.config, "--to", other(active)); code != 0 {
-		t.Fatalf("switchover: exit %d\n%s", code, out)
-	}
+	r.switchover(other(active))
 	measure("switchover", active, t0, nil)
 
 	load.stop()

@@ -3,7 +3,6 @@ package recipes
 import (
 	"context"
 	"fmt"
-	"net"
 	"sync"
 	"syscall"
 	"testing"
@@ -219,22 +218,14 @@ func TestPostgresRecipe(t *testing.T) {
 	t0 = time.Now()
 	r.killAgent(active)
 	checkNoOrphans(t, tree)
-	waitFor(t, 10*time.Second, "the killed node's PostgreSQL port free", func() bool {
-		ln, err := net.Listen("tcp", pgAddr[active])
-		if err == nil {
-			ln.Close()
-		}
-		return err == nil
-	})
+	waitPortFree(t, "the killed node's PostgreSQL port", pgAddr[active])
 	killed := active
 	measure("kill -9 of the primary's agent", active, t0, func() { r.startAgent(killed) })
 
 	// 3. switchover.
 	active, _ = r.waitActive(apis, startTimeout, "", "n1", "n2")
 	t0 = time.Now()
-	if code, out := runHaven(t, "switchover", "--config", r.config, "--to", other(active)); code != 0 {
-		t.Fatalf("switchover: exit %d\n%s", code, out)
-	}
+	r.switchover(other(active))
 	measure("switchover", active, t0, nil)
 
 	load.stop()

@@ -2,7 +2,6 @@ package recipes
 
 import (
 	"fmt"
-	"net"
 	"strconv"
 	"sync"
 	"syscall"
@@ -281,22 +280,14 @@ func TestRedisRecipe(t *testing.T) {
 	t0 = time.Now()
 	r.killAgent(active)
 	checkNoOrphans(t, tree)
-	waitFor(t, 10*time.Second, "the killed node's Redis port free", func() bool {
-		ln, err := net.Listen("tcp", redisAddr[active])
-		if err == nil {
-			ln.Close()
-		}
-		return err == nil
-	})
+	waitPortFree(t, "the killed node's Redis port", redisAddr[active])
 	killed := active
 	measure("kill -9 of the active's agent", active, t0, func() { r.startAgent(killed) })
 
 	// 3. switchover.
 	active, _ = r.waitActive(apis, startTimeout, "", "n1", "n2")
 	t0 = time.Now()
-	if code, out := runHaven(t, "switchover", "--config", r.config, "--to", other(active)); code != 0 {
-		t.Fatalf("switchover: exit %d\n%s", code, out)
-	}
+	r.switchover(other(active))
 	measure("switchover", active, t0, nil)
 
 	load.stop()
