@@ -28,8 +28,8 @@ type vipDriver struct {
 
 // newVIP sets up the driver when the config has a VIP; nil otherwise.
 func (a *Agent) newVIP() error {
-	if !a.cfg.VIP.Enabled() {
-		return nil
+	if !a.cfg.VIP.Enabled() || a.cfg.VIP.FollowsProxy() {
+		return nil // follow: proxy has an election of its own (proxyvip.go)
 	}
 	opts := a.cfg.VIPOptions(a.node)
 	opts.Log = a.log.With("part", "vip")
@@ -55,6 +55,9 @@ func (a *Agent) newVIP() error {
 
 // vipHeld is the address this node holds now, for its status record.
 func (a *Agent) vipHeld() string {
+	if a.cfg.VIP.FollowsProxy() {
+		return a.followProxyHeld()
+	}
 	if a.vip == nil || !a.vip.held.Load() {
 		return ""
 	}
