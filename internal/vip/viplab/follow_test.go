@@ -149,12 +149,17 @@ type sampler struct {
 	mu   sync.Mutex
 	both []look // held the VIP and answered 200
 	held []look // held the VIP (answering or not: frozen, killed)
-	stop chan struct{}
-	wg   sync.WaitGroup
+	// heldOnly: look at the addresses only (every node answers /lb-check
+	// 200 in active-active, so both says nothing there).
+	heldOnly bool
+	stop     chan struct{}
+	wg       sync.WaitGroup
 }
 
-func (c *cluster) startSampler() *sampler {
-	s := &sampler{stop: make(chan struct{})}
+func (c *cluster) startSampler() *sampler { return c.startSamplerWith(false) }
+
+func (c *cluster) startSamplerWith(heldOnly bool) *sampler {
+	s := &sampler{stop: make(chan struct{}), heldOnly: heldOnly}
 	for _, n := range c.nodes {
 		s.wg.Add(1)
 		go func(n *node) {
@@ -166,7 +171,7 @@ func (c *cluster) startSampler() *sampler {
 				case <-time.After(10 * time.Millisecond):
 				}
 				from := time.Now()
-				ok := c.lbCheck(n) == http.StatusOK
+				ok := !s.heldOnly && c.lbCheck(n) == http.StatusOK
 				heldFrom := time.Now()
 				if !c.holds(n) {
 					continue
