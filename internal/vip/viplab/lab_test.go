@@ -261,7 +261,7 @@ func (c *cluster) stopAll() {
 			c.t.Errorf("agent %s did not stop within 15s of SIGTERM", n.name)
 		}
 	}
-	if c.t.Failed() {
+	if c.t.Failed() || os.Getenv("VIPLAB_LOGS") != "" {
 		for _, n := range c.nodes {
 			s := n.log.String()
 			if len(s) > 12000 {
