@@ -240,9 +240,10 @@ func (e *Elector) step(ev machine.Event) {
 	for _, act := range acts {
 		switch act := act.(type) {
 		case machine.Promote:
-			// Nothing to start: the address is added by reconcile once the
-			// node serves (after the win, never before).
-			later = append(later, machine.PromoteResult{Epoch: act.Epoch, Seq: act.Seq})
+			// Won (eligible: lease valid, proxy healthy): add the address
+			// now. A node that cannot add it gives the key back (the
+			// machine demotes and backs off), so that another can.
+			later = append(later, machine.PromoteResult{Epoch: act.Epoch, Seq: act.Seq, Err: e.addOnWin(st)})
 		case machine.Demote:
 			// The fencing lane: the removal is one local netlink request,
 			// done here before the resign that follows is handed over.
@@ -260,10 +261,26 @@ func (e *Elector) step(ev machine.Event) {
 			e.work <- act
 		}
 	}
-	e.reconcile()
 	for _, ev := range later {
 		e.step(ev)
 	}
+	e.reconcile()
+}
+
+// addOnWin adds the address right after a win; an error means it is not
+// on the interface.
+func (e *Elector) addOnWin(st machine.State) error {
+	now := e.o.Clock.Now()
+	if ok, why := st.Eligible(e.mcfg, now); !ok {
+		return errors.New("no longer eligible: " + why)
+	}
+	if e.expires() && e.lifetime(st, now) == 0 {
+		return nil // too little of the lease left; reconcile adds it after the next renewal
+	}
+	if !e.add(st, now) {
+		return errors.New("cannot add the virtual IP " + e.o.Describe)
+	}
+	return nil
 }
 
 // reconcile adds the address while the node serves, keeps its kernel
@@ -288,13 +305,14 @@ func (e *Elector) lifetime(st machine.State, now time.Time) time.Duration {
 	return e.o.Lifetime(st.ValidUntil.Add(-e.o.FenceMargin).Sub(now))
 }
 
-func (e *Elector) add(st machine.State, now time.Time) {
+// add puts the address on and reports whether it is there.
+func (e *Elector) add(st machine.State, now time.Time) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var life time.Duration
 	if e.expires() {
 		if life = e.lifetime(st, now); life == 0 {
-			return // too little of the lease left; the next renewal brings more
+			return false // too little of the lease left; the next renewal brings more
 		}
 	}
 	start := e.o.Clock.Now()
@@ -304,13 +322,14 @@ func (e *Elector) add(st machine.State, now time.Time) {
 		e.o.Log.Error("cannot add the virtual IP; clients of the VIP cannot reach this node's proxy", "vip", e.o.Describe, "err", err)
 		e.o.Record(ha.Event{Kind: "vip", To: "add failed", Reason: err.Error(), Duration: took, Epoch: st.Epoch})
 		if !added {
-			return
+			return false
 		}
 	}
 	e.held.Store(true)
 	e.o.Log.Info("virtual IP added: this node's proxy was elected", "vip", e.o.Describe, "epoch", st.Epoch, "took", took, "was_there", !added)
 	e.o.Record(ha.Event{Kind: "vip", To: "added", Reason: e.o.Describe + " (follows a healthy proxy)", Duration: took, Epoch: st.Epoch})
 	e.o.Changed()
+	return true
 }
 
 func (e *Elector) refresh(st machine.State, now time.Time) {

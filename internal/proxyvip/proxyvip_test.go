@@ -60,11 +60,17 @@ type addr struct {
 	s      *segment
 	node   string
 	frozen atomic.Bool // as a frozen process: no request reaches the kernel
+	fail   atomic.Bool // every add fails (a missing capability, say)
+	tries  atomic.Int32
 }
 
 func (a *addr) Add(validFor time.Duration) (bool, error) {
+	a.tries.Add(1)
 	if a.frozen.Load() {
 		return false, errors.New("frozen")
+	}
+	if a.fail.Load() {
+		return false, errors.New("operation not permitted")
 	}
 	a.s.mu.Lock()
 	defer a.s.mu.Unlock()
@@ -126,6 +132,7 @@ type member struct {
 	addr   *addr
 	health chan check.Result
 	e      *Elector
+	sick   bool // starts with an unhealthy proxy
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -137,11 +144,14 @@ type lab struct {
 	members []*member
 }
 
-func newLab(t *testing.T, n int) *lab {
+func newLab(t *testing.T, n int, setup ...func(*member)) *lab {
 	l := &lab{t: t, store: memstore.New(clock.Real{}), seg: newSegment()}
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("n%d", i)
 		m := &member{name: name, client: l.store.Client(), addr: &addr{s: l.seg, node: name}, health: make(chan check.Result, 1)}
+		for _, f := range setup {
+			f(m)
+		}
 		l.members = append(l.members, m)
 		l.start(m)
 	}
@@ -176,7 +186,7 @@ func (l *lab) start(m *member) {
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	m.setHealth(true)
+	m.setHealth(!m.sick)
 	ctx, cancel := context.WithCancel(context.Background())
 	m.e, m.cancel, m.done = e, cancel, make(chan struct{})
 	go func() { defer close(m.done); _ = e.Run(ctx) }()
@@ -294,6 +304,35 @@ func (frozenAddr) Add(time.Duration) (bool, error) { return false, errors.New("f
 func (frozenAddr) Refresh(time.Duration) error     { return nil }
 func (frozenAddr) Remove() (bool, error)           { return false, nil }
 func (frozenAddr) Close()                          {}
+
+// TestCannotAddGivesTheKeyBack: a winner that cannot add the address
+// (here every add fails on n1 and n2) hands the key back and backs off,
+// so that a node that can add it gets it; it never sits on the key
+// without the address.
+func TestCannotAddGivesTheKeyBack(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 3, func(m *member) {
+		switch m.name {
+		case "n1", "n2":
+			m.addr.fail.Store(true)
+		case "n3":
+			m.sick = true // not a candidate until n1 or n2 has won and failed
+		}
+	})
+	n1, n2, n3 := l.members[0], l.members[1], l.members[2]
+	deadline := time.Now().Add(10 * time.Second)
+	for n1.addr.tries.Load() == 0 && n2.addr.tries.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("neither n1 nor n2 won and tried to add the address within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	n3.setHealth(true)
+	if got, _ := l.holder(10*time.Second), 0; got != n3 {
+		t.Fatalf("%s holds the address, want n3", got.name)
+	}
+	t.Logf("adds tried: n1 %d, n2 %d, n3 %d", n1.addr.tries.Load(), n2.addr.tries.Load(), n3.addr.tries.Load())
+}
 
 // TestNewRejects: options that cannot work are refused with what is wrong.
 func TestNewRejects(t *testing.T) {
