@@ -51,6 +51,7 @@ func (a *Agent) startFollowProxy(ctx context.Context) (stop func(), err error) {
 		Describe:       v.Address().String() + " on " + v.Interface(),
 		Lifetime:       func(left time.Duration) time.Duration { return vip.Lifetime(left, ipv6) },
 		Health:         health.Updates(),
+		LinkUp:         v.LinkUp,
 		LeaseTTL:       t.LeaseTTL,
 		RenewInterval:  t.RenewInterval,
 		RenewTimeout:   t.RenewTimeout,

@@ -60,6 +60,10 @@ type Options struct {
 	// Health delivers the local proxy's health each time it changes
 	// (check.Runner.Updates); the node is unhealthy until the first value.
 	Health <-chan check.Result
+	// LinkUp, when set, is asked every 100 ms whether the address's
+	// interface can carry it (vip.VIP.LinkUp): a node whose link is down
+	// is unhealthy too, as keepalived drops a VIP on a link without carrier.
+	LinkUp func() (up bool, why string, err error)
 
 	LeaseTTL       time.Duration
 	RenewInterval  time.Duration
@@ -90,6 +94,12 @@ type Elector struct {
 	held   atomic.Bool
 
 	mu sync.Mutex // one add, refresh or remove at a time
+
+	// Owned by the loop goroutine: the two halves of health.
+	proxy     check.Result
+	linkOK    bool
+	linkWhy   string
+	linkKnown bool
 }
 
 // New checks o; it touches neither the store nor the host.
@@ -181,7 +191,6 @@ func (e *Elector) Run(ctx context.Context) error {
 	spawn(e.renew)
 	spawn(e.watch)
 	spawn(e.worker)
-	spawn(e.forwardHealth)
 	e.loop(ctx)
 
 	// Stopping: demote (remove the address) and hand the key back.
@@ -215,9 +224,13 @@ func (e *Elector) loop(ctx context.Context) {
 		select {
 		case ev := <-e.events:
 			e.step(ev)
+		case r := <-e.o.Health:
+			e.proxy = r
+			e.health()
 		case <-timer:
 			e.step(machine.Tick{})
 		case <-tick.C():
+			e.lookLink()
 			// Serving ends by the clock alone (a lease not renewed): look
 			// even when no event comes, and restart the kernel lifetime.
 			e.reconcile()
@@ -378,20 +391,42 @@ func (e *Elector) emit(ctx context.Context, ev machine.Event) bool {
 	}
 }
 
-func (e *Elector) forwardHealth(ctx context.Context, _ ha.Coordinator) {
-	for {
-		select {
-		case r := <-e.o.Health:
-			reason := r.Reason
-			if reason == "" {
-				reason = map[bool]string{true: "proxy healthy", false: "proxy unhealthy"}[r.Healthy]
-			}
-			if !e.emit(ctx, machine.HealthChanged{Healthy: r.Healthy, Reason: reason}) {
-				return
-			}
-		case <-ctx.Done():
-			return
-		}
+// lookLink asks whether the interface can carry the address, and tells
+// the machine when that changes.
+func (e *Elector) lookLink() {
+	if e.o.LinkUp == nil {
+		return
+	}
+	up, why, err := e.o.LinkUp()
+	if err != nil {
+		up, why = false, err.Error()
+	}
+	if e.linkKnown && up == e.linkOK && why == e.linkWhy {
+		return
+	}
+	if e.linkKnown && up != e.linkOK {
+		e.o.Log.Warn("virtual IP election: the VIP's interface changed", "up", up, "why", why)
+	}
+	e.linkOK, e.linkWhy, e.linkKnown = up, why, true
+	e.health()
+}
+
+// health tells the machine the node's health for this election: its proxy
+// answers and (when it is looked at) the VIP's interface is up.
+func (e *Elector) health() {
+	ok, why := e.proxy.Healthy, e.proxy.Reason
+	if why == "" {
+		why = map[bool]string{true: "proxy healthy", false: "proxy unhealthy"}[ok]
+	}
+	if e.o.LinkUp != nil && !e.linkKnown {
+		e.lookLink() // calls back here once the link is known
+		return
+	}
+	if e.o.LinkUp != nil && !e.linkOK {
+		ok, why = false, "the VIP's link: "+e.linkWhy
+	}
+	if st := e.State(); st.Healthy != ok || st.HealthReason != why {
+		e.step(machine.HealthChanged{Healthy: ok, Reason: why})
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -132,7 +133,8 @@ type member struct {
 	addr   *addr
 	health chan check.Result
 	e      *Elector
-	sick   bool // starts with an unhealthy proxy
+	sick   bool        // starts with an unhealthy proxy
+	down   atomic.Bool // its VIP interface has no carrier
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -175,6 +177,12 @@ func (l *lab) start(m *member) {
 		Describe: "10.0.0.100/24 on eth0",
 		Lifetime: lifetime,
 		Health:   m.health,
+		LinkUp: func() (bool, string, error) {
+			if m.down.Load() {
+				return false, "interface eth0 has no carrier (down)", nil
+			}
+			return true, "", nil
+		},
 		// A loaded 2-core machine: margins as the CI timings have them.
 		LeaseTTL:       2 * time.Second,
 		RenewInterval:  100 * time.Millisecond,
@@ -255,6 +263,17 @@ func TestOneHolderFollowsHealthyProxy(t *testing.T) {
 		t.Fatalf("%s still says it holds the address", a.name)
 	}
 	a.setHealth(true)
+
+	// The holder's link loses its carrier: same as a proxy failure.
+	fault = time.Now()
+	b.down.Store(true)
+	c0 := l.holder(10*time.Second, b)
+	t.Logf("link down: the address moved from %s to %s in %s", b.name, c0.name, time.Since(fault).Round(time.Millisecond))
+	if st := b.e.State(); st.Healthy || !strings.Contains(st.HealthReason, "no carrier") {
+		t.Fatalf("%s with its link down: healthy %v (%s)", b.name, st.Healthy, st.HealthReason)
+	}
+	b.down.Store(false)
+	b = c0
 
 	// The holder is cut off from the store: it fences itself (removes the
 	// address) before its session can expire and another node win.

@@ -219,8 +219,9 @@ func (l *proxyLab) begin() (*node, *client, *sampler) {
 // TestVIPFollowsProxy: the VIP follows a node whose proxy is healthy
 // (vip.follow: proxy), by an election of its own, while a client pings and
 // GETs the VIP (through the proxy) every 20 ms: it moves when the holder's
-// proxy (`haven proxy`, standalone) crashes and when the holder's cluster
-// link is cut (it fences itself); after each the client reaches the VIP
+// proxy (`haven proxy`, standalone) crashes, when the holder's cluster
+// link is cut (it fences itself) and when its client link is cut (the
+// VIP's interface has no carrier); after each the client reaches the VIP
 // through the new holder, its neighbour entry pointing there. A sampler
 // looks at every node's addresses every 10 ms: never two holders.
 func TestVIPFollowsProxy(t *testing.T) {
@@ -242,8 +243,20 @@ func TestVIPFollowsProxy(t *testing.T) {
 	if err := l.lab.SetLink(b.clusterEnd, false); err != nil {
 		t.Fatal(err)
 	}
-	_, _ = l.moved(cl, "cluster link cut", fault, b)
+	c, _ := l.moved(cl, "cluster link cut", fault, b)
 	if err := l.lab.SetLink(b.clusterEnd, true); err != nil {
+		t.Fatal(err)
+	}
+
+	// 3. The holder's client link is cut (the VIP's interface loses its
+	// carrier): its proxy still answers on loopback, but the node is
+	// unfit to hold the VIP; it hands it over as on a proxy crash.
+	fault = time.Now()
+	if err := l.lab.SetLink(c.clientEnd, false); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = l.moved(cl, "client link cut", fault, c)
+	if err := l.lab.SetLink(c.clientEnd, true); err != nil {
 		t.Fatal(err)
 	}
 	s.check(t)
