@@ -84,7 +84,7 @@ func (c *Config) Describe() string {
 			line("vip: %s follows a node whose proxy is healthy (its own election in the store as %q, with its own lease and epoch; added after a node wins, removed first when it loses)", c.VIP.Address, c.VIPElection())
 			for _, n := range c.Nodes {
 				if !n.Witness {
-					line("  %s	checks its proxy at %s (tcp, every %s, unhealthy after %d failures)", n.Name, c.VIPProxyCheck(n), VIPProxyCheckInterval, VIPProxyCheckFall)
+					line("  %s	on %s; checks its proxy at %s (tcp, every %s, unhealthy after %d failures) and that %s has a carrier", n.Name, c.VIPInterface(n), c.VIPProxyCheck(n), VIPProxyCheckInterval, VIPProxyCheckFall, c.VIPInterface(n))
 				}
 			}
 		} else {
