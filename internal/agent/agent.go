@@ -298,6 +298,9 @@ func (a *Agent) recentFailure() time.Duration {
 func (a *Agent) effectiveHealth(role ha.Role) (bool, string) {
 	cold := a.svc != nil && a.cfg.Service.Standby == "cold"
 	switch {
+	case a.vipLinkDown() != "":
+		// The VIP cannot reach its clients from here (vip.go).
+		return false, a.vipLinkDown()
 	case cold && role != ha.RoleActive && role != ha.RolePromoting && a.recentFailure() > 0:
 		// A cold standby has no running service to check, so the node whose
 		// service just failed would look healthy and win straight back.
