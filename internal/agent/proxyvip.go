@@ -35,7 +35,7 @@ func (a *Agent) startFollowProxy(ctx context.Context) (stop func(), err error) {
 		Name:     "proxy " + probe,
 		TCP:      &config.TCPCheck{Address: probe},
 		Interval: config.VIPProxyCheckInterval,
-		Timeout:  config.VIPProxyCheckInterval,
+		Timeout:  config.VIPProxyCheckTimeout,
 		Rise:     1,
 		Fall:     config.VIPProxyCheckFall,
 	}}, nil, log.With("check", "proxy"), check.WithClock(a.clk))

@@ -69,11 +69,13 @@ const (
 	// the address off the interface (one netlink request, well under a
 	// millisecond on an idle host), like the on_demote timeout.
 	VIPRemoveBudget = 50 * time.Millisecond
-	// With follow: proxy each agent connects to its proxy this often
-	// (timeout the same) and counts it unhealthy after this many failures
-	// in a row.
+	// With follow: proxy each agent connects to its proxy this often,
+	// waits this long for the connection (a loaded host is slow to accept;
+	// a crashed proxy refuses at once), and counts it unhealthy after this
+	// many failures in a row.
 	VIPProxyCheckInterval = 100 * time.Millisecond
-	VIPProxyCheckFall     = 2
+	VIPProxyCheckTimeout  = 500 * time.Millisecond
+	VIPProxyCheckFall     = 3
 )
 
 var (
