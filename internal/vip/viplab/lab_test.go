@@ -257,6 +257,12 @@ func (c *cluster) stopAll() {
 		select {
 		case <-n.done:
 		case <-time.After(15 * time.Second):
+			// Its goroutines go to its log, for the failure's report.
+			_ = n.cmd.Process.Signal(syscall.SIGQUIT)
+			select {
+			case <-n.done:
+			case <-time.After(3 * time.Second):
+			}
 			_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
 			c.t.Errorf("agent %s did not stop within 15s of SIGTERM", n.name)
 		}
@@ -264,8 +270,8 @@ func (c *cluster) stopAll() {
 	if c.t.Failed() || os.Getenv("VIPLAB_LOGS") != "" {
 		for _, n := range c.nodes {
 			s := n.log.String()
-			if len(s) > 12000 {
-				s = s[len(s)-12000:]
+			if len(s) > 40000 {
+				s = s[len(s)-40000:]
 			}
 			c.t.Logf("---- log of %s ----\n%s", n.name, s)
 		}
