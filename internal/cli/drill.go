@@ -54,6 +54,10 @@ func runDrill(args []string, out, errw io.Writer) int {
 		fmt.Fprintln(errw, "haven drill: --timing is lan, lan-fast or ci")
 		return exitUsage
 	}
+	if *vipFollow != "active" && *vipFollow != "proxy" || *vipFollow == "proxy" && !*vip {
+		fmt.Fprintln(errw, "haven drill: --vip-follow is active or proxy, and needs --vip")
+		return exitUsage
+	}
 	if !slices.Contains(drill.Stores, *store) {
 		fmt.Fprintf(errw, "haven drill: --store is one of %s\n", strings.Join(drill.Stores, ", "))
 		return exitUsage
@@ -70,10 +74,6 @@ func runDrill(args []string, out, errw io.Writer) int {
 	netns := os.Geteuid() == 0 && !*noNetns && *store == drill.StoreEmbedded
 	start := time.Now()
 	fmt.Fprintf(progress, "haven drill: building the sandbox (3 agents + proxy, %s, store %s)...\n", map[bool]string{true: "network namespaces", false: "loopback"}[netns], *store)
-	if *vipFollow != "active" && *vipFollow != "proxy" || *vipFollow == "proxy" && !*vip {
-		fmt.Fprintln(errw, "haven drill: --vip-follow is active or proxy, and needs --vip")
-		return exitUsage
-	}
 	if *vip && !netns {
 		fmt.Fprintln(errw, "haven drill: --vip needs the sandbox in network namespaces: run as root, without --no-netns, with the embedded store")
 		return exitUsage
