@@ -29,6 +29,7 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/machine"
+	"github.com/haven-ha/haven/internal/proxyvip"
 	"github.com/haven-ha/haven/internal/service"
 	"github.com/haven-ha/haven/internal/service/contain"
 )
@@ -77,6 +78,9 @@ type Agent struct {
 	presence  presenceState          // nodes lost, found, restarted
 
 	vip *vipDriver // nil when no vip is configured
+	// followProxy: the VIP's own election (vip.follow: proxy, proxyvip.go);
+	// nil otherwise.
+	followProxy atomic.Pointer[proxyvip.Elector]
 	// sessStats reports the session store's size, when it runs (sessions.go).
 	sessStats atomic.Pointer[func() ha.SessionStats]
 	// the store's members as monitor last listed them (nil: unknown)
@@ -295,6 +299,9 @@ func (a *Agent) recentFailure() time.Duration {
 func (a *Agent) effectiveHealth(role ha.Role) (bool, string) {
 	cold := a.svc != nil && a.cfg.Service.Standby == "cold"
 	switch {
+	case a.vipLinkDown() != "":
+		// The VIP cannot reach its clients from here (vip.go).
+		return false, a.vipLinkDown()
 	case cold && role != ha.RoleActive && role != ha.RolePromoting && a.recentFailure() > 0:
 		// A cold standby has no running service to check, so the node whose
 		// service just failed would look healthy and win straight back.

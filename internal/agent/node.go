@@ -124,6 +124,16 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 			return err
 		}
 	}
+	stopFollow := func() {}
+	if cfg.VIP.FollowsProxy() {
+		// The VIP follows a healthy proxy: its own election, started after
+		// this node's proxy (if it runs one) and stopped before it.
+		if stopFollow, err = a.startFollowProxy(runCtx); err != nil {
+			stopProxy()
+			_ = store.Close()
+			return err
+		}
+	}
 	stopSessions := func() {}
 	if cfg.Sessions.Listen != "" {
 		// TLS for this listener comes with the cluster's tls: section, as
@@ -134,6 +144,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 			sessTLS = tlsSrc.ServerConfig(false)
 		}
 		if stopSessions, err = startSessions(cfg, node, a, store, sessTLS, log); err != nil {
+			stopFollow()
 			stopProxy()
 			_ = store.Close()
 			return err
@@ -141,6 +152,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 	}
 	err = a.Run(runCtx)
 	stopSessions()
+	stopFollow()
 	stopProxy()
 	_ = store.Close()
 	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)

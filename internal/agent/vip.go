@@ -24,12 +24,52 @@ type vipDriver struct {
 	// expires: the timings leave room for a lifetime in the kernel (see
 	// vipRefresh); without it, only this agent removes the address.
 	expires bool
+	// linkDown says why the VIP's interface cannot carry it ("" while it
+	// can): the node is then unhealthy (effectiveHealth), as keepalived
+	// drops a VIP on a link without carrier.
+	linkDown atomic.Pointer[string]
+}
+
+// vipLinkDown is why this node's VIP interface cannot carry the VIP, ""
+// while it can (or there is no VIP that follows the active).
+func (a *Agent) vipLinkDown() string {
+	if a.vip == nil {
+		return ""
+	}
+	if why := a.vip.linkDown.Load(); why != nil {
+		return *why
+	}
+	return ""
+}
+
+// vipLookLink looks at the VIP's interface and re-evaluates the node's
+// health when it changes.
+func (a *Agent) vipLookLink() {
+	up, why, err := a.vip.v.LinkUp()
+	if err != nil {
+		up, why = false, err.Error()
+	}
+	if up {
+		why = ""
+	} else {
+		why = "the virtual IP's link: " + why
+	}
+	if why == a.vipLinkDown() {
+		return
+	}
+	a.vip.linkDown.Store(&why)
+	if why != "" {
+		a.log.Warn("the virtual IP's interface cannot carry it; this node is unhealthy until it can", "vip", a.vip.v.Address(), "why", why)
+	} else {
+		a.log.Info("the virtual IP's interface is up again", "vip", a.vip.v.Address(), "interface", a.vip.v.Interface())
+	}
+	signal(a.healthC)
 }
 
 // newVIP sets up the driver when the config has a VIP; nil otherwise.
 func (a *Agent) newVIP() error {
-	if !a.cfg.VIP.Enabled() {
-		return nil
+	if !a.cfg.VIP.Enabled() || a.cfg.VIP.FollowsProxy() {
+		return nil // follow: proxy has an election of its own (proxyvip.go)
 	}
 	opts := a.cfg.VIPOptions(a.node)
 	opts.Log = a.log.With("part", "vip")
@@ -55,6 +95,9 @@ func (a *Agent) newVIP() error {
 
 // vipHeld is the address this node holds now, for its status record.
 func (a *Agent) vipHeld() string {
+	if a.cfg.VIP.FollowsProxy() {
+		return a.followProxyHeld()
+	}
 	if a.vip == nil || !a.vip.held.Load() {
 		return ""
 	}
@@ -76,6 +119,7 @@ func (a *Agent) vipLoop(ctx context.Context) {
 		case <-a.vip.wake:
 		case <-a.clk.After(100 * time.Millisecond):
 		}
+		a.vipLookLink()
 		serving := a.State().Role == ha.RoleActive && a.Serving()
 		switch {
 		case serving && !a.vip.held.Load():

@@ -225,6 +225,7 @@ Try it (in another terminal):
   A virtual IP (vip: in the config) is not part of this demo: its nodes share this host's
   network, so an address cannot move between them. See it move between network namespaces
   (as root, from haven's source tree): go test ./internal/vip/viplab/ -run TestVIPFollowsActive -v
+  (-run TestVIPFollowsProxy: the VIP in front of a proxy on every node, vip.follow: proxy)
   and compared with keepalived: bench/vip.sh (docs/vip.md explains both)
 
 Role changes appear below (from the cluster's event history). Ctrl-C stops everything.

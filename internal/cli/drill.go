@@ -35,6 +35,7 @@ func runDrill(args []string, out, errw io.Writer) int {
 	path := fs.String("path", "/", "with --config: the path clients GET")
 	opsFile := fs.String("ops", "", "also write every request the clients made to FILE (JSON lines)")
 	vip := fs.Bool("vip", false, "sandbox: give the cluster a virtual IP and send the clients to it instead of the proxy (network namespaces: root)")
+	vipFollow := fs.String("vip-follow", "active", "with --vip: what the VIP follows: active (the active node; clients reach the service), or proxy (a proxy in every agent; clients go through the proxies)")
 	if code, ok := parse(fs, args, 0); !ok {
 		return code
 	}
@@ -51,6 +52,10 @@ func runDrill(args []string, out, errw io.Writer) int {
 	}
 	if *timing != "lan" && *timing != "lan-fast" && *timing != "ci" {
 		fmt.Fprintln(errw, "haven drill: --timing is lan, lan-fast or ci")
+		return exitUsage
+	}
+	if *vipFollow != "active" && *vipFollow != "proxy" || *vipFollow == "proxy" && !*vip {
+		fmt.Fprintln(errw, "haven drill: --vip-follow is active or proxy, and needs --vip")
 		return exitUsage
 	}
 	if !slices.Contains(drill.Stores, *store) {
@@ -73,7 +78,7 @@ func runDrill(args []string, out, errw io.Writer) int {
 		fmt.Fprintln(errw, "haven drill: --vip needs the sandbox in network namespaces: run as root, without --no-netns, with the embedded store")
 		return exitUsage
 	}
-	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Dir: *dir, Netns: netns, Timing: *timing, Store: *store, Log: progress, VIP: *vip, Sessions: *store == drill.StoreEmbedded})
+	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Dir: *dir, Netns: netns, Timing: *timing, Store: *store, Log: progress, VIP: *vip, VIPFollowProxy: *vipFollow == "proxy", Sessions: *store == drill.StoreEmbedded})
 	if err != nil {
 		fmt.Fprintf(errw, "haven drill: %v\n", err)
 		if errors.Is(err, dbserver.ErrMissing) {
@@ -94,7 +99,7 @@ func runDrill(args []string, out, errw io.Writer) int {
 	lin, n := drill.Linearizable(all, time.Minute)
 	rep := drill.Report{
 		Time: start, Command: "haven drill " + strings.Join(args, " "), Machine: drill.Machine(),
-		Sandbox: map[bool]string{true: "3 agents in network namespaces + a haven proxy", false: "3 agents on loopback + a haven proxy"}[netns] + sandboxStore(*store) + map[bool]string{true: "; clients through the virtual IP, not the proxy", false: ""}[*vip],
+		Sandbox: map[bool]string{true: "3 agents in network namespaces + a haven proxy", false: "3 agents on loopback + a haven proxy"}[netns] + sandboxStore(*store) + map[bool]string{true: "; clients through the virtual IP, not the proxy", false: ""}[*vip && *vipFollow == "active"] + map[bool]string{true: "; a proxy in every agent, clients through the virtual IP that follows a healthy one", false: ""}[*vip && *vipFollow == "proxy"],
 		Timing:  *timing, Clients: *clients, Results: results, Duration: time.Since(start).Seconds(),
 		Linearize: fmt.Sprintf("%s (%d operations)", lin, n),
 	}

@@ -80,10 +80,19 @@ func (c *Config) Describe() string {
 	line("log: level %s, format %s", c.Log.Level, c.Log.Format)
 	line("")
 	if c.VIP.Enabled() {
-		line("vip: %s follows the active node (added after it serves, removed first when it demotes)", c.VIP.Address)
-		for _, n := range c.Nodes {
-			if !n.Witness {
-				line("  %s\ton %s", n.Name, c.VIPInterface(n))
+		if c.VIP.FollowsProxy() {
+			line("vip: %s follows a node whose proxy is healthy (its own election in the store as %q, with its own lease and epoch; added after a node wins, removed first when it loses)", c.VIP.Address, c.VIPElection())
+			for _, n := range c.Nodes {
+				if !n.Witness {
+					line("  %s\ton %s; checks its proxy at %s (tcp, every %s, unhealthy after %d failures) and that %s has a carrier", n.Name, c.VIPInterface(n), c.VIPProxyCheck(n), VIPProxyCheckInterval, VIPProxyCheckFall, c.VIPInterface(n))
+				}
+			}
+		} else {
+			line("vip: %s follows the active node (added after it serves, removed first when it demotes; a node whose interface has no carrier is unhealthy)", c.VIP.Address)
+			for _, n := range c.Nodes {
+				if !n.Witness {
+					line("  %s\ton %s", n.Name, c.VIPInterface(n))
+				}
 			}
 		}
 		line("  announce\t%d gratuitous ARP (IPv4) or unsolicited neighbour advertisements (IPv6), %s apart", c.VIP.GARPCount, c.VIP.GARPInterval)

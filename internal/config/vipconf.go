@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"time"
@@ -18,8 +19,42 @@ type VIP struct {
 	Interface    string        // default interface; a node's vip_interface overrides it
 	GARPCount    int           // gratuitous ARP / unsolicited NA sent after an add
 	GARPInterval time.Duration // between them
-	Follow       string        // "active" (the only one so far)
+	Follow       string        // FollowActive (default) or FollowProxy
 	Line         int
+}
+
+// What the VIP follows (vip.follow).
+const (
+	// FollowActive: the active node holds the VIP while it serves.
+	FollowActive = "active"
+	// FollowProxy: one node whose proxy is healthy holds it, chosen by an
+	// election of its own (package proxyvip).
+	FollowProxy = "proxy"
+)
+
+// FollowsProxy reports whether the VIP follows a healthy proxy.
+func (v VIP) FollowsProxy() bool { return v.Enabled() && v.Follow == FollowProxy }
+
+// VIPElection is the name under which the VIP's own election (follow:
+// proxy) keeps its session and leader key in the store: beside the
+// cluster's, and never a cluster name ('.' is not allowed in one).
+func (c *Config) VIPElection() string { return c.Cluster + ".vip" }
+
+// VIPProxyCheck is the address node's agent connects to to tell whether
+// its proxy is up (follow: proxy): proxy.listen with the node's ${VAR}s
+// expanded, on loopback when the proxy listens on every address.
+func (c *Config) VIPProxyCheck(node Node) string {
+	host, port, err := net.SplitHostPort(Expand(c.Proxy.Listen, c.Vars(node)))
+	if err != nil {
+		return ""
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // Enabled reports whether a VIP is configured.
@@ -34,6 +69,13 @@ const (
 	// the address off the interface (one netlink request, well under a
 	// millisecond on an idle host), like the on_demote timeout.
 	VIPRemoveBudget = 50 * time.Millisecond
+	// With follow: proxy each agent connects to its proxy this often,
+	// waits this long for the connection (a loaded host is slow to accept;
+	// a crashed proxy refuses at once), and counts it unhealthy after this
+	// many failures in a row.
+	VIPProxyCheckInterval = 100 * time.Millisecond
+	VIPProxyCheckTimeout  = 500 * time.Millisecond
+	VIPProxyCheckFall     = 3
 )
 
 var (
@@ -66,7 +108,7 @@ func (b *builder) vip(f fields) {
 		return
 	}
 	v := &b.c.VIP
-	v.GARPCount, v.GARPInterval, v.Follow = defaultGARPCount, defaultGARPInterval, "active"
+	v.GARPCount, v.GARPInterval, v.Follow = defaultGARPCount, defaultGARPInterval, FollowActive
 	v.Line = b.lineFor("vip")
 	vf := b.mapping(n, "vip", vipKeys)
 	if vf == nil {
@@ -102,11 +144,10 @@ func (b *builder) vip(f fields) {
 		}
 	}
 	if fo, ok := vf["follow"]; ok {
-		if s, ok := b.oneOf(fo, "vip.follow", "active", "proxy"); ok {
-			if s == "proxy" {
-				b.add(fo.Line, "vip.follow", "follow: proxy (the VIP held by a node with a healthy proxy, in active-active) is not implemented yet; use follow: active (the default), or put the VIP in front of the proxy with keepalived for now")
-			} else {
-				v.Follow = s
+		if x, ok := b.oneOf(fo, "vip.follow", FollowActive, FollowProxy); ok {
+			v.Follow = x
+			if x == FollowProxy {
+				b.followProxy(fo.Line)
 			}
 		}
 	}
@@ -128,6 +169,38 @@ func (b *builder) vip(f fields) {
 			}
 		}
 	}
+}
+
+// followProxy checks what follow: proxy needs: a proxy on every node that
+// takes connections addressed to the VIP, so it must listen on every
+// address (the VIP comes and goes; binding to it would fail).
+func (b *builder) followProxy(line int) {
+	p := b.c.Proxy
+	if p.Listen == "" {
+		b.add(line, "vip.follow", "follow: proxy needs a proxy on every node: add proxy: {listen: 0.0.0.0:PORT} (with standalone: true when `haven proxy` runs beside each agent), or use follow: active")
+		return
+	}
+	if strings.Contains(p.Listen, "$") {
+		for _, n := range b.c.Nodes {
+			if !n.Witness {
+				b.followProxyListen(line, Expand(p.Listen, b.c.Vars(n)), " (node "+n.Name+")")
+			}
+		}
+		return
+	}
+	b.followProxyListen(line, p.Listen, "")
+}
+
+func (b *builder) followProxyListen(line int, listen, where string) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return // proxy.listen's own check says what is wrong
+	}
+	switch host {
+	case "", "0.0.0.0", "::":
+		return
+	}
+	b.add(line, "vip.follow", "follow: proxy: proxy.listen is %s%s, which does not take connections to the VIP %s; listen on every address, e.g. listen: 0.0.0.0:%s (or :%s)", listen, where, b.c.VIP.Address.Addr(), port, port)
 }
 
 // parseVIP reads a VIP in CIDR form; the message says what is wrong.

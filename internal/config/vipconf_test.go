@@ -39,6 +39,27 @@ func TestVIPSection(t *testing.T) {
 	}
 }
 
+// TestVIPFollowProxy: follow: proxy with a proxy on every node, on every
+// address: the agent checks its proxy on loopback and elects under a name
+// of its own.
+func TestVIPFollowProxy(t *testing.T) {
+	for listen, want := range map[string]string{"0.0.0.0:8080": "127.0.0.1:8080", ":8080": "127.0.0.1:8080", "[::]:8080": "[::1]:8080"} {
+		c := mustParse(t, "/etc/haven.yaml", proxyNodes+"proxy: {listen: '"+listen+"', standalone: true}\nvip: {address: 10.0.0.100/24, interface: eth0, follow: proxy}\n")
+		if !c.VIP.FollowsProxy() || c.VIP.Follow != FollowProxy {
+			t.Fatalf("listen %s: VIP = %+v", listen, c.VIP)
+		}
+		if got := c.VIPProxyCheck(c.Nodes[0]); got != want {
+			t.Fatalf("listen %s: proxy check address %q, want %q", listen, got, want)
+		}
+		if c.VIPElection() != "demo.vip" {
+			t.Fatalf("election name %q", c.VIPElection())
+		}
+		if d := c.Describe(); !strings.Contains(d, "follows a node whose proxy is healthy") || !strings.Contains(d, want) {
+			t.Fatalf("describe lacks follow: proxy:\n%s", d)
+		}
+	}
+}
+
 func TestVIPErrors(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -59,7 +80,10 @@ func TestVIPErrors(t *testing.T) {
 		{"unknown key", proxyNodes + "vip:\n  address: 10.0.0.100/24\n  interface: eth0\n  priority: 100\n", 18, "vip.priority", `unknown field "priority"`},
 		{"garp count", proxyNodes + "vip:\n  address: 10.0.0.100/24\n  interface: eth0\n  garp: {count: 0}\n", 18, "vip.garp.count", "between 1 and 100"},
 		{"garp interval", proxyNodes + "vip:\n  address: 10.0.0.100/24\n  interface: eth0\n  garp: {interval: 1ms}\n", 18, "vip.garp.interval", "use 10ms to 10s"},
-		{"follow proxy", proxyNodes + "vip:\n  address: 10.0.0.100/24\n  interface: eth0\n  follow: proxy\n", 18, "vip.follow", "not implemented yet"},
+		{"follow proxy without a proxy", proxyNodes + "vip:\n  address: 10.0.0.100/24\n  interface: eth0\n  follow: proxy\n", 18, "vip.follow", "needs a proxy on every node"},
+		{"follow proxy on one address", proxyNodes + "proxy: {listen: 10.0.0.1:8080}\nvip:\n  address: 10.0.0.100/24\n  interface: eth0\n  follow: proxy\n", 19, "vip.follow", "listen on every address, e.g. listen: 0.0.0.0:8080"},
+		{"follow proxy on a node's address", strings.Replace(proxyNodes, "    backend: 127.0.0.1:8101\n", "    backend: 127.0.0.1:8101\n    env: {IP: 10.0.0.1}\n", 1) + "proxy: {listen: '${IP}:8080'}\nvip:\n  address: 10.0.0.100/24\n  interface: eth0\n  follow: proxy\n", 20, "vip.follow", "(node n1)"},
+		{"follow proxy, standalone without listen", proxyNodes + "proxy: {standalone: true}\nvip:\n  address: 10.0.0.100/24\n  interface: eth0\n  follow: proxy\n", 19, "vip.follow", "needs a proxy on every node"},
 		{"follow other", proxyNodes + "vip:\n  address: 10.0.0.100/24\n  interface: eth0\n  follow: leader\n", 18, "vip.follow", `invalid value "leader"`},
 		{"no room to remove", proxyNodes + "timings: {fence_margin: 40ms}\nvip: {address: 10.0.0.100/24, interface: eth0}\n", 15, "timings.fence_margin", "demote rule"},
 	}

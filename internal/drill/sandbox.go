@@ -44,6 +44,10 @@ type SandboxOptions struct {
 	// VIP gives the cluster a virtual IP on the client network and sends
 	// the drill's clients to it instead of the proxy (needs Netns).
 	VIP bool
+	// VIPFollowProxy (with VIP): every agent runs a proxy on port 8081 and
+	// the VIP follows a node whose proxy is healthy (vip.follow: proxy);
+	// the drill's clients go to the VIP's port 8081, through the proxies.
+	VIPFollowProxy bool
 	// Sessions: every node serves the session store (sessions:) on a port
 	// of its own (Node.Sessions), with the password SessionsPassword.
 	Sessions bool
@@ -259,7 +263,15 @@ func (s *Sandbox) writeConfig() error {
 		}
 		s.Nodes = append(s.Nodes, n)
 	}
-	if s.Opts.VIP && s.lab != nil {
+	agentOnly := "" // what haven.yaml has and proxy.yaml must not
+	switch {
+	case s.Opts.VIP && s.lab != nil && s.Opts.VIPFollowProxy:
+		// A proxy in every agent, on every address of its namespace, and
+		// the VIP in front of them.
+		vip := s.lab.clientIP(100)
+		agentOnly = fmt.Sprintf("vip: {address: %s/24, interface: eth1, follow: proxy}\nproxy: {listen: '0.0.0.0:8081'}\n", vip)
+		s.VIP = vip + ":8081"
+	case s.Opts.VIP && s.lab != nil:
 		// On the client network, beside the nodes; the host reaches it
 		// there. The services listen on every address (SERVICE_ADDR of the
 		// agents stays the node's own, for the checks and the proxy).
@@ -287,7 +299,7 @@ drill: {enabled: true}
 		fmt.Fprintf(&b, "sessions: {listen: \"${SESSIONS_ADDR}\", password: %q}\n", SessionsPassword)
 	}
 	s.Config = filepath.Join(s.Dir, "haven.yaml")
-	if err := os.WriteFile(s.Config, []byte(b.String()), 0o644); err != nil {
+	if err := os.WriteFile(s.Config, []byte(b.String()+agentOnly), 0o644); err != nil {
 		return err
 	}
 	cfg, err := config.Load(s.Config)
@@ -565,6 +577,27 @@ func (s *Sandbox) Standbys(active string) []string {
 	return out
 }
 
+// VIPHolder is the node that holds the virtual IP as the running agents
+// report it, "" when none does.
+func (s *Sandbox) VIPHolder() string {
+	for _, n := range s.Nodes {
+		if !n.agent.running() {
+			continue
+		}
+		st, err := s.Status(n.Name)
+		if err != nil {
+			continue
+		}
+		for _, v := range st.Nodes {
+			if v.VIP != "" {
+				return v.Name
+			}
+		}
+		return ""
+	}
+	return ""
+}
+
 // Whole reports why the cluster is not whole, or "" when it is: every
 // agent running, exactly one active, every other node a healthy standby in
 // the active's view, and a read through the proxy succeeding.
@@ -592,6 +625,9 @@ func (s *Sandbox) Whole(ctx context.Context) string {
 		case v.Name != active && (v.Role != ha.RoleStandby || !v.Healthy):
 			return fmt.Sprintf("%s is %s (healthy %v)", v.Name, v.Role, v.Healthy)
 		}
+	}
+	if s.Opts.VIPFollowProxy && s.VIPHolder() == "" {
+		return "no node holds the virtual IP"
 	}
 	if !s.proxy.running() {
 		return "the proxy is not running"

@@ -157,6 +157,24 @@ func (v *VIP) heldOn(l netlink.Link) (bool, error) {
 	return false, nil
 }
 
+// LinkUp reports whether the interface can carry the address to its
+// network: administratively up with a carrier (operational state up, or
+// unknown as dummy and tun interfaces report). If not, why says so.
+func (v *VIP) LinkUp() (up bool, why string, err error) {
+	l, err := v.link()
+	if err != nil {
+		return false, "", err
+	}
+	a := l.Attrs()
+	switch {
+	case a.Flags&net.FlagUp == 0:
+		return false, fmt.Sprintf("interface %s is down", a.Name), nil
+	case a.OperState == netlink.OperUp, a.OperState == netlink.OperUnknown:
+		return true, "", nil
+	}
+	return false, fmt.Sprintf("interface %s has no carrier (%s)", a.Name, a.OperState), nil
+}
+
 // Add puts the address on the interface (or finds it there already), sends
 // the first announcement and starts the repeats. It reports whether the
 // address was newly added. With validFor > 0 the kernel removes the

@@ -25,6 +25,7 @@ type segment struct {
 	clientV4   string
 	clientV6   string
 	macA, macB string
+	hostA      string // the host end of a's link
 }
 
 func newSegment(t *testing.T) *segment {
@@ -45,8 +46,12 @@ func newSegment(t *testing.T) *segment {
 		if spaces[i], err = lab.Namespace(); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := lab.Attach(spaces[i], br, "eth0", fmt.Sprintf("10.217.%d.%d/24", o, i+1), fmt.Sprintf("fd17:%x::%d/64", o, i+1)); err != nil {
+		end, err := lab.Attach(spaces[i], br, "eth0", fmt.Sprintf("10.217.%d.%d/24", o, i+1), fmt.Sprintf("fd17:%x::%d/64", o, i+1))
+		if err != nil {
 			t.Fatal(err)
+		}
+		if i == 0 {
+			s.hostA = end
 		}
 	}
 	s.a, s.b, s.cl = spaces[0], spaces[1], spaces[2]
@@ -145,6 +150,46 @@ func ping(ns, ip string) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("ping %s from %s: %v: %s", ip, ns, err, out)
 		}
+	}
+}
+
+// TestLinkUp: an interface is fit to carry the VIP while it is up with a
+// carrier; a cable pulled (the other end down) or the interface set down
+// says which.
+func TestLinkUp(t *testing.T) {
+	s := newSegment(t)
+	v, err := New(Options{Address: s.v4, Interface: "eth0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	look := func() (bool, string) {
+		var up bool
+		var why string
+		inNS(t, s.a, func() {
+			var err error
+			if up, why, err = v.LinkUp(); err != nil {
+				t.Fatal(err)
+			}
+		})
+		return up, why
+	}
+	waitFor(t, 5*time.Second, "eth0 up", func() bool { up, _ := look(); return up })
+	if err := s.lab.SetLink(s.hostA, false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "eth0 without a carrier", func() bool {
+		up, why := look()
+		return !up && strings.Contains(why, "has no carrier")
+	})
+	if err := s.lab.SetLink(s.hostA, true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "eth0 up again", func() bool { up, _ := look(); return up })
+	if err := netlab.IP("-n", s.a, "link", "set", "eth0", "down"); err != nil {
+		t.Fatal(err)
+	}
+	if up, why := look(); up || !strings.Contains(why, "interface eth0 is down") {
+		t.Fatalf("eth0 set down: up %v, why %q", up, why)
 	}
 }
 

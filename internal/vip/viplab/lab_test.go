@@ -69,6 +69,7 @@ type cluster struct {
 	nodes  []*node
 	client string // namespace
 	vip    netip.Prefix
+	port   string // the port the client GETs on the VIP; default 8080 (the service)
 }
 
 type lockedBuf struct {
@@ -132,6 +133,8 @@ type clusterOpts struct {
 	service func(c *cluster) string          // the service:/checks: YAML; default the sample service
 	env     func(c *cluster, n *node) string // extra entries of a node's env map
 	witness bool                             // n3 is a witness: two service nodes
+	vip     string                           // extra fields of the vip: flow mapping, e.g. ", follow: proxy"
+	node    func(c *cluster, n *node) string // extra fields of a node's flow mapping
 }
 
 // newCluster starts a haven agent on every node of a new lab, with the
@@ -150,7 +153,7 @@ func newClusterWith(t testing.TB, o clusterOpts) *cluster {
 	c.config = filepath.Join(c.dir, "haven.yaml")
 	var b strings.Builder
 	fmt.Fprintf(&b, "cluster: viplab\ndata_dir: %s\n%s\napi: {token: %s}\nlog: {level: debug}\ninsecure: true\n", filepath.Join(c.dir, "data"), o.timing, token)
-	fmt.Fprintf(&b, "vip: {address: %s, interface: eth1, garp: {count: 3, interval: 100ms}}\n%s\nnodes:\n", c.vip, o.extra)
+	fmt.Fprintf(&b, "vip: {address: %s, interface: eth1, garp: {count: 3, interval: 100ms}%s}\n%s\nnodes:\n", c.vip, o.vip, o.extra)
 	for i, n := range c.nodes {
 		if o.witness && i == 2 {
 			n.witness = true
@@ -161,7 +164,11 @@ func newClusterWith(t testing.TB, o clusterOpts) *cluster {
 		if o.env != nil {
 			env += ", " + o.env(c, n)
 		}
-		fmt.Fprintf(&b, "  - {name: %s, api: '%s', peer: '%s:7401', client: '%s:7402', env: {%s}}\n", n.name, n.api, n.clusterIP, n.clusterIP, env)
+		more := ""
+		if o.node != nil {
+			more = o.node(c, n)
+		}
+		fmt.Fprintf(&b, "  - {name: %s, api: '%s', peer: '%s:7401', client: '%s:7402', env: {%s}%s}\n", n.name, n.api, n.clusterIP, n.clusterIP, env, more)
 	}
 	if o.service != nil {
 		b.WriteString(o.service(c))
@@ -250,15 +257,21 @@ func (c *cluster) stopAll() {
 		select {
 		case <-n.done:
 		case <-time.After(15 * time.Second):
+			// Its goroutines go to its log, for the failure's report.
+			_ = n.cmd.Process.Signal(syscall.SIGQUIT)
+			select {
+			case <-n.done:
+			case <-time.After(3 * time.Second):
+			}
 			_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
 			c.t.Errorf("agent %s did not stop within 15s of SIGTERM", n.name)
 		}
 	}
-	if c.t.Failed() {
+	if c.t.Failed() || os.Getenv("VIPLAB_LOGS") != "" {
 		for _, n := range c.nodes {
 			s := n.log.String()
-			if len(s) > 12000 {
-				s = s[len(s)-12000:]
+			if len(s) > 40000 {
+				s = s[len(s)-40000:]
 			}
 			c.t.Logf("---- log of %s ----\n%s", n.name, s)
 		}
@@ -429,6 +442,10 @@ func (c *cluster) startClient() *client {
 	cl := &client{stop: make(chan struct{}), done: make(chan struct{})}
 	ready := make(chan error, 1)
 	target := c.vip.Addr().String()
+	port := c.port
+	if port == "" {
+		port = "8080"
+	}
 	nsName := c.client
 	go func() {
 		defer close(cl.done)
@@ -475,7 +492,7 @@ func (c *cluster) startClient() *client {
 				}
 			}
 			p.getStart = time.Now()
-			p.node, p.epoch, p.getOK = get(target + ":8080")
+			p.node, p.epoch, p.getOK = get(target + ":" + port)
 			p.getEnd = time.Now()
 			cl.mu.Lock()
 			cl.probes = append(cl.probes, p)

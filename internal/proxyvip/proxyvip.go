@@ -1,0 +1,602 @@
+// Package proxyvip keeps a virtual IP on one node whose proxy is healthy
+// (`vip.follow: proxy`), so that the proxy layer has no single point of
+// failure: an election of its own in the coordination store (its own
+// session, leader key and epoch, beside the active role's) picks the node;
+// the address is added after the node has won and serves, and removed, as
+// part of fencing, before that election's lease can run out.
+//
+// The rules are the active role's: the same state machine (package
+// machine) decides, fed with this election's renewals, its leader key and
+// the local proxy's health. The proxy's health plays the service's part: a
+// holder whose proxy fails demotes, removes the address and hands the key
+// back; a node whose proxy is healthy may campaign for a vacant key. So the
+// safety argument of package machine carries over: the holder stops
+// holding fence_margin before the store can let another node win, and the
+// address also gets a lifetime in the kernel that runs out by then, for a
+// holder that is frozen or killed.
+package proxyvip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/haven-ha/haven/internal/check"
+	"github.com/haven-ha/haven/internal/clock"
+	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/machine"
+)
+
+// Address is the virtual IP on this node's interface (*vip.VIP).
+type Address interface {
+	// Add puts the address on (lifetime validFor, none when zero) and
+	// announces it; it reports whether it was newly added.
+	Add(validFor time.Duration) (bool, error)
+	// Refresh restarts the lifetime; an error if the address is gone.
+	Refresh(validFor time.Duration) error
+	// Remove takes it off; it reports whether it was there.
+	Remove() (bool, error)
+	// Close stops the announcements.
+	Close()
+}
+
+// Options configure an Elector.
+type Options struct {
+	Node string
+	// Dial opens this election's own connection to the store: its own
+	// session and leader key, apart from the active role's. It is called
+	// until it succeeds.
+	Dial    func(ctx context.Context) (ha.Coordinator, error)
+	Address Address
+	// Describe names the address in events and logs ("10.0.0.100/24 on eth1").
+	Describe string
+	// Lifetime is the longest kernel lifetime for an address that must be
+	// gone within left (vip.Lifetime); nil or zero results: no lifetime.
+	Lifetime func(left time.Duration) time.Duration
+	// Health delivers the local proxy's health each time it changes
+	// (check.Runner.Updates); the node is unhealthy until the first value.
+	Health <-chan check.Result
+	// LinkUp, when set, is asked every 100 ms whether the address's
+	// interface can carry it (vip.VIP.LinkUp): a node whose link is down
+	// is unhealthy too, as keepalived drops a VIP on a link without carrier.
+	LinkUp func() (up bool, why string, err error)
+
+	LeaseTTL       time.Duration
+	RenewInterval  time.Duration
+	RenewTimeout   time.Duration
+	FenceMargin    time.Duration
+	PromoteBackoff time.Duration
+
+	Clock clock.Clock
+	Log   *slog.Logger
+	// Record receives an event for the history (every add and remove);
+	// Changed is called when this node starts or stops holding the address.
+	// Either may be nil.
+	Record  func(ha.Event)
+	Changed func()
+}
+
+// Elector runs the election and holds the address while it wins.
+type Elector struct {
+	o    Options
+	mcfg machine.Config
+
+	events chan machine.Event
+	work   chan machine.Action
+	newSes chan struct{}
+
+	state  atomic.Pointer[machine.State]
+	leader atomic.Pointer[ha.Leader] // last leader the watch showed
+	held   atomic.Bool
+
+	mu sync.Mutex // one add, refresh or remove at a time
+
+	// Owned by the loop goroutine: the two halves of health.
+	proxy     check.Result
+	linkOK    bool
+	linkWhy   string
+	linkKnown bool
+}
+
+// New checks o; it touches neither the store nor the host.
+func New(o Options) (*Elector, error) {
+	switch {
+	case o.Node == "":
+		return nil, errors.New("proxyvip: no node name")
+	case o.Dial == nil || o.Address == nil || o.Health == nil:
+		return nil, errors.New("proxyvip: Dial, Address and Health are required")
+	case o.LeaseTTL <= 0 || o.RenewInterval <= 0 || o.RenewTimeout <= 0 || o.FenceMargin <= 0:
+		return nil, fmt.Errorf("proxyvip: timings must be positive (lease %s, renew %s/%s, fence margin %s)", o.LeaseTTL, o.RenewInterval, o.RenewTimeout, o.FenceMargin)
+	case o.FenceMargin >= o.LeaseTTL:
+		return nil, fmt.Errorf("proxyvip: fence margin %s must be shorter than the lease %s", o.FenceMargin, o.LeaseTTL)
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Record == nil {
+		o.Record = func(ha.Event) {}
+	}
+	if o.Changed == nil {
+		o.Changed = func() {}
+	}
+	if o.Lifetime == nil {
+		o.Lifetime = func(time.Duration) time.Duration { return 0 }
+	}
+	e := &Elector{
+		o: o,
+		mcfg: machine.Config{
+			Node:           o.Node,
+			FenceMargin:    o.FenceMargin,
+			PromoteBackoff: o.PromoteBackoff,
+			Mode:           ha.ModeActivePassive, // one holder
+		},
+		events: make(chan machine.Event, 64),
+		work:   make(chan machine.Action, 64),
+		newSes: make(chan struct{}, 1),
+	}
+	st, _ := machine.Step(e.mcfg, machine.State{}, machine.Tick{}, o.Clock.Now())
+	e.state.Store(&st)
+	e.leader.Store(&ha.Leader{})
+	return e, nil
+}
+
+// Held reports whether this node holds the address now.
+func (e *Elector) Held() bool { return e.held.Load() }
+
+// State is this election's machine state (role, epoch, health).
+func (e *Elector) State() machine.State { return *e.state.Load() }
+
+// Leader is the holder of the election as the store last showed it.
+func (e *Elector) Leader() ha.Leader { return *e.leader.Load() }
+
+// expires: the lease leaves room for a kernel lifetime.
+func (e *Elector) expires() bool {
+	return e.o.Lifetime(e.o.LeaseTTL-e.o.FenceMargin) > 0
+}
+
+// Run takes part in the election until ctx ends; then it removes the
+// address, hands the key back and closes its connection. A copy of the
+// address left by an earlier run goes first: a node that starts holds
+// nothing.
+func (e *Elector) Run(ctx context.Context) error {
+	e.remove("starting: not elected yet; removing a leftover copy")
+	defer e.o.Address.Close()
+	var store ha.Coordinator
+	for backoff := 100 * time.Millisecond; store == nil; backoff = min(2*backoff, 2*time.Second) {
+		s, err := e.o.Dial(ctx)
+		if err == nil {
+			store = s
+			break
+		}
+		e.o.Log.Warn("cannot reach the store for the virtual IP's election; retrying", "err", err, "in", backoff)
+		if !clock.SleepCtx(ctx, e.o.Clock, backoff) {
+			return nil
+		}
+	}
+	defer store.Close()
+
+	bg, stopBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	spawn := func(f func(context.Context, ha.Coordinator)) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(bg, store) }()
+	}
+	spawn(e.renew)
+	spawn(e.watch)
+	spawn(e.worker)
+	e.loop(ctx)
+
+	// Stopping: demote (remove the address) and hand the key back.
+	e.step(machine.Shutdown{})
+	deadline := e.o.Clock.After(e.o.LeaseTTL)
+	for e.State().Role != ha.RoleStopped {
+		select {
+		case ev := <-e.events:
+			e.step(ev)
+		case <-deadline:
+			e.o.Log.Warn("virtual IP election: stopping took too long", "role", e.State().Role)
+			e.remove("stopping")
+			stopBG()
+			wg.Wait()
+			return nil
+		}
+	}
+	stopBG()
+	wg.Wait() // the worker carries out the resign before it returns
+	return nil
+}
+
+func (e *Elector) loop(ctx context.Context) {
+	tick := e.o.Clock.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var timer <-chan time.Time
+		if d := e.State().NextDeadline(e.mcfg); !d.IsZero() {
+			timer = e.o.Clock.After(d.Sub(e.o.Clock.Now()))
+		}
+		select {
+		case ev := <-e.events:
+			e.step(ev)
+		case r := <-e.o.Health:
+			e.proxy = r
+			e.health()
+		case <-timer:
+			e.step(machine.Tick{})
+		case <-tick.C():
+			e.lookLink()
+			// Serving ends by the clock alone (a lease not renewed): look
+			// even when no event comes, and restart the kernel lifetime.
+			e.reconcile()
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// step applies one event and carries out the actions. Only the loop
+// goroutine calls it (and Run, once the loop has returned).
+func (e *Elector) step(ev machine.Event) {
+	old := e.State()
+	st, acts := machine.Step(e.mcfg, old, ev, e.o.Clock.Now())
+	e.state.Store(&st)
+	if st.Role != old.Role {
+		e.o.Log.Info("virtual IP election: role change", "from", old.Role, "to", st.Role, "epoch", st.Epoch, "reason", st.Reason)
+	}
+	var later []machine.Event
+	for _, act := range acts {
+		switch act := act.(type) {
+		case machine.Promote:
+			// Won (eligible: lease valid, proxy healthy): add the address
+			// now. A node that cannot add it gives the key back (the
+			// machine demotes and backs off), so that another can.
+			later = append(later, machine.PromoteResult{Epoch: act.Epoch, Seq: act.Seq, Err: e.addOnWin(st)})
+		case machine.Demote:
+			// The fencing lane: the removal is one local netlink request,
+			// done here before the resign that follows is handed over.
+			e.remove("demoting: " + act.Reason)
+			if act.Fenced && !act.Deadline.IsZero() && e.o.Clock.Now().After(act.Deadline.Add(-e.o.FenceMargin/2)) {
+				e.o.Log.Error("the virtual IP was removed late: after the fence deadline (was this process paused?)", "deadline", act.Deadline)
+			}
+			later = append(later, machine.DemoteResult{Epoch: act.Epoch})
+		case machine.NewSession:
+			select {
+			case e.newSes <- struct{}{}:
+			default:
+			}
+		case machine.Campaign, machine.Resign:
+			e.work <- act
+		}
+	}
+	for _, ev := range later {
+		e.step(ev)
+	}
+	e.reconcile()
+}
+
+// addOnWin adds the address right after a win; an error means it is not
+// on the interface.
+func (e *Elector) addOnWin(st machine.State) error {
+	now := e.o.Clock.Now()
+	if ok, why := st.Eligible(e.mcfg, now); !ok {
+		return errors.New("no longer eligible: " + why)
+	}
+	if e.expires() && e.lifetime(st, now) == 0 {
+		return nil // too little of the lease left; reconcile adds it after the next renewal
+	}
+	if !e.add(st, now) {
+		return errors.New("cannot add the virtual IP " + e.o.Describe)
+	}
+	return nil
+}
+
+// reconcile adds the address while the node serves, keeps its kernel
+// lifetime ahead, and removes it when the node does not serve.
+func (e *Elector) reconcile() {
+	st := e.State()
+	now := e.o.Clock.Now()
+	serving := st.Serving(e.mcfg, now)
+	switch {
+	case serving && !e.held.Load():
+		e.add(st, now)
+	case serving:
+		e.refresh(st, now)
+	case e.held.Load():
+		e.remove("no longer elected: " + st.Reason)
+	}
+}
+
+// lifetime is how long the kernel may keep the address after now: it must
+// be gone by the fence deadline (valid_until − fence_margin).
+func (e *Elector) lifetime(st machine.State, now time.Time) time.Duration {
+	return e.o.Lifetime(st.ValidUntil.Add(-e.o.FenceMargin).Sub(now))
+}
+
+// add puts the address on and reports whether it is there.
+func (e *Elector) add(st machine.State, now time.Time) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var life time.Duration
+	if e.expires() {
+		if life = e.lifetime(st, now); life == 0 {
+			return false // too little of the lease left; the next renewal brings more
+		}
+	}
+	start := e.o.Clock.Now()
+	added, err := e.o.Address.Add(life)
+	took := e.o.Clock.Since(start)
+	if err != nil {
+		e.o.Log.Error("cannot add the virtual IP; clients of the VIP cannot reach this node's proxy", "vip", e.o.Describe, "err", err)
+		e.o.Record(ha.Event{Kind: "vip", To: "add failed", Reason: err.Error(), Duration: took, Epoch: st.Epoch})
+		if !added {
+			return false
+		}
+	}
+	e.held.Store(true)
+	e.o.Log.Info("virtual IP added: this node's proxy was elected", "vip", e.o.Describe, "epoch", st.Epoch, "took", took, "was_there", !added)
+	e.o.Record(ha.Event{Kind: "vip", To: "added", Reason: e.o.Describe + " (follows a healthy proxy)", Duration: took, Epoch: st.Epoch})
+	e.o.Changed()
+	return true
+}
+
+func (e *Elector) refresh(st machine.State, now time.Time) {
+	if !e.expires() {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	life := e.lifetime(st, now)
+	if life == 0 {
+		return // the kernel keeps the lifetime it has; it runs out by the fence deadline
+	}
+	if err := e.o.Address.Refresh(life); err != nil {
+		e.held.Store(false)
+		e.o.Log.Warn("the virtual IP was gone from the interface; adding it again", "vip", e.o.Describe, "err", err)
+		e.o.Record(ha.Event{Kind: "vip", To: "lost", Reason: err.Error()})
+		e.o.Changed()
+	}
+}
+
+// remove takes the address off; why goes to the log and the event.
+func (e *Elector) remove(why string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	start := e.o.Clock.Now()
+	removed, err := e.o.Address.Remove()
+	took := e.o.Clock.Since(start)
+	if err != nil {
+		e.o.Log.Error("cannot remove the virtual IP", "vip", e.o.Describe, "err", err)
+		e.o.Record(ha.Event{Kind: "vip", To: "remove failed", Reason: why + ": " + err.Error(), Duration: took})
+		return
+	}
+	if was := e.held.Swap(false); removed || was {
+		e.o.Log.Info("virtual IP removed", "vip", e.o.Describe, "why", why, "took", took)
+		e.o.Record(ha.Event{Kind: "vip", To: "removed", Reason: why, Duration: took})
+		e.o.Changed()
+	}
+}
+
+func (e *Elector) emit(ctx context.Context, ev machine.Event) bool {
+	select {
+	case e.events <- ev:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// lookLink asks whether the interface can carry the address, and tells
+// the machine when that changes.
+func (e *Elector) lookLink() {
+	if e.o.LinkUp == nil {
+		return
+	}
+	up, why, err := e.o.LinkUp()
+	if err != nil {
+		up, why = false, err.Error()
+	}
+	if e.linkKnown && up == e.linkOK && why == e.linkWhy {
+		return
+	}
+	if e.linkKnown && up != e.linkOK {
+		e.o.Log.Warn("virtual IP election: the VIP's interface changed", "up", up, "why", why)
+	}
+	e.linkOK, e.linkWhy, e.linkKnown = up, why, true
+	e.health()
+}
+
+// health tells the machine the node's health for this election: its proxy
+// answers and (when it is looked at) the VIP's interface is up.
+func (e *Elector) health() {
+	ok, why := e.proxy.Healthy, e.proxy.Reason
+	if why == "" {
+		why = map[bool]string{true: "proxy healthy", false: "proxy unhealthy"}[ok]
+	}
+	if e.o.LinkUp != nil && !e.linkKnown {
+		e.lookLink() // calls back here once the link is known
+		return
+	}
+	if e.o.LinkUp != nil && !e.linkOK {
+		ok, why = false, "the VIP's link: "+e.linkWhy
+	}
+	if st := e.State(); st.Healthy != ok || st.HealthReason != why {
+		e.step(machine.HealthChanged{Healthy: ok, Reason: why})
+	}
+}
+
+// renew keeps this election's session alive, pipelined as the agent's is:
+// a renewal starts every renew interval whatever the previous one does,
+// and each answer counts from when its request was sent.
+func (e *Elector) renew(ctx context.Context, store ha.Coordinator) {
+	clk := e.o.Clock
+	type result struct {
+		gen  int
+		sent time.Time
+		ttl  time.Duration
+		err  error
+	}
+	results := make(chan result, 16)
+	slots := make(chan struct{}, 4)
+	gen := 0
+	for ctx.Err() == nil {
+		for backoff := 100 * time.Millisecond; ctx.Err() == nil; backoff = min(2*backoff, time.Second) {
+			sent := clk.Now()
+			cctx, cancel := clock.WithTimeout(ctx, clk, e.o.LeaseTTL)
+			ttl, err := store.NewSession(cctx, e.o.LeaseTTL)
+			cancel()
+			if err == nil {
+				gen++
+				e.emit(ctx, machine.SessionRenewed{SentAt: sent, TTL: ttl, New: true})
+				break
+			}
+			e.o.Log.Debug("virtual IP election: create session", "err", err)
+			clock.SleepCtx(ctx, clk, backoff)
+		}
+		for lost := false; !lost && ctx.Err() == nil; {
+			select {
+			case <-clk.After(e.o.RenewInterval):
+				select {
+				case slots <- struct{}{}:
+				default:
+					continue
+				}
+				go func(g int) {
+					defer func() { <-slots }()
+					sent := clk.Now()
+					cctx, cancel := clock.WithTimeout(ctx, clk, e.o.RenewTimeout)
+					ttl, err := store.Renew(cctx)
+					cancel()
+					results <- result{g, sent, ttl, err}
+				}(gen)
+			case r := <-results:
+				switch {
+				case r.gen != gen:
+				case r.err == nil:
+					e.emit(ctx, machine.SessionRenewed{SentAt: r.sent, TTL: r.ttl})
+				case errors.Is(r.err, ha.ErrSessionLost):
+					e.o.Log.Warn("virtual IP election: session lost in the store; creating a new one")
+					e.emit(ctx, machine.SessionLost{Err: r.err})
+					select {
+					case <-e.newSes:
+					case <-ctx.Done():
+						return
+					}
+					lost = true
+				default:
+					if ctx.Err() == nil {
+						e.o.Log.Debug("virtual IP election: renewal failed", "err", r.err)
+					}
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+func (e *Elector) watch(ctx context.Context, store ha.Coordinator) {
+	for ctx.Err() == nil {
+		for snap := range store.Watch(ctx) {
+			l := snap.Leader
+			e.leader.Store(&l)
+			if !e.emit(ctx, machine.LeaderSeen{Leader: l}) {
+				return
+			}
+		}
+		clock.SleepCtx(ctx, e.o.Clock, 100*time.Millisecond)
+	}
+}
+
+// callTimeout bounds one campaign or resign: half a lease, at least the
+// renew timeout (as the agent's).
+func (e *Elector) callTimeout() time.Duration { return max(e.o.LeaseTTL/2, e.o.RenewTimeout) }
+
+// worker carries out campaigns and resigns one at a time; on shutdown it
+// finishes the resigns already asked for.
+func (e *Elector) worker(ctx context.Context, store ha.Coordinator) {
+	for {
+		select {
+		case act := <-e.work:
+			e.do(ctx, store, act)
+		case <-ctx.Done():
+			for {
+				select {
+				case act := <-e.work:
+					if r, ok := act.(machine.Resign); ok {
+						e.resign(context.Background(), store, r.Epoch)
+					}
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (e *Elector) do(ctx context.Context, store ha.Coordinator, act machine.Action) {
+	switch act := act.(type) {
+	case machine.Campaign:
+		cctx, cancel := clock.WithTimeout(ctx, e.o.Clock, e.callTimeout())
+		epoch, err := store.Campaign(cctx, e.o.Node)
+		cancel()
+		if err == nil && !e.watchCaughtUp(ctx, epoch) {
+			// Report a win only once the watch has shown it, so that no
+			// snapshot from before the win reads "key lost" after it.
+			e.resign(ctx, store, epoch)
+			err = fmt.Errorf("the store's watch did not confirm the win at epoch %d", epoch)
+		}
+		if err != nil && !errors.Is(err, ha.ErrTaken) {
+			e.o.Log.Debug("virtual IP election: campaign failed", "err", err)
+			clock.SleepCtx(ctx, e.o.Clock, 100*time.Millisecond)
+		}
+		e.emitAsync(machine.CampaignResult{Epoch: epoch, Err: err})
+	case machine.Resign:
+		e.resign(ctx, store, act.Epoch)
+	}
+}
+
+// resign hands the key back, retrying a few times: a key left with a node
+// that does not hold the address would keep every other node from taking
+// it until this session expires.
+func (e *Elector) resign(ctx context.Context, store ha.Coordinator, epoch ha.Epoch) {
+	backoff := 20 * time.Millisecond
+	for try := 1; try <= 5; try++ {
+		cctx, cancel := clock.WithTimeout(context.WithoutCancel(ctx), e.o.Clock, e.callTimeout())
+		err := store.Resign(cctx, e.o.Node, epoch)
+		cancel()
+		if err == nil || errors.Is(err, ha.ErrNotLeader) {
+			return
+		}
+		e.o.Log.Debug("virtual IP election: resign failed; retrying", "epoch", epoch, "err", err)
+		clock.SleepCtx(context.WithoutCancel(ctx), e.o.Clock, backoff)
+		backoff *= 2
+	}
+}
+
+func (e *Elector) watchCaughtUp(ctx context.Context, epoch ha.Epoch) bool {
+	deadline := e.o.Clock.Now().Add(e.o.LeaseTTL)
+	for {
+		l := e.Leader()
+		if l.Epoch > epoch || l.Node == e.o.Node && l.Epoch == epoch {
+			return true
+		}
+		if e.o.Clock.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		e.o.Clock.Sleep(time.Millisecond)
+	}
+}
+
+func (e *Elector) emitAsync(ev machine.Event) {
+	select {
+	case e.events <- ev:
+	default:
+		go func() { e.events <- ev }()
+	}
+}
