@@ -14,8 +14,13 @@ import (
 const (
 	batchOps   = 128
 	batchBytes = 1 << 20
-	// inFlight commits at once: etcd puts concurrent proposals in one raft
-	// batch (one fsync), so throughput grows with them.
+	// inFlight commits at once at most. A second commit starts only when
+	// a full batch is queued (see fullBatch): every commit costs the store
+	// a raft round and an apply on each member whatever its size, so
+	// while one is in flight the writes that arrive wait and go together
+	// in the next (classic group commit). Measured on the 2-core machine:
+	// four commits of whatever was queued carried ~9 keys each and
+	// throughput fell with more of them in flight.
 	inFlight = 4
 )
 
@@ -108,6 +113,9 @@ func (s *Server) runActive(ctx context.Context, epoch ha.Epoch) error {
 			}
 		case <-s.db.kick:
 			for len(slots) < cap(slots) {
+				if len(slots) > 0 && !s.db.fullBatch(batchOps, batchBytes) {
+					break // the next batch waits for the one in flight and grows
+				}
 				b := s.db.take(batchOps, batchBytes)
 				if b == nil {
 					break
