@@ -264,7 +264,7 @@ type node struct {
 	epoch  atomic.Int64
 }
 
-func startNode(t *testing.T, b *memBackend, name string) *node {
+func startNode(t *testing.T, b ha.SessionData, name string) *node {
 	t.Helper()
 	n := &node{}
 	n.srv = New(Options{Node: name, Backend: b, Role: func() (ha.Epoch, bool) {
