@@ -53,6 +53,8 @@ type SQLData struct {
 	poll    time.Duration
 	commits sync.Mutex // counts commits for the tombstone purge
 	n       int
+	keep    int64         // tombstones stay this many revisions (tombstoneRevs)
+	every   int           // the purge runs once in this many commits (purgeEvery)
 	kick    chan struct{} // a commit on this node: watchers look now
 }
 
@@ -81,7 +83,7 @@ func NewSQLData(ctx context.Context, src SQLDB, o SQLOptions) (*SQLData, error) 
 		o.WatchInterval = 100 * time.Millisecond
 	}
 	d := &SQLData{src: src, db: db, dialect: dialect, cluster: cluster, keys: prefix + "session_keys", revs: prefix + "session_rev",
-		poll: o.WatchInterval, kick: make(chan struct{}, 1)}
+		poll: o.WatchInterval, kick: make(chan struct{}, 1), keep: tombstoneRevs, every: purgeEvery}
 	var err error
 	for try := 0; try < 5; try++ {
 		// Agents starting together race to create the tables; PostgreSQL
@@ -313,12 +315,12 @@ func (d *SQLData) put(ctx context.Context, tx *sql.Tx, rev int64, recs []ha.Sess
 func (d *SQLData) purge(ctx context.Context, tx *sql.Tx, rev int64) error {
 	d.commits.Lock()
 	d.n++
-	due := d.n%purgeEvery == 0
+	due := d.n%d.every == 0
 	d.commits.Unlock()
-	if !due || rev <= tombstoneRevs {
+	if !due || rev <= d.keep {
 		return nil
 	}
-	below := rev - tombstoneRevs
+	below := rev - d.keep
 	if _, err := tx.ExecContext(ctx, d.q(`DELETE FROM `+d.keys+` WHERE cluster = ? AND deleted AND rev < ?`), d.cluster, below); err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package sessions
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -166,4 +167,40 @@ func testSQLStore(t *testing.T, open func(ctx context.Context, node string) (sql
 		t.Fatalf("PTTL s2 after the failover: %q", r)
 	}
 	eventually(t, "a follows b", func() bool { return ca.do("GET", "s3") == "$5\r\nthree\r\n" })
+
+	// Old tombstones go; a watcher that needed them loads again, and one
+	// that did not goes on.
+	db.keep, db.every = 2, 1
+	_, behind, err := da.LoadSessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4; i++ {
+		if _, err := db.CommitSessions(ctx, "b", eb, []ha.SessionRecord{{Key: "gone", Deleted: true}, {Key: fmt.Sprint("t", i), Value: []byte("v")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := da.WatchSessions(ctx, behind, func([]ha.SessionRecord) {}); !errors.Is(err, errWatchBehind) {
+		t.Fatalf("a watch 4 revisions behind, tombstones kept for 2: %v, want errWatchBehind", err)
+	}
+	_, now, err := da.LoadSessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel = context.WithCancel(ctx)
+	defer wcancel()
+	go func() { werr <- da.WatchSessions(wctx, now, func(r []ha.SessionRecord) { seen <- r }) }()
+	if _, err := db.CommitSessions(ctx, "b", eb, []ha.SessionRecord{{Key: "after", Value: []byte("v")}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-seen:
+		if len(got) != 1 || got[0].Key != "after" {
+			t.Fatalf("watch after the purge: %+v", got)
+		}
+	case err := <-werr:
+		t.Fatalf("watch after the purge: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch did not report the write after the purge")
+	}
 }
