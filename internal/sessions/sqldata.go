@@ -241,9 +241,16 @@ func (d *SQLData) WatchSessions(ctx context.Context, rev int64, fn func([]ha.Ses
 		case <-t.C:
 		case <-d.kick:
 		}
-		var recs []ha.SessionRecord
+		// One statement when nothing changed (the usual case on an idle
+		// cluster); the rows in a snapshot with the revision when it did.
 		var now int64
-		err := d.snapshot(ctx, func(tx *sql.Tx) error {
+		err := d.db.QueryRowContext(ctx, d.q(`SELECT rev FROM `+d.revs+` WHERE cluster = ?`), d.cluster).Scan(&now)
+		if err == nil && now == rev {
+			t.Reset(d.poll)
+			continue
+		}
+		var recs []ha.SessionRecord
+		err = d.snapshot(ctx, func(tx *sql.Tx) error {
 			var purged int64
 			var err error
 			if now, purged, err = d.revision(ctx, tx); err != nil || now == rev {
