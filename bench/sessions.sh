@@ -26,6 +26,11 @@ done
 W=$(mktemp -d /tmp/haven-bench-sessions.XXXXXX)
 PIDS=()
 cleanup() {
+  rc=$?
+  if [ "$rc" != 0 ]; then
+    echo "failed (exit $rc); the agents' last log lines:"
+    for f in "$W"/n*.log; do [ -f "$f" ] && { echo "-- $f"; grep -v '^\s*$' "$f" | tail -8; }; done
+  fi
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$W"
@@ -131,6 +136,6 @@ R0=$(redis-cli -p "$R1" INFO memory | awk -F: '/^used_memory:/{print $2}' | tr -
 "$W/sessload" -addr "127.0.0.1:$R1" -n "$KEYS" -r "$KEYS" -c 20 -P 64 -d 32 >/dev/null
 H1=$(rss "$AGENT_PID"); R1M=$(redis-cli -p "$R1" INFO memory | awk -F: '/^used_memory:/{print $2}' | tr -d '\r')
 HK=$(redis-cli -p "$HP" -a $PW --no-auth-warning DBSIZE)
-printf "  haven active agent RSS %d MiB -> %d MiB (%s keys; includes its etcd member): %.0f bytes/key, %.0f MiB per million\n" \
+printf "  haven active agent RSS %d MiB -> %d MiB (%s keys; $([ "$STORE" = embedded ] && echo "includes its etcd member" || echo "the agent only; the data is also in $STORE")): %.0f bytes/key, %.0f MiB per million\n" \
   $((H0/1024)) $((H1/1024)) "$HK" "$(echo "($H1-$H0)*1024/$KEYS" | bc -l)" "$(echo "($H1-$H0)*1024/$KEYS*1000000/1048576" | bc -l)"
 printf "  redis used_memory: %.0f bytes/key, %.0f MiB per million\n" "$(echo "($R1M-$R0)/$KEYS" | bc -l)" "$(echo "($R1M-$R0)/$KEYS*1000000/1048576" | bc -l)"
