@@ -283,6 +283,12 @@ func (d *SQLData) WatchSessions(ctx context.Context, rev int64, fn func([]ha.Ses
 // next adds one to the cluster's revision (holding its row's lock until
 // the transaction ends) and returns it.
 func (d *SQLData) next(ctx context.Context, tx *sql.Tx) (int64, error) {
+	if d.dialect == "postgres" {
+		// One round trip (MariaDB has no UPDATE ... RETURNING).
+		var rev int64
+		err := tx.QueryRowContext(ctx, `UPDATE `+d.revs+` SET rev = rev + 1 WHERE cluster = $1 RETURNING rev`, d.cluster).Scan(&rev)
+		return rev, err
+	}
 	if _, err := tx.ExecContext(ctx, d.q(`UPDATE `+d.revs+` SET rev = rev + 1 WHERE cluster = ?`), d.cluster); err != nil {
 		return 0, err
 	}
