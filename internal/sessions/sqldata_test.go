@@ -203,4 +203,16 @@ func testSQLStore(t *testing.T, open func(ctx context.Context, node string) (sql
 	case <-time.After(10 * time.Second):
 		t.Fatal("the watch did not report the write after the purge")
 	}
+
+	// Active-active on the database: every increment of one counter from
+	// two nodes counts once.
+	var aa []ha.SessionData
+	for _, n := range []string{"a", "b"} {
+		d, err := NewSQLData(ctx, stores[n], SQLOptions{WatchInterval: 20 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		aa = append(aa, d)
+	}
+	testActiveActive(t, aa[0], aa[1])
 }
