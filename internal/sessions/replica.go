@@ -26,14 +26,16 @@ const (
 
 // Timings of the replication loop.
 const (
-	rolePoll     = 20 * time.Millisecond  // how often a role change is noticed
-	sweepEvery   = 250 * time.Millisecond // the active's pass over expired keys
-	sweepLimit   = 1000                   // keys deleted per pass at most
-	sweepScan    = 20000                  // keys looked at per pass at most
-	tryTimeout   = 700 * time.Millisecond // one commit attempt
-	retryFor     = 2500 * time.Millisecond
-	loadBackoff  = 100 * time.Millisecond
-	retryBackoff = 20 * time.Millisecond
+	rolePoll    = 20 * time.Millisecond  // how often a role change is noticed
+	sweepEvery  = 250 * time.Millisecond // the active's pass over expired keys
+	sweepLimit  = 1000                   // keys deleted per pass at most
+	sweepScan   = 20000                  // keys looked at per pass at most
+	tryTimeout  = 700 * time.Millisecond // one commit attempt
+	retryFor    = 2500 * time.Millisecond
+	loadBackoff = 100 * time.Millisecond
+	// maxLoadBackoff: the longest wait between loads while the store fails.
+	maxLoadBackoff = time.Second
+	retryBackoff   = 20 * time.Millisecond
 )
 
 var errWatchEnded = errors.New("the watch of the session store ended")
@@ -45,6 +47,7 @@ func (s *Server) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
+	backoff := loadBackoff
 	for ctx.Err() == nil {
 		var err error
 		if s.opts.ActiveActive {
@@ -54,13 +57,21 @@ func (s *Server) Run(ctx context.Context) error {
 		} else {
 			err = s.runStandby(ctx)
 		}
-		if err != nil && ctx.Err() == nil {
-			s.opts.Log.Warn("sessions: reloading the copy", "err", err)
-			select {
-			case <-time.After(loadBackoff):
-			case <-ctx.Done():
-			}
+		if err == nil || ctx.Err() != nil {
+			backoff = loadBackoff
+			continue
 		}
+		// While the store is down, try again less often, and say so once.
+		if backoff == loadBackoff {
+			s.opts.Log.Warn("sessions: reloading the copy", "err", err)
+		} else {
+			s.opts.Log.Debug("sessions: reloading the copy", "err", err)
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+		}
+		backoff = min(2*backoff, maxLoadBackoff)
 	}
 	s.db.stopWriting()
 	return nil
