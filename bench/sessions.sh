@@ -11,7 +11,9 @@
 #    -c 50, with and without -P 16 (redis-benchmark cannot send SET+WAIT)
 # 3. memory of the active haven agent and of redis-server holding KEYS small keys
 # Usage: bench/sessions.sh [REQUESTS] [KEYS]   (defaults 100000 and 200000)
-# (HAVEN_BIN=path uses a built binary instead of building this tree.)
+# (HAVEN_BIN=path uses a built binary instead of building this tree.
+#  STORE=postgres puts the cluster on a throwaway PostgreSQL server instead of
+#  embedded etcd: fsync and synchronous_commit on, one server, no replica.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-100000}
@@ -24,6 +26,11 @@ done
 W=$(mktemp -d /tmp/haven-bench-sessions.XXXXXX)
 PIDS=()
 cleanup() {
+  rc=$?
+  if [ "$rc" != 0 ]; then
+    echo "failed (exit $rc); the agents' last log lines:"
+    for f in "$W"/n*.log; do [ -f "$f" ] && { echo "-- $f"; grep -v '^\s*$' "$f" | tail -8; }; done
+  fi
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$W"
@@ -36,12 +43,28 @@ go build -o "$W/sessload" ./bench/sessload
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PW=bench-password-0123456789
+STORE=${STORE:-embedded}
+STORE_LINE=""
+if [ "$STORE" = postgres ]; then
+  PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  PGPORT=$(free_port)
+  chmod 755 "$W"; mkdir -p "$W/pg"; chown postgres "$W/pg"
+  runpg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+  runpg "$PGBIN/initdb" -D "$W/pg/data" -U haven --auth=trust -E UTF8 --locale=C >/dev/null
+  runpg "$PGBIN/postgres" -D "$W/pg/data" -p "$PGPORT" -k "$W/pg" -c listen_addresses=127.0.0.1 -c max_connections=200 >"$W/pg/log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$PGPORT" && break; sleep 0.1; done
+  STORE_LINE="store: {backend: postgres, dsn: \"postgres://haven@127.0.0.1:$PGPORT/postgres?sslmode=disable\"}"
+elif [ "$STORE" != embedded ]; then
+  echo "STORE=$STORE: use embedded or postgres"; exit 2
+fi
 cat >"$W/haven.yaml" <<EOF
 cluster: bench
 data_dir: $W/data
 timing: lan
 api: {token: bench-token-0123456789}
-insecure: true   # plaintext, like the Redis it is compared with (the session store has no TLS yet)
+insecure: true   # plaintext, like the Redis it is compared with
+$STORE_LINE
 nodes:
 EOF
 declare -A SESS API
@@ -78,7 +101,7 @@ HP=${SESS[$ACTIVE]#*:}
 AGENT_PID=$(pgrep -f "agent --config $W/haven.yaml --node $ACTIVE" | head -1)
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr), load $(cut -d' ' -f1-3 /proc/loadavg) (shared with other work)"
-echo "redis-server $(redis-server --version | awk '{print $3}' | cut -d= -f2); haven active $ACTIVE on port $HP; $N requests, 50 clients"
+echo "redis-server $(redis-server --version | awk '{print $3}' | cut -d= -f2); haven on $STORE, active $ACTIVE on port $HP; $N requests, 50 clients"
 echo
 echo "== 1. redis-benchmark -t set,get -c 50 (rps, p50 ms, p99 ms)"
 rb() { # port password pipeline -> "set_rps set_p50 set_p99 get_rps get_p50 get_p99"
@@ -113,6 +136,6 @@ R0=$(redis-cli -p "$R1" INFO memory | awk -F: '/^used_memory:/{print $2}' | tr -
 "$W/sessload" -addr "127.0.0.1:$R1" -n "$KEYS" -r "$KEYS" -c 20 -P 64 -d 32 >/dev/null
 H1=$(rss "$AGENT_PID"); R1M=$(redis-cli -p "$R1" INFO memory | awk -F: '/^used_memory:/{print $2}' | tr -d '\r')
 HK=$(redis-cli -p "$HP" -a $PW --no-auth-warning DBSIZE)
-printf "  haven active agent RSS %d MiB -> %d MiB (%s keys; includes its etcd member): %.0f bytes/key, %.0f MiB per million\n" \
+printf "  haven active agent RSS %d MiB -> %d MiB (%s keys; $([ "$STORE" = embedded ] && echo "includes its etcd member" || echo "the agent only; the data is also in $STORE")): %.0f bytes/key, %.0f MiB per million\n" \
   $((H0/1024)) $((H1/1024)) "$HK" "$(echo "($H1-$H0)*1024/$KEYS" | bc -l)" "$(echo "($H1-$H0)*1024/$KEYS*1000000/1048576" | bc -l)"
 printf "  redis used_memory: %.0f bytes/key, %.0f MiB per million\n" "$(echo "($R1M-$R0)/$KEYS" | bc -l)" "$(echo "($R1M-$R0)/$KEYS*1000000/1048576" | bc -l)"

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
@@ -26,8 +27,18 @@ func (a *Agent) sessionsRole() (ha.Epoch, bool) {
 func startSessions(cfg *config.Config, node config.Node, a *Agent, store ha.Store, tlsConf *tls.Config, log *slog.Logger) (stop func(), err error) {
 	sc := cfg.Sessions
 	data, ok := store.(ha.SessionData)
+	if sq, isSQL := store.(sessions.SQLDB); !ok && isSQL {
+		// PostgreSQL, MariaDB: the session tables live beside the store's.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		d, err := sessions.NewSQLData(ctx, sq, sessions.SQLOptions{})
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		data, ok = d, true
+	}
 	if !ok {
-		return nil, fmt.Errorf("sessions: the %s store cannot hold sessions; use store.backend: embedded or etcd, or remove the sessions section", cfg.Store.Backend)
+		return nil, fmt.Errorf("sessions: the %s store cannot hold sessions; use store.backend: embedded, etcd, postgres or mysql, or remove the sessions section", cfg.Store.Backend)
 	}
 	listen := config.Expand(sc.Listen, cfg.Vars(node))
 	ln, err := net.Listen("tcp", listen)

@@ -150,7 +150,11 @@ func (c *Config) Describe() string {
 		if c.Mode == "active-active" {
 			writers = "writes on every serving node, each a compare-and-swap"
 		}
-		line("sessions: Redis protocol on %s on each node; %s, acknowledged once etcd committed them (RPO 0)", ss.Listen, writers)
+		held := "etcd"
+		if c.Store.Backend == BackendPostgres || c.Store.Backend == BackendMySQL {
+			held = "the database"
+		}
+		line("sessions: Redis protocol on %s on each node; %s, acknowledged once %s committed them (RPO 0)", ss.Listen, writers, held)
 		line("  max_value_bytes %d, max_keys %s, password %s", ss.MaxValueBytes, keys, auth)
 		line("")
 	}

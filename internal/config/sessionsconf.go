@@ -74,11 +74,6 @@ func (b *builder) sessions(f fields) {
 	if s.Password == "" && !(passOK || fileOK) && s.Listen != "" && !loopbackListen(s.Listen) {
 		b.add(s.Line, "sessions.password", "missing; sessions.listen %s is reachable from other hosts, so clients must authenticate: set password or password_file, or listen on 127.0.0.1", s.Listen)
 	}
-	switch be := b.c.Store.Backend; be {
-	case "", BackendEmbedded, BackendEtcd:
-	default:
-		b.add(s.Line, "sessions", "needs the embedded or etcd store, and store.backend is %s: the session store keeps its data in etcd (the SQL stores do not hold sessions yet); use store.backend: embedded or etcd, or remove sessions:", be)
-	}
 	b.c.Sessions = s
 }
 

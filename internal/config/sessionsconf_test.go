@@ -21,6 +21,13 @@ func TestSessionsSection(t *testing.T) {
 	if s := c.Sessions; s.Listen != "0.0.0.0:${P}" || s.MaxValueBytes != 64<<10 || s.MaxKeys != 1000 || s.Password != "0123456789abcdef" {
 		t.Fatalf("given: %+v", s)
 	}
+	for _, be := range []string{"postgres", "mysql"} {
+		// The SQL stores hold sessions too (sessions.SQLData).
+		c = mustParse(t, "h.yaml", strings.Replace(sessBase, "nodes:", "store: {backend: "+be+", dsn: \"postgres://h/db\"}\nnodes:", 1)+"sessions: {listen: 127.0.0.1:6379}\n")
+		if c.Sessions.Listen != "127.0.0.1:6379" {
+			t.Fatalf("sessions with the %s store: %+v", be, c.Sessions)
+		}
+	}
 }
 
 func TestSessionsErrors(t *testing.T) {
@@ -32,7 +39,6 @@ func TestSessionsErrors(t *testing.T) {
 		{"both", sessBase + "sessions: {listen: 127.0.0.1:6379, password: 0123456789abcdef, password_file: f}\n", "both password and password_file"},
 		{"missing file", sessBase + "sessions: {listen: 127.0.0.1:6379, password_file: /nonexistent/p}\n", "cannot read /nonexistent/p"},
 		{"huge value", sessBase + "sessions: {listen: 127.0.0.1:6379, max_value_bytes: 2MiB}\n", "sessions.max_value_bytes: invalid size"},
-		{"sql store", strings.Replace(sessBase, "nodes:", "store: {backend: postgres, dsn: \"postgres://h/db\"}\nnodes:", 1) + "sessions: {listen: 127.0.0.1:6379}\n", "sessions: needs the embedded or etcd store, and store.backend is postgres"},
 		{"unknown key", sessBase + "sessions: {listen: 127.0.0.1:6379, db: 2}\n", `sessions.db: unknown field "db"`},
 	}
 	for _, tc := range cases {

@@ -246,6 +246,24 @@ func (d *db) take(maxOps, maxBytes int) *batch {
 	return b
 }
 
+// fullBatch reports whether the queue holds at least a full batch
+// (maxOps changes or maxBytes), so that another commit may start beside
+// the ones in flight.
+func (d *db) fullBatch(maxOps, maxBytes int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.pending) >= maxOps {
+		return true
+	}
+	size := 0
+	for _, p := range d.pending {
+		if size += len(p.rec.Key) + len(p.rec.Value) + 16; size >= maxBytes {
+			return true
+		}
+	}
+	return false
+}
+
 // done records that b is stored.
 func (d *db) done(b *batch) {
 	d.mu.Lock()

@@ -212,3 +212,61 @@ func checkAll(t *testing.T, sb *drill.Sandbox, node string, n int) {
 		t.Fatalf("python sessions intact on %s: %s of %d", node, out, n)
 	}
 }
+
+// TestSessionsOnSQLStores: the same with the cluster on PostgreSQL and on
+// MariaDB (the session store keeps its data in the database): every session
+// written by redis-cli and python3-redis before a kill -9 of the active
+// agent and before a switchover is there after them, and the history of
+// writes and reads across the kill is linearizable.
+func TestSessionsOnSQLStores(t *testing.T) {
+	for _, store := range []string{drill.StorePostgres, drill.StoreMariaDB} {
+		t.Run(store, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Bin: havenBin, Dir: t.TempDir(), Timing: "ci", Sessions: true, Store: store})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sb.Close()
+			active := waitActive(t, sb, "")
+			addr := sb.Node(active).Sessions
+			host, port, _ := net.SplitHostPort(addr)
+			const n = 100
+			var cmds strings.Builder
+			for i := 0; i < n; i++ {
+				fmt.Fprintf(&cmds, "SET cli:%d v%d EX 3600\n", i, i)
+			}
+			waitWritable(t, sb, active)
+			for i, line := range redisCLI(t, sb.CAFile(), addr, cmds.String()) {
+				if line != "OK" {
+					t.Fatalf("SET %d on %s: %q", i, active, line)
+				}
+			}
+			if out := python(t, pyWrite, host, port, drill.SessionsPassword, "py", fmt.Sprint(n), sb.CAFile()); out != "ok" {
+				t.Fatalf("python write: %s", out)
+			}
+			hist := startHistory(sb, 4)
+			hist.waitOps(t, 20)
+			if err := sb.StopAgent(active, syscall.SIGKILL, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			next := waitActive(t, sb, active)
+			t.Logf("kill -9 %s: %s is active", active, next)
+			checkAll(t, sb, next, n)
+			checkLinearizable(t, hist.finish())
+			if err := sb.StartAgent(active); err != nil {
+				t.Fatal(err)
+			}
+			if err := sb.WaitWhole(ctx, 60*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := sb.Haven(ctx, "switchover", "--reason", "sessions test"); err != nil {
+				t.Fatalf("switchover: %v: %s", err, out)
+			}
+			third := waitActive(t, sb, next)
+			t.Logf("switchover: %s is active", third)
+			checkAll(t, sb, third, n)
+		})
+	}
+}
