@@ -78,7 +78,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		DB: stdlib.OpenDB(*cc), Data: stdlib.OpenDB(*cc.Copy()),
 		Dialect: dialect{t},
 		Listen: func(ctx context.Context) sqlstore.Waker {
-			l := &listener{cc: cc, channel: t.Channel, timeout: o.ConnectTimeout, poll: o.PollInterval}
+			l := &listener{cc: cc, channel: t.Channel, cluster: o.Cluster, timeout: o.ConnectTimeout, poll: o.PollInterval}
 			l.connect(ctx)
 			return l
 		},
@@ -289,9 +289,22 @@ func (d dialect) Raise(ctx context.Context, q sqlstore.Querier, c sqlstore.Count
 	return err
 }
 
+// Notify sends "REV CLUSTER" on the prefix's channel.
 func (d dialect) Notify(ctx context.Context, q sqlstore.Querier, cluster string) error {
-	_, err := q.ExecContext(ctx, `SELECT pg_notify($1, $2)`, d.t.Channel, cluster)
+	_, err := q.ExecContext(ctx, `SELECT pg_notify($1, rev::text || ' ' || cluster) FROM `+d.t.Clusters+` WHERE cluster = $2`, d.t.Channel, cluster)
 	return err
+}
+
+// news reports whether a notification's payload (Notify's) may tell of a
+// change that a read of rev has not seen: one of this cluster after rev,
+// or one it cannot parse (an older haven's, which sent only the cluster).
+func news(payload, cluster string, rev int64) bool {
+	r, c, ok := strings.Cut(payload, " ")
+	if !ok {
+		return payload == cluster
+	}
+	n, err := strconv.ParseInt(r, 10, 64)
+	return c == cluster && (err != nil || rev < 0 || n > rev)
 }
 
 // Broken: when the server said so, or the socket was refused, reset or
@@ -315,6 +328,7 @@ func (dialect) Broken(err error) bool {
 type listener struct {
 	cc      *pgx.ConnConfig
 	channel string
+	cluster string
 	timeout time.Duration
 	poll    time.Duration
 	ln      *pgx.Conn
@@ -340,19 +354,28 @@ func (l *listener) connect(ctx context.Context) {
 	l.ln = c
 }
 
-func (l *listener) Wait(ctx context.Context, d time.Duration) {
+// Wait skips the notifications of changes the last read (of rev) saw
+// already, and those of other clusters sharing the channel: each would
+// cost a read while the change that matters waits behind it.
+func (l *listener) Wait(ctx context.Context, d time.Duration, rev int64) {
 	if l.ln == nil {
 		sqlstore.Sleep(ctx, d)
 		l.connect(ctx)
 		return
 	}
 	wctx, cancel := context.WithTimeout(ctx, d)
-	_, err := l.ln.WaitForNotification(wctx)
-	cancel()
-	if (err != nil && wctx.Err() == nil && ctx.Err() == nil) || l.ln.PgConn().IsClosed() {
-		// The listening connection broke: poll until it is back.
-		l.Close()
-		l.connect(ctx)
+	defer cancel()
+	for {
+		n, err := l.ln.WaitForNotification(wctx)
+		if (err != nil && wctx.Err() == nil && ctx.Err() == nil) || l.ln.PgConn().IsClosed() {
+			// The listening connection broke: poll until it is back.
+			l.Close()
+			l.connect(ctx)
+			return
+		}
+		if err != nil || n == nil || news(n.Payload, l.cluster, rev) {
+			return
+		}
 	}
 }
 

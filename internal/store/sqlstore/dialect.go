@@ -60,8 +60,8 @@ type Dialect interface {
 	Raise(ctx context.Context, q Querier, c Counter, v int64) error
 
 	// Notify tells the cluster's watchers, when the transaction of q
-	// commits, that something changed (nil: the database has no such
-	// thing, and watchers poll).
+	// commits, that something changed, and the cluster's rev after the
+	// change (nil: the database has no such thing, and watchers poll).
 	Notify(ctx context.Context, q Querier, cluster string) error
 	// Broken reports whether err says that the server went away (a
 	// restart, a cut), so that every idle connection is broken too.

@@ -37,9 +37,10 @@ type Options struct {
 // Waker is a Watch loop's wake source between reads (PostgreSQL's
 // LISTEN).
 type Waker interface {
-	// Wait returns when a change may have been committed, after d at the
-	// latest, or when ctx ends.
-	Wait(ctx context.Context, d time.Duration)
+	// Wait returns when a change after rev (the cluster's change counter
+	// as last read) may have been committed, after d at the latest, or
+	// when ctx ends.
+	Wait(ctx context.Context, d time.Duration, rev int64)
 	Close()
 }
 
@@ -404,79 +405,122 @@ func (s *Store) Publish(ctx context.Context, st ha.NodeStatus) error {
 	return err
 }
 
-// read returns a snapshot as of one instant of the database clock (now,
-// read first), cleaning up expired sessions first if it sees any; wake is
-// how long until the earliest live session in it, or its pending
-// switchover, expires (0 if none).
+// Kinds of the rows of a snapshot's read (readQuery).
+const (
+	rowCluster = iota
+	rowNode
+	rowMaintenance
+	rowProps
+	rowSwitchover
+)
+
+// readQuery reads a whole snapshot in one statement, one round trip: a
+// row of each kind above, with the columns kind, name, body, expires_at,
+// rev, epoch, now and expired (the cluster's row: the database's clock,
+// and how many of its sessions have expired).
+func (s *Store) readQuery() string {
+	now := s.d.Now()
+	return s.q(`SELECT ` + fmt.Sprint(rowCluster) + ` AS kind, l.node AS name, NULL AS body, s.expires_at, c.rev, l.epoch, ` + now + ` AS now,
+			(SELECT COUNT(*) FROM ` + s.t.Sessions + ` x WHERE x.cluster = c.cluster AND x.expires_at <= ` + now + `) AS expired
+		FROM ` + s.t.Clusters + ` c JOIN ` + s.t.Leader + ` l ON l.cluster = c.cluster
+		LEFT JOIN ` + s.t.Sessions + ` s ON s.id = l.session_id
+		WHERE c.cluster = ?
+	UNION ALL SELECT ` + fmt.Sprint(rowNode) + `, n.name, n.status, s.expires_at, 0, 0, NULL, 0
+		FROM ` + s.t.Nodes + ` n JOIN ` + s.t.Sessions + ` s ON s.id = n.session_id
+		WHERE n.cluster = ? AND s.expires_at > ` + now + `
+	UNION ALL SELECT ` + fmt.Sprint(rowMaintenance) + `, node, NULL, NULL, 0, 0, NULL, 0 FROM ` + s.t.Maintenance + ` WHERE cluster = ?
+	UNION ALL SELECT ` + fmt.Sprint(rowProps) + `, node, props, NULL, 0, 0, NULL, 0 FROM ` + s.t.Props + ` WHERE cluster = ?
+	UNION ALL SELECT ` + fmt.Sprint(rowSwitchover) + `, NULL, body, expires_at, 0, 0, NULL, 0 FROM ` + s.t.Switchover + `
+		WHERE cluster = ? AND expires_at > ` + now)
+}
+
+// snapRow is one row of readQuery.
+type snapRow struct {
+	kind       int
+	name       sql.NullString
+	body       []byte
+	at         sql.NullTime
+	rev, epoch int64
+	now        sql.NullTime
+	expired    int
+}
+
+// read returns a snapshot, in one statement (readQuery), cleaning up
+// expired sessions first if it sees any; wake is how long until the
+// earliest live session in it, or its pending switchover, expires (0 if
+// none).
 func (s *Store) read(ctx context.Context) (ha.Snapshot, time.Duration, error) {
+	query := s.readQuery()
+	c := s.o.Cluster
 	for attempt := 0; ; attempt++ {
-		snap := ha.Snapshot{Nodes: map[string]ha.NodeStatus{}}
-		var (
-			now     time.Time
-			node    sql.NullString
-			epoch   int64
-			exp     sql.NullTime
-			expired int
-			wake    time.Duration
-		)
-		soonest := func(exp time.Time) {
-			if d := exp.Sub(now); wake == 0 || d < wake {
-				wake = d
-			}
-		}
-		err := s.o.DB.QueryRowContext(ctx, s.q(`SELECT `+s.d.Now()+`, c.rev, l.node, l.epoch, s.expires_at,
-				(SELECT COUNT(*) FROM `+s.t.Sessions+` x WHERE x.cluster = c.cluster AND x.expires_at <= `+s.d.Now()+`)
-			FROM `+s.t.Clusters+` c JOIN `+s.t.Leader+` l ON l.cluster = c.cluster
-			LEFT JOIN `+s.t.Sessions+` s ON s.id = l.session_id
-			WHERE c.cluster = ?`), s.o.Cluster).Scan(&now, &snap.Rev, &node, &epoch, &exp, &expired)
+		var rows []snapRow
+		var r snapRow
+		err := s.each(ctx, query, []any{c, c, c, c, c}, []any{&r.kind, &r.name, &r.body, &r.at, &r.rev, &r.epoch, &r.now, &r.expired}, func() {
+			rows = append(rows, r)
+		})
 		if err != nil {
-			return snap, 0, err
+			return ha.Snapshot{}, 0, err
+		}
+		snap, wake, expired, err := s.decode(rows)
+		if err != nil {
+			return ha.Snapshot{}, 0, err
 		}
 		if expired > 0 && attempt == 0 {
 			if err := s.cleanup(ctx); err != nil {
-				return snap, 0, err
+				return ha.Snapshot{}, 0, err
 			}
 			continue
 		}
-		if node.Valid && exp.Valid && exp.Time.After(now) {
-			snap.Leader = ha.Leader{Node: node.String, Epoch: ha.Epoch(epoch)}
-			soonest(exp.Time)
-		}
-		var name string
-		var body []byte
-		var at time.Time
-		err = s.each(ctx, s.q(`SELECT n.name, n.status, s.expires_at FROM `+s.t.Nodes+` n JOIN `+s.t.Sessions+` s ON s.id = n.session_id
-			WHERE n.cluster = ? AND s.expires_at > ?`), []any{s.o.Cluster, now}, []any{&name, &body, &at}, func() {
-			SetNode(&snap, name, body)
-			soonest(at)
-		})
-		if err != nil {
-			return snap, 0, err
-		}
-		err = s.each(ctx, s.q(`SELECT node FROM `+s.t.Maintenance+` WHERE cluster = ?`), []any{s.o.Cluster}, []any{&name}, func() {
-			Maintain(&snap, name)
-		})
-		if err != nil {
-			return snap, 0, err
-		}
-		err = s.each(ctx, s.q(`SELECT node, props FROM `+s.t.Props+` WHERE cluster = ?`), []any{s.o.Cluster}, []any{&name, &body}, func() {
-			SetProps(&snap, name, body)
-		})
-		if err != nil {
-			return snap, 0, err
-		}
-		// A switchover is shown until it expires, and the watcher re-reads
-		// then, so that it is seen to go (etcd deletes it with its lease).
-		err = s.each(ctx, s.q(`SELECT body, expires_at FROM `+s.t.Switchover+` WHERE cluster = ? AND expires_at > ?`),
-			[]any{s.o.Cluster, now}, []any{&body, &at}, func() {
-				SetSwitchover(&snap, body)
-				soonest(at)
-			})
-		if err != nil {
-			return snap, 0, err
-		}
 		return snap, wake, nil
 	}
+}
+
+// decode turns readQuery's rows into a snapshot (see read).
+func (s *Store) decode(rows []snapRow) (snap ha.Snapshot, wake time.Duration, expired int, err error) {
+	snap.Nodes = map[string]ha.NodeStatus{}
+	var now time.Time
+	found := false
+	for _, r := range rows {
+		if r.kind == rowCluster {
+			now, snap.Rev, expired, found = r.now.Time, r.rev, r.expired, true
+			if r.name.Valid && r.at.Valid && r.at.Time.After(now) {
+				snap.Leader = ha.Leader{Node: r.name.String, Epoch: ha.Epoch(r.epoch)}
+			}
+		}
+	}
+	if !found {
+		return snap, 0, 0, fmt.Errorf("cluster %q has no rows in %s", s.o.Cluster, s.t.Clusters)
+	}
+	// The statement may read the clock more than once: an expiry that
+	// looks already past is a reason to read again soon.
+	soonest := func(at time.Time) {
+		d := max(at.Sub(now), time.Millisecond)
+		if wake == 0 || d < wake {
+			wake = d
+		}
+	}
+	for _, r := range rows {
+		switch r.kind {
+		case rowCluster:
+			if !snap.Leader.None() {
+				soonest(r.at.Time)
+			}
+		case rowNode:
+			SetNode(&snap, r.name.String, r.body)
+			soonest(r.at.Time)
+		case rowMaintenance:
+			Maintain(&snap, r.name.String)
+		case rowProps:
+			SetProps(&snap, r.name.String, r.body)
+		case rowSwitchover:
+			// A switchover is shown until it expires, and the watcher
+			// re-reads then, so that it is seen to go (etcd deletes it
+			// with its lease).
+			SetSwitchover(&snap, r.body)
+			soonest(r.at.Time)
+		}
+	}
+	return snap, wake, expired, nil
 }
 
 // each runs query and calls f after scanning each row into dest.
@@ -543,17 +587,17 @@ func (s *Store) Watch(ctx context.Context) <-chan ha.Snapshot {
 			if err != nil && ctx.Err() == nil {
 				s.dropIfBroken(err)
 			}
-			wait := s.o.PollInterval
+			wait, rev := s.o.PollInterval, int64(-1)
 			if err == nil {
 				if !w.Send(ctx, out, snap) {
 					return
 				}
-				wait = NextRead(wait, wake)
+				wait, rev = NextRead(wait, wake), snap.Rev
 			}
 			if wk == nil {
 				Sleep(ctx, wait)
 			} else {
-				wk.Wait(ctx, wait)
+				wk.Wait(ctx, wait, rev)
 			}
 		}
 	}()
