@@ -276,8 +276,11 @@ func (d dialect) Raise(ctx context.Context, q sqlstore.Querier, c sqlstore.Count
 	return err
 }
 
-// Notify: MySQL has no notifications; watchers poll.
-func (dialect) Notify(context.Context, sqlstore.Querier, string) error { return nil }
+// Changed bumps the rev; MySQL has no notifications: watchers poll.
+func (d dialect) Changed(ctx context.Context, q sqlstore.Querier, cluster string) error {
+	_, err := q.ExecContext(ctx, `UPDATE `+d.t.Clusters+` SET rev = rev + 1 WHERE cluster = ?`, cluster)
+	return err
+}
 
 // Broken: never. The driver checks each pooled connection before it
 // hands it out again, so a restart costs no failed calls.

@@ -289,9 +289,11 @@ func (d dialect) Raise(ctx context.Context, q sqlstore.Querier, c sqlstore.Count
 	return err
 }
 
-// Notify sends "REV CLUSTER" on the prefix's channel.
-func (d dialect) Notify(ctx context.Context, q sqlstore.Querier, cluster string) error {
-	_, err := q.ExecContext(ctx, `SELECT pg_notify($1, rev::text || ' ' || cluster) FROM `+d.t.Clusters+` WHERE cluster = $2`, d.t.Channel, cluster)
+// Changed bumps the rev and sends "REV CLUSTER" on the prefix's channel,
+// in one statement.
+func (d dialect) Changed(ctx context.Context, q sqlstore.Querier, cluster string) error {
+	_, err := q.ExecContext(ctx, `WITH c AS (UPDATE `+d.t.Clusters+` SET rev = rev + 1 WHERE cluster = $1 RETURNING rev, cluster)
+		SELECT pg_notify($2, rev::text || ' ' || cluster) FROM c`, cluster, d.t.Channel)
 	return err
 }
 

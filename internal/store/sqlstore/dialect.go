@@ -59,10 +59,11 @@ type Dialect interface {
 	// lowers c.
 	Raise(ctx context.Context, q Querier, c Counter, v int64) error
 
-	// Notify tells the cluster's watchers, when the transaction of q
-	// commits, that something changed, and the cluster's rev after the
-	// change (nil: the database has no such thing, and watchers poll).
-	Notify(ctx context.Context, q Querier, cluster string) error
+	// Changed bumps the cluster's rev (the change counter) inside the
+	// transaction of q and, where the database can, tells the cluster's
+	// watchers at commit that it changed and what the rev is now (else
+	// watchers poll). One statement: it is on the path of every change.
+	Changed(ctx context.Context, q Querier, cluster string) error
 	// Broken reports whether err says that the server went away (a
 	// restart, a cut), so that every idle connection is broken too.
 	Broken(err error) bool

@@ -187,10 +187,7 @@ func inTx(ctx context.Context, db *sql.DB, f func(tx *sql.Tx) error) error {
 
 // changed bumps the cluster's rev and notifies watchers, when tx commits.
 func (s *Store) changed(ctx context.Context, tx *sql.Tx) error {
-	if _, err := tx.ExecContext(ctx, s.q(`UPDATE `+s.t.Clusters+` SET rev = rev + 1 WHERE cluster = ?`), s.o.Cluster); err != nil {
-		return err
-	}
-	return s.d.Notify(ctx, tx, s.o.Cluster)
+	return s.d.Changed(ctx, tx, s.o.Cluster)
 }
 
 // in returns "(?, ?, ...)" for ids and the arguments.
@@ -311,34 +308,28 @@ func (s *Store) Campaign(ctx context.Context, node string) (ha.Epoch, error) {
 			s.o.Cluster).Scan(&holder, &holderNode, &held); err != nil {
 			return err
 		}
-		live := func(sid int64) (found, live bool, err error) {
-			err = tx.QueryRowContext(ctx, s.q(`SELECT expires_at > `+s.d.Now()+` FROM `+s.t.Sessions+` WHERE id = ?`), sid).Scan(&live)
-			if errors.Is(err, sql.ErrNoRows) {
-				return false, false, nil
-			}
-			return err == nil, live, err
+		// Both sessions' liveness in one statement (NULL: no such session).
+		holderID := int64(0)
+		if holder.Valid {
+			holderID = holder.Int64
 		}
-		found, mine, err := live(id)
-		if err != nil {
+		var mine, holderLive sql.NullBool
+		live := `(SELECT expires_at > ` + s.d.Now() + ` FROM ` + s.t.Sessions + ` WHERE id = ?)`
+		if err := tx.QueryRowContext(ctx, s.q(`SELECT `+live+`, `+live), id, holderID).Scan(&mine, &holderLive); err != nil {
 			return err
 		}
-		if !found || !mine {
+		if !mine.Valid || !mine.Bool {
 			return ha.ErrSessionLost
 		}
-		if holder.Valid {
-			_, holderLive, err := live(holder.Int64)
-			if err != nil {
-				return err
-			}
-			if holderLive && holder.Int64 == id && holderNode.Valid && holderNode.String == node && held.Valid {
+		if holder.Valid && holderLive.Valid && holderLive.Bool {
+			if holder.Int64 == id && holderNode.Valid && holderNode.String == node && held.Valid {
 				// Ours already: a campaign whose answer was lost, repeated.
 				epoch = held.Int64
 				return nil
 			}
-			if holderLive {
-				return ha.ErrTaken
-			}
+			return ha.ErrTaken
 		}
+		var err error
 		if epoch, err = s.d.Next(ctx, tx, EpochCounter); err != nil {
 			return err
 		}
