@@ -64,15 +64,14 @@
 //     pending (ha.ErrBusy); it expires by the database's clock.
 //   - Migrations run under a lock (Dialect.Exclusive), each version once.
 //
-// What is not part of the argument: snapshots (Watch) are read statement
-// by statement with one instant of the database clock, and are hints for
-// the agents' decisions; every decision that matters is re-checked by a
-// transaction above.
+// What is not part of the argument: snapshots (Watch), read in one
+// statement, are hints for the agents' decisions; every decision that
+// matters is re-checked by a transaction above.
 //
 // Every change bumps the cluster's rev (and, where the database can,
-// notifies watchers in the same transaction); Watch re-reads on a wake,
-// when the earliest live session or the switchover is due to expire, and
-// every poll interval.
+// notifies watchers in the same statement: Dialect.Changed); Watch
+// re-reads when its Waker says so, when the earliest live session or the
+// switchover is due to expire, and every poll interval.
 package sqlstore
 
 import (
