@@ -120,6 +120,8 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 // dialect is MySQL's sqlstore.Dialect.
 type dialect struct{ t sqlstore.Tables }
 
+func (dialect) Name() string { return "mysql" }
+
 // Schema: each version is a list of statements. MySQL commits DDL at once,
 // so every statement is idempotent and a migration interrupted half way is
 // simply run again.

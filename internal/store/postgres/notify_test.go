@@ -29,3 +29,15 @@ func TestNews(t *testing.T) {
 		t.Error("a cluster name with spaces is not recognised")
 	}
 }
+
+func TestRebind(t *testing.T) {
+	for q, want := range map[string]string{
+		"SELECT 1":                             "SELECT 1",
+		"SELECT a FROM t WHERE b = ?":          "SELECT a FROM t WHERE b = $1",
+		"UPDATE t SET a = ? WHERE b IN (?, ?)": "UPDATE t SET a = $1 WHERE b IN ($2, $3)",
+	} {
+		if got := (dialect{}).Rebind(q); got != want {
+			t.Errorf("Rebind(%q) = %q, want %q", q, got, want)
+		}
+	}
+}

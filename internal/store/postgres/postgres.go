@@ -110,6 +110,8 @@ func tune(cc *pgx.ConnConfig, o Options) {
 // dialect is PostgreSQL's sqlstore.Dialect.
 type dialect struct{ t sqlstore.Tables }
 
+func (dialect) Name() string { return "postgres" }
+
 // Schema: each version is one string of statements, run in the
 // migration's transaction (PostgreSQL's DDL is transactional).
 func (d dialect) Schema() (string, [][]string) {

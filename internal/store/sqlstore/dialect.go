@@ -13,6 +13,8 @@ import (
 // Queries are written with ? placeholders; Rebind turns them into the
 // database's.
 type Dialect interface {
+	// Name is the database's kind: "postgres" or "mysql".
+	Name() string
 	// Schema returns the statement creating the schema_migrations table
 	// (if it does not exist) and, for each schema version from 1, the
 	// statements that migrate to it. A dialect is made for one table

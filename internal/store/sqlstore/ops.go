@@ -93,7 +93,7 @@ func (s *Store) ClearSwitchover(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
-		if n, err := affected(res); err != nil || n == 0 {
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
 			return err
 		}
 		return s.changed(ctx, tx)

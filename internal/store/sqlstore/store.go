@@ -160,11 +160,6 @@ func (s *Store) insertNew(ctx context.Context, q Querier, query string, args ...
 	return n > 0, err
 }
 
-// affected returns how many rows res changed (matched, for an UPDATE).
-func affected(res sql.Result) (int64, error) {
-	return res.RowsAffected()
-}
-
 func (s *Store) session() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -267,7 +262,7 @@ func (s *Store) Renew(ctx context.Context) (time.Duration, error) {
 		s.dropIfBroken(err)
 		return 0, fmt.Errorf("renew session: %w", err)
 	}
-	if n, err := affected(res); err != nil || n == 0 {
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
 		return 0, ha.ErrSessionLost
 	}
 	return ttl, nil
@@ -356,7 +351,7 @@ func (s *Store) Resign(ctx context.Context, node string, epoch ha.Epoch) error {
 		if err != nil {
 			return err
 		}
-		if n, err := affected(res); err != nil || n == 0 {
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
 			return ha.ErrNotLeader
 		}
 		return s.changed(ctx, tx)
@@ -385,7 +380,7 @@ func (s *Store) Publish(ctx context.Context, st ha.NodeStatus) error {
 		if err != nil {
 			return err
 		}
-		if n, err := affected(res); err != nil || n == 0 {
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
 			return ha.ErrSessionLost
 		}
 		return s.changed(ctx, tx)
