@@ -1,9 +1,77 @@
-// Package sqlstore holds what the SQL backends (postgres, mysql) share and
-// what needs no database: which table prefixes are safe, when a watcher
-// must hear of a new snapshot and when it reads again, how long a
-// switchover intent lives, and how stored rows become ha values. The
-// backends keep their SQL, which differs by dialect, to themselves, and so
-// the code that runs it: postgres speaks pgx, mysql database/sql.
+// Package sqlstore is ha.Store on a SQL database shared by every agent of
+// a cluster (and possibly by several clusters): the one algorithm for
+// sessions, the campaign, the leader read, operator intents, the history,
+// fenced data and migrations, over a small Dialect that says how each
+// database spells what differs. The backends (postgres, mysql) keep only
+// their dialect, their driver's setup and their wake source (PostgreSQL's
+// LISTEN/NOTIFY; MySQL polls).
+//
+// Tables (prefix "haven_" by default), created and migrated by Open:
+//
+//	schema_migrations  applied schema versions
+//	clusters           one row per cluster: rev, the change counter
+//	sessions           one row per agent session: expires_at = now + ttl
+//	leader             one row per cluster: node, session_id, epoch
+//	nodes              each agent's ha.NodeStatus, bound to its session
+//	maintenance        one row per node in maintenance
+//	switchover         the pending ha.Switchover, until expires_at
+//	events             the history, pruned to ha.MaxEvents
+//	data, data_ids     the service's fenced data and the idempotency ids
+//	                   of the writes that committed
+//	props              operators' ha.NodeProps per node (the alias), no session
+//
+// and two counters that only grow, the epochs and the revisions of fenced
+// writes (PostgreSQL: sequences; MySQL: rows of a counters table).
+//
+// # Why it is safe
+//
+// The claim: a node acts on its data only while it holds the leader row at
+// its epoch with a live session, and no two nodes do so at once; a write
+// at an epoch lands before any later epoch exists, or not at all.
+//
+//   - One clock. Every expiry is computed and compared by the database with
+//     its own clock (Dialect.Now), never an agent's. A session whose
+//     expires_at has passed is gone for every reader at once, before any
+//     cleanup has run: a campaign may take a leader row whose session
+//     expired, and snapshots show neither that leader nor that session's
+//     node records. An expired session cannot be renewed (Renew's UPDATE
+//     requires expires_at > now), so deleting what was read expired
+//     (cleanup, by any agent) never deletes a live session.
+//   - The timing contract. A session expires ttl after the database
+//     processed the request, which is after the agent read its own clock
+//     before sending it: the agent's idea of its lease ends no later than
+//     the database's.
+//   - One campaign at a time. Campaign locks the leader row (FOR UPDATE)
+//     first, and only then reads, at read committed, whether its own
+//     session and the holder's are live: every commit before the lock is
+//     seen. It takes the row only if the holder's session is not live, and
+//     draws the epoch from a counter that only grows (Dialect.Next) in the
+//     same transaction, so epochs never repeat, even across clusters
+//     sharing the counter and across rolled-back campaigns.
+//   - Fenced data. Every fenced read or write is one transaction that
+//     first share-locks the leader row where it holds node at epoch, then
+//     checks that the holder's session is live. A campaign needs that row
+//     exclusively, so it cannot take the role between the check and the
+//     commit: the write lands before any later epoch exists, or not at all.
+//     A write may carry an idempotency id, kept in data_ids with the
+//     write's revision: a retry of a write that committed is answered as
+//     that write (even after the role moved, as on etcd), and applied only
+//     once; a concurrent write of the same id waits on the key, and is
+//     then a repeat.
+//   - Intents. A switchover is recorded only while the leader it is from
+//     still holds the row at its epoch (checked under a share lock in the
+//     same transaction: ha.ErrStale), and only if no unexpired one is
+//     pending (ha.ErrBusy); it expires by the database's clock.
+//   - Migrations run under a lock (Dialect.Exclusive), each version once.
+//
+// What is not part of the argument: snapshots (Watch), read in one
+// statement, are hints for the agents' decisions; every decision that
+// matters is re-checked by a transaction above.
+//
+// Every change bumps the cluster's rev (and, where the database can,
+// notifies watchers in the same statement: Dialect.Changed); Watch
+// re-reads when its Waker says so, when the earliest live session or the
+// switchover is due to expire, and every poll interval.
 package sqlstore
 
 import (

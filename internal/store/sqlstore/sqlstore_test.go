@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"testing"
 	"time"
 
@@ -78,5 +79,47 @@ func TestSetNode(t *testing.T) {
 	SetNode(&snap, "b", []byte(`not json`))
 	if _, ok := snap.Nodes["a"]; !ok || len(snap.Nodes) != 1 {
 		t.Fatalf("nodes %v; want only a", snap.Nodes)
+	}
+}
+
+// TestDecode: the rows of a snapshot's one statement become the snapshot;
+// wake is the earliest expiry after the database's now, at least a
+// millisecond; a leader whose session expired is not shown.
+func TestDecode(t *testing.T) {
+	now := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) sql.NullTime { return sql.NullTime{Time: now.Add(d), Valid: true} }
+	str := func(v string) sql.NullString { return sql.NullString{String: v, Valid: true} }
+	s := &Store{o: Options{Cluster: "c"}}
+	rows := []snapRow{
+		{kind: rowNode, name: str("a"), body: []byte(`{"name":"a"}`), at: at(900 * time.Millisecond)},
+		{kind: rowCluster, name: str("a"), at: at(700 * time.Millisecond), rev: 7, epoch: 3, now: sql.NullTime{Time: now, Valid: true}, expired: 2},
+		{kind: rowMaintenance, name: str("b")},
+		{kind: rowProps, name: str("b"), body: []byte(`{"alias":"bee"}`)},
+		{kind: rowSwitchover, body: []byte(`{"id":"s1"}`), at: at(300 * time.Millisecond)},
+	}
+	snap, wake, expired, err := s.decode(rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Rev != 7 || snap.Leader != (ha.Leader{Node: "a", Epoch: 3}) || expired != 2 {
+		t.Errorf("rev %d, leader %v, expired %d; want 7, a at 3, 2", snap.Rev, snap.Leader, expired)
+	}
+	if _, ok := snap.Nodes["a"]; !ok || !snap.Intents.Maintenance["b"] || snap.Intents.Switchover == nil || snap.Intents.Switchover.ID != "s1" {
+		t.Errorf("snapshot %+v lacks node a, maintenance of b or switchover s1", snap)
+	}
+	if wake != 300*time.Millisecond {
+		t.Errorf("wake %s, want 300ms (the switchover's)", wake)
+	}
+	// The leader's session expired by the database's clock; a node's
+	// expiry read a moment before now still wakes a millisecond later.
+	rows[1].at = at(-time.Millisecond)
+	rows[0].at = at(-time.Microsecond)
+	rows = rows[:4]
+	snap, wake, _, err = s.decode(rows)
+	if err != nil || !snap.Leader.None() || wake != time.Millisecond {
+		t.Errorf("leader %v, wake %s, %v; want none, 1ms", snap.Leader, wake, err)
+	}
+	if _, _, _, err := s.decode(nil); err == nil {
+		t.Error("no cluster row: want an error")
 	}
 }

@@ -1,4 +1,4 @@
-package mysql
+package sqlstore
 
 import (
 	"context"
@@ -10,20 +10,20 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/ha"
-	"github.com/haven-ha/haven/internal/store/sqlstore"
 )
 
-// Operator intents and the history. Intents change the cluster's rev, like
-// every change the agents act on; events do not, as they are read on demand.
+// Operator intents and the history. Intents change the cluster's rev and
+// notify watchers, like every change the agents act on; events do not, as
+// they are read on demand.
 
 // SetMaintenance turns maintenance on or off for node.
 func (s *Store) SetMaintenance(ctx context.Context, node string, on bool) error {
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := inTx(ctx, s.o.DB, func(tx *sql.Tx) error {
 		var err error
 		if on {
-			_, err = tx.ExecContext(ctx, `INSERT IGNORE INTO `+s.t.maintenance+` (cluster, node, since) VALUES (?, ?, UTC_TIMESTAMP(6))`, s.o.Cluster, node)
+			_, err = s.insertNew(ctx, tx, `INSERT INTO `+s.t.Maintenance+` (cluster, node, since) VALUES (?, ?, `+s.d.Now()+`)`, s.o.Cluster, node)
 		} else {
-			_, err = tx.ExecContext(ctx, `DELETE FROM `+s.t.maintenance+` WHERE cluster = ? AND node = ?`, s.o.Cluster, node)
+			_, err = tx.ExecContext(ctx, s.q(`DELETE FROM `+s.t.Maintenance+` WHERE cluster = ? AND node = ?`), s.o.Cluster, node)
 		}
 		if err != nil {
 			return err
@@ -36,34 +36,38 @@ func (s *Store) SetMaintenance(ctx context.Context, node string, on bool) error 
 	return nil
 }
 
-// RequestSwitchover records sw until its deadline (by the server's clock,
-// from now) unless an unexpired one is pending (ha.ErrBusy).
+// RequestSwitchover records sw until its deadline (by the database's
+// clock, from now) unless an unexpired one is pending (ha.ErrBusy), and
+// only while the leader it is from holds the role at its epoch
+// (ha.ErrStale).
 func (s *Store) RequestSwitchover(ctx context.Context, sw ha.Switchover) error {
 	b, err := json.Marshal(sw)
 	if err != nil {
 		return err
 	}
-	life := sqlstore.SwitchoverLife(sw, time.Now()).Microseconds()
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM `+s.t.switchover+` WHERE cluster = ? AND expires_at <= UTC_TIMESTAMP(6)`, s.o.Cluster); err != nil {
+	life := SwitchoverLife(sw, time.Now()).Microseconds()
+	err = inTx(ctx, s.o.DB, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM `+s.t.Switchover+` WHERE cluster = ? AND expires_at <= `+s.d.Now()), s.o.Cluster); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO `+s.t.switchover+` (cluster, id, body, expires_at)
-			VALUES (?, ?, ?, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND)`, s.o.Cluster, sw.ID, string(b), life)
-		if duplicate(err) {
-			return ha.ErrBusy
-		}
+		// A concurrent request's insert makes this one wait, then insert
+		// nothing.
+		ok, err := s.insertNew(ctx, tx, `INSERT INTO `+s.t.Switchover+` (cluster, id, body, expires_at) VALUES (?, ?, ?, `+s.d.After("?")+`)`,
+			s.o.Cluster, sw.ID, string(b), life)
 		if err != nil {
 			return err
+		}
+		if !ok {
+			return ha.ErrBusy
 		}
 		// The leader it is from must still hold the role (rolled back if
 		// not); the row stays locked against a campaign until commit.
 		var node sql.NullString
 		var epoch sql.NullInt64
 		var live bool
-		err = tx.QueryRowContext(ctx, `SELECT l.node, l.epoch,
-				COALESCE((SELECT s.expires_at > UTC_TIMESTAMP(6) FROM `+s.t.sessions+` s WHERE s.id = l.session_id), FALSE)
-			FROM `+s.t.leader+` l WHERE l.cluster = ? LOCK IN SHARE MODE`, s.o.Cluster).Scan(&node, &epoch, &live)
+		err = tx.QueryRowContext(ctx, s.q(`SELECT l.node, l.epoch,
+				COALESCE((SELECT s.expires_at > `+s.d.Now()+` FROM `+s.t.Sessions+` s WHERE s.id = l.session_id), FALSE)
+			FROM `+s.t.Leader+` l WHERE l.cluster = ?`+s.d.ShareLock("l")), s.o.Cluster).Scan(&node, &epoch, &live)
 		if err != nil {
 			return err
 		}
@@ -84,8 +88,8 @@ func (s *Store) RequestSwitchover(ctx context.Context, sw ha.Switchover) error {
 
 // ClearSwitchover removes the pending switchover if its ID is id.
 func (s *Store) ClearSwitchover(ctx context.Context, id string) error {
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM `+s.t.switchover+` WHERE cluster = ? AND id = ?`, s.o.Cluster, id)
+	err := inTx(ctx, s.o.DB, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.q(`DELETE FROM `+s.t.Switchover+` WHERE cluster = ? AND id = ?`), s.o.Cluster, id)
 		if err != nil {
 			return err
 		}
@@ -106,11 +110,12 @@ func (s *Store) AppendEvent(ctx context.Context, ev ha.Event) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO `+s.t.events+` (cluster, at_ns, body) VALUES (?, ?, ?)`, s.o.Cluster, ev.Time.UnixNano(), string(b))
+	id, err := s.d.Insert(ctx, s.data(), s.q(`INSERT INTO `+s.t.Events+` (cluster, at_ns, body) VALUES (?, ?, ?)`),
+		s.o.Cluster, ev.Time.UnixNano(), string(b))
 	if err != nil {
 		return fmt.Errorf("record event: %w", err)
 	}
-	if id, err := res.LastInsertId(); err == nil && id%sqlstore.PruneEvery == 0 {
+	if id%PruneEvery == 0 {
 		if err := s.pruneEvents(ctx); err != nil {
 			return fmt.Errorf("prune the history: %w", err)
 		}
@@ -121,15 +126,15 @@ func (s *Store) AppendEvent(ctx context.Context, ev ha.Event) error {
 // pruneEvents keeps the newest ha.MaxEvents events (in Events' order).
 func (s *Store) pruneEvents(ctx context.Context) error {
 	var at, id int64
-	err := s.db.QueryRowContext(ctx, `SELECT at_ns, id FROM `+s.t.events+` WHERE cluster = ?
-		ORDER BY at_ns DESC, id DESC LIMIT 1 OFFSET ?`, s.o.Cluster, ha.MaxEvents).Scan(&at, &id)
+	err := s.data().QueryRowContext(ctx, s.q(`SELECT at_ns, id FROM `+s.t.Events+` WHERE cluster = ?
+		ORDER BY at_ns DESC, id DESC LIMIT 1 OFFSET ?`), s.o.Cluster, ha.MaxEvents).Scan(&at, &id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	_, err = s.db.ExecContext(ctx, `DELETE FROM `+s.t.events+` WHERE cluster = ? AND (at_ns < ? OR (at_ns = ? AND id <= ?))`, s.o.Cluster, at, at, id)
+	_, err = s.data().ExecContext(ctx, s.q(`DELETE FROM `+s.t.Events+` WHERE cluster = ? AND (at_ns < ? OR (at_ns = ? AND id <= ?))`), s.o.Cluster, at, at, id)
 	return err
 }
 
@@ -138,7 +143,7 @@ func (s *Store) Events(ctx context.Context, limit int) ([]ha.Event, error) {
 	if limit <= 0 {
 		limit = math.MaxInt32
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT body FROM `+s.t.events+` WHERE cluster = ? ORDER BY at_ns DESC, id DESC LIMIT ?`, s.o.Cluster, limit)
+	rows, err := s.data().QueryContext(ctx, s.q(`SELECT body FROM `+s.t.Events+` WHERE cluster = ? ORDER BY at_ns DESC, id DESC LIMIT ?`), s.o.Cluster, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read events: %w", err)
 	}
@@ -154,7 +159,7 @@ func (s *Store) Events(ctx context.Context, limit int) ([]ha.Event, error) {
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read events: %w", err)
 	}
-	return sqlstore.Events(bodies), nil
+	return Events(bodies), nil
 }
 
 // SetProps replaces node's properties; zero props delete them. They are
@@ -164,12 +169,12 @@ func (s *Store) SetProps(ctx context.Context, node string, p ha.NodeProps) error
 	if err != nil {
 		return err
 	}
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
+	err = inTx(ctx, s.o.DB, func(tx *sql.Tx) error {
 		if p.Zero() {
-			_, err = tx.ExecContext(ctx, `DELETE FROM `+s.t.props+` WHERE cluster = ? AND node = ?`, s.o.Cluster, node)
+			_, err = tx.ExecContext(ctx, s.q(`DELETE FROM `+s.t.Props+` WHERE cluster = ? AND node = ?`), s.o.Cluster, node)
 		} else {
-			_, err = tx.ExecContext(ctx, `INSERT INTO `+s.t.props+` (cluster, node, props) VALUES (?, ?, ?)
-				ON DUPLICATE KEY UPDATE props = VALUES(props)`, s.o.Cluster, node, string(body))
+			_, err = tx.ExecContext(ctx, s.q(`INSERT INTO `+s.t.Props+` (cluster, node, props) VALUES (?, ?, ?)`+
+				s.d.Upsert([]string{"cluster", "node"}, []string{"props"})), s.o.Cluster, node, string(body))
 		}
 		if err != nil {
 			return err
