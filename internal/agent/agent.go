@@ -52,6 +52,8 @@ type Agent struct {
 	group  *contain.Group      // the service's cgroup or process group; nil with svc
 
 	events    chan machine.Event
+	late      sync.WaitGroup // results emitAsync could not queue at once (Run joins them)
+	lateStop  chan struct{}  // closed when Run no longer reads events
 	work      chan machine.Action
 	fenceC    chan fenceJob // demotions: the fencing lane (fence.go)
 	publishC  chan struct{}
@@ -119,6 +121,7 @@ func New(cfg *config.Config, node config.Node, store ha.Store, clk clock.Clock, 
 		store:     store,
 		health:    runner,
 		events:    make(chan machine.Event, 64),
+		lateStop:  make(chan struct{}),
 		work:      make(chan machine.Action, 64),
 		fenceC:    make(chan fenceJob, 16),
 		publishC:  make(chan struct{}, 1),
@@ -182,17 +185,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	// Shutting down: the machine demotes if needed; wait for it to settle.
 	a.step(machine.Shutdown{})
-	deadline := a.clk.After(a.cfg.Hooks.OnDemote.Timeout + 5*time.Second)
-	for a.State().Role != ha.RoleStopped {
-		select {
-		case ev := <-a.events:
-			a.step(ev)
-		case <-deadline:
-			a.log.Warn("shutdown: demotion did not finish in time", "role", a.State().Role)
-			goto out
-		}
-	}
-out:
+	a.settle(a.clk.After(a.cfg.Hooks.OnDemote.Timeout + 5*time.Second))
 	a.vipRemove("agent stopping")
 	if a.svc != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), a.cfg.Service.StopGrace+time.Second)
@@ -207,8 +200,24 @@ out:
 	a.publishNow(context.Background())
 	stopBG()
 	wg.Wait()
+	close(a.lateStop)
+	a.late.Wait()
 	a.vipClose()
 	return nil
+}
+
+// settle steps the events of a shutdown until the machine has stopped or
+// deadline fires.
+func (a *Agent) settle(deadline <-chan time.Time) {
+	for a.State().Role != ha.RoleStopped {
+		select {
+		case ev := <-a.events:
+			a.step(ev)
+		case <-deadline:
+			a.log.Warn("shutdown: demotion did not finish in time", "role", a.State().Role)
+			return
+		}
+	}
 }
 
 func (a *Agent) loop(ctx context.Context) {
@@ -603,11 +612,20 @@ func (a *Agent) watchCaughtUp(ctx context.Context, epoch ha.Epoch) bool {
 }
 
 // emitAsync feeds a result back without blocking the worker on a full queue.
+// A result that waits is dropped once Run stops reading events, and Run
+// waits for it, so that no goroutine outlives the agent.
 func (a *Agent) emitAsync(ev machine.Event) {
 	select {
 	case a.events <- ev:
 	default:
-		go func() { a.events <- ev }()
+		a.late.Add(1)
+		go func() {
+			defer a.late.Done()
+			select {
+			case a.events <- ev:
+			case <-a.lateStop:
+			}
+		}()
 	}
 }
 

@@ -173,8 +173,14 @@ func RunWitness(ctx context.Context, cfg *config.Config, name string, log *slog.
 	defer store.Close()
 	log.Info("witness started")
 	notifyWitnessReady(log)
-	// Publish a record so that status shows the witness as up.
+	// Publish a record so that status shows the witness as up, until the
+	// witness stops (joined before the store closes).
+	pctx, stopPublish := context.WithCancel(ctx)
+	published := make(chan struct{})
+	defer func() { stopPublish(); <-published }()
 	go func() {
+		defer close(published)
+		ctx := pctx
 		for ctx.Err() == nil {
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			ttl, err := store.NewSession(cctx, cfg.Timing.LeaseTTL)

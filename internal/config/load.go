@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -461,7 +462,7 @@ func (b *builder) service(f fields) {
 			if !strings.HasPrefix(sig, "SIG") {
 				sig = "SIG" + sig
 			}
-			if contains(stopSignals, sig) {
+			if slices.Contains(stopSignals, sig) {
 				s.StopSignal = sig
 			} else {
 				b.add(v.Line, "service.stop_signal", "unknown signal %q; allowed: %s (the SIG prefix is optional)", x, strings.Join(stopSignals, ", "))

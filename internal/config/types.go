@@ -7,7 +7,7 @@ import "time"
 type Config struct {
 	Path    string // file it was read from
 	Cluster string // name; store keys live under /haven/<cluster>/
-	Mode    string // "active-passive" (more modes later)
+	Mode    string // "active-passive" (default), "active-active" or "passive-backup" (ha.Mode*)
 	DataDir string // node data lives in DataDir/<node name>
 	Timing  Timing
 	Store   Store // coordination store; zero value: embedded etcd

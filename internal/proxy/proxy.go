@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -497,7 +498,7 @@ func later(a, b time.Time) time.Time {
 // starts or stops the drain of nodes that left or came back.
 func (p *Proxy) publish(d Decision) {
 	cur := p.targets.Load()
-	if equal(cur.names, d.Targets) {
+	if slices.Equal(cur.names, d.Targets) {
 		// The same decision, valid for longer. Requests that found it run
 		// out are waiting: they need a new set to wake them. (They count
 		// themselves in expiredWait before they look again, so one of the
@@ -561,18 +562,6 @@ func (p *Proxy) cut(b *backend, why string) {
 		p.log.Warn("cut requests still running on a drained node", "node", b.name, "requests", n, "why", why)
 	}
 	b.closeLong()
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // suspect reports that a request to node failed in a way that says the

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"slices"
 	"sort"
 	"time"
 
@@ -63,7 +64,7 @@ func Decide(in Input, now time.Time) Decision {
 		}
 	default:
 		l := in.Snapshot.Leader.Node
-		if l != "" && contains(in.Nodes, l) {
+		if l != "" && slices.Contains(in.Nodes, l) {
 			cands = append(cands, l)
 		}
 	}
@@ -90,13 +91,4 @@ func Decide(in Input, now time.Time) Decision {
 	}
 	sort.Strings(d.Targets)
 	return d
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
