@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/vip"
 )
 
@@ -138,7 +139,7 @@ func (c *Config) Describe() string {
 			auth = "required"
 		}
 		writers := "writes on the active only, fenced by its epoch"
-		if c.Mode == "active-active" {
+		if c.Mode == ha.ModeActiveActive {
 			writers = "writes on every serving node, each a compare-and-swap"
 		}
 		line("sessions: Redis protocol on %s on each node; %s, acknowledged once etcd committed them (RPO 0)", ss.Listen, writers)

@@ -13,13 +13,14 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/haven-ha/haven/internal/ha"
 	"go.yaml.in/yaml/v3"
 )
 
 // Defaults for fields the file may leave out. The timing defaults are the
 // presets; the on_demote timeout defaults to half the fence margin.
 const (
-	defaultMode           = "active-passive"
+	defaultMode           = ha.ModeActivePassive
 	defaultPreset         = "lan"
 	defaultStopGrace      = 5 * time.Second
 	defaultRestartDelay   = 200 * time.Millisecond
@@ -131,8 +132,8 @@ func (b *builder) top(f fields) {
 
 	c.Mode = defaultMode
 	if n, ok := f["mode"]; ok {
-		if s, ok := b.oneOf(n, "mode", "active-passive", "active-active", "passive-backup"); ok {
-			c.Mode = s
+		if s, ok := b.oneOf(n, "mode", string(ha.ModeActivePassive), string(ha.ModeActiveActive), string(ha.ModePassiveBackup)); ok {
+			c.Mode = ha.Mode(s)
 		}
 	}
 

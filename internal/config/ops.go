@@ -4,6 +4,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/haven-ha/haven/internal/ha"
 )
 
 // Preempt configures failback (`preempt:`). Off by default: a node that
@@ -108,7 +110,7 @@ func (b *builder) ops(f fields) {
 	if b.c.OutagePolicy == "failsafe" && b.c.APIAuth.Token == "" {
 		b.add(b.lineFor("outage_policy"), "outage_policy", "failsafe needs api.token: the agents confirm to each other over the authenticated API")
 	}
-	if b.c.Mode == "passive-backup" {
+	if b.c.Mode == ha.ModePassiveBackup {
 		primaries := 0
 		for _, n := range b.c.Nodes {
 			if !n.Witness && !n.Backup {

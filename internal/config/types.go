@@ -1,14 +1,18 @@
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/haven-ha/haven/internal/ha"
+)
 
 // Config is a whole haven configuration file, after presets are applied and
 // validation has passed. The same file is used on every node; Node picks one.
 type Config struct {
-	Path    string // file it was read from
-	Cluster string // name; store keys live under /haven/<cluster>/
-	Mode    string // "active-passive" (default), "active-active" or "passive-backup" (ha.Mode*)
-	DataDir string // node data lives in DataDir/<node name>
+	Path    string  // file it was read from
+	Cluster string  // name; store keys live under /haven/<cluster>/
+	Mode    ha.Mode // active-passive (default), active-active or passive-backup
+	DataDir string  // node data lives in DataDir/<node name>
 	Timing  Timing
 	Store   Store // coordination store; zero value: embedded etcd
 	Nodes   []Node

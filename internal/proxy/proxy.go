@@ -40,7 +40,7 @@ type Node struct {
 // Options configure a Proxy.
 type Options struct {
 	Config   config.Proxy
-	Mode     string        // cluster mode; "" is active-passive
+	Mode     ha.Mode       // cluster mode; "" is active-passive
 	LeaseTTL time.Duration // the store's lease: how long a view of it stays usable
 	Nodes    []Node
 	Source   Source
@@ -155,7 +155,7 @@ func New(o Options) (*Proxy, error) {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	if o.Mode == "" {
-		o.Mode = ModeActivePassive
+		o.Mode = ha.ModeActivePassive
 	}
 	if o.Clock == nil {
 		o.Clock = clock.Real{}
@@ -433,7 +433,7 @@ func (p *Proxy) brain(ctx context.Context) {
 				strikes[snap.Leader.Node] = 0
 				p.kickProbe(snap.Leader.Node)
 			}
-			if in.Mode == ModeActiveActive {
+			if in.Mode == ha.ModeActiveActive {
 				for _, n := range p.names {
 					p.kickProbe(n)
 				}

@@ -110,13 +110,13 @@ type testProxy struct {
 	nodes []*fakeNode
 }
 
-func startProxy(t testing.TB, cfg config.Proxy, mode string, nodes ...*fakeNode) *testProxy {
+func startProxy(t testing.TB, cfg config.Proxy, mode ha.Mode, nodes ...*fakeNode) *testProxy {
 	t.Helper()
 	return startProxyLog(t, cfg, mode, nil, nodes...)
 }
 
 // startProxyLog is startProxy with the proxy's log going to log.
-func startProxyLog(t testing.TB, cfg config.Proxy, mode string, log *slog.Logger, nodes ...*fakeNode) *testProxy {
+func startProxyLog(t testing.TB, cfg config.Proxy, mode ha.Mode, log *slog.Logger, nodes ...*fakeNode) *testProxy {
 	t.Helper()
 	st := &fakeStore{}
 	var ns []Node
@@ -378,7 +378,7 @@ func TestStickyCookieActiveActive(t *testing.T) {
 	nodes := []*fakeNode{newFakeNode(t, "n1", nil), newFakeNode(t, "n2", nil), newFakeNode(t, "n3", nil)}
 	cfg := testConfig()
 	cfg.Sticky = config.Sticky{Mode: "cookie", Cookie: "HAVEN_AFFINITY", Key: "0123456789abcdef"}
-	tp := startProxy(t, cfg, ModeActiveActive, nodes...)
+	tp := startProxy(t, cfg, ha.ModeActiveActive, nodes...)
 	var recs []ha.NodeStatus
 	for _, n := range nodes {
 		n.serving.Store(true)

@@ -8,12 +8,6 @@ import (
 	"github.com/haven-ha/haven/internal/ha"
 )
 
-// Cluster modes the routing knows.
-const (
-	ModeActivePassive = "active-passive"
-	ModeActiveActive  = "active-active"
-)
-
 // Probe is the proxy's latest answer from one node's /lb-check.
 type Probe struct {
 	OK bool      // it answered 200
@@ -22,7 +16,7 @@ type Probe struct {
 
 // Input is everything a routing decision depends on.
 type Input struct {
-	Mode       string      // cluster mode
+	Mode       ha.Mode     // cluster mode
 	Nodes      []string    // nodes that can take traffic (have a backend), in config order
 	Snapshot   ha.Snapshot // last view of the store
 	Seen       bool        // a snapshot has been received at all
@@ -55,7 +49,7 @@ func Decide(in Input, now time.Time) Decision {
 	}
 	var cands []string
 	switch in.Mode {
-	case ModeActiveActive:
+	case ha.ModeActiveActive:
 		for _, n := range in.Nodes {
 			rec, ok := in.Snapshot.Nodes[n]
 			if ok && (rec.Role == ha.RoleActive || rec.Healthy && rec.Role == ha.RoleStandby) {
