@@ -114,7 +114,7 @@ func New(cfg *config.Config, node config.Node, store ha.Store, clk clock.Clock, 
 			Priorities:     priorities(cfg),
 			Preempt:        cfg.Preempt.Enabled,
 			PreemptDelay:   cfg.Preempt.Delay,
-			Failsafe:       cfg.OutagePolicy == "failsafe",
+			Failsafe:       cfg.OutagePolicy == config.OutageFailsafe,
 		},
 		clk:       clk,
 		log:       log,
@@ -135,7 +135,7 @@ func New(cfg *config.Config, node config.Node, store ha.Store, clk clock.Clock, 
 		if a.group, err = openGroup(cfg, node, log); err != nil {
 			return nil, err
 		}
-		a.svc = service.New(cfg.Service, vars, log.With("part", "service"), service.WithGroup(a.group), service.WithClock(clk))
+		a.svc = service.New(cfg.Service.Options(), vars, log.With("part", "service"), service.WithGroup(a.group), service.WithClock(clk))
 	}
 	a.metrics = newMetrics(a)
 	if err := a.newVIP(); err != nil {
@@ -166,7 +166,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	spawn(a.fencer)
 	spawn(a.publisher)
 	spawn(a.eventWriter)
-	if a.cfg.OutagePolicy == "failsafe" {
+	if a.cfg.OutagePolicy == config.OutageFailsafe {
 		spawn(a.failsafeLoop)
 	}
 	if a.vip != nil {
@@ -174,7 +174,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if a.svc != nil {
 		spawn(a.forwardService)
-		if a.cfg.Service.Standby != "cold" {
+		if a.cfg.Service.Standby != config.StandbyCold {
 			a.svc.SetRole(string(ha.RoleStandby), 0)
 			if err := a.svc.Start(); err != nil {
 				a.log.Error("cannot start the service; the node stays ineligible until it runs", "err", err)
@@ -301,7 +301,7 @@ func (a *Agent) recentFailure() time.Duration {
 
 // effectiveHealth combines the checks with the state of the process.
 func (a *Agent) effectiveHealth(role ha.Role) (bool, string) {
-	cold := a.svc != nil && a.cfg.Service.Standby == "cold"
+	cold := a.svc != nil && a.cfg.Service.Standby == config.StandbyCold
 	switch {
 	case cold && role != ha.RoleActive && role != ha.RolePromoting && a.recentFailure() > 0:
 		// A cold standby has no running service to check, so the node whose
@@ -649,7 +649,7 @@ func (a *Agent) promote(ctx context.Context, epoch ha.Epoch) error {
 	}()
 	if a.svc != nil {
 		a.svc.SetRole(string(ha.RoleActive), int64(epoch))
-		if a.cfg.Service.Standby == "cold" {
+		if a.cfg.Service.Standby == config.StandbyCold {
 			if err := a.svc.Start(); err != nil {
 				return fmt.Errorf("start service: %w", err)
 			}

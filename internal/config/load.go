@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/service"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -426,10 +427,10 @@ func normaliseAddr(s string) (string, error) {
 
 func (b *builder) service(f fields) {
 	s := &b.c.Service
-	s.Standby = "hot"
+	s.Standby = StandbyHot
 	s.StopSignal = "SIGTERM"
 	s.StopGrace = defaultStopGrace
-	s.Restart = "always"
+	s.Restart = service.RestartAlways
 	s.RestartDelay = defaultRestartDelay
 	n, ok := f["service"]
 	if !ok {
@@ -453,8 +454,8 @@ func (b *builder) service(f fields) {
 		}
 	}
 	if v, ok := sf["standby"]; ok {
-		if x, ok := b.oneOf(v, "service.standby", "hot", "cold"); ok {
-			s.Standby = x
+		if x, ok := b.oneOf(v, "service.standby", string(StandbyHot), string(StandbyCold)); ok {
+			s.Standby = Standby(x)
 		}
 	}
 	if v, ok := sf["stop_signal"]; ok {
@@ -476,8 +477,8 @@ func (b *builder) service(f fields) {
 		}
 	}
 	if v, ok := sf["restart"]; ok {
-		if x, ok := b.oneOf(v, "service.restart", "always", "on-failure", "never"); ok {
-			s.Restart = x
+		if x, ok := b.oneOf(v, "service.restart", string(service.RestartAlways), string(service.RestartOnFailure), string(service.RestartNever)); ok {
+			s.Restart = service.RestartPolicy(x)
 		}
 	}
 	if v, ok := sf["restart_delay"]; ok {
