@@ -1,8 +1,9 @@
-// Package agent is the driver around the role state machine: it runs the
-// embedded etcd member, renews the session, watches the store, runs health
-// checks and the supervised service, feeds what it sees to machine.Step as
-// events and carries out the actions Step returns. All decisions are the
-// machine's; this package only does I/O.
+// Package agent is the driver around the role state machine: it renews the
+// session, watches the store, runs health checks and the supervised service,
+// feeds what it sees to machine.Step as events and carries out the actions
+// Step returns. All decisions are the machine's; this package only does I/O.
+// Package node wires an agent to its etcd member, listeners, dashboard and
+// proxy.
 //
 // Goroutines: one loop owns the machine state and steps it; a renewer keeps
 // the session alive; a watcher turns store snapshots into LeaderSeen events;
