@@ -30,8 +30,9 @@ func (a *Agent) SetTLS(src *certs.Source) { a.tls = src }
 // Monitor judges the cluster's redundancy and the store's members until ctx ends.
 func (a *Agent) Monitor(ctx context.Context) { a.monitor(ctx) }
 
-// ReloadTLSOnHUP reloads this node's TLS files on every SIGHUP until ctx ends.
-func (a *Agent) ReloadTLSOnHUP(ctx context.Context, log *slog.Logger) { a.reloadTLSOnHUP(ctx, log) }
+// TLSReloader is what a SIGHUP runs to reload this node's TLS files (nil
+// without TLS); it records a warning now if a certificate expires soon.
+func (a *Agent) TLSReloader(log *slog.Logger) func() { return a.tlsReloader(log) }
 
 // LoadTLS checks and loads node's TLS material; nil without TLS.
 func LoadTLS(cfg *config.Config, node config.Node) (*certs.Source, error) { return loadTLS(cfg, node) }

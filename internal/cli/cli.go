@@ -198,8 +198,8 @@ func runAgent(args []string, out, errw io.Writer) int {
 		for _, p := range cfg.Warnings {
 			log.Warn("config: " + formatProblem(cfg.Path, p))
 		}
-		reloadOnHUP(ctx, cfg, log.With("node", name))
-		return node.RunNode(ctx, cfg, name, log)
+		hup := reloadOnHUP(ctx, cfg, log.With("node", name))
+		return node.RunNode(ctx, cfg, name, log, hup)
 	})
 }
 

@@ -73,7 +73,7 @@ nodes:
 func (c *testCluster) start(name string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); _ = node.RunNode(ctx, c.cfg, name, c.log) }()
+	go func() { defer close(done); _ = node.RunNode(ctx, c.cfg, name, c.log, nil) }()
 	c.running[name] = func() { cancel(); <-done }
 }
 

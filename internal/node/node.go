@@ -17,15 +17,17 @@ import (
 	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
-	"github.com/haven-ha/haven/internal/proxy"
+	"github.com/haven-ha/haven/internal/reload"
 	"github.com/haven-ha/haven/internal/store/etcdstore"
 	"github.com/haven-ha/haven/internal/store/storedial"
 	"github.com/haven-ha/haven/internal/vip"
 )
 
 // RunNode runs the named node of cfg until ctx ends: its embedded etcd
-// member, its agent and its HTTP API.
-func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Logger) error {
+// member, its agent and its HTTP API. The agent's and the proxy's TLS
+// reloads join hup, the process's SIGHUP handler; nil: RunNode installs
+// one of its own (tests).
+func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Logger, hup *reload.Set) error {
 	node, ok := cfg.NodeByName(name)
 	if !ok {
 		return fmt.Errorf("node %q is not in %s; use one of the names listed under nodes", name, cfg.Path)
@@ -99,7 +101,11 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	a.ReloadTLSOnHUP(runCtx, log)
+	if hup == nil {
+		hup = &reload.Set{}
+		hup.OnSignal(runCtx)
+	}
+	hup.Add(a.TLSReloader(log))
 	go func() {
 		select {
 		case err := <-member.Err():
@@ -119,7 +125,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 		// This node's proxy; it learns how fresh the store is from the
 		// agent's lease renewals, and stops after the agent.
 		fresh := func() time.Time { return a.State().ValidUntil.Add(-cfg.Timing.LeaseTTL) }
-		if stopProxy, err = proxy.StartForNode(cfg, node, store, fresh, log); err != nil {
+		if stopProxy, err = startProxy(cfg, node, store, fresh, log, hup); err != nil {
 			_ = store.Close()
 			return err
 		}

@@ -259,6 +259,20 @@ func (p *Proxy) probeValid() time.Duration {
 	return 2*p.cfg.ProbeInterval + probeTimeout(p.cfg.ProbeInterval)
 }
 
+// Reload is what a SIGHUP runs (package reload): it reads the TLS
+// certificate again when the proxy terminates TLS. A failed reload is
+// logged and the old certificate kept.
+func (p *Proxy) Reload() {
+	if !p.cfg.TLS.Enabled() {
+		return
+	}
+	if err := p.ReloadTLS(); err != nil {
+		p.log.Error("reload TLS certificate; keeping the old one", "err", err)
+	} else {
+		p.log.Info("TLS certificate reloaded")
+	}
+}
+
 // ReloadTLS reads the certificate and key files again. Connections already
 // open keep theirs; a failed reload keeps the old certificate.
 func (p *Proxy) ReloadTLS() error {
