@@ -20,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/haven-ha/haven/internal/clock"
-	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -39,7 +38,7 @@ type Node struct {
 
 // Options configure a Proxy.
 type Options struct {
-	Config   config.Proxy
+	Config   Settings
 	Mode     ha.Mode       // cluster mode; "" is active-passive
 	LeaseTTL time.Duration // the store's lease: how long a view of it stays usable
 	Nodes    []Node
@@ -67,7 +66,7 @@ const (
 
 // Proxy routes clients to the node(s) that should get traffic.
 type Proxy struct {
-	cfg      config.Proxy
+	cfg      Settings
 	opts     Options
 	clk      clock.Clock
 	log      *slog.Logger
