@@ -30,6 +30,7 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/machine"
+	"github.com/haven-ha/haven/internal/operator"
 	"github.com/haven-ha/haven/internal/service"
 	"github.com/haven-ha/haven/internal/service/contain"
 )
@@ -84,15 +85,10 @@ type Agent struct {
 	sessStats atomic.Pointer[func() ha.SessionStats]
 	// the store's members as monitor last listed them (nil: unknown)
 	members atomic.Pointer[[]ha.Member]
+	op      *operator.Operator // switchover, promote, maintenance (ops.go)
 }
 
-func priorities(cfg *config.Config) map[string]int {
-	p := make(map[string]int, len(cfg.Nodes))
-	for _, n := range cfg.Nodes {
-		p[n.Name] = n.Priority
-	}
-	return p
-}
+func priorities(cfg *config.Config) map[string]int { return cfg.Priorities() }
 
 // New builds an agent for node from cfg, using store for coordination,
 // operator intents, the history and the service's fenced data.
@@ -139,6 +135,7 @@ func New(cfg *config.Config, node config.Node, store ha.Store, clk clock.Clock, 
 		a.svc = service.New(cfg.Service.Options(), vars, log.With("part", "service"), service.WithGroup(a.group), service.WithClock(clk))
 	}
 	a.metrics = newMetrics(a)
+	a.op = a.newOperator()
 	if err := a.newVIP(); err != nil {
 		return nil, err
 	}
