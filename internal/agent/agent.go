@@ -164,6 +164,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	spawn(a.fencer)
 	spawn(a.publisher)
 	spawn(a.eventWriter)
+	spawn(a.rememberFailover)
 	if a.cfg.OutagePolicy == config.OutageFailsafe {
 		spawn(a.failsafeLoop)
 	}

@@ -1,9 +1,11 @@
 package agent
 
 import (
+	"context"
 	"sync"
 	"time"
 
+	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/presence"
 )
@@ -43,6 +45,32 @@ func (a *Agent) lostSince(node string) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return a.presence.tr.Lost(node)
+}
+
+// rememberFailover seeds the last failover from the cluster's history, so
+// that an agent started after a failover reports it as the others do. It
+// tries until it succeeds or ctx ends; the history is a report, so a store
+// that does not answer costs nothing but this.
+func (a *Agent) rememberFailover(ctx context.Context) {
+	for {
+		cctx, cancel := clock.WithTimeout(ctx, a.clk, callTimeout(a.cfg.Timing))
+		evs, err := a.store.Events(cctx, 200)
+		cancel()
+		if err == nil {
+			a.presence.mu.Lock()
+			if a.presence.tr == nil {
+				a.presence.tr = presence.New(presence.Options{LeaseTTL: a.cfg.Timing.LeaseTTL})
+			}
+			a.presence.tr.Remember(evs)
+			a.presence.mu.Unlock()
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.clk.After(a.cfg.Timing.LeaseTTL):
+		}
+	}
 }
 
 // lastFailover is the last failover after a loss this agent saw.

@@ -75,8 +75,8 @@ func TestAgentCrashFailsOverAndRejoins(t *testing.T) {
 	t.Logf("events:\n%s", out)
 	// status exits 0 once redundancy is intact again (old eligible, every
 	// etcd member answering), which may follow its rejoin by a moment. It
-	// asks the new active: the last failover is kept in each agent's
-	// memory, and old's restarted agent never saw it.
+	// asks the new active first, then old's restarted agent, which never
+	// saw the failover and reports it from the cluster's history.
 	api := c.URL(next)
 	code, status, _ := runHaven(t, "status", "--config", c.Config, "--api", api)
 	for end := time.Now().Add(30 * time.Second); code != 0 && time.Now().Before(end); {
@@ -85,6 +85,15 @@ func TestAgentCrashFailsOverAndRejoins(t *testing.T) {
 	}
 	if code != 0 || !strings.Contains(status, "last failover: "+old+" lost, "+next+" active at epoch") || !strings.Contains(status, "service containment") {
 		t.Fatalf("status lacks the last failover or the containment:\n%s", status)
+	}
+	want := "last failover: " + old + " lost, " + next + " active at epoch"
+	_, status, _ = runHaven(t, "status", "--config", c.Config, "--api", c.URL(old))
+	for end := time.Now().Add(10 * time.Second); !strings.Contains(status, want) && time.Now().Before(end); {
+		time.Sleep(200 * time.Millisecond)
+		_, status, _ = runHaven(t, "status", "--config", c.Config, "--api", c.URL(old))
+	}
+	if !strings.Contains(status, want) {
+		t.Fatalf("%s's restarted agent does not report the last failover from the history:\n%s", old, status)
 	}
 }
 

@@ -124,6 +124,22 @@ func (t *Tracker) Lost(name string) (time.Time, bool) {
 // LastFailover is the last failover after a loss, nil if none was seen.
 func (t *Tracker) LastFailover() *ha.Event { return t.last }
 
+// Remember takes the newest failover in history (oldest first, as the store
+// returns it) as the last failover, unless this tracker saw a newer one
+// itself: an agent that starts after a failover still reports it.
+func (t *Tracker) Remember(history []ha.Event) {
+	for i := len(history) - 1; i >= 0; i-- {
+		ev := history[i]
+		if ev.Kind != KindFailover {
+			continue
+		}
+		if t.last == nil || ev.Time.After(t.last.Time) {
+			t.last = &ev
+		}
+		return
+	}
+}
+
 // Reporter reports whether self is the node that records presence events
 // about subject in snap: the first by name of the live agents other than
 // subject (witnesses do not record), so that the history gets each fact

@@ -118,3 +118,31 @@ func TestReporter(t *testing.T) {
 		t.Error("the subject of an event must not be its reporter while another live node can be")
 	}
 }
+
+// TestRemember: a tracker seeded from history reports the newest failover
+// in it, and keeps a newer one it saw itself.
+func TestRemember(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	hist := []ha.Event{
+		{Time: t0, Kind: KindFailover, From: "n1", To: "n2", Epoch: 5},
+		{Time: t0.Add(time.Minute), Kind: KindFailover, From: "n2", To: "n3", Epoch: 9},
+		{Time: t0.Add(2 * time.Minute), Kind: KindNode, Node: "n2", To: Found},
+	}
+	tr := New(Options{LeaseTTL: 2 * time.Second})
+	if tr.LastFailover() != nil {
+		t.Fatal("a new tracker reports a failover")
+	}
+	tr.Remember(hist)
+	if f := tr.LastFailover(); f == nil || f.To != "n3" || f.Epoch != 9 {
+		t.Fatalf("after Remember: %+v, want the n2 -> n3 failover at epoch 9", f)
+	}
+	tr.Remember(hist[:1])
+	if f := tr.LastFailover(); f.To != "n3" {
+		t.Fatalf("an older failover in history replaced a newer one: %+v", f)
+	}
+	tr2 := New(Options{LeaseTTL: 2 * time.Second})
+	tr2.Remember(hist[2:])
+	if tr2.LastFailover() != nil {
+		t.Fatal("a history without failovers gave one")
+	}
+}

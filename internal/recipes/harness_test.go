@@ -441,3 +441,69 @@ func (r *recipe) switchover(to string) {
 		r.t.Fatalf("switchover: exit %d\n%s", code, out)
 	}
 }
+
+// other is the other node of a two-node recipe.
+func other(n string) string {
+	if n == "n1" {
+		return "n2"
+	}
+	return "n1"
+}
+
+// threeFaults puts a two-node recipe through the faults every recipe is
+// measured under, in order: kill -9 of the active's service, kill -9 of the
+// active's agent (whose service must not outlive it; its agent is started
+// again) and a switchover. role names the active ("active", "primary") and
+// svc the service, in the fault's name; svcAddr is each node's service
+// address, which must be free once its agent is killed. inspect, if not nil,
+// looks at the agent's process tree before the kill. measure waits for the
+// failover after the fault at t0, runs then (the restart of what the fault
+// killed, or nil) and records the result.
+func (r *recipe) threeFaults(apis []string, role, svc string, svcAddr map[string]string, inspect func(tree []int),
+	measure func(fault, from string, t0 time.Time, then func())) {
+	t := r.t
+	t.Helper()
+	active, _ := r.waitActive(apis, startTimeout, "", "n1", "n2")
+	st, _ := r.status(apis...)
+	v, _ := nodeView(st, active)
+	t0 := time.Now()
+	if err := syscall.Kill(v.ServicePID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	measure(fmt.Sprintf("kill -9 of the %s's %s", role, svc), active, t0, nil)
+
+	active, _ = r.waitActive(apis, startTimeout, "", "n1", "n2")
+	tree := descendants(r.proc(active).cmd.Process.Pid)
+	if inspect != nil {
+		inspect(tree)
+	}
+	t0 = time.Now()
+	r.killAgent(active)
+	checkNoOrphans(t, tree)
+	waitPortFree(t, "the killed node's "+svc+" port", svcAddr[active])
+	killed := active
+	measure(fmt.Sprintf("kill -9 of the %s's agent", role), active, t0, func() { r.startAgent(killed) })
+
+	active, _ = r.waitActive(apis, startTimeout, "", "n1", "n2")
+	t0 = time.Now()
+	r.switchover(other(active))
+	measure("switchover", active, t0, nil)
+}
+
+// startCluster checks the recipe's config (which must pass without a
+// warning), starts its witness (if any), its two nodes and its proxy, and
+// waits up to d for an active.
+func (r *recipe) startCluster(apis []string, d time.Duration, witness string) string {
+	r.t.Helper()
+	if code, out := runHaven(r.t, "config", "check", r.config); code != 0 || strings.Contains(out, "warning") {
+		r.t.Fatalf("config check of the recipe: exit %d\n%s", code, out)
+	}
+	if witness != "" {
+		r.startWitness(witness)
+	}
+	r.startAgent("n1")
+	r.startAgent("n2")
+	r.startProxy()
+	active, _ := r.waitActive(apis, d, "", "n1", "n2")
+	return active
+}

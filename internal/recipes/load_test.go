@@ -124,3 +124,71 @@ func startHTTPLoadOnce(url string) answer {
 	}
 	return a
 }
+
+// tally records when a client's operations were acknowledged and when they
+// failed; the Redis and PostgreSQL loads share it. Its methods take mu,
+// which the loads also hold while they record what they keep of their own.
+type tally struct {
+	mu      sync.Mutex
+	okAt    []time.Time // acknowledged operations
+	errs    []time.Time // failed ones (a broken connection, an error reply)
+	lastErr string
+}
+
+func (l *tally) fail(err string) {
+	l.mu.Lock()
+	l.errs = append(l.errs, time.Now())
+	l.lastErr = err
+	l.mu.Unlock()
+}
+
+// counts is how many operations were acknowledged and failed in [from, to).
+func (l *tally) counts(from, to time.Time) (ok, errs int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, at := range l.okAt {
+		if !at.Before(from) && at.Before(to) {
+			ok++
+		}
+	}
+	for _, at := range l.errs {
+		if !at.Before(from) && at.Before(to) {
+			errs++
+		}
+	}
+	return ok, errs
+}
+
+// firstOK is the first acknowledged operation after t.
+func (l *tally) firstOK(t time.Time) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, at := range l.okAt {
+		if at.After(t) {
+			return at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// outage is the longest time without an acknowledged operation in
+// [from, to], and when it began: the client cannot tell which node
+// acknowledged, so this is its view of the failover.
+func (l *tally) outage(from, to time.Time) (longest time.Duration, start time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	prev := from
+	for _, at := range l.okAt {
+		if at.Before(from) {
+			continue
+		}
+		if at.After(to) {
+			break
+		}
+		if at.Sub(prev) > longest {
+			longest, start = at.Sub(prev), prev
+		}
+		prev = at
+	}
+	return longest, start
+}

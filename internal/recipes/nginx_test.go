@@ -1,8 +1,6 @@
 package recipes
 
 import (
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -17,14 +15,7 @@ func TestNginxRecipe(t *testing.T) {
 	r := newRecipe(t, "nginx")
 	apis := []string{"127.0.0.1:7111", "127.0.0.1:7112"}
 	nginxAddr := map[string]string{"n1": r.addr("127.0.0.1:8111"), "n2": r.addr("127.0.0.1:8112")}
-	if code, out := runHaven(t, "config", "check", r.config); code != 0 || strings.Contains(out, "warning") {
-		t.Fatalf("config check of the recipe: exit %d\n%s", code, out)
-	}
-	r.startWitness("w1")
-	r.startAgent("n1")
-	r.startAgent("n2")
-	r.startProxy()
-	active, _ := r.waitActive(apis, startTimeout, "", "n1", "n2")
+	active := r.startCluster(apis, startTimeout, "w1")
 	proxyURL := "http://" + r.addr("127.0.0.1:8080") + "/"
 	waitFor(t, 10*time.Second, "the proxy to route to "+active, func() bool {
 		n, _ := getBody(proxyURL)
@@ -35,12 +26,6 @@ func TestNginxRecipe(t *testing.T) {
 	waitFor(t, 10*time.Second, "the client's first answers", func() bool { return len(load.since(time.Time{})) > 20 })
 
 	var results []result
-	other := func(n string) string {
-		if n == "n1" {
-			return "n2"
-		}
-		return "n1"
-	}
 	// measure waits for next to serve the client after the fault at t0 and
 	// for both nodes to be healthy again, then records the fault.
 	// measure waits for the failover after the fault at t0, runs then
@@ -68,40 +53,19 @@ func TestNginxRecipe(t *testing.T) {
 		}
 	}
 
-	// 1. kill -9 of the active's nginx master.
-	st, _ := r.status(apis...)
-	v, _ := nodeView(st, active)
-	t0 := time.Now()
-	if err := syscall.Kill(v.ServicePID, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	measure("kill -9 of the active's nginx", active, t0, nil)
-
-	// 2. kill -9 of the active's agent: its nginx (master and workers)
-	// must not survive it, and its restarted agent must start nginx again.
-	active, _ = r.waitActive(apis, startTimeout, "", "n1", "n2")
-	tree := descendants(r.proc(active).cmd.Process.Pid)
-	var nginxes []int
-	for _, p := range tree {
-		if comm(p) == "nginx" {
-			nginxes = append(nginxes, p)
+	// The agent runs nginx's master and its workers, none of which may
+	// outlive a kill -9 of the agent.
+	r.threeFaults(apis, "active", "nginx", nginxAddr, func(tree []int) {
+		var nginxes []int
+		for _, p := range tree {
+			if comm(p) == "nginx" {
+				nginxes = append(nginxes, p)
+			}
 		}
-	}
-	if len(nginxes) < 3 {
-		t.Fatalf("%s's agent runs %d nginx processes (%v), want a master and 2 workers", active, len(nginxes), tree)
-	}
-	t0 = time.Now()
-	r.killAgent(active)
-	checkNoOrphans(t, tree)
-	waitPortFree(t, "the killed node's nginx port", nginxAddr[active])
-	killed := active
-	measure("kill -9 of the active's agent", active, t0, func() { r.startAgent(killed) })
-
-	// 3. switchover.
-	active, _ = r.waitActive(apis, startTimeout, "", "n1", "n2")
-	t0 = time.Now()
-	r.switchover(other(active))
-	measure("switchover", active, t0, nil)
+		if len(nginxes) < 3 {
+			t.Fatalf("the agent runs %d nginx processes (%v), want a master and 2 workers", len(nginxes), tree)
+		}
+	}, measure)
 
 	load.stop()
 	report(t, "nginx", results)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -16,11 +15,8 @@ import (
 type pgLoad struct {
 	dsn string
 
-	mu        sync.Mutex
+	tally
 	committed []int64
-	okAt      []time.Time
-	errs      []time.Time
-	lastErr   string
 
 	stopC chan struct{}
 	once  sync.Once
@@ -43,12 +39,7 @@ func (l *pgLoad) run() {
 			c.Close(context.Background())
 		}
 	}()
-	fail := func(err error) {
-		l.mu.Lock()
-		l.errs = append(l.errs, time.Now())
-		l.lastErr = err.Error()
-		l.mu.Unlock()
-	}
+	fail := func(err error) { l.fail(err.Error()) }
 	for i := int64(1); i <= maxPGInserts; i++ {
 		select {
 		case <-l.stopC:
@@ -88,40 +79,6 @@ func (l *pgLoad) stop() {
 	<-l.done
 }
 
-func (l *pgLoad) gap(from, to time.Time) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var longest time.Duration
-	prev := from
-	for _, at := range l.okAt {
-		if at.Before(from) {
-			continue
-		}
-		if at.After(to) {
-			break
-		}
-		longest = max(longest, at.Sub(prev))
-		prev = at
-	}
-	return longest
-}
-
-func (l *pgLoad) counts(from, to time.Time) (ok, errs int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, at := range l.okAt {
-		if !at.Before(from) && at.Before(to) {
-			ok++
-		}
-	}
-	for _, at := range l.errs {
-		if !at.Before(from) && at.Before(to) {
-			errs++
-		}
-	}
-	return ok, errs
-}
-
 // pgMissing counts the committed ids that the server at addr lacks.
 func pgMissing(t *testing.T, addr string, ids []int64) int {
 	t.Helper()
@@ -149,14 +106,7 @@ func TestPostgresRecipe(t *testing.T) {
 	r := newRecipe(t, "postgres")
 	apis := []string{"127.0.0.1:7131", "127.0.0.1:7132"}
 	pgAddr := map[string]string{"n1": r.addr("127.0.0.1:5441"), "n2": r.addr("127.0.0.1:5442")}
-	if code, out := runHaven(t, "config", "check", r.config); code != 0 {
-		t.Fatalf("config check of the recipe: exit %d\n%s", code, out)
-	}
-	r.startWitness("w1")
-	r.startAgent("n1")
-	r.startAgent("n2")
-	r.startProxy()
-	active, _ := r.waitActive(apis, 2*startTimeout, "", "n1", "n2")
+	r.startCluster(apis, 2*startTimeout, "w1")
 	dsn := "postgres://postgres@" + r.addr("127.0.0.1:5440") + "/postgres?sslmode=disable&connect_timeout=3"
 	waitFor(t, 20*time.Second, "the table created through the proxy", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -174,12 +124,6 @@ func TestPostgresRecipe(t *testing.T) {
 	waitFor(t, 20*time.Second, "the client's first commits", func() bool { ok, _ := load.counts(time.Time{}, time.Now()); return ok > 20 })
 
 	var results []result
-	other := func(n string) string {
-		if n == "n1" {
-			return "n2"
-		}
-		return "n1"
-	}
 	measure := func(fault, from string, t0 time.Time, then func()) {
 		t.Helper()
 		next := other(from)
@@ -196,37 +140,15 @@ func TestPostgresRecipe(t *testing.T) {
 		ids := append([]int64(nil), load.committed...)
 		load.mu.Unlock()
 		lost := pgMissing(t, pgAddr[next], ids)
-		results = append(results, result{fault: fault, from: from, to: next, failover: load.gap(t0, end), requests: ok + errs, errors: errs,
+		gap, _ := load.outage(t0, end)
+		results = append(results, result{fault: fault, from: from, to: next, failover: gap, requests: ok + errs, errors: errs,
 			lost: fmt.Sprintf("%d of %d committed rows", lost, len(ids))})
 		if lost > 0 {
 			t.Errorf("%s: %d committed rows are missing on the new primary %s", fault, lost, next)
 		}
 	}
 
-	// 1. kill -9 of the primary's postmaster.
-	st, _ := r.status(apis...)
-	v, _ := nodeView(st, active)
-	t0 := time.Now()
-	if err := syscall.Kill(v.ServicePID, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	measure("kill -9 of the primary's postgres", active, t0, nil)
-
-	// 2. kill -9 of the primary's agent: its PostgreSQL dies with it.
-	active, _ = r.waitActive(apis, startTimeout, "", "n1", "n2")
-	tree := descendants(r.proc(active).cmd.Process.Pid)
-	t0 = time.Now()
-	r.killAgent(active)
-	checkNoOrphans(t, tree)
-	waitPortFree(t, "the killed node's PostgreSQL port", pgAddr[active])
-	killed := active
-	measure("kill -9 of the primary's agent", active, t0, func() { r.startAgent(killed) })
-
-	// 3. switchover.
-	active, _ = r.waitActive(apis, startTimeout, "", "n1", "n2")
-	t0 = time.Now()
-	r.switchover(other(active))
-	measure("switchover", active, t0, nil)
+	r.threeFaults(apis, "primary", "PostgreSQL", pgAddr, nil, measure)
 
 	load.stop()
 	report(t, "postgres", results)

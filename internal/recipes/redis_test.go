@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -15,13 +14,9 @@ import (
 type redisLoad struct {
 	addr string
 
-	mu        sync.Mutex
-	waitAcked []string    // keys whose WAIT 1 answered 1
-	plain     []string    // keys whose SET answered OK
-	errs      []time.Time // failed commands (a broken connection, an error reply)
-	firstErr  string
-	lastErr   string
-	okAt      []time.Time // acknowledged writes
+	tally              // acknowledged writes, failed commands
+	waitAcked []string // keys whose WAIT 1 answered 1
+	plain     []string // keys whose SET answered OK
 
 	stopC chan struct{}
 	once  sync.Once
@@ -34,16 +29,6 @@ func startRedisLoad(addr string) *redisLoad {
 	l := &redisLoad{addr: addr, stopC: make(chan struct{}), done: make(chan struct{})}
 	go l.run()
 	return l
-}
-
-func (l *redisLoad) fail(err string) {
-	l.mu.Lock()
-	l.errs = append(l.errs, time.Now())
-	if l.firstErr == "" {
-		l.firstErr = err
-	}
-	l.lastErr = err
-	l.mu.Unlock()
 }
 
 func (l *redisLoad) run() {
@@ -107,56 +92,6 @@ func (l *redisLoad) stop() {
 	<-l.done
 }
 
-// firstOK is the first acknowledged write after t.
-func (l *redisLoad) firstOK(t time.Time) (time.Time, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, at := range l.okAt {
-		if at.After(t) {
-			return at, true
-		}
-	}
-	return time.Time{}, false
-}
-
-// outage is the longest time without an acknowledged write in [from, to]:
-// the client cannot tell which node acknowledged, so this is its view of
-// the failover.
-func (l *redisLoad) outage(from, to time.Time) (longest time.Duration, start time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	prev := from
-	for _, at := range l.okAt {
-		if at.Before(from) {
-			continue
-		}
-		if at.After(to) {
-			break
-		}
-		if at.Sub(prev) > longest {
-			longest, start = at.Sub(prev), prev
-		}
-		prev = at
-	}
-	return longest, start
-}
-
-func (l *redisLoad) counts(from, to time.Time) (ok, errs int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, at := range l.okAt {
-		if !at.Before(from) && at.Before(to) {
-			ok++
-		}
-	}
-	for _, at := range l.errs {
-		if !at.Before(from) && at.Before(to) {
-			errs++
-		}
-	}
-	return ok, errs
-}
-
 func (l *redisLoad) acked() (wait, plain []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -202,14 +137,7 @@ func TestRedisRecipe(t *testing.T) {
 	r := newRecipe(t, "redis")
 	apis := []string{"127.0.0.1:7121", "127.0.0.1:7122"}
 	redisAddr := map[string]string{"n1": r.addr("127.0.0.1:6381"), "n2": r.addr("127.0.0.1:6382")}
-	if code, out := runHaven(t, "config", "check", r.config); code != 0 {
-		t.Fatalf("config check of the recipe: exit %d\n%s", code, out)
-	}
-	r.startWitness("w1")
-	r.startAgent("n1")
-	r.startAgent("n2")
-	r.startProxy()
-	active, _ := r.waitActive(apis, startTimeout, "", "n1", "n2")
+	r.startCluster(apis, startTimeout, "w1")
 	proxyAddr := r.addr("127.0.0.1:6380")
 	load := startRedisLoad(proxyAddr)
 	defer load.stop()
@@ -219,12 +147,6 @@ func TestRedisRecipe(t *testing.T) {
 	})
 
 	var results []result
-	other := func(n string) string {
-		if n == "n1" {
-			return "n2"
-		}
-		return "n1"
-	}
 	lostW, lostP := 0, 0
 	// measure waits for the failover after the fault at t0, runs then
 	// (a restart of what the fault killed), waits for both nodes to be
@@ -265,30 +187,7 @@ func TestRedisRecipe(t *testing.T) {
 		lostW, lostP = mw, mp
 	}
 
-	// 1. kill -9 of the active's redis-server.
-	st, _ := r.status(apis...)
-	v, _ := nodeView(st, active)
-	t0 := time.Now()
-	if err := syscall.Kill(v.ServicePID, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	measure("kill -9 of the active's redis", active, t0, nil)
-
-	// 2. kill -9 of the active's agent: its Redis dies with it.
-	active, _ = r.waitActive(apis, startTimeout, "", "n1", "n2")
-	tree := descendants(r.proc(active).cmd.Process.Pid)
-	t0 = time.Now()
-	r.killAgent(active)
-	checkNoOrphans(t, tree)
-	waitPortFree(t, "the killed node's Redis port", redisAddr[active])
-	killed := active
-	measure("kill -9 of the active's agent", active, t0, func() { r.startAgent(killed) })
-
-	// 3. switchover.
-	active, _ = r.waitActive(apis, startTimeout, "", "n1", "n2")
-	t0 = time.Now()
-	r.switchover(other(active))
-	measure("switchover", active, t0, nil)
+	r.threeFaults(apis, "active", "Redis", redisAddr, nil, measure)
 
 	load.stop()
 	report(t, "redis", results)
