@@ -47,11 +47,11 @@ func runProxy(args []string, out, errw io.Writer) int {
 	switch *mode {
 	case "":
 	case "http", "tcp":
-		if *mode == "tcp" && pc.Sticky.Mode != "" && pc.Sticky.Mode != "none" && pc.Sticky.Mode != "source" {
+		if *mode == "tcp" && pc.Sticky.Mode != "" && pc.Sticky.Mode != proxy.AffinityNone && pc.Sticky.Mode != proxy.AffinitySource {
 			fmt.Fprintf(errw, "haven proxy: --mode tcp cannot do proxy.sticky.mode %s (it needs HTTP); use --mode http or sticky mode source\n", pc.Sticky.Mode)
 			return exitUsage
 		}
-		pc.Mode = *mode
+		pc.Mode = proxy.Protocol(*mode)
 	default:
 		fmt.Fprintf(errw, "haven proxy: --mode %q: use http or tcp\n", *mode)
 		return exitUsage

@@ -70,8 +70,8 @@ func (b *builder) proxy(f fields) {
 		p.MetricsListen = b.listenAddr(v, "proxy.metrics_listen")
 	}
 	if v, ok := pf["mode"]; ok {
-		if s, ok := b.oneOf(v, "proxy.mode", "http", "tcp"); ok {
-			p.Mode = s
+		if s, ok := b.oneOf(v, "proxy.mode", string(proxy.ProtocolHTTP), string(proxy.ProtocolTCP)); ok {
+			p.Mode = proxy.Protocol(s)
 		}
 	}
 	durations := []struct {
@@ -183,8 +183,8 @@ func (b *builder) sticky(n *yaml.Node, p *Proxy) {
 		return
 	}
 	if v, ok := sf["mode"]; ok {
-		if x, ok := b.oneOf(v, "proxy.sticky.mode", "none", "cookie", "header", "source"); ok {
-			s.Mode = x
+		if x, ok := b.oneOf(v, "proxy.sticky.mode", string(proxy.AffinityNone), string(proxy.AffinityCookie), string(proxy.AffinityHeader), string(proxy.AffinitySource)); ok {
+			s.Mode = proxy.Affinity(x)
 		}
 	}
 	if v, ok := sf["cookie"]; ok {
@@ -222,18 +222,18 @@ func (b *builder) sticky(n *yaml.Node, p *Proxy) {
 		s.KeyFile = b.path(v, "proxy.sticky.key_file")
 	}
 	switch s.Mode {
-	case "cookie":
+	case proxy.AffinityCookie:
 		if s.Key == "" && s.KeyFile == "" {
 			b.add(keyLine, "proxy.sticky", "sticky mode cookie signs its cookie: add key: (a secret of at least %d bytes) or key_file:", minStickyKey)
 		}
-		if p.Mode == "tcp" {
+		if p.Mode == proxy.ProtocolTCP {
 			b.add(b.lineFor("proxy.sticky.mode"), "proxy.sticky.mode", "cookie affinity needs HTTP; in mode tcp use sticky mode source or none")
 		}
-	case "header":
+	case proxy.AffinityHeader:
 		if s.Header == "" {
 			b.add(b.lineFor("proxy.sticky.mode"), "proxy.sticky.header", "missing; sticky mode header hashes a header: add header: NAME, e.g. header: X-Session")
 		}
-		if p.Mode == "tcp" {
+		if p.Mode == proxy.ProtocolTCP {
 			b.add(b.lineFor("proxy.sticky.mode"), "proxy.sticky.mode", "header affinity needs HTTP; in mode tcp use sticky mode source or none")
 		}
 	}

@@ -213,7 +213,7 @@ func New(o Options) (*Proxy, error) {
 			return nil, err
 		}
 	}
-	if cfg.Sticky.Mode == "cookie" {
+	if cfg.Sticky.Mode == AffinityCookie {
 		key := []byte(cfg.Sticky.Key)
 		if cfg.Sticky.KeyFile != "" {
 			b, err := os.ReadFile(cfg.Sticky.KeyFile)
@@ -336,7 +336,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	p.log.Info("proxy started", "listen", ln.Addr().String(), "mode", p.cfg.Mode, "tls", p.cfg.TLS.Enabled(), "nodes", p.names)
 	var err error
-	if p.cfg.Mode == "tcp" {
+	if p.cfg.Mode == ProtocolTCP {
 		if p.cfg.TLS.Enabled() {
 			ln = tls.NewListener(ln, p.tlsConfig())
 		}

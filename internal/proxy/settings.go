@@ -9,7 +9,7 @@ import "time"
 type Settings struct {
 	Listen        string        // host:port; may use ${VAR}s of the node when run inside an agent
 	MetricsListen string        // optional host:port for /metrics of the proxy
-	Mode          string        // "http" (default) or "tcp"
+	Mode          Protocol      // http (default) or tcp
 	HoldTimeout   time.Duration // how long a request or connection waits for a target
 	HoldQueue     int           // most requests waiting for a target at once
 	Retries       int           // retries of an idempotent request that failed before any response byte
@@ -24,6 +24,26 @@ type Settings struct {
 	// proxy of their own (Listen may then be empty and given by --listen).
 	Standalone bool
 }
+
+// Protocol is what the proxy speaks with clients (proxy.mode).
+type Protocol string
+
+// Protocols.
+const (
+	ProtocolHTTP Protocol = "http" // requests, routed one by one
+	ProtocolTCP  Protocol = "tcp"  // connections, spliced to a backend
+)
+
+// Affinity is how sticky sessions keep a client on one node (proxy.sticky.mode).
+type Affinity string
+
+// Affinities.
+const (
+	AffinityNone   Affinity = "none"   // no affinity (the default)
+	AffinityCookie Affinity = "cookie" // a signed cookie names the node
+	AffinityHeader Affinity = "header" // a header's value is hashed
+	AffinitySource Affinity = "source" // the client's address is hashed
+)
 
 // TLS is the certificate the proxy presents (PEM files, reloaded on SIGHUP).
 type TLS struct {
@@ -42,7 +62,7 @@ type BackendTLS struct {
 
 // Sticky configures session affinity (used when several nodes get traffic).
 type Sticky struct {
-	Mode    string // "none" (default), "cookie", "header" or "source"
+	Mode    Affinity
 	Cookie  string // cookie name (mode cookie)
 	Header  string // header whose value is hashed (mode header)
 	Key     string // HMAC secret for the cookie, at least 16 bytes
@@ -75,13 +95,13 @@ const (
 // leaves out.
 func Defaults() Settings {
 	return Settings{
-		Mode:          "http",
+		Mode:          ProtocolHTTP,
 		HoldTimeout:   defaultHoldTimeout,
 		HoldQueue:     defaultHoldQueue,
 		Retries:       defaultRetries,
 		ProbeInterval: defaultProbeInterval,
 		DrainGrace:    defaultDrainGrace,
-		Sticky:        Sticky{Mode: "none", Cookie: defaultStickyCookie},
+		Sticky:        Sticky{Mode: AffinityNone, Cookie: defaultStickyCookie},
 		Limits: Limits{
 			MaxHeaderBytes:    defaultMaxHeaderBytes,
 			MaxBodyBytes:      defaultMaxBodyBytes,
