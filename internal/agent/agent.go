@@ -1,8 +1,9 @@
-// Package agent is the driver around the role state machine: it runs the
-// embedded etcd member, renews the session, watches the store, runs health
-// checks and the supervised service, feeds what it sees to machine.Step as
-// events and carries out the actions Step returns. All decisions are the
-// machine's; this package only does I/O.
+// Package agent is the driver around the role state machine: it renews the
+// session, watches the store, runs health checks and the supervised service,
+// feeds what it sees to machine.Step as events and carries out the actions
+// Step returns. All decisions are the machine's; this package only does I/O.
+// Package node wires an agent to its etcd member, listeners, dashboard and
+// proxy.
 //
 // Goroutines: one loop owns the machine state and steps it; a renewer keeps
 // the session alive; a watcher turns store snapshots into LeaderSeen events;
@@ -29,6 +30,7 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/machine"
+	"github.com/haven-ha/haven/internal/operator"
 	"github.com/haven-ha/haven/internal/proxyvip"
 	"github.com/haven-ha/haven/internal/service"
 	"github.com/haven-ha/haven/internal/service/contain"
@@ -53,6 +55,8 @@ type Agent struct {
 	group  *contain.Group      // the service's cgroup or process group; nil with svc
 
 	events    chan machine.Event
+	late      sync.WaitGroup // results emitAsync could not queue at once (Run joins them)
+	lateStop  chan struct{}  // closed when Run no longer reads events
 	work      chan machine.Action
 	fenceC    chan fenceJob // demotions: the fencing lane (fence.go)
 	publishC  chan struct{}
@@ -85,15 +89,10 @@ type Agent struct {
 	sessStats atomic.Pointer[func() ha.SessionStats]
 	// the store's members as monitor last listed them (nil: unknown)
 	members atomic.Pointer[[]ha.Member]
+	op      *operator.Operator // switchover, promote, maintenance (ops.go)
 }
 
-func priorities(cfg *config.Config) map[string]int {
-	p := make(map[string]int, len(cfg.Nodes))
-	for _, n := range cfg.Nodes {
-		p[n.Name] = n.Priority
-	}
-	return p
-}
+func priorities(cfg *config.Config) map[string]int { return cfg.Priorities() }
 
 // New builds an agent for node from cfg, using store for coordination,
 // operator intents, the history and the service's fenced data.
@@ -116,13 +115,14 @@ func New(cfg *config.Config, node config.Node, store ha.Store, clk clock.Clock, 
 			Priorities:     priorities(cfg),
 			Preempt:        cfg.Preempt.Enabled,
 			PreemptDelay:   cfg.Preempt.Delay,
-			Failsafe:       cfg.OutagePolicy == "failsafe",
+			Failsafe:       cfg.OutagePolicy == config.OutageFailsafe,
 		},
 		clk:       clk,
 		log:       log,
 		store:     store,
 		health:    runner,
 		events:    make(chan machine.Event, 64),
+		lateStop:  make(chan struct{}),
 		work:      make(chan machine.Action, 64),
 		fenceC:    make(chan fenceJob, 16),
 		publishC:  make(chan struct{}, 1),
@@ -136,9 +136,10 @@ func New(cfg *config.Config, node config.Node, store ha.Store, clk clock.Clock, 
 		if a.group, err = openGroup(cfg, node, log); err != nil {
 			return nil, err
 		}
-		a.svc = service.New(cfg.Service, vars, log.With("part", "service"), service.WithGroup(a.group), service.WithClock(clk))
+		a.svc = service.New(cfg.Service.Options(), vars, log.With("part", "service"), service.WithGroup(a.group), service.WithClock(clk))
 	}
 	a.metrics = newMetrics(a)
+	a.op = a.newOperator()
 	if err := a.newVIP(); err != nil {
 		return nil, err
 	}
@@ -168,7 +169,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	spawn(a.publisher)
 	spawn(a.eventWriter)
 	spawn(a.rememberFailover)
-	if a.cfg.OutagePolicy == "failsafe" {
+	if a.cfg.OutagePolicy == config.OutageFailsafe {
 		spawn(a.failsafeLoop)
 	}
 	if a.vip != nil {
@@ -176,7 +177,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if a.svc != nil {
 		spawn(a.forwardService)
-		if a.cfg.Service.Standby != "cold" {
+		if a.cfg.Service.Standby != config.StandbyCold {
 			a.svc.SetRole(string(ha.RoleStandby), 0)
 			if err := a.svc.Start(); err != nil {
 				a.log.Error("cannot start the service; the node stays ineligible until it runs", "err", err)
@@ -187,17 +188,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	// Shutting down: the machine demotes if needed; wait for it to settle.
 	a.step(machine.Shutdown{})
-	deadline := a.clk.After(a.cfg.Hooks.OnDemote.Timeout + 5*time.Second)
-	for a.State().Role != ha.RoleStopped {
-		select {
-		case ev := <-a.events:
-			a.step(ev)
-		case <-deadline:
-			a.log.Warn("shutdown: demotion did not finish in time", "role", a.State().Role)
-			goto out
-		}
-	}
-out:
+	a.settle(a.clk.After(a.cfg.Hooks.OnDemote.Timeout + 5*time.Second))
 	a.vipRemove("agent stopping")
 	if a.svc != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), a.cfg.Service.StopGrace+time.Second)
@@ -212,8 +203,24 @@ out:
 	a.publishNow(context.Background())
 	stopBG()
 	wg.Wait()
+	close(a.lateStop)
+	a.late.Wait()
 	a.vipClose()
 	return nil
+}
+
+// settle steps the events of a shutdown until the machine has stopped or
+// deadline fires.
+func (a *Agent) settle(deadline <-chan time.Time) {
+	for a.State().Role != ha.RoleStopped {
+		select {
+		case ev := <-a.events:
+			a.step(ev)
+		case <-deadline:
+			a.log.Warn("shutdown: demotion did not finish in time", "role", a.State().Role)
+			return
+		}
+	}
 }
 
 func (a *Agent) loop(ctx context.Context) {
@@ -297,7 +304,7 @@ func (a *Agent) recentFailure() time.Duration {
 
 // effectiveHealth combines the checks with the state of the process.
 func (a *Agent) effectiveHealth(role ha.Role) (bool, string) {
-	cold := a.svc != nil && a.cfg.Service.Standby == "cold"
+	cold := a.svc != nil && a.cfg.Service.Standby == config.StandbyCold
 	switch {
 	case a.vipLinkDown() != "":
 		// The VIP cannot reach its clients from here (vip.go).
@@ -611,11 +618,20 @@ func (a *Agent) watchCaughtUp(ctx context.Context, epoch ha.Epoch) bool {
 }
 
 // emitAsync feeds a result back without blocking the worker on a full queue.
+// A result that waits is dropped once Run stops reading events, and Run
+// waits for it, so that no goroutine outlives the agent.
 func (a *Agent) emitAsync(ev machine.Event) {
 	select {
 	case a.events <- ev:
 	default:
-		go func() { a.events <- ev }()
+		a.late.Add(1)
+		go func() {
+			defer a.late.Done()
+			select {
+			case a.events <- ev:
+			case <-a.lateStop:
+			}
+		}()
 	}
 }
 
@@ -639,7 +655,7 @@ func (a *Agent) promote(ctx context.Context, epoch ha.Epoch) error {
 	}()
 	if a.svc != nil {
 		a.svc.SetRole(string(ha.RoleActive), int64(epoch))
-		if a.cfg.Service.Standby == "cold" {
+		if a.cfg.Service.Standby == config.StandbyCold {
 			if err := a.svc.Start(); err != nil {
 				return fmt.Errorf("start service: %w", err)
 			}

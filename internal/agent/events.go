@@ -8,16 +8,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/operator"
 )
 
 // switchoverWindow is how long a switchover intent binds the cluster: only
 // its target may campaign until then.
-const switchoverWindow = 10 * time.Second
+const switchoverWindow = operator.SwitchoverWindow
 
 // record queues ev for the history; it never blocks the caller.
 func (a *Agent) record(ev ha.Event) {

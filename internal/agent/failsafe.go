@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/machine"
 )
@@ -27,7 +28,7 @@ type ask struct {
 
 // Failsafe answers a peer's failsafe request.
 func (a *Agent) Failsafe(ctx context.Context, req api.FailsafeRequest) (api.FailsafeResult, error) {
-	if a.cfg.OutagePolicy != "failsafe" {
+	if a.cfg.OutagePolicy != config.OutageFailsafe {
 		return api.FailsafeResult{}, ha.Errorf(ha.KindForbidden, "outage_policy is not failsafe on %s; every node needs the same config", a.node.Name)
 	}
 	if req.From == a.node.Name || req.GrantMS <= 0 || req.GrantMS > 60000 {

@@ -166,7 +166,7 @@ func (a *Agent) demoteService(ctx context.Context, act machine.Demote) error {
 		return nil
 	}
 	a.svc.SetRole(string(ha.RoleStandby), int64(act.Epoch))
-	if a.cfg.Service.Standby != "cold" {
+	if a.cfg.Service.Standby != config.StandbyCold {
 		return nil
 	}
 	if act.Fenced {

@@ -6,16 +6,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
-	"github.com/haven-ha/haven/internal/web"
 )
 
 // The agent keeps its own log in data_dir/<node>/agent.log, besides writing
@@ -120,32 +117,6 @@ func tailLines(b []byte, n int) []byte {
 		i = j
 	}
 	return b[i+1:]
-}
-
-// httpHandler is everything the agent serves on its API address: the API,
-// GET /v1/logs and the dashboard under /ui/ (/ redirects there). The
-// returned func ends the dashboard's live streams, for a prompt shutdown.
-func (a *Agent) httpHandler(o api.Options) (http.Handler, func()) {
-	dash := web.New(web.Options{
-		Config:   a.cfg,
-		Node:     a.node.Name,
-		Source:   a,
-		Operator: a,
-		Logs:     a,
-		Aliases:  a,
-		Audit:    o.Audit,
-		Log:      a.log.With("part", "dashboard"),
-		Client:   a.peerClient().WithWho(""),
-	})
-	mux := http.NewServeMux()
-	mux.Handle("/v1/logs", api.LogsHandler(a, o))
-	mux.Handle("/ui/", dash)
-	if !slices.Contains(o.RedirectPaths, "/") {
-		mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusSeeOther))
-	}
-	mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusSeeOther))
-	mux.Handle("/", api.Handler(a, a, o))
-	return mux, dash.Close
 }
 
 var _ api.LogSource = (*Agent)(nil)

@@ -16,12 +16,12 @@ import (
 	"github.com/haven-ha/haven/internal/vip"
 )
 
-// startFollowProxy runs the virtual IP's own election (vip.follow: proxy)
+// StartFollowProxy runs the virtual IP's own election (vip.follow: proxy)
 // beside the agent: this node takes part while its proxy answers on
 // proxy.listen, and holds the VIP while it wins. The agent's status,
 // metrics and history show it as they show a VIP that follows the active.
 // stop removes the VIP, hands the key back and waits.
-func (a *Agent) startFollowProxy(ctx context.Context) (stop func(), err error) {
+func (a *Agent) StartFollowProxy(ctx context.Context) (stop func(), err error) {
 	cfg, node := a.cfg, a.node
 	log := a.log.With("part", "vip")
 	opts := cfg.VIPOptions(node)

@@ -15,7 +15,7 @@ func (a *Agent) Status() api.Status {
 	snap := a.Snapshot()
 	st := api.Status{
 		Cluster:  a.cfg.Cluster,
-		Mode:     a.cfg.Mode,
+		Mode:     string(a.cfg.Mode),
 		Reporter: a.node.Name,
 		Leader:   snap.Leader,
 		Time:     a.clk.Now(),

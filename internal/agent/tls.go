@@ -7,9 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	ossignal "os/signal"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -112,43 +109,34 @@ func (c certCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// reloadTLSOnHUP reads this node's TLS files again on every SIGHUP until
-// ctx ends: new connections to the API use the new certificate, open ones
-// keep theirs, and the role does not move. (The embedded etcd reads its
-// files for every handshake by itself.) Files that fail the checks change
-// nothing.
-func (a *Agent) reloadTLSOnHUP(ctx context.Context, log *slog.Logger) {
+// tlsReloader returns what a SIGHUP runs to read this node's TLS files
+// again (nil without TLS), and records a warning about certificates that
+// expire soon: new connections to the API use the new certificate, open
+// ones keep theirs, and the role does not move. (The embedded etcd reads
+// its files for every handshake by itself.) Files that fail the checks
+// change nothing.
+func (a *Agent) tlsReloader(log *slog.Logger) func() {
 	src := a.tls
 	if src == nil {
-		return
+		return nil
 	}
 	if w := a.securityWarnings(a.clk.Now()); len(w) > 0 {
 		a.record(ha.Event{Kind: "tls", To: "expiring", Reason: w[0]})
 	}
-	hup := make(chan os.Signal, 1)
-	ossignal.Notify(hup, syscall.SIGHUP)
-	go func() {
-		defer ossignal.Stop(hup)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-			}
-			if err := certs.Check(src.Files()); err != nil {
-				log.Error("SIGHUP: the new TLS files are refused; the old certificate stays", "err", err)
-				continue
-			}
-			if err := src.Reload(); err != nil {
-				log.Error("SIGHUP: TLS reload failed; the old certificate stays", "err", err)
-				continue
-			}
-			log.Info("SIGHUP: TLS certificate reloaded", "cert", src.Files().Cert, "not_after", src.NotAfter())
-			reason := fmt.Sprintf("%s valid until %s", src.Files().Cert, src.NotAfter().Format(time.DateOnly))
-			if w := a.securityWarnings(a.clk.Now()); len(w) > 0 {
-				reason = w[0]
-			}
-			a.record(ha.Event{Kind: "tls", To: "reloaded", Reason: reason})
+	return func() {
+		if err := certs.Check(src.Files()); err != nil {
+			log.Error("SIGHUP: the new TLS files are refused; the old certificate stays", "err", err)
+			return
 		}
-	}()
+		if err := src.Reload(); err != nil {
+			log.Error("SIGHUP: TLS reload failed; the old certificate stays", "err", err)
+			return
+		}
+		log.Info("SIGHUP: TLS certificate reloaded", "cert", src.Files().Cert, "not_after", src.NotAfter())
+		reason := fmt.Sprintf("%s valid until %s", src.Files().Cert, src.NotAfter().Format(time.DateOnly))
+		if w := a.securityWarnings(a.clk.Now()); len(w) > 0 {
+			reason = w[0]
+		}
+		a.record(ha.Event{Kind: "tls", To: "reloaded", Reason: reason})
+	}
 }

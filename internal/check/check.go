@@ -23,8 +23,35 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/expand"
 )
+
+// Options describe one check (the config's checks: entry). Exactly one of
+// HTTP, TCP, Exec is set. All checks must pass for the node to be healthy.
+type Options struct {
+	Name     string
+	HTTP     *HTTP
+	TCP      *TCP
+	Exec     *Exec
+	Interval time.Duration
+	Timeout  time.Duration
+	Rise     int // consecutive successes to become healthy
+	Fall     int // consecutive failures to become unhealthy
+}
+
+// HTTP passes when GET URL answers ExpectStatus.
+type HTTP struct {
+	URL          string
+	ExpectStatus int
+	CAFile       string // https: PEM bundle to verify the service with; empty: the system's
+	ServerName   string // https: name to verify; empty: the URL's host
+}
+
+// TCP passes when Address accepts a connection.
+type TCP struct{ Address string }
+
+// Exec passes when Command exits 0.
+type Exec struct{ Command []string }
 
 // Checker is one health probe of the local service.
 type Checker interface {
@@ -46,7 +73,7 @@ const (
 // New builds the checker described by c. ${VAR} in its URL, address and
 // command is expanded from vars, and vars are added to an exec check's
 // environment. A Timeout of zero falls back to the Interval.
-func New(c config.Check, vars map[string]string) (Checker, error) {
+func New(c Options, vars map[string]string) (Checker, error) {
 	kinds := 0
 	for _, set := range []bool{c.HTTP != nil, c.TCP != nil, c.Exec != nil} {
 		if set {
@@ -63,7 +90,7 @@ func New(c config.Check, vars map[string]string) (Checker, error) {
 	base := probe{name: c.Name, timeout: timeout}
 	switch {
 	case c.HTTP != nil:
-		raw := config.Expand(c.HTTP.URL, vars)
+		raw := expand.String(c.HTTP.URL, vars)
 		u, err := url.Parse(raw)
 		if err != nil {
 			return nil, fmt.Errorf("check %q: url %q: %w", c.Name, raw, err)
@@ -94,7 +121,7 @@ func New(c config.Check, vars map[string]string) (Checker, error) {
 		}
 		return &httpCheck{probe: base, url: raw, want: want, client: newHTTPClient(tlsCfg)}, nil
 	case c.TCP != nil:
-		addr := config.Expand(c.TCP.Address, vars)
+		addr := expand.String(c.TCP.Address, vars)
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			return nil, fmt.Errorf("check %q: address %q: %w", c.Name, addr, err)
 		}
@@ -103,14 +130,14 @@ func New(c config.Check, vars map[string]string) (Checker, error) {
 		}
 		return &tcpCheck{probe: base, addr: addr}, nil
 	default:
-		argv := config.ExpandAll(c.Exec.Command, vars)
+		argv := expand.All(c.Exec.Command, vars)
 		if len(argv) == 0 || argv[0] == "" {
 			return nil, fmt.Errorf("check %q: exec command is empty", c.Name)
 		}
 		if base.name == "" {
 			base.name = "exec " + argv[0]
 		}
-		env := append(os.Environ(), config.Environ(vars)...)
+		env := append(os.Environ(), expand.Environ(vars)...)
 		return &execCheck{probe: base, argv: argv, env: env}, nil
 	}
 }

@@ -16,15 +16,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/haven-ha/haven/internal/config"
 )
 
 // wait is how long a test waits for a condition before failing. Generous:
 // the tests run with -race on small, loaded machines.
 const wait = 10 * time.Second
 
-func mustNew(t *testing.T, c config.Check, vars map[string]string) Checker {
+func mustNew(t *testing.T, c Options, vars map[string]string) Checker {
 	t.Helper()
 	ch, err := New(c, vars)
 	if err != nil {
@@ -77,8 +75,8 @@ func TestHTTP(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := mustNew(t, config.Check{Name: "web", Timeout: 5 * time.Second,
-				HTTP: &config.HTTPCheck{URL: tt.url, ExpectStatus: tt.want}}, map[string]string{"ADDR": host})
+			c := mustNew(t, Options{Name: "web", Timeout: 5 * time.Second,
+				HTTP: &HTTP{URL: tt.url, ExpectStatus: tt.want}}, map[string]string{"ADDR": host})
 			err := c.Check(context.Background())
 			switch {
 			case tt.wantErr == "" && err != nil:
@@ -103,19 +101,19 @@ func TestHTTPS(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	ok := mustNew(t, config.Check{HTTP: &config.HTTPCheck{URL: srv.URL + "/", ExpectStatus: 200, CAFile: ca}, Timeout: wait}, nil)
+	ok := mustNew(t, Options{HTTP: &HTTP{URL: srv.URL + "/", ExpectStatus: 200, CAFile: ca}, Timeout: wait}, nil)
 	if err := ok.Check(ctx); err != nil {
 		t.Errorf("https check with the service's CA: %v", err)
 	}
-	named := mustNew(t, config.Check{HTTP: &config.HTTPCheck{URL: srv.URL + "/", ExpectStatus: 200, CAFile: ca, ServerName: "example.com"}, Timeout: wait}, nil)
+	named := mustNew(t, Options{HTTP: &HTTP{URL: srv.URL + "/", ExpectStatus: 200, CAFile: ca, ServerName: "example.com"}, Timeout: wait}, nil)
 	if err := named.Check(ctx); err != nil {
 		t.Errorf("https check with server_name example.com (in httptest's certificate): %v", err)
 	}
-	wrongName := mustNew(t, config.Check{HTTP: &config.HTTPCheck{URL: srv.URL + "/", ExpectStatus: 200, CAFile: ca, ServerName: "other.test"}, Timeout: wait}, nil)
+	wrongName := mustNew(t, Options{HTTP: &HTTP{URL: srv.URL + "/", ExpectStatus: 200, CAFile: ca, ServerName: "other.test"}, Timeout: wait}, nil)
 	if err := wrongName.Check(ctx); err == nil {
 		t.Error("https check passed with a server_name the certificate does not hold")
 	}
-	untrusted := mustNew(t, config.Check{HTTP: &config.HTTPCheck{URL: srv.URL + "/", ExpectStatus: 200}, Timeout: wait}, nil)
+	untrusted := mustNew(t, Options{HTTP: &HTTP{URL: srv.URL + "/", ExpectStatus: 200}, Timeout: wait}, nil)
 	if err := untrusted.Check(ctx); err == nil {
 		t.Error("https check passed against a certificate no trusted CA signed")
 	}
@@ -131,7 +129,7 @@ func TestHTTPTimeout(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(release)
-	c := mustNew(t, config.Check{Timeout: 50 * time.Millisecond, HTTP: &config.HTTPCheck{URL: srv.URL}}, nil)
+	c := mustNew(t, Options{Timeout: 50 * time.Millisecond, HTTP: &HTTP{URL: srv.URL}}, nil)
 	err := c.Check(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "timed out after 50ms") {
 		t.Fatalf("Check: %v, want a timeout", err)
@@ -147,7 +145,7 @@ func TestHTTPNoKeepAlive(t *testing.T) {
 			closing.Add(1)
 		}
 	}))
-	c := mustNew(t, config.Check{Timeout: 5 * time.Second, HTTP: &config.HTTPCheck{URL: srv.URL}}, nil)
+	c := mustNew(t, Options{Timeout: 5 * time.Second, HTTP: &HTTP{URL: srv.URL}}, nil)
 	for range 2 {
 		if err := c.Check(context.Background()); err != nil {
 			t.Fatalf("Check: %v", err)
@@ -178,7 +176,7 @@ func TestTCP(t *testing.T) {
 		}
 	}()
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	ok := mustNew(t, config.Check{Timeout: 5 * time.Second, TCP: &config.TCPCheck{Address: "127.0.0.1:${PORT}"}}, map[string]string{"PORT": port})
+	ok := mustNew(t, Options{Timeout: 5 * time.Second, TCP: &TCP{Address: "127.0.0.1:${PORT}"}}, map[string]string{"PORT": port})
 	if err := ok.Check(context.Background()); err != nil {
 		t.Fatalf("Check: %v", err)
 	}
@@ -187,7 +185,7 @@ func TestTCP(t *testing.T) {
 	}
 
 	dead := deadPort(t)
-	bad := mustNew(t, config.Check{Timeout: 5 * time.Second, TCP: &config.TCPCheck{Address: dead}}, nil)
+	bad := mustNew(t, Options{Timeout: 5 * time.Second, TCP: &TCP{Address: dead}}, nil)
 	err = bad.Check(context.Background())
 	if want := "tcp " + dead + ": connection refused"; err == nil || err.Error() != want {
 		t.Fatalf("Check: %v, want %q", err, want)
@@ -213,7 +211,7 @@ func TestExec(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := mustNew(t, config.Check{Timeout: 5 * time.Second, Exec: &config.ExecCheck{Command: tt.argv}}, vars)
+			c := mustNew(t, Options{Timeout: 5 * time.Second, Exec: &Exec{Command: tt.argv}}, vars)
 			err := c.Check(context.Background())
 			switch {
 			case tt.wantErr == "" && err != nil:
@@ -228,7 +226,7 @@ func TestExec(t *testing.T) {
 }
 
 func TestExecOutputIsCut(t *testing.T) {
-	c := mustNew(t, config.Check{Timeout: 5 * time.Second, Exec: &config.ExecCheck{
+	c := mustNew(t, Options{Timeout: 5 * time.Second, Exec: &Exec{
 		Command: []string{"sh", "-c", "head -c 5000 /dev/zero | tr '\\0' x; exit 1"}}}, nil)
 	err := c.Check(context.Background())
 	if err == nil {
@@ -243,7 +241,7 @@ func TestExecOutputIsCut(t *testing.T) {
 // On timeout the whole process group dies, not only the shell.
 func TestExecTimeoutKillsGroup(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pid")
-	c := mustNew(t, config.Check{Timeout: 300 * time.Millisecond, Exec: &config.ExecCheck{
+	c := mustNew(t, Options{Timeout: 300 * time.Millisecond, Exec: &Exec{
 		Command: []string{"sh", "-c", `sleep 5 & echo $! > "$PIDFILE"; wait`}}}, map[string]string{"PIDFILE": pidFile})
 	start := time.Now()
 	err := c.Check(context.Background())
@@ -291,15 +289,15 @@ func alive(pid int) bool {
 func TestNewRejects(t *testing.T) {
 	tests := []struct {
 		name string
-		c    config.Check
+		c    Options
 	}{
-		{"no kind", config.Check{Name: "x"}},
-		{"two kinds", config.Check{TCP: &config.TCPCheck{Address: "a:1"}, Exec: &config.ExecCheck{Command: []string{"true"}}}},
-		{"bad scheme", config.Check{HTTP: &config.HTTPCheck{URL: "ftp://x/"}}},
-		{"no port", config.Check{TCP: &config.TCPCheck{Address: "localhost"}}},
-		{"empty command", config.Check{Exec: &config.ExecCheck{}}},
-		{"missing ca_file", config.Check{HTTP: &config.HTTPCheck{URL: "https://x/", CAFile: "/nonexistent/ca.pem"}}},
-		{"ca_file without PEM", config.Check{HTTP: &config.HTTPCheck{URL: "https://x/", CAFile: "/dev/null"}}},
+		{"no kind", Options{Name: "x"}},
+		{"two kinds", Options{TCP: &TCP{Address: "a:1"}, Exec: &Exec{Command: []string{"true"}}}},
+		{"bad scheme", Options{HTTP: &HTTP{URL: "ftp://x/"}}},
+		{"no port", Options{TCP: &TCP{Address: "localhost"}}},
+		{"empty command", Options{Exec: &Exec{}}},
+		{"missing ca_file", Options{HTTP: &HTTP{URL: "https://x/", CAFile: "/nonexistent/ca.pem"}}},
+		{"ca_file without PEM", Options{HTTP: &HTTP{URL: "https://x/", CAFile: "/dev/null"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/clock"
-	"github.com/haven-ha/haven/internal/config"
 )
 
 // Result is the aggregate health of the local service.
@@ -72,7 +71,7 @@ func WithClock(clk clock.Clock) RunnerOption { return func(r *Runner) { r.clk = 
 
 // NewRunner builds the checks with New; log may be nil. Rise and Fall below 1 count as 1; a
 // Timeout of zero falls back to the Interval, which must be positive.
-func NewRunner(checks []config.Check, vars map[string]string, log *slog.Logger, opts ...RunnerOption) (*Runner, error) {
+func NewRunner(checks []Options, vars map[string]string, log *slog.Logger, opts ...RunnerOption) (*Runner, error) {
 	entries := make([]*entry, 0, len(checks))
 	for i, c := range checks {
 		if c.Name == "" {

@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/haven-ha/haven/internal/config"
 )
 
 // fake is a Checker whose result the test sets.
@@ -208,10 +206,10 @@ func TestRunnerRealChecks(t *testing.T) {
 		}
 	}()
 	const iv = 10 * time.Millisecond
-	checks := []config.Check{
-		{Name: "web", HTTP: &config.HTTPCheck{URL: srv.URL, ExpectStatus: 200}, Interval: iv, Timeout: time.Second, Rise: 3, Fall: 2},
-		{Name: "port", TCP: &config.TCPCheck{Address: ln.Addr().String()}, Interval: iv, Timeout: time.Second, Rise: 1, Fall: 1},
-		{Name: "script", Exec: &config.ExecCheck{Command: []string{"/bin/true"}}, Interval: iv, Timeout: time.Second, Rise: 1, Fall: 1},
+	checks := []Options{
+		{Name: "web", HTTP: &HTTP{URL: srv.URL, ExpectStatus: 200}, Interval: iv, Timeout: time.Second, Rise: 3, Fall: 2},
+		{Name: "port", TCP: &TCP{Address: ln.Addr().String()}, Interval: iv, Timeout: time.Second, Rise: 1, Fall: 1},
+		{Name: "script", Exec: &Exec{Command: []string{"/bin/true"}}, Interval: iv, Timeout: time.Second, Rise: 1, Fall: 1},
 	}
 	r, err := NewRunner(checks, nil, nil)
 	if err != nil {
@@ -254,8 +252,8 @@ func TestRunnerRealChecks(t *testing.T) {
 
 // The first probe runs when Run starts, not one interval later.
 func TestRunnerFirstRoundImmediate(t *testing.T) {
-	r, err := NewRunner([]config.Check{
-		{Name: "t", Exec: &config.ExecCheck{Command: []string{"/bin/true"}}, Interval: time.Hour, Timeout: 5 * time.Second, Rise: 1, Fall: 1},
+	r, err := NewRunner([]Options{
+		{Name: "t", Exec: &Exec{Command: []string{"/bin/true"}}, Interval: time.Hour, Timeout: 5 * time.Second, Rise: 1, Fall: 1},
 	}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -266,8 +264,8 @@ func TestRunnerFirstRoundImmediate(t *testing.T) {
 
 // A probe that hangs is cut at its timeout and counts as a failure.
 func TestRunnerTimeout(t *testing.T) {
-	r, err := NewRunner([]config.Check{
-		{Name: "slow", Exec: &config.ExecCheck{Command: []string{"sh", "-c", "sleep 5"}}, Interval: 20 * time.Millisecond, Timeout: 20 * time.Millisecond, Rise: 1, Fall: 1},
+	r, err := NewRunner([]Options{
+		{Name: "slow", Exec: &Exec{Command: []string{"sh", "-c", "sleep 5"}}, Interval: 20 * time.Millisecond, Timeout: 20 * time.Millisecond, Rise: 1, Fall: 1},
 	}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -286,7 +284,7 @@ func TestRunnerTimeout(t *testing.T) {
 }
 
 func TestNewRunnerRejectsZeroInterval(t *testing.T) {
-	_, err := NewRunner([]config.Check{{Name: "x", TCP: &config.TCPCheck{Address: "127.0.0.1:1"}}}, nil, nil)
+	_, err := NewRunner([]Options{{Name: "x", TCP: &TCP{Address: "127.0.0.1:1"}}}, nil, nil)
 	if err == nil {
 		t.Fatal("accepted a zero interval")
 	}
@@ -298,10 +296,10 @@ func TestRunnerNoLeak(t *testing.T) {
 	defer srv.Close()
 	before := runtime.NumGoroutine()
 	const iv = 10 * time.Millisecond
-	r, err := NewRunner([]config.Check{
-		{Name: "web", HTTP: &config.HTTPCheck{URL: srv.URL}, Interval: iv, Timeout: time.Second},
-		{Name: "port", TCP: &config.TCPCheck{Address: strings.TrimPrefix(srv.URL, "http://")}, Interval: iv, Timeout: time.Second},
-		{Name: "slow", Exec: &config.ExecCheck{Command: []string{"sh", "-c", "sleep 0.02"}}, Interval: iv, Timeout: time.Second},
+	r, err := NewRunner([]Options{
+		{Name: "web", HTTP: &HTTP{URL: srv.URL}, Interval: iv, Timeout: time.Second},
+		{Name: "port", TCP: &TCP{Address: strings.TrimPrefix(srv.URL, "http://")}, Interval: iv, Timeout: time.Second},
+		{Name: "slow", Exec: &Exec{Command: []string{"sh", "-c", "sleep 0.02"}}, Interval: iv, Timeout: time.Second},
 	}, nil, nil)
 	if err != nil {
 		t.Fatal(err)

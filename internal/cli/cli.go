@@ -18,6 +18,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/node"
 	"github.com/haven-ha/haven/internal/sample"
 	"github.com/haven-ha/haven/internal/store/storedial"
 )
@@ -187,26 +188,26 @@ func nodeNames(cfg *config.Config) string {
 }
 
 func runAgent(args []string, out, errw io.Writer) int {
-	return runNode("agent", args, errw, func(ctx context.Context, cfg *config.Config, node string) error {
+	return runNode("agent", args, errw, func(ctx context.Context, cfg *config.Config, name string) error {
 		if len(cfg.AgentErrors) > 0 {
 			printTraps(cfg, io.Discard, errw)
 			return fmt.Errorf("%s: fix the errors above (haven config check %s lists them)", cfg.Path, cfg.Path)
 		}
 		// The log file feeds the dashboard.
-		log := newLogger(cfg, agent.TeeLog(cfg, node, errw))
+		log := newLogger(cfg, agent.TeeLog(cfg, name, errw))
 		for _, p := range cfg.Warnings {
 			log.Warn("config: " + formatProblem(cfg.Path, p))
 		}
-		reloadOnHUP(ctx, cfg, log.With("node", node))
-		return agent.RunNode(ctx, cfg, node, log)
+		hup := reloadOnHUP(ctx, cfg, log.With("node", name))
+		return node.RunNode(ctx, cfg, name, log, hup)
 	})
 }
 
 func runWitness(args []string, out, errw io.Writer) int {
-	return runNode("witness", args, errw, func(ctx context.Context, cfg *config.Config, node string) error {
+	return runNode("witness", args, errw, func(ctx context.Context, cfg *config.Config, name string) error {
 		log := newLogger(cfg, errw)
-		reloadOnHUP(ctx, cfg, log.With("node", node))
-		return agent.RunWitness(ctx, cfg, node, log)
+		reloadOnHUP(ctx, cfg, log.With("node", name))
+		return node.RunWitness(ctx, cfg, name, log)
 	})
 }
 

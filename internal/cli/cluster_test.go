@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/node"
 )
 
 // testCluster is a three-node cluster on the embedded etcd whose agents run
@@ -73,7 +73,7 @@ nodes:
 func (c *testCluster) start(name string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); _ = agent.RunNode(ctx, c.cfg, name, c.log) }()
+	go func() { defer close(done); _ = node.RunNode(ctx, c.cfg, name, c.log, nil) }()
 	c.running[name] = func() { cancel(); <-done }
 }
 

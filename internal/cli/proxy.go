@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/node"
 	"github.com/haven-ha/haven/internal/proxy"
 	"github.com/haven-ha/haven/internal/store/storedial"
 )
@@ -46,11 +47,11 @@ func runProxy(args []string, out, errw io.Writer) int {
 	switch *mode {
 	case "":
 	case "http", "tcp":
-		if *mode == "tcp" && pc.Sticky.Mode != "" && pc.Sticky.Mode != "none" && pc.Sticky.Mode != "source" {
+		if *mode == "tcp" && pc.Sticky.Mode != "" && pc.Sticky.Mode != proxy.AffinityNone && pc.Sticky.Mode != proxy.AffinitySource {
 			fmt.Fprintf(errw, "haven proxy: --mode tcp cannot do proxy.sticky.mode %s (it needs HTTP); use --mode http or sticky mode source\n", pc.Sticky.Mode)
 			return exitUsage
 		}
-		pc.Mode = *mode
+		pc.Mode = proxy.Protocol(*mode)
 	default:
 		fmt.Fprintf(errw, "haven proxy: --mode %q: use http or tcp\n", *mode)
 		return exitUsage
@@ -59,7 +60,7 @@ func runProxy(args []string, out, errw io.Writer) int {
 		fmt.Fprintf(errw, "haven proxy: proxy.listen %q uses node variables, which only an agent can expand; pass --listen ADDR\n", pc.Listen)
 		return exitUsage
 	}
-	nodes, err := proxy.NodesFrom(cfg)
+	nodes, err := node.ProxyNodes(cfg)
 	if err != nil {
 		fmt.Fprintf(errw, "haven proxy: %v\n", err)
 		return exitUsage
@@ -87,7 +88,7 @@ func runProxy(args []string, out, errw io.Writer) int {
 		es.SetWatchStall(max(cfg.Timing.LeaseTTL/4, 300*time.Millisecond))
 	}
 	log := newLogger(cfg, errw)
-	apiTLS, err := proxy.APITLS(cfg, "")
+	apiTLS, err := node.ProxyAPITLS(cfg, "")
 	if err != nil {
 		fmt.Fprintf(errw, "haven proxy: %v\n", err)
 		return exitFailure
@@ -114,8 +115,7 @@ func runProxy(args []string, out, errw io.Writer) int {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
 	}
-	reloadOnHUP(ctx, cfg, log)
-	go p.ReloadOnHUP(ctx)
+	reloadOnHUP(ctx, cfg, log).Add(p.Reload)
 	if err := p.Run(ctx); err != nil {
 		fmt.Fprintf(errw, "haven proxy: %v\n", err)
 		return exitFailure

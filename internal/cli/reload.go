@@ -3,13 +3,11 @@ package cli
 import (
 	"context"
 	"log/slog"
-	"os"
-	"os/signal"
 	"reflect"
 	"strings"
-	"syscall"
 
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/reload"
 )
 
 // logLevel is the level of this process's log; a SIGHUP may change it.
@@ -28,40 +26,34 @@ func parseLevel(s string) slog.Level {
 	return slog.LevelInfo
 }
 
-// reloadOnHUP re-reads the config file on every SIGHUP until ctx ends, so
-// that a reload (systemd's ExecReload, a logrotate script) never kills a
-// haven process: without it Go's default for SIGHUP is to exit, and an
-// active agent that exits without resigning costs a failover. log.level
-// takes effect at once. Any other change is logged as needing a restart:
-// haven does not change timings, membership, the store, checks or the
-// service under a running agent. A file that does not load changes nothing.
-// (The proxy reloads its TLS certificate on the same signal.)
-func reloadOnHUP(ctx context.Context, running *config.Config, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	go func() {
-		defer signal.Stop(hup)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-			}
-			next, err := config.Load(running.Path)
-			if err != nil {
-				log.Error("SIGHUP: the config file does not load; nothing changed", "err", err)
-				continue
-			}
-			logLevel.Set(parseLevel(next.Log.Level))
-			if changed := restartNeeded(running, next); len(changed) > 0 {
-				log.Warn("SIGHUP: config re-read; log.level applied, other changes wait for a restart of this process",
-					"changed", strings.Join(changed, ", "),
-					"how", "restart the agents one at a time; on the active, run `haven switchover` first")
-			} else {
-				log.Info("SIGHUP: config re-read", "log_level", logLevel.Level().String())
-			}
+// reloadOnHUP installs the process's one SIGHUP handler (package reload)
+// until ctx ends and returns its set, to which the node and the proxy add
+// their TLS reloads. It re-reads the config file on every SIGHUP, so that a
+// reload (systemd's ExecReload, a logrotate script) never kills a haven
+// process: without it Go's default for SIGHUP is to exit, and an active
+// agent that exits without resigning costs a failover. log.level takes
+// effect at once. Any other change is logged as needing a restart: haven
+// does not change timings, membership, the store, checks or the service
+// under a running agent. A file that does not load changes nothing.
+func reloadOnHUP(ctx context.Context, running *config.Config, log *slog.Logger) *reload.Set {
+	hup := &reload.Set{}
+	hup.Add(func() {
+		next, err := config.Load(running.Path)
+		if err != nil {
+			log.Error("SIGHUP: the config file does not load; nothing changed", "err", err)
+			return
 		}
-	}()
+		logLevel.Set(parseLevel(next.Log.Level))
+		if changed := restartNeeded(running, next); len(changed) > 0 {
+			log.Warn("SIGHUP: config re-read; log.level applied, other changes wait for a restart of this process",
+				"changed", strings.Join(changed, ", "),
+				"how", "restart the agents one at a time; on the active, run `haven switchover` first")
+		} else {
+			log.Info("SIGHUP: config re-read", "log_level", logLevel.Level().String())
+		}
+	})
+	hup.OnSignal(ctx)
+	return hup
 }
 
 // restartNeeded names the config sections that differ between running and

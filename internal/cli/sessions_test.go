@@ -13,7 +13,7 @@ import (
 // each with their keys and bytes; without one, status says nothing of it.
 func TestStatusShowsSessions(t *testing.T) {
 	var out bytes.Buffer
-	printStatus(&out, api.Status{Cluster: "c", Mode: ha.ModeActivePassive, Reporter: "n1", Nodes: []api.NodeView{
+	printStatus(&out, api.Status{Cluster: "c", Mode: string(ha.ModeActivePassive), Reporter: "n1", Nodes: []api.NodeView{
 		{Name: "n1", Role: ha.RoleActive, Sessions: &ha.SessionStats{Listen: "127.0.0.1:6379", Keys: 12, Bytes: 3400, Writable: true}},
 		{Name: "n2", Role: ha.RoleStandby, Sessions: &ha.SessionStats{Listen: "127.0.0.1:6380", Keys: 11, Bytes: 3300}},
 	}})
@@ -23,7 +23,7 @@ func TestStatusShowsSessions(t *testing.T) {
 		}
 	}
 	out.Reset()
-	printStatus(&out, api.Status{Cluster: "c", Mode: ha.ModeActivePassive, Nodes: []api.NodeView{{Name: "n1", Role: ha.RoleActive}}})
+	printStatus(&out, api.Status{Cluster: "c", Mode: string(ha.ModeActivePassive), Nodes: []api.NodeView{{Name: "n1", Role: ha.RoleActive}}})
 	if strings.Contains(out.String(), "sessions") {
 		t.Fatalf("sessions shown without a session store:\n%s", out.String())
 	}

@@ -13,7 +13,7 @@ import (
 // without one, and the site may hold spaces.
 func TestStatusShowsSite(t *testing.T) {
 	var out bytes.Buffer
-	printStatus(&out, api.Status{Cluster: "c", Mode: ha.ModeActivePassive, Reporter: "n1", Leader: ha.Leader{Node: "n1", Epoch: 5}, Nodes: []api.NodeView{
+	printStatus(&out, api.Status{Cluster: "c", Mode: string(ha.ModeActivePassive), Reporter: "n1", Leader: ha.Leader{Node: "n1", Epoch: 5}, Nodes: []api.NodeView{
 		{Name: "n1", Site: "Paris 2", Role: ha.RoleActive, Healthy: true, Epoch: 5},
 		{Name: "n2", Role: ha.RoleDown, Why: "no agent seen in the store"},
 	}})
@@ -32,7 +32,7 @@ func TestStatusShowsSite(t *testing.T) {
 // table; a node without a supervised service is left out.
 func TestStatusShowsContainment(t *testing.T) {
 	var out bytes.Buffer
-	printStatus(&out, api.Status{Cluster: "c", Mode: ha.ModeActivePassive, Reporter: "n1", Nodes: []api.NodeView{
+	printStatus(&out, api.Status{Cluster: "c", Mode: string(ha.ModeActivePassive), Reporter: "n1", Nodes: []api.NodeView{
 		{Name: "n1", Role: ha.RoleActive, Containment: "cgroup /sys/fs/cgroup/haven-c-n1-0123abcd.service"},
 		{Name: "n2", Role: ha.RoleStandby, Containment: "process-group (no cgroup: permission denied)"},
 		{Name: "n3", Role: ha.RoleStandby},

@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // decoder walks a yaml.Node tree by hand, so that every problem can be
@@ -178,7 +179,7 @@ func (d *decoder) mapping(n *yaml.Node, path string, allowed []string) fields {
 			continue
 		}
 		seen[k.Value] = k.Line
-		if !contains(allowed, k.Value) {
+		if !slices.Contains(allowed, k.Value) {
 			d.add(k.Line, field, "unknown field %q; allowed: %s", k.Value, strings.Join(allowed, ", "))
 			continue
 		}
@@ -188,15 +189,6 @@ func (d *decoder) mapping(n *yaml.Node, path string, allowed []string) fields {
 		}
 	}
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // sequence checks that n is a list and returns its items.
@@ -229,7 +221,7 @@ func (d *decoder) oneOf(n *yaml.Node, path string, allowed ...string) (string, b
 	if !ok {
 		return "", false
 	}
-	if !contains(allowed, s) {
+	if !slices.Contains(allowed, s) {
 		d.add(n.Line, path, "invalid value %q; allowed: %s", s, strings.Join(allowed, ", "))
 		return "", false
 	}

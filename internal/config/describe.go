@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/vip"
 )
 
@@ -53,7 +54,7 @@ func (c *Config) Describe() string {
 			line("  env\t%s", strings.Join(Environ(s.Env), " "))
 		}
 		standby := "hot (runs on standbys too)"
-		if s.Standby == "cold" {
+		if s.Standby == StandbyCold {
 			standby = "cold (started on promotion, stopped on demotion)"
 		}
 		line("  standby\t%s", standby)
@@ -133,7 +134,7 @@ func (c *Config) Describe() string {
 	if c.VIP.Enabled() {
 		line("  vip: removing %s is the first step of a demotion; fencing sets aside %s of fence_margin for it (counted with on_demote above in the demote rule)", c.VIP.Address, VIPRemoveBudget)
 	}
-	if s.Standby == "cold" && len(s.Command) > 0 {
+	if s.Standby == StandbyCold && len(s.Command) > 0 {
 		line("  cold standby: the agent SIGKILLs the service at the fence deadline if it is still stopping, so stop_grace needs no room in fence_margin")
 	}
 	line("")
@@ -147,7 +148,7 @@ func (c *Config) Describe() string {
 			auth = "required"
 		}
 		writers := "writes on the active only, fenced by its epoch"
-		if c.Mode == "active-active" {
+		if c.Mode == ha.ModeActiveActive {
 			writers = "writes on every serving node, each a compare-and-swap"
 		}
 		held := "etcd"

@@ -1,9 +1,6 @@
 package config
 
-import (
-	"os"
-	"sort"
-)
+import "github.com/haven-ha/haven/internal/expand"
 
 // Vars returns the variables a node's service, hooks and checks see: the
 // node's env plus HAVEN_NODE, HAVEN_CLUSTER and HAVEN_API (the agent API address).
@@ -25,32 +22,11 @@ func (c *Config) Vars(n Node) map[string]string {
 	return v
 }
 
-// Expand replaces ${NAME} and $NAME in s with vars[NAME]; unknown names are
-// left as written so that a typo is visible in errors rather than silently empty.
-func Expand(s string, vars map[string]string) string {
-	return os.Expand(s, func(name string) string {
-		if v, ok := vars[name]; ok {
-			return v
-		}
-		return "${" + name + "}"
-	})
-}
+// Expand replaces ${NAME} and $NAME in s with vars[NAME] (expand.String).
+func Expand(s string, vars map[string]string) string { return expand.String(s, vars) }
 
-// ExpandAll applies Expand to every element of args.
-func ExpandAll(args []string, vars map[string]string) []string {
-	out := make([]string, len(args))
-	for i, a := range args {
-		out[i] = Expand(a, vars)
-	}
-	return out
-}
+// ExpandAll applies Expand to every element of args (expand.All).
+func ExpandAll(args []string, vars map[string]string) []string { return expand.All(args, vars) }
 
-// Environ turns vars into KEY=VALUE pairs, sorted for stable output.
-func Environ(vars map[string]string) []string {
-	out := make([]string, 0, len(vars))
-	for k, v := range vars {
-		out = append(out, k+"="+v)
-	}
-	sort.Strings(out)
-	return out
-}
+// Environ turns vars into KEY=VALUE pairs, sorted (expand.Environ).
+func Environ(vars map[string]string) []string { return expand.Environ(vars) }

@@ -6,19 +6,22 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
-	"gopkg.in/yaml.v3"
+	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/service"
+	"go.yaml.in/yaml/v3"
 )
 
 // Defaults for fields the file may leave out. The timing defaults are the
 // presets; the on_demote timeout defaults to half the fence margin.
 const (
-	defaultMode           = "active-passive"
+	defaultMode           = ha.ModeActivePassive
 	defaultPreset         = "lan"
 	defaultStopGrace      = 5 * time.Second
 	defaultRestartDelay   = 200 * time.Millisecond
@@ -130,8 +133,8 @@ func (b *builder) top(f fields) {
 
 	c.Mode = defaultMode
 	if n, ok := f["mode"]; ok {
-		if s, ok := b.oneOf(n, "mode", "active-passive", "active-active", "passive-backup"); ok {
-			c.Mode = s
+		if s, ok := b.oneOf(n, "mode", string(ha.ModeActivePassive), string(ha.ModeActiveActive), string(ha.ModePassiveBackup)); ok {
+			c.Mode = ha.Mode(s)
 		}
 	}
 
@@ -424,10 +427,10 @@ func normaliseAddr(s string) (string, error) {
 
 func (b *builder) service(f fields) {
 	s := &b.c.Service
-	s.Standby = "hot"
+	s.Standby = StandbyHot
 	s.StopSignal = "SIGTERM"
 	s.StopGrace = defaultStopGrace
-	s.Restart = "always"
+	s.Restart = service.RestartAlways
 	s.RestartDelay = defaultRestartDelay
 	n, ok := f["service"]
 	if !ok {
@@ -451,8 +454,8 @@ func (b *builder) service(f fields) {
 		}
 	}
 	if v, ok := sf["standby"]; ok {
-		if x, ok := b.oneOf(v, "service.standby", "hot", "cold"); ok {
-			s.Standby = x
+		if x, ok := b.oneOf(v, "service.standby", string(StandbyHot), string(StandbyCold)); ok {
+			s.Standby = Standby(x)
 		}
 	}
 	if v, ok := sf["stop_signal"]; ok {
@@ -461,7 +464,7 @@ func (b *builder) service(f fields) {
 			if !strings.HasPrefix(sig, "SIG") {
 				sig = "SIG" + sig
 			}
-			if contains(stopSignals, sig) {
+			if slices.Contains(stopSignals, sig) {
 				s.StopSignal = sig
 			} else {
 				b.add(v.Line, "service.stop_signal", "unknown signal %q; allowed: %s (the SIG prefix is optional)", x, strings.Join(stopSignals, ", "))
@@ -474,8 +477,8 @@ func (b *builder) service(f fields) {
 		}
 	}
 	if v, ok := sf["restart"]; ok {
-		if x, ok := b.oneOf(v, "service.restart", "always", "on-failure", "never"); ok {
-			s.Restart = x
+		if x, ok := b.oneOf(v, "service.restart", string(service.RestartAlways), string(service.RestartOnFailure), string(service.RestartNever)); ok {
+			s.Restart = service.RestartPolicy(x)
 		}
 	}
 	if v, ok := sf["restart_delay"]; ok {

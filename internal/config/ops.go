@@ -4,6 +4,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/haven-ha/haven/internal/ha"
 )
 
 // Preempt configures failback (`preempt:`). Off by default: a node that
@@ -45,10 +47,10 @@ func (b *builder) ops(f fields) {
 			}
 		}
 	}
-	b.c.OutagePolicy = "demote"
+	b.c.OutagePolicy = OutageDemote
 	if n, ok := f["outage_policy"]; ok {
-		if s, ok := b.oneOf(n, "outage_policy", "demote", "failsafe"); ok {
-			b.c.OutagePolicy = s
+		if s, ok := b.oneOf(n, "outage_policy", string(OutageDemote), string(OutageFailsafe)); ok {
+			b.c.OutagePolicy = OutagePolicy(s)
 		}
 	}
 	b.c.APIAuth.StatusOpen = true
@@ -105,10 +107,10 @@ func (b *builder) ops(f fields) {
 			}
 		}
 	}
-	if b.c.OutagePolicy == "failsafe" && b.c.APIAuth.Token == "" {
+	if b.c.OutagePolicy == OutageFailsafe && b.c.APIAuth.Token == "" {
 		b.add(b.lineFor("outage_policy"), "outage_policy", "failsafe needs api.token: the agents confirm to each other over the authenticated API")
 	}
-	if b.c.Mode == "passive-backup" {
+	if b.c.Mode == ha.ModePassiveBackup {
 		primaries := 0
 		for _, n := range b.c.Nodes {
 			if !n.Witness && !n.Backup {

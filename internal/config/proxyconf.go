@@ -7,77 +7,28 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/haven-ha/haven/internal/proxy"
+	"go.yaml.in/yaml/v3"
 )
 
-// Proxy configures haven's proxy (`proxy:`). Listen empty means no proxy.
-// The proxy sends client traffic to the node(s) that should get it, from the
-// roles in the store and its own probes of each node's /lb-check.
-type Proxy struct {
-	Listen        string        // host:port; may use ${VAR}s of the node when run inside an agent
-	MetricsListen string        // optional host:port for /metrics of the proxy
-	Mode          string        // "http" (default) or "tcp"
-	HoldTimeout   time.Duration // how long a request or connection waits for a target
-	HoldQueue     int           // most requests waiting for a target at once
-	Retries       int           // retries of an idempotent request that failed before any response byte
-	ProbeInterval time.Duration // the proxy's own GET of each node's /lb-check
-	DrainGrace    time.Duration // in-flight requests to a demoted node may finish this long
-	TLS           ProxyTLS      // termination; zero: plain
-	BackendTLS    BackendTLS    // towards the nodes' backends
-	Sticky        Sticky
-	Limits        ProxyLimits
-	AccessLog     bool
-	// Standalone: only `haven proxy` uses this section; agents start no
-	// proxy of their own (Listen may then be empty and given by --listen).
-	Standalone bool
-}
+// Proxy configures haven's proxy (`proxy:`): the proxy's own Settings,
+// which config fills from the proxy: section.
+type Proxy = proxy.Settings
 
-// ProxyTLS is the certificate the proxy presents (PEM files, reloaded on SIGHUP).
-type ProxyTLS struct {
-	Cert, Key string
-}
-
-// Enabled reports whether the proxy terminates TLS.
-func (t ProxyTLS) Enabled() bool { return t.Cert != "" }
+// ProxyTLS is the certificate the proxy presents.
+type ProxyTLS = proxy.TLS
 
 // BackendTLS configures TLS from the proxy to the backends.
-type BackendTLS struct {
-	Enabled    bool
-	CAFile     string // PEM bundle to verify backends with; empty: the system's
-	ServerName string // name to verify; empty: the backend's host
-}
+type BackendTLS = proxy.BackendTLS
 
-// Sticky configures session affinity (used when several nodes get traffic).
-type Sticky struct {
-	Mode    string // "none" (default), "cookie", "header" or "source"
-	Cookie  string // cookie name (mode cookie)
-	Header  string // header whose value is hashed (mode header)
-	Key     string // HMAC secret for the cookie, at least 16 bytes
-	KeyFile string // or a file holding it
-}
+// Sticky configures session affinity.
+type Sticky = proxy.Sticky
 
 // ProxyLimits bound what one client may send and how long it may idle.
-type ProxyLimits struct {
-	MaxHeaderBytes    int
-	MaxBodyBytes      int64
-	ReadHeaderTimeout time.Duration
-	IdleTimeout       time.Duration
-}
+type ProxyLimits = proxy.Limits
 
-// Proxy defaults.
-const (
-	defaultHoldTimeout       = 5 * time.Second
-	defaultHoldQueue         = 10000
-	defaultRetries           = 3
-	defaultProbeInterval     = 100 * time.Millisecond
-	defaultDrainGrace        = 5 * time.Second
-	defaultStickyCookie      = "HAVEN_AFFINITY"
-	defaultMaxHeaderBytes    = 64 << 10
-	defaultMaxBodyBytes      = 10 << 20
-	defaultReadHeaderTimeout = 10 * time.Second
-	defaultIdleTimeout       = 60 * time.Second
-	minStickyKey             = 16
-)
+// minStickyKey is the shortest HMAC secret for sticky cookies, in bytes.
+const minStickyKey = 16
 
 var (
 	proxyKeys      = []string{"listen", "metrics_listen", "mode", "hold_timeout", "hold_queue", "retries", "probe_interval", "drain_grace", "tls", "backend_tls", "sticky", "limits", "access_log", "standalone"}
@@ -92,24 +43,8 @@ var (
 )
 
 // ProxyDefaults returns the proxy settings used for every field a `proxy:`
-// section leaves out.
-func ProxyDefaults() Proxy {
-	return Proxy{
-		Mode:          "http",
-		HoldTimeout:   defaultHoldTimeout,
-		HoldQueue:     defaultHoldQueue,
-		Retries:       defaultRetries,
-		ProbeInterval: defaultProbeInterval,
-		DrainGrace:    defaultDrainGrace,
-		Sticky:        Sticky{Mode: "none", Cookie: defaultStickyCookie},
-		Limits: ProxyLimits{
-			MaxHeaderBytes:    defaultMaxHeaderBytes,
-			MaxBodyBytes:      defaultMaxBodyBytes,
-			ReadHeaderTimeout: defaultReadHeaderTimeout,
-			IdleTimeout:       defaultIdleTimeout,
-		},
-	}
-}
+// section leaves out (proxy.Defaults).
+func ProxyDefaults() Proxy { return proxy.Defaults() }
 
 func (b *builder) proxy(f fields) {
 	n, ok := f["proxy"]
@@ -135,8 +70,8 @@ func (b *builder) proxy(f fields) {
 		p.MetricsListen = b.listenAddr(v, "proxy.metrics_listen")
 	}
 	if v, ok := pf["mode"]; ok {
-		if s, ok := b.oneOf(v, "proxy.mode", "http", "tcp"); ok {
-			p.Mode = s
+		if s, ok := b.oneOf(v, "proxy.mode", string(proxy.ProtocolHTTP), string(proxy.ProtocolTCP)); ok {
+			p.Mode = proxy.Protocol(s)
 		}
 	}
 	durations := []struct {
@@ -248,8 +183,8 @@ func (b *builder) sticky(n *yaml.Node, p *Proxy) {
 		return
 	}
 	if v, ok := sf["mode"]; ok {
-		if x, ok := b.oneOf(v, "proxy.sticky.mode", "none", "cookie", "header", "source"); ok {
-			s.Mode = x
+		if x, ok := b.oneOf(v, "proxy.sticky.mode", string(proxy.AffinityNone), string(proxy.AffinityCookie), string(proxy.AffinityHeader), string(proxy.AffinitySource)); ok {
+			s.Mode = proxy.Affinity(x)
 		}
 	}
 	if v, ok := sf["cookie"]; ok {
@@ -287,18 +222,18 @@ func (b *builder) sticky(n *yaml.Node, p *Proxy) {
 		s.KeyFile = b.path(v, "proxy.sticky.key_file")
 	}
 	switch s.Mode {
-	case "cookie":
+	case proxy.AffinityCookie:
 		if s.Key == "" && s.KeyFile == "" {
 			b.add(keyLine, "proxy.sticky", "sticky mode cookie signs its cookie: add key: (a secret of at least %d bytes) or key_file:", minStickyKey)
 		}
-		if p.Mode == "tcp" {
+		if p.Mode == proxy.ProtocolTCP {
 			b.add(b.lineFor("proxy.sticky.mode"), "proxy.sticky.mode", "cookie affinity needs HTTP; in mode tcp use sticky mode source or none")
 		}
-	case "header":
+	case proxy.AffinityHeader:
 		if s.Header == "" {
 			b.add(b.lineFor("proxy.sticky.mode"), "proxy.sticky.header", "missing; sticky mode header hashes a header: add header: NAME, e.g. header: X-Session")
 		}
-		if p.Mode == "tcp" {
+		if p.Mode == proxy.ProtocolTCP {
 			b.add(b.lineFor("proxy.sticky.mode"), "proxy.sticky.mode", "header affinity needs HTTP; in mode tcp use sticky mode source or none")
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -167,7 +168,7 @@ func (b *builder) store(f fields) {
 		"poll_interval": {BackendPostgres, BackendMySQL}, "table_prefix": {BackendPostgres, BackendMySQL},
 	}
 	for _, key := range storeKeys[1:] {
-		if _, given := sf[key]; given && !contains(belongs[key], s.Backend) {
+		if _, given := sf[key]; given && !slices.Contains(belongs[key], s.Backend) {
 			b.add(b.lineFor("store."+key), "store."+key, "does not apply to backend %s; it is for %s (remove it, or set store.backend)", s.Backend, strings.Join(belongs[key], " and "))
 		}
 	}

@@ -1,14 +1,20 @@
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/haven-ha/haven/internal/check"
+	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/service"
+)
 
 // Config is a whole haven configuration file, after presets are applied and
 // validation has passed. The same file is used on every node; Node picks one.
 type Config struct {
-	Path    string // file it was read from
-	Cluster string // name; store keys live under /haven/<cluster>/
-	Mode    string // "active-passive" (more modes later)
-	DataDir string // node data lives in DataDir/<node name>
+	Path    string  // file it was read from
+	Cluster string  // name; store keys live under /haven/<cluster>/
+	Mode    ha.Mode // active-passive (default), active-active or passive-backup
+	DataDir string  // node data lives in DataDir/<node name>
 	Timing  Timing
 	Store   Store // coordination store; zero value: embedded etcd
 	Nodes   []Node
@@ -22,7 +28,7 @@ type Config struct {
 	// "demote" (default: stop when the lease runs out) or "failsafe" (keep
 	// serving while every other node confirms over the API that it is not
 	// active).
-	OutagePolicy string
+	OutagePolicy OutagePolicy
 	Redirect     Redirect
 	Dashboard    Dashboard // zero value: no dashboard
 	Drill        Drill     // may `haven drill --config` inject faults here
@@ -74,18 +80,40 @@ type Service struct {
 	Command      []string          // argv; ${VAR} expanded from node env
 	Env          map[string]string // extra environment
 	Dir          string            // working directory
-	Standby      string            // "hot": runs on standbys too; "cold": started on promotion
-	StopSignal   string            // e.g. "SIGTERM"
-	StopGrace    time.Duration     // wait this long after StopSignal before SIGKILL
-	Restart      string            // "always", "on-failure", "never"
-	RestartDelay time.Duration     // first delay before a restart; doubles up to 10s, reset after 10s of running
-	Containment  string            // "" or "auto" (cgroup v2 where possible, else process group), "cgroup", "process-group"
+	Standby      Standby
+	StopSignal   string        // e.g. "SIGTERM"
+	StopGrace    time.Duration // wait this long after StopSignal before SIGKILL
+	Restart      service.RestartPolicy
+	RestartDelay time.Duration // first delay before a restart; doubles up to 10s, reset after 10s of running
+	Containment  string        // "" or "auto" (cgroup v2 where possible, else process group), "cgroup", "process-group"
 }
 
-// Hook is a command run on a role change.
-type Hook struct {
-	Command []string
-	Timeout time.Duration
+// Hook is a command run on a role change: service's own Hook.
+type Hook = service.Hook
+
+// Standby says whether the service runs on standbys (service.standby).
+type Standby string
+
+// Standby modes.
+const (
+	StandbyHot  Standby = "hot"  // the service runs on standbys too
+	StandbyCold Standby = "cold" // the service starts on promotion and stops on demotion
+)
+
+// OutagePolicy is what the active does when it cannot reach the store
+// (outage_policy).
+type OutagePolicy string
+
+// Outage policies.
+const (
+	OutageDemote   OutagePolicy = "demote"   // stop acting when the lease runs out
+	OutageFailsafe OutagePolicy = "failsafe" // keep serving while every other node confirms it is not active
+)
+
+// Options translates the service section into what service.New takes.
+func (s Service) Options() service.Options {
+	return service.Options{Command: s.Command, Env: s.Env, Dir: s.Dir, StopSignal: s.StopSignal,
+		StopGrace: s.StopGrace, Restart: s.Restart, RestartDelay: s.RestartDelay}
 }
 
 // Hooks run on role changes, with HAVEN_ROLE, HAVEN_EPOCH, HAVEN_NODE set.
@@ -95,32 +123,18 @@ type Hooks struct {
 	PromoteBackoff time.Duration // ineligible this long after a failed on_promote
 }
 
-// Check is one health check of the local service. Exactly one of HTTP, TCP,
-// Exec is set. All checks must pass for the node to be healthy.
-type Check struct {
-	Name     string
-	HTTP     *HTTPCheck
-	TCP      *TCPCheck
-	Exec     *ExecCheck
-	Interval time.Duration
-	Timeout  time.Duration
-	Rise     int // consecutive successes to become healthy
-	Fall     int // consecutive failures to become unhealthy
-}
+// Check is one health check of the local service: check's own Options,
+// which config fills from the checks: section.
+type Check = check.Options
 
 // HTTPCheck passes when GET URL answers ExpectStatus.
-type HTTPCheck struct {
-	URL          string
-	ExpectStatus int
-	CAFile       string // https: PEM bundle to verify the service with; empty: the system's
-	ServerName   string // https: name to verify; empty: the URL's host
-}
+type HTTPCheck = check.HTTP
 
 // TCPCheck passes when Address accepts a connection.
-type TCPCheck struct{ Address string }
+type TCPCheck = check.TCP
 
 // ExecCheck passes when Command exits 0.
-type ExecCheck struct{ Command []string }
+type ExecCheck = check.Exec
 
 // Log configures the agent's log.
 type Log struct {

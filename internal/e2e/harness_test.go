@@ -24,6 +24,7 @@ import (
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/drill"
 	"github.com/haven-ha/haven/internal/ha"
 	netports "github.com/haven-ha/haven/internal/ports"
 	"github.com/haven-ha/haven/internal/sample"
@@ -104,10 +105,10 @@ func operatorClients(t testing.TB, f config.TLSFiles) (*api.Client, *http.Client
 		&http.Client{Transport: api.NewTransport(tc), Timeout: 10 * time.Second}
 }
 
-// testTimings are the lan preset loosened for a loaded 2-core CI machine:
-// the tests check behaviour, not speed (speed lives in bench/).
-const testTimings = `timing: lan
-timings: {lease_ttl: 3s, renew_interval: 200ms, renew_timeout: 600ms, fence_margin: 500ms, etcd_heartbeat: 50ms, etcd_election: 500ms}`
+// testTimings are the lan preset loosened for a loaded 2-core CI machine,
+// as the drill's "ci" sandbox has them: the tests check behaviour, not
+// speed (speed lives in bench/).
+const testTimings = drill.CITimings
 
 // e2eTimings are testTimings, or the preset named by HAVEN_E2E_TIMING
 // (e.g. lan-fast, to run the overlap tests with it by hand).

@@ -31,11 +31,14 @@ const (
 	RoleBackup      Role = "backup"      // passive-backup mode: promoted only by an operator
 )
 
+// Mode is how a cluster shares the active role (the config's mode:).
+type Mode string
+
 // Cluster modes.
 const (
-	ModeActivePassive = "active-passive" // one active, standbys take over on their own
-	ModeActiveActive  = "active-active"  // every healthy node serves
-	ModePassiveBackup = "passive-backup" // backups never promote on their own
+	ModeActivePassive Mode = "active-passive" // one active, standbys take over on their own
+	ModeActiveActive  Mode = "active-active"  // every healthy node serves
+	ModePassiveBackup Mode = "passive-backup" // backups never promote on their own
 )
 
 // Epoch is the fencing token: it grows with every promotion, and an action

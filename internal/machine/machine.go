@@ -34,7 +34,7 @@ type Config struct {
 	FenceMargin    time.Duration // stop acting this long before the lease can expire
 	PromoteBackoff time.Duration // ineligible this long after a failed promotion
 
-	Mode         string         // ha.Mode*; empty means active-passive
+	Mode         ha.Mode        // empty means active-passive
 	Backup       bool           // passive-backup: this node promotes only on an operator's request
 	Priorities   map[string]int // every node's priority (higher is preferred)
 	Preempt      bool           // a higher-priority node takes the role back

@@ -133,16 +133,16 @@ func runRandom(seed uint64, steps int, seen map[string]int) (err error) {
 
 func modeName(cfg Config) string {
 	if cfg.Mode == "" {
-		return ha.ModeActivePassive
+		return string(ha.ModeActivePassive)
 	}
-	return cfg.Mode
+	return string(cfg.Mode)
 }
 
 // formatConfig renders cfg as a testdata config command.
 func formatConfig(cfg Config) string {
 	out := fmt.Sprintf("config node=%s fence=%s backoff=%s", cfg.Node, cfg.FenceMargin, cfg.PromoteBackoff)
 	if cfg.Mode != "" {
-		out += " mode=" + cfg.Mode
+		out += " mode=" + string(cfg.Mode)
 	}
 	if cfg.Backup {
 		out += " backup=true"

@@ -219,9 +219,9 @@ func (r *runner) config(args []string) error {
 		case "backoff":
 			r.cfg.PromoteBackoff, err = time.ParseDuration(v)
 		case "mode":
-			switch v {
+			switch m := ha.Mode(v); m {
 			case ha.ModeActivePassive, ha.ModeActiveActive, ha.ModePassiveBackup:
-				r.cfg.Mode = v
+				r.cfg.Mode = m
 			default:
 				err = fmt.Errorf("unknown mode %q", v)
 			}

@@ -247,7 +247,7 @@ func (p *Proxy) fail(st *reqState, backend string, code int, msg string) {
 func (p *Proxy) choose(ts *targetSet, r *http.Request, st *reqState) *backend {
 	s := p.cfg.Sticky
 	switch s.Mode {
-	case "cookie":
+	case AffinityCookie:
 		key := ""
 		if c, err := r.Cookie(s.Cookie); err == nil {
 			if node, ok := p.signer.Verify(c.Value); ok {
@@ -270,7 +270,7 @@ func (p *Proxy) choose(ts *targetSet, r *http.Request, st *reqState) *backend {
 			Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode,
 		}).String())
 		return b
-	case "header":
+	case AffinityHeader:
 		if len(ts.nodes) == 1 {
 			return ts.nodes[0]
 		}
@@ -279,7 +279,7 @@ func (p *Proxy) choose(ts *targetSet, r *http.Request, st *reqState) *backend {
 			key = clientIP(r.RemoteAddr)
 		}
 		return ts.get(hrw(key, ts.names))
-	case "source":
+	case AffinitySource:
 		if len(ts.nodes) == 1 {
 			return ts.nodes[0]
 		}

@@ -396,7 +396,7 @@ func (p *Proxy) handleTCP(ctx context.Context, c net.Conn) {
 		}
 		b := ts.nodes[0]
 		if len(ts.nodes) > 1 {
-			if p.cfg.Sticky.Mode == "source" {
+			if p.cfg.Sticky.Mode == AffinitySource {
 				b = ts.get(hrw(clientIP(c.RemoteAddr().String()), ts.names))
 			} else {
 				b = ts.nodes[p.rr.Add(1)%uint64(len(ts.nodes))]

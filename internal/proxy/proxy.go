@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/haven-ha/haven/internal/clock"
-	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -38,8 +38,8 @@ type Node struct {
 
 // Options configure a Proxy.
 type Options struct {
-	Config   config.Proxy
-	Mode     string        // cluster mode; "" is active-passive
+	Config   Settings
+	Mode     ha.Mode       // cluster mode; "" is active-passive
 	LeaseTTL time.Duration // the store's lease: how long a view of it stays usable
 	Nodes    []Node
 	Source   Source
@@ -66,7 +66,7 @@ const (
 
 // Proxy routes clients to the node(s) that should get traffic.
 type Proxy struct {
-	cfg      config.Proxy
+	cfg      Settings
 	opts     Options
 	clk      clock.Clock
 	log      *slog.Logger
@@ -154,7 +154,7 @@ func New(o Options) (*Proxy, error) {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	if o.Mode == "" {
-		o.Mode = ModeActivePassive
+		o.Mode = ha.ModeActivePassive
 	}
 	if o.Clock == nil {
 		o.Clock = clock.Real{}
@@ -213,7 +213,7 @@ func New(o Options) (*Proxy, error) {
 			return nil, err
 		}
 	}
-	if cfg.Sticky.Mode == "cookie" {
+	if cfg.Sticky.Mode == AffinityCookie {
 		key := []byte(cfg.Sticky.Key)
 		if cfg.Sticky.KeyFile != "" {
 			b, err := os.ReadFile(cfg.Sticky.KeyFile)
@@ -256,6 +256,20 @@ func probeTimeout(interval time.Duration) time.Duration {
 // and a slow one.
 func (p *Proxy) probeValid() time.Duration {
 	return 2*p.cfg.ProbeInterval + probeTimeout(p.cfg.ProbeInterval)
+}
+
+// Reload is what a SIGHUP runs (package reload): it reads the TLS
+// certificate again when the proxy terminates TLS. A failed reload is
+// logged and the old certificate kept.
+func (p *Proxy) Reload() {
+	if !p.cfg.TLS.Enabled() {
+		return
+	}
+	if err := p.ReloadTLS(); err != nil {
+		p.log.Error("reload TLS certificate; keeping the old one", "err", err)
+	} else {
+		p.log.Info("TLS certificate reloaded")
+	}
 }
 
 // ReloadTLS reads the certificate and key files again. Connections already
@@ -322,7 +336,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	p.log.Info("proxy started", "listen", ln.Addr().String(), "mode", p.cfg.Mode, "tls", p.cfg.TLS.Enabled(), "nodes", p.names)
 	var err error
-	if p.cfg.Mode == "tcp" {
+	if p.cfg.Mode == ProtocolTCP {
 		if p.cfg.TLS.Enabled() {
 			ln = tls.NewListener(ln, p.tlsConfig())
 		}
@@ -432,7 +446,7 @@ func (p *Proxy) brain(ctx context.Context) {
 				strikes[snap.Leader.Node] = 0
 				p.kickProbe(snap.Leader.Node)
 			}
-			if in.Mode == ModeActiveActive {
+			if in.Mode == ha.ModeActiveActive {
 				for _, n := range p.names {
 					p.kickProbe(n)
 				}
@@ -497,7 +511,7 @@ func later(a, b time.Time) time.Time {
 // starts or stops the drain of nodes that left or came back.
 func (p *Proxy) publish(d Decision) {
 	cur := p.targets.Load()
-	if equal(cur.names, d.Targets) {
+	if slices.Equal(cur.names, d.Targets) {
 		// The same decision, valid for longer. Requests that found it run
 		// out are waiting: they need a new set to wake them. (They count
 		// themselves in expiredWait before they look again, so one of the
@@ -561,18 +575,6 @@ func (p *Proxy) cut(b *backend, why string) {
 		p.log.Warn("cut requests still running on a drained node", "node", b.name, "requests", n, "why", why)
 	}
 	b.closeLong()
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // suspect reports that a request to node failed in a way that says the

@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/sample"
 )
@@ -110,13 +109,13 @@ type testProxy struct {
 	nodes []*fakeNode
 }
 
-func startProxy(t testing.TB, cfg config.Proxy, mode string, nodes ...*fakeNode) *testProxy {
+func startProxy(t testing.TB, cfg Settings, mode ha.Mode, nodes ...*fakeNode) *testProxy {
 	t.Helper()
 	return startProxyLog(t, cfg, mode, nil, nodes...)
 }
 
 // startProxyLog is startProxy with the proxy's log going to log.
-func startProxyLog(t testing.TB, cfg config.Proxy, mode string, log *slog.Logger, nodes ...*fakeNode) *testProxy {
+func startProxyLog(t testing.TB, cfg Settings, mode ha.Mode, log *slog.Logger, nodes ...*fakeNode) *testProxy {
 	t.Helper()
 	st := &fakeStore{}
 	var ns []Node
@@ -138,8 +137,8 @@ func startProxyLog(t testing.TB, cfg config.Proxy, mode string, log *slog.Logger
 	return &testProxy{Proxy: p, addr: ln.Addr().String(), store: st, nodes: nodes}
 }
 
-func testConfig() config.Proxy {
-	c := config.ProxyDefaults()
+func testConfig() Settings {
+	c := Defaults()
 	c.Listen = "127.0.0.1:0"
 	c.HoldTimeout = 3 * time.Second
 	c.ProbeInterval = 20 * time.Millisecond
@@ -377,8 +376,8 @@ func TestNonIdempotentNotRetried(t *testing.T) {
 func TestStickyCookieActiveActive(t *testing.T) {
 	nodes := []*fakeNode{newFakeNode(t, "n1", nil), newFakeNode(t, "n2", nil), newFakeNode(t, "n3", nil)}
 	cfg := testConfig()
-	cfg.Sticky = config.Sticky{Mode: "cookie", Cookie: "HAVEN_AFFINITY", Key: "0123456789abcdef"}
-	tp := startProxy(t, cfg, ModeActiveActive, nodes...)
+	cfg.Sticky = Sticky{Mode: "cookie", Cookie: "HAVEN_AFFINITY", Key: "0123456789abcdef"}
+	tp := startProxy(t, cfg, ha.ModeActiveActive, nodes...)
 	var recs []ha.NodeStatus
 	for _, n := range nodes {
 		n.serving.Store(true)

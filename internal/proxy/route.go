@@ -1,16 +1,11 @@
 package proxy
 
 import (
+	"slices"
 	"sort"
 	"time"
 
 	"github.com/haven-ha/haven/internal/ha"
-)
-
-// Cluster modes the routing knows.
-const (
-	ModeActivePassive = "active-passive"
-	ModeActiveActive  = "active-active"
 )
 
 // Probe is the proxy's latest answer from one node's /lb-check.
@@ -21,7 +16,7 @@ type Probe struct {
 
 // Input is everything a routing decision depends on.
 type Input struct {
-	Mode       string      // cluster mode
+	Mode       ha.Mode     // cluster mode
 	Nodes      []string    // nodes that can take traffic (have a backend), in config order
 	Snapshot   ha.Snapshot // last view of the store
 	Seen       bool        // a snapshot has been received at all
@@ -54,7 +49,7 @@ func Decide(in Input, now time.Time) Decision {
 	}
 	var cands []string
 	switch in.Mode {
-	case ModeActiveActive:
+	case ha.ModeActiveActive:
 		for _, n := range in.Nodes {
 			rec, ok := in.Snapshot.Nodes[n]
 			if ok && (rec.Role == ha.RoleActive || rec.Healthy && rec.Role == ha.RoleStandby) {
@@ -63,7 +58,7 @@ func Decide(in Input, now time.Time) Decision {
 		}
 	default:
 		l := in.Snapshot.Leader.Node
-		if l != "" && contains(in.Nodes, l) {
+		if l != "" && slices.Contains(in.Nodes, l) {
 			cands = append(cands, l)
 		}
 	}
@@ -90,13 +85,4 @@ func Decide(in Input, now time.Time) Decision {
 	}
 	sort.Strings(d.Targets)
 	return d
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -21,7 +21,7 @@ func TestDecide(t *testing.T) {
 	ok := func(at time.Duration) Probe { return Probe{OK: true, At: t0.Add(at)} }
 	base := func() Input {
 		return Input{
-			Mode: ModeActivePassive, Nodes: []string{"n1", "n2", "n3"}, Seen: true,
+			Mode: ha.ModeActivePassive, Nodes: []string{"n1", "n2", "n3"}, Seen: true,
 			Snapshot: snap("n1"), Fresh: t0, LeaseTTL: time.Second, ProbeValid: 400 * ms,
 			Probes: map[string]Probe{"n1": ok(0), "n2": ok(0)},
 		}
@@ -44,13 +44,13 @@ func TestDecide(t *testing.T) {
 		{"store view still within a lease", func(in *Input) { in.Probes["n1"] = ok(900 * ms) }, 999 * ms, []string{"n1"}, 1000 * ms},
 		{"store view older than a lease: hold", func(in *Input) { in.Probes["n1"] = ok(900 * ms) }, 1000 * ms, nil, 0},
 		{"active-active: active and healthy standbys", func(in *Input) {
-			in.Mode = ModeActiveActive
+			in.Mode = ha.ModeActiveActive
 			in.Snapshot = snap("n2", ha.NodeStatus{Name: "n1", Role: ha.RoleStandby, Healthy: true},
 				ha.NodeStatus{Name: "n2", Role: ha.RoleActive}, ha.NodeStatus{Name: "n3", Role: ha.RoleStandby, Healthy: true})
 			in.Probes["n3"] = ok(0)
 		}, 0, []string{"n1", "n2", "n3"}, 0},
 		{"active-active: unhealthy or unconfirmed left out", func(in *Input) {
-			in.Mode = ModeActiveActive
+			in.Mode = ha.ModeActiveActive
 			in.Snapshot = snap("n2", ha.NodeStatus{Name: "n1", Role: ha.RoleStandby, Healthy: false},
 				ha.NodeStatus{Name: "n2", Role: ha.RoleActive}, ha.NodeStatus{Name: "n3", Role: ha.RoleStandby, Healthy: true})
 		}, 0, []string{"n2"}, 0},

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/service/contain"
 )
 
@@ -49,7 +48,7 @@ func superviseHelper() {
 		}
 		opts = append(opts, WithGroup(g))
 	}
-	s := New(config.Service{Command: argv, Restart: "never"}, nil, nil, opts...)
+	s := New(Options{Command: argv, Restart: "never"}, nil, nil, opts...)
 	if err := s.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		os.Exit(1)
@@ -295,7 +294,7 @@ func TestDaemonisedCommand(t *testing.T) {
 	}
 	defer g.Close()
 	pidf := filepath.Join(dir, "pid")
-	s, _ := newSup(t, config.Service{Command: sh(`setsid sh -c 'echo $$ > "$0.tmp"; mv "$0.tmp" "$0"; exec sleep 1000' ` + pidf + ` & while [ ! -e ` + pidf + ` ]; do sleep 0.01; done; exit 0`), Restart: "never"}, nil)
+	s, _ := newSup(t, Options{Command: sh(`setsid sh -c 'echo $$ > "$0.tmp"; mv "$0.tmp" "$0"; exec sleep 1000' ` + pidf + ` & while [ ! -e ` + pidf + ` ]; do sleep 0.01; done; exit 0`), Restart: "never"}, nil)
 	s.group = g
 	if err := s.Start(); err != nil {
 		t.Fatal(err)

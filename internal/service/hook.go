@@ -12,11 +12,17 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/clock"
-	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/expand"
 )
 
 // hookOutputMax is how much of a hook's output its error carries.
 const hookOutputMax = 500
+
+// Hook is a command run on a role change (on_promote, on_demote).
+type Hook struct {
+	Command []string
+	Timeout time.Duration
+}
 
 // HookError is a failed hook: its command, why it failed and the start of
 // its output. Unwrap gives the underlying error (an *exec.ExitError, a
@@ -44,9 +50,9 @@ func (e *HookError) Unwrap() error { return e.Err }
 // whole group is killed. An empty command does nothing. A failure is a
 // *HookError naming the command, the exit status and the first 500 bytes
 // of its output. log may be nil.
-func RunHook(ctx context.Context, h config.Hook, vars map[string]string, env map[string]string, log *slog.Logger) error {
+func RunHook(ctx context.Context, h Hook, vars map[string]string, env map[string]string, log *slog.Logger) error {
 	// ${HAVEN_EPOCH} and ${HAVEN_ROLE} in the command are expanded too.
-	argv := config.ExpandAll(h.Command, mergeVars(vars, env))
+	argv := expand.All(h.Command, mergeVars(vars, env))
 	if len(argv) == 0 {
 		return nil
 	}
@@ -62,7 +68,7 @@ func RunHook(ctx context.Context, h config.Hook, vars map[string]string, env map
 	}
 	out := &headBuffer{max: hookOutputMax}
 	cmd := exec.CommandContext(hctx, argv[0], argv[1:]...)
-	cmd.Env = append(append(os.Environ(), config.Environ(vars)...), config.Environ(env)...)
+	cmd.Env = append(append(os.Environ(), expand.Environ(vars)...), expand.Environ(env)...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return signalGroup(cmd.Process.Pid, syscall.SIGKILL) }

@@ -8,15 +8,13 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/haven-ha/haven/internal/config"
 )
 
 func TestHookEnvironment(t *testing.T) {
 	dir := t.TempDir()
 	vars := map[string]string{"HAVEN_NODE": "n2", "VIP": "10.0.0.9", "DIR": dir}
 	env := map[string]string{"HAVEN_ROLE": "active", "HAVEN_EPOCH": "12"}
-	h := config.Hook{Command: sh(`echo "$HAVEN_NODE $HAVEN_ROLE $HAVEN_EPOCH $VIP $1" > "$DIR/out"`), Timeout: wait}
+	h := Hook{Command: sh(`echo "$HAVEN_NODE $HAVEN_ROLE $HAVEN_EPOCH $VIP $1" > "$DIR/out"`), Timeout: wait}
 	h.Command = append(h.Command, "hook", "${VIP}@${HAVEN_EPOCH}")
 	if err := RunHook(context.Background(), h, vars, env, nil); err != nil {
 		t.Fatal(err)
@@ -31,13 +29,13 @@ func TestHookEnvironment(t *testing.T) {
 }
 
 func TestHookEmpty(t *testing.T) {
-	if err := RunHook(context.Background(), config.Hook{}, nil, nil, nil); err != nil {
+	if err := RunHook(context.Background(), Hook{}, nil, nil, nil); err != nil {
 		t.Fatalf("empty hook: %v", err)
 	}
 }
 
 func TestHookFailure(t *testing.T) {
-	h := config.Hook{Command: sh(`echo "cannot reach 10.0.0.1"; echo "giving up" >&2; exit 3`), Timeout: wait}
+	h := Hook{Command: sh(`echo "cannot reach 10.0.0.1"; echo "giving up" >&2; exit 3`), Timeout: wait}
 	err := RunHook(context.Background(), h, nil, nil, nil)
 	var he *HookError
 	if !errors.As(err, &he) {
@@ -52,7 +50,7 @@ func TestHookFailure(t *testing.T) {
 }
 
 func TestHookOutputIsCut(t *testing.T) {
-	h := config.Hook{Command: sh(`head -c 100000 /dev/zero | tr '\0' x; exit 1`), Timeout: wait}
+	h := Hook{Command: sh(`head -c 100000 /dev/zero | tr '\0' x; exit 1`), Timeout: wait}
 	var he *HookError
 	if err := RunHook(context.Background(), h, nil, nil, nil); !errors.As(err, &he) {
 		t.Fatalf("RunHook: %v", err)
@@ -63,7 +61,7 @@ func TestHookOutputIsCut(t *testing.T) {
 }
 
 func TestHookNotFound(t *testing.T) {
-	err := RunHook(context.Background(), config.Hook{Command: []string{"/no/such/hook"}}, nil, nil, nil)
+	err := RunHook(context.Background(), Hook{Command: []string{"/no/such/hook"}}, nil, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), `hook "/no/such/hook"`) || !strings.Contains(err.Error(), "no such file") {
 		t.Fatalf("RunHook: %v", err)
 	}
@@ -72,7 +70,7 @@ func TestHookNotFound(t *testing.T) {
 // At its timeout the hook's whole process group is killed.
 func TestHookTimeout(t *testing.T) {
 	dir := t.TempDir()
-	h := config.Hook{Command: sh(`echo starting; sleep 100 & echo $! > "$DIR/gc.pid"; wait`), Timeout: 300 * time.Millisecond}
+	h := Hook{Command: sh(`echo starting; sleep 100 & echo $! > "$DIR/gc.pid"; wait`), Timeout: 300 * time.Millisecond}
 	start := time.Now()
 	err := RunHook(context.Background(), h, map[string]string{"DIR": dir}, nil, nil)
 	if took := time.Since(start); took > wait {
@@ -92,7 +90,7 @@ func TestHookContext(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "gc.pid")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	h := config.Hook{Command: []string{"sh", "-c", `sleep 100 & echo $! > "$0"; wait`, pidFile}, Timeout: time.Hour}
+	h := Hook{Command: []string{"sh", "-c", `sleep 100 & echo $! > "$0"; wait`, pidFile}, Timeout: time.Hour}
 	done := make(chan error, 1)
 	go func() { done <- RunHook(ctx, h, nil, nil, nil) }()
 	pid := readPID(t, pidFile)
@@ -111,7 +109,7 @@ func TestHookContext(t *testing.T) {
 // A hook that leaves a daemon behind still returns when its main process exits.
 func TestHookLeavesChild(t *testing.T) {
 	dir := t.TempDir()
-	h := config.Hook{Command: sh(`sleep 100 & echo $! > "$DIR/gc.pid"; echo ok`), Timeout: wait}
+	h := Hook{Command: sh(`sleep 100 & echo $! > "$DIR/gc.pid"; echo ok`), Timeout: wait}
 	if err := RunHook(context.Background(), h, map[string]string{"DIR": dir}, nil, nil); err != nil {
 		t.Fatal(err)
 	}

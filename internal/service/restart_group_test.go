@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/service/contain"
 )
 
@@ -20,7 +19,7 @@ func TestRestartInGroup(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer g.Close()
-			s, out := newSup(t, config.Service{Command: sh("sleep 1000 & exec sleep 1000"), Restart: "always", RestartDelay: 10 * time.Millisecond}, nil)
+			s, out := newSup(t, Options{Command: sh("sleep 1000 & exec sleep 1000"), Restart: "always", RestartDelay: 10 * time.Millisecond}, nil)
 			s.group = g
 			if err := s.Start(); err != nil {
 				t.Fatal(err)

@@ -31,7 +31,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/clock"
-	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/expand"
 	"github.com/haven-ha/haven/internal/service/contain"
 )
 
@@ -101,7 +101,7 @@ type Supervisor struct {
 	env       []string // os.Environ + spec.Env + vars; role variables are added at each start
 	stopSig   syscall.Signal
 	grace     time.Duration
-	policy    string
+	policy    RestartPolicy
 	baseDelay time.Duration
 	log       *slog.Logger
 	clk       clock.Clock
@@ -131,29 +131,51 @@ type proc struct {
 	stopping bool          // Stop or Kill is taking it down; guarded by Supervisor.mu
 }
 
+// Options describe the service a Supervisor runs (the config's service:
+// section, less what the agent keeps for itself).
+type Options struct {
+	Command      []string          // argv; ${VAR} expanded from the node's variables
+	Env          map[string]string // extra environment
+	Dir          string            // working directory
+	StopSignal   string            // e.g. "SIGTERM"
+	StopGrace    time.Duration     // wait this long after StopSignal before SIGKILL
+	Restart      RestartPolicy
+	RestartDelay time.Duration // first delay before a restart; doubles up to 10s, reset after 10s of running
+}
+
+// RestartPolicy says when the supervisor restarts a service that exited.
+type RestartPolicy string
+
+// Restart policies.
+const (
+	RestartAlways    RestartPolicy = "always"
+	RestartOnFailure RestartPolicy = "on-failure" // only after a non-zero exit or a signal
+	RestartNever     RestartPolicy = "never"
+)
+
 // New returns a supervisor for spec; nothing runs until Start. ${VAR} in the
 // command, working directory and extra environment is expanded from vars,
 // which also go into the service's environment (HAVEN_NODE among them). log
 // may be nil.
-func New(spec config.Service, vars map[string]string, log *slog.Logger, opts ...Option) *Supervisor {
+func New(spec Options, vars map[string]string, log *slog.Logger, opts ...Option) *Supervisor {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	extra := make(map[string]string, len(spec.Env))
 	for k, v := range spec.Env {
-		extra[k] = config.Expand(v, vars)
+		extra[k] = expand.String(v, vars)
 	}
 	env := os.Environ()
-	env = append(env, config.Environ(extra)...)
-	env = append(env, config.Environ(vars)...)
+	env = append(env, expand.Environ(extra)...)
+	env = append(env, expand.Environ(vars)...)
 	sig, err := parseSignal(spec.StopSignal)
 	if err != nil {
 		log.Warn("unknown stop signal, using SIGTERM", "stop_signal", spec.StopSignal)
 		sig = syscall.SIGTERM
 	}
 	s := &Supervisor{
-		argv:      config.ExpandAll(spec.Command, vars),
-		dir:       config.Expand(spec.Dir, vars),
+		argv:      expand.All(spec.Command, vars),
+		dir:       expand.String(spec.Dir, vars),
 		env:       env,
 		stopSig:   sig,
 		grace:     spec.StopGrace,
@@ -422,11 +444,11 @@ func (s *Supervisor) exited(p *proc, err error) {
 }
 
 // restarts reports whether policy restarts a process that exited with err.
-func restarts(policy string, err error) bool {
+func restarts(policy RestartPolicy, err error) bool {
 	switch policy {
-	case "always":
+	case RestartAlways:
 		return true
-	case "on-failure":
+	case RestartOnFailure:
 		return err != nil
 	}
 	return false

@@ -16,8 +16,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/haven-ha/haven/internal/config"
 )
 
 // wait bounds every wait for a condition. Generous: the tests run with
@@ -61,7 +59,7 @@ func (b *syncBuffer) String() string {
 
 // newSup returns a supervisor whose output goes to the test's buffer and
 // which is killed when the test ends.
-func newSup(t *testing.T, spec config.Service, vars map[string]string) (*Supervisor, *syncBuffer) {
+func newSup(t *testing.T, spec Options, vars map[string]string) (*Supervisor, *syncBuffer) {
 	t.Helper()
 	out := &syncBuffer{}
 	s := New(spec, vars, nil, WithOutput(out))
@@ -143,7 +141,7 @@ func readPID(t *testing.T, file string) int {
 }
 
 func TestStartStop(t *testing.T) {
-	s, _ := newSup(t, config.Service{Command: []string{"sleep", "100"}, StopGrace: 5 * time.Second, Restart: "always"}, nil)
+	s, _ := newSup(t, Options{Command: []string{"sleep", "100"}, StopGrace: 5 * time.Second, Restart: "always"}, nil)
 	if s.Running() || s.PID() != 0 {
 		t.Fatal("running before Start")
 	}
@@ -183,7 +181,7 @@ func TestStartStop(t *testing.T) {
 
 // A process that stops on the signal is not killed.
 func TestStopGraceful(t *testing.T) {
-	s, out := newSup(t, config.Service{
+	s, out := newSup(t, Options{
 		Command:   sh(`trap 'echo bye; exit 0' TERM; echo ready; while :; do sleep 0.05; done`),
 		StopGrace: 30 * time.Second,
 	}, nil)
@@ -208,7 +206,7 @@ func TestStopGraceful(t *testing.T) {
 // A process that ignores the stop signal is killed after the grace period.
 func TestStopGraceKills(t *testing.T) {
 	const grace = 300 * time.Millisecond
-	s, out := newSup(t, config.Service{
+	s, out := newSup(t, Options{
 		Command:    sh(`trap '' TERM; echo ready; while :; do sleep 0.05; done`),
 		StopSignal: "SIGTERM",
 		StopGrace:  grace,
@@ -236,7 +234,7 @@ func TestStopGraceKills(t *testing.T) {
 
 // Stop's context cuts the grace period short.
 func TestStopContext(t *testing.T) {
-	s, out := newSup(t, config.Service{
+	s, out := newSup(t, Options{
 		Command:   sh(`trap '' TERM; echo ready; while :; do sleep 0.05; done`),
 		StopGrace: time.Hour,
 	}, nil)
@@ -257,7 +255,7 @@ func TestStopContext(t *testing.T) {
 // Stop takes down the whole process group, grandchildren included.
 func TestStopKillsGrandchildren(t *testing.T) {
 	dir := t.TempDir()
-	s, _ := newSup(t, config.Service{
+	s, _ := newSup(t, Options{
 		Command:   sh(`sleep 100 & echo $! > gc.pid; wait`),
 		Dir:       dir,
 		StopGrace: 5 * time.Second,
@@ -279,7 +277,7 @@ func TestStopKillsGrandchildren(t *testing.T) {
 // gets the grace period, then SIGKILL.
 func TestStopWaitsForGroup(t *testing.T) {
 	dir := t.TempDir()
-	s, _ := newSup(t, config.Service{
+	s, _ := newSup(t, Options{
 		Command:   sh(`(trap '' TERM; echo > ready; exec sleep 100) & echo $! > gc.pid; wait`),
 		Dir:       dir,
 		StopGrace: 300 * time.Millisecond,
@@ -305,7 +303,7 @@ func TestStopWaitsForGroup(t *testing.T) {
 // When the main process exits on its own, what it left in its group is killed.
 func TestExitKillsLeftovers(t *testing.T) {
 	dir := t.TempDir()
-	s, _ := newSup(t, config.Service{Command: sh(`sleep 100 & echo $! > gc.pid; exit 3`), Dir: dir, Restart: "never"}, nil)
+	s, _ := newSup(t, Options{Command: sh(`sleep 100 & echo $! > gc.pid; exit 3`), Dir: dir, Restart: "never"}, nil)
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +314,7 @@ func TestExitKillsLeftovers(t *testing.T) {
 
 func TestKill(t *testing.T) {
 	dir := t.TempDir()
-	s, _ := newSup(t, config.Service{
+	s, _ := newSup(t, Options{
 		Command:      sh(`trap '' TERM; sleep 100 & echo $! > gc.pid; wait`),
 		Dir:          dir,
 		StopGrace:    time.Hour,
@@ -344,7 +342,7 @@ func TestKill(t *testing.T) {
 
 func TestRestartPolicy(t *testing.T) {
 	tests := []struct {
-		policy   string
+		policy   RestartPolicy
 		exit     int
 		restarts bool
 	}{
@@ -358,7 +356,7 @@ func TestRestartPolicy(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%s/exit%d", tt.policy, tt.exit), func(t *testing.T) {
 			t.Parallel()
-			s, _ := newSup(t, config.Service{
+			s, _ := newSup(t, Options{
 				Command:      sh("exit " + strconv.Itoa(tt.exit)),
 				Restart:      tt.policy,
 				RestartDelay: 10 * time.Millisecond,
@@ -401,7 +399,7 @@ func TestRestartPolicy(t *testing.T) {
 // Quick failures back off: each wait at least doubles.
 func TestRestartBackoff(t *testing.T) {
 	const base = 40 * time.Millisecond
-	s, _ := newSup(t, config.Service{Command: sh("exit 1"), Restart: "on-failure", RestartDelay: base}, nil)
+	s, _ := newSup(t, Options{Command: sh("exit 1"), Restart: "on-failure", RestartDelay: base}, nil)
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -442,7 +440,7 @@ func TestBackoff(t *testing.T) {
 func TestEnvironment(t *testing.T) {
 	dir := t.TempDir()
 	vars := map[string]string{"HAVEN_NODE": "n1", "HAVEN_CLUSTER": "c", "DB_PORT": "5432", "WORK": dir}
-	s, _ := newSup(t, config.Service{
+	s, _ := newSup(t, Options{
 		Command: []string{"sh", "-c", `env > "$0/env.${HAVEN_ROLE}"; exec sleep 100`, "${WORK}"},
 		Env:     map[string]string{"GREETING": "hi ${HAVEN_NODE}"},
 		Dir:     "${WORK}",
@@ -499,7 +497,7 @@ func readEnv(t *testing.T, file string) map[string]string {
 
 func TestStartError(t *testing.T) {
 	for _, argv := range [][]string{{"/no/such/binary"}, {"no-such-binary-in-path"}} {
-		s, _ := newSup(t, config.Service{Command: argv, Restart: "always"}, nil)
+		s, _ := newSup(t, Options{Command: argv, Restart: "always"}, nil)
 		err := s.Start()
 		if err == nil || !strings.Contains(err.Error(), "start service "+argv[0]) {
 			t.Fatalf("Start: %v, want a start error naming %s", err, argv[0])
@@ -509,14 +507,14 @@ func TestStartError(t *testing.T) {
 		}
 		noEvent(t, s, 100*time.Millisecond)
 	}
-	if err := New(config.Service{}, nil, nil).Start(); !errors.Is(err, ErrNoCommand) {
+	if err := New(Options{}, nil, nil).Start(); !errors.Is(err, ErrNoCommand) {
 		t.Fatalf("Start without a command: %v", err)
 	}
 }
 
 func TestOutput(t *testing.T) {
 	// 2000 lines of 50 bytes: 100,000 bytes, more than the ring holds.
-	s, out := newSup(t, config.Service{Command: sh(`i=0; while [ $i -lt 2000 ]; do printf '%049d\n' $i; i=$((i+1)); done; echo done >&2`)}, nil)
+	s, out := newSup(t, Options{Command: sh(`i=0; while [ $i -lt 2000 ]; do printf '%049d\n' $i; i=$((i+1)); done; echo done >&2`)}, nil)
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -632,7 +630,7 @@ func TestPdeathsig(t *testing.T) {
 // service must survive that (its parent thread is the supervisor's own), and
 // die only with the whole process.
 func pdeathsigHelper() {
-	s := New(config.Service{Command: []string{"sleep", "1000"}, Restart: "never"}, nil, nil)
+	s := New(Options{Command: []string{"sleep", "1000"}, Restart: "never"}, nil, nil)
 	errc := make(chan error)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine

@@ -26,7 +26,7 @@ import (
 // Options describe one run. Scenario picks everything else from the seed.
 type Options struct {
 	Seed    uint64
-	Mode    string // ha.Mode*
+	Mode    ha.Mode
 	Preempt bool
 	Nodes   int // service nodes; a witness is added
 	// FaultPhase is how long faults and operator calls are injected; then
@@ -38,7 +38,7 @@ type Options struct {
 // Scenario derives a run's options from its seed.
 func Scenario(seed uint64) Options {
 	r := rand.New(rand.NewPCG(seed, 0x5eed))
-	modes := []string{ha.ModeActivePassive, ha.ModeActivePassive, ha.ModeActiveActive, ha.ModePassiveBackup}
+	modes := []ha.Mode{ha.ModeActivePassive, ha.ModeActivePassive, ha.ModeActiveActive, ha.ModePassiveBackup}
 	return Options{
 		Seed:       seed,
 		Mode:       modes[r.IntN(len(modes))],

@@ -1,4 +1,4 @@
-package agent
+package node
 
 import (
 	"context"
@@ -61,7 +61,7 @@ tls: {ca_file: certs/ca.crt, cert_file: "certs/${NODE}.crt", key_file: "certs/${
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- RunNode(ctx, cfg, "n1", slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	go func() { done <- RunNode(ctx, cfg, "n1", slog.New(slog.NewTextHandler(io.Discard, nil)), nil) }()
 	defer func() {
 		cancel()
 		<-done

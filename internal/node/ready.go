@@ -1,4 +1,4 @@
-package agent
+package node
 
 import (
 	"context"
@@ -7,15 +7,16 @@ import (
 	"os"
 	"time"
 
+	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/sdnotify"
 )
 
-// notifySystemd tells systemd (a Type=notify unit) READY=1 once the agent
+// notifySystemd tells systemd (for agent a) (a Type=notify unit) READY=1 once the agent
 // has joined the store and knows its role, then keeps the unit's STATUS
 // line on the role, and says STOPPING=1 when ctx ends. Without
 // $NOTIFY_SOCKET it does nothing.
-func (a *Agent) notifySystemd(ctx context.Context, log *slog.Logger) {
+func notifySystemd(ctx context.Context, a *agent.Agent, log *slog.Logger) {
 	n, err := sdnotify.New(os.Getenv("NOTIFY_SOCKET"))
 	if err != nil {
 		log.Warn("systemd notification off", "err", err)
@@ -30,7 +31,7 @@ func (a *Agent) notifySystemd(ctx context.Context, log *slog.Logger) {
 		case <-ctx.Done():
 			_ = n.Send("STOPPING=1")
 			return
-		case <-a.clk.After(100 * time.Millisecond):
+		case <-a.Clock().After(100 * time.Millisecond):
 		}
 		st := a.State()
 		if !ready && !(st.SessionOK && st.LeaderKnown && st.Role != ha.RoleStarting && st.Role != "") {

@@ -1,4 +1,4 @@
-package agent
+package node
 
 import (
 	"context"
@@ -10,22 +10,24 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"time"
 
+	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
-	"github.com/haven-ha/haven/internal/proxy"
+	"github.com/haven-ha/haven/internal/reload"
 	"github.com/haven-ha/haven/internal/store/etcdstore"
 	"github.com/haven-ha/haven/internal/store/storedial"
 	"github.com/haven-ha/haven/internal/vip"
 )
 
 // RunNode runs the named node of cfg until ctx ends: its embedded etcd
-// member, its agent and its HTTP API.
-func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Logger) error {
+// member, its agent and its HTTP API. The agent's and the proxy's TLS
+// reloads join hup, the process's SIGHUP handler; nil: RunNode installs
+// one of its own (tests).
+func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Logger, hup *reload.Set) error {
 	node, ok := cfg.NodeByName(name)
 	if !ok {
 		return fmt.Errorf("node %q is not in %s; use one of the names listed under nodes", name, cfg.Path)
@@ -45,7 +47,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 			return fmt.Errorf("node %s cannot hold the virtual IP: %w", name, err)
 		}
 	}
-	tlsSrc, err := loadTLS(cfg, node)
+	tlsSrc, err := agent.LoadTLS(cfg, node)
 	if err != nil {
 		return err
 	}
@@ -68,13 +70,13 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 	}
 	defer member.Close()
 
-	a, err := New(cfg, node, store, clock.Real{}, log)
+	a, err := agent.New(cfg, node, store, clock.Real{}, log)
 	if err != nil {
 		_ = store.Close()
 		return err
 	}
-	a.tls = tlsSrc
-	handler, closeDash := a.httpHandler(api.Options{Token: cfg.APIAuth.Token, StatusOpen: cfg.APIAuth.StatusOpen, Audit: a.Audit, RedirectPaths: cfg.Redirect.Paths, RedirectTarget: a.RedirectTarget}) // the API and the dashboard
+	a.SetTLS(tlsSrc)
+	handler, closeDash := httpHandler(a, api.Options{Token: cfg.APIAuth.Token, StatusOpen: cfg.APIAuth.StatusOpen, Audit: a.Audit, RedirectPaths: cfg.Redirect.Paths, RedirectTarget: a.RedirectTarget}) // the API and the dashboard
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -89,7 +91,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 			log.Error("api server", "err", err)
 		}
 	}()
-	stopLB, err := serveLBCheck(cfg, node, a, log)
+	stopLB, err := agent.ServeLBCheck(cfg, node, a, log)
 	if err != nil {
 		_ = store.Close()
 		return err
@@ -99,7 +101,11 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	a.reloadTLSOnHUP(runCtx, log)
+	if hup == nil {
+		hup = &reload.Set{}
+		hup.OnSignal(runCtx)
+	}
+	hup.Add(a.TLSReloader(log))
 	go func() {
 		select {
 		case err := <-member.Err():
@@ -111,15 +117,15 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 		case <-runCtx.Done():
 		}
 	}()
-	go keepLeaderAway(runCtx, a, member, log)
-	go a.monitor(runCtx)
-	go a.notifySystemd(runCtx, log)
+	go agent.KeepLeaderAway(runCtx, a, member, log)
+	go a.Monitor(runCtx)
+	go notifySystemd(runCtx, a, log)
 	stopProxy := func() {}
 	if cfg.Proxy.Listen != "" && !cfg.Proxy.Standalone {
 		// This node's proxy; it learns how fresh the store is from the
 		// agent's lease renewals, and stops after the agent.
 		fresh := func() time.Time { return a.State().ValidUntil.Add(-cfg.Timing.LeaseTTL) }
-		if stopProxy, err = proxy.StartForNode(cfg, node, store, fresh, log); err != nil {
+		if stopProxy, err = startProxy(cfg, node, store, fresh, log, hup); err != nil {
 			_ = store.Close()
 			return err
 		}
@@ -128,7 +134,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 	if cfg.VIP.FollowsProxy() {
 		// The VIP follows a healthy proxy: its own election, started after
 		// this node's proxy (if it runs one) and stopped before it.
-		if stopFollow, err = a.startFollowProxy(runCtx); err != nil {
+		if stopFollow, err = a.StartFollowProxy(runCtx); err != nil {
 			stopProxy()
 			_ = store.Close()
 			return err
@@ -143,7 +149,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 		if tlsSrc != nil {
 			sessTLS = tlsSrc.ServerConfig(false)
 		}
-		if stopSessions, err = startSessions(cfg, node, a, store, sessTLS, log); err != nil {
+		if stopSessions, err = agent.StartSessions(cfg, node, a, store, sessTLS, log); err != nil {
 			stopFollow()
 			stopProxy()
 			_ = store.Close()
@@ -173,7 +179,7 @@ func RunWitness(ctx context.Context, cfg *config.Config, name string, log *slog.
 		return fmt.Errorf("node %q is not a witness (add `witness: true` to it, or run it with `haven agent`)", name)
 	}
 	log = log.With("node", name, "witness", true)
-	if _, err := loadTLS(cfg, node); err != nil {
+	if _, err := agent.LoadTLS(cfg, node); err != nil {
 		return err
 	}
 	clk := clock.Real{}
@@ -185,13 +191,19 @@ func RunWitness(ctx context.Context, cfg *config.Config, name string, log *slog.
 	defer store.Close()
 	log.Info("witness started")
 	notifyWitnessReady(log)
-	// Publish a record so that status shows the witness as up.
+	// Publish a record so that status shows the witness as up, until the
+	// witness stops (joined before the store closes).
+	pctx, stopPublish := context.WithCancel(ctx)
+	published := make(chan struct{})
+	defer func() { stopPublish(); <-published }()
 	go func() {
+		defer close(published)
+		ctx := pctx
 		for ctx.Err() == nil {
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			ttl, err := store.NewSession(cctx, cfg.Timing.LeaseTTL)
 			if err == nil {
-				err = store.Publish(cctx, ha.NodeStatus{Name: name, Role: ha.RoleWitness, Healthy: true, Reason: "etcd member", AgentPID: os.Getpid(), StartedAt: clk.Now(), Heartbeat: clk.Now(), Version: Version})
+				err = store.Publish(cctx, ha.NodeStatus{Name: name, Role: ha.RoleWitness, Healthy: true, Reason: "etcd member", AgentPID: os.Getpid(), StartedAt: clk.Now(), Heartbeat: clk.Now(), Version: agent.Version})
 			}
 			cancel()
 			for err == nil && ctx.Err() == nil {
@@ -285,75 +297,4 @@ func startCoordination(ctx context.Context, cfg *config.Config, node config.Node
 		return nil, nil, err
 	}
 	return member, store, nil
-}
-
-// keepLeaderAway moves etcd's raft leadership off this node's member while
-// this node is active, so that one crash does not take out both. It looks
-// every 100 ms (two cheap in-memory reads), so that the window in which the
-// active also leads etcd stays short.
-func keepLeaderAway(ctx context.Context, a *Agent, m *etcdstore.Member, log *slog.Logger) {
-	if a.cfg.Mode == ha.ModeActiveActive {
-		// Every healthy node is active: moving leadership away from each
-		// of them would bounce it between members forever, and raft drops
-		// proposals during every transfer.
-		return
-	}
-	pause := 100 * time.Millisecond
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-a.clk.After(pause):
-		}
-		pause = 100 * time.Millisecond
-		if a.State().Role != ha.RoleActive || !m.IsLeader() {
-			continue
-		}
-		err := m.MoveLeaderAway(ctx, longestRunning(a.Snapshot()))
-		if errors.Is(err, etcdstore.ErrNoOtherMember) {
-			// A one-member cluster, or the others are down: nothing to
-			// move and nothing to log; look again in a while.
-			pause = time.Second
-			continue
-		}
-		if err != nil {
-			// While raft transfers leadership it takes no proposals: after
-			// a transfer that did not finish, leave raft alone for a while.
-			pause = time.Second
-			log.Debug("move etcd leadership away from the active", "err", err)
-		} else {
-			log.Info("moved etcd leadership to another member")
-		}
-	}
-}
-
-// longestRunning names the nodes of snap whose agents are alive, in the
-// order in which to offer etcd leadership: witnesses first (they never become active, so a crash of
-// the active never takes the etcd leader with it), then healthy nodes, each
-// group by how long its agent has run, longest first.
-func longestRunning(snap ha.Snapshot) []string {
-	recs := make([]ha.NodeStatus, 0, len(snap.Nodes))
-	for _, r := range snap.Nodes {
-		if r.Role != ha.RoleStopped && r.Role != ha.RoleDown {
-			recs = append(recs, r) // a live agent, so a running member
-		}
-	}
-	sort.Slice(recs, func(i, j int) bool {
-		wi, wj := recs[i].Role == ha.RoleWitness, recs[j].Role == ha.RoleWitness
-		if wi != wj {
-			return wi
-		}
-		if recs[i].Healthy != recs[j].Healthy {
-			return recs[i].Healthy
-		}
-		if !recs[i].StartedAt.Equal(recs[j].StartedAt) {
-			return recs[i].StartedAt.Before(recs[j].StartedAt)
-		}
-		return recs[i].Name < recs[j].Name
-	})
-	names := make([]string, len(recs))
-	for i, r := range recs {
-		names[i] = r.Name
-	}
-	return names
 }

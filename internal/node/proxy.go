@@ -1,4 +1,4 @@
-package proxy
+package node
 
 import (
 	"context"
@@ -6,19 +6,18 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/proxy"
+	"github.com/haven-ha/haven/internal/reload"
 )
 
-// NodesFrom lists the nodes of cfg that can take traffic, or says which one
+// ProxyNodes lists the nodes of cfg that can take traffic, or says which one
 // lacks a backend.
-func NodesFrom(cfg *config.Config) ([]Node, error) {
-	var nodes []Node
+func ProxyNodes(cfg *config.Config) ([]proxy.Node, error) {
+	var nodes []proxy.Node
 	for _, n := range cfg.Nodes {
 		if n.Witness {
 			continue
@@ -26,28 +25,29 @@ func NodesFrom(cfg *config.Config) ([]Node, error) {
 		if n.Backend == "" {
 			return nil, fmt.Errorf("node %s has no backend; add backend: host:port (where its service listens) to it in %s", n.Name, cfg.Path)
 		}
-		nodes = append(nodes, Node{Name: n.Name, Backend: n.Backend, API: n.API})
+		nodes = append(nodes, proxy.Node{Name: n.Name, Backend: n.Backend, API: n.API})
 	}
 	return nodes, nil
 }
 
-// StartForNode starts the proxy of an agent (the config's proxy: section,
+// startProxy starts the proxy of an agent (the config's proxy: section,
 // with ${VAR}s expanded from node's variables). fresh tells when the agent
-// last heard from the store. The returned stop ends the proxy and waits.
-func StartForNode(cfg *config.Config, node config.Node, src Source, fresh func() time.Time, log *slog.Logger) (stop func(), err error) {
+// last heard from the store; hup gets the proxy's certificate reload. The
+// returned stop ends the proxy and waits.
+func startProxy(cfg *config.Config, node config.Node, src proxy.Source, fresh func() time.Time, log *slog.Logger, hup *reload.Set) (stop func(), err error) {
 	pc := cfg.Proxy
 	vars := cfg.Vars(node)
 	pc.Listen = config.Expand(pc.Listen, vars)
 	pc.MetricsListen = config.Expand(pc.MetricsListen, vars)
-	nodes, err := NodesFrom(cfg)
+	nodes, err := ProxyNodes(cfg)
 	if err != nil {
 		return nil, err
 	}
-	apiTLS, err := APITLS(cfg, node.Name)
+	apiTLS, err := ProxyAPITLS(cfg, node.Name)
 	if err != nil {
 		return nil, err
 	}
-	p, err := New(Options{Config: pc, Mode: cfg.Mode, LeaseTTL: cfg.Timing.LeaseTTL, Nodes: nodes, Source: src, Fresh: fresh, Log: log, APITLS: apiTLS})
+	p, err := proxy.New(proxy.Options{Config: pc, Mode: cfg.Mode, LeaseTTL: cfg.Timing.LeaseTTL, Nodes: nodes, Source: src, Fresh: fresh, Log: log, APITLS: apiTLS})
 	if err != nil {
 		return nil, err
 	}
@@ -55,22 +55,22 @@ func StartForNode(cfg *config.Config, node config.Node, src Source, fresh func()
 	if err != nil {
 		return nil, fmt.Errorf("proxy: listen on %s: %w (another agent on this host may have it: give each node its own address with a ${VAR} from the node's env in proxy.listen, or set proxy.standalone: true and run one `haven proxy`)", pc.Listen, err)
 	}
+	hup.Add(p.Reload)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		go p.ReloadOnHUP(ctx)
 		if err := p.Serve(ctx, ln); err != nil {
-			p.log.Error("proxy stopped", "err", err)
+			log.Error("proxy stopped", "part", "proxy", "err", err)
 		}
 	}()
 	return func() { cancel(); <-done }, nil
 }
 
-// APITLS is the TLS configuration with which the proxy of node (""
+// ProxyAPITLS is the TLS configuration with which the proxy of node (""
 // for a proxy of its own: the operator's certificate) probes the agents'
 // /lb-check; nil when the cluster runs without TLS.
-func APITLS(cfg *config.Config, node string) (*tls.Config, error) {
+func ProxyAPITLS(cfg *config.Config, node string) (*tls.Config, error) {
 	if !cfg.TLS.Enabled() {
 		return nil, nil
 	}
@@ -82,27 +82,4 @@ func APITLS(cfg *config.Config, node string) (*tls.Config, error) {
 		return nil, fmt.Errorf("proxy: TLS to the agents: %w", err)
 	}
 	return t, nil
-}
-
-// ReloadOnHUP reloads the TLS certificate on every SIGHUP until ctx ends.
-// A failed reload is logged and the old certificate kept.
-func (p *Proxy) ReloadOnHUP(ctx context.Context) {
-	if !p.cfg.TLS.Enabled() {
-		return
-	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-hup:
-			if err := p.ReloadTLS(); err != nil {
-				p.log.Error("reload TLS certificate; keeping the old one", "err", err)
-			} else {
-				p.log.Info("TLS certificate reloaded")
-			}
-		case <-ctx.Done():
-			return
-		}
-	}
 }

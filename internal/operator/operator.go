@@ -1,10 +1,16 @@
-package agent
+// Package operator carries out the operator's cluster-wide actions
+// (switchover, promote, maintenance) for any agent: it records the intent in
+// the store, where the machines of every node act on it, and watches the
+// agent's snapshot until it has taken effect.
+package operator
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/haven-ha/haven/internal/api"
@@ -13,51 +19,67 @@ import (
 	"github.com/haven-ha/haven/internal/ha"
 )
 
-// Operator actions. Any agent accepts the cluster-wide ones (switchover,
-// maintenance, promote) and records the intent in the store, where the
-// machines of every node act on it; service control acts on this node only.
-
-// snapshot is the store's view with this node's own record replaced by its
-// live one: the published copy may not have come back through the watch yet.
-func (a *Agent) snapshot() ha.Snapshot {
-	snap := a.Snapshot()
-	nodes := make(map[string]ha.NodeStatus, len(snap.Nodes)+1)
-	for k, v := range snap.Nodes {
-		nodes[k] = v
-	}
-	nodes[a.node.Name] = a.Record()
-	snap.Nodes = nodes
-	return snap
+// Operator carries out the cluster-wide operator actions of one agent.
+type Operator struct {
+	o Options
 }
+
+// Options wire an Operator to its agent.
+type Options struct {
+	Config *config.Config
+	Node   string // the agent's node
+	Store  ha.Store
+	Clock  clock.Clock
+	Log    *slog.Logger
+	// Mu is held for one operator action at a time on this agent (the
+	// agent's member changes take it too).
+	Mu *sync.Mutex
+	// Snapshot is the store's view as the agent's watch last saw it; Live
+	// is that view with this node's own record replaced by its live one.
+	Snapshot func() ha.Snapshot
+	Live     func() ha.Snapshot
+	Record   func(ha.Event) // queues an event for the history
+	NewID    func() string  // a fresh intent id
+	// CallTimeout bounds one coordination call; OpTimeout one store write
+	// of an operator action.
+	CallTimeout, OpTimeout time.Duration
+}
+
+// New returns the operator of one agent.
+func New(o Options) *Operator { return &Operator{o: o} }
+
+// SwitchoverWindow is how long a switchover intent binds the cluster: only
+// its target may campaign until then.
+const SwitchoverWindow = 10 * time.Second
 
 // Switchover hands the active role to req.To (or the best eligible standby)
 // and waits until it is active.
-func (a *Agent) Switchover(ctx context.Context, req api.SwitchoverRequest) (api.SwitchoverResult, error) {
-	a.opMu.Lock()
-	defer a.opMu.Unlock()
-	if a.cfg.Mode == ha.ModeActiveActive {
+func (op *Operator) Switchover(ctx context.Context, req api.SwitchoverRequest) (api.SwitchoverResult, error) {
+	op.o.Mu.Lock()
+	defer op.o.Mu.Unlock()
+	if op.o.Config.Mode == ha.ModeActiveActive {
 		return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "active-active: every healthy node serves, there is no active role to hand over; use `haven maintenance on NODE` to take a node out")
 	}
-	snap := a.snapshot()
+	snap := op.o.Live()
 	if snap.Leader.None() {
 		return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "no node is active, so there is nothing to switch over; in passive-backup mode use `haven promote NODE`")
 	}
-	target, err := a.pickTarget(snap, req.To, req.Force, false)
+	target, err := op.pickTarget(snap, req.To, req.Force, false)
 	if err != nil {
 		return api.SwitchoverResult{}, err
 	}
-	return a.handOver(ctx, snap.Leader, target, req.Reason, req.Who, false)
+	return op.handOver(ctx, snap.Leader, target, req.Reason, req.Who, false)
 }
 
 // Promote makes node active: in passive-backup mode the only way a backup
 // becomes active. Refused while an active node is healthy unless force.
-func (a *Agent) Promote(ctx context.Context, req api.PromoteRequest) (api.SwitchoverResult, error) {
-	a.opMu.Lock()
-	defer a.opMu.Unlock()
-	if a.cfg.Mode == ha.ModeActiveActive {
+func (op *Operator) Promote(ctx context.Context, req api.PromoteRequest) (api.SwitchoverResult, error) {
+	op.o.Mu.Lock()
+	defer op.o.Mu.Unlock()
+	if op.o.Config.Mode == ha.ModeActiveActive {
 		return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "active-active: every healthy node already serves")
 	}
-	snap := a.snapshot()
+	snap := op.o.Live()
 	if !snap.Leader.None() {
 		if snap.Leader.Node == req.Node {
 			return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "%s is already active at epoch %d", req.Node, snap.Leader.Epoch)
@@ -66,15 +88,15 @@ func (a *Agent) Promote(ctx context.Context, req api.PromoteRequest) (api.Switch
 			return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "the active node %s is healthy; promoting %s would interrupt it — use `haven switchover --to %s`, or --force", snap.Leader.Node, req.Node, req.Node)
 		}
 	}
-	target, err := a.pickTarget(snap, req.Node, req.Force, true)
+	target, err := op.pickTarget(snap, req.Node, req.Force, true)
 	if err != nil {
 		return api.SwitchoverResult{}, err
 	}
-	return a.handOver(ctx, snap.Leader, target, "promoted by an operator", req.Who, true)
+	return op.handOver(ctx, snap.Leader, target, "promoted by an operator", req.Who, true)
 }
 
-func (a *Agent) pickTarget(snap ha.Snapshot, to string, force, promote bool) (string, error) {
-	return PickTarget(a.cfg, snap, to, force, promote)
+func (op *Operator) pickTarget(snap ha.Snapshot, to string, force, promote bool) (string, error) {
+	return PickTarget(op.o.Config, snap, to, force, promote)
 }
 
 // PickTarget validates the requested target of a switchover or promotion,
@@ -85,7 +107,7 @@ func PickTarget(cfg *config.Config, snap ha.Snapshot, to string, force, promote 
 		n, ok := cfg.NodeByName(to)
 		switch {
 		case !ok:
-			return "", ha.Errorf(ha.KindNotFound, "no node %q in the configuration; members: %s", to, memberNames(cfg))
+			return "", ha.Errorf(ha.KindNotFound, "no node %q in the configuration; members: %s", to, MemberNames(cfg))
 		case n.Witness:
 			return "", ha.Errorf(ha.KindConflict, "%s is a witness and cannot run the service", to)
 		case to == snap.Leader.Node:
@@ -127,7 +149,7 @@ func PickTarget(cfg *config.Config, snap ha.Snapshot, to string, force, promote 
 		}
 		return "", ha.Errorf(ha.KindConflict, "no eligible standby to hand over to (%v)", why)
 	}
-	prio := priorities(cfg)
+	prio := cfg.Priorities()
 	sort.Slice(cands, func(i, j int) bool {
 		if prio[cands[i].Name] != prio[cands[j].Name] {
 			return prio[cands[i].Name] > prio[cands[j].Name]
@@ -138,15 +160,15 @@ func PickTarget(cfg *config.Config, snap ha.Snapshot, to string, force, promote 
 }
 
 // handOver records the intent and waits until target holds the role.
-func (a *Agent) handOver(ctx context.Context, from ha.Leader, target, reason, who string, promote bool) (api.SwitchoverResult, error) {
+func (op *Operator) handOver(ctx context.Context, from ha.Leader, target, reason, who string, promote bool) (api.SwitchoverResult, error) {
 	if reason == "" {
 		reason = "requested by an operator"
 	}
-	now := a.clk.Now()
-	sw := ha.Switchover{ID: newID(), From: from.Node, Epoch: from.Epoch, To: target, Promote: promote,
-		Reason: reason, Requested: now, Deadline: now.Add(switchoverWindow)}
-	cctx, cancel := clock.WithTimeout(ctx, a.clk, opTimeout(a.cfg.Timing))
-	err := a.store.RequestSwitchover(cctx, sw)
+	now := op.o.Clock.Now()
+	sw := ha.Switchover{ID: op.o.NewID(), From: from.Node, Epoch: from.Epoch, To: target, Promote: promote,
+		Reason: reason, Requested: now, Deadline: now.Add(SwitchoverWindow)}
+	cctx, cancel := clock.WithTimeout(ctx, op.o.Clock, op.o.OpTimeout)
+	err := op.o.Store.RequestSwitchover(cctx, sw)
 	cancel()
 	if errors.Is(err, ha.ErrBusy) {
 		return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "another switchover is in progress; wait for it to finish (haven events)")
@@ -160,33 +182,33 @@ func (a *Agent) handOver(ctx context.Context, from ha.Leader, target, reason, wh
 	if err != nil {
 		return api.SwitchoverResult{}, ha.Wrap(ha.KindUnavailable, err, "record the switchover in the store")
 	}
-	start := a.clk.Now()
-	wctx, cancel := clock.WithDeadline(ctx, a.clk, sw.Deadline)
+	start := op.o.Clock.Now()
+	wctx, cancel := clock.WithDeadline(ctx, op.o.Clock, sw.Deadline)
 	defer cancel()
 	for {
-		snap := a.Snapshot()
+		snap := op.o.Snapshot()
 		switch outcome, why := HandOverSeen(snap, from, target); outcome {
 		case HandOverOther:
 			l := snap.Leader
-			a.clearSwitchover(ctx, sw.ID)
-			a.record(ha.Event{Kind: "switchover", From: from.Node, To: l.Node, Epoch: l.Epoch, Reason: fmt.Sprintf("%s took over instead of %s (%s)", l.Node, target, why), Duration: a.clk.Since(start), Who: who})
+			op.clearSwitchover(ctx, sw.ID)
+			op.o.Record(ha.Event{Kind: "switchover", From: from.Node, To: l.Node, Epoch: l.Epoch, Reason: fmt.Sprintf("%s took over instead of %s (%s)", l.Node, target, why), Duration: op.o.Clock.Since(start), Who: who})
 			return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "%s took over instead of %s (%s: %s)", l.Node, target, target, why)
 		case HandOverDone:
-			took := a.clk.Since(start)
+			took := op.o.Clock.Since(start)
 			kind := "switchover"
 			if promote {
 				kind = "promote"
 			}
-			a.record(ha.Event{Kind: kind, From: from.Node, To: target, Epoch: snap.Leader.Epoch, Reason: reason, Duration: took, Who: who})
-			a.settleSwitchover(ctx, sw.ID)
+			op.o.Record(ha.Event{Kind: kind, From: from.Node, To: target, Epoch: snap.Leader.Epoch, Reason: reason, Duration: took, Who: who})
+			op.settleSwitchover(ctx, sw.ID)
 			return api.SwitchoverResult{From: from.Node, To: target, Epoch: snap.Leader.Epoch, TookMS: float64(took.Microseconds()) / 1000}, nil
 		}
 		select {
 		case <-wctx.Done():
-			a.clearSwitchover(ctx, sw.ID)
-			now := a.Snapshot().Leader
-			return api.SwitchoverResult{}, ha.Errorf(ha.KindUnavailable, "%s did not become active within %s (active now: %s); see `haven events`", target, switchoverWindow, leaderText(now))
-		case <-a.clk.After(2 * time.Millisecond):
+			op.clearSwitchover(ctx, sw.ID)
+			now := op.o.Snapshot().Leader
+			return api.SwitchoverResult{}, ha.Errorf(ha.KindUnavailable, "%s did not become active within %s (active now: %s); see `haven events`", target, SwitchoverWindow, leaderText(now))
+		case <-op.o.Clock.After(2 * time.Millisecond):
 		}
 	}
 }
@@ -197,12 +219,12 @@ func (a *Agent) handOver(ctx context.Context, from ha.Leader, target, reason, wh
 // out of maintenance has published itself eligible again, for at most a
 // second. Without it, a second switchover right after the first was
 // refused: the standbys' records still said "switchover in progress".
-func (a *Agent) settleSwitchover(ctx context.Context, id string) {
-	cctx, cancel := clock.WithTimeout(ctx, a.clk, callTimeout(a.cfg.Timing))
+func (op *Operator) settleSwitchover(ctx context.Context, id string) {
+	cctx, cancel := clock.WithTimeout(ctx, op.o.Clock, op.o.CallTimeout)
 	defer cancel()
-	_ = a.store.ClearSwitchover(cctx, id)
+	_ = op.o.Store.ClearSwitchover(cctx, id)
 	for {
-		snap := a.Snapshot()
+		snap := op.o.Snapshot()
 		settled := snap.Intents.Switchover == nil || snap.Intents.Switchover.ID != id
 		for _, rec := range snap.Nodes {
 			if rec.Name != snap.Leader.Node && rec.Role == ha.RoleStandby && rec.Healthy && !snap.Intents.Maintenance[rec.Name] && !rec.Eligible {
@@ -215,7 +237,7 @@ func (a *Agent) settleSwitchover(ctx context.Context, id string) {
 		select {
 		case <-cctx.Done():
 			return
-		case <-a.clk.After(2 * time.Millisecond):
+		case <-op.o.Clock.After(2 * time.Millisecond):
 		}
 	}
 }
@@ -223,11 +245,11 @@ func (a *Agent) settleSwitchover(ctx context.Context, id string) {
 // clearSwitchover withdraws the intent id, also when the operator's request
 // has gone (its context ended): an intent left behind would hold the other
 // standbys back until its deadline. Bounded, since opMu is held.
-func (a *Agent) clearSwitchover(ctx context.Context, id string) {
-	cctx, cancel := clock.WithTimeout(context.WithoutCancel(ctx), a.clk, callTimeout(a.cfg.Timing))
+func (op *Operator) clearSwitchover(ctx context.Context, id string) {
+	cctx, cancel := clock.WithTimeout(context.WithoutCancel(ctx), op.o.Clock, op.o.CallTimeout)
 	defer cancel()
-	if err := a.store.ClearSwitchover(cctx, id); err != nil {
-		a.log.Warn("withdraw the switchover intent; it lapses at its deadline", "id", id, "err", err)
+	if err := op.o.Store.ClearSwitchover(cctx, id); err != nil {
+		op.o.Log.Warn("withdraw the switchover intent; it lapses at its deadline", "id", id, "err", err)
 	}
 }
 
@@ -272,9 +294,10 @@ func leaderText(l ha.Leader) string {
 	return fmt.Sprintf("%s at epoch %d", l.Node, l.Epoch)
 }
 
-func (a *Agent) memberNames() []string { return memberNames(a.cfg) }
+func (op *Operator) memberNames() []string { return MemberNames(op.o.Config) }
 
-func memberNames(cfg *config.Config) []string {
+// MemberNames lists the names of cfg's nodes, for messages.
+func MemberNames(cfg *config.Config) []string {
 	var names []string
 	for _, n := range cfg.Nodes {
 		names = append(names, n.Name)
@@ -284,100 +307,30 @@ func memberNames(cfg *config.Config) []string {
 
 // Maintenance turns maintenance on or off for a node. On the active node it
 // first switches over, so traffic moves in a planned way.
-func (a *Agent) Maintenance(ctx context.Context, req api.MaintenanceRequest) (api.MaintenanceResult, error) {
-	n, ok := a.cfg.NodeByName(req.Node)
+func (op *Operator) Maintenance(ctx context.Context, req api.MaintenanceRequest) (api.MaintenanceResult, error) {
+	n, ok := op.o.Config.NodeByName(req.Node)
 	if !ok {
-		return api.MaintenanceResult{}, ha.Errorf(ha.KindNotFound, "no node %q in the configuration; members: %s", req.Node, a.memberNames())
+		return api.MaintenanceResult{}, ha.Errorf(ha.KindNotFound, "no node %q in the configuration; members: %s", req.Node, op.memberNames())
 	}
 	if n.Witness {
 		return api.MaintenanceResult{}, ha.Errorf(ha.KindConflict, "%s is a witness; it never serves, so maintenance does not apply (stop it with its init system)", req.Node)
 	}
 	var res api.MaintenanceResult
-	snap := a.snapshot()
-	if req.On && snap.Leader.Node == req.Node && a.cfg.Mode != ha.ModeActiveActive {
-		sw, err := a.Switchover(ctx, api.SwitchoverRequest{Reason: "maintenance of " + req.Node, Who: req.Who})
+	snap := op.o.Live()
+	if req.On && snap.Leader.Node == req.Node && op.o.Config.Mode != ha.ModeActiveActive {
+		sw, err := op.Switchover(ctx, api.SwitchoverRequest{Reason: "maintenance of " + req.Node, Who: req.Who})
 		if err != nil {
 			return res, fmt.Errorf("switch over before maintenance: %w", err)
 		}
 		res.Switchover = &sw
 	}
-	cctx, cancel := clock.WithTimeout(ctx, a.clk, opTimeout(a.cfg.Timing))
+	cctx, cancel := clock.WithTimeout(ctx, op.o.Clock, op.o.OpTimeout)
 	defer cancel()
-	if err := a.store.SetMaintenance(cctx, req.Node, req.On); err != nil {
+	if err := op.o.Store.SetMaintenance(cctx, req.Node, req.On); err != nil {
 		return res, ha.Wrap(ha.KindUnavailable, err, "record maintenance in the store")
 	}
 	state := map[bool]string{true: "on", false: "off"}[req.On]
-	a.record(ha.Event{Kind: "maintenance", Node: req.Node, To: state, Who: req.Who, Reason: "maintenance " + state})
+	op.o.Record(ha.Event{Kind: "maintenance", Node: req.Node, To: state, Who: req.Who, Reason: "maintenance " + state})
 	res.Node, res.On = req.Node, req.On
 	return res, nil
 }
-
-// ServiceControl starts, stops or restarts this node's service. The active
-// node's service is only touched with Force, after a switchover.
-func (a *Agent) ServiceControl(ctx context.Context, req api.ServiceRequest) (api.ServiceResult, error) {
-	if a.svc == nil {
-		return api.ServiceResult{}, ha.Errorf(ha.KindConflict, "this node's service is managed outside haven (no service.command); control it with its own tools")
-	}
-	switch req.Action {
-	case "start", "stop", "restart":
-	default:
-		return api.ServiceResult{}, ha.Errorf(ha.KindInvalid, "unknown action %q; use start, stop or restart", req.Action)
-	}
-	var res api.ServiceResult
-	st := a.State()
-	if (st.Holding() || st.Role == ha.RoleActive) && req.Action != "start" {
-		if !req.Force {
-			return res, ha.Errorf(ha.KindConflict, "%s is active; stopping its service would interrupt clients — use --force to switch over first", a.node.Name)
-		}
-		if a.cfg.Mode != ha.ModeActiveActive {
-			sw, err := a.Switchover(ctx, api.SwitchoverRequest{Reason: req.Action + " of the service on " + a.node.Name, Who: req.Who})
-			if err != nil && a.State().Holding() {
-				return res, fmt.Errorf("switch over before %s: %w", req.Action, err)
-			}
-			if err == nil {
-				res.Switchover = &sw
-			}
-		}
-	}
-	who := req.Who
-	if who == "" {
-		who = "an operator"
-	}
-	var err error
-	switch req.Action {
-	case "stop":
-		a.stoppedBy.Store(&who)
-		signal(a.healthC)
-		err = a.svc.Stop(ctx)
-	case "start":
-		a.stoppedBy.Store(nil)
-		err = a.svc.Start()
-	case "restart":
-		a.stoppedBy.Store(&who)
-		signal(a.healthC)
-		if err = a.svc.Stop(ctx); err == nil {
-			a.stoppedBy.Store(nil)
-			err = a.svc.Start()
-		}
-	}
-	signal(a.healthC)
-	signal(a.publishC)
-	a.record(ha.Event{Kind: "service", To: req.Action, Who: req.Who, Reason: fmt.Sprintf("service %s (err: %v)", req.Action, err)})
-	if err != nil {
-		return res, ha.Wrap(ha.KindInternal, err, "service %s", req.Action)
-	}
-	res.Node, res.Action, res.PID = a.node.Name, req.Action, a.svc.PID()
-	return res, nil
-}
-
-// Events returns the newest limit events of the cluster's history.
-func (a *Agent) Events(ctx context.Context, limit int) ([]ha.Event, error) {
-	evs, err := a.store.Events(ctx, limit)
-	if err != nil {
-		return nil, ha.Wrap(ha.KindUnavailable, err, "read the history from the store")
-	}
-	return evs, nil
-}
-
-// SwitchoverWindow is how long a switchover intent binds the cluster.
-const SwitchoverWindow = switchoverWindow

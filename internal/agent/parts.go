@@ -1,0 +1,49 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/certs"
+	"github.com/haven-ha/haven/internal/clock"
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// What the composition root (package node) uses to wire an agent to its
+// listeners, its etcd member, the dashboard and the proxy.
+
+// Clock is the agent's clock.
+func (a *Agent) Clock() clock.Clock { return a.clk }
+
+// Logger is the agent's log.
+func (a *Agent) Logger() *slog.Logger { return a.log }
+
+// PeerClient calls the other agents' APIs (the token, TLS as this node).
+func (a *Agent) PeerClient() *api.Client { return a.peerClient() }
+
+// SetTLS hands the agent this node's TLS material (nil without TLS), before Run.
+func (a *Agent) SetTLS(src *certs.Source) { a.tls = src }
+
+// Monitor judges the cluster's redundancy and the store's members until ctx ends.
+func (a *Agent) Monitor(ctx context.Context) { a.monitor(ctx) }
+
+// TLSReloader is what a SIGHUP runs to reload this node's TLS files (nil
+// without TLS); it records a warning now if a certificate expires soon.
+func (a *Agent) TLSReloader(log *slog.Logger) func() { return a.tlsReloader(log) }
+
+// LoadTLS checks and loads node's TLS material; nil without TLS.
+func LoadTLS(cfg *config.Config, node config.Node) (*certs.Source, error) { return loadTLS(cfg, node) }
+
+// ServeLBCheck serves /lb-check and /healthz in plain HTTP on
+// api.lb_check_listen, when configured.
+func ServeLBCheck(cfg *config.Config, node config.Node, a *Agent, log *slog.Logger) (stop func(), err error) {
+	return serveLBCheck(cfg, node, a, log)
+}
+
+// StartSessions runs node's session store beside agent a.
+func StartSessions(cfg *config.Config, node config.Node, a *Agent, store ha.Store, tlsConf *tls.Config, log *slog.Logger) (stop func(), err error) {
+	return startSessions(cfg, node, a, store, tlsConf, log)
+}

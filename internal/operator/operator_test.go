@@ -1,0 +1,96 @@
+package operator
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// TestPickTarget: a named target is checked (known, not a witness, not
+// already active, running, healthy, out of maintenance, eligible) unless
+// forced; with no name, the eligible standby of highest priority wins, by
+// name among equals.
+func TestPickTarget(t *testing.T) {
+	cfg, err := config.Parse(filepath.Join(t.TempDir(), "haven.yaml"), []byte(`cluster: op
+data_dir: /nonexistent
+insecure: true
+nodes:
+  - {name: n1, api: '127.0.0.1:1', peer: '127.0.0.1:2', client: '127.0.0.1:3'}
+  - {name: n2, api: '127.0.0.1:4', peer: '127.0.0.1:5', client: '127.0.0.1:6', priority: 50}
+  - {name: n3, api: '127.0.0.1:7', peer: '127.0.0.1:8', client: '127.0.0.1:9'}
+  - {name: n4, api: '127.0.0.1:10', peer: '127.0.0.1:11', client: '127.0.0.1:12'}
+  - {name: w, api: '127.0.0.1:13', peer: '127.0.0.1:14', client: '127.0.0.1:15', witness: true}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := ha.Snapshot{
+		Leader: ha.Leader{Node: "n1", Epoch: 7},
+		Nodes: map[string]ha.NodeStatus{
+			"n1": {Name: "n1", Role: ha.RoleActive, Healthy: true},
+			"n2": {Name: "n2", Role: ha.RoleStandby, Healthy: true, Eligible: true},
+			"n3": {Name: "n3", Role: ha.RoleStandby, Healthy: true, Eligible: true},
+			"n4": {Name: "n4", Role: ha.RoleStandby, Healthy: false, Health: "check web failed", Why: "unhealthy"},
+		},
+		Intents: ha.Intents{Maintenance: map[string]bool{}},
+	}
+	for _, tc := range []struct {
+		name, to string
+		force    bool
+		want     string // the target, or a piece of the error
+		ok       bool
+	}{
+		{"best eligible by priority", "", false, "n3", true},
+		{"named eligible", "n2", false, "n2", true},
+		{"unknown", "n9", false, `no node "n9"`, false},
+		{"witness", "w", false, "is a witness", false},
+		{"already active", "n1", false, "already active", false},
+		{"unhealthy", "n4", false, "is unhealthy (check web failed)", false},
+		{"unhealthy forced", "n4", true, "n4", true},
+	} {
+		got, err := PickTarget(cfg, snap, tc.to, tc.force, false)
+		switch {
+		case tc.ok && (err != nil || got != tc.want):
+			t.Errorf("%s: got %q, %v; want %q", tc.name, got, err, tc.want)
+		case !tc.ok && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: got %q, %v; want an error saying %q", tc.name, got, err, tc.want)
+		case !tc.ok && ha.KindOf(err) == ha.KindInternal:
+			t.Errorf("%s: error %v has no kind for the API", tc.name, err)
+		}
+	}
+	snap.Intents.Maintenance["n3"] = true
+	snap.Nodes["n3"] = ha.NodeStatus{Name: "n3", Role: ha.RoleStandby, Healthy: true}
+	if _, err := PickTarget(cfg, snap, "n3", false, false); err == nil || !strings.Contains(err.Error(), "in maintenance") {
+		t.Errorf("n3 in maintenance: %v", err)
+	}
+	if got, err := PickTarget(cfg, snap, "", false, false); err != nil || got != "n2" {
+		t.Errorf("with n3 out: got %q, %v; want n2", got, err)
+	}
+}
+
+// TestHandOverSeen: the hand-over is pending until the role moves to a
+// later epoch; done when the target holds it; another node's win says why
+// the target did not take over.
+func TestHandOverSeen(t *testing.T) {
+	from := ha.Leader{Node: "n1", Epoch: 7}
+	for _, tc := range []struct {
+		name   string
+		leader ha.Leader
+		want   HandOverOutcome
+		why    string
+	}{
+		{"still the old active", from, HandOverPending, ""},
+		{"vacant", ha.Leader{}, HandOverPending, ""},
+		{"target won", ha.Leader{Node: "n2", Epoch: 8}, HandOverDone, ""},
+		{"another won", ha.Leader{Node: "n3", Epoch: 8}, HandOverOther, "not eligible: unhealthy"},
+	} {
+		snap := ha.Snapshot{Leader: tc.leader, Nodes: map[string]ha.NodeStatus{"n2": {Name: "n2", Why: "not eligible: unhealthy"}}}
+		got, why := HandOverSeen(snap, from, "n2")
+		if got != tc.want || why != tc.why {
+			t.Errorf("%s: %v %q; want %v %q", tc.name, got, why, tc.want, tc.why)
+		}
+	}
+}
