@@ -157,6 +157,15 @@ func (m *Member) IsLeader() bool {
 	return m.etcd.Server.Leader() == m.etcd.Server.MemberID()
 }
 
+// LeaderChanged returns a channel that is closed at the next change of
+// raft leader; ask again after each. A nil Member's is never closed.
+func (m *Member) LeaderChanged() <-chan struct{} {
+	if m == nil {
+		return nil
+	}
+	return m.etcd.Server.LeaderChangedNotify()
+}
+
 // Close stops the member. etcd's Close waits for its client servers, which
 // only start once the member has joined a quorum; a member that never did
 // would hold shutdown for a long time, so it is hard-stopped instead and
