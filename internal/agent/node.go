@@ -112,7 +112,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 		}
 	}()
 	go keepLeaderAway(runCtx, a, member, log)
-	go member.RevokeAtExpiry(runCtx, etcdstore.LeaderKey(cfg.Cluster), log) // when this member leads etcd
+	go member.RevokeAtExpiry(runCtx, etcdstore.LeaderKey(cfg.Cluster), log, a.metrics.revokedAtExpiry) // when this member leads etcd
 	go a.monitor(runCtx)
 	go a.notifySystemd(runCtx, log)
 	stopProxy := func() {}
@@ -174,7 +174,7 @@ func RunWitness(ctx context.Context, cfg *config.Config, name string, log *slog.
 	defer store.Close()
 	// The witness normally leads etcd (keepLeaderAway offers it first):
 	// its lessor is the one that sees the active's lease expire.
-	go member.RevokeAtExpiry(ctx, etcdstore.LeaderKey(cfg.Cluster), log)
+	go member.RevokeAtExpiry(ctx, etcdstore.LeaderKey(cfg.Cluster), log, nil)
 	log.Info("witness started")
 	notifyWitnessReady(log)
 	// Publish a record so that status shows the witness as up.

@@ -62,8 +62,9 @@ func lessorOf(s *etcdserver.EtcdServer) lease.Lessor {
 // above). It looks when raft's leader changes, when the key changes, and at
 // the lease's expiry; a member that does not lead raft only waits. It
 // returns at once on a member without a lessor (a nil Member, or an etcd
-// whose lessor could not be found).
-func (m *Member) RevokeAtExpiry(ctx context.Context, key string, log *slog.Logger) {
+// whose lessor could not be found). revoked, if not nil, hears of each
+// revocation and how long after the expiry raft committed it.
+func (m *Member) RevokeAtExpiry(ctx context.Context, key string, log *slog.Logger, revoked func(after time.Duration)) {
 	if m == nil || m.lessor == nil {
 		if m != nil {
 			log.Warn("this etcd has no lessor haven can read; expired leases are revoked on etcd's 500 ms tick")
@@ -86,7 +87,7 @@ func (m *Member) RevokeAtExpiry(ctx context.Context, key string, log *slog.Logge
 		leaderC := s.LeaderChangedNotify() // before looking: a change during the look is not missed
 		var timer <-chan time.Time
 		var t *time.Timer
-		if d := m.revokeExpired(ctx, key, log); d > 0 {
+		if d := m.revokeExpired(ctx, key, log, revoked); d > 0 {
 			t = time.NewTimer(d)
 			timer = t.C
 		}
@@ -118,7 +119,7 @@ const notPrimaryYet = 20 * time.Millisecond
 // revokeExpired revokes key's lease if this member is the primary lessor
 // and the lease has expired. It returns when to look again (0: only on a
 // change of leader or key).
-func (m *Member) revokeExpired(ctx context.Context, key string, log *slog.Logger) time.Duration {
+func (m *Member) revokeExpired(ctx context.Context, key string, log *slog.Logger, revoked func(time.Duration)) time.Duration {
 	s, les := m.etcd.Server, m.lessor
 	expired := func() (*lease.Lease, time.Duration) {
 		if s.Leader() != s.MemberID() {
@@ -156,7 +157,11 @@ func (m *Member) revokeExpired(ctx context.Context, key string, log *slog.Logger
 	_, err := s.LeaseRevoke(rctx, &pb.LeaseRevokeRequest{ID: int64(l.ID)})
 	switch {
 	case err == nil:
-		log.Info("revoked the leader key's lease at its expiry", "lease", int64(l.ID), "after_expiry", (-rem).Round(time.Millisecond))
+		after := -l.Remaining() // the expiry is kept after the revocation
+		log.Info("revoked the leader key's lease at its expiry", "lease", int64(l.ID), "after_expiry", after.Round(time.Millisecond))
+		if revoked != nil {
+			revoked(after)
+		}
 		return 0
 	case errors.Is(err, lease.ErrLeaseNotFound):
 		return 0 // etcd's own tick was first

@@ -77,7 +77,7 @@ func TestRevokeAtExpiry(t *testing.T) {
 	var logs lockedBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	go m.RevokeAtExpiry(ctx, LeaderKey(cluster), slog.New(slog.NewTextHandler(&logs, nil)))
+	go m.RevokeAtExpiry(ctx, LeaderKey(cluster), slog.New(slog.NewTextHandler(&logs, nil)), nil)
 
 	s, err := Dial(cluster, []string{addr}, 2*time.Second)
 	if err != nil {
@@ -211,7 +211,7 @@ func TestRevokeAtExpiryFollowsLeadership(t *testing.T) {
 	cluster := storetest.Cluster(t)
 	var logs lockedBuffer
 	for _, n := range names {
-		go members[n].RevokeAtExpiry(ctx, LeaderKey(cluster), slog.New(slog.NewTextHandler(&logs, nil)).With("member", n))
+		go members[n].RevokeAtExpiry(ctx, LeaderKey(cluster), slog.New(slog.NewTextHandler(&logs, nil)).With("member", n), nil)
 	}
 	leader := func() string {
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
