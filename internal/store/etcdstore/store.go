@@ -127,7 +127,7 @@ func DialOptions(cluster string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd %v: %w", o.Endpoints, err)
 	}
-	return &Store{cli: cli, prefix: keyPrefix(cluster), scheme: scheme}, nil
+	return &Store{cli: cli, prefix: "/haven/" + cluster + "/", scheme: scheme}, nil
 }
 
 func tlsConfig(o Options) (*tls.Config, error) {
@@ -156,7 +156,7 @@ func tlsConfig(o Options) (*tls.Config, error) {
 // Client exposes the etcd client (for tools such as status and tests).
 func (s *Store) Client() *clientv3.Client { return s.cli }
 
-// keyPrefix is where cluster's keys live.
+// keyPrefix is where cluster's keys live (Store.prefix).
 func keyPrefix(cluster string) string { return "/haven/" + cluster + "/" }
 
 // LeaderKey is cluster's leader key (see the package comment).
