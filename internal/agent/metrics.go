@@ -181,6 +181,6 @@ func (c *checkCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// revokedAtExpiry records a revocation of the leader key's lease by this
-// node's etcd member (etcdstore.Member.RevokeAtExpiry).
-func (m *Metrics) revokedAtExpiry(after time.Duration) { m.revokeAfter.Observe(after.Seconds()) }
+// RevokedAtExpiry records a revocation of the leader key's lease by this
+// node's etcd member, after its expiry (etcdstore.Member.RevokeAtExpiry).
+func (a *Agent) RevokedAtExpiry(after time.Duration) { a.metrics.revokeAfter.Observe(after.Seconds()) }

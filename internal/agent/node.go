@@ -112,7 +112,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 		}
 	}()
 	go keepLeaderAway(runCtx, a, member, log)
-	go member.RevokeAtExpiry(runCtx, etcdstore.LeaderKey(cfg.Cluster), log, a.metrics.revokedAtExpiry) // when this member leads etcd
+	go member.RevokeAtExpiry(runCtx, etcdstore.LeaderKey(cfg.Cluster), log, a.RevokedAtExpiry) // when this member leads etcd
 	go a.monitor(runCtx)
 	go a.notifySystemd(runCtx, log)
 	stopProxy := func() {}
