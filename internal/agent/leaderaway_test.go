@@ -71,3 +71,27 @@ func TestRenewalsLate(t *testing.T) {
 		}
 	}
 }
+
+// TestRevokedAtExpiryMetric: each revocation the node's etcd member makes at
+// a lease's expiry shows in /metrics, with how late it was.
+func TestRevokedAtExpiryMetric(t *testing.T) {
+	a := testAgent(t)
+	a.metrics = newMetrics(a)
+	a.RevokedAtExpiry(3 * time.Millisecond)
+	a.RevokedAtExpiry(40 * time.Millisecond)
+	mfs, err := a.metrics.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "haven_lease_revoked_at_expiry_seconds" {
+			continue
+		}
+		h := mf.GetMetric()[0].GetHistogram()
+		if h.GetSampleCount() != 2 || h.GetSampleSum() < 0.042 || h.GetSampleSum() > 0.044 {
+			t.Fatalf("count %d sum %v, want 2 revocations 43 ms late in all", h.GetSampleCount(), h.GetSampleSum())
+		}
+		return
+	}
+	t.Fatal("haven_lease_revoked_at_expiry_seconds is not exported")
+}
