@@ -62,6 +62,7 @@ type Agent struct {
 	publishC  chan struct{}
 	newSessC  chan struct{}
 	healthC   chan struct{}
+	roleC     chan struct{} // signalled on every role change (keepLeaderAway)
 	state     atomic.Pointer[machine.State]
 	snap      atomic.Pointer[ha.Snapshot]
 	metrics   *Metrics
@@ -128,6 +129,7 @@ func New(cfg *config.Config, node config.Node, store ha.Store, clk clock.Clock, 
 		publishC:  make(chan struct{}, 1),
 		newSessC:  make(chan struct{}, 1),
 		healthC:   make(chan struct{}, 1),
+		roleC:     make(chan struct{}, 1),
 		eventC:    make(chan ha.Event, 256),
 		askC:      make(chan ask),
 		startedAt: clk.Now(),
@@ -271,6 +273,7 @@ func (a *Agent) step(ev machine.Event) {
 	if st.Role != old.Role {
 		// Health of a cold standby depends on the role.
 		a.refreshHealth()
+		signal(a.roleC)
 		if a.vip != nil {
 			signal(a.vip.wake)
 		}

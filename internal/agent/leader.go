@@ -17,9 +17,11 @@ func KeepLeaderAway(ctx context.Context, a *Agent, m *etcdstore.Member, log *slo
 }
 
 // keepLeaderAway moves etcd's raft leadership off this node's member while
-// this node is active, so that one crash does not take out both. It looks
-// every 100 ms (two cheap in-memory reads), so that the window in which the
-// active also leads etcd stays short.
+// this node is active, so that one crash does not take out both; but not
+// right after a promotion or an etcd election, nor while renewals are late
+// (leaderMoveWait in leaderaway.go says why). It looks when this node's role
+// changes and when raft's leader changes (both are notified), and while a
+// move is pending, every renew interval, so that it sees renewals run late.
 func keepLeaderAway(ctx context.Context, a *Agent, m *etcdstore.Member, log *slog.Logger) {
 	if a.cfg.Mode == ha.ModeActiveActive {
 		// Every healthy node is active: moving leadership away from each
@@ -27,34 +29,70 @@ func keepLeaderAway(ctx context.Context, a *Agent, m *etcdstore.Member, log *slo
 		// proposals during every transfer.
 		return
 	}
-	pause := 100 * time.Millisecond
+	t := a.cfg.Timing
+	var leaderSince, lateAt time.Time
+	var pause <-chan time.Time // after a failed transfer: leave raft alone a while
+	lastWhy := ""
 	for {
+		// Taken before looking, so that a change during the look is not missed.
+		leaderC := m.LeaderChanged()
+		var look <-chan time.Time
+		now := a.clk.Now()
+		switch leads := m.IsLeader(); {
+		case !leads:
+			leaderSince = time.Time{}
+		case leaderSince.IsZero():
+			leaderSince = now
+		}
+		st := leaderMoveStateOf(a.State(), leaderSince, lateAt)
+		if !leaderSince.IsZero() && st.Role == ha.RoleActive && pause == nil {
+			if renewalsLate(st, t, now) {
+				lateAt, st.LateAt = now, now
+			}
+			wait, why := leaderMoveWait(st, t, now)
+			switch {
+			case wait > 0:
+				if why != lastWhy {
+					log.Debug("etcd leadership stays with the active for now", "why", why, "for", wait.Round(time.Millisecond))
+				}
+				lastWhy = why
+				look = a.clk.After(min(wait, t.RenewInterval))
+			case wait == 0:
+				err := m.MoveLeaderAway(ctx, longestRunning(a.Snapshot()))
+				switch {
+				case errors.Is(err, etcdstore.ErrNoOtherMember):
+					// A one-member cluster, or the others are down:
+					// nothing to move and nothing to log; look again in a
+					// while.
+					pause = a.clk.After(time.Second)
+				case err != nil:
+					// While raft transfers leadership it takes no
+					// proposals: after a transfer that did not finish,
+					// leave raft alone for a while.
+					pause = a.clk.After(time.Second)
+					log.Debug("move etcd leadership away from the active", "err", err)
+				default:
+					log.Info("moved etcd leadership to another member")
+				}
+				continue
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-a.clk.After(pause):
-		}
-		pause = 100 * time.Millisecond
-		if a.State().Role != ha.RoleActive || !m.IsLeader() {
-			continue
-		}
-		err := m.MoveLeaderAway(ctx, longestRunning(a.Snapshot()))
-		if errors.Is(err, etcdstore.ErrNoOtherMember) {
-			// A one-member cluster, or the others are down: nothing to
-			// move and nothing to log; look again in a while.
-			pause = time.Second
-			continue
-		}
-		if err != nil {
-			// While raft transfers leadership it takes no proposals: after
-			// a transfer that did not finish, leave raft alone for a while.
-			pause = time.Second
-			log.Debug("move etcd leadership away from the active", "err", err)
-		} else {
-			log.Info("moved etcd leadership to another member")
+		case <-a.roleC:
+		case <-leaderC:
+		case <-look:
+		case <-pause:
+			pause = nil
+		case <-a.clk.After(leaderAwayEvery):
 		}
 	}
 }
+
+// leaderAwayEvery is how often keepLeaderAway looks without being told of
+// a change: a safety net, the notifications do the work.
+const leaderAwayEvery = 5 * time.Second
 
 // longestRunning names the nodes of snap whose agents are alive, in the
 // order in which to offer etcd leadership: witnesses first (they never become active, so a crash of

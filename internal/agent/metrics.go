@@ -3,6 +3,7 @@ package agent
 import (
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -21,6 +22,7 @@ type Metrics struct {
 	renewFails   prometheus.Counter
 	healthyG     prometheus.Gauge
 	leaderEpoch  prometheus.Gauge
+	revokeAfter  prometheus.Histogram // revoke at expiry (#19)
 
 	// Monitoring (#17): elections apart from failovers, the store's
 	// reachability, the cluster's redundancy (monitor.go).
@@ -58,6 +60,12 @@ func newMetrics(a *Agent) *Metrics {
 			Name: "haven_leader_epoch", Help: "Epoch of the current leader as seen in the store (0: none).",
 		}),
 	}
+	m.revokeAfter = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "haven_lease_revoked_at_expiry_seconds",
+		Help:    "How long after a dead active's lease expired this node's etcd member, leading raft, revoked it (embedded etcd; the count is the number of such revocations).",
+		Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1},
+	})
+	reg.MustRegister(m.revokeAfter)
 	m.self = a.node.Name
 	m.switchoverIn = func() bool {
 		sw := a.State().Switchover
@@ -172,3 +180,7 @@ func (c *checkCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.fail, prometheus.CounterValue, float64(s.TotalFailures), s.Name)
 	}
 }
+
+// RevokedAtExpiry records a revocation of the leader key's lease by this
+// node's etcd member, after its expiry (etcdstore.Member.RevokeAtExpiry).
+func (a *Agent) RevokedAtExpiry(after time.Duration) { a.metrics.revokeAfter.Observe(after.Seconds()) }

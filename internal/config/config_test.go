@@ -480,20 +480,20 @@ func TestWorstCase(t *testing.T) {
 		{"lan", lan, checks, WorstCase{
 			ServiceCrash:    200 * ms,
 			Unhealthy:       700*ms + 200*ms,
-			AgentLoss:       2*time.Second + 500*ms + 200*ms,
-			AgentLossLeader: 1500*ms + 2*time.Second + 500*ms + 200*ms,
+			AgentLoss:       2*time.Second + 200*ms,
+			AgentLossLeader: 1500*ms + 2*time.Second + 200*ms,
 			FenceAfter:      1700 * ms,
 		}},
 		{"lan-fast without checks", lanFast, nil, WorstCase{
 			ServiceCrash:    40 * ms,
-			AgentLoss:       time.Second + 500*ms + 40*ms,
-			AgentLossLeader: 300*ms + time.Second + 500*ms + 40*ms,
+			AgentLoss:       time.Second + 40*ms,
+			AgentLossLeader: 300*ms + time.Second + 40*ms,
 			FenceAfter:      800 * ms,
 		}},
 		{"wan without checks", wan, nil, WorstCase{
 			ServiceCrash:    time.Second,
-			AgentLoss:       10*time.Second + 500*ms + time.Second,
-			AgentLossLeader: 7500*ms + 10*time.Second + 500*ms + time.Second,
+			AgentLoss:       10*time.Second + time.Second,
+			AgentLossLeader: 7500*ms + 10*time.Second + time.Second,
 			FenceAfter:      8 * time.Second,
 		}},
 	}
@@ -503,6 +503,12 @@ func TestWorstCase(t *testing.T) {
 				t.Errorf("WorstCase = %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+	// An external etcd revokes expired leases on its 500 ms tick only: its
+	// API tells no expiry finer than a second (TestTimeToLiveIsNoExpiry).
+	got := lan.WorstCaseOn(nil, BackendEtcd)
+	if want := 2*time.Second + 500*ms + 200*ms; got.AgentLoss != want {
+		t.Errorf("external etcd: AgentLoss = %v, want %v", got.AgentLoss, want)
 	}
 }
 

@@ -160,7 +160,7 @@ func (c *Config) Describe() string {
 		line("")
 	}
 
-	wc := t.WorstCase(c.Checks)
+	wc := t.WorstCaseOn(c.Checks, c.Store.Backend)
 	line("worst-case failover (from the failure until another node is active):")
 	if services := len(c.Nodes) - witnesses(c.Nodes); services < 2 {
 		line("  (with %d service %s there is nothing to fail over to; these are the times once there is)", services, plural(services, "node", "nodes"))
@@ -171,9 +171,17 @@ func (c *Config) Describe() string {
 	} else {
 		line("  checks fail, service runs\tmax(fall × interval + timeout) + 4 × etcd_heartbeat\t%s", wc.Unhealthy)
 	}
-	line("  agent or node lost\tlease_ttl + 500ms lease revoke tick + 4 × etcd_heartbeat\t%s", wc.AgentLoss)
-	line("  ... and it led etcd\t3 × etcd_election + lease_ttl + 500ms + 4 × etcd_heartbeat\t%s", wc.AgentLossLeader)
+	if RevokeDelay(c.Store.Backend) == 0 {
+		line("  agent or node lost\tlease_ttl (revoked at expiry) + 4 × etcd_heartbeat\t%s", wc.AgentLoss)
+		line("  ... and it led etcd\t3 × etcd_election + lease_ttl + 4 × etcd_heartbeat\t%s", wc.AgentLossLeader)
+	} else {
+		line("  agent or node lost\tlease_ttl + 500ms lease revoke tick + 4 × etcd_heartbeat\t%s", wc.AgentLoss)
+		line("  ... and it led etcd\t3 × etcd_election + lease_ttl + 500ms + 4 × etcd_heartbeat\t%s", wc.AgentLossLeader)
+	}
 	line("  isolated active stops\tlease_ttl − fence_margin after its last renewal was sent\t%s", wc.FenceAfter)
+	if !c.Store.External() {
+		line("  (the etcd leader revokes a dead active's lease at its expiry; the active keeps etcd leadership on another member, except within lease_ttl of a failover or an etcd election, or while its renewals are late)")
+	}
 
 	w.Flush()
 	return b.String()

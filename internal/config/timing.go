@@ -10,7 +10,10 @@ import (
 // depend on.
 const (
 	// leaseRevokeTick is how often etcd's lessor looks for expired leases,
-	// so a lease is revoked up to this long after its TTL runs out.
+	// so a lease is revoked up to this long after its TTL runs out. The
+	// embedded etcd does not wait for it: the member that leads raft
+	// revokes the leader key's lease at its expiry (etcdstore.RevokeAtExpiry);
+	// an external etcd does (its API tells no expiry finer than a second).
 	leaseRevokeTick = 500 * time.Millisecond
 	// minEtcdHeartbeat is the shortest heartbeat haven accepts; below it
 	// the embedded etcd spends its time on heartbeats.
@@ -116,9 +119,25 @@ type WorstCase struct {
 }
 
 // WorstCase computes the worst-case failover times for these timings and
-// checks.
-func (t Timing) WorstCase(checks []Check) WorstCase {
+// checks with the embedded etcd (see WorstCaseOn).
+func (t Timing) WorstCase(checks []Check) WorstCase { return t.WorstCaseOn(checks, BackendEmbedded) }
+
+// RevokeDelay is how long after a dead node's lease runs out the store may
+// still keep its leader key: nothing with the embedded etcd, whose raft
+// leader revokes it at its expiry; etcd's 500 ms revoke tick otherwise (an
+// external etcd; the SQL stores are counted the same, conservatively).
+func RevokeDelay(backend string) time.Duration {
+	if backend == "" || backend == BackendEmbedded {
+		return 0
+	}
+	return leaseRevokeTick
+}
+
+// WorstCaseOn computes the worst-case failover times for these timings and
+// checks on the named store backend.
+func (t Timing) WorstCaseOn(checks []Check, backend string) WorstCase {
 	rt := t.storeRoundTrips()
+	revoke := RevokeDelay(backend)
 	var detect time.Duration
 	for _, c := range checks {
 		if d := time.Duration(c.Fall)*c.Interval + c.Timeout; d > detect {
@@ -127,8 +146,8 @@ func (t Timing) WorstCase(checks []Check) WorstCase {
 	}
 	w := WorstCase{
 		ServiceCrash:    rt,
-		AgentLoss:       t.LeaseTTL + leaseRevokeTick + rt,
-		AgentLossLeader: 2*t.EtcdElection + t.EtcdElection + t.LeaseTTL + leaseRevokeTick + rt,
+		AgentLoss:       t.LeaseTTL + revoke + rt,
+		AgentLossLeader: 2*t.EtcdElection + t.EtcdElection + t.LeaseTTL + revoke + rt,
 		FenceAfter:      t.FenceAfter(),
 	}
 	if len(checks) > 0 {

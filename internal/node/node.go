@@ -118,6 +118,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 		}
 	}()
 	go agent.KeepLeaderAway(runCtx, a, member, log)
+	go member.RevokeAtExpiry(runCtx, etcdstore.LeaderKey(cfg.Cluster), log, a.RevokedAtExpiry) // when this member leads etcd
 	go a.Monitor(runCtx)
 	go notifySystemd(runCtx, a, log)
 	stopProxy := func() {}
@@ -189,6 +190,9 @@ func RunWitness(ctx context.Context, cfg *config.Config, name string, log *slog.
 	}
 	defer member.Close()
 	defer store.Close()
+	// The witness normally leads etcd (keepLeaderAway offers it first):
+	// its lessor is the one that sees the active's lease expire.
+	go member.RevokeAtExpiry(ctx, etcdstore.LeaderKey(cfg.Cluster), log, nil)
 	log.Info("witness started")
 	notifyWitnessReady(log)
 	// Publish a record so that status shows the witness as up, until the

@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
+	"go.etcd.io/etcd/server/v3/lease"
 	"go.uber.org/zap"
 )
 
@@ -57,7 +58,8 @@ func (t TLSFiles) scheme() string {
 
 // Member is a running embedded etcd member.
 type Member struct {
-	etcd *embed.Etcd
+	etcd   *embed.Etcd
+	lessor lease.Lessor // the member's own; nil if it could not be found (revoke.go)
 }
 
 // StartMember starts an embedded etcd member. It returns once the member
@@ -125,7 +127,7 @@ func StartMember(mc MemberConfig) (*Member, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start embedded etcd member %s (data in %s): %w", mc.Name, mc.DataDir, err)
 	}
-	return &Member{etcd: e}, nil
+	return &Member{etcd: e, lessor: lessorOf(e.Server)}, nil
 }
 
 // Ready waits until the member has joined a quorum, or ctx ends.
@@ -155,6 +157,15 @@ func (m *Member) IsLeader() bool {
 		return false
 	}
 	return m.etcd.Server.Leader() == m.etcd.Server.MemberID()
+}
+
+// LeaderChanged returns a channel that is closed at the next change of
+// raft leader; ask again after each. A nil Member's is never closed.
+func (m *Member) LeaderChanged() <-chan struct{} {
+	if m == nil {
+		return nil
+	}
+	return m.etcd.Server.LeaderChangedNotify()
 }
 
 // Close stops the member. etcd's Close waits for its client servers, which

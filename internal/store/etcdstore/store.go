@@ -156,6 +156,12 @@ func tlsConfig(o Options) (*tls.Config, error) {
 // Client exposes the etcd client (for tools such as status and tests).
 func (s *Store) Client() *clientv3.Client { return s.cli }
 
+// keyPrefix is where cluster's keys live (Store.prefix).
+func keyPrefix(cluster string) string { return "/haven/" + cluster + "/" }
+
+// LeaderKey is cluster's leader key (see the package comment).
+func LeaderKey(cluster string) string { return keyPrefix(cluster) + "leader" }
+
 func (s *Store) leaderKey() string          { return s.prefix + "leader" }
 func (s *Store) nodeKey(name string) string { return s.prefix + "nodes/" + name }
 

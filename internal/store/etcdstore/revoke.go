@@ -1,0 +1,172 @@
+package etcdstore
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"reflect"
+	"time"
+	"unsafe"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/etcdserver"
+	"go.etcd.io/etcd/server/v3/lease"
+	"go.etcd.io/etcd/server/v3/storage/mvcc"
+)
+
+// Revoke at expiry (#19).
+//
+// etcd's primary lessor (the one on the raft leader) revokes expired leases
+// on a 500 ms tick, so a dead active's leader key outlives its lease by 0 to
+// 500 ms. An embedded member that leads raft has that lessor in this
+// process, and with it the exact expiry of the leader key's lease — the
+// value etcd's own tick compares with. RevokeAtExpiry applies etcd's own
+// rule without the tick's delay: when this member leads raft, its lessor is
+// primary, and that lessor says the lease has expired (Remaining() <= 0), it
+// proposes the lease's revocation through raft, as etcd's tick does.
+//
+// Only the current primary's expiry counts. A follower's lessor holds every
+// lease "forever" (Demoted), and a member that becomes leader extends every
+// lease when its lessor is promoted (by an election timeout, etcd's Promote),
+// so renewals made through an earlier leader and that extension are both in
+// the expiry it reads. An expired lease on the primary can no longer be
+// renewed (its Renew waits for the revocation), so a renewal cannot race the
+// revocation. Before proposing, the member confirms with a quorum that it
+// still leads (a linearizable read), as etcd itself does when its ticks run
+// late; the hazard etcd accepts for its own tick (leadership moving between
+// that check and the proposal) is the same here and no larger.
+//
+// Safety does not depend on the standby's clock, nor on this one's beyond
+// what etcd already trusts: the active fences itself at the send time of its
+// last acknowledged renewal plus the TTL minus fence_margin on its own
+// clock, and the primary started that TTL when it received the renewal,
+// which is later.
+
+// lessorOf returns the member's lessor. etcd 3.7 has no accessor for it (the
+// server keeps it in an unexported field), so it is read once with reflect;
+// the field is set when the server is built and never replaced. nil if a
+// future etcd moves it: TestRevokeAtExpiry then fails, and without it the
+// member leaves expiry to etcd's own tick, as before.
+func lessorOf(s *etcdserver.EtcdServer) lease.Lessor {
+	v := reflect.ValueOf(s).Elem().FieldByName("lessor")
+	if !v.IsValid() || v.Type() != reflect.TypeFor[lease.Lessor]() {
+		return nil
+	}
+	l, _ := reflect.NewAt(v.Type(), unsafe.Pointer(v.UnsafeAddr())).Elem().Interface().(lease.Lessor)
+	return l
+}
+
+// RevokeAtExpiry revokes the lease of key (LeaderKey(cluster)) the moment
+// this member's primary lessor says it has expired, until ctx ends (see
+// above). It looks when raft's leader changes, when the key changes, and at
+// the lease's expiry; a member that does not lead raft only waits. It
+// returns at once on a member without a lessor (a nil Member, or an etcd
+// whose lessor could not be found). revoked, if not nil, hears of each
+// revocation and how long after the expiry raft committed it.
+func (m *Member) RevokeAtExpiry(ctx context.Context, key string, log *slog.Logger, revoked func(after time.Duration)) {
+	if m == nil || m.lessor == nil {
+		if m != nil {
+			log.Warn("this etcd has no lessor haven can read; expired leases are revoked on etcd's 500 ms tick")
+		}
+		return
+	}
+	s := m.etcd.Server
+	select {
+	case <-s.ReadyNotify():
+	case <-ctx.Done():
+		return
+	}
+	ws := s.KV().NewWatchStream()
+	defer ws.Close()
+	if _, err := ws.Watch(ctx, mvcc.WatchID(clientv3.AutoWatchID), []byte(key), nil, 0); err != nil {
+		log.Warn("revoke at expiry: cannot watch the leader key; expired leases are revoked on etcd's 500 ms tick", "err", err)
+		return
+	}
+	for {
+		leaderC := s.LeaderChangedNotify() // before looking: a change during the look is not missed
+		var timer <-chan time.Time
+		var t *time.Timer
+		if d := m.revokeExpired(ctx, key, log, revoked); d > 0 {
+			t = time.NewTimer(d)
+			timer = t.C
+		}
+		closed := false
+		select {
+		case <-ctx.Done():
+			closed = true
+		case <-s.StopNotify():
+			closed = true
+		case <-leaderC:
+		case _, ok := <-ws.Chan():
+			closed = !ok
+		case <-timer:
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if closed {
+			return
+		}
+	}
+}
+
+// notPrimaryYet is how soon to look again when this member leads raft but
+// its lessor is not primary yet (etcd promotes it once the member has
+// applied its first entry of the new term), or after a failed revocation.
+const notPrimaryYet = 20 * time.Millisecond
+
+// revokeExpired revokes key's lease if this member is the primary lessor
+// and the lease has expired. It returns when to look again (0: only on a
+// change of leader or key).
+func (m *Member) revokeExpired(ctx context.Context, key string, log *slog.Logger, revoked func(time.Duration)) time.Duration {
+	s, les := m.etcd.Server, m.lessor
+	expired := func() (*lease.Lease, time.Duration) {
+		if s.Leader() != s.MemberID() {
+			return nil, 0 // a follower: the leader's lessor decides
+		}
+		id := les.GetLease(lease.LeaseItem{Key: key})
+		if id == lease.NoLease {
+			return nil, 0 // no leader key (or one without a lease): wait for a change
+		}
+		l := les.Lookup(id)
+		if l == nil {
+			return nil, 0 // being revoked: the key's deletion follows
+		}
+		if l.Demoted() {
+			return nil, notPrimaryYet
+		}
+		return l, l.Remaining()
+	}
+	l, rem := expired()
+	if l == nil || rem > 0 {
+		return rem
+	}
+	// Expired on this primary. Confirm with a quorum that this member still
+	// leads, then look again: only then propose.
+	rctx, cancel := context.WithTimeout(ctx, s.Cfg.ReqTimeout())
+	defer cancel()
+	if err := s.LinearizableReadNotify(rctx); err != nil {
+		log.Debug("revoke at expiry: leadership not confirmed", "err", err)
+		return notPrimaryYet
+	}
+	l2, rem := expired()
+	if l2 == nil || l2.ID != l.ID || rem > 0 {
+		return max(rem, 0)
+	}
+	_, err := s.LeaseRevoke(rctx, &pb.LeaseRevokeRequest{ID: int64(l.ID)})
+	switch {
+	case err == nil:
+		after := -l.Remaining() // the expiry is kept after the revocation
+		log.Info("revoked the leader key's lease at its expiry", "lease", int64(l.ID), "after_expiry", after.Round(time.Millisecond))
+		if revoked != nil {
+			revoked(after)
+		}
+		return 0
+	case errors.Is(err, lease.ErrLeaseNotFound):
+		return 0 // etcd's own tick was first
+	default:
+		log.Debug("revoke at expiry", "err", err)
+		return notPrimaryYet
+	}
+}
