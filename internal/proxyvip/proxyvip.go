@@ -95,6 +95,11 @@ type Elector struct {
 
 	mu sync.Mutex // one add, refresh or remove at a time
 
+	// hard bounds what outlives the background context on shutdown (the
+	// resign in progress, late campaign results); Run cancels it when it
+	// stops waiting for them.
+	hard context.Context
+
 	// Owned by the loop goroutine: the two halves of health.
 	proxy     check.Result
 	linkOK    bool
@@ -182,6 +187,9 @@ func (e *Elector) Run(ctx context.Context) error {
 	}
 	defer store.Close()
 
+	hard, stopHard := context.WithCancel(context.Background())
+	defer stopHard()
+	e.hard = hard
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	spawn := func(f func(context.Context, ha.Coordinator)) {
@@ -204,13 +212,29 @@ func (e *Elector) Run(ctx context.Context) error {
 			e.o.Log.Warn("virtual IP election: stopping took too long", "role", e.State().Role)
 			e.remove("stopping")
 			stopBG()
-			wg.Wait()
+			e.join(&wg, stopHard)
 			return nil
 		}
 	}
 	stopBG()
-	wg.Wait() // the worker carries out the resign before it returns
+	e.join(&wg, stopHard) // the worker carries out the resign before it returns
 	return nil
+}
+
+// join waits for the background goroutines, giving a resign in progress
+// one call's time: a store that does not answer must not hold shutdown
+// for several leases (the session expires anyway).
+func (e *Elector) join(wg *sync.WaitGroup, stopHard context.CancelFunc) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-e.o.Clock.After(e.callTimeout()):
+		e.o.Log.Warn("virtual IP election: the store did not take the key back in time; it is freed when this session expires")
+		stopHard()
+	}
+	<-done
 }
 
 func (e *Elector) loop(ctx context.Context) {
@@ -529,7 +553,7 @@ func (e *Elector) worker(ctx context.Context, store ha.Coordinator) {
 				select {
 				case act := <-e.work:
 					if r, ok := act.(machine.Resign); ok {
-						e.resign(context.Background(), store, r.Epoch)
+						e.resign(store, r.Epoch)
 					}
 				default:
 					return
@@ -548,7 +572,7 @@ func (e *Elector) do(ctx context.Context, store ha.Coordinator, act machine.Acti
 		if err == nil && !e.watchCaughtUp(ctx, epoch) {
 			// Report a win only once the watch has shown it, so that no
 			// snapshot from before the win reads "key lost" after it.
-			e.resign(ctx, store, epoch)
+			e.resign(store, epoch)
 			err = fmt.Errorf("the store's watch did not confirm the win at epoch %d", epoch)
 		}
 		if err != nil && !errors.Is(err, ha.ErrTaken) {
@@ -557,24 +581,26 @@ func (e *Elector) do(ctx context.Context, store ha.Coordinator, act machine.Acti
 		}
 		e.emitAsync(machine.CampaignResult{Epoch: epoch, Err: err})
 	case machine.Resign:
-		e.resign(ctx, store, act.Epoch)
+		e.resign(store, act.Epoch)
 	}
 }
 
 // resign hands the key back, retrying a few times: a key left with a node
 // that does not hold the address would keep every other node from taking
-// it until this session expires.
-func (e *Elector) resign(ctx context.Context, store ha.Coordinator, epoch ha.Epoch) {
+// it until this session expires. It outlives the background context (a
+// resign asked for at shutdown still runs), bounded by Run's join.
+func (e *Elector) resign(store ha.Coordinator, epoch ha.Epoch) {
+	ctx := e.hard
 	backoff := 20 * time.Millisecond
-	for try := 1; try <= 5; try++ {
-		cctx, cancel := clock.WithTimeout(context.WithoutCancel(ctx), e.o.Clock, e.callTimeout())
+	for try := 1; try <= 5 && ctx.Err() == nil; try++ {
+		cctx, cancel := clock.WithTimeout(ctx, e.o.Clock, e.callTimeout())
 		err := store.Resign(cctx, e.o.Node, epoch)
 		cancel()
 		if err == nil || errors.Is(err, ha.ErrNotLeader) {
 			return
 		}
 		e.o.Log.Debug("virtual IP election: resign failed; retrying", "epoch", epoch, "err", err)
-		clock.SleepCtx(context.WithoutCancel(ctx), e.o.Clock, backoff)
+		clock.SleepCtx(ctx, e.o.Clock, backoff)
 		backoff *= 2
 	}
 }
@@ -597,6 +623,11 @@ func (e *Elector) emitAsync(ev machine.Event) {
 	select {
 	case e.events <- ev:
 	default:
-		go func() { e.events <- ev }()
+		go func() {
+			select {
+			case e.events <- ev:
+			case <-e.hard.Done(): // Run has returned: nobody reads events
+			}
+		}()
 	}
 }
