@@ -196,8 +196,11 @@ func (b *builder) followProxyListen(line int, listen, where string) {
 	if err != nil {
 		return // proxy.listen's own check says what is wrong
 	}
-	switch host {
-	case "", "0.0.0.0", "::":
+	switch {
+	case host == "0.0.0.0" && b.c.VIP.Address.Addr().Is6():
+		b.add(line, "vip.follow", "follow: proxy: proxy.listen is %s%s, which takes IPv4 connections only, and the VIP %s is IPv6; listen on every address of both families: listen: '[::]:%s' (or :%s)", listen, where, b.c.VIP.Address.Addr(), port, port)
+		return
+	case host == "", host == "0.0.0.0", host == "::":
 		return
 	}
 	b.add(line, "vip.follow", "follow: proxy: proxy.listen is %s%s, which does not take connections to the VIP %s; listen on every address, e.g. listen: 0.0.0.0:%s (or :%s)", listen, where, b.c.VIP.Address.Addr(), port, port)

@@ -60,6 +60,21 @@ func TestVIPFollowProxy(t *testing.T) {
 	}
 }
 
+// TestVIPFollowProxyIPv6: an IPv6 VIP needs a proxy that takes IPv6
+// connections; one on 0.0.0.0 would pass its loopback check and hold a VIP
+// that no client can reach through it.
+func TestVIPFollowProxyIPv6(t *testing.T) {
+	_, err := Parse("/etc/haven.yaml", []byte(proxyNodes+"proxy: {listen: '0.0.0.0:8080', standalone: true}\nvip: {address: 'fd00::100/64', interface: eth0, follow: proxy}\n"))
+	if err == nil || !strings.Contains(err.Error(), "takes IPv4 connections only") {
+		t.Fatalf("ipv6 VIP with the proxy on 0.0.0.0: err = %v", err)
+	}
+	for _, listen := range []string{"[::]:8080", ":8080"} {
+		if _, err := Parse("/etc/haven.yaml", []byte(proxyNodes+"proxy: {listen: '"+listen+"', standalone: true}\nvip: {address: 'fd00::100/64', interface: eth0, follow: proxy}\n")); err != nil {
+			t.Fatalf("ipv6 VIP with the proxy on %s: %v", listen, err)
+		}
+	}
+}
+
 func TestVIPErrors(t *testing.T) {
 	tests := []struct {
 		name   string
