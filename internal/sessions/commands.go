@@ -46,6 +46,21 @@ type command struct {
 	run   func(s *Server, c *conn, args [][]byte, w *resp.Writer)
 }
 
+// keys is how many key arguments the command has with n arguments in all.
+func (c *command) keys(n int) int {
+	if c.first == 0 || c.step == 0 {
+		return 0
+	}
+	last := c.last
+	if last < 0 {
+		last += n
+	}
+	if last < c.first {
+		return 0
+	}
+	return (last-c.first)/c.step + 1
+}
+
 // commandTable returns the supported commands, by lower-case name.
 func commandTable() map[string]*command {
 	commands := map[string]*command{}

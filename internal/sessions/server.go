@@ -311,6 +311,12 @@ func (s *Server) exec(c *conn, args [][]byte, w *resp.Writer) (*command, uint64,
 	case name == "quit":
 		w.Simple("OK")
 		return cmd, 0, true
+	case cmd.flags&fWrite != 0 && cmd.keys(len(args)) > batchOps:
+		// Each command commits in one store transaction (etcd takes 128
+		// operations per transaction): a larger one could never commit,
+		// and retrying it would stall every client's writes.
+		w.Error(fmt.Sprintf("ERR too many keys in one command (%d; at most %d): send them in several commands", cmd.keys(len(args)), batchOps))
+		return cmd, 0, false
 	}
 	if s.opts.ActiveActive && s.opts.Backend != nil && cmd.flags&fWrite != 0 {
 		s.execAA(c, cmd, args, w)

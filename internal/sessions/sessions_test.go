@@ -67,6 +67,17 @@ func TestLimits(t *testing.T) {
 		t.Fatalf("oversize value: %q", got)
 	}
 	expect("$1\r\n2\r\n", "GET", "a")
+	// More keys than one store transaction takes: refused, nothing changed.
+	mset, del := []string{"MSET"}, []string{"DEL"}
+	for i := range batchOps + 1 {
+		mset = append(mset, fmt.Sprint("k", i), "v")
+		del = append(del, fmt.Sprint("k", i))
+	}
+	want := fmt.Sprintf("-ERR too many keys in one command (%d; at most %d): send them in several commands\r\n", batchOps+1, batchOps)
+	expect(want, mset...)
+	expect(want, del...)
+	expect(":1\r\n", "DEL", "a", "k1")
+	expect("$-1\r\n", "GET", "a")
 	expect("+PONG\r\n", "PING")
 }
 
