@@ -147,6 +147,7 @@ func (n *node) start() {
 	n.refreshHealth()
 	n.createSession(100 * time.Millisecond)
 	n.watchChanged()
+	n.armFenced()
 }
 
 // kill ends the process at once (SIGKILL): its service dies with it (Pdeathsig).

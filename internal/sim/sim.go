@@ -60,6 +60,7 @@ type Result struct {
 	Other      int // switchovers answered "X took over instead"
 	Fenced     int // fenced demotions (lease about to run out)
 	Restarts   int // agent processes started after the first
+	FencedOps  int // fenced writes and reads checked for linearizability
 }
 
 // Add sums r and o, for a run of many seeds.
@@ -74,6 +75,7 @@ func (r Result) Add(o Result) Result {
 	r.Other += o.Other
 	r.Fenced += o.Fenced
 	r.Restarts += o.Restarts
+	r.FencedOps += o.FencedOps
 	return r
 }
 
@@ -110,12 +112,14 @@ type world struct {
 	fail   *Failure
 	res    Result
 
-	grants   map[ha.Epoch]grant // every epoch the store granted, by whom and when
-	maxEpoch ha.Epoch
-	lastRev  int64
-	healed   bool
-	dirty    bool // a node stepped or the store changed since the last check
-	ids      int
+	fenced    []*fencedOp // every fenced call (fenced.go)
+	fencedSeq int
+	grants    map[ha.Epoch]grant // every epoch the store granted, by whom and when
+	maxEpoch  ha.Epoch
+	lastRev   int64
+	healed    bool
+	dirty     bool // a node stepped or the store changed since the last check
+	ids       int
 }
 
 type grant struct {
@@ -289,6 +293,9 @@ func (w *world) run() {
 		}
 		e.f()
 		w.observe()
+	}
+	if w.fail == nil {
+		w.checkFenced()
 	}
 	w.res.Events = w.events
 	w.res.Simulated = w.elapsed()
