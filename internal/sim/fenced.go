@@ -38,14 +38,14 @@ type fencedOp struct {
 	took    time.Time // when the store accepted it (zero: never); for the diagnosis only
 }
 
-// armFenced starts the node's writer: every 100 to 300 ms of its clock,
+// armFenced starts the node's writer: every 250 to 750 ms of its clock,
 // while it serves, a fenced write (two in three) or read.
 func (n *node) armFenced() {
 	if n.w.o.Mode == ha.ModeActiveActive {
 		return // no leader key: every fenced call is refused
 	}
 	inc := n.inc
-	n.afterLocal(time.Duration(100+n.w.rng.IntN(200))*time.Millisecond, func() {
+	n.afterLocal(time.Duration(250+n.w.rng.IntN(500))*time.Millisecond, func() {
 		if inc != n.inc {
 			return
 		}
@@ -65,10 +65,10 @@ func (n *node) fencedCall(write bool) {
 	}
 	w.fenced = append(w.fenced, op)
 	epoch := op.epoch
-	// One call in ten is held up between the decision and the send for up
+	// One call in five is held up between the decision and the send for up
 	// to two leases: the service paused there (a GC pause, SIGSTOP), the
 	// case fencing exists for.
-	if w.rng.IntN(10) == 0 {
+	if w.rng.IntN(5) == 0 {
 		inc := n.inc
 		w.after(time.Duration(w.rng.Int64N(int64(2*n.timing().LeaseTTL))), nil, func() {
 			if inc == n.inc && n.alive {
