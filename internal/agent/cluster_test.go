@@ -62,8 +62,8 @@ func startMemCluster(t *testing.T, nodes int, o ...memOpts) *memCluster {
 		if p, ok := opt.prio[name]; ok {
 			prio = p
 		}
-		fmt.Fprintf(&b, "  - {name: %s, api: '127.0.0.1:%d', peer: '127.0.0.1:%d', client: '127.0.0.1:%d', priority: %d, backup: %t}\n",
-			name, apiPort(i), 2+3*i, 3+3*i, prio, slices.Contains(opt.backs, name))
+		fmt.Fprintf(&b, "  - {name: %s, api: '127.0.0.1:%d', peer: '127.0.0.1:%d', client: '127.0.0.1:%d', backend: '127.0.0.1:%d', priority: %d, backup: %t}\n",
+			name, apiPort(i), 2+3*i, 3+3*i, 9000+i, prio, slices.Contains(opt.backs, name))
 	}
 	cfg, err := config.Parse(filepath.Join(t.TempDir(), "haven.yaml"), []byte(b.String()))
 	if err != nil {

@@ -280,3 +280,35 @@ func TestMemClusterOperatorCallsNeedToken(t *testing.T) {
 		t.Errorf("audit log has %d 401 entries, want 3:\n%s", n401, audit)
 	}
 }
+
+// TestMemClusterRedirect (moved down from e2e TestRedirectToActive): a
+// user who reaches any agent at a redirect path is sent (307) to the
+// active node's backend, path and query kept; after a failover, to the new
+// active's.
+func TestMemClusterRedirect(t *testing.T) {
+	t.Parallel()
+	c := startMemCluster(t, 3, memOpts{api: true, extra: "redirect: {paths: [/app/]}\n" + memService})
+	noFollow := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	redirectsTo := func(active string) func() bool {
+		n, _ := c.cfg.NodeByName(active)
+		want := "http://" + n.Backend + "/app/page?x=1"
+		return func() bool {
+			for _, m := range c.cfg.Nodes {
+				resp, err := noFollow.Get(c.api.client.BaseURL(m.API) + "/app/page?x=1")
+				if err != nil {
+					return false
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusTemporaryRedirect || resp.Header.Get("Location") != want {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	active := c.waitActive("")
+	waitFor(t, 5*time.Second, "every agent to redirect /app/ to "+active, redirectsTo(active))
+	c.killService(active)
+	next := c.waitActive(active)
+	waitFor(t, 5*time.Second, "every agent to redirect /app/ to "+next, redirectsTo(next))
+}

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -151,38 +150,4 @@ func TestSwitchoverUnderLoadNoFailedReads(t *testing.T) {
 	if failed.Load() != 0 {
 		t.Fatalf("%d reads failed across the switchover", failed.Load())
 	}
-}
-
-// TestRedirectToActive: a user who reaches any agent at a redirect path is
-// sent (307) to the active node's backend, path and query kept; after a
-// failover, to the new active.
-func TestRedirectToActive(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t, clusterOpts{top: "redirect: {paths: [/app/]}"})
-	active, _ := c.WaitActive(startTimeout)
-	noFollow := &http.Client{Timeout: time.Second, Transport: c.HTTP.Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	check := func(want string) {
-		t.Helper()
-		waitFor(t, 5*time.Second, "every agent to redirect /app/ to "+want, func() bool {
-			for _, n := range c.Nodes {
-				resp, err := noFollow.Get(c.URL(n.Name) + "/app/page?x=1")
-				if err != nil {
-					return false
-				}
-				resp.Body.Close()
-				loc := resp.Header.Get("Location")
-				if resp.StatusCode != http.StatusTemporaryRedirect || loc != "http://"+c.Node(want).Service+"/app/page?x=1" {
-					return false
-				}
-			}
-			return true
-		})
-	}
-	check(active)
-	v, _ := c.NodeView(active, active)
-	if err := syscall.Kill(v.ServicePID, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	next, _ := c.WaitActive(10*time.Second, active)
-	check(next)
 }
