@@ -114,7 +114,8 @@ type world struct {
 
 	fenced    []*fencedOp // every fenced call (fenced.go)
 	fencedSeq int
-	grants    map[ha.Epoch]grant // every epoch the store granted, by whom and when
+	grants    map[ha.Epoch]grant  // every epoch the store granted, by whom and when
+	held      map[ha.Epoch]string // the node whose machine took up each epoch
 	maxEpoch  ha.Epoch
 	lastRev   int64
 	healed    bool
@@ -195,6 +196,7 @@ func newWorld(o Options) (*world, error) {
 		cfg:    cfg,
 		ring:   make([]string, 0, 64),
 		grants: map[ha.Epoch]grant{},
+		held:   map[ha.Epoch]string{},
 	}
 	w.admin = w.store.Client()
 	for _, n := range cfg.Nodes {
