@@ -29,7 +29,7 @@ type node struct {
 	inc      int // incarnation: bumped by kill and restart
 	alive    bool
 	frozen   bool
-	deferred []*event // events that came due while frozen
+	deferred []event // events that came due while frozen
 
 	client *memstore.Client
 	st     machine.State
@@ -125,6 +125,9 @@ func (n *node) afterLocal(d time.Duration, f func()) {
 }
 
 func (n *node) tracef(format string, args ...any) {
+	if !n.w.tracing {
+		return
+	}
 	n.w.tracef("%s: %s", n.name, fmt.Sprintf(format, args...))
 }
 
@@ -192,7 +195,9 @@ func (n *node) step(ev machine.Event) {
 	n.st = st
 	n.w.dirty = true
 	if st.Role != old.Role {
-		n.tracef("%s", roleStr(old, st))
+		if n.w.tracing {
+			n.tracef("%s", roleStr(old, st))
+		}
 	}
 	if st.Holding() && st.Epoch > 0 {
 		n.w.held[st.Epoch] = n.name
