@@ -29,6 +29,9 @@ type memCluster struct {
 	conns  map[string]*memstore.Client
 	stop   map[string]context.CancelFunc
 	wg     sync.WaitGroup
+	api    *memAPI                  // the agents' HTTP APIs, when memOpts.api (memapi_test.go)
+	done   map[string]chan struct{} // closed when the node's Run returns
+	logs   *lockedBuffer            // the agents' logs, printed if the test fails
 }
 
 // memOpts shape a memCluster: extra YAML, node priorities, and which nodes
@@ -37,6 +40,8 @@ type memOpts struct {
 	extra string
 	prio  map[string]int
 	start []string
+	api   bool     // serve each agent's HTTP API on a loopback port (memapi_test.go)
+	backs []string // nodes with backup: true
 }
 
 func startMemCluster(t *testing.T, nodes int, o ...memOpts) *memCluster {
@@ -45,22 +50,35 @@ func startMemCluster(t *testing.T, nodes int, o ...memOpts) *memCluster {
 	if len(o) > 0 {
 		opt = o[0]
 	}
+	if opt.api {
+		opt.extra = memAPIYAML + opt.extra
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "cluster: mem\ndata_dir: %s\n%snodes:\n", t.TempDir(), opt.extra)
+	apiPort := apiPorts(t, nodes, opt.api)
 	for i := 1; i <= nodes; i++ {
 		name := fmt.Sprintf("n%d", i)
 		prio := 100
 		if p, ok := opt.prio[name]; ok {
 			prio = p
 		}
-		fmt.Fprintf(&b, "  - {name: %s, api: '127.0.0.1:%d', peer: '127.0.0.1:%d', client: '127.0.0.1:%d', priority: %d}\n", name, 1+3*i, 2+3*i, 3+3*i, prio)
+		fmt.Fprintf(&b, "  - {name: %s, api: '127.0.0.1:%d', peer: '127.0.0.1:%d', client: '127.0.0.1:%d', backend: '127.0.0.1:%d', priority: %d, backup: %t}\n",
+			name, apiPort(i), 2+3*i, 3+3*i, 9000+i, prio, slices.Contains(opt.backs, name))
 	}
 	cfg, err := config.Parse(filepath.Join(t.TempDir(), "haven.yaml"), []byte(b.String()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &memCluster{t: t, cfg: cfg, store: memstore.New(clock.Real{}), agents: map[string]*Agent{},
-		conns: map[string]*memstore.Client{}, stop: map[string]context.CancelFunc{}}
+		conns: map[string]*memstore.Client{}, stop: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}, logs: &lockedBuffer{}}
+	if opt.api {
+		c.api = newMemAPI(c)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agents' logs:\n%s", c.logs.String())
+		}
+	})
 	t.Cleanup(func() {
 		for _, cancel := range c.stop {
 			cancel()
@@ -80,14 +98,19 @@ func (c *memCluster) start(name string) {
 	c.t.Helper()
 	n, _ := c.cfg.NodeByName(name)
 	conn := c.store.Client()
-	a, err := New(c.cfg, n, conn, clock.Real{}, slog.New(slog.DiscardHandler))
+	a, err := New(c.cfg, n, conn, clock.Real{}, slog.New(slog.NewTextHandler(c.logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name))
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c.agents[n.Name], c.conns[n.Name], c.stop[n.Name] = a, conn, cancel
 	c.wg.Add(1)
-	go func() { defer c.wg.Done(); _ = a.Run(ctx) }()
+	done := make(chan struct{})
+	c.done[n.Name] = done
+	go func() { defer c.wg.Done(); defer close(done); _ = a.Run(ctx) }()
+	if c.api != nil {
+		c.api.serve(n.Name, a)
+	}
 }
 
 // waitActive waits until exactly one agent serves and the store agrees.
@@ -106,7 +129,14 @@ func (c *memCluster) waitActive(not string) string {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	c.t.Fatalf("no single active (other than %q) within 20s; store leader %v", not, c.store.Leader())
+	var states []string
+	for _, n := range c.cfg.Nodes {
+		if a := c.agents[n.Name]; a != nil {
+			st := a.State()
+			states = append(states, fmt.Sprintf("%s: %s at %d (%s)", n.Name, st.Role, st.Epoch, st.Reason))
+		}
+	}
+	c.t.Fatalf("no single active (other than %q) within 20s; store leader %v; %s", not, c.store.Leader(), strings.Join(states, "; "))
 	return ""
 }
 

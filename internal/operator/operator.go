@@ -278,10 +278,14 @@ func HandOverSeen(snap ha.Snapshot, from ha.Leader, target string) (HandOverOutc
 			why = rec.Why
 		}
 		return HandOverOther, why
-	case l.Node == target && l.Epoch > from.Epoch:
-		// The target holds the key: the hand-over is done (its record
-		// may still say promoting, or already something else if its
-		// service failed right after).
+	case l.Node == target && l.Epoch > from.Epoch && snap.Nodes[target].Epoch == l.Epoch:
+		// The target holds the key and its own record says it took the
+		// role up at that epoch (promoting, or already demoting if its
+		// service failed right after): the hand-over is done. The key
+		// alone is not enough: a backup whose win reached its machine
+		// after the intent was withdrawn (which the caller does on this
+		// answer) handed it straight back, and the answer was false
+		// (TestMemClusterPassiveBackup).
 		return HandOverDone, ""
 	}
 	return HandOverPending, ""

@@ -304,7 +304,8 @@ func (w *world) handOver(n *node, to string, promote bool, reason string, done f
 					answer("%s did not become active within %s", target, agent.SwitchoverWindow)
 					return
 				}
-				n.caughtUp = append(n.caughtUp, look)
+				// The handler polls the watched snapshot every 2 ms.
+				n.caughtUp = append(n.caughtUp, func() { n.afterLocal(n.poll(2*time.Millisecond), look) })
 				return
 			case agent.HandOverOther:
 				over = true
@@ -317,6 +318,11 @@ func (w *world) handOver(n *node, to string, promote bool, reason string, done f
 				over = true
 				l := n.snap.Leader
 				w.checkAnswer(n, sw, committed, l, fmt.Sprintf("switched over to %s at epoch %d", target, l.Epoch))
+				if w.held[l.Epoch] != target {
+					// "X is active" is true only once X's machine took
+					// the role up: holding the key is not enough.
+					w.failf("%s answered \"switched over to %s at epoch %d\" before %s took the role up at that epoch", n.name, target, l.Epoch, target)
+				}
 				n.call("clear switchover", callTimeout(n.timing()), func(c *memstore.Client) error { return c.ClearSwitchover(bg, sw.ID) }, func(error) {
 					n.opBusy = false
 					n.tracef("operator answer: switched over %s → %s at epoch %d", from.Node, target, l.Epoch)

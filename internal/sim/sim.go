@@ -8,7 +8,6 @@
 package sim
 
 import (
-	"container/heap"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -60,6 +59,7 @@ type Result struct {
 	Other      int // switchovers answered "X took over instead"
 	Fenced     int // fenced demotions (lease about to run out)
 	Restarts   int // agent processes started after the first
+	FencedOps  int // fenced writes and reads checked for linearizability
 }
 
 // Add sums r and o, for a run of many seeds.
@@ -74,6 +74,7 @@ func (r Result) Add(o Result) Result {
 	r.Other += o.Other
 	r.Fenced += o.Fenced
 	r.Restarts += o.Restarts
+	r.FencedOps += o.FencedOps
 	return r
 }
 
@@ -110,12 +111,18 @@ type world struct {
 	fail   *Failure
 	res    Result
 
-	grants   map[ha.Epoch]grant // every epoch the store granted, by whom and when
-	maxEpoch ha.Epoch
-	lastRev  int64
-	healed   bool
-	dirty    bool // a node stepped or the store changed since the last check
-	ids      int
+	fenced    []*fencedOp // every fenced call (fenced.go)
+	fencedSeq int
+	grants    map[ha.Epoch]grant  // every epoch the store granted, by whom and when
+	held      map[ha.Epoch]string // the node whose machine took up each epoch
+	maxEpoch  ha.Epoch
+	lastRev   int64
+	healed    bool
+	dirty     bool // a node stepped or the store changed since the last check
+	ids       int
+	// tracing: trace lines are made (for o.Trace, or to report a
+	// failure: a failed seed is run again with it, since it replays).
+	tracing bool
 }
 
 type grant struct {
@@ -124,39 +131,81 @@ type grant struct {
 }
 
 type event struct {
-	at  time.Time
+	at  time.Duration // since t0
 	seq uint64
 	n   *node // nil: not tied to a node's process
 	inc int   // the node's incarnation when scheduled
 	f   func()
 }
 
-type eventQueue []*event
+func (e *event) before(o *event) bool {
+	if e.at != o.at {
+		return e.at < o.at
+	}
+	return e.seq < o.seq
+}
+
+// eventQueue is a binary heap of events by value (no allocation per
+// event beyond its closure): the scheduler's hot path.
+type eventQueue []event
 
 func (q eventQueue) Len() int { return len(q) }
-func (q eventQueue) Less(i, j int) bool {
-	if !q[i].at.Equal(q[j].at) {
-		return q[i].at.Before(q[j].at)
+
+func (q *eventQueue) push(e event) {
+	*q = append(*q, e)
+	h := *q
+	for i := len(h) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !h[i].before(&h[p]) {
+			break
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
 	}
-	return q[i].seq < q[j].seq
 }
-func (q eventQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *eventQueue) Push(x any)   { *q = append(*q, x.(*event)) }
-func (q *eventQueue) Pop() any {
-	old := *q
-	e := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return e
+
+func (q *eventQueue) pop() event {
+	h := *q
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h[last] = event{}
+	h = h[:last]
+	for i := 0; ; {
+		l, small := 2*i+1, i
+		if l < len(h) && h[l].before(&h[small]) {
+			small = l
+		}
+		if r := l + 1; r < len(h) && h[r].before(&h[small]) {
+			small = r
+		}
+		if small == i {
+			break
+		}
+		h[i], h[small] = h[small], h[i]
+		i = small
+	}
+	*q = h
+	return top
 }
 
 // Run simulates one cluster; a broken invariant returns a *Failure.
 func Run(o Options) (Result, error) {
+	return run(o, o.Trace != nil)
+}
+
+func run(o Options, tracing bool) (Result, error) {
 	w, err := newWorld(o)
 	if err != nil {
 		return Result{}, err
 	}
+	w.tracing = tracing
 	w.run()
 	if w.fail != nil {
+		if !tracing {
+			// The same seed again, keeping its last events this time.
+			return run(o, true)
+		}
 		return w.res, w.fail
 	}
 	return w.res, nil
@@ -191,6 +240,7 @@ func newWorld(o Options) (*world, error) {
 		cfg:    cfg,
 		ring:   make([]string, 0, 64),
 		grants: map[ha.Epoch]grant{},
+		held:   map[ha.Epoch]string{},
 	}
 	w.admin = w.store.Client()
 	for _, n := range cfg.Nodes {
@@ -214,16 +264,19 @@ func (w *world) at(t time.Time, n *node, f func()) {
 		t = w.now()
 	}
 	w.seq++
-	e := &event{at: t, seq: w.seq, n: n, f: f}
+	e := event{at: t.Sub(t0), seq: w.seq, n: n, f: f}
 	if n != nil {
 		e.inc = n.inc
 	}
-	heap.Push(&w.q, e)
+	w.q.push(e)
 }
 
 func (w *world) after(d time.Duration, n *node, f func()) { w.at(w.now().Add(d), n, f) }
 
 func (w *world) tracef(format string, args ...any) {
+	if !w.tracing {
+		return
+	}
 	line := fmt.Sprintf("%9.3fs ", w.elapsed().Seconds()) + fmt.Sprintf(format, args...)
 	if w.o.Trace != nil {
 		fmt.Fprintln(w.o.Trace, line)
@@ -268,11 +321,11 @@ func (w *world) run() {
 	w.at(t0.Add(w.o.FaultPhase), nil, w.heal)
 	w.at(t0.Add(end), nil, w.finalCheck)
 	for w.q.Len() > 0 && w.fail == nil {
-		e := heap.Pop(&w.q).(*event)
-		if e.at.After(t0.Add(end)) {
+		e := w.q.pop()
+		if e.at > end {
 			break
 		}
-		w.clk.AdvanceTo(e.at)
+		w.clk.AdvanceTo(t0.Add(e.at))
 		if n := e.n; n != nil {
 			if !n.alive || n.inc != e.inc {
 				continue
@@ -289,6 +342,9 @@ func (w *world) run() {
 		}
 		e.f()
 		w.observe()
+	}
+	if w.fail == nil {
+		w.checkFenced()
 	}
 	w.res.Events = w.events
 	w.res.Simulated = w.elapsed()
