@@ -67,8 +67,14 @@ func (m *memAPI) serve(name string, a *Agent) {
 	if err := os.MkdirAll(LogDir(cfg, name), 0o700); err != nil { // RunNode's logs make it
 		m.c.t.Fatal(err)
 	}
-	handler, closeDash := a.httpHandler(api.Options{Token: cfg.APIAuth.Token, StatusOpen: cfg.APIAuth.StatusOpen, Audit: a.Audit,
-		RedirectPaths: cfg.Redirect.Paths, RedirectTarget: a.RedirectTarget})
+	// What node.httpHandler serves, without the dashboard (package node
+	// imports agent, so these tests cannot use it).
+	o := api.Options{Token: cfg.APIAuth.Token, StatusOpen: cfg.APIAuth.StatusOpen, Audit: a.Audit,
+		RedirectPaths: cfg.Redirect.Paths, RedirectTarget: a.RedirectTarget}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/logs", api.LogsHandler(a, o))
+	mux.Handle("/", api.Handler(a, a, o))
+	handler, closeDash := mux, func() {}
 	var ln net.Listener
 	var err error
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
