@@ -257,3 +257,18 @@ type Membership interface {
 	AddMember(ctx context.Context, name, peer string) error
 	RemoveMember(ctx context.Context, id uint64) error
 }
+
+// FolderStats is one line of a node's replicated folders (package
+// folders): on the active, how far one receiver (Peer) is behind; on a
+// promoted node, how many files of the old active it lacked (Lost).
+type FolderStats struct {
+	Folder     string `json:"folder"`
+	Peer       string `json:"peer,omitempty"`
+	Files      int    `json:"files"`                 // files the peer lacks
+	Bytes      int64  `json:"bytes"`                 // their bytes
+	OldestMS   int64  `json:"oldest_ms"`             // age of the oldest file it lacks
+	OldestPath string `json:"oldest_path,omitempty"` // that file
+	Behind     bool   `json:"behind,omitempty"`      // beyond max_lag
+	Error      string `json:"error,omitempty"`       // the last failure talking to it
+	Lost       int    `json:"lost,omitempty"`        // files lacked at this node's last promotion
+}
