@@ -129,7 +129,15 @@ func TestServiceShipsDeletesAndReportsLost(t *testing.T) {
 	// it is quiet... and n2 is promoted: it names what it lacks.
 	waitFor(t, "the source list on n2", 10*time.Second, func() bool {
 		s := p.b.recv["rec"].lastSource()
-		return s != nil && len(s.Entries) == 4
+		if s == nil || len(s.Entries) != 4 {
+			return false
+		}
+		for _, e := range s.Entries {
+			if e.Path == "a.txt" && e.Size != 14 {
+				return false
+			}
+		}
+		return true
 	})
 	p.leader.Store(&ha.Leader{Node: "", Epoch: 7})
 	waitFor(t, "n1 to stop sending", 10*time.Second, func() bool { return len(p.a.Stats()) == 0 })
