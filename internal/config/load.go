@@ -35,7 +35,7 @@ const (
 
 // The keys each mapping accepts, in the order they are listed to the user.
 var (
-	topKeys     = []string{"cluster", "mode", "data_dir", "timing", "timings", "store", "nodes", "service", "hooks", "checks", "proxy", "preempt", "api", "outage_policy", "redirect", "dashboard", "drill", "log", "vip", "sessions", "tls", "insecure"}
+	topKeys     = []string{"cluster", "mode", "data_dir", "timing", "timings", "store", "nodes", "service", "hooks", "checks", "proxy", "preempt", "api", "outage_policy", "redirect", "dashboard", "drill", "log", "vip", "sessions", "tls", "insecure", "sync"}
 	timingKeys  = []string{"lease_ttl", "renew_interval", "renew_timeout", "fence_margin", "etcd_heartbeat", "etcd_election"}
 	nodeKeys    = []string{"name", "site", "api", "peer", "client", "backend", "witness", "backup", "priority", "env", "vip_interface"}
 	serviceKeys = []string{"command", "env", "dir", "standby", "stop_signal", "stop_grace", "restart", "restart_delay", "containment"}
@@ -160,6 +160,7 @@ func (b *builder) top(f fields) {
 	b.vip(f)      // after nodes: it checks their addresses and interfaces
 	b.sessions(f) // after store and mode
 	b.clusterTLS(f)
+	b.sync(f) // after nodes, ops, mode and tls
 
 	// The on_demote default depends on the fence margin, so it is set only
 	// now that the timings are known.

@@ -38,6 +38,7 @@ type Config struct {
 	Sessions    Sessions   // zero value: no session store
 	TLS         ClusterTLS // mutual TLS on every listener (`tls:`)
 	Insecure    bool       // `insecure: true`: no TLS, on purpose
+	Sync        Sync       // replicated folders (`sync:`); zero value: none
 }
 
 // Timing holds every duration that failover and fencing depend on.
