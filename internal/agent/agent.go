@@ -27,6 +27,7 @@ import (
 	"github.com/haven-ha/haven/internal/check"
 	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/folders"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/machine"
 	"github.com/haven-ha/haven/internal/service"
@@ -81,6 +82,8 @@ type Agent struct {
 	sessStats atomic.Pointer[func() ha.SessionStats]
 	// the store's members as monitor last listed them (nil: unknown)
 	members atomic.Pointer[[]ha.Member]
+	// folders replicates the sync: folders; nil when there are none (folders.go).
+	folders *folders.Service
 }
 
 func priorities(cfg *config.Config) map[string]int {
@@ -741,6 +744,9 @@ func (a *Agent) Record() ha.NodeStatus {
 	if f := a.sessStats.Load(); f != nil {
 		ss := (*f)()
 		rec.Sessions = &ss
+	}
+	if a.folders != nil {
+		rec.Folders = a.folders.Stats()
 	}
 	return rec
 }

@@ -139,6 +139,9 @@ func (a *Agent) httpHandler(o api.Options) (http.Handler, func()) {
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/v1/logs", api.LogsHandler(a, o))
+	if a.folders != nil {
+		mux.Handle("/v1/folders/", api.FoldersHandler(a.folders, folderNodes(a.cfg), o))
+	}
 	mux.Handle("/ui/", dash)
 	if !slices.Contains(o.RedirectPaths, "/") {
 		mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusSeeOther))

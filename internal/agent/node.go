@@ -74,6 +74,11 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 		return err
 	}
 	a.tls = tlsSrc
+	fsvc, err := newFolders(cfg, node, a, log)
+	if err != nil {
+		_ = store.Close()
+		return err
+	}
 	handler, closeDash := a.httpHandler(api.Options{Token: cfg.APIAuth.Token, StatusOpen: cfg.APIAuth.StatusOpen, Audit: a.Audit, RedirectPaths: cfg.Redirect.Paths, RedirectTarget: a.RedirectTarget}) // the API and the dashboard
 	srv := &http.Server{
 		Handler:           handler,
@@ -139,7 +144,18 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 			return err
 		}
 	}
+	foldersDone := make(chan struct{})
+	if fsvc != nil {
+		go func() { defer close(foldersDone); _ = fsvc.Run(runCtx) }()
+	} else {
+		close(foldersDone)
+	}
 	err = a.Run(runCtx)
+	cancel()
+	<-foldersDone
+	if fsvc != nil {
+		fsvc.Close()
+	}
 	stopSessions()
 	stopProxy()
 	_ = store.Close()

@@ -77,6 +77,8 @@ type NodeStatus struct {
 	VIP         string    `json:"vip,omitempty"`         // the virtual IP this node holds now (CIDR), if any
 	// Sessions: the node's session store (package sessions), if it runs one.
 	Sessions *SessionStats `json:"sessions,omitempty"`
+	// Folders: the node's replicated folders (package folders), if any.
+	Folders []FolderStats `json:"folders,omitempty"`
 }
 
 // Snapshot is the view of the cluster kept in the store: who leads, what
