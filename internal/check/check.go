@@ -48,13 +48,16 @@ const (
 // environment. A Timeout of zero falls back to the Interval.
 func New(c config.Check, vars map[string]string) (Checker, error) {
 	kinds := 0
-	for _, set := range []bool{c.HTTP != nil, c.TCP != nil, c.Exec != nil} {
+	for _, set := range []bool{c.HTTP != nil, c.TCP != nil, c.Exec != nil, c.Disk != nil} {
 		if set {
 			kinds++
 		}
 	}
 	if kinds != 1 {
-		return nil, fmt.Errorf("check %q: exactly one of http, tcp, exec must be set (found %d)", c.Name, kinds)
+		return nil, fmt.Errorf("check %q: exactly one of http, tcp, exec, disk must be set (found %d)", c.Name, kinds)
+	}
+	if c.Disk != nil {
+		return newDiskCheck(c, vars)
 	}
 	timeout := c.Timeout
 	if timeout <= 0 {

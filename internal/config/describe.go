@@ -195,6 +195,8 @@ func describeCheck(c Check) string {
 		return "tcp connect " + c.TCP.Address
 	case c.Exec != nil:
 		return "exec " + quoteArgs(c.Exec.Command)
+	case c.Disk != nil:
+		return fmt.Sprintf("disk %s: at least %d bytes and %g%% free", c.Disk.Path, c.Disk.MinFreeBytes, c.Disk.MinFreePercent)
 	}
 	return "?"
 }

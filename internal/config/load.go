@@ -41,7 +41,7 @@ var (
 	serviceKeys = []string{"command", "env", "dir", "standby", "stop_signal", "stop_grace", "restart", "restart_delay", "containment"}
 	hooksKeys   = []string{"on_promote", "on_demote", "promote_backoff"}
 	hookKeys    = []string{"command", "timeout"}
-	checkKeys   = []string{"name", "http", "tcp", "exec", "interval", "timeout", "rise", "fall"}
+	checkKeys   = []string{"name", "http", "tcp", "exec", "interval", "timeout", "rise", "fall", "disk"}
 	httpKeys    = []string{"url", "expect_status", "ca_file", "server_name"}
 	tcpKeys     = []string{"address"}
 	execKeys    = []string{"command"}
@@ -561,12 +561,16 @@ func (b *builder) checks(f fields) {
 			kinds = append(kinds, "exec")
 			c.Exec = b.execCheck(v, path+".exec")
 		}
+		if v, ok := cf["disk"]; ok {
+			kinds = append(kinds, "disk")
+			c.Disk = b.diskCheck(v, path+".disk")
+		}
 		switch len(kinds) {
 		case 0:
-			b.add(it.Line, path, "no kind of check; set exactly one of http, tcp or exec")
+			b.add(it.Line, path, "no kind of check; set exactly one of http, tcp or exec, or disk")
 		case 1:
 		default:
-			b.add(it.Line, path, "sets %s; a check has exactly one of http, tcp or exec, so split it into separate checks", strings.Join(kinds, " and "))
+			b.add(it.Line, path, "sets %s; a check has exactly one of http, tcp, exec or disk, so split it into separate checks", strings.Join(kinds, " and "))
 		}
 		if v, ok := cf["name"]; ok {
 			if s, ok := b.str(v, path+".name"); ok {

@@ -68,3 +68,23 @@ func TestSyncErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestDiskCheckConfig(t *testing.T) {
+	c := mustParse(t, "/etc/h.yaml", syncBase+"checks:\n  - {name: rec, disk: {path: \"${REC}\", min_free_bytes: 1GiB, min_free_percent: 5}}\n")
+	if d := c.Checks[0].Disk; d == nil || d.Path != "${REC}" || d.MinFreeBytes != 1<<30 || d.MinFreePercent != 5 {
+		t.Fatalf("disk check %+v", c.Checks[0])
+	}
+	for yaml, want := range map[string]string{
+		"checks: [{disk: {path: /r}}]":                                                   "sets no limit",
+		"checks: [{disk: {min_free_bytes: 1GiB}}]":                                       "checks[0].disk.path: missing",
+		"checks: [{disk: {path: /r, min_free_percent: 120}}]":                            "invalid percentage",
+		"checks: [{disk: {path: /r, min_free_bytes: lots}}]":                             "invalid size",
+		"checks: [{disk: {path: /r, min_free_bytes: 1}, tcp: {address: \"1.2.3.4:5\"}}]": "sets tcp and disk",
+		"checks: [{disk: {path: \"${NOPE}\", min_free_bytes: 1}}]":                       "${NOPE} is not defined",
+	} {
+		_, err := Parse("/etc/h.yaml", []byte(syncBase+yaml+"\n"))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", yaml, err, want)
+		}
+	}
+}

@@ -103,6 +103,7 @@ type Check struct {
 	HTTP     *HTTPCheck
 	TCP      *TCPCheck
 	Exec     *ExecCheck
+	Disk     *DiskCheck
 	Interval time.Duration
 	Timeout  time.Duration
 	Rise     int // consecutive successes to become healthy
@@ -122,6 +123,16 @@ type TCPCheck struct{ Address string }
 
 // ExecCheck passes when Command exits 0.
 type ExecCheck struct{ Command []string }
+
+// DiskCheck passes while the file system holding Path has at least
+// MinFreeBytes and MinFreePercent free (for unprivileged users): a node
+// whose disk is nearly full is not eligible, and an active hands over
+// before its disk fills.
+type DiskCheck struct {
+	Path           string // may use ${VAR}s of the node's env
+	MinFreeBytes   int64
+	MinFreePercent float64
+}
 
 // Log configures the agent's log.
 type Log struct {

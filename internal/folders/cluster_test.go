@@ -52,19 +52,19 @@ func startWriter(dir, prefix string) *writer {
 			}
 			p := filepath.Join(w.dir, name)
 			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				w.err = err
+				w.fail(err)
 				return
 			}
 			f, err := os.Create(p)
 			if err != nil {
-				w.err = err
+				w.fail(err)
 				return
 			}
 			for off := 0; off < size; off += 64 << 10 { // a recorder writes as it goes
 				_, _ = f.Write(data[off:min(off+64<<10, size)])
 			}
 			if err := f.Close(); err != nil {
-				w.err = err
+				w.fail(err)
 				return
 			}
 			w.mu.Lock()
@@ -89,6 +89,12 @@ func (w *writer) waitDue(t *testing.T, n int) {
 		}
 		return due >= n || w.err != nil
 	})
+}
+
+func (w *writer) fail(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.err = err
 }
 
 func (w *writer) finish(t *testing.T) map[string]time.Time {
