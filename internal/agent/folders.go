@@ -26,7 +26,7 @@ func newFolders(cfg *config.Config, node config.Node, a *Agent, log *slog.Logger
 	}
 	svc, err := folders.New(folders.Options{
 		Node:      node.Name,
-		Folders:   cfg.SyncFolders(node),
+		Folders:   syncFolders(cfg, node),
 		Peers:     peers,
 		MaxLag:    cfg.Sync.MaxLag,
 		Bandwidth: cfg.Sync.Bandwidth,
@@ -58,4 +58,13 @@ func folderNodes(cfg *config.Config) []string {
 		}
 	}
 	return names
+}
+
+// syncFolders are node's replicated folders as package folders takes them.
+func syncFolders(cfg *config.Config, n config.Node) []folders.Folder {
+	var out []folders.Folder
+	for _, f := range cfg.Sync.Folders {
+		out = append(out, folders.Folder{Name: f.Name, Path: cfg.FolderPath(f, n), Include: f.Include, Exclude: f.Exclude, Mirror: f.Delete == "mirror", Quiet: f.Quiet})
+	}
+	return out
 }

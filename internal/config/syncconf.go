@@ -6,8 +6,6 @@ import (
 	"regexp"
 	"strings"
 	"time"
-
-	"github.com/haven-ha/haven/internal/folders"
 )
 
 // Sync configures replicated folders (`sync:`): the active ships the files
@@ -222,13 +220,4 @@ func (c *Config) FolderPath(f SyncFolder, n Node) string {
 		p = filepath.Join(filepath.Dir(c.Path), p)
 	}
 	return filepath.Clean(p)
-}
-
-// SyncFolders are node's replicated folders as package folders takes them.
-func (c *Config) SyncFolders(n Node) []folders.Folder {
-	var out []folders.Folder
-	for _, f := range c.Sync.Folders {
-		out = append(out, folders.Folder{Name: f.Name, Path: c.FolderPath(f, n), Include: f.Include, Exclude: f.Exclude, Mirror: f.Delete == "mirror", Quiet: f.Quiet})
-	}
-	return out
 }
