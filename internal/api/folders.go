@@ -62,17 +62,19 @@ type FolderSource struct {
 type FolderReceiver interface {
 	FolderManifest(ctx context.Context, folder string) (FolderManifest, error)
 	FolderBegin(ctx context.Context, folder string, w FolderWrite) (FolderOffset, error)
-	FolderChunk(ctx context.Context, folder string, w FolderWrite, offset int64, sha256hex string, data []byte) (FolderOffset, error)
+	FolderChunk(ctx context.Context, folder string, w FolderWrite, offset int64, crc32c string, data []byte) (FolderOffset, error)
 	FolderCommit(ctx context.Context, folder string, w FolderWrite) (FileEntry, error)
 	FolderDelete(ctx context.Context, folder string, w FolderWrite) error
 	FolderSource(ctx context.Context, folder string, s FolderSource) error
 }
 
-// ChunkSumHeader carries the hex SHA-256 of a chunk's body.
-const ChunkSumHeader = "X-Haven-Chunk-Sha256"
+// ChunkSumHeader carries the CRC-32C (Castagnoli) of a chunk's body, 8 hex
+// digits: a corrupt chunk is refused and sent again. The whole file is
+// checked against its SHA-256 at the commit.
+const ChunkSumHeader = "X-Haven-Chunk-Crc32c"
 
 // MaxFolderChunk is the largest chunk a receiver takes.
-const MaxFolderChunk = 8 << 20
+const MaxFolderChunk = 16 << 20
 
 // maxFolderJSON bounds a JSON body of the folder routes (a source manifest
 // of 100,000 files is about 15 MB).
@@ -133,12 +135,15 @@ func FoldersHandler(recv FolderReceiver, nodes []string, o Options) http.Handler
 			return nil, ha.Errorf(ha.KindInvalid, "chunk: %s must be whole numbers >= 0", strings.Join(bad, ", "))
 		}
 		sum := r.Header.Get(ChunkSumHeader)
-		if len(sum) != 64 {
-			return nil, ha.Errorf(ha.KindInvalid, "chunk: header %s must hold the body's SHA-256 in hex", ChunkSumHeader)
+		if len(sum) != 8 {
+			return nil, ha.Errorf(ha.KindInvalid, "chunk: header %s must hold the body's CRC-32C in 8 hex digits", ChunkSumHeader)
 		}
-		data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxFolderChunk))
-		if err != nil {
-			return nil, ha.Errorf(ha.KindInvalid, "chunk body: %v (at most %d bytes)", err, MaxFolderChunk)
+		if r.ContentLength < 0 || r.ContentLength > MaxFolderChunk {
+			return nil, ha.Errorf(ha.KindInvalid, "chunk body: Content-Length %d; send 0 to %d bytes with a Content-Length", r.ContentLength, MaxFolderChunk)
+		}
+		data := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, data); err != nil {
+			return nil, ha.Errorf(ha.KindInvalid, "chunk body: %v (Content-Length %d)", err, r.ContentLength)
 		}
 		return recv.FolderChunk(r.Context(), folder, fw, offset, sum, data)
 	}))

@@ -53,7 +53,7 @@ type Options struct {
 	// Bandwidth bounds what this node sends, all receivers together, in
 	// bytes per second; 0: no bound.
 	Bandwidth int64
-	ChunkSize int           // bytes per chunk; default 4 MiB (less under a low bandwidth bound)
+	ChunkSize int           // bytes per chunk; default 8 MiB (less under a low bandwidth bound)
 	Rescan    time.Duration // full scan of every folder this often, besides fsnotify; default 30 s
 	Client    *api.Client   // to the other agents (mutual TLS)
 	Clock     clock.Clock
@@ -68,7 +68,7 @@ type Options struct {
 }
 
 const (
-	defaultChunk  = 4 << 20
+	defaultChunk  = 8 << 20
 	defaultRescan = 30 * time.Second
 	// sourceEvery bounds how often the active sends its list of complete
 	// files to a receiver.

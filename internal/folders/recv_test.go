@@ -25,7 +25,7 @@ func put(t *testing.T, r *receiver, p string, data []byte, n int) (Entry, error)
 	}
 	for off < e.Size {
 		end := min(off+int64(n), e.Size)
-		if off, err = r.chunk(e, off, sum(data[off:end]), data[off:end]); err != nil {
+		if off, err = r.chunk(e, off, ChunkSum(data[off:end]), data[off:end]); err != nil {
 			return Entry{}, err
 		}
 	}
@@ -45,13 +45,13 @@ func TestReceiverWritesAtomicallyAndResumes(t *testing.T) {
 	if _, err := r.begin(e); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.chunk(e, 0, sum(data[:10]), data[:10]); err != nil {
+	if _, err := r.chunk(e, 0, ChunkSum(data[:10]), data[:10]); err != nil {
 		t.Fatal(err)
 	}
 	// A corrupt chunk is refused and changes nothing.
 	bad := append([]byte{}, data[10:20]...)
 	bad[0] ^= 1
-	if _, err := r.chunk(e, 10, sum(data[10:20]), bad); ha.KindOf(err) != ha.KindInvalid {
+	if _, err := r.chunk(e, 10, ChunkSum(data[10:20]), bad); ha.KindOf(err) != ha.KindInvalid {
 		t.Fatalf("corrupt chunk: %v, want Invalid", err)
 	}
 	// Nothing is visible before the commit.
@@ -67,7 +67,7 @@ func TestReceiverWritesAtomicallyAndResumes(t *testing.T) {
 	if err != nil || off != 10 {
 		t.Fatalf("resume at %d, %v; want 10", off, err)
 	}
-	if _, err := r.chunk(e, off, sum(data[10:]), data[10:]); err != nil {
+	if _, err := r.chunk(e, off, ChunkSum(data[10:]), data[10:]); err != nil {
 		t.Fatal(err)
 	}
 	wrong := e

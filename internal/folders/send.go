@@ -297,38 +297,59 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 			}
 			continue
 		}
+		// Several files at a time, so that one file's fsync on the
+		// receiver overlaps the next one's transfer.
+		var (
+			mu   sync.Mutex
+			wg   sync.WaitGroup
+			sem  = make(chan struct{}, parallel)
+			errs []error
+		)
 		for _, st := range steps {
-			if ctx.Err() != nil {
-				return
+			mu.Lock()
+			stop := len(errs) > 0
+			mu.Unlock()
+			if stop || ctx.Err() != nil {
+				break
 			}
-			var err error
-			w := api.FolderWrite{From: snd.s.o.Node, Epoch: snd.epoch, File: st.File.Entry}
-			switch st.Op {
-			case OpDelete:
-				if err = c.FolderDelete(ctx, peer.Addr, snd.f.Name, w); err == nil {
-					delete(have, st.File.Path)
-				}
-			case OpShip:
-				var e Entry
-				e, err = snd.ship(ctx, peer, st.File.Entry)
-				if errors.Is(err, errChanged) {
-					continue // seen again when it is quiet
-				}
-				if err == nil {
-					have[e.Path] = e
+			sem <- struct{}{}
+			wg.Add(1)
+			go func(st Step) {
+				defer wg.Done()
+				defer func() { <-sem }()
+				w := api.FolderWrite{From: snd.s.o.Node, Epoch: snd.epoch, File: st.File.Entry}
+				var (
+					e   Entry
+					err error
+				)
+				if st.Op == OpDelete {
+					err = c.FolderDelete(ctx, peer.Addr, snd.f.Name, w)
+				} else if e, err = snd.ship(ctx, peer, st.File.Entry); err == nil {
 					snd.setSum(e)
 					snd.s.m.shipped(snd.f.Name, peer.Name, e.Size)
 				}
-			}
-			if err != nil {
-				failed(err)
-				break
-			}
-			lastErr = nil
-			backoff = 200 * time.Millisecond
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case errors.Is(err, errChanged): // seen again when it is quiet
+				case err != nil:
+					errs = append(errs, err)
+				case st.Op == OpDelete:
+					delete(have, st.File.Path)
+				default:
+					have[e.Path] = e
+				}
+			}(st)
 			if snd.generation() != gen {
 				break // plan again with what changed meanwhile
 			}
+		}
+		wg.Wait()
+		if len(errs) > 0 {
+			failed(errs[0])
+		} else {
+			lastErr = nil
+			backoff = 200 * time.Millisecond
 		}
 		if lastErr != nil && have == nil {
 			if !pause(backoff, nil) {
@@ -358,6 +379,9 @@ func readyList(local map[string]Local, now time.Time, quiet time.Duration) []Ent
 	}
 	return out
 }
+
+// parallel is how many files a sender ships to one receiver at a time.
+const parallel = 4
 
 // errChanged: the file changed (or went) while it was read; it is shipped
 // once it is quiet again.
@@ -400,12 +424,12 @@ func (snd *sender) ship(ctx context.Context, peer Peer, e Entry) (Entry, error) 
 		}
 		chunk := buf[:n]
 		h.Write(chunk)
-		cs := sha256.Sum256(chunk)
+		cs := ChunkSum(chunk)
 		if err := snd.s.limit.wait(ctx, n); err != nil {
 			return Entry{}, err
 		}
 		for try := 0; ; try++ {
-			_, err = c.FolderChunk(ctx, peer.Addr, snd.f.Name, w, off, hex.EncodeToString(cs[:]), chunk)
+			_, err = c.FolderChunk(ctx, peer.Addr, snd.f.Name, w, off, cs, chunk)
 			if err == nil || try == 2 || ha.KindOf(err) != ha.KindInvalid {
 				break // a corrupt chunk (Invalid) is sent again, twice at most
 			}

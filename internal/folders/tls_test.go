@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,6 +26,7 @@ type tlsPair struct {
 	addr   string
 	caDir  string
 	cancel context.CancelFunc
+	start  func() // makes n1 active
 	wg     sync.WaitGroup
 }
 
@@ -49,14 +51,19 @@ func newTLSPair(tb testing.TB, srcDir, dstDir string, quiet time.Duration, bandw
 			tb.Fatal(err)
 		}
 	}
-	leader := ha.Leader{Node: "n1", Epoch: 3}
+	var leader atomic.Pointer[ha.Leader]
+	leader.Store(&ha.Leader{Epoch: 3}) // nobody active until start
+	p.start = func() { leader.Store(&ha.Leader{Node: "n1", Epoch: 3}) }
 	mk := func(node, dir string, peers []Peer) *Service {
 		s, err := New(Options{
 			Node: node, Folders: []Folder{{Name: "f", Path: dir, Quiet: quiet}}, Peers: peers, MaxLag: time.Minute, Bandwidth: bandwidth,
 			Client: api.NewClient(api.ClientOptions{TLS: src[node].ClientConfig(), Timeout: time.Minute}),
 			Clock:  clock.Real{},
-			Role:   func() (bool, ha.Epoch) { return leader.Node == node, leader.Epoch },
-			Leader: func() ha.Leader { return leader },
+			Role: func() (bool, ha.Epoch) {
+				l := leader.Load()
+				return l.Node == node, l.Epoch
+			},
+			Leader: func() ha.Leader { return *leader.Load() },
 		})
 		if err != nil {
 			tb.Fatal(err)
@@ -106,6 +113,6 @@ func TestServiceOverMutualTLS(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(src, "hello"), []byte("over mutual TLS"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	newTLSPair(t, src, dst, 50*time.Millisecond, 0)
+	newTLSPair(t, src, dst, 50*time.Millisecond, 0).start()
 	waitFor(t, "hello on n2", 20*time.Second, func() bool { return sameContent(filepath.Join(src, "hello"), filepath.Join(dst, "hello")) })
 }
