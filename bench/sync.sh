@@ -34,6 +34,8 @@ echo "data: 1051 files, $BYTES bytes"
 PORT=$((20000 + RANDOM % 20000))
 cat >"$W/rsyncd.conf" <<CFG
 use chroot = no
+uid = $(id -u)
+gid = $(id -g)
 [dst]
   path = $W/rsdst
   read only = no

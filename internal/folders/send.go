@@ -219,6 +219,7 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 	c := snd.s.o.Client
 	var (
 		have     map[string]Entry // what the receiver holds; nil: ask it
+		seen     map[string]Entry // what it held when last known: its lag while it does not answer
 		backoff  = 200 * time.Millisecond
 		lastErr  error
 		srcGen   = ^uint64(0)
@@ -244,6 +245,9 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 			log.Warn("folder: receiver", "err", err)
 		}
 		lastErr = err
+		if have != nil {
+			seen = have
+		}
 		have = nil // ask it again: the failure may have left it anywhere
 	}
 	for ctx.Err() == nil {
@@ -253,7 +257,7 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 			m, err := c.FolderManifest(ctx, peer.Addr, snd.f.Name)
 			if err != nil {
 				failed(err)
-				_, lag, _ := Plan(local, nil, now, snd.f.Quiet, nil)
+				_, lag, _ := Plan(local, seen, now, snd.f.Quiet, nil)
 				snd.s.setLag(snd.f.Name, peer.Name, lag, lastErr)
 				if !pause(backoff, nil) {
 					return

@@ -3,6 +3,9 @@ package folders
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -11,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/clock"
@@ -24,6 +29,8 @@ type pair struct {
 	dirA, dirB string
 	events     chan ha.Event
 	leader     atomic.Pointer[ha.Leader]
+	down       atomic.Bool  // n2 answers 503 to everything, as if it were down
+	corrupt    atomic.Int32 // corrupt this many chunks on the way to n2
 }
 
 func newPair(t *testing.T, f Folder, maxLag time.Duration) *pair {
@@ -53,7 +60,21 @@ func newPair(t *testing.T, f Folder, maxLag time.Duration) *pair {
 		return s
 	}
 	p.b = mk("n2", p.dirB, nil)
-	srvB = httptest.NewServer(api.FoldersHandler(p.b, []string{"n1", "n2"}, api.Options{Token: token}))
+	h := api.FoldersHandler(p.b, []string{"n1", "n2"}, api.Options{Token: token})
+	srvB = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p.down.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		if r.Method == http.MethodPut && p.corrupt.Add(-1) >= 0 {
+			body, _ := io.ReadAll(r.Body)
+			if len(body) > 0 {
+				body[len(body)/2] ^= 0xff
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		h.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srvB.Close)
 	p.a = mk("n1", p.dirA, []Peer{{Name: "n2", Addr: strings.TrimPrefix(srvB.URL, "http://")}})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -189,5 +210,53 @@ func TestServiceRefusesWritesFromANonActive(t *testing.T) {
 	}
 	if _, err := s.FolderBegin(context.Background(), "nope", api.FolderWrite{From: "n1", Epoch: 5, File: Entry{Path: "x"}}); ha.KindOf(err) != ha.KindNotFound {
 		t.Errorf("unknown folder: %v", err)
+	}
+}
+
+// TestServiceCatchesUpWithoutResending: a standby that was down gets what
+// changed meanwhile, not everything again; a chunk corrupted on the way is
+// refused and sent again.
+func TestServiceCatchesUpWithoutResending(t *testing.T) {
+	t.Parallel()
+	p := newPair(t, Folder{Name: "rec", Quiet: 50 * time.Millisecond}, 5*time.Second)
+	write := func(name string, size int) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(p.dirA, name), bytes.Repeat([]byte(name[:1]), size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.corrupt.Store(1)
+	for i := range 10 {
+		write(fmt.Sprintf("a%d", i), 1000+i)
+	}
+	all := func(names ...string) func() bool {
+		return func() bool {
+			for _, n := range names {
+				if !sameContent(filepath.Join(p.dirA, n), filepath.Join(p.dirB, n)) {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	first := []string{"a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9"}
+	waitFor(t, "the first files on n2", 20*time.Second, all(first...))
+	if p.corrupt.Load() >= 0 {
+		t.Fatal("no chunk was corrupted: the test proved nothing")
+	}
+	shipped := func() float64 { return testutil.ToFloat64(p.a.m.sentFiles.WithLabelValues("rec", "n2")) }
+	waitFor(t, "10 files counted as shipped", 10*time.Second, func() bool { return shipped() == 10 })
+	p.down.Store(true)
+	write("b0", 5000)
+	write("b1", 5000)
+	waitFor(t, "n2 to be seen behind with an error", 20*time.Second, func() bool {
+		st := p.a.Stats()
+		return len(st) == 1 && st[0].Files == 2 && st[0].Error != ""
+	})
+	p.down.Store(false)
+	waitFor(t, "the new files on n2", 20*time.Second, all("b0", "b1"))
+	waitFor(t, "12 files counted as shipped", 10*time.Second, func() bool { return shipped() >= 12 })
+	if n := shipped(); n != 12 {
+		t.Errorf("%v files shipped in all, want 12: the unchanged ones went again", n)
 	}
 }
