@@ -73,7 +73,7 @@ func runDrill(args []string, out, errw io.Writer) int {
 		fmt.Fprintln(errw, "haven drill: --vip needs the sandbox in network namespaces: run as root, without --no-netns, with the embedded store")
 		return exitUsage
 	}
-	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Dir: *dir, Netns: netns, Timing: *timing, Store: *store, Log: progress, VIP: *vip, Sessions: *store == drill.StoreEmbedded})
+	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Dir: *dir, Netns: netns, Timing: *timing, Store: *store, Log: progress, VIP: *vip, Sessions: *store == drill.StoreEmbedded, Folders: true})
 	if err != nil {
 		fmt.Fprintf(errw, "haven drill: %v\n", err)
 		if errors.Is(err, dbserver.ErrMissing) {
