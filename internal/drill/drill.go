@@ -104,7 +104,7 @@ type Result struct {
 	// Sessions: the session store's check, in a sandbox with Sessions.
 	Sessions *SessionCheck `json:"sessions,omitempty"`
 	// Folders: the replicated folder's check, in a sandbox with Folders.
-	Folders *FolderCheck `json:"folders,omitempty"`
+	Folders  *FolderCheck `json:"folders,omitempty"`
 	lease    time.Duration
 	From, To time.Duration `json:"-"` // the plotted window
 	Ops      []Op          `json:"-"`
