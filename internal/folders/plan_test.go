@@ -1,6 +1,7 @@
 package folders
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -94,5 +95,28 @@ func TestLost(t *testing.T) {
 	lost := Lost(src, have)
 	if len(lost) != 2 || lost[0].Path != "b" || lost[0].Note != "missing" || lost[1].Path != "c" || lost[1].Note != "other version" {
 		t.Fatalf("lost %+v", lost)
+	}
+}
+
+// BenchmarkPlan100k: one plan of a folder of 100,000 files against a
+// receiver that lacks 1,000 of them.
+func BenchmarkPlan100k(b *testing.B) {
+	now := time.Unix(1e6, 0)
+	local := make(map[string]Local, 100000)
+	peer := make(map[string]Entry, 100000)
+	for i := range 100000 {
+		p := fmt.Sprintf("d%03d/f%06d", i%1000, i)
+		e := Entry{Path: p, Size: int64(i), MTime: int64(i)}
+		local[p] = Local{Entry: e, Changed: now.Add(-time.Hour)}
+		if i%100 != 0 {
+			peer[p] = e
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		steps, lag, _ := Plan(local, peer, now, time.Second, nil)
+		if len(steps) != 1000 || lag.Files != 1000 {
+			b.Fatalf("%d steps, lag %+v", len(steps), lag)
+		}
 	}
 }

@@ -108,7 +108,11 @@ func (snd *sender) rescan(w *fsnotify.Watcher) {
 	for p := range snd.local {
 		if _, ok := have[p]; !ok {
 			delete(snd.local, p)
-			snd.deleted[p] = true
+			if snd.f.Mirror {
+				if snd.f.Mirror {
+					snd.deleted[p] = true
+				}
+			}
 			n++
 		}
 	}
@@ -277,7 +281,8 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 		steps, lag, wait := Plan(local, have, now, snd.f.Quiet, del)
 		snd.s.setLag(snd.f.Name, peer.Name, lag, lastErr)
 		// The list of complete files, for the RPO report of a later promotion.
-		if ready := countReady(local, now, snd.f.Quiet); (gen != srcGen || ready != srcCount) && now.Sub(srcAt) >= sourceEvery {
+		ready := countReady(local, now, snd.f.Quiet)
+		if (gen != srcGen || ready != srcCount) && now.Sub(srcAt) >= sourceEvery {
 			if err := c.FolderSource(ctx, peer.Addr, snd.f.Name, api.FolderSource{From: snd.s.o.Node, Epoch: snd.epoch, Entries: readyList(local, now, snd.f.Quiet)}); err != nil {
 				failed(err)
 				if !pause(backoff, nil) {
@@ -291,12 +296,26 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 		if len(steps) == 0 {
 			lastErr = nil
 			backoff = 200 * time.Millisecond
-			d := time.Second // refresh the lag and the source list
+			// Nothing to do: plan again on a change, when a file becomes
+			// quiet, to refresh a lag's age, or to send the list of
+			// complete files once sourceEvery has passed.
+			d := time.Minute
+			if lag.Files > 0 {
+				d = time.Second
+			}
+			if gen != srcGen || ready != srcCount {
+				d = min(d, max(sourceEvery-now.Sub(srcAt), time.Millisecond))
+			}
 			if wait > 0 && wait < d {
 				wait += time.Millisecond
 				d = wait
 			}
 			if !pause(d, changed) {
+				return
+			}
+			// Let a burst of changes settle before copying the folder's
+			// list again (it may hold 100,000 files).
+			if !pause(replanEvery/10, nil) {
 				return
 			}
 			continue
@@ -344,7 +363,7 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 					have[e.Path] = e
 				}
 			}(st)
-			if snd.generation() != gen {
+			if snd.generation() != gen && snd.clk().Since(now) >= replanEvery {
 				break // plan again with what changed meanwhile
 			}
 		}
@@ -383,6 +402,10 @@ func readyList(local map[string]Local, now time.Time, quiet time.Duration) []Ent
 	}
 	return out
 }
+
+// replanEvery is how often at most a receiver's loop plans again while it
+// ships, when the folder changes meanwhile.
+const replanEvery = 200 * time.Millisecond
 
 // parallel is how many files a sender ships to one receiver at a time.
 const parallel = 4
