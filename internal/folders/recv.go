@@ -212,22 +212,41 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 		return Entry{}, err
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	u, ok := r.uploads[p]
 	if !ok || u.file.Size != e.Size || u.file.MTime != e.MTime {
+		r.mu.Unlock()
 		return Entry{}, ha.Errorf(ha.KindConflict, "no upload of this version of %s in progress; begin it again", p)
 	}
 	if u.off != u.file.Size {
+		r.mu.Unlock()
 		return Entry{}, ha.Errorf(ha.KindConflict, "%s: %d of %d bytes are here; send the rest", p, u.off, u.file.Size)
 	}
 	sum := hex.EncodeToString(u.h.Sum(nil))
 	if sum != e.SHA256 {
 		r.discard(p, u)
+		r.mu.Unlock()
 		return Entry{}, ha.Errorf(ha.KindInvalid, "%s: SHA-256 of what arrived is %s, the active says %s (the file changed while it was sent?); send it again", p, sum, e.SHA256)
 	}
+	// The upload is this call's now: the slow part (fsync, rename) runs
+	// without the lock, so that other files' chunks and commits go on.
+	// A begin of the same path meanwhile makes a new partial file, not
+	// this one: it moves aside first.
+	delete(r.uploads, p)
+	meta := u.partial + ".meta"
+	claimed := u.partial + ".commit"
+	err = r.root.Rename(u.partial, claimed)
+	r.mu.Unlock()
+	_ = r.root.Remove(meta)
+	u.partial = claimed
 	done := func(err error) (Entry, error) {
-		r.discard(p, u)
+		if u.f != nil {
+			_ = u.f.Close()
+		}
+		_ = r.root.Remove(u.partial)
 		return Entry{}, r.writeErr(p, err)
+	}
+	if err != nil {
+		return done(err)
 	}
 	if err := u.f.Sync(); err != nil {
 		return done(err)
@@ -259,14 +278,14 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 	if err := r.root.Rename(u.partial, p); err != nil {
 		return done(err)
 	}
-	_ = r.root.Remove(u.partial + ".meta")
-	delete(r.uploads, p)
 	if d, err := r.root.Open(path.Dir(p)); err == nil {
 		_ = d.Sync() // the rename survives a crash
 		_ = d.Close()
 	}
 	out := Entry{Path: p, Size: e.Size, MTime: e.MTime, Mode: uint32(mode), SHA256: sum}
+	r.mu.Lock()
 	r.sums[p] = out
+	r.mu.Unlock()
 	return out, nil
 }
 
