@@ -64,6 +64,9 @@ type FolderReceiver interface {
 	FolderBegin(ctx context.Context, folder string, w FolderWrite) (FolderOffset, error)
 	FolderChunk(ctx context.Context, folder string, w FolderWrite, offset int64, crc32c string, data []byte) (FolderOffset, error)
 	FolderCommit(ctx context.Context, folder string, w FolderWrite) (FileEntry, error)
+	// FolderPut is begin, one chunk and commit in one call, for a file
+	// that fits in a chunk.
+	FolderPut(ctx context.Context, folder string, w FolderWrite, crc32c string, data []byte) (FileEntry, error)
 	FolderDelete(ctx context.Context, folder string, w FolderWrite) error
 	FolderSource(ctx context.Context, folder string, s FolderSource) error
 }
@@ -116,34 +119,21 @@ func FoldersHandler(recv FolderReceiver, nodes []string, o Options) http.Handler
 		}
 		return recv.FolderBegin(r.Context(), folder, fw)
 	}))
+	mux.HandleFunc("PUT /v1/folders/{folder}/file", guard(func(w http.ResponseWriter, r *http.Request, folder string) (any, error) {
+		fw, _, sum, data, err := readChunk(r)
+		if err != nil {
+			return nil, err
+		}
+		fw.File.SHA256 = r.URL.Query().Get("sha256")
+		if m, err := strconv.ParseUint(r.URL.Query().Get("mode"), 10, 32); err == nil {
+			fw.File.Mode = uint32(m)
+		}
+		return recv.FolderPut(r.Context(), folder, fw, sum, data)
+	}))
 	mux.HandleFunc("PUT /v1/folders/{folder}/chunk", guard(func(w http.ResponseWriter, r *http.Request, folder string) (any, error) {
-		q := r.URL.Query()
-		var fw FolderWrite
-		var bad []string
-		num := func(key string) int64 {
-			n, err := strconv.ParseInt(q.Get(key), 10, 64)
-			if err != nil || n < 0 {
-				bad = append(bad, key)
-			}
-			return n
-		}
-		fw.From = q.Get("from")
-		fw.Epoch = ha.Epoch(num("epoch"))
-		fw.File = FileEntry{Path: q.Get("path"), Size: num("size"), MTime: num("mtime")}
-		offset := num("offset")
-		if len(bad) > 0 {
-			return nil, ha.Errorf(ha.KindInvalid, "chunk: %s must be whole numbers >= 0", strings.Join(bad, ", "))
-		}
-		sum := r.Header.Get(ChunkSumHeader)
-		if len(sum) != 8 {
-			return nil, ha.Errorf(ha.KindInvalid, "chunk: header %s must hold the body's CRC-32C in 8 hex digits", ChunkSumHeader)
-		}
-		if r.ContentLength < 0 || r.ContentLength > MaxFolderChunk {
-			return nil, ha.Errorf(ha.KindInvalid, "chunk body: Content-Length %d; send 0 to %d bytes with a Content-Length", r.ContentLength, MaxFolderChunk)
-		}
-		data := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, data); err != nil {
-			return nil, ha.Errorf(ha.KindInvalid, "chunk body: %v (Content-Length %d)", err, r.ContentLength)
+		fw, offset, sum, data, err := readChunk(r)
+		if err != nil {
+			return nil, err
 		}
 		return recv.FolderChunk(r.Context(), folder, fw, offset, sum, data)
 	}))
@@ -169,6 +159,42 @@ func FoldersHandler(recv FolderReceiver, nodes []string, o Options) http.Handler
 		return struct{}{}, recv.FolderSource(r.Context(), folder, s)
 	}))
 	return mux
+}
+
+// readChunk parses a chunk or small file upload: the write's fields from
+// the query, the body (Content-Length bytes) and its CRC-32C header.
+func readChunk(r *http.Request) (fw FolderWrite, offset int64, sum string, data []byte, err error) {
+	q := r.URL.Query()
+	var bad []string
+	num := func(key string) int64 {
+		if !q.Has(key) {
+			return 0
+		}
+		n, err := strconv.ParseInt(q.Get(key), 10, 64)
+		if err != nil || n < 0 {
+			bad = append(bad, key)
+		}
+		return n
+	}
+	fw.From = q.Get("from")
+	fw.Epoch = ha.Epoch(num("epoch"))
+	fw.File = FileEntry{Path: q.Get("path"), Size: num("size"), MTime: num("mtime")}
+	offset = num("offset")
+	if len(bad) > 0 {
+		return fw, 0, "", nil, ha.Errorf(ha.KindInvalid, "chunk: %s must be whole numbers >= 0", strings.Join(bad, ", "))
+	}
+	sum = r.Header.Get(ChunkSumHeader)
+	if len(sum) != 8 {
+		return fw, 0, "", nil, ha.Errorf(ha.KindInvalid, "chunk: header %s must hold the body's CRC-32C in 8 hex digits", ChunkSumHeader)
+	}
+	if r.ContentLength < 0 || r.ContentLength > MaxFolderChunk {
+		return fw, 0, "", nil, ha.Errorf(ha.KindInvalid, "chunk body: Content-Length %d; send 0 to %d bytes with a Content-Length", r.ContentLength, MaxFolderChunk)
+	}
+	data = make([]byte, r.ContentLength)
+	if _, err := io.ReadFull(r.Body, data); err != nil {
+		return fw, 0, "", nil, ha.Errorf(ha.KindInvalid, "chunk body: %v (Content-Length %d)", err, r.ContentLength)
+	}
+	return fw, offset, sum, data, nil
 }
 
 // peerAuthorized admits another agent of the cluster: a verified client
@@ -232,6 +258,31 @@ func (c *Client) FolderChunk(ctx context.Context, addr, folder string, w FolderW
 		return o, ha.Wrap(ha.KindInternal, err, "unreadable answer to a chunk from %s", c.BaseURL(addr))
 	}
 	return o, nil
+}
+
+// FolderPut is PUT /v1/folders/{folder}/file: a whole file that fits in
+// one chunk, with its CRC-32C and (in w.File) its SHA-256 and mode.
+func (c *Client) FolderPut(ctx context.Context, addr, folder string, w FolderWrite, sum string, data []byte) (FileEntry, error) {
+	q := url.Values{}
+	q.Set("from", w.From)
+	q.Set("epoch", strconv.FormatInt(int64(w.Epoch), 10))
+	q.Set("path", w.File.Path)
+	q.Set("size", strconv.FormatInt(w.File.Size, 10))
+	q.Set("mtime", strconv.FormatInt(w.File.MTime, 10))
+	q.Set("mode", strconv.FormatUint(uint64(w.File.Mode), 10))
+	q.Set("sha256", w.File.SHA256)
+	hdr := http.Header{}
+	hdr.Set(ChunkSumHeader, sum)
+	hdr.Set("Content-Type", "application/octet-stream")
+	ans, err := c.send(ctx, http.MethodPut, addr, folderPath(folder, "file")+"?"+q.Encode(), "", data, hdr)
+	if err != nil {
+		return FileEntry{}, err
+	}
+	var e FileEntry
+	if err := json.Unmarshal(ans, &e); err != nil {
+		return e, ha.Wrap(ha.KindInternal, err, "unreadable answer to a file from %s", c.BaseURL(addr))
+	}
+	return e, nil
 }
 
 // FolderCommit is POST /v1/folders/{folder}/commit: the receiver checks the

@@ -364,6 +364,24 @@ func (s *Service) FolderCommit(_ context.Context, folder string, w api.FolderWri
 	return r.commit(w.File)
 }
 
+// FolderPut takes a file that fits in one chunk: begin, chunk and commit.
+func (s *Service) FolderPut(_ context.Context, folder string, w api.FolderWrite, sum string, data []byte) (api.FileEntry, error) {
+	r, err := s.receiverFor(folder, w.From, w.Epoch)
+	if err != nil {
+		return api.FileEntry{}, err
+	}
+	if int64(len(data)) != w.File.Size {
+		return api.FileEntry{}, ha.Errorf(ha.KindInvalid, "file %s: %d bytes sent, size says %d", w.File.Path, len(data), w.File.Size)
+	}
+	if _, err := r.begin(w.File); err != nil {
+		return api.FileEntry{}, err
+	}
+	if _, err := r.chunk(w.File, 0, sum, data); err != nil {
+		return api.FileEntry{}, err
+	}
+	return r.commit(w.File)
+}
+
 // FolderDelete removes a file the active deleted (delete: mirror).
 func (s *Service) FolderDelete(_ context.Context, folder string, w api.FolderWrite) error {
 	r, err := s.receiverFor(folder, w.From, w.Epoch)
