@@ -1,6 +1,10 @@
 package folders
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // metrics are the folders' Prometheus series.
 type metrics struct {
@@ -46,4 +50,25 @@ func (m *metrics) drop(folder, peer string) {
 func (m *metrics) shipped(folder, peer string, n int64) {
 	m.sentFiles.WithLabelValues(folder, peer).Inc()
 	m.sentBytes.WithLabelValues(folder, peer).Add(float64(n))
+}
+
+// MetricNames lists the names of the folders' metrics (for tests of the
+// monitoring files: the series exist only once a folder has a receiver).
+func MetricNames() []string {
+	ch := make(chan *prometheus.Desc, 16)
+	go func() {
+		for _, c := range newMetrics().collectors() {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
+	var names []string
+	for d := range ch {
+		s := d.String() // Desc{fqName: "name", ...}
+		if i := strings.Index(s, `fqName: "`); i >= 0 {
+			rest := s[i+len(`fqName: "`):]
+			names = append(names, rest[:strings.Index(rest, `"`)])
+		}
+	}
+	return names
 }
