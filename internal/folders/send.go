@@ -466,20 +466,56 @@ func (snd *sender) ship(ctx context.Context, peer Peer, e Entry) (Entry, error) 
 			return Entry{}, errChanged
 		}
 	}
-	buf := make([]byte, min(int64(snd.s.o.ChunkSize), max(e.Size-off, 1)))
-	for off < e.Size {
-		n, err := io.ReadFull(f, buf[:min(int64(len(buf)), e.Size-off)])
-		if err != nil {
-			return Entry{}, errChanged
+	// A reader reads and hashes the next chunks while one is on the wire.
+	type piece struct {
+		off  int64
+		data []byte
+		sum  string
+		err  error
+	}
+	size := min(int64(snd.s.o.ChunkSize), max(e.Size-off, 1))
+	free := make(chan []byte, 3)
+	for range 3 {
+		free <- make([]byte, size)
+	}
+	pieces := make(chan piece, 2)
+	rctx, stopReader := context.WithCancel(ctx)
+	defer stopReader()
+	go func() {
+		defer close(pieces)
+		for pos := off; pos < e.Size; {
+			var buf []byte
+			select {
+			case buf = <-free:
+			case <-rctx.Done():
+				return
+			}
+			n, err := io.ReadFull(f, buf[:min(int64(len(buf)), e.Size-pos)])
+			if err != nil {
+				select {
+				case pieces <- piece{err: errChanged}:
+				case <-rctx.Done():
+				}
+				return
+			}
+			h.Write(buf[:n])
+			select {
+			case pieces <- piece{off: pos, data: buf[:n], sum: ChunkSum(buf[:n])}:
+			case <-rctx.Done():
+				return
+			}
+			pos += int64(n)
 		}
-		chunk := buf[:n]
-		h.Write(chunk)
-		cs := ChunkSum(chunk)
-		if err := snd.s.limit.wait(ctx, n); err != nil {
+	}()
+	for pc := range pieces {
+		if pc.err != nil {
+			return Entry{}, pc.err
+		}
+		if err := snd.s.limit.wait(ctx, len(pc.data)); err != nil {
 			return Entry{}, err
 		}
 		for try := 0; ; try++ {
-			_, err = c.FolderChunk(ctx, peer.Addr, snd.f.Name, w, off, cs, chunk)
+			_, err = c.FolderChunk(ctx, peer.Addr, snd.f.Name, w, pc.off, pc.sum, pc.data)
 			if err == nil || try == 2 || ha.KindOf(err) != ha.KindInvalid {
 				break // a corrupt chunk (Invalid) is sent again, twice at most
 			}
@@ -487,7 +523,11 @@ func (snd *sender) ship(ctx context.Context, peer Peer, e Entry) (Entry, error) 
 		if err != nil {
 			return Entry{}, fmt.Errorf("send %s: %w", e.Path, err)
 		}
-		off += int64(n)
+		free <- pc.data[:cap(pc.data)]
+		off = pc.off + int64(len(pc.data))
+	}
+	if off != e.Size {
+		return Entry{}, errChanged
 	}
 	if !sameFile(f, e) {
 		return Entry{}, errChanged
