@@ -17,7 +17,7 @@ command -v rsync >/dev/null || { apt-get update -qq && apt-get install -y -qq --
 
 W=$(mktemp -d /tmp/haven-bench-sync.XXXXXX)
 RSYNCD=""
-cleanup() { [ -n "$RSYNCD" ] && kill "$RSYNCD" 2>/dev/null; rm -rf "$W"; }
+cleanup() { [ -n "$RSYNCD" ] && kill "$RSYNCD" 2>/dev/null; wait 2>/dev/null; rm -rf "$W" 2>/dev/null || true; }
 trap cleanup EXIT
 
 echo "machine: $(nproc) cores, $(uname -sr), $(go version | cut -d' ' -f3), $(rsync --version | head -1 | cut -d' ' -f1-4)"
@@ -57,7 +57,7 @@ for r in $(seq 1 "$ROUNDS"); do
   rs=$(echo "$BYTES / ($t1 - $t0) / 1000000" | bc -l)
   rm -rf "$DATA/.haven-sync"
   sync
-  hv=$(HAVEN_SYNC_DATA="$DATA" "$W/folders.test" -test.run '^$' -test.bench BenchmarkSyncThroughput -test.benchtime 1x | awk '/MB\/s/ {for (i=1;i<=NF;i++) if ($(i+1)=="MB/s") print $i}')
+  hv=$(HAVEN_SYNC_DATA="$DATA" "$W/folders.test" -test.run '^$' -test.bench BenchmarkSyncThroughput -test.benchtime 1x | awk '/^BenchmarkSyncThroughput/ {for (i=1;i<=NF;i++) if ($(i+1)=="MB/s") print $i}')
   printf "round %d: rsync -a --fsync (daemon, plain TCP) %.1f MB/s, haven (mutual TLS) %.1f MB/s, ratio %.2f\n" "$r" "$rs" "$hv" "$(echo "$hv / $rs" | bc -l)"
   echo "$hv / $rs" | bc -l >>"$W/ratios"
 done
