@@ -158,6 +158,9 @@ func FoldersHandler(recv FolderReceiver, nodes []string, o Options) http.Handler
 		}
 		return struct{}{}, recv.FolderSource(r.Context(), folder, s)
 	}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, http.StatusNotFound, "no such folder endpoint "+r.Method+" "+r.URL.Path+"; the agents use GET manifest, POST begin, commit, delete, source and PUT chunk, file under /v1/folders/{folder}/")
+	})
 	return mux
 }
 
