@@ -23,8 +23,8 @@ type FolderCheck struct {
 const folderCount = 20
 
 // writeFiles writes files of 1 KiB to 256 KiB under prefix into the
-// active's folder, and waits until the active reports every standby has
-// them (at most max_lag + 10 s).
+// active's folder, and waits until every standby has them (at most
+// max_lag + 10 s).
 func (s *Sandbox) writeFiles(ctx context.Context, prefix string) (*FolderCheck, map[string][]byte) {
 	chk := &FolderCheck{}
 	active, _ := s.Active()
@@ -48,28 +48,26 @@ func (s *Sandbox) writeFiles(ctx context.Context, prefix string) (*FolderCheck, 
 		files[name] = data
 	}
 	chk.Written = len(files)
+	// Acknowledged: on every standby's disk (the sandbox sees every
+	// node's folder; the active's published status may be seconds old).
 	deadline := time.Now().Add(SandboxMaxLag + 10*time.Second)
 	for {
-		st, err := s.Status(active)
-		if err == nil {
-			synced, peers := true, 0
-			for _, n := range st.Nodes {
-				if n.Name != active {
-					continue
-				}
-				for _, f := range n.Folders {
-					if f.Peer != "" {
-						peers++
-						synced = synced && f.Files == 0
-					}
-				}
+		missing := 0
+		for _, n := range s.Nodes {
+			if n.Name == active {
+				continue
 			}
-			if synced && peers == len(s.Nodes)-1 {
-				return chk, files
+			for name, want := range files {
+				if got, err := os.ReadFile(filepath.Join(n.Files, name)); err != nil || !bytes.Equal(got, want) {
+					missing++
+				}
 			}
 		}
-		if time.Now().After(deadline) || sleepCtx(ctx, 100*time.Millisecond) != nil {
-			chk.Err = fmt.Sprintf("%s did not report its files on every standby within %s", active, SandboxMaxLag+10*time.Second)
+		if missing == 0 {
+			return chk, files
+		}
+		if time.Now().After(deadline) || sleepCtx(ctx, 50*time.Millisecond) != nil {
+			chk.Err = fmt.Sprintf("%d copies of the files were not on the standbys within %s", missing, SandboxMaxLag+10*time.Second)
 			return chk, files
 		}
 	}
