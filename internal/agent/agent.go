@@ -28,6 +28,7 @@ import (
 	"github.com/haven-ha/haven/internal/check"
 	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/folders"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/machine"
 	"github.com/haven-ha/haven/internal/operator"
@@ -91,6 +92,8 @@ type Agent struct {
 	// the store's members as monitor last listed them (nil: unknown)
 	members atomic.Pointer[[]ha.Member]
 	op      *operator.Operator // switchover, promote, maintenance (ops.go)
+	// folders replicates the sync: folders; nil when there are none (folders.go).
+	folders *folders.Service
 }
 
 func priorities(cfg *config.Config) map[string]int { return cfg.Priorities() }
@@ -768,6 +771,9 @@ func (a *Agent) Record() ha.NodeStatus {
 	if f := a.sessStats.Load(); f != nil {
 		ss := (*f)()
 		rec.Sessions = &ss
+	}
+	if a.folders != nil {
+		rec.Folders = a.folders.Stats()
 	}
 	return rec
 }

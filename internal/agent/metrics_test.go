@@ -12,6 +12,7 @@ import (
 	"github.com/haven-ha/haven/internal/check"
 	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/folders"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/machine"
 	"github.com/haven-ha/haven/internal/redundancy"
@@ -129,6 +130,9 @@ func TestMonitoringFilesUseRealMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	have := map[string]bool{"haven_check_up": true, "haven_check_failures_total": true} // per configured check
+	for _, name := range folders.MetricNames() {                                        // per replicated folder
+		have[name] = true
+	}
 	for _, mf := range mfs {
 		have[mf.GetName()] = true
 	}

@@ -75,6 +75,7 @@ func viewOf(rec ha.NodeStatus) api.NodeView {
 		Containment: rec.Containment,
 		VIP:         rec.VIP,
 		Sessions:    rec.Sessions,
+		Folders:     rec.Folders,
 	}
 }
 

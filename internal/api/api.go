@@ -40,6 +40,9 @@ type NodeView struct {
 	VIP         string `json:"vip,omitempty"` // the virtual IP the node holds now, if any
 	// Sessions: the node's session store, if it runs one.
 	Sessions *ha.SessionStats `json:"sessions,omitempty"`
+	// Folders: on the active, how far each standby is behind in each
+	// replicated folder; on a promoted node, what it lacked.
+	Folders []ha.FolderStats `json:"folders,omitempty"`
 }
 
 // Status is the cluster as one agent sees it.

@@ -149,25 +149,34 @@ func KindOfStatus(code int) ha.Kind {
 // maxAnswer bounds an answer read into memory (logs are the largest).
 const maxAnswer = 64 << 20
 
-// call does one request and returns the body of a 200 answer.
+// call does one request with body as JSON and returns the body of a 200 answer.
 func (c *Client) call(ctx context.Context, method, addr, path string, who string, body any) ([]byte, error) {
+	if body == nil {
+		return c.send(ctx, method, addr, path, who, nil, nil)
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		return nil, ha.Wrap(ha.KindInternal, err, "encode the request to %s", c.BaseURL(addr)+path)
+	}
+	return c.send(ctx, method, addr, path, who, b, http.Header{"Content-Type": {"application/json"}})
+}
+
+// send does one request with a raw body (nil: none) and extra headers, and
+// returns the body of a 200 answer.
+func (c *Client) send(ctx context.Context, method, addr, path string, who string, body []byte, hdr http.Header) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
 	defer cancel()
 	u := c.BaseURL(addr) + path
 	var rd io.Reader
 	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, ha.Wrap(ha.KindInternal, err, "encode the request to %s", u)
-		}
-		rd = bytes.NewReader(b)
+		rd = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
 		return nil, ha.Wrap(ha.KindInvalid, err, "bad agent address %q", addr)
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+	for k, v := range hdr {
+		req.Header[k] = v
 	}
 	if c.o.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.o.Token)

@@ -33,6 +33,7 @@ type Options struct {
 	HTTP     *HTTP
 	TCP      *TCP
 	Exec     *Exec
+	Disk     *Disk
 	Interval time.Duration
 	Timeout  time.Duration
 	Rise     int // consecutive successes to become healthy
@@ -52,6 +53,16 @@ type TCP struct{ Address string }
 
 // Exec passes when Command exits 0.
 type Exec struct{ Command []string }
+
+// Disk passes while the file system holding Path has at least
+// MinFreeBytes and MinFreePercent free (for unprivileged users): a node
+// whose disk is nearly full is not eligible, and an active hands over
+// before its disk fills.
+type Disk struct {
+	Path           string // may use ${VAR}s of the node's env
+	MinFreeBytes   int64
+	MinFreePercent float64
+}
 
 // Checker is one health probe of the local service.
 type Checker interface {
@@ -75,13 +86,16 @@ const (
 // environment. A Timeout of zero falls back to the Interval.
 func New(c Options, vars map[string]string) (Checker, error) {
 	kinds := 0
-	for _, set := range []bool{c.HTTP != nil, c.TCP != nil, c.Exec != nil} {
+	for _, set := range []bool{c.HTTP != nil, c.TCP != nil, c.Exec != nil, c.Disk != nil} {
 		if set {
 			kinds++
 		}
 	}
 	if kinds != 1 {
-		return nil, fmt.Errorf("check %q: exactly one of http, tcp, exec must be set (found %d)", c.Name, kinds)
+		return nil, fmt.Errorf("check %q: exactly one of http, tcp, exec, disk must be set (found %d)", c.Name, kinds)
+	}
+	if c.Disk != nil {
+		return newDiskCheck(c, vars)
 	}
 	timeout := c.Timeout
 	if timeout <= 0 {

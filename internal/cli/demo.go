@@ -128,7 +128,8 @@ func runDemo(args []string, out, errw io.Writer) int {
 	}
 	cfgText := DemoConfig(exe, filepath.Join(*dir, "data"), *nodes, *base) +
 		fmt.Sprintf("dashboard:\n  users:\n    - {name: operator, role: operator, password_hash: %q}\n", dashHash) +
-		fmt.Sprintf("sessions: {listen: \"${SESSIONS_ADDR}\", password: %q}   # Redis protocol on every node\n", sessPassword)
+		fmt.Sprintf("sessions: {listen: \"${SESSIONS_ADDR}\", password: %q}   # Redis protocol on every node\n", sessPassword) +
+		"sync: {max_lag: 5s, folders: [{name: files, path: \"files/${HAVEN_NODE}\", delete: mirror}]}   # replicated folder, one copy per node\n"
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		fmt.Fprintf(errw, "haven demo: write config: %v\n", err)
 		return exitFailure
@@ -205,6 +206,7 @@ func runDemo(args []string, out, errw io.Writer) int {
 	fmt.Fprintf(out, "\nDashboard: https://%s/ui/  (any node's API address works; the CA is %s)\n  user: operator  password: %s\n", cfg.Nodes[0].API, filepath.Join(certDir, "ca.crt"), dashPassword)
 	self := demoSelf(out, os.Args[0])
 	printDemoSessions(out, cfg, st, sessPassword, certDir)
+	printDemoFolders(out, cfg, st, *dir)
 	fmt.Fprintf(out, `
 Try it (in another terminal):
   curl http://%[5]s/               # through haven's proxy: always the active, even across a failover
@@ -248,6 +250,22 @@ func printDemoSessions(out io.Writer, cfg *config.Config, st api.Status, passwor
 	ca := filepath.Join(certDir, "ca.crt")
 	fmt.Fprintf(out, "  redis-cli --tls --cacert %s -p %s -a %s --no-auth-warning SET session:1 hello EX 3600\n", ca, port, password)
 	fmt.Fprintf(out, "  redis-cli --tls --cacert %s -p %s -a %s --no-auth-warning GET session:1   # still there after a failover, on the new active\n", ca, port, password)
+}
+
+// printDemoFolders says where the replicated folder of each node is.
+func printDemoFolders(out io.Writer, cfg *config.Config, st api.Status, dir string) {
+	if !cfg.Sync.Enabled() {
+		return
+	}
+	active := st.Leader.Node
+	fmt.Fprintf(out, "\nReplicated folder (sync:): the active ships its files to the standbys; %s is active now:\n", active)
+	fmt.Fprintf(out, "  echo hello > %s/files/%s/note.txt     # on the active\n", dir, active)
+	for _, n := range cfg.Nodes {
+		if n.Name != active && !n.Witness {
+			fmt.Fprintf(out, "  cat %s/files/%s/note.txt             # on standby %s, within a second\n", dir, n.Name, n.Name)
+			break
+		}
+	}
 }
 
 func waitForLeader(ctx context.Context, client *api.Client, urls []string, limit time.Duration) (api.Status, error) {

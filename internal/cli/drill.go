@@ -78,7 +78,7 @@ func runDrill(args []string, out, errw io.Writer) int {
 		fmt.Fprintln(errw, "haven drill: --vip needs the sandbox in network namespaces: run as root, without --no-netns, with the embedded store")
 		return exitUsage
 	}
-	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Dir: *dir, Netns: netns, Timing: *timing, Store: *store, Log: progress, VIP: *vip, VIPFollowProxy: *vipFollow == "proxy", Sessions: true})
+	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Dir: *dir, Netns: netns, Timing: *timing, Store: *store, Log: progress, VIP: *vip, VIPFollowProxy: *vipFollow == "proxy", Sessions: true, Folders: true})
 	if err != nil {
 		fmt.Fprintf(errw, "haven drill: %v\n", err)
 		if errors.Is(err, dbserver.ErrMissing) {

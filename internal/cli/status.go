@@ -158,6 +158,40 @@ func printStatus(w io.Writer, st api.Status) {
 		}
 	}
 	printSessions(w, st)
+	printFolders(w, st)
+}
+
+// printFolders shows, per replicated folder and standby, how far the
+// standby is behind the active, and what a promoted node lacked.
+func printFolders(w io.Writer, st api.Status) {
+	first := true
+	for _, n := range st.Nodes {
+		for _, f := range n.Folders {
+			if first {
+				fmt.Fprintln(w, "\nreplicated folders (sync:):")
+				first = false
+			}
+			if f.Peer == "" {
+				fmt.Fprintf(w, "  %s on %s: %d files of the old active were lost at its promotion (haven events)\n", f.Folder, n.Name, f.Lost)
+				continue
+			}
+			state := "in sync"
+			switch {
+			case f.Behind:
+				state = "BEHIND max_lag"
+			case f.Files > 0:
+				state = "shipping"
+			}
+			line := fmt.Sprintf("  %s %s -> %s: %s, lacks %d files (%d bytes)", f.Folder, n.Name, f.Peer, state, f.Files, f.Bytes)
+			if f.Files > 0 {
+				line += fmt.Sprintf(", oldest %s changed %s ago", f.OldestPath, (time.Duration(f.OldestMS) * time.Millisecond).Round(time.Millisecond))
+			}
+			if f.Error != "" {
+				line += "; last error: " + f.Error
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
 }
 
 // printContainment says how each node keeps its service's processes

@@ -160,6 +160,18 @@ func (c *Config) Describe() string {
 		line("")
 	}
 
+	if sy := c.Sync; sy.Enabled() {
+		bw := "no bandwidth bound"
+		if sy.Bandwidth > 0 {
+			bw = fmt.Sprintf("at most %d bytes/s", sy.Bandwidth)
+		}
+		line("sync: the active ships %d %s to every standby; a standby lacking a file older than max_lag %s is behind; %s", len(sy.Folders), plural(len(sy.Folders), "folder", "folders"), sy.MaxLag, bw)
+		for _, f := range sy.Folders {
+			line("  %s	%s	delete: %s, shipped after %s quiet, include %s, exclude %s", f.Name, f.Path, f.Delete, f.Quiet, orDash(strings.Join(f.Include, " ")), orDash(strings.Join(f.Exclude, " ")))
+		}
+		line("")
+	}
+
 	wc := t.WorstCaseOn(c.Checks, c.Store.Backend)
 	line("worst-case failover (from the failure until another node is active):")
 	if services := len(c.Nodes) - witnesses(c.Nodes); services < 2 {
@@ -205,6 +217,8 @@ func describeCheck(c Check) string {
 		return "tcp connect " + c.TCP.Address
 	case c.Exec != nil:
 		return "exec " + quoteArgs(c.Exec.Command)
+	case c.Disk != nil:
+		return fmt.Sprintf("disk %s: at least %d bytes and %g%% free", c.Disk.Path, c.Disk.MinFreeBytes, c.Disk.MinFreePercent)
 	}
 	return "?"
 }

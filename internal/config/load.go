@@ -38,13 +38,13 @@ const (
 
 // The keys each mapping accepts, in the order they are listed to the user.
 var (
-	topKeys     = []string{"cluster", "mode", "data_dir", "timing", "timings", "store", "nodes", "service", "hooks", "checks", "proxy", "preempt", "api", "outage_policy", "redirect", "dashboard", "drill", "log", "vip", "sessions", "tls", "insecure"}
+	topKeys     = []string{"cluster", "mode", "data_dir", "timing", "timings", "store", "nodes", "service", "hooks", "checks", "proxy", "preempt", "api", "outage_policy", "redirect", "dashboard", "drill", "log", "vip", "sessions", "tls", "insecure", "sync"}
 	timingKeys  = []string{"lease_ttl", "renew_interval", "renew_timeout", "fence_margin", "etcd_heartbeat", "etcd_election"}
 	nodeKeys    = []string{"name", "site", "api", "peer", "client", "backend", "witness", "backup", "priority", "env", "vip_interface"}
 	serviceKeys = []string{"command", "env", "dir", "standby", "stop_signal", "stop_grace", "restart", "restart_delay", "containment"}
 	hooksKeys   = []string{"on_promote", "on_demote", "promote_backoff"}
 	hookKeys    = []string{"command", "timeout"}
-	checkKeys   = []string{"name", "http", "tcp", "exec", "interval", "timeout", "rise", "fall"}
+	checkKeys   = []string{"name", "http", "tcp", "exec", "interval", "timeout", "rise", "fall", "disk"}
 	httpKeys    = []string{"url", "expect_status", "ca_file", "server_name"}
 	tcpKeys     = []string{"address"}
 	execKeys    = []string{"command"}
@@ -163,6 +163,7 @@ func (b *builder) top(f fields) {
 	b.vip(f)      // after nodes: it checks their addresses and interfaces
 	b.sessions(f) // after store and mode
 	b.clusterTLS(f)
+	b.sync(f) // after nodes, ops, mode and tls
 
 	// The on_demote default depends on the fence margin, so it is set only
 	// now that the timings are known.
@@ -563,12 +564,16 @@ func (b *builder) checks(f fields) {
 			kinds = append(kinds, "exec")
 			c.Exec = b.execCheck(v, path+".exec")
 		}
+		if v, ok := cf["disk"]; ok {
+			kinds = append(kinds, "disk")
+			c.Disk = b.diskCheck(v, path+".disk")
+		}
 		switch len(kinds) {
 		case 0:
-			b.add(it.Line, path, "no kind of check; set exactly one of http, tcp or exec")
+			b.add(it.Line, path, "no kind of check; set exactly one of http, tcp or exec, or disk")
 		case 1:
 		default:
-			b.add(it.Line, path, "sets %s; a check has exactly one of http, tcp or exec, so split it into separate checks", strings.Join(kinds, " and "))
+			b.add(it.Line, path, "sets %s; a check has exactly one of http, tcp, exec or disk, so split it into separate checks", strings.Join(kinds, " and "))
 		}
 		if v, ok := cf["name"]; ok {
 			if s, ok := b.str(v, path+".name"); ok {

@@ -77,6 +77,8 @@ func (b *builder) undefinedVars() {
 			add(path+".tcp.address", ch.TCP.Address)
 		case ch.Exec != nil:
 			add(path+".exec.command", ch.Exec.Command...)
+		case ch.Disk != nil:
+			add(path+".disk.path", ch.Disk.Path)
 		}
 	}
 	var proxyFields []string

@@ -44,6 +44,7 @@ type Config struct {
 	Sessions    Sessions   // zero value: no session store
 	TLS         ClusterTLS // mutual TLS on every listener (`tls:`)
 	Insecure    bool       // `insecure: true`: no TLS, on purpose
+	Sync        Sync       // replicated folders (`sync:`); zero value: none
 }
 
 // Timing holds every duration that failover and fencing depend on.
@@ -135,6 +136,10 @@ type TCPCheck = check.TCP
 
 // ExecCheck passes when Command exits 0.
 type ExecCheck = check.Exec
+
+// DiskCheck passes while the file system holding Path has enough free
+// space (check.Disk).
+type DiskCheck = check.Disk
 
 // Log configures the agent's log.
 type Log struct {

@@ -108,6 +108,8 @@ type Result struct {
 	Marks    []Mark         `json:"marks"`
 	// Sessions: the session store's check, in a sandbox with Sessions.
 	Sessions *SessionCheck `json:"sessions,omitempty"`
+	// Folders: the replicated folder's check, in a sandbox with Folders.
+	Folders  *FolderCheck `json:"folders,omitempty"`
 	lease    time.Duration
 	From, To time.Duration `json:"-"` // the plotted window
 	Ops      []Op          `json:"-"`
@@ -641,6 +643,10 @@ func RunOne(ctx context.Context, sb *Sandbox, sc Scenario, o Options, seq int) R
 	if sb.Opts.Sessions {
 		res.Sessions, sessKeys = sb.writeSessions(ctx, fmt.Sprintf("drill:%d:%s:%d:", t0.Unix(), sc.Name, seq))
 	}
+	var files map[string][]byte
+	if sb.Opts.Folders {
+		res.Folders, files = sb.writeFiles(ctx, fmt.Sprintf("drill-%d-%s-%d", t0.Unix(), sc.Name, seq))
+	}
 	err := sc.run(ctx, r)
 	if err != nil {
 		res.Failed = err.Error()
@@ -685,6 +691,12 @@ func RunOne(ctx context.Context, sb *Sandbox, sc Scenario, o Options, seq int) R
 	if res.Sessions != nil && res.Sessions.Err != "" {
 		r.note("session check incomplete: %s", res.Sessions.Err)
 	}
+	if res.Folders != nil && res.Folders.Err == "" {
+		sb.readFiles(ctx, res.Folders, files)
+	}
+	if res.Folders != nil && res.Folders.Err != "" {
+		r.note("folder check incomplete: %s", res.Folders.Err)
+	}
 	if sc.NoFailover {
 		heal := whole
 		for _, m := range r.marks {
@@ -727,6 +739,9 @@ func verdict(sc Scenario, r Result, slack time.Duration) string {
 	if r.Sessions != nil && len(r.Sessions.Lost) > 0 {
 		miss = append(miss, "lost sessions")
 	}
+	if r.Folders != nil && len(r.Folders.Lost) > 0 {
+		miss = append(miss, "lost files")
+	}
 	if sc.NoFailover && len(r.Promoted) > 0 {
 		miss = append(miss, "unexpected failover")
 	}
@@ -751,6 +766,9 @@ func (r Result) Summary() string {
 		fmtDur(r.RTO), r.Errors, r.Requests, len(r.Lost), r.Acked, yesNo(r.Split))
 	if r.Sessions != nil {
 		s += fmt.Sprintf(", %d/%d sessions lost", len(r.Sessions.Lost), r.Sessions.Written)
+	}
+	if r.Folders != nil {
+		s += fmt.Sprintf(", %d/%d shipped files lost", len(r.Folders.Lost), r.Folders.Written)
 	}
 	if r.Failed != "" {
 		s += "; FAILED: " + r.Failed

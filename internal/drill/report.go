@@ -66,6 +66,9 @@ func lostCell(r Result) string {
 	if r.Sessions != nil {
 		cell += fmt.Sprintf("; sessions %d of %d", len(r.Sessions.Lost), r.Sessions.Written)
 	}
+	if r.Folders != nil {
+		cell += fmt.Sprintf("; files %d of %d", len(r.Folders.Lost), r.Folders.Written)
+	}
 	return cell
 }
 

@@ -51,7 +51,13 @@ type SandboxOptions struct {
 	// Sessions: every node serves the session store (sessions:) on a port
 	// of its own (Node.Sessions), with the password SessionsPassword.
 	Sessions bool
+	// Folders: every node replicates the folder "files" (sync:), kept at
+	// Node.Files, with SandboxMaxLag.
+	Folders bool
 }
+
+// SandboxMaxLag is sync.max_lag in a sandbox with Folders.
+const SandboxMaxLag = 2 * time.Second
 
 // SessionsPassword is the session store's password in a sandbox.
 const SessionsPassword = "drill-sandbox-sessions-0123456789"
@@ -95,6 +101,7 @@ type Node struct {
 	Index              int    // 1-based
 	NS                 string // its network namespace, if any
 	Sessions           string // host:port of its session store (SandboxOptions.Sessions)
+	Files              string // its copy of the replicated folder (SandboxOptions.Folders)
 	agent              *proc
 }
 
@@ -259,6 +266,10 @@ func (s *Sandbox) writeConfig() error {
 			}
 			env = fmt.Sprintf("{SERVICE_ADDR: %q, SESSIONS_ADDR: %q}", n.Service, n.Sessions)
 		}
+		if s.Opts.Folders {
+			n.Files = filepath.Join(s.Dir, "files", n.Name)
+			env = strings.TrimSuffix(env, "}") + fmt.Sprintf(", FILES_DIR: %q}", n.Files)
+		}
 		if s.DB != nil { // the database arbitrates: no etcd members
 			fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    backend: %s\n    env: %s\n",
 				n.Name, n.API, n.Service, env)
@@ -302,6 +313,9 @@ drill: {enabled: true}
 `, s.Opts.Bin, listen, sandboxToken)
 	if s.Opts.Sessions {
 		fmt.Fprintf(&b, "sessions: {listen: \"${SESSIONS_ADDR}\", password: %q}\n", SessionsPassword)
+	}
+	if s.Opts.Folders {
+		fmt.Fprintf(&b, "sync: {max_lag: %s, quiet: 200ms, folders: [{name: files, path: \"${FILES_DIR}\", delete: mirror}]}\n", SandboxMaxLag)
 	}
 	s.Config = filepath.Join(s.Dir, "haven.yaml")
 	if err := os.WriteFile(s.Config, []byte(b.String()+agentOnly), 0o644); err != nil {

@@ -80,6 +80,8 @@ type NodeStatus struct {
 	VIP         string    `json:"vip,omitempty"`         // the virtual IP this node holds now (CIDR), if any
 	// Sessions: the node's session store (package sessions), if it runs one.
 	Sessions *SessionStats `json:"sessions,omitempty"`
+	// Folders: the node's replicated folders (package folders), if any.
+	Folders []FolderStats `json:"folders,omitempty"`
 }
 
 // Snapshot is the view of the cluster kept in the store: who leads, what
@@ -259,4 +261,19 @@ type Membership interface {
 	Members(ctx context.Context) ([]Member, error)
 	AddMember(ctx context.Context, name, peer string) error
 	RemoveMember(ctx context.Context, id uint64) error
+}
+
+// FolderStats is one line of a node's replicated folders (package
+// folders): on the active, how far one receiver (Peer) is behind; on a
+// promoted node, how many files of the old active it lacked (Lost).
+type FolderStats struct {
+	Folder     string `json:"folder"`
+	Peer       string `json:"peer,omitempty"`
+	Files      int    `json:"files"`                 // files the peer lacks
+	Bytes      int64  `json:"bytes"`                 // their bytes
+	OldestMS   int64  `json:"oldest_ms"`             // age of the oldest file it lacks
+	OldestPath string `json:"oldest_path,omitempty"` // that file
+	Behind     bool   `json:"behind,omitempty"`      // beyond max_lag
+	Error      string `json:"error,omitempty"`       // the last failure talking to it
+	Lost       int    `json:"lost,omitempty"`        // files lacked at this node's last promotion
 }

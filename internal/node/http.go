@@ -26,6 +26,9 @@ func httpHandler(a *agent.Agent, o api.Options) (http.Handler, func()) {
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/v1/logs", api.LogsHandler(a, o))
+	if f := a.Folders(); f != nil {
+		mux.Handle("/v1/folders/", api.FoldersHandler(f, agent.FolderNodes(a.Config()), o))
+	}
 	mux.Handle("/ui/", dash)
 	if !slices.Contains(o.RedirectPaths, "/") {
 		mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusSeeOther))

@@ -76,6 +76,11 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 		return err
 	}
 	a.SetTLS(tlsSrc)
+	fsvc, err := agent.NewFolders(cfg, node, a, log)
+	if err != nil {
+		_ = store.Close()
+		return err
+	}
 	handler, closeDash := httpHandler(a, api.Options{Token: cfg.APIAuth.Token, StatusOpen: cfg.APIAuth.StatusOpen, Audit: a.Audit, RedirectPaths: cfg.Redirect.Paths, RedirectTarget: a.RedirectTarget}) // the API and the dashboard
 	srv := &http.Server{
 		Handler:           handler,
@@ -157,7 +162,18 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 			return err
 		}
 	}
+	foldersDone := make(chan struct{})
+	if fsvc != nil {
+		go func() { defer close(foldersDone); _ = fsvc.Run(runCtx) }()
+	} else {
+		close(foldersDone)
+	}
 	err = a.Run(runCtx)
+	cancel()
+	<-foldersDone
+	if fsvc != nil {
+		fsvc.Close()
+	}
 	stopSessions()
 	stopFollow()
 	stopProxy()

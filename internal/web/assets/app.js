@@ -435,6 +435,20 @@ function openDetail(name) {
   $('detail-title').focus();
 }
 
+// folderText: per folder and standby, how far behind it is (on the
+// active), or what a promotion of this node lost.
+function folderText(fs) {
+  if (!fs || !fs.length) return '-';
+  return fs.map((f) => {
+    if (!f.peer) return `${f.folder}: ${f.lost} files of the old active lost at promotion`;
+    const state = f.behind ? 'BEHIND max_lag' : (f.files ? 'shipping' : 'in sync');
+    let t = `${f.folder} \u2192 ${f.peer}: ${state}, lacks ${f.files} files (${f.bytes} bytes)`;
+    if (f.files) t += `, oldest ${f.oldest_path} ${(f.oldest_ms / 1000).toFixed(1)} s`;
+    if (f.error) t += `; ${f.error}`;
+    return t;
+  }).join('; ');
+}
+
 function renderDetail() {
   const name = state.detail;
   const n = state.status && state.status.nodes.find((x) => x.name === name);
@@ -454,6 +468,7 @@ function renderDetail() {
     ['Version', n.version || '-'], ['Promotions', String(n.failovers || 0)],
     ['Virtual IP', n.vip || '-'],
     ['Sessions', n.sessions ? `${n.sessions.keys} keys, ${n.sessions.bytes} bytes on ${n.sessions.listen}${n.sessions.writable ? ' (takes writes)' : ' (read-only copy)'}` : '-'],
+    ['Replicated folders', folderText(n.folders)],
   ];
   $('detail-props').replaceChildren(...props.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: String(v) })]));
 }

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Replicated folders (sync:) vs rsync, side by side in one run, on loopback:
+#   1. throughput: ship a data set that already exists (a standby catching
+#      up): haven (two folder services in one process, HTTPS with mutual TLS,
+#      CRC-32C per chunk, SHA-256 per file, fsync before the rename) against
+#      `rsync -a --fsync` to an rsync daemon on 127.0.0.1 (plain TCP, no
+#      encryption), ROUNDS times alternating; the median ratio is the figure.
+#   2. latency: the time from a file's close on the active until it is on
+#      the standby, p50/p99, for 1 KiB, 1 MiB and 10 MiB files (and 100 MiB
+#      with FULL=1), with the default quiet time of 500 ms.
+# Usage: bench/sync.sh [ROUNDS]   (default 3). The data set: 1000 x 1 KiB,
+# 50 x 1 MiB, 1 x 100 MiB (random bytes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-3}
+command -v rsync >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends rsync >/dev/null; }
+
+W=$(mktemp -d /tmp/haven-bench-sync.XXXXXX)
+RSYNCD=""
+cleanup() { [ -n "$RSYNCD" ] && kill "$RSYNCD" 2>/dev/null; wait 2>/dev/null; rm -rf "$W" 2>/dev/null || true; }
+trap cleanup EXIT
+
+echo "machine: $(nproc) cores, $(uname -sr), $(go version | cut -d' ' -f3), $(rsync --version | head -1 | cut -d' ' -f1-4)"
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+DATA="$W/data"
+mkdir -p "$DATA/small" "$DATA/medium"
+for i in $(seq 1 1000); do head -c 1024 /dev/urandom >"$DATA/small/k$i"; done
+for i in $(seq 1 50); do head -c 1048576 /dev/urandom >"$DATA/medium/m$i"; done
+head -c 104857600 /dev/urandom >"$DATA/big"
+BYTES=$(du -sb "$DATA" | cut -f1)
+echo "data: 1051 files, $BYTES bytes"
+
+PORT=$((20000 + RANDOM % 20000))
+cat >"$W/rsyncd.conf" <<CFG
+use chroot = no
+uid = $(id -u)
+gid = $(id -g)
+[dst]
+  path = $W/rsdst
+  read only = no
+CFG
+mkdir -p "$W/rsdst"
+rsync --daemon --no-detach --address=127.0.0.1 --port=$PORT --config="$W/rsyncd.conf" --log-file="$W/rsyncd.log" &
+RSYNCD=$!
+for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.05; done
+
+go test -c -o "$W/folders.test" ./internal/folders
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+: >"$W/ratios"
+for r in $(seq 1 "$ROUNDS"); do
+  rm -rf "$W/rsdst"/* "$W/rsdst"/.[!.]* 2>/dev/null || true
+  sync
+  t0=$(date +%s.%N)
+  rsync -a --fsync "$DATA/" "rsync://127.0.0.1:$PORT/dst/"
+  t1=$(date +%s.%N)
+  rs=$(echo "$BYTES / ($t1 - $t0) / 1000000" | bc -l)
+  rm -rf "$DATA/.haven-sync"
+  sync
+  hv=$(HAVEN_SYNC_DATA="$DATA" "$W/folders.test" -test.run '^$' -test.bench BenchmarkSyncThroughput -test.benchtime 1x | awk '/^BenchmarkSyncThroughput/ {for (i=1;i<=NF;i++) if ($(i+1)=="MB/s") print $i}')
+  printf "round %d: rsync -a --fsync (daemon, plain TCP) %.1f MB/s, haven (mutual TLS) %.1f MB/s, ratio %.2f\n" "$r" "$rs" "$hv" "$(echo "$hv / $rs" | bc -l)"
+  echo "$hv / $rs" | bc -l >>"$W/ratios"
+done
+printf "throughput ratio haven/rsync, median of %d rounds: %.2f\n" "$ROUNDS" "$(median <"$W/ratios")"
+
+SIZES="1024:1048576:10485760"
+[ "${FULL:-0}" = 1 ] && SIZES="$SIZES:104857600"
+HAVEN_SYNC_SIZES="$SIZES" HAVEN_SYNC_COUNT=${COUNT:-20} "$W/folders.test" -test.run '^$' -test.bench BenchmarkSyncLatency -test.benchtime 1x -test.v | grep 'haven:' | sed 's/^ *bench_test.go:[0-9]*: //'
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

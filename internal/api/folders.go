@@ -1,0 +1,313 @@
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// FileEntry is one file of a replicated folder as a manifest lists it.
+type FileEntry struct {
+	Path   string `json:"path"`             // relative, slash-separated
+	Size   int64  `json:"size"`             // bytes
+	MTime  int64  `json:"mtime_ns"`         // modification time, Unix nanoseconds
+	Mode   uint32 `json:"mode,omitempty"`   // permission bits
+	SHA256 string `json:"sha256,omitempty"` // hex; empty when not computed
+	Note   string `json:"note,omitempty"`   // why a file is listed (lost: "missing", "older")
+}
+
+// FolderManifest answers GET /v1/folders/{folder}/manifest: what a
+// receiving node has.
+type FolderManifest struct {
+	Folder  string      `json:"folder"`
+	Node    string      `json:"node"`
+	Entries []FileEntry `json:"entries"`
+}
+
+// FolderWrite is one write of the active to a receiving node's folder
+// (begin, commit or delete of File). The receiver takes it only from the
+// node it sees holding the active role at Epoch.
+type FolderWrite struct {
+	From  string    `json:"from"`
+	Epoch ha.Epoch  `json:"epoch"`
+	File  FileEntry `json:"file"`
+}
+
+// FolderOffset is how many bytes of an upload the receiver holds.
+type FolderOffset struct {
+	Offset int64 `json:"offset"`
+}
+
+// FolderSource is the active's own list of files that are complete (quiet),
+// sent to every receiver so that a node promoted later can tell which of
+// them it lacks (the RPO of the folder).
+type FolderSource struct {
+	From    string      `json:"from"`
+	Epoch   ha.Epoch    `json:"epoch"`
+	Entries []FileEntry `json:"entries"`
+}
+
+// FolderReceiver is a node that takes writes of replicated folders from
+// the active. Errors carry ha kinds (Conflict: not from the active;
+// Invalid: a bad path or a corrupt chunk; Unavailable: full disk).
+type FolderReceiver interface {
+	FolderManifest(ctx context.Context, folder string) (FolderManifest, error)
+	FolderBegin(ctx context.Context, folder string, w FolderWrite) (FolderOffset, error)
+	FolderChunk(ctx context.Context, folder string, w FolderWrite, offset int64, crc32c string, data []byte) (FolderOffset, error)
+	FolderCommit(ctx context.Context, folder string, w FolderWrite) (FileEntry, error)
+	// FolderPut is begin, one chunk and commit in one call, for a file
+	// that fits in a chunk.
+	FolderPut(ctx context.Context, folder string, w FolderWrite, crc32c string, data []byte) (FileEntry, error)
+	FolderDelete(ctx context.Context, folder string, w FolderWrite) error
+	FolderSource(ctx context.Context, folder string, s FolderSource) error
+}
+
+// ChunkSumHeader carries the CRC-32C (Castagnoli) of a chunk's body, 8 hex
+// digits: a corrupt chunk is refused and sent again. The whole file is
+// checked against its SHA-256 at the commit.
+const ChunkSumHeader = "X-Haven-Chunk-Crc32c"
+
+// MaxFolderChunk is the largest chunk a receiver takes.
+const MaxFolderChunk = 16 << 20
+
+// maxFolderJSON bounds a JSON body of the folder routes (a source manifest
+// of 100,000 files is about 15 MB).
+const maxFolderJSON = 64 << 20
+
+// FoldersHandler serves /v1/folders/: the receiving side of replicated
+// folders. Only the cluster's agents may call it: a client certificate of
+// the cluster's CA whose name is one of nodes, or the API token.
+func FoldersHandler(recv FolderReceiver, nodes []string, o Options) http.Handler {
+	mux := http.NewServeMux()
+	guard := func(h func(w http.ResponseWriter, r *http.Request, folder string) (any, error)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if err := peerAuthorized(r, nodes, o.Token); err != nil {
+				WriteError(w, StatusOf(err), err.Error())
+				return
+			}
+			res, err := h(w, r, r.PathValue("folder"))
+			if err != nil {
+				WriteError(w, StatusOf(err), err.Error())
+				return
+			}
+			writeJSON(w, http.StatusOK, res)
+		}
+	}
+	readJSON := func(w http.ResponseWriter, r *http.Request, v any) error {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxFolderJSON))
+		if err != nil {
+			return ha.Errorf(ha.KindInvalid, "request body: %v (at most %d bytes)", err, maxFolderJSON)
+		}
+		return decode(body, v)
+	}
+	mux.HandleFunc("GET /v1/folders/{folder}/manifest", guard(func(w http.ResponseWriter, r *http.Request, folder string) (any, error) {
+		return recv.FolderManifest(r.Context(), folder)
+	}))
+	mux.HandleFunc("POST /v1/folders/{folder}/begin", guard(func(w http.ResponseWriter, r *http.Request, folder string) (any, error) {
+		var fw FolderWrite
+		if err := readJSON(w, r, &fw); err != nil {
+			return nil, err
+		}
+		return recv.FolderBegin(r.Context(), folder, fw)
+	}))
+	mux.HandleFunc("PUT /v1/folders/{folder}/file", guard(func(w http.ResponseWriter, r *http.Request, folder string) (any, error) {
+		fw, _, sum, data, err := readChunk(r)
+		if err != nil {
+			return nil, err
+		}
+		fw.File.SHA256 = r.URL.Query().Get("sha256")
+		if m, err := strconv.ParseUint(r.URL.Query().Get("mode"), 10, 32); err == nil {
+			fw.File.Mode = uint32(m)
+		}
+		return recv.FolderPut(r.Context(), folder, fw, sum, data)
+	}))
+	mux.HandleFunc("PUT /v1/folders/{folder}/chunk", guard(func(w http.ResponseWriter, r *http.Request, folder string) (any, error) {
+		fw, offset, sum, data, err := readChunk(r)
+		if err != nil {
+			return nil, err
+		}
+		return recv.FolderChunk(r.Context(), folder, fw, offset, sum, data)
+	}))
+	mux.HandleFunc("POST /v1/folders/{folder}/commit", guard(func(w http.ResponseWriter, r *http.Request, folder string) (any, error) {
+		var fw FolderWrite
+		if err := readJSON(w, r, &fw); err != nil {
+			return nil, err
+		}
+		return recv.FolderCommit(r.Context(), folder, fw)
+	}))
+	mux.HandleFunc("POST /v1/folders/{folder}/delete", guard(func(w http.ResponseWriter, r *http.Request, folder string) (any, error) {
+		var fw FolderWrite
+		if err := readJSON(w, r, &fw); err != nil {
+			return nil, err
+		}
+		return struct{}{}, recv.FolderDelete(r.Context(), folder, fw)
+	}))
+	mux.HandleFunc("POST /v1/folders/{folder}/source", guard(func(w http.ResponseWriter, r *http.Request, folder string) (any, error) {
+		var s FolderSource
+		if err := readJSON(w, r, &s); err != nil {
+			return nil, err
+		}
+		return struct{}{}, recv.FolderSource(r.Context(), folder, s)
+	}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, http.StatusNotFound, "no such folder endpoint "+r.Method+" "+r.URL.Path+"; the agents use GET manifest, POST begin, commit, delete, source and PUT chunk, file under /v1/folders/{folder}/")
+	})
+	return mux
+}
+
+// readChunk parses a chunk or small file upload: the write's fields from
+// the query, the body (Content-Length bytes) and its CRC-32C header.
+func readChunk(r *http.Request) (fw FolderWrite, offset int64, sum string, data []byte, err error) {
+	q := r.URL.Query()
+	var bad []string
+	num := func(key string) int64 {
+		if !q.Has(key) {
+			return 0
+		}
+		n, err := strconv.ParseInt(q.Get(key), 10, 64)
+		if err != nil || n < 0 {
+			bad = append(bad, key)
+		}
+		return n
+	}
+	fw.From = q.Get("from")
+	fw.Epoch = ha.Epoch(num("epoch"))
+	fw.File = FileEntry{Path: q.Get("path"), Size: num("size"), MTime: num("mtime")}
+	offset = num("offset")
+	if len(bad) > 0 {
+		return fw, 0, "", nil, ha.Errorf(ha.KindInvalid, "chunk: %s must be whole numbers >= 0", strings.Join(bad, ", "))
+	}
+	sum = r.Header.Get(ChunkSumHeader)
+	if len(sum) != 8 {
+		return fw, 0, "", nil, ha.Errorf(ha.KindInvalid, "chunk: header %s must hold the body's CRC-32C in 8 hex digits", ChunkSumHeader)
+	}
+	if r.ContentLength < 0 || r.ContentLength > MaxFolderChunk {
+		return fw, 0, "", nil, ha.Errorf(ha.KindInvalid, "chunk body: Content-Length %d; send 0 to %d bytes with a Content-Length", r.ContentLength, MaxFolderChunk)
+	}
+	data = make([]byte, r.ContentLength)
+	if _, err := io.ReadFull(r.Body, data); err != nil {
+		return fw, 0, "", nil, ha.Errorf(ha.KindInvalid, "chunk body: %v (Content-Length %d)", err, r.ContentLength)
+	}
+	return fw, offset, sum, data, nil
+}
+
+// peerAuthorized admits another agent of the cluster: a verified client
+// certificate (the listener verifies any certificate presented against the
+// cluster's CA) named after one of nodes, or the API token.
+func peerAuthorized(r *http.Request, nodes []string, token string) error {
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.PeerCertificates) > 0 {
+		if slices.Contains(nodes, r.TLS.PeerCertificates[0].Subject.CommonName) {
+			return nil
+		}
+		return ha.Errorf(ha.KindForbidden, "certificate %q is not a node of this cluster; only agents replicate folders", r.TLS.PeerCertificates[0].Subject.CommonName)
+	}
+	if token == "" {
+		return ha.Errorf(ha.KindUnauthorized, "replicated folders take writes from the cluster's agents only: a node certificate (tls:) or api.token is needed")
+	}
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(tok), []byte(token)) != 1 {
+		return ha.Errorf(ha.KindUnauthorized, "missing or wrong bearer token; replicated folders take writes from the cluster's agents only")
+	}
+	return nil
+}
+
+func folderPath(folder, op string) string {
+	return "/v1/folders/" + url.PathEscape(folder) + "/" + op
+}
+
+// FolderManifest is GET /v1/folders/{folder}/manifest.
+func (c *Client) FolderManifest(ctx context.Context, addr, folder string) (FolderManifest, error) {
+	var m FolderManifest
+	err := c.callJSON(ctx, http.MethodGet, addr, folderPath(folder, "manifest"), "", nil, &m)
+	return m, err
+}
+
+// FolderBegin is POST /v1/folders/{folder}/begin: it returns how much of
+// the upload of w.File the receiver already holds.
+func (c *Client) FolderBegin(ctx context.Context, addr, folder string, w FolderWrite) (FolderOffset, error) {
+	var o FolderOffset
+	err := c.callJSON(ctx, http.MethodPost, addr, folderPath(folder, "begin"), "", w, &o)
+	return o, err
+}
+
+// FolderChunk is PUT /v1/folders/{folder}/chunk: data at offset of the
+// upload of w.File, with its SHA-256.
+func (c *Client) FolderChunk(ctx context.Context, addr, folder string, w FolderWrite, offset int64, sum string, data []byte) (FolderOffset, error) {
+	q := url.Values{}
+	q.Set("from", w.From)
+	q.Set("epoch", strconv.FormatInt(int64(w.Epoch), 10))
+	q.Set("path", w.File.Path)
+	q.Set("size", strconv.FormatInt(w.File.Size, 10))
+	q.Set("mtime", strconv.FormatInt(w.File.MTime, 10))
+	q.Set("offset", strconv.FormatInt(offset, 10))
+	hdr := http.Header{}
+	hdr.Set(ChunkSumHeader, sum)
+	hdr.Set("Content-Type", "application/octet-stream")
+	data, err := c.send(ctx, http.MethodPut, addr, folderPath(folder, "chunk")+"?"+q.Encode(), "", data, hdr)
+	if err != nil {
+		return FolderOffset{}, err
+	}
+	var o FolderOffset
+	if err := json.Unmarshal(data, &o); err != nil {
+		return o, ha.Wrap(ha.KindInternal, err, "unreadable answer to a chunk from %s", c.BaseURL(addr))
+	}
+	return o, nil
+}
+
+// FolderPut is PUT /v1/folders/{folder}/file: a whole file that fits in
+// one chunk, with its CRC-32C and (in w.File) its SHA-256 and mode.
+func (c *Client) FolderPut(ctx context.Context, addr, folder string, w FolderWrite, sum string, data []byte) (FileEntry, error) {
+	q := url.Values{}
+	q.Set("from", w.From)
+	q.Set("epoch", strconv.FormatInt(int64(w.Epoch), 10))
+	q.Set("path", w.File.Path)
+	q.Set("size", strconv.FormatInt(w.File.Size, 10))
+	q.Set("mtime", strconv.FormatInt(w.File.MTime, 10))
+	q.Set("mode", strconv.FormatUint(uint64(w.File.Mode), 10))
+	q.Set("sha256", w.File.SHA256)
+	hdr := http.Header{}
+	hdr.Set(ChunkSumHeader, sum)
+	hdr.Set("Content-Type", "application/octet-stream")
+	ans, err := c.send(ctx, http.MethodPut, addr, folderPath(folder, "file")+"?"+q.Encode(), "", data, hdr)
+	if err != nil {
+		return FileEntry{}, err
+	}
+	var e FileEntry
+	if err := json.Unmarshal(ans, &e); err != nil {
+		return e, ha.Wrap(ha.KindInternal, err, "unreadable answer to a file from %s", c.BaseURL(addr))
+	}
+	return e, nil
+}
+
+// FolderCommit is POST /v1/folders/{folder}/commit: the receiver checks the
+// whole file's SHA-256 and renames it into place.
+func (c *Client) FolderCommit(ctx context.Context, addr, folder string, w FolderWrite) (FileEntry, error) {
+	var e FileEntry
+	err := c.callJSON(ctx, http.MethodPost, addr, folderPath(folder, "commit"), "", w, &e)
+	return e, err
+}
+
+// FolderDelete is POST /v1/folders/{folder}/delete (delete: mirror).
+func (c *Client) FolderDelete(ctx context.Context, addr, folder string, w FolderWrite) error {
+	return c.callJSON(ctx, http.MethodPost, addr, folderPath(folder, "delete"), "", w, nil)
+}
+
+// FolderSource is POST /v1/folders/{folder}/source.
+func (c *Client) FolderSource(ctx context.Context, addr, folder string, s FolderSource) error {
+	return c.callJSON(ctx, http.MethodPost, addr, folderPath(folder, "source"), "", s, nil)
+}
+
+// IsConflict reports whether err is an answer of kind Conflict.
+func IsConflict(err error) bool {
+	var he *ha.Error
+	return errors.As(err, &he) && he.Kind == ha.KindConflict
+}

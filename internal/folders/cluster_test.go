@@ -1,0 +1,242 @@
+package folders_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/drill"
+	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/testbin"
+)
+
+var havenBin string
+
+func TestMain(m *testing.M) { testbin.Main(m, &havenBin) }
+
+// writer writes files into a node's folder, one after the other, of sizes
+// from 1 KiB to 8 MiB, each in several writes, and notes when it closed
+// each one.
+type writer struct {
+	dir    string
+	stop   chan struct{}
+	done   chan struct{}
+	mu     sync.Mutex
+	closed map[string]time.Time // file -> when it was closed
+	err    error
+}
+
+func startWriter(dir, prefix string) *writer {
+	w := &writer{dir: dir, stop: make(chan struct{}), done: make(chan struct{}), closed: map[string]time.Time{}}
+	go func() {
+		defer close(w.done)
+		sizes := []int{1 << 10, 10 << 10, 100 << 10, 1 << 20, 8 << 20}
+		rnd := rand.New(rand.NewPCG(1, 2))
+		for i := 0; ; i++ {
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(30 * time.Millisecond):
+			}
+			size := sizes[i%len(sizes)]
+			name := fmt.Sprintf("%s/%03d/rec-%05d.bin", prefix, i/50, i)
+			data := make([]byte, size)
+			for j := range data {
+				data[j] = byte(rnd.UintN(256))
+			}
+			p := filepath.Join(w.dir, name)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				w.fail(err)
+				return
+			}
+			f, err := os.Create(p)
+			if err != nil {
+				w.fail(err)
+				return
+			}
+			for off := 0; off < size; off += 64 << 10 { // a recorder writes as it goes
+				_, _ = f.Write(data[off:min(off+64<<10, size)])
+			}
+			if err := f.Close(); err != nil {
+				w.fail(err)
+				return
+			}
+			w.mu.Lock()
+			w.closed[name] = time.Now()
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+// waitDue waits until n files were closed more than max_lag ago.
+func (w *writer) waitDue(t *testing.T, n int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%d files closed more than max_lag ago", n), 60*time.Second, func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		due := 0
+		for _, at := range w.closed {
+			if time.Since(at) > drill.SandboxMaxLag {
+				due++
+			}
+		}
+		return due >= n || w.err != nil
+	})
+}
+
+func (w *writer) fail(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.err = err
+}
+
+func (w *writer) finish(t *testing.T) map[string]time.Time {
+	t.Helper()
+	close(w.stop)
+	<-w.done
+	if w.err != nil {
+		t.Fatalf("writer: %v", w.err)
+	}
+	return w.closed
+}
+
+// checkOn wants every file of from closed before cutoff on node's folder
+// at dir, byte for byte; and every file there that is complete.
+func checkOn(t *testing.T, fromDir, toDir string, closed map[string]time.Time, cutoff time.Time) (due int) {
+	t.Helper()
+	for name, at := range closed {
+		want, err := os.ReadFile(filepath.Join(fromDir, name))
+		if err != nil {
+			t.Fatalf("source %s: %v", name, err)
+		}
+		got, err := os.ReadFile(filepath.Join(toDir, name))
+		switch {
+		case at.Before(cutoff) && err != nil:
+			t.Errorf("%s, closed %s before the fault (max_lag %s), is not on the new active: %v", name, cutoff.Sub(at)+drill.SandboxMaxLag, drill.SandboxMaxLag, err)
+		case err == nil && !bytes.Equal(got, want):
+			t.Errorf("%s on the new active differs from the original (%d bytes, want %d)", name, len(got), len(want))
+		}
+		if at.Before(cutoff) {
+			due++
+		}
+	}
+	return due
+}
+
+// TestFoldersSurviveKillAndSwitchover runs three real agents replicating a
+// folder; a writer produces files on the active. After kill -9 of the
+// active agent, and after a switchover, every file closed more than
+// max_lag before the fault is on the new active, byte for byte.
+func TestFoldersSurviveKillAndSwitchover(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Bin: havenBin, Dir: t.TempDir(), Timing: "ci", Folders: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	defer func() {
+		if t.Failed() {
+			t.Log(sb.LogTail(60))
+		}
+	}()
+	first := waitActive(t, sb, "")
+
+	// kill -9 of the active agent while the writer writes.
+	w := startWriter(sb.Node(first).Files, "kill")
+	w.waitDue(t, 20)
+	fault := time.Now()
+	if err := sb.StopAgent(first, syscall.SIGKILL, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	closed := w.finish(t)
+	second := waitActive(t, sb, first)
+	due := checkOn(t, sb.Node(first).Files, sb.Node(second).Files, closed, fault.Add(-drill.SandboxMaxLag))
+	t.Logf("kill -9 %s: %s active; %d files written, %d closed more than max_lag before the fault, all there", first, second, len(closed), due)
+	if due == 0 {
+		t.Fatal("no file was due: the test proved nothing")
+	}
+	// The new active says what the promotion lost (files within max_lag).
+	var last string
+	defer func() {
+		if t.Failed() {
+			t.Logf("last events answer: %.3000s", last)
+		}
+	}()
+	waitFor(t, "the promotion's folder event", 20*time.Second, func() bool {
+		out, err := sb.Haven(ctx, "events", "--json", "--limit", "200")
+		last = out
+		if err != nil {
+			last += err.Error()
+			return false
+		}
+		var evs []ha.Event
+		if err := json.Unmarshal([]byte(out), &evs); err != nil {
+			last += err.Error()
+			return false
+		}
+		for _, ev := range evs {
+			if ev.Kind == "folder" && ev.From == first && ev.To == second && strings.Contains(ev.Reason, "complete files of "+first) {
+				t.Logf("event: %s", ev.Reason)
+				return true
+			}
+		}
+		return false
+	})
+
+	// A switchover while the writer writes on the new active.
+	w = startWriter(sb.Node(second).Files, "switch")
+	w.waitDue(t, 15)
+	fault = time.Now()
+	out, err := sb.Haven(ctx, "switchover", "--reason", "folders test")
+	if err != nil {
+		t.Fatalf("switchover: %v: %s", err, out)
+	}
+	closed = w.finish(t)
+	// The one other live node is the switchover's target. (On a loaded
+	// machine its checks may fail right after and hand the role back: the
+	// files must be on it all the same.)
+	third := ""
+	for _, n := range []string{"n1", "n2", "n3"} {
+		if n != first && n != second {
+			third = n
+		}
+	}
+	due = checkOn(t, sb.Node(second).Files, sb.Node(third).Files, closed, fault.Add(-drill.SandboxMaxLag))
+	t.Logf("switchover %s -> %s (%s): %d files written, %d due, all there", second, third, strings.TrimSpace(out), len(closed), due)
+}
+
+func waitActive(t *testing.T, sb *drill.Sandbox, not string) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if a, _ := sb.Active(); a != "" && a != not {
+			return a
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no active node other than %q within 30s", not)
+	return ""
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,369 @@
+package folders
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// receiver is the standby's side of one folder: every write goes through
+// an os.Root opened on the folder, so that no path, symbolic link or ".."
+// can make it write outside; uploads land in stateDir and are renamed into
+// place only once their SHA-256 is checked, so readers never see half a file.
+type receiver struct {
+	name  string
+	dir   string
+	node  string // this node, for messages
+	match Matcher
+
+	mu      sync.Mutex
+	root    *os.Root
+	sums    map[string]Entry // SHA-256 of files received, valid while size and mtime match
+	uploads map[string]*upload
+	source  *api.FolderSource // the active's last list of complete files
+}
+
+// upload is a file being received: a partial file in stateDir and the
+// running hash of what it holds.
+type upload struct {
+	file    Entry
+	partial string // relative to the root
+	f       *os.File
+	h       hash.Hash
+	off     int64
+}
+
+func newReceiver(name, dir, node string, m Matcher) (*receiver, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("folder %s: create %s: %w", name, dir, err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("folder %s: open %s: %w", name, dir, err)
+	}
+	if err := root.MkdirAll(path.Join(stateDir, "partial"), 0o700); err != nil {
+		root.Close()
+		return nil, fmt.Errorf("folder %s: create %s in %s: %w", name, stateDir, dir, err)
+	}
+	r := &receiver{name: name, dir: dir, node: node, match: m, root: root, sums: map[string]Entry{}, uploads: map[string]*upload{}}
+	if b, err := root.ReadFile(path.Join(stateDir, "source.json")); err == nil {
+		var s api.FolderSource
+		if json.Unmarshal(b, &s) == nil {
+			r.source = &s
+		}
+	}
+	return r, nil
+}
+
+func (r *receiver) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dropUploads()
+	_ = r.root.Close()
+}
+
+// dropUploads closes the open partial files (they stay on disk, to resume).
+func (r *receiver) dropUploads() {
+	for p, u := range r.uploads {
+		if u.f != nil {
+			_ = u.f.Close()
+		}
+		delete(r.uploads, p)
+	}
+}
+
+// manifest lists what the folder holds now, with the SHA-256 of the files
+// this node received and has not seen change since.
+func (r *receiver) manifest() ([]Entry, error) {
+	have, err := scan(r.dir, r.match)
+	if err != nil {
+		return nil, fmt.Errorf("folder %s: list %s: %w", r.name, r.dir, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Entry, 0, len(have))
+	for p, e := range have {
+		if s, ok := r.sums[p]; ok && s.Size == e.Size && s.MTime == e.MTime {
+			e.SHA256 = s.SHA256
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+func checkFile(e Entry) (string, error) {
+	p, err := CleanPath(e.Path)
+	if err != nil {
+		return "", ha.Errorf(ha.KindInvalid, "%v", err)
+	}
+	if e.Size < 0 {
+		return "", ha.Errorf(ha.KindInvalid, "file %s: negative size", p)
+	}
+	return p, nil
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// ChunkSum is a chunk's checksum as sent: CRC-32C in 8 hex digits
+// (hardware-assisted, so that a 100 MiB file costs no extra SHA-256 passes).
+func ChunkSum(data []byte) string {
+	return fmt.Sprintf("%08x", crc32.Checksum(data, castagnoli))
+}
+
+func partialName(p string) string {
+	s := sha256.Sum256([]byte(p))
+	return path.Join(stateDir, "partial", hex.EncodeToString(s[:20]))
+}
+
+// begin opens (or resumes) the upload of e and says how much of it is here.
+func (r *receiver) begin(e Entry) (int64, error) {
+	p, err := checkFile(e)
+	if err != nil {
+		return 0, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if u, ok := r.uploads[p]; ok && u.file.Size == e.Size && u.file.MTime == e.MTime {
+		return u.off, nil
+	}
+	if u, ok := r.uploads[p]; ok {
+		_ = u.f.Close()
+		delete(r.uploads, p)
+	}
+	u := &upload{file: Entry{Path: p, Size: e.Size, MTime: e.MTime, Mode: e.Mode}, partial: partialName(p), h: sha256.New()}
+	meta, _ := json.Marshal(u.file)
+	if old, err := r.root.ReadFile(u.partial + ".meta"); err == nil && bytes.Equal(old, meta) {
+		// A partial of this very version, from before a cut or a restart:
+		// resume after re-reading what it holds.
+		if f, err := r.root.OpenFile(u.partial, os.O_RDWR, 0o600); err == nil {
+			n, err := io.Copy(u.h, f)
+			if err == nil && n <= e.Size {
+				u.f, u.off = f, n
+				r.uploads[p] = u
+				return n, nil
+			}
+			_ = f.Close()
+			u.h.Reset()
+		}
+	}
+	f, err := r.root.OpenFile(u.partial, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return 0, r.writeErr(p, err)
+	}
+	if err := r.root.WriteFile(u.partial+".meta", meta, 0o600); err != nil {
+		_ = f.Close()
+		return 0, r.writeErr(p, err)
+	}
+	u.f = f
+	r.uploads[p] = u
+	return 0, nil
+}
+
+// chunk writes data at off of the upload of e, after checking its SHA-256.
+func (r *receiver) chunk(e Entry, off int64, sum string, data []byte) (int64, error) {
+	p, err := checkFile(e)
+	if err != nil {
+		return 0, err
+	}
+	if ChunkSum(data) != sum {
+		return 0, ha.Errorf(ha.KindInvalid, "chunk at %d of %s: CRC-32C mismatch (corrupted on the way); send it again", off, p)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	u, ok := r.uploads[p]
+	if !ok || u.file.Size != e.Size || u.file.MTime != e.MTime {
+		return 0, ha.Errorf(ha.KindConflict, "no upload of this version of %s in progress; begin it again", p)
+	}
+	if off != u.off {
+		return u.off, ha.Errorf(ha.KindConflict, "chunk at %d of %s, but %d bytes are here; begin it again", off, p, u.off)
+	}
+	if u.off+int64(len(data)) > u.file.Size {
+		return u.off, ha.Errorf(ha.KindInvalid, "chunk at %d of %s runs past its size %d", off, p, u.file.Size)
+	}
+	if _, err := u.f.WriteAt(data, off); err != nil {
+		return u.off, r.writeErr(p, err)
+	}
+	u.h.Write(data)
+	u.off += int64(len(data))
+	return u.off, nil
+}
+
+// commit checks the upload of e against its SHA-256, makes it durable and
+// renames it into place.
+func (r *receiver) commit(e Entry) (Entry, error) {
+	p, err := checkFile(e)
+	if err != nil {
+		return Entry{}, err
+	}
+	r.mu.Lock()
+	u, ok := r.uploads[p]
+	if !ok || u.file.Size != e.Size || u.file.MTime != e.MTime {
+		r.mu.Unlock()
+		return Entry{}, ha.Errorf(ha.KindConflict, "no upload of this version of %s in progress; begin it again", p)
+	}
+	if u.off != u.file.Size {
+		r.mu.Unlock()
+		return Entry{}, ha.Errorf(ha.KindConflict, "%s: %d of %d bytes are here; send the rest", p, u.off, u.file.Size)
+	}
+	sum := hex.EncodeToString(u.h.Sum(nil))
+	if sum != e.SHA256 {
+		r.discard(p, u)
+		r.mu.Unlock()
+		return Entry{}, ha.Errorf(ha.KindInvalid, "%s: SHA-256 of what arrived is %s, the active says %s (the file changed while it was sent?); send it again", p, sum, e.SHA256)
+	}
+	// The upload is this call's now: the slow part (fsync, rename) runs
+	// without the lock, so that other files' chunks and commits go on.
+	// A begin of the same path meanwhile makes a new partial file, not
+	// this one: it moves aside first.
+	delete(r.uploads, p)
+	meta := u.partial + ".meta"
+	claimed := u.partial + ".commit"
+	err = r.root.Rename(u.partial, claimed)
+	r.mu.Unlock()
+	_ = r.root.Remove(meta)
+	u.partial = claimed
+	done := func(err error) (Entry, error) {
+		if u.f != nil {
+			_ = u.f.Close()
+		}
+		_ = r.root.Remove(u.partial)
+		return Entry{}, r.writeErr(p, err)
+	}
+	if err != nil {
+		return done(err)
+	}
+	if err := u.f.Sync(); err != nil {
+		return done(err)
+	}
+	if err := u.f.Close(); err != nil {
+		u.f = nil
+		return done(err)
+	}
+	u.f = nil
+	mode := fs.FileMode(e.Mode).Perm()
+	if mode == 0 {
+		mode = 0o644
+	}
+	if err := r.root.Chmod(u.partial, mode); err != nil {
+		return done(err)
+	}
+	mt := time.Unix(0, e.MTime)
+	if err := r.root.Chtimes(u.partial, mt, mt); err != nil {
+		return done(err)
+	}
+	if d := path.Dir(p); d != "." {
+		if err := r.root.MkdirAll(d, 0o755); err != nil {
+			return done(err)
+		}
+	}
+	if fi, err := r.root.Lstat(p); err == nil && fi.IsDir() {
+		return done(fmt.Errorf("a directory is in the way"))
+	}
+	if err := r.root.Rename(u.partial, p); err != nil {
+		return done(err)
+	}
+	if d, err := r.root.Open(path.Dir(p)); err == nil {
+		_ = d.Sync() // the rename survives a crash
+		_ = d.Close()
+	}
+	out := Entry{Path: p, Size: e.Size, MTime: e.MTime, Mode: uint32(mode), SHA256: sum}
+	r.mu.Lock()
+	r.sums[p] = out
+	r.mu.Unlock()
+	return out, nil
+}
+
+// discard forgets an upload and removes its partial file.
+func (r *receiver) discard(p string, u *upload) {
+	if u.f != nil {
+		_ = u.f.Close()
+	}
+	_ = r.root.Remove(u.partial)
+	_ = r.root.Remove(u.partial + ".meta")
+	delete(r.uploads, p)
+}
+
+// remove deletes the file at e.Path (delete: mirror); a missing file is fine.
+func (r *receiver) remove(e Entry) error {
+	p, err := checkFile(e)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fi, err := r.root.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return r.writeErr(p, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return ha.Errorf(ha.KindConflict, "%s is not a regular file here; remove it by hand", p)
+	}
+	if err := r.root.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return r.writeErr(p, err)
+	}
+	delete(r.sums, p)
+	return nil
+}
+
+// setSource keeps the active's list of complete files, on disk too.
+func (r *receiver) setSource(s api.FolderSource) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	tmp := path.Join(stateDir, "source.json.tmp")
+	if err := r.root.WriteFile(tmp, b, 0o600); err != nil {
+		return r.writeErr("source list", err)
+	}
+	if err := r.root.Rename(tmp, path.Join(stateDir, "source.json")); err != nil {
+		return r.writeErr("source list", err)
+	}
+	r.source = &s
+	return nil
+}
+
+// lastSource returns the active's last list of complete files, if any.
+func (r *receiver) lastSource() *api.FolderSource {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.source
+}
+
+// writeErr turns a failed write into an answer: a full disk is the
+// receiver's trouble (Unavailable: the sender marks it behind and retries),
+// an escape from the folder is refused.
+func (r *receiver) writeErr(p string, err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return ha.Wrap(ha.KindUnavailable, err, "folder %s on %s: disk full writing %s; free space on %s", r.name, r.node, p, r.dir)
+	case isEscape(err):
+		return ha.Wrap(ha.KindInvalid, err, "folder %s: %s leads outside the folder (a symbolic link?); not written", r.name, p)
+	}
+	return ha.Wrap(ha.KindInternal, err, "folder %s on %s: write %s", r.name, r.node, p)
+}
+
+func isEscape(err error) bool {
+	// os.Root's error for this is not exported.
+	return strings.Contains(err.Error(), "path escapes from parent")
+}

@@ -1,0 +1,154 @@
+package folders
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+func sum(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// put uploads data as p in chunks of n bytes.
+func put(t *testing.T, r *receiver, p string, data []byte, n int) (Entry, error) {
+	t.Helper()
+	e := Entry{Path: p, Size: int64(len(data)), MTime: 1_700_000_000_000_000_000, Mode: 0o640}
+	off, err := r.begin(e)
+	if err != nil {
+		return Entry{}, err
+	}
+	for off < e.Size {
+		end := min(off+int64(n), e.Size)
+		if off, err = r.chunk(e, off, ChunkSum(data[off:end]), data[off:end]); err != nil {
+			return Entry{}, err
+		}
+	}
+	e.SHA256 = sum(data)
+	return r.commit(e)
+}
+
+func TestReceiverWritesAtomicallyAndResumes(t *testing.T) {
+	dir := t.TempDir()
+	r, err := newReceiver("rec", dir, "n2", Matcher{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	data := []byte("hello, replicated world: twenty-nine+ bytes")
+	e := Entry{Path: "a/b/c.txt", Size: int64(len(data)), MTime: 1_700_000_000_000_000_000, Mode: 0o600}
+	if _, err := r.begin(e); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.chunk(e, 0, ChunkSum(data[:10]), data[:10]); err != nil {
+		t.Fatal(err)
+	}
+	// A corrupt chunk is refused and changes nothing.
+	bad := append([]byte{}, data[10:20]...)
+	bad[0] ^= 1
+	if _, err := r.chunk(e, 10, ChunkSum(data[10:20]), bad); ha.KindOf(err) != ha.KindInvalid {
+		t.Fatalf("corrupt chunk: %v, want Invalid", err)
+	}
+	// Nothing is visible before the commit.
+	if _, err := os.Stat(filepath.Join(dir, "a/b/c.txt")); !os.IsNotExist(err) {
+		t.Fatalf("half a file is visible: %v", err)
+	}
+	// A restart of the receiver: the upload resumes where it was.
+	r.close()
+	if r, err = newReceiver("rec", dir, "n2", Matcher{}); err != nil {
+		t.Fatal(err)
+	}
+	off, err := r.begin(e)
+	if err != nil || off != 10 {
+		t.Fatalf("resume at %d, %v; want 10", off, err)
+	}
+	if _, err := r.chunk(e, off, ChunkSum(data[10:]), data[10:]); err != nil {
+		t.Fatal(err)
+	}
+	wrong := e
+	wrong.SHA256 = sum([]byte("something else"))
+	if _, err := r.commit(wrong); ha.KindOf(err) != ha.KindInvalid {
+		t.Fatalf("commit with a wrong sum: %v, want Invalid", err)
+	}
+	got, err := put(t, r, e.Path, data, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "a/b/c.txt"))
+	if err != nil || string(b) != string(data) {
+		t.Fatalf("content %q, %v", b, err)
+	}
+	fi, _ := os.Stat(filepath.Join(dir, "a/b/c.txt"))
+	if fi.ModTime().UnixNano() != e.MTime || fi.Mode().Perm() != 0o640 || got.SHA256 != sum(data) {
+		t.Errorf("mtime %v mode %v sum %s", fi.ModTime(), fi.Mode(), got.SHA256)
+	}
+	m, err := r.manifest()
+	if err != nil || len(m) != 1 || m[0].SHA256 != sum(data) {
+		t.Errorf("manifest %+v, %v", m, err)
+	}
+	// An empty file.
+	if _, err := put(t, r, "empty", nil, 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.remove(Entry{Path: "empty"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "empty")); !os.IsNotExist(err) {
+		t.Errorf("removed file still there: %v", err)
+	}
+}
+
+// TestReceiverNeverWritesOutside: paths with "..", absolute paths and
+// symbolic links inside the folder that lead out are refused, and nothing
+// appears outside the folder.
+func TestReceiverNeverWritesOutside(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "folder")
+	outside := filepath.Join(base, "outside")
+	if err := os.MkdirAll(outside, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r, err := newReceiver("rec", dir, "n2", Matcher{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	if err := os.Symlink(outside, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(outside, "victim"), filepath.Join(dir, "filelink")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(outside, "victim"), []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"../outside/x", "/etc/x", "link/x", "link/sub/x", "a/../../outside/x", ".haven-sync/partial/x"} {
+		if _, err := put(t, r, p, []byte("evil"), 2); err == nil {
+			t.Errorf("%s: written", p)
+		} else if k := ha.KindOf(err); k != ha.KindInvalid {
+			t.Errorf("%s: kind %v (%v), want Invalid", p, k, err)
+		}
+	}
+	// Replacing a symbolic link replaces the link, never its target.
+	if _, err := put(t, r, "filelink", []byte("new"), 2); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(outside, "victim")); string(b) != "keep me" {
+		t.Errorf("the link's target was written: %q", b)
+	}
+	if err := r.remove(Entry{Path: "link/victim"}); err == nil {
+		t.Error("remove through a link that leads out succeeded")
+	}
+	if b, _ := os.ReadFile(filepath.Join(outside, "victim")); string(b) != "keep me" {
+		t.Errorf("the link's target changed: %q", b)
+	}
+	ents, _ := os.ReadDir(outside)
+	if len(ents) != 1 {
+		t.Errorf("outside has %d entries, want 1 (victim)", len(ents))
+	}
+}

@@ -1,0 +1,574 @@
+package folders
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/clock"
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// sender is the active's side of one folder: what the folder holds (kept
+// up to date by fsnotify and a periodic scan) and one loop per receiver.
+type sender struct {
+	s     *Service
+	f     Folder
+	match Matcher
+	epoch ha.Epoch
+
+	mu      sync.Mutex
+	local   map[string]Local
+	deleted map[string]bool // files that went away while this node was active
+	gen     uint64          // grows with every change
+	changed chan struct{}   // closed and replaced on every change
+}
+
+func newSender(s *Service, f Folder, m Matcher, epoch ha.Epoch) *sender {
+	return &sender{s: s, f: f, match: m, epoch: epoch, local: map[string]Local{}, deleted: map[string]bool{}, changed: make(chan struct{})}
+}
+
+func (snd *sender) clk() clock.Clock { return snd.s.o.Clock }
+
+// run watches the folder and feeds every receiver until ctx ends.
+func (snd *sender) run(ctx context.Context) {
+	log := snd.s.o.Log.With("folder", snd.f.Name)
+	w, err := fsnotify.NewBufferedWatcher(4096)
+	if err != nil {
+		log.Warn("folder: no fsnotify; relying on scans", "err", err)
+	} else {
+		defer w.Close()
+	}
+	snd.rescan(w)
+	var wg sync.WaitGroup
+	for _, p := range snd.s.o.Peers {
+		wg.Add(1)
+		go func() { defer wg.Done(); snd.feed(ctx, p) }()
+	}
+	var events <-chan fsnotify.Event
+	var errs <-chan error
+	if w != nil {
+		events, errs = w.Events, w.Errors
+	}
+	tick := snd.clk().NewTicker(snd.s.o.Rescan)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		case ev := <-events:
+			snd.observe(w, ev.Name)
+		case err := <-errs:
+			log.Warn("folder: fsnotify", "err", err)
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				snd.rescan(w)
+			}
+		case <-tick.C():
+			snd.rescan(w)
+		}
+	}
+}
+
+// rescan lists the whole folder again, watching every directory.
+func (snd *sender) rescan(w *fsnotify.Watcher) {
+	if w != nil {
+		_ = filepath.WalkDir(snd.f.Path, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || !d.IsDir() {
+				return nil
+			}
+			if rel, _ := filepath.Rel(snd.f.Path, p); rel != "." && snd.match.SkipDir(filepath.ToSlash(rel)) {
+				return filepath.SkipDir
+			}
+			_ = w.Add(p)
+			return nil
+		})
+	}
+	have, err := scan(snd.f.Path, snd.match)
+	if err != nil {
+		snd.s.o.Log.Warn("folder: scan", "folder", snd.f.Name, "err", err)
+		return
+	}
+	snd.mu.Lock()
+	defer snd.mu.Unlock()
+	now := snd.clk().Now()
+	n := 0
+	for p := range snd.local {
+		if _, ok := have[p]; !ok {
+			delete(snd.local, p)
+			if snd.f.Mirror {
+				if snd.f.Mirror {
+					snd.deleted[p] = true
+				}
+			}
+			n++
+		}
+	}
+	for p, e := range have {
+		if snd.update(p, e, now) {
+			n++
+		}
+	}
+	if n > 0 {
+		snd.bump()
+	}
+}
+
+// observe handles an fsnotify event for the file or directory at name.
+func (snd *sender) observe(w *fsnotify.Watcher, name string) {
+	rel, err := filepath.Rel(snd.f.Path, name)
+	if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+		return
+	}
+	rel = filepath.ToSlash(rel)
+	fi, err := os.Lstat(name)
+	if err == nil && fi.IsDir() {
+		if !snd.match.SkipDir(rel) {
+			snd.rescan(w) // a new directory (or one moved in): watch and list it
+		}
+		return
+	}
+	snd.mu.Lock()
+	defer snd.mu.Unlock()
+	if err != nil {
+		// Gone: the file, or a directory with everything below it.
+		n := 0
+		for p := range snd.local {
+			if p == rel || strings.HasPrefix(p, rel+"/") {
+				delete(snd.local, p)
+				snd.deleted[p] = true
+				n++
+			}
+		}
+		if n > 0 {
+			snd.bump()
+		}
+		return
+	}
+	if !fi.Mode().IsRegular() || !snd.match.Match(rel) {
+		return
+	}
+	if snd.update(rel, entryOf(rel, fi), snd.clk().Now()) {
+		snd.bump()
+	}
+}
+
+// update records e at p; it reports whether that is a change. Called with mu held.
+func (snd *sender) update(p string, e Entry, now time.Time) bool {
+	if l, ok := snd.local[p]; ok && l.Size == e.Size && l.MTime == e.MTime && l.Mode == e.Mode {
+		return false
+	}
+	changed := time.Unix(0, e.MTime)
+	if changed.After(now) {
+		changed = now
+	}
+	snd.local[p] = Local{Entry: e, Changed: changed}
+	delete(snd.deleted, p)
+	return true
+}
+
+// bump wakes the receivers' loops. Called with mu held.
+func (snd *sender) bump() {
+	snd.gen++
+	close(snd.changed)
+	snd.changed = make(chan struct{})
+}
+
+// view copies what the loops plan from.
+func (snd *sender) view() (local map[string]Local, deleted map[string]bool, gen uint64, changed <-chan struct{}) {
+	snd.mu.Lock()
+	defer snd.mu.Unlock()
+	local = make(map[string]Local, len(snd.local))
+	for p, l := range snd.local {
+		local[p] = l
+	}
+	deleted = make(map[string]bool, len(snd.deleted))
+	for p := range snd.deleted {
+		deleted[p] = true
+	}
+	return local, deleted, snd.gen, snd.changed
+}
+
+func (snd *sender) generation() uint64 {
+	snd.mu.Lock()
+	defer snd.mu.Unlock()
+	return snd.gen
+}
+
+// setSum records the SHA-256 of a version of a file, once shipped.
+func (snd *sender) setSum(e Entry) {
+	snd.mu.Lock()
+	defer snd.mu.Unlock()
+	if l, ok := snd.local[e.Path]; ok && l.Size == e.Size && l.MTime == e.MTime {
+		l.SHA256 = e.SHA256
+		snd.local[e.Path] = l
+	}
+}
+
+// feed keeps one receiver up to date until ctx ends.
+func (snd *sender) feed(ctx context.Context, peer Peer) {
+	log := snd.s.o.Log.With("folder", snd.f.Name, "peer", peer.Name)
+	c := snd.s.o.Client
+	var (
+		have     map[string]Entry // what the receiver holds; nil: ask it
+		seen     map[string]Entry // what it held when last known: its lag while it does not answer
+		backoff  = 200 * time.Millisecond
+		lastErr  error
+		srcGen   = ^uint64(0)
+		srcAt    time.Time
+		srcCount = -1
+	)
+	pause := func(d time.Duration, wake <-chan struct{}) bool {
+		t := snd.clk().NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-wake:
+		case <-t.C():
+		}
+		return true
+	}
+	failed := func(err error) {
+		if ctx.Err() != nil {
+			return
+		}
+		if lastErr == nil || lastErr.Error() != err.Error() {
+			log.Warn("folder: receiver", "err", err)
+		}
+		lastErr = err
+		if have != nil {
+			seen = have
+		}
+		have = nil // ask it again: the failure may have left it anywhere
+	}
+	for ctx.Err() == nil {
+		local, deleted, gen, changed := snd.view()
+		now := snd.clk().Now()
+		if have == nil {
+			m, err := c.FolderManifest(ctx, peer.Addr, snd.f.Name)
+			if err != nil {
+				failed(err)
+				_, lag, _ := Plan(local, seen, now, snd.f.Quiet, nil)
+				snd.s.setLag(snd.f.Name, peer.Name, lag, lastErr)
+				if !pause(backoff, nil) {
+					return
+				}
+				backoff = min(2*backoff, 5*time.Second)
+				continue
+			}
+			have = make(map[string]Entry, len(m.Entries))
+			for _, e := range m.Entries {
+				have[e.Path] = e
+			}
+		}
+		var del map[string]bool
+		if snd.f.Mirror {
+			del = deleted
+		}
+		steps, lag, wait := Plan(local, have, now, snd.f.Quiet, del)
+		snd.s.setLag(snd.f.Name, peer.Name, lag, lastErr)
+		// The list of complete files, for the RPO report of a later promotion.
+		ready := countReady(local, now, snd.f.Quiet)
+		if (gen != srcGen || ready != srcCount) && now.Sub(srcAt) >= sourceEvery {
+			if err := c.FolderSource(ctx, peer.Addr, snd.f.Name, api.FolderSource{From: snd.s.o.Node, Epoch: snd.epoch, Entries: readyList(local, now, snd.f.Quiet)}); err != nil {
+				failed(err)
+				if !pause(backoff, nil) {
+					return
+				}
+				backoff = min(2*backoff, 5*time.Second)
+				continue
+			}
+			srcGen, srcAt, srcCount = gen, now, ready
+		}
+		if len(steps) == 0 {
+			lastErr = nil
+			backoff = 200 * time.Millisecond
+			// Nothing to do: plan again on a change, when a file becomes
+			// quiet, to refresh a lag's age, or to send the list of
+			// complete files once sourceEvery has passed.
+			d := time.Minute
+			if lag.Files > 0 {
+				d = time.Second
+			}
+			if gen != srcGen || ready != srcCount {
+				d = min(d, max(sourceEvery-now.Sub(srcAt), time.Millisecond))
+			}
+			if wait > 0 && wait < d {
+				wait += time.Millisecond
+				d = wait
+			}
+			if !pause(d, changed) {
+				return
+			}
+			// Let a burst of changes settle before copying the folder's
+			// list again (it may hold 100,000 files).
+			if !pause(replanEvery/10, nil) {
+				return
+			}
+			continue
+		}
+		// Several files at a time, so that one file's fsync on the
+		// receiver overlaps the next one's transfer.
+		var (
+			mu   sync.Mutex
+			wg   sync.WaitGroup
+			sem  = make(chan struct{}, parallel)
+			errs []error
+		)
+		for _, st := range steps {
+			mu.Lock()
+			stop := len(errs) > 0
+			mu.Unlock()
+			if stop || ctx.Err() != nil {
+				break
+			}
+			sem <- struct{}{}
+			wg.Add(1)
+			go func(st Step) {
+				defer wg.Done()
+				defer func() { <-sem }()
+				w := api.FolderWrite{From: snd.s.o.Node, Epoch: snd.epoch, File: st.File.Entry}
+				var (
+					e   Entry
+					err error
+				)
+				if st.Op == OpDelete {
+					err = c.FolderDelete(ctx, peer.Addr, snd.f.Name, w)
+				} else if e, err = snd.ship(ctx, peer, st.File.Entry); err == nil {
+					snd.setSum(e)
+					snd.s.m.shipped(snd.f.Name, peer.Name, e.Size)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case errors.Is(err, errChanged): // seen again when it is quiet
+				case err != nil:
+					errs = append(errs, err)
+				case st.Op == OpDelete:
+					delete(have, st.File.Path)
+				default:
+					have[e.Path] = e
+				}
+			}(st)
+			if snd.generation() != gen && snd.clk().Since(now) >= replanEvery {
+				break // plan again with what changed meanwhile
+			}
+		}
+		wg.Wait()
+		if len(errs) > 0 {
+			failed(errs[0])
+		} else {
+			lastErr = nil
+			backoff = 200 * time.Millisecond
+		}
+		if lastErr != nil && have == nil {
+			if !pause(backoff, nil) {
+				return
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		}
+	}
+}
+
+func countReady(local map[string]Local, now time.Time, quiet time.Duration) int {
+	n := 0
+	for _, l := range local {
+		if now.Sub(l.Changed) >= quiet {
+			n++
+		}
+	}
+	return n
+}
+
+func readyList(local map[string]Local, now time.Time, quiet time.Duration) []Entry {
+	out := make([]Entry, 0, len(local))
+	for _, l := range local {
+		if now.Sub(l.Changed) >= quiet {
+			out = append(out, l.Entry)
+		}
+	}
+	return out
+}
+
+// replanEvery is how often at most a receiver's loop plans again while it
+// ships, when the folder changes meanwhile.
+const replanEvery = 200 * time.Millisecond
+
+// parallel is how many files a sender ships to one receiver at a time.
+const parallel = 4
+
+// errChanged: the file changed (or went) while it was read; it is shipped
+// once it is quiet again.
+var errChanged = errors.New("file changed while it was sent")
+
+// ship sends one file to peer: begin (the receiver says how much of it it
+// has), the rest in checksummed chunks, then commit with the SHA-256 of
+// the whole file, which the receiver checks before it renames the file
+// into place.
+func (snd *sender) ship(ctx context.Context, peer Peer, e Entry) (Entry, error) {
+	c := snd.s.o.Client
+	w := api.FolderWrite{From: snd.s.o.Node, Epoch: snd.epoch, File: Entry{Path: e.Path, Size: e.Size, MTime: e.MTime, Mode: e.Mode}}
+	f, err := os.Open(filepath.Join(snd.f.Path, filepath.FromSlash(e.Path)))
+	if err != nil {
+		return Entry{}, errChanged
+	}
+	defer f.Close()
+	if !sameFile(f, e) {
+		return Entry{}, errChanged
+	}
+	if e.Size <= int64(snd.s.o.ChunkSize) {
+		// One request: the file fits in a chunk.
+		data := make([]byte, e.Size)
+		if _, err := io.ReadFull(f, data); err != nil || !sameFile(f, e) {
+			return Entry{}, errChanged
+		}
+		sum := sha256.Sum256(data)
+		w.File.SHA256 = hex.EncodeToString(sum[:])
+		if err := snd.s.limit.wait(ctx, len(data)); err != nil {
+			return Entry{}, err
+		}
+		var got Entry
+		for try := 0; ; try++ {
+			got, err = c.FolderPut(ctx, peer.Addr, snd.f.Name, w, ChunkSum(data), data)
+			if err == nil || try == 2 || ha.KindOf(err) != ha.KindInvalid {
+				break // a corrupt body (Invalid) is sent again, twice at most
+			}
+		}
+		if err != nil {
+			return Entry{}, fmt.Errorf("send %s: %w", e.Path, err)
+		}
+		return got, nil
+	}
+	o, err := c.FolderBegin(ctx, peer.Addr, snd.f.Name, w)
+	if err != nil {
+		return Entry{}, err
+	}
+	h := sha256.New()
+	off := o.Offset
+	if off > e.Size {
+		off = 0
+	}
+	if off > 0 {
+		if _, err := io.CopyN(h, f, off); err != nil {
+			return Entry{}, errChanged
+		}
+	}
+	// A reader reads and hashes the next chunks while one is on the wire.
+	type piece struct {
+		off  int64
+		data []byte
+		sum  string
+		err  error
+	}
+	size := min(int64(snd.s.o.ChunkSize), max(e.Size-off, 1))
+	free := make(chan []byte, 3)
+	for range 3 {
+		free <- make([]byte, size)
+	}
+	pieces := make(chan piece, 2)
+	rctx, stopReader := context.WithCancel(ctx)
+	defer stopReader()
+	go func() {
+		defer close(pieces)
+		for pos := off; pos < e.Size; {
+			var buf []byte
+			select {
+			case buf = <-free:
+			case <-rctx.Done():
+				return
+			}
+			n, err := io.ReadFull(f, buf[:min(int64(len(buf)), e.Size-pos)])
+			if err != nil {
+				select {
+				case pieces <- piece{err: errChanged}:
+				case <-rctx.Done():
+				}
+				return
+			}
+			h.Write(buf[:n])
+			select {
+			case pieces <- piece{off: pos, data: buf[:n], sum: ChunkSum(buf[:n])}:
+			case <-rctx.Done():
+				return
+			}
+			pos += int64(n)
+		}
+	}()
+	for pc := range pieces {
+		if pc.err != nil {
+			return Entry{}, pc.err
+		}
+		if err := snd.s.limit.wait(ctx, len(pc.data)); err != nil {
+			return Entry{}, err
+		}
+		for try := 0; ; try++ {
+			_, err = c.FolderChunk(ctx, peer.Addr, snd.f.Name, w, pc.off, pc.sum, pc.data)
+			if err == nil || try == 2 || ha.KindOf(err) != ha.KindInvalid {
+				break // a corrupt chunk (Invalid) is sent again, twice at most
+			}
+		}
+		if err != nil {
+			return Entry{}, fmt.Errorf("send %s: %w", e.Path, err)
+		}
+		free <- pc.data[:cap(pc.data)]
+		off = pc.off + int64(len(pc.data))
+	}
+	if off != e.Size {
+		return Entry{}, errChanged
+	}
+	if !sameFile(f, e) {
+		return Entry{}, errChanged
+	}
+	w.File.SHA256 = hex.EncodeToString(h.Sum(nil))
+	got, err := c.FolderCommit(ctx, peer.Addr, snd.f.Name, w)
+	if err != nil {
+		return Entry{}, fmt.Errorf("commit %s: %w", e.Path, err)
+	}
+	return got, nil
+}
+
+// sameFile reports whether the open file is still the version e.
+func sameFile(f *os.File, e Entry) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Size() == e.Size && fi.ModTime().UnixNano() == e.MTime
+}
+
+// limiter spaces out chunks so that the node sends at most rate bytes a
+// second, all receivers together.
+type limiter struct {
+	clk  clock.Clock
+	rate int64
+	mu   sync.Mutex
+	next time.Time
+}
+
+func (l *limiter) wait(ctx context.Context, n int) error {
+	if l == nil || l.rate <= 0 {
+		return nil
+	}
+	l.mu.Lock()
+	now := l.clk.Now()
+	if l.next.Before(now) {
+		l.next = now
+	}
+	at := l.next
+	l.next = l.next.Add(time.Duration(int64(n) * int64(time.Second) / l.rate))
+	l.mu.Unlock()
+	if d := at.Sub(now); d > 0 && !clock.SleepCtx(ctx, l.clk, d) {
+		return ctx.Err()
+	}
+	return nil
+}

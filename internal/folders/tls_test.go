@@ -1,0 +1,118 @@
+package folders
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/certs"
+	"github.com/haven-ha/haven/internal/clock"
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// tlsPair runs n1 (active) shipping srcDir to n2 over HTTPS with mutual
+// TLS and no token, as agents do; n2 keeps it at dstDir.
+type tlsPair struct {
+	a, b   *Service
+	addr   string
+	caDir  string
+	cancel context.CancelFunc
+	start  func() // makes n1 active
+	wg     sync.WaitGroup
+}
+
+func newTLSPair(tb testing.TB, srcDir, dstDir string, quiet time.Duration, bandwidth int64) *tlsPair {
+	tb.Helper()
+	p := &tlsPair{caDir: tb.TempDir()}
+	ca, err := certs.NewCA("test", time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	caFile := filepath.Join(p.caDir, "ca.crt")
+	if err := ca.WriteFiles(caFile, filepath.Join(p.caDir, "ca.key")); err != nil {
+		tb.Fatal(err)
+	}
+	src := map[string]*certs.Source{}
+	for _, name := range []string{"n1", "n2", "operator"} {
+		cf, kf := filepath.Join(p.caDir, name+".crt"), filepath.Join(p.caDir, name+".key")
+		if _, err := ca.IssueFiles(cf, kf, certs.IssueOptions{Name: name, Hosts: []string{"127.0.0.1"}}); err != nil {
+			tb.Fatal(err)
+		}
+		if src[name], err = certs.Load(certs.Files{CA: caFile, Cert: cf, Key: kf}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	var leader atomic.Pointer[ha.Leader]
+	leader.Store(&ha.Leader{Epoch: 3}) // nobody active until start
+	p.start = func() { leader.Store(&ha.Leader{Node: "n1", Epoch: 3}) }
+	mk := func(node, dir string, peers []Peer) *Service {
+		s, err := New(Options{
+			Node: node, Folders: []Folder{{Name: "f", Path: dir, Quiet: quiet}}, Peers: peers, MaxLag: time.Minute, Bandwidth: bandwidth,
+			Client: api.NewClient(api.ClientOptions{TLS: src[node].ClientConfig(), Timeout: time.Minute}),
+			Clock:  clock.Real{},
+			Role: func() (bool, ha.Epoch) {
+				l := leader.Load()
+				return l.Node == node, l.Epoch
+			},
+			Leader: func() ha.Leader { return *leader.Load() },
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return s
+	}
+	p.b = mk("n2", dstDir, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p.addr = ln.Addr().String()
+	srv := &http.Server{Handler: api.FoldersHandler(p.b, []string{"n1", "n2"}, api.Options{}), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(tls.NewListener(ln, src["n2"].ServerConfig(false))) }()
+	p.a = mk("n1", srcDir, []Peer{{Name: "n2", Addr: p.addr}})
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	for _, s := range []*Service{p.a, p.b} {
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); _ = s.Run(ctx) }()
+	}
+	tb.Cleanup(func() {
+		cancel()
+		p.wg.Wait()
+		_ = srv.Close()
+		p.a.Close()
+		p.b.Close()
+	})
+	// An operator's certificate of the same CA cannot write folders.
+	opc := api.NewClient(api.ClientOptions{TLS: src["operator"].ClientConfig(), Timeout: 5 * time.Second})
+	_, err = opc.FolderBegin(context.Background(), p.addr, "f", api.FolderWrite{From: "n1", Epoch: 3, File: Entry{Path: "x", Size: 1}})
+	var he *ha.Error
+	if !errors.As(err, &he) || he.Kind != ha.KindForbidden {
+		tb.Fatalf("a write with the operator's certificate: %v, want Forbidden", err)
+	}
+	// Nor can a client without a certificate or token.
+	nc := api.NewClient(api.ClientOptions{TLS: &tls.Config{RootCAs: ca.Pool()}, Timeout: 5 * time.Second})
+	if _, err = nc.FolderManifest(context.Background(), p.addr, "f"); !errors.As(err, &he) || he.Kind != ha.KindUnauthorized {
+		tb.Fatalf("a call without a certificate: %v, want Unauthorized", err)
+	}
+	return p
+}
+
+func TestServiceOverMutualTLS(t *testing.T) {
+	t.Parallel()
+	src, dst := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "hello"), []byte("over mutual TLS"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	newTLSPair(t, src, dst, 50*time.Millisecond, 0).start()
+	waitFor(t, "hello on n2", 20*time.Second, func() bool { return sameContent(filepath.Join(src, "hello"), filepath.Join(dst, "hello")) })
+}
