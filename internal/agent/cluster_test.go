@@ -16,6 +16,7 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/store/memstore"
+	"github.com/haven-ha/haven/internal/syncbuf"
 )
 
 // memCluster is real agents (every goroutine, the real clock) in this
@@ -31,7 +32,7 @@ type memCluster struct {
 	wg     sync.WaitGroup
 	api    *memAPI                  // the agents' HTTP APIs, when memOpts.api (memapi_test.go)
 	done   map[string]chan struct{} // closed when the node's Run returns
-	logs   *lockedBuffer            // the agents' logs, printed if the test fails
+	logs   *syncbuf.Buffer          // the agents' logs, printed if the test fails
 }
 
 // memOpts shape a memCluster: extra YAML, node priorities, and which nodes
@@ -70,7 +71,7 @@ func startMemCluster(t *testing.T, nodes int, o ...memOpts) *memCluster {
 		t.Fatal(err)
 	}
 	c := &memCluster{t: t, cfg: cfg, store: memstore.New(clock.Real{}), agents: map[string]*Agent{},
-		conns: map[string]*memstore.Client{}, stop: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}, logs: &lockedBuffer{}}
+		conns: map[string]*memstore.Client{}, stop: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}, logs: &syncbuf.Buffer{}}
 	if opt.api {
 		c.api = newMemAPI(c)
 	}

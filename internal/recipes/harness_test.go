@@ -23,6 +23,7 @@ import (
 	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/syncbuf"
 	"github.com/haven-ha/haven/internal/testbin"
 )
 
@@ -49,25 +50,8 @@ type recipe struct {
 
 type proc struct {
 	cmd  *exec.Cmd
-	log  *lockedBuffer
+	log  *syncbuf.Buffer
 	done chan struct{}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 var loopbackAddr = regexp.MustCompile(`127\.0\.0\.1:(\d{2,5})`)
@@ -170,7 +154,7 @@ func (r *recipe) start(name string, args ...string) {
 	r.t.Helper()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	p := &proc{log: &lockedBuffer{}, done: make(chan struct{})}
+	p := &proc{log: &syncbuf.Buffer{}, done: make(chan struct{})}
 	if old := r.procs[name]; old != nil {
 		p.log = old.log
 	}

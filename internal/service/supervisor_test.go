@@ -12,10 +12,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/haven-ha/haven/internal/syncbuf"
 )
 
 // wait bounds every wait for a condition. Generous: the tests run with
@@ -39,29 +40,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// syncBuffer is an io.Writer tests can read while the supervisor writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // newSup returns a supervisor whose output goes to the test's buffer and
 // which is killed when the test ends.
-func newSup(t *testing.T, spec Options, vars map[string]string) (*Supervisor, *syncBuffer) {
+func newSup(t *testing.T, spec Options, vars map[string]string) (*Supervisor, *syncbuf.Buffer) {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	s := New(spec, vars, nil, WithOutput(out))
 	t.Cleanup(s.Kill)
 	return s, out

@@ -1,7 +1,6 @@
 package etcdstore
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -16,25 +15,8 @@ import (
 	"go.etcd.io/etcd/server/v3/lease"
 
 	"github.com/haven-ha/haven/internal/store/storetest"
+	"github.com/haven-ha/haven/internal/syncbuf"
 )
-
-// lockedBuffer is a log sink the revoker and the test share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // startOneMember starts a one-member embedded etcd (it leads raft and its
 // lessor is primary) and returns it with its client address.
@@ -75,7 +57,7 @@ func TestRevokeAtExpiry(t *testing.T) {
 		t.Fatal("the embedded member's lessor was not found: etcd moved it (lessorOf); revoke at expiry is off")
 	}
 	cluster := storetest.Cluster(t)
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	go m.RevokeAtExpiry(ctx, LeaderKey(cluster), slog.New(slog.NewTextHandler(&logs, nil)), nil)
@@ -211,7 +193,7 @@ func TestRevokeAtExpiryFollowsLeadership(t *testing.T) {
 		}
 	}
 	cluster := storetest.Cluster(t)
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	for _, n := range names {
 		go members[n].RevokeAtExpiry(ctx, LeaderKey(cluster), slog.New(slog.NewTextHandler(&logs, nil)).With("member", n), nil)
 	}

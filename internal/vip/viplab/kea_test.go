@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/netlab"
+	"github.com/haven-ha/haven/internal/syncbuf"
 )
 
 // dhcpEvent is one line udhcpc's script logged.
@@ -100,7 +101,7 @@ exit 0
 		t.Fatal(err)
 	}
 	udhcpc := netlab.Command(c.client, "udhcpc", "-f", "-i", "eth0", "-s", script, "-t", "30", "-T", "1", "-A", "1")
-	out := &lockedBuf{}
+	out := &syncbuf.Buffer{}
 	udhcpc.Stdout, udhcpc.Stderr = out, out
 	if err := udhcpc.Start(); err != nil {
 		t.Fatal(err)

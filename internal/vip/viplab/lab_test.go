@@ -29,6 +29,7 @@ import (
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/netlab"
 	"github.com/haven-ha/haven/internal/sample"
+	"github.com/haven-ha/haven/internal/syncbuf"
 	"github.com/haven-ha/haven/internal/testbin"
 )
 
@@ -57,7 +58,7 @@ type node struct {
 	nsh        netns.NsHandle
 	cmd        *exec.Cmd
 	done       chan struct{}
-	log        *lockedBuf
+	log        *syncbuf.Buffer
 }
 
 // cluster is three agents, a client namespace and the VIP.
@@ -70,23 +71,6 @@ type cluster struct {
 	client string // namespace
 	vip    netip.Prefix
 	port   string // the port the client GETs on the VIP; default 8080 (the service)
-}
-
-type lockedBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // newLab builds the topology: three node namespaces, each with eth0 on
@@ -112,7 +96,7 @@ func newLab(t testing.TB) *cluster {
 	c := &cluster{t: t, lab: lab, dir: t.TempDir(), vip: netip.MustParsePrefix(fmt.Sprintf("10.219.%d.100/24", o))}
 	for i := 1; i <= 3; i++ {
 		ns := must(lab.Namespace())
-		n := &node{name: fmt.Sprintf("n%d", i), ns: ns, api: fmt.Sprintf("10.219.%d.%d:7400", o, i), log: &lockedBuf{},
+		n := &node{name: fmt.Sprintf("n%d", i), ns: ns, api: fmt.Sprintf("10.219.%d.%d:7400", o, i), log: &syncbuf.Buffer{},
 			clusterIP: fmt.Sprintf("10.218.%d.%d", o, i)}
 		n.clusterEnd = must(lab.Attach(ns, clusterBr, "eth0", n.clusterIP+"/24"))
 		n.clientEnd = must(lab.Attach(ns, clientBr, "eth1", fmt.Sprintf("10.219.%d.%d/24", o, i)))

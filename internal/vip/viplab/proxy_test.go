@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/netlab"
+	"github.com/haven-ha/haven/internal/syncbuf"
 )
 
 // proxyLab is a cluster whose VIP follows a healthy proxy: active-active,
@@ -20,7 +21,7 @@ type proxyLab struct {
 	standalone bool
 	proxies    map[*node]*exec.Cmd
 	done       map[*node]chan struct{}
-	logs       map[*node]*lockedBuf
+	logs       map[*node]*syncbuf.Buffer
 }
 
 func newProxyLab(t *testing.T, standalone bool) *proxyLab {
@@ -33,7 +34,7 @@ func newProxyLab(t *testing.T, standalone bool) *proxyLab {
 		},
 	})
 	c.port = "8081"
-	l := &proxyLab{cluster: c, standalone: standalone, proxies: map[*node]*exec.Cmd{}, done: map[*node]chan struct{}{}, logs: map[*node]*lockedBuf{}}
+	l := &proxyLab{cluster: c, standalone: standalone, proxies: map[*node]*exec.Cmd{}, done: map[*node]chan struct{}{}, logs: map[*node]*syncbuf.Buffer{}}
 	t.Cleanup(func() {
 		for n, cmd := range l.proxies {
 			_ = cmd.Process.Kill()
@@ -60,7 +61,7 @@ func newProxyLab(t *testing.T, standalone bool) *proxyLab {
 func (l *proxyLab) startProxy(n *node) {
 	l.t.Helper()
 	if l.logs[n] == nil {
-		l.logs[n] = &lockedBuf{}
+		l.logs[n] = &syncbuf.Buffer{}
 	}
 	cmd := netlab.Command(n.ns, havenBin, "proxy", "--config", l.config)
 	cmd.Stdout, cmd.Stderr = l.logs[n], l.logs[n]
