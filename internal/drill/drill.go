@@ -111,6 +111,13 @@ type Result struct {
 	lease    time.Duration
 	From, To time.Duration `json:"-"` // the plotted window
 	Ops      []Op          `json:"-"`
+
+	// FirstOK is how long after the fault clients were first served again
+	// (-1: never); ActiveAfter, how long after it the drill saw the new
+	// active answer its /lb-check (0: no failover). With RTO they split an
+	// outage into promotion, routing, and any gap that followed.
+	FirstOK     time.Duration `json:"first_ok_ns"`
+	ActiveAfter time.Duration `json:"active_after_ns,omitempty"`
 }
 
 // Mark is a moment of a scenario: the fault, the heal, the cluster whole.
@@ -168,6 +175,17 @@ func (r *run) logf(format string, args ...any) {
 func (r *run) at(what string) time.Duration {
 	for _, m := range r.marks {
 		if m.What == what {
+			return m.At
+		}
+	}
+	return -1
+}
+
+// activeAt is when the scenario saw a new active (failover's mark), -1
+// when it did not.
+func (r *run) activeAt() time.Duration {
+	for _, m := range r.marks {
+		if strings.HasSuffix(m.What, ")") && strings.Contains(m.What, " active (epoch ") {
 			return m.At
 		}
 	}
@@ -664,6 +682,10 @@ func RunOne(ctx context.Context, sb *Sandbox, sc Scenario, o Options, seq int) R
 	}
 	res.From, res.To = max(0, fault-time.Second), r.now()
 	res.RTO, res.RTOAt = Outage(ops, fault, whole)
+	res.FirstOK = FirstSuccess(ops, fault)
+	if a := r.activeAt(); a >= 0 {
+		res.ActiveAfter = a - fault
+	}
 	for _, op := range ops {
 		if op.End >= fault && op.Start <= whole {
 			res.Requests++
@@ -712,6 +734,34 @@ func RunOne(ctx context.Context, sb *Sandbox, sc Scenario, o Options, seq int) R
 	return res
 }
 
+// split says where the outage went when it is more than one stretch from
+// the fault: when the new active answered its /lb-check, when clients
+// were first served again, and when the longest gap began if it came after
+// that. "" when there is nothing to split.
+func (r Result) split() string {
+	var parts []string
+	if r.ActiveAfter > 0 {
+		parts = append(parts, "new active at +"+fmtDur(r.ActiveAfter))
+	}
+	if r.FirstOK > 0 && (r.ActiveAfter > 0 || r.FirstOK < r.RTO) {
+		parts = append(parts, "clients served again at +"+fmtDur(r.FirstOK))
+	}
+	if f, ok := r.fault(); ok && r.RTOAt > f {
+		parts = append(parts, fmt.Sprintf("then the longest gap from +%s", fmtDur(r.RTOAt-f)))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// fault is when the fault mark was set (the start of the outage window).
+func (r Result) fault() (time.Duration, bool) {
+	for _, m := range r.Marks {
+		if m.What == "fault" {
+			return m.At, true
+		}
+	}
+	return 0, false
+}
+
 // verdict compares a result with the scenario's target.
 func verdict(sc Scenario, r Result, slack time.Duration) string {
 	var miss []string
@@ -749,6 +799,9 @@ func (r Result) Summary() string {
 	}
 	s := fmt.Sprintf("RTO %s, %d errors of %d requests, %d/%d acked writes lost, split brain: %s",
 		fmtDur(r.RTO), r.Errors, r.Requests, len(r.Lost), r.Acked, yesNo(r.Split))
+	if sp := r.split(); sp != "" {
+		s += " (" + sp + ")"
+	}
 	if r.Sessions != nil {
 		s += fmt.Sprintf(", %d/%d sessions lost", len(r.Sessions.Lost), r.Sessions.Written)
 	}

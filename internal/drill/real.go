@@ -258,6 +258,7 @@ func RunReal(ctx context.Context, o RealOptions) (Result, error) {
 	}
 	res.From, res.To = max(0, fault-time.Second), r.now()
 	res.RTO, res.RTOAt = Outage(ops, fault, whole)
+	res.FirstOK = FirstSuccess(ops, fault)
 	for _, op := range ops {
 		if op.End >= fault && op.Start <= whole {
 			res.Requests++
