@@ -118,6 +118,9 @@ type Result struct {
 	// outage into promotion, routing, and any gap that followed.
 	FirstOK     time.Duration `json:"first_ok_ns"`
 	ActiveAfter time.Duration `json:"active_after_ns,omitempty"`
+	// Start is when the scenario began (the zero of every offset: marks,
+	// ops, rto_at_ns), on the wall clock, to find its moments in the logs.
+	Start time.Time `json:"start"`
 }
 
 // Mark is a moment of a scenario: the fault, the heal, the cluster whole.
@@ -641,6 +644,7 @@ func RunOne(ctx context.Context, sb *Sandbox, sc Scenario, o Options, seq int) R
 	}
 	t0 := time.Now()
 	r := &run{sb: sb, t0: t0, lease: sb.Lease, recover: o.Recover, log: o.Log}
+	res.Start = t0
 	r.active, r.epoch = sb.Active()
 	target := "http://" + sb.Proxy
 	if sb.VIP != "" {

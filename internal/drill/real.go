@@ -206,6 +206,7 @@ func RunReal(ctx context.Context, o RealOptions) (Result, error) {
 
 	res := Result{Name: o.Scenario, Title: o.Scenario + " on " + node}
 	t0 := time.Now()
+	res.Start = t0
 	r := &run{t0: t0, active: active, epoch: st.Leader.Epoch}
 	r.log = nil
 	load := StartLoad(LoadOptions{Target: o.Target, Path: o.Path, Clients: o.Clients, ReadOnly: true}, t0)
