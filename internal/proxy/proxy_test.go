@@ -878,8 +878,9 @@ func TestBurstOf503sIsOneStrike(t *testing.T) {
 		}
 	}
 	// One strike is a quarantine of one probe interval (20 ms here); the
-	// maximum, which the burst reached before, is 2 s.
-	if took := time.Since(start); took > time.Second {
+	// maximum, which the burst reached before, is 2 s: 1.5 s leaves room
+	// for a loaded machine on one side and cannot pass with it on the other.
+	if took := time.Since(start); took > 1500*time.Millisecond {
 		t.Fatalf("the proxy held the burst's retries %s after one stall of n1: each 503 counted as a strike", took.Round(time.Millisecond))
 	}
 }
