@@ -222,6 +222,12 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 // failover: the fault, a wait for another node, the heal.
 func (r *run) failover(ctx context.Context, fault, heal func() error, faultName, healName string, hold time.Duration) error {
+	// A fault that takes the etcd leader with the active costs an etcd
+	// election as well, and the new etcd leader extends the dead active's
+	// lease by a fresh TTL: say so, or the RTO reads as the failover's own.
+	// Every fault here but the service crash (the one without a heal)
+	// takes the active's agent, and its member, out.
+	ledEtcd := heal != nil && r.sb.EtcdLeader(r.active) == r.active
 	if err := fault(); err != nil {
 		return err
 	}
@@ -232,6 +238,9 @@ func (r *run) failover(ctx context.Context, fault, heal func() error, faultName,
 	}
 	r.mark(fmt.Sprintf("%s active (epoch %d)", n, e))
 	r.note("%s took over from %s (epoch %d → %d)", n, r.active, r.epoch, e)
+	if ledEtcd {
+		r.note("%s also led etcd when the fault came (an etcd election, and a fresh lease for the dead active from the new etcd leader)", r.active)
+	}
 	if wait := hold - (r.now() - r.at(faultName)); wait > 0 {
 		if err := sleepCtx(ctx, wait); err != nil {
 			return err
