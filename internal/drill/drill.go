@@ -113,6 +113,16 @@ type Result struct {
 	lease    time.Duration
 	From, To time.Duration `json:"-"` // the plotted window
 	Ops      []Op          `json:"-"`
+
+	// FirstOK is how long after the fault clients were first served again
+	// (-1: never); ActiveAfter, how long after it the drill saw the new
+	// active answer its /lb-check (0: no failover). With RTO they split an
+	// outage into promotion, routing, and any gap that followed.
+	FirstOK     time.Duration `json:"first_ok_ns"`
+	ActiveAfter time.Duration `json:"active_after_ns,omitempty"`
+	// Start is when the scenario began (the zero of every offset: marks,
+	// ops, rto_at_ns), on the wall clock, to find its moments in the logs.
+	Start time.Time `json:"start"`
 }
 
 // Mark is a moment of a scenario: the fault, the heal, the cluster whole.
@@ -176,6 +186,17 @@ func (r *run) at(what string) time.Duration {
 	return -1
 }
 
+// activeAt is when the scenario saw a new active (failover's mark), -1
+// when it did not.
+func (r *run) activeAt() time.Duration {
+	for _, m := range r.marks {
+		if strings.HasSuffix(m.What, ")") && strings.Contains(m.What, " active (epoch ") {
+			return m.At
+		}
+	}
+	return -1
+}
+
 // waitNewActive waits until a node other than old serves as active.
 func (r *run) waitNewActive(ctx context.Context, old string) (string, ha.Epoch, error) {
 	deadline := time.Now().Add(r.recover)
@@ -203,6 +224,12 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 // failover: the fault, a wait for another node, the heal.
 func (r *run) failover(ctx context.Context, fault, heal func() error, faultName, healName string, hold time.Duration) error {
+	// A fault that takes the etcd leader with the active costs an etcd
+	// election as well, and the new etcd leader extends the dead active's
+	// lease by a fresh TTL: say so, or the RTO reads as the failover's own.
+	// Every fault here but the service crash (the one without a heal)
+	// takes the active's agent, and its member, out.
+	ledEtcd := heal != nil && r.sb.EtcdLeader(r.active) == r.active
 	if err := fault(); err != nil {
 		return err
 	}
@@ -213,6 +240,9 @@ func (r *run) failover(ctx context.Context, fault, heal func() error, faultName,
 	}
 	r.mark(fmt.Sprintf("%s active (epoch %d)", n, e))
 	r.note("%s took over from %s (epoch %d → %d)", n, r.active, r.epoch, e)
+	if ledEtcd {
+		r.note("%s also led etcd when the fault came (an etcd election, and a fresh lease for the dead active from the new etcd leader)", r.active)
+	}
 	if wait := hold - (r.now() - r.at(faultName)); wait > 0 {
 		if err := sleepCtx(ctx, wait); err != nil {
 			return err
@@ -625,6 +655,7 @@ func RunOne(ctx context.Context, sb *Sandbox, sc Scenario, o Options, seq int) R
 	}
 	t0 := time.Now()
 	r := &run{sb: sb, t0: t0, lease: sb.Lease, recover: o.Recover, log: o.Log}
+	res.Start = t0
 	r.active, r.epoch = sb.Active()
 	target := "http://" + sb.Proxy
 	if sb.VIP != "" {
@@ -670,6 +701,10 @@ func RunOne(ctx context.Context, sb *Sandbox, sc Scenario, o Options, seq int) R
 	}
 	res.From, res.To = max(0, fault-time.Second), r.now()
 	res.RTO, res.RTOAt = Outage(ops, fault, whole)
+	res.FirstOK = FirstSuccess(ops, fault)
+	if a := r.activeAt(); a >= 0 {
+		res.ActiveAfter = a - fault
+	}
 	for _, op := range ops {
 		if op.End >= fault && op.Start <= whole {
 			res.Requests++
@@ -724,6 +759,34 @@ func RunOne(ctx context.Context, sb *Sandbox, sc Scenario, o Options, seq int) R
 	return res
 }
 
+// split says where the outage went when it is more than one stretch from
+// the fault: when the new active answered its /lb-check, when clients
+// were first served again, and when the longest gap began if it came after
+// that. "" when there is nothing to split.
+func (r Result) split() string {
+	var parts []string
+	if r.ActiveAfter > 0 {
+		parts = append(parts, "new active at +"+fmtDur(r.ActiveAfter))
+	}
+	if r.FirstOK > 0 && (r.ActiveAfter > 0 || r.FirstOK < r.RTO) {
+		parts = append(parts, "clients served again at +"+fmtDur(r.FirstOK))
+	}
+	if f, ok := r.fault(); ok && r.RTOAt > f {
+		parts = append(parts, fmt.Sprintf("then the longest gap from +%s", fmtDur(r.RTOAt-f)))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// fault is when the fault mark was set (the start of the outage window).
+func (r Result) fault() (time.Duration, bool) {
+	for _, m := range r.Marks {
+		if m.What == "fault" {
+			return m.At, true
+		}
+	}
+	return 0, false
+}
+
 // verdict compares a result with the scenario's target.
 func verdict(sc Scenario, r Result, slack time.Duration) string {
 	var miss []string
@@ -764,6 +827,9 @@ func (r Result) Summary() string {
 	}
 	s := fmt.Sprintf("RTO %s, %d errors of %d requests, %d/%d acked writes lost, split brain: %s",
 		fmtDur(r.RTO), r.Errors, r.Requests, len(r.Lost), r.Acked, yesNo(r.Split))
+	if sp := r.split(); sp != "" {
+		s += " (" + sp + ")"
+	}
 	if r.Sessions != nil {
 		s += fmt.Sprintf(", %d/%d sessions lost", len(r.Sessions.Lost), r.Sessions.Written)
 	}

@@ -152,3 +152,44 @@ func TestReports(t *testing.T) {
 		t.Errorf("unexpected SVG:\n%s", s)
 	}
 }
+
+// TestRTOSplit: when a second gap follows the failover (the new active
+// served, then clients were held again), the RTO is that longer gap, and
+// the report says when the new active answered, when clients were first
+// served again and when the longest gap began, rather than letting the
+// RTO pass for the failover's own time.
+func TestRTOSplit(t *testing.T) {
+	ops := []Op{
+		op(OpGet, 900*ms, 950*ms, true, "n1", 5, 940*ms),
+		op(OpGet, 1100*ms, 2100*ms, true, "n2", 9, 2090*ms), // held through the failover
+		op(OpGet, 2200*ms, 2300*ms, true, "n2", 9, 2290*ms),
+		op(OpGet, 2400*ms, 4400*ms, true, "n2", 9, 4390*ms), // held again: the second gap
+	}
+	fault := 1000 * ms
+	if got := FirstSuccess(ops, fault); got != 1100*ms {
+		t.Fatalf("FirstSuccess = %s, want 1.1s", got)
+	}
+	if got := FirstSuccess(ops[:1], fault); got != -1 {
+		t.Fatalf("FirstSuccess with no success after the fault = %s, want -1", got)
+	}
+	r := Result{Marks: []Mark{{At: fault, What: "fault"}, {At: 2050 * ms, What: "n2 active (epoch 9)"}}}
+	r.RTO, r.RTOAt = Outage(ops, fault, 5*time.Second)
+	r.FirstOK, r.ActiveAfter = FirstSuccess(ops, fault), 1050*ms
+	if r.RTO != 2100*ms {
+		t.Fatalf("RTO %s, want 2.1s (the second gap)", r.RTO)
+	}
+	want := "new active at +1.05s, clients served again at +1.10s, then the longest gap from +1.30s"
+	if got := r.split(); got != want {
+		t.Fatalf("split %q, want %q", got, want)
+	}
+	if got := rtoCell(r); !strings.Contains(got, want) {
+		t.Fatalf("the RTO cell %q does not split the outage", got)
+	}
+	// One stretch from the fault to the first success: the split says when
+	// the new active answered and when clients were served, nothing more.
+	one := Result{Marks: r.Marks, FirstOK: 1100 * ms, ActiveAfter: 1050 * ms}
+	one.RTO, one.RTOAt = Outage(ops[:3], fault, 2300*ms)
+	if got, want := one.split(), "new active at +1.05s, clients served again at +1.10s"; got != want {
+		t.Fatalf("split %q, want %q", got, want)
+	}
+}

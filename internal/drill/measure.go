@@ -41,6 +41,19 @@ func Outage(ops []Op, from, to time.Duration) (gap, at time.Duration) {
 	return gap, at
 }
 
+// FirstSuccess is how long after from the first client request succeeded
+// (-1: none did): for a failover, when clients were served again, which
+// the longest outage (Outage) need not be when a second gap follows.
+func FirstSuccess(ops []Op, from time.Duration) time.Duration {
+	first := time.Duration(-1)
+	for _, o := range ops {
+		if o.OK && o.End >= from && (first < 0 || o.End-from < first) {
+			first = o.End - from
+		}
+	}
+	return first
+}
+
 // Errors counts failed requests that ended in [from, to], by kind.
 func Errors(ops []Op, from, to time.Duration) (n int, byKind map[string]int) {
 	byKind = map[string]int{}

@@ -206,6 +206,7 @@ func RunReal(ctx context.Context, o RealOptions) (Result, error) {
 
 	res := Result{Name: o.Scenario, Title: o.Scenario + " on " + node}
 	t0 := time.Now()
+	res.Start = t0
 	r := &run{t0: t0, active: active, epoch: st.Leader.Epoch}
 	r.log = nil
 	load := StartLoad(LoadOptions{Target: o.Target, Path: o.Path, Clients: o.Clients, ReadOnly: true}, t0)
@@ -258,6 +259,7 @@ func RunReal(ctx context.Context, o RealOptions) (Result, error) {
 	}
 	res.From, res.To = max(0, fault-time.Second), r.now()
 	res.RTO, res.RTOAt = Outage(ops, fault, whole)
+	res.FirstOK = FirstSuccess(ops, fault)
 	for _, op := range ops {
 		if op.End >= fault && op.Start <= whole {
 			res.Requests++

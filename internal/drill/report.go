@@ -86,6 +86,9 @@ func rtoCell(r Result) string {
 	if r.Skipped != "" {
 		return "—"
 	}
+	if sp := r.split(); sp != "" {
+		return fmtDur(r.RTO) + " (" + sp + ")"
+	}
 	return fmtDur(r.RTO)
 }
 
@@ -136,7 +139,9 @@ func WriteMarkdown(w io.Writer, rep Report, plot string) {
 	}
 	fmt.Fprintln(w, `
 RTO is the longest stretch after the fault in which no client request
-succeeded (for a crash, the fault to the first success). Errors are requests
+succeeded (for a crash, the fault to the first success, unless a longer gap
+followed; then the cell says when the new active answered, when clients were
+first served again, and when the longest gap began). Errors are requests
 that got no 200 between the fault and the cluster being whole again. Acked
 writes lost: every write answered 200 is read back at the end of its
 scenario. Split brain: an answer at an older epoch served after one at a

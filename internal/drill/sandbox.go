@@ -585,6 +585,25 @@ func (s *Sandbox) Active() (string, ha.Epoch) {
 	return srv[0], r.Epoch
 }
 
+// EtcdLeader names the embedded etcd member that leads raft as node from
+// sees it, "" when it cannot tell (or the store is not embedded etcd).
+func (s *Sandbox) EtcdLeader(from string) string {
+	n := s.Node(from)
+	if n == nil {
+		return ""
+	}
+	ms, err := s.hc.Members(context.Background(), n.API)
+	if err != nil {
+		return ""
+	}
+	for _, m := range ms {
+		if m.Leader {
+			return m.Name
+		}
+	}
+	return ""
+}
+
 // Standbys returns every node but active.
 func (s *Sandbox) Standbys(active string) []string {
 	var out []string

@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Idempotent reports whether a request may be sent twice: GET, HEAD,
@@ -143,7 +144,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				attempt--
 				continue
 			}
-			p.suspect(b)
+			p.suspect(b, sent)
 			if re.stage != stageConnect && !safeMethod(r.Method) {
 				unsure = true
 			}
@@ -164,7 +165,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// The node says it is not serving (demoting, fenced): ask again
 			// once the proxy knows who serves now.
 			p.finish(b, c, resp, false)
-			p.suspect(b)
+			p.suspect(b, sent)
 			after = ts.gen
 			continue
 		}
@@ -174,7 +175,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		b.latency.Observe(p.clk.Since(sent).Seconds())
-		p.respond(st, b, c, r, resp)
+		p.respond(st, b, c, r, resp, sent)
 		return
 	}
 }
@@ -480,7 +481,7 @@ func (p *Proxy) finish(b *backend, c *bconn, resp *http.Response, _ bool) {
 }
 
 // respond passes the backend's response on to the client.
-func (p *Proxy) respond(st *reqState, b *backend, c *bconn, r *http.Request, resp *http.Response) {
+func (p *Proxy) respond(st *reqState, b *backend, c *bconn, r *http.Request, resp *http.Response, sent time.Time) {
 	w := st.w
 	h := w.Header()
 	drop := connectionTokens(resp.Header["Connection"])
@@ -530,7 +531,7 @@ func (p *Proxy) respond(st *reqState, b *backend, c *bconn, r *http.Request, res
 			p.metrics.fail("mid_response")
 			resp.Body.Close()
 			p.release(b, c, false)
-			p.suspect(b)
+			p.suspect(b, sent)
 			panic(http.ErrAbortHandler)
 		}
 	}

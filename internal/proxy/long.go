@@ -117,12 +117,13 @@ func (p *Proxy) serveUpgrade(st *reqState, r *http.Request, start time.Time) {
 		}
 		b := p.choose(ts, r, st)
 		st.backend, st.tries = b.name, attempt+1
+		sent := p.clk.Now()
 		c, stg, err := p.upgradeRoundTrip(ctx, b, r)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			p.suspect(b)
+			p.suspect(b, sent)
 			if stg < stageResponse && attempt < p.cfg.Retries {
 				p.metrics.retries.Inc()
 				after = ts.gen
@@ -134,7 +135,7 @@ func (p *Proxy) serveUpgrade(st *reqState, r *http.Request, start time.Time) {
 		}
 		resp := c.resp
 		if resp.StatusCode != http.StatusSwitchingProtocols {
-			p.respond(st, b, c.bconn, r, resp)
+			p.respond(st, b, c.bconn, r, resp, sent)
 			return
 		}
 		p.relayUpgrade(st, b, c.bconn, resp, strings.EqualFold(r.Header.Get("Upgrade"), "websocket"))
@@ -402,6 +403,7 @@ func (p *Proxy) handleTCP(ctx context.Context, c net.Conn) {
 				b = ts.nodes[p.rr.Add(1)%uint64(len(ts.nodes))]
 			}
 		}
+		sent := p.clk.Now()
 		bc, err := b.pool.dialer.DialContext(ctx, "tcp", b.addr)
 		if err == nil && b.pool.tls != nil {
 			t := tlsClient(bc, b.pool)
@@ -413,7 +415,7 @@ func (p *Proxy) handleTCP(ctx context.Context, c net.Conn) {
 		}
 		if err != nil {
 			p.metrics.fail("tcp_dial")
-			p.suspect(b)
+			p.suspect(b, sent)
 			after = ts.gen
 			if attempt < p.cfg.Retries {
 				p.metrics.retries.Inc()

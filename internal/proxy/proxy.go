@@ -81,7 +81,7 @@ type Proxy struct {
 	held        atomic.Int64
 	expiredWait atomic.Int64 // held requests whose set ran out before the router renewed it
 	probeC      chan probeResult
-	suspectC    chan string
+	suspectC    chan suspicion
 	freshC      chan time.Time
 
 	probeClient *http.Client
@@ -170,7 +170,7 @@ func New(o Options) (*Proxy, error) {
 		log:      o.Log.With("part", "proxy"),
 		backends: map[string]*backend{},
 		probeC:   make(chan probeResult, 64),
-		suspectC: make(chan string, 64),
+		suspectC: make(chan suspicion, 64),
 		freshC:   make(chan time.Time, 4),
 	}
 	p.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
@@ -456,14 +456,26 @@ func (p *Proxy) brain(ctx context.Context) {
 				continue // too soon after a failure to trust a 200
 			}
 			in.Probes[r.node] = Probe{OK: r.ok, At: r.at}
-		case n := <-p.suspectC:
+		case s := <-p.suspectC:
+			n := s.node
+			if s.sent.Before(distrustUntil[n]) {
+				// The request went to the node before its quarantine
+				// ended: it was in flight when the node faltered, or
+				// raced the decision that took the node out. Its failure
+				// is the episode that quarantine answers, not a new one.
+				// (A stall of the active's store answers every request in
+				// flight with a 503 at once; each counted as a strike,
+				// and 30 of them held clients for the 2 s maximum right
+				// after a 1 s failover.)
+				continue
+			}
 			now := p.clk.Now()
 			if now.Sub(lastStrike[n]) > 5*time.Second {
 				strikes[n] = 0
 			}
 			strikes[n]++
 			lastStrike[n] = now
-			q := min(p.cfg.ProbeInterval<<(strikes[n]-1), 2*time.Second)
+			q := quarantine(p.cfg.ProbeInterval, strikes[n])
 			distrustUntil[n] = now.Add(q)
 			in.Probes[n] = Probe{OK: false, At: now}
 			p.kickProbe(n)
@@ -499,6 +511,19 @@ func (p *Proxy) brain(ctx context.Context) {
 		timer.Reset(wait)
 	}
 }
+
+// quarantine is how long a node stays out after its strike-th strike:
+// ProbeInterval doubled per strike, at most maxQuarantine.
+func quarantine(interval time.Duration, strike int) time.Duration {
+	q := max(interval, time.Millisecond)
+	for i := 1; i < strike && q < maxQuarantine; i++ {
+		q *= 2
+	}
+	return min(q, maxQuarantine)
+}
+
+// maxQuarantine bounds quarantine.
+const maxQuarantine = 2 * time.Second
 
 func later(a, b time.Time) time.Time {
 	if b.After(a) {
@@ -577,12 +602,19 @@ func (p *Proxy) cut(b *backend, why string) {
 	b.closeLong()
 }
 
-// suspect reports that a request to node failed in a way that says the
-// node may no longer serve: it stops being a target until a probe sent
-// after now confirms it.
-func (p *Proxy) suspect(b *backend) {
+// suspicion is a failed request to node, sent to it at sent.
+type suspicion struct {
+	node string
+	sent time.Time
+}
+
+// suspect reports that a request sent to node at sent failed in a way that
+// says the node may no longer serve: it stops being a target until a probe
+// sent after its quarantine confirms it. Failures of requests sent before
+// the node's latest quarantine ended count as that quarantine's strike.
+func (p *Proxy) suspect(b *backend, sent time.Time) {
 	select {
-	case p.suspectC <- b.name:
+	case p.suspectC <- suspicion{node: b.name, sent: sent}:
 	default:
 	}
 }

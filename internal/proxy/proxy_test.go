@@ -826,3 +826,75 @@ func TestUnknownOutcomeIsNot503(t *testing.T) {
 		t.Fatalf("GET with no active node: %d, want 503", code)
 	}
 }
+
+// TestBurstOf503sIsOneStrike: when the active stalls for a moment (its
+// store stalled while a member rejoined, say) every request in flight
+// answers 503 at once. That is one episode, one strike: the proxy must send
+// to the node again a short quarantine later. Before, each of the 503s was
+// a strike of its own, so 30 of them in a few milliseconds quarantined the
+// node for the 2 s maximum, and the drill's clients saw a 2 s outage right
+// after a failover that had taken 1 s.
+func TestBurstOf503sIsOneStrike(t *testing.T) {
+	t.Parallel()
+	const burst = 30
+	var (
+		stalled atomic.Bool
+		waiting atomic.Int64
+		release = make(chan struct{})
+	)
+	n1 := newFakeNode(t, "n1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if stalled.Load() && r.URL.Path == "/stall" {
+			waiting.Add(1)
+			<-release
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "n1")
+	}))
+	tp := startProxy(t, testConfig(), "", n1)
+	tp.activate(t, "n1")
+	stalled.Store(true)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: burst}}
+	codes := make(chan int, burst)
+	for range burst {
+		go func() {
+			resp, err := c.Get("http://" + tp.addr + "/stall")
+			if err != nil {
+				codes <- 0
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	waitFor(t, 10*time.Second, "the burst to reach n1", func() bool { return waiting.Load() == burst })
+	stalled.Store(false) // the stall is over: the retries will get 200
+	start := time.Now()
+	close(release)
+	for range burst {
+		if code := <-codes; code != 200 {
+			t.Fatalf("a request of the burst got %d, want 200 (retried once n1 was readmitted)", code)
+		}
+	}
+	// One strike is a quarantine of one probe interval (20 ms here); the
+	// maximum, which the burst reached before, is 2 s: 1.5 s leaves room
+	// for a loaded machine on one side and cannot pass with it on the other.
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Fatalf("the proxy held the burst's retries %s after one stall of n1: each 503 counted as a strike", took.Round(time.Millisecond))
+	}
+}
+
+// TestQuarantineCapped: the quarantine doubles per strike up to 2 s, and a
+// long run of strikes does not overflow it into a negative duration (which
+// readmitted the node at once).
+func TestQuarantineCapped(t *testing.T) {
+	for _, c := range []struct {
+		strikes int
+		want    time.Duration
+	}{{1, 100 * time.Millisecond}, {2, 200 * time.Millisecond}, {5, 1600 * time.Millisecond}, {6, 2 * time.Second}, {38, 2 * time.Second}, {64, 2 * time.Second}, {1000, 2 * time.Second}} {
+		if got := quarantine(100*time.Millisecond, c.strikes); got != c.want {
+			t.Errorf("quarantine(100ms, %d strikes) = %s, want %s", c.strikes, got, c.want)
+		}
+	}
+}
