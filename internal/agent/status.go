@@ -5,6 +5,7 @@ import (
 	"sort"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -62,6 +63,18 @@ func (a *Agent) Status() api.Status {
 		st.Nodes = append(st.Nodes, v)
 	}
 	st.Redundancy = a.redundancy(st)
+	if v := a.cfg.VIP; v.Enabled() {
+		follows := config.FollowActive
+		if v.FollowsProxy() {
+			follows = config.FollowProxy
+		}
+		st.VIP = &api.VIPView{Address: v.Address.String(), Follows: follows, Holders: []string{}}
+		for _, n := range st.Nodes {
+			if n.VIP != "" {
+				st.VIP.Holders = append(st.VIP.Holders, n.Name)
+			}
+		}
+	}
 	return st
 }
 

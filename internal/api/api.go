@@ -63,6 +63,16 @@ type Status struct {
 	// Warnings are the reporter's security warnings: running without TLS,
 	// a certificate that expires within 30 days.
 	Warnings []string `json:"warnings,omitempty"`
+	// VIP is the cluster's virtual IP, if it has one: what it follows and
+	// which nodes hold it now.
+	VIP *VIPView `json:"vip,omitempty"`
+}
+
+// VIPView is the cluster's virtual IP as status shows it.
+type VIPView struct {
+	Address string   `json:"address"`
+	Follows string   `json:"follows"` // "active" or "proxy"
+	Holders []string `json:"holders"` // the nodes that report holding it; one, or none while it moves
 }
 
 // RoleView is this node's own role, for the local service.

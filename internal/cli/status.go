@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -152,11 +153,7 @@ func printStatus(w io.Writer, st api.Status) {
 			f.From, f.To, f.Epoch, f.Duration.Round(time.Millisecond), f.From, time.Since(f.Time).Round(time.Second))
 	}
 	printContainment(w, st.Nodes)
-	for _, n := range st.Nodes {
-		if n.VIP != "" {
-			fmt.Fprintf(w, "virtual IP %s is on %s\n", n.VIP, n.Name)
-		}
-	}
+	printVIP(w, st.VIP)
 	printSessions(w, st)
 	printFolders(w, st)
 }
@@ -242,4 +239,24 @@ func pid(p int) string {
 		return "-"
 	}
 	return fmt.Sprint(p)
+}
+
+// printVIP says where the cluster's virtual IP is: on one node, moving
+// (held by none), or, which fencing should never allow, on several.
+func printVIP(w io.Writer, v *api.VIPView) {
+	if v == nil {
+		return
+	}
+	what := "the active node"
+	if v.Follows == "proxy" {
+		what = "a node with a healthy proxy"
+	}
+	switch len(v.Holders) {
+	case 0:
+		fmt.Fprintf(w, "virtual IP %s is held by no node (it follows %s): it is moving, or no node can hold it; see haven events\n", v.Address, what)
+	case 1:
+		fmt.Fprintf(w, "virtual IP %s is on %s (it follows %s)\n", v.Address, v.Holders[0], what)
+	default:
+		fmt.Fprintf(w, "virtual IP %s is reported on %s at once (it follows %s): a record not yet updated, or a fault to report\n", v.Address, strings.Join(v.Holders, ", "), what)
+	}
 }
