@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/haven-ha/haven/internal/ha"
 )
@@ -79,6 +80,15 @@ const ChunkSumHeader = "X-Haven-Chunk-Crc32c"
 // MaxFolderChunk is the largest chunk a receiver takes.
 const MaxFolderChunk = 16 << 20
 
+// minFolderRate is the slowest a chunk's body may arrive, in bytes a
+// second: the agent's server reads a whole request within a few seconds
+// (ReadTimeout), which an 8 MiB chunk over a WAN link or beside three
+// other uploads does not meet; the folder routes give the body this
+// much longer, and their answer (a commit's fsync) foldersWriteGrace.
+const minFolderRate = 64 << 10
+
+const foldersWriteGrace = 2 * time.Minute
+
 // maxFolderJSON bounds a JSON body of the folder routes (a source manifest
 // of 100,000 files is about 15 MB).
 const maxFolderJSON = 64 << 20
@@ -88,12 +98,29 @@ const maxFolderJSON = 64 << 20
 // the cluster's CA whose name is one of nodes, or the API token.
 func FoldersHandler(recv FolderReceiver, nodes []string, o Options) http.Handler {
 	mux := http.NewServeMux()
+	// from checks a write's sender against the node certificate it came
+	// with: a standby's certificate must not write in the active's name
+	// (with the token, which every agent holds, there is no name to check).
+	from := func(r *http.Request, name string) error {
+		if peer, _ := r.Context().Value(folderPeerKey{}).(string); peer != "" && peer != name {
+			return ha.Errorf(ha.KindForbidden, "write from %q with the certificate of %q; an agent writes only in its own name", name, peer)
+		}
+		return nil
+	}
 	guard := func(h func(w http.ResponseWriter, r *http.Request, folder string) (any, error)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
-			if err := peerAuthorized(r, nodes, o.Token); err != nil {
+			peer, err := peerAuthorized(r, nodes, o.Token)
+			if err != nil {
 				WriteError(w, StatusOf(err), err.Error())
 				return
 			}
+			r = r.WithContext(context.WithValue(r.Context(), folderPeerKey{}, peer))
+			rc := http.NewResponseController(w)
+			now := time.Now()
+			if r.ContentLength > 0 {
+				_ = rc.SetReadDeadline(now.Add(10*time.Second + time.Duration(r.ContentLength/minFolderRate)*time.Second))
+			}
+			_ = rc.SetWriteDeadline(now.Add(foldersWriteGrace + time.Duration(max(r.ContentLength, 0)/minFolderRate)*time.Second))
 			res, err := h(w, r, r.PathValue("folder"))
 			if err != nil {
 				WriteError(w, StatusOf(err), err.Error())
@@ -117,11 +144,17 @@ func FoldersHandler(recv FolderReceiver, nodes []string, o Options) http.Handler
 		if err := readJSON(w, r, &fw); err != nil {
 			return nil, err
 		}
+		if err := from(r, fw.From); err != nil {
+			return nil, err
+		}
 		return recv.FolderBegin(r.Context(), folder, fw)
 	}))
 	mux.HandleFunc("PUT /v1/folders/{folder}/file", guard(func(w http.ResponseWriter, r *http.Request, folder string) (any, error) {
 		fw, _, sum, data, err := readChunk(r)
 		if err != nil {
+			return nil, err
+		}
+		if err := from(r, fw.From); err != nil {
 			return nil, err
 		}
 		fw.File.SHA256 = r.URL.Query().Get("sha256")
@@ -135,11 +168,17 @@ func FoldersHandler(recv FolderReceiver, nodes []string, o Options) http.Handler
 		if err != nil {
 			return nil, err
 		}
+		if err := from(r, fw.From); err != nil {
+			return nil, err
+		}
 		return recv.FolderChunk(r.Context(), folder, fw, offset, sum, data)
 	}))
 	mux.HandleFunc("POST /v1/folders/{folder}/commit", guard(func(w http.ResponseWriter, r *http.Request, folder string) (any, error) {
 		var fw FolderWrite
 		if err := readJSON(w, r, &fw); err != nil {
+			return nil, err
+		}
+		if err := from(r, fw.From); err != nil {
 			return nil, err
 		}
 		return recv.FolderCommit(r.Context(), folder, fw)
@@ -149,11 +188,17 @@ func FoldersHandler(recv FolderReceiver, nodes []string, o Options) http.Handler
 		if err := readJSON(w, r, &fw); err != nil {
 			return nil, err
 		}
+		if err := from(r, fw.From); err != nil {
+			return nil, err
+		}
 		return struct{}{}, recv.FolderDelete(r.Context(), folder, fw)
 	}))
 	mux.HandleFunc("POST /v1/folders/{folder}/source", guard(func(w http.ResponseWriter, r *http.Request, folder string) (any, error) {
 		var s FolderSource
 		if err := readJSON(w, r, &s); err != nil {
+			return nil, err
+		}
+		if err := from(r, s.From); err != nil {
 			return nil, err
 		}
 		return struct{}{}, recv.FolderSource(r.Context(), folder, s)
@@ -200,24 +245,30 @@ func readChunk(r *http.Request) (fw FolderWrite, offset int64, sum string, data 
 	return fw, offset, sum, data, nil
 }
 
+// folderPeerKey keys the node name of a folder request's verified client
+// certificate in its context.
+type folderPeerKey struct{}
+
 // peerAuthorized admits another agent of the cluster: a verified client
 // certificate (the listener verifies any certificate presented against the
-// cluster's CA) named after one of nodes, or the API token.
-func peerAuthorized(r *http.Request, nodes []string, token string) error {
+// cluster's CA) named after one of nodes, whose name it returns, or the API
+// token ("").
+func peerAuthorized(r *http.Request, nodes []string, token string) (string, error) {
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.PeerCertificates) > 0 {
-		if slices.Contains(nodes, r.TLS.PeerCertificates[0].Subject.CommonName) {
-			return nil
+		cn := r.TLS.PeerCertificates[0].Subject.CommonName
+		if slices.Contains(nodes, cn) {
+			return cn, nil
 		}
-		return ha.Errorf(ha.KindForbidden, "certificate %q is not a node of this cluster; only agents replicate folders", r.TLS.PeerCertificates[0].Subject.CommonName)
+		return "", ha.Errorf(ha.KindForbidden, "certificate %q is not a node of this cluster; only agents replicate folders", cn)
 	}
 	if token == "" {
-		return ha.Errorf(ha.KindUnauthorized, "replicated folders take writes from the cluster's agents only: a node certificate (tls:) or api.token is needed")
+		return "", ha.Errorf(ha.KindUnauthorized, "replicated folders take writes from the cluster's agents only: a node certificate (tls:) or api.token is needed")
 	}
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || subtle.ConstantTimeCompare([]byte(tok), []byte(token)) != 1 {
-		return ha.Errorf(ha.KindUnauthorized, "missing or wrong bearer token; replicated folders take writes from the cluster's agents only")
+		return "", ha.Errorf(ha.KindUnauthorized, "missing or wrong bearer token; replicated folders take writes from the cluster's agents only")
 	}
-	return nil
+	return "", nil
 }
 
 func folderPath(folder, op string) string {

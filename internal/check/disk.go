@@ -35,12 +35,31 @@ func newDiskCheck(c Options, vars map[string]string) (Checker, error) {
 	return &diskCheck{probe: base, path: p, minBytes: c.Disk.MinFreeBytes, minPct: c.Disk.MinFreePercent, statfs: syscall.Statfs}, nil
 }
 
+// Check asks statfs in a goroutine of its own: on a hung mount (NFS, a
+// dead FUSE daemon) statfs never returns, and the check must still fail at
+// its timeout rather than keep its last pass for ever (and hold up the
+// agent's shutdown). A hung call's goroutine stays until the kernel lets it go.
 func (d *diskCheck) Check(ctx context.Context) error {
-	var st syscall.Statfs_t
-	if err := d.statfs(d.path, &st); err != nil {
-		return d.fail(ctx, "disk "+d.path, err)
+	type answer struct {
+		st  syscall.Statfs_t
+		err error
 	}
-	free, total := diskSpace(st)
+	ch := make(chan answer, 1)
+	go func() {
+		var a answer
+		a.err = d.statfs(d.path, &a.st)
+		ch <- a
+	}()
+	var a answer
+	select {
+	case a = <-ch:
+	case <-ctx.Done():
+		return d.fail(ctx, "disk "+d.path, ctx.Err())
+	}
+	if a.err != nil {
+		return d.fail(ctx, "disk "+d.path, a.err)
+	}
+	free, total := diskSpace(a.st)
 	return diskVerdict(d.path, free, total, d.minBytes, d.minPct)
 }
 

@@ -199,7 +199,7 @@ func (s *Service) send(ctx context.Context, epoch ha.Epoch) {
 func (s *Service) reportLost(epoch ha.Epoch) {
 	for _, f := range s.o.Folders {
 		r := s.recv[f.Name]
-		src := r.lastSource()
+		src, at := r.lastSourceAt()
 		if src == nil || src.From == s.o.Node {
 			continue
 		}
@@ -221,9 +221,13 @@ func (s *Service) reportLost(epoch ha.Epoch) {
 			}
 			names = append(names, e.Path+" ("+e.Note+")")
 		}
-		msg := fmt.Sprintf("folder %s: promoted with all %d complete files of %s", f.Name, len(src.Entries), src.From)
+		// The list is as old as the last one the old active could send
+		// (not while it shipped a batch, nor while this node was cut off
+		// from it): files completed after it are not counted.
+		asOf := fmt.Sprintf("its list of %s ago", s.o.Clock.Since(at).Round(time.Second))
+		msg := fmt.Sprintf("folder %s: promoted with all %d complete files of %s (%s; files completed after it are not counted)", f.Name, len(src.Entries), src.From, asOf)
 		if len(lost) > 0 {
-			msg = fmt.Sprintf("folder %s: %d of %d complete files of %s are not here (lost): %s", f.Name, len(lost), len(src.Entries), src.From, strings.Join(names, ", "))
+			msg = fmt.Sprintf("folder %s: %d of %d complete files of %s are not here (lost, a lower bound: %s): %s", f.Name, len(lost), len(src.Entries), src.From, asOf, strings.Join(names, ", "))
 			s.o.Log.Warn(msg)
 		} else {
 			s.o.Log.Info(msg)
@@ -373,7 +377,9 @@ func (s *Service) FolderPut(_ context.Context, folder string, w api.FolderWrite,
 	if int64(len(data)) != w.File.Size {
 		return api.FileEntry{}, ha.Errorf(ha.KindInvalid, "file %s: %d bytes sent, size says %d", w.File.Path, len(data), w.File.Size)
 	}
-	if _, err := r.begin(w.File); err != nil {
+	// From the first byte: a part of this version left by a restart or an
+	// upload in chunks must not make the chunk at 0 a conflict for ever.
+	if err := r.beginAfresh(w.File); err != nil {
 		return api.FileEntry{}, err
 	}
 	if _, err := r.chunk(w.File, 0, sum, data); err != nil {
@@ -397,7 +403,7 @@ func (s *Service) FolderSource(_ context.Context, folder string, src api.FolderS
 	if err != nil {
 		return err
 	}
-	return r.setSource(src)
+	return r.setSource(src, s.o.Clock.Now())
 }
 
 var _ api.FolderReceiver = (*Service)(nil)

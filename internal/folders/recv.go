@@ -37,6 +37,10 @@ type receiver struct {
 	sums    map[string]Entry // SHA-256 of files received, valid while size and mtime match
 	uploads map[string]*upload
 	source  *api.FolderSource // the active's last list of complete files
+	// sourceAt is when source arrived (after a restart: its file's
+	// modification time): files completed on the active after it are
+	// not in it, so a promotion's lost count is a lower bound as of then.
+	sourceAt time.Time
 }
 
 // upload is a file being received: a partial file in stateDir and the
@@ -66,6 +70,9 @@ func newReceiver(name, dir, node string, m Matcher) (*receiver, error) {
 		var s api.FolderSource
 		if json.Unmarshal(b, &s) == nil {
 			r.source = &s
+			if fi, err := root.Stat(path.Join(stateDir, "source.json")); err == nil {
+				r.sourceAt = fi.ModTime()
+			}
 		}
 	}
 	return r, nil
@@ -132,14 +139,23 @@ func partialName(p string) string {
 }
 
 // begin opens (or resumes) the upload of e and says how much of it is here.
-func (r *receiver) begin(e Entry) (int64, error) {
+func (r *receiver) begin(e Entry) (int64, error) { return r.open(e, true) }
+
+// beginAfresh opens the upload of e from its first byte, whatever part of
+// it is here already (a whole file in one request starts at 0).
+func (r *receiver) beginAfresh(e Entry) error {
+	_, err := r.open(e, false)
+	return err
+}
+
+func (r *receiver) open(e Entry, resume bool) (int64, error) {
 	p, err := checkFile(e)
 	if err != nil {
 		return 0, err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if u, ok := r.uploads[p]; ok && u.file.Size == e.Size && u.file.MTime == e.MTime {
+	if u, ok := r.uploads[p]; ok && resume && u.file.Size == e.Size && u.file.MTime == e.MTime {
 		return u.off, nil
 	}
 	if u, ok := r.uploads[p]; ok {
@@ -148,7 +164,7 @@ func (r *receiver) begin(e Entry) (int64, error) {
 	}
 	u := &upload{file: Entry{Path: p, Size: e.Size, MTime: e.MTime, Mode: e.Mode}, partial: partialName(p), h: sha256.New()}
 	meta, _ := json.Marshal(u.file)
-	if old, err := r.root.ReadFile(u.partial + ".meta"); err == nil && bytes.Equal(old, meta) {
+	if old, err := r.root.ReadFile(u.partial + ".meta"); err == nil && resume && bytes.Equal(old, meta) {
 		// A partial of this very version, from before a cut or a restart:
 		// resume after re-reading what it holds.
 		if f, err := r.root.OpenFile(u.partial, os.O_RDWR, 0o600); err == nil {
@@ -324,8 +340,9 @@ func (r *receiver) remove(e Entry) error {
 	return nil
 }
 
-// setSource keeps the active's list of complete files, on disk too.
-func (r *receiver) setSource(s api.FolderSource) error {
+// setSource keeps the active's list of complete files, on disk too, and
+// when it arrived (now).
+func (r *receiver) setSource(s api.FolderSource, now time.Time) error {
 	b, err := json.Marshal(s)
 	if err != nil {
 		return err
@@ -339,15 +356,21 @@ func (r *receiver) setSource(s api.FolderSource) error {
 	if err := r.root.Rename(tmp, path.Join(stateDir, "source.json")); err != nil {
 		return r.writeErr("source list", err)
 	}
-	r.source = &s
+	r.source, r.sourceAt = &s, now
 	return nil
 }
 
 // lastSource returns the active's last list of complete files, if any.
 func (r *receiver) lastSource() *api.FolderSource {
+	src, _ := r.lastSourceAt()
+	return src
+}
+
+// lastSourceAt is lastSource with when it arrived.
+func (r *receiver) lastSourceAt() (*api.FolderSource, time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.source
+	return r.source, r.sourceAt
 }
 
 // writeErr turns a failed write into an answer: a full disk is the

@@ -11,8 +11,17 @@ import (
 // Symbolic links, devices and the like are not replicated: a link could
 // point outside the folder.
 func scan(dir string, m Matcher) (map[string]Entry, error) {
-	out := map[string]Entry{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	out, _, err := scanPartly(dir, m)
+	return out, err
+}
+
+// scanPartly is scan that also says whether every directory could be read:
+// a file below one that could not (permissions, EMFILE, EIO, an NFS hiccup)
+// is absent from the list without being gone, so an incomplete list must
+// not count as deletes.
+func scanPartly(dir string, m Matcher) (out map[string]Entry, complete bool, err error) {
+	out, complete = map[string]Entry{}, true
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if p == dir {
 				return err
@@ -20,6 +29,7 @@ func scan(dir string, m Matcher) (map[string]Entry, error) {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil // gone while walking
 			}
+			complete = false
 			return nil // unreadable: skipped, seen again on the next scan
 		}
 		if p == dir {
@@ -41,12 +51,15 @@ func scan(dir string, m Matcher) (map[string]Entry, error) {
 		}
 		info, err := d.Info()
 		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				complete = false
+			}
 			return nil
 		}
 		out[rel] = entryOf(rel, info)
 		return nil
 	})
-	return out, err
+	return out, complete, err
 }
 
 // entryOf describes the file at rel from its information.

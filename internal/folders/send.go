@@ -96,17 +96,26 @@ func (snd *sender) rescan(w *fsnotify.Watcher) {
 			return nil
 		})
 	}
-	have, err := scan(snd.f.Path, snd.match)
+	have, complete, err := scanPartly(snd.f.Path, snd.match)
 	if err != nil {
 		snd.s.o.Log.Warn("folder: scan", "folder", snd.f.Name, "err", err)
 		return
 	}
+	if !complete {
+		snd.s.o.Log.Warn("folder: scan could not read every directory; no file counts as deleted until a scan does", "folder", snd.f.Name)
+	}
+	snd.merge(have, complete)
+}
+
+// merge takes a scan's list: new and changed files, and (only from a
+// complete list) the files gone since.
+func (snd *sender) merge(have map[string]Entry, complete bool) {
 	snd.mu.Lock()
 	defer snd.mu.Unlock()
 	now := snd.clk().Now()
 	n := 0
 	for p := range snd.local {
-		if _, ok := have[p]; !ok {
+		if _, ok := have[p]; !ok && complete {
 			delete(snd.local, p)
 			if snd.f.Mirror {
 				if snd.f.Mirror {
