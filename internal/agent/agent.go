@@ -560,13 +560,14 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 		// A stopping agent renews no more once it exits: its session,
 		// and the key with it, expires within lease_ttl after, so
 		// retrying longer only delays the exit (with the store cut off,
-		// ten tries outlasted a 15 s stop).
+		// ten tries outlasted a 15 s stop). That holds as well for a
+		// resign that began before the agent was asked to stop.
 		var giveUp time.Time
-		if a.State().Stopping {
-			giveUp = a.clk.Now().Add(a.cfg.Timing.LeaseTTL)
-		}
 		backoff := 20 * time.Millisecond
 		for try := 1; ; try++ {
+			if giveUp.IsZero() && a.State().Stopping {
+				giveUp = a.clk.Now().Add(a.cfg.Timing.LeaseTTL)
+			}
 			cctx, cancel := clock.WithTimeout(context.WithoutCancel(ctx), a.clk, callTimeout(a.cfg.Timing))
 			err := a.store.Resign(cctx, a.node.Name, act.Epoch)
 			cancel()
