@@ -53,6 +53,8 @@ type Store struct {
 	// stall, when set, bounds how long the watch may go without word
 	// from its member (see SetWatchStall).
 	stall time.Duration
+
+	members *memberConns // Members' kept connection to each member (members.go)
 }
 
 // SetWatchStall makes Watch ask its member for progress every stall/4 and
@@ -127,7 +129,7 @@ func DialOptions(cluster string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd %v: %w", o.Endpoints, err)
 	}
-	return &Store{cli: cli, prefix: "/haven/" + cluster + "/", scheme: scheme}, nil
+	return &Store{cli: cli, prefix: "/haven/" + cluster + "/", scheme: scheme, members: &memberConns{cli: cli}}, nil
 }
 
 func tlsConfig(o Options) (*tls.Config, error) {
@@ -467,6 +469,7 @@ func (s *Store) Close() error {
 		_, _ = s.cli.Revoke(ctx, id)
 		cancel()
 	}
+	s.members.close()
 	return s.cli.Close()
 }
 
