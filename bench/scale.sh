@@ -25,10 +25,11 @@ if [[ -n "${BASE_BIN:-}" ]]; then
     new="$(mktemp /tmp/haven-scale-new.XXXXXX)"; trap 'rm -f "$new"' EXIT
     go build -o "$new" ./cmd/haven
   fi
-  echo "=== before: $BASE_BIN"; BASE_BIN= HAVEN_BIN="$BASE_BIN" "$0" "$@"
-  echo "=== after: this tree"; BASE_BIN= HAVEN_BIN="$new" "$0" "$@"
-  echo "=== reference: keepalived"; BASE_BIN= KEEPALIVED_ONLY=1 "$0" "$@"
-  exit 0
+  rc=0
+  echo "=== before: $BASE_BIN"; BASE_BIN= HAVEN_BIN="$BASE_BIN" "$0" "$@" || rc=1
+  echo "=== after: this tree"; BASE_BIN= HAVEN_BIN="$new" "$0" "$@" || rc=1
+  echo "=== reference: keepalived"; BASE_BIN= KEEPALIVED_ONLY=1 "$0" "$@" || rc=1
+  exit "$rc"
 fi
 (( k >= 1 && k <= 200 )) || { echo "K must be 1..200" >&2; exit 2; }
 base=28000 # cluster i uses ports base+10*i+1..4; etcd base+1, base+2
@@ -189,7 +190,8 @@ na=$((2*k))
 awk -v s="$sum" -v m="$max" -v e=$((e1-e0)) -v n="$na" -v hz="$hz" -v w="$window" -v rss="$rss" -v l0="$load0" -v l1="$load1" 'BEGIN {
   printf "idle over %d s (load %s..%s): agents %.1f %% of a core together, %.2f %% each on average, %.2f %% the busiest; etcd %.1f %%\n", w, l0, l1, 100*s/hz/w, 100*s/hz/w/n, 100*m/hz/w, 100*e/hz/w
   printf "memory: %.1f MiB RSS per agent on average\n", rss/n/1024 }'
-etcdctl --endpoints "127.0.0.1:$((base+1))" endpoint status -w table 2>/dev/null | awk -F'|' 'NR==4 {gsub(/^ +| +$/,"",$5); print "store: etcd database " $5}'
+{ etcdctl --endpoints "127.0.0.1:$((base+1))" --command-timeout 10s endpoint status -w table 2>/dev/null || echo "| | | | etcdctl timed out |"; } |
+  awk -F'|' 'NR==4 || /timed out/ {gsub(/^ +| +$/,"",$5); print "store: etcd database " $5; exit}' || true
 
 # Exactly one active per cluster: "none" is a cluster not serving (an
 # overloaded machine fails checks), "several" would be a safety bug.
