@@ -581,13 +581,14 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 		// A stopping agent renews no more once it exits: its session,
 		// and the key with it, expires within lease_ttl after, so
 		// retrying longer only delays the exit (with the store cut off,
-		// ten tries outlasted a 15 s stop).
+		// ten tries outlasted a 15 s stop). That holds as well for a
+		// resign that began before the agent was asked to stop.
 		var giveUp time.Time
-		if a.State().Stopping {
-			giveUp = a.clk.Now().Add(a.cfg.Timing.LeaseTTL)
-		}
 		backoff := 20 * time.Millisecond
 		for try := 1; ; try++ {
+			if giveUp.IsZero() && a.State().Stopping {
+				giveUp = a.clk.Now().Add(a.cfg.Timing.LeaseTTL)
+			}
 			cctx, cancel := clock.WithTimeout(context.WithoutCancel(ctx), a.clk, callTimeout(a.cfg.Timing))
 			err := a.store.Resign(cctx, a.node.Name, act.Epoch)
 			cancel()
@@ -700,27 +701,40 @@ func (a *Agent) cancelPromote(epoch ha.Epoch) {
 }
 
 // publisher writes this node's status record whenever it is asked to, and
-// every few seconds as a heartbeat.
+// every few seconds as a heartbeat. A write that failed is tried again
+// after publishRetry rather than at the next heartbeat: right after a
+// failover etcd may drop proposals while its leadership moves, and the
+// new active's record would say "standby" for seconds.
 func (a *Agent) publisher(ctx context.Context) {
 	beat := a.clk.NewTicker(2 * time.Second)
 	defer beat.Stop()
+	var retry <-chan time.Time
 	for {
 		select {
 		case <-a.publishC:
 		case <-beat.C():
+		case <-retry:
 		case <-ctx.Done():
 			return
 		}
-		a.publishNow(ctx)
+		retry = nil
+		if err := a.publishNow(ctx); err != nil && !errors.Is(err, ha.ErrSessionLost) {
+			retry = a.clk.After(publishRetry)
+		}
 	}
 }
 
-func (a *Agent) publishNow(ctx context.Context) {
+// publishRetry is how soon a failed status write is tried again.
+const publishRetry = 100 * time.Millisecond
+
+func (a *Agent) publishNow(ctx context.Context) error {
 	cctx, cancel := clock.WithTimeout(ctx, a.clk, callTimeout(a.cfg.Timing))
 	defer cancel()
-	if err := a.store.Publish(cctx, a.Record()); err != nil && ctx.Err() == nil {
+	err := a.store.Publish(cctx, a.Record())
+	if err != nil && ctx.Err() == nil {
 		a.log.Debug("publish status", "err", err)
 	}
+	return err
 }
 
 // Record is this node's status as published in the store.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/clock"
@@ -40,8 +41,19 @@ func (a *Agent) eventWriter(ctx context.Context) {
 		select {
 		case ev := <-a.eventC:
 			cctx, cancel := clock.WithTimeout(ctx, a.clk, opTimeout(a.cfg.Timing))
-			if err := a.store.AppendEvent(cctx, ev); err != nil {
+			for {
+				err := a.store.AppendEvent(cctx, ev)
+				if err == nil {
+					break
+				}
 				a.log.Debug("record event", "err", err)
+				if cctx.Err() != nil {
+					break
+				}
+				// A quick refusal (etcd drops proposals while its
+				// leadership moves, right after a failover): try again
+				// shortly, within the same bound.
+				sleep(cctx, a.clk, eventRetry)
 			}
 			cancel()
 		case <-ctx.Done():
@@ -49,6 +61,9 @@ func (a *Agent) eventWriter(ctx context.Context) {
 		}
 	}
 }
+
+// eventRetry is how soon an event the store refused is offered again.
+const eventRetry = 100 * time.Millisecond
 
 func newID() string {
 	var b [8]byte

@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -222,23 +223,36 @@ func (p probe) short(ctx context.Context, err error) string {
 }
 
 // httpCheck passes when GET url answers want. It has its own client so that
-// it shares no connections with anything else, and keep-alives are off so a
-// dead server is seen on the very next probe rather than through a stale
-// pooled connection.
+// it shares no connections with anything else. It keeps its connection
+// between probes (a new TCP connection every 100 ms, with the server's
+// accept and close, was the largest part of an idle agent's checking, see
+// docs/benchmarks.md), but opens a fresh one at least every httpFreshEvery
+// probes and after every failure: a server that stops accepting new
+// connections while it still answers on an old one is seen within that
+// many probes. A server that dies or closes the connection is seen on the
+// very next probe, as before: the kept connection is gone with it.
 type httpCheck struct {
 	probe
 	url    string
 	want   int
 	client *http.Client
+	probes atomic.Uint64
 }
+
+// CloseIdleConnections closes the kept connection (Run does when it ends).
+func (c *httpCheck) CloseIdleConnections() { c.client.CloseIdleConnections() }
+
+// httpFreshEvery bounds how many probes in a row one kept connection serves.
+const httpFreshEvery = 10
 
 func newHTTPClient(tlsCfg *tls.Config) *http.Client {
 	return &http.Client{
 		Transport: &http.Transport{
-			Proxy:             nil, // a local probe must not go through HTTP_PROXY
-			DisableKeepAlives: true,
-			DialContext:       (&net.Dialer{}).DialContext,
-			TLSClientConfig:   tlsCfg, // nil: the system's roots
+			Proxy:               nil, // a local probe must not go through HTTP_PROXY
+			MaxIdleConnsPerHost: 1,
+			IdleConnTimeout:     time.Minute,
+			DialContext:         (&net.Dialer{}).DialContext,
+			TLSClientConfig:     tlsCfg, // nil: the system's roots
 		},
 		// A redirect is an answer too: report its status rather than follow it.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -246,6 +260,17 @@ func newHTTPClient(tlsCfg *tls.Config) *http.Client {
 }
 
 func (c *httpCheck) Check(ctx context.Context) error {
+	if c.probes.Add(1)%httpFreshEvery == 0 {
+		c.client.CloseIdleConnections()
+	}
+	err := c.check(ctx)
+	if err != nil {
+		c.client.CloseIdleConnections()
+	}
+	return err
+}
+
+func (c *httpCheck) check(ctx context.Context) error {
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 	what := "http " + c.url

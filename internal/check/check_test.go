@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -136,28 +137,83 @@ func TestHTTPTimeout(t *testing.T) {
 	}
 }
 
-// Keep-alives are off: every probe opens a fresh connection, so a server
-// that went away is noticed on the next probe, not hidden by a pooled one.
-func TestHTTPNoKeepAlive(t *testing.T) {
-	var closing atomic.Int32
+// A probe reuses its connection, but a fresh one serves at least every
+// httpFreshEvery probes; a server that went away is noticed on the next
+// probe, not hidden by the kept connection.
+func TestHTTPKeepAliveBounded(t *testing.T) {
+	var mu sync.Mutex
+	conns := map[string]int{} // remote address: requests on it
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Close {
-			closing.Add(1)
-		}
+		mu.Lock()
+		conns[r.RemoteAddr]++
+		mu.Unlock()
 	}))
 	c := mustNew(t, Options{Timeout: 5 * time.Second, HTTP: &HTTP{URL: srv.URL}}, nil)
-	for range 2 {
+	const probes = 3 * httpFreshEvery
+	for range probes {
 		if err := c.Check(context.Background()); err != nil {
 			t.Fatalf("Check: %v", err)
 		}
 	}
-	if n := closing.Load(); n != 2 {
-		t.Fatalf("%d of 2 requests asked to close the connection", n)
+	mu.Lock()
+	for addr, n := range conns {
+		if n > httpFreshEvery {
+			t.Errorf("connection %s served %d probes, want at most %d", addr, n, httpFreshEvery)
+		}
 	}
+	if len(conns) > probes/2 {
+		t.Errorf("%d connections for %d probes: not reused", len(conns), probes)
+	}
+	mu.Unlock()
 	srv.Close()
 	if err := c.Check(context.Background()); err == nil {
 		t.Fatal("Check passed after the server closed")
 	}
+}
+
+// After a failed probe the next one opens a fresh connection, and a server
+// that stops accepting new connections while it still answers on the kept
+// one is seen within httpFreshEvery probes.
+func TestHTTPKeptConnectionRenewed(t *testing.T) {
+	var status atomic.Int32
+	status.Store(http.StatusOK)
+	var mu sync.Mutex
+	var addrs []string // remote address of each request, in order
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		addrs = append(addrs, r.RemoteAddr)
+		mu.Unlock()
+		w.WriteHeader(int(status.Load()))
+	}))
+	defer srv.Close()
+	c := mustNew(t, Options{Timeout: 5 * time.Second, HTTP: &HTTP{URL: srv.URL}}, nil)
+	ctx := context.Background()
+	if err := c.Check(ctx); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	status.Store(http.StatusServiceUnavailable)
+	if err := c.Check(ctx); err == nil {
+		t.Fatal("Check passed on a 503")
+	}
+	status.Store(http.StatusOK)
+	if err := c.Check(ctx); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	mu.Lock()
+	if len(addrs) != 3 || addrs[0] != addrs[1] || addrs[2] == addrs[1] {
+		t.Errorf("connections of the three probes %v: want the first kept, then a fresh one after the failure", addrs)
+	}
+	mu.Unlock()
+
+	// Stop accepting; the kept connection still answers.
+	srv.Listener.Close()
+	for i := range httpFreshEvery {
+		if err := c.Check(ctx); err != nil {
+			t.Logf("probe %d after the listener closed: %v", i+1, err)
+			return
+		}
+	}
+	t.Fatalf("%d probes passed after the server stopped accepting connections", httpFreshEvery)
 }
 
 func TestTCP(t *testing.T) {

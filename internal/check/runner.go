@@ -156,6 +156,9 @@ func (r *Runner) Run(ctx context.Context) {
 func (r *Runner) loop(ctx context.Context, e *entry) {
 	t := r.clk.NewTicker(e.interval)
 	defer t.Stop()
+	if c, ok := e.checker.(interface{ CloseIdleConnections() }); ok {
+		defer c.CloseIdleConnections() // an http check's kept connection ends with Run
+	}
 	for ctx.Err() == nil {
 		r.probe(ctx, e)
 		select {

@@ -40,6 +40,18 @@ func TestAgentCrashFailsOverAndRejoins(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, clusterOpts{})
 	old, epoch := c.WaitActive(startTimeout)
+	// The history's "active -> lost" says what the others knew of old: a
+	// kill within a moment of its promotion, before its record said
+	// active, is recorded as "standby -> lost". Kill once they know.
+	for _, n := range c.Nodes {
+		if n.Name == old || n.Witness {
+			continue
+		}
+		waitFor(t, 15*time.Second, n.Name+" to see "+old+" active", func() bool {
+			v, ok := c.NodeView(n.Name, old)
+			return ok && v.Role == ha.RoleActive
+		})
+	}
 	v, _ := c.NodeView(old, old)
 	c.KillAgent(old)
 	start := time.Now()
@@ -67,6 +79,11 @@ func TestAgentCrashFailsOverAndRejoins(t *testing.T) {
 	// the loss, and that old came back with a new agent (#18.3); status
 	// shows the failover too.
 	var out string
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("haven events:\n%s", out)
+		}
+	})
 	waitFor(t, 30*time.Second, "haven events to show the loss, the failover and the return", func() bool {
 		_, out, _ = runHaven(t, "events", "--config", c.Config)
 		return strings.Contains(out, "active -> lost") && strings.Contains(out, old+" lost; "+next+" active") &&

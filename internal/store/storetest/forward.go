@@ -16,9 +16,10 @@ type Forwarder struct {
 	target string
 	ln     net.Listener
 
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
+	mu       sync.Mutex
+	cut      bool
+	conns    map[net.Conn]struct{}
+	accepted int
 }
 
 // Forward starts a forwarder to target; it stops at the end of the test.
@@ -45,6 +46,7 @@ func (f *Forwarder) serve() {
 		}
 		f.mu.Lock()
 		f.conns[c] = struct{}{}
+		f.accepted++
 		cut := f.cut
 		f.mu.Unlock()
 		if cut {
@@ -99,6 +101,13 @@ func (f *Forwarder) drop(c net.Conn) {
 	delete(f.conns, c)
 	f.mu.Unlock()
 	c.Close()
+}
+
+// Accepted is how many connections the forwarder has accepted so far.
+func (f *Forwarder) Accepted() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.accepted
 }
 
 // Cut stops all traffic through the forwarder; connections hang.

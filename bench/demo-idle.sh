@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Idle CPU of `haven demo`'s agents (embedded etcd member each): starts the
+# demo from BIN on base port PORT, waits for its first election plus 10 s,
+# prints each agent's own CPU (utime+stime from /proc) over WINDOW seconds
+# and its RSS, then stops the demo and everything it started. Alternate an
+# old and a new build to compare them (docs/benchmarks.md, "Idle cost").
+# Usage: bench/demo-idle.sh BIN [PORT [WINDOW]]   (defaults 27100 20)
+set -u
+(( $# >= 1 )) || { echo "usage: $0 BIN [PORT [WINDOW]]" >&2; exit 2; }
+bin=$1 port=${2:-27100} w=${3:-20}
+dir=$(mktemp -d /tmp/haven-demo-idle.XXXXXX)
+$bin demo --port $port --dir $dir >$dir/out.txt 2>&1 &
+dpid=$! pids=""
+stop() {
+  kill -TERM "$dpid" 2>/dev/null
+  for _ in $(seq 100); do kill -0 "$dpid" 2>/dev/null || break; sleep 0.2; done
+  kill -KILL "$dpid" 2>/dev/null
+  for p in $pids; do kill -0 "$p" 2>/dev/null && kill -KILL "$p"; done
+  rm -rf "$dir"
+}
+trap stop EXIT
+for _ in $(seq 120); do n=$(pgrep -f "$dir.*agent" | wc -l); grep -q "active" $dir/out.txt 2>/dev/null && (( n >= 3 )) && break; sleep 0.5; done
+sleep 10
+pids=$(pgrep -f " agent --config $dir" | tr '\n' ' ')
+hz=$(getconf CLK_TCK)
+declare -A a; for p in $pids; do a[$p]=$(awk '{print $14+$15}' /proc/$p/stat); done
+l0=$(cut -d' ' -f1 /proc/loadavg); sleep $w; l1=$(cut -d' ' -f1 /proc/loadavg)
+out=""
+for p in $pids; do d=$(( $(awk '{print $14+$15}' /proc/$p/stat) - a[$p] )); out="$out $(awk -v d=$d -v hz=$hz -v w=$w 'BEGIN{printf "%.2f", 100*d/hz/w}')"; done
+echo "$(basename $bin) agents:$out (% of a core each over ${w}s, load $l0..$l1; RSS $(for p in $pids; do awk '/VmRSS/{printf "%d ", $2/1024}' /proc/$p/status; done)MiB)"
