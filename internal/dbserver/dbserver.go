@@ -327,7 +327,15 @@ func startMariaDB(certFile, keyFile string) (*Server, error) {
 		return nil, err
 	}
 	data := filepath.Join(dir, "data")
-	if err := run(nil, dir, install, "--no-defaults", "--datadir="+data, "--auth-root-authentication-method=normal", asUser, "--skip-test-db", "--skip-name-resolve"); err != nil {
+	// Its own temporary directory: servers bootstrapped at once shared
+	// /tmp's temporary tables, and one removed another's ("Error on delete
+	// of '/tmp/#sql-temptable-...'", which failed a CI run).
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	if err := run(nil, dir, install, "--no-defaults", "--datadir="+data, "--tmpdir="+tmp, "--auth-root-authentication-method=normal", asUser, "--skip-test-db", "--skip-name-resolve"); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -342,7 +350,7 @@ func startMariaDB(certFile, keyFile string) (*Server, error) {
 		stopSig: syscall.SIGTERM,
 		logPath: filepath.Join(dir, "mariadb.log"),
 		client:  client,
-		argv: []string{mariadbd, "--no-defaults", "--datadir=" + data, "--port=" + strconv.Itoa(port),
+		argv: []string{mariadbd, "--no-defaults", "--datadir=" + data, "--tmpdir=" + tmp, "--port=" + strconv.Itoa(port),
 			"--bind-address=127.0.0.1", "--socket=" + sock, "--pid-file=" + filepath.Join(dir, "pid"), asUser,
 			"--skip-name-resolve", "--skip-log-bin", "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M",
 			"--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0", "--max-connections=300",
