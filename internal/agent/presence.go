@@ -49,10 +49,12 @@ func (a *Agent) lostSince(node string) (time.Time, bool) {
 
 // rememberFailover seeds the last failover from the cluster's history, so
 // that an agent started after a failover reports it as the others do. It
-// tries until it succeeds or ctx ends; the history is a report, so a store
-// that does not answer costs nothing but this.
+// reads the history at start and twice more a lease apart: the event of a
+// failover just before this agent started may still be on its way to the
+// store (its reporter writes it in the background). The history is a
+// report, so a store that does not answer costs nothing but this.
 func (a *Agent) rememberFailover(ctx context.Context) {
-	for {
+	for range 3 {
 		cctx, cancel := clock.WithTimeout(ctx, a.clk, callTimeout(a.cfg.Timing))
 		evs, err := a.store.Events(cctx, 200)
 		cancel()
@@ -63,7 +65,6 @@ func (a *Agent) rememberFailover(ctx context.Context) {
 			}
 			a.presence.tr.Remember(evs)
 			a.presence.mu.Unlock()
-			return
 		}
 		select {
 		case <-ctx.Done():
