@@ -88,6 +88,10 @@ type Elector struct {
 	events chan machine.Event
 	work   chan machine.Action
 	newSes chan struct{}
+	// rewatch asks the watch for a fresh snapshot: after a new session the
+	// machine forgets the leader it knew ("watch again"), and a store in
+	// which nothing changes sends no other snapshot.
+	rewatch chan struct{}
 
 	state  atomic.Pointer[machine.State]
 	leader atomic.Pointer[ha.Leader] // last leader the watch showed
@@ -142,9 +146,10 @@ func New(o Options) (*Elector, error) {
 			PromoteBackoff: o.PromoteBackoff,
 			Mode:           ha.ModeActivePassive, // one holder
 		},
-		events: make(chan machine.Event, 64),
-		work:   make(chan machine.Action, 64),
-		newSes: make(chan struct{}, 1),
+		events:  make(chan machine.Event, 64),
+		work:    make(chan machine.Action, 64),
+		newSes:  make(chan struct{}, 1),
+		rewatch: make(chan struct{}, 1),
 	}
 	st, _ := machine.Step(e.mcfg, machine.State{}, machine.Tick{}, o.Clock.Now())
 	e.state.Store(&st)
@@ -477,6 +482,12 @@ func (e *Elector) renew(ctx context.Context, store ha.Coordinator) {
 			if err == nil {
 				gen++
 				e.emit(ctx, machine.SessionRenewed{SentAt: sent, TTL: ttl, New: true})
+				// The machine now forgets the leader it knew: have the
+				// watch tell it again, even if nothing changes in the store.
+				select {
+				case e.rewatch <- struct{}{}:
+				default:
+				}
 				break
 			}
 			e.o.Log.Debug("virtual IP election: create session", "err", err)
@@ -526,14 +537,33 @@ func (e *Elector) renew(ctx context.Context, store ha.Coordinator) {
 
 func (e *Elector) watch(ctx context.Context, store ha.Coordinator) {
 	for ctx.Err() == nil {
-		for snap := range store.Watch(ctx) {
-			l := snap.Leader
-			e.leader.Store(&l)
-			if !e.emit(ctx, machine.LeaderSeen{Leader: l}) {
-				return
+		wctx, cancel := context.WithCancel(ctx)
+		snaps := store.Watch(wctx)
+		closed := false
+	recv:
+		for {
+			select {
+			case snap, ok := <-snaps:
+				if !ok {
+					closed = true
+					break recv
+				}
+				l := snap.Leader
+				e.leader.Store(&l)
+				if !e.emit(ctx, machine.LeaderSeen{Leader: l}) {
+					cancel()
+					return
+				}
+			case <-e.rewatch:
+				// A new session: subscribe again, whose first snapshot
+				// tells the machine the leader afresh.
+				break recv
 			}
 		}
-		clock.SleepCtx(ctx, e.o.Clock, 100*time.Millisecond)
+		cancel()
+		if closed {
+			clock.SleepCtx(ctx, e.o.Clock, 100*time.Millisecond)
+		}
 	}
 }
 
