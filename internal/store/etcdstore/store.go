@@ -55,8 +55,6 @@ type Store struct {
 	stall time.Duration
 
 	members *memberConns // Members' kept connection to each member (members.go)
-
-	keepAlive *keepAliveStream // Renew's one kept stream (renew.go)
 }
 
 // SetWatchStall makes Watch ask its member for progress every stall/4 and
@@ -131,7 +129,7 @@ func DialOptions(cluster string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd %v: %w", o.Endpoints, err)
 	}
-	return &Store{cli: cli, prefix: "/haven/" + cluster + "/", scheme: scheme, members: &memberConns{cli: cli}, keepAlive: newKeepAliveStream()}, nil
+	return &Store{cli: cli, prefix: "/haven/" + cluster + "/", scheme: scheme, members: &memberConns{cli: cli}}, nil
 }
 
 func tlsConfig(o Options) (*tls.Config, error) {
@@ -196,23 +194,23 @@ func (s *Store) NewSession(ctx context.Context, ttl time.Duration) (time.Duratio
 	return time.Duration(resp.TTL) * time.Second, nil
 }
 
-// Renew sends one keep-alive for the session, on a kept stream (renew.go).
+// Renew sends one keep-alive for the session.
 func (s *Store) Renew(ctx context.Context) (time.Duration, error) {
 	id := s.currentLease()
 	if id == 0 {
 		return 0, ha.ErrSessionLost
 	}
-	ttl, err := s.keepAlive.renew(ctx, s.cli, id)
+	resp, err := s.cli.KeepAliveOnce(ctx, id)
 	if err != nil {
 		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			return 0, ha.ErrSessionLost
 		}
 		return 0, fmt.Errorf("renew lease: %w", err)
 	}
-	if ttl <= 0 {
+	if resp.TTL <= 0 {
 		return 0, ha.ErrSessionLost
 	}
-	return time.Duration(ttl) * time.Second, nil
+	return time.Duration(resp.TTL) * time.Second, nil
 }
 
 // Campaign takes the leader key if it is free. If the key is already this
