@@ -293,50 +293,50 @@ func (c *Client) FolderBegin(ctx context.Context, addr, folder string, w FolderW
 // FolderChunk is PUT /v1/folders/{folder}/chunk: data at offset of the
 // upload of w.File, with its SHA-256.
 func (c *Client) FolderChunk(ctx context.Context, addr, folder string, w FolderWrite, offset int64, sum string, data []byte) (FolderOffset, error) {
-	q := url.Values{}
-	q.Set("from", w.From)
-	q.Set("epoch", strconv.FormatInt(int64(w.Epoch), 10))
-	q.Set("path", w.File.Path)
-	q.Set("size", strconv.FormatInt(w.File.Size, 10))
-	q.Set("mtime", strconv.FormatInt(w.File.MTime, 10))
+	q := writeQuery(w)
 	q.Set("offset", strconv.FormatInt(offset, 10))
-	hdr := http.Header{}
-	hdr.Set(ChunkSumHeader, sum)
-	hdr.Set("Content-Type", "application/octet-stream")
-	data, err := c.send(ctx, http.MethodPut, addr, folderPath(folder, "chunk")+"?"+q.Encode(), "", data, hdr)
-	if err != nil {
-		return FolderOffset{}, err
-	}
 	var o FolderOffset
-	if err := json.Unmarshal(data, &o); err != nil {
-		return o, ha.Wrap(ha.KindInternal, err, "unreadable answer to a chunk from %s", c.BaseURL(addr))
-	}
-	return o, nil
+	err := c.putBytes(ctx, addr, folderPath(folder, "chunk"), q, sum, data, &o, "a chunk")
+	return o, err
 }
 
 // FolderPut is PUT /v1/folders/{folder}/file: a whole file that fits in
 // one chunk, with its CRC-32C and (in w.File) its SHA-256 and mode.
 func (c *Client) FolderPut(ctx context.Context, addr, folder string, w FolderWrite, sum string, data []byte) (FileEntry, error) {
+	q := writeQuery(w)
+	q.Set("mode", strconv.FormatUint(uint64(w.File.Mode), 10))
+	q.Set("sha256", w.File.SHA256)
+	var e FileEntry
+	err := c.putBytes(ctx, addr, folderPath(folder, "file"), q, sum, data, &e, "a file")
+	return e, err
+}
+
+// writeQuery is the part of a chunk's or a whole file's query that names
+// the write: who sends it at which epoch, and the file (readChunk parses it).
+func writeQuery(w FolderWrite) url.Values {
 	q := url.Values{}
 	q.Set("from", w.From)
 	q.Set("epoch", strconv.FormatInt(int64(w.Epoch), 10))
 	q.Set("path", w.File.Path)
 	q.Set("size", strconv.FormatInt(w.File.Size, 10))
 	q.Set("mtime", strconv.FormatInt(w.File.MTime, 10))
-	q.Set("mode", strconv.FormatUint(uint64(w.File.Mode), 10))
-	q.Set("sha256", w.File.SHA256)
+	return q
+}
+
+// putBytes PUTs data with its checksum to path?q and decodes the JSON
+// answer into out; what names the upload in the error.
+func (c *Client) putBytes(ctx context.Context, addr, path string, q url.Values, sum string, data []byte, out any, what string) error {
 	hdr := http.Header{}
 	hdr.Set(ChunkSumHeader, sum)
 	hdr.Set("Content-Type", "application/octet-stream")
-	ans, err := c.send(ctx, http.MethodPut, addr, folderPath(folder, "file")+"?"+q.Encode(), "", data, hdr)
+	ans, err := c.send(ctx, http.MethodPut, addr, path+"?"+q.Encode(), "", data, hdr)
 	if err != nil {
-		return FileEntry{}, err
+		return err
 	}
-	var e FileEntry
-	if err := json.Unmarshal(ans, &e); err != nil {
-		return e, ha.Wrap(ha.KindInternal, err, "unreadable answer to a file from %s", c.BaseURL(addr))
+	if err := json.Unmarshal(ans, out); err != nil {
+		return ha.Wrap(ha.KindInternal, err, "unreadable answer to %s from %s", what, c.BaseURL(addr))
 	}
-	return e, nil
+	return nil
 }
 
 // FolderCommit is POST /v1/folders/{folder}/commit: the receiver checks the
