@@ -19,7 +19,8 @@ import (
 )
 
 // startOneMember starts a one-member embedded etcd (it leads raft and its
-// lessor is primary) and returns it with its client address.
+// lessor is primary) and returns it with its client address; the store
+// suite and the revoker's tests use it.
 func startOneMember(t *testing.T) (*Member, string) {
 	t.Helper()
 	peer, client := storetest.FreePort(t), storetest.FreePort(t)
@@ -29,7 +30,7 @@ func startOneMember(t *testing.T) (*Member, string) {
 		Peer:      fmt.Sprintf("127.0.0.1:%d", peer),
 		Client:    fmt.Sprintf("127.0.0.1:%d", client),
 		Cluster:   map[string]string{"m1": fmt.Sprintf("127.0.0.1:%d", peer)},
-		Token:     "revoke",
+		Token:     "one",
 		Heartbeat: 50 * time.Millisecond,
 		Election:  500 * time.Millisecond,
 		LogFile:   filepath.Join(t.TempDir(), "etcd.log"),

@@ -3,8 +3,6 @@ package etcdstore
 import (
 	"context"
 	"errors"
-	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -29,27 +27,9 @@ func pair(t *testing.T, addr string) storetest.Pair {
 }
 
 func TestEmbeddedEtcd(t *testing.T) {
-	peer, client := storetest.FreePort(t), storetest.FreePort(t)
-	m, err := StartMember(MemberConfig{
-		Name:      "m1",
-		DataDir:   filepath.Join(t.TempDir(), "etcd"),
-		Peer:      fmt.Sprintf("127.0.0.1:%d", peer),
-		Client:    fmt.Sprintf("127.0.0.1:%d", client),
-		Cluster:   map[string]string{"m1": fmt.Sprintf("127.0.0.1:%d", peer)},
-		Token:     "suite",
-		Heartbeat: 50 * time.Millisecond,
-		Election:  500 * time.Millisecond,
-		LogFile:   filepath.Join(t.TempDir(), "etcd.log"),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Close)
+	m, client := startOneMember(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := m.Ready(ctx); err != nil {
-		t.Fatal(err)
-	}
 	// Alone, the member leads and has no one to hand leadership to: the
 	// agent must hear "nothing to do", not "moved" (the log spam of #17).
 	for !m.IsLeader() && ctx.Err() == nil {
@@ -58,7 +38,7 @@ func TestEmbeddedEtcd(t *testing.T) {
 	if err := m.MoveLeaderAway(ctx, []string{"m1", "ghost"}); !errors.Is(err, ErrNoOtherMember) {
 		t.Fatalf("MoveLeaderAway on a one-member cluster = %v, want ErrNoOtherMember", err)
 	}
-	storetest.Run(t, func(t *testing.T) storetest.Pair { return pair(t, fmt.Sprintf("127.0.0.1:%d", client)) })
+	storetest.Run(t, func(t *testing.T) storetest.Pair { return pair(t, client) })
 }
 
 func TestExternalEtcd(t *testing.T) {
