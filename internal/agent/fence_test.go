@@ -57,18 +57,8 @@ func testConfig(t *testing.T, extra string) *config.Config {
 func TestFencedDemotionPassesAHungStore(t *testing.T) {
 	mark := filepath.Join(t.TempDir(), "demoted")
 	cfg := testConfig(t, "hooks:\n  on_demote: {command: [sh, -c, 'echo $HAVEN_EPOCH > "+mark+"'], timeout: 250ms}\n")
-	node, _ := cfg.NodeByName("a")
-	st := &hungStore{entered: make(chan string, 4), release: make(chan struct{})}
-	a, err := New(cfg, node, st, clock.Real{}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); a.worker(ctx) }()
-	go func() { defer wg.Done(); a.fencer(ctx) }()
-	defer func() { close(st.release); cancel(); wg.Wait() }()
+	a, st := hungAgent(t, cfg)
+	defer close(st.release) // before the cleanup stops the worker
 
 	a.dispatch([]machine.Action{machine.ClearSwitchover{ID: "x"}})
 	if got := <-st.entered; got != "clear" {
@@ -144,18 +134,7 @@ func TestDispatchHoldsResignBehindDemote(t *testing.T) {
 func TestPromotionQueuedBehindTheStoreNeverStartsAfterItsDemotion(t *testing.T) {
 	mark := filepath.Join(t.TempDir(), "promoted")
 	cfg := testConfig(t, "hooks:\n  on_promote: {command: [touch, "+mark+"], timeout: 1s}\n")
-	node, _ := cfg.NodeByName("a")
-	st := &hungStore{entered: make(chan string, 4), release: make(chan struct{})}
-	a, err := New(cfg, node, st, clock.Real{}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); a.worker(ctx) }()
-	go func() { defer wg.Done(); a.fencer(ctx) }()
-	defer func() { cancel(); wg.Wait() }()
+	a, st := hungAgent(t, cfg)
 
 	a.dispatch([]machine.Action{machine.ClearSwitchover{ID: "x"}, machine.Promote{Epoch: 7, Seq: 1}})
 	<-st.entered // the worker is stuck; the promotion waits behind it
@@ -182,4 +161,23 @@ func TestPromotionQueuedBehindTheStoreNeverStartsAfterItsDemotion(t *testing.T) 
 	if _, err := os.Stat(mark); err == nil {
 		t.Fatal("on_promote ran after the demotion")
 	}
+}
+
+// hungAgent is node a of cfg over a hungStore, with its worker and fencing
+// lane running until the test ends.
+func hungAgent(t *testing.T, cfg *config.Config) (*Agent, *hungStore) {
+	t.Helper()
+	node, _ := cfg.NodeByName("a")
+	st := &hungStore{entered: make(chan string, 4), release: make(chan struct{})}
+	a, err := New(cfg, node, st, clock.Real{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); a.worker(ctx) }()
+	go func() { defer wg.Done(); a.fencer(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return a, st
 }
