@@ -585,6 +585,21 @@ func (s *Sandbox) Active() (string, ha.Epoch) {
 	return srv[0], r.Epoch
 }
 
+// WaitActive waits up to d for exactly one active node, other than not
+// when not is set, and names it.
+func (s *Sandbox) WaitActive(d time.Duration, not string) (string, error) {
+	deadline := time.Now().Add(d)
+	for {
+		if a, _ := s.Active(); a != "" && a != not {
+			return a, nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no active node other than %q within %s", not, d)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // EtcdLeader names the embedded etcd member that leads raft as node from
 // sees it, "" when it cannot tell (or the store is not embedded etcd).
 func (s *Sandbox) EtcdLeader(from string) string {

@@ -219,15 +219,11 @@ func TestFoldersSurviveKillAndSwitchover(t *testing.T) {
 
 func waitActive(t *testing.T, sb *drill.Sandbox, not string) string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if a, _ := sb.Active(); a != "" && a != not {
-			return a
-		}
-		time.Sleep(50 * time.Millisecond)
+	a, err := sb.WaitActive(30*time.Second, not)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no active node other than %q within 30s", not)
-	return ""
+	return a
 }
 
 func waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {

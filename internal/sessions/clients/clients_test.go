@@ -83,30 +83,9 @@ print(ok)
 func TestSessionsSurviveFailoverAndSwitchover(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Bin: havenBin, Dir: t.TempDir(), Timing: "ci", Sessions: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
-	active := waitActive(t, sb, "")
-	addr := sb.Node(active).Sessions
-	host, port, _ := net.SplitHostPort(addr)
-
 	// Sessions from redis-cli and from a Python web-session client.
 	const n = 200
-	var cmds strings.Builder
-	for i := 0; i < n; i++ {
-		fmt.Fprintf(&cmds, "SET cli:%d v%d EX 3600\n", i, i)
-	}
-	waitWritable(t, sb, active)
-	for i, line := range redisCLI(t, sb.CAFile(), addr, cmds.String()) {
-		if line != "OK" {
-			t.Fatalf("SET %d on %s: %q", i, active, line)
-		}
-	}
-	if out := python(t, pyWrite, host, port, drill.SessionsPassword, "py", fmt.Sprint(n), sb.CAFile()); out != "ok" {
-		t.Fatalf("python write: %s", out)
-	}
+	sb, active := startWithSessions(ctx, t, "", n)
 	// A standby has them too (it may be a moment behind) and refuses writes.
 	standby := sb.Standbys(active)[0]
 	if got := redisCLI(t, sb.CAFile(), sb.Node(standby).Sessions, "SET x y\n"); got[0] != "READONLY You can't write against a read only replica." {
@@ -164,18 +143,44 @@ func TestSessionsSurviveFailoverAndSwitchover(t *testing.T) {
 	checkAll(t, sb, fourth, n)
 }
 
+// startWithSessions starts a sandbox on store ("" for embedded etcd) with
+// the session store, and writes n sessions through the active node with
+// redis-cli (cli:N) and n with redis-py (py:N). The sandbox closes when
+// the test ends.
+func startWithSessions(ctx context.Context, t *testing.T, store string, n int) (*drill.Sandbox, string) {
+	t.Helper()
+	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Bin: havenBin, Dir: t.TempDir(), Timing: "ci", Sessions: true, Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sb.Close) // its processes do not depend on ctx
+	active := waitActive(t, sb, "")
+	addr := sb.Node(active).Sessions
+	host, port, _ := net.SplitHostPort(addr)
+	var cmds strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&cmds, "SET cli:%d v%d EX 3600\n", i, i)
+	}
+	waitWritable(t, sb, active)
+	for i, line := range redisCLI(t, sb.CAFile(), addr, cmds.String()) {
+		if line != "OK" {
+			t.Fatalf("SET %d on %s: %q", i, active, line)
+		}
+	}
+	if out := python(t, pyWrite, host, port, drill.SessionsPassword, "py", fmt.Sprint(n), sb.CAFile()); out != "ok" {
+		t.Fatalf("python write: %s", out)
+	}
+	return sb, active
+}
+
 // waitActive waits for an active node other than not.
 func waitActive(t *testing.T, sb *drill.Sandbox, not string) string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if a, _ := sb.Active(); a != "" && a != not {
-			return a
-		}
-		time.Sleep(50 * time.Millisecond)
+	a, err := sb.WaitActive(30*time.Second, not)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no active node other than %q within 30s", not)
-	return ""
+	return a
 }
 
 // waitWritable waits until node's session store takes writes (it loads
@@ -224,28 +229,8 @@ func TestSessionsOnSQLStores(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Bin: havenBin, Dir: t.TempDir(), Timing: "ci", Sessions: true, Store: store})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sb.Close()
-			active := waitActive(t, sb, "")
-			addr := sb.Node(active).Sessions
-			host, port, _ := net.SplitHostPort(addr)
 			const n = 100
-			var cmds strings.Builder
-			for i := 0; i < n; i++ {
-				fmt.Fprintf(&cmds, "SET cli:%d v%d EX 3600\n", i, i)
-			}
-			waitWritable(t, sb, active)
-			for i, line := range redisCLI(t, sb.CAFile(), addr, cmds.String()) {
-				if line != "OK" {
-					t.Fatalf("SET %d on %s: %q", i, active, line)
-				}
-			}
-			if out := python(t, pyWrite, host, port, drill.SessionsPassword, "py", fmt.Sprint(n), sb.CAFile()); out != "ok" {
-				t.Fatalf("python write: %s", out)
-			}
+			sb, active := startWithSessions(ctx, t, store, n)
 			hist := startHistory(sb, 4)
 			hist.waitOps(t, 20)
 			if err := sb.StopAgent(active, syscall.SIGKILL, 10*time.Second); err != nil {
