@@ -3,8 +3,8 @@ package cli
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,16 +13,18 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/ports"
 )
 
 func freeTCP(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// From package ports: a :0 port closed again goes back to the kernel's
+	// pool and came back twice in one config in CI ("already used by").
+	p, err := ports.Free(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", p[0])
 }
 
 // TestRecoverFromSoleSurvivor loses two of three members for good: n1
