@@ -104,12 +104,16 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mysql connection string: %w", err)
 	}
-	db := sql.OpenDB(conn)
+	// Two pools, as on PostgreSQL: the coordination (lease renewals,
+	// campaigns) never waits for a connection that the session store's
+	// commits or the fenced data hold.
+	db, data := sql.OpenDB(conn), sql.OpenDB(conn)
 	db.SetConnMaxIdleTime(2 * time.Second) // below wait_timeout
+	data.SetConnMaxIdleTime(2 * time.Second)
 	s, err := sqlstore.Open(ctx, sqlstore.Options{
 		Cluster: o.Cluster, Node: o.Node, Prefix: o.TablePrefix,
 		PollInterval: o.PollInterval, ReadTimeout: o.ConnectTimeout,
-		DB: db, Dialect: dialect{sqlstore.TableNames(o.TablePrefix)},
+		DB: db, Data: data, Dialect: dialect{sqlstore.TableNames(o.TablePrefix)},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("mysql: %w", err)

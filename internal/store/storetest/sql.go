@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"database/sql"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,9 @@ type SQLStore interface {
 	SchemaVersion() int
 	MaxEpoch(ctx context.Context) (ha.Epoch, error)
 	RaiseEpoch(ctx context.Context, e ha.Epoch) error
+	// SessionDB is the pool of the data connections (the session store's
+	// commits, fenced data, history) and the database's kind.
+	SessionDB() (*sql.DB, string)
 }
 
 // SQLBackend is a SQL backend (postgres, mysql) on its throwaway server,
@@ -37,7 +41,8 @@ type SQLBackend[S SQLStore] struct {
 // RunSQL runs the suite (Run) and the properties tests (RunProps) on
 // backend, and what only the SQL backends have: migrations that agents
 // starting together apply once, and an epoch counter that RaiseEpoch never
-// lowers. The subtests keep the names they had in each backend's test.
+// lowers, and lease renewals that never wait behind the data connections.
+// The subtests keep the names they had in each backend's test.
 func RunSQL[S SQLStore](t *testing.T, backend SQLBackend[S]) {
 	srv := backend.Server
 	open := func(t *testing.T, dsn, cluster, node, prefix string) S {
@@ -99,6 +104,50 @@ func RunSQL[S SQLStore](t *testing.T, backend SQLBackend[S]) {
 		}
 		if want := "3|3"; out != want || s.SchemaVersion() != 3 {
 			t.Fatalf("schema_migrations: %q, want %q", out, want)
+		}
+	})
+
+	// Session-store traffic holding every data connection (the worst
+	// case of heavy session load) must not delay a lease renewal: the
+	// renewal runs on the coordination pool and keeps its deadline.
+	t.Run("RenewUnderDataLoad", func(t *testing.T) {
+		s := open(t, srv.DSN, Cluster(t), "a", "")
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if _, err := s.NewSession(ctx, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Campaign(ctx, "a"); err != nil {
+			t.Fatal(err)
+		}
+		data, _ := s.SessionDB()
+		var txs []*sql.Tx
+		defer func() {
+			for _, tx := range txs {
+				_ = tx.Rollback()
+			}
+		}()
+		for data.Stats().InUse < data.Stats().MaxOpenConnections {
+			tx, err := data.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatalf("hold a data connection: %v", err)
+			}
+			txs = append(txs, tx)
+		}
+		// The data pool is exhausted: one more data call would wait.
+		busy, stop := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer stop()
+		if _, err := data.Conn(busy); err == nil {
+			t.Fatal("the data pool gave out a connection beyond its limit; the test holds none")
+		}
+		for i := range 5 {
+			rctx, rcancel := context.WithTimeout(ctx, time.Second)
+			start := time.Now()
+			_, err := s.Renew(rctx)
+			rcancel()
+			if err != nil {
+				t.Fatalf("renewal %d with every data connection (%d) busy: %v after %v; want it within its 1 s deadline", i, len(txs), err, time.Since(start))
+			}
 		}
 	})
 
