@@ -1,5 +1,6 @@
 // Package clients tests the session store with real Redis clients
-// (Debian's redis-cli and Python's redis package) against a real 3-agent
+// (Debian's redis-cli, Python's redis package, and PHP's session module with
+// phpredis's redis save handler) against a real 3-agent
 // cluster (drill.Sandbox): sessions written before a kill -9 of the active
 // agent and before a switchover are all there after them.
 package clients
