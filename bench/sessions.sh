@@ -6,6 +6,8 @@
 #   sync    redis-server with one replica, every SET followed by WAIT 1 0: the
 #           write is on two nodes before the client hears back (the fair
 #           comparison for haven's SET)
+#   aof     a lone redis-server with appendonly yes, appendfsync always: a SET
+#           is acknowledged once it is fsynced to its disk (one node)
 # 1. redis-benchmark -t set,get -c 50 (with and without -P 16) on haven and redis
 # 2. SET (+ WAIT 1 0 on sync) with bench/sessload, the same client for all three,
 #    -c 50, with and without -P 16 (redis-benchmark cannot send SET+WAIT)
@@ -78,7 +80,9 @@ for i in 1 2 3; do
   PIDS+=($!)
 done
 
-R1=$(free_port); R2=$(free_port); R3=$(free_port)
+R1=$(free_port); R2=$(free_port); R3=$(free_port); R4=$(free_port)
+mkdir -p "$W/aof"
+redis-server --port "$R4" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync always --dir "$W/aof" >"$W/aof.log" 2>&1 & PIDS+=($!)
 redis-server --port "$R1" --bind 127.0.0.1 --save '' --appendonly no --dir "$W" >"$W/redis.log" 2>&1 & PIDS+=($!)
 redis-server --port "$R2" --bind 127.0.0.1 --save '' --appendonly no --dir "$W" >"$W/primary.log" 2>&1 & PIDS+=($!)
 redis-server --port "$R3" --bind 127.0.0.1 --save '' --appendonly no --dir "$W" --replicaof 127.0.0.1 "$R2" >"$W/replica.log" 2>&1 & PIDS+=($!)
@@ -118,13 +122,15 @@ for P in 1 16; do
   printf "  -P %-2s GET haven %8.0f (p50 %s, p99 %s)  redis %8.0f (p50 %s, p99 %s)  ratio %.2f\n" $P "$hg" "$hg50" "$hg99" "$rg" "$rg50" "$rg99" "$(echo "$hg / $rg" | bc -l)"
 done
 echo
-echo "== 2. SET with bench/sessload -c 50 (rps, p50 ms, p99 ms); sync = redis primary + replica, SET then WAIT 1 0"
+echo "== 2. SET with bench/sessload -c 50 (rps, p50 ms, p99 ms); sync = redis primary + replica, SET then WAIT 1 0;"
+echo "   aof = lone redis, appendonly yes, appendfsync always"
 for P in 1 16; do
   read -r h h50 h99 <<<"$("$W/sessload" -addr "127.0.0.1:$HP" -a $PW -n "$N" -c 50 -P $P)"
   read -r s s50 s99 <<<"$("$W/sessload" -addr "127.0.0.1:$R2" -n "$N" -c 50 -P $P -wait)"
+  read -r a a50 a99 <<<"$("$W/sessload" -addr "127.0.0.1:$R4" -n "$N" -c 50 -P $P)"
   read -r r r50 r99 <<<"$("$W/sessload" -addr "127.0.0.1:$R1" -n "$N" -c 50 -P $P)"
-  printf "  -P %-2s haven %8.0f (p50 %s, p99 %s)  sync %8.0f (p50 %s, p99 %s)  lone %8.0f (p50 %s, p99 %s)  haven/sync %.2f\n" \
-    $P "$h" "$h50" "$h99" "$s" "$s50" "$s99" "$r" "$r50" "$r99" "$(echo "$h / $s" | bc -l)"
+  printf "  -P %-2s haven %8.0f (p50 %s, p99 %s)  sync %8.0f (p50 %s, p99 %s)  aof %8.0f (p50 %s, p99 %s)  lone %8.0f (p50 %s, p99 %s)  haven/sync %.2f  haven/aof %.2f\n" \
+    $P "$h" "$h50" "$h99" "$s" "$s50" "$s99" "$a" "$a50" "$a99" "$r" "$r50" "$r99" "$(echo "$h / $s" | bc -l)" "$(echo "$h / $a" | bc -l)"
 done
 echo
 echo "== 3. memory with $KEYS keys of 32 bytes (key:NNNNNNNNNNNN)"

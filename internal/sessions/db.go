@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/ha"
@@ -45,6 +46,11 @@ type db struct {
 	failed    [][2]uint64 // ranges (lo, hi] of changes not (or maybe not) stored, newest last
 	changed   chan struct{}
 	kick      chan struct{} // wakes the committer
+
+	// Group commit's cohort (hold): when the last commit ended, the
+	// changes expected before the next one starts, and until when.
+	expect  int
+	holdEnd time.Time
 
 	// Active-active (aa.go): a write command runs with capture set, and
 	// the copy changes only through the watch, whose revision is watchRev.
@@ -264,13 +270,23 @@ func (d *db) fullBatch(maxOps, maxBytes int) bool {
 	return false
 }
 
-// done records that b is stored.
-func (d *db) done(b *batch) {
+// maxHold bounds how long a commit waits for the writers the last one
+// released (hold).
+const maxHold = 5 * time.Millisecond
+
+// done records that b is stored; its commit took took.
+func (d *db) done(b *batch, took time.Duration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if b.gen != d.gen {
 		return // from before a reset: its waiters have failed already
 	}
+	// The writers b releases will most likely write again at once (a web
+	// server's clients that do not pipeline): the next commit waits a
+	// little for them, so that one cohort of clients shares each commit
+	// instead of two taking turns with half the keys each.
+	d.expect = min(len(b.recs)+len(d.pending), maxHoldKeys)
+	d.holdEnd = d.clk.Now().Add(min(took/2, maxHold))
 	for _, r := range b.recs {
 		delete(d.inflight, r.Key)
 	}
@@ -288,6 +304,22 @@ func (d *db) done(b *batch) {
 		d.notify()
 	}
 	d.wake()
+}
+
+// maxHoldKeys: a cohort larger than a batch is not waited for.
+const maxHoldKeys = batchOps
+
+// hold reports how long the next commit, with none in flight, should wait
+// for more changes: until as many are queued as the last commit carried
+// plus those queued when it ended (its writers came back), for at most
+// half its duration (maxHold at most). Zero: start now.
+func (d *db) hold() time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.pending) >= d.expect {
+		return 0
+	}
+	return max(d.holdEnd.Sub(d.clk.Now()), 0)
 }
 
 // reset replaces the copy with recs (a fresh load). writable makes this

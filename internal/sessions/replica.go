@@ -107,6 +107,9 @@ func (s *Server) runActive(ctx context.Context, epoch ha.Epoch) error {
 	defer sweep.Stop()
 	slots := make(chan struct{}, inFlight)
 	failed := make(chan error, 1)
+	held := time.NewTimer(time.Hour) // the group commit's wait (db.hold)
+	held.Stop()
+	defer held.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -122,10 +125,18 @@ func (s *Server) runActive(ctx context.Context, epoch ha.Epoch) error {
 			if n := s.db.expire(sweepLimit); n > 0 {
 				s.metrics.expired.Add(float64(n))
 			}
+		case <-held.C:
+			s.db.wake()
 		case <-s.db.kick:
 			for len(slots) < cap(slots) {
 				if len(slots) > 0 && !s.db.fullBatch(batchOps, batchBytes) {
 					break // the next batch waits for the one in flight and grows
+				}
+				if len(slots) == 0 {
+					if w := s.db.hold(); w > 0 {
+						held.Reset(w) // the last commit's writers may come back
+						break
+					}
 				}
 				b := s.db.take(batchOps, batchBytes)
 				if b == nil {
@@ -135,13 +146,14 @@ func (s *Server) runActive(ctx context.Context, epoch ha.Epoch) error {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
+					start := time.Now()
 					if err := s.commit(ctx, epoch, b.recs); err != nil {
 						select {
 						case failed <- err:
 						default:
 						}
 					} else {
-						s.db.done(b) // wakes this loop for what waited on b's keys
+						s.db.done(b, time.Since(start)) // wakes this loop for what waited on b's keys
 					}
 					<-slots
 					s.db.wake()

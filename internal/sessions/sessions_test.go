@@ -429,10 +429,12 @@ func TestGroupCommitWaitsForTheBatchInFlight(t *testing.T) {
 		t.Fatalf("%d keys in the store, want %d", keys, clients*each+1)
 	}
 	// Four commits in flight of whatever was queued made batches of about
-	// clients/6 keys (4.1 measured); one at a time makes them about
-	// clients/2: two cohorts of clients take turns, one waiting for its
-	// commit while the other's replies go out and its next writes queue.
-	if per := float64(clients*each) / float64(commits-1); per < clients/3 {
+	// clients/6 keys (4.1 measured); one at a time made them about
+	// clients/2 (two cohorts of clients took turns, one waiting for its
+	// commit while the other's replies went out and its next writes
+	// queued); waiting a little for the released writers (db.hold) makes
+	// one cohort of about clients.
+	if per := float64(clients*each) / float64(commits-1); per < clients*2/3 {
 		t.Fatalf("%d writes of %d clients in %d commits (%.1f keys each): not grouped", clients*each, clients, commits-1, per)
 	}
 	t.Logf("%d writes of %d clients in %d commits", clients*each, clients, commits-1)
@@ -456,6 +458,56 @@ func TestFullBatch(t *testing.T) {
 		if got := d.fullBatch(tc.ops, tc.bytes); got != tc.want {
 			t.Errorf("fullBatch(%d, %d) = %v with 2 queued changes of 27 bytes each", tc.ops, tc.bytes, got)
 		}
+	}
+}
+
+// TestHoldWaitsForTheCohort: after a commit, the next one waits until the
+// writers it released have come back (as many changes queued as it
+// carried plus those queued meanwhile), for at most half the commit's
+// time and never more than maxHold; after an idle spell it starts at once.
+func TestHoldWaitsForTheCohort(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1e9, 0))
+	d := newDB(clk, false)
+	d.reset(nil, true, 1)
+	put := func(keys ...string) {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		for _, k := range keys {
+			d.begin()
+			d.set(k, []byte("v"), 0)
+		}
+	}
+	if w := d.hold(); w != 0 {
+		t.Fatalf("first commit holds %v", w)
+	}
+	put("a1", "a2", "a3") // cohort A
+	b := d.take(128, 1<<20)
+	put("b1", "b2") // cohort B queues while A's commit is in flight
+	d.done(b, 6*time.Millisecond)
+	if w := d.hold(); w != 3*time.Millisecond {
+		t.Fatalf("hold %v with 2 of 5 writers back, want half the commit (3ms)", w)
+	}
+	put("a1", "a2") // A comes back, not whole yet
+	clk.Advance(time.Millisecond)
+	if w := d.hold(); w != 2*time.Millisecond {
+		t.Fatalf("hold %v with 4 of 5 writers back, 1ms later, want 2ms", w)
+	}
+	put("a3")
+	if w := d.hold(); w != 0 {
+		t.Fatalf("hold %v with all 5 writers back, want none", w)
+	}
+	b = d.take(128, 1<<20)
+	if len(b.recs) != 5 {
+		t.Fatalf("batch of %d keys, want both cohorts (5)", len(b.recs))
+	}
+	d.done(b, time.Second)
+	put("x")
+	if w := d.hold(); w != maxHold {
+		t.Fatalf("hold %v after a 1s commit, want maxHold (%v)", w, maxHold)
+	}
+	clk.Advance(maxHold)
+	if w := d.hold(); w != 0 {
+		t.Fatalf("hold %v once maxHold has passed, want none", w)
 	}
 }
 
@@ -497,11 +549,11 @@ func TestConcurrentBatchesKeepKeyOrder(t *testing.T) {
 	if b := d.take(128, 1<<20); b != nil {
 		t.Fatalf("took %q while its keys are in flight", keysOf(b))
 	}
-	d.done(b2)
+	d.done(b2, 0)
 	if d.committed != 0 {
 		t.Fatalf("committed %d before the first batch", d.committed)
 	}
-	d.done(b1)
+	d.done(b1, 0)
 	if d.committed != s3-1 {
 		t.Fatalf("committed %d, want %d", d.committed, s3-1)
 	}
@@ -509,7 +561,7 @@ func TestConcurrentBatchesKeepKeyOrder(t *testing.T) {
 	if got := keysOf(b3); got != "a,e" {
 		t.Fatalf("third batch %q", got)
 	}
-	d.done(b3)
+	d.done(b3, 0)
 	if d.committed != s5 {
 		t.Fatalf("committed %d, want %d", d.committed, s5)
 	}
