@@ -2,16 +2,21 @@ package clients
 
 import (
 	"context"
+	"net"
+	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/haven-ha/haven/internal/drill"
 )
 
 // TestSessionsSurviveRollingRestart: a rolling restart of every agent, as
 // an upgrade does it (each standby stopped with SIGTERM and started again,
 // a switchover, then the old active), keeps every session that redis-cli,
-// python3-redis and PHP's session module wrote before it, and PHP goes on
-// updating its sessions on the new active.
+// python3-redis, PHP's session module and redis-benchmark wrote before it,
+// and PHP goes on updating its sessions on the new active.
 func TestSessionsSurviveRollingRestart(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -19,6 +24,11 @@ func TestSessionsSurviveRollingRestart(t *testing.T) {
 	const n, visitors = 50, 20
 	sb, active := startWithSessions(ctx, t, "", n)
 	wantVisits(t, php(t, sb.CAFile(), sb.Node(active).Sessions, visitors), visitors, 0, "first visit")
+	redisBenchmark(t, sb.CAFile(), sb.Node(active).Sessions)
+	bench := redisCLI(t, sb.CAFile(), sb.Node(active).Sessions, "GET key:__rand_int__\n")[0]
+	if len(bench) != 3 {
+		t.Fatalf("redis-benchmark's key: %q, want its 3-byte value", bench)
+	}
 
 	restart := func(node string) {
 		t.Helper()
@@ -42,5 +52,34 @@ func TestSessionsSurviveRollingRestart(t *testing.T) {
 	restart(active)
 	t.Logf("restarted every agent; %s is active", next)
 	checkAll(t, sb, next, n)
+	if got := redisCLI(t, sb.CAFile(), sb.Node(next).Sessions, "GET key:__rand_int__\n"); got[0] != bench {
+		t.Fatalf("redis-benchmark's key after the rolling restart: %q, want %q", got, bench)
+	}
 	wantVisits(t, php(t, sb.CAFile(), sb.Node(next).Sessions, visitors), visitors, 1, "after the rolling restart")
+}
+
+// redisBenchmark runs Debian's redis-benchmark (SET and GET, 10 clients,
+// pipelines of 4) against addr over TLS and wants every request answered:
+// it writes and reads one key, key:__rand_int__, with a 3-byte value.
+func redisBenchmark(t *testing.T, ca, addr string) {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "redis-benchmark", "--tls", "--cacert", ca, "-h", host, "-p", port, "-a", drill.SessionsPassword,
+		"-t", "set,get", "-n", "2000", "-c", "10", "-P", "4", "--csv")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-benchmark (install Debian's redis-tools): %v: %s", err, out)
+	}
+	// --csv: a header, then "SET","rps",... and "GET","rps",...
+	for _, want := range []string{`"SET"`, `"GET"`} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("redis-benchmark did not finish %s: %s", want, out)
+		}
+	}
+	if strings.Contains(string(out), "ERR") {
+		t.Fatalf("redis-benchmark got errors: %s", out)
+	}
+	t.Logf("redis-benchmark: %s", strings.ReplaceAll(strings.TrimSpace(string(out)), "\n", "; "))
 }
