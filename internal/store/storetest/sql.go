@@ -21,6 +21,8 @@ type SQLStore interface {
 	// SessionDB is the pool of the data connections (the session store's
 	// commits, fenced data, history) and the database's kind.
 	SessionDB() (*sql.DB, string)
+	// SessionFence is a session commit's fence, run in its transaction.
+	SessionFence(ctx context.Context, tx *sql.Tx, node string, epoch ha.Epoch) error
 }
 
 // SQLBackend is a SQL backend (postgres, mysql) on its throwaway server,
@@ -108,8 +110,10 @@ func RunSQL[S SQLStore](t *testing.T, backend SQLBackend[S]) {
 	})
 
 	// Session-store traffic holding every data connection (the worst
-	// case of heavy session load) must not delay a lease renewal: the
-	// renewal runs on the coordination pool and keeps its deadline.
+	// case of heavy session load), each a commit that has passed its
+	// fence and holds its lock, must not delay a lease renewal: the
+	// renewal runs on the coordination pool, takes no lock a fence holds,
+	// and keeps its deadline.
 	t.Run("RenewUnderDataLoad", func(t *testing.T) {
 		s := open(t, srv.DSN, Cluster(t), "a", "")
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -117,7 +121,8 @@ func RunSQL[S SQLStore](t *testing.T, backend SQLBackend[S]) {
 		if _, err := s.NewSession(ctx, 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Campaign(ctx, "a"); err != nil {
+		epoch, err := s.Campaign(ctx, "a")
+		if err != nil {
 			t.Fatal(err)
 		}
 		data, _ := s.SessionDB()
@@ -133,6 +138,9 @@ func RunSQL[S SQLStore](t *testing.T, backend SQLBackend[S]) {
 				t.Fatalf("hold a data connection: %v", err)
 			}
 			txs = append(txs, tx)
+			if err := s.SessionFence(ctx, tx, "a", epoch); err != nil {
+				t.Fatalf("a session commit's fence: %v", err)
+			}
 		}
 		// The data pool is exhausted: one more data call would wait.
 		busy, stop := context.WithTimeout(ctx, 200*time.Millisecond)
