@@ -82,10 +82,10 @@ done
 
 R1=$(free_port); R2=$(free_port); R3=$(free_port); R4=$(free_port)
 mkdir -p "$W/aof"
-redis-server --port "$R4" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync always --dir "$W/aof" >"$W/aof.log" 2>&1 & PIDS+=($!)
+redis-server --port "$R4" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync always --dir "$W/aof" >"$W/aof.log" 2>&1 & PIDS+=($!); AOF_PID=$!
 redis-server --port "$R1" --bind 127.0.0.1 --save '' --appendonly no --dir "$W" >"$W/redis.log" 2>&1 & PIDS+=($!)
-redis-server --port "$R2" --bind 127.0.0.1 --save '' --appendonly no --dir "$W" >"$W/primary.log" 2>&1 & PIDS+=($!)
-redis-server --port "$R3" --bind 127.0.0.1 --save '' --appendonly no --dir "$W" --replicaof 127.0.0.1 "$R2" >"$W/replica.log" 2>&1 & PIDS+=($!)
+redis-server --port "$R2" --bind 127.0.0.1 --save '' --appendonly no --dir "$W" >"$W/primary.log" 2>&1 & PIDS+=($!); SYNC_PIDS=$!
+redis-server --port "$R3" --bind 127.0.0.1 --save '' --appendonly no --dir "$W" --replicaof 127.0.0.1 "$R2" >"$W/replica.log" 2>&1 & PIDS+=($!); SYNC_PIDS="$SYNC_PIDS $!"
 
 # The active: the node whose session store takes writes.
 ACTIVE=""
@@ -103,6 +103,11 @@ for _ in $(seq 1 100); do
 done
 HP=${SESS[$ACTIVE]#*:}
 AGENT_PID=$(pgrep -f "agent --config $W/haven.yaml --node $ACTIVE" | head -1)
+AGENT_PIDS=$(pgrep -f "agent --config $W/haven.yaml" | tr '\n' ' ')
+# CPU time (user+system, in clock ticks) of the processes given: each side's
+# own work, which holds on a machine loaded by others, unlike the rates.
+ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
+HZ=$(getconf CLK_TCK)
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr), load $(cut -d' ' -f1-3 /proc/loadavg) (shared with other work)"
 echo "redis-server $(redis-server --version | awk '{print $3}' | cut -d= -f2); haven on $STORE, active $ACTIVE on port $HP; $N requests, 50 clients"
@@ -123,14 +128,21 @@ for P in 1 16; do
 done
 echo
 echo "== 2. SET with bench/sessload -c 50 (rps, p50 ms, p99 ms); sync = redis primary + replica, SET then WAIT 1 0;"
-echo "   aof = lone redis, appendonly yes, appendfsync always"
+echo "   aof = lone redis, appendonly yes, appendfsync always; CPU per SET: all three agents (with their etcd"
+echo "   members), primary + replica, the aof server"
 for P in 1 16; do
+  t0=$(ticks $AGENT_PIDS)
   read -r h h50 h99 <<<"$("$W/sessload" -addr "127.0.0.1:$HP" -a $PW -n "$N" -c 50 -P $P)"
+  t1=$(ticks $AGENT_PIDS); u0=$(ticks $SYNC_PIDS)
   read -r s s50 s99 <<<"$("$W/sessload" -addr "127.0.0.1:$R2" -n "$N" -c 50 -P $P -wait)"
+  u1=$(ticks $SYNC_PIDS); v0=$(ticks $AOF_PID)
   read -r a a50 a99 <<<"$("$W/sessload" -addr "127.0.0.1:$R4" -n "$N" -c 50 -P $P)"
+  v1=$(ticks $AOF_PID)
   read -r r r50 r99 <<<"$("$W/sessload" -addr "127.0.0.1:$R1" -n "$N" -c 50 -P $P)"
   printf "  -P %-2s haven %8.0f (p50 %s, p99 %s)  sync %8.0f (p50 %s, p99 %s)  aof %8.0f (p50 %s, p99 %s)  lone %8.0f (p50 %s, p99 %s)  haven/sync %.2f  haven/aof %.2f\n" \
     $P "$h" "$h50" "$h99" "$s" "$s50" "$s99" "$a" "$a50" "$a99" "$r" "$r50" "$r99" "$(echo "$h / $s" | bc -l)" "$(echo "$h / $a" | bc -l)"
+  printf "        CPU per SET: haven %.0f us, sync %.0f us, aof %.0f us\n" \
+    "$(echo "($t1-$t0)*1000000/$HZ/$N" | bc -l)" "$(echo "($u1-$u0)*1000000/$HZ/$N" | bc -l)" "$(echo "($v1-$v0)*1000000/$HZ/$N" | bc -l)"
 done
 echo
 echo "== 3. memory with $KEYS keys of 32 bytes (key:NNNNNNNNNNNN)"
