@@ -289,7 +289,16 @@ func (a *Agent) State() machine.State { return *a.state.Load() }
 // Serving reports whether this node should receive traffic now.
 func (a *Agent) Serving() bool { return a.State().Serving(a.mcfg, a.clk.Now()) }
 
-func (a *Agent) emit(ev machine.Event) { a.events <- ev }
+// emit feeds an event to the machine, or gives up when ctx ends: once Run
+// has stopped reading events, a send that waited on a full queue would
+// never end, and Run waits for its goroutines (an agent that renewed its
+// lease during a long shutdown hung past SIGTERM with the queue full).
+func (a *Agent) emit(ctx context.Context, ev machine.Event) {
+	select {
+	case a.events <- ev:
+	case <-ctx.Done():
+	}
+}
 
 func signal(c chan struct{}) {
 	select {
@@ -400,7 +409,7 @@ func (a *Agent) renew(ctx context.Context) {
 			if err == nil {
 				gen++
 				a.log.Info("session created", "ttl", ttl)
-				a.emit(machine.SessionRenewed{SentAt: sent, TTL: ttl, New: true})
+				a.emit(ctx, machine.SessionRenewed{SentAt: sent, TTL: ttl, New: true})
 				signal(a.publishC)
 				break
 			}
@@ -432,10 +441,10 @@ func (a *Agent) renew(ctx context.Context) {
 				}
 				switch {
 				case r.err == nil:
-					a.emit(machine.SessionRenewed{SentAt: r.sent, TTL: r.ttl})
+					a.emit(ctx, machine.SessionRenewed{SentAt: r.sent, TTL: r.ttl})
 				case errors.Is(r.err, ha.ErrSessionLost):
 					a.log.Warn("session lost in the store; creating a new one")
-					a.emit(machine.SessionLost{Err: r.err})
+					a.emit(ctx, machine.SessionLost{Err: r.err})
 					select {
 					case <-a.newSessC:
 					case <-ctx.Done():
