@@ -39,10 +39,19 @@ func Stuck(t testing.TB, name, log string) {
 	} else {
 		t.Logf("the whole log of %s (%d bytes) is in %s", name, len(log), file)
 	}
-	loc := dumpStart.FindStringIndex(log)
-	if loc == nil {
+	d := dump(log)
+	if d == "" {
 		t.Logf("---- %s wrote no goroutine dump ----", name)
 		return
 	}
-	t.Logf("---- goroutine dump of %s (whole) ----\n%s", name, log[loc[0]:])
+	t.Logf("---- goroutine dump of %s (whole) ----\n%s", name, d)
+}
+
+// dump is the goroutine dump at the end of log, "" if there is none.
+func dump(log string) string {
+	loc := dumpStart.FindStringIndex(log)
+	if loc == nil {
+		return ""
+	}
+	return log[loc[0]:]
 }
