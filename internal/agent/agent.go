@@ -75,6 +75,8 @@ type Agent struct {
 	promoteDone   chan struct{} // closed when the promotion at promoteEpoch returns
 	demotedSeq    atomic.Uint64 // promotions up to this Seq were demoted: never start them
 
+	resignUntil atomic.Pointer[time.Time] // a stopping agent's resigns end by then (resignDeadline)
+
 	eventC    chan ha.Event
 	opMu      sync.Mutex // one operator action at a time on this agent
 	auditMu   sync.Mutex
@@ -289,7 +291,16 @@ func (a *Agent) State() machine.State { return *a.state.Load() }
 // Serving reports whether this node should receive traffic now.
 func (a *Agent) Serving() bool { return a.State().Serving(a.mcfg, a.clk.Now()) }
 
-func (a *Agent) emit(ev machine.Event) { a.events <- ev }
+// emit feeds an event to the machine, or gives up when ctx ends: once Run
+// has stopped reading events, a send that waited on a full queue would
+// never end, and Run waits for its goroutines (an agent that renewed its
+// lease during a long shutdown hung past SIGTERM with the queue full).
+func (a *Agent) emit(ctx context.Context, ev machine.Event) {
+	select {
+	case a.events <- ev:
+	case <-ctx.Done():
+	}
+}
 
 func signal(c chan struct{}) {
 	select {
@@ -400,7 +411,7 @@ func (a *Agent) renew(ctx context.Context) {
 			if err == nil {
 				gen++
 				a.log.Info("session created", "ttl", ttl)
-				a.emit(machine.SessionRenewed{SentAt: sent, TTL: ttl, New: true})
+				a.emit(ctx, machine.SessionRenewed{SentAt: sent, TTL: ttl, New: true})
 				signal(a.publishC)
 				break
 			}
@@ -432,10 +443,10 @@ func (a *Agent) renew(ctx context.Context) {
 				}
 				switch {
 				case r.err == nil:
-					a.emit(machine.SessionRenewed{SentAt: r.sent, TTL: r.ttl})
+					a.emit(ctx, machine.SessionRenewed{SentAt: r.sent, TTL: r.ttl})
 				case errors.Is(r.err, ha.ErrSessionLost):
 					a.log.Warn("session lost in the store; creating a new one")
-					a.emit(machine.SessionLost{Err: r.err})
+					a.emit(ctx, machine.SessionLost{Err: r.err})
 					select {
 					case <-a.newSessC:
 					case <-ctx.Done():
@@ -582,12 +593,18 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 		// and the key with it, expires within lease_ttl after, so
 		// retrying longer only delays the exit (with the store cut off,
 		// ten tries outlasted a 15 s stop). That holds as well for a
-		// resign that began before the agent was asked to stop.
+		// resign that began before the agent was asked to stop, and for
+		// all of them together: the machine asks again each time it sees
+		// the key still held, and a dozen resigns queued behind a cut-off
+		// store, a lease each, kept an agent from stopping for good.
 		var giveUp time.Time
 		backoff := 20 * time.Millisecond
 		for try := 1; ; try++ {
 			if giveUp.IsZero() && a.State().Stopping {
-				giveUp = a.clk.Now().Add(a.cfg.Timing.LeaseTTL)
+				giveUp = a.resignDeadline()
+			}
+			if !giveUp.IsZero() && a.clk.Now().After(giveUp) {
+				break // stopping: the key expires with the session
 			}
 			cctx, cancel := clock.WithTimeout(context.WithoutCancel(ctx), a.clk, callTimeout(a.cfg.Timing))
 			err := a.store.Resign(cctx, a.node.Name, act.Epoch)
@@ -606,6 +623,14 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 			backoff = min(2*backoff, 500*time.Millisecond)
 		}
 	}
+}
+
+// resignDeadline is when a stopping agent stops resigning: a lease after
+// the first resign that saw it stopping, the same for every resign after.
+func (a *Agent) resignDeadline() time.Time {
+	t := a.clk.Now().Add(a.cfg.Timing.LeaseTTL)
+	a.resignUntil.CompareAndSwap(nil, &t)
+	return *a.resignUntil.Load()
 }
 
 // watchCaughtUp waits until the watched snapshot reflects a win at epoch:

@@ -69,7 +69,7 @@ func (a *Agent) failsafeLoop(ctx context.Context) {
 		}
 		sent := a.clk.Now()
 		if a.askPeers(ctx, client, st.Epoch) {
-			a.emit(machine.FailsafeGranted{SentAt: sent, Grant: t.LeaseTTL})
+			a.emit(ctx, machine.FailsafeGranted{SentAt: sent, Grant: t.LeaseTTL})
 		}
 	}
 }

@@ -321,12 +321,21 @@ func (c *Cluster) stopAll() {
 		select {
 		case <-n.done:
 		case <-time.After(15 * time.Second):
+			// Its goroutines go to its log, kept whole for the report.
+			_ = n.cmd.Process.Signal(syscall.SIGQUIT)
+			select {
+			case <-n.done:
+			case <-time.After(5 * time.Second):
+			}
 			_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
 			c.t.Errorf("agent %s did not stop within 15s of SIGTERM", n.Name)
 			// Its log is read below: wait until nothing writes to it.
 			select {
 			case <-n.done:
 			case <-time.After(5 * time.Second):
+			}
+			if n.log != nil {
+				testbin.Stuck(c.t, n.Name, n.log.String())
 			}
 		}
 	}

@@ -211,8 +211,19 @@ func (r *recipe) stopAll() {
 		select {
 		case <-p.done:
 		case <-time.After(15 * time.Second):
+			// Its goroutines go to its log, kept whole for the report.
+			_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+			select {
+			case <-p.done:
+			case <-time.After(5 * time.Second):
+			}
 			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 			r.t.Errorf("%s did not stop within 15s of SIGTERM", name)
+			select {
+			case <-p.done:
+			case <-time.After(5 * time.Second):
+			}
+			testbin.Stuck(r.t, name, p.log.String())
 		}
 	}
 	if r.t.Failed() {

@@ -1,6 +1,7 @@
 package contain
 
 import (
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -231,6 +232,79 @@ func TestGuardKillsOnAgentDeath(t *testing.T) {
 				t.Fatal("the guard did not exit after killing the group")
 			}
 		})
+	}
+}
+
+// Close ends the group and its guard without waiting on the guard: one
+// that cannot run (frozen here; on a loaded machine, its sweep of /proc
+// took longer than the agent's 15 s to stop) is killed after guardWait.
+// Before, Close waited for the guard to exit, and an agent's shutdown hung
+// with it ("agent n1 did not stop within 15s of SIGTERM").
+func TestCloseDoesNotWaitOnTheGuard(t *testing.T) {
+	for _, mode := range modes(t) {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			g, err := Open(Options{Key: dir, Name: "test-close", Mode: mode})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pids := startIn(t, g, dir)
+			defer killAll(pids)
+			g.mu.Lock()
+			gd := g.guard
+			g.mu.Unlock()
+			if err := gd.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = gd.cmd.Process.Kill() }()
+			closed := make(chan error, 1)
+			go func() { closed <- g.Close() }()
+			select {
+			case err := <-closed:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(sweepWait + guardWait + wait):
+				t.Fatal("Close waited on a guard that cannot run")
+			}
+			select {
+			case <-gd.done:
+			default:
+				t.Fatal("Close returned with the guard still running")
+			}
+			waitAllGone(t, pids)
+		})
+	}
+}
+
+// A guard told to stop exits without killing anything: Close has done
+// that already, and the guard's own sweep of /proc is slow.
+func TestGuardStops(t *testing.T) {
+	dir := t.TempDir()
+	g, err := Open(Options{Key: dir, Name: "test-stop", Mode: ModeProcessGroup})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	pids := startIn(t, g, dir)
+	defer killAll(pids)
+	g.mu.Lock()
+	gd := g.guard
+	g.guard = nil // Close will not stop this one
+	g.mu.Unlock()
+	if _, err := io.WriteString(gd.w, guardStop+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = gd.w.Close()
+	select {
+	case <-gd.done:
+	case <-time.After(wait):
+		t.Fatal("the guard did not exit when told to stop")
+	}
+	for _, p := range pids {
+		if !alive(p) {
+			t.Fatalf("the guard killed process %d when told to stop", p)
+		}
 	}
 }
 

@@ -249,6 +249,7 @@ func (c *cluster) stopAll() {
 			}
 			_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
 			c.t.Errorf("agent %s did not stop within 15s of SIGTERM", n.name)
+			testbin.Stuck(c.t, n.name, n.log.String())
 		}
 	}
 	if c.t.Failed() || os.Getenv("VIPLAB_LOGS") != "" {

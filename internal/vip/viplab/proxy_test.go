@@ -10,6 +10,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/netlab"
 	"github.com/haven-ha/haven/internal/syncbuf"
+	"github.com/haven-ha/haven/internal/testbin"
 )
 
 // proxyLab is a cluster whose VIP follows a healthy proxy: active-active,
@@ -185,11 +186,8 @@ func (l *proxyLab) waitExit(n *node, d time.Duration) {
 	case <-n.done:
 	case <-time.After(5 * time.Second):
 	}
-	s := n.log.String()
-	if len(s) > 60000 {
-		s = s[len(s)-60000:]
-	}
-	l.t.Fatalf("agent %s did not exit within %s:\n%s", n.name, d, s)
+	testbin.Stuck(l.t, n.name, n.log.String())
+	l.t.Fatalf("agent %s did not exit within %s", n.name, d)
 }
 
 // begin waits for the first holder and checks what status and metrics
