@@ -41,7 +41,7 @@ func superviseHelper() {
 	var opts []Option
 	if mode := os.Getenv(helperModeEnv); mode != "none" {
 		dir := os.Getenv(helperDirEnv)
-		g, err := contain.Open(contain.Options{Key: dir, Name: "test", StateDir: dir, Mode: mode})
+		g, err := contain.Open(contain.Options{Key: dir, Name: "test", StateDir: dir, Mode: contain.Mode(mode)})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "helper:", err)
 			os.Exit(1)
@@ -152,7 +152,7 @@ func withEnv(kv string) []int {
 // names; "none" is the supervisor without a group, as it was before #18,
 // on which these tests fail.
 func killSupervisorHard(t *testing.T, setup func(t *testing.T) (argv []string, addr string), tag string, minProcs int) {
-	modes := []string{contain.ModeAuto, contain.ModeProcessGroup}
+	modes := []string{string(contain.ModeAuto), string(contain.ModeProcessGroup)}
 	if m := os.Getenv(containmentEnv); m != "" {
 		modes = []string{m}
 	}
