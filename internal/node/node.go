@@ -155,7 +155,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 		if tlsSrc != nil {
 			sessTLS = tlsSrc.ServerConfig(false)
 		}
-		if stopSessions, err = agent.StartSessions(cfg, node, a, store, sessTLS, log); err != nil {
+		if stopSessions, err = startSessions(cfg, node, a, store, sessTLS, log); err != nil {
 			stopFollow()
 			stopProxy()
 			_ = store.Close()
