@@ -27,6 +27,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/harness"
 	"github.com/haven-ha/haven/internal/netlab"
 	"github.com/haven-ha/haven/internal/sample"
 	"github.com/haven-ha/haven/internal/syncbuf"
@@ -42,8 +43,7 @@ const token = "viplab-token-0123456789abcdef"
 
 // timings are the lan preset loosened for a loaded 2-core machine, as in
 // internal/e2e: the tests check behaviour; bench/vip.sh measures speed.
-const timings = `timing: lan
-timings: {lease_ttl: 3s, renew_interval: 200ms, renew_timeout: 600ms, fence_margin: 500ms, etcd_heartbeat: 50ms, etcd_election: 500ms}`
+const timings = harness.CITimings
 
 // node is one haven agent in its own namespace: eth0 on the cluster
 // network (etcd), eth1 on the client network (API, service, VIP).
@@ -56,8 +56,8 @@ type node struct {
 	mac        string // eth1's
 	witness    bool
 	nsh        netns.NsHandle
-	cmd        *exec.Cmd
-	done       chan struct{}
+	proc       *harness.Proc
+	done       <-chan struct{} // closed when the agent last started has exited
 	log        *syncbuf.Buffer
 }
 
@@ -209,45 +209,29 @@ func (c *cluster) start(n *node) {
 	if n.witness {
 		sub = "witness"
 	}
-	cmd := netlab.Command(n.ns, havenBin, sub, "--config", c.config, "--node", n.name)
-	cmd.Stdout, cmd.Stderr = n.log, n.log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	p, err := harness.Start(n.ns, n.log, havenBin, sub, "--config", c.config, "--node", n.name)
+	if err != nil {
 		c.t.Fatalf("start agent %s: %v", n.name, err)
 	}
-	n.cmd, n.done = cmd, make(chan struct{})
-	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(n.done)
+	n.proc, n.done = p, p.Done()
 }
 
 // agentPID is the haven process itself (ip netns exec execs it in place).
 func (n *node) signal(t testing.TB, sig syscall.Signal) {
 	t.Helper()
-	if err := n.cmd.Process.Signal(sig); err != nil {
+	if err := n.proc.Signal(sig); err != nil {
 		t.Fatalf("signal %v to %s: %v", sig, n.name, err)
 	}
 }
 
 func (c *cluster) stopAll() {
+	var ps []*harness.Proc
 	for _, n := range c.nodes {
-		if n.cmd != nil && n.cmd.Process != nil {
-			_ = n.cmd.Process.Signal(syscall.SIGCONT)
-			_ = n.cmd.Process.Signal(syscall.SIGTERM)
-		}
+		ps = append(ps, n.proc)
 	}
+	late := harness.Stop(15*time.Second, ps...) // a late one's goroutines go to its log
 	for _, n := range c.nodes {
-		if n.done == nil {
-			continue
-		}
-		select {
-		case <-n.done:
-		case <-time.After(15 * time.Second):
-			// Its goroutines go to its log, for the failure's report.
-			_ = n.cmd.Process.Signal(syscall.SIGQUIT)
-			select {
-			case <-n.done:
-			case <-time.After(3 * time.Second):
-			}
-			_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
+		if slices.Contains(late, n.proc) {
 			c.t.Errorf("agent %s did not stop within 15s of SIGTERM", n.name)
 		}
 	}
