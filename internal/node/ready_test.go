@@ -14,16 +14,18 @@ import (
 
 	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/ports"
 )
 
+// freeAddr is a free loopback address (package ports: not a closed :0
+// listener's, which the kernel may hand to anyone next).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := ports.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return a
 }
 
 // TestReadyNotification: a real one-node agent under a fake systemd

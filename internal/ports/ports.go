@@ -105,3 +105,12 @@ func Free(n int) ([]int, error) {
 	}
 	return out, nil
 }
+
+// Addr is one port from Free as an address on 127.0.0.1 (host:port).
+func Addr() (string, error) {
+	p, err := Free(1)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("127.0.0.1:%d", p[0]), nil
+}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/ports"
 	"github.com/haven-ha/haven/internal/service/contain"
 )
 
@@ -75,14 +76,15 @@ func listenHelper() {
 	}
 }
 
+// freePort is a free loopback address (package ports: not a closed :0
+// listener's, which the kernel may hand to anyone next).
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := ports.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return a
 }
 
 // descendants lists pid's descendants by walking /proc.
