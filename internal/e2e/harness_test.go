@@ -363,12 +363,8 @@ func (c *Cluster) ServiceReply(name string) (int, sample.Reply) {
 // waitFor polls cond every 20ms until it holds or d passes.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !harness.Until(d, cond) {
+		t.Fatalf("timed out after %s waiting for %s", d, what)
 	}
 }
 

@@ -1,7 +1,9 @@
 package harness
 
 import (
+	"bytes"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -29,6 +31,13 @@ func TestStop(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	var kids []int
+	if !Until(10*time.Second, func() bool { kids = Descendants(deaf.Pid()); return len(kids) > 0 }) {
+		t.Fatal("Descendants does not list the shell's sleep")
+	}
+	if d := Descendants(obeys.Pid()); len(d) != 0 {
+		t.Fatalf("Descendants of a lone sleep: %v", d)
+	}
 	late := Stop(2*time.Second, obeys, deaf, nil)
 	if !slices.Equal(late, []*Proc{deaf}) {
 		t.Fatalf("late = %v, want only the shell that ignores SIGTERM", late)
@@ -38,6 +47,14 @@ func TestStop(t *testing.T) {
 	}
 	if !strings.Contains(deaf.Exit(), "killed") {
 		t.Fatalf("the shell ended %q, want killed", deaf.Exit())
+	}
+	gone := func(pid int) bool { // a zombie counts as gone
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		i := bytes.LastIndexByte(b, ')')
+		return err != nil || i < 0 || strings.HasPrefix(string(b[i+1:]), " Z")
+	}
+	if !Until(10*time.Second, func() bool { return gone(kids[0]) }) {
+		t.Fatalf("the shell's sleep %d outlived the kill of its group", kids[0])
 	}
 }
 

@@ -247,12 +247,8 @@ func nodeView(st api.Status, name string) (api.NodeView, bool) {
 // waitFor polls cond until it holds or d passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !harness.Until(d, cond) {
+		t.Fatalf("%s: not within %s", what, d)
 	}
 }
 
@@ -301,40 +297,6 @@ func runHaven(t *testing.T, args ...string) (int, string) {
 		t.Fatalf("run haven %v: %v", args, err)
 	}
 	return 0, out.String()
-}
-
-// descendants lists pid's descendants.
-func descendants(pid int) []int {
-	children := map[int][]int{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(b, ')')
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 2 {
-			continue
-		}
-		pp, _ := strconv.Atoi(f[1])
-		children[pp] = append(children[pp], p)
-	}
-	var out []int
-	todo := []int{pid}
-	for len(todo) > 0 {
-		p := todo[0]
-		todo = todo[1:]
-		for _, c := range children[p] {
-			out = append(out, c)
-			todo = append(todo, c)
-		}
-	}
-	return out
 }
 
 // alive reports whether pid runs; a zombie counts as gone.
@@ -446,7 +408,7 @@ func (r *recipe) threeFaults(apis []string, role, svc string, svcAddr map[string
 	measure(fmt.Sprintf("kill -9 of the %s's %s", role, svc), active, t0, nil)
 
 	active, _ = r.waitActive(apis, startTimeout, "", "n1", "n2")
-	tree := descendants(r.proc(active).Pid())
+	tree := harness.Descendants(r.proc(active).Pid())
 	if inspect != nil {
 		inspect(tree)
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/harness"
 	"github.com/haven-ha/haven/internal/ports"
 	"github.com/haven-ha/haven/internal/service/contain"
 )
@@ -85,40 +86,6 @@ func freePort(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return a
-}
-
-// descendants lists pid's descendants by walking /proc.
-func descendants(pid int) []int {
-	children := map[int][]int{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := strings.LastIndexByte(string(b), ')')
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 2 {
-			continue
-		}
-		pp, _ := strconv.Atoi(f[1])
-		children[pp] = append(children[pp], p)
-	}
-	var out []int
-	todo := []int{pid}
-	for len(todo) > 0 {
-		p := todo[0]
-		todo = todo[1:]
-		for _, c := range children[p] {
-			out = append(out, c)
-			todo = append(todo, c)
-		}
-	}
-	return out
 }
 
 // withEnv lists the processes whose environment holds kv.
@@ -212,7 +179,7 @@ func killSupervisorHardIn(t *testing.T, mode string, argv []string, addr, tag st
 	eventually(t, fmt.Sprintf("at least %d service processes", minProcs), func() bool {
 		seen := map[int]bool{}
 		victims = victims[:0]
-		for _, p := range append(descendants(helper.Process.Pid), withEnv(tag)...) {
+		for _, p := range append(harness.Descendants(helper.Process.Pid), withEnv(tag)...) {
 			if !seen[p] && p != helper.Process.Pid && alive(p) {
 				seen[p] = true
 				victims = append(victims, p)

@@ -306,12 +306,8 @@ func (c *cluster) holds(n *node) bool {
 
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !harness.Until(d, cond) {
+		t.Fatalf("timed out after %s waiting for %s", d, what)
 	}
 }
 
