@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -246,38 +245,25 @@ func (c *cluster) stopAll() {
 	}
 }
 
-var httpc = &http.Client{Timeout: 500 * time.Millisecond}
+// hc calls the agents' APIs (plain HTTP: the lab runs insecure).
+var hc = api.NewClient(api.ClientOptions{Token: token, Who: "viplab", Timeout: 500 * time.Millisecond})
 
+// lbCheck is 200 while node n's /lb-check says it serves, else 503.
 func (c *cluster) lbCheck(n *node) int {
-	resp, err := httpc.Get("http://" + n.api + "/lb-check")
-	if err != nil {
-		return 0
+	if ok, _ := hc.LBCheck(context.Background(), n.api); ok {
+		return http.StatusOK
 	}
-	resp.Body.Close()
-	return resp.StatusCode
+	return http.StatusServiceUnavailable
 }
 
 func (c *cluster) status(n *node) (api.Status, error) {
-	var st api.Status
-	resp, err := httpc.Get("http://" + n.api + "/status")
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	return hc.Status(context.Background(), n.api)
 }
 
 // metrics is node n's /metrics page ("" on error).
 func (c *cluster) metrics(n *node) string {
-	req, _ := http.NewRequest(http.MethodGet, "http://"+n.api+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := httpc.Do(req)
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
+	m, _ := hc.Metrics(context.Background(), n.api)
+	return m
 }
 
 // holds reports whether node n has the VIP on eth1 now (asked over netlink
