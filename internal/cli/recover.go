@@ -93,7 +93,7 @@ func runSnapshot(args []string, out, errw io.Writer) int {
 	if cfg == nil {
 		return code
 	}
-	if b := cfg.Store.Backend; b == "postgres" || b == "mysql" {
+	if b := cfg.Store.Backend; b == config.BackendPostgres || b == config.BackendMySQL {
 		fmt.Fprintf(errw, "haven store snapshot: store.backend is %s: back it up with the database's own tools (pg_dump / mysqldump of the %s tables, or your database backups); they hold everything haven keeps\n", b, "haven_")
 		return exitUsage
 	}
@@ -170,7 +170,7 @@ func runRestore(args []string, out, errw io.Writer) int {
 		fmt.Fprintln(errw, "haven store snapshot restore: --min-epoch must be >= 0 and --margin from 1 to 1e15")
 		return exitUsage
 	}
-	if b := cfg.Store.Backend; b == "postgres" || b == "mysql" {
+	if b := cfg.Store.Backend; b == config.BackendPostgres || b == config.BackendMySQL {
 		fmt.Fprintf(errw, "haven store snapshot restore: store.backend is %s: restore the database's own backup of the haven_ tables, then raise the epoch counter (docs/deploy.md, Backup)\n", b)
 		return exitUsage
 	}

@@ -179,7 +179,7 @@ func (b *builder) top(f fields) {
 		if c.VIP.Enabled() {
 			demote += VIPRemoveBudget // removed first, then on_demote runs
 		}
-		for _, p := range checkTiming(c.Timing, demote, c.Checks, c.Store.Backend == "embedded" || c.Store.Backend == "etcd") {
+		for _, p := range checkTiming(c.Timing, demote, c.Checks, c.Store.Backend == BackendEmbedded || c.Store.Backend == BackendEtcd) {
 			field := p.Field
 			if _, ok := b.lines[field]; !ok {
 				for _, r := range p.Related {
