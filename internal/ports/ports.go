@@ -15,8 +15,10 @@
 package ports
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -45,8 +47,14 @@ func claimFile() string { return filepath.Join(os.TempDir(), "haven-ports.lock")
 func claim(p int) bool {
 	if !claimsOpen {
 		claimsOpen = true
-		f, err := os.OpenFile(claimFile(), os.O_RDWR|os.O_CREATE, 0o666)
+		// Without O_CREAT first: the kernel's protected_regular refuses
+		// O_CREAT on another user's file in a sticky directory like /tmp.
+		f, err := os.OpenFile(claimFile(), os.O_RDWR, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			f, err = os.OpenFile(claimFile(), os.O_RDWR|os.O_CREATE, 0o666)
+		}
 		if err == nil {
+			_ = f.Chmod(0o666) // past the umask: every user's processes share it
 			claims = f
 		}
 	}
