@@ -8,11 +8,25 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/ha"
-	"github.com/haven-ha/haven/internal/store/etcdstore"
 )
 
+// RaftMember is this node's embedded etcd member as keepLeaderAway uses it
+// (the composition root hands over etcdstore's Member).
+type RaftMember interface {
+	IsLeader() bool
+	// LeaderChanged is closed when raft's leader changes.
+	LeaderChanged() <-chan struct{}
+	// MoveLeaderAway hands raft leadership to the first of prefer that can
+	// take it; an error wrapping ErrNoOtherMember when no member can.
+	MoveLeaderAway(ctx context.Context, prefer []string) error
+}
+
+// ErrNoOtherMember is RaftMember.MoveLeaderAway's error when there is no
+// other live voting member to hand etcd leadership to.
+var ErrNoOtherMember = errors.New("no other live voting member to hand etcd leadership to")
+
 // KeepLeaderAway runs keepLeaderAway for the composition root (node).
-func KeepLeaderAway(ctx context.Context, a *Agent, m *etcdstore.Member, log *slog.Logger) {
+func KeepLeaderAway(ctx context.Context, a *Agent, m RaftMember, log *slog.Logger) {
 	keepLeaderAway(ctx, a, m, log)
 }
 
@@ -22,7 +36,7 @@ func KeepLeaderAway(ctx context.Context, a *Agent, m *etcdstore.Member, log *slo
 // (leaderMoveWait in leaderaway.go says why). It looks when this node's role
 // changes and when raft's leader changes (both are notified), and while a
 // move is pending, every renew interval, so that it sees renewals run late.
-func keepLeaderAway(ctx context.Context, a *Agent, m *etcdstore.Member, log *slog.Logger) {
+func keepLeaderAway(ctx context.Context, a *Agent, m RaftMember, log *slog.Logger) {
 	if a.cfg.Mode == ha.ModeActiveActive {
 		// Every healthy node is active: moving leadership away from each
 		// of them would bounce it between members forever, and raft drops
@@ -60,7 +74,7 @@ func keepLeaderAway(ctx context.Context, a *Agent, m *etcdstore.Member, log *slo
 			case wait == 0:
 				err := m.MoveLeaderAway(ctx, longestRunning(a.Snapshot()))
 				switch {
-				case errors.Is(err, etcdstore.ErrNoOtherMember):
+				case errors.Is(err, ErrNoOtherMember):
 					// A one-member cluster, or the others are down:
 					// nothing to move and nothing to log; look again in a
 					// while.

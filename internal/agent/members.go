@@ -65,7 +65,7 @@ func checkMemberChange(members []ha.Member, add bool, name string) error {
 // Members lists the store's voting members.
 func (a *Agent) Members(ctx context.Context) ([]ha.Member, error) {
 	ms, ok := a.store.(ha.Membership)
-	if !ok || a.cfg.Store.Backend != "embedded" {
+	if !ok || a.cfg.Store.Backend != config.BackendEmbedded {
 		return nil, ha.Errorf(ha.KindForbidden, "membership changes apply to the embedded etcd only; with store.backend %s the store's own tools manage its members", a.cfg.Store.Backend)
 	}
 	list, err := ms.Members(ctx)

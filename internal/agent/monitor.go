@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/redundancy"
 )
@@ -27,7 +28,7 @@ func (a *Agent) monitor(ctx context.Context) {
 	wasActive := false
 	for {
 		var members []ha.Member
-		if a.cfg.Store.Backend == "embedded" {
+		if a.cfg.Store.Backend == config.BackendEmbedded {
 			mctx, cancel := context.WithTimeout(ctx, time.Second)
 			ms, err := a.Members(mctx)
 			cancel()

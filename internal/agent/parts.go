@@ -2,8 +2,9 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
 	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/certs"
@@ -13,7 +14,7 @@ import (
 )
 
 // What the composition root (package node) uses to wire an agent to its
-// listeners, its etcd member, the dashboard and the proxy.
+// listeners, its etcd member, the dashboard, the proxy and the session store.
 
 // Clock is the agent's clock.
 func (a *Agent) Clock() clock.Clock { return a.clk }
@@ -43,7 +44,17 @@ func ServeLBCheck(cfg *config.Config, node config.Node, a *Agent, log *slog.Logg
 	return serveLBCheck(cfg, node, a, log)
 }
 
-// StartSessions runs node's session store beside agent a.
-func StartSessions(cfg *config.Config, node config.Node, a *Agent, store ha.Store, tlsConf *tls.Config, log *slog.Logger) (stop func(), err error) {
-	return startSessions(cfg, node, a, store, tlsConf, log)
+// SessionsRole is the session store's view of this node: it writes only
+// while it serves as active, at its epoch (the store checks the epoch again
+// in every commit).
+func (a *Agent) SessionsRole() (ha.Epoch, bool) {
+	st := a.State()
+	return st.Epoch, st.Serving(a.mcfg, a.clk.Now())
 }
+
+// MustRegister adds collectors to the agent's /metrics.
+func (a *Agent) MustRegister(cs ...prometheus.Collector) { a.metrics.reg.MustRegister(cs...) }
+
+// SetSessionStats hands the agent what reports the session store's size,
+// for its status record.
+func (a *Agent) SetSessionStats(stats func() ha.SessionStats) { a.sessStats.Store(&stats) }

@@ -11,8 +11,6 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/proxyvip"
-	"github.com/haven-ha/haven/internal/store/etcdstore"
-	"github.com/haven-ha/haven/internal/store/storedial"
 	"github.com/haven-ha/haven/internal/vip"
 )
 
@@ -20,8 +18,9 @@ import (
 // beside the agent: this node takes part while its proxy answers on
 // proxy.listen, and holds the VIP while it wins. The agent's status,
 // metrics and history show it as they show a VIP that follows the active.
-// stop removes the VIP, hands the key back and waits.
-func (a *Agent) StartFollowProxy(ctx context.Context) (stop func(), err error) {
+// dial opens the election's own connection to the store (the composition
+// root's dialVIPElection). stop removes the VIP, hands the key back and waits.
+func (a *Agent) StartFollowProxy(ctx context.Context, dial func(context.Context) (ha.Coordinator, error)) (stop func(), err error) {
 	cfg, node := a.cfg, a.node
 	log := a.log.With("part", "vip")
 	opts := cfg.VIPOptions(node)
@@ -46,7 +45,7 @@ func (a *Agent) StartFollowProxy(ctx context.Context) (stop func(), err error) {
 	t := cfg.Timing
 	e, err := proxyvip.New(proxyvip.Options{
 		Node:           node.Name,
-		Dial:           func(ctx context.Context) (ha.Coordinator, error) { return dialVIPElection(ctx, cfg, node) },
+		Dial:           dial,
 		Address:        v,
 		Describe:       v.Address().String() + " on " + v.Interface(),
 		Lifetime:       func(left time.Duration) time.Duration { return vip.Lifetime(left, ipv6) },
@@ -96,22 +95,6 @@ func (a *Agent) StartFollowProxy(ctx context.Context) (stop func(), err error) {
 	}()
 	log.Info("virtual IP follows a healthy proxy", "vip", v.Address(), "interface", v.Interface(), "proxy_check", probe, "election", cfg.VIPElection())
 	return func() { cancel(); <-done; <-healthDone }, nil
-}
-
-// dialVIPElection opens the VIP election's own connection to the store,
-// under its own name (config.VIPElection), as startCoordination opens the
-// agent's: to the local member only with the embedded store.
-func dialVIPElection(ctx context.Context, cfg *config.Config, node config.Node) (ha.Coordinator, error) {
-	if cfg.Store.External() {
-		c := *cfg
-		c.Cluster = cfg.VIPElection()
-		return storedial.Open(ctx, &c, node)
-	}
-	var files config.TLSFiles
-	if cfg.TLS.Enabled() {
-		files = cfg.TLS.For(node.Name)
-	}
-	return etcdstore.DialOptions(cfg.VIPElection(), etcdstore.Options{Endpoints: []string{node.Client}, DialTimeout: 2 * time.Second, CAFile: files.CA, CertFile: files.Cert, KeyFile: files.Key})
 }
 
 // followProxyHeld is the VIP this node holds by the follow: proxy election

@@ -17,7 +17,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,6 +24,9 @@ import (
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/harness"
+	"github.com/haven-ha/haven/internal/ports"
+	"github.com/haven-ha/haven/internal/syncbuf"
 )
 
 const clusterToken = "certs-test-token-0123456789"
@@ -46,10 +48,13 @@ func TestNoPortServesStrangers(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build haven: %v\n%s", err, out)
 	}
-	ports := listenPorts(t, 12)
+	ports, err := ports.Free(12)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "cluster: sec\ndata_dir: %s\n", filepath.Join(dir, "data"))
-	b.WriteString("timings: {lease_ttl: 3s, renew_interval: 200ms, renew_timeout: 600ms, fence_margin: 500ms, etcd_heartbeat: 50ms, etcd_election: 500ms}\n")
+	b.WriteString(harness.CITimings + "\n")
 	fmt.Fprintf(&b, "api: {token: %s, status_open: false, lb_check_listen: \"127.0.0.1:${LB_PORT}\"}\n", clusterToken)
 	cd := filepath.Join(dir, "certs")
 	fmt.Fprintf(&b, "tls: {ca_file: %q, cert_file: %q, key_file: %q}\nnodes:\n", filepath.Join(cd, "ca.crt"), filepath.Join(cd, "${NODE}.crt"), filepath.Join(cd, "${NODE}.key"))
@@ -99,32 +104,20 @@ func TestNoPortServesStrangers(t *testing.T) {
 
 	// Start the agents.
 	var pids []int
-	logs := map[string]*bytes.Buffer{}
-	var mu sync.Mutex
+	logs := map[string]*syncbuf.Buffer{}
 	for i := range 3 {
 		name := fmt.Sprintf("n%d", i+1)
-		var buf bytes.Buffer
-		logs[name] = &buf
-		cmd := exec.Command(bin, "agent", "--config", cfgPath, "--node", name)
-		cmd.Stdout, cmd.Stderr = &lockedWriter{&mu, &buf}, &lockedWriter{&mu, &buf}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
+		buf := &syncbuf.Buffer{}
+		logs[name] = buf
+		p, err := harness.Start("", buf, bin, "agent", "--config", cfgPath, "--node", name)
+		if err != nil {
 			t.Fatal(err)
 		}
-		pids = append(pids, cmd.Process.Pid)
+		pids = append(pids, p.Pid())
 		t.Cleanup(func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			}
+			harness.Stop(10*time.Second, p)
 			if t.Failed() {
-				mu.Lock()
 				t.Logf("---- log of %s ----\n%s", name, tail(buf.String(), 3000))
-				mu.Unlock()
 			}
 		})
 	}
@@ -255,12 +248,10 @@ func TestNoPortServesStrangers(t *testing.T) {
 		}
 	}
 	// The refusals are logged: by the agents' HTTPS servers and by etcd.
-	mu.Lock()
 	all := ""
 	for _, l := range logs {
 		all += l.String()
 	}
-	mu.Unlock()
 	if !strings.Contains(all, "TLS handshake error") {
 		t.Error("the agents' logs do not mention the refused TLS handshakes")
 	}
@@ -399,34 +390,4 @@ func tail(s string, n int) string {
 		return s
 	}
 	return s[len(s)-n:]
-}
-
-// listenPorts returns n free loopback ports.
-func listenPorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return ports
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

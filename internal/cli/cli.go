@@ -158,9 +158,9 @@ func signalContext() (context.Context, context.CancelFunc) {
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
-	logLevel.Set(parseLevel(cfg.Log.Level))
+	logLevel.Set(cfg.Log.Level.Slog())
 	opts := &slog.HandlerOptions{Level: &logLevel}
-	if cfg.Log.Format == "json" {
+	if cfg.Log.Format == config.LogJSON {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/harness"
 	"github.com/haven-ha/haven/internal/node"
 )
 
@@ -42,13 +43,12 @@ func newTestCluster(t *testing.T, name string) *testCluster {
 	cfgPath := filepath.Join(dir, "haven.yaml")
 	text := fmt.Sprintf(`cluster: %s
 data_dir: %s
-timing: lan
-timings: {lease_ttl: 3s, renew_interval: 200ms, renew_timeout: 600ms, fence_margin: 500ms, etcd_heartbeat: 50ms, etcd_election: 500ms}
+%s
 api: {token: %s-test-token-0123456789}
 insecure: true   # in-process agents on loopback; TLS is tested elsewhere
 nodes:
 %sservice: {command: [sleep, "3600"], stop_grace: 1s}
-`, name, filepath.Join(dir, "data"), name, nodes.String())
+`, name, filepath.Join(dir, "data"), harness.CITimings, name, nodes.String())
 	if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}

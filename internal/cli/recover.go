@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
+	hnode "github.com/haven-ha/haven/internal/node"
 	"github.com/haven-ha/haven/internal/store/etcdstore"
 	"github.com/haven-ha/haven/internal/store/storedial"
 )
@@ -51,7 +51,7 @@ Stop the agent on %s first, then run again with --yes.
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	res, err := agent.Recover(ctx, cfg, *node, agent.RecoverOptions{MinEpoch: ha.Epoch(*minEpoch), Margin: ha.Epoch(*margin), Who: operatorName()}, newLogger(cfg, errw))
+	res, err := hnode.Recover(ctx, cfg, *node, hnode.RecoverOptions{MinEpoch: ha.Epoch(*minEpoch), Margin: ha.Epoch(*margin), Who: operatorName()}, newLogger(cfg, errw))
 	if err != nil {
 		fmt.Fprintf(errw, "haven recover: %v\n", err)
 		if k := ha.KindOf(err); k == ha.KindInvalid || k == ha.KindConflict {
@@ -93,7 +93,7 @@ func runSnapshot(args []string, out, errw io.Writer) int {
 	if cfg == nil {
 		return code
 	}
-	if b := cfg.Store.Backend; b == "postgres" || b == "mysql" {
+	if b := cfg.Store.Backend; b == config.BackendPostgres || b == config.BackendMySQL {
 		fmt.Fprintf(errw, "haven store snapshot: store.backend is %s: back it up with the database's own tools (pg_dump / mysqldump of the %s tables, or your database backups); they hold everything haven keeps\n", b, "haven_")
 		return exitUsage
 	}
@@ -170,7 +170,7 @@ func runRestore(args []string, out, errw io.Writer) int {
 		fmt.Fprintln(errw, "haven store snapshot restore: --min-epoch must be >= 0 and --margin from 1 to 1e15")
 		return exitUsage
 	}
-	if b := cfg.Store.Backend; b == "postgres" || b == "mysql" {
+	if b := cfg.Store.Backend; b == config.BackendPostgres || b == config.BackendMySQL {
 		fmt.Fprintf(errw, "haven store snapshot restore: store.backend is %s: restore the database's own backup of the haven_ tables, then raise the epoch counter (docs/deploy.md, Backup)\n", b)
 		return exitUsage
 	}
@@ -180,7 +180,7 @@ func runRestore(args []string, out, errw io.Writer) int {
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	res, err := agent.Restore(ctx, cfg, *node, agent.RestoreOptions{Snapshot: fs.Arg(0), MinEpoch: ha.Epoch(*minEpoch), Margin: ha.Epoch(*margin), Force: *force, Who: operatorName()}, newLogger(cfg, errw))
+	res, err := hnode.Restore(ctx, cfg, *node, hnode.RestoreOptions{Snapshot: fs.Arg(0), MinEpoch: ha.Epoch(*minEpoch), Margin: ha.Epoch(*margin), Force: *force, Who: operatorName()}, newLogger(cfg, errw))
 	if err != nil {
 		fmt.Fprintf(errw, "haven store snapshot restore: %v\n", err)
 		if k := ha.KindOf(err); k == ha.KindInvalid || k == ha.KindConflict {

@@ -13,19 +13,6 @@ import (
 // logLevel is the level of this process's log; a SIGHUP may change it.
 var logLevel slog.LevelVar
 
-// parseLevel maps the config's log.level to slog's.
-func parseLevel(s string) slog.Level {
-	switch s {
-	case "debug":
-		return slog.LevelDebug
-	case "warn":
-		return slog.LevelWarn
-	case "error":
-		return slog.LevelError
-	}
-	return slog.LevelInfo
-}
-
 // reloadOnHUP installs the process's one SIGHUP handler (package reload)
 // until ctx ends and returns its set, to which the node and the proxy add
 // their TLS reloads. It re-reads the config file on every SIGHUP, so that a
@@ -43,7 +30,7 @@ func reloadOnHUP(ctx context.Context, running *config.Config, log *slog.Logger) 
 			log.Error("SIGHUP: the config file does not load; nothing changed", "err", err)
 			return
 		}
-		logLevel.Set(parseLevel(next.Log.Level))
+		logLevel.Set(next.Log.Level.Slog())
 		if changed := restartNeeded(running, next); len(changed) > 0 {
 			log.Warn("SIGHUP: config re-read; log.level applied, other changes wait for a restart of this process",
 				"changed", strings.Join(changed, ", "),

@@ -282,6 +282,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad signal", threeNodes + "service: {stop_signal: SIGSTOP}\n", 16, "service.stop_signal", "allowed: SIGTERM, SIGINT"},
 		{"bad log level", threeNodes + "log: {level: verbose}\n", 16, "log.level", "allowed: debug, info, warn, error"},
 		{"bad log format", threeNodes + "log: {format: xml}\n", 16, "log.format", "allowed: text, json"},
+		{"bad containment", threeNodes + "service: {containment: jail}\n", 16, "service.containment", "allowed: auto, cgroup, process-group"},
 
 		// Required fields and names.
 		{"missing cluster", r("cluster: demo\n", "").Replace(threeNodes), 1, "cluster", "missing"},

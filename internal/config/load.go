@@ -15,6 +15,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/service"
+	"github.com/haven-ha/haven/internal/service/contain"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -178,7 +179,7 @@ func (b *builder) top(f fields) {
 		if c.VIP.Enabled() {
 			demote += VIPRemoveBudget // removed first, then on_demote runs
 		}
-		for _, p := range checkTiming(c.Timing, demote, c.Checks, c.Store.Backend == "embedded" || c.Store.Backend == "etcd") {
+		for _, p := range checkTiming(c.Timing, demote, c.Checks, c.Store.Backend == BackendEmbedded || c.Store.Backend == BackendEtcd) {
 			field := p.Field
 			if _, ok := b.lines[field]; !ok {
 				for _, r := range p.Related {
@@ -488,8 +489,8 @@ func (b *builder) service(f fields) {
 		}
 	}
 	if v, ok := sf["containment"]; ok {
-		if x, ok := b.oneOf(v, "service.containment", "auto", "cgroup", "process-group"); ok {
-			s.Containment = x
+		if x, ok := b.oneOf(v, "service.containment", string(contain.ModeAuto), string(contain.ModeCGroup), string(contain.ModeProcessGroup)); ok {
+			s.Containment = contain.Mode(x)
 		}
 	}
 }
@@ -682,20 +683,20 @@ func (b *builder) execCheck(n *yaml.Node, path string) *ExecCheck {
 }
 
 func (b *builder) log(f fields) {
-	b.c.Log = Log{Level: "info", Format: "text"}
+	b.c.Log = Log{Level: LogInfo, Format: LogText}
 	n, ok := f["log"]
 	if !ok {
 		return
 	}
 	lf := b.mapping(n, "log", logKeys)
 	if v, ok := lf["level"]; ok {
-		if s, ok := b.oneOf(v, "log.level", "debug", "info", "warn", "error"); ok {
-			b.c.Log.Level = s
+		if s, ok := b.oneOf(v, "log.level", string(LogDebug), string(LogInfo), string(LogWarn), string(LogError)); ok {
+			b.c.Log.Level = LogLevel(s)
 		}
 	}
 	if v, ok := lf["format"]; ok {
-		if s, ok := b.oneOf(v, "log.format", "text", "json"); ok {
-			b.c.Log.Format = s
+		if s, ok := b.oneOf(v, "log.format", string(LogText), string(LogJSON)); ok {
+			b.c.Log.Format = LogFormat(s)
 		}
 	}
 }

@@ -27,43 +27,34 @@ var presetNames = []string{"lan", "wan", "lan-fast"}
 
 // Preset returns the named timing preset ("lan", "wan" or "lan-fast").
 func Preset(name string) (Timing, bool) {
+	const ms = time.Millisecond
 	switch name {
 	case "lan":
-		return Timing{
-			Preset:        "lan",
-			LeaseTTL:      2 * time.Second,
-			RenewInterval: 100 * time.Millisecond,
-			RenewTimeout:  400 * time.Millisecond,
-			FenceMargin:   300 * time.Millisecond,
-			EtcdHeartbeat: 50 * time.Millisecond,
-			EtcdElection:  500 * time.Millisecond,
-		}, true
+		return preset(name, 2*time.Second, 100*ms, 400*ms, 300*ms, 50*ms, 500*ms), true
 	case "lan-fast":
 		// A 1s lease: the shortest etcd grants. The election rule then
 		// needs etcd_election <= 100ms (2 × 100ms + 50ms + 200ms <= 1s −
 		// 200ms), so heartbeats every 10ms, the least haven accepts: for
 		// a dedicated low-jitter LAN, not a loaded or shared host.
-		return Timing{
-			Preset:        "lan-fast",
-			LeaseTTL:      1 * time.Second,
-			RenewInterval: 50 * time.Millisecond,
-			RenewTimeout:  200 * time.Millisecond,
-			FenceMargin:   200 * time.Millisecond,
-			EtcdHeartbeat: 10 * time.Millisecond,
-			EtcdElection:  100 * time.Millisecond,
-		}, true
+		return preset(name, 1*time.Second, 50*ms, 200*ms, 200*ms, 10*ms, 100*ms), true
 	case "wan":
-		return Timing{
-			Preset:        "wan",
-			LeaseTTL:      10 * time.Second,
-			RenewInterval: 1 * time.Second,
-			RenewTimeout:  1 * time.Second,
-			FenceMargin:   2 * time.Second,
-			EtcdHeartbeat: 250 * time.Millisecond,
-			EtcdElection:  2500 * time.Millisecond,
-		}, true
+		return preset(name, 10*time.Second, 1*time.Second, 1*time.Second, 2*time.Second, 250*ms, 2500*ms), true
 	}
 	return Timing{}, false
+}
+
+// preset is the Timing called name, its fields in the order of the
+// timings: section.
+func preset(name string, lease, renewEvery, renewTimeout, fenceMargin, heartbeat, election time.Duration) Timing {
+	return Timing{
+		Preset:        name,
+		LeaseTTL:      lease,
+		RenewInterval: renewEvery,
+		RenewTimeout:  renewTimeout,
+		FenceMargin:   fenceMargin,
+		EtcdHeartbeat: heartbeat,
+		EtcdElection:  election,
+	}
 }
 
 // FenceAfter is how long after the last successful renewal was sent an

@@ -1,11 +1,13 @@
 package config
 
 import (
+	"log/slog"
 	"time"
 
 	"github.com/haven-ha/haven/internal/check"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/service"
+	"github.com/haven-ha/haven/internal/service/contain"
 )
 
 // Config is a whole haven configuration file, after presets are applied and
@@ -86,7 +88,7 @@ type Service struct {
 	StopGrace    time.Duration // wait this long after StopSignal before SIGKILL
 	Restart      service.RestartPolicy
 	RestartDelay time.Duration // first delay before a restart; doubles up to 10s, reset after 10s of running
-	Containment  string        // "" or "auto" (cgroup v2 where possible, else process group), "cgroup", "process-group"
+	Containment  contain.Mode  // "" or auto (cgroup v2 where possible, else process group), cgroup, process-group
 }
 
 // Hook is a command run on a role change: service's own Hook.
@@ -143,9 +145,42 @@ type DiskCheck = check.Disk
 
 // Log configures the agent's log.
 type Log struct {
-	Level  string // debug, info, warn, error
-	Format string // text or json
+	Level  LogLevel
+	Format LogFormat
 }
+
+// LogLevel is log.level.
+type LogLevel string
+
+// Log levels.
+const (
+	LogDebug LogLevel = "debug"
+	LogInfo  LogLevel = "info"
+	LogWarn  LogLevel = "warn"
+	LogError LogLevel = "error"
+)
+
+// Slog is the level for log/slog.
+func (l LogLevel) Slog() slog.Level {
+	switch l {
+	case LogDebug:
+		return slog.LevelDebug
+	case LogWarn:
+		return slog.LevelWarn
+	case LogError:
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+// LogFormat is log.format.
+type LogFormat string
+
+// Log formats.
+const (
+	LogText LogFormat = "text" // slog's key=value lines
+	LogJSON LogFormat = "json" // one JSON object a line
+)
 
 // NodeByName returns the node called name.
 func (c *Config) NodeByName(name string) (Node, bool) {

@@ -12,7 +12,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +23,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/haven-ha/haven/internal/ports"
 )
 
 // InstallHint is what an error says when a server binary is missing.
@@ -138,14 +139,14 @@ func (s *Server) Log() string {
 	return string(b)
 }
 
-// FreePort returns a free loopback port.
+// FreePort returns a free loopback port (package ports: claimed for this
+// process, outside the kernel's ephemeral range).
 func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := ports.Free(1)
 	if err != nil {
 		return 0, err
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return p[0], nil
 }
 
 // tempDir makes a short directory under /tmp (unix socket paths are short)

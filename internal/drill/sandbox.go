@@ -22,7 +22,7 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/dbserver"
 	"github.com/haven-ha/haven/internal/ha"
-	netports "github.com/haven-ha/haven/internal/ports"
+	"github.com/haven-ha/haven/internal/harness"
 )
 
 // SandboxOptions configure a sandbox cluster.
@@ -72,22 +72,17 @@ const (
 // Stores lists the stores a sandbox can use.
 var Stores = []string{StoreEmbedded, StorePostgres, StoreMariaDB}
 
-// CITimings are the timing lines of the "ci" sandbox and of the end-to-end
-// tests' clusters: the lan preset loosened for a loaded 2-core machine (a
-// 3 s lease and a wider renew window).
-const CITimings = "timing: lan\ntimings: {lease_ttl: 3s, renew_interval: 200ms, renew_timeout: 600ms, fence_margin: 500ms, etcd_heartbeat: 50ms, etcd_election: 500ms}"
-
 // Timing lines of the sandbox's config.
 var timings = map[string]string{
 	"lan":      "timing: lan",
 	"lan-fast": "timing: lan-fast",
-	"ci":       CITimings,
+	"ci":       harness.CITimings,
 }
 
 // leaseOf is the lease_ttl of a Timing name.
 func leaseOf(timing string) time.Duration {
 	if timing == "ci" {
-		return 3 * time.Second
+		return harness.CILease
 	}
 	t, _ := config.Preset(timing)
 	return t.LeaseTTL
@@ -102,7 +97,7 @@ type Node struct {
 	NS                 string // its network namespace, if any
 	Sessions           string // host:port of its session store (SandboxOptions.Sessions)
 	Files              string // its copy of the replicated folder (SandboxOptions.Folders)
-	agent              *proc
+	agent              *harness.Proc
 }
 
 // Sandbox is a 3-node haven cluster on this machine — real agent processes
@@ -122,29 +117,10 @@ type Sandbox struct {
 	DB     *dbserver.Server // the database of a postgres or mariadb sandbox
 
 	lab   *lab
-	proxy *proc
+	proxy *harness.Proc
 	ownD  bool
 	mu    sync.Mutex
 	hc    *api.Client
-}
-
-// proc is a child process with its output in a file.
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	out  *os.File
-}
-
-func (p *proc) running() bool {
-	if p == nil {
-		return false
-	}
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
 }
 
 // NewSandbox writes the config and starts the cluster and the proxy; it
@@ -215,8 +191,8 @@ func NewSandbox(ctx context.Context, o SandboxOptions) (*Sandbox, error) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	for _, n := range s.Nodes {
-		if !n.agent.running() {
-			return nil, fmt.Errorf("the agent of %s exited at once (%v):\n%s", n.Name, n.agent.cmd.ProcessState, s.logTail(n.Name, 2000))
+		if !n.agent.Running() {
+			return nil, fmt.Errorf("the agent of %s exited at once (%s):\n%s", n.Name, n.agent.Exit(), s.logTail(n.Name, 2000))
 		}
 	}
 	if err := s.WaitWhole(ctx, 90*time.Second); err != nil {
@@ -227,7 +203,7 @@ func NewSandbox(ctx context.Context, o SandboxOptions) (*Sandbox, error) {
 }
 
 func (s *Sandbox) writeConfig() error {
-	ports, err := netports.Free(4*3 + 2 + 3)
+	addrs, ports, err := harness.Loopback(3, 2+3) // the proxy, its metrics, the session stores
 	if err != nil {
 		return err
 	}
@@ -254,13 +230,12 @@ func (s *Sandbox) writeConfig() error {
 			n.API, n.Service = s.lab.clientIP(i)+":7400", s.lab.clientIP(i)+":8080"
 			peer, client = s.lab.clusterIP(i)+":7401", s.lab.clusterIP(i)+":7402"
 		} else {
-			p := ports[4*(i-1):]
-			n.API, n.Service = fmt.Sprintf("127.0.0.1:%d", p[0]), fmt.Sprintf("127.0.0.1:%d", p[3])
-			peer, client = fmt.Sprintf("127.0.0.1:%d", p[1]), fmt.Sprintf("127.0.0.1:%d", p[2])
+			a := addrs[i-1]
+			n.API, n.Service, peer, client = a.API, a.Service, a.Peer, a.Client
 		}
 		env := fmt.Sprintf("{SERVICE_ADDR: %q}", n.Service)
 		if s.Opts.Sessions {
-			n.Sessions = fmt.Sprintf("127.0.0.1:%d", ports[14+i-1])
+			n.Sessions = fmt.Sprintf("127.0.0.1:%d", ports[2+i-1])
 			if s.lab != nil {
 				n.Sessions = s.lab.clientIP(i) + ":6379"
 			}
@@ -335,28 +310,24 @@ drill: {enabled: true}
 	}
 	s.hc = api.NewClient(api.ClientOptions{Token: sandboxToken, Who: "haven drill", Timeout: 500 * time.Millisecond, TLS: tc})
 	s.TLS = tc
-	s.Proxy = fmt.Sprintf("127.0.0.1:%d", ports[12])
-	proxyCfg := fmt.Sprintf("%s\nproxy:\n  listen: %s\n  metrics_listen: 127.0.0.1:%d\n", b.String(), s.Proxy, ports[13])
+	s.Proxy = fmt.Sprintf("127.0.0.1:%d", ports[0])
+	proxyCfg := fmt.Sprintf("%s\nproxy:\n  listen: %s\n  metrics_listen: 127.0.0.1:%d\n", b.String(), s.Proxy, ports[1])
 	return os.WriteFile(filepath.Join(s.Dir, "proxy.yaml"), []byte(proxyCfg), 0o644)
 }
 
-func (s *Sandbox) start(name, ns string, args ...string) (*proc, error) {
+// start runs the haven binary with args as name, its output in
+// logs/name.log.
+func (s *Sandbox) start(name, ns string, args ...string) (*harness.Proc, error) {
 	f, err := os.OpenFile(filepath.Join(s.Dir, "logs", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(s.Opts.Bin, args...)
-	if ns != "" {
-		cmd = exec.Command("ip", append([]string{"netns", "exec", ns, s.Opts.Bin}, args...)...)
-	}
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	p, err := harness.Start(ns, f, s.Opts.Bin, args...)
+	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &proc{cmd: cmd, done: make(chan struct{}), out: f}
-	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
+	go func() { <-p.Done(); f.Close() }()
 	return p, nil
 }
 
@@ -426,7 +397,7 @@ func (s *Sandbox) StartAgent(name string) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if n.agent.running() {
+	if n.agent.Running() {
 		return fmt.Errorf("the agent of %s is already running", name)
 	}
 	p, err := s.start(name, n.NS, "agent", "--config", s.Config, "--node", name)
@@ -440,10 +411,10 @@ func (s *Sandbox) StartAgent(name string) error {
 // Signal sends sig to node name's agent.
 func (s *Sandbox) Signal(name string, sig syscall.Signal) error {
 	n := s.Node(name)
-	if n == nil || !n.agent.running() {
+	if n == nil || !n.agent.Running() {
 		return fmt.Errorf("the agent of %s is not running", name)
 	}
-	return n.agent.cmd.Process.Signal(sig)
+	return n.agent.Signal(sig)
 }
 
 // StopAgent sends sig (SIGTERM or SIGKILL) to node name's agent and waits
@@ -452,13 +423,10 @@ func (s *Sandbox) StopAgent(name string, sig syscall.Signal, wait time.Duration)
 	if err := s.Signal(name, sig); err != nil {
 		return err
 	}
-	n := s.Node(name)
-	select {
-	case <-n.agent.done:
-		return nil
-	case <-time.After(wait):
+	if !s.Node(name).agent.Wait(wait) {
 		return fmt.Errorf("the agent of %s did not exit within %s of %v", name, wait, sig)
 	}
+	return nil
 }
 
 // KillService kills node name's supervised service with SIGKILL.
@@ -607,16 +575,7 @@ func (s *Sandbox) EtcdLeader(from string) string {
 	if n == nil {
 		return ""
 	}
-	ms, err := s.hc.Members(context.Background(), n.API)
-	if err != nil {
-		return ""
-	}
-	for _, m := range ms {
-		if m.Leader {
-			return m.Name
-		}
-	}
-	return ""
+	return harness.EtcdLeader(context.Background(), s.hc, n.API)
 }
 
 // Standbys returns every node but active.
@@ -634,7 +593,7 @@ func (s *Sandbox) Standbys(active string) []string {
 // report it, "" when none does.
 func (s *Sandbox) VIPHolder() string {
 	for _, n := range s.Nodes {
-		if !n.agent.running() {
+		if !n.agent.Running() {
 			continue
 		}
 		st, err := s.Status(n.Name)
@@ -656,7 +615,7 @@ func (s *Sandbox) VIPHolder() string {
 // the active's view, and a read through the proxy succeeding.
 func (s *Sandbox) Whole(ctx context.Context) string {
 	for _, n := range s.Nodes {
-		if !n.agent.running() {
+		if !n.agent.Running() {
 			return "the agent of " + n.Name + " is not running"
 		}
 	}
@@ -682,7 +641,7 @@ func (s *Sandbox) Whole(ctx context.Context) string {
 	if s.Opts.VIPFollowProxy && s.VIPHolder() == "" {
 		return "no node holds the virtual IP"
 	}
-	if !s.proxy.running() {
+	if !s.proxy.Running() {
 		return "the proxy is not running"
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -721,27 +680,11 @@ func (s *Sandbox) WaitWhole(ctx context.Context, d time.Duration) error {
 // Close stops every process, removes the namespaces and, if the sandbox
 // made its directory, the directory.
 func (s *Sandbox) Close() {
-	var ps []*proc
+	ps := []*harness.Proc{s.proxy}
 	for _, n := range s.Nodes {
-		if n.agent.running() {
-			ps = append(ps, n.agent)
-		}
+		ps = append(ps, n.agent)
 	}
-	if s.proxy.running() {
-		ps = append(ps, s.proxy)
-	}
-	for _, p := range ps {
-		_ = p.cmd.Process.Signal(syscall.SIGCONT)
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	for _, p := range ps {
-		select {
-		case <-p.done:
-		case <-time.After(15 * time.Second):
-			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-			<-p.done
-		}
-	}
+	harness.Stop(15*time.Second, ps...)
 	if s.lab != nil {
 		s.lab.close()
 	}

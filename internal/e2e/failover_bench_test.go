@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/harness"
 )
 
 // Failover benchmarks: b.N faults, each timed from the fault to the first
@@ -124,16 +125,7 @@ const settleTimeout = 15 * time.Second
 // etcdLeader names the etcd member that leads raft as node sees it
 // ("" if it cannot tell).
 func etcdLeader(c *Cluster, node string) string {
-	ms, err := c.API.Members(context.Background(), c.Node(node).API)
-	if err != nil {
-		return ""
-	}
-	for _, m := range ms {
-		if m.Leader {
-			return m.Name
-		}
-	}
-	return ""
+	return harness.EtcdLeader(context.Background(), c.API, c.Node(node).API)
 }
 
 // firstSuccess polls every other node's service every 2 ms until one

@@ -10,11 +10,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,10 +24,11 @@ import (
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
-	"github.com/haven-ha/haven/internal/drill"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/harness"
 	netports "github.com/haven-ha/haven/internal/ports"
 	"github.com/haven-ha/haven/internal/sample"
+	"github.com/haven-ha/haven/internal/syncbuf"
 	"github.com/haven-ha/haven/internal/testbin"
 )
 
@@ -52,9 +53,9 @@ type Node struct {
 	Name, API, Service string
 	Witness            bool
 	NS                 string // network namespace the agent runs in, if any
-	cmd                *exec.Cmd
-	log                *bytes.Buffer
-	done               chan struct{}
+	proc               *harness.Proc
+	log                *syncbuf.Buffer
+	done               <-chan struct{} // closed when the agent last started has exited
 }
 
 // Cluster is a set of real haven agents on loopback.
@@ -108,7 +109,7 @@ func operatorClients(t testing.TB, f config.TLSFiles) (*api.Client, *http.Client
 // testTimings are the lan preset loosened for a loaded 2-core CI machine,
 // as the drill's "ci" sandbox has them: the tests check behaviour, not
 // speed (speed lives in bench/).
-const testTimings = drill.CITimings
+const testTimings = harness.CITimings
 
 // e2eTimings are testTimings, or the preset named by HAVEN_E2E_TIMING
 // (e.g. lan-fast, to run the overlap tests with it by hand).
@@ -148,7 +149,10 @@ func newCluster(t testing.TB, o clusterOpts) *Cluster {
 	}
 	dir := t.TempDir()
 	c := &Cluster{t: t, Dir: dir, Config: filepath.Join(dir, "haven.yaml")}
-	ports := freePorts(t, 4*o.nodes)
+	addrs, _, err := harness.Loopback(o.nodes, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "cluster: e2e\ndata_dir: %s\n", filepath.Join(dir, "data"))
 	if o.mode != "" {
@@ -173,20 +177,17 @@ func newCluster(t testing.TB, o clusterOpts) *Cluster {
 	}
 	b.WriteString("api: {token: " + testToken + "}\nlog: {level: debug}\n" + sec + "nodes:\n")
 	for i := range o.nodes {
-		n := &Node{
-			Name:    fmt.Sprintf("n%d", i+1),
-			API:     fmt.Sprintf("127.0.0.1:%d", ports[4*i]),
-			Service: fmt.Sprintf("127.0.0.1:%d", ports[4*i+3]),
-		}
+		a := addrs[i]
+		n := &Node{Name: fmt.Sprintf("n%d", i+1), API: a.API, Service: a.Service}
 		if n.Name == o.witness {
 			n.Witness, n.API, n.Service = true, "", ""
-			fmt.Fprintf(&b, "  - name: %s\n    witness: true\n    peer: 127.0.0.1:%d\n    client: 127.0.0.1:%d\n",
-				n.Name, ports[4*i+1], ports[4*i+2])
+			fmt.Fprintf(&b, "  - name: %s\n    witness: true\n    peer: %s\n    client: %s\n",
+				n.Name, a.Peer, a.Client)
 		} else {
-			fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    peer: 127.0.0.1:%d\n    client: 127.0.0.1:%d\n    env: {SERVICE_ADDR: %q}\n",
-				n.Name, n.API, ports[4*i+1], ports[4*i+2], n.Service)
+			fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    peer: %s\n    client: %s\n    env: {SERVICE_ADDR: %q}\n",
+				n.Name, n.API, a.Peer, a.Client, n.Service)
 			fmt.Fprintf(&b, "    backend: %s\n", n.Service) // for haven proxy
-			if contains(o.backups, n.Name) {
+			if slices.Contains(o.backups, n.Name) {
 				b.WriteString("    backup: true\n")
 			}
 			if p, ok := o.priorities[n.Name]; ok {
@@ -226,7 +227,7 @@ checks:
 	}
 	t.Cleanup(c.stopAll)
 	for _, n := range c.Nodes {
-		if o.start == nil || contains(o.start, n.Name) {
+		if o.start == nil || slices.Contains(o.start, n.Name) {
 			c.Start(n.Name)
 		}
 	}
@@ -251,33 +252,24 @@ func (c *Cluster) Start(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if n.log == nil {
-		n.log = &bytes.Buffer{}
+		n.log = &syncbuf.Buffer{}
 	}
 	sub := "agent"
 	if n.Witness {
 		sub = "witness"
 	}
-	args := []string{sub, "--config", c.Config, "--node", name}
-	cmd := exec.Command(havenBin, args...)
-	if n.NS != "" {
-		cmd = exec.Command("ip", append([]string{"netns", "exec", n.NS, havenBin}, args...)...)
-	}
-	w := &lockedWriter{w: n.log}
-	cmd.Stdout, cmd.Stderr = w, w
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	p, err := harness.Start(n.NS, n.log, havenBin, sub, "--config", c.Config, "--node", name)
+	if err != nil {
 		c.t.Fatalf("start agent %s: %v", name, err)
 	}
-	n.cmd = cmd
-	n.done = make(chan struct{})
-	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(n.done)
+	n.proc, n.done = p, p.Done()
 }
 
 // Signal sends sig to the agent process of node name.
 func (c *Cluster) Signal(name string, sig syscall.Signal) {
 	c.t.Helper()
 	n := c.Node(name)
-	if err := n.cmd.Process.Signal(sig); err != nil {
+	if err := n.proc.Signal(sig); err != nil {
 		c.t.Fatalf("signal %v to %s: %v", sig, name, err)
 	}
 }
@@ -299,41 +291,20 @@ func (c *Cluster) KillService(name string) {
 func (c *Cluster) KillAgent(name string) {
 	c.t.Helper()
 	c.Signal(name, syscall.SIGKILL)
-	n := c.Node(name)
-	select {
-	case <-n.done:
-	case <-time.After(10 * time.Second):
+	if !c.Node(name).proc.Wait(10 * time.Second) {
 		c.t.Fatalf("agent %s did not exit after SIGKILL", name)
 	}
 }
 
 func (c *Cluster) stopAll() {
+	var ps []*harness.Proc
 	for _, n := range c.Nodes {
-		if n.cmd != nil && n.cmd.Process != nil {
-			_ = n.cmd.Process.Signal(syscall.SIGCONT)
-			_ = n.cmd.Process.Signal(syscall.SIGTERM)
-		}
+		ps = append(ps, n.proc)
 	}
+	late := harness.Stop(15*time.Second, ps...)
 	for _, n := range c.Nodes {
-		if n.done == nil {
-			continue
-		}
-		select {
-		case <-n.done:
-		case <-time.After(15 * time.Second):
-			// Its goroutines go to its log, kept whole for the report.
-			_ = n.cmd.Process.Signal(syscall.SIGQUIT)
-			select {
-			case <-n.done:
-			case <-time.After(5 * time.Second):
-			}
-			_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
+		if slices.Contains(late, n.proc) {
 			c.t.Errorf("agent %s did not stop within 15s of SIGTERM", n.Name)
-			// Its log is read below: wait until nothing writes to it.
-			select {
-			case <-n.done:
-			case <-time.After(5 * time.Second):
-			}
 			if n.log != nil {
 				testbin.Stuck(c.t, n.Name, n.log.String())
 			}
@@ -353,17 +324,6 @@ func tail(s string, n int) string {
 		return s
 	}
 	return "...\n" + s[len(s)-n:]
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 var httpc = &http.Client{Timeout: 500 * time.Millisecond}
@@ -406,12 +366,8 @@ func (c *Cluster) ServiceReply(name string) (int, sample.Reply) {
 // waitFor polls cond every 20ms until it holds or d passes.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !harness.Until(d, cond) {
+		t.Fatalf("timed out after %s waiting for %s", d, what)
 	}
 }
 
@@ -425,7 +381,7 @@ func (c *Cluster) WaitActive(d time.Duration, exclude ...string) (string, ha.Epo
 	waitFor(c.t, d, "an active node", func() bool {
 		var found []string
 		for _, n := range c.Nodes {
-			if n.Witness || contains(exclude, n.Name) {
+			if n.Witness || slices.Contains(exclude, n.Name) {
 				continue
 			}
 			if c.LBCheck(n.Name) == http.StatusOK {
@@ -457,15 +413,6 @@ func (c *Cluster) NodeView(from, name string) (api.NodeView, bool) {
 		}
 	}
 	return api.NodeView{}, false
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func pidAlive(pid int) bool {

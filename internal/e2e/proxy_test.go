@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -21,17 +20,17 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/certs"
+	"github.com/haven-ha/haven/internal/harness"
 	"github.com/haven-ha/haven/internal/sample"
 	"github.com/haven-ha/haven/internal/store/storetest"
+	"github.com/haven-ha/haven/internal/syncbuf"
 )
 
 // proxyProc is a real `haven proxy` process in front of a test cluster.
 type proxyProc struct {
 	Addr, Metrics string
-	cmd           *exec.Cmd
-	log           *lockedWriter
-	buf           *strings.Builder
-	done          chan struct{}
+	proc          *harness.Proc
+	log           *syncbuf.Buffer
 }
 
 // startProxy runs `haven proxy` with the cluster's config plus a proxy:
@@ -40,7 +39,7 @@ type proxyProc struct {
 func (c *Cluster) startProxy(t testing.TB, name, section string, edit ...func(string) string) *proxyProc {
 	t.Helper()
 	ports := freePorts(t, 2)
-	p := &proxyProc{Addr: fmt.Sprintf("127.0.0.1:%d", ports[0]), Metrics: fmt.Sprintf("127.0.0.1:%d", ports[1]), buf: &strings.Builder{}}
+	p := &proxyProc{Addr: fmt.Sprintf("127.0.0.1:%d", ports[0]), Metrics: fmt.Sprintf("127.0.0.1:%d", ports[1]), log: &syncbuf.Buffer{}}
 	raw, err := os.ReadFile(c.Config)
 	if err != nil {
 		t.Fatal(err)
@@ -54,27 +53,15 @@ func (c *Cluster) startProxy(t testing.TB, name, section string, edit ...func(st
 	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p.log = &lockedWriter{w: p.buf}
-	p.cmd = exec.Command(havenBin, "proxy", "--config", cfg)
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
+	if p.proc, err = harness.Start("", p.log, havenBin, "proxy", "--config", cfg); err != nil {
 		t.Fatal(err)
 	}
-	p.done = make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		if late := harness.Stop(10*time.Second, p.proc); len(late) > 0 {
 			t.Errorf("proxy %s did not stop within 10s of SIGTERM", name)
 		}
 		if t.Failed() {
-			p.log.mu.Lock()
-			t.Logf("---- log of proxy %s ----\n%s", name, tail(p.buf.String(), 8000))
-			p.log.mu.Unlock()
+			t.Logf("---- log of proxy %s ----\n%s", name, tail(p.log.String(), 8000))
 		}
 	})
 	return p
@@ -313,7 +300,7 @@ func TestProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := sp.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := sp.proc.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the proxy to present the new certificate after SIGHUP", func() bool {

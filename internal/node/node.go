@@ -122,7 +122,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 		case <-runCtx.Done():
 		}
 	}()
-	go agent.KeepLeaderAway(runCtx, a, member, log)
+	go agent.KeepLeaderAway(runCtx, a, raftMember{member}, log)
 	go member.RevokeAtExpiry(runCtx, etcdstore.LeaderKey(cfg.Cluster), log, a.RevokedAtExpiry) // when this member leads etcd
 	go a.Monitor(runCtx)
 	go notifySystemd(runCtx, a, log)
@@ -140,7 +140,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 	if cfg.VIP.FollowsProxy() {
 		// The VIP follows a healthy proxy: its own election, started after
 		// this node's proxy (if it runs one) and stopped before it.
-		if stopFollow, err = a.StartFollowProxy(runCtx); err != nil {
+		if stopFollow, err = a.StartFollowProxy(runCtx, func(ctx context.Context) (ha.Coordinator, error) { return dialVIPElection(ctx, cfg, node) }); err != nil {
 			stopProxy()
 			_ = store.Close()
 			return err
@@ -155,7 +155,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 		if tlsSrc != nil {
 			sessTLS = tlsSrc.ServerConfig(false)
 		}
-		if stopSessions, err = agent.StartSessions(cfg, node, a, store, sessTLS, log); err != nil {
+		if stopSessions, err = startSessions(cfg, node, a, store, sessTLS, log); err != nil {
 			stopFollow()
 			stopProxy()
 			_ = store.Close()
@@ -317,4 +317,31 @@ func startCoordination(ctx context.Context, cfg *config.Config, node config.Node
 		return nil, nil, err
 	}
 	return member, store, nil
+}
+
+// dialVIPElection opens the VIP election's own connection to the store,
+// under its own name (config.VIPElection), as startCoordination opens the
+// agent's: to the local member only with the embedded store.
+func dialVIPElection(ctx context.Context, cfg *config.Config, node config.Node) (ha.Coordinator, error) {
+	if cfg.Store.External() {
+		c := *cfg
+		c.Cluster = cfg.VIPElection()
+		return storedial.Open(ctx, &c, node)
+	}
+	var files config.TLSFiles
+	if cfg.TLS.Enabled() {
+		files = cfg.TLS.For(node.Name)
+	}
+	return etcdstore.DialOptions(cfg.VIPElection(), etcdstore.Options{Endpoints: []string{node.Client}, DialTimeout: 2 * time.Second, CAFile: files.CA, CertFile: files.Cert, KeyFile: files.Key})
+}
+
+// raftMember is this node's etcd member as agent.KeepLeaderAway takes it.
+type raftMember struct{ *etcdstore.Member }
+
+func (m raftMember) MoveLeaderAway(ctx context.Context, prefer []string) error {
+	err := m.Member.MoveLeaderAway(ctx, prefer)
+	if errors.Is(err, etcdstore.ErrNoOtherMember) {
+		return agent.ErrNoOtherMember
+	}
+	return err
 }

@@ -14,16 +14,19 @@ import (
 
 	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/harness"
+	"github.com/haven-ha/haven/internal/ports"
 )
 
+// freeAddr is a free loopback address (package ports: not a closed :0
+// listener's, which the kernel may hand to anyone next).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := ports.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return a
 }
 
 // TestReadyNotification: a real one-node agent under a fake systemd
@@ -41,14 +44,13 @@ func TestReadyNotification(t *testing.T) {
 	cfgPath := filepath.Join(dir, "haven.yaml")
 	yaml := fmt.Sprintf(`cluster: ready
 data_dir: %s
-timing: lan
-timings: {lease_ttl: 3s, renew_interval: 200ms, renew_timeout: 600ms, fence_margin: 500ms, etcd_heartbeat: 50ms, etcd_election: 500ms}
+%s
 api: {token: ready-test-token-0123456789}
 nodes:
   - {name: n1, api: %s, peer: %s, client: %s}
 service: {command: [sleep, "3600"], stop_grace: 1s}
 tls: {ca_file: certs/ca.crt, cert_file: "certs/${NODE}.crt", key_file: "certs/${NODE}.key"}
-`, filepath.Join(dir, "data"), freeAddr(t), freeAddr(t), freeAddr(t))
+`, filepath.Join(dir, "data"), harness.CITimings, freeAddr(t), freeAddr(t), freeAddr(t))
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}

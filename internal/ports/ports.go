@@ -7,23 +7,63 @@
 // connection, so between the pick and its use another test running in
 // parallel could take it. Ports below the ephemeral range are never handed
 // out by the kernel on its own; a process-wide set keeps this process from
-// picking one twice.
+// picking one twice, and a lock on the port's byte of a file shared by
+// every process on the machine (released by the kernel when the process
+// exits) keeps two processes — test binaries that go test runs in
+// parallel, a `haven drill --sandbox` — from picking the same one between
+// one's pick and its use.
 package ports
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 var (
 	mu   sync.Mutex
 	used = map[int]bool{}
+	// claims is the shared lock file, opened at the first pick and never
+	// closed (closing any descriptor of it would drop every claim).
+	claims     *os.File
+	claimsOpen bool
 )
+
+// claimFile is where processes claim ports, one byte a port.
+func claimFile() string { return filepath.Join(os.TempDir(), "haven-ports.lock") }
+
+// claim takes port p for the rest of this process's life, or reports that
+// another running process has it. Without the lock file (a read-only
+// temporary directory) every port counts as claimed by no one.
+func claim(p int) bool {
+	if !claimsOpen {
+		claimsOpen = true
+		// Without O_CREAT first: the kernel's protected_regular refuses
+		// O_CREAT on another user's file in a sticky directory like /tmp.
+		f, err := os.OpenFile(claimFile(), os.O_RDWR, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			f, err = os.OpenFile(claimFile(), os.O_RDWR|os.O_CREATE, 0o666)
+		}
+		if err == nil {
+			_ = f.Chmod(0o666) // past the umask: every user's processes share it
+			claims = f
+		}
+	}
+	if claims == nil {
+		return true
+	}
+	lk := syscall.Flock_t{Type: syscall.F_WRLCK, Whence: io.SeekStart, Start: int64(p), Len: 1}
+	return syscall.FcntlFlock(claims.Fd(), syscall.F_SETLK, &lk) == nil
+}
 
 // low and high bound the ports picked: from 10000 up to the start of the
 // ephemeral range (32768 by default).
@@ -42,8 +82,9 @@ func high() int {
 }
 
 // Free returns n distinct ports on 127.0.0.1 that are free now, that this
-// process has not handed out before, and that the kernel will not give to
-// a :0 listener or an outgoing connection.
+// process has not handed out before, that no other running process has
+// claimed through this package, and that the kernel will not give to a :0
+// listener or an outgoing connection.
 func Free(n int) ([]int, error) {
 	mu.Lock()
 	defer mu.Unlock()
@@ -57,13 +98,27 @@ func Free(n int) ([]int, error) {
 		if used[p] {
 			continue
 		}
+		if !claim(p) {
+			used[p] = true // another process's: not ours to hand out
+			continue
+		}
 		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 		if err != nil {
-			continue // taken, by another process's cluster
+			used[p] = true // in use by a process that did not claim it
+			continue
 		}
 		ln.Close()
 		used[p] = true
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// Addr is one port from Free as an address on 127.0.0.1 (host:port).
+func Addr() (string, error) {
+	p, err := Free(1)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("127.0.0.1:%d", p[0]), nil
 }

@@ -7,17 +7,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/ports"
 	"github.com/haven-ha/haven/internal/store/etcdstore"
 )
 
+// freeAddr is a free loopback address (package ports: not a closed :0
+// listener's, which the kernel may hand to anyone next).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := ports.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return a
 }
 
 // TestStoreRestartUnderProxy restarts the store (a one-member embedded

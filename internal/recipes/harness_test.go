@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +24,8 @@ import (
 	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/harness"
+	"github.com/haven-ha/haven/internal/ports"
 	"github.com/haven-ha/haven/internal/syncbuf"
 	"github.com/haven-ha/haven/internal/testbin"
 )
@@ -49,9 +52,8 @@ type recipe struct {
 }
 
 type proc struct {
-	cmd  *exec.Cmd
-	log  *syncbuf.Buffer
-	done chan struct{}
+	*harness.Proc
+	log *syncbuf.Buffer
 }
 
 var loopbackAddr = regexp.MustCompile(`127\.0\.0\.1:(\d{2,5})`)
@@ -118,24 +120,17 @@ func newRecipe(t *testing.T, name string) *recipe {
 	return r
 }
 
-// port maps one loopback address of the example to a free one.
+// port maps one loopback address of the example to a free one (package
+// ports: outside the kernel's ephemeral range, claimed for this process).
 func (r *recipe) port(addr string) string {
 	if p, ok := r.ports[addr]; ok {
 		return p
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ps, err := ports.Free(1)
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	defer ln.Close()
-	// Keep it reserved in the map; the listener closes at once, and the
-	// ports picked here are all distinct while they are open together.
-	p := ln.Addr().String()
-	for _, used := range r.ports {
-		if used == p {
-			return r.port(addr)
-		}
-	}
+	p := fmt.Sprintf("127.0.0.1:%d", ps[0])
 	r.ports[addr] = p
 	return p
 }
@@ -154,17 +149,14 @@ func (r *recipe) start(name string, args ...string) {
 	r.t.Helper()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	p := &proc{log: &syncbuf.Buffer{}, done: make(chan struct{})}
+	p := &proc{log: &syncbuf.Buffer{}}
 	if old := r.procs[name]; old != nil {
 		p.log = old.log
 	}
-	p.cmd = exec.Command(havenBin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
+	var err error
+	if p.Proc, err = harness.Start("", p.log, havenBin, args...); err != nil {
 		r.t.Fatalf("start %s: %v", name, err)
 	}
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
 	r.procs[name] = p
 }
 
@@ -192,10 +184,8 @@ func (r *recipe) proc(name string) *proc {
 func (r *recipe) killAgent(node string) {
 	r.t.Helper()
 	p := r.proc(node)
-	_ = p.cmd.Process.Kill()
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
+	_ = p.Signal(syscall.SIGKILL)
+	if !p.Wait(10 * time.Second) {
 		r.t.Fatalf("agent %s did not exit after SIGKILL", node)
 	}
 }
@@ -204,25 +194,14 @@ func (r *recipe) stopAll() {
 	r.mu.Lock()
 	procs := r.procs
 	r.mu.Unlock()
+	var ps []*harness.Proc
 	for _, p := range procs {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		ps = append(ps, p.Proc)
 	}
+	late := harness.Stop(15*time.Second, ps...)
 	for name, p := range procs {
-		select {
-		case <-p.done:
-		case <-time.After(15 * time.Second):
-			// Its goroutines go to its log, kept whole for the report.
-			_ = p.cmd.Process.Signal(syscall.SIGQUIT)
-			select {
-			case <-p.done:
-			case <-time.After(5 * time.Second):
-			}
-			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		if slices.Contains(late, p.Proc) {
 			r.t.Errorf("%s did not stop within 15s of SIGTERM", name)
-			select {
-			case <-p.done:
-			case <-time.After(5 * time.Second):
-			}
 			testbin.Stuck(r.t, name, p.log.String())
 		}
 	}
@@ -269,12 +248,8 @@ func nodeView(st api.Status, name string) (api.NodeView, bool) {
 // waitFor polls cond until it holds or d passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !harness.Until(d, cond) {
+		t.Fatalf("%s: not within %s", what, d)
 	}
 }
 
@@ -323,40 +298,6 @@ func runHaven(t *testing.T, args ...string) (int, string) {
 		t.Fatalf("run haven %v: %v", args, err)
 	}
 	return 0, out.String()
-}
-
-// descendants lists pid's descendants.
-func descendants(pid int) []int {
-	children := map[int][]int{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(b, ')')
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 2 {
-			continue
-		}
-		pp, _ := strconv.Atoi(f[1])
-		children[pp] = append(children[pp], p)
-	}
-	var out []int
-	todo := []int{pid}
-	for len(todo) > 0 {
-		p := todo[0]
-		todo = todo[1:]
-		for _, c := range children[p] {
-			out = append(out, c)
-			todo = append(todo, c)
-		}
-	}
-	return out
 }
 
 // alive reports whether pid runs; a zombie counts as gone.
@@ -468,7 +409,7 @@ func (r *recipe) threeFaults(apis []string, role, svc string, svcAddr map[string
 	measure(fmt.Sprintf("kill -9 of the %s's %s", role, svc), active, t0, nil)
 
 	active, _ = r.waitActive(apis, startTimeout, "", "n1", "n2")
-	tree := descendants(r.proc(active).cmd.Process.Pid)
+	tree := harness.Descendants(r.proc(active).Pid())
 	if inspect != nil {
 		inspect(tree)
 	}

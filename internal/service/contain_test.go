@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/harness"
+	"github.com/haven-ha/haven/internal/ports"
 	"github.com/haven-ha/haven/internal/service/contain"
 )
 
@@ -41,7 +43,7 @@ func superviseHelper() {
 	var opts []Option
 	if mode := os.Getenv(helperModeEnv); mode != "none" {
 		dir := os.Getenv(helperDirEnv)
-		g, err := contain.Open(contain.Options{Key: dir, Name: "test", StateDir: dir, Mode: mode})
+		g, err := contain.Open(contain.Options{Key: dir, Name: "test", StateDir: dir, Mode: contain.Mode(mode)})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "helper:", err)
 			os.Exit(1)
@@ -75,48 +77,15 @@ func listenHelper() {
 	}
 }
 
+// freePort is a free loopback address (package ports: not a closed :0
+// listener's, which the kernel may hand to anyone next).
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := ports.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// descendants lists pid's descendants by walking /proc.
-func descendants(pid int) []int {
-	children := map[int][]int{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := strings.LastIndexByte(string(b), ')')
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 2 {
-			continue
-		}
-		pp, _ := strconv.Atoi(f[1])
-		children[pp] = append(children[pp], p)
-	}
-	var out []int
-	todo := []int{pid}
-	for len(todo) > 0 {
-		p := todo[0]
-		todo = todo[1:]
-		for _, c := range children[p] {
-			out = append(out, c)
-			todo = append(todo, c)
-		}
-	}
-	return out
+	return a
 }
 
 // withEnv lists the processes whose environment holds kv.
@@ -152,7 +121,7 @@ func withEnv(kv string) []int {
 // names; "none" is the supervisor without a group, as it was before #18,
 // on which these tests fail.
 func killSupervisorHard(t *testing.T, setup func(t *testing.T) (argv []string, addr string), tag string, minProcs int) {
-	modes := []string{contain.ModeAuto, contain.ModeProcessGroup}
+	modes := []string{string(contain.ModeAuto), string(contain.ModeProcessGroup)}
 	if m := os.Getenv(containmentEnv); m != "" {
 		modes = []string{m}
 	}
@@ -210,7 +179,7 @@ func killSupervisorHardIn(t *testing.T, mode string, argv []string, addr, tag st
 	eventually(t, fmt.Sprintf("at least %d service processes", minProcs), func() bool {
 		seen := map[int]bool{}
 		victims = victims[:0]
-		for _, p := range append(descendants(helper.Process.Pid), withEnv(tag)...) {
+		for _, p := range append(harness.Descendants(helper.Process.Pid), withEnv(tag)...) {
 			if !seen[p] && p != helper.Process.Pid && alive(p) {
 				seen[p] = true
 				victims = append(victims, p)

@@ -11,10 +11,10 @@ import (
 // A service killed from outside restarts in its group, and the new run
 // lives: the group's kill of the old run's leftovers must not hit it.
 func TestRestartInGroup(t *testing.T) {
-	for _, mode := range []string{contain.ModeAuto, contain.ModeProcessGroup} {
+	for _, mode := range []string{string(contain.ModeAuto), string(contain.ModeProcessGroup)} {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
-			g, err := contain.Open(contain.Options{Key: dir, Name: "test-restart", StateDir: dir, Mode: mode})
+			g, err := contain.Open(contain.Options{Key: dir, Name: "test-restart", StateDir: dir, Mode: contain.Mode(mode)})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -53,11 +53,14 @@ const (
 	ProcessGroup Kind = "process-group" // a process group plus an environment marker
 )
 
+// Mode is the containment asked for (service.containment).
+type Mode string
+
 // Modes of Options.Mode.
 const (
-	ModeAuto         = "auto"          // a cgroup where possible, else a process group
-	ModeCGroup       = "cgroup"        // a cgroup or an error
-	ModeProcessGroup = "process-group" // never a cgroup
+	ModeAuto         Mode = "auto"          // a cgroup where possible, else a process group
+	ModeCGroup       Mode = "cgroup"        // a cgroup or an error
+	ModeProcessGroup Mode = "process-group" // never a cgroup
 )
 
 // Environment variables the group sets.
@@ -84,7 +87,7 @@ type Options struct {
 	// start ("" keeps no record; the marker sweep still runs).
 	StateDir string
 	// Mode is ModeAuto (the default), ModeCGroup or ModeProcessGroup.
-	Mode string
+	Mode Mode
 	// Log may be nil.
 	Log *slog.Logger
 	// mountinfo and selfCgroup replace /proc/self/mountinfo and

@@ -64,11 +64,11 @@ func TestOwnCgroup(t *testing.T) {
 // modes returns the modes this machine can test: process-group always,
 // cgroup where this process may create one.
 func modes(t *testing.T) []string {
-	m := []string{ModeProcessGroup}
+	m := []string{string(ModeProcessGroup)}
 	if _, err := makeCgroup(Options{Name: "probe"}, "probeprobeprobe"); err == nil {
 		p, _ := makeCgroup(Options{Name: "probe"}, "probeprobeprobe")
 		_ = os.Remove(p)
-		m = append(m, ModeCGroup)
+		m = append(m, string(ModeCGroup))
 	} else {
 		t.Logf("cgroup mode not tested here: %v", err)
 	}
@@ -147,7 +147,7 @@ func TestKill(t *testing.T) {
 	for _, mode := range modes(t) {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
-			g, err := Open(Options{Key: dir, Name: "test-kill", StateDir: dir, Mode: mode})
+			g, err := Open(Options{Key: dir, Name: "test-kill", StateDir: dir, Mode: Mode(mode)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -177,7 +177,7 @@ func TestSweepAtOpen(t *testing.T) {
 	for _, mode := range modes(t) {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
-			o := Options{Key: dir, Name: "test-sweep", StateDir: dir, Mode: mode}
+			o := Options{Key: dir, Name: "test-sweep", StateDir: dir, Mode: Mode(mode)}
 			g, err := Open(o)
 			if err != nil {
 				t.Fatal(err)
@@ -213,7 +213,7 @@ func TestGuardKillsOnAgentDeath(t *testing.T) {
 	for _, mode := range modes(t) {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
-			g, err := Open(Options{Key: dir, Name: "test-guard", Mode: mode})
+			g, err := Open(Options{Key: dir, Name: "test-guard", Mode: Mode(mode)})
 			if err != nil {
 				t.Fatal(err)
 			}

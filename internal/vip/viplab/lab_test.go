@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/harness"
 	"github.com/haven-ha/haven/internal/netlab"
 	"github.com/haven-ha/haven/internal/sample"
 	"github.com/haven-ha/haven/internal/syncbuf"
@@ -42,8 +42,7 @@ const token = "viplab-token-0123456789abcdef"
 
 // timings are the lan preset loosened for a loaded 2-core machine, as in
 // internal/e2e: the tests check behaviour; bench/vip.sh measures speed.
-const timings = `timing: lan
-timings: {lease_ttl: 3s, renew_interval: 200ms, renew_timeout: 600ms, fence_margin: 500ms, etcd_heartbeat: 50ms, etcd_election: 500ms}`
+const timings = harness.CITimings
 
 // node is one haven agent in its own namespace: eth0 on the cluster
 // network (etcd), eth1 on the client network (API, service, VIP).
@@ -56,8 +55,8 @@ type node struct {
 	mac        string // eth1's
 	witness    bool
 	nsh        netns.NsHandle
-	cmd        *exec.Cmd
-	done       chan struct{}
+	proc       *harness.Proc
+	done       <-chan struct{} // closed when the agent last started has exited
 	log        *syncbuf.Buffer
 }
 
@@ -209,45 +208,29 @@ func (c *cluster) start(n *node) {
 	if n.witness {
 		sub = "witness"
 	}
-	cmd := netlab.Command(n.ns, havenBin, sub, "--config", c.config, "--node", n.name)
-	cmd.Stdout, cmd.Stderr = n.log, n.log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	p, err := harness.Start(n.ns, n.log, havenBin, sub, "--config", c.config, "--node", n.name)
+	if err != nil {
 		c.t.Fatalf("start agent %s: %v", n.name, err)
 	}
-	n.cmd, n.done = cmd, make(chan struct{})
-	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(n.done)
+	n.proc, n.done = p, p.Done()
 }
 
 // agentPID is the haven process itself (ip netns exec execs it in place).
 func (n *node) signal(t testing.TB, sig syscall.Signal) {
 	t.Helper()
-	if err := n.cmd.Process.Signal(sig); err != nil {
+	if err := n.proc.Signal(sig); err != nil {
 		t.Fatalf("signal %v to %s: %v", sig, n.name, err)
 	}
 }
 
 func (c *cluster) stopAll() {
+	var ps []*harness.Proc
 	for _, n := range c.nodes {
-		if n.cmd != nil && n.cmd.Process != nil {
-			_ = n.cmd.Process.Signal(syscall.SIGCONT)
-			_ = n.cmd.Process.Signal(syscall.SIGTERM)
-		}
+		ps = append(ps, n.proc)
 	}
+	late := harness.Stop(15*time.Second, ps...) // a late one's goroutines go to its log
 	for _, n := range c.nodes {
-		if n.done == nil {
-			continue
-		}
-		select {
-		case <-n.done:
-		case <-time.After(15 * time.Second):
-			// Its goroutines go to its log, for the failure's report.
-			_ = n.cmd.Process.Signal(syscall.SIGQUIT)
-			select {
-			case <-n.done:
-			case <-time.After(3 * time.Second):
-			}
-			_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
+		if slices.Contains(late, n.proc) {
 			c.t.Errorf("agent %s did not stop within 15s of SIGTERM", n.name)
 			testbin.Stuck(c.t, n.name, n.log.String())
 		}
@@ -263,38 +246,25 @@ func (c *cluster) stopAll() {
 	}
 }
 
-var httpc = &http.Client{Timeout: 500 * time.Millisecond}
+// hc calls the agents' APIs (plain HTTP: the lab runs insecure).
+var hc = api.NewClient(api.ClientOptions{Token: token, Who: "viplab", Timeout: 500 * time.Millisecond})
 
+// lbCheck is 200 while node n's /lb-check says it serves, else 503.
 func (c *cluster) lbCheck(n *node) int {
-	resp, err := httpc.Get("http://" + n.api + "/lb-check")
-	if err != nil {
-		return 0
+	if ok, _ := hc.LBCheck(context.Background(), n.api); ok {
+		return http.StatusOK
 	}
-	resp.Body.Close()
-	return resp.StatusCode
+	return http.StatusServiceUnavailable
 }
 
 func (c *cluster) status(n *node) (api.Status, error) {
-	var st api.Status
-	resp, err := httpc.Get("http://" + n.api + "/status")
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	return hc.Status(context.Background(), n.api)
 }
 
 // metrics is node n's /metrics page ("" on error).
 func (c *cluster) metrics(n *node) string {
-	req, _ := http.NewRequest(http.MethodGet, "http://"+n.api+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := httpc.Do(req)
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
+	m, _ := hc.Metrics(context.Background(), n.api)
+	return m
 }
 
 // holds reports whether node n has the VIP on eth1 now (asked over netlink
@@ -323,12 +293,8 @@ func (c *cluster) holds(n *node) bool {
 
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !harness.Until(d, cond) {
+		t.Fatalf("timed out after %s waiting for %s", d, what)
 	}
 }
 

@@ -2,13 +2,12 @@ package viplab
 
 import (
 	"fmt"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/haven-ha/haven/internal/netlab"
+	"github.com/haven-ha/haven/internal/harness"
 	"github.com/haven-ha/haven/internal/syncbuf"
 	"github.com/haven-ha/haven/internal/testbin"
 )
@@ -20,8 +19,7 @@ import (
 type proxyLab struct {
 	*cluster
 	standalone bool
-	proxies    map[*node]*exec.Cmd
-	done       map[*node]chan struct{}
+	proxies    map[*node]*harness.Proc
 	logs       map[*node]*syncbuf.Buffer
 }
 
@@ -35,11 +33,11 @@ func newProxyLab(t *testing.T, standalone bool) *proxyLab {
 		},
 	})
 	c.port = "8081"
-	l := &proxyLab{cluster: c, standalone: standalone, proxies: map[*node]*exec.Cmd{}, done: map[*node]chan struct{}{}, logs: map[*node]*syncbuf.Buffer{}}
+	l := &proxyLab{cluster: c, standalone: standalone, proxies: map[*node]*harness.Proc{}, logs: map[*node]*syncbuf.Buffer{}}
 	t.Cleanup(func() {
-		for n, cmd := range l.proxies {
-			_ = cmd.Process.Kill()
-			<-l.done[n]
+		for _, p := range l.proxies {
+			_ = p.Signal(syscall.SIGKILL)
+			<-p.Done()
 		}
 		if t.Failed() {
 			for n, b := range l.logs {
@@ -64,23 +62,19 @@ func (l *proxyLab) startProxy(n *node) {
 	if l.logs[n] == nil {
 		l.logs[n] = &syncbuf.Buffer{}
 	}
-	cmd := netlab.Command(n.ns, havenBin, "proxy", "--config", l.config)
-	cmd.Stdout, cmd.Stderr = l.logs[n], l.logs[n]
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	p, err := harness.Start(n.ns, l.logs[n], havenBin, "proxy", "--config", l.config)
+	if err != nil {
 		l.t.Fatalf("start proxy on %s: %v", n.name, err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	l.proxies[n], l.done[n] = cmd, done
+	l.proxies[n] = p
 }
 
 func (l *proxyLab) killProxy(n *node) {
 	l.t.Helper()
-	if err := l.proxies[n].Process.Kill(); err != nil {
+	if err := l.proxies[n].Signal(syscall.SIGKILL); err != nil {
 		l.t.Fatal(err)
 	}
-	<-l.done[n]
+	<-l.proxies[n].Done()
 	delete(l.proxies, n)
 }
 
@@ -181,7 +175,7 @@ func (l *proxyLab) waitExit(n *node, d time.Duration) {
 		return
 	case <-time.After(d):
 	}
-	_ = n.cmd.Process.Signal(syscall.SIGQUIT)
+	_ = n.proc.Signal(syscall.SIGQUIT)
 	select {
 	case <-n.done:
 	case <-time.After(5 * time.Second):

@@ -1,4 +1,4 @@
-package agent
+package node
 
 import (
 	"context"
@@ -8,23 +8,16 @@ import (
 	"net"
 	"time"
 
+	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/sessions"
 )
 
-// sessionsRole is the session store's view of this node: it writes only
-// while it serves as active, at its epoch (the store checks the epoch again
-// in every commit).
-func (a *Agent) sessionsRole() (ha.Epoch, bool) {
-	st := a.State()
-	return st.Epoch, st.Serving(a.mcfg, a.clk.Now())
-}
-
 // startSessions runs node's session store (`sessions:`) beside agent a,
 // on the data of store. tlsConf nil serves plain TCP. It returns a function
 // that stops it.
-func startSessions(cfg *config.Config, node config.Node, a *Agent, store ha.Store, tlsConf *tls.Config, log *slog.Logger) (stop func(), err error) {
+func startSessions(cfg *config.Config, node config.Node, a *agent.Agent, store ha.Store, tlsConf *tls.Config, log *slog.Logger) (stop func(), err error) {
 	sc := cfg.Sessions
 	data, ok := store.(ha.SessionData)
 	if sq, isSQL := store.(sessions.SQLDB); !ok && isSQL {
@@ -51,18 +44,18 @@ func startSessions(cfg *config.Config, node config.Node, a *Agent, store ha.Stor
 		MaxValueBytes: sc.MaxValueBytes,
 		MaxKeys:       sc.MaxKeys,
 		TLS:           tlsConf,
-		Clock:         a.clk,
+		Clock:         a.Clock(),
 		Log:           log.With("part", "sessions"),
 		Backend:       data,
-		Role:          a.sessionsRole,
+		Role:          a.SessionsRole,
 		ActiveActive:  cfg.Mode == ha.ModeActiveActive,
 	})
-	a.metrics.reg.MustRegister(srv.Collectors()...)
+	a.MustRegister(srv.Collectors()...)
 	stats := func() ha.SessionStats {
 		st := srv.Stats()
 		return ha.SessionStats{Listen: listen, Keys: st.Keys, Bytes: st.Bytes, Writable: st.Writable}
 	}
-	a.sessStats.Store(&stats)
+	a.SetSessionStats(stats)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() { _ = srv.Run(ctx); done <- struct{}{} }()
