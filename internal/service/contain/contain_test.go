@@ -244,7 +244,7 @@ func TestCloseDoesNotWaitOnTheGuard(t *testing.T) {
 	for _, mode := range modes(t) {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
-			g, err := Open(Options{Key: dir, Name: "test-close", Mode: mode})
+			g, err := Open(Options{Key: dir, Name: "test-close", Mode: Mode(mode)})
 			if err != nil {
 				t.Fatal(err)
 			}
