@@ -194,6 +194,9 @@ func (c *Config) Describe() string {
 	if !c.Store.External() {
 		line("  (the etcd leader revokes a dead active's lease at its expiry; the active keeps etcd leadership on another member, except within lease_ttl of a failover or an etcd election, or while its renewals are late)")
 	}
+	if c.Store.Backend == BackendEtcd {
+		line("  (an external etcd revokes a dead active's lease on its lessor's own 500ms tick: haven cannot revoke at expiry there, as no etcd API tells a lease's expiry finer than a second)")
+	}
 
 	w.Flush()
 	return b.String()
