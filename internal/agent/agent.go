@@ -96,6 +96,9 @@ type Agent struct {
 	op      *operator.Operator // switchover, promote, maintenance (ops.go)
 	// folders replicates the sync: folders; nil when there are none (folders.go).
 	folders *folders.Service
+	// leadsEtcd: whether this node's etcd member leads raft (campaign.go);
+	// nil without an embedded member.
+	leadsEtcd func() bool
 }
 
 func priorities(cfg *config.Config) map[string]int { return cfg.Priorities() }
@@ -533,6 +536,12 @@ func (a *Agent) worker(ctx context.Context) {
 func (a *Agent) do(ctx context.Context, act machine.Action) {
 	switch act := act.(type) {
 	case machine.Campaign:
+		if act.Reclaim == 0 && a.leadsEtcd != nil {
+			if d := campaignDefer(a.leadsEtcd(), a.Snapshot(), a.node.Name, a.mcfg.Priorities, a.cfg.Timing); d > 0 {
+				a.log.Debug("this member leads etcd: letting another standby campaign first", "for", d)
+				sleep(ctx, a.clk, d)
+			}
+		}
 		cctx, cancel := clock.WithTimeout(ctx, a.clk, callTimeout(a.cfg.Timing))
 		epoch, err := a.store.Campaign(cctx, a.node.Name)
 		cancel()

@@ -33,6 +33,8 @@ type memCluster struct {
 	api    *memAPI                  // the agents' HTTP APIs, when memOpts.api (memapi_test.go)
 	done   map[string]chan struct{} // closed when the node's Run returns
 	logs   *syncbuf.Buffer          // the agents' logs, printed if the test fails
+	// leadsEtcd stands in for each node's etcd member (memOpts.leadsEtcd).
+	leadsEtcd func(node string) bool
 }
 
 // memOpts shape a memCluster: extra YAML, node priorities, and which nodes
@@ -43,6 +45,9 @@ type memOpts struct {
 	start []string
 	api   bool     // serve each agent's HTTP API on a loopback port (memapi_test.go)
 	backs []string // nodes with backup: true
+	// leadsEtcd, when set, says whether node's (pretend) etcd member leads
+	// raft (Agent.SetEtcdLeader).
+	leadsEtcd func(node string) bool
 }
 
 func startMemCluster(t *testing.T, nodes int, o ...memOpts) *memCluster {
@@ -71,7 +76,8 @@ func startMemCluster(t *testing.T, nodes int, o ...memOpts) *memCluster {
 		t.Fatal(err)
 	}
 	c := &memCluster{t: t, cfg: cfg, store: memstore.New(clock.Real{}), agents: map[string]*Agent{},
-		conns: map[string]*memstore.Client{}, stop: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}, logs: &syncbuf.Buffer{}}
+		conns: map[string]*memstore.Client{}, stop: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}, logs: &syncbuf.Buffer{},
+		leadsEtcd: opt.leadsEtcd}
 	if opt.api {
 		c.api = newMemAPI(c)
 	}
@@ -102,6 +108,9 @@ func (c *memCluster) start(name string) {
 	a, err := New(c.cfg, n, conn, clock.Real{}, slog.New(slog.NewTextHandler(c.logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name))
 	if err != nil {
 		c.t.Fatal(err)
+	}
+	if c.leadsEtcd != nil {
+		a.SetEtcdLeader(func() bool { return c.leadsEtcd(name) })
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c.agents[n.Name], c.conns[n.Name], c.stop[n.Name] = a, conn, cancel

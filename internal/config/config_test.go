@@ -513,6 +513,27 @@ func TestWorstCase(t *testing.T) {
 	}
 }
 
+// TestDescribeExternalEtcdKeepsTheTick: config check says that an external
+// etcd keeps its 500 ms revoke tick (no etcd API tells a lease's expiry
+// finer than a second, TestTimeToLiveIsNoExpiry), and the embedded one
+// does not.
+func TestDescribeExternalEtcdKeepsTheTick(t *testing.T) {
+	nodes := "nodes:\n  - {name: n1, api: 127.0.0.1:7101, backend: 127.0.0.1:8101}\n  - {name: n2, api: 127.0.0.1:7102, backend: 127.0.0.1:8102}\n"
+	ext := mustParse(t, "/etc/haven.yaml", "cluster: c\ninsecure: true\ndata_dir: /tmp/x\nservice: {command: [sleep, '1000']}\nstore: {backend: etcd, endpoints: ['127.0.0.1:2379']}\n"+nodes).Describe()
+	for _, want := range []string{"lease_ttl + 500ms lease revoke tick", "lessor's own 500ms tick: haven cannot revoke at expiry there"} {
+		if !strings.Contains(ext, want) {
+			t.Errorf("config check on an external etcd does not say %q:\n%s", want, ext)
+		}
+	}
+	data, err := os.ReadFile(filepath.Join("testdata", "minimal.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if emb := mustParse(t, "/etc/haven.yaml", string(data)).Describe(); strings.Contains(emb, "500ms lease revoke tick") || strings.Contains(emb, "500ms tick") {
+		t.Errorf("config check on the embedded etcd counts a 500ms tick:\n%s", emb)
+	}
+}
+
 func TestDescribeGolden(t *testing.T) {
 	for _, name := range []string{"full", "minimal"} {
 		t.Run(name, func(t *testing.T) {

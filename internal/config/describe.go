@@ -192,7 +192,10 @@ func (c *Config) Describe() string {
 	}
 	line("  isolated active stops\tlease_ttl − fence_margin after its last renewal was sent\t%s", wc.FenceAfter)
 	if !c.Store.External() {
-		line("  (the etcd leader revokes a dead active's lease at its expiry; the active keeps etcd leadership on another member, except within lease_ttl of a failover or an etcd election, or while its renewals are late)")
+		line("  (the etcd leader revokes a dead active's lease at its expiry; a standby leading etcd lets another standby win the campaign, and the active moves etcd leadership to another member, except within lease_ttl of a failover or an etcd election, or while its renewals are late)")
+	}
+	if c.Store.Backend == BackendEtcd {
+		line("  (an external etcd revokes a dead active's lease on its lessor's own 500ms tick: haven cannot revoke at expiry there, as no etcd API tells a lease's expiry finer than a second)")
 	}
 
 	w.Flush()

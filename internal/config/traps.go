@@ -45,6 +45,7 @@ func (b *builder) traps() {
 	b.sharedProxyListen()
 	b.execCheckTimings()
 	b.daemonisingCommand()
+	b.lanFastTimings()
 	for _, l := range [][]Problem{b.c.Warnings, b.c.AgentErrors} {
 		sort.SliceStable(l, func(i, j int) bool { return l[i].Line < l[j].Line })
 	}
@@ -210,4 +211,21 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// lanFastTimings warns that the lan-fast preset trades tolerance of pauses
+// for speed (#19): it is for a dedicated low-jitter LAN on hosts with CPU
+// to spare, and an external store's revoke tick takes much of its gain.
+func (b *builder) lanFastTimings() {
+	t := b.c.Timing
+	if !strings.HasPrefix(t.Preset, "lan-fast") {
+		return
+	}
+	line := b.lineFor("timing")
+	b.warn(line, "timing", "lan-fast is for a dedicated low-jitter LAN between hosts with CPU to spare: an active fences itself when no renewal is acknowledged within %s (lease_ttl − fence_margin) of the previous one's sending, and etcd elects a new leader after %s without heartbeats, so a stall of a few hundred milliseconds on any node (a loaded or shared host, a VM or GC pause, a slow disk) fails a healthy active over (never two actives); on this project's shared 2-core test machine, at load averages of 15 to 46, about one failover in three was followed by more (docs/benchmarks.md). Use lan (the default) unless node loss in about 1 s is worth that; health checks need room too (a timeout that load can reach fails a healthy node over)",
+		t.FenceAfter(), t.EtcdElection)
+	if b.c.Store.Backend == BackendEtcd {
+		b.warn(line, "timing", "lan-fast with store.backend %s: an external etcd keeps a dead active's leader key up to %s past its lease (its lessor's tick; haven revokes at expiry only on the embedded etcd, whose lessor it can read: the API tells no expiry finer than a second), half of lan-fast's 1 s lease; node loss takes up to %s here",
+			b.c.Store.Backend, RevokeDelay(b.c.Store.Backend), t.WorstCaseOn(nil, b.c.Store.Backend).AgentLoss)
+	}
 }

@@ -49,12 +49,17 @@ func TestTraps(t *testing.T) {
 		{"nginx without daemon off", "service: {command: [/usr/sbin/nginx, -c, /etc/nginx/nginx.conf]}\n"},
 		{"redis daemonize yes", "service: {command: [redis-server, --port, '6379', --daemonize, 'yes']}\n"},
 		{"pg_ctl start", "service: {command: [pg_ctl, -D, /var/lib/pg, start]}\n"},
+		{"lan-fast", "timing: lan-fast\n"},
+		{"lan-fast on an external etcd", "timing: lan-fast\nstore: {backend: etcd, endpoints: ['127.0.0.1:2379']}\n"},
 	}
 	var b strings.Builder
 	for _, tc := range cases {
 		text := base + tc.extra
 		if tc.name == "var only some nodes define" {
 			text = strings.Replace(base, `env: {PORT: "8102", PROXY_LISTEN: "127.0.0.1:8002"}`, `env: {PROXY_LISTEN: "127.0.0.1:8002"}`, 1) + "checks:\n  - {tcp: {address: '127.0.0.1:${PORT}'}}\n"
+		}
+		if tc.name == "lan-fast on an external etcd" { // the store votes: no witness
+			text = strings.Replace(base, "  - {name: w1, witness: true, peer: 127.0.0.1:7203, client: 127.0.0.1:7303}\n", "", 1) + tc.extra
 		}
 		fmt.Fprintf(&b, "== %s\n", tc.name)
 		c, err := Parse("/etc/haven.yaml", []byte(text))

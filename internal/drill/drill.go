@@ -120,6 +120,12 @@ type Result struct {
 	// outage into promotion, routing, and any gap that followed.
 	FirstOK     time.Duration `json:"first_ok_ns"`
 	ActiveAfter time.Duration `json:"active_after_ns,omitempty"`
+	// EtcdLeader says, for a node-loss fault on an etcd store, which
+	// member led etcd when the fault came: "not the lost node" (the drill
+	// waited for leadership to move: the node loss alone), "the lost node"
+	// (it did not move within the wait: the RTO includes an etcd election),
+	// "unknown". "" when it does not apply.
+	EtcdLeader string `json:"etcd_leader,omitempty"`
 	// Start is when the scenario began (the zero of every offset: marks,
 	// ops, rto_at_ns), on the wall clock, to find its moments in the logs.
 	Start time.Time `json:"start"`
@@ -155,6 +161,8 @@ type run struct {
 	lease   time.Duration
 	recover time.Duration
 	log     io.Writer
+	// etcd: whether the lost node led etcd when the fault came (leaderAway).
+	etcd string
 	// promoted: new actives the scenario itself saw during a NoFailover
 	// fault (clients may not have been answered by them before the heal).
 	promoted []string
@@ -224,12 +232,15 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 // failover: the fault, a wait for another node, the heal.
 func (r *run) failover(ctx context.Context, fault, heal func() error, faultName, healName string, hold time.Duration) error {
-	// A fault that takes the etcd leader with the active costs an etcd
-	// election as well, and the new etcd leader extends the dead active's
-	// lease by a fresh TTL: say so, or the RTO reads as the failover's own.
 	// Every fault here but the service crash (the one without a heal)
-	// takes the active's agent, and its member, out.
-	ledEtcd := heal != nil && r.sb.EtcdLeader(r.active) == r.active
+	// takes the active's agent, and its member, out: a node loss. Wait
+	// until etcd leadership has left the active's member, so that the RTO
+	// is the node loss's own and not an etcd election's as well.
+	if heal != nil {
+		if err := r.leaderAway(ctx, r.active); err != nil {
+			return err
+		}
+	}
 	if err := fault(); err != nil {
 		return err
 	}
@@ -240,9 +251,6 @@ func (r *run) failover(ctx context.Context, fault, heal func() error, faultName,
 	}
 	r.mark(fmt.Sprintf("%s active (epoch %d)", n, e))
 	r.note("%s took over from %s (epoch %d → %d)", n, r.active, r.epoch, e)
-	if ledEtcd {
-		r.note("%s also led etcd when the fault came (an etcd election, and a fresh lease for the dead active from the new etcd leader)", r.active)
-	}
 	if wait := hold - (r.now() - r.at(faultName)); wait > 0 {
 		if err := sleepCtx(ctx, wait); err != nil {
 			return err
@@ -256,6 +264,73 @@ func (r *run) failover(ctx context.Context, fault, heal func() error, faultName,
 	}
 	return nil
 }
+
+// leaderAway waits, before a node-loss fault, until node's etcd member no
+// longer leads raft (the active moves leadership off its member a lease
+// after its promotion: agent/leaderaway.go), then one second more, for the
+// renewals to undo the lease extension the new etcd leader grants every
+// lease. A fault on the etcd leader also costs an etcd election and that
+// extension; the drill measures the node loss config check's "agent lost"
+// row describes, and records which case it measured (Result.EtcdLeader).
+// After leaderAwayTimeout (or five leases) it faults anyway, and says so.
+func (r *run) leaderAway(ctx context.Context, node string) error {
+	if r.sb.DB != nil {
+		return nil // no etcd
+	}
+	leader := func() string { return r.sb.EtcdLeader(node) }
+	c, waited, err := waitLeaderAway(ctx, leader, node, max(leaderAwayTimeout, 5*r.lease), 50*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	r.etcd = c
+	switch {
+	case c == etcdLed:
+		r.note("%s still led etcd after %s of waiting for it to move: this RTO includes an etcd election and the new etcd leader's lease extension", node, waited.Round(time.Millisecond))
+	case c == etcdUnknown:
+		r.note("could not tell which member led etcd before the fault")
+	case waited > 0:
+		r.logf("  %s etcd leadership left %s after %s", fmtT(r.now()), node, waited.Round(time.Millisecond))
+		return sleepCtx(ctx, time.Second)
+	}
+	return nil
+}
+
+// waitLeaderAway asks leader (which member leads etcd, "" when it cannot
+// tell) every poll until it names a member other than node or timeout
+// passes, and returns which case that is (etcdNotLed, etcdLed,
+// etcdUnknown) and how long it waited (0: node did not lead at the first
+// look).
+func waitLeaderAway(ctx context.Context, leader func() string, node string, timeout, poll time.Duration) (string, time.Duration, error) {
+	start := time.Now()
+	for first := true; ; first = false {
+		l := leader()
+		switch {
+		case l != "" && l != node && first:
+			return etcdNotLed, 0, nil
+		case l != "" && l != node:
+			return etcdNotLed, time.Since(start), nil
+		case time.Since(start) < timeout:
+		case l == node:
+			return etcdLed, time.Since(start), nil
+		default:
+			return etcdUnknown, time.Since(start), nil
+		}
+		if err := sleepCtx(ctx, poll); err != nil {
+			return "", time.Since(start), err
+		}
+	}
+}
+
+// leaderAwayTimeout bounds leaderAway's wait (at least five leases).
+const leaderAwayTimeout = 15 * time.Second
+
+// What a node-loss scenario measured, as to etcd leadership
+// (Result.EtcdLeader).
+const (
+	etcdNotLed  = "not the lost node" // the node loss alone
+	etcdLed     = "the lost node"     // node loss plus an etcd election
+	etcdUnknown = "unknown"
+)
 
 func serviceCrash(ctx context.Context, r *run) error {
 	return r.failover(ctx, func() error {
@@ -280,6 +355,9 @@ func vipHolderCrash(ctx context.Context, r *run) error {
 		return fmt.Errorf("no node holds the virtual IP")
 	}
 	r.note("%s held the VIP (%s was active)", holder, r.active)
+	if err := r.leaderAway(ctx, holder); err != nil {
+		return err
+	}
 	if err := r.sb.StopAgent(holder, syscall.SIGKILL, 10*time.Second); err != nil {
 		return err
 	}
@@ -754,6 +832,7 @@ func RunOne(ctx context.Context, sb *Sandbox, sc Scenario, o Options, seq int) R
 			}
 		}
 	}
+	res.EtcdLeader = r.etcd
 	res.What = strings.Join(r.notes, "; ")
 	res.Verdict = verdict(sc, res, o.RTOSlack)
 	return res
@@ -829,6 +908,9 @@ func (r Result) Summary() string {
 		fmtDur(r.RTO), r.Errors, r.Requests, len(r.Lost), r.Acked, yesNo(r.Split))
 	if sp := r.split(); sp != "" {
 		s += " (" + sp + ")"
+	}
+	if r.EtcdLeader != "" {
+		s += ", etcd leader: " + r.EtcdLeader
 	}
 	if r.Sessions != nil {
 		s += fmt.Sprintf(", %d/%d sessions lost", len(r.Sessions.Lost), r.Sessions.Written)

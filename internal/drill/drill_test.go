@@ -2,6 +2,7 @@ package drill
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -191,5 +192,51 @@ func TestRTOSplit(t *testing.T) {
 	one.RTO, one.RTOAt = Outage(ops[:3], fault, 2300*ms)
 	if got, want := one.split(), "new active at +1.05s, clients served again at +1.10s"; got != want {
 		t.Fatalf("split %q, want %q", got, want)
+	}
+}
+
+// TestWaitLeaderAway: before a node-loss fault the drill waits until the
+// lost node's member no longer leads etcd, and says which case it measured
+// when it does not move in time or cannot be told.
+func TestWaitLeaderAway(t *testing.T) {
+	seq := func(answers ...string) func() string {
+		return func() string {
+			a := answers[0]
+			if len(answers) > 1 {
+				answers = answers[1:]
+			}
+			return a
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		leader  func() string
+		want    string
+		waited  bool
+		timeout time.Duration
+	}{
+		{"elsewhere at once", seq("n2"), etcdNotLed, false, time.Minute},
+		{"moves after a while", seq("n1", "n1", "", "n1", "n3"), etcdNotLed, true, time.Minute},
+		{"never moves", seq("n1"), etcdLed, true, 20 * ms},
+		{"cannot tell", seq(""), etcdUnknown, true, 20 * ms},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, waited, err := waitLeaderAway(context.Background(), tc.leader, "n1", tc.timeout, ms)
+			if err != nil || got != tc.want || (waited > 0) != tc.waited {
+				t.Fatalf("waitLeaderAway = %q after %s (%v), want %q (waited: %v)", got, waited, err, tc.want, tc.waited)
+			}
+		})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := waitLeaderAway(ctx, seq("n1"), "n1", time.Minute, ms); err == nil {
+		t.Fatal("waitLeaderAway went on after its context ended")
+	}
+	r := Result{RTO: 2100 * ms, EtcdLeader: etcdNotLed}
+	if s := r.Summary(); !strings.Contains(s, "etcd leader: not the lost node") {
+		t.Fatalf("Summary does not say which case was measured: %s", s)
+	}
+	if c := rtoCell(r); !strings.Contains(c, "not the lost node") {
+		t.Fatalf("the report's RTO cell does not say which case was measured: %s", c)
 	}
 }

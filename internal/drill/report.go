@@ -86,8 +86,15 @@ func rtoCell(r Result) string {
 	if r.Skipped != "" {
 		return "—"
 	}
+	var parts []string
 	if sp := r.split(); sp != "" {
-		return fmtDur(r.RTO) + " (" + sp + ")"
+		parts = append(parts, sp)
+	}
+	if r.EtcdLeader != "" {
+		parts = append(parts, "etcd leader: "+r.EtcdLeader)
+	}
+	if len(parts) > 0 {
+		return fmtDur(r.RTO) + " (" + strings.Join(parts, "; ") + ")"
 	}
 	return fmtDur(r.RTO)
 }

@@ -271,6 +271,10 @@ func (s *Sandbox) writeConfig() error {
 		s.VIP = vip + ":8080"
 		listen = `, "--listen", ":8080"`
 	}
+	// The health check gives the sample 500 ms to answer: no scenario hangs
+	// the service (a crash is seen at once by the supervisor), and with
+	// 200 ms the checks timed out on a loaded machine and failed healthy
+	// actives over, most of all with lan-fast (#19).
 	fmt.Fprintf(&b, `service:
   command: [%q, "sample-service"%s]
   env: {HAVEN_API_TOKEN: %q}
@@ -280,8 +284,8 @@ func (s *Sandbox) writeConfig() error {
 checks:
   - name: sample
     http: {url: "http://${SERVICE_ADDR}/healthz"}
-    interval: 200ms
-    timeout: 200ms
+    interval: 500ms
+    timeout: 500ms
     rise: 1
     fall: 2
 drill: {enabled: true}

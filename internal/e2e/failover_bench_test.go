@@ -48,6 +48,19 @@ func BenchmarkFailoverAgentCrash(b *testing.B) {
 	})
 }
 
+// BenchmarkFailoverAgentFreeze stops the active's agent (and with it its
+// etcd member) with SIGSTOP, times the failover, then lets it go on
+// (SIGCONT): it must rejoin as a standby before the next fault.
+func BenchmarkFailoverAgentFreeze(b *testing.B) {
+	tlsOnOff(b, func(b *testing.B, insecure bool) {
+		benchFailover(b, insecure, func(c *Cluster, active string) {
+			c.Signal(active, syscall.SIGSTOP)
+		}, func(c *Cluster, old string) {
+			c.Signal(old, syscall.SIGCONT)
+		})
+	})
+}
+
 func tlsOnOff(b *testing.B, run func(b *testing.B, insecure bool)) {
 	b.Run("tls=on", func(b *testing.B) { run(b, false) })
 	b.Run("tls=off", func(b *testing.B) { run(b, true) })

@@ -76,6 +76,9 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 		return err
 	}
 	a.SetTLS(tlsSrc)
+	if member != nil {
+		a.SetEtcdLeader(member.IsLeader) // a standby leading etcd lets another win the campaign
+	}
 	fsvc, err := agent.NewFolders(cfg, node, a, log)
 	if err != nil {
 		_ = store.Close()
