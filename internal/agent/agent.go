@@ -59,7 +59,7 @@ type Agent struct {
 	late      sync.WaitGroup // results emitAsync could not queue at once (Run joins them)
 	lateStop  chan struct{}  // closed when Run no longer reads events
 	work      chan machine.Action
-	fenceC    chan fenceJob // demotions: the fencing lane (fence.go)
+	fenceC    chan FenceJob // demotions: the fencing lane (fence.go)
 	publishC  chan struct{}
 	newSessC  chan struct{}
 	healthC   chan struct{}
@@ -128,7 +128,7 @@ func New(cfg *config.Config, node config.Node, store ha.Store, clk clock.Clock, 
 		events:    make(chan machine.Event, 64),
 		lateStop:  make(chan struct{}),
 		work:      make(chan machine.Action, 64),
-		fenceC:    make(chan fenceJob, 16),
+		fenceC:    make(chan FenceJob, 16),
 		publishC:  make(chan struct{}, 1),
 		newSessC:  make(chan struct{}, 1),
 		healthC:   make(chan struct{}, 1),
@@ -254,8 +254,8 @@ func (a *Agent) loop(ctx context.Context) {
 // step applies one event and dispatches the resulting actions. Only the loop
 // goroutine calls it.
 func (a *Agent) step(ev machine.Event) {
-	old := a.State()
-	st, acts := machine.Step(a.mcfg, old, ev, a.clk.Now())
+	stepped := Step(a.mcfg, a.State(), ev, a.clk.Now())
+	old, st := stepped.Old, stepped.New
 	a.state.Store(&st)
 	if st.Role != old.Role {
 		a.log.Info("role change", "from", old.Role, "to", st.Role, "epoch", st.Epoch, "reason", st.Reason)
@@ -267,12 +267,10 @@ func (a *Agent) step(ev machine.Event) {
 		kind := map[bool]string{true: "healthy", false: "unhealthy"}
 		a.record(ha.Event{Kind: "health", From: kind[old.Healthy], To: kind[st.Healthy], Reason: st.HealthReason})
 	}
-	for _, act := range acts {
-		if _, ok := act.(machine.Demote); ok {
-			a.demotedSeq.Store(st.PromoteSeq) // the promotion being demoted is the latest
-		}
+	if stepped.Demoted {
+		a.demotedSeq.Store(st.PromoteSeq) // the promotion being demoted is the latest
 	}
-	a.dispatch(acts)
+	a.dispatch(stepped.Effects)
 	if st.Role != old.Role {
 		// Health of a cold standby depends on the role.
 		a.refreshHealth()

@@ -37,7 +37,7 @@ type node struct {
 	tickGen    int
 	work       []machine.Action
 	busy       bool
-	fence      []fenceJob
+	fence      []agent.FenceJob
 	fencing    bool
 	promo      *promotion // the promotion in flight, if any
 	demotedSeq uint64     // promotions up to this Seq were demoted (agent.demotedSeq)
@@ -68,11 +68,6 @@ type node struct {
 	stoppedBy      string
 
 	opBusy bool // one operator call at a time (the agent's opMu)
-}
-
-type fenceJob struct {
-	demote machine.Demote
-	then   []machine.Action
 }
 
 type promotion struct {
@@ -188,10 +183,11 @@ func (n *node) serving() bool {
 	return n.alive && !n.frozen && n.st.Serving(n.mcfg, n.now())
 }
 
-// step is the agent's loop: one event into the machine, actions out.
+// step is the agent's loop: one event into the agent's core (agent.Step),
+// its effects carried out by this node's drivers.
 func (n *node) step(ev machine.Event) {
-	old := n.st
-	st, acts := machine.Step(n.mcfg, old, ev, n.now())
+	stepped := agent.Step(n.mcfg, n.st, ev, n.now())
+	old, st := stepped.Old, stepped.New
 	n.st = st
 	n.w.dirty = true
 	if st.Role != old.Role {
@@ -205,12 +201,10 @@ func (n *node) step(ev machine.Event) {
 	if st.Holding() && st.Epoch < old.Epoch && old.Holding() {
 		n.w.failf("%s's epoch went back from %d to %d", n.name, old.Epoch, st.Epoch)
 	}
-	for _, act := range acts {
-		if _, ok := act.(machine.Demote); ok {
-			n.demotedSeq = st.PromoteSeq
-		}
+	if stepped.Demoted {
+		n.demotedSeq = st.PromoteSeq
 	}
-	n.dispatch(acts)
+	n.dispatch(stepped.Effects)
 	n.armTick()
 }
 
@@ -235,38 +229,26 @@ func (n *node) armTick() {
 	})
 }
 
-// dispatch mirrors agent.dispatch: demotions to the fencing lane (with the
-// Resign of their epoch behind them), the rest to the worker.
-func (n *node) dispatch(acts []machine.Action) {
-	var job *fenceJob
-	for _, act := range acts {
-		switch act := act.(type) {
-		case machine.Publish:
+// dispatch is agent.dispatch: the step's effects to this node's publisher,
+// renewer, fencing lane and worker.
+func (n *node) dispatch(effs []agent.Effect) {
+	for _, e := range effs {
+		switch e.Kind {
+		case agent.DoPublish:
 			n.publish()
-		case machine.NewSession:
+		case agent.DoNewSession:
 			n.newSessSig = true
 			if n.waitNewSess {
 				n.waitNewSess, n.newSessSig = false, false
 				n.createSession(100 * time.Millisecond)
 			}
-		case machine.Demote:
-			n.cancelPromote(act.Epoch)
-			if job != nil {
-				n.fence = append(n.fence, *job)
-			}
-			job = &fenceJob{demote: act}
-		case machine.Resign:
-			if job != nil && job.demote.Epoch == act.Epoch {
-				job.then = append(job.then, act)
-				continue
-			}
-			n.work = append(n.work, act)
-		default:
-			n.work = append(n.work, act)
+		case agent.DoCancelPromote:
+			n.cancelPromote(e.Epoch)
+		case agent.DoFence:
+			n.fence = append(n.fence, e.Job)
+		case agent.DoWork:
+			n.work = append(n.work, e.Act)
 		}
-	}
-	if job != nil {
-		n.fence = append(n.fence, *job)
 	}
 	n.kickFence()
 	n.kickWorker()
@@ -589,15 +571,15 @@ func (n *node) kickFence() {
 	job := n.fence[0]
 	n.fence = n.fence[1:]
 	n.fencing = true
-	if job.demote.Fenced {
+	if job.Demote.Fenced {
 		n.w.res.Fenced++
 	}
 	// on_demote and stopping the service: a few ms, never past the deadline.
 	d := time.Duration(1+n.w.rng.IntN(30)) * time.Millisecond
 	n.afterLocal(d, func() {
 		n.fencing = false
-		n.work = append(n.work, job.then...)
-		n.emit(machine.DemoteResult{Epoch: job.demote.Epoch})
+		n.work = append(n.work, job.Then...)
+		n.emit(machine.DemoteResult{Epoch: job.Demote.Epoch})
 		n.kickWorker()
 		n.kickFence()
 	})
