@@ -204,7 +204,7 @@ func (w *world) maintenance(n *node, target string, on bool) {
 			n.opBusy = false
 			return
 		}
-		n.call("maintenance", 2*n.timing().LeaseTTL, func(c *memstore.Client) error { return c.SetMaintenance(bg, target, on) }, func(err error) {
+		n.call("maintenance", opTimeout(n.timing()), func(c *memstore.Client) error { return c.SetMaintenance(bg, target, on) }, func(err error) {
 			n.opBusy = false
 			n.tracef("operator: maintenance %s %t: %v", target, on, err)
 		})
@@ -268,7 +268,7 @@ func (w *world) handOver(n *node, to string, promote bool, reason string, done f
 	sw := ha.Switchover{ID: w.newID(), From: from.Node, Epoch: from.Epoch, To: target, Promote: promote,
 		Reason: reason, Requested: now, Deadline: now.Add(agent.SwitchoverWindow)}
 	var committed time.Time
-	n.call("request switchover", 2*n.timing().LeaseTTL, func(c *memstore.Client) error {
+	n.call("request switchover", opTimeout(n.timing()), func(c *memstore.Client) error {
 		err := c.RequestSwitchover(bg, sw)
 		if err == nil {
 			committed = w.now()

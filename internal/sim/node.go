@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/agent"
+	"github.com/haven-ha/haven/internal/check"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/machine"
@@ -298,10 +299,21 @@ func (n *node) latency() time.Duration {
 
 func (n *node) timing() config.Timing { return n.w.cfg.Timing }
 
-// The agent's store deadlines (internal/agent/fence.go).
-func callTimeout(t config.Timing) time.Duration { return max(t.LeaseTTL/2, t.RenewTimeout) }
+// The agent's store deadlines (agent.Deadlines).
+func callTimeout(t config.Timing) time.Duration {
+	call, _, _ := agent.Deadlines(t)
+	return call
+}
 
-func sessionTimeout(t config.Timing) time.Duration { return t.LeaseTTL }
+func sessionTimeout(t config.Timing) time.Duration {
+	_, session, _ := agent.Deadlines(t)
+	return session
+}
+
+func opTimeout(t config.Timing) time.Duration {
+	_, _, op := agent.Deadlines(t)
+	return op
+}
 
 // ---- renewer (agent.renew) ----
 
@@ -397,9 +409,9 @@ func (n *node) watchChanged() {
 		snap := n.w.store.Snapshot()
 		n.seenRev = snap.Rev
 		n.snap = snap
-		// Intents first, as the agent sends them.
-		n.step(agent.IntentsFor(n.name, snap, n.now()))
-		n.step(machine.LeaderSeen{Leader: snap.Leader})
+		for _, ev := range agent.SeenEvents(n.name, snap, n.now()) {
+			n.step(ev)
+		}
 		waiters := n.caughtUp
 		n.caughtUp = nil
 		for _, f := range waiters {
@@ -437,8 +449,8 @@ func (n *node) do(act machine.Action, done func()) {
 				n.tracef("campaign (reclaim %d): epoch %d, %v", act.Reclaim, epoch, err)
 			}
 			finish := func(err error) {
-				if err != nil && !errors.Is(err, ha.ErrTaken) {
-					n.afterLocal(100*time.Millisecond, func() {
+				if pace := agent.CampaignPace(err); pace > 0 {
+					n.afterLocal(pace, func() {
 						n.emit(machine.CampaignResult{Epoch: epoch, Err: err})
 						done()
 					})
@@ -458,13 +470,13 @@ func (n *node) do(act machine.Action, done func()) {
 				}
 				n.tracef("won at epoch %d, but the watch did not show it; handing the key back", epoch)
 				n.call("resign", callTimeout(t), func(c *memstore.Client) error { return c.Resign(bg, n.name, epoch) }, func(error) {
-					finish(fmt.Errorf("the store's watch did not confirm the win at epoch %d", epoch))
+					finish(agent.WinUnconfirmed(epoch))
 				})
 			})
 		})
 	case machine.Promote:
-		if act.Seq <= n.demotedSeq {
-			n.emit(machine.PromoteResult{Epoch: act.Epoch, Seq: act.Seq, Err: errors.New("demoted before the promotion started")})
+		if err := agent.PromoteRefused(act, n.demotedSeq); err != nil {
+			n.emit(machine.PromoteResult{Epoch: act.Epoch, Seq: act.Seq, Err: err})
 			done()
 			return
 		}
@@ -475,12 +487,9 @@ func (n *node) do(act machine.Action, done func()) {
 			done()
 		})
 	case machine.Resign:
-		n.resign(act.Epoch, 1, 20*time.Millisecond, done)
+		n.resign(act.Epoch, 1, agent.FirstResignBackoff, done)
 	case machine.RequestSwitchover:
-		leader := n.snap.Leader
-		now := n.now()
-		sw := ha.Switchover{ID: n.w.newID(), From: leader.Node, Epoch: leader.Epoch, To: n.name,
-			Reason: act.Reason, Requested: now, Deadline: now.Add(agent.SwitchoverWindow)}
+		sw := agent.SelfSwitchover(n.w.newID(), n.snap.Leader, n.name, act.Reason, n.now())
 		n.call("request switchover", callTimeout(t), func(c *memstore.Client) error { return c.RequestSwitchover(bg, sw) }, func(err error) {
 			if err == nil {
 				n.tracef("asked for a switchover to itself (%s)", act.Reason)
@@ -496,11 +505,11 @@ func (n *node) do(act machine.Action, done func()) {
 
 func (n *node) resign(epoch ha.Epoch, try int, backoff time.Duration, done func()) {
 	n.call("resign", callTimeout(n.timing()), func(c *memstore.Client) error { return c.Resign(bg, n.name, epoch) }, func(err error) {
-		if err == nil || errors.Is(err, ha.ErrNotLeader) || try == 10 {
+		if agent.ResignDone(err) || try == agent.ResignTries {
 			done()
 			return
 		}
-		n.afterLocal(backoff, func() { n.resign(epoch, try+1, min(2*backoff, 500*time.Millisecond), done) })
+		n.afterLocal(backoff, func() { n.resign(epoch, try+1, agent.NextResignBackoff(backoff), done) })
 	})
 }
 
@@ -508,10 +517,7 @@ func (n *node) resign(epoch ha.Epoch, try int, backoff time.Duration, done func(
 // (or a later epoch) within lease_ttl.
 func (n *node) waitCaughtUp(epoch ha.Epoch, done func(bool)) {
 	over := false
-	check := func() bool {
-		l := n.snap.Leader
-		return l.Epoch > epoch || l.Node == n.name && l.Epoch == epoch
-	}
+	check := func() bool { return agent.WinSeen(n.snap.Leader, n.name, epoch) }
 	if check() {
 		done(true)
 		return
@@ -603,32 +609,8 @@ func (n *node) publish() {
 	})
 }
 
-// record mirrors agent.Record.
-func (n *node) record() ha.NodeStatus {
-	st := n.st
-	now := n.now()
-	eligible, why := st.Eligible(n.mcfg, now)
-	if st.Role != ha.RoleStandby {
-		eligible, why = false, "role is "+string(st.Role)
-	}
-	if st.Holding() {
-		why = "holds the active role"
-	}
-	role := st.Role
-	if role == ha.RoleStandby {
-		switch {
-		case st.Maintenance:
-			role = ha.RoleMaintenance
-		case n.w.cfg.Mode == ha.ModePassiveBackup && n.mcfg.Backup:
-			role = ha.RoleBackup
-		}
-	}
-	rec := ha.NodeStatus{Name: n.name, Role: role, Healthy: st.Healthy, Health: st.HealthReason, Eligible: eligible, Why: why, Reason: st.Reason, Heartbeat: now}
-	if st.Holding() || st.Role == ha.RoleDemoting {
-		rec.Epoch = st.Epoch
-	}
-	return rec
-}
+// record is the agent's record (agent.RecordOf): what the machine decides.
+func (n *node) record() ha.NodeStatus { return agent.RecordOf(n.mcfg, n.st, n.now()) }
 
 // view is what the agent's operator handlers see (agent.snapshot): the
 // watched snapshot with this node's live record.
@@ -645,16 +627,14 @@ func (n *node) view() ha.Snapshot {
 
 // ---- health (agent.effectiveHealth) ----
 
+// refreshHealth feeds the machine the agent's health (agent.HealthOf) of a
+// warm standby's supervised service and one check.
 func (n *node) refreshHealth() {
-	ok, why := true, "checks pass"
-	switch {
-	case n.stoppedBy != "":
-		ok, why = false, "service stopped by "+n.stoppedBy
-	case !n.svcUp:
-		ok, why = false, "service process not running"
-	case !n.checkOK:
-		ok, why = false, "check failed"
+	checks := check.Result{Healthy: n.checkOK, Reason: "checks pass"}
+	if !n.checkOK {
+		checks.Reason = "check failed"
 	}
+	ok, why := agent.HealthOf(agent.HealthInputs{Role: n.st.Role, Service: true, Running: n.svcUp, StoppedBy: n.stoppedBy, Checks: checks})
 	if ok != n.st.Healthy || why != n.st.HealthReason {
 		n.step(machine.HealthChanged{Healthy: ok, Reason: why})
 	}
