@@ -268,6 +268,7 @@ func (w *world) handOver(n *node, to string, promote bool, reason string, done f
 	sw := ha.Switchover{ID: w.newID(), From: from.Node, Epoch: from.Epoch, To: target, Promote: promote,
 		Reason: reason, Requested: now, Deadline: now.Add(agent.SwitchoverWindow)}
 	var committed time.Time
+	sent := w.now()
 	n.call("request switchover", opTimeout(n.timing()), func(c *memstore.Client) error {
 		err := c.RequestSwitchover(bg, sw)
 		if err == nil {
@@ -280,6 +281,7 @@ func (w *world) handOver(n *node, to string, promote bool, reason string, done f
 			answer("another switchover is in progress")
 			return
 		case errors.Is(err, ha.ErrStale):
+			w.opCall(n, opIn{kind: opStale, from: from, what: sw.ID}, sent)
 			w.res.Stale++
 			answer("stale view, retry: %v", err)
 			return
@@ -287,6 +289,7 @@ func (w *world) handOver(n *node, to string, promote bool, reason string, done f
 			answer("record the switchover in the store: %v", err)
 			return
 		}
+		w.opCall(n, opIn{kind: opRecorded, from: from, what: sw.ID}, sent)
 		n.tracef("operator: switchover %s recorded: %s@%d → %s", sw.ID, from.Node, from.Epoch, target)
 		deadline := n.trueAt(sw.Deadline)
 		over := false
@@ -311,6 +314,7 @@ func (w *world) handOver(n *node, to string, promote bool, reason string, done f
 				over = true
 				l := n.snap.Leader
 				w.checkAnswer(n, sw, committed, l, fmt.Sprintf("%s took over instead of %s (%s)", l.Node, target, why))
+				w.opCall(n, opIn{kind: opAnswer, from: from, leader: l, what: sw.ID}, sent)
 				n.call("clear switchover", callTimeout(n.timing()), func(c *memstore.Client) error { return c.ClearSwitchover(bg, sw.ID) }, func(error) {})
 				w.res.Other++
 				answer("%s took over instead of %s (%s)", l.Node, target, why)
@@ -318,6 +322,7 @@ func (w *world) handOver(n *node, to string, promote bool, reason string, done f
 				over = true
 				l := n.snap.Leader
 				w.checkAnswer(n, sw, committed, l, fmt.Sprintf("switched over to %s at epoch %d", target, l.Epoch))
+				w.opCall(n, opIn{kind: opAnswer, from: from, leader: l, what: sw.ID}, sent)
 				if w.held[l.Epoch] != target {
 					// "X is active" is true only once X's machine took
 					// the role up: holding the key is not enough.
