@@ -19,8 +19,8 @@ var bg = context.Background()
 // errTimeout is a store call whose answer did not come within its deadline.
 var errTimeout = errors.New("sim: store call timed out")
 
-// node is one agent process: its machine and a model of the agent's
-// drivers (internal/agent), event for event.
+// node is one agent process: the agent's core (agent.Step and the rules
+// beside it) driven by events that stand for the agent's goroutines.
 type node struct {
 	w    *world
 	name string

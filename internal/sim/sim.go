@@ -1,10 +1,11 @@
 // Package sim runs whole haven clusters in one process, deterministically:
-// every node's role machine (internal/machine, the real decision code), a
-// model of the agent's drivers (renewer, watcher, worker, fencing lane,
-// publisher), faults and operator calls are events of one seeded
-// scheduler over a fake clock, on the in-memory store (internal/store/
-// memstore). The same seed replays the same run exactly. See
-// docs/simulation.md.
+// every node's agent core (internal/agent's Step, Plan and the worker's,
+// watcher's, record's and health's rules, around the role machine), the
+// waits of the agent's goroutines (renewer, watcher, worker, fencing lane,
+// publisher), etcd's lease expiry, faults and operator calls are events of
+// one seeded scheduler over a fake clock, on the in-memory store
+// (internal/store/memstore). The same seed replays the same run exactly.
+// See docs/simulation.md.
 package sim
 
 import (
