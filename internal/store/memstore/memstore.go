@@ -43,6 +43,11 @@ type Server struct {
 	// tick: expired sessions are dropped only on a tick of this period
 	// (etcd's lessor revokes on a 500 ms tick), or by Revoke; 0: at once.
 	tick time.Duration
+	// next: no session is dropped and no switchover lapses before it
+	// (zero: none pending), when nextKnown; a lower bound, so that a call
+	// need not look at every session (renewals only move expiries later).
+	next      time.Time
+	nextKnown bool
 }
 
 type record struct {
@@ -161,6 +166,7 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration) (time.Durati
 		s.nextSess++
 		id = s.nextSess
 		s.sessions[id] = s.clk.Now().Add(ttl)
+		s.lowerNextLocked(s.dropAt(s.sessions[id]))
 		return nil
 	})
 	if err != nil {
@@ -278,6 +284,7 @@ func (c *Client) RequestSwitchover(ctx context.Context, sw ha.Switchover) error 
 		}
 		cp := sw
 		s.sw = &cp
+		s.lowerNextLocked(cp.Deadline)
 		s.changedLocked()
 		return nil
 	})
@@ -479,6 +486,7 @@ func (s *Server) SetExpiryTick(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.tick = d
+	s.nextKnown = false
 }
 
 // ErrNotExpired: a revocation before the lease's expiry (etcd's revoker
@@ -516,9 +524,19 @@ func (s *Server) Revoke(sess uint64) error {
 	return nil
 }
 
+// lowerNextLocked notes that something may be dropped or lapse at t.
+func (s *Server) lowerNextLocked(t time.Time) {
+	if s.nextKnown && (s.next.IsZero() || t.Before(s.next)) {
+		s.next = t
+	}
+}
+
 // expireLocked drops the sessions and the switchover whose time is up.
 func (s *Server) expireLocked() {
 	now := s.clk.Now()
+	if s.nextKnown && (s.next.IsZero() || now.Before(s.next)) {
+		return // nothing is due yet
+	}
 	var due []uint64
 	for id, exp := range s.sessions {
 		if !now.Before(s.dropAt(exp)) {
@@ -533,11 +551,12 @@ func (s *Server) expireLocked() {
 		s.sw = nil
 		s.changedLocked()
 	}
+	s.next, s.nextKnown = s.nextDropLocked(), true
 }
 
-// armLocked sets the timer that expires the next session or switchover, so
-// that watchers learn of an expiry when nobody calls.
-func (s *Server) armLocked() {
+// nextDropLocked is when the next session is dropped or the switchover
+// lapses; zero if nothing is pending.
+func (s *Server) nextDropLocked() time.Time {
 	var next time.Time
 	for _, exp := range s.sessions {
 		if at := s.dropAt(exp); next.IsZero() || at.Before(next) {
@@ -547,6 +566,16 @@ func (s *Server) armLocked() {
 	if s.sw != nil && (next.IsZero() || s.sw.Deadline.Before(next)) {
 		next = s.sw.Deadline
 	}
+	return next
+}
+
+// armLocked sets the timer that expires the next session or switchover, so
+// that watchers learn of an expiry when nobody calls.
+func (s *Server) armLocked() {
+	if !s.nextKnown {
+		s.next, s.nextKnown = s.nextDropLocked(), true
+	}
+	next := s.next
 	if next.IsZero() {
 		return // a pending timer finds nothing to do
 	}
