@@ -113,5 +113,37 @@ func (w *world) checkOperator() {
 	if porcupine.CheckOperations(operatorModel, h) {
 		return
 	}
-	w.failf("the operator history is not linearizable with the store's leader key (%d operations checked); replay with -sim.trace", len(h))
+	w.failf("the operator history is not linearizable with the store's leader key (%d operations checked): %s", len(h), w.operatorCulprit())
+}
+
+// operatorCulprit names the first call that no value the key held during
+// the call can explain.
+func (w *world) operatorCulprit() string {
+	for _, op := range w.ops {
+		if op.in.kind == opSet {
+			continue
+		}
+		var held []ha.Leader // the key's values from op.start to op.end
+		cur := ha.Leader{}
+		for _, set := range w.ops {
+			if set.in.kind != opSet || set.start.After(op.end) {
+				continue
+			}
+			if set.start.After(op.start) {
+				held = append(held, cur)
+			}
+			cur = set.in.leader
+		}
+		held = append(held, cur)
+		ok := false
+		for _, l := range held {
+			if good, _ := operatorModel.Step(l, op.in, nil); good {
+				ok = true
+			}
+		}
+		if !ok {
+			return fmt.Sprintf("%s between %s and %s, while the key held %v", operatorModel.DescribeOperation(op.in, nil), op.start.Sub(t0), op.end.Sub(t0), held)
+		}
+	}
+	return "no single call to blame; replay with -sim.trace"
 }
