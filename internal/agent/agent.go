@@ -685,7 +685,7 @@ func (a *Agent) cancelPromote(epoch ha.Epoch) {
 // failover etcd may drop proposals while its leadership moves, and the
 // new active's record would say "standby" for seconds.
 func (a *Agent) publisher(ctx context.Context) {
-	beat := a.clk.NewTicker(2 * time.Second)
+	beat := a.clk.NewTicker(HeartbeatInterval)
 	defer beat.Stop()
 	var retry <-chan time.Time
 	for {

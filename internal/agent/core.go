@@ -243,3 +243,9 @@ func HealthOf(h HealthInputs) (bool, string) {
 	}
 	return h.Checks.Healthy, h.Checks.Reason
 }
+
+// HeartbeatInterval is how often the publisher writes this node's record
+// even when nothing changed. Besides saying the agent is alive, each write
+// changes the store, so every watcher gets a fresh snapshot: a machine
+// that forgot the leader with a new session learns it again within one.
+const HeartbeatInterval = 2 * time.Second

@@ -147,6 +147,7 @@ func (n *node) start() {
 	n.createSession(100 * time.Millisecond)
 	n.watchChanged()
 	n.armFenced()
+	n.armHeartbeat()
 }
 
 // kill ends the process at once (SIGKILL): its service dies with it (Pdeathsig).
@@ -592,6 +593,19 @@ func (n *node) kickFence() {
 }
 
 // ---- publisher (agent.publisher) ----
+
+// armHeartbeat is the publisher's ticker: a write of the record every
+// agent.HeartbeatInterval of the node's clock, changed or not.
+func (n *node) armHeartbeat() {
+	inc := n.inc
+	n.afterLocal(agent.HeartbeatInterval, func() {
+		if inc != n.inc {
+			return
+		}
+		n.publish()
+		n.armHeartbeat()
+	})
+}
 
 func (n *node) publish() {
 	if n.publishing {
