@@ -59,7 +59,7 @@ type Agent struct {
 	late      sync.WaitGroup // results emitAsync could not queue at once (Run joins them)
 	lateStop  chan struct{}  // closed when Run no longer reads events
 	work      chan machine.Action
-	fenceC    chan fenceJob // demotions: the fencing lane (fence.go)
+	fenceC    chan FenceJob // demotions: the fencing lane (fence.go)
 	publishC  chan struct{}
 	newSessC  chan struct{}
 	healthC   chan struct{}
@@ -133,7 +133,7 @@ func New(cfg *config.Config, node config.Node, store ha.Store, clk clock.Clock, 
 		events:    make(chan machine.Event, 64),
 		lateStop:  make(chan struct{}),
 		work:      make(chan machine.Action, 64),
-		fenceC:    make(chan fenceJob, 16),
+		fenceC:    make(chan FenceJob, 16),
 		publishC:  make(chan struct{}, 1),
 		newSessC:  make(chan struct{}, 1),
 		healthC:   make(chan struct{}, 1),
@@ -259,8 +259,8 @@ func (a *Agent) loop(ctx context.Context) {
 // step applies one event and dispatches the resulting actions. Only the loop
 // goroutine calls it.
 func (a *Agent) step(ev machine.Event) {
-	old := a.State()
-	st, acts := machine.Step(a.mcfg, old, ev, a.clk.Now())
+	stepped := Step(a.mcfg, a.State(), ev, a.clk.Now())
+	old, st := stepped.Old, stepped.New
 	a.state.Store(&st)
 	if st.Role != old.Role {
 		a.log.Info("role change", "from", old.Role, "to", st.Role, "epoch", st.Epoch, "reason", st.Reason)
@@ -272,12 +272,10 @@ func (a *Agent) step(ev machine.Event) {
 		kind := map[bool]string{true: "healthy", false: "unhealthy"}
 		a.record(ha.Event{Kind: "health", From: kind[old.Healthy], To: kind[st.Healthy], Reason: st.HealthReason})
 	}
-	for _, act := range acts {
-		if _, ok := act.(machine.Demote); ok {
-			a.demotedSeq.Store(st.PromoteSeq) // the promotion being demoted is the latest
-		}
+	if stepped.Demoted {
+		a.demotedSeq.Store(st.PromoteSeq) // the promotion being demoted is the latest
 	}
-	a.dispatch(acts)
+	a.dispatch(stepped.Effects)
 	if st.Role != old.Role {
 		// Health of a cold standby depends on the role.
 		a.refreshHealth()
@@ -324,26 +322,18 @@ func (a *Agent) recentFailure() time.Duration {
 
 // effectiveHealth combines the checks with the state of the process.
 func (a *Agent) effectiveHealth(role ha.Role) (bool, string) {
-	cold := a.svc != nil && a.cfg.Service.Standby == config.StandbyCold
-	switch {
-	case a.vipLinkDown() != "":
-		// The VIP cannot reach its clients from here (vip.go).
-		return false, a.vipLinkDown()
-	case cold && role != ha.RoleActive && role != ha.RolePromoting && a.recentFailure() > 0:
-		// A cold standby has no running service to check, so the node whose
-		// service just failed would look healthy and win straight back.
-		return false, fmt.Sprintf("the service failed here while active; eligible again in %s", a.recentFailure().Round(time.Second))
-	case cold && role != ha.RoleActive && role != ha.RolePromoting:
-		return true, "cold standby: the service starts on promotion"
-	case cold && role == ha.RolePromoting:
-		return true, "starting the service"
-	case a.stoppedBy.Load() != nil:
-		return false, "service stopped by " + *a.stoppedBy.Load() + " (haven service start to bring it back)"
-	case a.svc != nil && !a.svc.Running():
-		return false, "service process not running"
+	h := HealthInputs{Role: role, VIPDown: a.vipLinkDown(), Service: a.svc != nil, Checks: a.health.Current()}
+	if a.svc != nil {
+		h.Cold = a.cfg.Service.Standby == config.StandbyCold
+		h.Running = a.svc.Running()
 	}
-	r := a.health.Current()
-	return r.Healthy, r.Reason
+	if by := a.stoppedBy.Load(); by != nil {
+		h.StoppedBy = *by
+	}
+	if h.Cold {
+		h.RecentFailure = a.recentFailure()
+	}
+	return HealthOf(h)
 }
 
 func (a *Agent) refreshHealth() {
@@ -482,10 +472,7 @@ func (a *Agent) watch(ctx context.Context) {
 			a.snap.Store(&s)
 			a.metrics.leader(s.Leader)
 			a.observePresence(s)
-			// Intents first: a snapshot may carry both a new switchover and
-			// the vacant key it causes, and a standby that saw the vacancy
-			// first would campaign against the switchover's target.
-			for _, ev := range []machine.Event{a.intents(s), machine.LeaderSeen{Leader: s.Leader}} {
+			for _, ev := range SeenEvents(a.node.Name, s, a.clk.Now()) { // intents first
 				select {
 				case a.events <- ev:
 				case <-ctx.Done():
@@ -494,11 +481,6 @@ func (a *Agent) watch(ctx context.Context) {
 			}
 		}
 	}
-}
-
-// intents turns the store's intents into the machine's terms.
-func (a *Agent) intents(s ha.Snapshot) machine.IntentsSeen {
-	return IntentsFor(a.node.Name, s, a.clk.Now())
 }
 
 // IntentsFor turns the store's intents into node's machine's terms at now
@@ -561,28 +543,26 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 			rctx, rcancel := clock.WithTimeout(context.WithoutCancel(ctx), a.clk, callTimeout(a.cfg.Timing))
 			_ = a.store.Resign(rctx, a.node.Name, epoch)
 			rcancel()
-			err = fmt.Errorf("the store's watch did not confirm the win at epoch %d", epoch)
+			err = WinUnconfirmed(epoch)
 		}
-		if err != nil && !errors.Is(err, ha.ErrTaken) {
+		if pace := CampaignPace(err); pace > 0 {
 			// The store is failing: pace the retries the machine will ask for.
 			a.log.Warn("campaign failed", "err", err)
-			sleep(ctx, a.clk, 100*time.Millisecond)
+			sleep(ctx, a.clk, pace)
 		}
 		a.emitAsync(machine.CampaignResult{Epoch: epoch, Err: err})
 	case machine.Promote:
-		if act.Seq <= a.demotedSeq.Load() {
+		if err := PromoteRefused(act, a.demotedSeq.Load()); err != nil {
 			// Demoted while this waited behind store calls: starting the
 			// service or on_promote now would act after the demotion.
-			a.emitAsync(machine.PromoteResult{Epoch: act.Epoch, Seq: act.Seq, Err: errors.New("demoted before the promotion started")})
+			a.emitAsync(machine.PromoteResult{Epoch: act.Epoch, Seq: act.Seq, Err: err})
 			return
 		}
 		err := a.promote(ctx, act.Epoch)
 		a.emitAsync(machine.PromoteResult{Epoch: act.Epoch, Seq: act.Seq, Err: err})
 	case machine.RequestSwitchover:
 		leader := a.Snapshot().Leader
-		now := a.clk.Now()
-		sw := ha.Switchover{ID: newID(), From: leader.Node, Epoch: leader.Epoch, To: a.node.Name,
-			Reason: act.Reason, Requested: now, Deadline: now.Add(switchoverWindow)}
+		sw := SelfSwitchover(newID(), leader, a.node.Name, act.Reason, a.clk.Now())
 		cctx, cancel := clock.WithTimeout(ctx, a.clk, callTimeout(a.cfg.Timing))
 		err := a.store.RequestSwitchover(cctx, sw)
 		cancel()
@@ -607,7 +587,7 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 		// the key still held, and a dozen resigns queued behind a cut-off
 		// store, a lease each, kept an agent from stopping for good.
 		var giveUp time.Time
-		backoff := 20 * time.Millisecond
+		backoff := FirstResignBackoff
 		for try := 1; ; try++ {
 			if giveUp.IsZero() && a.State().Stopping {
 				giveUp = a.resignDeadline()
@@ -618,18 +598,18 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 			cctx, cancel := clock.WithTimeout(context.WithoutCancel(ctx), a.clk, callTimeout(a.cfg.Timing))
 			err := a.store.Resign(cctx, a.node.Name, act.Epoch)
 			cancel()
-			if err == nil || errors.Is(err, ha.ErrNotLeader) {
+			if ResignDone(err) {
 				break
 			}
 			a.log.Warn("resign failed; retrying", "epoch", act.Epoch, "try", try, "err", err)
-			if try == 10 {
+			if try == ResignTries {
 				break // the machine asks again when it sees the key still held
 			}
 			if !giveUp.IsZero() && a.clk.Now().After(giveUp) {
 				break // stopping: the key expires with the session
 			}
 			sleep(context.WithoutCancel(ctx), a.clk, backoff)
-			backoff = min(2*backoff, 500*time.Millisecond)
+			backoff = NextResignBackoff(backoff)
 		}
 	}
 }
@@ -647,8 +627,7 @@ func (a *Agent) resignDeadline() time.Time {
 func (a *Agent) watchCaughtUp(ctx context.Context, epoch ha.Epoch) bool {
 	deadline := a.clk.Now().Add(a.cfg.Timing.LeaseTTL)
 	for {
-		l := a.Snapshot().Leader
-		if l.Epoch > epoch || l.Node == a.node.Name && l.Epoch == epoch {
+		if WinSeen(a.Snapshot().Leader, a.node.Name, epoch) {
 			return true
 		}
 		if a.clk.Now().After(deadline) || ctx.Err() != nil {
@@ -740,7 +719,7 @@ func (a *Agent) cancelPromote(epoch ha.Epoch) {
 // failover etcd may drop proposals while its leadership moves, and the
 // new active's record would say "standby" for seconds.
 func (a *Agent) publisher(ctx context.Context) {
-	beat := a.clk.NewTicker(2 * time.Second)
+	beat := a.clk.NewTicker(HeartbeatInterval)
 	defer beat.Stop()
 	var retry <-chan time.Time
 	for {
@@ -775,43 +754,14 @@ func (a *Agent) publishNow(ctx context.Context) error {
 func (a *Agent) Record() ha.NodeStatus {
 	st := a.State()
 	now := a.clk.Now()
-	eligible, why := st.Eligible(a.mcfg, now)
-	if st.Role != ha.RoleStandby {
-		eligible, why = false, "role is "+string(st.Role)
-	}
-	if st.Holding() {
-		why = "holds the active role"
-	}
-	role := st.Role
-	if role == ha.RoleStandby {
-		switch {
-		case st.Maintenance:
-			role = ha.RoleMaintenance
-		case a.cfg.Mode == ha.ModePassiveBackup && a.node.Backup:
-			role = ha.RoleBackup
-		}
-	}
-	rec := ha.NodeStatus{
-		Name:      a.node.Name,
-		Site:      a.node.Site,
-		Role:      role,
-		Healthy:   st.Healthy,
-		Health:    st.HealthReason,
-		Eligible:  eligible,
-		Why:       why,
-		Since:     wall(a.startedAt, st.Since, now),
-		Reason:    st.Reason,
-		AgentPID:  os.Getpid(),
-		API:       a.cfg.APIURL(a.node.API),
-		Version:   Version,
-		StartedAt: a.startedAt,
-		Heartbeat: now,
-		Failovers: st.Failovers,
-		VIP:       a.vipHeld(),
-	}
-	if st.Holding() || st.Role == ha.RoleDemoting {
-		rec.Epoch = st.Epoch
-	}
+	rec := RecordOf(a.mcfg, st, now)
+	rec.Site = a.node.Site
+	rec.Since = wall(a.startedAt, st.Since, now)
+	rec.AgentPID = os.Getpid()
+	rec.API = a.cfg.APIURL(a.node.API)
+	rec.Version = Version
+	rec.StartedAt = a.startedAt
+	rec.VIP = a.vipHeld()
 	if a.svc != nil {
 		rec.ServicePID = a.svc.PID()
 		rec.Containment = a.svc.Containment()

@@ -22,10 +22,10 @@ import (
 // demotion is handed to the worker only once the demotion is over: the key
 // must not be released while this node still acts.
 
-// fenceJob is one demotion and the actions the machine ordered after it.
-type fenceJob struct {
-	demote machine.Demote
-	then   []machine.Action
+// FenceJob is one demotion and the actions the machine ordered after it.
+type FenceJob struct {
+	Demote machine.Demote
+	Then   []machine.Action
 }
 
 // fenceStep is one thing a demotion does to stop acting as active. Steps run
@@ -49,34 +49,23 @@ func (a *Agent) fenceSteps() []fenceStep {
 	}
 }
 
-// dispatch hands the actions of one step to the worker and the fencing
-// lane. Only the loop goroutine calls it.
-func (a *Agent) dispatch(acts []machine.Action) {
-	var job *fenceJob
-	for _, act := range acts {
-		switch act := act.(type) {
-		case machine.Publish:
+// dispatch carries out the effects of one step (Plan, core.go): to the
+// publisher, the renewer, the worker and the fencing lane. Only the loop
+// goroutine calls it.
+func (a *Agent) dispatch(effs []Effect) {
+	for _, e := range effs {
+		switch e.Kind {
+		case DoPublish:
 			signal(a.publishC)
-		case machine.NewSession:
+		case DoNewSession:
 			signal(a.newSessC)
-		case machine.Demote:
-			a.cancelPromote(act.Epoch)
-			if job != nil {
-				a.fenceC <- *job
-			}
-			job = &fenceJob{demote: act}
-		case machine.Resign:
-			if job != nil && job.demote.Epoch == act.Epoch {
-				job.then = append(job.then, act) // not before the demotion is over
-				continue
-			}
-			a.work <- act
-		default:
-			a.work <- act
+		case DoCancelPromote:
+			a.cancelPromote(e.Epoch)
+		case DoFence:
+			a.fenceC <- e.Job
+		case DoWork:
+			a.work <- e.Act
 		}
-	}
-	if job != nil {
-		a.fenceC <- *job
 	}
 }
 
@@ -99,15 +88,15 @@ func (a *Agent) fencer(ctx context.Context) {
 	}
 }
 
-func (a *Agent) fence(job fenceJob) {
-	err := a.demote(job.demote)
+func (a *Agent) fence(job FenceJob) {
+	err := a.demote(job.Demote)
 	if err != nil {
-		a.log.Error("demotion did not complete cleanly; the node is standby regardless", "epoch", job.demote.Epoch, "err", err)
+		a.log.Error("demotion did not complete cleanly; the node is standby regardless", "epoch", job.Demote.Epoch, "err", err)
 	}
-	for _, act := range job.then {
+	for _, act := range job.Then {
 		a.work <- act
 	}
-	a.emitAsync(machine.DemoteResult{Epoch: job.demote.Epoch, Err: err})
+	a.emitAsync(machine.DemoteResult{Epoch: job.Demote.Epoch, Err: err})
 }
 
 // demoteDeadline is when a demotion must be over: for a fenced one, its

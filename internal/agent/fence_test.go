@@ -60,7 +60,7 @@ func TestFencedDemotionPassesAHungStore(t *testing.T) {
 	a, st := hungAgent(t, cfg)
 	defer close(st.release) // before the cleanup stops the worker
 
-	a.dispatch([]machine.Action{machine.ClearSwitchover{ID: "x"}})
+	a.dispatch(Plan([]machine.Action{machine.ClearSwitchover{ID: "x"}}))
 	if got := <-st.entered; got != "clear" {
 		t.Fatalf("store call %q, want clear", got)
 	}
@@ -68,10 +68,10 @@ func TestFencedDemotionPassesAHungStore(t *testing.T) {
 	// loaded machine: the point is that the demotion does not wait for
 	// the worker, which never returns).
 	validUntil := time.Now().Add(2 * time.Second)
-	a.dispatch([]machine.Action{
+	a.dispatch(Plan([]machine.Action{
 		machine.Demote{Epoch: 7, Reason: "fence", Fenced: true, Deadline: validUntil},
 		machine.Resign{Epoch: 7},
-	})
+	}))
 	var res machine.DemoteResult
 	select {
 	case ev := <-a.events:
@@ -115,10 +115,10 @@ func TestDispatchHoldsResignBehindDemote(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.dispatch([]machine.Action{machine.Demote{Epoch: 3}, machine.Resign{Epoch: 3}, machine.Resign{Epoch: 2}, machine.Campaign{}})
+	a.dispatch(Plan([]machine.Action{machine.Demote{Epoch: 3}, machine.Resign{Epoch: 3}, machine.Resign{Epoch: 2}, machine.Campaign{}}))
 	job := <-a.fenceC
-	if len(job.then) != 1 || job.then[0] != (machine.Resign{Epoch: 3}) {
-		t.Fatalf("job.then = %v, want [Resign{3}]", job.then)
+	if len(job.Then) != 1 || job.Then[0] != (machine.Resign{Epoch: 3}) {
+		t.Fatalf("job.Then = %v, want [Resign{3}]", job.Then)
 	}
 	if got := <-a.work; got != (machine.Resign{Epoch: 2}) {
 		t.Fatalf("first worker action %#v", got)
@@ -136,10 +136,10 @@ func TestPromotionQueuedBehindTheStoreNeverStartsAfterItsDemotion(t *testing.T) 
 	cfg := testConfig(t, "hooks:\n  on_promote: {command: [touch, "+mark+"], timeout: 1s}\n")
 	a, st := hungAgent(t, cfg)
 
-	a.dispatch([]machine.Action{machine.ClearSwitchover{ID: "x"}, machine.Promote{Epoch: 7, Seq: 1}})
+	a.dispatch(Plan([]machine.Action{machine.ClearSwitchover{ID: "x"}, machine.Promote{Epoch: 7, Seq: 1}}))
 	<-st.entered // the worker is stuck; the promotion waits behind it
 	a.demotedSeq.Store(1)
-	a.dispatch([]machine.Action{machine.Demote{Epoch: 7, Reason: "fence", Fenced: true, Deadline: time.Now().Add(2 * time.Second)}})
+	a.dispatch(Plan([]machine.Action{machine.Demote{Epoch: 7, Reason: "fence", Fenced: true, Deadline: time.Now().Add(2 * time.Second)}}))
 	close(st.release)
 	deadline := time.After(10 * time.Second)
 	for got := 0; got < 2; {

@@ -49,7 +49,7 @@ func TestStopEndsAResignThatBeganBefore(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { a.worker(ctx) })
-	a.dispatch([]machine.Action{machine.Resign{Epoch: 7}})
+	a.dispatch(Plan([]machine.Action{machine.Resign{Epoch: 7}}))
 	select {
 	case <-st.entered:
 	case <-time.After(10 * time.Second):

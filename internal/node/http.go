@@ -6,6 +6,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/web"
 )
 
@@ -36,4 +37,12 @@ func httpHandler(a *agent.Agent, o api.Options) (http.Handler, func()) {
 	mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusSeeOther))
 	mux.Handle("/", api.Handler(a, a, o))
 	return mux, dash.Close
+}
+
+// apiOptions is what protects agent a's API under cfg: the token, whether
+// reads are open, the audit log, and the paths that redirect users to the
+// active node (or to redirect.to).
+func apiOptions(cfg *config.Config, a *agent.Agent) api.Options {
+	return api.Options{Token: cfg.APIAuth.Token, StatusOpen: cfg.APIAuth.StatusOpen, Audit: a.Audit,
+		RedirectPaths: cfg.Redirect.Paths, RedirectTarget: a.RedirectTarget}
 }

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/agent"
-	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
@@ -84,7 +83,7 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 		_ = store.Close()
 		return err
 	}
-	handler, closeDash := httpHandler(a, api.Options{Token: cfg.APIAuth.Token, StatusOpen: cfg.APIAuth.StatusOpen, Audit: a.Audit, RedirectPaths: cfg.Redirect.Paths, RedirectTarget: a.RedirectTarget}) // the API and the dashboard
+	handler, closeDash := httpHandler(a, apiOptions(cfg, a)) // the API and the dashboard
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,

@@ -80,19 +80,30 @@ func (op *Operator) Promote(ctx context.Context, req api.PromoteRequest) (api.Sw
 		return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "active-active: every healthy node already serves")
 	}
 	snap := op.o.Live()
-	if !snap.Leader.None() {
-		if snap.Leader.Node == req.Node {
-			return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "%s is already active at epoch %d", req.Node, snap.Leader.Epoch)
-		}
-		if rec, ok := snap.Nodes[snap.Leader.Node]; ok && rec.Healthy && !req.Force {
-			return api.SwitchoverResult{}, ha.Errorf(ha.KindConflict, "the active node %s is healthy; promoting %s would interrupt it — use `haven switchover --to %s`, or --force", snap.Leader.Node, req.Node, req.Node)
-		}
+	if err := PromoteRefused(snap, req.Node, req.Force); err != nil {
+		return api.SwitchoverResult{}, err
 	}
 	target, err := op.pickTarget(snap, req.Node, req.Force, true)
 	if err != nil {
 		return api.SwitchoverResult{}, err
 	}
 	return op.handOver(ctx, snap.Leader, target, "promoted by an operator", req.Who, true)
+}
+
+// PromoteRefused is why Promote refuses node on snap before it looks at the
+// node itself (nil: it may go on): node is active already, or the active
+// node is healthy and force is not set. Pure, like PickTarget.
+func PromoteRefused(snap ha.Snapshot, node string, force bool) error {
+	if snap.Leader.None() {
+		return nil
+	}
+	if snap.Leader.Node == node {
+		return ha.Errorf(ha.KindConflict, "%s is already active at epoch %d", node, snap.Leader.Epoch)
+	}
+	if rec, ok := snap.Nodes[snap.Leader.Node]; ok && rec.Healthy && !force {
+		return ha.Errorf(ha.KindConflict, "the active node %s is healthy; promoting %s would interrupt it — use `haven switchover --to %s`, or --force", snap.Leader.Node, node, node)
+	}
+	return nil
 }
 
 func (op *Operator) pickTarget(snap ha.Snapshot, to string, force, promote bool) (string, error) {
@@ -164,9 +175,7 @@ func (op *Operator) handOver(ctx context.Context, from ha.Leader, target, reason
 	if reason == "" {
 		reason = "requested by an operator"
 	}
-	now := op.o.Clock.Now()
-	sw := ha.Switchover{ID: op.o.NewID(), From: from.Node, Epoch: from.Epoch, To: target, Promote: promote,
-		Reason: reason, Requested: now, Deadline: now.Add(SwitchoverWindow)}
+	sw := Intent(op.o.NewID(), from, target, reason, promote, op.o.Clock.Now())
 	cctx, cancel := clock.WithTimeout(ctx, op.o.Clock, op.o.OpTimeout)
 	err := op.o.Store.RequestSwitchover(cctx, sw)
 	cancel()
@@ -213,6 +222,29 @@ func (op *Operator) handOver(ctx context.Context, from ha.Leader, target, reason
 	}
 }
 
+// Intent is the switchover intent an operator's call records at now: from
+// the leader its view shows, at that leader's epoch (the store refuses it as
+// stale if the leader moved on), to target, binding for SwitchoverWindow.
+func Intent(id string, from ha.Leader, target, reason string, promote bool, now time.Time) ha.Switchover {
+	return ha.Switchover{ID: id, From: from.Node, Epoch: from.Epoch, To: target, Promote: promote,
+		Reason: reason, Requested: now, Deadline: now.Add(SwitchoverWindow)}
+}
+
+// Settled reports whether snap shows a finished switchover id no longer
+// holding the other standbys back: its intent gone, and every healthy
+// standby out of maintenance eligible again.
+func Settled(snap ha.Snapshot, id string) bool {
+	if snap.Intents.Switchover != nil && snap.Intents.Switchover.ID == id {
+		return false
+	}
+	for _, rec := range snap.Nodes {
+		if rec.Name != snap.Leader.Node && rec.Role == ha.RoleStandby && rec.Healthy && !snap.Intents.Maintenance[rec.Name] && !rec.Eligible {
+			return false
+		}
+	}
+	return true
+}
+
 // settleSwitchover returns once a finished switchover no longer holds the
 // other standbys back: its intent is gone from the store (the new active
 // clears it too; clearing by id is idempotent) and every healthy standby
@@ -224,14 +256,7 @@ func (op *Operator) settleSwitchover(ctx context.Context, id string) {
 	defer cancel()
 	_ = op.o.Store.ClearSwitchover(cctx, id)
 	for {
-		snap := op.o.Snapshot()
-		settled := snap.Intents.Switchover == nil || snap.Intents.Switchover.ID != id
-		for _, rec := range snap.Nodes {
-			if rec.Name != snap.Leader.Node && rec.Role == ha.RoleStandby && rec.Healthy && !snap.Intents.Maintenance[rec.Name] && !rec.Eligible {
-				settled = false
-			}
-		}
-		if settled {
+		if Settled(op.o.Snapshot(), id) {
 			return
 		}
 		select {

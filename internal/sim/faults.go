@@ -7,6 +7,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/operator"
 	"github.com/haven-ha/haven/internal/store/memstore"
 )
 
@@ -204,7 +205,7 @@ func (w *world) maintenance(n *node, target string, on bool) {
 			n.opBusy = false
 			return
 		}
-		n.call("maintenance", 2*n.timing().LeaseTTL, func(c *memstore.Client) error { return c.SetMaintenance(bg, target, on) }, func(err error) {
+		n.call("maintenance", opTimeout(n.timing()), func(c *memstore.Client) error { return c.SetMaintenance(bg, target, on) }, func(err error) {
 			n.opBusy = false
 			n.tracef("operator: maintenance %s %t: %v", target, on, err)
 		})
@@ -248,13 +249,9 @@ func (w *world) handOver(n *node, to string, promote bool, reason string, done f
 		answer("no node is active")
 		return
 	}
-	if promote && !snap.Leader.None() {
-		if snap.Leader.Node == to {
-			answer("%s is already active", to)
-			return
-		}
-		if rec, ok := snap.Nodes[snap.Leader.Node]; ok && rec.Healthy {
-			answer("the active node %s is healthy", snap.Leader.Node)
+	if promote {
+		if err := operator.PromoteRefused(snap, to, false); err != nil {
+			answer("%v", err)
 			return
 		}
 	}
@@ -264,11 +261,10 @@ func (w *world) handOver(n *node, to string, promote bool, reason string, done f
 		return
 	}
 	from := snap.Leader
-	now := n.now()
-	sw := ha.Switchover{ID: w.newID(), From: from.Node, Epoch: from.Epoch, To: target, Promote: promote,
-		Reason: reason, Requested: now, Deadline: now.Add(agent.SwitchoverWindow)}
+	sw := operator.Intent(w.newID(), from, target, reason, promote, n.now())
 	var committed time.Time
-	n.call("request switchover", 2*n.timing().LeaseTTL, func(c *memstore.Client) error {
+	sent := w.now()
+	n.call("request switchover", opTimeout(n.timing()), func(c *memstore.Client) error {
 		err := c.RequestSwitchover(bg, sw)
 		if err == nil {
 			committed = w.now()
@@ -280,6 +276,7 @@ func (w *world) handOver(n *node, to string, promote bool, reason string, done f
 			answer("another switchover is in progress")
 			return
 		case errors.Is(err, ha.ErrStale):
+			w.opCall(n, opIn{kind: opStale, from: from, what: sw.ID}, sent)
 			w.res.Stale++
 			answer("stale view, retry: %v", err)
 			return
@@ -287,6 +284,7 @@ func (w *world) handOver(n *node, to string, promote bool, reason string, done f
 			answer("record the switchover in the store: %v", err)
 			return
 		}
+		w.opCall(n, opIn{kind: opRecorded, from: from, what: sw.ID}, sent)
 		n.tracef("operator: switchover %s recorded: %s@%d → %s", sw.ID, from.Node, from.Epoch, target)
 		deadline := n.trueAt(sw.Deadline)
 		over := false
@@ -311,6 +309,7 @@ func (w *world) handOver(n *node, to string, promote bool, reason string, done f
 				over = true
 				l := n.snap.Leader
 				w.checkAnswer(n, sw, committed, l, fmt.Sprintf("%s took over instead of %s (%s)", l.Node, target, why))
+				w.opCall(n, opIn{kind: opAnswer, from: from, leader: l, what: sw.ID}, sent)
 				n.call("clear switchover", callTimeout(n.timing()), func(c *memstore.Client) error { return c.ClearSwitchover(bg, sw.ID) }, func(error) {})
 				w.res.Other++
 				answer("%s took over instead of %s (%s)", l.Node, target, why)
@@ -318,12 +317,13 @@ func (w *world) handOver(n *node, to string, promote bool, reason string, done f
 				over = true
 				l := n.snap.Leader
 				w.checkAnswer(n, sw, committed, l, fmt.Sprintf("switched over to %s at epoch %d", target, l.Epoch))
+				w.opCall(n, opIn{kind: opAnswer, from: from, leader: l, what: sw.ID}, sent)
 				if w.held[l.Epoch] != target {
 					// "X is active" is true only once X's machine took
 					// the role up: holding the key is not enough.
 					w.failf("%s answered \"switched over to %s at epoch %d\" before %s took the role up at that epoch", n.name, target, l.Epoch, target)
 				}
-				n.call("clear switchover", callTimeout(n.timing()), func(c *memstore.Client) error { return c.ClearSwitchover(bg, sw.ID) }, func(error) {
+				n.settle(sw.ID, func() {
 					n.opBusy = false
 					n.tracef("operator answer: switched over %s → %s at epoch %d", from.Node, target, l.Epoch)
 					w.res.Switched++
@@ -350,4 +350,34 @@ func (w *world) checkAnswer(n *node, sw ha.Switchover, committed time.Time, l ha
 		w.failf("%s answered %q to switchover %s (%s@%d → %s), but %s had epoch %d %s before the switchover was recorded: the answer is about a stale view",
 			n.name, answer, sw.ID, sw.From, sw.Epoch, sw.To, g.node, l.Epoch, committed.Sub(g.at))
 	}
+}
+
+// settle is the operator's settleSwitchover: withdraw the intent, then
+// wait (polling the watched snapshot every 2 ms) until the other standbys
+// are eligible again (operator.Settled), for at most one call's deadline
+// in all.
+func (n *node) settle(id string, done func()) {
+	deadline := n.now().Add(callTimeout(n.timing()))
+	over := false
+	finish := func() {
+		if !over {
+			over = true
+			done()
+		}
+	}
+	n.afterLocal(callTimeout(n.timing()), finish)
+	n.call("clear switchover", callTimeout(n.timing()), func(c *memstore.Client) error { return c.ClearSwitchover(bg, id) }, func(error) {
+		var look func()
+		look = func() {
+			if over {
+				return
+			}
+			if operator.Settled(n.snap, id) || !n.now().Before(deadline) {
+				finish()
+				return
+			}
+			n.caughtUp = append(n.caughtUp, func() { n.afterLocal(n.poll(2*time.Millisecond), look) })
+		}
+		look()
+	})
 }

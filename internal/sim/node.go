@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/agent"
+	"github.com/haven-ha/haven/internal/check"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/machine"
@@ -18,8 +19,8 @@ var bg = context.Background()
 // errTimeout is a store call whose answer did not come within its deadline.
 var errTimeout = errors.New("sim: store call timed out")
 
-// node is one agent process: its machine and a model of the agent's
-// drivers (internal/agent), event for event.
+// node is one agent process: the agent's core (agent.Step and the rules
+// beside it) driven by events that stand for the agent's goroutines.
 type node struct {
 	w    *world
 	name string
@@ -37,7 +38,7 @@ type node struct {
 	tickGen    int
 	work       []machine.Action
 	busy       bool
-	fence      []fenceJob
+	fence      []agent.FenceJob
 	fencing    bool
 	promo      *promotion // the promotion in flight, if any
 	demotedSeq uint64     // promotions up to this Seq were demoted (agent.demotedSeq)
@@ -68,11 +69,6 @@ type node struct {
 	stoppedBy      string
 
 	opBusy bool // one operator call at a time (the agent's opMu)
-}
-
-type fenceJob struct {
-	demote machine.Demote
-	then   []machine.Action
 }
 
 type promotion struct {
@@ -151,6 +147,7 @@ func (n *node) start() {
 	n.createSession(100 * time.Millisecond)
 	n.watchChanged()
 	n.armFenced()
+	n.armHeartbeat()
 }
 
 // kill ends the process at once (SIGKILL): its service dies with it (Pdeathsig).
@@ -188,10 +185,11 @@ func (n *node) serving() bool {
 	return n.alive && !n.frozen && n.st.Serving(n.mcfg, n.now())
 }
 
-// step is the agent's loop: one event into the machine, actions out.
+// step is the agent's loop: one event into the agent's core (agent.Step),
+// its effects carried out by this node's drivers.
 func (n *node) step(ev machine.Event) {
-	old := n.st
-	st, acts := machine.Step(n.mcfg, old, ev, n.now())
+	stepped := agent.Step(n.mcfg, n.st, ev, n.now())
+	old, st := stepped.Old, stepped.New
 	n.st = st
 	n.w.dirty = true
 	if st.Role != old.Role {
@@ -205,12 +203,10 @@ func (n *node) step(ev machine.Event) {
 	if st.Holding() && st.Epoch < old.Epoch && old.Holding() {
 		n.w.failf("%s's epoch went back from %d to %d", n.name, old.Epoch, st.Epoch)
 	}
-	for _, act := range acts {
-		if _, ok := act.(machine.Demote); ok {
-			n.demotedSeq = st.PromoteSeq
-		}
+	if stepped.Demoted {
+		n.demotedSeq = st.PromoteSeq
 	}
-	n.dispatch(acts)
+	n.dispatch(stepped.Effects)
 	n.armTick()
 }
 
@@ -235,38 +231,26 @@ func (n *node) armTick() {
 	})
 }
 
-// dispatch mirrors agent.dispatch: demotions to the fencing lane (with the
-// Resign of their epoch behind them), the rest to the worker.
-func (n *node) dispatch(acts []machine.Action) {
-	var job *fenceJob
-	for _, act := range acts {
-		switch act := act.(type) {
-		case machine.Publish:
+// dispatch is agent.dispatch: the step's effects to this node's publisher,
+// renewer, fencing lane and worker.
+func (n *node) dispatch(effs []agent.Effect) {
+	for _, e := range effs {
+		switch e.Kind {
+		case agent.DoPublish:
 			n.publish()
-		case machine.NewSession:
+		case agent.DoNewSession:
 			n.newSessSig = true
 			if n.waitNewSess {
 				n.waitNewSess, n.newSessSig = false, false
 				n.createSession(100 * time.Millisecond)
 			}
-		case machine.Demote:
-			n.cancelPromote(act.Epoch)
-			if job != nil {
-				n.fence = append(n.fence, *job)
-			}
-			job = &fenceJob{demote: act}
-		case machine.Resign:
-			if job != nil && job.demote.Epoch == act.Epoch {
-				job.then = append(job.then, act)
-				continue
-			}
-			n.work = append(n.work, act)
-		default:
-			n.work = append(n.work, act)
+		case agent.DoCancelPromote:
+			n.cancelPromote(e.Epoch)
+		case agent.DoFence:
+			n.fence = append(n.fence, e.Job)
+		case agent.DoWork:
+			n.work = append(n.work, e.Act)
 		}
-	}
-	if job != nil {
-		n.fence = append(n.fence, *job)
 	}
 	n.kickFence()
 	n.kickWorker()
@@ -316,10 +300,21 @@ func (n *node) latency() time.Duration {
 
 func (n *node) timing() config.Timing { return n.w.cfg.Timing }
 
-// The agent's store deadlines (internal/agent/fence.go).
-func callTimeout(t config.Timing) time.Duration { return max(t.LeaseTTL/2, t.RenewTimeout) }
+// The agent's store deadlines (agent.Deadlines).
+func callTimeout(t config.Timing) time.Duration {
+	call, _, _ := agent.Deadlines(t)
+	return call
+}
 
-func sessionTimeout(t config.Timing) time.Duration { return t.LeaseTTL }
+func sessionTimeout(t config.Timing) time.Duration {
+	_, session, _ := agent.Deadlines(t)
+	return session
+}
+
+func opTimeout(t config.Timing) time.Duration {
+	_, _, op := agent.Deadlines(t)
+	return op
+}
 
 // ---- renewer (agent.renew) ----
 
@@ -415,9 +410,9 @@ func (n *node) watchChanged() {
 		snap := n.w.store.Snapshot()
 		n.seenRev = snap.Rev
 		n.snap = snap
-		// Intents first, as the agent sends them.
-		n.step(agent.IntentsFor(n.name, snap, n.now()))
-		n.step(machine.LeaderSeen{Leader: snap.Leader})
+		for _, ev := range agent.SeenEvents(n.name, snap, n.now()) {
+			n.step(ev)
+		}
 		waiters := n.caughtUp
 		n.caughtUp = nil
 		for _, f := range waiters {
@@ -455,8 +450,8 @@ func (n *node) do(act machine.Action, done func()) {
 				n.tracef("campaign (reclaim %d): epoch %d, %v", act.Reclaim, epoch, err)
 			}
 			finish := func(err error) {
-				if err != nil && !errors.Is(err, ha.ErrTaken) {
-					n.afterLocal(100*time.Millisecond, func() {
+				if pace := agent.CampaignPace(err); pace > 0 {
+					n.afterLocal(pace, func() {
 						n.emit(machine.CampaignResult{Epoch: epoch, Err: err})
 						done()
 					})
@@ -476,13 +471,13 @@ func (n *node) do(act machine.Action, done func()) {
 				}
 				n.tracef("won at epoch %d, but the watch did not show it; handing the key back", epoch)
 				n.call("resign", callTimeout(t), func(c *memstore.Client) error { return c.Resign(bg, n.name, epoch) }, func(error) {
-					finish(fmt.Errorf("the store's watch did not confirm the win at epoch %d", epoch))
+					finish(agent.WinUnconfirmed(epoch))
 				})
 			})
 		})
 	case machine.Promote:
-		if act.Seq <= n.demotedSeq {
-			n.emit(machine.PromoteResult{Epoch: act.Epoch, Seq: act.Seq, Err: errors.New("demoted before the promotion started")})
+		if err := agent.PromoteRefused(act, n.demotedSeq); err != nil {
+			n.emit(machine.PromoteResult{Epoch: act.Epoch, Seq: act.Seq, Err: err})
 			done()
 			return
 		}
@@ -493,12 +488,9 @@ func (n *node) do(act machine.Action, done func()) {
 			done()
 		})
 	case machine.Resign:
-		n.resign(act.Epoch, 1, 20*time.Millisecond, done)
+		n.resign(act.Epoch, 1, agent.FirstResignBackoff, done)
 	case machine.RequestSwitchover:
-		leader := n.snap.Leader
-		now := n.now()
-		sw := ha.Switchover{ID: n.w.newID(), From: leader.Node, Epoch: leader.Epoch, To: n.name,
-			Reason: act.Reason, Requested: now, Deadline: now.Add(agent.SwitchoverWindow)}
+		sw := agent.SelfSwitchover(n.w.newID(), n.snap.Leader, n.name, act.Reason, n.now())
 		n.call("request switchover", callTimeout(t), func(c *memstore.Client) error { return c.RequestSwitchover(bg, sw) }, func(err error) {
 			if err == nil {
 				n.tracef("asked for a switchover to itself (%s)", act.Reason)
@@ -514,11 +506,11 @@ func (n *node) do(act machine.Action, done func()) {
 
 func (n *node) resign(epoch ha.Epoch, try int, backoff time.Duration, done func()) {
 	n.call("resign", callTimeout(n.timing()), func(c *memstore.Client) error { return c.Resign(bg, n.name, epoch) }, func(err error) {
-		if err == nil || errors.Is(err, ha.ErrNotLeader) || try == 10 {
+		if agent.ResignDone(err) || try == agent.ResignTries {
 			done()
 			return
 		}
-		n.afterLocal(backoff, func() { n.resign(epoch, try+1, min(2*backoff, 500*time.Millisecond), done) })
+		n.afterLocal(backoff, func() { n.resign(epoch, try+1, agent.NextResignBackoff(backoff), done) })
 	})
 }
 
@@ -526,10 +518,7 @@ func (n *node) resign(epoch ha.Epoch, try int, backoff time.Duration, done func(
 // (or a later epoch) within lease_ttl.
 func (n *node) waitCaughtUp(epoch ha.Epoch, done func(bool)) {
 	over := false
-	check := func() bool {
-		l := n.snap.Leader
-		return l.Epoch > epoch || l.Node == n.name && l.Epoch == epoch
-	}
+	check := func() bool { return agent.WinSeen(n.snap.Leader, n.name, epoch) }
 	if check() {
 		done(true)
 		return
@@ -589,21 +578,34 @@ func (n *node) kickFence() {
 	job := n.fence[0]
 	n.fence = n.fence[1:]
 	n.fencing = true
-	if job.demote.Fenced {
+	if job.Demote.Fenced {
 		n.w.res.Fenced++
 	}
 	// on_demote and stopping the service: a few ms, never past the deadline.
 	d := time.Duration(1+n.w.rng.IntN(30)) * time.Millisecond
 	n.afterLocal(d, func() {
 		n.fencing = false
-		n.work = append(n.work, job.then...)
-		n.emit(machine.DemoteResult{Epoch: job.demote.Epoch})
+		n.work = append(n.work, job.Then...)
+		n.emit(machine.DemoteResult{Epoch: job.Demote.Epoch})
 		n.kickWorker()
 		n.kickFence()
 	})
 }
 
 // ---- publisher (agent.publisher) ----
+
+// armHeartbeat is the publisher's ticker: a write of the record every
+// agent.HeartbeatInterval of the node's clock, changed or not.
+func (n *node) armHeartbeat() {
+	inc := n.inc
+	n.afterLocal(agent.HeartbeatInterval, func() {
+		if inc != n.inc {
+			return
+		}
+		n.publish()
+		n.armHeartbeat()
+	})
+}
 
 func (n *node) publish() {
 	if n.publishing {
@@ -621,32 +623,8 @@ func (n *node) publish() {
 	})
 }
 
-// record mirrors agent.Record.
-func (n *node) record() ha.NodeStatus {
-	st := n.st
-	now := n.now()
-	eligible, why := st.Eligible(n.mcfg, now)
-	if st.Role != ha.RoleStandby {
-		eligible, why = false, "role is "+string(st.Role)
-	}
-	if st.Holding() {
-		why = "holds the active role"
-	}
-	role := st.Role
-	if role == ha.RoleStandby {
-		switch {
-		case st.Maintenance:
-			role = ha.RoleMaintenance
-		case n.w.cfg.Mode == ha.ModePassiveBackup && n.mcfg.Backup:
-			role = ha.RoleBackup
-		}
-	}
-	rec := ha.NodeStatus{Name: n.name, Role: role, Healthy: st.Healthy, Health: st.HealthReason, Eligible: eligible, Why: why, Reason: st.Reason, Heartbeat: now}
-	if st.Holding() || st.Role == ha.RoleDemoting {
-		rec.Epoch = st.Epoch
-	}
-	return rec
-}
+// record is the agent's record (agent.RecordOf): what the machine decides.
+func (n *node) record() ha.NodeStatus { return agent.RecordOf(n.mcfg, n.st, n.now()) }
 
 // view is what the agent's operator handlers see (agent.snapshot): the
 // watched snapshot with this node's live record.
@@ -663,16 +641,14 @@ func (n *node) view() ha.Snapshot {
 
 // ---- health (agent.effectiveHealth) ----
 
+// refreshHealth feeds the machine the agent's health (agent.HealthOf) of a
+// warm standby's supervised service and one check.
 func (n *node) refreshHealth() {
-	ok, why := true, "checks pass"
-	switch {
-	case n.stoppedBy != "":
-		ok, why = false, "service stopped by "+n.stoppedBy
-	case !n.svcUp:
-		ok, why = false, "service process not running"
-	case !n.checkOK:
-		ok, why = false, "check failed"
+	checks := check.Result{Healthy: n.checkOK, Reason: "checks pass"}
+	if !n.checkOK {
+		checks.Reason = "check failed"
 	}
+	ok, why := agent.HealthOf(agent.HealthInputs{Role: n.st.Role, Service: true, Running: n.svcUp, StoppedBy: n.stoppedBy, Checks: checks})
 	if ok != n.st.Healthy || why != n.st.HealthReason {
 		n.step(machine.HealthChanged{Healthy: ok, Reason: why})
 	}

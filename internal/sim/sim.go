@@ -1,10 +1,11 @@
 // Package sim runs whole haven clusters in one process, deterministically:
-// every node's role machine (internal/machine, the real decision code), a
-// model of the agent's drivers (renewer, watcher, worker, fencing lane,
-// publisher), faults and operator calls are events of one seeded
-// scheduler over a fake clock, on the in-memory store (internal/store/
-// memstore). The same seed replays the same run exactly. See
-// docs/simulation.md.
+// every node's agent core (internal/agent's Step, Plan and the worker's,
+// watcher's, record's and health's rules, around the role machine), the
+// waits of the agent's goroutines (renewer, watcher, worker, fencing lane,
+// publisher), etcd's lease expiry, faults and operator calls are events of
+// one seeded scheduler over a fake clock, on the in-memory store
+// (internal/store/memstore). The same seed replays the same run exactly.
+// See docs/simulation.md.
 package sim
 
 import (
@@ -32,6 +33,10 @@ type Options struct {
 	// every fault heals and the cluster must settle within Settle.
 	FaultPhase time.Duration
 	Trace      io.Writer // every event, when set
+	// Revoker: the member that leads etcd revokes the leader key's lease
+	// at its expiry (embedded etcd); otherwise only etcd's 500 ms tick
+	// drops it (revoke.go).
+	Revoker bool
 }
 
 // Scenario derives a run's options from its seed.
@@ -44,6 +49,7 @@ func Scenario(seed uint64) Options {
 		Preempt:    r.IntN(2) == 0,
 		Nodes:      2 + r.IntN(3),
 		FaultPhase: time.Duration(20+r.IntN(40)) * time.Second,
+		Revoker:    r.IntN(3) != 0,
 	}
 }
 
@@ -60,6 +66,10 @@ type Result struct {
 	Fenced     int // fenced demotions (lease about to run out)
 	Restarts   int // agent processes started after the first
 	FencedOps  int // fenced writes and reads checked for linearizability
+	Revoked    int // leader leases revoked at their expiry (revoke.go)
+	// OperatorOps: operations of the operator history checked for
+	// linearizability (ophistory.go).
+	OperatorOps int
 }
 
 // Add sums r and o, for a run of many seeds.
@@ -75,6 +85,8 @@ func (r Result) Add(o Result) Result {
 	r.Fenced += o.Fenced
 	r.Restarts += o.Restarts
 	r.FencedOps += o.FencedOps
+	r.Revoked += o.Revoked
+	r.OperatorOps += o.OperatorOps
 	return r
 }
 
@@ -102,6 +114,7 @@ type world struct {
 	admin *memstore.Client
 	cfg   *config.Config
 	nodes []*node
+	rev   *revoker // nil without Options.Revoker
 
 	q      eventQueue
 	seq    uint64
@@ -112,6 +125,8 @@ type world struct {
 	res    Result
 
 	fenced    []*fencedOp // every fenced call (fenced.go)
+	ops       []opRec     // the operator history (ophistory.go)
+	lastKey   ha.Leader
 	fencedSeq int
 	grants    map[ha.Epoch]grant  // every epoch the store granted, by whom and when
 	held      map[ha.Epoch]string // the node whose machine took up each epoch
@@ -242,6 +257,10 @@ func newWorld(o Options) (*world, error) {
 		grants: map[ha.Epoch]grant{},
 		held:   map[ha.Epoch]string{},
 	}
+	w.store.SetExpiryTick(etcdTick)
+	if o.Revoker {
+		w.rev = &revoker{w: w}
+	}
 	w.admin = w.store.Client()
 	for _, n := range cfg.Nodes {
 		if n.Witness {
@@ -346,8 +365,14 @@ func (w *world) run() {
 	if w.fail == nil {
 		w.checkFenced()
 	}
+	if w.fail == nil {
+		w.checkOperator()
+	}
 	w.res.Events = w.events
 	w.res.Simulated = w.elapsed()
+	if w.rev != nil {
+		w.res.Revoked = w.rev.revoked
+	}
 }
 
 // witnessUp publishes the witness's record, renewed forever.
@@ -370,6 +395,10 @@ func (w *world) observe() {
 	if rev := w.store.Rev(); rev != w.lastRev {
 		w.lastRev = rev
 		l := w.store.Leader()
+		if l != w.lastKey {
+			w.lastKey = l
+			w.keySet(l)
+		}
 		if !l.None() {
 			if l.Epoch < w.maxEpoch {
 				w.failf("the store's epoch went back from %d to %d", w.maxEpoch, l.Epoch)
@@ -383,18 +412,18 @@ func (w *world) observe() {
 		for _, n := range w.nodes {
 			n.watchChanged()
 		}
+		w.rev.keyChanged()
 		w.dirty = true
 	}
 	if !w.dirty {
 		return // no step and no store change: nobody started serving
 	}
 	w.dirty = false
-	var serving []string
+	var serving *node
 	for _, n := range w.nodes {
 		if !n.serving() {
 			continue
 		}
-		serving = append(serving, fmt.Sprintf("%s@%d", n.name, n.st.Epoch))
 		if w.o.Mode == ha.ModeActiveActive {
 			if _, ok := n.client.Session(); !ok {
 				w.failf("%s serves (active-active) but its session is gone from the store", n.name)
@@ -404,9 +433,10 @@ func (w *world) observe() {
 		if l := w.store.Leader(); l != (ha.Leader{Node: n.name, Epoch: n.st.Epoch}) {
 			w.failf("%s serves at epoch %d but the store's leader is %v: its key may be taken", n.name, n.st.Epoch, l)
 		}
-	}
-	if w.o.Mode != ha.ModeActiveActive && len(serving) > 1 {
-		w.failf("two nodes serve at once: %v", serving)
+		if serving != nil {
+			w.failf("two nodes serve at once: %s@%d and %s@%d", serving.name, serving.st.Epoch, n.name, n.st.Epoch)
+		}
+		serving = n
 	}
 }
 

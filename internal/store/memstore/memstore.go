@@ -40,6 +40,14 @@ type Server struct {
 	watchers   map[*watcher]struct{}
 	timer      clock.Timer
 	timerAt    time.Time
+	// tick: expired sessions are dropped only on a tick of this period
+	// (etcd's lessor revokes on a 500 ms tick), or by Revoke; 0: at once.
+	tick time.Duration
+	// next: no session is dropped and no switchover lapses before it
+	// (zero: none pending), when nextKnown; a lower bound, so that a call
+	// need not look at every session (renewals only move expiries later).
+	next      time.Time
+	nextKnown bool
 }
 
 type record struct {
@@ -158,6 +166,7 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration) (time.Durati
 		s.nextSess++
 		id = s.nextSess
 		s.sessions[id] = s.clk.Now().Add(ttl)
+		s.lowerNextLocked(s.dropAt(s.sessions[id]))
 		return nil
 	})
 	if err != nil {
@@ -175,8 +184,8 @@ func (c *Client) Renew(ctx context.Context) (time.Duration, error) {
 	ttl := c.ttl
 	c.mu.Unlock()
 	err := c.call(ctx, func(s *Server, sess uint64) error {
-		if _, ok := s.sessions[sess]; !ok {
-			return ha.ErrSessionLost
+		if !s.liveLocked(sess) {
+			return ha.ErrSessionLost // an expired lease cannot be renewed, revoked or not
 		}
 		s.sessions[sess] = s.clk.Now().Add(ttl)
 		return nil
@@ -188,7 +197,7 @@ func (c *Client) Renew(ctx context.Context) (time.Duration, error) {
 func (c *Client) Campaign(ctx context.Context, node string) (ha.Epoch, error) {
 	var e ha.Epoch
 	err := c.call(ctx, func(s *Server, sess uint64) error {
-		if _, ok := s.sessions[sess]; !ok {
+		if !s.liveLocked(sess) {
 			return ha.ErrSessionLost
 		}
 		if !s.leader.None() {
@@ -221,7 +230,7 @@ func (c *Client) Resign(ctx context.Context, node string, epoch ha.Epoch) error 
 // Publish writes st, bound to the client's session.
 func (c *Client) Publish(ctx context.Context, st ha.NodeStatus) error {
 	return c.call(ctx, func(s *Server, sess uint64) error {
-		if _, ok := s.sessions[sess]; !ok {
+		if !s.liveLocked(sess) {
 			return ha.ErrSessionLost
 		}
 		s.nodes[st.Name] = record{st: st, sess: sess}
@@ -275,6 +284,7 @@ func (c *Client) RequestSwitchover(ctx context.Context, sw ha.Switchover) error 
 		}
 		cp := sw
 		s.sw = &cp
+		s.lowerNextLocked(cp.Deadline)
 		s.changedLocked()
 		return nil
 	})
@@ -386,8 +396,8 @@ func (s *Server) Snapshot() ha.Snapshot {
 	return s.snapshotLocked()
 }
 
-// Session reports whether the client's session exists in the store, and
-// when it expires there.
+// Session reports whether the client's session is live in the store (not
+// expired, whether or not it was dropped yet), and when it expires there.
 func (c *Client) Session() (time.Time, bool) {
 	c.mu.Lock()
 	sess := c.sess
@@ -397,7 +407,7 @@ func (c *Client) Session() (time.Time, bool) {
 	c.s.expireLocked()
 	c.s.armLocked()
 	exp, ok := c.s.sessions[sess]
-	return exp, ok
+	return exp, ok && c.s.liveLocked(sess)
 }
 
 func (s *Server) snapshotLocked() ha.Snapshot {
@@ -450,12 +460,86 @@ func (s *Server) dropSessionLocked(id uint64) {
 	s.changedLocked()
 }
 
+// liveLocked reports whether session sess exists and has not expired.
+func (s *Server) liveLocked(sess uint64) bool {
+	exp, ok := s.sessions[sess]
+	return ok && s.clk.Now().Before(exp)
+}
+
+// dropAt is when an expired session is dropped: at its expiry, or with a
+// tick on the first tick at or after it.
+func (s *Server) dropAt(exp time.Time) time.Time {
+	if s.tick <= 0 {
+		return exp
+	}
+	if r := time.Duration(exp.UnixNano() % int64(s.tick)); r > 0 { // ticks on the Unix epoch's grid
+		return exp.Add(s.tick - r)
+	}
+	return exp
+}
+
+// SetExpiryTick makes the store drop expired sessions only on ticks of d,
+// as etcd's lessor does (500 ms), until Revoke drops one sooner; 0: at
+// the moment they expire. An expired session is no longer renewed nor
+// used by any call either way.
+func (s *Server) SetExpiryTick(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tick = d
+	s.nextKnown = false
+}
+
+// ErrNotExpired: a revocation before the lease's expiry (etcd's revoker
+// proposes one only once the primary lessor says the lease has expired).
+var ErrNotExpired = errors.New("memstore: the lease has not expired yet")
+
+// LeaderLease returns the session that holds the leader key and when it
+// expires, as the primary lessor has it; ok false when no one holds it.
+func (s *Server) LeaderLease() (sess uint64, expiry time.Time, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expireLocked()
+	s.armLocked()
+	if s.leader.None() {
+		return 0, time.Time{}, false
+	}
+	return s.leaderSess, s.sessions[s.leaderSess], true
+}
+
+// Revoke drops session sess and what is bound to it (the leader key, its
+// records), as a revoke-at-expiry proposal does; ErrNotExpired before the
+// session's expiry. A session already gone is no error.
+func (s *Server) Revoke(sess uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	exp, ok := s.sessions[sess]
+	if !ok {
+		return nil
+	}
+	if s.clk.Now().Before(exp) {
+		return fmt.Errorf("%w: revoke of session %d %s before its expiry", ErrNotExpired, sess, exp.Sub(s.clk.Now()))
+	}
+	s.dropSessionLocked(sess)
+	s.armLocked()
+	return nil
+}
+
+// lowerNextLocked notes that something may be dropped or lapse at t.
+func (s *Server) lowerNextLocked(t time.Time) {
+	if s.nextKnown && (s.next.IsZero() || t.Before(s.next)) {
+		s.next = t
+	}
+}
+
 // expireLocked drops the sessions and the switchover whose time is up.
 func (s *Server) expireLocked() {
 	now := s.clk.Now()
+	if s.nextKnown && (s.next.IsZero() || now.Before(s.next)) {
+		return // nothing is due yet
+	}
 	var due []uint64
 	for id, exp := range s.sessions {
-		if !now.Before(exp) {
+		if !now.Before(s.dropAt(exp)) {
 			due = append(due, id)
 		}
 	}
@@ -467,20 +551,31 @@ func (s *Server) expireLocked() {
 		s.sw = nil
 		s.changedLocked()
 	}
+	s.next, s.nextKnown = s.nextDropLocked(), true
 }
 
-// armLocked sets the timer that expires the next session or switchover, so
-// that watchers learn of an expiry when nobody calls.
-func (s *Server) armLocked() {
+// nextDropLocked is when the next session is dropped or the switchover
+// lapses; zero if nothing is pending.
+func (s *Server) nextDropLocked() time.Time {
 	var next time.Time
 	for _, exp := range s.sessions {
-		if next.IsZero() || exp.Before(next) {
-			next = exp
+		if at := s.dropAt(exp); next.IsZero() || at.Before(next) {
+			next = at
 		}
 	}
 	if s.sw != nil && (next.IsZero() || s.sw.Deadline.Before(next)) {
 		next = s.sw.Deadline
 	}
+	return next
+}
+
+// armLocked sets the timer that expires the next session or switchover, so
+// that watchers learn of an expiry when nobody calls.
+func (s *Server) armLocked() {
+	if !s.nextKnown {
+		s.next, s.nextKnown = s.nextDropLocked(), true
+	}
+	next := s.next
 	if next.IsZero() {
 		return // a pending timer finds nothing to do
 	}

@@ -66,6 +66,75 @@ func TestFakeClockExpiry(t *testing.T) {
 	}
 }
 
+// TestExpiryTickAndRevoke: with etcd's tick, an expired lease keeps the
+// leader key until the next tick, but is never renewed; Revoke drops it at
+// its expiry and not a moment before (etcd's revoke-at-expiry rule).
+func TestExpiryTickAndRevoke(t *testing.T) {
+	clk := clock.NewFakeSync(t0) // timers fire within Advance
+	s := New(clk)
+	s.SetExpiryTick(500 * time.Millisecond)
+	a, b := s.Client(), s.Client()
+	ctx := context.Background()
+	if _, err := a.NewSession(ctx, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.NewSession(ctx, 10100*time.Millisecond); err != nil { // ends between ticks
+		t.Fatal(err)
+	}
+	if _, err := a.Campaign(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(300 * time.Millisecond) // a's lease now ends at 2.3 s; the tick after is 2.5 s
+	if _, err := a.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sess, exp, ok := s.LeaderLease()
+	if !ok || !exp.Equal(t0.Add(2300*time.Millisecond)) {
+		t.Fatalf("leader lease %d until %s (%t), want until 2.3s", sess, exp.Sub(t0), ok)
+	}
+	clk.Advance(1999 * time.Millisecond)
+	if err := s.Revoke(sess); !errors.Is(err, ErrNotExpired) {
+		t.Fatalf("revoke 1 ms before expiry: %v, want ErrNotExpired", err)
+	}
+	if s.Leader().Node != "a" {
+		t.Fatal("an early revoke took the key")
+	}
+	clk.Advance(time.Millisecond) // expired: 2.3 s
+	if _, ok := a.Session(); ok {
+		t.Fatal("an expired session counts as live")
+	}
+	if _, err := a.Renew(ctx); !errors.Is(err, ha.ErrSessionLost) {
+		t.Fatalf("renew of an expired lease: %v, want ErrSessionLost", err)
+	}
+	if s.Leader().Node != "a" {
+		t.Fatal("the key went before the tick")
+	}
+	if _, err := b.Campaign(ctx, "b"); !errors.Is(err, ha.ErrTaken) {
+		t.Fatalf("b's campaign before the tick: %v, want ErrTaken", err)
+	}
+	clk.Advance(199 * time.Millisecond)
+	if s.Leader().Node != "a" {
+		t.Fatal("the key went before the tick")
+	}
+	clk.Advance(time.Millisecond) // the tick at 2.5 s drops it
+	if l := s.Leader(); !l.None() {
+		t.Fatalf("after the tick the leader is %v", l)
+	}
+
+	// Revoke at expiry, before any tick.
+	if _, err := b.Campaign(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	sess, exp, _ = s.LeaderLease()
+	clk.AdvanceTo(exp) // 10.1 s: the next tick is at 10.5 s
+	if err := s.Revoke(sess); err != nil {
+		t.Fatalf("revoke at expiry: %v", err)
+	}
+	if l := s.Leader(); !l.None() {
+		t.Fatalf("after the revoke the leader is %v", l)
+	}
+}
+
 // TestFaults: a partitioned client changes nothing; a lost response
 // commits; a delayed call arrives late on the store's clock; a stalled
 // watch sends the latest snapshot once it resumes.
