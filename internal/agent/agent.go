@@ -30,6 +30,7 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/folders"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/lease"
 	"github.com/haven-ha/haven/internal/machine"
 	"github.com/haven-ha/haven/internal/operator"
 	"github.com/haven-ha/haven/internal/proxyvip"
@@ -373,84 +374,56 @@ func (a *Agent) forwardService(ctx context.Context) {
 	}
 }
 
-// renew keeps the session alive and reports each renewal to the machine.
-// Renewals are pipelined: one starts every RenewInterval whether or not the
-// previous one has answered, so one slow round trip does not delay the next.
-// A late answer still counts, because validity is measured from when its
-// request was sent.
+// renew keeps the session alive and reports each renewal to the machine
+// (package lease: pipelined renewals, each counted from when it was sent).
 func (a *Agent) renew(ctx context.Context) {
 	t := a.cfg.Timing
-	type result struct {
-		gen  int
-		sent time.Time
-		ttl  time.Duration
-		err  error
-	}
-	results := make(chan result, 16)
-	slots := make(chan struct{}, 4) // renewals in flight at most
-	gen := 0
-	for ctx.Err() == nil {
-		// (Re)create the session.
-		backoff := 100 * time.Millisecond
-		for ctx.Err() == nil {
-			sent := a.clk.Now()
-			cctx, cancel := clock.WithTimeout(ctx, a.clk, sessionTimeout(t))
-			ttl, err := a.store.NewSession(cctx, t.LeaseTTL)
-			cancel()
-			if err == nil {
-				gen++
-				a.log.Info("session created", "ttl", ttl)
-				a.emit(machine.SessionRenewed{SentAt: sent, TTL: ttl, New: true})
+	r, err := lease.New(lease.Options{
+		Store: a.store, TTL: t.LeaseTTL, Interval: t.RenewInterval, Timeout: t.RenewTimeout,
+		CreateTimeout: sessionTimeout(t), FenceMargin: t.FenceMargin, Clock: a.clk, Log: a.log,
+		Granted: func(ctx context.Context, r lease.Renewal) bool {
+			if r.New {
+				a.log.Info("session created", "ttl", r.TTL)
+			}
+			if !a.emitCtx(ctx, machine.SessionRenewed{SentAt: r.SentAt, TTL: r.TTL, New: r.New}) {
+				return false
+			}
+			if r.New {
 				signal(a.publishC)
-				break
 			}
-			a.log.Debug("create session", "err", err)
-			sleep(ctx, a.clk, backoff)
-			backoff = min(backoff*2, time.Second)
-		}
-		lost := false
-		for !lost && ctx.Err() == nil {
-			select {
-			case <-a.clk.After(t.RenewInterval):
-				select {
-				case slots <- struct{}{}:
-				default:
-					continue // all slots busy: the store is slow; don't pile up
-				}
-				go func(g int) {
-					defer func() { <-slots }()
-					sent := a.clk.Now()
-					cctx, cancel := clock.WithTimeout(ctx, a.clk, t.RenewTimeout)
-					ttl, err := a.store.Renew(cctx)
-					cancel()
-					results <- result{g, sent, ttl, err}
-				}(gen)
-			case r := <-results:
-				a.metrics.renewal(a.clk.Now().Sub(r.sent), r.err)
-				if r.gen != gen {
-					continue // an answer about an earlier session
-				}
-				switch {
-				case r.err == nil:
-					a.emit(machine.SessionRenewed{SentAt: r.sent, TTL: r.ttl})
-				case errors.Is(r.err, ha.ErrSessionLost):
-					a.log.Warn("session lost in the store; creating a new one")
-					a.emit(machine.SessionLost{Err: r.err})
-					select {
-					case <-a.newSessC:
-					case <-ctx.Done():
-						return
-					}
-					lost = true
-				default:
-					if ctx.Err() == nil {
-						a.log.Warn("lease renewal failed", "err", r.err, "after", a.clk.Now().Sub(r.sent).Round(time.Millisecond))
-					}
-				}
+			return true
+		},
+		Answered: func(r lease.Renewal) { a.metrics.renewal(r.Took, r.Err) },
+		Failed: func(r lease.Renewal) {
+			a.log.Warn("lease renewal failed", "err", r.Err, "after", r.Took.Round(time.Millisecond))
+		},
+		Lost: func(ctx context.Context, err error) bool {
+			a.log.Warn("session lost in the store; creating a new one")
+			if !a.emitCtx(ctx, machine.SessionLost{Err: err}) {
+				return false
+			}
+			select { // the machine asks for the new session (NewSession)
+			case <-a.newSessC:
+				return true
 			case <-ctx.Done():
-				return
+				return false
 			}
-		}
+		},
+	})
+	if err != nil {
+		a.log.Error("cannot renew the session", "err", err)
+		return
+	}
+	r.Run(ctx)
+}
+
+// emitCtx hands ev to the loop unless ctx ends first.
+func (a *Agent) emitCtx(ctx context.Context, ev machine.Event) bool {
+	select {
+	case a.events <- ev:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
