@@ -211,7 +211,7 @@ func (b *builder) timing(f fields) {
 		}
 	}
 	t, _ := Preset(name)
-	custom := false
+	custom, setRenew := false, false
 	if n, ok := f["timings"]; ok {
 		tf := b.mapping(n, "timings", timingKeys)
 		if tf == nil {
@@ -228,6 +228,7 @@ func (b *builder) timing(f fields) {
 				continue
 			}
 			custom = true
+			setRenew = setRenew || key == "renew_interval"
 			switch key {
 			case "lease_ttl":
 				t.LeaseTTL = v
@@ -246,6 +247,9 @@ func (b *builder) timing(f fields) {
 	}
 	if custom {
 		t.Preset = name + " (custom)"
+		if !setRenew && name == "lan" {
+			t.RenewInterval = fitRenew(t, lanRenewFloor)
+		}
 	}
 	b.c.Timing = t
 }
