@@ -31,6 +31,7 @@ import (
 	"github.com/haven-ha/haven/internal/folders"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/lease"
+	"github.com/haven-ha/haven/internal/lockdelay"
 	"github.com/haven-ha/haven/internal/machine"
 	"github.com/haven-ha/haven/internal/operator"
 	"github.com/haven-ha/haven/internal/proxyvip"
@@ -75,6 +76,11 @@ type Agent struct {
 	promoteEpoch  ha.Epoch
 	promoteDone   chan struct{} // closed when the promotion at promoteEpoch returns
 	demotedSeq    atomic.Uint64 // promotions up to this Seq were demoted: never start them
+
+	// Lock-delay (lockdelay.go).
+	vacancy     atomic.Pointer[lockdelay.Vacancy] // the leader key's latest vacancy
+	lockDelayed atomic.Pointer[LockDelayed]       // the latest promotion's wait on it
+	pending     atomic.Pointer[pendingDelay]      // decided when the campaign won
 
 	eventC    chan ha.Event
 	opMu      sync.Mutex // one operator action at a time on this agent
@@ -435,9 +441,11 @@ func sleep(ctx context.Context, clk clock.Clock, d time.Duration) {
 }
 
 func (a *Agent) watch(ctx context.Context) {
+	vacant := false
 	for ctx.Err() == nil {
 		for snap := range a.store.Watch(ctx) {
 			s := snap
+			vacant = a.noteVacancy(s, vacant) // before the machine hears of it (lockdelay.go)
 			a.snap.Store(&s)
 			a.metrics.leader(s.Leader)
 			a.observePresence(s)
@@ -516,6 +524,9 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 			rcancel()
 			err = fmt.Errorf("the store's watch did not confirm the win at epoch %d", epoch)
 		}
+		if err == nil {
+			a.decideLockDelay(epoch) // on the vacancy seen before the win (lockdelay.go)
+		}
 		if err != nil && !errors.Is(err, ha.ErrTaken) {
 			// The store is failing: pace the retries the machine will ask for.
 			a.log.Warn("campaign failed", "err", err)
@@ -556,6 +567,7 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 		// retrying longer only delays the exit (with the store cut off,
 		// ten tries outlasted a 15 s stop). That holds as well for a
 		// resign that began before the agent was asked to stop.
+		a.resignAfterLockDelay(act.Epoch) // lockdelay.go
 		var giveUp time.Time
 		backoff := 20 * time.Millisecond
 		for try := 1; ; try++ {
@@ -633,6 +645,9 @@ func (a *Agent) promote(ctx context.Context, epoch ha.Epoch) error {
 		cancel()
 		close(done)
 	}()
+	if err := a.lockDelay(pctx, epoch); err != nil {
+		return err
+	}
 	if a.svc != nil {
 		a.svc.SetRole(string(ha.RoleActive), int64(epoch))
 		if a.cfg.Service.Standby == config.StandbyCold {

@@ -285,6 +285,7 @@ func TestParseErrors(t *testing.T) {
 
 		// Enums.
 		{"unknown preset", threeNodes + "timing: fast\n", 16, "timing", `invalid value "fast"; allowed: lan, wan`},
+		{"unknown lock_delay", threeNodes + "lock_delay: never\n", 16, "lock_delay", `invalid value "never"; allowed: auto, off`},
 		{"unsupported mode", threeNodes + "mode: hot-standby\n", 16, "mode", "active-passive, active-active, passive-backup"},
 		{"bad standby", threeNodes + "service: {standby: warm}\n", 16, "service.standby", "allowed: hot, cold"},
 		{"bad restart", threeNodes + "service: {restart: sometimes}\n", 16, "service.restart", "allowed: always, on-failure, never"},
@@ -620,6 +621,9 @@ func withOpsDefaults(c *Config) {
 	c.APIAuth.StatusOpen = true
 	if c.OutagePolicy == "" {
 		c.OutagePolicy = "demote"
+	}
+	if c.LockDelay == "" {
+		c.LockDelay = LockDelayAuto
 	}
 }
 

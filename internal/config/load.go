@@ -38,7 +38,7 @@ const (
 
 // The keys each mapping accepts, in the order they are listed to the user.
 var (
-	topKeys     = []string{"cluster", "mode", "data_dir", "timing", "timings", "store", "nodes", "service", "hooks", "checks", "proxy", "preempt", "api", "outage_policy", "redirect", "dashboard", "drill", "log", "vip", "sessions", "tls", "insecure", "sync"}
+	topKeys     = []string{"cluster", "mode", "data_dir", "timing", "timings", "store", "nodes", "service", "hooks", "checks", "proxy", "preempt", "api", "outage_policy", "redirect", "dashboard", "drill", "log", "vip", "sessions", "tls", "insecure", "sync", "lock_delay"}
 	timingKeys  = []string{"lease_ttl", "renew_interval", "renew_timeout", "fence_margin", "etcd_heartbeat", "etcd_election"}
 	nodeKeys    = []string{"name", "site", "api", "peer", "client", "backend", "witness", "backup", "priority", "env", "vip_interface"}
 	serviceKeys = []string{"command", "env", "dir", "standby", "stop_signal", "stop_grace", "restart", "restart_delay", "containment"}
