@@ -79,7 +79,7 @@ type Agent struct {
 
 	// Lock-delay (lockdelay.go).
 	vacancy     atomic.Pointer[lockdelay.Vacancy] // the leader key's latest vacancy
-	lockDelayed atomic.Pointer[LockDelayed]       // the latest promotion's wait on it
+	lockDelayed atomic.Pointer[ha.LockDelay]      // the latest promotion's wait on it
 	pending     atomic.Pointer[pendingDelay]      // decided when the campaign won
 
 	eventC    chan ha.Event
@@ -766,6 +766,7 @@ func (a *Agent) Record() ha.NodeStatus {
 	if st.Holding() || st.Role == ha.RoleDemoting {
 		rec.Epoch = st.Epoch
 	}
+	a.lockDelayRecord(&rec, st, now) // lockdelay.go
 	if a.svc != nil {
 		rec.ServicePID = a.svc.PID()
 		rec.Containment = a.svc.Containment()

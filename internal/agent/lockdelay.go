@@ -9,19 +9,12 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/lockdelay"
+	"github.com/haven-ha/haven/internal/machine"
 )
 
 // Lock-delay (package lockdelay): the watch notes each vacancy of the
 // leader key (the store's tenure record and when this node first saw the
 // key vacant); a promotion first waits as long as lockdelay.Decide says.
-
-// LockDelayed is the latest wait of a promotion of this node on the
-// lock-delay (status, dashboard, drill).
-type LockDelayed struct {
-	Epoch  ha.Epoch      `json:"epoch"`
-	Waited time.Duration `json:"waited"`
-	Reason string        `json:"reason"`
-}
 
 // lockDelayOptions are the guard's settings for this agent's store.
 func (a *Agent) lockDelayOptions() lockdelay.Options {
@@ -79,6 +72,7 @@ func (a *Agent) lockDelay(ctx context.Context, epoch ha.Epoch) error {
 	if wait := p.d.Until.Sub(a.clk.Now()); wait > 0 {
 		a.log.Warn("waiting for the old active's lease to run out before acting (lock delay)",
 			"epoch", epoch, "wait", wait.Round(time.Millisecond), "previous", p.previous.Node, "previous_epoch", p.previous.Epoch, "why", p.d.Reason)
+		signal(a.publishC) // status shows the wait
 		start := a.clk.Now()
 		select {
 		case <-a.clk.After(wait):
@@ -86,7 +80,7 @@ func (a *Agent) lockDelay(ctx context.Context, epoch ha.Epoch) error {
 			return fmt.Errorf("lock delay: %w", ctx.Err())
 		}
 		waited := a.clk.Now().Sub(start)
-		a.lockDelayed.Store(&LockDelayed{Epoch: epoch, Waited: waited, Reason: p.d.Reason})
+		a.lockDelayed.Store(&ha.LockDelay{Epoch: epoch, Waited: waited, Reason: p.d.Reason})
 		a.metrics.lockDelay.Observe(waited.Seconds())
 		a.record(ha.Event{Kind: "lock-delay", Epoch: epoch, From: p.previous.Node, To: a.node.Name,
 			Reason: fmt.Sprintf("waited %s for the old active's lease to run out: %s", waited.Round(time.Millisecond), p.d.Reason)})
@@ -121,6 +115,17 @@ func (a *Agent) resignAfterLockDelay(epoch ha.Epoch) {
 	}
 }
 
-// LastLockDelay is the latest wait of a promotion on the lock-delay, nil if
-// none waited.
-func (a *Agent) LastLockDelay() *LockDelayed { return a.lockDelayed.Load() }
+// lockDelayRecord puts the lock-delay into this node's record at now: the
+// wait in progress (promoting), else the latest promotion that waited.
+func (a *Agent) lockDelayRecord(rec *ha.NodeStatus, st machine.State, now time.Time) {
+	if p := a.pending.Load(); p != nil && st.Role == ha.RolePromoting && p.epoch == st.Epoch && p.d.Until.After(now) {
+		rec.Why = fmt.Sprintf("waiting %s for the old active's lease to run out (lock delay)", p.d.Until.Sub(now).Round(time.Millisecond))
+		rec.LockDelay = &ha.LockDelay{Epoch: p.epoch, Until: wall(a.startedAt, p.d.Until, now), Reason: p.d.Reason}
+		return
+	}
+	rec.LockDelay = a.lockDelayed.Load()
+}
+
+// LastLockDelay is the latest promotion of this node that waited on the
+// lock-delay, nil if none did.
+func (a *Agent) LastLockDelay() *ha.LockDelay { return a.lockDelayed.Load() }

@@ -78,6 +78,9 @@ type NodeStatus struct {
 	LastPromote string    `json:"last_promote,omitempty"`
 	Containment string    `json:"containment,omitempty"` // how the service's processes are contained: "cgroup <dir>" or "process-group (...)"
 	VIP         string    `json:"vip,omitempty"`         // the virtual IP this node holds now (CIDR), if any
+	// LockDelay: this node's latest promotion that waited on the
+	// lock-delay (package lockdelay), if any.
+	LockDelay *LockDelay `json:"lock_delay,omitempty"`
 	// Sessions: the node's session store (package sessions), if it runs one.
 	Sessions *SessionStats `json:"sessions,omitempty"`
 	// Folders: the node's replicated folders (package folders), if any.
@@ -131,6 +134,15 @@ const (
 	TenureResigned = "resigned"
 	TenureExpired  = "expired"
 )
+
+// LockDelay is a promotion's wait on the lock-delay: at Epoch, Waited long
+// (a Go duration in JSON: nanoseconds), or until Until while it waits.
+type LockDelay struct {
+	Epoch  Epoch         `json:"epoch"`
+	Waited time.Duration `json:"waited,omitempty"`
+	Until  time.Time     `json:"until,omitzero"`
+	Reason string        `json:"reason"`
+}
 
 // EarlyRevoker is implemented by stores whose sessions can end before the
 // renewer's validity bound: etcd, where a raft leader that was frozen and
