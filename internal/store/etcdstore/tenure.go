@@ -73,3 +73,8 @@ func (s *Store) Settle(ctx context.Context, node string, epoch ha.Epoch) error {
 	}
 	return nil
 }
+
+var (
+	_ ha.EarlyRevoker  = (*Store)(nil)
+	_ ha.TenureSettler = (*Store)(nil)
+)
