@@ -441,11 +441,14 @@ func sleep(ctx context.Context, clk clock.Clock, d time.Duration) {
 }
 
 func (a *Agent) watch(ctx context.Context) {
-	vacant := false
+	vacant, held := false, ha.Epoch(0)
 	for ctx.Err() == nil {
 		for snap := range a.store.Watch(ctx) {
 			s := snap
-			vacant = a.noteVacancy(s, vacant) // before the machine hears of it (lockdelay.go)
+			vacant = a.noteVacancy(s, vacant, held) // before the machine hears of it (lockdelay.go)
+			if !s.Leader.None() {
+				held = s.Leader.Epoch
+			}
 			a.snap.Store(&s)
 			a.metrics.leader(s.Leader)
 			a.observePresence(s)

@@ -27,13 +27,14 @@ func (a *Agent) lockDelayOptions() lockdelay.Options {
 }
 
 // noteVacancy records s's vacancy, if the key is vacant in it; wasVacant
-// says whether the previous snapshot's was too (same vacancy). It reports
-// whether the key is vacant in s.
-func (a *Agent) noteVacancy(s ha.Snapshot, wasVacant bool) bool {
+// says whether the previous snapshot's was too (same vacancy), held the
+// epoch of the key last seen held. It reports whether the key is vacant
+// in s.
+func (a *Agent) noteVacancy(s ha.Snapshot, wasVacant bool, held ha.Epoch) bool {
 	if !s.Leader.None() {
 		return false
 	}
-	v := lockdelay.Vacancy{Tenure: s.Tenure, Since: a.clk.Now()}
+	v := lockdelay.Vacancy{Tenure: s.Tenure, Since: a.clk.Now(), Epoch: held}
 	if p := a.vacancy.Load(); wasVacant && p != nil {
 		v.Since = p.Since
 	}

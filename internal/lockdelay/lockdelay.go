@@ -43,6 +43,10 @@ type Options struct {
 type Vacancy struct {
 	Tenure ha.Tenure
 	Since  time.Time
+	// Epoch is the epoch of the key this node last saw held before the
+	// vacancy (0: none seen). A record of an older tenure is not about
+	// that key (an agent of an older haven won it without writing one).
+	Epoch ha.Epoch
 }
 
 // Decision is how long to wait before acting, and why.
@@ -59,8 +63,10 @@ func Decide(o Options, node string, v Vacancy, now time.Time) Decision {
 	switch {
 	case !o.Enabled:
 		return Decision{Until: now, Reason: "lock delay off"}
-	case t.Epoch == 0:
+	case t.Epoch == 0 && v.Epoch == 0:
 		return Decision{Until: now, Reason: "no earlier tenure"}
+	case t.Epoch < v.Epoch:
+		// The record is older than the key that went: no evidence.
 	case t.Unsettled:
 		// Its holder never recorded that its own predecessor had stopped
 		// (it crashed or was cut off during its lock-delay): that one
@@ -75,7 +81,10 @@ func Decide(o Options, node string, v Vacancy, now time.Time) Decision {
 	until := v.Since.Add(o.LeaseTTL - o.FenceMargin)
 	wait := max(until.Sub(now), 0)
 	why := fmt.Sprintf("%s's key at epoch %d went without a record of resign or expiry", t.Node, t.Epoch)
-	if t.Unsettled {
+	switch {
+	case t.Epoch < v.Epoch:
+		why = fmt.Sprintf("the key at epoch %d went and the store's record is of epoch %d", v.Epoch, t.Epoch)
+	case t.Unsettled:
 		why = fmt.Sprintf("%s's tenure at epoch %d never settled (its own predecessor may still act)", t.Node, t.Epoch)
 	}
 	return Decision{Wait: wait, Until: now.Add(wait), Reason: fmt.Sprintf(
