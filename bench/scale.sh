@@ -17,6 +17,8 @@
 #        BATCH=N bench/scale.sh ...   (start N clusters at a time and wait
 #          until they have elected before the next N: 200 agents started at
 #          once on 2 cores do not all elect within 120 s)
+#        EXTRA_YAML='lock_delay: off' bench/scale.sh ...  (added to every
+#          cluster's config)
 #        HAVEN_BIN=path/to/haven bench/scale.sh ...   (measure a given build)
 #        BASE_BIN=path/to/old/haven bench/scale.sh ... (the same run measures
 #          BASE_BIN first, then HAVEN_BIN or this tree, then keepalived's
@@ -181,6 +183,7 @@ api: {token: "scale-bench-token-$i"}
 log: {level: info, format: text}
 tls: {ca_file: $work/certs/ca.crt, cert_file: "$work/certs/\${NODE}.crt", key_file: "$work/certs/\${NODE}.key"}
 $storeconf
+${EXTRA_YAML:-}
 nodes:
   - {name: n1, api: 127.0.0.1:$((p+1)), backend: 127.0.0.1:$((p+3)), env: {SERVICE_ADDR: "127.0.0.1:$((p+3))"}}
   - {name: n2, api: 127.0.0.1:$((p+2)), backend: 127.0.0.1:$((p+4)), env: {SERVICE_ADDR: "127.0.0.1:$((p+4))"}}
