@@ -27,7 +27,7 @@ func TestTenureRecord(t *testing.T) {
 
 	// vacated campaigns as node, runs end, and returns the tenure of the
 	// first snapshot without a leader.
-	vacated := func(cluster string, end func(s *Store, e ha.Epoch)) (ha.Epoch, ha.Tenure) {
+	vacated := func(cluster string, settle bool, end func(s *Store, e ha.Epoch)) (ha.Epoch, ha.Tenure) {
 		t.Helper()
 		s, err := Dial(cluster, []string{addr}, 2*time.Second)
 		if err != nil {
@@ -44,21 +44,23 @@ func TestTenureRecord(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Settle(ctx, "a", e); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Settle(ctx, "b", e); err != ha.ErrNotLeader {
-			t.Fatalf("Settle by a node that does not hold the key: %v, want ErrNotLeader", err)
+		if settle {
+			if err := s.Settle(ctx, "a", e); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Settle(ctx, "b", e); err != ha.ErrNotLeader {
+				t.Fatalf("Settle by a node that does not hold the key: %v, want ErrNotLeader", err)
+			}
 		}
 		held := false
 		for snap := range w {
 			switch {
 			case snap.Leader.Epoch == e && !held:
 				unsettled := ha.Tenure{Epoch: e, Node: "a", Unsettled: true}
-				if snap.Tenure == unsettled {
+				if snap.Tenure == unsettled && settle {
 					continue // the campaign's record; Settle's follows
 				}
-				if want := (ha.Tenure{Epoch: e, Node: "a"}); snap.Tenure != want {
+				if want := (ha.Tenure{Epoch: e, Node: "a", Unsettled: !settle}); snap.Tenure != want {
 					t.Fatalf("tenure while held = %+v, want %+v", snap.Tenure, want)
 				}
 				held = true
@@ -71,7 +73,7 @@ func TestTenureRecord(t *testing.T) {
 		return 0, ha.Tenure{}
 	}
 
-	e, got := vacated(withRevoker, func(s *Store, e ha.Epoch) {
+	e, got := vacated(withRevoker, true, func(s *Store, e ha.Epoch) {
 		if err := s.Resign(ctx, "a", e); err != nil {
 			t.Fatal(err)
 		}
@@ -83,7 +85,7 @@ func TestTenureRecord(t *testing.T) {
 	// may beat it now and then, so a few rounds, one of which must be it.
 	expired := false
 	for try := 0; try < 4 && !expired; try++ {
-		e, got = vacated(withRevoker, func(*Store, ha.Epoch) {}) // no renewals: the lease expires
+		e, got = vacated(withRevoker, true, func(*Store, ha.Epoch) {}) // no renewals: the lease expires
 		switch got {
 		case ha.Tenure{Epoch: e, Node: "a", Ended: ha.TenureExpired}:
 			expired = true
@@ -95,7 +97,18 @@ func TestTenureRecord(t *testing.T) {
 	if !expired {
 		t.Fatalf("no expiry recorded by the revoker in 4 rounds\n%s", logs.String())
 	}
-	e, got = vacated(tickOnly, func(*Store, ha.Epoch) {})
+	// A tenure never settled stays so when it expires, whoever ends it:
+	// its holder's predecessor may still act.
+	for try := 0; try < 4; try++ {
+		e, got = vacated(withRevoker, false, func(*Store, ha.Epoch) {})
+		if got.Ended == ha.TenureExpired || try == 3 {
+			break
+		}
+	}
+	if !got.Unsettled || got.Epoch != e {
+		t.Fatalf("an unsettled tenure after its expiry: %+v, want epoch %d still unsettled", got, e)
+	}
+	e, got = vacated(tickOnly, true, func(*Store, ha.Epoch) {})
 	if want := (ha.Tenure{Epoch: e, Node: "a"}); got != want {
 		t.Fatalf("after etcd's own tick: tenure %+v, want %+v (no record: the next winner waits)", got, want)
 	}
