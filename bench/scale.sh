@@ -14,6 +14,8 @@
 #          agents' endpoints list all three)
 #        STORE=postgres bench/scale.sh ... (one PostgreSQL from Debian's
 #          postgresql, run as the postgres user in a throwaway directory)
+#        LIGHT=1 bench/scale.sh ...   (agents without service or check: what
+#          the store carries when the agents' own machines are elsewhere)
 #        BATCH=N bench/scale.sh ...   (start N clusters at a time and wait
 #          until they have elected before the next N: 200 agents started at
 #          once on 2 cores do not all elect within 120 s)
@@ -187,6 +189,8 @@ ${EXTRA_YAML:-}
 nodes:
   - {name: n1, api: 127.0.0.1:$((p+1)), backend: 127.0.0.1:$((p+3)), env: {SERVICE_ADDR: "127.0.0.1:$((p+3))"}}
   - {name: n2, api: 127.0.0.1:$((p+2)), backend: 127.0.0.1:$((p+4)), env: {SERVICE_ADDR: "127.0.0.1:$((p+4))"}}
+YAML
+  [[ -n "${LIGHT:-}" ]] || cat >>"$d/haven.yaml" <<YAML
 service:
   command: ["$work/haven", "sample-service"]
   standby: hot
