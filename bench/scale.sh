@@ -10,6 +10,17 @@
 # the others run. Every process it started is stopped on exit, also on
 # Ctrl-C or an error.
 # Usage: bench/scale.sh [K] [WINDOW_SECONDS] [SAMPLE]   (defaults 10 20 3)
+#        STORE=etcd3 bench/scale.sh ...    (a 3-member etcd on loopback; the
+#          agents' endpoints list all three)
+#        STORE=postgres bench/scale.sh ... (one PostgreSQL from Debian's
+#          postgresql, run as the postgres user in a throwaway directory)
+#        LIGHT=1 bench/scale.sh ...   (agents without service or check: what
+#          the store carries when the agents' own machines are elsewhere)
+#        BATCH=N bench/scale.sh ...   (start N clusters at a time and wait
+#          until they have elected before the next N: 200 agents started at
+#          once on 2 cores do not all elect within 120 s)
+#        EXTRA_YAML='lock_delay: off' bench/scale.sh ...  (added to every
+#          cluster's config)
 #        HAVEN_BIN=path/to/haven bench/scale.sh ...   (measure a given build)
 #        BASE_BIN=path/to/old/haven bench/scale.sh ... (the same run measures
 #          BASE_BIN first, then HAVEN_BIN or this tree, then keepalived's
@@ -114,15 +125,53 @@ KA
   exit 0
 fi
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr), $(go version | cut -d' ' -f3), load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "store: etcd $(etcd --version | awk '/etcd Version/{print $3}'), one member on loopback"
+store="${STORE:-etcd}" batch="${BATCH:-$k}"
 if [[ -n "${HAVEN_BIN:-}" ]]; then cp "$HAVEN_BIN" "$work/haven"; else go build -o "$work/haven" ./cmd/haven; fi
 
-etcd --name s1 --data-dir "$work/etcd" \
-  --listen-client-urls "http://127.0.0.1:$((base+1))" --advertise-client-urls "http://127.0.0.1:$((base+1))" \
-  --listen-peer-urls "http://127.0.0.1:$((base+2))" --initial-advertise-peer-urls "http://127.0.0.1:$((base+2))" \
-  --initial-cluster "s1=http://127.0.0.1:$((base+2))" >"$work/etcd.log" 2>&1 &
-etcdpid=$!; pids+=("$etcdpid")
-for _ in $(seq 100); do etcdctl --endpoints "127.0.0.1:$((base+1))" endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
+storepids=() # the store's processes, for their CPU
+case "$store" in
+etcd|etcd3)
+  members=1; [[ "$store" == etcd3 ]] && members=3
+  echo "store: etcd $(etcd --version | awk '/etcd Version/{print $3}'), $members member(s) on loopback"
+  cluster="" endpoints=""
+  for m in $(seq "$members"); do
+    cluster+="${cluster:+,}s$m=http://127.0.0.1:$((base+2*m))"
+    endpoints+="${endpoints:+, }127.0.0.1:$((base+2*m-1))"
+  done
+  for m in $(seq "$members"); do
+    etcd --name "s$m" --data-dir "$work/etcd$m" \
+      --listen-client-urls "http://127.0.0.1:$((base+2*m-1))" --advertise-client-urls "http://127.0.0.1:$((base+2*m-1))" \
+      --listen-peer-urls "http://127.0.0.1:$((base+2*m))" --initial-advertise-peer-urls "http://127.0.0.1:$((base+2*m))" \
+      --initial-cluster "$cluster" --initial-cluster-token "scale$$" >"$work/etcd$m.log" 2>&1 &
+    pids+=("$!"); storepids+=("$!")
+  done
+  for _ in $(seq 300); do etcdctl --endpoints "127.0.0.1:$((base+1))" endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
+  storeconf="store: {backend: etcd, endpoints: [$endpoints]}"
+  ;;
+postgres)
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  echo "store: PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on loopback (fsync on, max_connections 1000)"
+  mkdir -p "$work/pg"; chown postgres: "$work/pg"; chmod 755 "$work"
+  runuser -u postgres -- "$pgbin/initdb" -D "$work/pg/data" -U haven --auth=trust -E UTF8 --locale=C >/dev/null
+  runuser -u postgres -- "$pgbin/postgres" -D "$work/pg/data" -p "$((base+1))" -k "$work/pg" \
+    -c listen_addresses=127.0.0.1 -c max_connections=1000 -c shared_buffers=64MB >"$work/pg.log" 2>&1 &
+  pids+=("$!")
+  for _ in $(seq 300); do "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$((base+1))" && break; sleep 0.1; done
+  pm=$(head -1 "$work/pg/data/postmaster.pid"); pids+=("$pm"); storepids+=("$pm") # under runuser
+  runuser -u postgres -- "$pgbin/createdb" -h 127.0.0.1 -p "$((base+1))" -U haven haven
+  storeconf="store: {backend: postgres, dsn: \"postgres://haven@127.0.0.1:$((base+1))/haven?sslmode=disable\"}"
+  ;;
+*) echo "STORE must be etcd, etcd3 or postgres" >&2; exit 2 ;;
+esac
+# The store's CPU: its processes and, for PostgreSQL, every backend they fork.
+storecpu() {
+  local sum=0 p
+  for p in "${storepids[@]}"; do
+    sum=$(( sum + $(cputicks "$p") ))
+    for c in $(pgrep -P "$p" 2>/dev/null); do sum=$(( sum + $(cputicks "$c") )); done
+  done
+  echo "$sum"
+}
 
 config() { # cluster index -> its config file
   local i=$1 d="$work/c$1" p=$((base+10*$1))
@@ -135,10 +184,13 @@ timing: lan
 api: {token: "scale-bench-token-$i"}
 log: {level: info, format: text}
 tls: {ca_file: $work/certs/ca.crt, cert_file: "$work/certs/\${NODE}.crt", key_file: "$work/certs/\${NODE}.key"}
-store: {backend: etcd, endpoints: [127.0.0.1:$((base+1))]}
+$storeconf
+${EXTRA_YAML:-}
 nodes:
   - {name: n1, api: 127.0.0.1:$((p+1)), backend: 127.0.0.1:$((p+3)), env: {SERVICE_ADDR: "127.0.0.1:$((p+3))"}}
   - {name: n2, api: 127.0.0.1:$((p+2)), backend: 127.0.0.1:$((p+4)), env: {SERVICE_ADDR: "127.0.0.1:$((p+4))"}}
+YAML
+  [[ -n "${LIGHT:-}" ]] || cat >>"$d/haven.yaml" <<YAML
 service:
   command: ["$work/haven", "sample-service"]
   standby: hot
@@ -154,10 +206,22 @@ for i in $(seq "$k"); do config "$i" >/dev/null; done
 
 declare -A agent
 t0=$(ms)
-for i in $(seq "$k"); do
-  for n in n1 n2; do
-    "$work/haven" agent --config "$work/c$i/haven.yaml" --node "$n" >"$work/c$i/$n.log" 2>&1 &
-    agent[$i.$n]=$!; pids+=("$!")
+started=0
+while (( started < k )); do
+  upto=$(( started + batch < k ? started + batch : k ))
+  for i in $(seq "$((started+1))" "$upto"); do
+    for n in n1 n2; do
+      "$work/haven" agent --config "$work/c$i/haven.yaml" --node "$n" >"$work/c$i/$n.log" 2>&1 &
+      agent[$i.$n]=$!; pids+=("$!")
+    done
+  done
+  started=$upto
+  (( started < k )) || break
+  # This batch elected before the next starts.
+  bdl=$(( $(ms) + 120000 ))
+  until (( $(cat "$work"/c*/n*.log 2>/dev/null | grep -c 'msg="role change".*to=active' || true) >= started )); do
+    (( $(ms) < bdl )) || { echo "the first $started clusters did not all elect within 120 s" >&2; exit 1; }
+    sleep 0.5
   done
 done
 # Every cluster elected: one "to=active" line in one of its logs.
@@ -173,25 +237,29 @@ while :; do
   (( $(ms) < deadline )) || { echo "only $n of $k clusters elected within 120 s" >&2; exit 1; }
   sleep 0.5
 done
-echo "elected: all $k clusters within $(( last - t0 )) ms of starting $((2*k)) agents"
+echo "elected: all $k clusters within $(( last - t0 )) ms of starting $((2*k)) agents${BATCH:+ ($batch clusters at a time)}"
 
 sleep 5 # settle
 declare -A before
 for key in "${!agent[@]}"; do before[$key]=$(cputicks "${agent[$key]}"); done
-e0=$(cputicks "$etcdpid"); load0=$(cut -d' ' -f1 /proc/loadavg)
+e0=$(storecpu); load0=$(cut -d' ' -f1 /proc/loadavg)
 sleep "$window"
 sum=0 max=0 rss=0
 for key in "${!agent[@]}"; do
   d=$(( $(cputicks "${agent[$key]}") - before[$key] )); sum=$((sum+d)); (( d > max )) && max=$d
   rss=$(( rss + $(awk '/VmRSS/{print $2}' "/proc/${agent[$key]}/status") ))
 done
-e1=$(cputicks "$etcdpid"); load1=$(cut -d' ' -f1 /proc/loadavg)
+e1=$(storecpu); load1=$(cut -d' ' -f1 /proc/loadavg)
 na=$((2*k))
 awk -v s="$sum" -v m="$max" -v e=$((e1-e0)) -v n="$na" -v hz="$hz" -v w="$window" -v rss="$rss" -v l0="$load0" -v l1="$load1" 'BEGIN {
-  printf "idle over %d s (load %s..%s): agents %.1f %% of a core together, %.2f %% each on average, %.2f %% the busiest; etcd %.1f %%\n", w, l0, l1, 100*s/hz/w, 100*s/hz/w/n, 100*m/hz/w, 100*e/hz/w
+  printf "idle over %d s (load %s..%s): agents %.1f %% of a core together, %.2f %% each on average, %.2f %% the busiest; the store %.1f %%\n", w, l0, l1, 100*s/hz/w, 100*s/hz/w/n, 100*m/hz/w, 100*e/hz/w
   printf "memory: %.1f MiB RSS per agent on average\n", rss/n/1024 }'
-{ etcdctl --endpoints "127.0.0.1:$((base+1))" --command-timeout 10s endpoint status -w table 2>/dev/null || echo "| | | | etcdctl timed out |"; } |
-  awk -F'|' 'NR==4 || /timed out/ {gsub(/^ +| +$/,"",$5); print "store: etcd database " $5; exit}' || true
+if [[ "$store" == postgres ]]; then
+  echo "store: PostgreSQL database $(runuser -u postgres -- "$pgbin/psql" -h 127.0.0.1 -p "$((base+1))" -U haven -Atc "select pg_size_pretty(pg_database_size('haven'))" haven 2>/dev/null || echo '?'), $(runuser -u postgres -- "$pgbin/psql" -h 127.0.0.1 -p "$((base+1))" -U haven -Atc "select count(*) from pg_stat_activity where datname='haven'" haven 2>/dev/null || echo '?') connections"
+else
+  { etcdctl --endpoints "127.0.0.1:$((base+1))" --command-timeout 10s endpoint status -w table 2>/dev/null || echo "| | | | etcdctl timed out |"; } |
+    awk -F'|' 'NR==4 || /timed out/ {gsub(/^ +| +$/,"",$5); print "store: etcd database " $5; exit}' || true
+fi
 
 # Exactly one active per cluster: "none" is a cluster not serving (an
 # overloaded machine fails checks), "several" would be a safety bug.

@@ -30,6 +30,8 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/folders"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/lease"
+	"github.com/haven-ha/haven/internal/lockdelay"
 	"github.com/haven-ha/haven/internal/machine"
 	"github.com/haven-ha/haven/internal/operator"
 	"github.com/haven-ha/haven/internal/proxyvip"
@@ -76,6 +78,10 @@ type Agent struct {
 	demotedSeq    atomic.Uint64 // promotions up to this Seq were demoted: never start them
 
 	resignUntil atomic.Pointer[time.Time] // a stopping agent's resigns end by then (resignDeadline)
+	// Lock-delay (lockdelay.go).
+	vacancy     atomic.Pointer[lockdelay.Vacancy] // the leader key's latest vacancy
+	lockDelayed atomic.Pointer[ha.LockDelay]      // the latest promotion's wait on it
+	pending     atomic.Pointer[pendingDelay]      // decided when the campaign won
 
 	eventC    chan ha.Event
 	opMu      sync.Mutex // one operator action at a time on this agent
@@ -296,10 +302,13 @@ func (a *Agent) Serving() bool { return a.State().Serving(a.mcfg, a.clk.Now()) }
 // has stopped reading events, a send that waited on a full queue would
 // never end, and Run waits for its goroutines (an agent that renewed its
 // lease during a long shutdown hung past SIGTERM with the queue full).
-func (a *Agent) emit(ctx context.Context, ev machine.Event) {
+// It reports whether the event was handed over.
+func (a *Agent) emit(ctx context.Context, ev machine.Event) bool {
 	select {
 	case a.events <- ev:
+		return true
 	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -377,85 +386,47 @@ func (a *Agent) forwardService(ctx context.Context) {
 	}
 }
 
-// renew keeps the session alive and reports each renewal to the machine.
-// Renewals are pipelined: one starts every RenewInterval whether or not the
-// previous one has answered, so one slow round trip does not delay the next.
-// A late answer still counts, because validity is measured from when its
-// request was sent.
+// renew keeps the session alive and reports each renewal to the machine
+// (package lease: pipelined renewals, each counted from when it was sent).
 func (a *Agent) renew(ctx context.Context) {
 	t := a.cfg.Timing
-	type result struct {
-		gen  int
-		sent time.Time
-		ttl  time.Duration
-		err  error
-	}
-	results := make(chan result, 16)
-	slots := make(chan struct{}, 4) // renewals in flight at most
-	gen := 0
-	for ctx.Err() == nil {
-		// (Re)create the session.
-		backoff := 100 * time.Millisecond
-		for ctx.Err() == nil {
-			sent := a.clk.Now()
-			cctx, cancel := clock.WithTimeout(ctx, a.clk, sessionTimeout(t))
-			ttl, err := a.store.NewSession(cctx, t.LeaseTTL)
-			cancel()
-			if err == nil {
-				gen++
-				a.log.Info("session created", "ttl", ttl)
-				a.emit(ctx, machine.SessionRenewed{SentAt: sent, TTL: ttl, New: true})
+	r, err := lease.New(lease.Options{
+		Store: a.store, TTL: t.LeaseTTL, Interval: t.RenewInterval, Timeout: t.RenewTimeout,
+		CreateTimeout: sessionTimeout(t), FenceMargin: t.FenceMargin, Clock: a.clk, Log: a.log,
+		Granted: func(ctx context.Context, r lease.Renewal) bool {
+			if r.New {
+				a.log.Info("session created", "ttl", r.TTL)
+			}
+			if !a.emit(ctx, machine.SessionRenewed{SentAt: r.SentAt, TTL: r.TTL, New: r.New}) {
+				return false
+			}
+			if r.New {
 				signal(a.publishC)
-				break
 			}
-			a.log.Debug("create session", "err", err)
-			sleep(ctx, a.clk, backoff)
-			backoff = min(backoff*2, time.Second)
-		}
-		lost := false
-		for !lost && ctx.Err() == nil {
-			select {
-			case <-a.clk.After(t.RenewInterval):
-				select {
-				case slots <- struct{}{}:
-				default:
-					continue // all slots busy: the store is slow; don't pile up
-				}
-				go func(g int) {
-					defer func() { <-slots }()
-					sent := a.clk.Now()
-					cctx, cancel := clock.WithTimeout(ctx, a.clk, t.RenewTimeout)
-					ttl, err := a.store.Renew(cctx)
-					cancel()
-					results <- result{g, sent, ttl, err}
-				}(gen)
-			case r := <-results:
-				a.metrics.renewal(a.clk.Now().Sub(r.sent), r.err)
-				if r.gen != gen {
-					continue // an answer about an earlier session
-				}
-				switch {
-				case r.err == nil:
-					a.emit(ctx, machine.SessionRenewed{SentAt: r.sent, TTL: r.ttl})
-				case errors.Is(r.err, ha.ErrSessionLost):
-					a.log.Warn("session lost in the store; creating a new one")
-					a.emit(ctx, machine.SessionLost{Err: r.err})
-					select {
-					case <-a.newSessC:
-					case <-ctx.Done():
-						return
-					}
-					lost = true
-				default:
-					if ctx.Err() == nil {
-						a.log.Warn("lease renewal failed", "err", r.err, "after", a.clk.Now().Sub(r.sent).Round(time.Millisecond))
-					}
-				}
+			return true
+		},
+		Answered: func(r lease.Renewal) { a.metrics.renewal(r.Took, r.Err) },
+		Failed: func(r lease.Renewal) {
+			a.log.Warn("lease renewal failed", "err", r.Err, "after", r.Took.Round(time.Millisecond))
+		},
+		Lost: func(ctx context.Context, err error) bool {
+			a.log.Warn("session lost in the store; creating a new one")
+			if !a.emit(ctx, machine.SessionLost{Err: err}) {
+				return false
+			}
+			select { // the machine asks for the new session (NewSession)
+			case <-a.newSessC:
+				return true
 			case <-ctx.Done():
-				return
+				return false
 			}
-		}
+		},
+	})
+	if err != nil {
+		a.log.Error("cannot renew the session", "err", err)
+		return
 	}
+	r.Run(ctx)
 }
 
 func sleep(ctx context.Context, clk clock.Clock, d time.Duration) {
@@ -466,9 +437,14 @@ func sleep(ctx context.Context, clk clock.Clock, d time.Duration) {
 }
 
 func (a *Agent) watch(ctx context.Context) {
+	vacant, held := false, ha.Epoch(0)
 	for ctx.Err() == nil {
 		for snap := range a.store.Watch(ctx) {
 			s := snap
+			vacant = a.noteVacancy(s, vacant, held) // before the machine hears of it (lockdelay.go)
+			if !s.Leader.None() {
+				held = s.Leader.Epoch
+			}
 			a.snap.Store(&s)
 			a.metrics.leader(s.Leader)
 			a.observePresence(s)
@@ -545,6 +521,9 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 			rcancel()
 			err = WinUnconfirmed(epoch)
 		}
+		if err == nil {
+			a.decideLockDelay(epoch) // on the vacancy seen before the win (lockdelay.go)
+		}
 		if pace := CampaignPace(err); pace > 0 {
 			// The store is failing: pace the retries the machine will ask for.
 			a.log.Warn("campaign failed", "err", err)
@@ -586,6 +565,7 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 		// all of them together: the machine asks again each time it sees
 		// the key still held, and a dozen resigns queued behind a cut-off
 		// store, a lease each, kept an agent from stopping for good.
+		a.resignAfterLockDelay(act.Epoch) // lockdelay.go
 		var giveUp time.Time
 		backoff := FirstResignBackoff
 		for try := 1; ; try++ {
@@ -673,6 +653,9 @@ func (a *Agent) promote(ctx context.Context, epoch ha.Epoch) error {
 		cancel()
 		close(done)
 	}()
+	if err := a.lockDelay(pctx, epoch); err != nil {
+		return err
+	}
 	if a.svc != nil {
 		a.svc.SetRole(string(ha.RoleActive), int64(epoch))
 		if a.cfg.Service.Standby == config.StandbyCold {
@@ -762,6 +745,7 @@ func (a *Agent) Record() ha.NodeStatus {
 	rec.Version = Version
 	rec.StartedAt = a.startedAt
 	rec.VIP = a.vipHeld()
+	a.lockDelayRecord(&rec, st, now) // lockdelay.go
 	if a.svc != nil {
 		rec.ServicePID = a.svc.PID()
 		rec.Containment = a.svc.Containment()

@@ -23,6 +23,7 @@ type Metrics struct {
 	healthyG     prometheus.Gauge
 	leaderEpoch  prometheus.Gauge
 	revokeAfter  prometheus.Histogram // revoke at expiry (#19)
+	lockDelay    prometheus.Histogram // promotions that waited on the lock-delay (lockdelay.go)
 
 	// Monitoring (#17): elections apart from failovers, the store's
 	// reachability, the cluster's redundancy (monitor.go).
@@ -66,6 +67,12 @@ func newMetrics(a *Agent) *Metrics {
 		Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1},
 	})
 	reg.MustRegister(m.revokeAfter)
+	m.lockDelay = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "haven_lock_delay_seconds",
+		Help:    "How long a promotion of this node waited for the old active's lease to run out (lock_delay: the key went without a record of resign or expiry; the count is the number of such waits).",
+		Buckets: []float64{.1, .25, .5, 1, 2, 4, 8, 16, 32},
+	})
+	reg.MustRegister(m.lockDelay)
 	m.self = a.node.Name
 	m.switchoverIn = func() bool {
 		sw := a.State().Switchover

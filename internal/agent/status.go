@@ -89,6 +89,7 @@ func viewOf(rec ha.NodeStatus) api.NodeView {
 		VIP:         rec.VIP,
 		Sessions:    rec.Sessions,
 		Folders:     rec.Folders,
+		LockDelay:   rec.LockDelay,
 	}
 }
 

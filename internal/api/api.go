@@ -43,6 +43,9 @@ type NodeView struct {
 	// Folders: on the active, how far each standby is behind in each
 	// replicated folder; on a promoted node, what it lacked.
 	Folders []ha.FolderStats `json:"folders,omitempty"`
+	// LockDelay: the node's latest promotion that waited on the
+	// lock-delay, or the wait in progress (Until set).
+	LockDelay *ha.LockDelay `json:"lock_delay,omitempty"`
 }
 
 // Status is the cluster as one agent sees it.

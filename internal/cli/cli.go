@@ -233,6 +233,7 @@ func runNode(name string, args []string, errw io.Writer, run func(context.Contex
 		fmt.Fprintf(errw, "haven: %v\n", err)
 		return exitUsage
 	}
+	leanGC()
 	ctx, stop := signalContext()
 	defer stop()
 	if err := run(ctx, cfg, *node); err != nil {

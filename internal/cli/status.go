@@ -152,6 +152,7 @@ func printStatus(w io.Writer, st api.Status) {
 		fmt.Fprintf(w, "\nlast failover: %s lost, %s active at epoch %d %s after %s stopped renewing its lease (%s ago)\n",
 			f.From, f.To, f.Epoch, f.Duration.Round(time.Millisecond), f.From, time.Since(f.Time).Round(time.Second))
 	}
+	printLockDelay(w, st.Nodes)
 	printContainment(w, st.Nodes)
 	printVIP(w, st.VIP)
 	printSessions(w, st)
@@ -258,5 +259,22 @@ func printVIP(w io.Writer, v *api.VIPView) {
 		fmt.Fprintf(w, "virtual IP %s is on %s (it follows %s)\n", v.Address, v.Holders[0], what)
 	default:
 		fmt.Fprintf(w, "virtual IP %s is reported on %s at once (it follows %s): a record not yet updated, or a fault to report\n", v.Address, strings.Join(v.Holders, ", "), what)
+	}
+}
+
+// printLockDelay shows a promotion waiting on the lock-delay, or the latest
+// that waited (docs/stores.md: an etcd leader that froze and woke).
+func printLockDelay(w io.Writer, nodes []api.NodeView) {
+	for _, n := range nodes {
+		d := n.LockDelay
+		switch {
+		case d == nil:
+		case !d.Until.IsZero():
+			fmt.Fprintf(w, "\nlock delay: %s won epoch %d and waits until %s for the old active's lease to run out: %s\n",
+				n.Name, d.Epoch, d.Until.Format("15:04:05.000"), d.Reason)
+		default:
+			fmt.Fprintf(w, "\nlock delay: %s waited %s before acting at epoch %d: %s\n",
+				n.Name, d.Waited.Round(time.Millisecond), d.Epoch, d.Reason)
+		}
 	}
 }

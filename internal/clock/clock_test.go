@@ -127,7 +127,7 @@ func TestFakeSleep(t *testing.T) {
 
 // guarded are the packages whose non-test code must take its time from a
 // Clock (issue #11): a direct call is time the simulation cannot control.
-var guarded = []string{"agent", "node", "check", "service", "proxy", "proxyvip"}
+var guarded = []string{"agent", "node", "check", "service", "proxy", "proxyvip", "lease", "lockdelay"}
 
 var forbidden = map[string]bool{
 	"Now": true, "Since": true, "Until": true, "Sleep": true, "After": true,

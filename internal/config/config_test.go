@@ -150,14 +150,23 @@ func TestPresets(t *testing.T) {
 		extra string
 		want  Timing
 	}{
-		{"default is lan", "", Timing{Preset: "lan", LeaseTTL: 2 * time.Second, RenewInterval: 100 * ms, RenewTimeout: 400 * ms, FenceMargin: 300 * ms, EtcdHeartbeat: 50 * ms, EtcdElection: 500 * ms}},
-		{"lan", "timing: lan\n", Timing{Preset: "lan", LeaseTTL: 2 * time.Second, RenewInterval: 100 * ms, RenewTimeout: 400 * ms, FenceMargin: 300 * ms, EtcdHeartbeat: 50 * ms, EtcdElection: 500 * ms}},
+		{"default is lan", "", Timing{Preset: "lan", LeaseTTL: 2 * time.Second, RenewInterval: 250 * ms, RenewTimeout: 400 * ms, FenceMargin: 300 * ms, EtcdHeartbeat: 50 * ms, EtcdElection: 500 * ms}},
+		{"lan", "timing: lan\n", Timing{Preset: "lan", LeaseTTL: 2 * time.Second, RenewInterval: 250 * ms, RenewTimeout: 400 * ms, FenceMargin: 300 * ms, EtcdHeartbeat: 50 * ms, EtcdElection: 500 * ms}},
 		{"wan", "timing: wan\n", Timing{Preset: "wan", LeaseTTL: 10 * time.Second, RenewInterval: time.Second, RenewTimeout: time.Second, FenceMargin: 2 * time.Second, EtcdHeartbeat: 250 * ms, EtcdElection: 2500 * ms}},
+		// Overrides that leave less room lower lan's renew_interval to fit
+		// the rules, not below its old 100ms (a config that passed before
+		// issue 20 still passes); one written in the file is kept.
 		{"lan overrides", "timings: {lease_ttl: 2s, fence_margin: 500ms}\n",
 			Timing{Preset: "lan (custom)", LeaseTTL: 2 * time.Second, RenewInterval: 100 * ms, RenewTimeout: 400 * ms, FenceMargin: 500 * ms, EtcdHeartbeat: 50 * ms, EtcdElection: 500 * ms}},
+		{"lan renew fitted", "timings: {fence_margin: 400ms}\n",
+			Timing{Preset: "lan (custom)", LeaseTTL: 2 * time.Second, RenewInterval: 200 * ms, RenewTimeout: 400 * ms, FenceMargin: 400 * ms, EtcdHeartbeat: 50 * ms, EtcdElection: 500 * ms}},
+		{"lan renew room", "timings: {lease_ttl: 3s}\n",
+			Timing{Preset: "lan (custom)", LeaseTTL: 3 * time.Second, RenewInterval: 250 * ms, RenewTimeout: 400 * ms, FenceMargin: 300 * ms, EtcdHeartbeat: 50 * ms, EtcdElection: 500 * ms}},
+		{"lan renew written", "timings: {renew_interval: 120ms, fence_margin: 400ms}\n",
+			Timing{Preset: "lan (custom)", LeaseTTL: 2 * time.Second, RenewInterval: 120 * ms, RenewTimeout: 400 * ms, FenceMargin: 400 * ms, EtcdHeartbeat: 50 * ms, EtcdElection: 500 * ms}},
 		{"wan overrides", "timing: wan\ntimings:\n  etcd_heartbeat: 100ms\n  etcd_election: 1s\n  renew_interval: 500ms\n",
 			Timing{Preset: "wan (custom)", LeaseTTL: 10 * time.Second, RenewInterval: 500 * ms, RenewTimeout: time.Second, FenceMargin: 2 * time.Second, EtcdHeartbeat: 100 * ms, EtcdElection: time.Second}},
-		{"empty timings is no override", "timings: {}\n", Timing{Preset: "lan", LeaseTTL: 2 * time.Second, RenewInterval: 100 * ms, RenewTimeout: 400 * ms, FenceMargin: 300 * ms, EtcdHeartbeat: 50 * ms, EtcdElection: 500 * ms}},
+		{"empty timings is no override", "timings: {}\n", Timing{Preset: "lan", LeaseTTL: 2 * time.Second, RenewInterval: 250 * ms, RenewTimeout: 400 * ms, FenceMargin: 300 * ms, EtcdHeartbeat: 50 * ms, EtcdElection: 500 * ms}},
 		{"lan-fast", "timing: lan-fast\n", Timing{Preset: "lan-fast", LeaseTTL: time.Second, RenewInterval: 50 * ms, RenewTimeout: 200 * ms, FenceMargin: 200 * ms, EtcdHeartbeat: 10 * ms, EtcdElection: 100 * ms}},
 		{"lan-fast with a VIP", "timing: lan-fast\nvip: {address: 10.0.0.100/24, interface: eth0}\n", Timing{Preset: "lan-fast", LeaseTTL: time.Second, RenewInterval: 50 * ms, RenewTimeout: 200 * ms, FenceMargin: 200 * ms, EtcdHeartbeat: 10 * ms, EtcdElection: 100 * ms}},
 	}
@@ -276,6 +285,7 @@ func TestParseErrors(t *testing.T) {
 
 		// Enums.
 		{"unknown preset", threeNodes + "timing: fast\n", 16, "timing", `invalid value "fast"; allowed: lan, wan`},
+		{"unknown lock_delay", threeNodes + "lock_delay: never\n", 16, "lock_delay", `invalid value "never"; allowed: auto, off`},
 		{"unsupported mode", threeNodes + "mode: hot-standby\n", 16, "mode", "active-passive, active-active, passive-backup"},
 		{"bad standby", threeNodes + "service: {standby: warm}\n", 16, "service.standby", "allowed: hot, cold"},
 		{"bad restart", threeNodes + "service: {restart: sometimes}\n", 16, "service.restart", "allowed: always, on-failure, never"},
@@ -411,7 +421,7 @@ func TestCheckTiming(t *testing.T) {
 	// The cases were written against a 1s lease (the lan preset before the
 	// election rule raised it to 2s); they test the other rules.
 	lan, _ := Preset("lan")
-	lan.LeaseTTL = time.Second
+	lan.LeaseTTL, lan.RenewInterval = time.Second, 100*ms
 	wan, _ := Preset("wan")
 	tests := []struct {
 		name   string
@@ -633,6 +643,9 @@ func withOpsDefaults(c *Config) {
 	c.APIAuth.StatusOpen = true
 	if c.OutagePolicy == "" {
 		c.OutagePolicy = "demote"
+	}
+	if c.LockDelay == "" {
+		c.LockDelay = LockDelayAuto
 	}
 }
 

@@ -190,6 +190,14 @@ func (c *Config) Describe() string {
 		line("  agent or node lost\tlease_ttl + 500ms lease revoke tick + 4 × etcd_heartbeat\t%s", wc.AgentLoss)
 		line("  ... and it led etcd\t3 × etcd_election + lease_ttl + 500ms + 4 × etcd_heartbeat\t%s", wc.AgentLossLeader)
 	}
+	switch {
+	case c.Store.Backend == BackendEtcd && c.LockDelay != LockDelayOff:
+		// etcd's tick leaves no record of the expiry: the winner waits out
+		// the lock-delay (docs/stores.md).
+		line("  agent or node lost, lock_delay: auto\tlease_ttl + 500ms + lease_ttl − fence_margin (lock-delay) + 4 × etcd_heartbeat\t%s", wc.AgentLoss+t.LeaseTTL-t.FenceMargin)
+	case c.Store.Backend == BackendEtcd:
+		line("  (lock_delay: off — unsafe if an etcd raft leader freezes and wakes: it can revoke the live active's lease, docs/stores.md)")
+	}
 	line("  isolated active stops\tlease_ttl − fence_margin after its last renewal was sent\t%s", wc.FenceAfter)
 	if !c.Store.External() {
 		line("  (the etcd leader revokes a dead active's lease at its expiry; a standby leading etcd lets another standby win the campaign, and the active moves etcd leadership to another member, except within lease_ttl of a failover or an etcd election, or while its renewals are late)")

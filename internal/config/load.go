@@ -39,7 +39,7 @@ const (
 
 // The keys each mapping accepts, in the order they are listed to the user.
 var (
-	topKeys     = []string{"cluster", "mode", "data_dir", "timing", "timings", "store", "nodes", "service", "hooks", "checks", "proxy", "preempt", "api", "outage_policy", "redirect", "dashboard", "drill", "log", "vip", "sessions", "tls", "insecure", "sync"}
+	topKeys     = []string{"cluster", "mode", "data_dir", "timing", "timings", "store", "nodes", "service", "hooks", "checks", "proxy", "preempt", "api", "outage_policy", "redirect", "dashboard", "drill", "log", "vip", "sessions", "tls", "insecure", "sync", "lock_delay"}
 	timingKeys  = []string{"lease_ttl", "renew_interval", "renew_timeout", "fence_margin", "etcd_heartbeat", "etcd_election"}
 	nodeKeys    = []string{"name", "site", "api", "peer", "client", "backend", "witness", "backup", "priority", "env", "vip_interface"}
 	serviceKeys = []string{"command", "env", "dir", "standby", "stop_signal", "stop_grace", "restart", "restart_delay", "containment"}
@@ -212,7 +212,7 @@ func (b *builder) timing(f fields) {
 		}
 	}
 	t, _ := Preset(name)
-	custom := false
+	custom, setRenew := false, false
 	if n, ok := f["timings"]; ok {
 		tf := b.mapping(n, "timings", timingKeys)
 		if tf == nil {
@@ -229,6 +229,7 @@ func (b *builder) timing(f fields) {
 				continue
 			}
 			custom = true
+			setRenew = setRenew || key == "renew_interval"
 			switch key {
 			case "lease_ttl":
 				t.LeaseTTL = v
@@ -247,6 +248,9 @@ func (b *builder) timing(f fields) {
 	}
 	if custom {
 		t.Preset = name + " (custom)"
+		if !setRenew && name == "lan" {
+			t.RenewInterval = fitRenew(t, lanRenewFloor)
+		}
 	}
 	b.c.Timing = t
 }

@@ -53,6 +53,12 @@ func (b *builder) ops(f fields) {
 			b.c.OutagePolicy = OutagePolicy(s)
 		}
 	}
+	b.c.LockDelay = LockDelayAuto
+	if n, ok := f["lock_delay"]; ok {
+		if s, ok := b.oneOf(n, "lock_delay", string(LockDelayAuto), string(LockDelayOff)); ok {
+			b.c.LockDelay = LockDelay(s)
+		}
+	}
 	b.c.APIAuth.StatusOpen = true
 	if n, ok := f["api"]; ok {
 		af := b.mapping(n, "api", []string{"token", "token_file", "status_open", "lb_check_listen"})

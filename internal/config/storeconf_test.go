@@ -103,3 +103,22 @@ func TestConnStringFromFile(t *testing.T) {
 		}
 	}
 }
+
+// TestLockDelayWorstCase: with an external etcd, config check counts the
+// lock-delay in a node loss (lock_delay: auto, the default) or warns that
+// off is unsafe; lock_delay is parsed.
+func TestLockDelayWorstCase(t *testing.T) {
+	etcd := "cluster: x\ndata_dir: /tmp/x\nstore: {backend: etcd, endpoints: [10.0.0.5:2379]}\n"
+	c := mustParse(t, "h.yaml", etcd+twoNodes)
+	if c.LockDelay != LockDelayAuto {
+		t.Fatalf("lock_delay defaults to %q, want auto", c.LockDelay)
+	}
+	// lan: 2s + 500ms + (2s − 300ms) + 4 × 50ms.
+	if d := c.Describe(); !strings.Contains(d, "agent or node lost, lock_delay: auto") || !strings.Contains(d, "4.4s") {
+		t.Fatalf("config check with an external etcd does not count the lock-delay:\n%s", d)
+	}
+	c = mustParse(t, "h.yaml", etcd+"lock_delay: off\n"+twoNodes)
+	if d := c.Describe(); c.LockDelay != LockDelayOff || !strings.Contains(d, "lock_delay: off — unsafe") {
+		t.Fatalf("lock_delay: off = %q; config check says:\n%s", c.LockDelay, d)
+	}
+}

@@ -30,7 +30,14 @@ func Preset(name string) (Timing, bool) {
 	const ms = time.Millisecond
 	switch name {
 	case "lan":
-		return preset(name, 2*time.Second, 100*ms, 400*ms, 300*ms, 50*ms, 500*ms), true
+		// Renewals every 250 ms: the bound counts from when the newest
+		// acknowledged renewal was sent, so renewing more often only adds
+		// wake-ups (issue 20). The election rule caps it at 300 ms (2 ×
+		// 500ms + 300ms + 400ms = lease_ttl − fence_margin); 50 ms are left
+		// for a loaded host. The renew window rule alone would allow 650 ms.
+		// With other timings overridden and renew_interval not, it is
+		// lowered as far as lanRenewFloor to fit the rules (fitRenew).
+		return preset(name, 2*time.Second, 250*ms, 400*ms, 300*ms, 50*ms, 500*ms), true
 	case "lan-fast":
 		// A 1s lease: the shortest etcd grants. The election rule then
 		// needs etcd_election <= 100ms (2 × 100ms + 50ms + 200ms <= 1s −
@@ -55,6 +62,22 @@ func preset(name string, lease, renewEvery, renewTimeout, fenceMargin, heartbeat
 		EtcdHeartbeat: heartbeat,
 		EtcdElection:  election,
 	}
+}
+
+// lanRenewFloor is the lan preset's renew_interval before issue 20: a
+// config that overrides other timings of lan and passed the rules then
+// still passes them (fitRenew).
+const lanRenewFloor = 100 * time.Millisecond
+
+// fitRenew is the renew_interval for timings whose renew_interval was not
+// written in the file: the preset's, or, when the other (overridden) timings
+// leave less room, the longest that fits the renew window and election
+// rules, in whole 10 ms, but not below floor (config check then says what
+// is wrong, as before).
+func fitRenew(t Timing, floor time.Duration) time.Duration {
+	window := t.FenceAfter() - t.RenewTimeout
+	r := min(t.RenewInterval, window/2, window-2*t.EtcdElection)
+	return max(r.Truncate(10*time.Millisecond), floor)
 }
 
 // FenceAfter is how long after the last successful renewal was sent an

@@ -47,7 +47,22 @@ type Config struct {
 	TLS         ClusterTLS // mutual TLS on every listener (`tls:`)
 	Insecure    bool       // `insecure: true`: no TLS, on purpose
 	Sync        Sync       // replicated folders (`sync:`); zero value: none
+	// LockDelay (`lock_delay:`): "auto" (default) makes a node that wins
+	// the leader key after it went without a record of resign or expiry
+	// wait lease_ttl − fence_margin before it acts, on stores that can end a
+	// live lease early (etcd); "off" never waits, unsafe when an etcd raft
+	// leader freezes (package lockdelay, docs/safety.md).
+	LockDelay LockDelay
 }
+
+// LockDelay is the lock_delay setting.
+type LockDelay string
+
+// Lock-delay settings.
+const (
+	LockDelayAuto LockDelay = "auto" // wait when the store can end a live lease early (etcd)
+	LockDelayOff  LockDelay = "off"  // never wait: unsafe under etcd-leader freezes
+)
 
 // Timing holds every duration that failover and fencing depend on.
 type Timing struct {

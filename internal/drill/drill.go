@@ -833,6 +833,9 @@ func RunOne(ctx context.Context, sb *Sandbox, sc Scenario, o Options, seq int) R
 		}
 	}
 	res.EtcdLeader = r.etcd
+	if d := sb.LockDelays(r.epoch); d != "" {
+		r.note("%s", d)
+	}
 	res.What = strings.Join(r.notes, "; ")
 	res.Verdict = verdict(sc, res, o.RTOSlack)
 	return res

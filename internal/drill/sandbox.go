@@ -724,3 +724,26 @@ func (s *Sandbox) logTail(name string, n int) string {
 // CAFile is the cluster CA's certificate, for clients outside Go
 // (curl --cacert, redis-cli --tls --cacert).
 func (s *Sandbox) CAFile() string { return filepath.Join(s.Dir, "certs", "ca.crt") }
+
+// LockDelays says which promotion after epoch waited on the lock-delay and
+// for how long, as the running agents report it ("" when none did).
+func (s *Sandbox) LockDelays(after ha.Epoch) string {
+	for _, n := range s.Nodes {
+		if !n.agent.Running() {
+			continue
+		}
+		st, err := s.Status(n.Name)
+		if err != nil {
+			continue
+		}
+		var out []string
+		for _, v := range st.Nodes {
+			if d := v.LockDelay; d != nil && d.Epoch > after && d.Until.IsZero() {
+				out = append(out, fmt.Sprintf("%s waited %s on the lock-delay before acting at epoch %d (the old key went without a record of resign or expiry)",
+					v.Name, d.Waited.Round(time.Millisecond), d.Epoch))
+			}
+		}
+		return strings.Join(out, "; ")
+	}
+	return ""
+}

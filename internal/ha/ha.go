@@ -78,6 +78,9 @@ type NodeStatus struct {
 	LastPromote string    `json:"last_promote,omitempty"`
 	Containment string    `json:"containment,omitempty"` // how the service's processes are contained: "cgroup <dir>" or "process-group (...)"
 	VIP         string    `json:"vip,omitempty"`         // the virtual IP this node holds now (CIDR), if any
+	// LockDelay: this node's latest promotion that waited on the
+	// lock-delay (package lockdelay), if any.
+	LockDelay *LockDelay `json:"lock_delay,omitempty"`
 	// Sessions: the node's session store (package sessions), if it runs one.
 	Sessions *SessionStats `json:"sessions,omitempty"`
 	// Folders: the node's replicated folders (package folders), if any.
@@ -96,6 +99,57 @@ type Snapshot struct {
 	// the store keeps none. Stores replace the map rather than change it,
 	// so snapshots may share it.
 	Props map[string]NodeProps
+	// Tenure is the store's record of the latest campaign won and whether
+	// that tenure ended cleanly (package lockdelay), zero when the store
+	// keeps none.
+	Tenure Tenure
+}
+
+// Tenure records the latest epoch won and, once the leader key at that
+// epoch is gone, how it ended: Ended is TenureResigned when its holder
+// resigned, TenureExpired when the raft leader's primary lessor, confirmed
+// by a quorum, judged its lease expired (haven's revoker); empty while it
+// is held or when its key went without a record (a lease revoked by etcd's
+// own tick, possibly by a stale leader's lessor: see package lockdelay).
+//
+// Unsettled: the holder has not yet recorded that its own predecessor
+// could no longer act (a campaign writes it; the holder clears it once its
+// lock-delay is over, TenureSettler): the next winner waits whatever ended
+// this tenure.
+type Tenure struct {
+	Epoch     Epoch  `json:"epoch"`
+	Node      string `json:"node"`
+	Ended     string `json:"ended,omitempty"`
+	Unsettled bool   `json:"unsettled,omitempty"`
+}
+
+// TenureSettler is implemented by stores that keep a tenure record: Settle
+// clears Unsettled for node's tenure at epoch while it holds the key.
+type TenureSettler interface {
+	Settle(ctx context.Context, node string, epoch Epoch) error
+}
+
+// How a tenure ended (Tenure.Ended).
+const (
+	TenureResigned = "resigned"
+	TenureExpired  = "expired"
+)
+
+// LockDelay is a promotion's wait on the lock-delay: at Epoch, Waited long
+// (a Go duration in JSON: nanoseconds), or until Until while it waits.
+type LockDelay struct {
+	Epoch  Epoch         `json:"epoch"`
+	Waited time.Duration `json:"waited,omitempty"`
+	Until  time.Time     `json:"until,omitzero"`
+	Reason string        `json:"reason"`
+}
+
+// EarlyRevoker is implemented by stores whose sessions can end before the
+// renewer's validity bound: etcd, where a raft leader that was frozen and
+// wakes revokes leases its stale lessor saw expire (etcd issues 12528 and
+// 15247). The agent then applies a lock-delay (package lockdelay).
+type EarlyRevoker interface {
+	EarlyRevocation() bool
 }
 
 // Intents are what operators asked for and the cluster must honour until

@@ -28,6 +28,7 @@ import (
 	"github.com/haven-ha/haven/internal/check"
 	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/lease"
 	"github.com/haven-ha/haven/internal/machine"
 )
 
@@ -459,80 +460,48 @@ func (e *Elector) health() {
 	}
 }
 
-// renew keeps this election's session alive, pipelined as the agent's is:
-// a renewal starts every renew interval whatever the previous one does,
-// and each answer counts from when its request was sent.
+// renew keeps this election's session alive as the agent does (package
+// lease): a renewal starts every renew interval whatever the previous one
+// does, and each answer counts from when its request was sent.
 func (e *Elector) renew(ctx context.Context, store ha.Coordinator) {
-	clk := e.o.Clock
-	type result struct {
-		gen  int
-		sent time.Time
-		ttl  time.Duration
-		err  error
-	}
-	results := make(chan result, 16)
-	slots := make(chan struct{}, 4)
-	gen := 0
-	for ctx.Err() == nil {
-		for backoff := 100 * time.Millisecond; ctx.Err() == nil; backoff = min(2*backoff, time.Second) {
-			sent := clk.Now()
-			cctx, cancel := clock.WithTimeout(ctx, clk, e.o.LeaseTTL)
-			ttl, err := store.NewSession(cctx, e.o.LeaseTTL)
-			cancel()
-			if err == nil {
-				gen++
-				e.emit(ctx, machine.SessionRenewed{SentAt: sent, TTL: ttl, New: true})
+	r, err := lease.New(lease.Options{
+		Store: store, TTL: e.o.LeaseTTL, Interval: e.o.RenewInterval, Timeout: e.o.RenewTimeout,
+		FenceMargin: e.o.FenceMargin, Clock: e.o.Clock, Log: e.o.Log,
+		Granted: func(ctx context.Context, r lease.Renewal) bool {
+			if !e.emit(ctx, machine.SessionRenewed{SentAt: r.SentAt, TTL: r.TTL, New: r.New}) {
+				return false
+			}
+			if r.New {
 				// The machine now forgets the leader it knew: have the
 				// watch tell it again, even if nothing changes in the store.
 				select {
 				case e.rewatch <- struct{}{}:
 				default:
 				}
-				break
 			}
-			e.o.Log.Debug("virtual IP election: create session", "err", err)
-			clock.SleepCtx(ctx, clk, backoff)
-		}
-		for lost := false; !lost && ctx.Err() == nil; {
+			return true
+		},
+		Failed: func(r lease.Renewal) {
+			e.o.Log.Debug("virtual IP election: renewal failed", "err", r.Err)
+		},
+		Lost: func(ctx context.Context, err error) bool {
+			e.o.Log.Warn("virtual IP election: session lost in the store; creating a new one")
+			if !e.emit(ctx, machine.SessionLost{Err: err}) {
+				return false
+			}
 			select {
-			case <-clk.After(e.o.RenewInterval):
-				select {
-				case slots <- struct{}{}:
-				default:
-					continue
-				}
-				go func(g int) {
-					defer func() { <-slots }()
-					sent := clk.Now()
-					cctx, cancel := clock.WithTimeout(ctx, clk, e.o.RenewTimeout)
-					ttl, err := store.Renew(cctx)
-					cancel()
-					results <- result{g, sent, ttl, err}
-				}(gen)
-			case r := <-results:
-				switch {
-				case r.gen != gen:
-				case r.err == nil:
-					e.emit(ctx, machine.SessionRenewed{SentAt: r.sent, TTL: r.ttl})
-				case errors.Is(r.err, ha.ErrSessionLost):
-					e.o.Log.Warn("virtual IP election: session lost in the store; creating a new one")
-					e.emit(ctx, machine.SessionLost{Err: r.err})
-					select {
-					case <-e.newSes:
-					case <-ctx.Done():
-						return
-					}
-					lost = true
-				default:
-					if ctx.Err() == nil {
-						e.o.Log.Debug("virtual IP election: renewal failed", "err", r.err)
-					}
-				}
+			case <-e.newSes:
+				return true
 			case <-ctx.Done():
-				return
+				return false
 			}
-		}
+		},
+	})
+	if err != nil {
+		e.o.Log.Error("virtual IP election: cannot renew the session", "err", err)
+		return
 	}
+	r.Run(ctx)
 }
 
 func (e *Elector) watch(ctx context.Context, store ha.Coordinator) {

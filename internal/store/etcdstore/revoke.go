@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"reflect"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -13,6 +14,8 @@ import (
 	"go.etcd.io/etcd/server/v3/etcdserver"
 	"go.etcd.io/etcd/server/v3/lease"
 	"go.etcd.io/etcd/server/v3/storage/mvcc"
+
+	"github.com/haven-ha/haven/internal/ha"
 )
 
 // Revoke at expiry (#19).
@@ -154,6 +157,16 @@ func (m *Member) revokeExpired(ctx context.Context, key string, log *slog.Logger
 	if l2 == nil || l2.ID != l.ID || rem > 0 {
 		return max(rem, 0)
 	}
+	// Record first that the primary lessor judged the lease expired
+	// (lockdelay): a standby that sees this before the key's deletion may
+	// serve at once. Only while the key is still bound to this lease.
+	if ok, err := m.recordExpiry(rctx, key, int64(l.ID)); err != nil || !ok {
+		if err != nil {
+			log.Debug("revoke at expiry: recording the expiry", "err", err)
+			return notPrimaryYet
+		}
+		return 0 // the key changed: look again on the change
+	}
 	_, err := s.LeaseRevoke(rctx, &pb.LeaseRevokeRequest{ID: int64(l.ID)})
 	switch {
 	case err == nil:
@@ -169,4 +182,36 @@ func (m *Member) revokeExpired(ctx context.Context, key string, log *slog.Logger
 		log.Debug("revoke at expiry", "err", err)
 		return notPrimaryYet
 	}
+}
+
+// recordExpiry writes the tenure record "expired" for key's holder if key
+// is still bound to lease id; it reports whether it wrote it.
+func (m *Member) recordExpiry(ctx context.Context, key string, id int64) (bool, error) {
+	s := m.etcd.Server
+	r, err := s.Range(ctx, &pb.RangeRequest{Key: []byte(key), Serializable: true})
+	if err != nil || len(r.Kvs) != 1 || r.Kvs[0].Lease != id {
+		return false, err
+	}
+	kv := r.Kvs[0]
+	tk := strings.TrimSuffix(key, "leader") + "tenure"
+	rec := ha.Tenure{Epoch: ha.Epoch(kv.CreateRevision), Node: string(kv.Value), Ended: ha.TenureExpired}
+	// An unsettled tenure stays so: its holder's predecessor may still act.
+	rec.Unsettled = true
+	if tr, err := s.Range(ctx, &pb.RangeRequest{Key: []byte(tk), Serializable: true}); err == nil && len(tr.Kvs) == 1 {
+		if old := parseTenure(tr.Kvs[0].Value, tr.Kvs[0].ModRevision, false); old.Epoch == rec.Epoch {
+			rec.Unsettled = old.Unsettled
+		}
+	}
+	val := tenureValue(rec)
+	t, err := s.Txn(ctx, &pb.TxnRequest{
+		Compare: []*pb.Compare{
+			{Key: []byte(key), Target: pb.Compare_LEASE, Result: pb.Compare_EQUAL, TargetUnion: &pb.Compare_Lease{Lease: id}},
+			{Key: []byte(key), Target: pb.Compare_CREATE, Result: pb.Compare_EQUAL, TargetUnion: &pb.Compare_CreateRevision{CreateRevision: kv.CreateRevision}},
+		},
+		Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte(tk), Value: []byte(val)}}}},
+	})
+	if err != nil {
+		return false, err
+	}
+	return t.Succeeded, nil
 }

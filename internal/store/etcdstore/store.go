@@ -165,6 +165,7 @@ func keyPrefix(cluster string) string { return "/haven/" + cluster + "/" }
 func LeaderKey(cluster string) string { return keyPrefix(cluster) + "leader" }
 
 func (s *Store) leaderKey() string          { return s.prefix + "leader" }
+func (s *Store) tenureKey() string          { return s.prefix + "tenure" }
 func (s *Store) nodeKey(name string) string { return s.prefix + "nodes/" + name }
 
 func (s *Store) currentLease() clientv3.LeaseID {
@@ -224,7 +225,8 @@ func (s *Store) Campaign(ctx context.Context, node string) (ha.Epoch, error) {
 	k := s.leaderKey()
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
-		Then(clientv3.OpPut(k, node, clientv3.WithLease(id))).
+		Then(clientv3.OpPut(k, node, clientv3.WithLease(id)),
+			clientv3.OpPut(s.tenureKey(), tenureValue(ha.Tenure{Node: node, Unsettled: true}))).
 		Else(clientv3.OpGet(k)).
 		Commit()
 	if err != nil {
@@ -240,8 +242,9 @@ func (s *Store) Campaign(ctx context.Context, node string) (ha.Epoch, error) {
 		}
 		return 0, ha.ErrTaken
 	}
-	// The put is the transaction's only write: its revision is the key's
-	// CreateRevision, which every later campaign exceeds.
+	// The transaction is one revision: the key's CreateRevision, which
+	// every later campaign exceeds. The tenure record (lockdelay) names the
+	// node; its epoch is its own CreateRevision, the same revision.
 	return ha.Epoch(resp.Header.Revision), nil
 }
 
@@ -251,7 +254,8 @@ func (s *Store) Resign(ctx context.Context, node string, epoch ha.Epoch) error {
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(k), "=", int64(epoch)),
 			clientv3.Compare(clientv3.Value(k), "=", node)).
-		Then(clientv3.OpDelete(k)).
+		Then(clientv3.OpDelete(k),
+			clientv3.OpPut(s.tenureKey(), tenureValue(ha.Tenure{Epoch: epoch, Node: node, Ended: ha.TenureResigned}))).
 		Commit()
 	if err != nil {
 		return fmt.Errorf("resign epoch %d: %w", epoch, err)
@@ -339,7 +343,7 @@ func (s *Store) watchOnce(ctx context.Context, out chan ha.Snapshot) (connected 
 	}
 	snap := ha.Snapshot{Rev: resp.Header.Revision, Nodes: map[string]ha.NodeStatus{}}
 	for _, kv := range kvs {
-		s.apply(&snap, string(kv.Key), kv.Value, kv.CreateRevision, false)
+		s.apply(&snap, string(kv.Key), kv.Value, s.revOf(kv), false)
 	}
 	if !ha.SendLatest(ctx, out, clone(snap)) { // a copy: apply changes snap below
 		return true, nil
@@ -363,7 +367,7 @@ func (s *Store) watchOnce(ctx context.Context, out chan ha.Snapshot) (connected 
 				continue // history is read on demand, not watched; data is the service's
 			}
 			changed = true
-			s.apply(&snap, string(ev.Kv.Key), ev.Kv.Value, ev.Kv.CreateRevision, ev.Type == clientv3.EventTypeDelete)
+			s.apply(&snap, string(ev.Kv.Key), ev.Kv.Value, s.revOf(ev.Kv), ev.Type == clientv3.EventTypeDelete)
 		}
 		if !changed {
 			continue
@@ -416,6 +420,8 @@ func (s *Store) apply(snap *ha.Snapshot, key string, val []byte, createRev int64
 		} else {
 			snap.Leader = ha.Leader{Node: string(val), Epoch: ha.Epoch(createRev)}
 		}
+	case key == s.tenureKey():
+		snap.Tenure = parseTenure(val, createRev, deleted)
 	case key == s.prefix+"intents/switchover":
 		snap.Intents.Switchover = nil
 		if !deleted {

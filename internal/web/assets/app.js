@@ -469,8 +469,17 @@ function renderDetail() {
     ['Virtual IP', n.vip || '-'],
     ['Sessions', n.sessions ? `${n.sessions.keys} keys, ${n.sessions.bytes} bytes on ${n.sessions.listen}${n.sessions.writable ? ' (takes writes)' : ' (read-only copy)'}` : '-'],
     ['Replicated folders', folderText(n.folders)],
+    ['Lock delay', lockDelayText(n.lock_delay)],
   ];
   $('detail-props').replaceChildren(...props.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: String(v) })]));
+}
+
+// lockDelayText: a promotion waiting for the old active's lease to run out
+// (lock_delay, docs/stores.md), or the latest that waited.
+function lockDelayText(d) {
+  if (!d) return '-';
+  if (d.until) return `waiting until ${fmtTime(d.until)} before acting at epoch ${d.epoch}: ${d.reason}`;
+  return `waited ${(d.waited / 1e9).toFixed(3)} s before acting at epoch ${d.epoch}: ${d.reason}`;
 }
 
 async function loadLog() {

@@ -1,0 +1,258 @@
+// Package lease renews a store session on a schedule, keeps its validity
+// bound (the send time of the newest acknowledged renewal + the TTL it
+// granted; serving ends fence_margin before that) and reports the session's
+// loss.
+//
+// The bound is counted from when a renewal was sent, never from when its
+// answer came: the store may have started the TTL at any moment after the
+// request left, never before, so the bound is never later than the store's
+// own expiry however late the answer arrives. That is also why renewals are
+// pipelined (one starts every Interval whether or not the previous one has
+// answered, up to InFlight at once): one slow round trip does not delay the
+// next, and a late answer still counts for what it can prove.
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/haven-ha/haven/internal/clock"
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+// Session is the part of a store a renewer uses (ha.Coordinator has it).
+type Session interface {
+	// NewSession creates a fresh session with the given TTL and returns
+	// the TTL the store granted.
+	NewSession(ctx context.Context, ttl time.Duration) (time.Duration, error)
+	// Renew extends the current session; ha.ErrSessionLost when the store
+	// no longer has it.
+	Renew(ctx context.Context) (time.Duration, error)
+}
+
+// Renewal is one new session or one renewal as the store answered it.
+type Renewal struct {
+	SentAt time.Time     // when the request was sent
+	TTL    time.Duration // what the store granted (zero on error)
+	Took   time.Duration // from sending to the answer
+	New    bool          // a new session (it replaces any earlier one)
+	Err    error         // nil when the store granted it
+	// ValidUntil and FenceAt are the session's bounds after this answer
+	// (zero while there is no session).
+	ValidUntil time.Time
+	FenceAt    time.Time
+}
+
+// Options configure a Renewer.
+type Options struct {
+	Store Session
+	// TTL is the lease asked for; Interval how often a renewal starts;
+	// Timeout how long one renewal may take; CreateTimeout how long the
+	// creation of a session may take (TTL when zero).
+	TTL, Interval, Timeout, CreateTimeout time.Duration
+	// FenceMargin: serving ends this long before ValidUntil (FenceAt).
+	FenceMargin time.Duration
+	// InFlight is how many renewals may be outstanding at once (4 when
+	// zero); when all are, a due renewal is skipped: the store is slow and
+	// more requests would only pile up.
+	InFlight int
+
+	// Granted is called, in the order the answers arrive, for each new
+	// session (New set) and each renewal of the current session the store
+	// granted; it returns false when the renewer should stop.
+	Granted func(ctx context.Context, r Renewal) bool
+	// Answered, when set, is called for every answer to a renewal
+	// (granted, failed, or about an earlier session): metrics.
+	Answered func(r Renewal)
+	// Failed, when set, is called for a renewal of the current session
+	// that failed without losing it (a timeout, an unreachable store).
+	Failed func(r Renewal)
+	// Lost is called when the store no longer has the session; it returns
+	// when a new one may be created, or false to stop. Nil: at once.
+	Lost func(ctx context.Context, err error) bool
+
+	Clock clock.Clock
+	Log   *slog.Logger
+}
+
+// Renewer keeps one session alive.
+type Renewer struct {
+	o Options
+
+	mu         sync.Mutex
+	validUntil time.Time
+}
+
+// New checks o.
+func New(o Options) (*Renewer, error) {
+	switch {
+	case o.Store == nil || o.Granted == nil:
+		return nil, errors.New("lease: Store and Granted are required")
+	case o.TTL <= 0 || o.Interval <= 0 || o.Timeout <= 0 || o.FenceMargin < 0 || o.CreateTimeout < 0:
+		return nil, fmt.Errorf("lease: timings must be positive (ttl %s, renew %s/%s, fence margin %s)", o.TTL, o.Interval, o.Timeout, o.FenceMargin)
+	case o.FenceMargin >= o.TTL:
+		return nil, fmt.Errorf("lease: fence margin %s must be shorter than the lease %s", o.FenceMargin, o.TTL)
+	}
+	if o.CreateTimeout == 0 {
+		o.CreateTimeout = o.TTL
+	}
+	if o.InFlight <= 0 {
+		o.InFlight = 4
+	}
+	if o.Lost == nil {
+		o.Lost = func(ctx context.Context, _ error) bool { return ctx.Err() == nil }
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Renewer{o: o}, nil
+}
+
+// ValidUntil is the newest acknowledged renewal's send time plus the TTL it
+// granted: the store keeps the session at least until then (zero: no
+// session).
+func (r *Renewer) ValidUntil() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.validUntil
+}
+
+// FenceAt is ValidUntil less the fence margin: when serving must end
+// without a newer renewal (zero: no session).
+func (r *Renewer) FenceAt() time.Time { return fenceAt(r.ValidUntil(), r.o.FenceMargin) }
+
+func fenceAt(v time.Time, margin time.Duration) time.Time {
+	if v.IsZero() {
+		return v
+	}
+	return v.Add(-margin)
+}
+
+// grant moves the bound for an answer sent at sent with ttl: never back,
+// except for a new session, which replaces the old one.
+func (r *Renewer) grant(rn *Renewal) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if v := rn.SentAt.Add(rn.TTL); v.After(r.validUntil) || rn.New {
+		r.validUntil = v
+	}
+	rn.ValidUntil, rn.FenceAt = r.validUntil, fenceAt(r.validUntil, r.o.FenceMargin)
+}
+
+func (r *Renewer) drop() {
+	r.mu.Lock()
+	r.validUntil = time.Time{}
+	r.mu.Unlock()
+}
+
+// Run creates a session and renews it until ctx ends (or a callback says
+// stop), creating a new one each time the store loses it.
+func (r *Renewer) Run(ctx context.Context) {
+	type answer struct {
+		gen int
+		r   Renewal
+	}
+	o, clk := r.o, r.o.Clock
+	answers := make(chan answer, 4*o.InFlight)
+	slots := make(chan struct{}, o.InFlight)
+	var timer clock.Timer // the next renewal; set once there is a session
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	gen := 0
+	for ctx.Err() == nil {
+		created, ok := r.create(ctx)
+		if !ok {
+			return
+		}
+		gen++
+		if timer == nil {
+			timer = clk.NewTimer(o.Interval)
+		} else {
+			timer.Stop()
+			select { // a tick left over from the previous session
+			case <-timer.C():
+			default:
+			}
+			timer.Reset(o.Interval)
+		}
+		r.grant(&created)
+		if !o.Granted(ctx, created) {
+			return
+		}
+		for lost := false; !lost; {
+			select {
+			case <-timer.C():
+				// The next one is due Interval after this one, however
+				// long this one takes.
+				timer.Reset(o.Interval)
+				select {
+				case slots <- struct{}{}:
+				default:
+					continue // all in flight: the store is slow; don't pile up
+				}
+				go func(g int) {
+					defer func() { <-slots }()
+					sent := clk.Now()
+					cctx, cancel := clock.WithTimeout(ctx, clk, o.Timeout)
+					ttl, err := o.Store.Renew(cctx)
+					cancel()
+					answers <- answer{g, Renewal{SentAt: sent, TTL: ttl, Took: clk.Since(sent), Err: err}}
+				}(gen)
+			case a := <-answers:
+				if a.gen == gen && a.r.Err == nil {
+					r.grant(&a.r)
+				}
+				if o.Answered != nil {
+					o.Answered(a.r)
+				}
+				switch {
+				case a.gen != gen: // about an earlier session
+				case a.r.Err == nil:
+					if !o.Granted(ctx, a.r) {
+						return
+					}
+				case errors.Is(a.r.Err, ha.ErrSessionLost):
+					r.drop()
+					if !o.Lost(ctx, a.r.Err) {
+						return
+					}
+					lost = true
+				case ctx.Err() == nil && o.Failed != nil:
+					o.Failed(a.r)
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// create makes a new session, retrying with a growing pause (100 ms to
+// 1 s) until it succeeds or ctx ends.
+func (r *Renewer) create(ctx context.Context) (Renewal, bool) {
+	o, clk := r.o, r.o.Clock
+	for backoff := 100 * time.Millisecond; ctx.Err() == nil; backoff = min(2*backoff, time.Second) {
+		sent := clk.Now()
+		cctx, cancel := clock.WithTimeout(ctx, clk, o.CreateTimeout)
+		ttl, err := o.Store.NewSession(cctx, o.TTL)
+		cancel()
+		if err == nil {
+			return Renewal{SentAt: sent, TTL: ttl, Took: clk.Since(sent), New: true}, true
+		}
+		o.Log.Debug("create session", "err", err, "retry in", backoff)
+		if !clock.SleepCtx(ctx, clk, backoff) {
+			break
+		}
+	}
+	return Renewal{}, false
+}

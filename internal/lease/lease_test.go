@@ -1,0 +1,342 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/clock"
+	"github.com/haven-ha/haven/internal/ha"
+)
+
+const (
+	ttl      = 2 * time.Second
+	interval = 100 * time.Millisecond
+	timeout  = 400 * time.Millisecond
+	margin   = 300 * time.Millisecond
+)
+
+var t0 = time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+
+// call is one request to the fake store, answered by the test.
+type call struct {
+	new   bool
+	at    time.Time
+	reply chan result
+}
+
+type result struct {
+	ttl time.Duration
+	err error
+}
+
+func (c call) grant()         { c.reply <- result{ttl: ttl} }
+func (c call) fail(err error) { c.reply <- result{err: err} }
+
+// fakeStore hands every request to the test and waits for its answer or
+// the request's context.
+type fakeStore struct {
+	clk   *clock.Fake
+	calls chan call
+}
+
+func (s *fakeStore) do(ctx context.Context, isNew bool) (time.Duration, error) {
+	c := call{new: isNew, at: s.clk.Now(), reply: make(chan result, 1)}
+	s.calls <- c
+	select {
+	case r := <-c.reply:
+		return r.ttl, r.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+func (s *fakeStore) NewSession(ctx context.Context, _ time.Duration) (time.Duration, error) {
+	return s.do(ctx, true)
+}
+func (s *fakeStore) Renew(ctx context.Context) (time.Duration, error) { return s.do(ctx, false) }
+
+// harness runs a Renewer on a fake clock and a fake store; the callbacks
+// land on channels the test reads.
+type harness struct {
+	t        *testing.T
+	clk      *clock.Fake
+	store    *fakeStore
+	r        *Renewer
+	granted  chan Renewal
+	failed   chan Renewal
+	answered chan Renewal
+	lost     chan error
+	again    chan bool
+	done     chan struct{}
+	cancel   context.CancelFunc
+}
+
+func start(t *testing.T, tune func(*Options)) *harness {
+	t.Helper()
+	clk := clock.NewFake(t0)
+	h := &harness{
+		t: t, clk: clk, store: &fakeStore{clk: clk, calls: make(chan call, 16)},
+		granted: make(chan Renewal, 16), failed: make(chan Renewal, 16), answered: make(chan Renewal, 16),
+		lost: make(chan error, 1), again: make(chan bool), done: make(chan struct{}),
+	}
+	o := Options{
+		Store: h.store, TTL: ttl, Interval: interval, Timeout: timeout, FenceMargin: margin, Clock: clk,
+		Granted:  func(_ context.Context, r Renewal) bool { h.granted <- r; return true },
+		Failed:   func(r Renewal) { h.failed <- r },
+		Answered: func(r Renewal) { h.answered <- r },
+		Lost: func(ctx context.Context, err error) bool {
+			h.lost <- err
+			select {
+			case ok := <-h.again:
+				return ok
+			case <-ctx.Done():
+				return false
+			}
+		},
+	}
+	if tune != nil {
+		tune(&o)
+	}
+	r, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.r = r
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() { defer close(h.done); r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-h.done:
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return after its context ended")
+		}
+	})
+	return h
+}
+
+// wait receives one value from c, or fails the test after a generous
+// real-time deadline (the fake clock does not move by itself).
+func wait[T any](t *testing.T, c <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-c:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no %s within 10 s", what)
+		panic("unreachable")
+	}
+}
+
+func (h *harness) call(isNew bool) call {
+	h.t.Helper()
+	c := wait(h.t, h.store.calls, "store call")
+	if c.new != isNew {
+		h.t.Fatalf("store call new=%v, want new=%v", c.new, isNew)
+	}
+	return c
+}
+
+// session creates the first session at t0 and returns its report.
+func (h *harness) session() Renewal {
+	h.t.Helper()
+	h.call(true).grant()
+	return wait(h.t, h.granted, "new session")
+}
+
+// armed waits until the renewer's next timer is due at at (the loop and
+// the retries set their timers on their own goroutine).
+func (h *harness) armed(at time.Time) {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if next, ok := h.clk.Next(); ok && next.Equal(at) {
+			return
+		}
+		if time.Now().After(deadline) {
+			next, _ := h.clk.Next()
+			h.t.Fatalf("the next timer is due at +%s, want +%s", next.Sub(t0), at.Sub(t0))
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// next advances the clock by one interval and returns the renewal sent.
+func (h *harness) next() call {
+	h.t.Helper()
+	h.clk.Advance(interval)
+	return h.call(false)
+}
+
+func TestNewSessionBound(t *testing.T) {
+	h := start(t, nil)
+	c := h.call(true)
+	h.clk.Advance(50 * time.Millisecond) // the answer takes 50 ms
+	c.grant()
+	r := wait(t, h.granted, "new session")
+	if !r.New || !r.SentAt.Equal(t0) || r.Took != 50*time.Millisecond {
+		t.Fatalf("new session reported as %+v, want New, sent at t0, took 50ms", r)
+	}
+	if want := t0.Add(ttl); !r.ValidUntil.Equal(want) || !h.r.ValidUntil().Equal(want) {
+		t.Fatalf("ValidUntil %s / %s, want send time + TTL %s", r.ValidUntil, h.r.ValidUntil(), want)
+	}
+	if want := t0.Add(ttl - margin); !r.FenceAt.Equal(want) || !h.r.FenceAt().Equal(want) {
+		t.Fatalf("FenceAt %s, want %s", r.FenceAt, want)
+	}
+}
+
+// A renewal answered late counts from when it was sent, never from when
+// its answer came: the store may have started the TTL at any moment after
+// the request left, never before.
+func TestLateAnswerCountsFromItsSendTime(t *testing.T) {
+	h := start(t, nil)
+	h.session()
+	first := h.next()
+	sent := first.at
+	// Two more renewals go out while the first has no answer yet.
+	h.next().grant()
+	r := wait(t, h.granted, "second renewal")
+	second := r.SentAt
+	h.next()
+	first.grant() // late: two intervals after it was sent
+	late := wait(t, h.granted, "late answer")
+	if !late.SentAt.Equal(sent) || late.Took != 2*interval {
+		t.Fatalf("late answer reported sent %s took %s, want sent %s took %s", late.SentAt, late.Took, sent, 2*interval)
+	}
+	// It must not move the bound back to its older send time.
+	if want := second.Add(ttl); !late.ValidUntil.Equal(want) || !h.r.ValidUntil().Equal(want) {
+		t.Fatalf("after the late answer ValidUntil = %s, want the newer renewal's %s", late.ValidUntil, want)
+	}
+}
+
+// Renewals start every interval whatever the previous one does, counted
+// from the previous start, not from its answer.
+func TestRenewalsOnSchedule(t *testing.T) {
+	h := start(t, nil)
+	h.session()
+	for i := 1; i <= 5; i++ {
+		h.clk.AdvanceTo(t0.Add(time.Duration(i) * interval))
+		c := h.call(false)
+		if want := t0.Add(time.Duration(i) * interval); !c.at.Equal(want) {
+			t.Fatalf("renewal %d sent at +%s, want +%s", i, c.at.Sub(t0), want.Sub(t0))
+		}
+		h.clk.Advance(interval / 4) // answered a quarter interval later
+		c.grant()
+		r := wait(t, h.granted, "renewal")
+		if want := t0.Add(time.Duration(i)*interval + ttl); !r.ValidUntil.Equal(want) {
+			t.Fatalf("renewal %d: ValidUntil +%s, want +%s", i, r.ValidUntil.Sub(t0), want.Sub(t0))
+		}
+	}
+}
+
+// When InFlight renewals are outstanding, a due one is skipped rather than
+// piled onto a slow store.
+func TestInFlightLimit(t *testing.T) {
+	h := start(t, func(o *Options) { o.InFlight = 2; o.Timeout = time.Hour })
+	h.session()
+	a, b := h.next(), h.next()
+	h.clk.Advance(interval) // due, but both slots are taken: skipped
+	h.armed(t0.Add(4 * interval))
+	a.grant()
+	wait(t, h.granted, "first renewal")
+	c := h.next()
+	if want := t0.Add(4 * interval); !c.at.Equal(want) {
+		t.Fatalf("the renewal after a skipped one was sent at +%s, want +%s (the skipped one at +300ms must not have gone out)", c.at.Sub(t0), want.Sub(t0))
+	}
+	b.grant()
+	c.grant()
+}
+
+// A failed renewal keeps the bound the earlier ones gave.
+func TestFailedRenewalKeepsTheBound(t *testing.T) {
+	h := start(t, nil)
+	h.session()
+	h.next().grant()
+	ok := wait(t, h.granted, "renewal")
+	h.next().fail(errors.New("store unreachable"))
+	f := wait(t, h.failed, "failed renewal")
+	if f.Err == nil || !h.r.ValidUntil().Equal(ok.ValidUntil) {
+		t.Fatalf("after a failure: %+v, ValidUntil %s, want the earlier %s", f, h.r.ValidUntil(), ok.ValidUntil)
+	}
+	// A renewal that outlives its timeout fails too.
+	c := h.next()
+	for range timeout / interval {
+		h.clk.Advance(interval) // later renewals go out meanwhile, unanswered
+	}
+	f = wait(t, h.failed, "timed-out renewal")
+	if !f.SentAt.Equal(c.at) || f.Err == nil || f.Took != timeout {
+		t.Fatalf("timed-out renewal reported %+v, want sent at +%s, an error, took %s", f, c.at.Sub(t0), timeout)
+	}
+}
+
+// A lost session: the bound goes, the caller decides when a new session
+// may be made, and answers about the old session are not taken as grants.
+func TestLostSession(t *testing.T) {
+	h := start(t, nil)
+	h.session()
+	old := h.next()
+	h.next().fail(ha.ErrSessionLost)
+	if err := wait(t, h.lost, "loss"); !errors.Is(err, ha.ErrSessionLost) {
+		t.Fatalf("Lost(%v), want ErrSessionLost", err)
+	}
+	if !h.r.ValidUntil().IsZero() {
+		t.Fatalf("ValidUntil %s after the loss, want zero", h.r.ValidUntil())
+	}
+	h.again <- true
+	c := h.call(true)
+	c.grant()
+	r := wait(t, h.granted, "new session")
+	if !r.New || !r.ValidUntil.Equal(c.at.Add(ttl)) {
+		t.Fatalf("new session %+v, want New and ValidUntil %s", r, c.at.Add(ttl))
+	}
+	old.grant() // an answer about the first session
+	for {
+		a := wait(t, h.answered, "answer about the old session")
+		if a.SentAt.Equal(old.at) {
+			break
+		}
+	}
+	select {
+	case g := <-h.granted:
+		t.Fatalf("an answer about the old session was taken as a grant: %+v", g)
+	default:
+	}
+	if !h.r.ValidUntil().Equal(r.ValidUntil) {
+		t.Fatalf("ValidUntil moved to %s by an old session's answer", h.r.ValidUntil())
+	}
+}
+
+// Creating a session is retried with a growing pause.
+func TestCreateRetries(t *testing.T) {
+	h := start(t, nil)
+	h.call(true).fail(errors.New("store down"))
+	h.armed(t0.Add(100 * time.Millisecond))
+	h.clk.Advance(100 * time.Millisecond)
+	h.call(true).fail(errors.New("store down"))
+	h.armed(t0.Add(300 * time.Millisecond)) // the pause is 200 ms now
+	h.clk.Advance(200 * time.Millisecond)
+	c := h.call(true)
+	if want := t0.Add(300 * time.Millisecond); !c.at.Equal(want) {
+		t.Fatalf("third try at +%s, want +%s", c.at.Sub(t0), want.Sub(t0))
+	}
+	c.grant()
+	wait(t, h.granted, "new session")
+}
+
+func TestOptions(t *testing.T) {
+	s := &fakeStore{}
+	g := func(context.Context, Renewal) bool { return true }
+	for _, o := range []Options{
+		{Granted: g, TTL: ttl, Interval: interval, Timeout: timeout},
+		{Store: s, TTL: ttl, Interval: interval, Timeout: timeout},
+		{Store: s, Granted: g, Interval: interval, Timeout: timeout},
+		{Store: s, Granted: g, TTL: ttl, Interval: interval, Timeout: timeout, FenceMargin: ttl},
+	} {
+		if _, err := New(o); err == nil {
+			t.Errorf("New(%+v) accepted", o)
+		}
+	}
+}
