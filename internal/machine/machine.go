@@ -359,6 +359,15 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 			s.GraceLapsed = true
 		}
 	case SessionRenewed:
+		if s.Holding() && !now.Before(s.servingUntil(cfg)) {
+			// The fence deadline passed before this answer was seen (the
+			// process was frozen, or the tick is late): by its own rule
+			// the holder has given up, and a standby may already act on
+			// that. A late answer must not revive it, nor one from an etcd
+			// member that woke from a freeze still believing it leads and
+			// renewed a lease the cluster had revoked (etcd #15247).
+			s, acts = demote(cfg, s, acts, now, "lease not renewed in time: fencing before it can expire", true)
+		}
 		if ev.New {
 			// The leader key of an earlier session went with it; watch again.
 			s.LeaderKnown = false

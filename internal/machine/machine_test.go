@@ -310,3 +310,30 @@ func TestTickConsumesOperatorDeadlines(t *testing.T) {
 		t.Fatalf("NextDeadline reports deadlines a tick has passed:\n%s", strings.Join(failures, "\n"))
 	}
 }
+
+// A renewal answered after the holder's fence deadline does not revive it:
+// by its own rule it has given up, and a standby may already act on that.
+// The answer may be late (a frozen process) or come from an etcd member that
+// woke from a freeze still believing it leads and renewed a lease the
+// cluster had revoked (etcd #15247). A renewal seen before the fence
+// extends it as always.
+func TestLateRenewalDoesNotReviveAHolder(t *testing.T) {
+	renewal := SessionRenewed{SentAt: at(750 * time.Millisecond), TTL: time.Second}
+	s, acts := Step(tableCfg, serving(), renewal, at(800*time.Millisecond)) // fence at 700ms
+	if s.Role != ha.RoleDemoting {
+		t.Fatalf("role after a renewal past the fence = %s, want demoting", s.Role)
+	}
+	var fenced bool
+	for _, a := range acts {
+		if d, ok := a.(Demote); ok && d.Fenced {
+			fenced = true
+		}
+	}
+	if !fenced {
+		t.Fatalf("actions %v: want a fenced Demote", acts)
+	}
+	s, _ = Step(tableCfg, serving(), renewal, at(699*time.Millisecond))
+	if s.Role != ha.RoleActive || !s.ValidUntil.Equal(at(1750*time.Millisecond)) {
+		t.Fatalf("renewal before the fence: role %s valid until %s, want active until 1.75s", s.Role, s.ValidUntil.Sub(t0))
+	}
+}

@@ -473,7 +473,7 @@ func checkStep(cfg Config, prev State, ev Event, now time.Time, s State, acts []
 			demoted = true
 			if a.Fenced {
 				seen["Demote fenced"]++
-				if r, ok := ev.(SessionRenewed); s.SessionOK && now.Before(fence) && !(ok && r.New) {
+				if r, ok := ev.(SessionRenewed); s.SessionOK && now.Before(fence) && !(ok && (r.New || !now.Before(prev.ValidUntil.Add(-cfg.FenceMargin)))) {
 					return fmt.Errorf("fenced Demote at %s with the fence at %s", offset(now), offset(fence))
 				}
 			} else {
@@ -564,6 +564,7 @@ func (sm *sim) checkOps(prev State, ev Event, s State, acts []Action, seen map[s
 		case leaderEv && !cfg.activeActive() && l.Leader != (ha.Leader{Node: cfg.Node, Epoch: prev.Epoch}):
 		case promoteEv && pr.Err != nil && pr.Epoch == prev.Epoch && prev.Role == ha.RolePromoting:
 		case renewEv && r.New:
+		case renewEv && !now.Before(prev.servingUntil(cfg)): // a late answer does not revive a holder past its fence
 		default:
 			return fmt.Errorf("%s demoted for no reason on %s: %q", prev.Role, formatEvent(ev), s.Reason)
 		}
