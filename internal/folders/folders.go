@@ -86,6 +86,8 @@ type Service struct {
 	mu   sync.Mutex
 	lags map[[2]string]peerLag // by folder, peer
 	lost map[string][]Entry    // by folder: what the last promotion of this node lacked
+	// senders are the folders' senders while this node is active.
+	senders map[string]*sender
 }
 
 type peerLag struct {
@@ -186,12 +188,27 @@ func (s *Service) Run(ctx context.Context) error {
 // send runs a sender of every folder to every peer at epoch until ctx ends.
 func (s *Service) send(ctx context.Context, epoch ha.Epoch) {
 	var wg sync.WaitGroup
+	senders := map[string]*sender{}
 	for _, f := range s.o.Folders {
 		snd := newSender(s, f, s.recv[f.Name].match, epoch)
+		senders[f.Name] = snd
 		wg.Add(1)
 		go func() { defer wg.Done(); snd.run(ctx) }()
 	}
+	s.mu.Lock()
+	s.senders = senders
+	s.mu.Unlock()
 	wg.Wait()
+	s.mu.Lock()
+	s.senders = nil
+	s.mu.Unlock()
+}
+
+// sender returns folder's sender while this node is active (else nil).
+func (s *Service) sender(folder string) *sender {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.senders[folder]
 }
 
 // reportLost compares, on promotion, each folder with the old active's

@@ -35,7 +35,17 @@ type pair struct {
 
 func newPair(t *testing.T, f Folder, maxLag time.Duration) *pair {
 	t.Helper()
+	return newPairPrepared(t, f, maxLag, nil)
+}
+
+// newPairPrepared is newPair with prepare(dirA, dirB) called before the
+// services start.
+func newPairPrepared(t *testing.T, f Folder, maxLag time.Duration, prepare func(dirA, dirB string)) *pair {
+	t.Helper()
 	p := &pair{dirA: filepath.Join(t.TempDir(), "a"), dirB: filepath.Join(t.TempDir(), "b"), events: make(chan ha.Event, 100)}
+	if prepare != nil {
+		prepare(p.dirA, p.dirB)
+	}
 	p.leader.Store(&ha.Leader{Node: "n1", Epoch: 7})
 	const token = "0123456789abcdef0123"
 	var srvB *httptest.Server
