@@ -81,6 +81,7 @@ type Service struct {
 	o     Options
 	recv  map[string]*receiver
 	limit *limiter
+	bufs  *bufPool // the senders' chunk buffers
 	m     *metrics
 
 	mu   sync.Mutex
@@ -118,6 +119,7 @@ func New(o Options) (*Service, error) {
 	if o.Bandwidth > 0 {
 		s.limit = &limiter{clk: o.Clock, rate: o.Bandwidth}
 	}
+	s.bufs = newBufPool(o.ChunkSize, poolBuffers)
 	for _, f := range o.Folders {
 		m := Matcher{Include: f.Include, Exclude: f.Exclude}
 		if err := m.Valid(); err != nil {

@@ -486,9 +486,20 @@ func (snd *sender) ship(ctx context.Context, peer Peer, e Entry) (Entry, error) 
 	if !sameFile(f, e) {
 		return Entry{}, errChanged
 	}
+	bufs := snd.s.bufs
 	if e.Size <= int64(snd.s.o.ChunkSize) {
 		// One request: the file fits in a chunk.
-		data := make([]byte, e.Size)
+		var data []byte
+		if e.Size > smallFile {
+			buf, err := bufs.get(ctx)
+			if err != nil {
+				return Entry{}, err
+			}
+			defer bufs.put(buf)
+			data = buf[:e.Size]
+		} else {
+			data = make([]byte, e.Size)
+		}
 		if _, err := io.ReadFull(f, data); err != nil || !sameFile(f, e) {
 			return Entry{}, errChanged
 		}
@@ -523,32 +534,40 @@ func (snd *sender) ship(ctx context.Context, peer Peer, e Entry) (Entry, error) 
 			return Entry{}, errChanged
 		}
 	}
-	// A reader reads and hashes the next chunks while one is on the wire.
+	// A reader reads and hashes the next chunks while one is on the wire,
+	// in buffers of the Service's pool (at most perShip of them at once).
 	type piece struct {
 		off  int64
 		data []byte
 		sum  string
 		err  error
 	}
-	size := min(int64(snd.s.o.ChunkSize), max(e.Size-off, 1))
-	free := make(chan []byte, 3)
-	for range 3 {
-		free <- make([]byte, size)
-	}
-	pieces := make(chan piece, 2)
+	mine := make(chan struct{}, perShip)
+	pieces := make(chan piece, perShip-1)
 	rctx, stopReader := context.WithCancel(ctx)
-	defer stopReader()
+	defer func() {
+		stopReader()
+		for pc := range pieces { // the reader's unsent pieces go back to the pool
+			if pc.data != nil {
+				bufs.put(pc.data)
+			}
+		}
+	}()
 	go func() {
 		defer close(pieces)
 		for pos := off; pos < e.Size; {
-			var buf []byte
 			select {
-			case buf = <-free:
+			case mine <- struct{}{}:
 			case <-rctx.Done():
+				return
+			}
+			buf, err := bufs.get(rctx)
+			if err != nil {
 				return
 			}
 			n, err := io.ReadFull(f, buf[:min(int64(len(buf)), e.Size-pos)])
 			if err != nil {
+				bufs.put(buf)
 				select {
 				case pieces <- piece{err: errChanged}:
 				case <-rctx.Done():
@@ -559,6 +578,7 @@ func (snd *sender) ship(ctx context.Context, peer Peer, e Entry) (Entry, error) 
 			select {
 			case pieces <- piece{off: pos, data: buf[:n], sum: ChunkSum(buf[:n])}:
 			case <-rctx.Done():
+				bufs.put(buf)
 				return
 			}
 			pos += int64(n)
@@ -568,19 +588,18 @@ func (snd *sender) ship(ctx context.Context, peer Peer, e Entry) (Entry, error) 
 		if pc.err != nil {
 			return Entry{}, pc.err
 		}
-		if err := snd.s.limit.wait(ctx, len(pc.data)); err != nil {
-			return Entry{}, err
-		}
-		for try := 0; ; try++ {
+		err := snd.s.limit.wait(ctx, len(pc.data))
+		for try := 0; err == nil; try++ {
 			_, err = c.FolderChunk(ctx, peer.Addr, snd.f.Name, w, pc.off, pc.sum, pc.data)
 			if err == nil || try == 2 || ha.KindOf(err) != ha.KindInvalid {
 				break // a corrupt chunk (Invalid) is sent again, twice at most
 			}
 		}
+		bufs.put(pc.data)
+		<-mine
 		if err != nil {
 			return Entry{}, fmt.Errorf("send %s: %w", e.Path, err)
 		}
-		free <- pc.data[:cap(pc.data)]
 		off = pc.off + int64(len(pc.data))
 	}
 	if off != e.Size {
@@ -595,6 +614,66 @@ func (snd *sender) ship(ctx context.Context, peer Peer, e Entry) (Entry, error) 
 		return Entry{}, fmt.Errorf("commit %s: %w", e.Path, err)
 	}
 	return got, nil
+}
+
+// smallFile: a file up to this size is read into a buffer of its own;
+// larger ones use the Service's pool.
+const smallFile = 64 << 10
+
+// perShip bounds the pool's buffers one file's upload holds: one on the
+// wire, the next ones read and hashed meanwhile.
+const perShip = 3
+
+// poolBuffers is how many chunk buffers the Service's pool lends at once,
+// all folders, receivers and files together (8 MiB chunks: 64 MiB).
+const poolBuffers = 8
+
+// bufPool lends the chunk buffers of a Service's senders: at most n exist
+// at once, whatever the number of folders, receivers and files shipped.
+type bufPool struct {
+	size   int
+	tokens chan struct{} // one per buffer lent
+	free   chan []byte
+	made   atomic.Int64 // buffers allocated, ever
+	out    atomic.Int64 // lent now
+	most   atomic.Int64 // the most lent at once
+}
+
+func newBufPool(size, n int) *bufPool {
+	return &bufPool{size: size, tokens: make(chan struct{}, n), free: make(chan []byte, n)}
+}
+
+// get lends a buffer of p.size bytes, waiting for one to be free.
+func (p *bufPool) get(ctx context.Context) ([]byte, error) {
+	select {
+	case p.tokens <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	out := p.out.Add(1)
+	for {
+		m := p.most.Load()
+		if out <= m || p.most.CompareAndSwap(m, out) {
+			break
+		}
+	}
+	select {
+	case b := <-p.free:
+		return b, nil
+	default:
+		p.made.Add(1)
+		return make([]byte, p.size), nil
+	}
+}
+
+// put gives back a buffer get lent.
+func (p *bufPool) put(b []byte) {
+	p.out.Add(-1)
+	select {
+	case p.free <- b[:cap(b)]:
+	default:
+	}
+	<-p.tokens
 }
 
 // sameFile reports whether the open file is still the version e.
