@@ -55,6 +55,10 @@ type Options struct {
 	Bandwidth int64
 	ChunkSize int           // bytes per chunk; default 8 MiB (less under a low bandwidth bound)
 	Rescan    time.Duration // full scan of every folder this often, besides fsnotify; default 30 s
+	// PartialTimeout: a receiver removes an upload that no chunk touched
+	// for this long (the sender died, was demoted, or the file went), and
+	// such leftovers when it starts. Default 30 minutes.
+	PartialTimeout time.Duration
 	Client    *api.Client   // to the other agents (mutual TLS)
 	Clock     clock.Clock
 	Log       *slog.Logger
@@ -70,6 +74,8 @@ type Options struct {
 const (
 	defaultChunk  = 8 << 20
 	defaultRescan = 30 * time.Second
+	// defaultPartialTimeout: an upload untouched this long is abandoned.
+	defaultPartialTimeout = 30 * time.Minute
 	// sourceEvery bounds how often the active sends its list of complete
 	// files to a receiver.
 	sourceEvery = time.Second
@@ -108,6 +114,9 @@ func New(o Options) (*Service, error) {
 	if o.Rescan <= 0 {
 		o.Rescan = defaultRescan
 	}
+	if o.PartialTimeout <= 0 {
+		o.PartialTimeout = defaultPartialTimeout
+	}
 	if o.ChunkSize <= 0 {
 		o.ChunkSize = defaultChunk
 		if o.Bandwidth > 0 {
@@ -130,6 +139,10 @@ func New(o Options) (*Service, error) {
 		if err != nil {
 			s.Close()
 			return nil, err
+		}
+		r.now = o.Clock.Now
+		if n := r.sweep(o.PartialTimeout, true); n > 0 {
+			o.Log.Info("folder: removed abandoned partial uploads", "folder", f.Name, "files", n)
 		}
 		s.recv[f.Name] = r
 	}
@@ -164,7 +177,16 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 	defer halt()
+	nextSweep := s.o.Clock.Now().Add(s.o.PartialTimeout / 10)
 	for {
+		if now := s.o.Clock.Now(); !now.Before(nextSweep) {
+			nextSweep = now.Add(s.o.PartialTimeout / 10)
+			for name, r := range s.recv {
+				if n := r.sweep(s.o.PartialTimeout, false); n > 0 {
+					s.o.Log.Info("folder: removed abandoned partial uploads", "folder", name, "files", n)
+				}
+			}
+		}
 		active, e := s.o.Role()
 		switch {
 		case active && (cur == nil || e != cur.epoch):

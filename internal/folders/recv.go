@@ -41,6 +41,9 @@ type receiver struct {
 	// modification time): files completed on the active after it are
 	// not in it, so a promotion's lost count is a lower bound as of then.
 	sourceAt time.Time
+	// dirSynced, when set (tests), is told of every directory fsynced.
+	dirSynced func(dir string)
+	now       func() time.Time // the Service's clock
 }
 
 // upload is a file being received: a partial file in stateDir and the
@@ -51,6 +54,7 @@ type upload struct {
 	f       *os.File
 	h       hash.Hash
 	off     int64
+	last    time.Time // the last begin or chunk: an upload quiet for partialTimeout is abandoned
 }
 
 func newReceiver(name, dir, node string, m Matcher) (*receiver, error) {
@@ -65,7 +69,7 @@ func newReceiver(name, dir, node string, m Matcher) (*receiver, error) {
 		root.Close()
 		return nil, fmt.Errorf("folder %s: create %s in %s: %w", name, stateDir, dir, err)
 	}
-	r := &receiver{name: name, dir: dir, node: node, match: m, root: root, sums: map[string]Entry{}, uploads: map[string]*upload{}}
+	r := &receiver{name: name, dir: dir, node: node, match: m, root: root, sums: map[string]Entry{}, uploads: map[string]*upload{}, now: time.Now}
 	if b, err := root.ReadFile(path.Join(stateDir, "source.json")); err == nil {
 		var s api.FolderSource
 		if json.Unmarshal(b, &s) == nil {
@@ -156,6 +160,7 @@ func (r *receiver) open(e Entry, resume bool) (int64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if u, ok := r.uploads[p]; ok && resume && u.file.Size == e.Size && u.file.MTime == e.MTime {
+		u.last = r.now()
 		return u.off, nil
 	}
 	if u, ok := r.uploads[p]; ok {
@@ -170,7 +175,7 @@ func (r *receiver) open(e Entry, resume bool) (int64, error) {
 		if f, err := r.root.OpenFile(u.partial, os.O_RDWR, 0o600); err == nil {
 			n, err := io.Copy(u.h, f)
 			if err == nil && n <= e.Size {
-				u.f, u.off = f, n
+				u.f, u.off, u.last = f, n, r.now()
 				r.uploads[p] = u
 				return n, nil
 			}
@@ -186,7 +191,7 @@ func (r *receiver) open(e Entry, resume bool) (int64, error) {
 		_ = f.Close()
 		return 0, r.writeErr(p, err)
 	}
-	u.f = f
+	u.f, u.last = f, r.now()
 	r.uploads[p] = u
 	return 0, nil
 }
@@ -217,6 +222,7 @@ func (r *receiver) chunk(e Entry, off int64, sum string, data []byte) (int64, er
 	}
 	u.h.Write(data)
 	u.off += int64(len(data))
+	u.last = r.now()
 	return u.off, nil
 }
 
@@ -283,10 +289,8 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 	if err := r.root.Chtimes(u.partial, mt, mt); err != nil {
 		return done(err)
 	}
-	if d := path.Dir(p); d != "." {
-		if err := r.root.MkdirAll(d, 0o755); err != nil {
-			return done(err)
-		}
+	if err := r.mkdirs(path.Dir(p)); err != nil {
+		return done(err)
 	}
 	if fi, err := r.root.Lstat(p); err == nil && fi.IsDir() {
 		return done(fmt.Errorf("a directory is in the way"))
@@ -294,15 +298,102 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 	if err := r.root.Rename(u.partial, p); err != nil {
 		return done(err)
 	}
-	if d, err := r.root.Open(path.Dir(p)); err == nil {
-		_ = d.Sync() // the rename survives a crash
-		_ = d.Close()
-	}
+	r.syncDir(path.Dir(p)) // the rename survives a crash
 	out := Entry{Path: p, Size: e.Size, MTime: e.MTime, Mode: uint32(mode), SHA256: sum}
 	r.mu.Lock()
 	r.sums[p] = out
 	r.mu.Unlock()
 	return out, nil
+}
+
+// mkdirs makes the directory d (relative to the root) and those above it
+// that are missing, and fsyncs the parent of each one it made, so that a
+// committed file's directories survive a crash too, not only the rename.
+func (r *receiver) mkdirs(d string) error {
+	if d == "." {
+		return nil
+	}
+	var made []string
+	var dirs []string // d first, its parents after
+	for cur := d; cur != "."; cur = path.Dir(cur) {
+		dirs = append(dirs, cur)
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		err := r.root.Mkdir(dirs[i], 0o755)
+		switch {
+		case err == nil:
+			made = append(made, dirs[i])
+		case errors.Is(err, fs.ErrExist):
+		default:
+			return err
+		}
+	}
+	for _, m := range made {
+		r.syncDir(path.Dir(m))
+	}
+	return nil
+}
+
+// syncDir fsyncs the directory d (relative to the root): the entries made
+// in it survive a crash. A failure is not an error of the write: the data
+// is there, only its durability across a power cut is not known.
+func (r *receiver) syncDir(d string) {
+	f, err := r.root.Open(d)
+	if err != nil {
+		return
+	}
+	_ = f.Sync()
+	_ = f.Close()
+	if r.dirSynced != nil {
+		r.dirSynced(d)
+	}
+}
+
+// sweep removes abandoned uploads: an upload no begin or chunk touched for
+// timeout (its sender died, was demoted, or gave the file up), and any
+// file in the partial directory that old and not an upload's. At start
+// (no commit can be running) it also removes what a commit left when the
+// agent stopped between claiming an upload and renaming it into place.
+func (r *receiver) sweep(timeout time.Duration, start bool) (removed int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	mine := map[string]bool{}
+	for p, u := range r.uploads {
+		if now.Sub(u.last) >= timeout {
+			r.discard(p, u)
+			removed++
+			continue
+		}
+		mine[path.Base(u.partial)] = true
+		mine[path.Base(u.partial)+".meta"] = true
+	}
+	dir := path.Join(stateDir, "partial")
+	f, err := r.root.Open(dir)
+	if err != nil {
+		return removed
+	}
+	ents, _ := f.ReadDir(-1)
+	_ = f.Close()
+	for _, d := range ents {
+		if mine[d.Name()] {
+			continue
+		}
+		fi, err := d.Info()
+		if err != nil {
+			continue
+		}
+		claimed := strings.HasSuffix(d.Name(), ".commit") // a commit's: running, unless at start
+		if (start && claimed) || (!claimed && now.Sub(fi.ModTime()) >= timeout) {
+			if r.root.Remove(path.Join(dir, d.Name())) == nil {
+				removed++
+			}
+		}
+	}
+	if start {
+		_ = r.root.Remove(path.Join(stateDir, "source.json.tmp"))
+	}
+	return removed
 }
 
 // discard forgets an upload and removes its partial file.
