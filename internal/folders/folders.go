@@ -59,9 +59,9 @@ type Options struct {
 	// for this long (the sender died, was demoted, or the file went), and
 	// such leftovers when it starts. Default 30 minutes.
 	PartialTimeout time.Duration
-	Client    *api.Client   // to the other agents (mutual TLS)
-	Clock     clock.Clock
-	Log       *slog.Logger
+	Client         *api.Client // to the other agents (mutual TLS)
+	Clock          clock.Clock
+	Log            *slog.Logger
 	// Role reports whether this node is active, and at which epoch.
 	Role func() (active bool, epoch ha.Epoch)
 	// Leader is who this node sees holding the active role: the only node
