@@ -118,3 +118,46 @@ func TestCommitSyncsNewDirectories(t *testing.T) {
 		t.Errorf("into existing directories: fsynced %v, want only a/b", synced)
 	}
 }
+
+// TestDeletesAreForgottenOnceApplied: with delete: mirror the active
+// remembers each deleted file only until every receiver is seen without
+// it. Before, the set only grew (a folder whose recordings are rotated
+// away kept every name ever deleted, in memory and in every plan).
+func TestDeletesAreForgottenOnceApplied(t *testing.T) {
+	t.Parallel()
+	p := newPair(t, Folder{Name: "rec", Quiet: 50 * time.Millisecond, Mirror: true}, time.Minute)
+	const n = 30
+	name := func(i int) string { return filepath.Join("d", "f"+string(rune('a'+i%26))+string(rune('a'+i/26))) }
+	if err := os.MkdirAll(filepath.Join(p.dirA, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if err := os.WriteFile(filepath.Join(p.dirA, name(i)), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the files on n2", 30*time.Second, func() bool {
+		for i := range n {
+			if !sameContent(filepath.Join(p.dirA, name(i)), filepath.Join(p.dirB, name(i))) {
+				return false
+			}
+		}
+		return true
+	})
+	for i := range n {
+		if err := os.Remove(filepath.Join(p.dirA, name(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the deletes on n2", 30*time.Second, func() bool {
+		ents, _ := os.ReadDir(filepath.Join(p.dirB, "d"))
+		return len(ents) == 0
+	})
+	snd := p.a.sender("rec")
+	remembered := func() int {
+		snd.mu.Lock()
+		defer snd.mu.Unlock()
+		return len(snd.deleted)
+	}
+	waitFor(t, "the active to forget the applied deletes", 30*time.Second, func() bool { return remembered() == 0 })
+}

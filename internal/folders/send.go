@@ -32,7 +32,11 @@ type sender struct {
 
 	mu      sync.Mutex
 	local   map[string]Local
-	deleted map[string]bool // files that went away while this node was active
+	// deleted: files that went away while this node was active (delete:
+	// mirror), with the generation and time they went; forgotten once
+	// every receiver is seen without them (clean), or after deletedTTL.
+	deleted map[string]gone
+	clean   map[string]uint64 // by receiver: the generation up to which it has applied every delete
 	gen     uint64          // grows with every change
 	changed chan struct{}   // closed and replaced on every change
 	// snap is a copy of local and deleted as of snapGen, shared by the
@@ -49,7 +53,7 @@ type sender struct {
 }
 
 func newSender(s *Service, f Folder, m Matcher, epoch ha.Epoch) *sender {
-	return &sender{s: s, f: f, match: m, epoch: epoch, local: map[string]Local{}, deleted: map[string]bool{}, changed: make(chan struct{}), snapGen: ^uint64(0)}
+	return &sender{s: s, f: f, match: m, epoch: epoch, local: map[string]Local{}, deleted: map[string]gone{}, clean: map[string]uint64{}, changed: make(chan struct{}), snapGen: ^uint64(0)}
 }
 
 func (snd *sender) clk() clock.Clock { return snd.s.o.Clock }
@@ -129,11 +133,7 @@ func (snd *sender) merge(have map[string]Entry, complete bool) {
 	for p := range snd.local {
 		if _, ok := have[p]; !ok && complete {
 			delete(snd.local, p)
-			if snd.f.Mirror {
-				if snd.f.Mirror {
-					snd.deleted[p] = true
-				}
-			}
+			snd.gone(p, now)
 			n++
 		}
 	}
@@ -142,8 +142,56 @@ func (snd *sender) merge(have map[string]Entry, complete bool) {
 			n++
 		}
 	}
+	for p, g := range snd.deleted {
+		if now.Sub(g.at) >= deletedTTL {
+			delete(snd.deleted, p) // a receiver away this long keeps the file
+		}
+	}
 	if n > 0 {
 		snd.bump()
+	}
+}
+
+// gone records that p went away (for delete: mirror). Called with mu held,
+// before the bump of its change.
+func (snd *sender) gone(p string, now time.Time) {
+	if snd.f.Mirror {
+		snd.deleted[p] = gone{gen: snd.gen + 1, at: now}
+	}
+}
+
+// gone is a file that went away while this node was active.
+type gone struct {
+	gen uint64 // the generation of its going
+	at  time.Time
+}
+
+// deletedTTL bounds how long the active remembers a deleted file for a
+// receiver that has not yet applied the delete (delete: mirror): one away
+// longer keeps that file.
+const deletedTTL = 24 * time.Hour
+
+// applied records that peer has applied every delete up to generation gen,
+// and forgets the deletes every receiver has applied.
+func (snd *sender) applied(peer string, gen uint64) {
+	snd.mu.Lock()
+	defer snd.mu.Unlock()
+	if g, ok := snd.clean[peer]; ok && g >= gen {
+		return
+	}
+	snd.clean[peer] = gen
+	upTo := gen
+	for _, p := range snd.s.o.Peers {
+		g, ok := snd.clean[p.Name]
+		if !ok {
+			return
+		}
+		upTo = min(upTo, g)
+	}
+	for p, g := range snd.deleted {
+		if g.gen <= upTo {
+			delete(snd.deleted, p)
+		}
 	}
 }
 
@@ -169,7 +217,7 @@ func (snd *sender) observe(w *fsnotify.Watcher, name string) {
 		for p := range snd.local {
 			if p == rel || strings.HasPrefix(p, rel+"/") {
 				delete(snd.local, p)
-				snd.deleted[p] = true
+				snd.gone(p, snd.clk().Now())
 				n++
 			}
 		}
@@ -310,6 +358,9 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 		}
 		steps, lag, wait := Plan(local, have, now, snd.f.Quiet, del)
 		snd.s.setLag(snd.f.Name, peer.Name, lag, lastErr)
+		if len(steps) == 0 || steps[0].Op != OpDelete { // deletes come first
+			snd.applied(peer.Name, gen)
+		}
 		// The list of complete files, for the RPO report of a later
 		// promotion: sent when that set changed (a file being written
 		// does not change it), at most once every sourceEvery.
