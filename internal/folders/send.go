@@ -30,15 +30,15 @@ type sender struct {
 	match Matcher
 	epoch ha.Epoch
 
-	mu      sync.Mutex
-	local   map[string]Local
+	mu    sync.Mutex
+	local map[string]Local
 	// deleted: files that went away while this node was active (delete:
 	// mirror), with the generation and time they went; forgotten once
 	// every receiver is seen without them (clean), or after deletedTTL.
 	deleted map[string]gone
 	clean   map[string]uint64 // by receiver: the generation up to which it has applied every delete
-	gen     uint64          // grows with every change
-	changed chan struct{}   // closed and replaced on every change
+	gen     uint64            // grows with every change
+	changed chan struct{}     // closed and replaced on every change
 	// snap is a copy of local and deleted as of snapGen, shared by the
 	// receivers' loops (they only read it): a folder of 100,000 files is
 	// copied once per change, not once per plan and receiver.
