@@ -69,6 +69,8 @@ type Options struct {
 	Leader func() ha.Leader
 	// Event records an event in the cluster's history (may be nil).
 	Event func(ha.Event)
+
+	addWatch func(dir string) error // tests: instead of fsnotify's Add
 }
 
 const (
@@ -95,6 +97,7 @@ type Service struct {
 	lost map[string][]Entry    // by folder: what the last promotion of this node lacked
 	// senders are the folders' senders while this node is active.
 	senders map[string]*sender
+	watch   map[string]string // by folder: why it cannot be watched
 }
 
 type peerLag struct {
@@ -124,7 +127,7 @@ func New(o Options) (*Service, error) {
 		}
 	}
 	o.ChunkSize = min(o.ChunkSize, api.MaxFolderChunk)
-	s := &Service{o: o, recv: map[string]*receiver{}, lags: map[[2]string]peerLag{}, lost: map[string][]Entry{}, m: newMetrics()}
+	s := &Service{o: o, recv: map[string]*receiver{}, lags: map[[2]string]peerLag{}, lost: map[string][]Entry{}, watch: map[string]string{}, m: newMetrics()}
 	if o.Bandwidth > 0 {
 		s.limit = &limiter{clk: o.Clock, rate: o.Bandwidth}
 	}
@@ -312,6 +315,28 @@ func (s *Service) setLag(folder, peer string, lag Lag, err error) {
 	}
 }
 
+// setWatch records why folder cannot be watched ("": it can): a change
+// is logged, and recorded as an event when the trouble begins.
+func (s *Service) setWatch(folder, trouble string) {
+	s.mu.Lock()
+	old := s.watch[folder]
+	if trouble == "" {
+		delete(s.watch, folder)
+	} else {
+		s.watch[folder] = trouble
+	}
+	s.mu.Unlock()
+	s.m.watchOK.WithLabelValues(folder).Set(map[bool]float64{true: 1, false: 0}[trouble == ""])
+	switch {
+	case trouble == old:
+	case trouble == "":
+		s.o.Log.Info("folder: watching every directory again", "folder", folder)
+	case old == "":
+		s.o.Log.Warn(trouble)
+		s.event(ha.Event{Kind: "folder", From: s.o.Node, Reason: trouble})
+	}
+}
+
 func (s *Service) clearLags() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -319,6 +344,10 @@ func (s *Service) clearLags() {
 		s.m.drop(k[0], k[1])
 	}
 	clear(s.lags)
+	for f := range s.watch {
+		s.m.watchOK.DeleteLabelValues(f)
+	}
+	clear(s.watch)
 }
 
 // Stats is what status shows: per folder and receiver, its lag (on the
@@ -334,6 +363,9 @@ func (s *Service) Stats() []ha.FolderStats {
 		if len(lost) > 0 {
 			out = append(out, ha.FolderStats{Folder: f, Lost: len(lost)})
 		}
+	}
+	for f, trouble := range s.watch {
+		out = append(out, ha.FolderStats{Folder: f, Error: trouble})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Folder != out[j].Folder {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -63,7 +64,7 @@ func (snd *sender) run(ctx context.Context) {
 	log := snd.s.o.Log.With("folder", snd.f.Name)
 	w, err := fsnotify.NewBufferedWatcher(4096)
 	if err != nil {
-		log.Warn("folder: no fsnotify; relying on scans", "err", err)
+		snd.s.setWatch(snd.f.Name, watchTrouble(snd.f, err, snd.s.o.Rescan))
 	} else {
 		defer w.Close()
 	}
@@ -101,6 +102,7 @@ func (snd *sender) run(ctx context.Context) {
 // rescan lists the whole folder again, watching every directory.
 func (snd *sender) rescan(w *fsnotify.Watcher) {
 	if w != nil {
+		var failed error
 		_ = filepath.WalkDir(snd.f.Path, func(p string, d fs.DirEntry, err error) error {
 			if err != nil || !d.IsDir() {
 				return nil
@@ -108,9 +110,16 @@ func (snd *sender) rescan(w *fsnotify.Watcher) {
 			if rel, _ := filepath.Rel(snd.f.Path, p); rel != "." && snd.match.SkipDir(filepath.ToSlash(rel)) {
 				return filepath.SkipDir
 			}
-			_ = w.Add(p)
+			add := w.Add
+			if snd.s.o.addWatch != nil {
+				add = snd.s.o.addWatch
+			}
+			if err := add(p); err != nil && failed == nil && !errors.Is(err, fs.ErrNotExist) {
+				failed = fmt.Errorf("watch %s: %w", p, err)
+			}
 			return nil
 		})
+		snd.s.setWatch(snd.f.Name, watchTrouble(snd.f, failed, snd.s.o.Rescan))
 	}
 	have, complete, err := scanPartly(snd.f.Path, snd.match)
 	if err != nil {
@@ -121,6 +130,27 @@ func (snd *sender) rescan(w *fsnotify.Watcher) {
 		snd.s.o.Log.Warn("folder: scan could not read every directory; no file counts as deleted until a scan does", "folder", snd.f.Name)
 	}
 	snd.merge(have, complete)
+}
+
+// watchTrouble says what is wrong when the folder cannot be watched, and
+// what to do ("": nothing is wrong). Without a watch a change is seen only
+// by the next scan: files reach the standbys up to a scan interval late.
+func watchTrouble(f Folder, err error, rescan time.Duration) string {
+	if err == nil {
+		return ""
+	}
+	limit := func(name string) string {
+		b, _ := os.ReadFile("/proc/sys/fs/inotify/" + name)
+		return strings.TrimSpace(string(b))
+	}
+	late := fmt.Sprintf("changes there are seen only by the scan every %s, so files reach the standbys that much later", rescan)
+	switch {
+	case errors.Is(err, syscall.ENOSPC):
+		return fmt.Sprintf("folder %s: the inotify watch limit is reached (%v; fs.inotify.max_user_watches = %s): %s; raise it, e.g. sysctl -w fs.inotify.max_user_watches=1048576 and the same in /etc/sysctl.d/90-haven.conf", f.Name, err, limit("max_user_watches"), late)
+	case errors.Is(err, syscall.EMFILE):
+		return fmt.Sprintf("folder %s: no inotify instance left (%v; fs.inotify.max_user_instances = %s): %s; raise it, e.g. sysctl -w fs.inotify.max_user_instances=1024 and the same in /etc/sysctl.d/90-haven.conf", f.Name, err, limit("max_user_instances"), late)
+	}
+	return fmt.Sprintf("folder %s: cannot watch it (%v): %s", f.Name, err, late)
 }
 
 // merge takes a scan's list: new and changed files, and (only from a
