@@ -226,11 +226,15 @@ func waitActive(t *testing.T, sb *drill.Sandbox, not string) string {
 	return a
 }
 
-func waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {
+// waitFor waits until ok; a last (if given) is shown when it times out.
+func waitFor(t *testing.T, what string, d time.Duration, ok func() bool, last ...*string) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !ok() {
 		if time.Now().After(deadline) {
+			if len(last) > 0 {
+				t.Fatalf("timed out after %v waiting for %s (last seen: %s)", d, what, *last[0])
+			}
 			t.Fatalf("timed out after %v waiting for %s", d, what)
 		}
 		time.Sleep(50 * time.Millisecond)
