@@ -1,9 +1,11 @@
 package folders
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -160,4 +162,54 @@ func TestDeletesAreForgottenOnceApplied(t *testing.T) {
 		return len(snd.deleted)
 	}
 	waitFor(t, "the active to forget the applied deletes", 30*time.Second, func() bool { return remembered() == 0 })
+}
+
+// TestCommitsShareDirectoryFsyncs: commits into one directory that run at
+// once share the directory's fsync (one that starts after a commit's
+// rename covers it): with a slow disk, eight files committed together cost
+// two or three directory fsyncs, not eight.
+func TestCommitsShareDirectoryFsyncs(t *testing.T) {
+	dir := t.TempDir()
+	r, err := newReceiver("rec", dir, "n2", Matcher{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	var mu sync.Mutex
+	syncs := 0
+	r.dirSynced = func(d string) {
+		if d == "d" {
+			mu.Lock()
+			syncs++
+			mu.Unlock()
+			time.Sleep(100 * time.Millisecond) // a slow disk's fsync
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := put(t, r, fmt.Sprintf("d/f%d", i), []byte(fmt.Sprintf("file %d", i)), 4); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if syncs > 4 {
+		t.Errorf("%d fsyncs of the directory for 8 commits at once; want them shared", syncs)
+	}
+	for i := range 8 {
+		if b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("d/f%d", i))); err != nil || string(b) != fmt.Sprintf("file %d", i) {
+			t.Errorf("d/f%d: %q, %v", i, b, err)
+		}
+	}
 }

@@ -43,7 +43,11 @@ type receiver struct {
 	sourceAt time.Time
 	// dirSynced, when set (tests), is told of every directory fsynced.
 	dirSynced func(dir string)
-	now       func() time.Time // the Service's clock
+	// syncs coalesces the directory fsyncs of commits that run at once:
+	// one fsync started after a commit's rename covers it (group commit).
+	smu   sync.Mutex
+	syncs map[string]*dirSync
+	now   func() time.Time // the Service's clock
 }
 
 // upload is a file being received: a partial file in stateDir and the
@@ -55,6 +59,12 @@ type upload struct {
 	h       hash.Hash
 	off     int64
 	last    time.Time // the last begin or chunk: an upload quiet for partialTimeout is abandoned
+
+	// mu guards f, h, off and last: a chunk is written and hashed under it
+	// alone, so that other files' uploads go on meanwhile. Lock order:
+	// receiver.mu, then upload.mu (never the other way round).
+	mu   sync.Mutex
+	done bool // committed or discarded: a chunk arriving now begins again
 }
 
 func newReceiver(name, dir, node string, m Matcher) (*receiver, error) {
@@ -69,7 +79,7 @@ func newReceiver(name, dir, node string, m Matcher) (*receiver, error) {
 		root.Close()
 		return nil, fmt.Errorf("folder %s: create %s in %s: %w", name, stateDir, dir, err)
 	}
-	r := &receiver{name: name, dir: dir, node: node, match: m, root: root, sums: map[string]Entry{}, uploads: map[string]*upload{}, now: time.Now}
+	r := &receiver{name: name, dir: dir, node: node, match: m, root: root, sums: map[string]Entry{}, uploads: map[string]*upload{}, now: time.Now, syncs: map[string]*dirSync{}}
 	if b, err := root.ReadFile(path.Join(stateDir, "source.json")); err == nil {
 		var s api.FolderSource
 		if json.Unmarshal(b, &s) == nil {
@@ -92,9 +102,12 @@ func (r *receiver) close() {
 // dropUploads closes the open partial files (they stay on disk, to resume).
 func (r *receiver) dropUploads() {
 	for p, u := range r.uploads {
+		u.mu.Lock()
 		if u.f != nil {
 			_ = u.f.Close()
 		}
+		u.done = true
+		u.mu.Unlock()
 		delete(r.uploads, p)
 	}
 }
@@ -160,16 +173,23 @@ func (r *receiver) open(e Entry, resume bool) (int64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if u, ok := r.uploads[p]; ok && resume && u.file.Size == e.Size && u.file.MTime == e.MTime {
+		u.mu.Lock()
+		defer u.mu.Unlock()
 		u.last = r.now()
 		return u.off, nil
 	}
 	if u, ok := r.uploads[p]; ok {
+		u.mu.Lock()
 		_ = u.f.Close()
+		u.done = true
+		u.mu.Unlock()
 		delete(r.uploads, p)
 	}
 	u := &upload{file: Entry{Path: p, Size: e.Size, MTime: e.MTime, Mode: e.Mode}, partial: partialName(p), h: sha256.New()}
 	meta, _ := json.Marshal(u.file)
-	if old, err := r.root.ReadFile(u.partial + ".meta"); err == nil && resume && bytes.Equal(old, meta) {
+	if !resume {
+		// From the first byte.
+	} else if old, err := r.root.ReadFile(u.partial + ".meta"); err == nil && bytes.Equal(old, meta) {
 		// A partial of this very version, from before a cut or a restart:
 		// resume after re-reading what it holds.
 		if f, err := r.root.OpenFile(u.partial, os.O_RDWR, 0o600); err == nil {
@@ -187,7 +207,11 @@ func (r *receiver) open(e Entry, resume bool) (int64, error) {
 	if err != nil {
 		return 0, r.writeErr(p, err)
 	}
-	if err := r.root.WriteFile(u.partial+".meta", meta, 0o600); err != nil {
+	// The meta file lets a later begin resume this upload; a whole file
+	// in one request (beginAfresh) never resumes: it needs none.
+	if !resume {
+		_ = r.root.Remove(u.partial + ".meta") // an older version's
+	} else if err := r.root.WriteFile(u.partial+".meta", meta, 0o600); err != nil {
 		_ = f.Close()
 		return 0, r.writeErr(p, err)
 	}
@@ -206,9 +230,14 @@ func (r *receiver) chunk(e Entry, off int64, sum string, data []byte) (int64, er
 		return 0, ha.Errorf(ha.KindInvalid, "chunk at %d of %s: CRC-32C mismatch (corrupted on the way); send it again", off, p)
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	u, ok := r.uploads[p]
+	r.mu.Unlock()
 	if !ok || u.file.Size != e.Size || u.file.MTime != e.MTime {
+		return 0, ha.Errorf(ha.KindConflict, "no upload of this version of %s in progress; begin it again", p)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.done {
 		return 0, ha.Errorf(ha.KindConflict, "no upload of this version of %s in progress; begin it again", p)
 	}
 	if off != u.off {
@@ -239,11 +268,15 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 		r.mu.Unlock()
 		return Entry{}, ha.Errorf(ha.KindConflict, "no upload of this version of %s in progress; begin it again", p)
 	}
+	u.mu.Lock()
 	if u.off != u.file.Size {
+		u.mu.Unlock()
 		r.mu.Unlock()
 		return Entry{}, ha.Errorf(ha.KindConflict, "%s: %d of %d bytes are here; send the rest", p, u.off, u.file.Size)
 	}
 	sum := hex.EncodeToString(u.h.Sum(nil))
+	u.done = true // the upload is this call's now
+	u.mu.Unlock()
 	if sum != e.SHA256 {
 		r.discard(p, u)
 		r.mu.Unlock()
@@ -334,18 +367,49 @@ func (r *receiver) mkdirs(d string) error {
 	return nil
 }
 
+// dirSync is the state of one directory's fsyncs: asked counts the
+// requests, done the ones an fsync that started after them has covered.
+type dirSync struct {
+	running     bool
+	asked, done uint64
+	cond        *sync.Cond
+}
+
 // syncDir fsyncs the directory d (relative to the root): the entries made
-// in it survive a crash. A failure is not an error of the write: the data
+// in it survive a crash. Requests that arrive while an fsync of d runs
+// share the next one. A failure is not an error of the write: the data
 // is there, only its durability across a power cut is not known.
 func (r *receiver) syncDir(d string) {
-	f, err := r.root.Open(d)
-	if err != nil {
-		return
+	r.smu.Lock()
+	defer r.smu.Unlock()
+	ds := r.syncs[d]
+	if ds == nil {
+		ds = &dirSync{cond: sync.NewCond(&r.smu)}
+		r.syncs[d] = ds
 	}
-	_ = f.Sync()
-	_ = f.Close()
-	if r.dirSynced != nil {
-		r.dirSynced(d)
+	ds.asked++
+	mine := ds.asked
+	for ds.done < mine {
+		if ds.running {
+			ds.cond.Wait()
+			continue
+		}
+		ds.running = true
+		upTo := ds.asked
+		r.smu.Unlock()
+		if f, err := r.root.Open(d); err == nil {
+			_ = f.Sync()
+			_ = f.Close()
+		}
+		if r.dirSynced != nil {
+			r.dirSynced(d)
+		}
+		r.smu.Lock()
+		ds.running, ds.done = false, upTo
+		ds.cond.Broadcast()
+	}
+	if !ds.running && ds.done == ds.asked {
+		delete(r.syncs, d)
 	}
 }
 
@@ -360,7 +424,12 @@ func (r *receiver) sweep(timeout time.Duration, start bool) (removed int) {
 	now := r.now()
 	mine := map[string]bool{}
 	for p, u := range r.uploads {
-		if now.Sub(u.last) >= timeout {
+		if !u.mu.TryLock() {
+			continue // a chunk is being written: not abandoned
+		}
+		idle := now.Sub(u.last)
+		u.mu.Unlock()
+		if idle >= timeout {
 			r.discard(p, u)
 			removed++
 			continue
@@ -398,9 +467,12 @@ func (r *receiver) sweep(timeout time.Duration, start bool) (removed int) {
 
 // discard forgets an upload and removes its partial file.
 func (r *receiver) discard(p string, u *upload) {
+	u.mu.Lock()
 	if u.f != nil {
 		_ = u.f.Close()
 	}
+	u.done = true
+	u.mu.Unlock()
 	_ = r.root.Remove(u.partial)
 	_ = r.root.Remove(u.partial + ".meta")
 	delete(r.uploads, p)
