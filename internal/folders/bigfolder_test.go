@@ -39,7 +39,7 @@ func sameFiles(t testing.TB, dirA, dirB string, n int) {
 func TestBigFolderPlansRarely(t *testing.T) {
 	t.Parallel()
 	const n = 20000
-	p := newPairPrepared(t, Folder{Name: "rec", Quiet: 500 * time.Millisecond}, time.Minute, func(a, b string) { sameFiles(t, a, b, n) })
+	p := newPairPrepared(t, Folder{Name: "rec", Quiet: 2 * time.Second}, time.Minute, func(a, b string) { sameFiles(t, a, b, n) }) // quiet: longer than any pause of the writer on a loaded machine
 	var snd *sender
 	waitFor(t, "the sender", 20*time.Second, func() bool { snd = p.a.sender("rec"); return snd != nil })
 	waitFor(t, "n2 seen in sync and the list sent", 60*time.Second, func() bool {

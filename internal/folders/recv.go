@@ -47,6 +47,8 @@ type receiver struct {
 	// one fsync started after a commit's rename covers it (group commit).
 	smu   sync.Mutex
 	syncs map[string]*dirSync
+	seq   uint64           // numbers the partial files of whole-file uploads
+	busy  map[string]bool  // partial files (base names) a commit is renaming into place
 	now   func() time.Time // the Service's clock
 }
 
@@ -65,6 +67,10 @@ type upload struct {
 	// receiver.mu, then upload.mu (never the other way round).
 	mu   sync.Mutex
 	done bool // committed or discarded: a chunk arriving now begins again
+	// resumable: a begin may resume it (a meta file beside it says which
+	// version it is). A whole file in one request is not: its partial has
+	// a name of its own, so its commit needs not move it aside first.
+	resumable bool
 }
 
 func newReceiver(name, dir, node string, m Matcher) (*receiver, error) {
@@ -79,7 +85,7 @@ func newReceiver(name, dir, node string, m Matcher) (*receiver, error) {
 		root.Close()
 		return nil, fmt.Errorf("folder %s: create %s in %s: %w", name, stateDir, dir, err)
 	}
-	r := &receiver{name: name, dir: dir, node: node, match: m, root: root, sums: map[string]Entry{}, uploads: map[string]*upload{}, now: time.Now, syncs: map[string]*dirSync{}}
+	r := &receiver{name: name, dir: dir, node: node, match: m, root: root, sums: map[string]Entry{}, uploads: map[string]*upload{}, now: time.Now, syncs: map[string]*dirSync{}, busy: map[string]bool{}}
 	if b, err := root.ReadFile(path.Join(stateDir, "source.json")); err == nil {
 		var s api.FolderSource
 		if json.Unmarshal(b, &s) == nil {
@@ -179,13 +185,21 @@ func (r *receiver) open(e Entry, resume bool) (int64, error) {
 		return u.off, nil
 	}
 	if u, ok := r.uploads[p]; ok {
-		u.mu.Lock()
-		_ = u.f.Close()
-		u.done = true
-		u.mu.Unlock()
-		delete(r.uploads, p)
+		if u.resumable {
+			u.mu.Lock()
+			_ = u.f.Close()
+			u.done = true
+			u.mu.Unlock()
+			delete(r.uploads, p)
+		} else {
+			r.discard(p, u) // a whole file's partial is never resumed
+		}
 	}
-	u := &upload{file: Entry{Path: p, Size: e.Size, MTime: e.MTime, Mode: e.Mode}, partial: partialName(p), h: sha256.New()}
+	u := &upload{file: Entry{Path: p, Size: e.Size, MTime: e.MTime, Mode: e.Mode}, partial: partialName(p), h: sha256.New(), resumable: resume}
+	if !resume {
+		r.seq++
+		u.partial += fmt.Sprintf(".%d", r.seq)
+	}
 	meta, _ := json.Marshal(u.file)
 	if !resume {
 		// From the first byte.
@@ -209,11 +223,11 @@ func (r *receiver) open(e Entry, resume bool) (int64, error) {
 	}
 	// The meta file lets a later begin resume this upload; a whole file
 	// in one request (beginAfresh) never resumes: it needs none.
-	if !resume {
-		_ = r.root.Remove(u.partial + ".meta") // an older version's
-	} else if err := r.root.WriteFile(u.partial+".meta", meta, 0o600); err != nil {
-		_ = f.Close()
-		return 0, r.writeErr(p, err)
+	if resume {
+		if err := r.root.WriteFile(u.partial+".meta", meta, 0o600); err != nil {
+			_ = f.Close()
+			return 0, r.writeErr(p, err)
+		}
 	}
 	u.f, u.last = f, r.now()
 	r.uploads[p] = u
@@ -285,14 +299,24 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 	// The upload is this call's now: the slow part (fsync, rename) runs
 	// without the lock, so that other files' chunks and commits go on.
 	// A begin of the same path meanwhile makes a new partial file, not
-	// this one: it moves aside first.
+	// this one: a resumable one moves aside first (a whole file's partial
+	// has a name of its own already).
 	delete(r.uploads, p)
-	meta := u.partial + ".meta"
-	claimed := u.partial + ".commit"
-	err = r.root.Rename(u.partial, claimed)
+	if u.resumable {
+		claimed := u.partial + ".commit"
+		err = r.root.Rename(u.partial, claimed)
+		if err == nil {
+			_ = r.root.Remove(u.partial + ".meta")
+			u.partial = claimed
+		}
+	}
+	r.busy[path.Base(u.partial)] = true
 	r.mu.Unlock()
-	_ = r.root.Remove(meta)
-	u.partial = claimed
+	defer func() {
+		r.mu.Lock()
+		delete(r.busy, path.Base(u.partial))
+		r.mu.Unlock()
+	}()
 	done := func(err error) (Entry, error) {
 		if u.f != nil {
 			_ = u.f.Close()
@@ -303,6 +327,19 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 	if err != nil {
 		return done(err)
 	}
+	// Mode and modification time before the fsync, so that it covers
+	// them too; by the open file where the system allows.
+	mode := fs.FileMode(e.Mode).Perm()
+	if mode == 0 {
+		mode = 0o644
+	}
+	if err := u.f.Chmod(mode); err != nil {
+		return done(err)
+	}
+	mt := time.Unix(0, e.MTime)
+	if err := r.root.Chtimes(u.partial, mt, mt); err != nil {
+		return done(err)
+	}
 	if err := u.f.Sync(); err != nil {
 		return done(err)
 	}
@@ -311,24 +348,18 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 		return done(err)
 	}
 	u.f = nil
-	mode := fs.FileMode(e.Mode).Perm()
-	if mode == 0 {
-		mode = 0o644
+	// Into place; its directories are made (and fsynced) only when the
+	// rename finds them missing.
+	err = r.root.Rename(u.partial, p)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = r.mkdirs(path.Dir(p)); err == nil {
+			err = r.root.Rename(u.partial, p)
+		}
 	}
-	if err := r.root.Chmod(u.partial, mode); err != nil {
-		return done(err)
+	if errors.Is(err, syscall.EISDIR) || errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST) {
+		return done(fmt.Errorf("a directory is in the way: %w", err))
 	}
-	mt := time.Unix(0, e.MTime)
-	if err := r.root.Chtimes(u.partial, mt, mt); err != nil {
-		return done(err)
-	}
-	if err := r.mkdirs(path.Dir(p)); err != nil {
-		return done(err)
-	}
-	if fi, err := r.root.Lstat(p); err == nil && fi.IsDir() {
-		return done(fmt.Errorf("a directory is in the way"))
-	}
-	if err := r.root.Rename(u.partial, p); err != nil {
+	if err != nil {
 		return done(err)
 	}
 	r.syncDir(path.Dir(p)) // the rename survives a crash
@@ -445,7 +476,7 @@ func (r *receiver) sweep(timeout time.Duration, start bool) (removed int) {
 	ents, _ := f.ReadDir(-1)
 	_ = f.Close()
 	for _, d := range ents {
-		if mine[d.Name()] {
+		if mine[d.Name()] || r.busy[d.Name()] {
 			continue
 		}
 		fi, err := d.Info()
