@@ -456,6 +456,7 @@ func (s *Service) FolderPut(_ context.Context, folder string, w api.FolderWrite,
 		return api.FileEntry{}, err
 	}
 	if _, err := r.chunk(w.File, 0, sum, data); err != nil {
+		r.drop(w.File.Path) // nothing resumes it: free its space now (a full disk)
 		return api.FileEntry{}, err
 	}
 	return r.commit(w.File)

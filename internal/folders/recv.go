@@ -496,6 +496,15 @@ func (r *receiver) sweep(timeout time.Duration, start bool) (removed int) {
 	return removed
 }
 
+// drop discards the upload at path p, if any.
+func (r *receiver) drop(p string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if u, ok := r.uploads[p]; ok {
+		r.discard(p, u)
+	}
+}
+
 // discard forgets an upload and removes its partial file.
 func (r *receiver) discard(p string, u *upload) {
 	u.mu.Lock()
