@@ -546,7 +546,7 @@ const (
 )
 
 // parallel is how many files a sender ships to one receiver at a time.
-const parallel = 8
+const parallel = 4
 
 // errChanged: the file changed (or went) while it was read; it is shipped
 // once it is quiet again.
