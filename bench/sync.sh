@@ -48,20 +48,39 @@ for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && brea
 go test -c -o "$W/folders.test" ./internal/folders
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 : >"$W/ratios"
+: >"$W/cpuratios"
+cputicks() { # sets TICKS: this shell's children's and the rsync daemon's children's CPU ticks
+  times >"$W/times" # in this shell: a subshell's children are not this shell's
+  local c d
+  c=$(tail -1 "$W/times" | awk '{gsub("m"," "); gsub("s",""); print ($1*60+$2+$3*60+$4)}')
+  d=$(awk '{print $16 + $17}' "/proc/$RSYNCD/stat")
+  TICKS=$(echo "$c * $(getconf CLK_TCK) + $d" | bc -l)
+}
 for r in $(seq 1 "$ROUNDS"); do
   rm -rf "$W/rsdst"/* "$W/rsdst"/.[!.]* 2>/dev/null || true
   sync
+  # CPU of rsync: the client (this shell's children) and the daemon's
+  # per-connection children (cutime+cstime in /proc/PID/stat), in ticks.
+  cputicks
+  c0=$TICKS
   t0=$(date +%s.%N)
   rsync -a --fsync "$DATA/" "rsync://127.0.0.1:$PORT/dst/"
   t1=$(date +%s.%N)
+  sleep 0.2 # the daemon reaps its connection's child
+  cputicks
+  rscpu=$(echo "($TICKS - $c0) / $(getconf CLK_TCK)" | bc -l)
   rs=$(echo "$BYTES / ($t1 - $t0) / 1000000" | bc -l)
   rm -rf "$DATA/.haven-sync"
   sync
-  hv=$(HAVEN_SYNC_DATA="$DATA" "$W/folders.test" -test.run '^$' -test.bench BenchmarkSyncThroughput -test.benchtime 1x | awk '/^BenchmarkSyncThroughput/ {for (i=1;i<=NF;i++) if ($(i+1)=="MB/s") print $i}')
-  printf "round %d: rsync -a --fsync (daemon, plain TCP) %.1f MB/s, haven (mutual TLS) %.1f MB/s, ratio %.2f\n" "$r" "$rs" "$hv" "$(echo "$hv / $rs" | bc -l)"
+  out=$(HAVEN_SYNC_DATA="$DATA" "$W/folders.test" -test.run '^$' -test.bench BenchmarkSyncThroughput -test.benchtime 1x)
+  hv=$(echo "$out" | awk '/^BenchmarkSyncThroughput/ {for (i=1;i<=NF;i++) if ($(i+1)=="MB/s") print $i}')
+  hvcpu=$(echo "$out" | awk '/^BenchmarkSyncThroughput/ {for (i=1;i<=NF;i++) if ($(i+1)=="cpu-s/sync") print $i}')
+  printf "round %d (load %s): rsync -a --fsync (daemon, plain TCP) %.1f MB/s, %.2f CPU s; haven (mutual TLS) %.1f MB/s, %.2f CPU s; ratio %.2f, CPU ratio %.2f\n" "$r" "$(cut -d' ' -f1 /proc/loadavg)" "$rs" "$rscpu" "$hv" "$hvcpu" "$(echo "$hv / $rs" | bc -l)" "$(echo "$hvcpu / $rscpu" | bc -l)"
   echo "$hv / $rs" | bc -l >>"$W/ratios"
+  echo "$hvcpu / $rscpu" | bc -l >>"$W/cpuratios"
 done
 printf "throughput ratio haven/rsync, median of %d rounds: %.2f\n" "$ROUNDS" "$(median <"$W/ratios")"
+printf "CPU time ratio haven/rsync (both ends), median of %d rounds: %.2f\n" "$ROUNDS" "$(median <"$W/cpuratios")"
 
 SIZES="1024:1048576:10485760"
 [ "${FULL:-0}" = 1 ] && SIZES="$SIZES:104857600"

@@ -251,8 +251,8 @@ type folderPeerKey struct{}
 
 // peerAuthorized admits another agent of the cluster: a verified client
 // certificate (the listener verifies any certificate presented against the
-// cluster's CA) named after one of nodes, whose name it returns, or the API
-// token ("").
+// cluster's CA) named after one of nodes, whose name it returns, or, only
+// on a listener without TLS (insecure: true), the API token ("").
 func peerAuthorized(r *http.Request, nodes []string, token string) (string, error) {
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.PeerCertificates) > 0 {
 		cn := r.TLS.PeerCertificates[0].Subject.CommonName
@@ -260,6 +260,11 @@ func peerAuthorized(r *http.Request, nodes []string, token string) (string, erro
 			return cn, nil
 		}
 		return "", ha.Errorf(ha.KindForbidden, "certificate %q is not a node of this cluster; only agents replicate folders", cn)
+	}
+	if r.TLS != nil {
+		// With tls: every agent has a node certificate: the token, which
+		// operators and scripts hold too, is not enough to write a folder.
+		return "", ha.Errorf(ha.KindUnauthorized, "replicated folders take writes from the cluster's agents only: with tls: configured, a client certificate of the cluster's CA in a node's name is needed (api.token is not accepted here)")
 	}
 	if token == "" {
 		return "", ha.Errorf(ha.KindUnauthorized, "replicated folders take writes from the cluster's agents only: a node certificate (tls:) or api.token is needed")

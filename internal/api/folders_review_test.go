@@ -114,3 +114,31 @@ func TestFoldersWriteInOwnNameOnly(t *testing.T) {
 		t.Errorf("%d writes reached the receiver; want 1 (n2's own)", n)
 	}
 }
+
+// TestFoldersTokenRefusedOverTLS: with tls: configured (the request came
+// over TLS) the API token does not open /v1/folders/: only a node
+// certificate does (the token is held by operators and scripts too).
+func TestFoldersTokenRefusedOverTLS(t *testing.T) {
+	recv := &stubReceiver{}
+	h := FoldersHandler(recv, []string{"n1"}, Options{Token: "0123456789abcdef"})
+	for _, overTLS := range []bool{false, true} {
+		r := httptest.NewRequest("POST", "/v1/folders/rec/begin", strings.NewReader(`{"from":"n1","epoch":1,"file":{"path":"a","size":1}}`))
+		r.Header.Set("Authorization", "Bearer 0123456789abcdef")
+		if overTLS {
+			r.TLS = &tls.ConnectionState{HandshakeComplete: true}
+		} else {
+			r.TLS = nil
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		switch {
+		case overTLS && (w.Code != http.StatusUnauthorized || !strings.Contains(w.Body.String(), "client certificate")):
+			t.Errorf("token over TLS: %d %s; want 401 asking for a node certificate", w.Code, w.Body.String())
+		case !overTLS && w.Code != http.StatusOK:
+			t.Errorf("token without TLS (insecure: true): %d %s; want 200", w.Code, w.Body.String())
+		}
+	}
+	if n := recv.writes.Load(); n != 1 {
+		t.Errorf("%d writes reached the folder; want 1 (the one without TLS)", n)
+	}
+}

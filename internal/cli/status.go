@@ -170,7 +170,12 @@ func printFolders(w io.Writer, st api.Status) {
 				first = false
 			}
 			if f.Peer == "" {
-				fmt.Fprintf(w, "  %s on %s: %d files of the old active were lost at its promotion (haven events)\n", f.Folder, n.Name, f.Lost)
+				if f.Lost > 0 {
+					fmt.Fprintf(w, "  %s on %s: %d files of the old active were lost at its promotion (haven events)\n", f.Folder, n.Name, f.Lost)
+				}
+				if f.Error != "" {
+					fmt.Fprintf(w, "  %s on %s: WARNING %s\n", f.Folder, n.Name, f.Error)
+				}
 				continue
 			}
 			state := "in sync"

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -45,17 +46,25 @@ func BenchmarkSyncThroughput(b *testing.B) {
 		dst := filepath.Join(b.TempDir(), "dst")
 		p := newTLSPair(b, src, dst, 0, bw)
 		b.StartTimer()
-		start := time.Now()
+		start, cpu0 := time.Now(), cpuTime()
 		p.start()
 		waitFor(b, "the receiver to hold the folder", 10*time.Minute, func() bool {
 			st := p.a.Stats()
 			return len(st) == 1 && st[0].Files == 0 && st[0].Error == "" && p.b.shippedSeen(dst, files)
 		})
-		el := time.Since(start)
+		el, cpu := time.Since(start), cpuTime()-cpu0
 		b.ReportMetric(float64(total)/1e6/el.Seconds(), "MB/s")
 		b.ReportMetric(el.Seconds(), "s/sync")
-		b.Logf("haven: %d files, %d bytes in %s: %.1f MB/s", files, total, el.Round(time.Millisecond), float64(total)/1e6/el.Seconds())
+		b.ReportMetric(cpu.Seconds(), "cpu-s/sync")
+		b.Logf("haven: %d files, %d bytes in %s: %.1f MB/s, %.2f CPU s (sender and receiver)", files, total, el.Round(time.Millisecond), float64(total)/1e6/el.Seconds(), cpu.Seconds())
 	}
+}
+
+// cpuTime is the CPU time (user and system) this process used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func isState(root, p string) bool {

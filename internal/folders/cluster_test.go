@@ -226,13 +226,84 @@ func waitActive(t *testing.T, sb *drill.Sandbox, not string) string {
 	return a
 }
 
-func waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {
+// waitFor waits until ok; a last (if given) is shown when it times out.
+func waitFor(t *testing.T, what string, d time.Duration, ok func() bool, last ...*string) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !ok() {
 		if time.Now().After(deadline) {
+			if len(last) > 0 {
+				t.Fatalf("timed out after %v waiting for %s (last seen: %s)", d, what, *last[0])
+			}
 			t.Fatalf("timed out after %v waiting for %s", d, what)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestFoldersSurviveFreezeAndCut: three real agents, each in its own
+// network namespace, replicate a folder while a writer writes on the
+// active. The active agent frozen (SIGSTOP), then the next active cut
+// off the network: each time every file closed more than max_lag before
+// the fault is on the new active, byte for byte; and the frozen agent,
+// let go, does not write to the others as an active any more.
+func TestFoldersSurviveFreezeAndCut(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Bin: havenBin, Dir: t.TempDir(), Netns: true, Timing: "ci", Folders: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	defer func() {
+		if t.Failed() {
+			t.Log(sb.LogTail(60))
+		}
+	}()
+	first := waitActive(t, sb, "")
+
+	// SIGSTOP of the active agent while the writer writes.
+	w := startWriter(sb.Node(first).Files, "freeze")
+	w.waitDue(t, 15)
+	fault := time.Now()
+	if err := sb.Signal(first, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	closed := w.finish(t)
+	second := waitActive(t, sb, first)
+	due := checkOn(t, sb.Node(first).Files, sb.Node(second).Files, closed, fault.Add(-drill.SandboxMaxLag))
+	t.Logf("SIGSTOP %s: %s active; %d files written, %d closed more than max_lag before the fault, all there", first, second, len(closed), due)
+	if due == 0 {
+		t.Fatal("no file was due: the test proved nothing")
+	}
+	if err := sb.Signal(first, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	// The old active, let go, is fenced: a file written in its folder now
+	// is not shipped (the others take writes only from the active they see).
+	marker := filepath.Join(sb.Node(first).Files, "after-thaw.bin")
+	if err := os.WriteFile(marker, []byte("written on the old active after it was let go"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// The next active cut off the network while the writer writes on it.
+	w = startWriter(sb.Node(second).Files, "cut")
+	w.waitDue(t, 15)
+	for _, n := range []string{"n1", "n2", "n3"} {
+		if _, err := os.Stat(filepath.Join(sb.Node(n).Files, "after-thaw.bin")); n != first && err == nil {
+			t.Errorf("a file the old active wrote after it was let go is on %s", n)
+		}
+	}
+	fault = time.Now()
+	if err := sb.Cut(second); err != nil {
+		t.Fatal(err)
+	}
+	closed = w.finish(t)
+	third := waitActive(t, sb, second)
+	due = checkOn(t, sb.Node(second).Files, sb.Node(third).Files, closed, fault.Add(-drill.SandboxMaxLag))
+	t.Logf("cut %s: %s active; %d files written, %d due, all there", second, third, len(closed), due)
+	if err := sb.Heal(second); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -55,9 +55,13 @@ type Options struct {
 	Bandwidth int64
 	ChunkSize int           // bytes per chunk; default 8 MiB (less under a low bandwidth bound)
 	Rescan    time.Duration // full scan of every folder this often, besides fsnotify; default 30 s
-	Client    *api.Client   // to the other agents (mutual TLS)
-	Clock     clock.Clock
-	Log       *slog.Logger
+	// PartialTimeout: a receiver removes an upload that no chunk touched
+	// for this long (the sender died, was demoted, or the file went), and
+	// such leftovers when it starts. Default 30 minutes.
+	PartialTimeout time.Duration
+	Client         *api.Client // to the other agents (mutual TLS)
+	Clock          clock.Clock
+	Log            *slog.Logger
 	// Role reports whether this node is active, and at which epoch.
 	Role func() (active bool, epoch ha.Epoch)
 	// Leader is who this node sees holding the active role: the only node
@@ -65,11 +69,15 @@ type Options struct {
 	Leader func() ha.Leader
 	// Event records an event in the cluster's history (may be nil).
 	Event func(ha.Event)
+
+	addWatch func(dir string) error // tests: instead of fsnotify's Add
 }
 
 const (
 	defaultChunk  = 8 << 20
 	defaultRescan = 30 * time.Second
+	// defaultPartialTimeout: an upload untouched this long is abandoned.
+	defaultPartialTimeout = 30 * time.Minute
 	// sourceEvery bounds how often the active sends its list of complete
 	// files to a receiver.
 	sourceEvery = time.Second
@@ -81,11 +89,15 @@ type Service struct {
 	o     Options
 	recv  map[string]*receiver
 	limit *limiter
+	bufs  *bufPool // the senders' chunk buffers
 	m     *metrics
 
 	mu   sync.Mutex
 	lags map[[2]string]peerLag // by folder, peer
 	lost map[string][]Entry    // by folder: what the last promotion of this node lacked
+	// senders are the folders' senders while this node is active.
+	senders map[string]*sender
+	watch   map[string]string // by folder: why it cannot be watched
 }
 
 type peerLag struct {
@@ -105,6 +117,9 @@ func New(o Options) (*Service, error) {
 	if o.Rescan <= 0 {
 		o.Rescan = defaultRescan
 	}
+	if o.PartialTimeout <= 0 {
+		o.PartialTimeout = defaultPartialTimeout
+	}
 	if o.ChunkSize <= 0 {
 		o.ChunkSize = defaultChunk
 		if o.Bandwidth > 0 {
@@ -112,10 +127,11 @@ func New(o Options) (*Service, error) {
 		}
 	}
 	o.ChunkSize = min(o.ChunkSize, api.MaxFolderChunk)
-	s := &Service{o: o, recv: map[string]*receiver{}, lags: map[[2]string]peerLag{}, lost: map[string][]Entry{}, m: newMetrics()}
+	s := &Service{o: o, recv: map[string]*receiver{}, lags: map[[2]string]peerLag{}, lost: map[string][]Entry{}, watch: map[string]string{}, m: newMetrics()}
 	if o.Bandwidth > 0 {
 		s.limit = &limiter{clk: o.Clock, rate: o.Bandwidth}
 	}
+	s.bufs = newBufPool(o.ChunkSize, poolBuffers)
 	for _, f := range o.Folders {
 		m := Matcher{Include: f.Include, Exclude: f.Exclude}
 		if err := m.Valid(); err != nil {
@@ -126,6 +142,10 @@ func New(o Options) (*Service, error) {
 		if err != nil {
 			s.Close()
 			return nil, err
+		}
+		r.now = o.Clock.Now
+		if n := r.sweep(o.PartialTimeout, true); n > 0 {
+			o.Log.Info("folder: removed abandoned partial uploads", "folder", f.Name, "files", n)
 		}
 		s.recv[f.Name] = r
 	}
@@ -160,7 +180,16 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 	defer halt()
+	nextSweep := s.o.Clock.Now().Add(s.o.PartialTimeout / 10)
 	for {
+		if now := s.o.Clock.Now(); !now.Before(nextSweep) {
+			nextSweep = now.Add(s.o.PartialTimeout / 10)
+			for name, r := range s.recv {
+				if n := r.sweep(s.o.PartialTimeout, false); n > 0 {
+					s.o.Log.Info("folder: removed abandoned partial uploads", "folder", name, "files", n)
+				}
+			}
+		}
 		active, e := s.o.Role()
 		switch {
 		case active && (cur == nil || e != cur.epoch):
@@ -186,12 +215,27 @@ func (s *Service) Run(ctx context.Context) error {
 // send runs a sender of every folder to every peer at epoch until ctx ends.
 func (s *Service) send(ctx context.Context, epoch ha.Epoch) {
 	var wg sync.WaitGroup
+	senders := map[string]*sender{}
 	for _, f := range s.o.Folders {
 		snd := newSender(s, f, s.recv[f.Name].match, epoch)
+		senders[f.Name] = snd
 		wg.Add(1)
 		go func() { defer wg.Done(); snd.run(ctx) }()
 	}
+	s.mu.Lock()
+	s.senders = senders
+	s.mu.Unlock()
 	wg.Wait()
+	s.mu.Lock()
+	s.senders = nil
+	s.mu.Unlock()
+}
+
+// sender returns folder's sender while this node is active (else nil).
+func (s *Service) sender(folder string) *sender {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.senders[folder]
 }
 
 // reportLost compares, on promotion, each folder with the old active's
@@ -271,6 +315,28 @@ func (s *Service) setLag(folder, peer string, lag Lag, err error) {
 	}
 }
 
+// setWatch records why folder cannot be watched ("": it can): a change
+// is logged, and recorded as an event when the trouble begins.
+func (s *Service) setWatch(folder, trouble string) {
+	s.mu.Lock()
+	old := s.watch[folder]
+	if trouble == "" {
+		delete(s.watch, folder)
+	} else {
+		s.watch[folder] = trouble
+	}
+	s.mu.Unlock()
+	s.m.watchOK.WithLabelValues(folder).Set(map[bool]float64{true: 1, false: 0}[trouble == ""])
+	switch {
+	case trouble == old:
+	case trouble == "":
+		s.o.Log.Info("folder: watching every directory again", "folder", folder)
+	case old == "":
+		s.o.Log.Warn(trouble)
+		s.event(ha.Event{Kind: "folder", From: s.o.Node, Reason: trouble})
+	}
+}
+
 func (s *Service) clearLags() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -278,6 +344,10 @@ func (s *Service) clearLags() {
 		s.m.drop(k[0], k[1])
 	}
 	clear(s.lags)
+	for f := range s.watch {
+		s.m.watchOK.DeleteLabelValues(f)
+	}
+	clear(s.watch)
 }
 
 // Stats is what status shows: per folder and receiver, its lag (on the
@@ -293,6 +363,9 @@ func (s *Service) Stats() []ha.FolderStats {
 		if len(lost) > 0 {
 			out = append(out, ha.FolderStats{Folder: f, Lost: len(lost)})
 		}
+	}
+	for f, trouble := range s.watch {
+		out = append(out, ha.FolderStats{Folder: f, Error: trouble})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Folder != out[j].Folder {
@@ -383,6 +456,7 @@ func (s *Service) FolderPut(_ context.Context, folder string, w api.FolderWrite,
 		return api.FileEntry{}, err
 	}
 	if _, err := r.chunk(w.File, 0, sum, data); err != nil {
+		r.drop(w.File.Path) // nothing resumes it: free its space now (a full disk)
 		return api.FileEntry{}, err
 	}
 	return r.commit(w.File)

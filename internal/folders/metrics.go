@@ -9,7 +9,7 @@ import (
 // metrics are the folders' Prometheus series.
 type metrics struct {
 	files, bytes, oldest, behind *prometheus.GaugeVec
-	lost                         *prometheus.GaugeVec
+	lost, watchOK                *prometheus.GaugeVec
 	sentFiles, sentBytes         *prometheus.CounterVec
 }
 
@@ -21,13 +21,14 @@ func newMetrics() *metrics {
 		oldest:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "haven_folder_oldest_unshipped_seconds", Help: "Age of the oldest file a standby lacks (on the active)."}, fp),
 		behind:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "haven_folder_behind", Help: "1 while a standby is behind sync.max_lag (on the active)."}, fp),
 		lost:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "haven_folder_lost_files", Help: "Complete files of the old active this node lacked at its last promotion."}, []string{"folder"}),
+		watchOK:   prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "haven_folder_watched", Help: "1 while the active watches every directory of a replicated folder with inotify; 0: it cannot (see the folder's status and events: raise fs.inotify.max_user_watches), changes are seen only by the periodic scan."}, []string{"folder"}),
 		sentFiles: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "haven_folder_shipped_files_total", Help: "Files shipped to a standby."}, fp),
 		sentBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "haven_folder_shipped_bytes_total", Help: "Bytes of the files shipped to a standby."}, fp),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.files, m.bytes, m.oldest, m.behind, m.lost, m.sentFiles, m.sentBytes}
+	return []prometheus.Collector{m.files, m.bytes, m.oldest, m.behind, m.lost, m.watchOK, m.sentFiles, m.sentBytes}
 }
 
 func (m *metrics) set(folder, peer string, lag Lag, behind bool) {

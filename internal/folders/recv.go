@@ -41,6 +41,15 @@ type receiver struct {
 	// modification time): files completed on the active after it are
 	// not in it, so a promotion's lost count is a lower bound as of then.
 	sourceAt time.Time
+	// dirSynced, when set (tests), is told of every directory fsynced.
+	dirSynced func(dir string)
+	// syncs coalesces the directory fsyncs of commits that run at once:
+	// one fsync started after a commit's rename covers it (group commit).
+	smu   sync.Mutex
+	syncs map[string]*dirSync
+	seq   uint64           // numbers the partial files of whole-file uploads
+	busy  map[string]bool  // partial files (base names) a commit is renaming into place
+	now   func() time.Time // the Service's clock
 }
 
 // upload is a file being received: a partial file in stateDir and the
@@ -51,6 +60,17 @@ type upload struct {
 	f       *os.File
 	h       hash.Hash
 	off     int64
+	last    time.Time // the last begin or chunk: an upload quiet for partialTimeout is abandoned
+
+	// mu guards f, h, off and last: a chunk is written and hashed under it
+	// alone, so that other files' uploads go on meanwhile. Lock order:
+	// receiver.mu, then upload.mu (never the other way round).
+	mu   sync.Mutex
+	done bool // committed or discarded: a chunk arriving now begins again
+	// resumable: a begin may resume it (a meta file beside it says which
+	// version it is). A whole file in one request is not: its partial has
+	// a name of its own, so its commit needs not move it aside first.
+	resumable bool
 }
 
 func newReceiver(name, dir, node string, m Matcher) (*receiver, error) {
@@ -65,7 +85,7 @@ func newReceiver(name, dir, node string, m Matcher) (*receiver, error) {
 		root.Close()
 		return nil, fmt.Errorf("folder %s: create %s in %s: %w", name, stateDir, dir, err)
 	}
-	r := &receiver{name: name, dir: dir, node: node, match: m, root: root, sums: map[string]Entry{}, uploads: map[string]*upload{}}
+	r := &receiver{name: name, dir: dir, node: node, match: m, root: root, sums: map[string]Entry{}, uploads: map[string]*upload{}, now: time.Now, syncs: map[string]*dirSync{}, busy: map[string]bool{}}
 	if b, err := root.ReadFile(path.Join(stateDir, "source.json")); err == nil {
 		var s api.FolderSource
 		if json.Unmarshal(b, &s) == nil {
@@ -88,9 +108,12 @@ func (r *receiver) close() {
 // dropUploads closes the open partial files (they stay on disk, to resume).
 func (r *receiver) dropUploads() {
 	for p, u := range r.uploads {
+		u.mu.Lock()
 		if u.f != nil {
 			_ = u.f.Close()
 		}
+		u.done = true
+		u.mu.Unlock()
 		delete(r.uploads, p)
 	}
 }
@@ -156,21 +179,37 @@ func (r *receiver) open(e Entry, resume bool) (int64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if u, ok := r.uploads[p]; ok && resume && u.file.Size == e.Size && u.file.MTime == e.MTime {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		u.last = r.now()
 		return u.off, nil
 	}
 	if u, ok := r.uploads[p]; ok {
-		_ = u.f.Close()
-		delete(r.uploads, p)
+		if u.resumable {
+			u.mu.Lock()
+			_ = u.f.Close()
+			u.done = true
+			u.mu.Unlock()
+			delete(r.uploads, p)
+		} else {
+			r.discard(p, u) // a whole file's partial is never resumed
+		}
 	}
-	u := &upload{file: Entry{Path: p, Size: e.Size, MTime: e.MTime, Mode: e.Mode}, partial: partialName(p), h: sha256.New()}
+	u := &upload{file: Entry{Path: p, Size: e.Size, MTime: e.MTime, Mode: e.Mode}, partial: partialName(p), h: sha256.New(), resumable: resume}
+	if !resume {
+		r.seq++
+		u.partial += fmt.Sprintf(".%d", r.seq)
+	}
 	meta, _ := json.Marshal(u.file)
-	if old, err := r.root.ReadFile(u.partial + ".meta"); err == nil && resume && bytes.Equal(old, meta) {
+	if !resume {
+		// From the first byte.
+	} else if old, err := r.root.ReadFile(u.partial + ".meta"); err == nil && bytes.Equal(old, meta) {
 		// A partial of this very version, from before a cut or a restart:
 		// resume after re-reading what it holds.
 		if f, err := r.root.OpenFile(u.partial, os.O_RDWR, 0o600); err == nil {
 			n, err := io.Copy(u.h, f)
 			if err == nil && n <= e.Size {
-				u.f, u.off = f, n
+				u.f, u.off, u.last = f, n, r.now()
 				r.uploads[p] = u
 				return n, nil
 			}
@@ -182,11 +221,15 @@ func (r *receiver) open(e Entry, resume bool) (int64, error) {
 	if err != nil {
 		return 0, r.writeErr(p, err)
 	}
-	if err := r.root.WriteFile(u.partial+".meta", meta, 0o600); err != nil {
-		_ = f.Close()
-		return 0, r.writeErr(p, err)
+	// The meta file lets a later begin resume this upload; a whole file
+	// in one request (beginAfresh) never resumes: it needs none.
+	if resume {
+		if err := r.root.WriteFile(u.partial+".meta", meta, 0o600); err != nil {
+			_ = f.Close()
+			return 0, r.writeErr(p, err)
+		}
 	}
-	u.f = f
+	u.f, u.last = f, r.now()
 	r.uploads[p] = u
 	return 0, nil
 }
@@ -201,9 +244,14 @@ func (r *receiver) chunk(e Entry, off int64, sum string, data []byte) (int64, er
 		return 0, ha.Errorf(ha.KindInvalid, "chunk at %d of %s: CRC-32C mismatch (corrupted on the way); send it again", off, p)
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	u, ok := r.uploads[p]
+	r.mu.Unlock()
 	if !ok || u.file.Size != e.Size || u.file.MTime != e.MTime {
+		return 0, ha.Errorf(ha.KindConflict, "no upload of this version of %s in progress; begin it again", p)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.done {
 		return 0, ha.Errorf(ha.KindConflict, "no upload of this version of %s in progress; begin it again", p)
 	}
 	if off != u.off {
@@ -217,6 +265,7 @@ func (r *receiver) chunk(e Entry, off int64, sum string, data []byte) (int64, er
 	}
 	u.h.Write(data)
 	u.off += int64(len(data))
+	u.last = r.now()
 	return u.off, nil
 }
 
@@ -233,11 +282,15 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 		r.mu.Unlock()
 		return Entry{}, ha.Errorf(ha.KindConflict, "no upload of this version of %s in progress; begin it again", p)
 	}
+	u.mu.Lock()
 	if u.off != u.file.Size {
+		u.mu.Unlock()
 		r.mu.Unlock()
 		return Entry{}, ha.Errorf(ha.KindConflict, "%s: %d of %d bytes are here; send the rest", p, u.off, u.file.Size)
 	}
 	sum := hex.EncodeToString(u.h.Sum(nil))
+	u.done = true // the upload is this call's now
+	u.mu.Unlock()
 	if sum != e.SHA256 {
 		r.discard(p, u)
 		r.mu.Unlock()
@@ -246,14 +299,24 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 	// The upload is this call's now: the slow part (fsync, rename) runs
 	// without the lock, so that other files' chunks and commits go on.
 	// A begin of the same path meanwhile makes a new partial file, not
-	// this one: it moves aside first.
+	// this one: a resumable one moves aside first (a whole file's partial
+	// has a name of its own already).
 	delete(r.uploads, p)
-	meta := u.partial + ".meta"
-	claimed := u.partial + ".commit"
-	err = r.root.Rename(u.partial, claimed)
+	if u.resumable {
+		claimed := u.partial + ".commit"
+		err = r.root.Rename(u.partial, claimed)
+		if err == nil {
+			_ = r.root.Remove(u.partial + ".meta")
+			u.partial = claimed
+		}
+	}
+	r.busy[path.Base(u.partial)] = true
 	r.mu.Unlock()
-	_ = r.root.Remove(meta)
-	u.partial = claimed
+	defer func() {
+		r.mu.Lock()
+		delete(r.busy, path.Base(u.partial))
+		r.mu.Unlock()
+	}()
 	done := func(err error) (Entry, error) {
 		if u.f != nil {
 			_ = u.f.Close()
@@ -264,6 +327,19 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 	if err != nil {
 		return done(err)
 	}
+	// Mode and modification time before the fsync, so that it covers
+	// them too; by the open file where the system allows.
+	mode := fs.FileMode(e.Mode).Perm()
+	if mode == 0 {
+		mode = 0o644
+	}
+	if err := u.f.Chmod(mode); err != nil {
+		return done(err)
+	}
+	mt := time.Unix(0, e.MTime)
+	if err := r.root.Chtimes(u.partial, mt, mt); err != nil {
+		return done(err)
+	}
 	if err := u.f.Sync(); err != nil {
 		return done(err)
 	}
@@ -272,32 +348,21 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 		return done(err)
 	}
 	u.f = nil
-	mode := fs.FileMode(e.Mode).Perm()
-	if mode == 0 {
-		mode = 0o644
-	}
-	if err := r.root.Chmod(u.partial, mode); err != nil {
-		return done(err)
-	}
-	mt := time.Unix(0, e.MTime)
-	if err := r.root.Chtimes(u.partial, mt, mt); err != nil {
-		return done(err)
-	}
-	if d := path.Dir(p); d != "." {
-		if err := r.root.MkdirAll(d, 0o755); err != nil {
-			return done(err)
+	// Into place; its directories are made (and fsynced) only when the
+	// rename finds them missing.
+	err = r.root.Rename(u.partial, p)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = r.mkdirs(path.Dir(p)); err == nil {
+			err = r.root.Rename(u.partial, p)
 		}
 	}
-	if fi, err := r.root.Lstat(p); err == nil && fi.IsDir() {
-		return done(fmt.Errorf("a directory is in the way"))
+	if errors.Is(err, syscall.EISDIR) || errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST) {
+		return done(fmt.Errorf("a directory is in the way: %w", err))
 	}
-	if err := r.root.Rename(u.partial, p); err != nil {
+	if err != nil {
 		return done(err)
 	}
-	if d, err := r.root.Open(path.Dir(p)); err == nil {
-		_ = d.Sync() // the rename survives a crash
-		_ = d.Close()
-	}
+	r.syncDir(path.Dir(p)) // the rename survives a crash
 	out := Entry{Path: p, Size: e.Size, MTime: e.MTime, Mode: uint32(mode), SHA256: sum}
 	r.mu.Lock()
 	r.sums[p] = out
@@ -305,11 +370,149 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 	return out, nil
 }
 
+// mkdirs makes the directory d (relative to the root) and those above it
+// that are missing, and fsyncs the parent of each one it made, so that a
+// committed file's directories survive a crash too, not only the rename.
+func (r *receiver) mkdirs(d string) error {
+	if d == "." {
+		return nil
+	}
+	var made []string
+	var dirs []string // d first, its parents after
+	for cur := d; cur != "."; cur = path.Dir(cur) {
+		dirs = append(dirs, cur)
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		err := r.root.Mkdir(dirs[i], 0o755)
+		switch {
+		case err == nil:
+			made = append(made, dirs[i])
+		case errors.Is(err, fs.ErrExist):
+		default:
+			return err
+		}
+	}
+	for _, m := range made {
+		r.syncDir(path.Dir(m))
+	}
+	return nil
+}
+
+// dirSync is the state of one directory's fsyncs: asked counts the
+// requests, done the ones an fsync that started after them has covered.
+type dirSync struct {
+	running     bool
+	asked, done uint64
+	cond        *sync.Cond
+}
+
+// syncDir fsyncs the directory d (relative to the root): the entries made
+// in it survive a crash. Requests that arrive while an fsync of d runs
+// share the next one. A failure is not an error of the write: the data
+// is there, only its durability across a power cut is not known.
+func (r *receiver) syncDir(d string) {
+	r.smu.Lock()
+	defer r.smu.Unlock()
+	ds := r.syncs[d]
+	if ds == nil {
+		ds = &dirSync{cond: sync.NewCond(&r.smu)}
+		r.syncs[d] = ds
+	}
+	ds.asked++
+	mine := ds.asked
+	for ds.done < mine {
+		if ds.running {
+			ds.cond.Wait()
+			continue
+		}
+		ds.running = true
+		upTo := ds.asked
+		r.smu.Unlock()
+		if f, err := r.root.Open(d); err == nil {
+			_ = f.Sync()
+			_ = f.Close()
+		}
+		if r.dirSynced != nil {
+			r.dirSynced(d)
+		}
+		r.smu.Lock()
+		ds.running, ds.done = false, upTo
+		ds.cond.Broadcast()
+	}
+	if !ds.running && ds.done == ds.asked {
+		delete(r.syncs, d)
+	}
+}
+
+// sweep removes abandoned uploads: an upload no begin or chunk touched for
+// timeout (its sender died, was demoted, or gave the file up), and any
+// file in the partial directory that old and not an upload's. At start
+// (no commit can be running) it also removes what a commit left when the
+// agent stopped between claiming an upload and renaming it into place.
+func (r *receiver) sweep(timeout time.Duration, start bool) (removed int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	mine := map[string]bool{}
+	for p, u := range r.uploads {
+		if !u.mu.TryLock() {
+			continue // a chunk is being written: not abandoned
+		}
+		idle := now.Sub(u.last)
+		u.mu.Unlock()
+		if idle >= timeout {
+			r.discard(p, u)
+			removed++
+			continue
+		}
+		mine[path.Base(u.partial)] = true
+		mine[path.Base(u.partial)+".meta"] = true
+	}
+	dir := path.Join(stateDir, "partial")
+	f, err := r.root.Open(dir)
+	if err != nil {
+		return removed
+	}
+	ents, _ := f.ReadDir(-1)
+	_ = f.Close()
+	for _, d := range ents {
+		if mine[d.Name()] || r.busy[d.Name()] {
+			continue
+		}
+		fi, err := d.Info()
+		if err != nil {
+			continue
+		}
+		claimed := strings.HasSuffix(d.Name(), ".commit") // a commit's: running, unless at start
+		if (start && claimed) || (!claimed && now.Sub(fi.ModTime()) >= timeout) {
+			if r.root.Remove(path.Join(dir, d.Name())) == nil {
+				removed++
+			}
+		}
+	}
+	if start {
+		_ = r.root.Remove(path.Join(stateDir, "source.json.tmp"))
+	}
+	return removed
+}
+
+// drop discards the upload at path p, if any.
+func (r *receiver) drop(p string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if u, ok := r.uploads[p]; ok {
+		r.discard(p, u)
+	}
+}
+
 // discard forgets an upload and removes its partial file.
 func (r *receiver) discard(p string, u *upload) {
+	u.mu.Lock()
 	if u.f != nil {
 		_ = u.f.Close()
 	}
+	u.done = true
+	u.mu.Unlock()
 	_ = r.root.Remove(u.partial)
 	_ = r.root.Remove(u.partial + ".meta")
 	delete(r.uploads, p)

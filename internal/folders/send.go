@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -29,15 +31,30 @@ type sender struct {
 	match Matcher
 	epoch ha.Epoch
 
-	mu      sync.Mutex
-	local   map[string]Local
-	deleted map[string]bool // files that went away while this node was active
-	gen     uint64          // grows with every change
-	changed chan struct{}   // closed and replaced on every change
+	mu    sync.Mutex
+	local map[string]Local
+	// deleted: files that went away while this node was active (delete:
+	// mirror), with the generation and time they went; forgotten once
+	// every receiver is seen without them (clean), or after deletedTTL.
+	deleted map[string]gone
+	clean   map[string]uint64 // by receiver: the generation up to which it has applied every delete
+	gen     uint64            // grows with every change
+	changed chan struct{}     // closed and replaced on every change
+	// snap is a copy of local and deleted as of snapGen, shared by the
+	// receivers' loops (they only read it): a folder of 100,000 files is
+	// copied once per change, not once per plan and receiver.
+	snap    map[string]Local
+	snapDel map[string]bool
+	snapGen uint64
+
+	// What the loops did, for tests and benchmarks.
+	plans     atomic.Int64 // plans made, all receivers
+	planNanos atomic.Int64 // time spent planning (view, Plan, the list's digest)
+	sources   atomic.Int64 // lists of complete files sent
 }
 
 func newSender(s *Service, f Folder, m Matcher, epoch ha.Epoch) *sender {
-	return &sender{s: s, f: f, match: m, epoch: epoch, local: map[string]Local{}, deleted: map[string]bool{}, changed: make(chan struct{})}
+	return &sender{s: s, f: f, match: m, epoch: epoch, local: map[string]Local{}, deleted: map[string]gone{}, clean: map[string]uint64{}, changed: make(chan struct{}), snapGen: ^uint64(0)}
 }
 
 func (snd *sender) clk() clock.Clock { return snd.s.o.Clock }
@@ -47,7 +64,7 @@ func (snd *sender) run(ctx context.Context) {
 	log := snd.s.o.Log.With("folder", snd.f.Name)
 	w, err := fsnotify.NewBufferedWatcher(4096)
 	if err != nil {
-		log.Warn("folder: no fsnotify; relying on scans", "err", err)
+		snd.s.setWatch(snd.f.Name, watchTrouble(snd.f, err, snd.s.o.Rescan))
 	} else {
 		defer w.Close()
 	}
@@ -85,6 +102,7 @@ func (snd *sender) run(ctx context.Context) {
 // rescan lists the whole folder again, watching every directory.
 func (snd *sender) rescan(w *fsnotify.Watcher) {
 	if w != nil {
+		var failed error
 		_ = filepath.WalkDir(snd.f.Path, func(p string, d fs.DirEntry, err error) error {
 			if err != nil || !d.IsDir() {
 				return nil
@@ -92,9 +110,16 @@ func (snd *sender) rescan(w *fsnotify.Watcher) {
 			if rel, _ := filepath.Rel(snd.f.Path, p); rel != "." && snd.match.SkipDir(filepath.ToSlash(rel)) {
 				return filepath.SkipDir
 			}
-			_ = w.Add(p)
+			add := w.Add
+			if snd.s.o.addWatch != nil {
+				add = snd.s.o.addWatch
+			}
+			if err := add(p); err != nil && failed == nil && !errors.Is(err, fs.ErrNotExist) {
+				failed = fmt.Errorf("watch %s: %w", p, err)
+			}
 			return nil
 		})
+		snd.s.setWatch(snd.f.Name, watchTrouble(snd.f, failed, snd.s.o.Rescan))
 	}
 	have, complete, err := scanPartly(snd.f.Path, snd.match)
 	if err != nil {
@@ -107,6 +132,27 @@ func (snd *sender) rescan(w *fsnotify.Watcher) {
 	snd.merge(have, complete)
 }
 
+// watchTrouble says what is wrong when the folder cannot be watched, and
+// what to do ("": nothing is wrong). Without a watch a change is seen only
+// by the next scan: files reach the standbys up to a scan interval late.
+func watchTrouble(f Folder, err error, rescan time.Duration) string {
+	if err == nil {
+		return ""
+	}
+	limit := func(name string) string {
+		b, _ := os.ReadFile("/proc/sys/fs/inotify/" + name)
+		return strings.TrimSpace(string(b))
+	}
+	late := fmt.Sprintf("changes there are seen only by the scan every %s, so files reach the standbys that much later", rescan)
+	switch {
+	case errors.Is(err, syscall.ENOSPC):
+		return fmt.Sprintf("folder %s: the inotify watch limit is reached (%v; fs.inotify.max_user_watches = %s): %s; raise it, e.g. sysctl -w fs.inotify.max_user_watches=1048576 and the same in /etc/sysctl.d/90-haven.conf", f.Name, err, limit("max_user_watches"), late)
+	case errors.Is(err, syscall.EMFILE):
+		return fmt.Sprintf("folder %s: no inotify instance left (%v; fs.inotify.max_user_instances = %s): %s; raise it, e.g. sysctl -w fs.inotify.max_user_instances=1024 and the same in /etc/sysctl.d/90-haven.conf", f.Name, err, limit("max_user_instances"), late)
+	}
+	return fmt.Sprintf("folder %s: cannot watch it (%v): %s", f.Name, err, late)
+}
+
 // merge takes a scan's list: new and changed files, and (only from a
 // complete list) the files gone since.
 func (snd *sender) merge(have map[string]Entry, complete bool) {
@@ -117,11 +163,7 @@ func (snd *sender) merge(have map[string]Entry, complete bool) {
 	for p := range snd.local {
 		if _, ok := have[p]; !ok && complete {
 			delete(snd.local, p)
-			if snd.f.Mirror {
-				if snd.f.Mirror {
-					snd.deleted[p] = true
-				}
-			}
+			snd.gone(p, now)
 			n++
 		}
 	}
@@ -130,8 +172,56 @@ func (snd *sender) merge(have map[string]Entry, complete bool) {
 			n++
 		}
 	}
+	for p, g := range snd.deleted {
+		if now.Sub(g.at) >= deletedTTL {
+			delete(snd.deleted, p) // a receiver away this long keeps the file
+		}
+	}
 	if n > 0 {
 		snd.bump()
+	}
+}
+
+// gone records that p went away (for delete: mirror). Called with mu held,
+// before the bump of its change.
+func (snd *sender) gone(p string, now time.Time) {
+	if snd.f.Mirror {
+		snd.deleted[p] = gone{gen: snd.gen + 1, at: now}
+	}
+}
+
+// gone is a file that went away while this node was active.
+type gone struct {
+	gen uint64 // the generation of its going
+	at  time.Time
+}
+
+// deletedTTL bounds how long the active remembers a deleted file for a
+// receiver that has not yet applied the delete (delete: mirror): one away
+// longer keeps that file.
+const deletedTTL = 24 * time.Hour
+
+// applied records that peer has applied every delete up to generation gen,
+// and forgets the deletes every receiver has applied.
+func (snd *sender) applied(peer string, gen uint64) {
+	snd.mu.Lock()
+	defer snd.mu.Unlock()
+	if g, ok := snd.clean[peer]; ok && g >= gen {
+		return
+	}
+	snd.clean[peer] = gen
+	upTo := gen
+	for _, p := range snd.s.o.Peers {
+		g, ok := snd.clean[p.Name]
+		if !ok {
+			return
+		}
+		upTo = min(upTo, g)
+	}
+	for p, g := range snd.deleted {
+		if g.gen <= upTo {
+			delete(snd.deleted, p)
+		}
 	}
 }
 
@@ -157,7 +247,7 @@ func (snd *sender) observe(w *fsnotify.Watcher, name string) {
 		for p := range snd.local {
 			if p == rel || strings.HasPrefix(p, rel+"/") {
 				delete(snd.local, p)
-				snd.deleted[p] = true
+				snd.gone(p, snd.clk().Now())
 				n++
 			}
 		}
@@ -195,19 +285,23 @@ func (snd *sender) bump() {
 	snd.changed = make(chan struct{})
 }
 
-// view copies what the loops plan from.
+// view returns a copy of what the loops plan from, made once per change
+// and shared: the loops must not modify it.
 func (snd *sender) view() (local map[string]Local, deleted map[string]bool, gen uint64, changed <-chan struct{}) {
 	snd.mu.Lock()
 	defer snd.mu.Unlock()
-	local = make(map[string]Local, len(snd.local))
-	for p, l := range snd.local {
-		local[p] = l
+	if snd.snapGen != snd.gen {
+		snd.snap = make(map[string]Local, len(snd.local))
+		for p, l := range snd.local {
+			snd.snap[p] = l
+		}
+		snd.snapDel = make(map[string]bool, len(snd.deleted))
+		for p := range snd.deleted {
+			snd.snapDel[p] = true
+		}
+		snd.snapGen = snd.gen
 	}
-	deleted = make(map[string]bool, len(snd.deleted))
-	for p := range snd.deleted {
-		deleted[p] = true
-	}
-	return local, deleted, snd.gen, snd.changed
+	return snd.snap, snd.snapDel, snd.gen, snd.changed
 }
 
 func (snd *sender) generation() uint64 {
@@ -235,9 +329,9 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 		seen     map[string]Entry // what it held when last known: its lag while it does not answer
 		backoff  = 200 * time.Millisecond
 		lastErr  error
-		srcGen   = ^uint64(0)
 		srcAt    time.Time
-		srcCount = -1
+		srcSet   = readySet{count: -1}
+		nextPlan time.Time // plans are spaced by ten times what one costs
 	)
 	pause := func(d time.Duration, wake <-chan struct{}) bool {
 		t := snd.clk().NewTimer(d)
@@ -264,6 +358,10 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 		have = nil // ask it again: the failure may have left it anywhere
 	}
 	for ctx.Err() == nil {
+		if d := nextPlan.Sub(snd.clk().Now()); d > 0 && !pause(d, nil) {
+			return
+		}
+		start := snd.clk().Now()
 		local, deleted, gen, changed := snd.view()
 		now := snd.clk().Now()
 		if have == nil {
@@ -282,6 +380,7 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 			for _, e := range m.Entries {
 				have[e.Path] = e
 			}
+			start = snd.clk().Now() // the manifest's time is the receiver's, not the plan's
 		}
 		var del map[string]bool
 		if snd.f.Mirror {
@@ -289,9 +388,19 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 		}
 		steps, lag, wait := Plan(local, have, now, snd.f.Quiet, del)
 		snd.s.setLag(snd.f.Name, peer.Name, lag, lastErr)
-		// The list of complete files, for the RPO report of a later promotion.
-		ready := countReady(local, now, snd.f.Quiet)
-		if (gen != srcGen || ready != srcCount) && now.Sub(srcAt) >= sourceEvery {
+		if len(steps) == 0 || steps[0].Op != OpDelete { // deletes come first
+			snd.applied(peer.Name, gen)
+		}
+		// The list of complete files, for the RPO report of a later
+		// promotion: sent when that set changed (a file being written
+		// does not change it), at most once every sourceEvery.
+		ready := readyOf(local, now, snd.f.Quiet)
+		cost := snd.clk().Since(start)
+		snd.plans.Add(1)
+		snd.planNanos.Add(int64(cost))
+		gap := min(max(10*cost, minReplan), maxReplan)
+		nextPlan = start.Add(gap)
+		if ready != srcSet && now.Sub(srcAt) >= sourceEvery {
 			if err := c.FolderSource(ctx, peer.Addr, snd.f.Name, api.FolderSource{From: snd.s.o.Node, Epoch: snd.epoch, Entries: readyList(local, now, snd.f.Quiet)}); err != nil {
 				failed(err)
 				if !pause(backoff, nil) {
@@ -300,7 +409,8 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 				backoff = min(2*backoff, 5*time.Second)
 				continue
 			}
-			srcGen, srcAt, srcCount = gen, now, ready
+			snd.sources.Add(1)
+			srcSet, srcAt = ready, now
 		}
 		if len(steps) == 0 {
 			lastErr = nil
@@ -312,7 +422,7 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 			if lag.Files > 0 {
 				d = time.Second
 			}
-			if gen != srcGen || ready != srcCount {
+			if ready != srcSet {
 				d = min(d, max(sourceEvery-now.Sub(srcAt), time.Millisecond))
 			}
 			if wait > 0 && wait < d {
@@ -320,11 +430,6 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 				d = wait
 			}
 			if !pause(d, changed) {
-				return
-			}
-			// Let a burst of changes settle before copying the folder's
-			// list again (it may hold 100,000 files).
-			if !pause(replanEvery/10, nil) {
 				return
 			}
 			continue
@@ -372,7 +477,7 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 					have[e.Path] = e
 				}
 			}(st)
-			if snd.generation() != gen && snd.clk().Since(now) >= replanEvery {
+			if snd.generation() != gen && snd.clk().Since(start) >= gap {
 				break // plan again with what changed meanwhile
 			}
 		}
@@ -392,14 +497,32 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 	}
 }
 
-func countReady(local map[string]Local, now time.Time, quiet time.Duration) int {
-	n := 0
-	for _, l := range local {
+// readySet identifies a set of complete files: their number and a sum of
+// their paths', sizes' and modification times' hashes (independent of order).
+type readySet struct {
+	count int
+	sum   uint64
+}
+
+func readyOf(local map[string]Local, now time.Time, quiet time.Duration) readySet {
+	var r readySet
+	for p, l := range local {
 		if now.Sub(l.Changed) >= quiet {
-			n++
+			// FNV-1a, inline: no allocation per file.
+			h := uint64(14695981039346656037)
+			for i := 0; i < len(p); i++ {
+				h = (h ^ uint64(p[i])) * 1099511628211
+			}
+			for _, v := range [2]uint64{uint64(l.Size), uint64(l.MTime)} {
+				for i := 0; i < 8; i++ {
+					h = (h ^ (v >> (8 * i) & 0xff)) * 1099511628211
+				}
+			}
+			r.count++
+			r.sum += h
 		}
 	}
-	return n
+	return r
 }
 
 func readyList(local map[string]Local, now time.Time, quiet time.Duration) []Entry {
@@ -412,9 +535,15 @@ func readyList(local map[string]Local, now time.Time, quiet time.Duration) []Ent
 	return out
 }
 
-// replanEvery is how often at most a receiver's loop plans again while it
-// ships, when the folder changes meanwhile.
-const replanEvery = 200 * time.Millisecond
+// A receiver's loop plans again at most every ten times what its last plan
+// cost (copying the folder's list, planning, the complete files' digest),
+// within these bounds: a folder of 100,000 files (about 100 ms a plan)
+// is planned about once a second however often its files change, a small
+// one every 20 ms.
+const (
+	minReplan = 20 * time.Millisecond
+	maxReplan = time.Second
+)
 
 // parallel is how many files a sender ships to one receiver at a time.
 const parallel = 4
@@ -438,9 +567,20 @@ func (snd *sender) ship(ctx context.Context, peer Peer, e Entry) (Entry, error) 
 	if !sameFile(f, e) {
 		return Entry{}, errChanged
 	}
+	bufs := snd.s.bufs
 	if e.Size <= int64(snd.s.o.ChunkSize) {
 		// One request: the file fits in a chunk.
-		data := make([]byte, e.Size)
+		var data []byte
+		if e.Size > smallFile {
+			buf, err := bufs.get(ctx)
+			if err != nil {
+				return Entry{}, err
+			}
+			defer bufs.put(buf)
+			data = buf[:e.Size]
+		} else {
+			data = make([]byte, e.Size)
+		}
 		if _, err := io.ReadFull(f, data); err != nil || !sameFile(f, e) {
 			return Entry{}, errChanged
 		}
@@ -475,32 +615,40 @@ func (snd *sender) ship(ctx context.Context, peer Peer, e Entry) (Entry, error) 
 			return Entry{}, errChanged
 		}
 	}
-	// A reader reads and hashes the next chunks while one is on the wire.
+	// A reader reads and hashes the next chunks while one is on the wire,
+	// in buffers of the Service's pool (at most perShip of them at once).
 	type piece struct {
 		off  int64
 		data []byte
 		sum  string
 		err  error
 	}
-	size := min(int64(snd.s.o.ChunkSize), max(e.Size-off, 1))
-	free := make(chan []byte, 3)
-	for range 3 {
-		free <- make([]byte, size)
-	}
-	pieces := make(chan piece, 2)
+	mine := make(chan struct{}, perShip)
+	pieces := make(chan piece, perShip-1)
 	rctx, stopReader := context.WithCancel(ctx)
-	defer stopReader()
+	defer func() {
+		stopReader()
+		for pc := range pieces { // the reader's unsent pieces go back to the pool
+			if pc.data != nil {
+				bufs.put(pc.data)
+			}
+		}
+	}()
 	go func() {
 		defer close(pieces)
 		for pos := off; pos < e.Size; {
-			var buf []byte
 			select {
-			case buf = <-free:
+			case mine <- struct{}{}:
 			case <-rctx.Done():
+				return
+			}
+			buf, err := bufs.get(rctx)
+			if err != nil {
 				return
 			}
 			n, err := io.ReadFull(f, buf[:min(int64(len(buf)), e.Size-pos)])
 			if err != nil {
+				bufs.put(buf)
 				select {
 				case pieces <- piece{err: errChanged}:
 				case <-rctx.Done():
@@ -511,6 +659,7 @@ func (snd *sender) ship(ctx context.Context, peer Peer, e Entry) (Entry, error) 
 			select {
 			case pieces <- piece{off: pos, data: buf[:n], sum: ChunkSum(buf[:n])}:
 			case <-rctx.Done():
+				bufs.put(buf)
 				return
 			}
 			pos += int64(n)
@@ -520,19 +669,18 @@ func (snd *sender) ship(ctx context.Context, peer Peer, e Entry) (Entry, error) 
 		if pc.err != nil {
 			return Entry{}, pc.err
 		}
-		if err := snd.s.limit.wait(ctx, len(pc.data)); err != nil {
-			return Entry{}, err
-		}
-		for try := 0; ; try++ {
+		err := snd.s.limit.wait(ctx, len(pc.data))
+		for try := 0; err == nil; try++ {
 			_, err = c.FolderChunk(ctx, peer.Addr, snd.f.Name, w, pc.off, pc.sum, pc.data)
 			if err == nil || try == 2 || ha.KindOf(err) != ha.KindInvalid {
 				break // a corrupt chunk (Invalid) is sent again, twice at most
 			}
 		}
+		bufs.put(pc.data)
+		<-mine
 		if err != nil {
 			return Entry{}, fmt.Errorf("send %s: %w", e.Path, err)
 		}
-		free <- pc.data[:cap(pc.data)]
 		off = pc.off + int64(len(pc.data))
 	}
 	if off != e.Size {
@@ -547,6 +695,66 @@ func (snd *sender) ship(ctx context.Context, peer Peer, e Entry) (Entry, error) 
 		return Entry{}, fmt.Errorf("commit %s: %w", e.Path, err)
 	}
 	return got, nil
+}
+
+// smallFile: a file up to this size is read into a buffer of its own;
+// larger ones use the Service's pool.
+const smallFile = 64 << 10
+
+// perShip bounds the pool's buffers one file's upload holds: one on the
+// wire, the next ones read and hashed meanwhile.
+const perShip = 3
+
+// poolBuffers is how many chunk buffers the Service's pool lends at once,
+// all folders, receivers and files together (8 MiB chunks: 64 MiB).
+const poolBuffers = 8
+
+// bufPool lends the chunk buffers of a Service's senders: at most n exist
+// at once, whatever the number of folders, receivers and files shipped.
+type bufPool struct {
+	size   int
+	tokens chan struct{} // one per buffer lent
+	free   chan []byte
+	made   atomic.Int64 // buffers allocated, ever
+	out    atomic.Int64 // lent now
+	most   atomic.Int64 // the most lent at once
+}
+
+func newBufPool(size, n int) *bufPool {
+	return &bufPool{size: size, tokens: make(chan struct{}, n), free: make(chan []byte, n)}
+}
+
+// get lends a buffer of p.size bytes, waiting for one to be free.
+func (p *bufPool) get(ctx context.Context) ([]byte, error) {
+	select {
+	case p.tokens <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	out := p.out.Add(1)
+	for {
+		m := p.most.Load()
+		if out <= m || p.most.CompareAndSwap(m, out) {
+			break
+		}
+	}
+	select {
+	case b := <-p.free:
+		return b, nil
+	default:
+		p.made.Add(1)
+		return make([]byte, p.size), nil
+	}
+}
+
+// put gives back a buffer get lent.
+func (p *bufPool) put(b []byte) {
+	p.out.Add(-1)
+	select {
+	case p.free <- b[:cap(b)]:
+	default:
+	}
+	<-p.tokens
 }
 
 // sameFile reports whether the open file is still the version e.

@@ -35,14 +35,24 @@ type pair struct {
 
 func newPair(t *testing.T, f Folder, maxLag time.Duration) *pair {
 	t.Helper()
+	return newPairPrepared(t, f, maxLag, nil)
+}
+
+// newPairPrepared is newPair with prepare(dirA, dirB) called before the
+// services start.
+func newPairPrepared(t *testing.T, f Folder, maxLag time.Duration, prepare func(dirA, dirB string), opts ...func(*Options)) *pair {
+	t.Helper()
 	p := &pair{dirA: filepath.Join(t.TempDir(), "a"), dirB: filepath.Join(t.TempDir(), "b"), events: make(chan ha.Event, 100)}
+	if prepare != nil {
+		prepare(p.dirA, p.dirB)
+	}
 	p.leader.Store(&ha.Leader{Node: "n1", Epoch: 7})
 	const token = "0123456789abcdef0123"
 	var srvB *httptest.Server
 	mk := func(node, dir string, peers []Peer) *Service {
 		fo := f
 		fo.Path = dir
-		s, err := New(Options{
+		o := Options{
 			Node: node, Folders: []Folder{fo}, Peers: peers, MaxLag: maxLag,
 			Client: api.NewClient(api.ClientOptions{Token: token, Timeout: 5 * time.Second}),
 			Clock:  clock.Real{}, Rescan: time.Second,
@@ -52,7 +62,11 @@ func newPair(t *testing.T, f Folder, maxLag time.Duration) *pair {
 			},
 			Leader: func() ha.Leader { return *p.leader.Load() },
 			Event:  func(ev ha.Event) { p.events <- ev },
-		})
+		}
+		for _, f := range opts {
+			f(&o)
+		}
+		s, err := New(o)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -440,6 +440,7 @@ function openDetail(name) {
 function folderText(fs) {
   if (!fs || !fs.length) return '-';
   return fs.map((f) => {
+    if (!f.peer && f.error) return `${f.folder}: WARNING ${f.error}`;
     if (!f.peer) return `${f.folder}: ${f.lost} files of the old active lost at promotion`;
     const state = f.behind ? 'BEHIND max_lag' : (f.files ? 'shipping' : 'in sync');
     let t = `${f.folder} \u2192 ${f.peer}: ${state}, lacks ${f.files} files (${f.bytes} bytes)`;
