@@ -2,7 +2,6 @@ package folders_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io/fs"
 	"os"
@@ -97,18 +96,7 @@ func TestFoldersCatchUpBigFolder(t *testing.T) {
 	}
 	t.Logf("%d files on each of 3 nodes made in %s", n, time.Since(made).Round(time.Millisecond))
 
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Bin: havenBin, Dir: dir, Timing: "ci", Folders: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
-	defer func() {
-		if t.Failed() {
-			t.Log(sb.LogTail(60))
-		}
-	}()
+	sb := startSandbox(t, dir, false)
 	active := waitActive(t, sb, "")
 	standbys := sb.Standbys(active)
 	if len(standbys) != 2 {
@@ -181,7 +169,7 @@ func TestFoldersCatchUpBigFolder(t *testing.T) {
 	}
 	// Compare the two folders; count the files written again.
 	var files, rewritten int
-	err = filepath.WalkDir(from, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(from, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}

@@ -139,18 +139,7 @@ func checkOn(t *testing.T, fromDir, toDir string, closed map[string]time.Time, c
 // max_lag before the fault is on the new active, byte for byte.
 func TestFoldersSurviveKillAndSwitchover(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Bin: havenBin, Dir: t.TempDir(), Timing: "ci", Folders: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
-	defer func() {
-		if t.Failed() {
-			t.Log(sb.LogTail(60))
-		}
-	}()
+	sb := startSandbox(t, t.TempDir(), false)
 	first := waitActive(t, sb, "")
 
 	// kill -9 of the active agent while the writer writes.
@@ -175,7 +164,7 @@ func TestFoldersSurviveKillAndSwitchover(t *testing.T) {
 		}
 	}()
 	waitFor(t, "the promotion's folder event", 20*time.Second, func() bool {
-		out, err := sb.Haven(ctx, "events", "--json", "--limit", "200")
+		out, err := sb.Haven(t.Context(), "events", "--json", "--limit", "200")
 		last = out
 		if err != nil {
 			last += err.Error()
@@ -199,7 +188,7 @@ func TestFoldersSurviveKillAndSwitchover(t *testing.T) {
 	w = startWriter(sb.Node(second).Files, "switch")
 	w.waitDue(t, 15)
 	fault = time.Now()
-	out, err := sb.Haven(ctx, "switchover", "--reason", "folders test")
+	out, err := sb.Haven(t.Context(), "switchover", "--reason", "folders test")
 	if err != nil {
 		t.Fatalf("switchover: %v: %s", err, out)
 	}
@@ -215,6 +204,26 @@ func TestFoldersSurviveKillAndSwitchover(t *testing.T) {
 	}
 	due = checkOn(t, sb.Node(second).Files, sb.Node(third).Files, closed, fault.Add(-drill.SandboxMaxLag))
 	t.Logf("switchover %s -> %s (%s): %d files written, %d due, all there", second, third, strings.TrimSpace(out), len(closed), due)
+}
+
+// startSandbox starts a three-node sandbox with replicated folders in dir
+// (in network namespaces with netns), closed when the test ends; a failed
+// test logs its agents' last lines.
+func startSandbox(t *testing.T, dir string, netns bool) *drill.Sandbox {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Bin: havenBin, Dir: dir, Netns: netns, Timing: "ci", Folders: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(sb.LogTail(60))
+		}
+		sb.Close()
+	})
+	return sb
 }
 
 func waitActive(t *testing.T, sb *drill.Sandbox, not string) string {
@@ -249,18 +258,7 @@ func waitFor(t *testing.T, what string, d time.Duration, ok func() bool, last ..
 // let go, does not write to the others as an active any more.
 func TestFoldersSurviveFreezeAndCut(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Bin: havenBin, Dir: t.TempDir(), Netns: true, Timing: "ci", Folders: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
-	defer func() {
-		if t.Failed() {
-			t.Log(sb.LogTail(60))
-		}
-	}()
+	sb := startSandbox(t, t.TempDir(), true)
 	first := waitActive(t, sb, "")
 
 	// SIGSTOP of the active agent while the writer writes.
