@@ -194,7 +194,7 @@ func (c *Config) Describe() string {
 	case c.Store.Backend == BackendEtcd && c.LockDelay != LockDelayOff:
 		// etcd's tick leaves no record of the expiry: the winner waits out
 		// the lock-delay (docs/stores.md).
-		line("  agent or node lost, lock_delay: auto\tlease_ttl + 500ms + lease_ttl − fence_margin (lock-delay) + 4 × etcd_heartbeat\t%s", wc.AgentLoss+t.LeaseTTL-t.FenceMargin)
+		line("  agent or node lost, lock_delay: auto\tlease_ttl + 500ms + lease_ttl (lock-delay) + 4 × etcd_heartbeat\t%s", wc.AgentLoss+t.LeaseTTL)
 	case c.Store.Backend == BackendEtcd:
 		line("  (lock_delay: off — unsafe if an etcd raft leader freezes and wakes: it can revoke the live active's lease, docs/stores.md)")
 	}

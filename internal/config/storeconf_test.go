@@ -113,8 +113,8 @@ func TestLockDelayWorstCase(t *testing.T) {
 	if c.LockDelay != LockDelayAuto {
 		t.Fatalf("lock_delay defaults to %q, want auto", c.LockDelay)
 	}
-	// lan: 2s + 500ms + (2s − 300ms) + 4 × 50ms.
-	if d := c.Describe(); !strings.Contains(d, "agent or node lost, lock_delay: auto") || !strings.Contains(d, "4.4s") {
+	// lan: 2s + 500ms + 2s + 4 × 50ms.
+	if d := c.Describe(); !strings.Contains(d, "agent or node lost, lock_delay: auto") || !strings.Contains(d, "4.7s") {
 		t.Fatalf("config check with an external etcd does not count the lock-delay:\n%s", d)
 	}
 	c = mustParse(t, "h.yaml", etcd+"lock_delay: off\n"+twoNodes)

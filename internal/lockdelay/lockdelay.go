@@ -15,10 +15,14 @@
 // ended by a resign (switchover, stop), or haven's revoker (which confirms
 // its leadership with a quorum first) recorded that it expired, or the
 // previous holder was this node, or nobody ever held the key. Otherwise it
-// waits lease_ttl − fence_margin on its own clock from when it saw the key
-// vacant: the old holder fences itself at its last acknowledged renewal's
-// send time + lease_ttl − fence_margin, and that renewal was sent before
-// the key's deletion, so before the winner saw it.
+// waits lease_ttl on its own clock from when it saw the key vacant: the old
+// holder starts fencing itself at its last acknowledged renewal's send time
+// + lease_ttl − fence_margin and has stopped (service, VIP, on_demote) by
+// that send time + lease_ttl − the drift allowance (its fenced demotion's
+// deadline), and that renewal was sent before the key's deletion, so before
+// the winner saw it. Waiting only lease_ttl − fence_margin would let the
+// winner start while the old holder still runs its demotion: the
+// fence_margin is the time that demotion has.
 package lockdelay
 
 import (
@@ -32,8 +36,10 @@ import (
 type Options struct {
 	// Enabled: the store can end a session early (ha.EarlyRevoker) and the
 	// configuration did not turn the guard off (lock_delay: off).
-	Enabled     bool
-	LeaseTTL    time.Duration
+	Enabled  bool
+	LeaseTTL time.Duration
+	// FenceMargin is not taken off the wait: the old holder's demotion
+	// runs within it (see above). Kept for the status texts.
 	FenceMargin time.Duration
 }
 
@@ -78,7 +84,7 @@ func Decide(o Options, node string, v Vacancy, now time.Time) Decision {
 	case t.Node == node:
 		return Decision{Until: now, Reason: fmt.Sprintf("epoch %d was this node's own", t.Epoch)}
 	}
-	until := v.Since.Add(o.LeaseTTL - o.FenceMargin)
+	until := v.Since.Add(o.LeaseTTL)
 	wait := max(until.Sub(now), 0)
 	why := fmt.Sprintf("%s's key at epoch %d went without a record of resign or expiry", t.Node, t.Epoch)
 	switch {
@@ -88,6 +94,6 @@ func Decide(o Options, node string, v Vacancy, now time.Time) Decision {
 		why = fmt.Sprintf("%s's tenure at epoch %d never settled (its own predecessor may still act)", t.Node, t.Epoch)
 	}
 	return Decision{Wait: wait, Until: now.Add(wait), Reason: fmt.Sprintf(
-		"%s; waiting for the old active's lease to run out (lease_ttl − fence_margin = %s after the key was seen vacant)",
-		why, o.LeaseTTL-o.FenceMargin)}
+		"%s; waiting for the old active's lease to run out and its demotion (fence_margin %s) to end (lease_ttl = %s after the key was seen vacant)",
+		why, o.FenceMargin, o.LeaseTTL)}
 }

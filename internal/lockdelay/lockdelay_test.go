@@ -26,15 +26,15 @@ func TestDecide(t *testing.T) {
 		why  string
 	}{
 		{"off", lockdelay.Options{LeaseTTL: 2 * time.Second}, "n2", old, 0, "off"},
-		{"no record, a key seen (held by an older haven)", on, "n2", ha.Tenure{}, 1500 * time.Millisecond, "record is of epoch 0"},
+		{"no record, a key seen (held by an older haven)", on, "n2", ha.Tenure{}, 1700 * time.Millisecond, "record is of epoch 0"},
 		{"resigned", on, "n2", ha.Tenure{Epoch: 7, Node: "n1", Ended: ha.TenureResigned}, 0, "resigned"},
 		{"expired by haven's revoker", on, "n2", ha.Tenure{Epoch: 7, Node: "n1", Ended: ha.TenureExpired}, 0, "expired"},
 		{"own earlier tenure", on, "n1", old, 0, "own"},
-		{"no record: wait", on, "n2", old, 1500 * time.Millisecond, "waiting for the old active's lease to run out"},
-		{"resigned but unsettled", on, "n2", ha.Tenure{Epoch: 7, Node: "n1", Ended: ha.TenureResigned, Unsettled: true}, 1500 * time.Millisecond, "never settled"},
-		{"expired but unsettled", on, "n2", ha.Tenure{Epoch: 7, Node: "n1", Ended: ha.TenureExpired, Unsettled: true}, 1500 * time.Millisecond, "never settled"},
-		{"record older than the key that went", on, "n2", ha.Tenure{Epoch: 3, Node: "n1", Ended: ha.TenureResigned}, 1500 * time.Millisecond, "record is of epoch 3"},
-		{"own but unsettled", on, "n1", ha.Tenure{Epoch: 7, Node: "n1", Unsettled: true}, 1500 * time.Millisecond, "never settled"},
+		{"no record: wait", on, "n2", old, 1700 * time.Millisecond, "waiting for the old active's lease to run out"},
+		{"resigned but unsettled", on, "n2", ha.Tenure{Epoch: 7, Node: "n1", Ended: ha.TenureResigned, Unsettled: true}, 1700 * time.Millisecond, "never settled"},
+		{"expired but unsettled", on, "n2", ha.Tenure{Epoch: 7, Node: "n1", Ended: ha.TenureExpired, Unsettled: true}, 1700 * time.Millisecond, "never settled"},
+		{"record older than the key that went", on, "n2", ha.Tenure{Epoch: 3, Node: "n1", Ended: ha.TenureResigned}, 1700 * time.Millisecond, "record is of epoch 3"},
+		{"own but unsettled", on, "n1", ha.Tenure{Epoch: 7, Node: "n1", Unsettled: true}, 1700 * time.Millisecond, "never settled"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := lockdelay.Decide(tc.o, tc.node, lockdelay.Vacancy{Tenure: tc.t, Since: seen, Epoch: 7}, now)
