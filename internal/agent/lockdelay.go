@@ -35,7 +35,12 @@ func (a *Agent) noteVacancy(s ha.Snapshot, wasVacant bool, held ha.Epoch) bool {
 		return false
 	}
 	v := lockdelay.Vacancy{Tenure: s.Tenure, Since: a.clk.Now(), Epoch: held}
-	if p := a.vacancy.Load(); wasVacant && p != nil {
+	// The same vacancy only if no campaign came between: snapshots are
+	// coalesced (ha.SendLatest, a watch that reconnects), so "vacant, then
+	// vacant" may hide a key won and lost meanwhile; every campaign writes
+	// the tenure record, so a record of another epoch is a new vacancy,
+	// counted from now.
+	if p := a.vacancy.Load(); wasVacant && p != nil && p.Tenure.Epoch == s.Tenure.Epoch && p.Epoch == held {
 		v.Since = p.Since
 	}
 	a.vacancy.Store(&v)
