@@ -63,6 +63,19 @@ func (a *Agent) decideLockDelay(epoch ha.Epoch) {
 	} else {
 		v.Since = a.startedAt // never saw the key vacant: count from the start
 	}
+	if st, ok := a.store.(ha.PreviousTenurer); ok {
+		// The record the winning transaction replaced. Another one than
+		// the vacancy's: a key was won and lost between the vacancy this
+		// node saw and its win (the watch coalesced it), so that vacancy
+		// says nothing; its key went before the win's answer came, so
+		// count from now.
+		if prev, ok := st.PreviousTenure(epoch); ok {
+			if prev.Epoch != v.Tenure.Epoch {
+				v.Since = a.clk.Now()
+			}
+			v.Tenure = prev
+		}
+	}
 	d := lockdelay.Decide(a.lockDelayOptions(), a.node.Name, v, a.clk.Now())
 	a.pending.Store(&pendingDelay{epoch: epoch, d: d, previous: v.Tenure})
 }

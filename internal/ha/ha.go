@@ -152,6 +152,15 @@ type EarlyRevoker interface {
 	EarlyRevocation() bool
 }
 
+// PreviousTenurer is implemented by stores whose campaign reads the tenure
+// record it replaces in the same transaction: PreviousTenure is that record
+// for the campaign that won epoch (false if unknown, e.g. a later campaign
+// won since). It is the one record sure to be about the key the winner
+// replaced; the watch may have coalesced a key won and lost meanwhile.
+type PreviousTenurer interface {
+	PreviousTenure(epoch Epoch) (Tenure, bool)
+}
+
 // Intents are what operators asked for and the cluster must honour until
 // withdrawn: maintenance flags and a pending switchover or promotion.
 type Intents struct {

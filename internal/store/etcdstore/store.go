@@ -49,6 +49,12 @@ type Store struct {
 
 	mu    sync.Mutex
 	lease clientv3.LeaseID
+	// won is the latest campaign this store won and the tenure record its
+	// transaction replaced (PreviousTenure).
+	won struct {
+		epoch ha.Epoch
+		prev  ha.Tenure
+	}
 
 	// stall, when set, bounds how long the watch may go without word
 	// from its member (see SetWatchStall).
@@ -225,7 +231,8 @@ func (s *Store) Campaign(ctx context.Context, node string) (ha.Epoch, error) {
 	k := s.leaderKey()
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
-		Then(clientv3.OpPut(k, node, clientv3.WithLease(id)),
+		Then(clientv3.OpGet(s.tenureKey()), // the record this win replaces (PreviousTenure)
+			clientv3.OpPut(k, node, clientv3.WithLease(id)),
 			clientv3.OpPut(s.tenureKey(), tenureValue(ha.Tenure{Node: node, Unsettled: true}))).
 		Else(clientv3.OpGet(k)).
 		Commit()
@@ -245,7 +252,26 @@ func (s *Store) Campaign(ctx context.Context, node string) (ha.Epoch, error) {
 	// The transaction is one revision: the key's CreateRevision, which
 	// every later campaign exceeds. The tenure record (lockdelay) names the
 	// node; its epoch is its own CreateRevision, the same revision.
-	return ha.Epoch(resp.Header.Revision), nil
+	epoch := ha.Epoch(resp.Header.Revision)
+	var prev ha.Tenure
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
+		prev = parseTenure(kvs[0].Value, kvs[0].ModRevision, false)
+	}
+	s.mu.Lock()
+	s.won.epoch, s.won.prev = epoch, prev
+	s.mu.Unlock()
+	return epoch, nil
+}
+
+// PreviousTenure is the tenure record the campaign that won epoch replaced
+// (ha.PreviousTenurer).
+func (s *Store) PreviousTenure(epoch ha.Epoch) (ha.Tenure, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if epoch == 0 || s.won.epoch != epoch {
+		return ha.Tenure{}, false
+	}
+	return s.won.prev, true
 }
 
 // Resign deletes the leader key if node still holds it at epoch.

@@ -77,4 +77,6 @@ func (s *Store) Settle(ctx context.Context, node string, epoch ha.Epoch) error {
 var (
 	_ ha.EarlyRevoker  = (*Store)(nil)
 	_ ha.TenureSettler = (*Store)(nil)
+
+	_ ha.PreviousTenurer = (*Store)(nil)
 )

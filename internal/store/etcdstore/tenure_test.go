@@ -113,3 +113,46 @@ func TestTenureRecord(t *testing.T) {
 		t.Fatalf("after etcd's own tick: tenure %+v, want %+v (no record: the next winner waits)", got, want)
 	}
 }
+
+// TestPreviousTenure: a won campaign reports the tenure record its own
+// transaction replaced, whatever the watch showed before.
+func TestPreviousTenure(t *testing.T) {
+	t.Parallel()
+	_, addr := startOneMember(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cluster := storetest.Cluster(t)
+	dial := func() *Store {
+		s, err := Dial(cluster, []string{addr}, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		if _, err := s.NewSession(ctx, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	a, b := dial(), dial()
+	e1, err := a.Campaign(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prev, ok := a.PreviousTenure(e1); !ok || prev != (ha.Tenure{}) {
+		t.Fatalf("first campaign's previous tenure = %+v %v, want none", prev, ok)
+	}
+	// a's key goes unrecorded (as a frozen etcd leader's revocation would).
+	if _, err := a.cli.Delete(ctx, a.leaderKey()); err != nil {
+		t.Fatal(err)
+	}
+	e2, err := b.Campaign(ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prev, ok := b.PreviousTenure(e2); !ok || prev != (ha.Tenure{Epoch: e1, Node: "a", Unsettled: true}) {
+		t.Fatalf("previous tenure at %d = %+v %v, want a's unsettled record at %d", e2, prev, ok, e1)
+	}
+	if _, ok := b.PreviousTenure(e1); ok {
+		t.Fatal("PreviousTenure answered for an epoch this store did not win")
+	}
+}
