@@ -85,6 +85,7 @@ type Renewer struct {
 
 	mu         sync.Mutex
 	validUntil time.Time
+	warned     bool // a longer TTL than asked was granted (grant)
 }
 
 // New checks o.
@@ -137,9 +138,23 @@ func fenceAt(v time.Time, margin time.Duration) time.Time {
 
 // grant moves the bound for an answer sent at sent with ttl: never back,
 // except for a new session, which replaces the old one.
+//
+// A TTL longer than the one asked for counts as the one asked for: the
+// store keeps the session at least that long, and the lock-delay (package
+// lockdelay) lets a standby act lease_ttl − fence_margin after the key went,
+// so a holder must not count on more (an external etcd whose election
+// timeout raises its minimum TTL above lease_ttl grants more, silently).
 func (r *Renewer) grant(rn *Renewal) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if rn.TTL > r.o.TTL {
+		if !r.warned {
+			r.warned = true
+			r.o.Log.Warn("the store granted a longer lease than asked; counting the one asked for (check the store's election timeout against lease_ttl)",
+				"granted", rn.TTL, "lease_ttl", r.o.TTL)
+		}
+		rn.TTL = r.o.TTL
+	}
 	if v := rn.SentAt.Add(rn.TTL); v.After(r.validUntil) || rn.New {
 		r.validUntil = v
 	}

@@ -340,3 +340,24 @@ func TestOptions(t *testing.T) {
 		}
 	}
 }
+
+// A store that grants more than lease_ttl (an external etcd's minimum TTL)
+// does not move the bound past what the lock-delay assumes.
+func TestLongerGrantCountsAsAsked(t *testing.T) {
+	r, err := New(Options{Store: nopSession{}, Granted: func(context.Context, Renewal) bool { return true },
+		TTL: 2 * time.Second, Interval: 500 * time.Millisecond, Timeout: 500 * time.Millisecond, FenceMargin: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Unix(100, 0)
+	rn := Renewal{SentAt: sent, TTL: 8 * time.Second}
+	r.grant(&rn)
+	if want := sent.Add(2 * time.Second); !rn.ValidUntil.Equal(want) || rn.TTL != 2*time.Second {
+		t.Fatalf("granted 8s for a 2s lease: ValidUntil %s TTL %s, want %s and 2s", rn.ValidUntil, rn.TTL, want)
+	}
+}
+
+type nopSession struct{}
+
+func (nopSession) NewSession(context.Context, time.Duration) (time.Duration, error) { return 0, nil }
+func (nopSession) Renew(context.Context) (time.Duration, error)                     { return 0, nil }
