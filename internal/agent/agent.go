@@ -515,10 +515,19 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 			// only after the watch has shown it, so that no snapshot from
 			// before the win reaches the machine after it (it would read
 			// "key lost" and demote). No confirmation: hand the key back.
-			a.log.Warn("won, but the watch did not show it; handing the key back", "epoch", epoch)
-			rctx, rcancel := clock.WithTimeout(context.WithoutCancel(ctx), a.clk, callTimeout(a.cfg.Timing))
-			_ = a.store.Resign(rctx, a.node.Name, epoch)
-			rcancel()
+			// The resign records a clean end, on which the next winner acts
+			// at once: like any resign it must not come while the previous
+			// holder may act (lockdelay.go). watchCaughtUp gave up at once
+			// if the agent is stopping: then the key goes with the session,
+			// unrecorded, and the next winner waits.
+			a.decideLockDelay(epoch)
+			if ctx.Err() == nil {
+				a.log.Warn("won, but the watch did not show it; handing the key back", "epoch", epoch)
+				a.resignAfterLockDelay(epoch)
+				rctx, rcancel := clock.WithTimeout(context.WithoutCancel(ctx), a.clk, callTimeout(a.cfg.Timing))
+				_ = a.store.Resign(rctx, a.node.Name, epoch)
+				rcancel()
+			}
 			err = WinUnconfirmed(epoch)
 		}
 		if err == nil {
