@@ -79,9 +79,8 @@ type Agent struct {
 
 	resignUntil atomic.Pointer[time.Time] // a stopping agent's resigns end by then (resignDeadline)
 	// Lock-delay (lockdelay.go).
-	vacancy     atomic.Pointer[lockdelay.Vacancy] // the leader key's latest vacancy
-	lockDelayed atomic.Pointer[ha.LockDelay]      // the latest promotion's wait on it
-	pending     atomic.Pointer[pendingDelay]      // decided when the campaign won
+	lockDelayed atomic.Pointer[ha.LockDelay] // the latest promotion's wait on it
+	ld          *lockdelay.Tracker           // the key's vacancy and the decision of the latest win
 
 	eventC    chan ha.Event
 	opMu      sync.Mutex // one operator action at a time on this agent
@@ -147,6 +146,7 @@ func New(cfg *config.Config, node config.Node, store ha.Store, clk clock.Clock, 
 		eventC:    make(chan ha.Event, 256),
 		askC:      make(chan ask),
 		startedAt: clk.Now(),
+		ld:        lockdelay.NewTracker(clk),
 	}
 	if len(cfg.Service.Command) > 0 {
 		if a.group, err = openGroup(cfg, node, log); err != nil {
@@ -441,7 +441,7 @@ func (a *Agent) watch(ctx context.Context) {
 	for ctx.Err() == nil {
 		for snap := range a.store.Watch(ctx) {
 			s := snap
-			vacant = a.noteVacancy(s, vacant, held) // before the machine hears of it (lockdelay.go)
+			vacant = a.ld.NoteVacancy(s, vacant, held) // before the machine hears of it (lockdelay.go)
 			if !s.Leader.None() {
 				held = s.Leader.Epoch
 			}
@@ -523,10 +523,11 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 			a.decideLockDelay(epoch)
 			if ctx.Err() == nil {
 				a.log.Warn("won, but the watch did not show it; handing the key back", "epoch", epoch)
-				a.resignAfterLockDelay(epoch)
-				rctx, rcancel := clock.WithTimeout(context.WithoutCancel(ctx), a.clk, callTimeout(a.cfg.Timing))
-				_ = a.store.Resign(rctx, a.node.Name, epoch)
-				rcancel()
+				if a.resignAfterLockDelay(ctx, epoch) {
+					rctx, rcancel := clock.WithTimeout(context.WithoutCancel(ctx), a.clk, callTimeout(a.cfg.Timing))
+					_ = a.store.Resign(rctx, a.node.Name, epoch)
+					rcancel()
+				}
 			}
 			err = WinUnconfirmed(epoch)
 		}
@@ -574,7 +575,9 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 		// all of them together: the machine asks again each time it sees
 		// the key still held, and a dozen resigns queued behind a cut-off
 		// store, a lease each, kept an agent from stopping for good.
-		a.resignAfterLockDelay(act.Epoch) // lockdelay.go
+		if !a.resignAfterLockDelay(ctx, act.Epoch) { // lockdelay.go
+			break // stopping within the lock-delay: the key goes with the session, unrecorded
+		}
 		var giveUp time.Time
 		backoff := FirstResignBackoff
 		for try := 1; ; try++ {

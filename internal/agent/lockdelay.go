@@ -26,71 +26,22 @@ func (a *Agent) lockDelayOptions() lockdelay.Options {
 	}
 }
 
-// noteVacancy records s's vacancy, if the key is vacant in it; wasVacant
-// says whether the previous snapshot's was too (same vacancy), held the
-// epoch of the key last seen held. It reports whether the key is vacant
-// in s.
-func (a *Agent) noteVacancy(s ha.Snapshot, wasVacant bool, held ha.Epoch) bool {
-	if !s.Leader.None() {
-		return false
-	}
-	v := lockdelay.Vacancy{Tenure: s.Tenure, Since: a.clk.Now(), Epoch: held}
-	// The same vacancy only if no campaign came between: snapshots are
-	// coalesced (ha.SendLatest, a watch that reconnects), so "vacant, then
-	// vacant" may hide a key won and lost meanwhile; every campaign writes
-	// the tenure record, so a record of another epoch is a new vacancy,
-	// counted from now.
-	if p := a.vacancy.Load(); wasVacant && p != nil && p.Tenure.Epoch == s.Tenure.Epoch && p.Epoch == held {
-		v.Since = p.Since
-	}
-	a.vacancy.Store(&v)
-	return true
-}
-
-// pendingDelay is the lock-delay decided when this node won epoch.
-type pendingDelay struct {
-	epoch    ha.Epoch
-	d        lockdelay.Decision
-	previous ha.Tenure
-}
-
 // decideLockDelay decides, right after the campaign won epoch, how long the
-// promotion must wait (lockdelay.Decide on the vacancy this node saw).
-func (a *Agent) decideLockDelay(epoch ha.Epoch) {
-	var v lockdelay.Vacancy
-	if p := a.vacancy.Load(); p != nil {
-		v = *p
-	} else {
-		v.Since = a.startedAt // never saw the key vacant: count from the start
-	}
-	if st, ok := a.store.(ha.PreviousTenurer); ok {
-		// The record the winning transaction replaced. Another one than
-		// the vacancy's: a key was won and lost between the vacancy this
-		// node saw and its win (the watch coalesced it), so that vacancy
-		// says nothing; its key went before the win's answer came, so
-		// count from now.
-		if prev, ok := st.PreviousTenure(epoch); ok {
-			if prev.Epoch != v.Tenure.Epoch {
-				v.Since = a.clk.Now()
-			}
-			v.Tenure = prev
-		}
-	}
-	d := lockdelay.Decide(a.lockDelayOptions(), a.node.Name, v, a.clk.Now())
-	a.pending.Store(&pendingDelay{epoch: epoch, d: d, previous: v.Tenure})
+// promotion must wait (lockdelay.Tracker.Decide on the vacancy this node saw).
+func (a *Agent) decideLockDelay(epoch ha.Epoch) lockdelay.Pending {
+	return a.ld.Decide(a.lockDelayOptions(), a.node.Name, a.store, epoch)
 }
 
 // lockDelay waits, before the promotion at epoch acts, until the previous
 // holder can no longer act, then records that this tenure is settled.
 func (a *Agent) lockDelay(ctx context.Context, epoch ha.Epoch) error {
-	p := a.pending.Load()
-	if p == nil || p.epoch != epoch {
-		a.decideLockDelay(epoch) // a reclaimed key: decide now
-		p = a.pending.Load()
+	p, ok := a.ld.Pending(epoch)
+	if !ok {
+		p = a.decideLockDelay(epoch) // a reclaimed key: decide now
 	}
-	if wait := p.d.Until.Sub(a.clk.Now()); wait > 0 {
+	if wait := p.Decision.Until.Sub(a.clk.Now()); wait > 0 {
 		a.log.Warn("waiting for the old active's lease to run out before acting (lock delay)",
-			"epoch", epoch, "wait", wait.Round(time.Millisecond), "previous", p.previous.Node, "previous_epoch", p.previous.Epoch, "why", p.d.Reason)
+			"epoch", epoch, "wait", wait.Round(time.Millisecond), "previous", p.Previous.Node, "previous_epoch", p.Previous.Epoch, "why", p.Decision.Reason)
 		signal(a.publishC) // status shows the wait
 		start := a.clk.Now()
 		select {
@@ -99,12 +50,12 @@ func (a *Agent) lockDelay(ctx context.Context, epoch ha.Epoch) error {
 			return fmt.Errorf("lock delay: %w", ctx.Err())
 		}
 		waited := a.clk.Now().Sub(start)
-		a.lockDelayed.Store(&ha.LockDelay{Epoch: epoch, Waited: waited, Reason: p.d.Reason})
+		a.lockDelayed.Store(&ha.LockDelay{Epoch: epoch, Waited: waited, Reason: p.Decision.Reason})
 		a.metrics.lockDelay.Observe(waited.Seconds())
-		a.record(ha.Event{Kind: "lock-delay", Epoch: epoch, From: p.previous.Node, To: a.node.Name,
-			Reason: fmt.Sprintf("waited %s for the old active's lease to run out: %s", waited.Round(time.Millisecond), p.d.Reason)})
+		a.record(ha.Event{Kind: "lock-delay", Epoch: epoch, From: p.Previous.Node, To: a.node.Name,
+			Reason: fmt.Sprintf("waited %s for the old active's lease to run out: %s", waited.Round(time.Millisecond), p.Decision.Reason)})
 	} else {
-		a.log.Debug("lock delay: no wait", "epoch", epoch, "why", p.d.Reason)
+		a.log.Debug("lock delay: no wait", "epoch", epoch, "why", p.Decision.Reason)
 	}
 	if st, ok := a.store.(ha.TenureSettler); ok {
 		// Not waited on: a tenure left unsettled only makes the next
@@ -122,24 +73,36 @@ func (a *Agent) lockDelay(ctx context.Context, epoch ha.Epoch) error {
 
 // resignAfterLockDelay holds a resign of epoch until the lock-delay decided
 // for it is over: the resign records a clean end, on which the next winner
-// acts at once, so it must not come while the previous holder may act.
-func (a *Agent) resignAfterLockDelay(epoch ha.Epoch) {
-	p := a.pending.Load()
-	if p == nil || p.epoch != epoch {
-		return
+// acts at once, so it must not come while the previous holder may act. It
+// reports whether to resign: not when the agent is stopping (or ctx ends)
+// before the wait is over: a stopping agent does not wait up to lease_ttl
+// for a resign; the key then goes with its session, unrecorded, and the
+// next winner waits.
+func (a *Agent) resignAfterLockDelay(ctx context.Context, epoch ha.Epoch) bool {
+	wait := a.ld.ResignWait(epoch, a.clk.Now())
+	if wait == 0 {
+		return true
 	}
-	if wait := p.d.Until.Sub(a.clk.Now()); wait > 0 {
-		a.log.Info("resign waits for the lock delay to end", "epoch", epoch, "wait", wait.Round(time.Millisecond))
-		a.clk.Sleep(wait)
+	if a.State().Stopping || ctx.Err() != nil {
+		a.log.Info("stopping: not resigning before the lock delay ends; the key goes with the session and the next winner waits", "epoch", epoch)
+		return false
 	}
+	a.log.Info("resign waits for the lock delay to end", "epoch", epoch, "wait", wait.Round(time.Millisecond))
+	select {
+	case <-a.clk.After(wait):
+	case <-ctx.Done():
+		a.log.Info("stopping: not resigning before the lock delay ends; the key goes with the session and the next winner waits", "epoch", epoch)
+		return false
+	}
+	return !a.State().Stopping
 }
 
 // lockDelayRecord puts the lock-delay into this node's record at now: the
 // wait in progress (promoting), else the latest promotion that waited.
 func (a *Agent) lockDelayRecord(rec *ha.NodeStatus, st machine.State, now time.Time) {
-	if p := a.pending.Load(); p != nil && st.Role == ha.RolePromoting && p.epoch == st.Epoch && p.d.Until.After(now) {
-		rec.Why = fmt.Sprintf("waiting %s for the old active's lease to run out (lock delay)", p.d.Until.Sub(now).Round(time.Millisecond))
-		rec.LockDelay = &ha.LockDelay{Epoch: p.epoch, Until: wall(a.startedAt, p.d.Until, now), Reason: p.d.Reason}
+	if p, ok := a.ld.Pending(st.Epoch); ok && st.Role == ha.RolePromoting && p.Decision.Until.After(now) {
+		rec.Why = fmt.Sprintf("waiting %s for the old active's lease to run out (lock delay)", p.Decision.Until.Sub(now).Round(time.Millisecond))
+		rec.LockDelay = &ha.LockDelay{Epoch: p.Epoch, Until: wall(a.startedAt, p.Decision.Until, now), Reason: p.Decision.Reason}
 		return
 	}
 	rec.LockDelay = a.lockDelayed.Load()
