@@ -758,6 +758,9 @@ func (a *Agent) Record() ha.NodeStatus {
 	rec.StartedAt = a.startedAt
 	rec.VIP = a.vipHeld()
 	a.lockDelayRecord(&rec, st, now) // lockdelay.go
+	if e := a.followProxy.Load(); e != nil {
+		rec.VIPLockDelay = e.LockDelay()
+	}
 	if a.svc != nil {
 		rec.ServicePID = a.svc.PID()
 		rec.Containment = a.svc.Containment()

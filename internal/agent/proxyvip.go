@@ -56,6 +56,7 @@ func (a *Agent) StartFollowProxy(ctx context.Context, dial func(context.Context)
 		RenewTimeout:   t.RenewTimeout,
 		FenceMargin:    t.FenceMargin,
 		PromoteBackoff: cfg.Hooks.PromoteBackoff,
+		NoLockDelay:    cfg.LockDelay == config.LockDelayOff,
 		Clock:          a.clk,
 		Log:            log,
 		Record:         a.record,
@@ -80,6 +81,13 @@ func (a *Agent) StartFollowProxy(ctx context.Context, dial func(context.Context)
 	}, func() float64 {
 		if e.State().Healthy {
 			return 1
+		}
+		return 0
+	}), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "haven_vip_lock_delay_seconds", Help: "How long this node's latest win of the VIP's election (vip.follow: proxy) waited on the lock-delay before adding the address (0: none waited; docs/stores.md \"Lock-delay\").",
+	}, func() float64 {
+		if d := e.LockDelay(); d != nil {
+			return d.Waited.Seconds()
 		}
 		return 0
 	}))

@@ -85,11 +85,12 @@ func viewOf(rec ha.NodeStatus) api.NodeView {
 		Eligible: rec.Eligible, Why: rec.Why, Epoch: rec.Epoch, Since: rec.Since, Reason: rec.Reason,
 		AgentPID: rec.AgentPID, ServicePID: rec.ServicePID, API: rec.API,
 		Heartbeat: rec.Heartbeat, StartedAt: rec.StartedAt, Version: rec.Version, Failovers: rec.Failovers,
-		Containment: rec.Containment,
-		VIP:         rec.VIP,
-		Sessions:    rec.Sessions,
-		Folders:     rec.Folders,
-		LockDelay:   rec.LockDelay,
+		Containment:  rec.Containment,
+		VIP:          rec.VIP,
+		Sessions:     rec.Sessions,
+		Folders:      rec.Folders,
+		LockDelay:    rec.LockDelay,
+		VIPLockDelay: rec.VIPLockDelay,
 	}
 }
 

@@ -46,6 +46,8 @@ type NodeView struct {
 	// LockDelay: the node's latest promotion that waited on the
 	// lock-delay, or the wait in progress (Until set).
 	LockDelay *ha.LockDelay `json:"lock_delay,omitempty"`
+	// VIPLockDelay: the same for the VIP's own election (vip.follow: proxy).
+	VIPLockDelay *ha.LockDelay `json:"vip_lock_delay,omitempty"`
 }
 
 // Status is the cluster as one agent sees it.

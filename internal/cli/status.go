@@ -12,6 +12,7 @@ import (
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/ha"
 )
 
 func runStatus(args []string, out, errw io.Writer) int {
@@ -271,15 +272,20 @@ func printVIP(w io.Writer, v *api.VIPView) {
 // that waited (docs/stores.md: an etcd leader that froze and woke).
 func printLockDelay(w io.Writer, nodes []api.NodeView) {
 	for _, n := range nodes {
-		d := n.LockDelay
-		switch {
-		case d == nil:
-		case !d.Until.IsZero():
-			fmt.Fprintf(w, "\nlock delay: %s won epoch %d and waits until %s for the old active's lease to run out: %s\n",
-				n.Name, d.Epoch, d.Until.Format("15:04:05.000"), d.Reason)
-		default:
-			fmt.Fprintf(w, "\nlock delay: %s waited %s before acting at epoch %d: %s\n",
-				n.Name, d.Waited.Round(time.Millisecond), d.Epoch, d.Reason)
-		}
+		printOneLockDelay(w, n.Name, n.LockDelay, "the old active's lease", "acting")
+		printOneLockDelay(w, n.Name, n.VIPLockDelay, "the VIP's previous holder's lease", "adding the virtual IP")
+	}
+}
+
+// printOneLockDelay prints d, a lock-delay of node's (nil: nothing).
+func printOneLockDelay(w io.Writer, node string, d *ha.LockDelay, whose, what string) {
+	switch {
+	case d == nil:
+	case !d.Until.IsZero():
+		fmt.Fprintf(w, "\nlock delay: %s won epoch %d and waits until %s for %s to run out: %s\n",
+			node, d.Epoch, d.Until.Format("15:04:05.000"), whose, d.Reason)
+	default:
+		fmt.Fprintf(w, "\nlock delay: %s waited %s before %s at epoch %d: %s\n",
+			node, d.Waited.Round(time.Millisecond), what, d.Epoch, d.Reason)
 	}
 }

@@ -81,6 +81,9 @@ type NodeStatus struct {
 	// LockDelay: this node's latest promotion that waited on the
 	// lock-delay (package lockdelay), if any.
 	LockDelay *LockDelay `json:"lock_delay,omitempty"`
+	// VIPLockDelay: the same for the VIP's own election (vip.follow:
+	// proxy): its latest win that waited before adding the address.
+	VIPLockDelay *LockDelay `json:"vip_lock_delay,omitempty"`
 	// Sessions: the node's session store (package sessions), if it runs one.
 	Sessions *SessionStats `json:"sessions,omitempty"`
 	// Folders: the node's replicated folders (package folders), if any.

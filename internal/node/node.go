@@ -126,6 +126,11 @@ func RunNode(ctx context.Context, cfg *config.Config, name string, log *slog.Log
 	}()
 	go agent.KeepLeaderAway(runCtx, a, raftMember{member}, log)
 	go member.RevokeAtExpiry(runCtx, etcdstore.LeaderKey(cfg.Cluster), log, a.RevokedAtExpiry) // when this member leads etcd
+	if cfg.VIP.FollowsProxy() {
+		// The VIP's election too: its expiry recorded, its next holder
+		// adds the address without the lock-delay's wait.
+		go member.RevokeAtExpiry(runCtx, etcdstore.LeaderKey(cfg.VIPElection()), log, nil)
+	}
 	go a.Monitor(runCtx)
 	go notifySystemd(runCtx, a, log)
 	stopProxy := func() {}
@@ -211,6 +216,9 @@ func RunWitness(ctx context.Context, cfg *config.Config, name string, log *slog.
 	// The witness normally leads etcd (keepLeaderAway offers it first):
 	// its lessor is the one that sees the active's lease expire.
 	go member.RevokeAtExpiry(ctx, etcdstore.LeaderKey(cfg.Cluster), log, nil)
+	if cfg.VIP.FollowsProxy() {
+		go member.RevokeAtExpiry(ctx, etcdstore.LeaderKey(cfg.VIPElection()), log, nil)
+	}
 	log.Info("witness started")
 	notifyWitnessReady(log)
 	// Publish a record so that status shows the witness as up, until the

@@ -14,6 +14,16 @@
 // holding fence_margin before the store can let another node win, and the
 // address also gets a lifetime in the kernel that runs out by then, for a
 // holder that is frozen or killed.
+//
+// The lock-delay (package lockdelay) guards this election as it guards the
+// active role's: etcd can end a live session early (a frozen and woken raft
+// leader revokes it), so a node that wins the key adds the address at once
+// only if the election's tenure record says the previous holder resigned or
+// haven's revoker judged its lease expired (with the embedded etcd the
+// revoker watches this election's key too: package node); otherwise (an
+// external etcd's own expiry, a stale lessor's revocation) it waits
+// lease_ttl from when it saw the key vacant, by when the previous holder
+// has removed its copy.
 package proxyvip
 
 import (
@@ -29,6 +39,7 @@ import (
 	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/lease"
+	"github.com/haven-ha/haven/internal/lockdelay"
 	"github.com/haven-ha/haven/internal/machine"
 )
 
@@ -71,6 +82,9 @@ type Options struct {
 	RenewTimeout   time.Duration
 	FenceMargin    time.Duration
 	PromoteBackoff time.Duration
+	// NoLockDelay turns the lock-delay off (lock_delay: off); it applies
+	// only on a store that can end a session early (ha.EarlyRevoker).
+	NoLockDelay bool
 
 	Clock clock.Clock
 	Log   *slog.Logger
@@ -110,6 +124,17 @@ type Elector struct {
 	linkOK    bool
 	linkWhy   string
 	linkKnown bool
+
+	// Lock-delay: the key's vacancy and the latest win's decision; the
+	// promotion waiting on it (owned by the loop goroutine); the latest
+	// wait in progress or done.
+	ld        *lockdelay.Tracker
+	ldOpts    atomic.Pointer[lockdelay.Options]
+	delayed   *machine.Promote
+	delayFrom time.Time
+	delayC    <-chan time.Time
+	store     ha.Coordinator // set by Run before the loop starts
+	lockDelay atomic.Pointer[ha.LockDelay]
 }
 
 // New checks o; it touches neither the store nor the host.
@@ -151,7 +176,9 @@ func New(o Options) (*Elector, error) {
 		work:    make(chan machine.Action, 64),
 		newSes:  make(chan struct{}, 1),
 		rewatch: make(chan struct{}, 1),
+		ld:      lockdelay.NewTracker(o.Clock),
 	}
+	e.ldOpts.Store(&lockdelay.Options{LeaseTTL: o.LeaseTTL, FenceMargin: o.FenceMargin}) // Run looks at the store
 	st, _ := machine.Step(e.mcfg, machine.State{}, machine.Tick{}, o.Clock.Now())
 	e.state.Store(&st)
 	e.leader.Store(&ha.Leader{})
@@ -192,6 +219,13 @@ func (e *Elector) Run(ctx context.Context) error {
 		}
 	}
 	defer store.Close()
+	e.store = store
+	r, early := store.(ha.EarlyRevoker)
+	e.ldOpts.Store(&lockdelay.Options{
+		Enabled:     early && r.EarlyRevocation() && !e.o.NoLockDelay,
+		LeaseTTL:    e.o.LeaseTTL,
+		FenceMargin: e.o.FenceMargin,
+	})
 
 	hard, stopHard := context.WithCancel(context.Background())
 	defer stopHard()
@@ -259,6 +293,9 @@ func (e *Elector) loop(ctx context.Context) {
 			e.health()
 		case <-timer:
 			e.step(machine.Tick{})
+		case <-e.delayC:
+			e.delayC = nil
+			e.promoteDelayed()
 		case <-tick.C():
 			e.lookLink()
 			// Serving ends by the clock alone (a lease not renewed): look
@@ -284,8 +321,12 @@ func (e *Elector) step(ev machine.Event) {
 		switch act := act.(type) {
 		case machine.Promote:
 			// Won (eligible: lease valid, proxy healthy): add the address
-			// now. A node that cannot add it gives the key back (the
-			// machine demotes and backs off), so that another can.
+			// once the lock-delay allows, at once if it does. A node that
+			// cannot add it gives the key back (the machine demotes and
+			// backs off), so that another can.
+			if e.waitLockDelay(act) {
+				continue
+			}
 			later = append(later, machine.PromoteResult{Epoch: act.Epoch, Seq: act.Seq, Err: e.addOnWin(st)})
 		case machine.Demote:
 			// The fencing lane: the removal is one local netlink request,
@@ -505,6 +546,7 @@ func (e *Elector) renew(ctx context.Context, store ha.Coordinator) {
 }
 
 func (e *Elector) watch(ctx context.Context, store ha.Coordinator) {
+	vacant, held := false, ha.Epoch(0)
 	for ctx.Err() == nil {
 		wctx, cancel := context.WithCancel(ctx)
 		snaps := store.Watch(wctx)
@@ -518,6 +560,10 @@ func (e *Elector) watch(ctx context.Context, store ha.Coordinator) {
 					break recv
 				}
 				l := snap.Leader
+				vacant = e.ld.NoteVacancy(snap, vacant, held) // before the machine hears of it
+				if !l.None() {
+					held = l.Epoch
+				}
 				e.leader.Store(&l)
 				if !e.emit(ctx, machine.LeaderSeen{Leader: l}) {
 					cancel()
@@ -551,7 +597,7 @@ func (e *Elector) worker(ctx context.Context, store ha.Coordinator) {
 			for {
 				select {
 				case act := <-e.work:
-					if r, ok := act.(machine.Resign); ok {
+					if r, ok := act.(machine.Resign); ok && e.resignAfterLockDelay(ctx, r.Epoch) {
 						e.resign(store, r.Epoch)
 					}
 				default:
@@ -568,10 +614,17 @@ func (e *Elector) do(ctx context.Context, store ha.Coordinator, act machine.Acti
 		cctx, cancel := clock.WithTimeout(ctx, e.o.Clock, e.callTimeout())
 		epoch, err := store.Campaign(cctx, e.o.Node)
 		cancel()
+		if err == nil {
+			e.ld.Decide(*e.ldOpts.Load(), e.o.Node, store, epoch) // on the vacancy seen before the win
+		}
 		if err == nil && !e.watchCaughtUp(ctx, epoch) {
 			// Report a win only once the watch has shown it, so that no
-			// snapshot from before the win reads "key lost" after it.
-			e.resign(store, epoch)
+			// snapshot from before the win reads "key lost" after it. The
+			// resign records a clean end: not while the previous holder
+			// may still hold the address.
+			if e.resignAfterLockDelay(ctx, epoch) {
+				e.resign(store, epoch)
+			}
 			err = fmt.Errorf("the store's watch did not confirm the win at epoch %d", epoch)
 		}
 		if err != nil && !errors.Is(err, ha.ErrTaken) {
@@ -580,7 +633,9 @@ func (e *Elector) do(ctx context.Context, store ha.Coordinator, act machine.Acti
 		}
 		e.emitAsync(machine.CampaignResult{Epoch: epoch, Err: err})
 	case machine.Resign:
-		e.resign(store, act.Epoch)
+		if e.resignAfterLockDelay(ctx, act.Epoch) {
+			e.resign(store, act.Epoch)
+		}
 	}
 }
 
@@ -630,3 +685,92 @@ func (e *Elector) emitAsync(ev machine.Event) {
 		}()
 	}
 }
+
+// waitLockDelay holds the promotion act until the lock-delay decided for its
+// win is over (package lockdelay), and reports whether it did. The loop
+// carries it out then (promoteDelayed); the machine meanwhile stays
+// promoting and can still demote.
+func (e *Elector) waitLockDelay(act machine.Promote) bool {
+	p, ok := e.ld.Pending(act.Epoch)
+	if !ok {
+		p = e.ld.Decide(*e.ldOpts.Load(), e.o.Node, e.store, act.Epoch)
+	}
+	wait := p.Decision.Until.Sub(e.o.Clock.Now())
+	if wait <= 0 {
+		e.settle(act.Epoch)
+		return false
+	}
+	e.o.Log.Warn("virtual IP election: waiting for the previous holder's lease to run out before adding the address (lock delay)",
+		"epoch", act.Epoch, "wait", wait.Round(time.Millisecond), "previous", p.Previous.Node, "previous_epoch", p.Previous.Epoch, "why", p.Decision.Reason)
+	e.lockDelay.Store(&ha.LockDelay{Epoch: act.Epoch, Until: p.Decision.Until, Reason: p.Decision.Reason})
+	e.delayed, e.delayFrom = &act, e.o.Clock.Now()
+	e.delayC = e.o.Clock.After(wait)
+	e.o.Changed()
+	return true
+}
+
+// promoteDelayed carries out the promotion held by waitLockDelay, if the
+// machine is still promoting at its epoch.
+func (e *Elector) promoteDelayed() {
+	act := e.delayed
+	e.delayed = nil
+	if act == nil {
+		return
+	}
+	if ld := e.lockDelay.Load(); ld != nil && ld.Epoch == act.Epoch {
+		done := ha.LockDelay{Epoch: ld.Epoch, Waited: e.o.Clock.Since(e.delayFrom), Reason: ld.Reason}
+		e.lockDelay.Store(&done)
+		e.o.Record(ha.Event{Kind: "lock-delay", Epoch: act.Epoch, To: e.o.Node,
+			Reason: fmt.Sprintf("virtual IP: waited %s for the previous holder's lease to run out: %s", done.Waited.Round(time.Millisecond), done.Reason)})
+	}
+	st := e.State()
+	if st.Role != ha.RolePromoting || st.Epoch != act.Epoch {
+		return // demoted meanwhile: that promotion is over
+	}
+	e.settle(act.Epoch)
+	e.step(machine.PromoteResult{Epoch: act.Epoch, Seq: act.Seq, Err: e.addOnWin(st)})
+}
+
+// settle records in the store that this tenure's predecessor can no
+// longer act (ha.TenureSettler), so that a resign of it lets the next
+// winner act at once. Not waited on: a tenure left unsettled only makes
+// the next winner wait.
+func (e *Elector) settle(epoch ha.Epoch) {
+	st, ok := e.store.(ha.TenureSettler)
+	if !ok {
+		return
+	}
+	go func() {
+		ctx, cancel := clock.WithTimeout(e.hard, e.o.Clock, e.callTimeout())
+		defer cancel()
+		if err := st.Settle(ctx, e.o.Node, epoch); err != nil {
+			e.o.Log.Debug("virtual IP election: cannot settle the tenure; the next winner will wait", "epoch", epoch, "err", err)
+		}
+	}()
+}
+
+// resignAfterLockDelay holds a resign of epoch until the lock-delay decided
+// for it is over (a resign records a clean end, on which the next winner
+// adds the address at once), and reports whether to resign: not when ctx
+// ends first (stopping): the key then goes with the session, unrecorded,
+// and the next winner waits.
+func (e *Elector) resignAfterLockDelay(ctx context.Context, epoch ha.Epoch) bool {
+	wait := e.ld.ResignWait(epoch, e.o.Clock.Now())
+	if wait == 0 {
+		return true
+	}
+	if ctx.Err() == nil {
+		e.o.Log.Info("virtual IP election: resign waits for the lock delay to end", "epoch", epoch, "wait", wait.Round(time.Millisecond))
+		select {
+		case <-e.o.Clock.After(wait):
+			return true
+		case <-ctx.Done():
+		}
+	}
+	e.o.Log.Info("virtual IP election: stopping within the lock delay; not resigning (the key goes with the session and the next winner waits)", "epoch", epoch)
+	return false
+}
+
+// LockDelay is this election's lock-delay: the wait in progress (Until set),
+// else the latest win that waited; nil if none did.
+func (e *Elector) LockDelay() *ha.LockDelay { return e.lockDelay.Load() }

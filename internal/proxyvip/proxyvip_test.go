@@ -135,8 +135,13 @@ type member struct {
 	e      *Elector
 	sick   bool        // starts with an unhealthy proxy
 	down   atomic.Bool // its VIP interface has no carrier
-	cancel context.CancelFunc
-	done   chan struct{}
+	// Set by a setup function: the store it dials (default: client), the
+	// lock-delay off, where its events go.
+	dial        func(context.Context) (ha.Coordinator, error)
+	noLockDelay bool
+	record      func(ha.Event)
+	cancel      context.CancelFunc
+	done        chan struct{}
 }
 
 type lab struct {
@@ -170,13 +175,19 @@ func newLab(t *testing.T, n int, setup ...func(*member)) *lab {
 }
 
 func (l *lab) start(m *member) {
+	dial := m.dial
+	if dial == nil {
+		dial = func(context.Context) (ha.Coordinator, error) { return m.client, nil }
+	}
 	e, err := New(Options{
-		Node:     m.name,
-		Dial:     func(context.Context) (ha.Coordinator, error) { return m.client, nil },
-		Address:  m.addr,
-		Describe: "10.0.0.100/24 on eth0",
-		Lifetime: lifetime,
-		Health:   m.health,
+		Node:        m.name,
+		Dial:        dial,
+		NoLockDelay: m.noLockDelay,
+		Record:      m.record,
+		Address:     m.addr,
+		Describe:    "10.0.0.100/24 on eth0",
+		Lifetime:    lifetime,
+		Health:      m.health,
 		LinkUp: func() (bool, string, error) {
 			if m.down.Load() {
 				return false, "interface eth0 has no carrier (down)", nil

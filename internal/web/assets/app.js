@@ -471,16 +471,18 @@ function renderDetail() {
     ['Sessions', n.sessions ? `${n.sessions.keys} keys, ${n.sessions.bytes} bytes on ${n.sessions.listen}${n.sessions.writable ? ' (takes writes)' : ' (read-only copy)'}` : '-'],
     ['Replicated folders', folderText(n.folders)],
     ['Lock delay', lockDelayText(n.lock_delay)],
+    ['VIP lock delay', lockDelayText(n.vip_lock_delay, 'adding the virtual IP')],
   ];
   $('detail-props').replaceChildren(...props.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: String(v) })]));
 }
 
 // lockDelayText: a promotion waiting for the old active's lease to run out
 // (lock_delay, docs/stores.md), or the latest that waited.
-function lockDelayText(d) {
+// what: what waited ('acting'; the VIP's election: 'adding the virtual IP').
+function lockDelayText(d, what = 'acting') {
   if (!d) return '-';
-  if (d.until) return `waiting until ${fmtTime(d.until)} before acting at epoch ${d.epoch}: ${d.reason}`;
-  return `waited ${(d.waited / 1e9).toFixed(3)} s before acting at epoch ${d.epoch}: ${d.reason}`;
+  if (d.until) return `waiting until ${fmtTime(d.until)} before ${what} at epoch ${d.epoch}: ${d.reason}`;
+  return `waited ${(d.waited / 1e9).toFixed(3)} s before ${what} at epoch ${d.epoch}: ${d.reason}`;
 }
 
 async function loadLog() {
