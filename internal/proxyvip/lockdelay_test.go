@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -121,4 +122,49 @@ func TestLockDelay(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStopDuringLockDelay: a node that stops while it waits on the
+// lock-delay never adds the address, stops without waiting the delay out,
+// and does not resign (a resign would let the next winner add the VIP at
+// once while the previous holder may still hold it).
+func TestStopDuringLockDelay(t *testing.T) {
+	t.Parallel()
+	var resigns atomic.Int32
+	l := newLab(t, 1, func(m *member) {
+		m.dial = func(context.Context) (ha.Coordinator, error) {
+			return resignCounter{earlyStore: earlyStore{Client: m.client, tenure: ha.Tenure{Epoch: 5, Node: "n9"}}, n: &resigns}, nil
+		}
+	})
+	m := l.members[0]
+	deadline := time.Now().Add(20 * time.Second)
+	for ld := m.e.LockDelay(); ld == nil || ld.Until.IsZero(); ld = m.e.LockDelay() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no lock-delay wait within 20 s (role %s)", m.e.State().Role)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	m.cancel()
+	select {
+	case <-m.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the elector did not stop")
+	}
+	if n := m.addr.tries.Load(); n != 0 {
+		t.Fatalf("%d adds of the address during the lock-delay", n)
+	}
+	if n := resigns.Load(); n != 0 {
+		t.Fatalf("%d resigns within the lock-delay", n)
+	}
+}
+
+// resignCounter counts the resigns that reach the store.
+type resignCounter struct {
+	earlyStore
+	n *atomic.Int32
+}
+
+func (s resignCounter) Resign(ctx context.Context, node string, epoch ha.Epoch) error {
+	s.n.Add(1)
+	return s.earlyStore.Resign(ctx, node, epoch)
 }
