@@ -114,7 +114,9 @@ func TestLockDelay(t *testing.T) {
 			if !sawWait {
 				t.Fatal("the wait in progress was not shown (LockDelay with Until)")
 			}
-			if ld == nil || ld.Waited < ttl/2 || ld.Waited > ttl || !strings.Contains(ld.Reason, "n9") {
+			// At most a lease (the wait counts from the vacancy, before the
+			// win), plus a loaded machine's late timer.
+			if ld == nil || ld.Waited < ttl/2 || ld.Waited > ttl+time.Second || !strings.Contains(ld.Reason, "n9") {
 				t.Fatalf("LockDelay = %+v, want a wait of up to %s naming n9", ld, ttl)
 			}
 			if ev, ok := hist.find("lock-delay"); !ok || !strings.Contains(ev.Reason, "virtual IP") {
