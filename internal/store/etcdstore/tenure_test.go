@@ -21,7 +21,9 @@ func TestTenureRecord(t *testing.T) {
 	m, addr := startOneMember(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	withRevoker, tickOnly := storetest.Cluster(t), storetest.Cluster(t)+"-tick"
+	// withRevoker is named as a VIP election is (config.VIPElection): the
+	// revoker covers that key too (package node).
+	withRevoker, tickOnly := storetest.Cluster(t)+".vip", storetest.Cluster(t)+"-tick"
 	var logs syncbuf.Buffer
 	go m.RevokeAtExpiry(ctx, LeaderKey(withRevoker), slog.New(slog.NewTextHandler(&logs, nil)), nil)
 
