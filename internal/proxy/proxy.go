@@ -411,7 +411,8 @@ func (p *Proxy) brain(ctx context.Context) {
 	// A suspected node is readmitted only by a probe sent a quarantine after
 	// the failure: its agent may not have noticed yet (a failing health
 	// check takes fall x interval). The quarantine doubles with each strike
-	// that follows within a few seconds.
+	// that follows within a few seconds, unless the node answered requests
+	// in between (then the strikes start over).
 	distrustUntil := map[string]time.Time{}
 	strikes := map[string]int{}
 	lastStrike := map[string]time.Time{}
