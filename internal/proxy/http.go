@@ -175,6 +175,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		b.latency.Observe(p.clk.Since(sent).Seconds())
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			b.markServed(sent)
+		}
 		p.respond(st, b, c, r, resp, sent)
 		return
 	}

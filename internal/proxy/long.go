@@ -134,6 +134,9 @@ func (p *Proxy) serveUpgrade(st *reqState, r *http.Request, start time.Time) {
 			return
 		}
 		resp := c.resp
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			b.markServed(sent)
+		}
 		if resp.StatusCode != http.StatusSwitchingProtocols {
 			p.respond(st, b, c.bconn, r, resp, sent)
 			return
@@ -422,6 +425,7 @@ func (p *Proxy) handleTCP(ctx context.Context, c net.Conn) {
 			}
 			continue
 		}
+		b.markServed(sent)
 		l := &longConn{client: c, backend: bc}
 		if !b.addLong(l) {
 			bc.Close()

@@ -134,6 +134,10 @@ type backend struct {
 	pool            *pool
 	kick            chan struct{} // ask its prober for fast probes
 	latency         prometheus.Observer
+	// servedSent is when the latest request that the node answered (with
+	// anything but a 503) was sent to it, in Unix ns: evidence, for the
+	// quarantine, that it serves.
+	servedSent atomic.Int64
 
 	mu    sync.Mutex
 	long  map[*longConn]struct{} // WebSocket and TCP relays
@@ -407,7 +411,8 @@ func (p *Proxy) brain(ctx context.Context) {
 	// A suspected node is readmitted only by a probe sent a quarantine after
 	// the failure: its agent may not have noticed yet (a failing health
 	// check takes fall x interval). The quarantine doubles with each strike
-	// that follows within a few seconds.
+	// that follows within a few seconds, unless the node answered requests
+	// in between (then the strikes start over).
 	distrustUntil := map[string]time.Time{}
 	strikes := map[string]int{}
 	lastStrike := map[string]time.Time{}
@@ -471,6 +476,19 @@ func (p *Proxy) brain(ctx context.Context) {
 			}
 			now := p.clk.Now()
 			if now.Sub(lastStrike[n]) > 5*time.Second {
+				strikes[n] = 0
+			}
+			if b := p.backends[n]; b != nil && !distrustUntil[n].IsZero() && b.served().After(distrustUntil[n]) {
+				// Requests sent after its last quarantine ended were
+				// answered: the node came back and served, so this
+				// failure is a new episode, not the old one going on.
+				// (The sample service answers a request 503 when its
+				// agent is slow to confirm the role; under load one in a
+				// few hundred did, each a strike that doubled the last,
+				// and the only active was out 2 s of every 2.2 for a
+				// minute after a failover.) A node that fails every
+				// request after each readmission still climbs to the
+				// maximum.
 				strikes[n] = 0
 			}
 			strikes[n]++
@@ -600,6 +618,21 @@ func (p *Proxy) cut(b *backend, why string) {
 		p.log.Warn("cut requests still running on a drained node", "node", b.name, "requests", n, "why", why)
 	}
 	b.closeLong()
+}
+
+// served records that a request sent to b at sent was answered.
+func (b *backend) markServed(sent time.Time) {
+	if ns := sent.UnixNano(); ns > b.servedSent.Load() {
+		b.servedSent.Store(ns)
+	}
+}
+
+// served is when the latest request that b answered was sent.
+func (b *backend) served() time.Time {
+	if ns := b.servedSent.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 // suspicion is a failed request to node, sent to it at sent.

@@ -898,3 +898,100 @@ func TestQuarantineCapped(t *testing.T) {
 		}
 	}
 }
+
+// TestSporadic503sDoNotFlap: the only active serves, but now and then a
+// request fails (the sample service answers 503 when its agent is slow to
+// confirm the role, as on a loaded machine). Each failure is a strike; one
+// that follows requests the node answered after its last quarantine is a
+// new episode and must not double that quarantine. Before, the strikes
+// climbed to the 2 s maximum and stayed there: the drill saw the only
+// active in rotation ~200 ms of every ~2.2 s for a minute after a failover.
+func TestSporadic503sDoNotFlap(t *testing.T) {
+	t.Parallel()
+	var (
+		count    atomic.Int64
+		mu       sync.Mutex
+		lastFail time.Time
+	)
+	// n1 fails one request every 200 ms at most, the pace of the drill's
+	// log; the rest it answers.
+	n1 := newFakeNode(t, "n1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		count.Add(1)
+		mu.Lock()
+		fail := time.Since(lastFail) > 200*time.Millisecond
+		if fail {
+			lastFail = time.Now()
+		}
+		mu.Unlock()
+		if fail {
+			w.WriteHeader(http.StatusServiceUnavailable) // the role check timed out
+			return
+		}
+		fmt.Fprintln(w, "n1")
+	}))
+	tp := startProxy(t, testConfig(), "", n1)
+	tp.activate(t, "n1")
+	var once sync.Once
+	stopHammer := hammer("http://"+tp.addr+"/", 4, func(string, error) {})
+	stop := func() { once.Do(stopHammer) }
+	defer stop()
+	// Sample how often n1 is a target while the strikes come: 20 ms
+	// doubled to the 2 s maximum takes 7 strikes, about a second here.
+	waitFor(t, 10*time.Second, "the first requests", func() bool { return count.Load() >= 50 })
+	start := time.Now()
+	var in, all int
+	for time.Since(start) < 5*time.Second {
+		all++
+		if len(tp.Targets()) == 1 {
+			in++
+		}
+		time.Sleep(2 * time.Millisecond) // sampling, not waiting on a condition
+	}
+	stop()
+	// Now n1 is out about one probe interval (20 ms) per failure; with the
+	// climb it was out 2 s of every ~2.2. Half leaves room for a loaded
+	// machine.
+	frac := float64(in) / float64(all)
+	t.Logf("n1 was a target %.0f%% of the time", 100*frac)
+	if frac < 0.5 {
+		t.Fatalf("n1, the only active, failing one request per 200 ms and answering the rest, was a target only %.0f%% of the time: sporadic failures climbed the quarantine", 100*frac)
+	}
+}
+
+// TestFailingNodeStillClimbs: what the quarantine is for. A node whose
+// /lb-check still answers 200 (its agent has not noticed yet) but which
+// fails every request it gets is out longer with each strike: readmitting
+// it after one probe interval each time would send clients to it over and
+// over.
+func TestFailingNodeStillClimbs(t *testing.T) {
+	t.Parallel()
+	var count atomic.Int64
+	n1 := newFakeNode(t, "n1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		count.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable) // demoting, say
+	}))
+	cfg := testConfig()
+	cfg.HoldTimeout = 200 * time.Millisecond
+	tp := startProxy(t, cfg, "", n1)
+	tp.activate(t, "n1")
+	var once sync.Once
+	stopHammer := hammer("http://"+tp.addr+"/", 4, func(string, error) {})
+	stop := func() { once.Do(stopHammer) }
+	defer stop()
+	waitFor(t, 10*time.Second, "the first requests", func() bool { return count.Load() >= 10 })
+	// Count the requests n1 gets in 4 s: each readmission lets the held
+	// clients (4) and their retries through. Once the strikes reach 2 s
+	// that is two or three readmissions; a quarantine that stayed at one
+	// probe interval (20 ms) gave a hundred.
+	before := count.Load()
+	deadline := time.Now().Add(4 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // a measuring window, not a wait for a condition
+	}
+	stop()
+	got := count.Load() - before
+	t.Logf("n1 got %d requests in 4 s", got)
+	if got > 100 {
+		t.Fatalf("n1, failing every request, got %d requests in 4 s: its quarantine did not climb", got)
+	}
+}

@@ -7,6 +7,7 @@ package sample
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,16 +47,32 @@ type Reply struct {
 // Under the cluster's TLS the agent gives its service the files to reach
 // the API with in $HAVEN_TLS_CA, $HAVEN_TLS_CERT and $HAVEN_TLS_KEY.
 func New(node, agent string) *Server {
-	var tr http.RoundTripper = http.DefaultTransport
+	var tlsCfg *tls.Config
 	if ca := os.Getenv("HAVEN_TLS_CA"); ca != "" {
 		if t, err := certs.ClientTLS(certs.Files{CA: ca, Cert: os.Getenv("HAVEN_TLS_CERT"), Key: os.Getenv("HAVEN_TLS_KEY")}); err == nil {
-			tr = api.NewTransport(t)
+			tlsCfg = t
 		}
 	}
+	tr := api.NewTransport(tlsCfg)
+	// Every request asks the agent: keep a connection per concurrent
+	// request, or under load each ask beyond the few kept dials and shakes
+	// hands anew and runs past the timeout (a 503 the proxy counts against
+	// a node that serves).
+	tr.MaxIdleConnsPerHost = roleConns
 	return &Server{Node: node, Agent: agent, Token: os.Getenv(TokenEnv),
-		client: &http.Client{Timeout: 200 * time.Millisecond, Transport: tr},
+		client: &http.Client{Timeout: roleTimeout, Transport: tr},
 		kv:     &http.Client{Timeout: 3 * time.Second, Transport: tr}}
 }
+
+const (
+	// roleConns is how many connections to the agent the service keeps.
+	roleConns = 64
+	// roleTimeout bounds the ask of the agent before each answer: a frozen
+	// agent makes the service answer 503 this late. (200 ms was too short
+	// on a loaded machine; a slow ask only widens the window the answer
+	// reports.)
+	roleTimeout = 500 * time.Millisecond
+)
 
 func (s *Server) currentRole(ctx context.Context) (api.RoleView, error) {
 	r, _, err := s.roleAt(ctx)
