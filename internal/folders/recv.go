@@ -49,8 +49,8 @@ type receiver struct {
 	// one fsync started after a commit's rename covers it (group commit).
 	smu   sync.Mutex
 	syncs map[string]*dirSync
-	seq   uint64           // numbers the partial files of whole-file uploads
-	busy  map[string]bool  // partial files (relative paths) a commit is renaming into place
+	seq   uint64          // numbers the partial files of whole-file uploads
+	busy  map[string]bool // partial files (relative paths) a commit is renaming into place
 	// pdirs are the directories that may hold partial files: those seen
 	// with some at start and those of uploads begun since; a sweep looks
 	// in these only (and forgets one it finds empty of them).
