@@ -26,8 +26,9 @@ import (
 // receiver is the standby's side of one folder: every write goes through
 // an os.Root opened on the folder, so that no path, symbolic link or ".."
 // can make it write outside; uploads land in a partial file beside their
-// destination (partialPrefix) and are renamed into place only once their
-// SHA-256 is checked, so readers never see half a file.
+// destination (partialPrefix) and are renamed into place only once whole
+// and checked (every chunk's CRC-32C; a resumed one's SHA-256), so readers
+// never see half a file.
 type receiver struct {
 	name  string
 	dir   string
@@ -58,15 +59,21 @@ type receiver struct {
 	now   func() time.Time // the Service's clock
 }
 
-// upload is a file being received: a partial file beside it and the
-// running hash of what it holds.
+// upload is a file being received: a partial file beside it and, for one
+// resumed from what an earlier run left, the running hash of what it holds.
 type upload struct {
 	file    Entry
 	partial string // relative to the root
 	f       *os.File
-	h       hash.Hash
-	off     int64
-	last    time.Time // the last begin or chunk: an upload quiet for partialTimeout is abandoned
+	// h hashes the upload (SHA-256) when it resumed a partial file of an
+	// earlier run, whose bytes this run did not check: the commit compares
+	// it with the sender's sum. An upload from its first byte has none:
+	// every byte of it arrived in a chunk whose CRC-32C was checked on
+	// the very bytes written, and the sender hashed the very bytes it put
+	// in the chunks, so a second SHA-256 pass would check nothing more.
+	h    hash.Hash
+	off  int64
+	last time.Time // the last begin or chunk: an upload quiet for partialTimeout is abandoned
 
 	// mu guards f, h, off and last: a chunk is written and hashed under it
 	// alone, so that other files' uploads go on meanwhile. Lock order:
@@ -223,9 +230,9 @@ func (r *receiver) open(e Entry, resume bool) (int64, error) {
 				return n, nil
 			}
 			_ = f.Close()
-			u.h.Reset()
 		}
 	}
+	u.h = nil // from the first byte
 	r.pdirs[path.Dir(p)] = true
 	f, err := r.root.OpenFile(u.partial, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if errors.Is(err, fs.ErrNotExist) { // its directories are made now
@@ -281,14 +288,16 @@ func (r *receiver) chunk(e Entry, off int64, sum string, data []byte) (int64, er
 	if _, err := u.f.WriteAt(data, off); err != nil {
 		return u.off, r.writeErr(p, err)
 	}
-	u.h.Write(data)
+	if u.h != nil {
+		u.h.Write(data)
+	}
 	u.off += int64(len(data))
 	u.last = r.now()
 	return u.off, nil
 }
 
-// commit checks the upload of e against its SHA-256, makes it durable and
-// renames it into place.
+// commit checks the upload of e against its SHA-256 (a resumed one; see
+// upload.h), makes it durable and renames it into place.
 func (r *receiver) commit(e Entry) (Entry, error) {
 	p, err := checkFile(e)
 	if err != nil {
@@ -306,9 +315,17 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 		r.mu.Unlock()
 		return Entry{}, ha.Errorf(ha.KindConflict, "%s: %d of %d bytes are here; send the rest", p, u.off, u.file.Size)
 	}
-	sum := hex.EncodeToString(u.h.Sum(nil))
+	sum := e.SHA256 // the sender's, of the bytes it put in the checked chunks
+	if u.h != nil {
+		sum = hex.EncodeToString(u.h.Sum(nil))
+	}
 	u.done = true // the upload is this call's now
 	u.mu.Unlock()
+	if b, err := hex.DecodeString(e.SHA256); err != nil || len(b) != sha256.Size {
+		r.discard(p, u)
+		r.mu.Unlock()
+		return Entry{}, ha.Errorf(ha.KindInvalid, "%s: SHA-256 %q is not 64 hex digits; send the file's SHA-256", p, e.SHA256)
+	}
 	if sum != e.SHA256 {
 		r.discard(p, u)
 		r.mu.Unlock()
