@@ -72,6 +72,15 @@ type FolderReceiver interface {
 	FolderSource(ctx context.Context, folder string, s FolderSource) error
 }
 
+// FolderBuffers may be implemented by a FolderReceiver to lend the buffers
+// that chunk bodies are read into, so that a chunk of megabytes costs no
+// allocation (and no garbage). FolderChunk and FolderPut must not keep
+// data after they return: it goes back with FolderBufferDone.
+type FolderBuffers interface {
+	FolderBuffer(n int) []byte
+	FolderBufferDone(b []byte)
+}
+
 // ChunkSumHeader carries the CRC-32C (Castagnoli) of a chunk's body, 8 hex
 // digits: a corrupt chunk is refused and sent again. The whole file is
 // checked against its SHA-256 at the commit.
@@ -150,10 +159,11 @@ func FoldersHandler(recv FolderReceiver, nodes []string, o Options) http.Handler
 		return recv.FolderBegin(r.Context(), folder, fw)
 	}))
 	mux.HandleFunc("PUT /v1/folders/{folder}/file", guard(func(w http.ResponseWriter, r *http.Request, folder string) (any, error) {
-		fw, _, sum, data, err := readChunk(r)
+		fw, _, sum, data, err := readChunk(r, recv)
 		if err != nil {
 			return nil, err
 		}
+		defer doneChunk(recv, data)
 		if err := from(r, fw.From); err != nil {
 			return nil, err
 		}
@@ -164,10 +174,11 @@ func FoldersHandler(recv FolderReceiver, nodes []string, o Options) http.Handler
 		return recv.FolderPut(r.Context(), folder, fw, sum, data)
 	}))
 	mux.HandleFunc("PUT /v1/folders/{folder}/chunk", guard(func(w http.ResponseWriter, r *http.Request, folder string) (any, error) {
-		fw, offset, sum, data, err := readChunk(r)
+		fw, offset, sum, data, err := readChunk(r, recv)
 		if err != nil {
 			return nil, err
 		}
+		defer doneChunk(recv, data)
 		if err := from(r, fw.From); err != nil {
 			return nil, err
 		}
@@ -211,7 +222,8 @@ func FoldersHandler(recv FolderReceiver, nodes []string, o Options) http.Handler
 
 // readChunk parses a chunk or small file upload: the write's fields from
 // the query, the body (Content-Length bytes) and its CRC-32C header.
-func readChunk(r *http.Request) (fw FolderWrite, offset int64, sum string, data []byte, err error) {
+// The body goes into a buffer of recv's when it lends them (FolderBuffers).
+func readChunk(r *http.Request, recv FolderReceiver) (fw FolderWrite, offset int64, sum string, data []byte, err error) {
 	q := r.URL.Query()
 	var bad []string
 	num := func(key string) int64 {
@@ -238,11 +250,23 @@ func readChunk(r *http.Request) (fw FolderWrite, offset int64, sum string, data 
 	if r.ContentLength < 0 || r.ContentLength > MaxFolderChunk {
 		return fw, 0, "", nil, ha.Errorf(ha.KindInvalid, "chunk body: Content-Length %d; send 0 to %d bytes with a Content-Length", r.ContentLength, MaxFolderChunk)
 	}
-	data = make([]byte, r.ContentLength)
+	if b, ok := recv.(FolderBuffers); ok {
+		data = b.FolderBuffer(int(r.ContentLength))[:r.ContentLength]
+	} else {
+		data = make([]byte, r.ContentLength)
+	}
 	if _, err := io.ReadFull(r.Body, data); err != nil {
+		doneChunk(recv, data)
 		return fw, 0, "", nil, ha.Errorf(ha.KindInvalid, "chunk body: %v (Content-Length %d)", err, r.ContentLength)
 	}
 	return fw, offset, sum, data, nil
+}
+
+// doneChunk gives a chunk's buffer back to recv, if it lent it.
+func doneChunk(recv FolderReceiver, data []byte) {
+	if b, ok := recv.(FolderBuffers); ok {
+		b.FolderBufferDone(data)
+	}
 }
 
 // folderPeerKey keys the node name of a folder request's verified client

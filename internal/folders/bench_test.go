@@ -72,11 +72,12 @@ func isState(root, p string) bool {
 	return rel == stateDir || len(rel) > len(stateDir) && rel[:len(stateDir)+1] == stateDir+"/"
 }
 
-// shippedSeen reports whether dst holds n files (outside haven's own).
+// shippedSeen reports whether dst holds n files (outside haven's own, and
+// no partial file).
 func (s *Service) shippedSeen(dst string, n int) bool {
 	got := 0
 	_ = filepath.WalkDir(dst, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() && !isState(dst, p) {
+		if err == nil && d.Type().IsRegular() && !isState(dst, p) && !isPartial(d.Name()) {
 			got++
 		}
 		return nil

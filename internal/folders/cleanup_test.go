@@ -38,15 +38,17 @@ func TestAbandonedUploadsAreRemoved(t *testing.T) {
 		}
 	}
 	partials := func() []string {
-		ents, _ := os.ReadDir(filepath.Join(dir, stateDir, "partial"))
+		ents, _ := os.ReadDir(dir) // partial files are beside their destinations
 		var names []string
 		for _, d := range ents {
-			names = append(names, d.Name())
+			if isPartial(d.Name()) {
+				names = append(names, d.Name())
+			}
 		}
 		return names
 	}
 	if n := len(partials()); n != 4 {
-		t.Fatalf("%d files in partial/, want 4 (two uploads and their meta)", n)
+		t.Fatalf("%d partial files, want 4 (two uploads and their meta)", n)
 	}
 	now = now.Add(20 * time.Minute)
 	if _, err := r.chunk(busy, 5, ChunkSum(data[5:10]), data[5:10]); err != nil {
@@ -57,7 +59,7 @@ func TestAbandonedUploadsAreRemoved(t *testing.T) {
 		t.Errorf("sweep removed %d uploads, want 1 (the idle one)", n)
 	}
 	if got := partials(); len(got) != 2 || !slices.Contains(got, filepath.Base(partialName("busy.bin"))) {
-		t.Errorf("partial/ holds %v; want only busy.bin's upload and meta", got)
+		t.Errorf("the partial files are %v; want only busy.bin's upload and meta", got)
 	}
 	if _, err := r.chunk(idle, 5, ChunkSum(data[5:10]), data[5:10]); ha.KindOf(err) != ha.KindConflict {
 		t.Errorf("a chunk of the removed upload: %v, want Conflict (begin again)", err)
@@ -87,7 +89,7 @@ func TestAbandonedUploadsAreRemoved(t *testing.T) {
 	}
 	defer s.Close()
 	if got := partials(); len(got) != 2 || !slices.Contains(got, filepath.Base(partialName("busy.bin"))) {
-		t.Errorf("after a restart partial/ holds %v; want only busy.bin's (to resume)", got)
+		t.Errorf("after a restart the partial files are %v; want only busy.bin's (to resume)", got)
 	}
 }
 
@@ -211,5 +213,87 @@ func TestCommitsShareDirectoryFsyncs(t *testing.T) {
 		if b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("d/f%d", i))); err != nil || string(b) != fmt.Sprintf("file %d", i) {
 			t.Errorf("d/f%d: %q, %v", i, b, err)
 		}
+	}
+}
+
+// TestPartialsBesideTheirFiles: an upload's partial file is made in the
+// directory of the file it becomes (so the rename into place stays in one
+// directory), is never listed in the manifest, and an abandoned one in a
+// subdirectory is removed after PartialTimeout, while running and at start.
+func TestPartialsBesideTheirFiles(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	r, err := newReceiver("rec", dir, "n2", Matcher{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.now = func() time.Time { return now }
+	data := []byte("0123456789")
+	e := Entry{Path: "a/b/rec.guac", Size: int64(len(data)), MTime: 1_700_000_000_000_000_000}
+	if _, err := r.begin(e); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.chunk(e, 0, ChunkSum(data[:4]), data[:4]); err != nil {
+		t.Fatal(err)
+	}
+	part := filepath.Join(dir, filepath.FromSlash(partialName(e.Path)))
+	if filepath.Dir(part) != filepath.Join(dir, "a", "b") {
+		t.Fatalf("partial file at %s, want in a/b beside its file", part)
+	}
+	if _, err := os.Stat(part); err != nil {
+		t.Fatalf("partial file: %v", err)
+	}
+	if m, err := r.manifest(); err != nil || len(m) != 0 {
+		t.Errorf("manifest %v, %v; want no files (a partial is not one)", m, err)
+	}
+	now = now.Add(31 * time.Minute)
+	if n := r.sweep(30*time.Minute, false); n != 1 {
+		t.Errorf("sweep removed %d, want 1", n)
+	}
+	for _, p := range []string{part, part + ".meta"} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s after the sweep: %v, want it gone", p, err)
+		}
+	}
+	// A commit into a new directory, then a leftover from before a restart
+	// deep in another one, old enough to go.
+	e2 := Entry{Path: "c/d/e.bin", Size: int64(len(data)), MTime: 1_700_000_000_000_000_000, SHA256: sum(data)}
+	if _, err := r.begin(e2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.chunk(e2, 0, ChunkSum(data), data); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.commit(e2); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "c", "d", "e.bin")); err != nil || string(got) != string(data) {
+		t.Fatalf("committed file: %q, %v", got, err)
+	}
+	r.close()
+	left := filepath.Join(dir, "x", "y", partialPrefix+"0123")
+	if err := os.MkdirAll(filepath.Dir(left), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(left, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	long := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(left, long, long); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Options{Node: "n2", Folders: []Folder{{Name: "rec", Path: dir}},
+		Role:   func() (bool, ha.Epoch) { return false, 0 },
+		Leader: func() ha.Leader { return ha.Leader{} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := os.Stat(left); !os.IsNotExist(err) {
+		t.Errorf("an old partial file in x/y after a restart: %v, want it removed", err)
+	}
+	ents, _ := os.ReadDir(filepath.Join(dir, "c", "d"))
+	if len(ents) != 1 {
+		t.Errorf("c/d holds %d entries, want only e.bin", len(ents))
 	}
 }

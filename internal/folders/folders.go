@@ -91,6 +91,10 @@ type Service struct {
 	limit *limiter
 	bufs  *bufPool // the senders' chunk buffers
 	m     *metrics
+	// rbufs are the buffers chunks are received into (*[]byte; see
+	// FolderBuffer): a chunk of megabytes allocated afresh each time
+	// costs its zeroing, its page faults and garbage collections.
+	rbufs sync.Pool
 
 	mu   sync.Mutex
 	lags map[[2]string]peerLag // by folder, peer
@@ -439,6 +443,25 @@ func (s *Service) FolderCommit(_ context.Context, folder string, w api.FolderWri
 		return api.FileEntry{}, err
 	}
 	return r.commit(w.File)
+}
+
+// FolderBuffer lends a buffer of n bytes to read a chunk into (api.FolderBuffers).
+func (s *Service) FolderBuffer(n int) []byte {
+	if n <= smallFile {
+		return make([]byte, n)
+	}
+	if b, ok := s.rbufs.Get().(*[]byte); ok && cap(*b) >= n {
+		return (*b)[:n]
+	}
+	return make([]byte, n, max(n, s.o.ChunkSize))
+}
+
+// FolderBufferDone takes back a buffer FolderBuffer lent.
+func (s *Service) FolderBufferDone(b []byte) {
+	if cap(b) > smallFile {
+		b = b[:cap(b)]
+		s.rbufs.Put(&b)
+	}
 }
 
 // FolderPut takes a file that fits in one chunk: begin, chunk and commit.

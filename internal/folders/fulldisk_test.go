@@ -47,8 +47,11 @@ func TestFullDiskMarksStandbyBehind(t *testing.T) {
 	if len(st) != 1 || !st[0].Behind || !strings.Contains(st[0].Error, "disk full") {
 		t.Errorf("stats %+v; want n2 behind with the disk-full error", st)
 	}
-	partials, _ := os.ReadDir(filepath.Join(p.dirB, stateDir, "partial"))
+	partials, _ := os.ReadDir(p.dirB)
 	for _, d := range partials {
+		if !isPartial(d.Name()) {
+			continue
+		}
 		if fi, err := d.Info(); err == nil && fi.Size() > 0 {
 			t.Errorf("partial file %s (%d bytes) left taking the full disk's space", d.Name(), fi.Size())
 		}

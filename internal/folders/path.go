@@ -8,9 +8,18 @@ import (
 )
 
 // stateDir is the receiver's own directory at the top of every replicated
-// folder: partial uploads and the last manifest of the active. It is never
+// folder: the last list of complete files of the active. It is never
 // shipped, listed or written by a request.
 const stateDir = ".haven-sync"
+
+// partialPrefix starts the name of an upload's partial file, which is made
+// in the directory of the file it becomes (as rsync does), so that the
+// rename into place stays in one directory. A file so named is never
+// shipped, listed or written by a request.
+const partialPrefix = ".haven-partial-"
+
+// isPartial reports whether the file at rel is an upload's partial file.
+func isPartial(rel string) bool { return strings.HasPrefix(path.Base(rel), partialPrefix) }
 
 // maxPathLen bounds a relative path (Linux's PATH_MAX).
 const maxPathLen = 4096
@@ -54,6 +63,9 @@ func CleanPath(p string) (string, error) {
 	if path.Clean(p) != p {
 		return "", fmt.Errorf("path %q is not in canonical form", p)
 	}
+	if isPartial(p) {
+		return "", fmt.Errorf("path %q is named like haven's partial files (%s...); rename it", p, partialPrefix)
+	}
 	return p, nil
 }
 
@@ -79,7 +91,7 @@ func (m Matcher) Valid() error {
 
 // Match reports whether the file at rel (a clean relative path) is replicated.
 func (m Matcher) Match(rel string) bool {
-	if rel == stateDir || strings.HasPrefix(rel, stateDir+"/") {
+	if rel == stateDir || strings.HasPrefix(rel, stateDir+"/") || isPartial(rel) {
 		return false
 	}
 	for _, p := range m.Exclude {

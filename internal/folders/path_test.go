@@ -12,7 +12,7 @@ func TestCleanPath(t *testing.T) {
 			t.Errorf("CleanPath(%q) = %q, %v; want it accepted", p, got, err)
 		}
 	}
-	for _, p := range []string{"", "/etc/passwd", "../x", "a/../../x", "a/..", "..", ".", "./a", "a/./b", "a//b", "a/", "a\x00b", "a\nb", `a\b`, ".haven-sync/partial/x", ".haven-sync", "\xff", strings.Repeat("a", 256), strings.Repeat("a/", 3000)} {
+	for _, p := range []string{"", "/etc/passwd", "../x", "a/../../x", "a/..", "..", ".", "./a", "a/./b", "a//b", "a/", "a\x00b", "a\nb", `a\b`, ".haven-sync/partial/x", ".haven-sync", ".haven-partial-x", "a/.haven-partial-0123", "\xff", strings.Repeat("a", 256), strings.Repeat("a/", 3000)} {
 		if got, err := CleanPath(p); err == nil {
 			t.Errorf("CleanPath(%q) = %q; want an error", p, got)
 		}
@@ -45,18 +45,22 @@ func FuzzCleanPath(f *testing.F) {
 func TestMatcher(t *testing.T) {
 	m := Matcher{Include: []string{"*.guac", "exports/*"}, Exclude: []string{"tmp", "*.part"}}
 	for p, want := range map[string]bool{
-		"a.guac":         true,
-		"x/y/a.guac":     true,
-		"exports/r.csv":  true,
-		"exports/r.part": false,
-		"tmp/a.guac":     false,
-		"x/tmp/a.guac":   false,
-		"a.txt":          false,
-		".haven-sync/a":  false,
+		"a.guac":                         true,
+		"x/y/a.guac":                     true,
+		"exports/r.csv":                  true,
+		"exports/r.part":                 false,
+		"tmp/a.guac":                     false,
+		"x/tmp/a.guac":                   false,
+		"a.txt":                          false,
+		".haven-sync/a":                  false,
+		"x/.haven-partial-0123abcd.guac": false, // an upload's partial file
 	} {
 		if got := m.Match(p); got != want {
 			t.Errorf("Match(%q) = %v, want %v", p, got, want)
 		}
+	}
+	if (Matcher{}).Match(".haven-partial-0123") || (Matcher{}).Match("x/.haven-partial-0123.meta") {
+		t.Error("a partial file must never be matched (shipped or listed)")
 	}
 	if !m.SkipDir("x/tmp") || m.SkipDir("x") {
 		t.Error("SkipDir wrong")

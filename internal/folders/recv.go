@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,8 +25,10 @@ import (
 
 // receiver is the standby's side of one folder: every write goes through
 // an os.Root opened on the folder, so that no path, symbolic link or ".."
-// can make it write outside; uploads land in stateDir and are renamed into
-// place only once their SHA-256 is checked, so readers never see half a file.
+// can make it write outside; uploads land in a partial file beside their
+// destination (partialPrefix) and are renamed into place only once whole
+// and checked (every chunk's CRC-32C; a resumed one's SHA-256), so readers
+// never see half a file.
 type receiver struct {
 	name  string
 	dir   string
@@ -47,20 +50,30 @@ type receiver struct {
 	// one fsync started after a commit's rename covers it (group commit).
 	smu   sync.Mutex
 	syncs map[string]*dirSync
-	seq   uint64           // numbers the partial files of whole-file uploads
-	busy  map[string]bool  // partial files (base names) a commit is renaming into place
+	seq   uint64          // numbers the partial files of whole-file uploads
+	busy  map[string]bool // partial files (relative paths) a commit is renaming into place
+	// pdirs are the directories that may hold partial files: those seen
+	// with some at start and those of uploads begun since; a sweep looks
+	// in these only (and forgets one it finds empty of them).
+	pdirs map[string]bool
 	now   func() time.Time // the Service's clock
 }
 
-// upload is a file being received: a partial file in stateDir and the
-// running hash of what it holds.
+// upload is a file being received: a partial file beside it and, for one
+// resumed from what an earlier run left, the running hash of what it holds.
 type upload struct {
 	file    Entry
 	partial string // relative to the root
 	f       *os.File
-	h       hash.Hash
-	off     int64
-	last    time.Time // the last begin or chunk: an upload quiet for partialTimeout is abandoned
+	// h hashes the upload (SHA-256) when it resumed a partial file of an
+	// earlier run, whose bytes this run did not check: the commit compares
+	// it with the sender's sum. An upload from its first byte has none:
+	// every byte of it arrived in a chunk whose CRC-32C was checked on
+	// the very bytes written, and the sender hashed the very bytes it put
+	// in the chunks, so a second SHA-256 pass would check nothing more.
+	h    hash.Hash
+	off  int64
+	last time.Time // the last begin or chunk: an upload quiet for partialTimeout is abandoned
 
 	// mu guards f, h, off and last: a chunk is written and hashed under it
 	// alone, so that other files' uploads go on meanwhile. Lock order:
@@ -81,11 +94,11 @@ func newReceiver(name, dir, node string, m Matcher) (*receiver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("folder %s: open %s: %w", name, dir, err)
 	}
-	if err := root.MkdirAll(path.Join(stateDir, "partial"), 0o700); err != nil {
+	if err := root.MkdirAll(stateDir, 0o700); err != nil {
 		root.Close()
 		return nil, fmt.Errorf("folder %s: create %s in %s: %w", name, stateDir, dir, err)
 	}
-	r := &receiver{name: name, dir: dir, node: node, match: m, root: root, sums: map[string]Entry{}, uploads: map[string]*upload{}, now: time.Now, syncs: map[string]*dirSync{}, busy: map[string]bool{}}
+	r := &receiver{name: name, dir: dir, node: node, match: m, root: root, sums: map[string]Entry{}, uploads: map[string]*upload{}, now: time.Now, syncs: map[string]*dirSync{}, busy: map[string]bool{}, pdirs: map[string]bool{}}
 	if b, err := root.ReadFile(path.Join(stateDir, "source.json")); err == nil {
 		var s api.FolderSource
 		if json.Unmarshal(b, &s) == nil {
@@ -156,9 +169,12 @@ func ChunkSum(data []byte) string {
 	return fmt.Sprintf("%08x", crc32.Checksum(data, castagnoli))
 }
 
+// partialName is the partial file of an upload of p: in p's directory, so
+// that the commit's rename stays in one directory, and named by a hash of
+// p, so that the name fits whatever p's length.
 func partialName(p string) string {
 	s := sha256.Sum256([]byte(p))
-	return path.Join(stateDir, "partial", hex.EncodeToString(s[:20]))
+	return path.Join(path.Dir(p), partialPrefix+hex.EncodeToString(s[:20]))
 }
 
 // begin opens (or resumes) the upload of e and says how much of it is here.
@@ -214,10 +230,19 @@ func (r *receiver) open(e Entry, resume bool) (int64, error) {
 				return n, nil
 			}
 			_ = f.Close()
-			u.h.Reset()
 		}
 	}
+	u.h = nil // from the first byte
+	r.pdirs[path.Dir(p)] = true
 	f, err := r.root.OpenFile(u.partial, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if errors.Is(err, fs.ErrNotExist) { // its directories are made now
+		if err = r.mkdirs(path.Dir(p)); err == nil {
+			f, err = r.root.OpenFile(u.partial, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+		}
+	}
+	if errors.Is(err, syscall.ENOTDIR) {
+		err = fmt.Errorf("a file is in the way of its directory: %w", err)
+	}
 	if err != nil {
 		return 0, r.writeErr(p, err)
 	}
@@ -263,14 +288,16 @@ func (r *receiver) chunk(e Entry, off int64, sum string, data []byte) (int64, er
 	if _, err := u.f.WriteAt(data, off); err != nil {
 		return u.off, r.writeErr(p, err)
 	}
-	u.h.Write(data)
+	if u.h != nil {
+		u.h.Write(data)
+	}
 	u.off += int64(len(data))
 	u.last = r.now()
 	return u.off, nil
 }
 
-// commit checks the upload of e against its SHA-256, makes it durable and
-// renames it into place.
+// commit checks the upload of e against its SHA-256 (a resumed one; see
+// upload.h), makes it durable and renames it into place.
 func (r *receiver) commit(e Entry) (Entry, error) {
 	p, err := checkFile(e)
 	if err != nil {
@@ -288,9 +315,17 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 		r.mu.Unlock()
 		return Entry{}, ha.Errorf(ha.KindConflict, "%s: %d of %d bytes are here; send the rest", p, u.off, u.file.Size)
 	}
-	sum := hex.EncodeToString(u.h.Sum(nil))
+	sum := e.SHA256 // the sender's, of the bytes it put in the checked chunks
+	if u.h != nil {
+		sum = hex.EncodeToString(u.h.Sum(nil))
+	}
 	u.done = true // the upload is this call's now
 	u.mu.Unlock()
+	if b, err := hex.DecodeString(e.SHA256); err != nil || len(b) != sha256.Size {
+		r.discard(p, u)
+		r.mu.Unlock()
+		return Entry{}, ha.Errorf(ha.KindInvalid, "%s: SHA-256 %q is not 64 hex digits; send the file's SHA-256", p, e.SHA256)
+	}
 	if sum != e.SHA256 {
 		r.discard(p, u)
 		r.mu.Unlock()
@@ -310,11 +345,11 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 			u.partial = claimed
 		}
 	}
-	r.busy[path.Base(u.partial)] = true
+	r.busy[u.partial] = true
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
-		delete(r.busy, path.Base(u.partial))
+		delete(r.busy, u.partial)
 		r.mu.Unlock()
 	}()
 	done := func(err error) (Entry, error) {
@@ -348,8 +383,8 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 		return done(err)
 	}
 	u.f = nil
-	// Into place; its directories are made (and fsynced) only when the
-	// rename finds them missing.
+	// Into place, in the same directory; its directories are made (and
+	// fsynced) again only when the rename finds them gone meanwhile.
 	err = r.root.Rename(u.partial, p)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err = r.mkdirs(path.Dir(p)); err == nil {
@@ -446,9 +481,11 @@ func (r *receiver) syncDir(d string) {
 
 // sweep removes abandoned uploads: an upload no begin or chunk touched for
 // timeout (its sender died, was demoted, or gave the file up), and any
-// file in the partial directory that old and not an upload's. At start
-// (no commit can be running) it also removes what a commit left when the
-// agent stopped between claiming an upload and renaming it into place.
+// partial file that old and not an upload's. At start (no commit can be
+// running) it looks through the whole folder, and also removes what a
+// commit left when the agent stopped between claiming an upload and
+// renaming it into place; while running it looks in the directories that
+// may hold partial files only (pdirs).
 func (r *receiver) sweep(timeout time.Duration, start bool) (removed int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -465,33 +502,72 @@ func (r *receiver) sweep(timeout time.Duration, start bool) (removed int) {
 			removed++
 			continue
 		}
-		mine[path.Base(u.partial)] = true
-		mine[path.Base(u.partial)+".meta"] = true
-	}
-	dir := path.Join(stateDir, "partial")
-	f, err := r.root.Open(dir)
-	if err != nil {
-		return removed
-	}
-	ents, _ := f.ReadDir(-1)
-	_ = f.Close()
-	for _, d := range ents {
-		if mine[d.Name()] || r.busy[d.Name()] {
-			continue
-		}
-		fi, err := d.Info()
-		if err != nil {
-			continue
-		}
-		claimed := strings.HasSuffix(d.Name(), ".commit") // a commit's: running, unless at start
-		if (start && claimed) || (!claimed && now.Sub(fi.ModTime()) >= timeout) {
-			if r.root.Remove(path.Join(dir, d.Name())) == nil {
-				removed++
-			}
-		}
+		mine[u.partial] = true
+		mine[u.partial+".meta"] = true
 	}
 	if start {
 		_ = r.root.Remove(path.Join(stateDir, "source.json.tmp"))
+		// Partial files of before (in stateDir/partial) are not resumed.
+		_ = r.root.RemoveAll(path.Join(stateDir, "partial"))
+		r.pdirs = map[string]bool{}
+		_ = filepath.WalkDir(r.dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || !d.IsDir() {
+				return nil
+			}
+			rel, err := filepath.Rel(r.dir, p)
+			if err != nil {
+				return nil
+			}
+			rel = filepath.ToSlash(rel)
+			if rel == stateDir {
+				return filepath.SkipDir
+			}
+			r.pdirs[rel] = true // kept below only if it holds partial files
+			return nil
+		})
+	}
+	for dir := range r.pdirs {
+		f, err := r.root.Open(dir)
+		if err != nil {
+			delete(r.pdirs, dir)
+			continue
+		}
+		var ents []fs.DirEntry
+		for {
+			batch, err := f.ReadDir(1024)
+			for _, d := range batch {
+				if strings.HasPrefix(d.Name(), partialPrefix) && d.Type().IsRegular() {
+					ents = append(ents, d)
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		_ = f.Close()
+		left := 0
+		for _, d := range ents {
+			rel := path.Join(dir, d.Name())
+			if mine[rel] || r.busy[rel] {
+				left++
+				continue
+			}
+			fi, err := d.Info()
+			if err != nil {
+				continue
+			}
+			claimed := strings.HasSuffix(d.Name(), ".commit") // a commit's: running, unless at start
+			if (start && claimed) || (!claimed && now.Sub(fi.ModTime()) >= timeout) {
+				if r.root.Remove(rel) == nil {
+					removed++
+					continue
+				}
+			}
+			left++
+		}
+		if left == 0 {
+			delete(r.pdirs, dir)
+		}
 	}
 	return removed
 }

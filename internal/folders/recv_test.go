@@ -75,6 +75,20 @@ func TestReceiverWritesAtomicallyAndResumes(t *testing.T) {
 	if _, err := r.commit(wrong); ha.KindOf(err) != ha.KindInvalid {
 		t.Fatalf("commit with a wrong sum: %v, want Invalid", err)
 	}
+	// An upload from its first byte is not hashed again (its chunks'
+	// CRC-32C were checked), but the sum it is committed with must be one.
+	if _, err := r.begin(Entry{Path: "fresh", Size: 3, MTime: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.chunk(Entry{Path: "fresh", Size: 3, MTime: 1}, 0, ChunkSum([]byte("abc")), []byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.commit(Entry{Path: "fresh", Size: 3, MTime: 1, SHA256: "not-a-sum"}); ha.KindOf(err) != ha.KindInvalid {
+		t.Fatalf("commit with a malformed sum: %v, want Invalid", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "fresh")); !os.IsNotExist(err) {
+		t.Fatalf("a refused commit left the file: %v", err)
+	}
 	got, err := put(t, r, e.Path, data, 7)
 	if err != nil {
 		t.Fatal(err)
