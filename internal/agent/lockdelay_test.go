@@ -16,33 +16,6 @@ import (
 	"github.com/haven-ha/haven/internal/syncbuf"
 )
 
-// earlyStore is an in-memory store that says it can end sessions early
-// (as etcd can) and shows a given tenure record while the key is vacant.
-type earlyStore struct {
-	*memstore.Client
-	tenure ha.Tenure
-}
-
-func (earlyStore) EarlyRevocation() bool { return true }
-
-func (s earlyStore) Watch(ctx context.Context) <-chan ha.Snapshot {
-	out := make(chan ha.Snapshot)
-	go func() {
-		defer close(out)
-		for snap := range s.Client.Watch(ctx) {
-			if snap.Leader.None() {
-				snap.Tenure = s.tenure
-			}
-			select {
-			case out <- snap:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return out
-}
-
 // TestLockDelay: an agent that wins the key after it went without a record
 // (the previous holder n9's lease revoked by a frozen etcd leader, say)
 // waits lease_ttl from when it saw the key vacant before it
@@ -70,7 +43,7 @@ func TestLockDelay(t *testing.T) {
 				t.Fatal(err)
 			}
 			var logs syncbuf.Buffer
-			st := earlyStore{Client: memstore.New(clock.Real{}).Client(), tenure: tc.tenure}
+			st := memstore.Early{Client: memstore.New(clock.Real{}).Client(), Tenure: tc.tenure}
 			a, err := New(cfg, cfg.Nodes[0], st, clock.Real{}, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 			if err != nil {
 				t.Fatal(err)

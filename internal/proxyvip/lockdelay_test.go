@@ -12,33 +12,6 @@ import (
 	"github.com/haven-ha/haven/internal/store/memstore"
 )
 
-// earlyStore is an in-memory store that says it can end sessions early (as
-// etcd can) and shows a given tenure record while the key is vacant.
-type earlyStore struct {
-	*memstore.Client
-	tenure ha.Tenure
-}
-
-func (earlyStore) EarlyRevocation() bool { return true }
-
-func (s earlyStore) Watch(ctx context.Context) <-chan ha.Snapshot {
-	out := make(chan ha.Snapshot)
-	go func() {
-		defer close(out)
-		for snap := range s.Client.Watch(ctx) {
-			if snap.Leader.None() {
-				snap.Tenure = s.tenure
-			}
-			select {
-			case out <- snap:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return out
-}
-
 // events collects an elector's history.
 type events struct {
 	mu  sync.Mutex
@@ -81,7 +54,7 @@ func TestLockDelay(t *testing.T) {
 			var hist events
 			l := newLab(t, 1, func(m *member) {
 				m.dial = func(context.Context) (ha.Coordinator, error) {
-					return earlyStore{Client: m.client, tenure: tc.tenure}, nil
+					return memstore.Early{Client: m.client, Tenure: tc.tenure}, nil
 				}
 				m.noLockDelay = tc.off
 				m.record = hist.record
@@ -135,7 +108,7 @@ func TestStopDuringLockDelay(t *testing.T) {
 	var resigns atomic.Int32
 	l := newLab(t, 1, func(m *member) {
 		m.dial = func(context.Context) (ha.Coordinator, error) {
-			return resignCounter{earlyStore: earlyStore{Client: m.client, tenure: ha.Tenure{Epoch: 5, Node: "n9"}}, n: &resigns}, nil
+			return resignCounter{Early: memstore.Early{Client: m.client, Tenure: ha.Tenure{Epoch: 5, Node: "n9"}}, n: &resigns}, nil
 		}
 	})
 	m := l.members[0]
@@ -162,11 +135,11 @@ func TestStopDuringLockDelay(t *testing.T) {
 
 // resignCounter counts the resigns that reach the store.
 type resignCounter struct {
-	earlyStore
+	memstore.Early
 	n *atomic.Int32
 }
 
 func (s resignCounter) Resign(ctx context.Context, node string, epoch ha.Epoch) error {
 	s.n.Add(1)
-	return s.earlyStore.Resign(ctx, node, epoch)
+	return s.Early.Resign(ctx, node, epoch)
 }
