@@ -1,4 +1,4 @@
-package e2e
+package sandbox
 
 import (
 	"context"
@@ -112,7 +112,7 @@ func TestChaos(t *testing.T) {
 	// Parallel: unlike the drill tests, it holds nothing to an RTO target,
 	// only to safety (no overlap, no lost write, linearizable registers)
 	// and to a generous recovery bound (30 s after each heal), which a
-	// loaded machine keeps. It is the longest e2e test (100 s of faults):
+	// loaded machine keeps. It is the longest end-to-end test (100 s of faults):
 	// run alone it added its whole length to CI's critical path.
 	t.Parallel()
 	seed := uint64(time.Now().UnixNano())
