@@ -4,7 +4,7 @@
 // client traffic through the proxy while it injects one fault at a time,
 // and reports per scenario: the outage clients saw (RTO), the requests that
 // failed, acknowledged writes missing afterwards (RPO), and any sign of
-// split brain. The same pieces serve the chaos tests in internal/e2e.
+// split brain. The same pieces serve the chaos tests in internal/e2e/chaos.
 //
 // A scenario is: the cluster whole, load running; the fault; a wait for
 // recovery with a deadline (or, where no recovery is expected, a watch);

@@ -1,4 +1,4 @@
-package e2e
+package chaos
 
 import (
 	"context"
@@ -112,8 +112,9 @@ func TestChaos(t *testing.T) {
 	// Parallel: unlike the drill tests, it holds nothing to an RTO target,
 	// only to safety (no overlap, no lost write, linearizable registers)
 	// and to a generous recovery bound (30 s after each heal), which a
-	// loaded machine keeps. It is the longest e2e test (100 s of faults):
-	// run alone it added its whole length to CI's critical path.
+	// loaded machine keeps. It is the longest end-to-end test (100 s of
+	// faults): it has a package of its own so that it runs beside the
+	// others (go test -p 2) instead of adding to one package's length.
 	t.Parallel()
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("HAVEN_CHAOS_SEED"); s != "" {

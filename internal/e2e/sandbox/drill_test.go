@@ -1,11 +1,9 @@
-package e2e
+package sandbox
 
 import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -42,8 +40,8 @@ func newDrillSandbox(t *testing.T) *drill.Sandbox {
 // the RTOs within their bounds plus a slack for CI (loosened timings: lease 3s).
 func TestDrillScenarios(t *testing.T) {
 	// Not parallel: it measures RTO targets and "whole again" deadlines,
-	// so it runs alone among the e2e tests (they run first, before the
-	// parallel ones).
+	// so it runs alone in this package (before TestChaos), beside the
+	// other packages' tests as every test does under go test -p 2.
 	sb := newDrillSandbox(t)
 	names := []string{"service-crash", "agent-freeze", "active-cut-oneway", "majority-loss", "switchover", "rolling-restart"}
 	results := runDrill(t, context.Background(), sb, names, nil, nil)
@@ -68,8 +66,8 @@ func TestDrillScenarios(t *testing.T) {
 // itself with every acknowledged write; a switchover works on it too.
 func TestDrillDatabase(t *testing.T) {
 	// Not parallel: it measures RTO targets and "whole again" deadlines,
-	// so it runs alone among the e2e tests (they run first, before the
-	// parallel ones).
+	// so it runs alone in this package (before TestChaos), beside the
+	// other packages' tests as every test does under go test -p 2.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Bin: havenBin, Dir: t.TempDir(), Timing: "ci", Store: drill.StorePostgres})
@@ -132,50 +130,6 @@ func runDrill(t *testing.T, ctx context.Context, sb *drill.Sandbox, names []stri
 		}
 	}
 	return results
-}
-
-// TestDrillCommand checks the command line: the refusal on a cluster whose
-// config does not enable drills (exit 2 with the reason), a scenario that
-// is not safe on a real cluster, and a real-cluster switchover drill.
-func TestDrillCommand(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t, clusterOpts{})
-	c.WaitActive(startTimeout)
-	code, _, errOut := runHaven(t, "drill", "--config", c.Config, "--scenario", "switchover")
-	if code != 2 || !strings.Contains(errOut, "drill: {enabled: true}") {
-		t.Fatalf("drill without drill.enabled: exit %d, %s", code, errOut)
-	}
-	code, _, errOut = runHaven(t, "drill", "--sandbox", "--config", c.Config)
-	if code != 2 {
-		t.Fatalf("--sandbox with --config: exit %d, %s", code, errOut)
-	}
-
-	// The same cluster, drills allowed, a proxy to send clients through.
-	base, err := os.ReadFile(c.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(c.Dir, "drill.yaml")
-	text := string(base) + "drill: {enabled: true}\n"
-	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	code, _, errOut = runHaven(t, "drill", "--config", cfg, "--scenario", "active-cut")
-	if code != 2 || !strings.Contains(errOut, "not safe on a real cluster") {
-		t.Fatalf("unsafe scenario: exit %d, %s", code, errOut)
-	}
-	p := c.startProxy(t, "drill-proxy", "")
-	cmd := exec.Command(havenBin, "drill", "--config", cfg, "--scenario", "switchover", "--target", "http://"+p.Addr)
-	var out, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &stderr
-	err = cmd.Run()
-	t.Logf("drill output:\n%s\n%s", out.String(), stderr.String())
-	if err != nil {
-		t.Fatalf("drill --config --scenario switchover: %v", err)
-	}
-	if !strings.Contains(out.String(), "switchover") || !strings.Contains(out.String(), "met") {
-		t.Fatalf("unexpected drill output:\n%s", out.String())
-	}
 }
 
 // availabilityMissOnly reports whether a drill verdict misses only speed
