@@ -85,7 +85,7 @@ func TestLockDelay(t *testing.T) {
 				t.Fatalf("active %s after winning, want about lease_ttl = %s", took, delay)
 			}
 			ld := a.LastLockDelay()
-			if ld == nil || ld.Waited < delay/2 || ld.Waited > delay || !strings.Contains(ld.Reason, "n9") {
+			if ld == nil || ld.Waited < delay/2 || ld.Waited > delay+500*time.Millisecond || !strings.Contains(ld.Reason, "n9") { // a timer fires late on a loaded machine
 				t.Fatalf("LastLockDelay = %+v, want a wait of up to %s naming n9", ld, delay)
 			}
 			if rec := a.Record(); rec.LockDelay == nil || rec.LockDelay.Waited != ld.Waited {
