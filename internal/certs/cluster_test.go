@@ -128,9 +128,15 @@ func TestNoPortServesStrangers(t *testing.T) {
 	op := api.NewClient(api.ClientOptions{Token: clusterToken, Timeout: time.Second, TLS: opTLS})
 	active, epoch := waitActive(t, op, apis, 60*time.Second)
 
-	// Every listening port of the agents, from ss.
-	listening := agentPorts(t, pids)
+	// Every listening port of the agents, from ss, once every agent has
+	// opened its listeners (one may still be starting when another is
+	// active).
 	want := 3 * 4 // api, peer, client and lb-check per node
+	var listening []string
+	harness.Until(30*time.Second, func() bool {
+		listening = agentPorts(t, pids)
+		return len(listening) >= want
+	})
 	if len(listening) < want {
 		t.Fatalf("ss found %d listening ports for the agents (%v), want at least %d", len(listening), listening, want)
 	}
