@@ -10,6 +10,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/e2e/e2etest"
 )
 
 const goodNodes = `nodes:
@@ -139,7 +140,7 @@ func TestSIGHUPReloads(t *testing.T) {
 		}
 		before, _ := os.ReadFile(logFile)
 		c.Signal(active, syscall.SIGHUP)
-		waitFor(t, 10*time.Second, "the agent to log "+want, func() bool {
+		e2etest.WaitFor(t, 10*time.Second, "the agent to log "+want, func() bool {
 			b, _ := os.ReadFile(logFile)
 			return len(b) > len(before) && strings.Contains(string(b[len(before):]), want)
 		})

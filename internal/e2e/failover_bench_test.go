@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/e2e/e2etest"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/harness"
 )
@@ -79,7 +80,7 @@ func benchFailover(b *testing.B, insecure bool, fault, heal func(c *Cluster, act
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		// Every node healthy before each fault, so the run starts equal.
-		waitFor(b, startTimeout, "three healthy nodes", func() bool {
+		e2etest.WaitFor(b, startTimeout, "three healthy nodes", func() bool {
 			st, err := c.Status(c.Nodes[0].Name)
 			if err != nil {
 				return false

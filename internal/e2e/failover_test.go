@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/e2e/e2etest"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -27,7 +28,7 @@ func TestServiceCrashFailsOver(t *testing.T) {
 		t.Fatalf("new epoch %d not greater than old %d", nextEpoch, epoch)
 	}
 	// The crashed service is restarted and its node becomes a healthy standby.
-	waitFor(t, 20*time.Second, old+" back as a healthy standby", func() bool {
+	e2etest.WaitFor(t, 20*time.Second, old+" back as a healthy standby", func() bool {
 		v, ok := c.NodeView(next, old)
 		return ok && v.Role == ha.RoleStandby && v.Healthy && v.ServicePID != 0 && v.ServicePID != int(0)
 	})
@@ -47,7 +48,7 @@ func TestAgentCrashFailsOverAndRejoins(t *testing.T) {
 		if n.Name == old || n.Witness {
 			continue
 		}
-		waitFor(t, 15*time.Second, n.Name+" to see "+old+" active", func() bool {
+		e2etest.WaitFor(t, 15*time.Second, n.Name+" to see "+old+" active", func() bool {
 			v, ok := c.NodeView(n.Name, old)
 			return ok && v.Role == ha.RoleActive
 		})
@@ -61,14 +62,14 @@ func TestAgentCrashFailsOverAndRejoins(t *testing.T) {
 		t.Fatalf("new epoch %d not greater than old %d", nextEpoch, epoch)
 	}
 	// The killed agent's service must not outlive it.
-	waitFor(t, 5*time.Second, "the dead agent's service to exit", func() bool { return !pidAlive(v.ServicePID) })
+	e2etest.WaitFor(t, 5*time.Second, "the dead agent's service to exit", func() bool { return !pidAlive(v.ServicePID) })
 
-	waitFor(t, 10*time.Second, old+" shown as down", func() bool {
+	e2etest.WaitFor(t, 10*time.Second, old+" shown as down", func() bool {
 		v, ok := c.NodeView(next, old)
 		return ok && v.Role == ha.RoleDown
 	})
 	c.Start(old)
-	waitFor(t, startTimeout, old+" rejoined as a healthy standby", func() bool {
+	e2etest.WaitFor(t, startTimeout, old+" rejoined as a healthy standby", func() bool {
 		v, ok := c.NodeView(next, old)
 		return ok && v.Role == ha.RoleStandby && v.Healthy
 	})
@@ -84,7 +85,7 @@ func TestAgentCrashFailsOverAndRejoins(t *testing.T) {
 			t.Logf("haven events:\n%s", out)
 		}
 	})
-	waitFor(t, 30*time.Second, "haven events to show the loss, the failover and the return", func() bool {
+	e2etest.WaitFor(t, 30*time.Second, "haven events to show the loss, the failover and the return", func() bool {
 		_, out, _ = runHaven(t, "events", "--config", c.Config)
 		return strings.Contains(out, "active -> lost") && strings.Contains(out, old+" lost; "+next+" active") &&
 			strings.Contains(out, "lost -> found") && strings.Contains(out, "its agent restarted")
@@ -172,16 +173,16 @@ func TestPausedActiveNeverOverlaps(t *testing.T) {
 		}
 		return n
 	}
-	waitFor(t, 5*time.Second, "the sampler to see the active", func() bool { return count(old) >= 5 })
+	e2etest.WaitFor(t, 5*time.Second, "the sampler to see the active", func() bool { return count(old) >= 5 })
 	c.Signal(old, syscall.SIGSTOP)
 	next, nextEpoch := c.WaitActive(20*time.Second, old)
 	if nextEpoch <= epoch {
 		t.Fatalf("new epoch %d not greater than old %d", nextEpoch, epoch)
 	}
 	// Keep the old one frozen a little longer, then wake it and watch it.
-	waitFor(t, 5*time.Second, "the sampler to see the new active", func() bool { return count(next) >= 5 })
+	e2etest.WaitFor(t, 5*time.Second, "the sampler to see the new active", func() bool { return count(next) >= 5 })
 	c.Signal(old, syscall.SIGCONT)
-	waitFor(t, 10*time.Second, old+" to report itself standby after SIGCONT", func() bool {
+	e2etest.WaitFor(t, 10*time.Second, old+" to report itself standby after SIGCONT", func() bool {
 		v, ok := c.NodeView(old, old)
 		return ok && v.Role == ha.RoleStandby
 	})

@@ -24,6 +24,7 @@ import (
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/e2e/e2etest"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/harness"
 	netports "github.com/haven-ha/haven/internal/ports"
@@ -363,14 +364,6 @@ func (c *Cluster) ServiceReply(name string) (int, sample.Reply) {
 	return resp.StatusCode, r
 }
 
-// waitFor polls cond every 20ms until it holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	if !harness.Until(d, cond) {
-		t.Fatalf("timed out after %s waiting for %s", d, what)
-	}
-}
-
 // WaitActive waits until exactly one node other than the excluded ones
 // answers 200 on /lb-check and its service answers as active; it returns
 // that node and its epoch.
@@ -378,7 +371,7 @@ func (c *Cluster) WaitActive(d time.Duration, exclude ...string) (string, ha.Epo
 	c.t.Helper()
 	var name string
 	var epoch ha.Epoch
-	waitFor(c.t, d, "an active node", func() bool {
+	e2etest.WaitFor(c.t, d, "an active node", func() bool {
 		var found []string
 		for _, n := range c.Nodes {
 			if n.Witness || slices.Contains(exclude, n.Name) {

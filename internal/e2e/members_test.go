@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/e2e/e2etest"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -50,7 +51,7 @@ func TestMembersAddAndRemove(t *testing.T) {
 		t.Fatalf("second add before n4 joined: exit %d, %q", code, errOut)
 	}
 	c.Start("n4")
-	waitFor(t, startTimeout, "n4 joined as a healthy standby", func() bool {
+	e2etest.WaitFor(t, startTimeout, "n4 joined as a healthy standby", func() bool {
 		v, ok := c.NodeView(active, "n4")
 		return ok && v.Role == ha.RoleStandby && v.Healthy
 	})

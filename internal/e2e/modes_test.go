@@ -16,6 +16,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/e2e/e2etest"
 )
 
 // TestWitnessKeepsQuorum runs two service nodes and a witness: killing the
@@ -27,7 +28,7 @@ func TestWitnessKeepsQuorum(t *testing.T) {
 	if old == "n3" {
 		t.Fatal("the witness became active")
 	}
-	waitFor(t, 10*time.Second, "the witness shown as up", func() bool {
+	e2etest.WaitFor(t, 10*time.Second, "the witness shown as up", func() bool {
 		v, ok := c.NodeView(old, "n3")
 		return ok && v.Role == "witness" && v.Witness
 	})
@@ -136,7 +137,7 @@ func TestDemoStartsAndStopsCleanly(t *testing.T) {
 		_ = cmd.Process.Kill()
 		t.Fatal("demo did not stop within 30s of SIGTERM")
 	}
-	waitFor(t, 10*time.Second, "every demo process gone", func() bool {
+	e2etest.WaitFor(t, 10*time.Second, "every demo process gone", func() bool {
 		for _, p := range pids {
 			if pidAlive(p) && !isZombie(p) {
 				return false

@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/haven-ha/haven/internal/e2e/e2etest"
 )
 
 // TestSwitchoverThroughProxyZeroErrors runs planned switchovers while 8
@@ -16,7 +18,7 @@ func TestSwitchoverThroughProxyZeroErrors(t *testing.T) {
 	c.WaitActive(startTimeout)
 	c.waitHealthy(30 * time.Second)
 	p := c.startProxy(t, "proxy", "")
-	waitFor(t, 20*time.Second, "the proxy to serve", func() bool { code, _, err := getNode(p.Addr); return err == nil && code == 200 })
+	e2etest.WaitFor(t, 20*time.Second, "the proxy to serve", func() bool { code, _, err := getNode(p.Addr); return err == nil && code == 200 })
 	l := startLoad(p.Addr, 8)
 	defer func() { close(l.stop); l.wg.Wait() }()
 	for i := range 3 {
@@ -32,7 +34,7 @@ func TestSwitchoverThroughProxyZeroErrors(t *testing.T) {
 			t.Fatalf("switchover %d left %s active", i+1, before)
 		}
 		n := l.count(after)
-		waitFor(t, 10*time.Second, "clients served by "+after, func() bool { return l.count(after) > n+20 })
+		e2etest.WaitFor(t, 10*time.Second, "clients served by "+after, func() bool { return l.count(after) > n+20 })
 	}
 	if errs := l.errors(); len(errs) > 0 {
 		t.Fatalf("%d client errors across the switchovers, first: %s", len(errs), errs[0])
@@ -47,10 +49,10 @@ func TestActiveActiveThroughProxy(t *testing.T) {
 	c := newCluster(t, clusterOpts{mode: "active-active"})
 	c.waitHealthy(startTimeout)
 	p := c.startProxy(t, "proxy", "")
-	waitFor(t, 20*time.Second, "the proxy to serve", func() bool { code, _, err := getNode(p.Addr); return err == nil && code == 200 })
+	e2etest.WaitFor(t, 20*time.Second, "the proxy to serve", func() bool { code, _, err := getNode(p.Addr); return err == nil && code == 200 })
 	l := startLoad(p.Addr, 8)
 	defer func() { close(l.stop); l.wg.Wait() }()
-	waitFor(t, 20*time.Second, "every node serving clients", func() bool {
+	e2etest.WaitFor(t, 20*time.Second, "every node serving clients", func() bool {
 		return l.count("n1") > 20 && l.count("n2") > 20 && l.count("n3") > 20
 	})
 	v, _ := c.NodeView("n2", "n2")
@@ -58,7 +60,7 @@ func TestActiveActiveThroughProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := l.count("n2") // at most the 8 requests in flight land after this
-	waitFor(t, 20*time.Second, "n2 back in rotation", func() bool { return l.count("n2") > base+20 })
+	e2etest.WaitFor(t, 20*time.Second, "n2 back in rotation", func() bool { return l.count("n2") > base+20 })
 	if errs := l.errors(); len(errs) > 0 {
 		t.Fatalf("%d client errors with a node of three leaving and returning, first: %s", len(errs), errs[0])
 	}

@@ -10,13 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/e2e/e2etest"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
 // waitHealthy waits until every non-witness node is up and healthy.
 func (c *Cluster) waitHealthy(d time.Duration) {
 	c.t.Helper()
-	waitFor(c.t, d, "every node healthy", func() bool {
+	e2etest.WaitFor(c.t, d, "every node healthy", func() bool {
 		st, err := waitStatus(c)
 		if err != nil {
 			return false
@@ -62,10 +63,10 @@ func TestSwitchoverIsPlannedAndRecorded(t *testing.T) {
 	if now != target || nowEpoch <= epoch {
 		t.Fatalf("after switchover: %s@%d, want %s above epoch %d", now, nowEpoch, target, epoch)
 	}
-	waitFor(t, 10*time.Second, old+" back as a healthy standby", func() bool { return c.role(old) == ha.RoleStandby })
+	e2etest.WaitFor(t, 10*time.Second, old+" back as a healthy standby", func() bool { return c.role(old) == ha.RoleStandby })
 
 	// The history is written asynchronously: wait for the entry.
-	waitFor(t, 10*time.Second, "the switchover in `haven events`", func() bool {
+	e2etest.WaitFor(t, 10*time.Second, "the switchover in `haven events`", func() bool {
 		code, out, _ = runHaven(t, "events", "--config", c.Config)
 		return code == 0 && strings.Contains(out, "switchover") && strings.Contains(out, old+" -> "+target)
 	})
@@ -137,10 +138,10 @@ func TestSwitchoverUnderLoadNoFailedReads(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, 5*time.Second, "some reads", func() bool { return ok.Load() > 50 })
+	e2etest.WaitFor(t, 5*time.Second, "some reads", func() bool { return ok.Load() > 50 })
 	code, out, errOut := runHaven(t, "switchover", "--config", c.Config)
 	before := ok.Load()
-	waitFor(t, 5*time.Second, "reads after the switchover", func() bool { return ok.Load() > before+50 })
+	e2etest.WaitFor(t, 5*time.Second, "reads after the switchover", func() bool { return ok.Load() > before+50 })
 	close(stop)
 	wg.Wait()
 	if code != 0 {

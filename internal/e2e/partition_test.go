@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/e2e/e2etest"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/netlab"
 )
@@ -165,20 +166,20 @@ func TestPartitionedActiveStopsBeforeMajorityPromotes(t *testing.T) {
 		}
 		return k
 	}
-	waitFor(t, 5*time.Second, "samples of the active", func() bool { return count(old) >= 5 })
+	e2etest.WaitFor(t, 5*time.Second, "samples of the active", func() bool { return count(old) >= 5 })
 
 	lab.cut(oldIdx)
 	next, nextEpoch := c.WaitActive(20*time.Second, old)
 	if nextEpoch <= epoch {
 		t.Fatalf("epoch did not grow: %d -> %d", epoch, nextEpoch)
 	}
-	waitFor(t, 5*time.Second, "samples of the new active", func() bool { return count(next) >= 5 })
+	e2etest.WaitFor(t, 5*time.Second, "samples of the new active", func() bool { return count(next) >= 5 })
 	// The isolated node is reachable by clients but must not serve.
 	if code := c.LBCheck(old); code == http.StatusOK {
 		t.Fatalf("isolated %s still answers 200 while %s is active", old, next)
 	}
 	lab.heal(oldIdx)
-	waitFor(t, 30*time.Second, old+" back as a healthy standby", func() bool {
+	e2etest.WaitFor(t, 30*time.Second, old+" back as a healthy standby", func() bool {
 		v, ok := c.NodeView(next, old)
 		return ok && v.Role == ha.RoleStandby && v.Healthy
 	})

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/certs"
+	"github.com/haven-ha/haven/internal/e2e/e2etest"
 	"github.com/haven-ha/haven/internal/harness"
 	"github.com/haven-ha/haven/internal/sample"
 	"github.com/haven-ha/haven/internal/store/storetest"
@@ -160,7 +161,7 @@ func TestProxy(t *testing.T) {
 	ca, certFile, keyFile, serial1 := proxyCert(t, c.Dir)
 	sp := c.startProxy(t, "proxy-tls", fmt.Sprintf("  tls: {cert: %s, key: %s}\n", certFile, keyFile))
 	first, _ := c.WaitActive(startTimeout)
-	waitFor(t, 20*time.Second, "the proxy to reach "+first, func() bool {
+	e2etest.WaitFor(t, 20*time.Second, "the proxy to reach "+first, func() bool {
 		code, node, err := getNode(hp.Addr)
 		return err == nil && code == 200 && node == first
 	})
@@ -182,12 +183,12 @@ func TestProxy(t *testing.T) {
 
 	l := startLoad(hp.Addr, 8)
 	posts := startPosts(t, hp.Addr)
-	waitFor(t, 10*time.Second, "traffic through the proxy", func() bool { return l.count(first) > 100 })
+	e2etest.WaitFor(t, 10*time.Second, "traffic through the proxy", func() bool { return l.count(first) > 100 })
 
 	// 1. The active's service crashes.
 	c.KillService(first)
 	second, _ := c.WaitActive(15*time.Second, first)
-	waitFor(t, 15*time.Second, "traffic on "+second, func() bool { return l.count(second) > 100 })
+	e2etest.WaitFor(t, 15*time.Second, "traffic on "+second, func() bool { return l.count(second) > 100 })
 	t.Logf("service crash on %s: %s took over", first, second)
 
 	// The WebSocket was closed cleanly and reconnects to the new active.
@@ -217,7 +218,7 @@ func TestProxy(t *testing.T) {
 	// 2. A planned stop: SIGTERM to the new active's agent (it resigns).
 	c.Signal(second, syscall.SIGTERM)
 	third, _ := c.WaitActive(20*time.Second, second)
-	waitFor(t, 15*time.Second, "traffic on "+third, func() bool { return l.count(third) > 100 })
+	e2etest.WaitFor(t, 15*time.Second, "traffic on "+third, func() bool { return l.count(third) > 100 })
 	t.Logf("agent SIGTERM on %s: %s took over", second, third)
 
 	close(l.stop)
@@ -303,7 +304,7 @@ func TestProxy(t *testing.T) {
 	if err := sp.proc.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the proxy to present the new certificate after SIGHUP", func() bool {
+	e2etest.WaitFor(t, 10*time.Second, "the proxy to present the new certificate after SIGHUP", func() bool {
 		return tlsGet(tlsClient(), "HTTPS on a new connection after SIGHUP").Cmp(serial2) == 0
 	})
 	if s := tlsGet(open, "HTTPS on the connection opened before SIGHUP"); s.Cmp(serial1) != 0 {
@@ -333,7 +334,7 @@ func TestProxyStoreLoss(t *testing.T) {
 		t.Fatalf("%d forwarders, want one per node", len(fwds))
 	}
 	active, _ := c.WaitActive(startTimeout)
-	waitFor(t, 20*time.Second, "the proxy to reach "+active, func() bool {
+	e2etest.WaitFor(t, 20*time.Second, "the proxy to reach "+active, func() bool {
 		code, node, err := getNode(p.Addr)
 		return err == nil && code == 200 && node == active
 	})
@@ -376,7 +377,7 @@ func TestProxyStoreLoss(t *testing.T) {
 	for _, f := range fwds {
 		f.Heal()
 	}
-	waitFor(t, 20*time.Second, "the proxy to serve again once the store is back", func() bool {
+	e2etest.WaitFor(t, 20*time.Second, "the proxy to serve again once the store is back", func() bool {
 		code, node, err := getNode(p.Addr)
 		return err == nil && code == 200 && node == active
 	})
@@ -417,7 +418,7 @@ checks:
 	// so the active is the one node whose /lb-check answers 200.
 	activeByLB := func(d time.Duration, exclude string) string {
 		var name string
-		waitFor(t, d, "one node answering /lb-check 200", func() bool {
+		e2etest.WaitFor(t, d, "one node answering /lb-check 200", func() bool {
 			var found []string
 			for _, n := range c.Nodes {
 				if n.Name != exclude && c.LBCheck(n.Name) == http.StatusOK {
@@ -434,13 +435,13 @@ checks:
 	first := activeByLB(startTimeout, "")
 	// A plain-HTTP request to these services gets 400, so a sample.Reply
 	// from the node proves the proxy spoke TLS to it.
-	waitFor(t, 20*time.Second, "the proxy to reach "+first+" over TLS", func() bool {
+	e2etest.WaitFor(t, 20*time.Second, "the proxy to reach "+first+" over TLS", func() bool {
 		code, node, err := getNode(p.Addr)
 		return err == nil && code == 200 && node == first
 	})
 	c.KillService(first)
 	second := activeByLB(15*time.Second, first)
-	waitFor(t, 20*time.Second, "the proxy to reach "+second+" over TLS", func() bool {
+	e2etest.WaitFor(t, 20*time.Second, "the proxy to reach "+second+" over TLS", func() bool {
 		code, node, err := getNode(p.Addr)
 		return err == nil && code == 200 && node == second
 	})

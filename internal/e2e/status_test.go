@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/e2e/e2etest"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -99,7 +100,7 @@ func TestGracefulStopHandsOverWithoutLeaseWait(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, clusterOpts{})
 	old, epoch := c.WaitActive(startTimeout)
-	waitFor(t, 20*time.Second, "a healthy standby", func() bool {
+	e2etest.WaitFor(t, 20*time.Second, "a healthy standby", func() bool {
 		st, err := c.Status(old)
 		if err != nil {
 			return false

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/e2e/e2etest"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/sample"
 	"github.com/haven-ha/haven/internal/store/etcdstore"
@@ -124,7 +125,7 @@ func TestStoreFaults(t *testing.T) {
 			// promotes, and the cluster recovers on its own.
 			c.srv.Stop()
 			down := time.Now()
-			waitFor(t, storeLease+2*time.Second, active+" to stop serving during the outage", func() bool {
+			e2etest.WaitFor(t, storeLease+2*time.Second, active+" to stop serving during the outage", func() bool {
 				// Its own answer that it is not active: a check that timed
 				// out on a loaded machine says nothing, and the active may
 				// serve until its lease runs out.
@@ -159,7 +160,7 @@ func TestStoreFaults(t *testing.T) {
 				t.Fatalf("the cut-off %s still answers 200 on /lb-check", active)
 			}
 			c.fw[active].Heal()
-			waitFor(t, 30*time.Second, active+" back as a standby", func() bool {
+			e2etest.WaitFor(t, 30*time.Second, active+" back as a standby", func() bool {
 				v, ok := c.NodeView(other, active)
 				return ok && v.Role == ha.RoleStandby
 			})
@@ -221,13 +222,13 @@ func TestStoreOperations(t *testing.T) {
 			if code, r := sampleKV(t, c.Node(other), http.MethodPost, "k=x&v=three"); code != http.StatusOK || r.Epoch != nowEpoch || r.Rev <= w1.Rev {
 				t.Fatalf("write on the new active: HTTP %d %+v; want 200 at epoch %d above rev %d", code, r, nowEpoch, w1.Rev)
 			}
-			waitFor(t, 10*time.Second, active+" back as a standby", func() bool { return c.role(active) == ha.RoleStandby })
+			e2etest.WaitFor(t, 10*time.Second, active+" back as a standby", func() bool { return c.role(active) == ha.RoleStandby })
 
 			// Maintenance on and off.
 			if code, _, errOut := runHaven(t, "maintenance", "--config", c.Config, "on", active); code != 0 {
 				t.Fatalf("maintenance on: exit %d: %s", code, errOut)
 			}
-			waitFor(t, 10*time.Second, active+" shown in maintenance", func() bool {
+			e2etest.WaitFor(t, 10*time.Second, active+" shown in maintenance", func() bool {
 				v, ok := c.NodeView(other, active)
 				return ok && v.Role == ha.RoleMaintenance && !v.Eligible
 			})
@@ -237,10 +238,10 @@ func TestStoreOperations(t *testing.T) {
 			if code, _, errOut := runHaven(t, "maintenance", "--config", c.Config, "off", active); code != 0 {
 				t.Fatalf("maintenance off: exit %d: %s", code, errOut)
 			}
-			waitFor(t, 10*time.Second, active+" back to standby", func() bool { return c.role(active) == ha.RoleStandby })
+			e2etest.WaitFor(t, 10*time.Second, active+" back to standby", func() bool { return c.role(active) == ha.RoleStandby })
 
 			// The history has it all.
-			waitFor(t, 10*time.Second, "switchover and maintenance in `haven events`", func() bool {
+			e2etest.WaitFor(t, 10*time.Second, "switchover and maintenance in `haven events`", func() bool {
 				code, out, _ := runHaven(t, "events", "--config", c.Config)
 				return code == 0 && strings.Contains(out, active+" -> "+other) && strings.Contains(out, "maintenance")
 			})
@@ -394,7 +395,7 @@ func BenchmarkStoreFailover(b *testing.B) {
 			c := benchCluster(b, kind)
 			var rtos []time.Duration
 			for i := 0; i < b.N; i++ {
-				waitFor(b, startTimeout, "three healthy nodes", func() bool {
+				e2etest.WaitFor(b, startTimeout, "three healthy nodes", func() bool {
 					st, err := c.Status(c.Nodes[0].Name)
 					if err != nil {
 						return false

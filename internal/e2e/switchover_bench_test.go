@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/haven-ha/haven/internal/e2e/e2etest"
 )
 
 var heldRE = regexp.MustCompile(`traffic held \(no node answering /lb-check 200\): ([0-9.]+) ms`)
@@ -22,7 +24,7 @@ func BenchmarkSwitchoverThroughProxy(b *testing.B) {
 	c := newCluster(b, clusterOpts{timings: "lan"})
 	c.WaitActive(startTimeout)
 	p := c.startProxy(b, "proxy", "")
-	waitFor(b, 20*time.Second, "the proxy to serve", func() bool { code, _, err := getNode(p.Addr); return err == nil && code == 200 })
+	e2etest.WaitFor(b, 20*time.Second, "the proxy to serve", func() bool { code, _, err := getNode(p.Addr); return err == nil && code == 200 })
 
 	var errs atomic.Int64
 	var mu sync.Mutex

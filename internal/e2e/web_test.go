@@ -19,6 +19,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/haven-ha/haven/internal/api"
+	"github.com/haven-ha/haven/internal/e2e/e2etest"
 	"github.com/haven-ha/haven/internal/ha"
 )
 
@@ -40,21 +41,6 @@ func dashboardYAML(t *testing.T) string {
 	}
 	return fmt.Sprintf("dashboard:\n  users:\n    - {name: alice, role: operator, password_hash: %q}\n    - {name: victor, role: viewer, password_hash: %q}\n",
 		hash(operatorPassword), hash(viewerPassword))
-}
-
-// artifactsDir is where screenshots and downloads are kept after the test:
-// $HAVEN_ARTIFACTS, or internal/e2e/artifacts (ignored by git).
-func artifactsDir(t *testing.T) string {
-	dir := os.Getenv("HAVEN_ARTIFACTS")
-	if dir == "" {
-		dir = "artifacts"
-	}
-	dir, _ = filepath.Abs(filepath.Join(dir, t.Name()))
-	_ = os.RemoveAll(dir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
 }
 
 // chromiumPath finds Debian's chromium; scripts/test installs it. The
@@ -213,7 +199,7 @@ func login(t *testing.T, ctx context.Context, user, password string) {
 // requests are refused.
 func TestDashboardInBrowser(t *testing.T) {
 	t.Parallel()
-	art := artifactsDir(t)
+	art := e2etest.ArtifactsDir(t)
 	sites := map[string]string{"n1": "dc1", "n2": "dc1", "n3": "dc2 east"}
 	c := newCluster(t, clusterOpts{top: dashboardYAML(t), sites: sites})
 	c.WaitActive(startTimeout)

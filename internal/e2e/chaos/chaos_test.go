@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/drill"
+	"github.com/haven-ha/haven/internal/e2e/e2etest"
 )
 
 // chaosFault is one fault the chaos suite can inject: it starts it and
@@ -151,7 +152,7 @@ func TestChaos(t *testing.T) {
 		t.Fatalf(format, args...)
 	}
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	sb := newDrillSandbox(t)
+	sb := e2etest.NewSandbox(t, drill.SandboxOptions{Bin: havenBin, Netns: true, Timing: "ci"})
 	lease := sb.Lease
 	const recoverBound = 30 * time.Second // from the heal to the cluster whole and serving
 
@@ -162,7 +163,7 @@ func TestChaos(t *testing.T) {
 	for i := 0; time.Since(t0) < duration; i++ {
 		var active string
 		var epoch int64
-		waitFor(t, 10*time.Second, "one node serving", func() bool {
+		e2etest.WaitFor(t, 10*time.Second, "one node serving", func() bool {
 			n, e := sb.Active() // whole a moment ago; a probe may time out under load
 			active, epoch = n, int64(e)
 			return n != ""
@@ -225,7 +226,7 @@ func TestChaos(t *testing.T) {
 	if res != "Ok" {
 		// Keep the history for a look offline (drill.Linearizable on it).
 		if b, err := json.Marshal(ops); err == nil {
-			f := filepath.Join(artifactsDir(t), "ops.json")
+			f := filepath.Join(e2etest.ArtifactsDir(t), "ops.json")
 			if err := os.WriteFile(f, b, 0o644); err == nil {
 				t.Logf("the history is in %s", f)
 			}

@@ -1,9 +1,8 @@
-// Package chaos holds the chaos suite: random faults on the drill's
-// sandbox (internal/drill) under client load, then the whole history
-// checked for safety. It is a package of its own, apart from internal/e2e
-// and internal/e2e/sandbox, so that `go test -p 2 ./...` runs its 100 s
-// of faults beside the other end-to-end tests instead of after them.
-package chaos
+// Package e2etest is the harness that haven's end-to-end test packages
+// (internal/e2e, internal/e2e/chaos, internal/e2e/sandbox) share: the
+// drill's sandbox built from the binary under test, waiting on a
+// condition, and where a failed run's files are kept.
+package e2etest
 
 import (
 	"context"
@@ -14,25 +13,21 @@ import (
 
 	"github.com/haven-ha/haven/internal/drill"
 	"github.com/haven-ha/haven/internal/harness"
-	"github.com/haven-ha/haven/internal/testbin"
 )
 
-// havenBin is the binary under test, built once by TestMain.
-var havenBin string
-
-func TestMain(m *testing.M) { testbin.Main(m, &havenBin) }
-
-// newDrillSandbox builds the drill's sandbox from the binary under test, in
-// network namespaces (the tests run as root in CI), with the timings loosened
-// for a loaded machine.
-func newDrillSandbox(t *testing.T) *drill.Sandbox {
+// NewSandbox builds the drill's sandbox with o (o.Dir: a temporary folder
+// of t's) and closes it at the end of t, after logging the tail of its
+// logs if t failed. With o.Netns it needs root to create the network
+// namespaces (CI runs the tests as root).
+func NewSandbox(t *testing.T, o drill.SandboxOptions) *drill.Sandbox {
 	t.Helper()
-	if os.Geteuid() != 0 {
+	if o.Netns && os.Geteuid() != 0 {
 		t.Fatal("the drill tests need root to create network namespaces; run ./scripts/test as root (CI does)")
 	}
+	o.Dir = t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Bin: havenBin, Dir: t.TempDir(), Netns: true, Timing: "ci"})
+	sb, err := drill.NewSandbox(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,17 +40,20 @@ func newDrillSandbox(t *testing.T) *drill.Sandbox {
 	return sb
 }
 
-// waitFor polls cond every 20ms until it holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+// WaitFor polls cond every 20ms until it holds or d passes, and fails t
+// then.
+func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	if !harness.Until(d, cond) {
 		t.Fatalf("timed out after %s waiting for %s", d, what)
 	}
 }
 
-// artifactsDir is where a failed run's history is kept after the test:
-// $HAVEN_ARTIFACTS, or internal/e2e/chaos/artifacts (ignored by git).
-func artifactsDir(t *testing.T) string {
+// ArtifactsDir is an empty folder for what a test keeps after it ends
+// (screenshots, downloads, a failed run's history): $HAVEN_ARTIFACTS/<test
+// name>, or artifacts/<test name> in the test's package folder (ignored
+// by git).
+func ArtifactsDir(t *testing.T) string {
 	dir := os.Getenv("HAVEN_ARTIFACTS")
 	if dir == "" {
 		dir = "artifacts"

@@ -3,36 +3,13 @@ package sandbox
 import (
 	"bytes"
 	"context"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/haven-ha/haven/internal/drill"
+	"github.com/haven-ha/haven/internal/e2e/e2etest"
 )
-
-// newDrillSandbox builds the drill's sandbox from the binary under test, in
-// network namespaces (the tests run as root in CI), with the timings loosened
-// for a loaded machine.
-func newDrillSandbox(t *testing.T) *drill.Sandbox {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("the drill tests need root to create network namespaces; run ./scripts/test as root (CI does)")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Bin: havenBin, Dir: t.TempDir(), Netns: true, Timing: "ci"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("sandbox logs:\n%s", sb.LogTail(6000))
-		}
-		sb.Close()
-	})
-	return sb
-}
 
 // TestDrillScenarios runs a representative set of the drill's scenarios on
 // a sandbox and holds each to its target: no split brain and no lost
@@ -42,7 +19,7 @@ func TestDrillScenarios(t *testing.T) {
 	// Not parallel: it measures RTO targets and "whole again" deadlines,
 	// so it runs alone in this package (before TestChaos), beside the
 	// other packages' tests as every test does under go test -p 2.
-	sb := newDrillSandbox(t)
+	sb := e2etest.NewSandbox(t, drill.SandboxOptions{Bin: havenBin, Netns: true, Timing: "ci"})
 	names := []string{"service-crash", "agent-freeze", "active-cut-oneway", "majority-loss", "switchover", "rolling-restart"}
 	results := runDrill(t, context.Background(), sb, names, nil, nil)
 	var all []drill.Op
@@ -68,18 +45,9 @@ func TestDrillDatabase(t *testing.T) {
 	// Not parallel: it measures RTO targets and "whole again" deadlines,
 	// so it runs alone in this package (before TestChaos), beside the
 	// other packages' tests as every test does under go test -p 2.
+	sb := e2etest.NewSandbox(t, drill.SandboxOptions{Bin: havenBin, Timing: "ci", Store: drill.StorePostgres})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Bin: havenBin, Dir: t.TempDir(), Timing: "ci", Store: drill.StorePostgres})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("sandbox logs:\n%s", sb.LogTail(6000))
-		}
-		sb.Close()
-	})
 	names := []string{"member-loss", "switchover", "db-restart", "db-loss"}
 	// A database restart that the machine's load makes slower than the
 	// lease may rightly end in a failover.
