@@ -32,13 +32,9 @@ func (s *cutStore) Resign(ctx context.Context, _ string, _ ha.Epoch) error {
 	return errors.New("store unreachable: " + ctx.Err().Error())
 }
 
-// TestStopEndsAResignThatBeganBefore: a resign that began before the agent
-// was asked to stop, with the store cut off, gives up about a lease after
-// the stop (the key expires with the session) instead of running all its
-// tries: a cut-off agent stopped 12 s after SIGTERM, over the 15 s a service
-// manager or test gives on a loaded machine.
-func TestStopEndsAResignThatBeganBefore(t *testing.T) {
-	t.Parallel()
+// newCutAgent is agent a of testConfig on a cutStore.
+func newCutAgent(t *testing.T) (*Agent, *cutStore) {
+	t.Helper()
 	cfg := testConfig(t, "")
 	node, _ := cfg.NodeByName("a")
 	st := &cutStore{entered: make(chan struct{}, 1)}
@@ -46,6 +42,17 @@ func TestStopEndsAResignThatBeganBefore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return a, st
+}
+
+// TestStopEndsAResignThatBeganBefore: a resign that began before the agent
+// was asked to stop, with the store cut off, gives up about a lease after
+// the stop (the key expires with the session) instead of running all its
+// tries: a cut-off agent stopped 12 s after SIGTERM, over the 15 s a service
+// manager or test gives on a loaded machine.
+func TestStopEndsAResignThatBeganBefore(t *testing.T) {
+	t.Parallel()
+	a, st := newCutAgent(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { a.worker(ctx) })
@@ -62,7 +69,7 @@ func TestStopEndsAResignThatBeganBefore(t *testing.T) {
 	cancel()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
-	bound := cfg.Timing.LeaseTTL + 2*callTimeout(cfg.Timing) + time.Second
+	bound := a.cfg.Timing.LeaseTTL + 2*callTimeout(a.cfg.Timing) + time.Second
 	select {
 	case <-done:
 	case <-time.After(bound + 10*time.Second):
@@ -132,13 +139,7 @@ func TestRenewEndsWithAFullQueue(t *testing.T) {
 // after SIGTERM, one 3 s give-up after another.
 func TestStopEndsQueuedResigns(t *testing.T) {
 	t.Parallel()
-	cfg := testConfig(t, "")
-	node, _ := cfg.NodeByName("a")
-	st := &cutStore{entered: make(chan struct{}, 1)}
-	a, err := New(cfg, node, st, clock.Real{}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, st := newCutAgent(t)
 	s := a.State()
 	s.Stopping = true
 	a.state.Store(&s)
@@ -150,7 +151,7 @@ func TestStopEndsQueuedResigns(t *testing.T) {
 	stopped := time.Now()
 	done := make(chan struct{})
 	go func() { a.worker(ctx); close(done) }()
-	bound := cfg.Timing.LeaseTTL + 2*callTimeout(cfg.Timing) + time.Second
+	bound := a.cfg.Timing.LeaseTTL + 2*callTimeout(a.cfg.Timing) + time.Second
 	select {
 	case <-done:
 	case <-time.After(bound + 30*time.Second):

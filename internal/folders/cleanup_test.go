@@ -72,22 +72,11 @@ func TestAbandonedUploadsAreRemoved(t *testing.T) {
 	r.close()
 	claimed := filepath.Join(dir, partialName("c.bin")+".commit")
 	old := filepath.Join(dir, partialName("old.bin"))
-	for _, p := range []string{claimed, old} {
-		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	long := time.Now().Add(-2 * time.Hour)
-	if err := os.Chtimes(old, long, long); err != nil {
+	if err := os.WriteFile(claimed, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Options{Node: "n2", Folders: []Folder{{Name: "rec", Path: dir}},
-		Role:   func() (bool, ha.Epoch) { return false, 0 },
-		Leader: func() ha.Leader { return ha.Leader{} }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	leaveOld(t, old)
+	restartStandby(t, dir)
 	if got := partials(); len(got) != 2 || !slices.Contains(got, filepath.Base(partialName("busy.bin"))) {
 		t.Errorf("after a restart the partial files are %v; want only busy.bin's (to resume)", got)
 	}
@@ -275,20 +264,8 @@ func TestPartialsBesideTheirFiles(t *testing.T) {
 	if err := os.MkdirAll(filepath.Dir(left), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(left, []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	long := time.Now().Add(-2 * time.Hour)
-	if err := os.Chtimes(left, long, long); err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(Options{Node: "n2", Folders: []Folder{{Name: "rec", Path: dir}},
-		Role:   func() (bool, ha.Epoch) { return false, 0 },
-		Leader: func() ha.Leader { return ha.Leader{} }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	leaveOld(t, left)
+	restartStandby(t, dir)
 	if _, err := os.Stat(left); !os.IsNotExist(err) {
 		t.Errorf("an old partial file in x/y after a restart: %v, want it removed", err)
 	}
@@ -296,4 +273,30 @@ func TestPartialsBesideTheirFiles(t *testing.T) {
 	if len(ents) != 1 {
 		t.Errorf("c/d holds %d entries, want only e.bin", len(ents))
 	}
+}
+
+// leaveOld writes a leftover file at path, two hours old.
+func leaveOld(t *testing.T, path string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	long := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(path, long, long); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// restartStandby starts the folder service of n2, a standby, on dir (its
+// folder "rec"), as its agent does when it starts, and closes it at the
+// end of t.
+func restartStandby(t *testing.T, dir string) {
+	t.Helper()
+	s, err := New(Options{Node: "n2", Folders: []Folder{{Name: "rec", Path: dir}},
+		Role:   func() (bool, ha.Epoch) { return false, 0 },
+		Leader: func() ha.Leader { return ha.Leader{} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
 }

@@ -142,6 +142,31 @@ func killAll(pids []int) {
 	}
 }
 
+// openStarted opens a group with o and starts processes in it (startIn,
+// with dir); they are killed at the end of t, whatever the group did.
+func openStarted(t *testing.T, o Options, dir string) (*Group, []int) {
+	t.Helper()
+	g, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids := startIn(t, g, dir)
+	t.Cleanup(func() { killAll(pids) })
+	return g, pids
+}
+
+// guardOf returns g's guard; with detach, g forgets it, as when the agent
+// that holds the guard's pipe is gone.
+func guardOf(g *Group, detach bool) *guard {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	gd := g.guard
+	if detach {
+		g.guard = nil
+	}
+	return gd
+}
+
 // Kill takes everything down, the setsid'd daemon too.
 func TestKill(t *testing.T) {
 	for _, mode := range modes(t) {
@@ -178,17 +203,9 @@ func TestSweepAtOpen(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
 			o := Options{Key: dir, Name: "test-sweep", StateDir: dir, Mode: Mode(mode)}
-			g, err := Open(o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			pids := startIn(t, g, dir)
-			defer killAll(pids)
+			g, pids := openStarted(t, o, dir)
 			// The agent dies and its guard with it: nothing kills the group.
-			g.mu.Lock()
-			gd := g.guard
-			g.guard = nil
-			g.mu.Unlock()
+			gd := guardOf(g, true)
 			_ = gd.cmd.Process.Kill()
 			<-gd.done
 			time.Sleep(50 * time.Millisecond) // not a wait for a condition: gives a wrongly surviving guard time to act
@@ -213,17 +230,9 @@ func TestGuardKillsOnAgentDeath(t *testing.T) {
 	for _, mode := range modes(t) {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
-			g, err := Open(Options{Key: dir, Name: "test-guard", Mode: Mode(mode)})
-			if err != nil {
-				t.Fatal(err)
-			}
+			g, pids := openStarted(t, Options{Key: dir, Name: "test-guard", Mode: Mode(mode)}, dir)
 			defer g.Close()
-			pids := startIn(t, g, dir)
-			defer killAll(pids)
-			g.mu.Lock()
-			gd := g.guard
-			g.guard = nil // as if the agent were gone
-			g.mu.Unlock()
+			gd := guardOf(g, true) // as if the agent were gone
 			_ = gd.w.Close()
 			waitAllGone(t, pids)
 			select {
@@ -244,15 +253,8 @@ func TestCloseDoesNotWaitOnTheGuard(t *testing.T) {
 	for _, mode := range modes(t) {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
-			g, err := Open(Options{Key: dir, Name: "test-close", Mode: Mode(mode)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			pids := startIn(t, g, dir)
-			defer killAll(pids)
-			g.mu.Lock()
-			gd := g.guard
-			g.mu.Unlock()
+			g, pids := openStarted(t, Options{Key: dir, Name: "test-close", Mode: Mode(mode)}, dir)
+			gd := guardOf(g, false)
 			if err := gd.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 				t.Fatal(err)
 			}
@@ -281,17 +283,9 @@ func TestCloseDoesNotWaitOnTheGuard(t *testing.T) {
 // that already, and the guard's own sweep of /proc is slow.
 func TestGuardStops(t *testing.T) {
 	dir := t.TempDir()
-	g, err := Open(Options{Key: dir, Name: "test-stop", Mode: ModeProcessGroup})
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, pids := openStarted(t, Options{Key: dir, Name: "test-stop", Mode: ModeProcessGroup}, dir)
 	defer g.Close()
-	pids := startIn(t, g, dir)
-	defer killAll(pids)
-	g.mu.Lock()
-	gd := g.guard
-	g.guard = nil // Close will not stop this one
-	g.mu.Unlock()
+	gd := guardOf(g, true) // Close will not stop this one
 	if _, err := io.WriteString(gd.w, guardStop+"\n"); err != nil {
 		t.Fatal(err)
 	}
