@@ -2,8 +2,13 @@ package etcdstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/ha"
 )
@@ -11,21 +16,60 @@ import (
 // Snapshot writes a snapshot of the whole etcd keyspace (etcd's own
 // backup format, as `etcdctl snapshot save` makes) to w and returns its
 // size and the revision, the greatest epoch issued, at the time.
+//
+// etcd snapshots the backend of the member that answers as it stands, and
+// a follower may not have applied the latest writes yet. So, as etcdctl
+// does, Snapshot asks one member, the raft leader, over a connection of its
+// own, and first reads linearizably through that same connection: the read
+// waits until the member has applied every write committed before it
+// began, so the snapshot holds every write acknowledged before the call.
 func (s *Store) Snapshot(ctx context.Context, w io.Writer) (int64, ha.Epoch, error) {
-	rev, err := s.MaxEpoch(ctx)
-	if err != nil {
-		return 0, 0, err
-	}
-	rc, err := s.cli.Snapshot(ctx)
+	ep, err := s.leaderEndpoint(ctx)
 	if err != nil {
 		return 0, 0, fmt.Errorf("etcd snapshot: %w", err)
+	}
+	conn, err := s.cli.Dial(ep)
+	if err != nil {
+		return 0, 0, fmt.Errorf("etcd snapshot: connect to %s: %w", ep, err)
+	}
+	defer conn.Close()
+	resp, err := clientv3.NewKVFromKVClient(pb.NewKVClient(conn), s.cli).Get(ctx, s.leaderKey())
+	if err != nil {
+		return 0, 0, fmt.Errorf("etcd snapshot: read the etcd revision on %s: %w", ep, err)
+	}
+	rc, err := clientv3.NewMaintenanceFromMaintenanceClient(pb.NewMaintenanceClient(conn), s.cli).Snapshot(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("etcd snapshot of %s: %w", ep, err)
 	}
 	defer rc.Close()
 	n, err := io.Copy(w, rc)
 	if err != nil {
-		return n, 0, fmt.Errorf("etcd snapshot: %w", err)
+		return n, 0, fmt.Errorf("etcd snapshot of %s: %w", ep, err)
 	}
-	return n, rev, nil
+	return n, ha.Epoch(resp.Header.Revision), nil
+}
+
+// leaderEndpoint is the endpoint of the member that is the raft leader,
+// as the first member that answers says it is.
+func (s *Store) leaderEndpoint(ctx context.Context) (string, error) {
+	var errs []error
+	for _, ep := range s.cli.Endpoints() {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second) // a frozen member must not hold the others up
+		st, err := s.members.status(sctx, ep)
+		cancel()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if st.Leader == 0 {
+			errs = append(errs, fmt.Errorf("etcd member %s knows no leader", ep))
+			continue
+		}
+		if st.Leader == st.Header.MemberId {
+			return ep, nil
+		}
+	}
+	return "", fmt.Errorf("no member says it leads the etcd cluster (wait for the store to elect one and try again): %w", errors.Join(errs...))
 }
 
 // RevokeAllLeases revokes every lease in the store, and with them every
