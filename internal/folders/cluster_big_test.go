@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/drill"
+	"github.com/haven-ha/haven/internal/e2e/e2etest"
 )
 
 // inSync reports whether node active, asked for its status, sees peer
@@ -96,7 +97,7 @@ func TestFoldersCatchUpBigFolder(t *testing.T) {
 	}
 	t.Logf("%d files on each of 3 nodes made in %s", n, time.Since(made).Round(time.Millisecond))
 
-	sb := startSandbox(t, dir, false)
+	sb := e2etest.NewSandbox(t, drill.SandboxOptions{Bin: havenBin, Dir: dir, Timing: "ci", Folders: true})
 	active := waitActive(t, sb, "")
 	standbys := sb.Standbys(active)
 	if len(standbys) != 2 {

@@ -2,7 +2,6 @@ package folders_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/drill"
+	"github.com/haven-ha/haven/internal/e2e/e2etest"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/testbin"
 )
@@ -139,7 +139,7 @@ func checkOn(t *testing.T, fromDir, toDir string, closed map[string]time.Time, c
 // max_lag before the fault is on the new active, byte for byte.
 func TestFoldersSurviveKillAndSwitchover(t *testing.T) {
 	t.Parallel()
-	sb := startSandbox(t, t.TempDir(), false)
+	sb := e2etest.NewSandbox(t, drill.SandboxOptions{Bin: havenBin, Timing: "ci", Folders: true})
 	first := waitActive(t, sb, "")
 
 	// kill -9 of the active agent while the writer writes.
@@ -206,26 +206,6 @@ func TestFoldersSurviveKillAndSwitchover(t *testing.T) {
 	t.Logf("switchover %s -> %s (%s): %d files written, %d due, all there", second, third, strings.TrimSpace(out), len(closed), due)
 }
 
-// startSandbox starts a three-node sandbox with replicated folders in dir
-// (in network namespaces with netns), closed when the test ends; a failed
-// test logs its agents' last lines.
-func startSandbox(t *testing.T, dir string, netns bool) *drill.Sandbox {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Bin: havenBin, Dir: dir, Netns: netns, Timing: "ci", Folders: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(sb.LogTail(60))
-		}
-		sb.Close()
-	})
-	return sb
-}
-
 func waitActive(t *testing.T, sb *drill.Sandbox, not string) string {
 	t.Helper()
 	a, err := sb.WaitActive(30*time.Second, not)
@@ -258,7 +238,7 @@ func waitFor(t *testing.T, what string, d time.Duration, ok func() bool, last ..
 // let go, does not write to the others as an active any more.
 func TestFoldersSurviveFreezeAndCut(t *testing.T) {
 	t.Parallel()
-	sb := startSandbox(t, t.TempDir(), true)
+	sb := e2etest.NewSandbox(t, drill.SandboxOptions{Bin: havenBin, Netns: true, Timing: "ci", Folders: true})
 	first := waitActive(t, sb, "")
 
 	// SIGSTOP of the active agent while the writer writes.

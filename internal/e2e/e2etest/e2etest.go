@@ -1,5 +1,6 @@
-// Package e2etest is the harness that haven's end-to-end test packages
-// (internal/e2e, internal/e2e/chaos, internal/e2e/sandbox) share: the
+// Package e2etest is the harness that haven's end-to-end tests share
+// (internal/e2e and its chaos and sandbox packages, and the packages that
+// test themselves on a whole cluster: folders, sessions/clients): the
 // drill's sandbox built from the binary under test, waiting on a
 // condition, and where a failed run's files are kept.
 package e2etest
@@ -15,17 +16,20 @@ import (
 	"github.com/haven-ha/haven/internal/harness"
 )
 
-// NewSandbox builds the drill's sandbox with o (o.Dir: a temporary folder
-// of t's) and closes it at the end of t, after logging the tail of its
-// logs if t failed. With o.Netns it needs root to create the network
-// namespaces (CI runs the tests as root).
+// NewSandbox builds the drill's sandbox with o (o.Dir, when empty: a
+// temporary folder of t's), giving it three minutes, and closes it at the
+// end of t, after logging the tail of its logs if t failed. With o.Netns
+// it needs root to create the network namespaces (CI runs the tests as
+// root).
 func NewSandbox(t *testing.T, o drill.SandboxOptions) *drill.Sandbox {
 	t.Helper()
 	if o.Netns && os.Geteuid() != 0 {
 		t.Fatal("the drill tests need root to create network namespaces; run ./scripts/test as root (CI does)")
 	}
-	o.Dir = t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	if o.Dir == "" {
+		o.Dir = t.TempDir()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	sb, err := drill.NewSandbox(ctx, o)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/drill"
+	"github.com/haven-ha/haven/internal/e2e/e2etest"
 	"github.com/haven-ha/haven/internal/testbin"
 )
 
@@ -86,7 +87,7 @@ func TestSessionsSurviveFailoverAndSwitchover(t *testing.T) {
 	defer cancel()
 	// Sessions from redis-cli and from a Python web-session client.
 	const n = 200
-	sb, active := startWithSessions(ctx, t, "", n)
+	sb, active := startWithSessions(t, "", n)
 	// A standby has them too (it may be a moment behind) and refuses writes.
 	standby := sb.Standbys(active)[0]
 	if got := redisCLI(t, sb.CAFile(), sb.Node(standby).Sessions, "SET x y\n"); got[0] != "READONLY You can't write against a read only replica." {
@@ -152,13 +153,9 @@ func TestSessionsSurviveFailoverAndSwitchover(t *testing.T) {
 // the session store, and writes n sessions through the active node with
 // redis-cli (cli:N) and n with redis-py (py:N). The sandbox closes when
 // the test ends.
-func startWithSessions(ctx context.Context, t *testing.T, store string, n int) (*drill.Sandbox, string) {
+func startWithSessions(t *testing.T, store string, n int) (*drill.Sandbox, string) {
 	t.Helper()
-	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Bin: havenBin, Dir: t.TempDir(), Timing: "ci", Sessions: true, Store: store})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sb.Close) // its processes do not depend on ctx
+	sb := e2etest.NewSandbox(t, drill.SandboxOptions{Bin: havenBin, Timing: "ci", Sessions: true, Store: store})
 	active := waitActive(t, sb, "")
 	addr := sb.Node(active).Sessions
 	host, port, _ := net.SplitHostPort(addr)
@@ -235,7 +232,7 @@ func TestSessionsOnSQLStores(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			const n = 100
-			sb, active := startWithSessions(ctx, t, store, n)
+			sb, active := startWithSessions(t, store, n)
 			hist := startHistory(sb, 4)
 			hist.waitOps(t, 20)
 			if err := sb.StopAgent(active, syscall.SIGKILL, 10*time.Second); err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/drill"
+	"github.com/haven-ha/haven/internal/e2e/e2etest"
 )
 
 // phpSessions is a PHP page's session code, run for many visitors in one
@@ -86,13 +87,7 @@ func wantVisits(t *testing.T, got []string, n, visits int, when string) {
 // the application goes on updating them there.
 func TestPHPSessionsSurviveFailover(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Bin: havenBin, Dir: t.TempDir(), Timing: "ci", Sessions: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sb.Close)
+	sb := e2etest.NewSandbox(t, drill.SandboxOptions{Bin: havenBin, Timing: "ci", Sessions: true})
 	active := waitActive(t, sb, "")
 	waitWritable(t, sb, active)
 	const n = 50

@@ -22,7 +22,7 @@ func TestSessionsSurviveRollingRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	const n, visitors = 50, 20
-	sb, active := startWithSessions(ctx, t, "", n)
+	sb, active := startWithSessions(t, "", n)
 	wantVisits(t, php(t, sb.CAFile(), sb.Node(active).Sessions, visitors), visitors, 0, "first visit")
 	redisBenchmark(t, sb.CAFile(), sb.Node(active).Sessions)
 	bench := redisCLI(t, sb.CAFile(), sb.Node(active).Sessions, "GET key:__rand_int__\n")[0]
