@@ -3,7 +3,6 @@ package e2e
 import (
 	"net/http"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -124,63 +123,17 @@ func TestPausedActiveNeverOverlaps(t *testing.T) {
 	c := newCluster(t, clusterOpts{})
 	old, epoch := c.WaitActive(startTimeout)
 
-	type sample struct {
-		node       string
-		sent, recv time.Time
-	}
-	var (
-		mu   sync.Mutex
-		oks  []sample
-		stop = make(chan struct{})
-		wg   sync.WaitGroup
-	)
-	client := &http.Client{Timeout: 200 * time.Millisecond, Transport: c.HTTP.Transport}
-	for _, n := range c.Nodes {
-		wg.Add(1)
-		go func(name, addr string) {
-			defer wg.Done()
-			tick := time.NewTicker(10 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-				}
-				sent := time.Now()
-				resp, err := client.Get(c.API.BaseURL(addr) + "/lb-check")
-				if err != nil {
-					continue
-				}
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					mu.Lock()
-					oks = append(oks, sample{name, sent, time.Now()})
-					mu.Unlock()
-				}
-			}
-		}(n.Name, n.API)
-	}
-
-	count := func(node string) int {
-		mu.Lock()
-		defer mu.Unlock()
-		n := 0
-		for _, s := range oks {
-			if s.node == node {
-				n++
-			}
-		}
-		return n
-	}
-	e2etest.WaitFor(t, 5*time.Second, "the sampler to see the active", func() bool { return count(old) >= 5 })
+	lb := startLBSampler(c)
+	defer lb.finish()
+	count := lb.count
+	e2etest.WaitFor(t, 20*time.Second, "the sampler to see the active", func() bool { return count(old) >= 5 })
 	c.Signal(old, syscall.SIGSTOP)
 	next, nextEpoch := c.WaitActive(20*time.Second, old)
 	if nextEpoch <= epoch {
 		t.Fatalf("new epoch %d not greater than old %d", nextEpoch, epoch)
 	}
 	// Keep the old one frozen a little longer, then wake it and watch it.
-	e2etest.WaitFor(t, 5*time.Second, "the sampler to see the new active", func() bool { return count(next) >= 5 })
+	e2etest.WaitFor(t, 20*time.Second, "the sampler to see the new active", func() bool { return count(next) >= 5 })
 	c.Signal(old, syscall.SIGCONT)
 	e2etest.WaitFor(t, 10*time.Second, old+" to report itself standby after SIGCONT", func() bool {
 		v, ok := c.NodeView(old, old)
@@ -198,8 +151,7 @@ func TestPausedActiveNeverOverlaps(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	close(stop)
-	wg.Wait()
+	oks := lb.finish()
 
 	var oldLast, newFirst time.Time
 	for _, s := range oks {
@@ -215,13 +167,9 @@ func TestPausedActiveNeverOverlaps(t *testing.T) {
 			oldLast = s.recv
 		}
 	}
-	for i, a := range oks {
-		for _, b := range oks[i+1:] {
-			if a.node != b.node && a.sent.Before(b.recv) && b.sent.Before(a.recv) {
-				t.Fatalf("split brain: %s and %s both answered 200 on /lb-check at overlapping moments (%s..%s and %s..%s)",
-					a.node, b.node, a.sent.Format("15:04:05.000"), a.recv.Format("15:04:05.000"), b.sent.Format("15:04:05.000"), b.recv.Format("15:04:05.000"))
-			}
-		}
+	if a, b, found := overlapping(oks); found {
+		t.Fatalf("split brain: %s and %s both answered 200 on /lb-check at overlapping moments (%s..%s and %s..%s)",
+			a.node, b.node, a.sent.Format("15:04:05.000"), a.recv.Format("15:04:05.000"), b.sent.Format("15:04:05.000"), b.recv.Format("15:04:05.000"))
 	}
 	if oldLast.IsZero() || newFirst.IsZero() {
 		t.Fatalf("sampler saw no 200 from old (%s) or new (%s) active", old, next)

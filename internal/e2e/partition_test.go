@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -120,60 +119,17 @@ func TestPartitionedActiveStopsBeforeMajorityPromotes(t *testing.T) {
 	old, epoch := c.WaitActive(startTimeout)
 	oldIdx := int(old[1] - '0')
 
-	type okSample struct {
-		node       string
-		sent, recv time.Time
-	}
-	var (
-		mu   sync.Mutex
-		oks  []okSample
-		stop = make(chan struct{})
-		wg   sync.WaitGroup
-	)
-	client := &http.Client{Timeout: 200 * time.Millisecond, Transport: c.HTTP.Transport}
-	for _, n := range c.Nodes {
-		wg.Add(1)
-		go func(name, addr string) {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-time.After(10 * time.Millisecond):
-				}
-				sent := time.Now()
-				resp, err := client.Get(c.API.BaseURL(addr) + "/lb-check")
-				if err != nil {
-					continue
-				}
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					mu.Lock()
-					oks = append(oks, okSample{name, sent, time.Now()})
-					mu.Unlock()
-				}
-			}
-		}(n.Name, n.API)
-	}
-	count := func(node string) int {
-		mu.Lock()
-		defer mu.Unlock()
-		k := 0
-		for _, s := range oks {
-			if s.node == node {
-				k++
-			}
-		}
-		return k
-	}
-	e2etest.WaitFor(t, 5*time.Second, "samples of the active", func() bool { return count(old) >= 5 })
+	lb := startLBSampler(c)
+	defer lb.finish()
+	count := lb.count
+	e2etest.WaitFor(t, 20*time.Second, "samples of the active", func() bool { return count(old) >= 5 })
 
 	lab.cut(oldIdx)
 	next, nextEpoch := c.WaitActive(20*time.Second, old)
 	if nextEpoch <= epoch {
 		t.Fatalf("epoch did not grow: %d -> %d", epoch, nextEpoch)
 	}
-	e2etest.WaitFor(t, 5*time.Second, "samples of the new active", func() bool { return count(next) >= 5 })
+	e2etest.WaitFor(t, 20*time.Second, "samples of the new active", func() bool { return count(next) >= 5 })
 	// The isolated node is reachable by clients but must not serve.
 	if code := c.LBCheck(old); code == http.StatusOK {
 		t.Fatalf("isolated %s still answers 200 while %s is active", old, next)
@@ -183,15 +139,10 @@ func TestPartitionedActiveStopsBeforeMajorityPromotes(t *testing.T) {
 		v, ok := c.NodeView(next, old)
 		return ok && v.Role == ha.RoleStandby && v.Healthy
 	})
-	close(stop)
-	wg.Wait()
+	oks := lb.finish()
 
-	for i, a := range oks {
-		for _, b := range oks[i+1:] {
-			if a.node != b.node && a.sent.Before(b.recv) && b.sent.Before(a.recv) {
-				t.Fatalf("split brain: %s and %s both answered 200 at overlapping moments", a.node, b.node)
-			}
-		}
+	if a, b, found := overlapping(oks); found {
+		t.Fatalf("split brain: %s and %s both answered 200 at overlapping moments", a.node, b.node)
 	}
 	var oldLast, newFirst time.Time
 	for _, s := range oks {
