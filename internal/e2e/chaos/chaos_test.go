@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -147,8 +148,12 @@ func TestChaos(t *testing.T) {
 		failures = append(failures, fmt.Sprintf(format, args...))
 		t.Errorf(format, args...)
 	}
+	var stats func() string // the requests so far, once the load runs
 	fatal := func(format string, args ...any) {
 		failures = append(failures, fmt.Sprintf(format, args...))
+		if stats != nil {
+			t.Log(stats())
+		}
 		t.Fatalf(format, args...)
 	}
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
@@ -160,6 +165,12 @@ func TestChaos(t *testing.T) {
 	load := drill.StartLoad(drill.LoadOptions{Target: "http://" + sb.Proxy, Clients: 4, Prefix: fmt.Sprintf("chaos%d-", seed)}, t0)
 	defer load.Stop()
 	ctx := context.Background()
+	// whole holds the spans from each "whole again" to the next fault:
+	// the requests sent in them say whether routing works when nothing is
+	// wrong, apart from the outages the faults make by design.
+	var whole []span
+	wholeSince := time.Duration(0)
+	stats = func() string { return answeredWhileWhole(load.Ops(), whole) }
 	for i := 0; time.Since(t0) < duration; i++ {
 		var active string
 		var epoch int64
@@ -170,6 +181,7 @@ func TestChaos(t *testing.T) {
 		})
 		f := chaosFaults[rng.IntN(len(chaosFaults))]
 		hold := time.Duration(float64(lease) * (0.25 + 2*rng.Float64())) // a quarter of a lease to over two
+		whole = append(whole, span{wholeSince, time.Since(t0)})
 		desc, heal, err := f.inject(sb, rng, active)
 		at := time.Since(t0)
 		entry := fmt.Sprintf("t=%.2fs %s (active %s at epoch %d), held %s", at.Seconds(), desc, active, epoch, hold.Round(time.Millisecond))
@@ -188,10 +200,12 @@ func TestChaos(t *testing.T) {
 		if err := sb.WaitWhole(ctx, recoverBound); err != nil {
 			fatal("not back within %s of healing %q: %v", recoverBound, desc, err)
 		}
+		wholeSince = time.Since(t0)
 		history = append(history, fmt.Sprintf("   whole again %s after the heal", time.Since(healed).Round(time.Millisecond)))
 		time.Sleep(time.Duration(rng.IntN(1000)) * time.Millisecond)
 	}
 	time.Sleep(500 * time.Millisecond)
+	whole = append(whole, span{wholeSince, time.Since(t0)})
 	load.Stop()
 	ops := load.Ops()
 
@@ -204,6 +218,7 @@ func TestChaos(t *testing.T) {
 		}
 	}
 	t.Logf("%d requests: %d answered, %d failed", len(ops), ok, failed)
+	t.Log(stats())
 	if ok < len(ops)/2 {
 		fail("only %d of %d requests succeeded", ok, len(ops))
 	}
@@ -239,4 +254,49 @@ func TestChaos(t *testing.T) {
 	default: // the check ran out of time: nothing is proven
 		fail("the linearizability check did not finish in 90s (%s); a 100 s run takes about a second", res)
 	}
+}
+
+// span is a stretch of a run, from its start.
+type span struct{ from, to time.Duration }
+
+// answeredWhileWhole says how many of the requests sent and ended while
+// the cluster was whole (in one of spans) were answered, and why the
+// others failed, beside how many of the rest (sent or ended during a fault
+// or a recovery) were answered.
+func answeredWhileWhole(ops []drill.Op, spans []span) string {
+	var in, inOK, out, outOK int
+	why := map[string]int{}
+	for _, o := range ops {
+		inside := false
+		for _, s := range spans {
+			if o.Start >= s.from && o.End <= s.to {
+				inside = true
+				break
+			}
+		}
+		switch {
+		case inside && o.OK:
+			in++
+			inOK++
+		case inside:
+			in++
+			why[o.Err]++
+		case o.OK:
+			out++
+			outOK++
+		default:
+			out++
+		}
+	}
+	var whys []string
+	for w, n := range why {
+		whys = append(whys, fmt.Sprintf("%d× %q", n, w))
+	}
+	slices.Sort(whys)
+	var d time.Duration
+	for _, s := range spans {
+		d += s.to - s.from
+	}
+	return fmt.Sprintf("while whole (%s in all): %d of %d requests answered; during faults and recoveries: %d of %d; failures while whole: %s",
+		d.Round(time.Millisecond), inOK, in, outOK, out, strings.Join(whys, ", "))
 }
