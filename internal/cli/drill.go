@@ -25,7 +25,7 @@ func runDrill(args []string, out, errw io.Writer) int {
 	scenarios := fs.String("scenario", "", "comma-separated scenarios (default: all; with --config exactly one of "+strings.Join(drill.RealScenarios, ", ")+")")
 	jsonOut := fs.Bool("json", false, "print the report as JSON instead of a table")
 	markdown := fs.String("markdown", "", "also write a Markdown report to FILE, with its plot in FILE's name + .svg")
-	timing := fs.String("timing", "lan", "sandbox timings: lan (the preset), lan-fast (the 1s-lease preset) or ci (lease 3s, for loaded machines)")
+	timing := fs.String("timing", "lan", "sandbox timings: lan (the preset), lan-fast (the 1s-lease preset) or ci (lease 3s and a 1s health check timeout, for loaded machines)")
 	clients := fs.Int("clients", 4, "concurrent clients through the proxy")
 	dir := fs.String("dir", "", "sandbox directory (default: a temporary one, removed afterwards)")
 	noNetns := fs.Bool("no-netns", false, "sandbox on loopback only, even as root (the network scenarios are skipped)")
