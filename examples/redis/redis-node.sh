@@ -4,13 +4,21 @@
 # active. Both live in the service's cgroup: they die with it.
 . "$(dirname "$0")/common.sh"
 mkdir -p "$REDIS_DIR"
+# follow_once points this node's Redis at the active when another node is
+# active and it replicates something else. It runs under the role lock
+# (common.sh), as promote.sh does.
+follow_once() {
+	l=$(leader) || return 0
+	[ -z "$l" ] || [ "$l" = "$HAVEN_NODE" ] && return 0
+	a=$(addr_of "$l")
+	cur=$(cli info replication 2>/dev/null | tr -d '\r' | sed -n 's/^master_port://p')
+	[ "$cur" = "${a##*:}" ] && return 0
+	echo "following $l: replicaof $a (this Redis replicated port '${cur}')" >&2
+	cli replicaof "${a%:*}" "${a##*:}" >/dev/null 2>&1
+}
 follow() {
 	while sleep 0.3 && kill -0 $$ 2>/dev/null; do # ends with redis-server ($$ once exec'd)
-		l=$(leader) || continue
-		[ -z "$l" ] || [ "$l" = "$HAVEN_NODE" ] && continue
-		a=$(addr_of "$l")
-		cur=$(cli info replication 2>/dev/null | tr -d '\r' | sed -n 's/^master_port://p')
-		[ "$cur" = "${a##*:}" ] || cli replicaof "${a%:*}" "${a##*:}" >/dev/null 2>&1
+		with_role_lock follow_once
 	done
 }
 follow &
