@@ -26,6 +26,7 @@ type fakeAgent struct {
 	leader   string
 	role     string
 	requests int           // /status requests answered
+	roleAsks int           // /v1/role requests answered
 	hold     chan struct{} // closed once a held request arrived; nil: hold none
 	release  chan struct{}
 }
@@ -49,6 +50,9 @@ func (f *fakeAgent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.mu.Unlock()
 	case "/v1/role":
 		fmt.Fprintf(w, `{"node":"n1","role":%q,"epoch":7,"serving":false}`, role)
+		f.mu.Lock()
+		f.roleAsks++
+		f.mu.Unlock()
 	default:
 		http.NotFound(w, r)
 	}
@@ -227,3 +231,45 @@ func TestRedisFollowerYieldsToPromotion(t *testing.T) {
 type writerFunc func(p []byte)
 
 func (f writerFunc) Write(p []byte) (int, error) { f(p); return len(p), nil }
+
+// TestRedisRestartWaitsForTheAgentsView: the agent starts its service
+// before it has seen the store, and its /status shows no leader until
+// then. redis-node.sh started redis-server as a master on that "no
+// leader" (seen under load: the restarted node came back as an empty
+// master, won the next election and the other node resynced from it,
+// losing every write). It must wait until the agent's role is no longer
+// "starting", then start as a replica of the active.
+func TestRedisRestartWaitsForTheAgentsView(t *testing.T) {
+	t.Parallel()
+	r := newRecipe(t, "redis")
+	n1, n2 := r.addr("127.0.0.1:6381"), r.addr("127.0.0.1:6382")
+	agent := &fakeAgent{leader: "", role: "starting"}
+	srv := httptest.NewServer(agent)
+	defer srv.Close()
+	svc := exec.Command("/bin/sh", filepath.Join(r.dir, "redis-node.sh"))
+	svc.Env = append(os.Environ(), "HAVEN_NODE=n1", "HAVEN_CLUSTER=redis", "HAVEN_API="+strings.TrimPrefix(srv.URL, "http://"),
+		"REDIS_DIR="+filepath.Join(r.dir, "n1"), "HAVEN_TLS_CA=", "HAVEN_TLS_CERT=", "HAVEN_TLS_KEY=")
+	svc.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := svc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-svc.Process.Pid, syscall.SIGKILL)
+		_ = svc.Wait()
+	})
+	waitFor(t, 20*time.Second, "redis-node.sh to ask the starting agent for its role three times (or start Redis)", func() bool {
+		agent.mu.Lock()
+		asks := agent.roleAsks
+		agent.mu.Unlock()
+		return asks >= 3 || redisInfo(n1) != ""
+	})
+	if info := redisInfo(n1); info != "" {
+		t.Fatalf("redis-server runs although the agent has not seen the store yet:\n%s", info)
+	}
+	agent.set("n2", "standby")
+	n2Port := n2[strings.LastIndex(n2, ":")+1:]
+	waitFor(t, 20*time.Second, "n1's Redis, started as a replica of n2's", func() bool {
+		m := masterPort.FindStringSubmatch(redisInfo(n1))
+		return m != nil && m[1] == n2Port
+	})
+}
