@@ -21,23 +21,24 @@ follow() {
 		with_role_lock follow_once
 	done
 }
-follow &
 set -- --port "$port" --bind 127.0.0.1 --daemonize no --dir "$REDIS_DIR" --save "" --appendonly no \
 	--protected-mode no --repl-diskless-sync yes --repl-diskless-sync-delay 0
 # The agent starts its service before it has seen the store, and until then
 # its /status shows no leader: "no leader" would only mean "not known
-# yet", and a restarted node would come back as an empty master (and could
-# win the next election with it: seen under load). Wait until the agent
-# has a view (its role is no longer "starting"), up to 60 s.
-i=0
-until r=$(role) && [ -n "$r" ] && [ "$r" != starting ]; do
+# yet", as would an agent that does not answer in time, and a restarted
+# node would come back as an empty master (and could win the next election
+# with it, or be made the others' master: seen under load, every write
+# lost). Wait until the agent has a view (its role is no longer
+# "starting") and answers who leads, up to 60 s.
+i=0 l=
+until r=$(role) && [ -n "$r" ] && [ "$r" != starting ] && l=$(leader); do
 	i=$((i+1))
-	[ $i -lt 300 ] || { echo "the agent has no view of the store after 60 s; starting anyway" >&2; break; }
+	[ $i -lt 300 ] || { echo "the agent has no view of the store after 60 s; starting anyway" >&2; l=; break; }
 	sleep 0.2
 done
-l=$(leader)
 if [ -n "$l" ] && [ "$l" != "$HAVEN_NODE" ]; then
 	a=$(addr_of "$l")
 	set -- "$@" --replicaof "${a%:*}" "${a##*:}"
 fi
+follow &
 exec redis-server "$@"

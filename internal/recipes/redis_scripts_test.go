@@ -27,19 +27,24 @@ type fakeAgent struct {
 	role     string
 	requests int           // /status requests answered
 	roleAsks int           // /v1/role requests answered
+	down     bool          // /status answers 503 (the agent does not answer in time)
 	hold     chan struct{} // closed once a held request arrived; nil: hold none
 	release  chan struct{}
 }
 
 func (f *fakeAgent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
-	leader, role, hold, release := f.leader, f.role, f.hold, f.release
+	leader, role, hold, release, down := f.leader, f.role, f.hold, f.release, f.down
 	if r.URL.Path == "/status" && hold != nil {
 		f.hold = nil
 	}
 	f.mu.Unlock()
 	switch r.URL.Path {
 	case "/status":
+		if down {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
 		if hold != nil {
 			close(hold)
 			<-release // answers the leader as it was when asked
@@ -238,7 +243,8 @@ func (f writerFunc) Write(p []byte) (int, error) { f(p); return len(p), nil }
 // leader" (seen under load: the restarted node came back as an empty
 // master, won the next election and the other node resynced from it,
 // losing every write). It must wait until the agent's role is no longer
-// "starting", then start as a replica of the active.
+// "starting" and it answers who leads, then start as a replica of the
+// active.
 func TestRedisRestartWaitsForTheAgentsView(t *testing.T) {
 	t.Parallel()
 	r := newRecipe(t, "redis")
@@ -266,6 +272,23 @@ func TestRedisRestartWaitsForTheAgentsView(t *testing.T) {
 	if info := redisInfo(n1); info != "" {
 		t.Fatalf("redis-server runs although the agent has not seen the store yet:\n%s", info)
 	}
+	// Connected, but /status does not answer (a loaded agent): still no
+	// guess.
+	agent.mu.Lock()
+	agent.role, agent.down, agent.roleAsks = "standby", true, 0
+	agent.mu.Unlock()
+	waitFor(t, 20*time.Second, "redis-node.sh to ask again while /status fails (or start Redis)", func() bool {
+		agent.mu.Lock()
+		asks := agent.roleAsks
+		agent.mu.Unlock()
+		return asks >= 3 || redisInfo(n1) != ""
+	})
+	if info := redisInfo(n1); info != "" {
+		t.Fatalf("redis-server runs although the agent did not say who leads:\n%s", info)
+	}
+	agent.mu.Lock()
+	agent.down = false
+	agent.mu.Unlock()
 	agent.set("n2", "standby")
 	n2Port := n2[strings.LastIndex(n2, ":")+1:]
 	waitFor(t, 20*time.Second, "n1's Redis, started as a replica of n2's", func() bool {
