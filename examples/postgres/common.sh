@@ -18,6 +18,16 @@ leader() {
 	echo "$st" | tr -d ' \n' | sed -n 's/.*"leader":{"node":"\([^"]*\)".*/\1/p'
 }
 
+# with_role_lock CMD... runs CMD holding this node's role lock. The
+# follower loop (pg-node.sh) and promote.sh both act on what this node's
+# PostgreSQL is, and take the lock to do it: a follower step that read the
+# old active's name just before this node was promoted must not stop the
+# new primary just after pg_ctl promote.
+with_role_lock() {
+	mkdir -p "$PG_DIR"
+	(flock 9 && "$@") 9>"$PG_DIR/role.lock"
+}
+
 addr_of() {
 	for kv in $PG_NODES; do
 		[ "${kv%%=*}" = "$1" ] && echo "${kv#*=}"

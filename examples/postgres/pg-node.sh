@@ -63,15 +63,19 @@ fi
 # which rewinds it into a standby. The loop lives in the service's cgroup.
 # ($$ is this script's pid, postgres's once it is exec'd: the loop ends with
 # it. A background loop ignores SIGINT, the stop signal.)
+# Each step holds the role lock (common.sh), as promote.sh does; it fails
+# once it has stopped the primary.
+follow_once() {
+	l=$(leader) || return 0
+	[ -z "$l" ] || [ "$l" = "$HAVEN_NODE" ] && return 0
+	[ "$(psql_me 'select pg_is_in_recovery()' 2>/dev/null)" = "f" ] || return 0
+	echo "$l is active and this node runs a primary: stopping it to rejoin as a standby" >&2
+	kill -INT "$(head -1 "$DATA/postmaster.pid")"
+	return 1
+}
 follow() {
 	while sleep 0.5 && kill -0 $$ 2>/dev/null; do
-		l=$(leader) || continue
-		[ -z "$l" ] || [ "$l" = "$HAVEN_NODE" ] && continue
-		if [ "$(psql_me 'select pg_is_in_recovery()' 2>/dev/null)" = "f" ]; then
-			echo "$l is active and this node runs a primary: stopping it to rejoin as a standby" >&2
-			kill -INT "$(head -1 "$DATA/postmaster.pid")"
-			exit 0
-		fi
+		with_role_lock follow_once || exit 0
 	done
 }
 follow &

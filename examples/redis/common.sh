@@ -16,6 +16,27 @@ leader() {
 	echo "$st" | tr -d ' \n' | sed -n 's/.*"leader":{"node":"\([^"]*\)".*/\1/p'
 }
 
+# role prints this node's role as its agent sees it (standby, promoting,
+# active, demoting...); it fails if the agent does not answer.
+role() {
+	if [ -n "${HAVEN_TLS_CA:-}" ]; then
+		r=$(curl -fsS --max-time 1 --cacert "$HAVEN_TLS_CA" "https://$HAVEN_API/v1/role") || return 1
+	else
+		r=$(curl -fsS --max-time 1 "http://$HAVEN_API/v1/role") || return 1
+	fi
+	echo "$r" | tr -d ' \n' | sed -n 's/.*"role":"\([^"]*\)".*/\1/p'
+}
+
+# with_role_lock CMD... runs CMD holding this node's role lock. The
+# follower loop (redis-node.sh) and promote.sh both change what this
+# node's Redis replicates, and take the lock to do it: a follower step
+# that read the old active's name just before this node was promoted must
+# not point it back at the old active just after REPLICAOF NO ONE.
+with_role_lock() {
+	mkdir -p "$REDIS_DIR"
+	(flock 9 && "$@") 9>"$REDIS_DIR/role.lock"
+}
+
 # addr_of NODE prints NODE's Redis host:port.
 addr_of() {
 	for kv in $REDIS_NODES; do

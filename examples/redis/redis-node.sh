@@ -4,21 +4,41 @@
 # active. Both live in the service's cgroup: they die with it.
 . "$(dirname "$0")/common.sh"
 mkdir -p "$REDIS_DIR"
+# follow_once points this node's Redis at the active when another node is
+# active and it replicates something else. It runs under the role lock
+# (common.sh), as promote.sh does.
+follow_once() {
+	l=$(leader) || return 0
+	[ -z "$l" ] || [ "$l" = "$HAVEN_NODE" ] && return 0
+	a=$(addr_of "$l")
+	cur=$(cli info replication 2>/dev/null | tr -d '\r' | sed -n 's/^master_port://p')
+	[ "$cur" = "${a##*:}" ] && return 0
+	echo "following $l: replicaof $a (this Redis replicated port '${cur}')" >&2
+	cli replicaof "${a%:*}" "${a##*:}" >/dev/null 2>&1
+}
 follow() {
 	while sleep 0.3 && kill -0 $$ 2>/dev/null; do # ends with redis-server ($$ once exec'd)
-		l=$(leader) || continue
-		[ -z "$l" ] || [ "$l" = "$HAVEN_NODE" ] && continue
-		a=$(addr_of "$l")
-		cur=$(cli info replication 2>/dev/null | tr -d '\r' | sed -n 's/^master_port://p')
-		[ "$cur" = "${a##*:}" ] || cli replicaof "${a%:*}" "${a##*:}" >/dev/null 2>&1
+		with_role_lock follow_once
 	done
 }
-follow &
 set -- --port "$port" --bind 127.0.0.1 --daemonize no --dir "$REDIS_DIR" --save "" --appendonly no \
 	--protected-mode no --repl-diskless-sync yes --repl-diskless-sync-delay 0
-l=$(leader)
+# The agent starts its service before it has seen the store, and until then
+# its /status shows no leader: "no leader" would only mean "not known
+# yet", as would an agent that does not answer in time, and a restarted
+# node would come back as an empty master (and could win the next election
+# with it, or be made the others' master: seen under load, every write
+# lost). Wait until the agent has a view (its role is no longer
+# "starting") and answers who leads, up to 60 s.
+i=0 l=
+until r=$(role) && [ -n "$r" ] && [ "$r" != starting ] && l=$(leader); do
+	i=$((i+1))
+	[ $i -lt 300 ] || { echo "the agent has no view of the store after 60 s; starting anyway" >&2; l=; break; }
+	sleep 0.2
+done
 if [ -n "$l" ] && [ "$l" != "$HAVEN_NODE" ]; then
 	a=$(addr_of "$l")
 	set -- "$@" --replicaof "${a%:*}" "${a##*:}"
 fi
+follow &
 exec redis-server "$@"

@@ -208,6 +208,7 @@ func (r *recipe) stopAll() {
 	if r.t.Failed() {
 		for name, p := range procs {
 			r.t.Logf("---- log of %s ----\n%s", name, tail(p.log.String(), 8000))
+			testbin.KeepLog(r.t, name, p.log.String())
 		}
 	}
 }

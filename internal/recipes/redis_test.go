@@ -3,6 +3,7 @@ package recipes
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -190,6 +191,17 @@ func TestRedisRecipe(t *testing.T) {
 	r.threeFaults(apis, "active", "Redis", redisAddr, nil, measure)
 
 	load.stop()
+	// An active whose Redis replicates takes no writes; check.sh fails it
+	// (and the node steps down), which must not have been needed: each
+	// promotion's REPLICAOF NO ONE must have held (TestRedisFollowerYieldsToPromotion).
+	for _, n := range []string{"n1", "n2"} {
+		for _, line := range strings.Split(r.proc(n).log.String(), "\n") {
+			if strings.Contains(line, "this Redis is a replica") {
+				t.Errorf("%s was active with its Redis a replica: %s", n, line)
+				break
+			}
+		}
+	}
 	report(t, "redis", results)
 	if testing.Verbose() {
 		_, events := runHaven(t, "events", "--config", r.config, "--limit", "60")

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// stuckDir is where Stuck keeps the whole log of a process that did not
+// stuckDir is where Stuck and KeepLog keep the whole log of a process that did not
 // stop, unless HAVEN_TEST_OUT names another folder.
 const stuckDir = "haven-stuck"
 
@@ -26,19 +26,7 @@ var dumpStart = regexp.MustCompile(`(?m)^(SIGQUIT: quit|goroutine \d+ \[)`)
 // the process may then show only a tail.
 func Stuck(t testing.TB, name, log string) {
 	t.Helper()
-	dir := os.Getenv("HAVEN_TEST_OUT")
-	if dir == "" {
-		dir = filepath.Join(os.TempDir(), stuckDir)
-	}
-	file := filepath.Join(dir, fmt.Sprintf("%s-%s-%s.log",
-		strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()), name, time.Now().UTC().Format("20060102T150405.000")))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Logf("keep the log of %s: %v", name, err)
-	} else if err := os.WriteFile(file, []byte(log), 0o644); err != nil {
-		t.Logf("keep the log of %s: %v", name, err)
-	} else {
-		t.Logf("the whole log of %s (%d bytes) is in %s", name, len(log), file)
-	}
+	KeepLog(t, name, log)
 	d := dump(log)
 	if d == "" {
 		t.Logf("---- %s wrote no goroutine dump ----", name)
@@ -54,4 +42,25 @@ func dump(log string) string {
 		return ""
 	}
 	return log[loc[0]:]
+}
+
+// KeepLog writes log, the whole output of the process called name, to a
+// file that outlives the test (in HAVEN_TEST_OUT, else a folder under the
+// temporary directory) and logs its path: a failed test's own output may
+// show only a tail.
+func KeepLog(t testing.TB, name, log string) {
+	t.Helper()
+	dir := os.Getenv("HAVEN_TEST_OUT")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), stuckDir)
+	}
+	file := filepath.Join(dir, fmt.Sprintf("%s-%s-%s.log",
+		strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()), name, time.Now().UTC().Format("20060102T150405.000")))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Logf("keep the log of %s: %v", name, err)
+	} else if err := os.WriteFile(file, []byte(log), 0o644); err != nil {
+		t.Logf("keep the log of %s: %v", name, err)
+	} else {
+		t.Logf("the whole log of %s (%d bytes) is in %s", name, len(log), file)
+	}
 }
