@@ -1,0 +1,195 @@
+package agent_test
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/drill"
+	"github.com/haven-ha/haven/internal/harness"
+	"github.com/haven-ha/haven/internal/testbin"
+)
+
+// TestEtcdLeaderFreezeNeverOverlaps (package lockdelay; etcd issues 12528
+// and 15247): three real agents on embedded etcd (drill.Sandbox, on
+// loopback). Each round freezes (SIGSTOP) the agent whose etcd member leads
+// raft — a standby, or the active (made to lead etcd first), in turn — for
+// longer than the lease, then wakes it (SIGCONT). The woken member's
+// lessor still thinks itself primary for a moment and may revoke the live
+// active's lease: its key goes while its renewals keep its bound, and a
+// standby wins the key. An active that sees its key go stops at once; one
+// that cannot see it in time (a GC or VM pause across the leader's wake,
+// in the rounds that freeze a standby) is stopped by its bound alone, so
+// the winner must wait that out (the lock-delay). Every node's /lb-check
+// is sampled every 10 ms throughout: no two nodes may ever answer 200 at
+// overlapping moments; after each round exactly one node is active and
+// the others are healthy standbys.
+//
+// HAVEN_TEST_LOCK_DELAY=off runs it without the guard (lock_delay: off),
+// to see what it guards against; HAVEN_TEST_FREEZE_ROUNDS sets the number
+// of rounds (default 3).
+func TestEtcdLeaderFreezeNeverOverlaps(t *testing.T) {
+	// The rounds, in turn.
+	kinds := []struct {
+		what   string
+		active bool // the active leads etcd and is frozen; else a standby
+		pause  bool // the active pauses (SIGSTOP) across the leader's wake
+	}{
+		{"a standby leads etcd, the active pauses across its wake", false, true},
+		{"the active leads etcd", true, false},
+	}
+	t.Parallel()
+	bin := testbin.Build(t)
+	extra := ""
+	if v := os.Getenv("HAVEN_TEST_LOCK_DELAY"); v != "" {
+		extra = "lock_delay: " + v
+	}
+	rounds := 3
+	if v, err := strconv.Atoi(os.Getenv("HAVEN_TEST_FREEZE_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Bin: bin, Dir: t.TempDir(), Timing: "ci", Extra: extra})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("sandbox logs:\n%s", sb.LogTail(8000))
+		}
+		sb.Close()
+	})
+	w := sb.WatchLB()
+	defer w.Stop()
+	var moved, waited int
+	defer func() {
+		t.Logf("%d rounds: the active changed in %d, after a lock-delay wait in %d", rounds, moved, waited)
+	}()
+	for round := 1; round <= rounds; round++ {
+		k := kinds[(round-1)%len(kinds)]
+		active, epoch := sb.Active()
+		to := sb.Standbys(active)[0]
+		if k.active {
+			to = active
+		}
+		leader := ""
+		if !harness.Until(10*time.Second, func() bool { leader = sb.EtcdLeader(active); return leader != "" }) {
+			t.Fatalf("round %d: no agent says which etcd member leads", round)
+		}
+		how := leader + " led etcd"
+		if (leader == active) != k.active {
+			moveEtcdLeader(t, sb, leader, to)
+			how = "etcd leadership moved from " + leader + " to " + to
+			leader = to
+		}
+		signal := func(node string, sig syscall.Signal) {
+			t.Helper()
+			if err := sb.Signal(node, sig); err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+		signal(leader, syscall.SIGSTOP)
+		frozen := time.Now()
+		// Past the lease: every lease the frozen member's lessor knew has
+		// expired in its view when it wakes.
+		time.Sleep(sb.Lease + 500*time.Millisecond - pauseBefore)
+		if k.pause {
+			signal(active, syscall.SIGSTOP)
+		}
+		time.Sleep(pauseBefore)
+		signal(leader, syscall.SIGCONT)
+		woke := time.Now()
+		if k.pause {
+			// Requests waiting on the paused active when it wakes, as a
+			// client's would be.
+			time.Sleep(pauseAfter - 100*time.Millisecond)
+			w.Probe(active, 5)
+			time.Sleep(100 * time.Millisecond)
+			signal(active, syscall.SIGCONT)
+		}
+		last := time.Now()
+		// The woken lessor's revocation comes within a tick of the wake
+		// (etcd's 500 ms), before the member hears of the new raft term;
+		// the key's next holder then waits the lock-delay: the cluster
+		// must be whole at least 2 s after the last wake.
+		for time.Since(last) < 2*time.Second || sb.Whole(ctx) != "" {
+			if err := sb.WaitWhole(ctx, 60*time.Second); err != nil {
+				t.Fatalf("round %d (%s): %v", round, k.what, err)
+			}
+			if o := w.Overlap(); o != "" {
+				t.Fatalf("round %d (%s): split brain: %s", round, k.what, o)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		now, nowEpoch := sb.Active()
+		delay := sb.LockDelays(epoch)
+		if nowEpoch != epoch {
+			moved++
+		}
+		if delay != "" {
+			waited++
+		}
+		t.Logf("round %d (%s; %s): froze %s for %s; %s@%d active before, %s@%d after, whole %s after the wake; lock-delay: %q",
+			round, k.what, how, leader, woke.Sub(frozen).Round(time.Millisecond), active, epoch, now, nowEpoch, time.Since(woke).Round(time.Millisecond), delay)
+	}
+	w.Stop()
+	if o := w.Overlap(); o != "" {
+		t.Fatalf("split brain: %s", o)
+	}
+}
+
+// The active's pause in the rounds that freeze a standby: from pauseBefore before
+// the etcd leader's wake to pauseAfter after it, well within its bound
+// (lease_ttl − fence_margin after its last renewal), so that it wakes
+// believing itself active.
+const (
+	pauseBefore = 300 * time.Millisecond
+	pauseAfter  = 1200 * time.Millisecond
+)
+
+// moveEtcdLeader hands raft leadership from member from to member to
+// (named after their nodes), asking from's client URL, and waits until the
+// agents say so.
+func moveEtcdLeader(t *testing.T, sb *drill.Sandbox, from, to string) {
+	t.Helper()
+	cfg, err := config.Load(sb.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, ok := cfg.NodeByName(from)
+	if !ok {
+		t.Fatalf("no node %s", from)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"https://" + n.Client}, TLS: sb.TLS, DialTimeout: 5 * time.Second,
+		Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ms, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatalf("etcd members: %v", err)
+	}
+	var id uint64
+	for _, m := range ms.Members {
+		if m.Name == to {
+			id = m.ID
+		}
+	}
+	if _, err := cli.MoveLeader(ctx, id); err != nil {
+		t.Fatalf("move etcd leadership from %s to %s: %v", from, to, err)
+	}
+	if !harness.Until(10*time.Second, func() bool { return sb.EtcdLeader(to) == to }) {
+		t.Fatalf("%s does not say it leads etcd after the move", to)
+	}
+}
