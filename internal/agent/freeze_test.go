@@ -96,6 +96,9 @@ func TestEtcdLeaderFreezeNeverOverlaps(t *testing.T) {
 				t.Fatalf("round %d: %v", round, err)
 			}
 		}
+		if k.pause {
+			w.Probe(active, 5) // connections to reuse (below)
+		}
 		signal(leader, syscall.SIGSTOP)
 		frozen := time.Now()
 		// Past the lease: every lease the frozen member's lessor knew has
@@ -109,7 +112,8 @@ func TestEtcdLeaderFreezeNeverOverlaps(t *testing.T) {
 		woke := time.Now()
 		if k.pause {
 			// Requests waiting on the paused active when it wakes, as a
-			// client's would be.
+			// client's would be, on connections it accepted before its
+			// pause (no TLS handshake first).
 			time.Sleep(pauseAfter - 100*time.Millisecond)
 			w.Probe(active, 5)
 			time.Sleep(100 * time.Millisecond)

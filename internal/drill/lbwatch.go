@@ -20,6 +20,10 @@ type monitor struct {
 	t0      time.Time
 	hc      *api.Client
 	nodes   []lbNode
+	// probe makes LBWatch.Probe's calls: a connection pool of its own, so
+	// that the sampling's timeouts (on a paused agent) do not close the
+	// connections the probes are to reuse.
+	probe *api.Client
 }
 
 type lbSample struct {
@@ -34,7 +38,7 @@ type lbNode struct{ name, api string }
 // timeout bounds how long an answer may take: keep it short, a 200 says
 // the node served somewhere between the request's send and its answer).
 func startMonitor(hc *api.Client, nodes []lbNode, t0 time.Time) *monitor {
-	m := &monitor{done: make(chan struct{}), t0: t0, hc: hc, nodes: nodes}
+	m := &monitor{done: make(chan struct{}), t0: t0, hc: hc, nodes: nodes, probe: hc}
 	for _, n := range nodes {
 		m.wg.Add(1)
 		go func(n lbNode) {
@@ -45,17 +49,17 @@ func startMonitor(hc *api.Client, nodes []lbNode, t0 time.Time) *monitor {
 					return
 				case <-time.After(10 * time.Millisecond):
 				}
-				m.sample(n)
+				m.sample(m.hc, n)
 			}
 		}(n)
 	}
 	return m
 }
 
-// sample asks n's /lb-check once and records a 200.
-func (m *monitor) sample(n lbNode) {
+// sample asks n's /lb-check once with hc and records a 200.
+func (m *monitor) sample(hc *api.Client, n lbNode) {
 	sent := time.Since(m.t0)
-	if ok, _ := m.hc.LBCheck(context.Background(), n.api); ok {
+	if ok, _ := hc.LBCheck(context.Background(), n.api); ok {
 		m.mu.Lock()
 		m.samples = append(m.samples, lbSample{n.name, sent, time.Since(m.t0)})
 		m.mu.Unlock()
@@ -115,7 +119,9 @@ func (s *Sandbox) WatchLB() *LBWatch {
 	for _, n := range s.Nodes {
 		nodes = append(nodes, lbNode{n.Name, n.API})
 	}
-	return &LBWatch{startMonitor(s.hc.WithTimeout(lbTimeout), nodes, time.Now())}
+	m := startMonitor(s.hc.WithTimeout(lbTimeout), nodes, time.Now())
+	m.probe = api.NewClient(api.ClientOptions{Token: sandboxToken, Who: "haven drill", Timeout: lbTimeout, TLS: s.TLS})
+	return &LBWatch{m}
 }
 
 // lbTimeout bounds a sample: a 200 says the node served somewhere between
@@ -133,11 +139,12 @@ func (w *LBWatch) Overlap() string { return w.m.overlap() }
 // Served counts node's 200 answers so far.
 func (w *LBWatch) Served(node string) int { return w.m.served(node) }
 
-// Probe asks node's /lb-check n times at once, beside the sampling, and
-// records the answers as the sampling does; it returns at once. Probes
-// sent to a paused agent just before it wakes are answered the moment it
-// does, before it has caught up with what happened meanwhile: what a
-// client waiting on it would see.
+// Probe asks node's /lb-check n times at once, beside the sampling (on
+// connections of its own, kept for the next probes), and records the
+// answers as the sampling does; it returns at once. Probes sent to a
+// paused agent just before it wakes, on connections it accepted before,
+// are answered the moment it does, maybe before it has caught up with
+// what happened meanwhile: what a client waiting on it would see.
 func (w *LBWatch) Probe(node string, n int) {
 	select {
 	case <-w.m.done:
@@ -152,7 +159,7 @@ func (w *LBWatch) Probe(node string, n int) {
 			w.m.wg.Add(1)
 			go func() {
 				defer w.m.wg.Done()
-				w.m.sample(x)
+				w.m.sample(w.m.probe, x)
 			}()
 		}
 	}
