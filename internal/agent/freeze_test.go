@@ -29,8 +29,10 @@ import (
 // in the rounds that freeze a standby) is stopped by its bound alone, so
 // the winner must wait that out (the lock-delay). Every node's /lb-check
 // is sampled every 10 ms throughout: no two nodes may ever answer 200 at
-// overlapping moments; after each round exactly one node is active and
-// the others are healthy standbys.
+// overlapping moments, no node may answer 200 while the paused active is
+// still within the bound it had before its pause (its service would still
+// serve), and after each round exactly one node is active and the others
+// are healthy standbys.
 //
 // HAVEN_TEST_LOCK_DELAY=off runs it without the guard (lock_delay: off),
 // to see what it guards against; HAVEN_TEST_FREEZE_ROUNDS sets the number
@@ -104,8 +106,14 @@ func TestEtcdLeaderFreezeNeverOverlaps(t *testing.T) {
 		// Past the lease: every lease the frozen member's lessor knew has
 		// expired in its view when it wakes.
 		time.Sleep(sb.Lease + 500*time.Millisecond - pauseBefore)
+		var paused, bound time.Time // the active's pause, and its bound before it
 		if k.pause {
+			sent := time.Now()
+			if r, err := sb.Role(active); err == nil && r.Serving {
+				bound = sent.Add(time.Duration(r.ValidForMS) * time.Millisecond)
+			}
 			signal(active, syscall.SIGSTOP)
+			paused = time.Now()
 		}
 		time.Sleep(pauseBefore)
 		signal(leader, syscall.SIGCONT)
@@ -117,7 +125,23 @@ func TestEtcdLeaderFreezeNeverOverlaps(t *testing.T) {
 			time.Sleep(pauseAfter - 100*time.Millisecond)
 			w.Probe(active, 5)
 			time.Sleep(100 * time.Millisecond)
+			until := time.Now()
 			signal(active, syscall.SIGCONT)
+			// While the active was paused it could not stop (its service,
+			// were it one that does not ask the agent, went on serving),
+			// nor resign: until its bound, which is at least what it said
+			// before the pause, no other node may have served.
+			if bound.Before(until) {
+				until = bound
+			}
+			if !bound.IsZero() {
+				for _, n := range sb.Standbys(active) {
+					if w.ServedWithin(n, paused, until) {
+						t.Fatalf("round %d (%s): %s served while %s was paused and still within its bound (%s): two actives",
+							round, k.what, n, active, bound.Format("15:04:05.000"))
+					}
+				}
+			}
 		}
 		last := time.Now()
 		// The woken lessor's revocation comes within a tick of the wake

@@ -164,3 +164,17 @@ func (w *LBWatch) Probe(node string, n int) {
 		}
 	}
 }
+
+// ServedWithin reports whether node answered 200 to a request sent at or
+// after from and answered by to: it served at some moment in [from, to].
+func (w *LBWatch) ServedWithin(node string, from, to time.Time) bool {
+	w.m.mu.Lock()
+	defer w.m.mu.Unlock()
+	f, t := from.Sub(w.m.t0), to.Sub(w.m.t0)
+	for _, s := range w.m.samples {
+		if s.node == node && s.sent >= f && s.recv <= t {
+			return true
+		}
+	}
+	return false
+}

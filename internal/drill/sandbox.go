@@ -564,6 +564,16 @@ func (s *Sandbox) Active() (string, ha.Epoch) {
 	return srv[0], r.Epoch
 }
 
+// Role asks node name's agent for its role (GET /v1/role): whether it
+// serves, at which epoch, and for how long at most without a renewal.
+func (s *Sandbox) Role(name string) (api.RoleView, error) {
+	n := s.Node(name)
+	if n == nil {
+		return api.RoleView{}, fmt.Errorf("no node %q", name)
+	}
+	return s.hc.Role(context.Background(), n.API)
+}
+
 // WaitActive waits up to d for exactly one active node, other than not
 // when not is set, and names it.
 func (s *Sandbox) WaitActive(d time.Duration, not string) (string, error) {
