@@ -2,6 +2,8 @@ package agent_test
 
 import (
 	"context"
+	"crypto/tls"
+	"fmt"
 	"os"
 	"strconv"
 	"syscall"
@@ -183,41 +185,56 @@ const (
 	pauseAfter  = 1200 * time.Millisecond
 )
 
-// moveEtcdLeader hands raft leadership from member from to member to
-// (named after their nodes), asking from's client URL, and waits until the
-// agents say so.
+// moveEtcdLeader hands raft leadership to member to (named after its
+// node), asking the leader's client URL, and waits until the agents say
+// so; from is the leader as last seen. A transfer that fails (leadership
+// moved meanwhile, a loaded machine) is tried again, up to 30 s.
 func moveEtcdLeader(t *testing.T, sb *drill.Sandbox, from, to string) {
 	t.Helper()
 	cfg, err := config.Load(sb.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, ok := cfg.NodeByName(from)
+	var last error
+	ok := harness.Until(30*time.Second, func() bool {
+		if l := sb.EtcdLeader(to); l != "" {
+			from = l
+		}
+		if from == to {
+			return true
+		}
+		n, ok := cfg.NodeByName(from)
+		if !ok {
+			last = fmt.Errorf("no node %s", from)
+			return false
+		}
+		last = moveLeader("https://"+n.Client, sb.TLS, to)
+		return last == nil && harness.Until(5*time.Second, func() bool { return sb.EtcdLeader(to) == to })
+	})
 	if !ok {
-		t.Fatalf("no node %s", from)
+		t.Fatalf("move etcd leadership from %s to %s: %v", from, to, last)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"https://" + n.Client}, TLS: sb.TLS, DialTimeout: 5 * time.Second,
-		Logger: zap.NewNop()})
+}
+
+// moveLeader asks the etcd member at endpoint (the leader) to hand
+// leadership to the member called to.
+func moveLeader(endpoint string, tc *tls.Config, to string) error {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, TLS: tc, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ms, err := cli.MemberList(ctx)
 	if err != nil {
-		t.Fatalf("etcd members: %v", err)
+		return fmt.Errorf("etcd members: %w", err)
 	}
-	var id uint64
 	for _, m := range ms.Members {
 		if m.Name == to {
-			id = m.ID
+			_, err := cli.MoveLeader(ctx, m.ID)
+			return err
 		}
 	}
-	if _, err := cli.MoveLeader(ctx, id); err != nil {
-		t.Fatalf("move etcd leadership from %s to %s: %v", from, to, err)
-	}
-	if !harness.Until(10*time.Second, func() bool { return sb.EtcdLeader(to) == to }) {
-		t.Fatalf("%s does not say it leads etcd after the move", to)
-	}
+	return fmt.Errorf("no etcd member %s", to)
 }

@@ -91,7 +91,10 @@ func TestVIPFencedOnEtcdLeaderFreeze(t *testing.T) {
 		t.Logf("round %d: froze %s (%s) for %s; %s held the VIP before, %s after (%s after the wake); latest VIP lock-delay: %s",
 			round, leader.name, map[bool]string{true: "the holder", false: "not the holder; the holder paused across its wake"}[holderFreeze],
 			woke.Sub(frozen).Round(time.Millisecond), holder.name, next.name, time.Since(woke).Round(time.Millisecond), delay)
-		if x, y, ok := s.overlaps(s.held); ok {
+		s.mu.Lock()
+		held := append([]look(nil), s.held...) // the sampler goes on appending
+		s.mu.Unlock()
+		if x, y, ok := s.overlaps(held); ok {
 			t.Fatalf("round %d: two holders: %s had the VIP during [%s, %s], %s during [%s, %s]", round,
 				x.node, x.from.Format("15:04:05.000"), x.to.Format("15:04:05.000"), y.node, y.from.Format("15:04:05.000"), y.to.Format("15:04:05.000"))
 		}
@@ -129,32 +132,52 @@ func (l *proxyLab) etcdLeader(t *testing.T) *node {
 	return leader
 }
 
-// moveEtcdLeader hands raft leadership from member from to member to,
-// asking from's client URL (on the cluster network), and waits until the
-// agents say so.
+// moveEtcdLeader hands raft leadership to member to, asking the leader's
+// client URL (on the cluster network), and waits until the agents say so;
+// from is the leader as last seen. A transfer that fails is tried again,
+// up to 30 s.
 func (l *proxyLab) moveEtcdLeader(t *testing.T, from, to *node) {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + from.clusterIP + ":7402"}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	var last error
+	waitFor(t, 30*time.Second, "etcd leadership to move to "+to.name, func() bool {
+		for _, n := range l.nodes {
+			if n.name == harness.EtcdLeader(context.Background(), hc, to.api) {
+				from = n
+			}
+		}
+		if from == to {
+			return true
+		}
+		last = moveLeader("http://"+from.clusterIP+":7402", to.name)
+		if last != nil {
+			t.Logf("move etcd leadership from %s to %s: %v", from.name, to.name, last)
+			return false
+		}
+		return harness.Until(5*time.Second, func() bool {
+			return harness.EtcdLeader(context.Background(), hc, to.api) == to.name
+		})
+	})
+}
+
+// moveLeader asks the etcd member at endpoint (the leader) to hand
+// leadership to the member called to.
+func moveLeader(endpoint, to string) error {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ms, err := cli.MemberList(ctx)
 	if err != nil {
-		t.Fatalf("etcd members: %v", err)
+		return fmt.Errorf("etcd members: %w", err)
 	}
-	var id uint64
 	for _, m := range ms.Members {
-		if m.Name == to.name {
-			id = m.ID
+		if m.Name == to {
+			_, err := cli.MoveLeader(ctx, m.ID)
+			return err
 		}
 	}
-	if _, err := cli.MoveLeader(ctx, id); err != nil {
-		t.Fatalf("move etcd leadership from %s to %s: %v", from.name, to.name, err)
-	}
-	waitFor(t, 10*time.Second, to.name+" to say it leads etcd", func() bool {
-		return harness.EtcdLeader(context.Background(), hc, to.api) == to.name
-	})
+	return fmt.Errorf("no etcd member %s", to)
 }
