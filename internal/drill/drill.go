@@ -56,6 +56,8 @@ func Scenarios() []Scenario {
 			MaxRTO: func(l time.Duration) time.Duration { return l + 500*time.Millisecond }},
 		{Name: "agent-freeze", Title: "agent frozen (SIGSTOP) past its lease, then SIGCONT",
 			Promise: "— (Jepsen's lock-breaking case)", Target: "the old active never serves after the new one starts", run: agentFreeze},
+		{Name: "etcd-leader-freeze", Title: "the node whose etcd member leads raft frozen (SIGSTOP) past the lease, then SIGCONT", Store: StoreEmbedded,
+			Promise: "— (etcd issues 12528, 15247: a woken etcd leader revokes live leases)", Target: "never two actives; one active again after the wake", run: etcdLeaderFreeze},
 		{Name: "active-cut", Title: "active cut off from the cluster network, both directions", Netns: true,
 			Promise: "Keycloak: seconds to minutes", Target: "minority stops, majority promotes, no split brain", run: activeCut},
 		{Name: "active-cut-oneway", Title: "active's outgoing cluster traffic dropped (one direction)", Netns: true,
@@ -166,6 +168,9 @@ type run struct {
 	// promoted: new actives the scenario itself saw during a NoFailover
 	// fault (clients may not have been answered by them before the heal).
 	promoted []string
+	// overlap: two nodes answered /lb-check 200 at overlapping moments,
+	// as the scenario's own sampling saw it ("" when they never did).
+	overlap string
 }
 
 func (r *run) now() time.Duration { return time.Since(r.t0) }
@@ -388,6 +393,79 @@ func agentFreeze(ctx context.Context, r *run) error {
 	return r.failover(ctx,
 		func() error { return r.sb.Signal(r.active, syscall.SIGSTOP) },
 		func() error { return r.sb.Signal(r.active, syscall.SIGCONT) }, "fault", "heal (SIGCONT)", 2*r.lease)
+}
+
+// etcdLeaderFreeze freezes the agent whose embedded etcd member leads raft
+// (a standby, as a rule: the active moves leadership off its own member)
+// for a lease and a second, then wakes it. Woken, that member's lessor still thinks
+// itself primary for a moment and may revoke every lease it saw expire
+// while frozen, the live active's too (etcd issues 12528 and 15247): the
+// active's key goes while its renewals keep its bound, and the next winner
+// must wait out the lock-delay (package lockdelay) before it acts. Every
+// node's /lb-check is sampled every 10 ms throughout: two nodes answering
+// 200 at overlapping moments is split brain.
+func etcdLeaderFreeze(ctx context.Context, r *run) error {
+	leader := r.sb.EtcdLeader(r.active)
+	if leader == "" {
+		return fmt.Errorf("no agent says which etcd member leads raft")
+	}
+	what := "a standby"
+	if leader == r.active {
+		what = "the active"
+	}
+	mon := r.sb.WatchLB()
+	defer func() {
+		mon.Stop()
+		r.overlap = mon.Overlap()
+	}()
+	seen := []string{fmt.Sprintf("%s@%d", r.active, r.epoch)}
+	look := func() {
+		if n, e := r.sb.Active(); n != "" {
+			if a := fmt.Sprintf("%s@%d", n, e); a != seen[len(seen)-1] {
+				seen = append(seen, a)
+				r.mark(fmt.Sprintf("%s active (epoch %d)", n, e))
+			}
+		}
+	}
+	watch := func(d time.Duration) error {
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			look()
+			if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := r.sb.Signal(leader, syscall.SIGSTOP); err != nil {
+		return err
+	}
+	r.mark("fault")
+	// Past the lease: every lease the frozen lessor knew has expired in
+	// its view when it wakes.
+	hold := r.lease + time.Second
+	if err := watch(hold); err != nil {
+		_ = r.sb.Signal(leader, syscall.SIGCONT)
+		return err
+	}
+	if err := r.sb.Signal(leader, syscall.SIGCONT); err != nil {
+		return err
+	}
+	r.mark("heal (SIGCONT)")
+	// The woken lessor's revocation comes within a tick of the wake, the
+	// next winner's lock-delay a lease after it.
+	if err := watch(r.lease + time.Second); err != nil {
+		return err
+	}
+	r.note("froze %s (%s) for %s while its etcd member led raft", leader, what, fmtDur(hold))
+	switch {
+	case len(seen) == 1:
+		r.note("%s stayed active", r.active)
+	case what == "a standby":
+		r.note("the active changed though it was not frozen (%s): as a rule, the woken etcd leader revoked its live lease", strings.Join(seen, " → "))
+	default:
+		r.note("actives: %s", strings.Join(seen, " → "))
+	}
+	return nil
 }
 
 func activeCut(ctx context.Context, r *run) error {
@@ -790,6 +868,9 @@ func RunOne(ctx context.Context, sb *Sandbox, sc Scenario, o Options, seq int) R
 	}
 	res.Errors, res.ByKind = Errors(ops, fault, whole)
 	res.Split = SplitBrain(ops)
+	if r.overlap != "" {
+		res.Split = strings.TrimPrefix(res.Split+"; ", "; ") + r.overlap
+	}
 	res.Epochs = Epochs(ops, 0, r.now())
 	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	acked, lost, rerr := ReadBack(rctx, "http://"+sb.Proxy, ops)

@@ -6,9 +6,7 @@ import (
 	"net"
 	"os"
 	"slices"
-	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -210,7 +208,11 @@ func RunReal(ctx context.Context, o RealOptions) (Result, error) {
 	r := &run{t0: t0, active: active, epoch: st.Leader.Epoch}
 	r.log = nil
 	load := StartLoad(LoadOptions{Target: o.Target, Path: o.Path, Clients: o.Clients, ReadOnly: true}, t0)
-	mon := startMonitor(c, t0)
+	var addrs []lbNode
+	for _, n := range c.nodes() {
+		addrs = append(addrs, lbNode{n.Name, n.API})
+	}
+	mon := startMonitor(c.api.WithTimeout(300*time.Millisecond), addrs, t0)
 	_ = sleepCtx(ctx, time.Second)
 	logf("fault: %s on %s", o.Scenario, node)
 	r.mark("fault")
@@ -270,63 +272,4 @@ func RunReal(ctx context.Context, o RealOptions) (Result, error) {
 	res.What = strings.Join(r.notes, "; ")
 	res.Verdict = verdict(Scenario{ZeroErrors: o.Scenario == "switchover" || o.Scenario == "maintenance"}, res, 0)
 	return res, nil
-}
-
-// monitor samples every node's /lb-check; two nodes answering 200 at
-// overlapping moments is split brain as a load balancer would see it.
-type monitor struct {
-	mu      sync.Mutex
-	samples []lbSample
-	done    chan struct{}
-	wg      sync.WaitGroup
-}
-
-type lbSample struct {
-	node       string
-	sent, recv time.Duration
-}
-
-func startMonitor(c *realCluster, t0 time.Time) *monitor {
-	m := &monitor{done: make(chan struct{})}
-	hc := c.api.WithTimeout(300 * time.Millisecond)
-	for _, n := range c.nodes() {
-		m.wg.Add(1)
-		go func(n config.Node) {
-			defer m.wg.Done()
-			for {
-				select {
-				case <-m.done:
-					return
-				case <-time.After(10 * time.Millisecond):
-				}
-				sent := time.Since(t0)
-				if ok, _ := hc.LBCheck(context.Background(), n.API); ok {
-					m.mu.Lock()
-					m.samples = append(m.samples, lbSample{n.Name, sent, time.Since(t0)})
-					m.mu.Unlock()
-				}
-			}
-		}(n)
-	}
-	return m
-}
-
-func (m *monitor) stop() { close(m.done); m.wg.Wait() }
-
-func (m *monitor) overlap() string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	s := append([]lbSample(nil), m.samples...)
-	sort.Slice(s, func(i, j int) bool { return s[i].sent < s[j].sent })
-	for i, a := range s {
-		for _, b := range s[i+1:] {
-			if b.sent > a.recv {
-				break
-			}
-			if a.node != b.node {
-				return fmt.Sprintf("%s and %s both answered /lb-check 200 at overlapping moments (%s)", a.node, b.node, fmtT(b.sent))
-			}
-		}
-	}
-	return ""
 }

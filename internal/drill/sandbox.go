@@ -54,6 +54,10 @@ type SandboxOptions struct {
 	// Folders: every node replicates the folder "files" (sync:), kept at
 	// Node.Files, with SandboxMaxLag.
 	Folders bool
+	// Extra is more top-level YAML for the cluster's config (the agents'
+	// and the proxy's), e.g. "lock_delay: off" to show what a guard
+	// guards against.
+	Extra string
 }
 
 // SandboxMaxLag is sync.max_lag in a sandbox with Folders.
@@ -211,6 +215,9 @@ func (s *Sandbox) writeConfig() error {
 	certDir := filepath.Join(s.Dir, "certs")
 	fmt.Fprintf(&b, "cluster: drill\ndata_dir: %s\n%s\napi: {token: %s}\nlog: {level: info}\n",
 		filepath.Join(s.Dir, "data"), timings[s.Opts.Timing], sandboxToken)
+	if s.Opts.Extra != "" {
+		b.WriteString(strings.TrimRight(s.Opts.Extra, "\n") + "\n")
+	}
 	// Mutual TLS, as a real cluster runs: the same certificates code as
 	// `haven certs init`.
 	fmt.Fprintf(&b, "tls: {ca_file: %q, cert_file: %q, key_file: %q}\n", filepath.Join(certDir, "ca.crt"), filepath.Join(certDir, "${NODE}.crt"), filepath.Join(certDir, "${NODE}.key"))
@@ -560,6 +567,16 @@ func (s *Sandbox) Active() (string, ha.Epoch) {
 		return "", 0
 	}
 	return srv[0], r.Epoch
+}
+
+// Role asks node name's agent for its role (GET /v1/role): whether it
+// serves, at which epoch, and for how long at most without a renewal.
+func (s *Sandbox) Role(name string) (api.RoleView, error) {
+	n := s.Node(name)
+	if n == nil {
+		return api.RoleView{}, fmt.Errorf("no node %q", name)
+	}
+	return s.hc.Role(context.Background(), n.API)
 }
 
 // WaitActive waits up to d for exactly one active node, other than not

@@ -32,3 +32,16 @@ func Main(m *testing.M, bin *string) {
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
+
+// Build builds haven into a temporary folder of t and returns its path:
+// for a package whose real-process test sits among in-process ones, so
+// that the others do not wait for a build (Main builds before any test).
+func Build(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "haven")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/haven-ha/haven/cmd/haven").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build haven: %v\n%s", err, out)
+	}
+	return bin
+}

@@ -20,7 +20,7 @@ func TestDrillScenarios(t *testing.T) {
 	// so it runs alone in this package (before TestChaos), beside the
 	// other packages' tests as every test does under go test -p 2.
 	sb := e2etest.NewSandbox(t, drill.SandboxOptions{Bin: havenBin, Netns: true, Timing: "ci"})
-	names := []string{"service-crash", "agent-freeze", "active-cut-oneway", "majority-loss", "switchover", "rolling-restart"}
+	names := []string{"service-crash", "agent-freeze", "active-cut-oneway", "majority-loss", "switchover", "rolling-restart", "etcd-leader-freeze"}
 	results := runDrill(t, context.Background(), sb, names, nil, nil)
 	var all []drill.Op
 	for _, r := range results {

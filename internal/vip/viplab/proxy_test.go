@@ -24,8 +24,13 @@ type proxyLab struct {
 }
 
 func newProxyLab(t *testing.T, standalone bool) *proxyLab {
+	return newProxyLabWith(t, standalone, "")
+}
+
+// newProxyLabWith is newProxyLab with more top-level YAML.
+func newProxyLabWith(t *testing.T, standalone bool, extra string) *proxyLab {
 	c := newClusterWith(t, clusterOpts{
-		extra: fmt.Sprintf("mode: active-active\nproxy: {listen: '0.0.0.0:8081', standalone: %t, probe_interval: 50ms}", standalone),
+		extra: fmt.Sprintf("mode: active-active\nproxy: {listen: '0.0.0.0:8081', standalone: %t, probe_interval: 50ms}", standalone) + extra,
 		vip:   ", follow: proxy",
 		node: func(c *cluster, n *node) string {
 			host, _, _ := strings.Cut(n.api, ":")
