@@ -11,7 +11,10 @@
 # 1. redis-benchmark -t set,get -c 50 (with and without -P 16) on haven and redis
 # 2. SET (+ WAIT 1 0 on sync) with bench/sessload, the same client for all three,
 #    -c 50, with and without -P 16 (redis-benchmark cannot send SET+WAIT)
-# 3. memory of the active haven agent and of redis-server holding KEYS small keys
+# 3. the etcd floor: bench/etcdfloor writes straight to the active's etcd member
+#    (the same three members, under a prefix no agent watches), transactions as
+#    the session store's group commit makes them; CPU per key of the three agents
+# 4. memory of the active haven agent and of redis-server holding KEYS small keys
 # Usage: bench/sessions.sh [REQUESTS] [KEYS]   (defaults 100000 and 200000)
 # (HAVEN_BIN=path uses a built binary instead of building this tree.
 #  STORE=postgres puts the cluster on a throwaway PostgreSQL server instead of
@@ -42,6 +45,7 @@ trap cleanup EXIT
 BIN=${HAVEN_BIN:-$W/haven}
 [ -n "${HAVEN_BIN:-}" ] || go build -o "$BIN" ./cmd/haven
 go build -o "$W/sessload" ./bench/sessload
+go build -o "$W/etcdfloor" ./bench/etcdfloor
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PW=bench-password-0123456789
@@ -69,10 +73,10 @@ insecure: true   # plaintext, like the Redis it is compared with
 $STORE_LINE
 nodes:
 EOF
-declare -A SESS API
+declare -A SESS API CLI
 for i in 1 2 3; do
-  API[n$i]=127.0.0.1:$(free_port); SESS[n$i]=127.0.0.1:$(free_port)
-  echo "  - {name: n$i, api: ${API[n$i]}, peer: 127.0.0.1:$(free_port), client: 127.0.0.1:$(free_port), env: {S: \"${SESS[n$i]}\"}}" >>"$W/haven.yaml"
+  API[n$i]=127.0.0.1:$(free_port); SESS[n$i]=127.0.0.1:$(free_port); CLI[n$i]=127.0.0.1:$(free_port)
+  echo "  - {name: n$i, api: ${API[n$i]}, peer: 127.0.0.1:$(free_port), client: ${CLI[n$i]}, env: {S: \"${SESS[n$i]}\"}}" >>"$W/haven.yaml"
 done
 echo "sessions: {listen: \"\${S}\", password: $PW}" >>"$W/haven.yaml"
 for i in 1 2 3; do
@@ -139,13 +143,31 @@ for P in 1 16; do
   read -r a a50 a99 <<<"$("$W/sessload" -addr "127.0.0.1:$R4" -n "$N" -c 50 -P $P)"
   v1=$(ticks $AOF_PID)
   read -r r r50 r99 <<<"$("$W/sessload" -addr "127.0.0.1:$R1" -n "$N" -c 50 -P $P)"
+  [ "$P" = 1 ] && SYNC1=$s
   printf "  -P %-2s haven %8.0f (p50 %s, p99 %s)  sync %8.0f (p50 %s, p99 %s)  aof %8.0f (p50 %s, p99 %s)  lone %8.0f (p50 %s, p99 %s)  haven/sync %.2f  haven/aof %.2f\n" \
     $P "$h" "$h50" "$h99" "$s" "$s50" "$s99" "$a" "$a50" "$a99" "$r" "$r50" "$r99" "$(echo "$h / $s" | bc -l)" "$(echo "$h / $a" | bc -l)"
   printf "        CPU per SET: haven %.0f us, sync %.0f us, aof %.0f us\n" \
     "$(echo "($t1-$t0)*1000000/$HZ/$N" | bc -l)" "$(echo "($u1-$u0)*1000000/$HZ/$N" | bc -l)" "$(echo "($v1-$v0)*1000000/$HZ/$N" | bc -l)"
 done
+if [ "$STORE" = embedded ]; then
+  echo
+  echo "== 3. the etcd floor: bench/etcdfloor straight to the active's etcd member (no agent in the path, no watcher),"
+  echo "   transactions of B puts behind a compare, C in flight; keys/s, commit p50 ms, p99 ms; CPU per key of the three agents;"
+  echo "   ratio to sync Redis without pipelining (section 2): what any session store writing each key to these members could reach at most"
+  floor() { # label args...
+    local label=$1; shift
+    local t0 t1 f f50 f99
+    t0=$(ticks $AGENT_PIDS)
+    read -r f f50 f99 <<<"$("$W/etcdfloor" -endpoints "${CLI[$ACTIVE]}" -n "$N" "$@")"
+    t1=$(ticks $AGENT_PIDS)
+    printf "  %-44s %8.0f keys/s (commit p50 %s, p99 %s)  CPU per key %3.0f us  floor/sync %.2f\n" "$label" "$f" "$f50" "$f99" "$(echo "($t1-$t0)*1000000/$HZ/$N" | bc -l)" "$(echo "$f / $SYNC1" | bc -l)"
+  }
+  floor "B 38, C 1 (group commit of 50 clients)" -b 38 -c 1
+  floor "B 128, C 4 (the largest batches, 4 in flight)" -b 128 -c 4
+  floor "B 38, C 1, one etcd entry per batch" -b 38 -c 1 -pack
+fi
 echo
-echo "== 3. memory with $KEYS keys of 32 bytes (key:NNNNNNNNNNNN)"
+echo "== 4. memory with $KEYS keys of 32 bytes (key:NNNNNNNNNNNN)"
 rss() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 H0=$(rss "$AGENT_PID"); R0=$(redis-cli -p "$R1" INFO memory | awk -F: '/^used_memory:/{print $2}' | tr -d '\r')
 "$W/sessload" -addr "127.0.0.1:$HP" -a $PW -n "$KEYS" -r "$KEYS" -c 20 -P 64 -d 32 >/dev/null
