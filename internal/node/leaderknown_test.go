@@ -78,6 +78,9 @@ func TestHTTPHandlerLeaderUnknown(t *testing.T) {
 		return true
 	})
 	standby := map[string]string{"n1": "n2", "n2": "n1"}[active]
+	if m := c.do(standby, "GET", "/metrics", httpToken).Body.String(); !strings.Contains(m, "\nhaven_leader_known 1\n") {
+		t.Fatalf("/metrics of standby %s lacks haven_leader_known 1", standby)
+	}
 	for _, path := range []string{"/status", "/v1/role"} {
 		a := c.leaderOf(standby, path)
 		if a.known != true || a.leader != active || a.header != "true" || a.why != "" || !a.decoded {
@@ -94,6 +97,9 @@ func TestHTTPHandlerLeaderUnknown(t *testing.T) {
 	})
 	if a := c.leaderOf(standby, "/v1/role"); a.known != false || a.leader != "" || a.header != "false" {
 		t.Fatalf("/v1/role of the cut-off standby: %+v, want leader_known false, no leader", a)
+	}
+	if m := c.do(standby, "GET", "/metrics", httpToken).Body.String(); !strings.Contains(m, "\nhaven_leader_known 0\n") {
+		t.Fatalf("/metrics of the cut-off standby lacks haven_leader_known 0")
 	}
 	c.conns[standby].SetFault(memstore.Fault{})
 	waitFor(t, 30*time.Second, "the standby to know the leader again once it reaches the store", func() bool {
