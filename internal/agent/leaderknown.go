@@ -40,7 +40,7 @@ func (a *Agent) leaderUnknown(now time.Time) string {
 		return "this node has not seen the store yet"
 	}
 	last := a.view.contact.Load()
-	if ttl := a.cfg.Timing.LeaseTTL; last != nil && now.Sub(*last) > ttl {
+	if ttl := a.cfg.Timing.LeaseTTL; ttl > 0 && last != nil && now.Sub(*last) > ttl {
 		return fmt.Sprintf("this node has not reached the store for %s, more than the lease (%s)", now.Sub(*last).Round(time.Second), ttl)
 	}
 	return ""
