@@ -8,6 +8,9 @@ PG_BOOTSTRAP=n1
 BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 DATA=$PG_DIR/pgdata
 
+# leader prints the node that holds the active role, "" if none; it fails
+# if the agent does not answer or does not know (the caller must not guess
+# then).
 leader() {
 	# Under TLS (tls: in haven.yaml) haven gives hooks the CA's path.
 	if [ -n "${HAVEN_TLS_CA:-}" ]; then
@@ -15,7 +18,12 @@ leader() {
 	else
 		st=$(curl -fsS --max-time 1 "http://$HAVEN_API/status") || return 1
 	fi
-	echo "$st" | tr -d ' \n' | sed -n 's/.*"leader":{"node":"\([^"]*\)".*/\1/p'
+	st=$(echo "$st" | tr -d ' \n')
+	# leader_known: false before the agent has seen the store, or when it
+	# has not reached it for longer than the lease; then "" would be a
+	# guess, not "nobody is active".
+	case $st in *'"leader_known":true'*) ;; *) return 1 ;; esac
+	echo "$st" | sed -n 's/.*"leader":{"node":"\([^"]*\)".*/\1/p'
 }
 
 # with_role_lock CMD... runs CMD holding this node's role lock. The

@@ -4,7 +4,15 @@
 set -e
 mkdir -p "$PG_DIR"
 chown postgres:postgres "$PG_DIR"
-l=$(leader)
+# The agent starts this script before it has seen the store; until then
+# it does not know who leads (leader() fails) and "" would be a guess:
+# wait, up to 60 s, else fail (haven starts this script again).
+i=0
+until l=$(leader); do
+	i=$((i+1))
+	[ $i -lt 300 ] || { echo "the agent does not know who leads after 60 s; not starting PostgreSQL on a guess" >&2; exit 1; }
+	sleep 0.2
+done
 if [ ! -s "$DATA/PG_VERSION" ] && [ "$HAVEN_NODE" != "$PG_BOOTSTRAP" ]; then
 	# A new node clones the primary: wait until there is one.
 	i=0

@@ -5,7 +5,8 @@
 REDIS_NODES="n1=127.0.0.1:6381 n2=127.0.0.1:6382"
 
 # leader prints the node that holds the active role, "" if none; it fails
-# if the agent does not answer (the caller must not guess then).
+# if the agent does not answer or does not know (the caller must not guess
+# then).
 leader() {
 	# Under TLS (tls: in haven.yaml) haven gives hooks the CA's path.
 	if [ -n "${HAVEN_TLS_CA:-}" ]; then
@@ -13,7 +14,12 @@ leader() {
 	else
 		st=$(curl -fsS --max-time 1 "http://$HAVEN_API/status") || return 1
 	fi
-	echo "$st" | tr -d ' \n' | sed -n 's/.*"leader":{"node":"\([^"]*\)".*/\1/p'
+	st=$(echo "$st" | tr -d ' \n')
+	# leader_known: false before the agent has seen the store, or when it
+	# has not reached it for longer than the lease; then "" would be a
+	# guess, not "nobody is active".
+	case $st in *'"leader_known":true'*) ;; *) return 1 ;; esac
+	echo "$st" | sed -n 's/.*"leader":{"node":"\([^"]*\)".*/\1/p'
 }
 
 # role prints this node's role as its agent sees it (standby, promoting,

@@ -23,17 +23,17 @@ follow() {
 }
 set -- --port "$port" --bind 127.0.0.1 --daemonize no --dir "$REDIS_DIR" --save "" --appendonly no \
 	--protected-mode no --repl-diskless-sync yes --repl-diskless-sync-delay 0
-# The agent starts its service before it has seen the store, and until then
-# its /status shows no leader: "no leader" would only mean "not known
-# yet", as would an agent that does not answer in time, and a restarted
-# node would come back as an empty master (and could win the next election
-# with it, or be made the others' master: seen under load, every write
-# lost). Wait until the agent has a view (its role is no longer
-# "starting") and answers who leads, up to 60 s.
-i=0 l=
-until r=$(role) && [ -n "$r" ] && [ "$r" != starting ] && l=$(leader); do
+# The agent starts its service before it has seen the store, and until
+# then it does not know who leads (leader_known: false, and leader()
+# fails); nor does an agent that does not answer in time. Starting as a
+# master on that would bring a restarted node back as an empty master
+# (which could win the next election with it, or be made the others'
+# master: seen under load, every write lost). Wait until the agent knows
+# who leads, up to 60 s, else fail: haven starts this script again.
+i=0
+until l=$(leader); do
 	i=$((i+1))
-	[ $i -lt 300 ] || { echo "the agent has no view of the store after 60 s; starting anyway" >&2; l=; break; }
+	[ $i -lt 300 ] || { echo "the agent does not know who leads after 60 s; not starting Redis on a guess" >&2; exit 1; }
 	sleep 0.2
 done
 if [ -n "$l" ] && [ "$l" != "$HAVEN_NODE" ]; then

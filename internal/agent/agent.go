@@ -68,6 +68,7 @@ type Agent struct {
 	roleC     chan struct{} // signalled on every role change (keepLeaderAway)
 	state     atomic.Pointer[machine.State]
 	snap      atomic.Pointer[ha.Snapshot]
+	view      storeView // how current snap is (leaderknown.go)
 	metrics   *Metrics
 	startedAt time.Time
 
@@ -394,6 +395,7 @@ func (a *Agent) renew(ctx context.Context) {
 		Store: a.store, TTL: t.LeaseTTL, Interval: t.RenewInterval, Timeout: t.RenewTimeout,
 		CreateTimeout: sessionTimeout(t), FenceMargin: t.FenceMargin, Clock: a.clk, Log: a.log,
 		Granted: func(ctx context.Context, r lease.Renewal) bool {
+			a.view.reached(r.SentAt)
 			if r.New {
 				a.log.Info("session created", "ttl", r.TTL)
 			}
@@ -446,6 +448,8 @@ func (a *Agent) watch(ctx context.Context) {
 				held = s.Leader.Epoch
 			}
 			a.snap.Store(&s)
+			a.view.reached(a.clk.Now())
+			a.view.snapshot.Store(true)
 			a.metrics.leader(s.Leader)
 			a.observePresence(s)
 			for _, ev := range SeenEvents(a.node.Name, s, a.clk.Now()) { // intents first

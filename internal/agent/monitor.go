@@ -134,6 +134,14 @@ func newClusterMetrics(reg *prometheus.Registry, a *Agent, m *Metrics) *clusterM
 			return 0
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "haven_leader_known", Help: "1 when this node knows who holds the active role: it has seen the store and reached it within the lease (leader_known in /status).",
+		}, func() float64 {
+			if a.leaderUnknown(a.clk.Now()) == "" {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "haven_build_info", Help: "1, with haven's version, VCS revision and Go version as labels.",
 			ConstLabels: prometheus.Labels{"version": v.version, "revision": v.revision, "goversion": v.goVersion},
 		}, func() float64 { return 1 }),

@@ -24,6 +24,11 @@ func (a *Agent) Status() api.Status {
 		LastFailover: a.lastFailover(),
 		Warnings:     a.securityWarnings(a.clk.Now()),
 	}
+	st.LeaderUnknown = a.leaderUnknown(st.Time)
+	st.LeaderKnown = st.LeaderUnknown == ""
+	if !st.LeaderKnown {
+		st.Leader = ha.Leader{} // not "none": unknown
+	}
 	for _, n := range a.cfg.Nodes {
 		var rec ha.NodeStatus
 		var ok bool
@@ -101,6 +106,13 @@ func (a *Agent) Role() api.RoleView {
 	v := api.RoleView{Node: a.node.Name, Role: s.Role, Serving: s.Serving(a.mcfg, now)}
 	if s.Holding() {
 		v.Epoch = s.Epoch
+	}
+	v.LeaderUnknown = a.leaderUnknown(now)
+	if v.LeaderKnown = v.LeaderUnknown == ""; v.LeaderKnown {
+		v.Leader = a.Snapshot().Leader.Node
+		if v.Serving {
+			v.Leader = a.node.Name // the watch may not have shown our own win yet
+		}
 	}
 	if v.Serving {
 		v.ValidForMS = s.ValidUntil.Add(-a.cfg.Timing.FenceMargin).Sub(now).Milliseconds()

@@ -6,6 +6,7 @@ package api
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,6 +59,14 @@ type Status struct {
 	Leader   ha.Leader  `json:"leader"`
 	Nodes    []NodeView `json:"nodes"`
 	Time     time.Time  `json:"time"`
+	// LeaderKnown is false when the answering agent has no current view
+	// of the store: it has not read it since it started, or has not
+	// reached it for longer than the lease. Leader is then zero and means
+	// nothing: not "nobody is active" but "this agent cannot tell"; ask
+	// another agent, or wait. LeaderUnknown says why. Agents older than
+	// these fields send neither: Go code tests LeaderIsUnknown.
+	LeaderKnown   bool   `json:"leader_known"`
+	LeaderUnknown string `json:"leader_unknown,omitempty"`
 	// LastFailover is the last failover after the loss of the active that
 	// the answering agent saw (nil if none since it started): its Duration
 	// runs from the old active's last lease renewal to the new active.
@@ -92,7 +101,30 @@ type RoleView struct {
 	// ends serving at once. Do not cache Serving; ask before acting as
 	// active, or act on the on_demote hook.
 	ValidForMS int64 `json:"valid_for_ms"`
+	// Leader is the node that holds the active role as this agent sees
+	// the store ("" if none), when LeaderKnown; LeaderKnown and
+	// LeaderUnknown are as in Status (Leader is "" while not known).
+	Leader        string `json:"leader"`
+	LeaderKnown   bool   `json:"leader_known"`
+	LeaderUnknown string `json:"leader_unknown,omitempty"`
 }
+
+// KnownLeaderHeader carries LeaderKnown ("true" or "false") on the
+// answers of /status and /v1/role, as Consul's X-Consul-KnownLeader does.
+const KnownLeaderHeader = "X-Haven-Known-Leader"
+
+func knownLeader(w http.ResponseWriter, known bool) {
+	w.Header().Set(KnownLeaderHeader, strconv.FormatBool(known))
+}
+
+// LeaderIsUnknown reports whether the answering agent said it cannot tell
+// who holds the active role (LeaderKnown false, LeaderUnknown why). An
+// agent older than these fields, or a Status built without them, counts
+// as knowing.
+func (s Status) LeaderIsUnknown() bool { return s.LeaderUnknown != "" }
+
+// LeaderIsUnknown is as for Status.
+func (v RoleView) LeaderIsUnknown() bool { return v.LeaderUnknown != "" }
 
 // Source answers the API's questions.
 type Source interface {
@@ -122,7 +154,9 @@ func Handler(src Source, op Operator, o Options) http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /v1/role", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, src.Role())
+		v := src.Role()
+		knownLeader(w, !v.LeaderIsUnknown())
+		writeJSON(w, http.StatusOK, v)
 	})
 	mux.Handle("GET /metrics", src.Metrics())
 	for _, p := range o.RedirectPaths {
@@ -143,7 +177,9 @@ func Handler(src Source, op Operator, o Options) http.Handler {
 		registerOps(mux, src, op, o)
 	} else {
 		mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-			writeJSON(w, http.StatusOK, src.Status())
+			st := src.Status()
+			knownLeader(w, !st.LeaderIsUnknown())
+			writeJSON(w, http.StatusOK, st)
 		})
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -216,7 +216,9 @@ func registerOps(mux *http.ServeMux, src Source, op Operator, o Options) {
 		}
 	}
 	mux.HandleFunc("GET /status", read(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, src.Status())
+		st := src.Status()
+		knownLeader(w, !st.LeaderIsUnknown())
+		writeJSON(w, http.StatusOK, st)
 	}))
 	mux.HandleFunc("GET /v1/events", read(func(w http.ResponseWriter, r *http.Request) {
 		limit := 100

@@ -100,23 +100,35 @@ func apiClient(cfg *config.Config, who string, timeout time.Duration) (*api.Clie
 	return api.NewClient(o), nil
 }
 
-// fetchStatus asks each agent in turn and returns the first answer.
+// fetchStatus asks each agent in turn and returns the first answer from
+// one that knows the leader, else the first answer.
 func fetchStatus(ctx context.Context, client *api.Client, addrs []string) (api.Status, error) {
 	var errs []error
+	var first *api.Status
 	for _, u := range addrs {
 		st, err := client.Status(ctx, u)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		return st, nil
+		if !st.LeaderIsUnknown() {
+			return st, nil
+		}
+		if first == nil {
+			first = &st
+		}
+	}
+	if first != nil {
+		return *first, nil
 	}
 	return api.Status{}, fmt.Errorf("no agent answered (%w); is the cluster running?", errors.Join(errs...))
 }
 
 func printStatus(w io.Writer, st api.Status) {
 	leader := "none"
-	if !st.Leader.None() {
+	if st.LeaderIsUnknown() {
+		leader = "unknown (" + st.LeaderUnknown + ")"
+	} else if !st.Leader.None() {
 		leader = fmt.Sprintf("%s at epoch %d", st.Leader.Node, st.Leader.Epoch)
 	}
 	fmt.Fprintf(w, "cluster %s (%s): active %s; as seen by %s\n\n", st.Cluster, st.Mode, leader, st.Reporter)

@@ -24,7 +24,8 @@ Exit codes (for monitoring):
   0  one node is active and redundancy is intact (every other node an eligible
      standby, the store's quorum can lose a member)
   1  degraded: still serving, but a standby is down, unhealthy or in
-     maintenance, or the store's quorum is at its minimum; or no agent answered
+     maintenance, or the store's quorum is at its minimum; or no agent answered,
+     or none that answered knows who is active (it has not seen the store)
   2  bad input (flags, config)
   3  no node is active: clients are not served
 With --watch the status is printed again every --interval until Ctrl-C, and
@@ -81,6 +82,10 @@ func printHealth(w io.Writer, r redundancy.Report) {
 // activePID prints the pid of the active node's service or agent, for
 // scripts (`kill -9 $(haven status --active-pid service)`), without jq.
 func activePID(out, errw io.Writer, st api.Status, which string) int {
+	if st.LeaderIsUnknown() {
+		fmt.Fprintf(errw, "haven status: the active node is unknown (%s); no agent that answered knows it\n", st.LeaderUnknown)
+		return exitFailure
+	}
 	for _, n := range st.Nodes {
 		if n.Role != ha.RoleActive || n.Name != st.Leader.Node {
 			continue
@@ -116,11 +121,25 @@ func showStatus(out, errw io.Writer, client *api.Client, addrs []string, asJSON 
 			st.Redundancy = &r
 		}
 		_ = writeJSON(out, st)
-		return statusCode(r)
+		return statusExit(st, r)
 	}
 	printStatus(out, st)
-	printHealth(out, r)
+	if st.LeaderIsUnknown() {
+		fmt.Fprintln(out, "\nredundancy: unknown (no agent that answered knows who is active; is the store reachable?)")
+	} else {
+		printHealth(out, r)
+	}
 	printVersions(out, st)
+	return statusExit(st, r)
+}
+
+// statusExit is status's exit code. An answer from an agent that does not
+// know the leader says nothing of whether clients are served: 1, as when
+// no agent answers, not 3.
+func statusExit(st api.Status, r redundancy.Report) int {
+	if st.LeaderIsUnknown() {
+		return exitFailure
+	}
 	return statusCode(r)
 }
 

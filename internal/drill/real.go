@@ -52,14 +52,26 @@ func (c *realCluster) nodes() []config.Node {
 	return out
 }
 
+// status is the first answer from an agent that knows the leader, else
+// the first answer (an agent that has not seen the store yet, e.g. one
+// just restarted, would show no active while another is).
 func (c *realCluster) status(ctx context.Context) (api.Status, error) {
 	var last error
+	var first *api.Status
 	for _, n := range c.nodes() {
 		st, err := c.api.WithTimeout(time.Second).Status(ctx, n.API)
-		if err == nil {
+		if err == nil && !st.LeaderIsUnknown() {
 			return st, nil
 		}
-		last = err
+		if err == nil && first == nil {
+			first = &st
+		}
+		if err != nil {
+			last = err
+		}
+	}
+	if first != nil {
+		return *first, nil
 	}
 	return api.Status{}, fmt.Errorf("no agent answered /status: %w", last)
 }

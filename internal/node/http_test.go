@@ -31,6 +31,7 @@ type handlerCluster struct {
 	store   *memstore.Server
 	agents  map[string]*agent.Agent
 	handler map[string]http.Handler
+	conns   map[string]*memstore.Client // each agent's connection to store
 }
 
 func newHandlerCluster(t *testing.T, extra string) *handlerCluster {
@@ -61,7 +62,12 @@ dashboard: {users: [{name: alice, role: viewer, password_hash: "$2a$04$ZQ4v3ZJY7
 				t.Fatal(err)
 			}
 		}
-		a, err := agent.New(cfg, n, c.store.Client(), clock.Real{}, log.With("node", n.Name))
+		conn := c.store.Client()
+		if c.conns == nil {
+			c.conns = map[string]*memstore.Client{}
+		}
+		c.conns[n.Name] = conn
+		a, err := agent.New(cfg, n, conn, clock.Real{}, log.With("node", n.Name))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -27,6 +27,7 @@ type fakeAgent struct {
 	role     string
 	requests int           // /status requests answered
 	roleAsks int           // /v1/role requests answered
+	asks     int           // /status requests, answered or not
 	down     bool          // /status answers 503 (the agent does not answer in time)
 	hold     chan struct{} // closed once a held request arrived; nil: hold none
 	release  chan struct{}
@@ -41,6 +42,9 @@ func (f *fakeAgent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Unlock()
 	switch r.URL.Path {
 	case "/status":
+		f.mu.Lock()
+		f.asks++
+		f.mu.Unlock()
 		if down {
 			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
@@ -49,7 +53,8 @@ func (f *fakeAgent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			close(hold)
 			<-release // answers the leader as it was when asked
 		}
-		fmt.Fprintf(w, `{"cluster":"redis","leader":{"node":%q,"epoch":7},"nodes":[]}`, leader)
+		// A starting agent has not seen the store: it does not know.
+		fmt.Fprintf(w, `{"cluster":"redis","leader":{"node":%q,"epoch":7},"leader_known":%t,"nodes":[]}`, leader, role != "starting")
 		f.mu.Lock()
 		f.requests++
 		f.mu.Unlock()
@@ -242,9 +247,8 @@ func (f writerFunc) Write(p []byte) (int, error) { f(p); return len(p), nil }
 // then. redis-node.sh started redis-server as a master on that "no
 // leader" (seen under load: the restarted node came back as an empty
 // master, won the next election and the other node resynced from it,
-// losing every write). It must wait until the agent's role is no longer
-// "starting" and it answers who leads, then start as a replica of the
-// active.
+// losing every write). It must wait until the agent says it knows who
+// leads (leader_known), then start as a replica of the active.
 func TestRedisRestartWaitsForTheAgentsView(t *testing.T) {
 	t.Parallel()
 	r := newRecipe(t, "redis")
@@ -263,9 +267,9 @@ func TestRedisRestartWaitsForTheAgentsView(t *testing.T) {
 		_ = syscall.Kill(-svc.Process.Pid, syscall.SIGKILL)
 		_ = svc.Wait()
 	})
-	waitFor(t, 20*time.Second, "redis-node.sh to ask the starting agent for its role three times (or start Redis)", func() bool {
+	waitFor(t, 20*time.Second, "redis-node.sh to ask the starting agent who leads three times (or start Redis)", func() bool {
 		agent.mu.Lock()
-		asks := agent.roleAsks
+		asks := agent.asks
 		agent.mu.Unlock()
 		return asks >= 3 || redisInfo(n1) != ""
 	})
@@ -275,11 +279,11 @@ func TestRedisRestartWaitsForTheAgentsView(t *testing.T) {
 	// Connected, but /status does not answer (a loaded agent): still no
 	// guess.
 	agent.mu.Lock()
-	agent.role, agent.down, agent.roleAsks = "standby", true, 0
+	agent.role, agent.down, agent.asks = "standby", true, 0
 	agent.mu.Unlock()
 	waitFor(t, 20*time.Second, "redis-node.sh to ask again while /status fails (or start Redis)", func() bool {
 		agent.mu.Lock()
-		asks := agent.roleAsks
+		asks := agent.asks
 		agent.mu.Unlock()
 		return asks >= 3 || redisInfo(n1) != ""
 	})

@@ -217,7 +217,8 @@ function onStatus(st) {
     loadTimelineSoon();
   } else if (first) {
     const a = st.nodes.find((n) => n.role === 'active');
-    $('live').textContent = a ? a.name + ' is active (epoch ' + a.epoch + ').' : 'No node is active.';
+    $('live').textContent = a ? a.name + ' is active (epoch ' + a.epoch + ').' :
+      st.leader_unknown ? 'Active node unknown (' + st.leader_unknown + ').' : 'No node is active.';
   }
   if (state.detail) renderDetail();
 }
@@ -243,10 +244,19 @@ function renderActive(st) {
   const aliases = st.aliases || {};
   const actives = st.nodes.filter((n) => roleOf(n) === 'active');
   const promoting = st.nodes.filter((n) => roleOf(n) === 'promoting');
-  const key = JSON.stringify([self, actives.map((n) => [n.name, n.epoch, n.api, aliases[n.name]]), promoting.map((n) => n.name)]);
+  const key = JSON.stringify([self, actives.map((n) => [n.name, n.epoch, n.api, aliases[n.name]]), promoting.map((n) => n.name), st.leader_unknown || '']);
   if (b.dataset.key === key) return;
   b.dataset.key = key;
   const parts = [];
+  if (st.leader_unknown) {
+    // The agent has no current view of the store: "no node is active"
+    // would be a guess.
+    b.className = 'active-banner none';
+    parts.push(el('strong', { text: 'Active node unknown' }));
+    parts.push(' (' + st.leader_unknown + '). This dashboard keeps working from ' + self + '.');
+    b.replaceChildren(...parts);
+    return;
+  }
   if (!actives.length) {
     b.className = 'active-banner none';
     parts.push(el('strong', { text: promoting.length ? promoting.map((n) => n.name).join(', ') + ' is taking over (promoting).' : 'No node is active.' }));
@@ -275,7 +285,7 @@ function renderActive(st) {
 function renderRedundancy(st) {
   const p = $('redundancy');
   const r = st.redundancy;
-  if (!r || r.state === 'ok') {
+  if (!r || r.state === 'ok' || st.leader_unknown) { // unknown: the banner says so
     p.hidden = true;
     p.replaceChildren();
     return;
