@@ -1,6 +1,7 @@
 package folders
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -33,7 +34,7 @@ func TestAbandonedUploadsAreRemoved(t *testing.T) {
 		if _, err := r.begin(e); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := r.chunk(e, 0, ChunkSum(data[:5]), data[:5]); err != nil {
+		if _, err := r.chunk(context.Background(), e, 0, ChunkSum(data[:5]), data[:5]); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -51,7 +52,7 @@ func TestAbandonedUploadsAreRemoved(t *testing.T) {
 		t.Fatalf("%d partial files, want 4 (two uploads and their meta)", n)
 	}
 	now = now.Add(20 * time.Minute)
-	if _, err := r.chunk(busy, 5, ChunkSum(data[5:10]), data[5:10]); err != nil {
+	if _, err := r.chunk(context.Background(), busy, 5, ChunkSum(data[5:10]), data[5:10]); err != nil {
 		t.Fatal(err)
 	}
 	now = now.Add(15 * time.Minute) // idle: 35 min untouched; busy: 15
@@ -61,10 +62,10 @@ func TestAbandonedUploadsAreRemoved(t *testing.T) {
 	if got := partials(); len(got) != 2 || !slices.Contains(got, filepath.Base(partialName("busy.bin"))) {
 		t.Errorf("the partial files are %v; want only busy.bin's upload and meta", got)
 	}
-	if _, err := r.chunk(idle, 5, ChunkSum(data[5:10]), data[5:10]); ha.KindOf(err) != ha.KindConflict {
+	if _, err := r.chunk(context.Background(), idle, 5, ChunkSum(data[5:10]), data[5:10]); ha.KindOf(err) != ha.KindConflict {
 		t.Errorf("a chunk of the removed upload: %v, want Conflict (begin again)", err)
 	}
-	if _, err := r.chunk(busy, 10, ChunkSum(data[10:]), data[10:]); err != nil {
+	if _, err := r.chunk(context.Background(), busy, 10, ChunkSum(data[10:]), data[10:]); err != nil {
 		t.Errorf("the upload in progress: %v", err)
 	}
 	// A restart: the busy upload is a leftover now, as is a commit that
@@ -233,7 +234,7 @@ func TestPartialsBesideTheirFiles(t *testing.T) {
 	if _, err := r.begin(e); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.chunk(e, 0, ChunkSum(data[:4]), data[:4]); err != nil {
+	if _, err := r.chunk(context.Background(), e, 0, ChunkSum(data[:4]), data[:4]); err != nil {
 		t.Fatal(err)
 	}
 	part := filepath.Join(dir, filepath.FromSlash(partialName(e.Path)))
@@ -261,7 +262,7 @@ func TestPartialsBesideTheirFiles(t *testing.T) {
 	if _, err := r.begin(e2); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.chunk(e2, 0, ChunkSum(data), data); err != nil {
+	if _, err := r.chunk(context.Background(), e2, 0, ChunkSum(data), data); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.commit(e2); err != nil {

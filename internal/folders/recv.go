@@ -2,6 +2,7 @@ package folders
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -80,6 +81,9 @@ type upload struct {
 	// receiver.mu, then upload.mu (never the other way round).
 	mu   sync.Mutex
 	done bool // committed or discarded: a chunk arriving now begins again
+	// moved is closed (and replaced) when off moves or done is set: a
+	// chunk that arrived ahead of its turn waits on it (chunksInFlight).
+	moved chan struct{}
 	// resumable: a begin may resume it (a meta file beside it says which
 	// version it is). A whole file in one request is not: its partial has
 	// a name of its own, so its commit needs not move it aside first.
@@ -125,10 +129,24 @@ func (r *receiver) dropUploads() {
 		if u.f != nil {
 			_ = u.f.Close()
 		}
-		u.done = true
+		u.finish()
 		u.mu.Unlock()
 		delete(r.uploads, p)
 	}
+}
+
+// finish marks the upload done and wakes the chunks waiting for their
+// turn. Called with u.mu held.
+func (u *upload) finish() {
+	u.done = true
+	u.wake()
+}
+
+// wake tells the chunks waiting for their turn that off moved or the
+// upload is done. Called with u.mu held.
+func (u *upload) wake() {
+	close(u.moved)
+	u.moved = make(chan struct{})
 }
 
 // manifest lists what the folder holds now, with the SHA-256 of the files
@@ -162,6 +180,10 @@ func checkFile(e Entry) (string, error) {
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// chunkTurnWait bounds how long a chunk that arrived ahead of its turn
+// waits for the chunks before it (a sender that lost one gives up sooner).
+const chunkTurnWait = time.Minute
 
 // ChunkSum is a chunk's checksum as sent: CRC-32C in 8 hex digits
 // (hardware-assisted, so that a 100 MiB file costs no extra SHA-256 passes).
@@ -204,14 +226,14 @@ func (r *receiver) open(e Entry, resume bool) (int64, error) {
 		if u.resumable {
 			u.mu.Lock()
 			_ = u.f.Close()
-			u.done = true
+			u.finish()
 			u.mu.Unlock()
 			delete(r.uploads, p)
 		} else {
 			r.discard(p, u) // a whole file's partial is never resumed
 		}
 	}
-	u := &upload{file: Entry{Path: p, Size: e.Size, MTime: e.MTime, Mode: e.Mode}, partial: partialName(p), h: sha256.New(), resumable: resume}
+	u := &upload{file: Entry{Path: p, Size: e.Size, MTime: e.MTime, Mode: e.Mode}, partial: partialName(p), h: sha256.New(), resumable: resume, moved: make(chan struct{})}
 	if !resume {
 		r.seq++
 		u.partial += fmt.Sprintf(".%d", r.seq)
@@ -260,7 +282,7 @@ func (r *receiver) open(e Entry, resume bool) (int64, error) {
 }
 
 // chunk writes data at off of the upload of e, after checking its SHA-256.
-func (r *receiver) chunk(e Entry, off int64, sum string, data []byte) (int64, error) {
+func (r *receiver) chunk(ctx context.Context, e Entry, off int64, sum string, data []byte) (int64, error) {
 	p, err := checkFile(e)
 	if err != nil {
 		return 0, err
@@ -276,6 +298,28 @@ func (r *receiver) chunk(e Entry, off int64, sum string, data []byte) (int64, er
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	// A sender keeps chunksInFlight chunks of a file on the wire: one that
+	// arrives before the chunk ahead of it is written waits for its turn
+	// (its bytes are read already: the transfer overlapped that write).
+	if off > u.off && off-u.off <= int64(chunksInFlight-1)*api.MaxFolderChunk {
+		t := time.NewTimer(chunkTurnWait)
+		defer t.Stop()
+	wait:
+		for !u.done && off > u.off {
+			moved := u.moved
+			u.mu.Unlock()
+			select {
+			case <-moved:
+				u.mu.Lock()
+			case <-ctx.Done():
+				u.mu.Lock()
+				break wait
+			case <-t.C:
+				u.mu.Lock()
+				break wait
+			}
+		}
+	}
 	if u.done {
 		return 0, ha.Errorf(ha.KindConflict, "no upload of this version of %s in progress; begin it again", p)
 	}
@@ -293,6 +337,7 @@ func (r *receiver) chunk(e Entry, off int64, sum string, data []byte) (int64, er
 	}
 	u.off += int64(len(data))
 	u.last = r.now()
+	u.wake()
 	return u.off, nil
 }
 
@@ -319,7 +364,7 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 	if u.h != nil {
 		sum = hex.EncodeToString(u.h.Sum(nil))
 	}
-	u.done = true // the upload is this call's now
+	u.finish() // the upload is this call's now
 	u.mu.Unlock()
 	if b, err := hex.DecodeString(e.SHA256); err != nil || len(b) != sha256.Size {
 		r.discard(p, u)
@@ -587,7 +632,7 @@ func (r *receiver) discard(p string, u *upload) {
 	if u.f != nil {
 		_ = u.f.Close()
 	}
-	u.done = true
+	u.finish()
 	u.mu.Unlock()
 	_ = r.root.Remove(u.partial)
 	_ = r.root.Remove(u.partial + ".meta")
