@@ -298,3 +298,92 @@ func TestPartialsBesideTheirFiles(t *testing.T) {
 		t.Errorf("c/d holds %d entries, want only e.bin", len(ents))
 	}
 }
+
+// TestAbandonedUploadLeavesNoEmptyDirectory: the directories an upload's
+// begin made go with its partial file when the upload is given up (swept
+// while running, a leftover at start, a whole file refused); a directory
+// with a file in it stays, and so does the folder. Before, an empty
+// directory stayed on the standby.
+func TestAbandonedUploadLeavesNoEmptyDirectory(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	now := time.Now()
+	r, err := newReceiver("rec", dir, "n2", Matcher{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.now = func() time.Time { return now }
+	data := []byte("0123456789abcdefghij")
+	if _, err := put(t, r, "keep/kept.bin", data, 8); err != nil {
+		t.Fatal(err)
+	}
+	idle := Entry{Path: "a/b/c/idle.bin", Size: int64(len(data)), MTime: 1_700_000_000_000_000_000}
+	beside := Entry{Path: "keep/idle.bin", Size: int64(len(data)), MTime: 1_700_000_000_000_000_000}
+	for _, e := range []Entry{idle, beside} {
+		if _, err := r.begin(e); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.chunk(context.Background(), e, 0, ChunkSum(data[:5]), data[:5]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a/b/c")); err != nil {
+		t.Fatalf("the upload's directories: %v", err)
+	}
+	now = now.Add(31 * time.Minute)
+	if n := r.sweep(30*time.Minute, false); n != 2 {
+		t.Errorf("sweep removed %d uploads, want 2", n)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a")); !os.IsNotExist(err) {
+		t.Errorf("a/b/c of the abandoned upload: %v, want them gone", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "keep/kept.bin")); err != nil || string(b) != string(data) {
+		t.Errorf("keep/kept.bin: %q, %v; want it kept", b, err)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Errorf("the folder itself: %v", err)
+	}
+
+	// A whole file refused (its CRC-32C does not match) leaves nothing.
+	bad := append([]byte{}, data...)
+	bad[0] ^= 1
+	e := Entry{Path: "d/e/refused.bin", Size: int64(len(data)), MTime: 1_700_000_000_000_000_000}
+	if err := r.beginAfresh(e); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.chunk(context.Background(), e, 0, ChunkSum(data), bad); ha.KindOf(err) != ha.KindInvalid {
+		t.Fatalf("a corrupt whole file: %v, want Invalid", err)
+	}
+	r.drop(e.Path)
+	if _, err := os.Stat(filepath.Join(dir, "d")); !os.IsNotExist(err) {
+		t.Errorf("d/e of the refused file: %v, want them gone", err)
+	}
+
+	// A leftover of before a restart, in directories of its own, goes at
+	// start with them.
+	r.close()
+	left := filepath.Join(dir, "x/y", filepath.Base(partialName("x/y/old.bin")))
+	if err := os.MkdirAll(filepath.Dir(left), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(left, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	long := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(left, long, long); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := New(Options{Node: "n2", Folders: []Folder{{Name: "rec", Path: dir}},
+		Role:   func() (bool, ha.Epoch) { return false, 0 },
+		Leader: func() ha.Leader { return ha.Leader{} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	if _, err := os.Stat(filepath.Join(dir, "x")); !os.IsNotExist(err) {
+		t.Errorf("x/y of a leftover upload after a restart: %v, want them gone", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "keep/kept.bin")); err != nil {
+		t.Errorf("keep/kept.bin after a restart: %v", err)
+	}
+}

@@ -590,7 +590,7 @@ func (r *receiver) sweep(timeout time.Duration, start bool) (removed int) {
 			}
 		}
 		_ = f.Close()
-		left := 0
+		left, gone := 0, 0
 		for _, d := range ents {
 			rel := path.Join(dir, d.Name())
 			if mine[rel] || r.busy[rel] {
@@ -605,6 +605,7 @@ func (r *receiver) sweep(timeout time.Duration, start bool) (removed int) {
 			if (start && claimed) || (!claimed && now.Sub(fi.ModTime()) >= timeout) {
 				if r.root.Remove(rel) == nil {
 					removed++
+					gone++
 					continue
 				}
 			}
@@ -612,6 +613,9 @@ func (r *receiver) sweep(timeout time.Duration, start bool) (removed int) {
 		}
 		if left == 0 {
 			delete(r.pdirs, dir)
+		}
+		if left == 0 && gone > 0 {
+			r.prune(dir) // the directories the abandoned uploads made
 		}
 	}
 	return removed
@@ -637,6 +641,24 @@ func (r *receiver) discard(p string, u *upload) {
 	_ = r.root.Remove(u.partial)
 	_ = r.root.Remove(u.partial + ".meta")
 	delete(r.uploads, p)
+	r.prune(path.Dir(u.partial))
+}
+
+// prune removes the directory d (relative to the root) if it is empty,
+// and then each parent left empty: an upload given up must not leave the
+// directories its begin made (files only make directories here; one
+// with files or anything else in it stays). Called with r.mu held, after
+// removing a partial file from d.
+func (r *receiver) prune(d string) {
+	for ; d != "." && d != "/" && d != "" && d != stateDir; d = path.Dir(d) {
+		if fi, err := r.root.Lstat(d); err != nil || !fi.IsDir() {
+			return
+		}
+		if r.root.Remove(d) != nil { // not empty (or not ours to remove)
+			return
+		}
+		delete(r.pdirs, d)
+	}
 }
 
 // remove deletes the file at e.Path (delete: mirror); a missing file is fine.
