@@ -15,10 +15,13 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/ha"
@@ -52,6 +55,7 @@ type receiver struct {
 	smu   sync.Mutex
 	syncs map[string]*dirSync
 	seq   uint64          // numbers the partial files of whole-file uploads
+	noTmp bool            // the file system has no O_TMPFILE (or no /proc): named partial files only
 	busy  map[string]bool // partial files (relative paths) a commit is renaming into place
 	// pdirs are the directories that may hold partial files: those seen
 	// with some at start and those of uploads begun since; a sweep looks
@@ -88,6 +92,10 @@ type upload struct {
 	// version it is). A whole file in one request is not: its partial has
 	// a name of its own, so its commit needs not move it aside first.
 	resumable bool
+	// tmp: a whole file's upload into an unnamed file (O_TMPFILE) in its
+	// destination's directory, linked into place by its commit: nothing
+	// to create, rename or sweep; partial is only its name's stand-in.
+	tmp bool
 }
 
 func newReceiver(name, dir, node string, m Matcher) (*receiver, error) {
@@ -255,6 +263,28 @@ func (r *receiver) open(e Entry, resume bool) (int64, error) {
 		}
 	}
 	u.h = nil // from the first byte
+	if !resume && !r.noTmp {
+		f, err := r.root.OpenFile(path.Dir(p), unix.O_TMPFILE|os.O_RDWR, 0o600)
+		if errors.Is(err, fs.ErrNotExist) { // its directories are made now
+			if err = r.mkdirs(path.Dir(p)); err == nil {
+				f, err = r.root.OpenFile(path.Dir(p), unix.O_TMPFILE|os.O_RDWR, 0o600)
+			}
+		}
+		if err == nil {
+			if _, serr := os.Stat(procFd(f)); serr != nil {
+				_ = f.Close() // no /proc: an unnamed file could not be linked
+				err = syscall.EOPNOTSUPP
+			}
+		}
+		switch {
+		case err == nil:
+			u.f, u.last, u.tmp = f, r.now(), true
+			r.uploads[p] = u
+			return 0, nil
+		case errors.Is(err, syscall.EOPNOTSUPP), errors.Is(err, syscall.EINVAL), errors.Is(err, syscall.EISDIR):
+			r.noTmp = true // named partial files from now on
+		}
+	}
 	r.pdirs[path.Dir(p)] = true
 	f, err := r.root.OpenFile(u.partial, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if errors.Is(err, fs.ErrNotExist) { // its directories are made now
@@ -390,18 +420,21 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 			u.partial = claimed
 		}
 	}
-	r.busy[u.partial] = true
+	claimed := u.partial
+	r.busy[claimed] = true
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
-		delete(r.busy, u.partial)
+		delete(r.busy, claimed)
 		r.mu.Unlock()
 	}()
 	done := func(err error) (Entry, error) {
 		if u.f != nil {
 			_ = u.f.Close()
 		}
-		_ = r.root.Remove(u.partial)
+		if u.partial != p { // not an unnamed file linked into place already
+			_ = r.root.Remove(u.partial)
+		}
 		return Entry{}, r.writeErr(p, err)
 	}
 	if err != nil {
@@ -417,11 +450,30 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 		return done(err)
 	}
 	mt := time.Unix(0, e.MTime)
-	if err := r.root.Chtimes(u.partial, mt, mt); err != nil {
+	if u.tmp {
+		ts := []unix.Timespec{unix.NsecToTimespec(e.MTime), unix.NsecToTimespec(e.MTime)}
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, procFd(u.f), ts, 0); err != nil {
+			return done(err)
+		}
+	} else if err := r.root.Chtimes(u.partial, mt, mt); err != nil {
 		return done(err)
 	}
 	if err := u.f.Sync(); err != nil {
 		return done(err)
+	}
+	if u.tmp {
+		// The unnamed file gets its name: at once when p is new (one
+		// link instead of a create and a rename), else a partial's name
+		// first and the rename over the old version below.
+		err := r.link(u.f, p)
+		if errors.Is(err, fs.ErrExist) {
+			err = r.link(u.f, u.partial)
+		} else if err == nil {
+			u.partial = p // in place already
+		}
+		if err != nil {
+			return done(err)
+		}
 	}
 	if err := u.f.Close(); err != nil {
 		u.f = nil
@@ -430,7 +482,9 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 	u.f = nil
 	// Into place, in the same directory; its directories are made (and
 	// fsynced) again only when the rename finds them gone meanwhile.
-	err = r.root.Rename(u.partial, p)
+	if u.partial != p {
+		err = r.root.Rename(u.partial, p)
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		if err = r.mkdirs(path.Dir(p)); err == nil {
 			err = r.root.Rename(u.partial, p)
@@ -448,6 +502,31 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 	r.sums[p] = out
 	r.mu.Unlock()
 	return out, nil
+}
+
+// procFd names the open file f by its descriptor in /proc (an unnamed
+// file's only name).
+func procFd(f *os.File) string { return "/proc/self/fd/" + strconv.Itoa(int(f.Fd())) }
+
+// link gives the open unnamed file f the name p (relative to the root):
+// linkat in p's directory, opened under the root, with a name of one
+// component, so that the link cannot land outside the folder.
+func (r *receiver) link(f *os.File, p string) error {
+	d, err := r.root.Open(path.Dir(p))
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = r.mkdirs(path.Dir(p)); err == nil {
+			d, err = r.root.Open(path.Dir(p))
+		}
+	}
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	err = unix.Linkat(unix.AT_FDCWD, procFd(f), int(d.Fd()), path.Base(p), unix.AT_SYMLINK_FOLLOW)
+	if err != nil {
+		return &fs.PathError{Op: "linkat", Path: p, Err: err}
+	}
+	return nil
 }
 
 // mkdirs makes the directory d (relative to the root) and those above it
@@ -638,8 +717,10 @@ func (r *receiver) discard(p string, u *upload) {
 	}
 	u.finish()
 	u.mu.Unlock()
-	_ = r.root.Remove(u.partial)
-	_ = r.root.Remove(u.partial + ".meta")
+	if !u.tmp { // an unnamed file went with its close
+		_ = r.root.Remove(u.partial)
+		_ = r.root.Remove(u.partial + ".meta")
+	}
 	delete(r.uploads, p)
 	r.prune(path.Dir(u.partial))
 }

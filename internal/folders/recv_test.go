@@ -229,3 +229,56 @@ func TestChunkAheadWaitsForItsTurn(t *testing.T) {
 		t.Fatalf("a chunk far ahead: %v, want Conflict at once", err)
 	}
 }
+
+// TestWholeFileIsLinkedIntoPlace: a whole file in one request is written
+// into an unnamed file (O_TMPFILE) in its directory and linked into place
+// by its commit, with its mode and modification time (to the nanosecond),
+// whether the path is new or holds an older version; no partial file is
+// left, and one given up leaves nothing on disk.
+func TestWholeFileIsLinkedIntoPlace(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	r, err := newReceiver("rec", dir, "n2", Matcher{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	whole := func(p string, data []byte, mtime int64) {
+		t.Helper()
+		e := Entry{Path: p, Size: int64(len(data)), MTime: mtime, Mode: 0o640}
+		if err := r.beginAfresh(e); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.chunk(context.Background(), e, 0, ChunkSum(data), data); err != nil {
+			t.Fatal(err)
+		}
+		e.SHA256 = sum(data)
+		if _, err := r.commit(e); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(filepath.Join(dir, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile(filepath.Join(dir, p)); string(b) != string(data) || fi.Mode().Perm() != 0o640 || fi.ModTime().UnixNano() != mtime {
+			t.Fatalf("%s: %q, mode %v, mtime %d; want %q, 0640, %d", p, b, fi.Mode().Perm(), fi.ModTime().UnixNano(), data, mtime)
+		}
+	}
+	whole("sub/new.txt", []byte("first"), 1_700_000_000_123_456_789)
+	whole("sub/new.txt", []byte("second version"), 1_700_000_001_987_654_321)
+	if !r.noTmp {
+		e := Entry{Path: "sub/given-up.txt", Size: 5, MTime: 1}
+		if err := r.beginAfresh(e); err != nil {
+			t.Fatal(err)
+		}
+		r.drop(e.Path)
+	}
+	ents, _ := os.ReadDir(filepath.Join(dir, "sub"))
+	if len(ents) != 1 || ents[0].Name() != "new.txt" {
+		var names []string
+		for _, d := range ents {
+			names = append(names, d.Name())
+		}
+		t.Fatalf("sub holds %v, want only new.txt", names)
+	}
+}
