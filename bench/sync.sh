@@ -4,7 +4,13 @@
 #      up): haven (two folder services in one process, HTTPS with mutual TLS,
 #      CRC-32C per chunk, SHA-256 per file, fsync before the rename) against
 #      `rsync -a --fsync` to an rsync daemon on 127.0.0.1 (plain TCP, no
-#      encryption), ROUNDS times alternating; the median ratio is the figure.
+#      encryption), on the same files, ROUNDS rounds; each round runs both
+#      (odd rounds rsync first, even rounds haven first), each after a
+#      `sync` and with its source read once before (both from a warm page
+#      cache; both write to the same disk and fsync every file). Each
+#      round's ratio is printed with the load then; the median of the
+#      rounds' ratios is the figure. Data sets: "mixed" (below) and "big"
+#      (the 100 MiB file alone; BIGALONE=0 skips it).
 #   2. latency: the time from a file's close on the active until it is on
 #      the standby, p50/p99, for 1 KiB, 1 MiB and 10 MiB files (and 100 MiB
 #      with FULL=1), with the default quiet time of 500 ms.
@@ -29,7 +35,10 @@ for i in $(seq 1 1000); do head -c 1024 /dev/urandom >"$DATA/small/k$i"; done
 for i in $(seq 1 50); do head -c 1048576 /dev/urandom >"$DATA/medium/m$i"; done
 head -c 104857600 /dev/urandom >"$DATA/big"
 BYTES=$(du -sb "$DATA" | cut -f1)
-echo "data: 1051 files, $BYTES bytes"
+echo "data: 1051 files, $BYTES bytes (mixed); the 100 MiB file alone (big)"
+BIG="$W/big"
+mkdir -p "$BIG"
+ln "$DATA/big" "$BIG/big"
 
 PORT=$((20000 + RANDOM % 20000))
 cat >"$W/rsyncd.conf" <<CFG
@@ -47,8 +56,6 @@ for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && brea
 
 go test -c -o "$W/folders.test" ./internal/folders
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-: >"$W/ratios"
-: >"$W/cpuratios"
 cputicks() { # sets TICKS: this shell's children's and the rsync daemon's children's CPU ticks
   times >"$W/times" # in this shell: a subshell's children are not this shell's
   local c d
@@ -56,31 +63,53 @@ cputicks() { # sets TICKS: this shell's children's and the rsync daemon's childr
   d=$(awk '{print $16 + $17}' "/proc/$RSYNCD/stat")
   TICKS=$(echo "$c * $(getconf CLK_TCK) + $d" | bc -l)
 }
-for r in $(seq 1 "$ROUNDS"); do
-  rm -rf "$W/rsdst"/* "$W/rsdst"/.[!.]* 2>/dev/null || true
+warm() { find "$1" -type f -exec cat {} + >/dev/null; } # both tools read from a warm page cache
+run_rsync() { # $1: data set; sets RS (MB/s) and RSCPU (s)
+  rm -rf "$W/rsdst"/* "$W/rsdst"/.[!.]* "$1/.haven-sync" 2>/dev/null || true
   sync
+  warm "$1"
   # CPU of rsync: the client (this shell's children) and the daemon's
   # per-connection children (cutime+cstime in /proc/PID/stat), in ticks.
   cputicks
-  c0=$TICKS
+  local c0=$TICKS t0 t1
   t0=$(date +%s.%N)
-  rsync -a --fsync "$DATA/" "rsync://127.0.0.1:$PORT/dst/"
+  rsync -a --fsync "$1/" "rsync://127.0.0.1:$PORT/dst/"
   t1=$(date +%s.%N)
   sleep 0.2 # the daemon reaps its connection's child
   cputicks
-  rscpu=$(echo "($TICKS - $c0) / $(getconf CLK_TCK)" | bc -l)
-  rs=$(echo "$BYTES / ($t1 - $t0) / 1000000" | bc -l)
-  rm -rf "$DATA/.haven-sync"
+  RSCPU=$(echo "($TICKS - $c0) / $(getconf CLK_TCK)" | bc -l)
+  RS=$(echo "$(du -sb --exclude=.haven-sync "$1" | cut -f1) / ($t1 - $t0) / 1000000" | bc -l)
+}
+run_haven() { # $1: data set; sets HV (MB/s) and HVCPU (s)
+  rm -rf "$1/.haven-sync"
   sync
-  out=$(HAVEN_SYNC_DATA="$DATA" "$W/folders.test" -test.run '^$' -test.bench BenchmarkSyncThroughput -test.benchtime 1x)
-  hv=$(echo "$out" | awk '/^BenchmarkSyncThroughput/ {for (i=1;i<=NF;i++) if ($(i+1)=="MB/s") print $i}')
-  hvcpu=$(echo "$out" | awk '/^BenchmarkSyncThroughput/ {for (i=1;i<=NF;i++) if ($(i+1)=="cpu-s/sync") print $i}')
-  printf "round %d (load %s): rsync -a --fsync (daemon, plain TCP) %.1f MB/s, %.2f CPU s; haven (mutual TLS) %.1f MB/s, %.2f CPU s; ratio %.2f, CPU ratio %.2f\n" "$r" "$(cut -d' ' -f1 /proc/loadavg)" "$rs" "$rscpu" "$hv" "$hvcpu" "$(echo "$hv / $rs" | bc -l)" "$(echo "$hvcpu / $rscpu" | bc -l)"
-  echo "$hv / $rs" | bc -l >>"$W/ratios"
-  echo "$hvcpu / $rscpu" | bc -l >>"$W/cpuratios"
+  warm "$1"
+  local out
+  out=$(HAVEN_SYNC_DATA="$1" "$W/folders.test" -test.run '^$' -test.bench BenchmarkSyncThroughput -test.benchtime 1x)
+  HV=$(echo "$out" | awk '/^BenchmarkSyncThroughput/ {for (i=1;i<=NF;i++) if ($(i+1)=="MB/s") print $i}')
+  HVCPU=$(echo "$out" | awk '/^BenchmarkSyncThroughput/ {for (i=1;i<=NF;i++) if ($(i+1)=="cpu-s/sync") print $i}')
+}
+# side SET ROUND: one round of both tools on data set SET, in alternating
+# order (odd rounds rsync first, even rounds haven first), both reading a
+# warm page cache and both writing with an fsync per file.
+side() {
+  local set=$1 r=$2 dir=$DATA
+  [ "$set" = big ] && dir=$BIG
+  if [ $((r % 2)) = 1 ]; then run_rsync "$dir"; run_haven "$dir"; else run_haven "$dir"; run_rsync "$dir"; fi
+  printf "%s round %d (load %s, %s first): rsync -a --fsync (daemon, plain TCP) %.1f MB/s, %.2f CPU s; haven (mutual TLS) %.1f MB/s, %.2f CPU s; ratio %.2f, CPU ratio %.2f\n" "$set" "$r" "$(cut -d' ' -f1 /proc/loadavg)" "$([ $((r % 2)) = 1 ] && echo rsync || echo haven)" "$RS" "$RSCPU" "$HV" "$HVCPU" "$(echo "$HV / $RS" | bc -l)" "$(echo "$HVCPU / $RSCPU" | bc -l)"
+  echo "$HV / $RS" | bc -l >>"$W/ratios-$set"
+  echo "$HVCPU / $RSCPU" | bc -l >>"$W/cpuratios-$set"
+}
+SETS="mixed"
+[ "${BIGALONE:-1}" = 1 ] && SETS="mixed big"
+for set in $SETS; do
+  : >"$W/ratios-$set"
+  : >"$W/cpuratios-$set"
+  for r in $(seq 1 "$ROUNDS"); do side "$set" "$r"; done
+  printf "%s: throughput ratio haven/rsync per round: %s; median of %d rounds: %.2f\n" "$set" "$(xargs printf '%.2f ' <"$W/ratios-$set")" "$ROUNDS" "$(median <"$W/ratios-$set")"
+  printf "%s: CPU time ratio haven/rsync (both ends), median of %d rounds: %.2f\n" "$set" "$ROUNDS" "$(median <"$W/cpuratios-$set")"
 done
-printf "throughput ratio haven/rsync, median of %d rounds: %.2f\n" "$ROUNDS" "$(median <"$W/ratios")"
-printf "CPU time ratio haven/rsync (both ends), median of %d rounds: %.2f\n" "$ROUNDS" "$(median <"$W/cpuratios")"
+echo "load average after the throughput rounds: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 SIZES="1024:1048576:10485760"
 [ "${FULL:-0}" = 1 ] && SIZES="$SIZES:104857600"

@@ -1,6 +1,7 @@
 package folders
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -33,7 +34,7 @@ func TestAbandonedUploadsAreRemoved(t *testing.T) {
 		if _, err := r.begin(e); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := r.chunk(e, 0, ChunkSum(data[:5]), data[:5]); err != nil {
+		if _, err := r.chunk(context.Background(), e, 0, ChunkSum(data[:5]), data[:5]); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -51,7 +52,7 @@ func TestAbandonedUploadsAreRemoved(t *testing.T) {
 		t.Fatalf("%d partial files, want 4 (two uploads and their meta)", n)
 	}
 	now = now.Add(20 * time.Minute)
-	if _, err := r.chunk(busy, 5, ChunkSum(data[5:10]), data[5:10]); err != nil {
+	if _, err := r.chunk(context.Background(), busy, 5, ChunkSum(data[5:10]), data[5:10]); err != nil {
 		t.Fatal(err)
 	}
 	now = now.Add(15 * time.Minute) // idle: 35 min untouched; busy: 15
@@ -61,10 +62,10 @@ func TestAbandonedUploadsAreRemoved(t *testing.T) {
 	if got := partials(); len(got) != 2 || !slices.Contains(got, filepath.Base(partialName("busy.bin"))) {
 		t.Errorf("the partial files are %v; want only busy.bin's upload and meta", got)
 	}
-	if _, err := r.chunk(idle, 5, ChunkSum(data[5:10]), data[5:10]); ha.KindOf(err) != ha.KindConflict {
+	if _, err := r.chunk(context.Background(), idle, 5, ChunkSum(data[5:10]), data[5:10]); ha.KindOf(err) != ha.KindConflict {
 		t.Errorf("a chunk of the removed upload: %v, want Conflict (begin again)", err)
 	}
-	if _, err := r.chunk(busy, 10, ChunkSum(data[10:]), data[10:]); err != nil {
+	if _, err := r.chunk(context.Background(), busy, 10, ChunkSum(data[10:]), data[10:]); err != nil {
 		t.Errorf("the upload in progress: %v", err)
 	}
 	// A restart: the busy upload is a leftover now, as is a commit that
@@ -222,7 +223,7 @@ func TestPartialsBesideTheirFiles(t *testing.T) {
 	if _, err := r.begin(e); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.chunk(e, 0, ChunkSum(data[:4]), data[:4]); err != nil {
+	if _, err := r.chunk(context.Background(), e, 0, ChunkSum(data[:4]), data[:4]); err != nil {
 		t.Fatal(err)
 	}
 	part := filepath.Join(dir, filepath.FromSlash(partialName(e.Path)))
@@ -250,7 +251,7 @@ func TestPartialsBesideTheirFiles(t *testing.T) {
 	if _, err := r.begin(e2); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.chunk(e2, 0, ChunkSum(data), data); err != nil {
+	if _, err := r.chunk(context.Background(), e2, 0, ChunkSum(data), data); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.commit(e2); err != nil {
@@ -272,6 +273,83 @@ func TestPartialsBesideTheirFiles(t *testing.T) {
 	ents, _ := os.ReadDir(filepath.Join(dir, "c", "d"))
 	if len(ents) != 1 {
 		t.Errorf("c/d holds %d entries, want only e.bin", len(ents))
+	}
+}
+
+// TestAbandonedUploadLeavesNoEmptyDirectory: the directories an upload's
+// begin made go with its partial file when the upload is given up (swept
+// while running, a leftover at start, a whole file refused); a directory
+// with a file in it stays, and so does the folder. Before, an empty
+// directory stayed on the standby.
+func TestAbandonedUploadLeavesNoEmptyDirectory(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	now := time.Now()
+	r, err := newReceiver("rec", dir, "n2", Matcher{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.now = func() time.Time { return now }
+	data := []byte("0123456789abcdefghij")
+	if _, err := put(t, r, "keep/kept.bin", data, 8); err != nil {
+		t.Fatal(err)
+	}
+	idle := Entry{Path: "a/b/c/idle.bin", Size: int64(len(data)), MTime: 1_700_000_000_000_000_000}
+	beside := Entry{Path: "keep/idle.bin", Size: int64(len(data)), MTime: 1_700_000_000_000_000_000}
+	for _, e := range []Entry{idle, beside} {
+		if _, err := r.begin(e); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.chunk(context.Background(), e, 0, ChunkSum(data[:5]), data[:5]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a/b/c")); err != nil {
+		t.Fatalf("the upload's directories: %v", err)
+	}
+	now = now.Add(31 * time.Minute)
+	if n := r.sweep(30*time.Minute, false); n != 2 {
+		t.Errorf("sweep removed %d uploads, want 2", n)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a")); !os.IsNotExist(err) {
+		t.Errorf("a/b/c of the abandoned upload: %v, want them gone", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "keep/kept.bin")); err != nil || string(b) != string(data) {
+		t.Errorf("keep/kept.bin: %q, %v; want it kept", b, err)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Errorf("the folder itself: %v", err)
+	}
+
+	// A whole file refused (its CRC-32C does not match) leaves nothing.
+	bad := append([]byte{}, data...)
+	bad[0] ^= 1
+	e := Entry{Path: "d/e/refused.bin", Size: int64(len(data)), MTime: 1_700_000_000_000_000_000}
+	if err := r.beginAfresh(e); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.chunk(context.Background(), e, 0, ChunkSum(data), bad); ha.KindOf(err) != ha.KindInvalid {
+		t.Fatalf("a corrupt whole file: %v, want Invalid", err)
+	}
+	r.drop(e.Path)
+	if _, err := os.Stat(filepath.Join(dir, "d")); !os.IsNotExist(err) {
+		t.Errorf("d/e of the refused file: %v, want them gone", err)
+	}
+
+	// A leftover of before a restart, in directories of its own, goes at
+	// start with them.
+	r.close()
+	left := filepath.Join(dir, "x/y", filepath.Base(partialName("x/y/old.bin")))
+	if err := os.MkdirAll(filepath.Dir(left), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	leaveOld(t, left)
+	restartStandby(t, dir)
+	if _, err := os.Stat(filepath.Join(dir, "x")); !os.IsNotExist(err) {
+		t.Errorf("x/y of a leftover upload after a restart: %v, want them gone", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "keep/kept.bin")); err != nil {
+		t.Errorf("keep/kept.bin after a restart: %v", err)
 	}
 }
 

@@ -427,12 +427,12 @@ func (s *Service) FolderBegin(_ context.Context, folder string, w api.FolderWrit
 }
 
 // FolderChunk takes one chunk of an upload.
-func (s *Service) FolderChunk(_ context.Context, folder string, w api.FolderWrite, off int64, sum string, data []byte) (api.FolderOffset, error) {
+func (s *Service) FolderChunk(ctx context.Context, folder string, w api.FolderWrite, off int64, sum string, data []byte) (api.FolderOffset, error) {
 	r, err := s.receiverFor(folder, w.From, w.Epoch)
 	if err != nil {
 		return api.FolderOffset{}, err
 	}
-	n, err := r.chunk(w.File, off, sum, data)
+	n, err := r.chunk(ctx, w.File, off, sum, data)
 	return api.FolderOffset{Offset: n}, err
 }
 
@@ -465,7 +465,7 @@ func (s *Service) FolderBufferDone(b []byte) {
 }
 
 // FolderPut takes a file that fits in one chunk: begin, chunk and commit.
-func (s *Service) FolderPut(_ context.Context, folder string, w api.FolderWrite, sum string, data []byte) (api.FileEntry, error) {
+func (s *Service) FolderPut(ctx context.Context, folder string, w api.FolderWrite, sum string, data []byte) (api.FileEntry, error) {
 	r, err := s.receiverFor(folder, w.From, w.Epoch)
 	if err != nil {
 		return api.FileEntry{}, err
@@ -478,7 +478,7 @@ func (s *Service) FolderPut(_ context.Context, folder string, w api.FolderWrite,
 	if err := r.beginAfresh(w.File); err != nil {
 		return api.FileEntry{}, err
 	}
-	if _, err := r.chunk(w.File, 0, sum, data); err != nil {
+	if _, err := r.chunk(ctx, w.File, 0, sum, data); err != nil {
 		r.drop(w.File.Path) // nothing resumes it: free its space now (a full disk)
 		return api.FileEntry{}, err
 	}

@@ -2,6 +2,7 @@ package folders
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -14,10 +15,13 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/ha"
@@ -51,6 +55,7 @@ type receiver struct {
 	smu   sync.Mutex
 	syncs map[string]*dirSync
 	seq   uint64          // numbers the partial files of whole-file uploads
+	noTmp bool            // the file system has no O_TMPFILE (or no /proc): named partial files only
 	busy  map[string]bool // partial files (relative paths) a commit is renaming into place
 	// pdirs are the directories that may hold partial files: those seen
 	// with some at start and those of uploads begun since; a sweep looks
@@ -80,10 +85,17 @@ type upload struct {
 	// receiver.mu, then upload.mu (never the other way round).
 	mu   sync.Mutex
 	done bool // committed or discarded: a chunk arriving now begins again
+	// moved is closed (and replaced) when off moves or done is set: a
+	// chunk that arrived ahead of its turn waits on it (chunksInFlight).
+	moved chan struct{}
 	// resumable: a begin may resume it (a meta file beside it says which
 	// version it is). A whole file in one request is not: its partial has
 	// a name of its own, so its commit needs not move it aside first.
 	resumable bool
+	// tmp: a whole file's upload into an unnamed file (O_TMPFILE) in its
+	// destination's directory, linked into place by its commit: nothing
+	// to create, rename or sweep; partial is only its name's stand-in.
+	tmp bool
 }
 
 func newReceiver(name, dir, node string, m Matcher) (*receiver, error) {
@@ -125,10 +137,24 @@ func (r *receiver) dropUploads() {
 		if u.f != nil {
 			_ = u.f.Close()
 		}
-		u.done = true
+		u.finish()
 		u.mu.Unlock()
 		delete(r.uploads, p)
 	}
+}
+
+// finish marks the upload done and wakes the chunks waiting for their
+// turn. Called with u.mu held.
+func (u *upload) finish() {
+	u.done = true
+	u.wake()
+}
+
+// wake tells the chunks waiting for their turn that off moved or the
+// upload is done. Called with u.mu held.
+func (u *upload) wake() {
+	close(u.moved)
+	u.moved = make(chan struct{})
 }
 
 // manifest lists what the folder holds now, with the SHA-256 of the files
@@ -162,6 +188,10 @@ func checkFile(e Entry) (string, error) {
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// chunkTurnWait bounds how long a chunk that arrived ahead of its turn
+// waits for the chunks before it (a sender that lost one gives up sooner).
+const chunkTurnWait = time.Minute
 
 // ChunkSum is a chunk's checksum as sent: CRC-32C in 8 hex digits
 // (hardware-assisted, so that a 100 MiB file costs no extra SHA-256 passes).
@@ -204,14 +234,14 @@ func (r *receiver) open(e Entry, resume bool) (int64, error) {
 		if u.resumable {
 			u.mu.Lock()
 			_ = u.f.Close()
-			u.done = true
+			u.finish()
 			u.mu.Unlock()
 			delete(r.uploads, p)
 		} else {
 			r.discard(p, u) // a whole file's partial is never resumed
 		}
 	}
-	u := &upload{file: Entry{Path: p, Size: e.Size, MTime: e.MTime, Mode: e.Mode}, partial: partialName(p), h: sha256.New(), resumable: resume}
+	u := &upload{file: Entry{Path: p, Size: e.Size, MTime: e.MTime, Mode: e.Mode}, partial: partialName(p), h: sha256.New(), resumable: resume, moved: make(chan struct{})}
 	if !resume {
 		r.seq++
 		u.partial += fmt.Sprintf(".%d", r.seq)
@@ -233,6 +263,28 @@ func (r *receiver) open(e Entry, resume bool) (int64, error) {
 		}
 	}
 	u.h = nil // from the first byte
+	if !resume && !r.noTmp {
+		f, err := r.root.OpenFile(path.Dir(p), unix.O_TMPFILE|os.O_RDWR, 0o600)
+		if errors.Is(err, fs.ErrNotExist) { // its directories are made now
+			if err = r.mkdirs(path.Dir(p)); err == nil {
+				f, err = r.root.OpenFile(path.Dir(p), unix.O_TMPFILE|os.O_RDWR, 0o600)
+			}
+		}
+		if err == nil {
+			if _, serr := os.Stat(procFd(f)); serr != nil {
+				_ = f.Close() // no /proc: an unnamed file could not be linked
+				err = syscall.EOPNOTSUPP
+			}
+		}
+		switch {
+		case err == nil:
+			u.f, u.last, u.tmp = f, r.now(), true
+			r.uploads[p] = u
+			return 0, nil
+		case errors.Is(err, syscall.EOPNOTSUPP), errors.Is(err, syscall.EINVAL), errors.Is(err, syscall.EISDIR):
+			r.noTmp = true // named partial files from now on
+		}
+	}
 	r.pdirs[path.Dir(p)] = true
 	f, err := r.root.OpenFile(u.partial, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if errors.Is(err, fs.ErrNotExist) { // its directories are made now
@@ -260,7 +312,7 @@ func (r *receiver) open(e Entry, resume bool) (int64, error) {
 }
 
 // chunk writes data at off of the upload of e, after checking its SHA-256.
-func (r *receiver) chunk(e Entry, off int64, sum string, data []byte) (int64, error) {
+func (r *receiver) chunk(ctx context.Context, e Entry, off int64, sum string, data []byte) (int64, error) {
 	p, err := checkFile(e)
 	if err != nil {
 		return 0, err
@@ -276,6 +328,28 @@ func (r *receiver) chunk(e Entry, off int64, sum string, data []byte) (int64, er
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	// A sender keeps chunksInFlight chunks of a file on the wire: one that
+	// arrives before the chunk ahead of it is written waits for its turn
+	// (its bytes are read already: the transfer overlapped that write).
+	if off > u.off && off-u.off <= int64(chunksInFlight-1)*api.MaxFolderChunk {
+		t := time.NewTimer(chunkTurnWait)
+		defer t.Stop()
+	wait:
+		for !u.done && off > u.off {
+			moved := u.moved
+			u.mu.Unlock()
+			select {
+			case <-moved:
+				u.mu.Lock()
+			case <-ctx.Done():
+				u.mu.Lock()
+				break wait
+			case <-t.C:
+				u.mu.Lock()
+				break wait
+			}
+		}
+	}
 	if u.done {
 		return 0, ha.Errorf(ha.KindConflict, "no upload of this version of %s in progress; begin it again", p)
 	}
@@ -293,6 +367,7 @@ func (r *receiver) chunk(e Entry, off int64, sum string, data []byte) (int64, er
 	}
 	u.off += int64(len(data))
 	u.last = r.now()
+	u.wake()
 	return u.off, nil
 }
 
@@ -319,7 +394,7 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 	if u.h != nil {
 		sum = hex.EncodeToString(u.h.Sum(nil))
 	}
-	u.done = true // the upload is this call's now
+	u.finish() // the upload is this call's now
 	u.mu.Unlock()
 	if b, err := hex.DecodeString(e.SHA256); err != nil || len(b) != sha256.Size {
 		r.discard(p, u)
@@ -345,18 +420,21 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 			u.partial = claimed
 		}
 	}
-	r.busy[u.partial] = true
+	claimed := u.partial
+	r.busy[claimed] = true
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
-		delete(r.busy, u.partial)
+		delete(r.busy, claimed)
 		r.mu.Unlock()
 	}()
 	done := func(err error) (Entry, error) {
 		if u.f != nil {
 			_ = u.f.Close()
 		}
-		_ = r.root.Remove(u.partial)
+		if u.partial != p { // not an unnamed file linked into place already
+			_ = r.root.Remove(u.partial)
+		}
 		return Entry{}, r.writeErr(p, err)
 	}
 	if err != nil {
@@ -372,11 +450,30 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 		return done(err)
 	}
 	mt := time.Unix(0, e.MTime)
-	if err := r.root.Chtimes(u.partial, mt, mt); err != nil {
+	if u.tmp {
+		ts := []unix.Timespec{unix.NsecToTimespec(e.MTime), unix.NsecToTimespec(e.MTime)}
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, procFd(u.f), ts, 0); err != nil {
+			return done(err)
+		}
+	} else if err := r.root.Chtimes(u.partial, mt, mt); err != nil {
 		return done(err)
 	}
 	if err := u.f.Sync(); err != nil {
 		return done(err)
+	}
+	if u.tmp {
+		// The unnamed file gets its name: at once when p is new (one
+		// link instead of a create and a rename), else a partial's name
+		// first and the rename over the old version below.
+		err := r.link(u.f, p)
+		if errors.Is(err, fs.ErrExist) {
+			err = r.link(u.f, u.partial)
+		} else if err == nil {
+			u.partial = p // in place already
+		}
+		if err != nil {
+			return done(err)
+		}
 	}
 	if err := u.f.Close(); err != nil {
 		u.f = nil
@@ -385,7 +482,9 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 	u.f = nil
 	// Into place, in the same directory; its directories are made (and
 	// fsynced) again only when the rename finds them gone meanwhile.
-	err = r.root.Rename(u.partial, p)
+	if u.partial != p {
+		err = r.root.Rename(u.partial, p)
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		if err = r.mkdirs(path.Dir(p)); err == nil {
 			err = r.root.Rename(u.partial, p)
@@ -403,6 +502,31 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 	r.sums[p] = out
 	r.mu.Unlock()
 	return out, nil
+}
+
+// procFd names the open file f by its descriptor in /proc (an unnamed
+// file's only name).
+func procFd(f *os.File) string { return "/proc/self/fd/" + strconv.Itoa(int(f.Fd())) }
+
+// link gives the open unnamed file f the name p (relative to the root):
+// linkat in p's directory, opened under the root, with a name of one
+// component, so that the link cannot land outside the folder.
+func (r *receiver) link(f *os.File, p string) error {
+	d, err := r.root.Open(path.Dir(p))
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = r.mkdirs(path.Dir(p)); err == nil {
+			d, err = r.root.Open(path.Dir(p))
+		}
+	}
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	err = unix.Linkat(unix.AT_FDCWD, procFd(f), int(d.Fd()), path.Base(p), unix.AT_SYMLINK_FOLLOW)
+	if err != nil {
+		return &fs.PathError{Op: "linkat", Path: p, Err: err}
+	}
+	return nil
 }
 
 // mkdirs makes the directory d (relative to the root) and those above it
@@ -545,7 +669,7 @@ func (r *receiver) sweep(timeout time.Duration, start bool) (removed int) {
 			}
 		}
 		_ = f.Close()
-		left := 0
+		left, gone := 0, 0
 		for _, d := range ents {
 			rel := path.Join(dir, d.Name())
 			if mine[rel] || r.busy[rel] {
@@ -560,6 +684,7 @@ func (r *receiver) sweep(timeout time.Duration, start bool) (removed int) {
 			if (start && claimed) || (!claimed && now.Sub(fi.ModTime()) >= timeout) {
 				if r.root.Remove(rel) == nil {
 					removed++
+					gone++
 					continue
 				}
 			}
@@ -567,6 +692,9 @@ func (r *receiver) sweep(timeout time.Duration, start bool) (removed int) {
 		}
 		if left == 0 {
 			delete(r.pdirs, dir)
+		}
+		if left == 0 && gone > 0 {
+			r.prune(dir) // the directories the abandoned uploads made
 		}
 	}
 	return removed
@@ -587,11 +715,31 @@ func (r *receiver) discard(p string, u *upload) {
 	if u.f != nil {
 		_ = u.f.Close()
 	}
-	u.done = true
+	u.finish()
 	u.mu.Unlock()
-	_ = r.root.Remove(u.partial)
-	_ = r.root.Remove(u.partial + ".meta")
+	if !u.tmp { // an unnamed file went with its close
+		_ = r.root.Remove(u.partial)
+		_ = r.root.Remove(u.partial + ".meta")
+	}
 	delete(r.uploads, p)
+	r.prune(path.Dir(u.partial))
+}
+
+// prune removes the directory d (relative to the root) if it is empty,
+// and then each parent left empty: an upload given up must not leave the
+// directories its begin made (files only make directories here; one
+// with files or anything else in it stays). Called with r.mu held, after
+// removing a partial file from d.
+func (r *receiver) prune(d string) {
+	for ; d != "." && d != "/" && d != "" && d != stateDir; d = path.Dir(d) {
+		if fi, err := r.root.Lstat(d); err != nil || !fi.IsDir() {
+			return
+		}
+		if r.root.Remove(d) != nil { // not empty (or not ours to remove)
+			return
+		}
+		delete(r.pdirs, d)
+	}
 }
 
 // remove deletes the file at e.Path (delete: mirror); a missing file is fine.

@@ -36,7 +36,7 @@ func TestPutAfterLeftoverPartial(t *testing.T) {
 	if _, err := r.begin(e); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.chunk(e, 0, ChunkSum(data[:20]), data[:20]); err != nil {
+	if _, err := r.chunk(context.Background(), e, 0, ChunkSum(data[:20]), data[:20]); err != nil {
 		t.Fatal(err)
 	}
 	s.Close() // the partial stays on disk, to resume

@@ -665,24 +665,88 @@ func (snd *sender) ship(ctx context.Context, peer Peer, e Entry) (Entry, error) 
 			pos += int64(n)
 		}
 	}()
+	// Up to chunksInFlight chunks on the wire at once: the next one's
+	// transfer overlaps the receiver's write of the one before (the
+	// receiver writes them in order: one ahead waits for its turn).
+	sctx, stopSends := context.WithCancel(ctx)
+	defer stopSends()
+	var (
+		swg     sync.WaitGroup
+		smu     sync.Mutex
+		sendErr error
+		sent    int64 = off // bytes acknowledged, in order
+		acked         = map[int64]int64{}
+	)
+	fail := func() error {
+		smu.Lock()
+		defer smu.Unlock()
+		return sendErr
+	}
+	onWire := make(chan struct{}, chunksInFlight)
 	for pc := range pieces {
 		if pc.err != nil {
-			return Entry{}, pc.err
+			smu.Lock()
+			if sendErr == nil {
+				sendErr = pc.err
+			}
+			smu.Unlock()
+			break
 		}
 		err := snd.s.limit.wait(ctx, len(pc.data))
-		for try := 0; err == nil; try++ {
-			_, err = c.FolderChunk(ctx, peer.Addr, snd.f.Name, w, pc.off, pc.sum, pc.data)
-			if err == nil || try == 2 || ha.KindOf(err) != ha.KindInvalid {
-				break // a corrupt chunk (Invalid) is sent again, twice at most
+		if err == nil {
+			select {
+			case onWire <- struct{}{}:
+			case <-sctx.Done():
+				err = ctx.Err()
 			}
 		}
-		bufs.put(pc.data)
-		<-mine
-		if err != nil {
-			return Entry{}, fmt.Errorf("send %s: %w", e.Path, err)
+		if err == nil {
+			err = fail()
 		}
-		off = pc.off + int64(len(pc.data))
+		if err != nil {
+			bufs.put(pc.data)
+			<-mine
+			if fail() == nil && err != nil {
+				smu.Lock()
+				sendErr = err
+				smu.Unlock()
+			}
+			break
+		}
+		swg.Add(1)
+		go func(pc piece) {
+			defer swg.Done()
+			var err error
+			for try := 0; ; try++ {
+				_, err = c.FolderChunk(sctx, peer.Addr, snd.f.Name, w, pc.off, pc.sum, pc.data)
+				if err == nil || try == 2 || ha.KindOf(err) != ha.KindInvalid {
+					break // a corrupt chunk (Invalid) is sent again, twice at most
+				}
+			}
+			bufs.put(pc.data)
+			<-mine
+			<-onWire
+			smu.Lock()
+			defer smu.Unlock()
+			if err != nil {
+				if sendErr == nil {
+					sendErr = fmt.Errorf("send %s: %w", e.Path, err)
+				}
+				stopSends() // the chunks after it wait in vain
+				return
+			}
+			acked[pc.off] = int64(len(pc.data))
+			for n, ok := acked[sent]; ok; n, ok = acked[sent] {
+				delete(acked, sent)
+				sent += n
+			}
+		}(pc)
 	}
+	swg.Wait()
+	if err := fail(); err != nil {
+		return Entry{}, err
+	}
+	off = sent
 	if off != e.Size {
 		return Entry{}, errChanged
 	}
@@ -701,9 +765,14 @@ func (snd *sender) ship(ctx context.Context, peer Peer, e Entry) (Entry, error) 
 // larger ones use the Service's pool.
 const smallFile = 64 << 10
 
-// perShip bounds the pool's buffers one file's upload holds: one on the
-// wire, the next ones read and hashed meanwhile.
-const perShip = 3
+// perShip bounds the pool's buffers one file's upload holds: those on the
+// wire, the next one read and hashed meanwhile.
+const perShip = chunksInFlight + 1
+
+// chunksInFlight is how many chunks of one file are on the wire at once
+// (each on its own connection): the receiver writes one while the next
+// arrives, instead of the sender waiting for each answer before it sends.
+const chunksInFlight = 2
 
 // poolBuffers is how many chunk buffers the Service's pool lends at once,
 // all folders, receivers and files together (8 MiB chunks: 64 MiB).
