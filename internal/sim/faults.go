@@ -35,7 +35,7 @@ func (w *world) pick() *node { return w.nodes[w.rng.IntN(len(w.nodes))] }
 func (w *world) inject() {
 	n := w.pick()
 	w.res.Faults++
-	switch k := w.rng.IntN(20); {
+	switch k := w.rng.IntN(22); {
 	case k < 2: // kill, restarted later
 		if !n.alive {
 			return
@@ -122,6 +122,14 @@ func (w *world) inject() {
 		if n.alive {
 			n.tracef("check flaps %d times", flips)
 			flip(0)
+		}
+	case k == 20: // a stale lessor revokes the active's live lease (lockdelay.go)
+		if w.o.Mode != ha.ModeActiveActive {
+			w.staleRevoke()
+		}
+	case k == 21: // n's etcd member freezes, then acknowledges late (lockdelay.go)
+		if n.alive && w.o.Mode != ha.ModeActiveActive && !n.w.now().Before(n.staleUntil) {
+			n.staleAcks(w.dur(w.cfg.Timing.LeaseTTL, 2*w.cfg.Timing.LeaseTTL))
 		}
 	default:
 		w.operator(n)

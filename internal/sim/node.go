@@ -10,6 +10,7 @@ import (
 	"github.com/haven-ha/haven/internal/check"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/lockdelay"
 	"github.com/haven-ha/haven/internal/machine"
 	"github.com/haven-ha/haven/internal/store/memstore"
 )
@@ -60,6 +61,14 @@ type node struct {
 	// publisher
 	publishing, publishAgain bool
 
+	// lock-delay (lockdelay.go)
+	ld     *lockdelay.Tracker
+	vacant bool
+	held   ha.Epoch
+	// staleUntil: until then (true time) n's etcd member is frozen and
+	// will acknowledge the renewals it holds when it wakes.
+	staleUntil time.Time
+
 	// faults
 	partReq, partResp, watchStall bool
 	slowReq, slowResp             time.Duration
@@ -76,6 +85,10 @@ type promotion struct {
 	seq   uint64
 	done  bool
 	wait  []func()
+	// delaying: the promotion waits on the lock-delay, which a
+	// cancellation ends at once (the worker is free again: release).
+	delaying bool
+	release  func()
 }
 
 func newNode(w *world, n config.Node) *node {
@@ -140,6 +153,7 @@ func (n *node) start() {
 	n.inFlight, n.waitNewSess, n.newSessSig, n.creating = 0, false, false, false
 	n.snap, n.seenRev, n.watchPending, n.caughtUp = ha.Snapshot{Nodes: map[string]ha.NodeStatus{}}, -1, false, nil
 	n.publishing, n.publishAgain, n.opBusy = false, false, false
+	n.ld, n.vacant, n.held, n.staleUntil = lockdelay.NewTracker(nodeClock{Clock: n.w.clk, n: n}), false, 0, time.Time{}
 	n.svcUp, n.checkOK, n.stoppedBy = true, true, "" // a new process starts its service afresh
 	n.tracef("agent starts (incarnation %d, clock rate %.4f)", n.inc, n.rate)
 	n.step(machine.Tick{})
@@ -360,6 +374,7 @@ func (n *node) armRenew() {
 		}
 		n.inFlight++
 		sent, sg := n.now(), n.sessGen
+		n.staleAck(sent, sg)
 		var ttl time.Duration
 		n.call("renew", n.timing().RenewTimeout, func(c *memstore.Client) (err error) {
 			ttl, err = c.Renew(bg)
@@ -410,6 +425,7 @@ func (n *node) watchChanged() {
 		snap := n.w.store.Snapshot()
 		n.seenRev = snap.Rev
 		n.snap = snap
+		n.noteVacancy(snap)
 		for _, ev := range agent.SeenEvents(n.name, snap, n.now()) {
 			n.step(ev)
 		}
@@ -465,13 +481,16 @@ func (n *node) do(act machine.Action, done func()) {
 				return
 			}
 			n.waitCaughtUp(epoch, func(ok bool) {
+				n.decideLockDelay(epoch) // on the vacancy seen before the win
 				if ok {
 					finish(nil)
 					return
 				}
 				n.tracef("won at epoch %d, but the watch did not show it; handing the key back", epoch)
-				n.call("resign", callTimeout(t), func(c *memstore.Client) error { return c.Resign(bg, n.name, epoch) }, func(error) {
-					finish(agent.WinUnconfirmed(epoch))
+				n.resignAfterLockDelay(epoch, func() {
+					n.call("resign", callTimeout(t), func(c *memstore.Client) error { return c.Resign(bg, n.name, epoch) }, func(error) {
+						finish(agent.WinUnconfirmed(epoch))
+					})
 				})
 			})
 		})
@@ -483,12 +502,34 @@ func (n *node) do(act machine.Action, done func()) {
 		}
 		p := &promotion{epoch: act.Epoch, seq: act.Seq}
 		n.promo = p
-		n.afterLocal(time.Duration(1+n.w.rng.IntN(50))*time.Millisecond, func() {
-			n.endPromote(p, nil)
-			done()
+		act2 := func() {
+			// The service and on_promote: a few ms.
+			n.afterLocal(time.Duration(1+n.w.rng.IntN(50))*time.Millisecond, func() {
+				n.endPromote(p, nil)
+				done()
+			})
+		}
+		wait := n.lockDelayWait(act.Epoch)
+		if wait == 0 {
+			n.settleTenure(act.Epoch)
+			act2()
+			return
+		}
+		// The lock-delay: the worker waits, unless a demotion cancels it.
+		n.w.res.LockDelays++
+		p.delaying = true
+		p.release = done
+		n.afterLocal(wait, func() {
+			if p.done {
+				return // cancelled: the worker was released then
+			}
+			p.delaying = false
+			n.tracef("lock delay for epoch %d over", act.Epoch)
+			n.settleTenure(act.Epoch)
+			act2()
 		})
 	case machine.Resign:
-		n.resign(act.Epoch, 1, agent.FirstResignBackoff, done)
+		n.resignAfterLockDelay(act.Epoch, func() { n.resign(act.Epoch, 1, agent.FirstResignBackoff, done) })
 	case machine.RequestSwitchover:
 		sw := agent.SelfSwitchover(n.w.newID(), n.snap.Leader, n.name, act.Reason, n.now())
 		n.call("request switchover", callTimeout(t), func(c *memstore.Client) error { return c.RequestSwitchover(bg, sw) }, func(err error) {
@@ -566,6 +607,10 @@ func (n *node) endPromote(p *promotion, err error) {
 func (n *node) cancelPromote(epoch ha.Epoch) {
 	if p := n.promo; p != nil && p.epoch == epoch {
 		n.endPromote(p, context.Canceled)
+		if p.delaying {
+			p.delaying = false
+			p.release()
+		}
 	}
 }
 
