@@ -92,39 +92,71 @@ func (w *world) staleRevoke() {
 	w.tracef("etcd: a woken stale leader's lessor revoked %s's lease at epoch %d, %s before its expiry, with no tenure record", l.Node, l.Epoch, exp.Sub(w.now()))
 }
 
-// staleAcks: n's connection is to an etcd member that froze for d, at
-// least a lease (requests go nowhere), while another member took over as
-// leader; on waking, its lessor, primary in its stale view, acknowledges
-// the renewals it held, extending nothing in the store. Every such answer
-// comes after n's fence deadline (its last acknowledged renewal was sent
-// before the freeze): machine rule TestLateRenewalDoesNotReviveAHolder.
-// Not in active-active: there a fenced node is no holder, and such an
-// answer puts it back in rotation with its session gone (docs/simulation.md).
-func (n *node) staleAcks(d time.Duration) {
-	n.tracef("its etcd member froze for %s (requests held, renewals acknowledged on waking)", d)
-	n.partReq = true
-	n.staleUntil = n.w.now().Add(d)
-	n.w.after(d, nil, func() {
-		n.partReq = false
-		n.tracef("its etcd member woke")
-		n.watchChanged()
-	})
+// staleAcks: n's process freezes (SIGSTOP, a VM stall) with the embedded
+// etcd member in it, which led raft, right after a renewal went out, the
+// first one sent more than fence_margin after the newest acknowledged one
+// (renewals were lost before: armed here, done by the renewer; a freeze at
+// a random instant seldom has one in flight, and a bound one renew
+// interval later is covered by fence_margin). Meanwhile the other members
+// elect a new leader. It wakes after n's fence deadline and before the one
+// that renewal would give. On waking, the member's lessor, still primary
+// in its stale view, acknowledges the renewal if the lease has not expired
+// in that view (etcd's lessor.Renew), extending nothing in the store; on a
+// woken process the renewer's answer may reach the loop before the loop's
+// own timer: here it does. The answer would carry n's bound past its
+// lease's expiry in the store: machine rule
+// TestLateRenewalDoesNotReviveAHolder.
+func (n *node) staleAcks() {
+	if n.alive && !n.frozen {
+		n.staleArmed = true
+	}
 }
 
-// staleAck schedules the stale lessor's late acknowledgement of a renewal
-// sent at sent (n's clock) in session generation sg, if n's member is
-// frozen.
-func (n *node) staleAck(sent time.Time, sg int) {
-	if !n.w.now().Before(n.staleUntil) {
-		return
+// staleFreezeNow is staleAcks once a renewal sent at sent (n's clock) is
+// in flight; false if it is not one that staleAcks waits for.
+func (n *node) staleFreezeNow(sent time.Time) bool {
+	t := n.timing()
+	fence := n.st.ValidUntil.Add(-t.FenceMargin)
+	last := n.st.ValidUntil.Add(-t.LeaseTTL) // the newest acknowledged renewal's send
+	next := sent.Add(t.LeaseTTL - t.FenceMargin)
+	if !n.st.Holding() || sent.Sub(last) <= t.FenceMargin || !fence.After(sent) || !next.After(fence) {
+		return false
 	}
-	ttl := n.timing().LeaseTTL
-	n.w.at(n.staleUntil, n, func() {
-		if sg != n.sessGen || n.creating {
-			return
+	n.staleArmed = false
+	d := time.Duration(float64(fence.Sub(sent)+time.Duration(n.w.rng.Int64N(int64(next.Sub(fence))))) / n.rate)
+	n.tracef("frozen for %s with a renewal in flight, with the etcd member it embeds, which led raft (%s at epoch %d, fence at %s)", d, n.st.Role, n.st.Epoch, fence.Sub(t0))
+	wake := n.w.now().Add(d)
+	view, _ := n.client.Session() // the lease's expiry in the member's view
+	n.freeze(d)                   // first: the thaw comes before the acknowledgement
+	for _, r := range n.renewing {
+		if !wake.Before(view) {
+			break // expired in its view too: no answer but a revocation
 		}
-		n.tracef("a stale lessor acknowledged a renewal sent at %s", sent.Sub(t0))
-		n.w.res.StaleAcks++
-		n.step(machine.SessionRenewed{SentAt: sent, TTL: ttl})
-	})
+		if r.cut {
+			continue // never reached it
+		}
+		r := r
+		n.w.at(wake, n, func() {
+			if r.sg != n.sessGen || n.creating {
+				return
+			}
+			n.tracef("its woken etcd member's stale lessor acknowledged a renewal sent at %s (%s at epoch %d, now %s)", r.sent.Sub(t0), n.st.Role, n.st.Epoch, n.now().Sub(t0))
+			n.w.res.StaleAcks++
+			n.step(machine.SessionRenewed{SentAt: r.sent, TTL: n.timing().LeaseTTL})
+		})
+	}
+	n.renewing = n.renewing[:0]
+	// Requests to the frozen member go nowhere.
+	n.partReq = true
+	n.w.at(wake, nil, func() { n.partReq = false })
+	return true
+}
+
+// renewal is a renewal in flight (sent at sent, n's clock, in session
+// generation sg), which a stale lessor may acknowledge late.
+type renewal struct {
+	id   int
+	sent time.Time
+	sg   int
+	cut  bool // sent while requests were cut
 }

@@ -62,12 +62,12 @@ type node struct {
 	publishing, publishAgain bool
 
 	// lock-delay (lockdelay.go)
-	ld     *lockdelay.Tracker
-	vacant bool
-	held   ha.Epoch
-	// staleUntil: until then (true time) n's etcd member is frozen and
-	// will acknowledge the renewals it holds when it wakes.
-	staleUntil time.Time
+	ld         *lockdelay.Tracker
+	vacant     bool
+	held       ha.Epoch
+	renewing   []renewal // renewals in flight
+	renewIDs   int
+	staleArmed bool // freeze with the next renewal that staleAcks waits for (lockdelay.go)
 
 	// faults
 	partReq, partResp, watchStall bool
@@ -153,7 +153,7 @@ func (n *node) start() {
 	n.inFlight, n.waitNewSess, n.newSessSig, n.creating = 0, false, false, false
 	n.snap, n.seenRev, n.watchPending, n.caughtUp = ha.Snapshot{Nodes: map[string]ha.NodeStatus{}}, -1, false, nil
 	n.publishing, n.publishAgain, n.opBusy = false, false, false
-	n.ld, n.vacant, n.held, n.staleUntil = lockdelay.NewTracker(nodeClock{Clock: n.w.clk, n: n}), false, 0, time.Time{}
+	n.ld, n.vacant, n.held, n.renewing, n.staleArmed = lockdelay.NewTracker(nodeClock{Clock: n.w.clk, n: n}), false, 0, nil, false
 	n.svcUp, n.checkOK, n.stoppedBy = true, true, "" // a new process starts its service afresh
 	n.tracef("agent starts (incarnation %d, clock rate %.4f)", n.inc, n.rate)
 	n.step(machine.Tick{})
@@ -374,13 +374,21 @@ func (n *node) armRenew() {
 		}
 		n.inFlight++
 		sent, sg := n.now(), n.sessGen
-		n.staleAck(sent, sg)
+		n.renewIDs++
+		id := n.renewIDs
+		n.renewing = append(n.renewing, renewal{id: id, sent: sent, sg: sg, cut: n.partReq})
 		var ttl time.Duration
 		n.call("renew", n.timing().RenewTimeout, func(c *memstore.Client) (err error) {
 			ttl, err = c.Renew(bg)
 			return err
 		}, func(err error) {
 			n.inFlight--
+			for i, r := range n.renewing {
+				if r.id == id {
+					n.renewing = append(n.renewing[:i], n.renewing[i+1:]...)
+					break
+				}
+			}
 			if sg != n.sessGen || n.waitNewSess || n.creating {
 				return // the renewer has moved on to a new session
 			}
@@ -401,6 +409,9 @@ func (n *node) armRenew() {
 			}
 			n.armRenew()
 		})
+		if n.staleArmed {
+			n.staleFreezeNow(sent)
+		}
 		n.armRenew()
 	})
 }

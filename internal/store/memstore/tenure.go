@@ -58,6 +58,14 @@ func (s *Server) RevokeStale(sess uint64) {
 	s.armLocked()
 }
 
+// LastSession is the id of the latest session granted: a session with an
+// id up to it existed by then (ids only grow).
+func (s *Server) LastSession() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nextSess
+}
+
 // Tenure is the store's tenure record now.
 func (s *Server) Tenure() ha.Tenure {
 	s.mu.Lock()
