@@ -78,6 +78,13 @@ type node struct {
 	stoppedBy      string
 
 	opBusy bool // one operator call at a time (the agent's opMu)
+
+	// serving since (true time) at servingEpoch; firstEpisode: the first
+	// time it serves at that epoch (the proxy's invariant, proxy.go).
+	servingSince time.Time
+	servingEpoch ha.Epoch
+	firstEpisode bool
+	lastServedAt ha.Epoch
 }
 
 type promotion struct {
@@ -168,12 +175,14 @@ func (n *node) start() {
 func (n *node) kill() {
 	n.tracef("killed")
 	n.alive = false
+	n.w.dirty = true
 	n.inc++
 }
 
 func (n *node) freeze(d time.Duration) {
 	n.tracef("frozen for %s", d)
 	n.frozen = true
+	n.w.dirty = true
 	n.w.after(d, nil, func() {
 		if !n.frozen {
 			return
@@ -185,6 +194,7 @@ func (n *node) freeze(d time.Duration) {
 func (n *node) thaw() {
 	n.tracef("thawed")
 	n.frozen = false
+	n.w.dirty = true
 	for _, e := range n.deferred {
 		if e.inc == n.inc {
 			n.w.at(n.w.now(), n, e.f) // in their original order

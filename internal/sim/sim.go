@@ -20,6 +20,7 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/machine"
+	"github.com/haven-ha/haven/internal/proxy"
 	"github.com/haven-ha/haven/internal/store/memstore"
 )
 
@@ -40,6 +41,9 @@ type Options struct {
 	// NoLockDelay turns the agent's lock-delay off (lockdelay.go), as
 	// `lock_delay: off` does: to show what it guards against.
 	NoLockDelay bool
+	// Proxy: haven's proxy routes a client to the active (proxy.go;
+	// active-passive and passive-backup).
+	Proxy bool
 }
 
 // Scenario derives a run's options from its seed.
@@ -53,6 +57,7 @@ func Scenario(seed uint64) Options {
 		Nodes:      2 + r.IntN(3),
 		FaultPhase: time.Duration(20+r.IntN(40)) * time.Second,
 		Revoker:    r.IntN(3) != 0,
+		Proxy:      r.IntN(3) == 0,
 	}
 }
 
@@ -73,6 +78,8 @@ type Result struct {
 	// OperatorOps: operations of the operator history checked for
 	// linearizability (ophistory.go).
 	OperatorOps int
+	// ProxyStrikes: failed requests the proxy's quarantine counted (proxy.go).
+	ProxyStrikes int
 	// StaleRevoked: leader leases a stale lessor revoked early;
 	// StaleAcks: renewals it acknowledged late (lockdelay.go).
 	StaleRevoked, StaleAcks int
@@ -94,6 +101,7 @@ func (r Result) Add(o Result) Result {
 	r.FencedOps += o.FencedOps
 	r.Revoked += o.Revoked
 	r.OperatorOps += o.OperatorOps
+	r.ProxyStrikes += o.ProxyStrikes
 	r.StaleRevoked += o.StaleRevoked
 	r.StaleAcks += o.StaleAcks
 	r.LockDelays += o.LockDelays
@@ -126,6 +134,9 @@ type world struct {
 	cfg   *config.Config
 	nodes []*node
 	rev   *revoker // nil without Options.Revoker
+
+	proxyCfg proxy.Settings
+	px       *proxyModel // nil without Options.Proxy
 
 	q      eventQueue
 	seq    uint64
@@ -279,6 +290,7 @@ func newWorld(o Options) (*world, error) {
 		w.rev = &revoker{w: w}
 	}
 	w.admin = w.store.Client()
+	w.proxyCfg = proxy.Defaults()
 	for _, n := range cfg.Nodes {
 		if n.Witness {
 			continue
@@ -356,6 +368,9 @@ func (w *world) run() {
 		w.after(time.Duration(w.rng.IntN(500))*time.Millisecond, nil, func() { n.start() })
 	}
 	w.witnessUp()
+	if w.o.Proxy && w.o.Mode != ha.ModeActiveActive {
+		w.px = newProxyModel(w)
+	}
 	w.planFaults()
 	end := w.o.FaultPhase + w.settle()
 	w.at(t0.Add(w.o.FaultPhase), nil, w.heal)
@@ -434,6 +449,7 @@ func (w *world) observe() {
 			n.watchChanged()
 		}
 		w.rev.keyChanged()
+		w.px.watchChanged()
 		w.dirty = true
 	}
 	if !w.dirty {
@@ -443,7 +459,13 @@ func (w *world) observe() {
 	var serving *node
 	for _, n := range w.nodes {
 		if !n.serving() {
+			n.servingSince = time.Time{}
 			continue
+		}
+		if n.servingSince.IsZero() || n.servingEpoch != n.st.Epoch {
+			n.servingSince, n.servingEpoch = w.now(), n.st.Epoch
+			n.firstEpisode = n.lastServedAt != n.st.Epoch
+			n.lastServedAt = n.st.Epoch
 		}
 		if w.o.Mode == ha.ModeActiveActive {
 			if _, ok := n.client.Session(); !ok {
