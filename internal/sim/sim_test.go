@@ -135,6 +135,7 @@ func TestReplayIsExact(t *testing.T) {
 // lessor's early revocation lets a second node serve beside the first
 // within the first few hundred seeds; the same seed passes with it on.
 func TestLockDelayIsNeeded(t *testing.T) {
+	t.Parallel() // about 1 s, 10 s under the race detector: beside TestSim
 	for seed := uint64(1); seed <= 400; seed++ {
 		o := Scenario(seed)
 		o.NoLockDelay = true
