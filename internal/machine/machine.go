@@ -60,6 +60,9 @@ type State struct {
 
 	SessionOK  bool
 	ValidUntil time.Time // the store keeps our session at least until then
+	// FencedAt: the latest fenced demotion. An answer to a renewal sent
+	// before it no longer counts (see SessionRenewed).
+	FencedAt time.Time
 
 	BackoffUntil time.Time // not eligible before then (failed promotion)
 	Acquiring    bool      // a campaign is in flight
@@ -377,6 +380,16 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 			}
 		}
 		s.SessionOK = true
+		if !ev.New && !ev.SentAt.After(s.FencedAt) {
+			// Sent before this node fenced itself, answered after: it
+			// proves nothing the fencing did not already give up. A late
+			// answer of a woken etcd member's stale lessor, which renewed
+			// nothing in the cluster, would otherwise let this node win
+			// again on a bound past its lease's expiry (found by the
+			// simulation, internal/sim/lockdelay.go). The next renewal
+			// counts.
+			break
+		}
 		if v := ev.SentAt.Add(ev.TTL); v.After(s.ValidUntil) || ev.New {
 			s.ValidUntil = v
 		}
@@ -545,6 +558,7 @@ func demote(cfg Config, s State, acts []Action, now time.Time, reason string, fe
 	d := Demote{Epoch: s.Epoch, Reason: reason, Fenced: fenced}
 	if fenced {
 		d.Deadline = s.ValidUntil
+		s.FencedAt = now
 	}
 	acts = append(acts, d)
 	if !cfg.activeActive() { // active-active nodes hold no key

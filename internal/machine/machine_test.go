@@ -337,3 +337,28 @@ func TestLateRenewalDoesNotReviveAHolder(t *testing.T) {
 		t.Fatalf("renewal before the fence: role %s valid until %s, want active until 1.75s", s.Role, s.ValidUntil.Sub(t0))
 	}
 }
+
+// Nor does such an answer count once the holder has fenced itself, in
+// whatever role it is by then: a woken etcd member's stale lessor answers
+// the renewals it held without renewing anything, so the bound they give
+// may lie past the lease's expiry in the store, and a node that counted
+// one could win the key again and serve on it after the store dropped its
+// lease (found by internal/sim, lockdelay.go). A renewal sent after the
+// fencing counts.
+func TestRenewalSentBeforeFencingDoesNotCount(t *testing.T) {
+	s, _ := Step(tableCfg, serving(), Tick{}, at(700*time.Millisecond)) // fence at 700ms
+	if s.Role != ha.RoleDemoting {
+		t.Fatalf("role at the fence = %s, want demoting", s.Role)
+	}
+	before := s.ValidUntil
+	for _, sent := range []time.Duration{650 * time.Millisecond, 700 * time.Millisecond} {
+		s2, _ := Step(tableCfg, s, SessionRenewed{SentAt: at(sent), TTL: time.Second}, at(720*time.Millisecond))
+		if !s2.ValidUntil.Equal(before) {
+			t.Fatalf("renewal sent at %s, before the fencing, answered after: valid until %s, want %s", sent, s2.ValidUntil.Sub(t0), before.Sub(t0))
+		}
+	}
+	s, _ = Step(tableCfg, s, SessionRenewed{SentAt: at(710 * time.Millisecond), TTL: time.Second}, at(720*time.Millisecond))
+	if want := at(1710 * time.Millisecond); !s.ValidUntil.Equal(want) {
+		t.Fatalf("renewal sent after the fencing: valid until %s, want 1.71s", s.ValidUntil.Sub(t0))
+	}
+}

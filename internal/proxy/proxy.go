@@ -258,9 +258,18 @@ func probeTimeout(interval time.Duration) time.Duration {
 
 // probeValid is how long a 200 from /lb-check is trusted: two missed probes
 // and a slow one.
-func (p *Proxy) probeValid() time.Duration {
-	return 2*p.cfg.ProbeInterval + probeTimeout(p.cfg.ProbeInterval)
+func (p *Proxy) probeValid() time.Duration { return ProbeValid(p.cfg.ProbeInterval) }
+
+// ProbeValid is how long a 200 from /lb-check is trusted when the proxy
+// probes every interval (Input.ProbeValid).
+func ProbeValid(interval time.Duration) time.Duration {
+	return 2*interval + probeTimeout(interval)
 }
+
+// FastProbeEvery is how often the proxy probes a node it was told about
+// (a new leader, a failed request) until it answers 200, for at most
+// hold_timeout.
+const FastProbeEvery = fastProbeEvery
 
 // Reload is what a SIGHUP runs (package reload): it reads the TLS
 // certificate again when the proxy terminates TLS. A failed reload is
@@ -409,13 +418,8 @@ func (p *Proxy) brain(ctx context.Context) {
 		in.LeaseTTL = time.Second
 	}
 	// A suspected node is readmitted only by a probe sent a quarantine after
-	// the failure: its agent may not have noticed yet (a failing health
-	// check takes fall x interval). The quarantine doubles with each strike
-	// that follows within a few seconds, unless the node answered requests
-	// in between (then the strikes start over).
-	distrustUntil := map[string]time.Time{}
-	strikes := map[string]int{}
-	lastStrike := map[string]time.Time{}
+	// the failure (Quarantine).
+	q := NewQuarantine(p.cfg.ProbeInterval)
 	watch := p.opts.Source.Watch(ctx)
 	timer := p.clk.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -442,13 +446,7 @@ func (p *Proxy) brain(ctx context.Context) {
 				in.Fresh = later(in.Fresh, p.clk.Now())
 			}
 			if snap.Leader != old && snap.Leader.Node != "" {
-				// A node that has just won an epoch passed its own agent's
-				// health checks to do so: what the quarantine waits for. A
-				// strike from its previous term (503s while it demoted)
-				// must not hold it back; after back-to-back switchovers it
-				// held clients for 1.7 s.
-				delete(distrustUntil, snap.Leader.Node)
-				strikes[snap.Leader.Node] = 0
+				q.NewLeader(snap.Leader.Node)
 				p.kickProbe(snap.Leader.Node)
 			}
 			if in.Mode == ha.ModeActiveActive {
@@ -457,44 +455,20 @@ func (p *Proxy) brain(ctx context.Context) {
 				}
 			}
 		case r := <-p.probeC:
-			if r.at.Before(distrustUntil[r.node]) && r.ok {
+			if !q.Trusted(r.node, r.at, r.ok) {
 				continue // too soon after a failure to trust a 200
 			}
 			in.Probes[r.node] = Probe{OK: r.ok, At: r.at}
 		case s := <-p.suspectC:
 			n := s.node
-			if s.sent.Before(distrustUntil[n]) {
-				// The request went to the node before its quarantine
-				// ended: it was in flight when the node faltered, or
-				// raced the decision that took the node out. Its failure
-				// is the episode that quarantine answers, not a new one.
-				// (A stall of the active's store answers every request in
-				// flight with a 503 at once; each counted as a strike,
-				// and 30 of them held clients for the 2 s maximum right
-				// after a 1 s failover.)
-				continue
+			var served time.Time
+			if b := p.backends[n]; b != nil {
+				served = b.served()
 			}
 			now := p.clk.Now()
-			if now.Sub(lastStrike[n]) > 5*time.Second {
-				strikes[n] = 0
+			if !q.Suspect(n, s.sent, now, served) {
+				continue
 			}
-			if b := p.backends[n]; b != nil && !distrustUntil[n].IsZero() && b.served().After(distrustUntil[n]) {
-				// Requests sent after its last quarantine ended were
-				// answered: the node came back and served, so this
-				// failure is a new episode, not the old one going on.
-				// (The sample service answers a request 503 when its
-				// agent is slow to confirm the role; under load one in a
-				// few hundred did, each a strike that doubled the last,
-				// and the only active was out 2 s of every 2.2 for a
-				// minute after a failover.) A node that fails every
-				// request after each readmission still climbs to the
-				// maximum.
-				strikes[n] = 0
-			}
-			strikes[n]++
-			lastStrike[n] = now
-			q := quarantine(p.cfg.ProbeInterval, strikes[n])
-			distrustUntil[n] = now.Add(q)
 			in.Probes[n] = Probe{OK: false, At: now}
 			p.kickProbe(n)
 		case t := <-p.freshC:

@@ -35,7 +35,7 @@ func (w *world) pick() *node { return w.nodes[w.rng.IntN(len(w.nodes))] }
 func (w *world) inject() {
 	n := w.pick()
 	w.res.Faults++
-	switch k := w.rng.IntN(20); {
+	switch k := w.rng.IntN(22); {
 	case k < 2: // kill, restarted later
 		if !n.alive {
 			return
@@ -123,6 +123,25 @@ func (w *world) inject() {
 			n.tracef("check flaps %d times", flips)
 			flip(0)
 		}
+	case k == 20: // a stale lessor revokes the active's live lease (lockdelay.go)
+		if w.o.Mode != ha.ModeActiveActive {
+			w.staleRevoke()
+		}
+	case k == 21: // n freezes with its etcd member, which acknowledges late (lockdelay.go)
+		// Not in active-active: there a standby has no fence deadline,
+		// and the answer puts it in rotation for up to a renew interval
+		// past its lease's expiry in the store (docs/simulation.md).
+		if w.o.Mode != ha.ModeActiveActive {
+			// Mostly the active's own process: the case that matters.
+			if l := w.store.Leader(); !l.None() && w.rng.IntN(4) != 0 {
+				for _, m := range w.nodes {
+					if m.name == l.Node {
+						n = m
+					}
+				}
+			}
+			n.staleAcks()
+		}
 	default:
 		w.operator(n)
 	}
@@ -135,6 +154,7 @@ func (w *world) heal() {
 	w.tracef("---- faults heal ----")
 	for _, n := range w.nodes {
 		n.partReq, n.partResp, n.watchStall, n.slowReq, n.slowResp = false, false, false, 0, 0
+		n.staleArmed = false
 		n.svcUp, n.checkOK = true, true
 		if n.frozen {
 			n.thaw()

@@ -10,6 +10,7 @@ import (
 	"github.com/haven-ha/haven/internal/check"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/lockdelay"
 	"github.com/haven-ha/haven/internal/machine"
 	"github.com/haven-ha/haven/internal/store/memstore"
 )
@@ -60,6 +61,14 @@ type node struct {
 	// publisher
 	publishing, publishAgain bool
 
+	// lock-delay (lockdelay.go)
+	ld         *lockdelay.Tracker
+	vacant     bool
+	held       ha.Epoch
+	renewing   []renewal // renewals in flight
+	renewIDs   int
+	staleArmed bool // freeze with the next renewal that staleAcks waits for (lockdelay.go)
+
 	// faults
 	partReq, partResp, watchStall bool
 	slowReq, slowResp             time.Duration
@@ -69,6 +78,13 @@ type node struct {
 	stoppedBy      string
 
 	opBusy bool // one operator call at a time (the agent's opMu)
+
+	// serving since (true time) at servingEpoch; firstEpisode: the first
+	// time it serves at that epoch (the proxy's invariant, proxy.go).
+	servingSince time.Time
+	servingEpoch ha.Epoch
+	firstEpisode bool
+	lastServedAt ha.Epoch
 }
 
 type promotion struct {
@@ -76,6 +92,10 @@ type promotion struct {
 	seq   uint64
 	done  bool
 	wait  []func()
+	// delaying: the promotion waits on the lock-delay, which a
+	// cancellation ends at once (the worker is free again: release).
+	delaying bool
+	release  func()
 }
 
 func newNode(w *world, n config.Node) *node {
@@ -140,6 +160,7 @@ func (n *node) start() {
 	n.inFlight, n.waitNewSess, n.newSessSig, n.creating = 0, false, false, false
 	n.snap, n.seenRev, n.watchPending, n.caughtUp = ha.Snapshot{Nodes: map[string]ha.NodeStatus{}}, -1, false, nil
 	n.publishing, n.publishAgain, n.opBusy = false, false, false
+	n.ld, n.vacant, n.held, n.renewing, n.staleArmed = lockdelay.NewTracker(nodeClock{Clock: n.w.clk, n: n}), false, 0, nil, false
 	n.svcUp, n.checkOK, n.stoppedBy = true, true, "" // a new process starts its service afresh
 	n.tracef("agent starts (incarnation %d, clock rate %.4f)", n.inc, n.rate)
 	n.step(machine.Tick{})
@@ -154,12 +175,14 @@ func (n *node) start() {
 func (n *node) kill() {
 	n.tracef("killed")
 	n.alive = false
+	n.w.dirty = true
 	n.inc++
 }
 
 func (n *node) freeze(d time.Duration) {
 	n.tracef("frozen for %s", d)
 	n.frozen = true
+	n.w.dirty = true
 	n.w.after(d, nil, func() {
 		if !n.frozen {
 			return
@@ -171,6 +194,7 @@ func (n *node) freeze(d time.Duration) {
 func (n *node) thaw() {
 	n.tracef("thawed")
 	n.frozen = false
+	n.w.dirty = true
 	for _, e := range n.deferred {
 		if e.inc == n.inc {
 			n.w.at(n.w.now(), n, e.f) // in their original order
@@ -360,12 +384,21 @@ func (n *node) armRenew() {
 		}
 		n.inFlight++
 		sent, sg := n.now(), n.sessGen
+		n.renewIDs++
+		id := n.renewIDs
+		n.renewing = append(n.renewing, renewal{id: id, sent: sent, sg: sg, cut: n.partReq})
 		var ttl time.Duration
 		n.call("renew", n.timing().RenewTimeout, func(c *memstore.Client) (err error) {
 			ttl, err = c.Renew(bg)
 			return err
 		}, func(err error) {
 			n.inFlight--
+			for i, r := range n.renewing {
+				if r.id == id {
+					n.renewing = append(n.renewing[:i], n.renewing[i+1:]...)
+					break
+				}
+			}
 			if sg != n.sessGen || n.waitNewSess || n.creating {
 				return // the renewer has moved on to a new session
 			}
@@ -386,6 +419,9 @@ func (n *node) armRenew() {
 			}
 			n.armRenew()
 		})
+		if n.staleArmed {
+			n.staleFreezeNow(sent)
+		}
 		n.armRenew()
 	})
 }
@@ -410,6 +446,7 @@ func (n *node) watchChanged() {
 		snap := n.w.store.Snapshot()
 		n.seenRev = snap.Rev
 		n.snap = snap
+		n.noteVacancy(snap)
 		for _, ev := range agent.SeenEvents(n.name, snap, n.now()) {
 			n.step(ev)
 		}
@@ -465,13 +502,16 @@ func (n *node) do(act machine.Action, done func()) {
 				return
 			}
 			n.waitCaughtUp(epoch, func(ok bool) {
+				n.decideLockDelay(epoch) // on the vacancy seen before the win
 				if ok {
 					finish(nil)
 					return
 				}
 				n.tracef("won at epoch %d, but the watch did not show it; handing the key back", epoch)
-				n.call("resign", callTimeout(t), func(c *memstore.Client) error { return c.Resign(bg, n.name, epoch) }, func(error) {
-					finish(agent.WinUnconfirmed(epoch))
+				n.resignAfterLockDelay(epoch, func() {
+					n.call("resign", callTimeout(t), func(c *memstore.Client) error { return c.Resign(bg, n.name, epoch) }, func(error) {
+						finish(agent.WinUnconfirmed(epoch))
+					})
 				})
 			})
 		})
@@ -483,12 +523,34 @@ func (n *node) do(act machine.Action, done func()) {
 		}
 		p := &promotion{epoch: act.Epoch, seq: act.Seq}
 		n.promo = p
-		n.afterLocal(time.Duration(1+n.w.rng.IntN(50))*time.Millisecond, func() {
-			n.endPromote(p, nil)
-			done()
+		act2 := func() {
+			// The service and on_promote: a few ms.
+			n.afterLocal(time.Duration(1+n.w.rng.IntN(50))*time.Millisecond, func() {
+				n.endPromote(p, nil)
+				done()
+			})
+		}
+		wait := n.lockDelayWait(act.Epoch)
+		if wait == 0 {
+			n.settleTenure(act.Epoch)
+			act2()
+			return
+		}
+		// The lock-delay: the worker waits, unless a demotion cancels it.
+		n.w.res.LockDelays++
+		p.delaying = true
+		p.release = done
+		n.afterLocal(wait, func() {
+			if p.done {
+				return // cancelled: the worker was released then
+			}
+			p.delaying = false
+			n.tracef("lock delay for epoch %d over", act.Epoch)
+			n.settleTenure(act.Epoch)
+			act2()
 		})
 	case machine.Resign:
-		n.resign(act.Epoch, 1, agent.FirstResignBackoff, done)
+		n.resignAfterLockDelay(act.Epoch, func() { n.resign(act.Epoch, 1, agent.FirstResignBackoff, done) })
 	case machine.RequestSwitchover:
 		sw := agent.SelfSwitchover(n.w.newID(), n.snap.Leader, n.name, act.Reason, n.now())
 		n.call("request switchover", callTimeout(t), func(c *memstore.Client) error { return c.RequestSwitchover(bg, sw) }, func(err error) {
@@ -566,6 +628,10 @@ func (n *node) endPromote(p *promotion, err error) {
 func (n *node) cancelPromote(epoch ha.Epoch) {
 	if p := n.promo; p != nil && p.epoch == epoch {
 		n.endPromote(p, context.Canceled)
+		if p.delaying {
+			p.delaying = false
+			p.release()
+		}
 	}
 }
 

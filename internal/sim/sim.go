@@ -20,6 +20,7 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/machine"
+	"github.com/haven-ha/haven/internal/proxy"
 	"github.com/haven-ha/haven/internal/store/memstore"
 )
 
@@ -37,6 +38,12 @@ type Options struct {
 	// at its expiry (embedded etcd); otherwise only etcd's 500 ms tick
 	// drops it (revoke.go).
 	Revoker bool
+	// NoLockDelay turns the agent's lock-delay off (lockdelay.go), as
+	// `lock_delay: off` does: to show what it guards against.
+	NoLockDelay bool
+	// Proxy: haven's proxy routes a client to the active (proxy.go;
+	// active-passive and passive-backup).
+	Proxy bool
 }
 
 // Scenario derives a run's options from its seed.
@@ -50,6 +57,7 @@ func Scenario(seed uint64) Options {
 		Nodes:      2 + r.IntN(3),
 		FaultPhase: time.Duration(20+r.IntN(40)) * time.Second,
 		Revoker:    r.IntN(3) != 0,
+		Proxy:      r.IntN(3) == 0,
 	}
 }
 
@@ -70,6 +78,12 @@ type Result struct {
 	// OperatorOps: operations of the operator history checked for
 	// linearizability (ophistory.go).
 	OperatorOps int
+	// ProxyStrikes: failed requests the proxy's quarantine counted (proxy.go).
+	ProxyStrikes int
+	// StaleRevoked: leader leases a stale lessor revoked early;
+	// StaleAcks: renewals it acknowledged late (lockdelay.go).
+	StaleRevoked, StaleAcks int
+	LockDelays              int // promotions that waited on the lock-delay
 }
 
 // Add sums r and o, for a run of many seeds.
@@ -87,6 +101,10 @@ func (r Result) Add(o Result) Result {
 	r.FencedOps += o.FencedOps
 	r.Revoked += o.Revoked
 	r.OperatorOps += o.OperatorOps
+	r.ProxyStrikes += o.ProxyStrikes
+	r.StaleRevoked += o.StaleRevoked
+	r.StaleAcks += o.StaleAcks
+	r.LockDelays += o.LockDelays
 	return r
 }
 
@@ -96,11 +114,12 @@ type Failure struct {
 	At    time.Duration
 	What  string
 	Trace []string
+	Flags string // the test flags besides the seed that replay it
 }
 
 func (f *Failure) Error() string {
-	return fmt.Sprintf("seed %d: at %s: %s\nlast events:\n%s\nreplay: go test ./internal/sim -run TestSim -sim.seed=%d -sim.trace",
-		f.Seed, f.At, f.What, strings.Join(f.Trace, "\n"), f.Seed)
+	return fmt.Sprintf("seed %d: at %s: %s\nlast events:\n%s\nreplay: go test ./internal/sim -run TestSim -sim.seed=%d%s -sim.trace",
+		f.Seed, f.At, f.What, strings.Join(f.Trace, "\n"), f.Seed, f.Flags)
 }
 
 var t0 = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -116,6 +135,9 @@ type world struct {
 	nodes []*node
 	rev   *revoker // nil without Options.Revoker
 
+	proxyCfg proxy.Settings
+	px       *proxyModel // nil without Options.Proxy
+
 	q      eventQueue
 	seq    uint64
 	events int
@@ -130,11 +152,15 @@ type world struct {
 	fencedSeq int
 	grants    map[ha.Epoch]grant  // every epoch the store granted, by whom and when
 	held      map[ha.Epoch]string // the node whose machine took up each epoch
-	maxEpoch  ha.Epoch
-	lastRev   int64
-	healed    bool
-	dirty     bool // a node stepped or the store changed since the last check
-	ids       int
+	// staleRevoked: epochs whose key a stale lessor revoked early; their
+	// holder may serve on without its key (rule 2 does not apply to it,
+	// rule 1 does: that is the lock-delay's job).
+	staleRevoked map[ha.Epoch]bool
+	maxEpoch     ha.Epoch
+	lastRev      int64
+	healed       bool
+	dirty        bool // a node stepped or the store changed since the last check
+	ids          int
 	// tracing: trace lines are made (for o.Trace, or to report a
 	// failure: a failed seed is run again with it, since it replays).
 	tracing bool
@@ -256,12 +282,15 @@ func newWorld(o Options) (*world, error) {
 		ring:   make([]string, 0, 64),
 		grants: map[ha.Epoch]grant{},
 		held:   map[ha.Epoch]string{},
+
+		staleRevoked: map[ha.Epoch]bool{},
 	}
 	w.store.SetExpiryTick(etcdTick)
 	if o.Revoker {
 		w.rev = &revoker{w: w}
 	}
 	w.admin = w.store.Client()
+	w.proxyCfg = proxy.Defaults()
 	for _, n := range cfg.Nodes {
 		if n.Witness {
 			continue
@@ -316,15 +345,19 @@ func (w *world) failf(format string, args ...any) {
 	w.tracef("INVARIANT BROKEN: %s", what)
 	tr := append(append([]string(nil), w.ring[w.ringAt:]...), w.ring[:w.ringAt]...)
 	w.fail = &Failure{Seed: w.o.Seed, At: w.elapsed(), What: what, Trace: tr}
+	if w.o.NoLockDelay {
+		w.fail.Flags = " -sim.nolockdelay"
+	}
 }
 
 // settle is the documented worst case for the cluster to have exactly one
 // active after every fault healed: a pending switchover intent binds the
 // cluster for its window, a lease must run out, a failed promotion backs
-// off, preemption waits its delay; plus slack for the retries in between.
+// off, preemption waits its delay, a winner waits its lock-delay (a lease);
+// plus slack for the retries in between.
 func (w *world) settle() time.Duration {
 	t := w.cfg.Timing
-	return machineWindow + 3*t.LeaseTTL + w.cfg.Hooks.PromoteBackoff + w.cfg.Preempt.Delay + 5*time.Second
+	return machineWindow + 4*t.LeaseTTL + w.cfg.Hooks.PromoteBackoff + w.cfg.Preempt.Delay + 5*time.Second
 }
 
 const machineWindow = 10 * time.Second // agent.SwitchoverWindow
@@ -335,6 +368,9 @@ func (w *world) run() {
 		w.after(time.Duration(w.rng.IntN(500))*time.Millisecond, nil, func() { n.start() })
 	}
 	w.witnessUp()
+	if w.o.Proxy && w.o.Mode != ha.ModeActiveActive {
+		w.px = newProxyModel(w)
+	}
 	w.planFaults()
 	end := w.o.FaultPhase + w.settle()
 	w.at(t0.Add(w.o.FaultPhase), nil, w.heal)
@@ -413,6 +449,7 @@ func (w *world) observe() {
 			n.watchChanged()
 		}
 		w.rev.keyChanged()
+		w.px.watchChanged()
 		w.dirty = true
 	}
 	if !w.dirty {
@@ -422,7 +459,13 @@ func (w *world) observe() {
 	var serving *node
 	for _, n := range w.nodes {
 		if !n.serving() {
+			n.servingSince = time.Time{}
 			continue
+		}
+		if n.servingSince.IsZero() || n.servingEpoch != n.st.Epoch {
+			n.servingSince, n.servingEpoch = w.now(), n.st.Epoch
+			n.firstEpisode = n.lastServedAt != n.st.Epoch
+			n.lastServedAt = n.st.Epoch
 		}
 		if w.o.Mode == ha.ModeActiveActive {
 			if _, ok := n.client.Session(); !ok {
@@ -430,7 +473,7 @@ func (w *world) observe() {
 			}
 			continue
 		}
-		if l := w.store.Leader(); l != (ha.Leader{Node: n.name, Epoch: n.st.Epoch}) {
+		if l := w.store.Leader(); l != (ha.Leader{Node: n.name, Epoch: n.st.Epoch}) && !w.staleRevoked[n.st.Epoch] {
 			w.failf("%s serves at epoch %d but the store's leader is %v: its key may be taken", n.name, n.st.Epoch, l)
 		}
 		if serving != nil {

@@ -18,13 +18,21 @@ var (
 	firstSeed = flag.Uint64("sim.first", 1, "first seed of the fixed set")
 	oneSeed   = flag.Uint64("sim.seed", 0, "simulate only this seed (replay)")
 	trace     = flag.Bool("sim.trace", false, "print the event trace of -sim.seed")
+	noLD      = flag.Bool("sim.nolockdelay", false, "turn the agent's lock-delay off (to show what it guards against)")
 )
+
+// scenario is Scenario(seed) with the flags applied.
+func scenario(seed uint64) Options {
+	o := Scenario(seed)
+	o.NoLockDelay = *noLD
+	return o
+}
 
 // TestSim runs a fixed set of seeds (-sim.seeds from -sim.first) plus one
 // random seed it prints; -sim.seed=S replays one, -sim.trace prints it.
 func TestSim(t *testing.T) {
 	if *oneSeed != 0 {
-		o := Scenario(*oneSeed)
+		o := scenario(*oneSeed)
 		if *trace {
 			o.Trace = os.Stdout
 		}
@@ -62,7 +70,7 @@ func TestSim(t *testing.T) {
 				if i >= len(list) {
 					return
 				}
-				res, err := Run(Scenario(list[i]))
+				res, err := Run(scenario(list[i]))
 				mu.Lock()
 				total = total.Add(res)
 				if err != nil {
@@ -76,13 +84,14 @@ func TestSim(t *testing.T) {
 	took := time.Since(start)
 	t.Logf("%d seeds, %.1f simulated hours, in %s: %.0f seeds/minute", len(list),
 		total.Simulated.Hours(), took.Round(time.Millisecond), float64(len(list))/took.Minutes())
-	t.Logf("%d events, %d promotions, %d fenced demotions, %d agent restarts, %d faults, %d operator calls: %d switchovers done, %d stale views refused, %d taken over by another; %d fenced writes and reads linearizable; %d leader leases revoked at expiry; %d operator-history operations linearizable",
-		total.Events, total.Promotions, total.Fenced, total.Restarts, total.Faults, total.Operator, total.Switched, total.Stale, total.Other, total.FencedOps, total.Revoked, total.OperatorOps)
+	t.Logf("%d events, %d promotions, %d fenced demotions, %d agent restarts, %d faults, %d operator calls: %d switchovers done, %d stale views refused, %d taken over by another; %d fenced writes and reads linearizable; %d leader leases revoked at expiry; %d operator-history operations linearizable; %d live leases revoked early and %d renewals acknowledged late by a stale lessor; %d promotions waited on the lock-delay; %d proxy quarantine strikes",
+		total.Events, total.Promotions, total.Fenced, total.Restarts, total.Faults, total.Operator, total.Switched, total.Stale, total.Other, total.FencedOps, total.Revoked, total.OperatorOps, total.StaleRevoked, total.StaleAcks, total.LockDelays, total.ProxyStrikes)
 	// The generator must keep reaching the cases that matter, or the run
 	// proves little (as in machine's property test).
 	if len(list) >= 1000 { // stale views come about once in 100 seeds
 		for what, n := range map[string]int{"promotions": total.Promotions, "fenced demotions": total.Fenced,
-			"restarts": total.Restarts, "switchovers done": total.Switched, "stale views": total.Stale, "fenced calls": total.FencedOps, "revocations at expiry": total.Revoked, "operator-history operations": total.OperatorOps} {
+			"restarts": total.Restarts, "switchovers done": total.Switched, "stale views": total.Stale, "fenced calls": total.FencedOps, "revocations at expiry": total.Revoked, "operator-history operations": total.OperatorOps,
+			"stale lessor revocations": total.StaleRevoked, "stale lessor acknowledgements": total.StaleAcks, "proxy strikes": total.ProxyStrikes} {
 			if n == 0 {
 				t.Errorf("no %s in %d seeds: the simulation stopped exploring them", what, len(list))
 			}
@@ -120,4 +129,29 @@ func TestReplayIsExact(t *testing.T) {
 			t.Fatalf("seed %d: empty trace", seed)
 		}
 	}
+}
+
+// TestLockDelayIsNeeded: with the agent's lock-delay off, the stale
+// lessor's early revocation lets a second node serve beside the first
+// within the first few hundred seeds; the same seed passes with it on.
+func TestLockDelayIsNeeded(t *testing.T) {
+	t.Parallel() // about 1 s, 10 s under the race detector: beside TestSim
+	for seed := uint64(1); seed <= 400; seed++ {
+		o := Scenario(seed)
+		o.NoLockDelay = true
+		_, err := Run(o)
+		if err == nil {
+			continue
+		}
+		var f *Failure
+		if !errors.As(err, &f) || !strings.Contains(f.What, "two nodes serve at once") {
+			t.Fatalf("seed %d without the lock-delay: %v, want two nodes serving", seed, err)
+		}
+		if _, err := Run(Scenario(seed)); err != nil {
+			t.Fatalf("seed %d with the lock-delay: %v", seed, err)
+		}
+		t.Logf("without the lock-delay, seed %d: %s", seed, f.What)
+		return
+	}
+	t.Fatal("without the lock-delay no seed of 1..400 had two nodes serving: the stale lessor is no longer modelled")
 }

@@ -28,6 +28,7 @@ type Server struct {
 	epoch      ha.Epoch // the last epoch granted
 	leader     ha.Leader
 	leaderSess uint64
+	tenure     ha.Tenure // the tenure record (package lockdelay; tenure.go)
 	nextSess   uint64
 	sessions   map[uint64]time.Time // session -> expiry on the server's clock
 	nodes      map[string]record
@@ -98,6 +99,7 @@ type Client struct {
 	sess  uint64
 	ttl   time.Duration
 	fault Fault
+	won   wonTenure // the record this client's latest win replaced (tenure.go)
 }
 
 // Client returns a new connection to s.
@@ -196,6 +198,7 @@ func (c *Client) Renew(ctx context.Context) (time.Duration, error) {
 // Campaign takes the active role for node under the client's session.
 func (c *Client) Campaign(ctx context.Context, node string) (ha.Epoch, error) {
 	var e ha.Epoch
+	var won *wonTenure
 	err := c.call(ctx, func(s *Server, sess uint64) error {
 		if !s.liveLocked(sess) {
 			return ha.ErrSessionLost
@@ -209,9 +212,16 @@ func (c *Client) Campaign(ctx context.Context, node string) (ha.Epoch, error) {
 		}
 		s.epoch++
 		s.leader, s.leaderSess, e = ha.Leader{Node: node, Epoch: s.epoch}, sess, s.epoch
+		won = &wonTenure{epoch: e, prev: s.tenure}
+		s.tenure = ha.Tenure{Epoch: e, Node: node, Unsettled: true}
 		s.changedLocked()
 		return nil
 	})
+	if won != nil {
+		c.mu.Lock()
+		c.won = *won
+		c.mu.Unlock()
+	}
 	return e, err
 }
 
@@ -222,6 +232,7 @@ func (c *Client) Resign(ctx context.Context, node string, epoch ha.Epoch) error 
 			return ha.ErrNotLeader
 		}
 		s.leader, s.leaderSess = ha.Leader{}, 0
+		s.tenure = ha.Tenure{Epoch: epoch, Node: node, Ended: ha.TenureResigned}
 		s.changedLocked()
 		return nil
 	})
@@ -411,7 +422,7 @@ func (c *Client) Session() (time.Time, bool) {
 }
 
 func (s *Server) snapshotLocked() ha.Snapshot {
-	snap := ha.Snapshot{Rev: s.rev, Leader: s.leader, Nodes: make(map[string]ha.NodeStatus, len(s.nodes)), Props: s.props}
+	snap := ha.Snapshot{Rev: s.rev, Leader: s.leader, Nodes: make(map[string]ha.NodeStatus, len(s.nodes)), Props: s.props, Tenure: s.tenure}
 	for name, r := range s.nodes {
 		snap.Nodes[name] = r.st
 	}
@@ -507,8 +518,10 @@ func (s *Server) LeaderLease() (sess uint64, expiry time.Time, ok bool) {
 }
 
 // Revoke drops session sess and what is bound to it (the leader key, its
-// records), as a revoke-at-expiry proposal does; ErrNotExpired before the
-// session's expiry. A session already gone is no error.
+// records), as haven's revoke-at-expiry does (etcdstore.RevokeAtExpiry):
+// if sess holds the leader key, it first records the tenure as expired
+// (tenure.go). ErrNotExpired before the session's expiry. A session
+// already gone is no error.
 func (s *Server) Revoke(sess uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -518,6 +531,13 @@ func (s *Server) Revoke(sess uint64) error {
 	}
 	if s.clk.Now().Before(exp) {
 		return fmt.Errorf("%w: revoke of session %d %s before its expiry", ErrNotExpired, sess, exp.Sub(s.clk.Now()))
+	}
+	if s.leaderSess == sess && !s.leader.None() {
+		rec := ha.Tenure{Epoch: s.leader.Epoch, Node: s.leader.Node, Ended: ha.TenureExpired, Unsettled: true}
+		if s.tenure.Epoch == rec.Epoch {
+			rec.Unsettled = s.tenure.Unsettled // an unsettled tenure stays so
+		}
+		s.tenure = rec
 	}
 	s.dropSessionLocked(sess)
 	s.armLocked()
