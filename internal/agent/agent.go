@@ -72,6 +72,10 @@ type Agent struct {
 	metrics   *Metrics
 	startedAt time.Time
 
+	// roleChanged is closed and replaced when the role, epoch, health or
+	// session changes (RoleChanged).
+	roleChanged atomic.Pointer[chan struct{}]
+
 	promoteMu     sync.Mutex
 	promoteCancel context.CancelFunc
 	promoteEpoch  ha.Epoch
@@ -163,6 +167,8 @@ func New(cfg *config.Config, node config.Node, store ha.Store, clk clock.Clock, 
 	st := machine.State{}
 	st, _ = machine.Step(a.mcfg, st, machine.Tick{}, clk.Now())
 	a.state.Store(&st)
+	changed := make(chan struct{})
+	a.roleChanged.Store(&changed)
 	a.snap.Store(&ha.Snapshot{Nodes: map[string]ha.NodeStatus{}})
 	return a, nil
 }
@@ -269,6 +275,9 @@ func (a *Agent) step(ev machine.Event) {
 	stepped := Step(a.mcfg, a.State(), ev, a.clk.Now())
 	old, st := stepped.Old, stepped.New
 	a.state.Store(&st)
+	if st.Role != old.Role || st.Epoch != old.Epoch || st.Healthy != old.Healthy || st.SessionOK != old.SessionOK {
+		a.noteRoleChange()
+	}
 	if st.Role != old.Role {
 		a.log.Info("role change", "from", old.Role, "to", st.Role, "epoch", st.Epoch, "reason", st.Reason)
 		a.metrics.roleChanged(old.Role, st.Role)

@@ -37,8 +37,9 @@ func NewFolders(cfg *config.Config, node config.Node, a *Agent, log *slog.Logger
 			st := a.State()
 			return st.Role == ha.RoleActive, st.Epoch
 		},
-		Leader: func() ha.Leader { return a.Snapshot().Leader },
-		Event:  a.record,
+		RoleChanged: a.RoleChanged,
+		Leader:      func() ha.Leader { return a.Snapshot().Leader },
+		Event:       a.record,
 	})
 	if err != nil {
 		return nil, err

@@ -52,6 +52,25 @@ func (a *Agent) SessionsRole() (ha.Epoch, bool) {
 	return st.Epoch, st.Serving(a.mcfg, a.clk.Now())
 }
 
+// RoleChanged returns a channel that is closed at the next change of this
+// node's role, epoch, health or session: what SessionsRole and the
+// folders' role depend on, apart from the clock (the fence deadline, which
+// the agent's loop turns into a role change). Ask again after each.
+func (a *Agent) RoleChanged() <-chan struct{} {
+	if c := a.roleChanged.Load(); c != nil {
+		return *c
+	}
+	return nil
+}
+
+// noteRoleChange closes the channel RoleChanged handed out.
+func (a *Agent) noteRoleChange() {
+	c := make(chan struct{})
+	if old := a.roleChanged.Swap(&c); old != nil {
+		close(*old)
+	}
+}
+
 // MustRegister adds collectors to the agent's /metrics.
 func (a *Agent) MustRegister(cs ...prometheus.Collector) { a.metrics.reg.MustRegister(cs...) }
 

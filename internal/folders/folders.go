@@ -64,6 +64,10 @@ type Options struct {
 	Log            *slog.Logger
 	// Role reports whether this node is active, and at which epoch.
 	Role func() (active bool, epoch ha.Epoch)
+	// RoleChanged, when set, returns a channel closed when Role's answer
+	// may have changed: Run then looks at Role on each close (and every
+	// second) instead of every 100 ms.
+	RoleChanged func() <-chan struct{}
 	// Leader is who this node sees holding the active role: the only node
 	// whose writes it takes.
 	Leader func() ha.Leader
@@ -167,7 +171,8 @@ func (s *Service) Close() {
 func (s *Service) Collectors() []prometheus.Collector { return s.m.collectors() }
 
 // Run sends the folders while this node is active, until ctx ends. It
-// looks at the role every 100 ms.
+// looks at the role when RoleChanged says it changed and every second, or
+// every 100 ms without RoleChanged.
 func (s *Service) Run(ctx context.Context) error {
 	type sending struct {
 		stop  context.CancelFunc
@@ -194,6 +199,11 @@ func (s *Service) Run(ctx context.Context) error {
 				}
 			}
 		}
+		var changed <-chan struct{}
+		look := 100 * time.Millisecond
+		if s.o.RoleChanged != nil {
+			changed, look = s.o.RoleChanged(), time.Second // taken before Role, so no change is missed
+		}
 		active, e := s.o.Role()
 		switch {
 		case active && (cur == nil || e != cur.epoch):
@@ -211,7 +221,8 @@ func (s *Service) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-s.o.Clock.After(100 * time.Millisecond):
+		case <-changed:
+		case <-s.o.Clock.After(look):
 		}
 	}
 }

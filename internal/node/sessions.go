@@ -48,6 +48,7 @@ func startSessions(cfg *config.Config, node config.Node, a *agent.Agent, store h
 		Log:           log.With("part", "sessions"),
 		Backend:       data,
 		Role:          a.SessionsRole,
+		RoleChanged:   a.RoleChanged,
 		ActiveActive:  cfg.Mode == ha.ModeActiveActive,
 	})
 	a.MustRegister(srv.Collectors()...)

@@ -64,6 +64,12 @@ const (
 	retryAfter     = "1"
 )
 
+// bystanderProbeEvery is how often a node that no decision asks about is
+// probed (active-passive: any node but the store's active; a new active is
+// probed at once, every fastProbeEvery, on the change). Probing it every
+// probe_interval only woke its agent (issue 20).
+const bystanderProbeEvery = time.Second
+
 // Proxy routes clients to the node(s) that should get traffic.
 type Proxy struct {
 	cfg      Settings
@@ -143,6 +149,10 @@ type backend struct {
 	long  map[*longConn]struct{} // WebSocket and TCP relays
 	drain clock.Timer
 	inSet bool
+
+	// bystander: no routing decision uses this node's probe now (see
+	// bystanderProbeEvery); set by the brain from each snapshot.
+	bystander atomic.Bool
 }
 
 type probeResult struct {
@@ -442,6 +452,9 @@ func (p *Proxy) brain(ctx context.Context) {
 			}
 			old := in.Snapshot.Leader
 			in.Snapshot, in.Seen = snap, true
+			for _, n := range p.names {
+				p.backends[n].bystander.Store(in.Mode != ha.ModeActiveActive && n != snap.Leader.Node)
+			}
 			if p.opts.Fresh == nil {
 				in.Fresh = later(in.Fresh, p.clk.Now())
 			}
@@ -635,7 +648,8 @@ func (p *Proxy) kickProbe(node string) {
 	}
 }
 
-// prober probes one node's /lb-check every probe_interval, and every few
+// prober probes one node's /lb-check every probe_interval (every
+// bystanderProbeEvery while no decision uses it), and every few
 // milliseconds (for at most hold_timeout) after a kick until it answers 200.
 func (p *Proxy) prober(ctx context.Context, b *backend) {
 	scheme := "http://"
@@ -672,6 +686,9 @@ func (p *Proxy) prober(ctx context.Context, b *backend) {
 			fastUntil = time.Time{}
 		} else if p.clk.Now().Before(fastUntil) {
 			wait = fastProbeEvery
+		}
+		if b.bystander.Load() && wait != fastProbeEvery {
+			wait = max(wait, bystanderProbeEvery)
 		}
 		timer.Reset(wait)
 	}

@@ -63,11 +63,13 @@ type fakeNode struct {
 	api     *httptest.Server
 	backend *httptest.Server
 	hits    atomic.Int64
+	probes  atomic.Int64 // requests to its API (the proxy's probes)
 }
 
 func newFakeNode(t testing.TB, name string, handler http.Handler) *fakeNode {
 	n := &fakeNode{name: name}
 	n.api = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.probes.Add(1)
 		if n.serving.Load() {
 			w.WriteHeader(200)
 			return

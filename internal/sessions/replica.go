@@ -26,13 +26,17 @@ const (
 
 // Timings of the replication loop.
 const (
-	rolePoll    = 20 * time.Millisecond  // how often a role change is noticed
-	sweepEvery  = 250 * time.Millisecond // the active's pass over expired keys
-	sweepLimit  = 1000                   // keys deleted per pass at most
-	sweepScan   = 20000                  // keys looked at per pass at most
-	tryTimeout  = 700 * time.Millisecond // one commit attempt
-	retryFor    = 2500 * time.Millisecond
-	loadBackoff = 100 * time.Millisecond
+	rolePoll = 20 * time.Millisecond // how often a role change is noticed without RoleChanged
+	// roleBackstop: how often the role is looked at with RoleChanged too,
+	// should a change not be signalled (the fence deadline passing while
+	// the agent's loop is late).
+	roleBackstop = 200 * time.Millisecond
+	sweepEvery   = 250 * time.Millisecond // the active's pass over expired keys
+	sweepLimit   = 1000                   // keys deleted per pass at most
+	sweepScan    = 20000                  // keys looked at per pass at most
+	tryTimeout   = 700 * time.Millisecond // one commit attempt
+	retryFor     = 2500 * time.Millisecond
+	loadBackoff  = 100 * time.Millisecond
 	// maxLoadBackoff: the longest wait between loads while the store fails.
 	maxLoadBackoff = time.Second
 	retryBackoff   = 20 * time.Millisecond
@@ -87,6 +91,8 @@ func (s *Server) stillActive(epoch ha.Epoch) bool {
 // so it holds every write of earlier epochs) and commits this node's
 // changes until the role or a commit fails.
 func (s *Server) runActive(ctx context.Context, epoch ha.Epoch) error {
+	changed, poll := s.roleWatch()
+	defer poll.Stop()
 	recs, _, err := s.opts.Backend.LoadSessions(ctx)
 	if err != nil {
 		return err
@@ -101,8 +107,6 @@ func (s *Server) runActive(ctx context.Context, epoch ha.Epoch) error {
 	// be running: one finishing after the reload's read would be missing.
 	defer wg.Wait()
 	defer s.db.stopWriting()
-	poll := time.NewTicker(rolePoll)
-	defer poll.Stop()
 	sweep := time.NewTicker(sweepEvery)
 	defer sweep.Stop()
 	slots := make(chan struct{}, inFlight)
@@ -116,6 +120,12 @@ func (s *Server) runActive(ctx context.Context, epoch ha.Epoch) error {
 			return nil
 		case err := <-failed:
 			return err
+		case <-changed:
+			changed = s.opts.RoleChanged()
+			if !s.stillActive(epoch) {
+				s.opts.Log.Info("sessions: no longer active; read-only", "epoch", epoch)
+				return nil
+			}
 		case <-poll.C:
 			if !s.stillActive(epoch) {
 				s.opts.Log.Info("sessions: no longer active; read-only", "epoch", epoch)
@@ -191,9 +201,25 @@ func (s *Server) commit(ctx context.Context, epoch ha.Epoch, batch []ha.SessionR
 	}
 }
 
+// roleWatch is what wakes a replication loop to look at the role again:
+// the RoleChanged channel, taken before the caller looks at the role (nil
+// without RoleChanged), and a ticker (every rolePoll without RoleChanged,
+// else every roleBackstop). The caller stops the ticker.
+func (s *Server) roleWatch() (<-chan struct{}, *time.Ticker) {
+	if s.opts.RoleChanged == nil {
+		return nil, time.NewTicker(rolePoll)
+	}
+	return s.opts.RoleChanged(), time.NewTicker(roleBackstop)
+}
+
 // runStandby loads the copy and follows the watch until this node becomes
 // active or the watch fails.
 func (s *Server) runStandby(ctx context.Context) error {
+	changed, poll := s.roleWatch()
+	defer poll.Stop()
+	if _, ok := s.opts.Role(); ok {
+		return nil // promoted since Run looked
+	}
 	recs, rev, err := s.opts.Backend.LoadSessions(ctx)
 	if err != nil {
 		return err
@@ -203,8 +229,6 @@ func (s *Server) runStandby(ctx context.Context) error {
 	defer cancel()
 	werr := make(chan error, 1)
 	go func() { werr <- s.opts.Backend.WatchSessions(wctx, rev, s.db.apply) }()
-	poll := time.NewTicker(rolePoll)
-	defer poll.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -214,6 +238,11 @@ func (s *Server) runStandby(ctx context.Context) error {
 				err = errWatchEnded
 			}
 			return err
+		case <-changed:
+			changed = s.opts.RoleChanged()
+			if _, ok := s.opts.Role(); ok {
+				return nil
+			}
 		case <-poll.C:
 			if _, ok := s.opts.Role(); ok {
 				return nil

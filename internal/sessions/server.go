@@ -58,6 +58,11 @@ type Options struct {
 	// Role says whether this node serves as active, and at which epoch
 	// (with a Backend; nil means never).
 	Role func() (ha.Epoch, bool)
+	// RoleChanged, when set, returns a channel that is closed when Role's
+	// answer may have changed; the replication loop then looks at Role on
+	// each close and every roleBackstop, instead of every rolePoll. Writes
+	// ask Role themselves either way.
+	RoleChanged func() <-chan struct{}
 	// ActiveActive: every serving node writes, each write a
 	// compare-and-swap on the keys it touched (aa.go).
 	ActiveActive bool

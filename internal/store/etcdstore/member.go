@@ -104,6 +104,17 @@ func StartMember(mc MemberConfig) (*Member, error) {
 	}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
+	cfg.EnableGRPCGateway = false // haven's clients speak gRPC; the JSON gateway kept a connection of its own
+	if mc.TLS.CAFile != "" {
+		// With TLS and one port for both, etcd serves gRPC through Go's
+		// HTTP/2 server (grpc.Server.ServeHTTP), which costs a goroutine
+		// and several wake-ups per frame; an idle agent's renewals, watch
+		// and status writes made it the largest single cost of an idle
+		// embedded member (issue 20). A port of its own for etcd's HTTP
+		// (/metrics, /health; loopback, a free port, mutual TLS as well)
+		// leaves the client port to gRPC's own server.
+		cfg.ListenClientHttpUrls = []url.URL{{Scheme: "https", Host: "127.0.0.1:0"}}
+	}
 	var parts []string
 	for name, addr := range mc.Cluster {
 		parts = append(parts, name+"="+scheme+addr)
