@@ -145,6 +145,9 @@ func (m *Member) revokeExpired(ctx context.Context, key string, log *slog.Logger
 	if l == nil || rem > 0 {
 		return rem
 	}
+	// Where the time after the expiry goes, for the log: how late this
+	// look came, then each of the three quorum round trips below.
+	late, t0 := -rem, time.Now()
 	// Expired on this primary. Confirm with a quorum that this member still
 	// leads, then look again: only then propose.
 	rctx, cancel := context.WithTimeout(ctx, s.Cfg.ReqTimeout())
@@ -157,6 +160,7 @@ func (m *Member) revokeExpired(ctx context.Context, key string, log *slog.Logger
 	if l2 == nil || l2.ID != l.ID || rem > 0 {
 		return max(rem, 0)
 	}
+	t1 := time.Now()
 	// Record first that the primary lessor judged the lease expired
 	// (lockdelay): a standby that sees this before the key's deletion may
 	// serve at once. Only while the key is still bound to this lease.
@@ -165,19 +169,27 @@ func (m *Member) revokeExpired(ctx context.Context, key string, log *slog.Logger
 			log.Debug("revoke at expiry: recording the expiry", "err", err)
 			return notPrimaryYet
 		}
-		return 0 // the key changed: look again on the change
+		// The key changed: etcd's own tick (or a resign) was first. A
+		// standby that saw it go without this record waits the lock delay.
+		log.Info("revoke at expiry: the leader key went before the expiry was recorded", "lease", int64(l.ID),
+			"looked", late.Round(time.Millisecond), "confirm", t1.Sub(t0).Round(time.Millisecond), "record", time.Since(t1).Round(time.Millisecond))
+		return 0 // look again on the change
 	}
+	t2 := time.Now()
 	_, err := s.LeaseRevoke(rctx, &pb.LeaseRevokeRequest{ID: int64(l.ID)})
 	switch {
 	case err == nil:
 		after := -l.Remaining() // the expiry is kept after the revocation
-		log.Info("revoked the leader key's lease at its expiry", "lease", int64(l.ID), "after_expiry", after.Round(time.Millisecond))
+		log.Info("revoked the leader key's lease at its expiry", "lease", int64(l.ID), "after_expiry", after.Round(time.Millisecond),
+			"looked", late.Round(time.Millisecond), "confirm", t1.Sub(t0).Round(time.Millisecond),
+			"record", t2.Sub(t1).Round(time.Millisecond), "revoke", time.Since(t2).Round(time.Millisecond))
 		if revoked != nil {
 			revoked(after)
 		}
 		return 0
 	case errors.Is(err, lease.ErrLeaseNotFound):
-		return 0 // etcd's own tick was first
+		log.Info("revoke at expiry: etcd's own tick revoked the lease first (the expiry was recorded)", "lease", int64(l.ID))
+		return 0
 	default:
 		log.Debug("revoke at expiry", "err", err)
 		return notPrimaryYet
