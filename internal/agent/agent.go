@@ -502,6 +502,7 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 				a.log.Debug("this member leads etcd: letting another standby campaign first", "for", d)
 				sleep(ctx, a.clk, d)
 			}
+			a.awaitExpiryRecord(ctx) // campaign.go
 		}
 		cctx, cancel := clock.WithTimeout(ctx, a.clk, callTimeout(a.cfg.Timing))
 		asked := a.clk.Now()
