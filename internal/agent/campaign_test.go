@@ -101,7 +101,9 @@ func TestLeaderOfEtcdLetsAnotherStandbyWin(t *testing.T) {
 // its end, the lock delay is on, and the tenure was settled.
 func TestExpiryRecordPending(t *testing.T) {
 	on := lockdelay.Options{Enabled: true, LeaseTTL: time.Second}
-	vac := func(held ha.Epoch, ten ha.Tenure) lockdelay.Vacancy { return lockdelay.Vacancy{Epoch: held, Tenure: ten} }
+	vac := func(held ha.Epoch, ten ha.Tenure) lockdelay.Vacancy {
+		return lockdelay.Vacancy{Epoch: held, Tenure: ten}
+	}
 	for _, c := range []struct {
 		name string
 		v    lockdelay.Vacancy
