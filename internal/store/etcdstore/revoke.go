@@ -155,7 +155,11 @@ func (m *Member) revokeExpired(ctx context.Context, key string, log *slog.Logger
 	// reads): etcd's own tick may revoke the lease from now on, and the
 	// expiry is recorded for this key even if it does (recordExpiry).
 	h, err := m.heldKey(rctx, key, int64(l.ID))
-	if err != nil || h.kv == nil {
+	switch {
+	case err != nil:
+		log.Debug("revoke at expiry: reading the leader key", "err", err)
+		return notPrimaryYet
+	case h.kv == nil:
 		return 0 // the key went or changed meanwhile: look again on the change
 	}
 	term := s.Term()
