@@ -159,16 +159,12 @@ func timeline(c *Cluster, start time.Time, rto time.Duration) string {
 			continue
 		}
 		for _, l := range strings.Split(n.log.String(), "\n") {
-			// haven's lines (time=...) and embedded etcd's (JSON, "ts":"...").
-			ts, rest, ok := strings.Cut(strings.TrimPrefix(l, "time="), " ")
-			if !strings.HasPrefix(l, "time=") {
-				_, v, found := strings.Cut(l, `"ts":"`)
-				ts, _, _ = strings.Cut(v, `"`)
-				rest, ok = "etcd: "+l, found
-			}
+			// haven's lines (etcd's own go to a file in the data dir).
+			v, ok := strings.CutPrefix(l, "time=")
 			if !ok {
 				continue
 			}
+			ts, rest, _ := strings.Cut(v, " ")
 			t, err := time.Parse(time.RFC3339Nano, ts)
 			if err != nil {
 				continue
