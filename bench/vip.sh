@@ -4,6 +4,8 @@
 # namespace that pings and GETs the VIP every 20 ms). For each system:
 #   node loss     both links of the holder cut: RTO until the client is
 #                 answered (ping and GET) by another node through the VIP
+#                 (haven: cut once etcd leadership has left the holder,
+#                 plus 1 s, as bench/failover.sh and haven drill do)
 #   service loss  SIGKILL of the holder's service
 #   partition     the holder's cluster link cut for 8 s (clients still reach
 #                 every node): how many nodes held the VIP at once, how long

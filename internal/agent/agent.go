@@ -452,6 +452,9 @@ func (a *Agent) watch(ctx context.Context) {
 	for ctx.Err() == nil {
 		for snap := range a.store.Watch(ctx) {
 			s := snap
+			if s.Leader.None() && !vacant && held != 0 {
+				a.log.Debug("the leader key is gone", "epoch", held, "rev", s.Rev)
+			}
 			vacant = a.ld.NoteVacancy(s, vacant, held) // before the machine hears of it (lockdelay.go)
 			if !s.Leader.None() {
 				held = s.Leader.Epoch
@@ -512,10 +515,13 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 				a.log.Debug("this member leads etcd: letting another standby campaign first", "for", d)
 				sleep(ctx, a.clk, d)
 			}
+			a.awaitExpiryRecord(ctx) // campaign.go
 		}
 		cctx, cancel := clock.WithTimeout(ctx, a.clk, callTimeout(a.cfg.Timing))
+		asked := a.clk.Now()
 		epoch, err := a.store.Campaign(cctx, a.node.Name)
 		cancel()
+		a.log.Debug("campaign", "epoch", epoch, "err", err, "took", a.clk.Since(asked).Round(time.Millisecond))
 		if act.Reclaim != 0 {
 			if err == nil {
 				a.log.Warn("the leader key in this node's name is bound to its session: a campaign committed although its answer was lost; taking it up", "epoch", epoch)

@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"context"
 	"time"
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/lockdelay"
 )
 
 // Who should win a failover's campaign (#19).
@@ -43,4 +45,52 @@ func campaignDefer(leadsEtcd bool, snap ha.Snapshot, self string, prio map[strin
 		}
 	}
 	return 0
+}
+
+// A record that comes late (#19). With embedded etcd the member that leads
+// raft records that the lost active's lease expired and only then revokes
+// it (etcdstore.RevokeAtExpiry), so the winner acts at once (package
+// lockdelay). But etcd's own 500 ms tick may revoke the lease in between;
+// the revoker still records the expiry, unless a campaign has rewritten the
+// tenure record first, and then the winner waits the whole lock delay
+// (lease_ttl) for want of a record that was on its way. So a standby that
+// sees the key go without any record of how it ended gives the record up
+// to expiryRecordWait to come before it campaigns. A delay, never a
+// refusal; it changes nothing when the record came with the key's
+// deletion, which is the usual case.
+
+// expiryRecordPending reports whether the vacancy v (ok: one was noted)
+// left the vacated tenure without a record of its end that may still
+// come: the lock delay is on (o), a key was seen held, the record is of
+// that key's epoch, ended neither way, and settled (an unsettled tenure
+// makes the winner wait whatever its end).
+func expiryRecordPending(v lockdelay.Vacancy, ok bool, o lockdelay.Options) bool {
+	t := v.Tenure
+	return ok && o.Enabled && v.Epoch != 0 && t.Epoch == v.Epoch && t.Ended == "" && !t.Unsettled
+}
+
+// expiryRecordWait is how long a campaign waits for a late record of
+// expiry: a tenth of the lease, against the lease the winner would wait
+// without it.
+func expiryRecordWait(t config.Timing) time.Duration { return t.LeaseTTL / 10 }
+
+// awaitExpiryRecord holds a campaign, up to expiryRecordWait, while the key
+// that went has no record of its end (see above).
+func (a *Agent) awaitExpiryRecord(ctx context.Context) {
+	v, ok := a.ld.Vacancy()
+	if !expiryRecordPending(v, ok, a.lockDelayOptions()) {
+		return
+	}
+	wait := expiryRecordWait(a.cfg.Timing)
+	start := a.clk.Now()
+	for a.clk.Since(start) < wait && ctx.Err() == nil {
+		s := a.Snapshot()
+		if !s.Leader.None() || s.Tenure.Epoch != v.Epoch || s.Tenure.Ended != "" {
+			break // taken, or a record came
+		}
+		sleep(ctx, a.clk, 5*time.Millisecond)
+	}
+	s := a.Snapshot()
+	a.log.Debug("the leader key went without a record of its end: waited for the revoker's", "epoch", v.Epoch,
+		"waited", a.clk.Since(start).Round(time.Millisecond), "ended", s.Tenure.Ended)
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/lockdelay"
 )
 
 func TestCampaignDefer(t *testing.T) {
@@ -93,4 +94,37 @@ func TestLeaderOfEtcdLetsAnotherStandbyWin(t *testing.T) {
 		t.Fatalf("the standby whose member led etcd won %d of %d campaigns; want it to let the other win (at most 2 for a loaded machine)", won, rounds)
 	}
 	t.Logf("the standby whose member led etcd won %d of %d campaigns", won, rounds)
+}
+
+// TestExpiryRecordPending (#19): a campaign waits for a late record of
+// expiry only when the key that went left its tenure without any record of
+// its end, the lock delay is on, and the tenure was settled.
+func TestExpiryRecordPending(t *testing.T) {
+	on := lockdelay.Options{Enabled: true, LeaseTTL: time.Second}
+	vac := func(held ha.Epoch, ten ha.Tenure) lockdelay.Vacancy {
+		return lockdelay.Vacancy{Epoch: held, Tenure: ten}
+	}
+	for _, c := range []struct {
+		name string
+		v    lockdelay.Vacancy
+		ok   bool
+		o    lockdelay.Options
+		want bool
+	}{
+		{"gone without a record", vac(7, ha.Tenure{Epoch: 7, Node: "a"}), true, on, true},
+		{"expiry recorded", vac(7, ha.Tenure{Epoch: 7, Node: "a", Ended: ha.TenureExpired}), true, on, false},
+		{"resigned", vac(7, ha.Tenure{Epoch: 7, Node: "a", Ended: ha.TenureResigned}), true, on, false},
+		{"unsettled: the winner waits anyway", vac(7, ha.Tenure{Epoch: 7, Node: "a", Unsettled: true}), true, on, false},
+		{"record of an older key", vac(7, ha.Tenure{Epoch: 5, Node: "a"}), true, on, false},
+		{"no key seen held", vac(0, ha.Tenure{}), true, on, false},
+		{"no vacancy noted", vac(7, ha.Tenure{Epoch: 7, Node: "a"}), false, on, false},
+		{"lock delay off", vac(7, ha.Tenure{Epoch: 7, Node: "a"}), true, lockdelay.Options{LeaseTTL: time.Second}, false},
+	} {
+		if got := expiryRecordPending(c.v, c.ok, c.o); got != c.want {
+			t.Errorf("%s: expiryRecordPending = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if w := expiryRecordWait(config.Timing{LeaseTTL: time.Second}); w != 100*time.Millisecond {
+		t.Errorf("expiryRecordWait(lease 1s) = %v, want 100ms", w)
+	}
 }

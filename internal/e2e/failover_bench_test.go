@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -76,6 +78,14 @@ func benchFailover(b *testing.B, insecure bool, fault, heal func(c *Cluster, act
 	c.WaitActive(startTimeout)
 	var rtos []time.Duration
 	ledEtcd := 0
+	var slow time.Duration
+	if v := os.Getenv("HAVEN_BENCH_TIMELINE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			b.Fatalf("HAVEN_BENCH_TIMELINE=%q: want a duration such as 1.1s: %v", v, err)
+		}
+		slow = d
+	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
@@ -122,6 +132,9 @@ func benchFailover(b *testing.B, insecure bool, fault, heal func(c *Cluster, act
 		rto := firstSuccess(b, c, active, epoch, start)
 		b.StopTimer()
 		rtos = append(rtos, rto)
+		if slow > 0 && rto > slow {
+			b.Logf("run %d: %v (over %v); the agents' log lines from the fault on:\n%s", i+1, rto.Round(time.Millisecond), slow, timeline(c, start, rto))
+		}
 		heal(c, active)
 	}
 	sort.Slice(rtos, func(i, j int) bool { return rtos[i] < rtos[j] })
@@ -131,6 +144,43 @@ func benchFailover(b *testing.B, insecure bool, fault, heal func(c *Cluster, act
 	b.ReportMetric(float64(rtos[len(rtos)-1].Milliseconds()), "max-ms")
 	b.Logf("failover times (n=%d): %v", len(rtos), rtos)
 	b.Logf("the killed active led etcd in %d of %d runs", ledEtcd, len(rtos))
+}
+
+// timeline returns every agent's log lines timed from a lease before start
+// until rto after it, each prefixed with the node and its time since start
+// (HAVEN_BENCH_TIMELINE: where a slow run spent its time).
+func timeline(c *Cluster, start time.Time, rto time.Duration) string {
+	type line struct {
+		at   time.Duration
+		text string
+	}
+	var ls []line
+	for _, n := range c.Nodes {
+		if n.log == nil {
+			continue
+		}
+		for _, l := range strings.Split(n.log.String(), "\n") {
+			// haven's lines (etcd's own go to a file in the data dir).
+			v, ok := strings.CutPrefix(l, "time=")
+			if !ok {
+				continue
+			}
+			ts, rest, _ := strings.Cut(v, " ")
+			t, err := time.Parse(time.RFC3339Nano, ts)
+			if err != nil {
+				continue
+			}
+			if at := t.Sub(start); at >= -300*time.Millisecond && at <= rto+50*time.Millisecond {
+				ls = append(ls, line{at, fmt.Sprintf("%+8.1fms %s %s", float64(at.Microseconds())/1000, n.Name, rest)})
+			}
+		}
+	}
+	sort.SliceStable(ls, func(i, j int) bool { return ls[i].at < ls[j].at })
+	var b strings.Builder
+	for _, l := range ls {
+		b.WriteString(l.text + "\n")
+	}
+	return b.String()
 }
 
 // settleTimeout bounds the wait for etcd leadership to leave the active.

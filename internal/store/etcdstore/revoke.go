@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/etcdserver"
 	"go.etcd.io/etcd/server/v3/lease"
@@ -145,73 +146,145 @@ func (m *Member) revokeExpired(ctx context.Context, key string, log *slog.Logger
 	if l == nil || rem > 0 {
 		return rem
 	}
-	// Expired on this primary. Confirm with a quorum that this member still
-	// leads, then look again: only then propose.
+	// Where the time after the expiry goes, for the log: how late this
+	// look came, then each of the three quorum round trips below.
+	late, t0 := -rem, time.Now()
 	rctx, cancel := context.WithTimeout(ctx, s.Cfg.ReqTimeout())
 	defer cancel()
+	// The key and the tenure record as the judgment found them (local
+	// reads): etcd's own tick may revoke the lease from now on, and the
+	// expiry is recorded for this key even if it does (recordExpiry).
+	h, err := m.heldKey(rctx, key, int64(l.ID))
+	switch {
+	case err != nil:
+		log.Debug("revoke at expiry: reading the leader key", "err", err)
+		return notPrimaryYet
+	case h.kv == nil:
+		return 0 // the key went or changed meanwhile: look again on the change
+	}
+	term := s.Term()
+	// Expired on this primary. Confirm with a quorum that this member still
+	// leads, then look again: only then propose.
 	if err := s.LinearizableReadNotify(rctx); err != nil {
 		log.Debug("revoke at expiry: leadership not confirmed", "err", err)
 		return notPrimaryYet
 	}
 	l2, rem := expired()
-	if l2 == nil || l2.ID != l.ID || rem > 0 {
+	switch {
+	case l2 != nil && l2.ID == l.ID && rem <= 0:
+		// Still expired and still the key's lease.
+	case l2 == nil && s.Term() == term:
+		// Revoked meanwhile, by etcd's own tick: the judgment, confirmed
+		// in the same term, stands; record it (the revocation finds the
+		// lease gone).
+	default:
 		return max(rem, 0)
 	}
+	t1 := time.Now()
 	// Record first that the primary lessor judged the lease expired
-	// (lockdelay): a standby that sees this before the key's deletion may
-	// serve at once. Only while the key is still bound to this lease.
-	if ok, err := m.recordExpiry(rctx, key, int64(l.ID)); err != nil || !ok {
+	// (lockdelay): a standby that sees this before it campaigns may serve
+	// at once.
+	if ok, err := m.recordExpiry(rctx, key, h); err != nil || !ok {
 		if err != nil {
 			log.Debug("revoke at expiry: recording the expiry", "err", err)
 			return notPrimaryYet
 		}
-		return 0 // the key changed: look again on the change
+		// The key changed and a campaign (or a resign) came since: a
+		// standby that saw it go without this record waits the lock delay.
+		log.Info("revoke at expiry: a campaign or resign came before the expiry was recorded", "lease", int64(l.ID),
+			"looked", late.Round(time.Millisecond), "confirm", t1.Sub(t0).Round(time.Millisecond), "record", time.Since(t1).Round(time.Millisecond))
+		return 0 // look again on the change
 	}
-	_, err := s.LeaseRevoke(rctx, &pb.LeaseRevokeRequest{ID: int64(l.ID)})
+	t2 := time.Now()
+	_, err = s.LeaseRevoke(rctx, &pb.LeaseRevokeRequest{ID: int64(l.ID)})
 	switch {
 	case err == nil:
 		after := -l.Remaining() // the expiry is kept after the revocation
-		log.Info("revoked the leader key's lease at its expiry", "lease", int64(l.ID), "after_expiry", after.Round(time.Millisecond))
+		log.Info("revoked the leader key's lease at its expiry", "lease", int64(l.ID), "after_expiry", after.Round(time.Millisecond),
+			"looked", late.Round(time.Millisecond), "confirm", t1.Sub(t0).Round(time.Millisecond),
+			"record", t2.Sub(t1).Round(time.Millisecond), "revoke", time.Since(t2).Round(time.Millisecond))
 		if revoked != nil {
 			revoked(after)
 		}
 		return 0
 	case errors.Is(err, lease.ErrLeaseNotFound):
-		return 0 // etcd's own tick was first
+		log.Info("revoke at expiry: etcd's own tick revoked the lease first (the expiry was recorded)", "lease", int64(l.ID))
+		return 0
 	default:
 		log.Debug("revoke at expiry", "err", err)
 		return notPrimaryYet
 	}
 }
 
-// recordExpiry writes the tenure record "expired" for key's holder if key
-// is still bound to lease id; it reports whether it wrote it.
-func (m *Member) recordExpiry(ctx context.Context, key string, id int64) (bool, error) {
+// held is the leader key bound to an expired lease and the tenure record,
+// as the revoker's judgment found them.
+type held struct {
+	kv        *mvccpb.KeyValue // nil: the key is gone or bound to another lease
+	tenure    ha.Tenure        // the record to write: key's holder, expired
+	tenureMod int64            // the tenure record's ModRevision (0: none)
+}
+
+// heldKey reads key (if still bound to lease id) and the tenure record,
+// locally, and returns the record of expiry to write.
+func (m *Member) heldKey(ctx context.Context, key string, id int64) (held, error) {
 	s := m.etcd.Server
 	r, err := s.Range(ctx, &pb.RangeRequest{Key: []byte(key), Serializable: true})
 	if err != nil || len(r.Kvs) != 1 || r.Kvs[0].Lease != id {
-		return false, err
+		return held{}, err
 	}
 	kv := r.Kvs[0]
-	tk := strings.TrimSuffix(key, "leader") + "tenure"
-	rec := ha.Tenure{Epoch: ha.Epoch(kv.CreateRevision), Node: string(kv.Value), Ended: ha.TenureExpired}
+	h := held{kv: kv, tenure: ha.Tenure{Epoch: ha.Epoch(kv.CreateRevision), Node: string(kv.Value), Ended: ha.TenureExpired}}
 	// An unsettled tenure stays so: its holder's predecessor may still act.
-	rec.Unsettled = true
-	if tr, err := s.Range(ctx, &pb.RangeRequest{Key: []byte(tk), Serializable: true}); err == nil && len(tr.Kvs) == 1 {
-		if old := parseTenure(tr.Kvs[0].Value, tr.Kvs[0].ModRevision, false); old.Epoch == rec.Epoch {
-			rec.Unsettled = old.Unsettled
+	h.tenure.Unsettled = true
+	tr, err := s.Range(ctx, &pb.RangeRequest{Key: []byte(tenureKeyOf(key)), Serializable: true})
+	if err != nil {
+		return held{}, err
+	}
+	if len(tr.Kvs) == 1 {
+		h.tenureMod = tr.Kvs[0].ModRevision
+		if old := parseTenure(tr.Kvs[0].Value, tr.Kvs[0].ModRevision, false); old.Epoch == h.tenure.Epoch {
+			h.tenure.Unsettled = old.Unsettled
 		}
 	}
-	val := tenureValue(rec)
+	return h, nil
+}
+
+// tenureKeyOf is the tenure record's key beside leader key key.
+func tenureKeyOf(key string) string { return strings.TrimSuffix(key, "leader") + "tenure" }
+
+// recordExpiry writes h's tenure record "expired" if the key is still
+// bound to the judged lease, or else if the key is gone and no campaign or
+// resign has written the tenure record since the judgment (etcd's own tick
+// revoked the lease in between: the judgment, by the confirmed primary,
+// stands, and a standby that campaigns after this commits reads it); it
+// reports whether it wrote it.
+func (m *Member) recordExpiry(ctx context.Context, key string, h held) (bool, error) {
+	s := m.etcd.Server
+	put := &pb.RequestOp{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte(tenureKeyOf(key)), Value: []byte(tenureValue(h.tenure))}}}
 	t, err := s.Txn(ctx, &pb.TxnRequest{
 		Compare: []*pb.Compare{
-			{Key: []byte(key), Target: pb.Compare_LEASE, Result: pb.Compare_EQUAL, TargetUnion: &pb.Compare_Lease{Lease: id}},
-			{Key: []byte(key), Target: pb.Compare_CREATE, Result: pb.Compare_EQUAL, TargetUnion: &pb.Compare_CreateRevision{CreateRevision: kv.CreateRevision}},
+			{Key: []byte(key), Target: pb.Compare_LEASE, Result: pb.Compare_EQUAL, TargetUnion: &pb.Compare_Lease{Lease: h.kv.Lease}},
+			{Key: []byte(key), Target: pb.Compare_CREATE, Result: pb.Compare_EQUAL, TargetUnion: &pb.Compare_CreateRevision{CreateRevision: h.kv.CreateRevision}},
 		},
-		Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte(tk), Value: []byte(val)}}}},
+		Success: []*pb.RequestOp{put},
+		Failure: []*pb.RequestOp{{Request: &pb.RequestOp_RequestTxn{RequestTxn: &pb.TxnRequest{
+			Compare: []*pb.Compare{
+				{Key: []byte(key), Target: pb.Compare_CREATE, Result: pb.Compare_EQUAL, TargetUnion: &pb.Compare_CreateRevision{CreateRevision: 0}},
+				{Key: []byte(tenureKeyOf(key)), Target: pb.Compare_MOD, Result: pb.Compare_EQUAL, TargetUnion: &pb.Compare_ModRevision{ModRevision: h.tenureMod}},
+			},
+			Success: []*pb.RequestOp{put},
+		}}}},
 	})
 	if err != nil {
 		return false, err
 	}
-	return t.Succeeded, nil
+	if t.Succeeded {
+		return true, nil
+	}
+	if len(t.Responses) == 1 {
+		if nt := t.Responses[0].GetResponseTxn(); nt != nil {
+			return nt.Succeeded, nil
+		}
+	}
+	return false, nil
 }

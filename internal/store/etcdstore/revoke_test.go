@@ -14,6 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/lease"
 
+	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/store/storetest"
 	"github.com/haven-ha/haven/internal/syncbuf"
 )
@@ -287,5 +288,77 @@ func TestRevokeAtExpiryFollowsLeadership(t *testing.T) {
 		}
 		t.Logf("after two leadership moves, the leader key was deleted %v after its lease's expiry, by %s", lag, lead)
 		return
+	}
+}
+
+// TestRecordExpiryAfterTick (#19): the revoker judged a lease expired, and
+// etcd's own tick revoked it before the revoker's record committed. The
+// record of expiry is still written for that key (a standby that campaigns
+// after it acts without the lock delay), unless a campaign has rewritten
+// the tenure record since the judgment.
+func TestRecordExpiryAfterTick(t *testing.T) {
+	t.Parallel()
+	m, addr := startOneMember(t)
+	cluster := storetest.Cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dial := func() *Store {
+		s, err := Dial(cluster, []string{addr}, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		if _, err := s.NewSession(ctx, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	tenure := func(s *Store) ha.Tenure {
+		r, err := s.Client().Get(ctx, TenureKey(cluster))
+		if err != nil || len(r.Kvs) != 1 {
+			t.Fatalf("tenure record: %v %v", r, err)
+		}
+		return parseTenure(r.Kvs[0].Value, r.Kvs[0].ModRevision, false)
+	}
+	// judgeThenTick: a holder wins, the revoker's reads are taken, then
+	// the lease is revoked as etcd's tick would; between takes the
+	// revoker's place after its judgment.
+	judgeThenTick := func(between func()) (*Store, held, bool) {
+		a := dial()
+		epoch, err := a.Campaign(ctx, "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := m.heldKey(ctx, LeaderKey(cluster), int64(a.currentLease()))
+		if err != nil || h.kv == nil || h.tenure.Epoch != epoch {
+			t.Fatalf("heldKey: %+v, %v (epoch %d)", h, err, epoch)
+		}
+		if _, err := a.Client().Revoke(ctx, a.currentLease()); err != nil {
+			t.Fatal(err)
+		}
+		between()
+		ok, err := m.recordExpiry(ctx, LeaderKey(cluster), h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a, h, ok
+	}
+
+	a, h, ok := judgeThenTick(func() {})
+	if got := tenure(a); !ok || got.Ended != ha.TenureExpired || got.Epoch != h.tenure.Epoch || got.Node != "a" {
+		t.Errorf("key gone by the tick, no campaign since: recorded %v, tenure %+v; want epoch %d of a expired", ok, got, h.tenure.Epoch)
+	}
+
+	var b *Store
+	var won ha.Epoch
+	_, h, ok = judgeThenTick(func() {
+		b = dial()
+		var err error
+		if won, err = b.Campaign(ctx, "b"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if got := tenure(b); ok || got.Epoch != won || got.Ended != "" {
+		t.Errorf("a campaign came after the tick: recorded %v, tenure %+v; want b's epoch %d untouched", ok, got, won)
 	}
 }

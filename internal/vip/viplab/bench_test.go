@@ -1,6 +1,7 @@
 package viplab
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/haven-ha/haven/internal/harness"
 )
 
 // BenchmarkVIP runs haven (lan preset) and Debian's keepalived (VRRPv3,
@@ -19,7 +22,9 @@ import (
 // RTO after a node loss (both its links cut) and after a service loss
 // (SIGKILL), and on a partition (the holder's cluster link cut for 8 s)
 // how long two nodes held the VIP at once; VIP_RUNS faults of each kind
-// (default 5). For haven it also splits the node-loss RTO: from the fault
+// (default 5). Before each haven node loss it waits until etcd leadership
+// has left the holder (leaderAway), and says how often it had not. For
+// haven it also splits the node-loss RTO: from the fault
 // until another node answers /lb-check 200 (the lease's part), and from
 // then until the client is answered through the VIP (the address's move).
 // bench/vip.sh runs it:
@@ -63,8 +68,11 @@ func (c *cluster) firstServing(old *node, stop chan struct{}) <-chan time.Time {
 
 // system is what the scenarios need from haven or keepalived.
 type system struct {
-	c              *cluster
-	steady         func() *node // one holder the client reaches; everything ready for the next fault
+	c      *cluster
+	steady func() *node // one holder the client reaches; everything ready for the next fault
+	// settle, if set, waits before a node loss until etcd leadership has
+	// left n (haven: see leaderAway); it reports whether n still led etcd.
+	settle         func(n *node) bool
 	killService    func(n *node)
 	restoreService func(n *node)
 }
@@ -78,8 +86,12 @@ func runScenarios(b *testing.B, s system) {
 	if n, err := strconv.Atoi(os.Getenv("VIP_RUNS")); err == nil && n > 0 {
 		runs = n
 	}
+	ledEtcd := 0
 	for range runs {
 		old := s.steady()
+		if s.settle != nil && s.settle(old) {
+			ledEtcd++
+		}
 		fault := time.Now()
 		for _, end := range []string{old.clusterEnd, old.clientEnd} {
 			if err := c.lab.SetLink(end, false); err != nil {
@@ -157,6 +169,9 @@ func runScenarios(b *testing.B, s system) {
 		b.ReportMetric(p50(toClient), "node-loss-lb-check-to-client-p50-ms")
 		b.Logf("node loss: another node answered /lb-check 200 after %v; the client reached it through the VIP %v later", round(toPromote), round(toClient))
 	}
+	if s.settle != nil {
+		b.Logf("node loss: the cut holder led etcd in %d of %d runs", ledEtcd, runs)
+	}
 	b.ReportMetric(float64(most), "partition-max-holders")
 	b.ReportMetric(dual.Seconds(), "partition-two-holders-s")
 	b.Logf("node loss RTO %v (failed GETs %v); service loss RTO %v; partition: at most %d holders, two or more for %s of 8s",
@@ -210,7 +225,29 @@ func newHavenSystem(b *testing.B, timing string) system {
 			b.Fatalf("no service pid for %s", n.name)
 		},
 		restoreService: func(*node) {}, // the agent restarts it
+		settle: func(n *node) bool {
+			return leaderAway(c, n)
+		},
 	}
+}
+
+// leaderAway waits, before a node loss, up to 15 s until etcd leadership
+// has left n (the active moves it off its member a lease after its
+// promotion), then one second more, for the renewals to undo the lease
+// extension the new etcd leader grants every lease: as bench/failover.sh
+// and haven drill do, so that the RTO is a node loss's, not a node loss's
+// plus an etcd election's. It reports whether n still led etcd.
+func leaderAway(c *cluster, n *node) bool {
+	leader := func() string { return harness.EtcdLeader(context.Background(), hc, n.api) }
+	moved := false
+	for deadline := time.Now().Add(15 * time.Second); leader() == n.name && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		moved = true
+	}
+	if moved {
+		time.Sleep(time.Second)
+	}
+	return leader() == n.name
 }
 
 // newKeepalivedSystem runs keepalived in every node namespace: VRRP over
