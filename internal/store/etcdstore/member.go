@@ -60,6 +60,7 @@ func (t TLSFiles) scheme() string {
 type Member struct {
 	etcd   *embed.Etcd
 	lessor lease.Lessor // the member's own; nil if it could not be found (revoke.go)
+	judged func()       // tests: called by the revoker right after it judged a lease expired
 }
 
 // StartMember starts an embedded etcd member. It returns once the member

@@ -142,9 +142,19 @@ func (m *Member) revokeExpired(ctx context.Context, key string, log *slog.Logger
 		}
 		return l, l.Remaining()
 	}
+	// The term before the judgment: the judgment counts only if this
+	// member still leads, in that term, once a quorum has confirmed it
+	// (below). A member that woke from a freeze still believing it leads
+	// (etcd issues 12528, 15247) judges by a lessor that is no longer the
+	// primary; by the time its read completes it follows, and s.Term()
+	// may already show the new term.
+	term := s.Term()
 	l, rem := expired()
 	if l == nil || rem > 0 {
 		return rem
+	}
+	if m.judged != nil {
+		m.judged() // tests: what may happen between the judgment and the rest
 	}
 	// Where the time after the expiry goes, for the log: how late this
 	// look came, then each of the three quorum round trips below.
@@ -162,7 +172,6 @@ func (m *Member) revokeExpired(ctx context.Context, key string, log *slog.Logger
 	case h.kv == nil:
 		return 0 // the key went or changed meanwhile: look again on the change
 	}
-	term := s.Term()
 	// Expired on this primary. Confirm with a quorum that this member still
 	// leads, then look again: only then propose.
 	if err := s.LinearizableReadNotify(rctx); err != nil {
@@ -173,10 +182,14 @@ func (m *Member) revokeExpired(ctx context.Context, key string, log *slog.Logger
 	switch {
 	case l2 != nil && l2.ID == l.ID && rem <= 0:
 		// Still expired and still the key's lease.
-	case l2 == nil && s.Term() == term:
+	case l2 == nil && s.Leader() == s.MemberID() && s.Term() == term:
 		// Revoked meanwhile, by etcd's own tick: the judgment, confirmed
-		// in the same term, stands; record it (the revocation finds the
-		// lease gone).
+		// in the same term by this member still leading, stands; record it
+		// (the revocation finds the lease gone). A member that no longer
+		// leads (l2 is nil for it too) must not: its judgment may be a
+		// stale lessor's, and its record and revocation, forwarded to the
+		// real leader, would end a live holder's lease and tell the next
+		// winner it need not wait.
 	default:
 		return max(rem, 0)
 	}
