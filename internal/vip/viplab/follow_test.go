@@ -168,6 +168,13 @@ type sampler struct {
 	mu   sync.Mutex
 	both []look // held the VIP and answered 200
 	held []look // held the VIP (answering or not: frozen, killed)
+	// spans: each node's runs of consecutive looks that found the VIP,
+	// from the end of a run's first look to the start of its last: the
+	// node held it throughout (a look of another node 10 ms away from
+	// every look of this one still counts, which held's sub-millisecond
+	// looks miss). A run of one look spans [its end, its start]: it
+	// overlaps only a span that covers the whole look.
+	spans []look
 	// heldOnly: look at the addresses only (every node answers /lb-check
 	// 200 in active-active, so both says nothing there).
 	heldOnly bool
@@ -183,6 +190,7 @@ func (c *cluster) startSamplerWith(heldOnly bool) *sampler {
 		s.wg.Add(1)
 		go func(n *node) {
 			defer s.wg.Done()
+			run := -1 // this node's current run in s.spans
 			for {
 				select {
 				case <-s.stop:
@@ -192,20 +200,35 @@ func (c *cluster) startSamplerWith(heldOnly bool) *sampler {
 				from := time.Now()
 				ok := !s.heldOnly && c.lbCheck(n) == http.StatusOK
 				heldFrom := time.Now()
-				if !c.holds(n) {
-					continue
-				}
-				s.mu.Lock()
-				s.held = append(s.held, look{n.name, heldFrom, time.Now()})
-				if ok {
-					s.both = append(s.both, look{n.name, from, time.Now()})
-				}
-				s.mu.Unlock()
+				held := c.holds(n)
+				s.record(n.name, &run, from, heldFrom, time.Now(), held, ok)
 			}
 		}(n)
 	}
 	c.t.Cleanup(s.close)
 	return s
+}
+
+// record adds one look at node: the VIP found (held) or not between
+// heldFrom and now, /lb-check 200 (ok) between from and heldFrom; run is
+// the node's current run of looks that found it in s.spans (-1: none).
+func (s *sampler) record(node string, run *int, from, heldFrom, now time.Time, held, ok bool) {
+	if !held {
+		*run = -1
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.held = append(s.held, look{node, heldFrom, now})
+	if ok {
+		s.both = append(s.both, look{node, from, now})
+	}
+	if *run < 0 {
+		s.spans = append(s.spans, look{node, now, heldFrom})
+		*run = len(s.spans) - 1
+	} else {
+		s.spans[*run].to = heldFrom
+	}
 }
 
 func (s *sampler) close() {
@@ -290,8 +313,10 @@ func (s *sampler) check(t *testing.T) {
 		t.Fatalf("split brain: %s held the VIP and answered as active during [%s, %s], %s during [%s, %s]",
 			x.node, x.from.Format("15:04:05.000"), x.to.Format("15:04:05.000"), y.node, y.from.Format("15:04:05.000"), y.to.Format("15:04:05.000"))
 	}
-	if x, y, ok := s.overlaps(s.held); ok {
-		t.Fatalf("two holders: %s had the VIP during [%s, %s], %s during [%s, %s]",
-			x.node, x.from.Format("15:04:05.000"), x.to.Format("15:04:05.000"), y.node, y.from.Format("15:04:05.000"), y.to.Format("15:04:05.000"))
+	for _, looks := range [][]look{s.held, s.spans} {
+		if x, y, ok := s.overlaps(looks); ok {
+			t.Fatalf("two holders: %s had the VIP during [%s, %s], %s during [%s, %s]",
+				x.node, x.from.Format("15:04:05.000"), x.to.Format("15:04:05.000"), y.node, y.from.Format("15:04:05.000"), y.to.Format("15:04:05.000"))
+		}
 	}
 }
