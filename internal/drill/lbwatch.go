@@ -15,11 +15,17 @@ import (
 type monitor struct {
 	mu      sync.Mutex
 	samples []lbSample
-	done    chan struct{}
-	wg      sync.WaitGroup
-	t0      time.Time
-	hc      *api.Client
-	nodes   []lbNode
+	// spans: each node's runs of consecutive periodic samples answered
+	// 200, from the answer of a run's first to the send of its last: the
+	// node served throughout (two nodes' samples, each a few ms long and
+	// 10 ms apart, seldom overlap themselves). A run of one sample spans
+	// [its answer, its send]: it overlaps only a span that covers it.
+	spans []lbSample
+	done  chan struct{}
+	wg    sync.WaitGroup
+	t0    time.Time
+	hc    *api.Client
+	nodes []lbNode
 	// probe makes LBWatch.Probe's calls: a connection pool of its own, so
 	// that the sampling's timeouts (on a paused agent) do not close the
 	// connections the probes are to reuse.
@@ -43,13 +49,15 @@ func startMonitor(hc *api.Client, nodes []lbNode, t0 time.Time) *monitor {
 		m.wg.Add(1)
 		go func(n lbNode) {
 			defer m.wg.Done()
+			run := -1 // n's current run in m.spans
 			for {
 				select {
 				case <-m.done:
 					return
 				case <-time.After(10 * time.Millisecond):
 				}
-				m.sample(m.hc, n)
+				sent, recv, ok := m.sample(m.hc, n)
+				m.extend(n.name, &run, sent, recv, ok)
 			}
 		}(n)
 	}
@@ -57,13 +65,33 @@ func startMonitor(hc *api.Client, nodes []lbNode, t0 time.Time) *monitor {
 }
 
 // sample asks n's /lb-check once with hc and records a 200.
-func (m *monitor) sample(hc *api.Client, n lbNode) {
-	sent := time.Since(m.t0)
-	if ok, _ := hc.LBCheck(context.Background(), n.api); ok {
+func (m *monitor) sample(hc *api.Client, n lbNode) (sent, recv time.Duration, ok bool) {
+	sent = time.Since(m.t0)
+	ok, _ = hc.LBCheck(context.Background(), n.api)
+	recv = time.Since(m.t0)
+	if ok {
 		m.mu.Lock()
-		m.samples = append(m.samples, lbSample{n.name, sent, time.Since(m.t0)})
+		m.samples = append(m.samples, lbSample{n.name, sent, recv})
 		m.mu.Unlock()
 	}
+	return sent, recv, ok
+}
+
+// extend adds a periodic sample of node (sent, answered 200 or not by
+// recv) to its current run (run: its index in m.spans, -1 for none).
+func (m *monitor) extend(node string, run *int, sent, recv time.Duration, ok bool) {
+	if !ok {
+		*run = -1
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if *run < 0 {
+		m.spans = append(m.spans, lbSample{node, recv, sent})
+		*run = len(m.spans) - 1
+		return
+	}
+	m.spans[*run].recv = sent
 }
 
 func (m *monitor) stop() {
@@ -89,6 +117,14 @@ func (m *monitor) overlap() string {
 			if a.node != b.node {
 				return fmt.Sprintf("%s and %s both answered /lb-check 200 at overlapping moments (%s: %s–%s and %s–%s)",
 					a.node, b.node, m.t0.Add(b.sent).Format("15:04:05.000"), fmtT(a.sent), fmtT(a.recv), fmtT(b.sent), fmtT(b.recv))
+			}
+		}
+	}
+	for i, a := range m.spans {
+		for _, b := range m.spans[i+1:] {
+			if a.node != b.node && a.sent < b.recv && b.sent < a.recv {
+				return fmt.Sprintf("%s and %s both answered every /lb-check 200 through overlapping runs (%s: %s–%s and %s–%s)",
+					a.node, b.node, m.t0.Add(max(a.sent, b.sent)).Format("15:04:05.000"), fmtT(a.sent), fmtT(a.recv), fmtT(b.sent), fmtT(b.recv))
 			}
 		}
 	}
