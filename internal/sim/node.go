@@ -78,6 +78,11 @@ type node struct {
 	stoppedBy      string
 
 	opBusy bool // one operator call at a time (the agent's opMu)
+	// finished: switchovers this node's operator calls were told are over
+	// and settled (operator.Settled): a later refusal by this node must not
+	// be because of one of them (ophistory.go).
+	finished  map[string]bool
+	settledAt time.Time // when the latest of them was answered
 
 	// serving since (true time) at servingEpoch; firstEpisode: the first
 	// time it serves at that epoch (the proxy's invariant, proxy.go).

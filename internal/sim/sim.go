@@ -71,6 +71,7 @@ type Result struct {
 	Switched   int // switchovers answered "done"
 	Stale      int // switchovers answered "stale view, retry"
 	Other      int // switchovers answered "X took over instead"
+	Busy       int // calls refused: another switchover in progress
 	Fenced     int // fenced demotions (lease about to run out)
 	Restarts   int // agent processes started after the first
 	FencedOps  int // fenced writes and reads checked for linearizability
@@ -96,6 +97,7 @@ func (r Result) Add(o Result) Result {
 	r.Switched += o.Switched
 	r.Stale += o.Stale
 	r.Other += o.Other
+	r.Busy += o.Busy
 	r.Fenced += o.Fenced
 	r.Restarts += o.Restarts
 	r.FencedOps += o.FencedOps
@@ -149,6 +151,7 @@ type world struct {
 	fenced    []*fencedOp // every fenced call (fenced.go)
 	ops       []opRec     // the operator history (ophistory.go)
 	lastKey   ha.Leader
+	lastSw    string // the store's switchover intent, as last observed
 	fencedSeq int
 	grants    map[ha.Epoch]grant  // every epoch the store granted, by whom and when
 	held      map[ha.Epoch]string // the node whose machine took up each epoch
@@ -434,6 +437,10 @@ func (w *world) observe() {
 		if l != w.lastKey {
 			w.lastKey = l
 			w.keySet(l)
+		}
+		if id := w.store.SwitchoverID(); id != w.lastSw {
+			w.lastSw = id
+			w.intentSet(id)
 		}
 		if !l.None() {
 			if l.Epoch < w.maxEpoch {
