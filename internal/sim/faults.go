@@ -155,6 +155,11 @@ func (w *world) heal() {
 	w.healed = true
 	w.tracef("---- faults heal ----")
 	for _, n := range w.nodes {
+		if n.removed {
+			// The operator adds it back (members add, then starts it).
+			n.tracef("added back to the cluster")
+			n.removed, n.removedAck = false, time.Time{}
+		}
 		n.partReq, n.partResp, n.watchStall, n.slowReq, n.slowResp = false, false, false, 0, 0
 		n.staleArmed = false
 		n.svcUp, n.checkOK = true, true
@@ -193,7 +198,11 @@ func (w *world) operator(n *node) {
 	if w.rng.IntN(2) == 0 {
 		target = w.pick().name
 	}
-	switch k := w.rng.IntN(10); {
+	switch k := w.rng.IntN(11); {
+	case k == 10:
+		if t := w.pick(); t != n {
+			w.memberChange(n, t)
+		}
 	case k < 4:
 		w.switchover(n, target, false, "switchover")
 	case k < 5 && w.o.Mode == ha.ModePassiveBackup:

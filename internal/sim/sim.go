@@ -72,6 +72,7 @@ type Result struct {
 	Stale      int // switchovers answered "stale view, retry"
 	Other      int // switchovers answered "X took over instead"
 	Busy       int // calls refused: another switchover in progress
+	Members    int // membership changes (members add/remove) answered done
 	Fenced     int // fenced demotions (lease about to run out)
 	Restarts   int // agent processes started after the first
 	FencedOps  int // fenced writes and reads checked for linearizability
@@ -98,6 +99,7 @@ func (r Result) Add(o Result) Result {
 	r.Stale += o.Stale
 	r.Other += o.Other
 	r.Busy += o.Busy
+	r.Members += o.Members
 	r.Fenced += o.Fenced
 	r.Restarts += o.Restarts
 	r.FencedOps += o.FencedOps
@@ -465,6 +467,7 @@ func (w *world) observe() {
 	w.dirty = false
 	var serving *node
 	for _, n := range w.nodes {
+		w.checkRemoved(n)
 		if !n.serving() {
 			n.servingSince = time.Time{}
 			continue
