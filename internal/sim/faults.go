@@ -70,7 +70,7 @@ func (w *world) inject() {
 		n.partReq, n.partResp = dir != 1, dir != 0
 		n.tracef("partitioned from the store (requests cut %t, answers cut %t)", n.partReq, n.partResp)
 		w.after(w.dur(100*time.Millisecond, 6*time.Second), nil, func() {
-			n.partReq, n.partResp = false, false
+			n.partReq, n.partResp = n.removed, false // a removed member stays cut off
 			n.tracef("partition healed")
 			n.watchChanged()
 		})
