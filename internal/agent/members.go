@@ -139,6 +139,14 @@ func (a *Agent) ChangeMembers(ctx context.Context, req api.MembersRequest) ([]ha
 		if err := ms.RemoveMember(cctx, id); err != nil {
 			return nil, ha.Wrap(ha.KindConflict, err, "remove %s", req.Node)
 		}
+		// Answer once the removed node is gone: its etcd member stops on
+		// applying the change, its agent with it, and its record (bound to
+		// its session) leaves the store when the session ends. Answering
+		// at the commit would let the operator believe it stopped serving
+		// while it still could (internal/sim found it).
+		if err := a.waitGone(ctx, req.Node); err != nil {
+			return nil, err
+		}
 	}
 	a.record(ha.Event{Kind: "membership", Node: req.Node, To: req.Action, Who: req.Who, Reason: fmt.Sprintf("member %s %s", strings.TrimSuffix(req.Action, "e")+"ed", req.Node)})
 	if req.Action == "add" && len(list) == 1 {
@@ -147,4 +155,36 @@ func (a *Agent) ChangeMembers(ctx context.Context, req api.MembersRequest) ([]ha
 		return append(list, ha.Member{Peer: addedPeer}), nil
 	}
 	return a.Members(ctx)
+}
+
+// CheckMemberChange is checkMemberChange, for the simulation
+// (internal/sim), which models membership changes at haven's level.
+func CheckMemberChange(members []ha.Member, add bool, name string) error {
+	return checkMemberChange(members, add, name)
+}
+
+// RemovedGone reports whether snap shows node gone: no record of it.
+func RemovedGone(snap ha.Snapshot, node string) bool {
+	_, ok := snap.Nodes[node]
+	return !ok
+}
+
+// RemovedWait is how long a removal waits for the removed node's record to
+// leave the store: its session's lease, and a second.
+func RemovedWait(t config.Timing) time.Duration { return t.LeaseTTL + time.Second }
+
+// waitGone waits until the removed node's record has left the store.
+func (a *Agent) waitGone(ctx context.Context, node string) error {
+	deadline := a.clk.Now().Add(RemovedWait(a.cfg.Timing))
+	for !RemovedGone(a.Snapshot(), node) {
+		if !a.clk.Now().Before(deadline) {
+			return ha.Errorf(ha.KindUnavailable, "removed %s from the store, but its record is still there after %s: its agent may still run (it stops when its etcd member does); check `haven status`", node, RemovedWait(a.cfg.Timing))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-a.clk.After(10 * time.Millisecond):
+		}
+	}
+	return nil
 }

@@ -3,6 +3,8 @@ package sim
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"strings"
 	"time"
 
 	"github.com/haven-ha/haven/internal/agent"
@@ -68,7 +70,7 @@ func (w *world) inject() {
 		n.partReq, n.partResp = dir != 1, dir != 0
 		n.tracef("partitioned from the store (requests cut %t, answers cut %t)", n.partReq, n.partResp)
 		w.after(w.dur(100*time.Millisecond, 6*time.Second), nil, func() {
-			n.partReq, n.partResp = false, false
+			n.partReq, n.partResp = n.removed, false // a removed member stays cut off
 			n.tracef("partition healed")
 			n.watchChanged()
 		})
@@ -153,6 +155,11 @@ func (w *world) heal() {
 	w.healed = true
 	w.tracef("---- faults heal ----")
 	for _, n := range w.nodes {
+		if n.removed {
+			// The operator adds it back (members add, then starts it).
+			n.tracef("added back to the cluster")
+			n.removed, n.removedAck = false, time.Time{}
+		}
 		n.partReq, n.partResp, n.watchStall, n.slowReq, n.slowResp = false, false, false, 0, 0
 		n.staleArmed = false
 		n.svcUp, n.checkOK = true, true
@@ -191,7 +198,11 @@ func (w *world) operator(n *node) {
 	if w.rng.IntN(2) == 0 {
 		target = w.pick().name
 	}
-	switch k := w.rng.IntN(10); {
+	switch k := w.rng.IntN(11); {
+	case k == 10:
+		if t := w.pick(); t != n {
+			w.memberChange(n, t)
+		}
 	case k < 4:
 		w.switchover(n, target, false, "switchover")
 	case k < 5 && w.o.Mode == ha.ModePassiveBackup:
@@ -246,7 +257,52 @@ func (w *world) maintenance(n *node, target string, on bool) {
 
 func (w *world) switchover(n *node, to string, promote bool, what string) {
 	n.tracef("operator: %s to %q", what, to)
-	w.handOver(n, to, promote, "requested by an operator", func(error) {})
+	w.handOver(n, to, promote, "requested by an operator", func(err error) {
+		// Back to back: the operator asks again as soon as the first is
+		// answered, as TestSwitchoverThroughProxyZeroErrors does; the
+		// second must not be refused because of the first.
+		if err == nil && !promote && !w.healed && n.alive && !n.frozen && !n.opBusy && w.rng.IntN(2) == 0 {
+			w.res.Operator++
+			w.switchover(n, "", false, "switchover (back to back)")
+		}
+	})
+}
+
+// refusedForIntent reports whether PickTarget refused only because
+// records in snap said a switchover is in progress: with those records
+// eligible, as they become once the intent is gone, it would have picked a
+// target. Only the records operator.Settled waits for count (healthy
+// standbys out of maintenance): others stay ineligible for other reasons.
+func (w *world) refusedForIntent(snap ha.Snapshot, to string, promote bool) bool {
+	found := false
+	nodes := maps.Clone(snap.Nodes)
+	for name, rec := range nodes {
+		if rec.Eligible || !strings.Contains(rec.Why, " in progress") {
+			continue
+		}
+		found = true
+		if rec.Role != ha.RoleStandby || !rec.Healthy || snap.Intents.Maintenance[name] {
+			continue
+		}
+		rec.Eligible = true
+		nodes[name] = rec
+	}
+	if !found {
+		return false
+	}
+	snap.Nodes = nodes
+	_, err := agent.PickTarget(w.cfg, snap, to, false, promote)
+	return err == nil
+}
+
+// refusedBusy records a refusal because another switchover is in progress,
+// decided on the view of revision rev (ophistory.go).
+func (w *world) refusedBusy(n *node, what string, from time.Time) {
+	if from.IsZero() {
+		from = t0
+	}
+	w.res.Busy++
+	w.opCall(n, opIn{kind: opBusy, what: what, finished: maps.Clone(n.finished)}, from)
 }
 
 // handOver is Agent.Switchover/Promote + handOver: validate on the node's
@@ -277,6 +333,12 @@ func (w *world) handOver(n *node, to string, promote bool, reason string, done f
 	}
 	target, err := agent.PickTarget(w.cfg, snap, to, false, promote)
 	if err != nil {
+		if w.refusedForIntent(snap, to, promote) {
+			// The records lag the intent they report (a standby
+			// republishes once it sees the intent gone), so the refusal
+			// is judged from the last switchover this node saw settle.
+			w.refusedBusy(n, "a "+reason+" on "+n.name+"'s view", n.settledAt)
+		}
 		answer("%v", err)
 		return
 	}
@@ -293,6 +355,7 @@ func (w *world) handOver(n *node, to string, promote bool, reason string, done f
 	}, func(err error) {
 		switch {
 		case errors.Is(err, ha.ErrBusy):
+			w.refusedBusy(n, sw.ID, sent)
 			answer("another switchover is in progress")
 			return
 		case errors.Is(err, ha.ErrStale):
@@ -343,7 +406,14 @@ func (w *world) handOver(n *node, to string, promote bool, reason string, done f
 					// the role up: holding the key is not enough.
 					w.failf("%s answered \"switched over to %s at epoch %d\" before %s took the role up at that epoch", n.name, target, l.Epoch, target)
 				}
-				n.settle(sw.ID, func() {
+				n.settle(sw.ID, func(settled bool) {
+					if settled {
+						if n.finished == nil {
+							n.finished = map[string]bool{}
+						}
+						n.finished[sw.ID] = true
+						n.settledAt = w.now()
+					}
 					n.opBusy = false
 					n.tracef("operator answer: switched over %s → %s at epoch %d", from.Node, target, l.Epoch)
 					w.res.Switched++
@@ -375,25 +445,29 @@ func (w *world) checkAnswer(n *node, sw ha.Switchover, committed time.Time, l ha
 // settle is the operator's settleSwitchover: withdraw the intent, then
 // wait (polling the watched snapshot every 2 ms) until the other standbys
 // are eligible again (operator.Settled), for at most one call's deadline
-// in all.
-func (n *node) settle(id string, done func()) {
+// in all. settled: the snapshot showed it settled (not the deadline).
+func (n *node) settle(id string, done func(settled bool)) {
 	deadline := n.now().Add(callTimeout(n.timing()))
 	over := false
-	finish := func() {
+	finish := func(settled bool) {
 		if !over {
 			over = true
-			done()
+			done(settled)
 		}
 	}
-	n.afterLocal(callTimeout(n.timing()), finish)
+	n.afterLocal(callTimeout(n.timing()), func() { finish(false) })
 	n.call("clear switchover", callTimeout(n.timing()), func(c *memstore.Client) error { return c.ClearSwitchover(bg, id) }, func(error) {
 		var look func()
 		look = func() {
 			if over {
 				return
 			}
-			if operator.Settled(n.snap, id) || !n.now().Before(deadline) {
-				finish()
+			if operator.Settled(n.snap, id) {
+				finish(true)
+				return
+			}
+			if !n.now().Before(deadline) {
+				finish(false)
 				return
 			}
 			n.caughtUp = append(n.caughtUp, func() { n.afterLocal(n.poll(2*time.Millisecond), look) })

@@ -148,7 +148,7 @@ func (n *node) staleFreezeNow(sent time.Time) bool {
 	n.renewing = n.renewing[:0]
 	// Requests to the frozen member go nowhere.
 	n.partReq = true
-	n.w.at(wake, nil, func() { n.partReq = false })
+	n.w.at(wake, nil, func() { n.partReq = n.removed })
 	return true
 }
 

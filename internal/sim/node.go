@@ -78,6 +78,15 @@ type node struct {
 	stoppedBy      string
 
 	opBusy bool // one operator call at a time (the agent's opMu)
+	// finished: switchovers this node's operator calls were told are over
+	// and settled (operator.Settled): a later refusal by this node must not
+	// be because of one of them (ophistory.go).
+	finished map[string]bool
+	// removed: the node's member was removed (members.go); removedAck:
+	// when the operator was told so.
+	removed    bool
+	removedAck time.Time
+	settledAt  time.Time // when the latest of them was answered
 
 	// serving since (true time) at servingEpoch; firstEpisode: the first
 	// time it serves at that epoch (the proxy's invariant, proxy.go).
@@ -149,6 +158,9 @@ func (n *node) tracef(format string, args ...any) {
 
 // start runs a fresh agent process: state from scratch, a new connection.
 func (n *node) start() {
+	if n.removed {
+		return // its etcd member is gone: the agent does not start
+	}
 	n.inc++
 	if n.inc > 1 {
 		n.w.res.Restarts++

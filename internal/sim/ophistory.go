@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/anishathalye/porcupine"
@@ -21,7 +22,14 @@ import (
 //   - an answer "X is active at epoch E" or "X took over instead" names a
 //     holder of the key at some instant of the call, at an epoch newer than
 //     the one the switchover was from: an answer about this switchover, not
-//     about an earlier failover.
+//     about an earlier failover;
+//   - a refusal because "another switchover is in progress" (the store's
+//     ErrBusy, or a standby's record saying "switchover to X in progress")
+//     is true only if, at some instant from the view it was decided on to
+//     its answer, the store held a switchover intent that the same node had
+//     not already been told was over: a node answered "switched over" (and
+//     settled, operator.Settled) must not then refuse the next call because
+//     of that switchover (read your writes; another node's view may lag).
 //
 // checkAnswer (faults.go) says the same thing of each answer on its own,
 // with a diagnosis; this checks the whole history at once, as the issue
@@ -35,6 +43,8 @@ const (
 	opRecorded               // a switchover from `from` was recorded
 	opStale                  // a switchover from `from` was refused: stale view
 	opAnswer                 // the call was told `leader` holds the role (after from)
+	opIntent                 // the store's switchover intent changed (to id; "": none)
+	opBusy                   // a call was refused: another switchover in progress
 )
 
 type opIn struct {
@@ -42,6 +52,16 @@ type opIn struct {
 	from   ha.Leader
 	leader ha.Leader
 	what   string // for the diagnosis
+	// id: opIntent's new intent. finished: with opBusy, the switchovers the
+	// refused node had been told were over (and settled) before it asked.
+	id       string
+	finished map[string]bool
+}
+
+// opState is the register: the store's leader key and pending intent.
+type opState struct {
+	leader ha.Leader
+	intent string
 }
 
 // opRec is one operation in true time.
@@ -52,21 +72,28 @@ type opRec struct {
 }
 
 var operatorModel = porcupine.Model{
-	Init: func() any { return ha.Leader{} },
+	Init: func() any { return opState{} },
 	Step: func(state, input, _ any) (bool, any) {
-		l, in := state.(ha.Leader), input.(opIn)
+		st, in := state.(opState), input.(opIn)
+		l := st.leader
 		switch in.kind {
 		case opSet:
-			return true, in.leader
+			st.leader = in.leader
+			return true, st
+		case opIntent:
+			st.intent = in.id
+			return true, st
 		case opRecorded:
-			return l == in.from, l
+			return l == in.from, st
 		case opStale:
-			return l != in.from, l
+			return l != in.from, st
+		case opBusy:
+			return st.intent != "" && !in.finished[st.intent], st
 		default: // opAnswer
-			return l == in.leader && l.Epoch > in.from.Epoch, l
+			return l == in.leader && l.Epoch > in.from.Epoch, st
 		}
 	},
-	Equal: func(a, b any) bool { return a.(ha.Leader) == b.(ha.Leader) },
+	Equal: func(a, b any) bool { return a.(opState) == b.(opState) },
 	DescribeOperation: func(input, _ any) string {
 		in := input.(opIn)
 		switch in.kind {
@@ -76,6 +103,10 @@ var operatorModel = porcupine.Model{
 			return fmt.Sprintf("%s recorded from %v", in.what, in.from)
 		case opStale:
 			return fmt.Sprintf("%s refused as stale (from %v)", in.what, in.from)
+		case opIntent:
+			return fmt.Sprintf("store: switchover intent %q", in.id)
+		case opBusy:
+			return fmt.Sprintf("%s refused: another switchover in progress (the node was told these were over: %v)", in.what, keys(in.finished))
 		default:
 			return fmt.Sprintf("%s answered %v (from %v)", in.what, in.leader, in.from)
 		}
@@ -85,6 +116,23 @@ var operatorModel = porcupine.Model{
 // keySet records a change of the store's leader key (observe).
 func (w *world) keySet(l ha.Leader) {
 	w.ops = append(w.ops, opRec{in: opIn{kind: opSet, leader: l}, client: -1, start: w.now(), end: w.now()})
+}
+
+// intentSet records a change of the store's switchover intent (observe).
+func (w *world) intentSet(id string) {
+	w.ops = append(w.ops, opRec{in: opIn{kind: opIntent, id: id}, client: -1, start: w.now(), end: w.now()})
+}
+
+// store reports whether op is a change in the store (a point in time).
+func (op opRec) store() bool { return op.in.kind == opSet || op.in.kind == opIntent }
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // opCall records an operator call's outcome, sent at start.
@@ -99,7 +147,7 @@ func (w *world) checkOperator() {
 	var last int64 = -1
 	for _, op := range w.ops {
 		call, ret := ns(op.start), ns(op.end)
-		if op.in.kind == opSet {
+		if op.store() {
 			// The store's changes are totally ordered: two at the same
 			// instant keep their order.
 			if call <= last {
@@ -120,19 +168,19 @@ func (w *world) checkOperator() {
 // the call can explain.
 func (w *world) operatorCulprit() string {
 	for _, op := range w.ops {
-		if op.in.kind == opSet {
+		if op.store() {
 			continue
 		}
-		var held []ha.Leader // the key's values from op.start to op.end
-		cur := ha.Leader{}
+		var held []opState // the register's values from op.start to op.end
+		cur := opState{}
 		for _, set := range w.ops {
-			if set.in.kind != opSet || set.start.After(op.end) {
+			if !set.store() || set.start.After(op.end) {
 				continue
 			}
 			if set.start.After(op.start) {
 				held = append(held, cur)
 			}
-			cur = set.in.leader
+			cur, _ = stepState(cur, set.in)
 		}
 		held = append(held, cur)
 		ok := false
@@ -142,8 +190,13 @@ func (w *world) operatorCulprit() string {
 			}
 		}
 		if !ok {
-			return fmt.Sprintf("%s between %s and %s, while the key held %v", operatorModel.DescribeOperation(op.in, nil), op.start.Sub(t0), op.end.Sub(t0), held)
+			return fmt.Sprintf("%s between %s and %s, while the key and intent held %v", operatorModel.DescribeOperation(op.in, nil), op.start.Sub(t0), op.end.Sub(t0), held)
 		}
 	}
 	return "no single call to blame; replay with -sim.trace"
+}
+
+func stepState(st opState, in opIn) (opState, bool) {
+	ok, next := operatorModel.Step(st, in, nil)
+	return next.(opState), ok
 }

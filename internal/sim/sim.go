@@ -71,6 +71,8 @@ type Result struct {
 	Switched   int // switchovers answered "done"
 	Stale      int // switchovers answered "stale view, retry"
 	Other      int // switchovers answered "X took over instead"
+	Busy       int // calls refused: another switchover in progress
+	Members    int // membership changes (members add/remove) answered done
 	Fenced     int // fenced demotions (lease about to run out)
 	Restarts   int // agent processes started after the first
 	FencedOps  int // fenced writes and reads checked for linearizability
@@ -96,6 +98,8 @@ func (r Result) Add(o Result) Result {
 	r.Switched += o.Switched
 	r.Stale += o.Stale
 	r.Other += o.Other
+	r.Busy += o.Busy
+	r.Members += o.Members
 	r.Fenced += o.Fenced
 	r.Restarts += o.Restarts
 	r.FencedOps += o.FencedOps
@@ -149,6 +153,7 @@ type world struct {
 	fenced    []*fencedOp // every fenced call (fenced.go)
 	ops       []opRec     // the operator history (ophistory.go)
 	lastKey   ha.Leader
+	lastSw    string // the store's switchover intent, as last observed
 	fencedSeq int
 	grants    map[ha.Epoch]grant  // every epoch the store granted, by whom and when
 	held      map[ha.Epoch]string // the node whose machine took up each epoch
@@ -435,6 +440,10 @@ func (w *world) observe() {
 			w.lastKey = l
 			w.keySet(l)
 		}
+		if id := w.store.SwitchoverID(); id != w.lastSw {
+			w.lastSw = id
+			w.intentSet(id)
+		}
 		if !l.None() {
 			if l.Epoch < w.maxEpoch {
 				w.failf("the store's epoch went back from %d to %d", w.maxEpoch, l.Epoch)
@@ -458,6 +467,7 @@ func (w *world) observe() {
 	w.dirty = false
 	var serving *node
 	for _, n := range w.nodes {
+		w.checkRemoved(n)
 		if !n.serving() {
 			n.servingSince = time.Time{}
 			continue

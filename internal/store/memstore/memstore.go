@@ -672,6 +672,16 @@ func (s *Server) Rev() int64 {
 	return s.rev
 }
 
+// SwitchoverID returns the ID of the pending switchover intent ("" when none).
+func (s *Server) SwitchoverID() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sw == nil {
+		return ""
+	}
+	return s.sw.ID
+}
+
 // Leader returns the holder of the active role as the store has it now.
 func (s *Server) Leader() ha.Leader {
 	s.mu.Lock()
