@@ -32,6 +32,12 @@ type FolderManifest struct {
 	Folder  string      `json:"folder"`
 	Node    string      `json:"node"`
 	Entries []FileEntry `json:"entries"`
+	// ChunkSumOptional: the receiver takes chunks without a CRC-32C
+	// (ChunkSumHeader) on this link, because it is TLS: every TLS record
+	// is authenticated (AEAD), so a chunk corrupted on the way never
+	// arrives. Set by the handler; a receiver of an older version leaves
+	// it out, and a sender then sends the CRC-32C as before.
+	ChunkSumOptional bool `json:"chunk_sum_optional,omitempty"`
 }
 
 // FolderWrite is one write of the active to a receiving node's folder
@@ -83,7 +89,9 @@ type FolderBuffers interface {
 
 // ChunkSumHeader carries the CRC-32C (Castagnoli) of a chunk's body, 8 hex
 // digits: a corrupt chunk is refused and sent again. The whole file is
-// checked against its SHA-256 at the commit.
+// checked against its SHA-256 at the commit. Over TLS the header may be
+// left out (see FolderManifest.ChunkSumOptional); when it is sent, it is
+// checked, so a sender of an older version is still understood.
 const ChunkSumHeader = "X-Haven-Chunk-Crc32c"
 
 // MaxFolderChunk is the largest chunk a receiver takes.
@@ -146,7 +154,9 @@ func FoldersHandler(recv FolderReceiver, nodes []string, o Options) http.Handler
 		return decode(body, v)
 	}
 	mux.HandleFunc("GET /v1/folders/{folder}/manifest", guard(func(w http.ResponseWriter, r *http.Request, folder string) (any, error) {
-		return recv.FolderManifest(r.Context(), folder)
+		m, err := recv.FolderManifest(r.Context(), folder)
+		m.ChunkSumOptional = r.TLS != nil
+		return m, err
 	}))
 	mux.HandleFunc("POST /v1/folders/{folder}/begin", guard(func(w http.ResponseWriter, r *http.Request, folder string) (any, error) {
 		var fw FolderWrite
@@ -221,7 +231,8 @@ func FoldersHandler(recv FolderReceiver, nodes []string, o Options) http.Handler
 }
 
 // readChunk parses a chunk or small file upload: the write's fields from
-// the query, the body (Content-Length bytes) and its CRC-32C header.
+// the query, the body (Content-Length bytes) and its CRC-32C header
+// (sum "" when a request over TLS left it out: see ChunkSumOptional).
 // The body goes into a buffer of recv's when it lends them (FolderBuffers).
 func readChunk(r *http.Request, recv FolderReceiver) (fw FolderWrite, offset int64, sum string, data []byte, err error) {
 	q := r.URL.Query()
@@ -244,7 +255,10 @@ func readChunk(r *http.Request, recv FolderReceiver) (fw FolderWrite, offset int
 		return fw, 0, "", nil, ha.Errorf(ha.KindInvalid, "chunk: %s must be whole numbers >= 0", strings.Join(bad, ", "))
 	}
 	sum = r.Header.Get(ChunkSumHeader)
-	if len(sum) != 8 {
+	switch {
+	case sum == "" && r.TLS == nil:
+		return fw, 0, "", nil, ha.Errorf(ha.KindInvalid, "chunk: header %s must hold the body's CRC-32C in 8 hex digits (it may be left out only over TLS)", ChunkSumHeader)
+	case sum != "" && len(sum) != 8:
 		return fw, 0, "", nil, ha.Errorf(ha.KindInvalid, "chunk: header %s must hold the body's CRC-32C in 8 hex digits", ChunkSumHeader)
 	}
 	if r.ContentLength < 0 || r.ContentLength > MaxFolderChunk {
@@ -320,7 +334,8 @@ func (c *Client) FolderBegin(ctx context.Context, addr, folder string, w FolderW
 }
 
 // FolderChunk is PUT /v1/folders/{folder}/chunk: data at offset of the
-// upload of w.File, with its SHA-256.
+// upload of w.File, with its CRC-32C (sum "": none, over TLS to a
+// receiver whose manifest says ChunkSumOptional).
 func (c *Client) FolderChunk(ctx context.Context, addr, folder string, w FolderWrite, offset int64, sum string, data []byte) (FolderOffset, error) {
 	q := writeQuery(w)
 	q.Set("offset", strconv.FormatInt(offset, 10))
@@ -330,7 +345,8 @@ func (c *Client) FolderChunk(ctx context.Context, addr, folder string, w FolderW
 }
 
 // FolderPut is PUT /v1/folders/{folder}/file: a whole file that fits in
-// one chunk, with its CRC-32C and (in w.File) its SHA-256 and mode.
+// one chunk, with its CRC-32C (or none, as FolderChunk) and (in w.File)
+// its SHA-256 and mode.
 func (c *Client) FolderPut(ctx context.Context, addr, folder string, w FolderWrite, sum string, data []byte) (FileEntry, error) {
 	q := writeQuery(w)
 	q.Set("mode", strconv.FormatUint(uint64(w.File.Mode), 10))
@@ -356,7 +372,9 @@ func writeQuery(w FolderWrite) url.Values {
 // answer into out; what names the upload in the error.
 func (c *Client) putBytes(ctx context.Context, addr, path string, q url.Values, sum string, data []byte, out any, what string) error {
 	hdr := http.Header{}
-	hdr.Set(ChunkSumHeader, sum)
+	if sum != "" {
+		hdr.Set(ChunkSumHeader, sum)
+	}
 	hdr.Set("Content-Type", "application/octet-stream")
 	ans, err := c.send(ctx, http.MethodPut, addr, path+"?"+q.Encode(), "", data, hdr)
 	if err != nil {

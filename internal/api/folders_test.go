@@ -18,7 +18,8 @@ func TestFoldersHandlerRefusesStrangers(t *testing.T) {
 	}{
 		{"GET", "/v1/folders/rec/manifest", "", "", nil, 401, "bearer token"},
 		{"GET", "/v1/folders/rec/manifest", "wrong-token-0123", "", nil, 401, "wrong"},
-		{"PUT", "/v1/folders/rec/chunk?path=a&size=1&mtime=1&epoch=1", "0123456789abcdef", "x", nil, 400, "CRC-32C"},
+		{"PUT", "/v1/folders/rec/chunk?path=a&size=1&mtime=1&epoch=1", "0123456789abcdef", "x", nil, 400, "left out only over TLS"},
+		{"PUT", "/v1/folders/rec/file?path=a&size=1&mtime=1&epoch=1", "0123456789abcdef", "x", map[string]string{ChunkSumHeader: "123"}, 400, "8 hex digits"},
 		{"PUT", "/v1/folders/rec/chunk?path=a&size=-1&epoch=1", "0123456789abcdef", "x", map[string]string{ChunkSumHeader: "00000000"}, 400, "size must be whole numbers"},
 		{"POST", "/v1/folders/rec/begin", "0123456789abcdef", "{not json", nil, 400, "not valid JSON"},
 		{"POST", "/v1/folders/rec/begin", "0123456789abcdef", `{"from":"n1","extra":1}`, nil, 400, "unknown field"},

@@ -31,8 +31,8 @@ import (
 // an os.Root opened on the folder, so that no path, symbolic link or ".."
 // can make it write outside; uploads land in a partial file beside their
 // destination (partialPrefix) and are renamed into place only once whole
-// and checked (every chunk's CRC-32C; a resumed one's SHA-256), so readers
-// never see half a file.
+// and checked (every chunk's CRC-32C, or over TLS the AEAD of every TLS
+// record; a resumed one's SHA-256), so readers never see half a file.
 type receiver struct {
 	name  string
 	dir   string
@@ -74,8 +74,10 @@ type upload struct {
 	// earlier run, whose bytes this run did not check: the commit compares
 	// it with the sender's sum. An upload from its first byte has none:
 	// every byte of it arrived in a chunk whose CRC-32C was checked on
-	// the very bytes written, and the sender hashed the very bytes it put
-	// in the chunks, so a second SHA-256 pass would check nothing more.
+	// the very bytes written (over TLS, in records whose AEAD tag was
+	// checked: the sender then sends no CRC-32C), and the sender hashed
+	// the very bytes it put in the chunks, so a second SHA-256 pass would
+	// check nothing more.
 	h    hash.Hash
 	off  int64
 	last time.Time // the last begin or chunk: an upload quiet for partialTimeout is abandoned
@@ -311,13 +313,14 @@ func (r *receiver) open(e Entry, resume bool) (int64, error) {
 	return 0, nil
 }
 
-// chunk writes data at off of the upload of e, after checking its SHA-256.
+// chunk writes data at off of the upload of e, after checking its
+// CRC-32C sum (none, "", over TLS: see api.FolderManifest.ChunkSumOptional).
 func (r *receiver) chunk(ctx context.Context, e Entry, off int64, sum string, data []byte) (int64, error) {
 	p, err := checkFile(e)
 	if err != nil {
 		return 0, err
 	}
-	if ChunkSum(data) != sum {
+	if sum != "" && ChunkSum(data) != sum {
 		return 0, ha.Errorf(ha.KindInvalid, "chunk at %d of %s: CRC-32C mismatch (corrupted on the way); send it again", off, p)
 	}
 	r.mu.Lock()

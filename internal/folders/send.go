@@ -357,6 +357,7 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 		}
 		have = nil // ask it again: the failure may have left it anywhere
 	}
+	crc := true // chunks carry their CRC-32C (set from each manifest)
 	for ctx.Err() == nil {
 		if d := nextPlan.Sub(snd.clk().Now()); d > 0 && !pause(d, nil) {
 			return
@@ -376,6 +377,9 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 				backoff = min(2*backoff, 5*time.Second)
 				continue
 			}
+			// Over TLS to a receiver that says so, chunks go without a
+			// CRC-32C: TLS authenticates every record (AEAD) already.
+			crc = c.Scheme() != "https" || !m.ChunkSumOptional
 			have = make(map[string]Entry, len(m.Entries))
 			for _, e := range m.Entries {
 				have[e.Path] = e
@@ -461,7 +465,7 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 				)
 				if st.Op == OpDelete {
 					err = c.FolderDelete(ctx, peer.Addr, snd.f.Name, w)
-				} else if e, err = snd.ship(ctx, peer, st.File.Entry); err == nil {
+				} else if e, err = snd.ship(ctx, peer, st.File.Entry, crc); err == nil {
 					snd.setSum(e)
 					snd.s.m.shipped(snd.f.Name, peer.Name, e.Size)
 				}
@@ -548,15 +552,23 @@ const (
 // parallel is how many files a sender ships to one receiver at a time.
 const parallel = 4
 
+// chunkSum is data's ChunkSum when crc, else "" (none: over TLS).
+func chunkSum(data []byte, crc bool) string {
+	if !crc {
+		return ""
+	}
+	return ChunkSum(data)
+}
+
 // errChanged: the file changed (or went) while it was read; it is shipped
 // once it is quiet again.
 var errChanged = errors.New("file changed while it was sent")
 
 // ship sends one file to peer: begin (the receiver says how much of it it
-// has), the rest in checksummed chunks, then commit with the SHA-256 of
-// the whole file, which the receiver checks before it renames the file
-// into place.
-func (snd *sender) ship(ctx context.Context, peer Peer, e Entry) (Entry, error) {
+// has), the rest in chunks (each with its CRC-32C when crc, else over TLS
+// without), then commit with the SHA-256 of the whole file, which the
+// receiver checks (a resumed upload) before it renames the file into place.
+func (snd *sender) ship(ctx context.Context, peer Peer, e Entry, crc bool) (Entry, error) {
 	c := snd.s.o.Client
 	w := api.FolderWrite{From: snd.s.o.Node, Epoch: snd.epoch, File: Entry{Path: e.Path, Size: e.Size, MTime: e.MTime, Mode: e.Mode}}
 	f, err := os.Open(filepath.Join(snd.f.Path, filepath.FromSlash(e.Path)))
@@ -591,7 +603,7 @@ func (snd *sender) ship(ctx context.Context, peer Peer, e Entry) (Entry, error) 
 		}
 		var got Entry
 		for try := 0; ; try++ {
-			got, err = c.FolderPut(ctx, peer.Addr, snd.f.Name, w, ChunkSum(data), data)
+			got, err = c.FolderPut(ctx, peer.Addr, snd.f.Name, w, chunkSum(data, crc), data)
 			if err == nil || try == 2 || ha.KindOf(err) != ha.KindInvalid {
 				break // a corrupt body (Invalid) is sent again, twice at most
 			}
@@ -657,7 +669,7 @@ func (snd *sender) ship(ctx context.Context, peer Peer, e Entry) (Entry, error) 
 			}
 			h.Write(buf[:n])
 			select {
-			case pieces <- piece{off: pos, data: buf[:n], sum: ChunkSum(buf[:n])}:
+			case pieces <- piece{off: pos, data: buf[:n], sum: chunkSum(buf[:n], crc)}:
 			case <-rctx.Done():
 				bufs.put(buf)
 				return

@@ -258,6 +258,11 @@ func TestServiceCatchesUpWithoutResending(t *testing.T) {
 	if p.corrupt.Load() >= 0 {
 		t.Fatal("no chunk was corrupted: the test proved nothing")
 	}
+	// On a link without TLS every chunk keeps its CRC-32C: the receiver
+	// does not offer to go without.
+	if m, err := p.a.o.Client.FolderManifest(context.Background(), p.a.o.Peers[0].Addr, "rec"); err != nil || m.ChunkSumOptional {
+		t.Errorf("manifest over plain HTTP: ChunkSumOptional %v, %v; want false", m.ChunkSumOptional, err)
+	}
 	shipped := func() float64 { return testutil.ToFloat64(p.a.m.sentFiles.WithLabelValues("rec", "n2")) }
 	waitFor(t, "10 files counted as shipped", 10*time.Second, func() bool { return shipped() == 10 })
 	p.down.Store(true)

@@ -1,8 +1,11 @@
 package folders
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"net"
 	"net/http"
@@ -28,6 +31,8 @@ type tlsPair struct {
 	cancel context.CancelFunc
 	start  func() // makes n1 active
 	wg     sync.WaitGroup
+	// Chunks and whole files that reached n2 with and without a CRC-32C.
+	withSum, withoutSum atomic.Int32
 }
 
 func newTLSPair(tb testing.TB, srcDir, dstDir string, quiet time.Duration, bandwidth int64) *tlsPair {
@@ -76,7 +81,18 @@ func newTLSPair(tb testing.TB, srcDir, dstDir string, quiet time.Duration, bandw
 		tb.Fatal(err)
 	}
 	p.addr = ln.Addr().String()
-	srv := &http.Server{Handler: api.FoldersHandler(p.b, []string{"n1", "n2"}, api.Options{}), ReadHeaderTimeout: 5 * time.Second}
+	h := api.FoldersHandler(p.b, []string{"n1", "n2"}, api.Options{})
+	count := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut {
+			if r.Header.Get(api.ChunkSumHeader) != "" {
+				p.withSum.Add(1)
+			} else {
+				p.withoutSum.Add(1)
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+	srv := &http.Server{Handler: count, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(tls.NewListener(ln, src["n2"].ServerConfig(false))) }()
 	p.a = mk("n1", srcDir, []Peer{{Name: "n2", Addr: p.addr}})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -113,6 +129,30 @@ func TestServiceOverMutualTLS(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(src, "hello"), []byte("over mutual TLS"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	newTLSPair(t, src, dst, 50*time.Millisecond, 0).start()
-	waitFor(t, "hello on n2", 20*time.Second, func() bool { return sameContent(filepath.Join(src, "hello"), filepath.Join(dst, "hello")) })
+	// A file of three chunks too: chunks go over TLS without a CRC-32C.
+	big := bytes.Repeat([]byte("0123456789abcdef"), 2*api.MaxFolderChunk/16+1000)
+	if err := os.WriteFile(filepath.Join(src, "big"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := newTLSPair(t, src, dst, 50*time.Millisecond, 0)
+	p.start()
+	for _, name := range []string{"hello", "big"} {
+		waitFor(t, name+" on n2", 60*time.Second, func() bool { return sameContent(filepath.Join(src, name), filepath.Join(dst, name)) })
+	}
+	if n, m := p.withoutSum.Load(), p.withSum.Load(); n < 2 || m != 0 {
+		t.Errorf("over TLS, %d chunks went without a CRC-32C and %d with one; want every one without (TLS authenticates every record)", n, m)
+	}
+	// A sender of an older version sends a CRC-32C: it is still taken,
+	// and checked.
+	c := p.a.o.Client
+	ctx := context.Background()
+	data := []byte("from an older sender")
+	sum := sha256.Sum256(data)
+	w := api.FolderWrite{From: "n1", Epoch: 3, File: Entry{Path: "old", Size: int64(len(data)), MTime: 1, SHA256: hex.EncodeToString(sum[:])}}
+	if _, err := c.FolderPut(ctx, p.addr, "f", w, "00000000", data); ha.KindOf(err) != ha.KindInvalid {
+		t.Errorf("a whole file with a wrong CRC-32C over TLS: %v, want Invalid", err)
+	}
+	if _, err := c.FolderPut(ctx, p.addr, "f", w, ChunkSum(data), data); err != nil {
+		t.Errorf("a whole file with its CRC-32C over TLS: %v", err)
+	}
 }
