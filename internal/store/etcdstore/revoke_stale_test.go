@@ -1,11 +1,7 @@
 package etcdstore
 
 import (
-	"context"
-	"fmt"
 	"log/slog"
-	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,47 +25,8 @@ import (
 // lease (its proposal, forwarded, would end a live lease).
 func TestRevokerStopsWhenNoLongerLeading(t *testing.T) {
 	t.Parallel()
+	members, clients, ctx := startThree(t, "stale3")
 	names := []string{"m1", "m2", "m3"}
-	peers, clients := map[string]string{}, map[string]string{}
-	for _, n := range names {
-		peers[n] = fmt.Sprintf("127.0.0.1:%d", storetest.FreePort(t))
-		clients[n] = fmt.Sprintf("127.0.0.1:%d", storetest.FreePort(t))
-	}
-	members := map[string]*Member{}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	for _, n := range names {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m, err := StartMember(MemberConfig{
-				Name: n, DataDir: filepath.Join(t.TempDir(), "etcd"), Peer: peers[n], Client: clients[n],
-				Cluster: peers, Token: "stale3", Heartbeat: 50 * time.Millisecond, Election: 500 * time.Millisecond,
-				LogFile: filepath.Join(t.TempDir(), "etcd.log"),
-			})
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			mu.Lock()
-			members[n] = m
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	for _, m := range members {
-		t.Cleanup(m.Close)
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	for _, m := range members {
-		if err := m.Ready(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
 	m1 := members["m1"]
 	if m1.lessor == nil {
 		t.Fatal("no lessor found (lessorOf)")

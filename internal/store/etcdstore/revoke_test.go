@@ -153,47 +153,8 @@ func TestRevokeAtExpiry(t *testing.T) {
 // within tens of milliseconds of its own lessor's expiry.
 func TestRevokeAtExpiryFollowsLeadership(t *testing.T) {
 	t.Parallel()
+	members, clients, ctx := startThree(t, "revoke3")
 	names := []string{"m1", "m2", "m3"}
-	peers, clients := map[string]string{}, map[string]string{}
-	for _, n := range names {
-		peers[n] = fmt.Sprintf("127.0.0.1:%d", storetest.FreePort(t))
-		clients[n] = fmt.Sprintf("127.0.0.1:%d", storetest.FreePort(t))
-	}
-	members := map[string]*Member{}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	for _, n := range names {
-		wg.Add(1)
-		go func() { // members of a new cluster start together
-			defer wg.Done()
-			m, err := StartMember(MemberConfig{
-				Name: n, DataDir: filepath.Join(t.TempDir(), "etcd"), Peer: peers[n], Client: clients[n],
-				Cluster: peers, Token: "revoke3", Heartbeat: 50 * time.Millisecond, Election: 500 * time.Millisecond,
-				LogFile: filepath.Join(t.TempDir(), "etcd.log"),
-			})
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			mu.Lock()
-			members[n] = m
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	for _, m := range members {
-		t.Cleanup(m.Close)
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	for _, m := range members {
-		if err := m.Ready(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
 	cluster := storetest.Cluster(t)
 	var logs syncbuf.Buffer
 	for _, n := range names {
@@ -361,4 +322,56 @@ func TestRecordExpiryAfterTick(t *testing.T) {
 	if got := tenure(b); ok || got.Epoch != won || got.Ended != "" {
 		t.Errorf("a campaign came after the tick: recorded %v, tenure %+v; want b's epoch %d untouched", ok, got, won)
 	}
+}
+
+// startThree starts a new three-member etcd cluster (m1, m2, m3) of
+// members in this process, 50 ms heartbeats and a 500 ms election, closed
+// at the end of t, and waits until every member is ready. It returns the
+// members, their client addresses and a context that ends with t (90 s at
+// most).
+func startThree(t *testing.T, token string) (members map[string]*Member, clients map[string]string, ctx context.Context) {
+	t.Helper()
+	names := []string{"m1", "m2", "m3"}
+	peers := map[string]string{}
+	clients = map[string]string{}
+	for _, n := range names {
+		peers[n] = fmt.Sprintf("127.0.0.1:%d", storetest.FreePort(t))
+		clients[n] = fmt.Sprintf("127.0.0.1:%d", storetest.FreePort(t))
+	}
+	members = map[string]*Member{}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, n := range names {
+		wg.Add(1)
+		go func() { // members of a new cluster start together
+			defer wg.Done()
+			m, err := StartMember(MemberConfig{
+				Name: n, DataDir: filepath.Join(t.TempDir(), "etcd"), Peer: peers[n], Client: clients[n],
+				Cluster: peers, Token: token, Heartbeat: 50 * time.Millisecond, Election: 500 * time.Millisecond,
+				LogFile: filepath.Join(t.TempDir(), "etcd.log"),
+			})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			members[n] = m
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	for _, m := range members {
+		t.Cleanup(m.Close)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
+	for _, m := range members {
+		if err := m.Ready(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return members, clients, ctx
 }
