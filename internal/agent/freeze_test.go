@@ -2,16 +2,12 @@ package agent_test
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"os"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/drill"
@@ -226,33 +222,10 @@ func moveEtcdLeader(t *testing.T, sb *drill.Sandbox, from, to string) {
 			last = fmt.Errorf("no node %s", from)
 			return false
 		}
-		last = moveLeader("https://"+n.Client, sb.TLS, to)
+		last = harness.MoveEtcdLeader("https://"+n.Client, sb.TLS, to)
 		return last == nil && harness.Until(5*time.Second, func() bool { return sb.EtcdLeader(to) == to })
 	})
 	if !ok {
 		t.Fatalf("move etcd leadership from %s to %s: %v", from, to, last)
 	}
-}
-
-// moveLeader asks the etcd member at endpoint (the leader) to hand
-// leadership to the member called to.
-func moveLeader(endpoint string, tc *tls.Config, to string) error {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, TLS: tc, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ms, err := cli.MemberList(ctx)
-	if err != nil {
-		return fmt.Errorf("etcd members: %w", err)
-	}
-	for _, m := range ms.Members {
-		if m.Name == to {
-			_, err := cli.MoveLeader(ctx, m.ID)
-			return err
-		}
-	}
-	return fmt.Errorf("no etcd member %s", to)
 }

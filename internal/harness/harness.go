@@ -6,6 +6,7 @@ package harness
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +15,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/netlab"
@@ -162,6 +166,30 @@ func EtcdLeader(ctx context.Context, c *api.Client, addr string) string {
 		}
 	}
 	return ""
+}
+
+// MoveEtcdLeader asks the etcd member at endpoint (a URL; the member that
+// leads raft) to hand leadership to the member called to; tc is the
+// client TLS config (nil without TLS).
+func MoveEtcdLeader(endpoint string, tc *tls.Config, to string) error {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, TLS: tc, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ms, err := cli.MemberList(ctx)
+	if err != nil {
+		return fmt.Errorf("etcd members: %w", err)
+	}
+	for _, m := range ms.Members {
+		if m.Name == to {
+			_, err := cli.MoveLeader(ctx, m.ID)
+			return err
+		}
+	}
+	return fmt.Errorf("no etcd member %s", to)
 }
 
 // Until checks cond every 20 ms until it holds (true) or d has passed

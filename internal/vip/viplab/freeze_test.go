@@ -9,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-
 	"github.com/haven-ha/haven/internal/harness"
 )
 
@@ -151,7 +148,7 @@ func (l *proxyLab) moveEtcdLeader(t *testing.T, from, to *node) {
 		if from == to {
 			return true
 		}
-		last = moveLeader("http://"+from.clusterIP+":7402", to.name)
+		last = harness.MoveEtcdLeader("http://"+from.clusterIP+":7402", nil, to.name)
 		if last != nil {
 			t.Logf("move etcd leadership from %s to %s: %v", from.name, to.name, last)
 			return false
@@ -160,27 +157,4 @@ func (l *proxyLab) moveEtcdLeader(t *testing.T, from, to *node) {
 			return harness.EtcdLeader(context.Background(), hc, to.api) == to.name
 		})
 	})
-}
-
-// moveLeader asks the etcd member at endpoint (the leader) to hand
-// leadership to the member called to.
-func moveLeader(endpoint, to string) error {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ms, err := cli.MemberList(ctx)
-	if err != nil {
-		return fmt.Errorf("etcd members: %w", err)
-	}
-	for _, m := range ms.Members {
-		if m.Name == to {
-			_, err := cli.MoveLeader(ctx, m.ID)
-			return err
-		}
-	}
-	return fmt.Errorf("no etcd member %s", to)
 }
