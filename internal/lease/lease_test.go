@@ -3,6 +3,7 @@ package lease
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -448,5 +449,59 @@ func TestPauseWithoutConfirmingStore(t *testing.T) {
 	c.grant()
 	if r := wait(t, h.granted, "renewal"); !r.ValidUntil.Equal(c.at.Add(ttl)) {
 		t.Fatalf("ValidUntil %s, want %s", r.ValidUntil, c.at.Add(ttl))
+	}
+}
+
+// pausingClock is a fake clock that jumps ahead inside the n-th call of
+// Now after arm: the process paused just before that reading.
+type pausingClock struct {
+	*clock.Fake
+	mu    sync.Mutex
+	n     int
+	pause time.Duration
+}
+
+func (c *pausingClock) arm(n int, pause time.Duration) {
+	c.mu.Lock()
+	c.n, c.pause = n, pause
+	c.mu.Unlock()
+}
+
+func (c *pausingClock) Now() time.Time {
+	c.mu.Lock()
+	c.n--
+	jump := c.n == 0
+	c.mu.Unlock()
+	if jump {
+		c.Advance(c.pause)
+	}
+	return c.Fake.Now()
+}
+
+// A pause between a renewal's timer and its send (the timer was on time)
+// is a pause too: that renewal is confirmed.
+func TestPauseBeforeTheSend(t *testing.T) {
+	var pc *pausingClock
+	h := start(t, func(o *Options) {
+		confirming(o)
+		pc = &pausingClock{Fake: o.Clock.(*clock.Fake)}
+		o.Clock = pc
+	})
+	h.session()
+	h.clk.Advance(interval)
+	h.renewal(false).grant()
+	before := wait(t, h.granted, "renewal").ValidUntil
+	// The loop reads the clock when its timer fires (1), the renewal when
+	// it is sent (2): the process pauses just before that.
+	pc.arm(2, interval+election)
+	h.clk.Advance(interval)
+	// The renewal that paused, and the one the late timer then starts
+	// (the loop sees the gap too), in either order: both confirmed.
+	for range 2 {
+		h.renewal(true).fail(errors.New("not confirmed"))
+		wait(t, h.failed, "unconfirmed renewal")
+	}
+	if got := h.r.ValidUntil(); !got.Equal(before) {
+		t.Fatalf("unconfirmed renewals after a pause moved ValidUntil to +%s, want +%s", got.Sub(t0), before.Sub(t0))
 	}
 }
