@@ -403,6 +403,7 @@ func (a *Agent) renew(ctx context.Context) {
 	r, err := lease.New(lease.Options{
 		Store: a.store, TTL: t.LeaseTTL, Interval: t.RenewInterval, Timeout: t.RenewTimeout,
 		CreateTimeout: sessionTimeout(t), FenceMargin: t.FenceMargin, Clock: a.clk, Log: a.log,
+		ElectionTimeout: t.EtcdElection, // after a pause longer than 4/5 of it, renewals are confirmed
 		Granted: func(ctx context.Context, r lease.Renewal) bool {
 			a.view.reached(r.SentAt)
 			if r.New {

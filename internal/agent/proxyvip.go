@@ -56,6 +56,7 @@ func (a *Agent) StartFollowProxy(ctx context.Context, dial func(context.Context)
 		RenewTimeout:   t.RenewTimeout,
 		FenceMargin:    t.FenceMargin,
 		PromoteBackoff: cfg.Hooks.PromoteBackoff,
+		EtcdElection:   t.EtcdElection,
 		NoLockDelay:    cfg.LockDelay == config.LockDelayOff,
 		Clock:          a.clk,
 		Log:            log,

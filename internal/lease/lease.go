@@ -10,6 +10,15 @@
 // pipelined (one starts every Interval whether or not the previous one has
 // answered, up to InFlight at once): one slow round trip does not delay the
 // next, and a late answer still counts for what it can prove.
+//
+// After a pause of this process (SIGSTOP, a VM or GC stall) long enough for
+// another etcd member to have been elected raft leader, a renewal counts
+// only once the store confirms it (ConfirmedRenewer), until one confirmed
+// renewal has been granted: the embedded etcd member lives in this process,
+// and a woken member that led raft answers renewals from its stale lessor
+// until it learns the new term (etcd 3.7.3's LeaseRenew skips its
+// leadership check while raft ticked lately, which a woken process does at
+// once). Without a pause no renewal is confirmed: it costs nothing idle.
 package lease
 
 import (
@@ -34,13 +43,28 @@ type Session interface {
 	Renew(ctx context.Context) (time.Duration, error)
 }
 
+// ConfirmedRenewer is a Session that can prove a renewal reached the
+// store's current primary (etcdstore: a keep-alive, then a linearizable
+// read answered in the same raft term). The renewer uses it only after a
+// pause of this process (Options.ElectionTimeout); a store without it (SQL,
+// memstore) is renewed with Renew always.
+type ConfirmedRenewer interface {
+	// RenewConfirmed is Renew, with an error (not ha.ErrSessionLost)
+	// when the renewal cannot be proved to have reached the current
+	// primary: the renewer does not count it.
+	RenewConfirmed(ctx context.Context) (time.Duration, error)
+}
+
 // Renewal is one new session or one renewal as the store answered it.
 type Renewal struct {
 	SentAt time.Time     // when the request was sent
 	TTL    time.Duration // what the store granted (zero on error)
 	Took   time.Duration // from sending to the answer
 	New    bool          // a new session (it replaces any earlier one)
-	Err    error         // nil when the store granted it
+	// Confirmed: sent after a pause of this process, through
+	// ConfirmedRenewer (only granted if the store confirmed it).
+	Confirmed bool
+	Err       error // nil when the store granted it
 	// ValidUntil and FenceAt are the session's bounds after this answer
 	// (zero while there is no session).
 	ValidUntil time.Time
@@ -60,6 +84,15 @@ type Options struct {
 	// zero); when all are, a due renewal is skipped: the store is slow and
 	// more requests would only pile up.
 	InFlight int
+	// ElectionTimeout is the store's raft election timeout (etcd_election):
+	// a pause of this process shorter than ElectionTimeout − heartbeat
+	// cannot have let another member be elected, and etcd requires
+	// heartbeat <= ElectionTimeout/5. So when this process may have been
+	// paused for 4/5 of it — the time between the previous renewal's start
+	// and a renewal's send time is longer — renewals are confirmed
+	// (ConfirmedRenewer) until one is granted. Zero: 1.5 × Interval, below
+	// 4/5 of the election timeout in every preset.
+	ElectionTimeout time.Duration
 
 	// Granted is called, in the order the answers arrive, for each new
 	// session (New set) and each renewal of the current session the store
@@ -83,6 +116,9 @@ type Options struct {
 type Renewer struct {
 	o Options
 
+	pauseGap   time.Duration // a longer gap may be a pause (ElectionTimeout)
+	confirming bool          // is the store a ConfirmedRenewer
+
 	mu         sync.Mutex
 	validUntil time.Time
 	warned     bool // a longer TTL than asked was granted (grant)
@@ -93,7 +129,7 @@ func New(o Options) (*Renewer, error) {
 	switch {
 	case o.Store == nil || o.Granted == nil:
 		return nil, errors.New("lease: Store and Granted are required")
-	case o.TTL <= 0 || o.Interval <= 0 || o.Timeout <= 0 || o.FenceMargin < 0 || o.CreateTimeout < 0:
+	case o.TTL <= 0 || o.Interval <= 0 || o.Timeout <= 0 || o.FenceMargin < 0 || o.CreateTimeout < 0 || o.ElectionTimeout < 0:
 		return nil, fmt.Errorf("lease: timings must be positive (ttl %s, renew %s/%s, fence margin %s)", o.TTL, o.Interval, o.Timeout, o.FenceMargin)
 	case o.FenceMargin >= o.TTL:
 		return nil, fmt.Errorf("lease: fence margin %s must be shorter than the lease %s", o.FenceMargin, o.TTL)
@@ -113,7 +149,12 @@ func New(o Options) (*Renewer, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Renewer{o: o}, nil
+	pauseGap := o.Interval + o.Interval/2
+	if o.ElectionTimeout > 0 {
+		pauseGap = o.ElectionTimeout - o.ElectionTimeout/5
+	}
+	_, confirming := o.Store.(ConfirmedRenewer)
+	return &Renewer{o: o, pauseGap: pauseGap, confirming: confirming}, nil
 }
 
 // ValidUntil is the newest acknowledged renewal's send time plus the TTL it
@@ -184,6 +225,10 @@ func (r *Renewer) Run(ctx context.Context) {
 		}
 	}()
 	gen := 0
+	// lastFire: when the loop last ran its timer (or set it); the process
+	// ran then. confirmSince: while set, renewals are confirmed; the latest
+	// pause was seen then.
+	var lastFire, confirmSince time.Time
 	for ctx.Err() == nil {
 		created, ok := r.create(ctx)
 		if !ok {
@@ -200,6 +245,7 @@ func (r *Renewer) Run(ctx context.Context) {
 			}
 			timer.Reset(o.Interval)
 		}
+		lastFire = clk.Now()
 		r.grant(&created)
 		if !o.Granted(ctx, created) {
 			return
@@ -210,22 +256,43 @@ func (r *Renewer) Run(ctx context.Context) {
 				// The next one is due Interval after this one, however
 				// long this one takes.
 				timer.Reset(o.Interval)
+				fired := clk.Now()
+				if r.paused(lastFire, fired) {
+					confirmSince = fired
+				}
+				lastFire = fired
 				select {
 				case slots <- struct{}{}:
 				default:
 					continue // all in flight: the store is slow; don't pile up
 				}
-				go func(g int) {
+				go func(g int, confirm bool) {
 					defer func() { <-slots }()
 					sent := clk.Now()
+					// The process may also pause between the timer and the send.
+					paused := r.paused(fired, sent)
 					cctx, cancel := clock.WithTimeout(ctx, clk, o.Timeout)
-					ttl, err := o.Store.Renew(cctx)
+					var ttl time.Duration
+					var err error
+					if confirm || paused {
+						ttl, err = o.Store.(ConfirmedRenewer).RenewConfirmed(cctx)
+					} else {
+						ttl, err = o.Store.Renew(cctx)
+					}
 					cancel()
-					answers <- answer{g, Renewal{SentAt: sent, TTL: ttl, Took: clk.Since(sent), Err: err}}
-				}(gen)
+					answers <- answer{g, Renewal{SentAt: sent, TTL: ttl, Took: clk.Since(sent), Err: err, Confirmed: confirm || paused}}
+				}(gen, !confirmSince.IsZero())
 			case a := <-answers:
 				if a.gen == gen && a.r.Err == nil {
 					r.grant(&a.r)
+				}
+				switch {
+				case a.r.Confirmed && confirmSince.IsZero() && a.r.Err != nil:
+					// A pause seen by the renewal alone (between its timer
+					// and its send): confirm until one is granted.
+					confirmSince = a.r.SentAt
+				case a.r.Confirmed && a.gen == gen && a.r.Err == nil && !a.r.SentAt.Before(confirmSince):
+					confirmSince = time.Time{} // confirmed after the latest pause
 				}
 				if o.Answered != nil {
 					o.Answered(a.r)
@@ -250,6 +317,18 @@ func (r *Renewer) Run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// paused says whether this process may have been paused, between from
+// and to, long enough for another store member to have been elected raft
+// leader meanwhile (always false when the store cannot confirm renewals).
+func (r *Renewer) paused(from, to time.Time) bool {
+	if !r.confirming || to.Sub(from) <= r.pauseGap {
+		return false
+	}
+	r.o.Log.Info("this process was paused (or starved) long enough for another store member to lead; renewals count only once the store confirms them",
+		"gap", to.Sub(from).Round(time.Millisecond), "threshold", r.pauseGap)
+	return true
 }
 
 // create makes a new session, retrying with a growing pause (100 ms to

@@ -3,6 +3,7 @@ package lease
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,9 +22,10 @@ var t0 = time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
 
 // call is one request to the fake store, answered by the test.
 type call struct {
-	new   bool
-	at    time.Time
-	reply chan result
+	new       bool
+	confirmed bool // RenewConfirmed (confirmingStore)
+	at        time.Time
+	reply     chan result
 }
 
 type result struct {
@@ -42,7 +44,11 @@ type fakeStore struct {
 }
 
 func (s *fakeStore) do(ctx context.Context, isNew bool) (time.Duration, error) {
-	c := call{new: isNew, at: s.clk.Now(), reply: make(chan result, 1)}
+	return s.send(ctx, call{new: isNew})
+}
+
+func (s *fakeStore) send(ctx context.Context, c call) (time.Duration, error) {
+	c.at, c.reply = s.clk.Now(), make(chan result, 1)
 	s.calls <- c
 	select {
 	case r := <-c.reply:
@@ -361,3 +367,141 @@ type nopSession struct{}
 
 func (nopSession) NewSession(context.Context, time.Duration) (time.Duration, error) { return 0, nil }
 func (nopSession) Renew(context.Context) (time.Duration, error)                     { return 0, nil }
+
+// confirmingStore is a fakeStore that can confirm renewals (as etcdstore).
+type confirmingStore struct{ *fakeStore }
+
+func (s confirmingStore) RenewConfirmed(ctx context.Context) (time.Duration, error) {
+	return s.send(ctx, call{confirmed: true})
+}
+
+const election = 500 * time.Millisecond // a pause longer than 4/5 of it may have let another member lead
+
+func confirming(o *Options) {
+	o.Store = confirmingStore{o.Store.(*fakeStore)}
+	o.ElectionTimeout = election
+}
+
+func (h *harness) renewal(want bool) call {
+	h.t.Helper()
+	c := h.call(false)
+	if c.confirmed != want {
+		h.t.Fatalf("renewal sent at +%s: confirmed %v, want %v", c.at.Sub(t0), c.confirmed, want)
+	}
+	return c
+}
+
+// After a pause of the process long enough for another etcd member to have
+// been elected, a renewal counts only once the store confirms it (a woken
+// member that led answers from its stale lessor), until one is confirmed;
+// then renewals are plain again.
+func TestPauseConfirmsRenewals(t *testing.T) {
+	h := start(t, confirming)
+	h.session()
+	h.clk.Advance(interval)
+	h.renewal(false).grant()
+	before := wait(t, h.granted, "renewal").ValidUntil
+
+	// Paused: the timer due at +200ms fires 500ms late (a 600ms gap since
+	// the previous one, over 4/5 of the election timeout).
+	h.clk.Advance(interval + election)
+	c := h.renewal(true)
+	c.fail(errors.New("renewal not confirmed: answered in raft term 2, read in term 3"))
+	if f := wait(t, h.failed, "unconfirmed renewal"); !f.Confirmed {
+		t.Fatalf("unconfirmed renewal reported %+v, want Confirmed", f)
+	}
+	if got := h.r.ValidUntil(); !got.Equal(before) {
+		t.Fatalf("an unconfirmed renewal after a pause moved ValidUntil to +%s, want the earlier +%s", got.Sub(t0), before.Sub(t0))
+	}
+
+	// Until one is confirmed, every renewal is.
+	h.clk.Advance(interval)
+	c = h.renewal(true)
+	c.grant()
+	r := wait(t, h.granted, "confirmed renewal")
+	if want := c.at.Add(ttl); !r.Confirmed || !r.ValidUntil.Equal(want) || !h.r.ValidUntil().Equal(want) {
+		t.Fatalf("confirmed renewal reported %+v, ValidUntil %s; want Confirmed and send time + TTL %s", r, h.r.ValidUntil(), want)
+	}
+	h.clk.Advance(interval)
+	h.renewal(false).grant()
+	wait(t, h.granted, "plain renewal")
+}
+
+// Without a pause nothing is confirmed (no extra request while idle), even
+// with timers late by less than the threshold.
+func TestNoPauseNoConfirmation(t *testing.T) {
+	h := start(t, confirming)
+	h.session()
+	for i := range 5 {
+		h.clk.Advance(interval + time.Duration(i)*75*time.Millisecond) // at most 300ms late: a 400ms gap
+		h.renewal(false).grant()
+		wait(t, h.granted, "renewal")
+	}
+}
+
+// A store that cannot confirm (SQL, memstore) is renewed as before after a
+// pause: it has no stale primary to wake.
+func TestPauseWithoutConfirmingStore(t *testing.T) {
+	h := start(t, func(o *Options) { o.ElectionTimeout = election })
+	h.session()
+	h.clk.Advance(interval + election)
+	c := h.renewal(false)
+	c.grant()
+	if r := wait(t, h.granted, "renewal"); !r.ValidUntil.Equal(c.at.Add(ttl)) {
+		t.Fatalf("ValidUntil %s, want %s", r.ValidUntil, c.at.Add(ttl))
+	}
+}
+
+// pausingClock is a fake clock that jumps ahead inside the n-th call of
+// Now after arm: the process paused just before that reading.
+type pausingClock struct {
+	*clock.Fake
+	mu    sync.Mutex
+	n     int
+	pause time.Duration
+}
+
+func (c *pausingClock) arm(n int, pause time.Duration) {
+	c.mu.Lock()
+	c.n, c.pause = n, pause
+	c.mu.Unlock()
+}
+
+func (c *pausingClock) Now() time.Time {
+	c.mu.Lock()
+	c.n--
+	jump := c.n == 0
+	c.mu.Unlock()
+	if jump {
+		c.Advance(c.pause)
+	}
+	return c.Fake.Now()
+}
+
+// A pause between a renewal's timer and its send (the timer was on time)
+// is a pause too: that renewal is confirmed.
+func TestPauseBeforeTheSend(t *testing.T) {
+	var pc *pausingClock
+	h := start(t, func(o *Options) {
+		confirming(o)
+		pc = &pausingClock{Fake: o.Clock.(*clock.Fake)}
+		o.Clock = pc
+	})
+	h.session()
+	h.clk.Advance(interval)
+	h.renewal(false).grant()
+	before := wait(t, h.granted, "renewal").ValidUntil
+	// The loop reads the clock when its timer fires (1), the renewal when
+	// it is sent (2): the process pauses just before that.
+	pc.arm(2, interval+election)
+	h.clk.Advance(interval)
+	// The renewal that paused, and the one the late timer then starts
+	// (the loop sees the gap too), in either order: both confirmed.
+	for range 2 {
+		h.renewal(true).fail(errors.New("not confirmed"))
+		wait(t, h.failed, "unconfirmed renewal")
+	}
+	if got := h.r.ValidUntil(); !got.Equal(before) {
+		t.Fatalf("unconfirmed renewals after a pause moved ValidUntil to +%s, want +%s", got.Sub(t0), before.Sub(t0))
+	}
+}

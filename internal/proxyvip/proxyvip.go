@@ -82,6 +82,11 @@ type Options struct {
 	RenewTimeout   time.Duration
 	FenceMargin    time.Duration
 	PromoteBackoff time.Duration
+	// EtcdElection is the store's raft election timeout: after a pause of
+	// this process longer than 4/5 of it, renewals count only once the
+	// store confirms them (lease.Options.ElectionTimeout). Zero: 1.5 ×
+	// RenewInterval.
+	EtcdElection time.Duration
 	// NoLockDelay turns the lock-delay off (lock_delay: off); it applies
 	// only on a store that can end a session early (ha.EarlyRevoker).
 	NoLockDelay bool
@@ -508,6 +513,7 @@ func (e *Elector) renew(ctx context.Context, store ha.Coordinator) {
 	r, err := lease.New(lease.Options{
 		Store: store, TTL: e.o.LeaseTTL, Interval: e.o.RenewInterval, Timeout: e.o.RenewTimeout,
 		FenceMargin: e.o.FenceMargin, Clock: e.o.Clock, Log: e.o.Log,
+		ElectionTimeout: e.o.EtcdElection,
 		Granted: func(ctx context.Context, r lease.Renewal) bool {
 			if !e.emit(ctx, machine.SessionRenewed{SentAt: r.SentAt, TTL: r.TTL, New: r.New}) {
 				return false

@@ -61,6 +61,8 @@ type Store struct {
 	stall time.Duration
 
 	members *memberConns // Members' kept connection to each member (members.go)
+
+	renewedHook func() // tests: runs between RenewConfirmed's keep-alive and its read
 }
 
 // SetWatchStall makes Watch ask its member for progress every stall/4 and
