@@ -3,10 +3,7 @@ package etcdstore
 import (
 	"context"
 	"errors"
-	"fmt"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,61 +14,13 @@ import (
 
 var _ lease.ConfirmedRenewer = (*Store)(nil)
 
-// startThree starts three embedded members (m1, m2, m3) and waits until
-// they are ready; it returns them by name and their client addresses.
-func startThree(t *testing.T, token string) (map[string]*Member, map[string]string) {
-	t.Helper()
-	names := []string{"m1", "m2", "m3"}
-	peers, clients := map[string]string{}, map[string]string{}
-	for _, n := range names {
-		peers[n] = fmt.Sprintf("127.0.0.1:%d", storetest.FreePort(t))
-		clients[n] = fmt.Sprintf("127.0.0.1:%d", storetest.FreePort(t))
-	}
-	members := map[string]*Member{}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	for _, n := range names {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m, err := StartMember(MemberConfig{
-				Name: n, DataDir: filepath.Join(t.TempDir(), "etcd"), Peer: peers[n], Client: clients[n],
-				Cluster: peers, Token: token, Heartbeat: 50 * time.Millisecond, Election: 500 * time.Millisecond,
-				LogFile: filepath.Join(t.TempDir(), "etcd.log"),
-			})
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			mu.Lock()
-			members[n] = m
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	for _, m := range members {
-		t.Cleanup(m.Close)
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	for _, m := range members {
-		if err := m.Ready(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return members, clients
-}
-
 // RenewConfirmed renews on a healthy cluster, and refuses a renewal when
 // the raft term changed between the keep-alive's answer and the read after
 // it (as when a woken stale leader answered the keep-alive and then learnt
 // of the new leader): not counted, yet not a lost session.
 func TestRenewConfirmed(t *testing.T) {
 	t.Parallel()
-	members, clients := startThree(t, "confirm3")
+	members, clients, _ := startThree(t, "confirm3")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s, err := Dial(storetest.Cluster(t), []string{clients["m1"]}, 2*time.Second)
