@@ -116,7 +116,7 @@ type Options struct {
 type Renewer struct {
 	o Options
 
-	pauseGap   time.Duration // a longer gap may be a pause (ElectionTimeout)
+	pauseGap   time.Duration // a longer gap may be a pause (PauseGap)
 	confirming bool          // is the store a ConfirmedRenewer
 
 	mu         sync.Mutex
@@ -149,12 +149,8 @@ func New(o Options) (*Renewer, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	pauseGap := o.Interval + o.Interval/2
-	if o.ElectionTimeout > 0 {
-		pauseGap = o.ElectionTimeout - o.ElectionTimeout/5
-	}
 	_, confirming := o.Store.(ConfirmedRenewer)
-	return &Renewer{o: o, pauseGap: pauseGap, confirming: confirming}, nil
+	return &Renewer{o: o, pauseGap: PauseGap(o.Interval, o.ElectionTimeout), confirming: confirming}, nil
 }
 
 // ValidUntil is the newest acknowledged renewal's send time plus the TTL it
@@ -225,10 +221,7 @@ func (r *Renewer) Run(ctx context.Context) {
 		}
 	}()
 	gen := 0
-	// lastFire: when the loop last ran its timer (or set it); the process
-	// ran then. confirmSince: while set, renewals are confirmed; the latest
-	// pause was seen then.
-	var lastFire, confirmSince time.Time
+	pauses := Pauses{Gap: r.pauseGap}
 	for ctx.Err() == nil {
 		created, ok := r.create(ctx)
 		if !ok {
@@ -245,7 +238,7 @@ func (r *Renewer) Run(ctx context.Context) {
 			}
 			timer.Reset(o.Interval)
 		}
-		lastFire = clk.Now()
+		pauses.Start(clk.Now())
 		r.grant(&created)
 		if !o.Granted(ctx, created) {
 			return
@@ -257,10 +250,12 @@ func (r *Renewer) Run(ctx context.Context) {
 				// long this one takes.
 				timer.Reset(o.Interval)
 				fired := clk.Now()
-				if r.paused(lastFire, fired) {
-					confirmSince = fired
+				confirm := false
+				if r.confirming {
+					var paused time.Duration
+					confirm, paused = pauses.Fire(fired)
+					r.logPause(paused)
 				}
-				lastFire = fired
 				select {
 				case slots <- struct{}{}:
 				default:
@@ -270,7 +265,10 @@ func (r *Renewer) Run(ctx context.Context) {
 					defer func() { <-slots }()
 					sent := clk.Now()
 					// The process may also pause between the timer and the send.
-					paused := r.paused(fired, sent)
+					paused := r.confirming && pauses.PausedBeforeSend(fired, sent)
+					if paused {
+						r.logPause(sent.Sub(fired))
+					}
 					cctx, cancel := clock.WithTimeout(ctx, clk, o.Timeout)
 					var ttl time.Duration
 					var err error
@@ -281,19 +279,12 @@ func (r *Renewer) Run(ctx context.Context) {
 					}
 					cancel()
 					answers <- answer{g, Renewal{SentAt: sent, TTL: ttl, Took: clk.Since(sent), Err: err, Confirmed: confirm || paused}}
-				}(gen, !confirmSince.IsZero())
+				}(gen, confirm)
 			case a := <-answers:
 				if a.gen == gen && a.r.Err == nil {
 					r.grant(&a.r)
 				}
-				switch {
-				case a.r.Confirmed && confirmSince.IsZero() && a.r.Err != nil:
-					// A pause seen by the renewal alone (between its timer
-					// and its send): confirm until one is granted.
-					confirmSince = a.r.SentAt
-				case a.r.Confirmed && a.gen == gen && a.r.Err == nil && !a.r.SentAt.Before(confirmSince):
-					confirmSince = time.Time{} // confirmed after the latest pause
-				}
+				pauses.Answered(a.r.SentAt, a.r.Confirmed, a.gen == gen, a.r.Err == nil)
 				if o.Answered != nil {
 					o.Answered(a.r)
 				}
@@ -319,16 +310,75 @@ func (r *Renewer) Run(ctx context.Context) {
 	}
 }
 
-// paused says whether this process may have been paused, between from
-// and to, long enough for another store member to have been elected raft
-// leader meanwhile (always false when the store cannot confirm renewals).
-func (r *Renewer) paused(from, to time.Time) bool {
-	if !r.confirming || to.Sub(from) <= r.pauseGap {
-		return false
+// logPause logs a pause that Pauses saw (gap: how long it was, at least;
+// zero: none).
+func (r *Renewer) logPause(gap time.Duration) {
+	if gap > 0 {
+		r.o.Log.Info("this process was paused (or starved) long enough for another store member to lead; renewals count only once the store confirms them",
+			"gap", gap.Round(time.Millisecond), "threshold", r.pauseGap)
 	}
-	r.o.Log.Info("this process was paused (or starved) long enough for another store member to lead; renewals count only once the store confirms them",
-		"gap", to.Sub(from).Round(time.Millisecond), "threshold", r.pauseGap)
-	return true
+}
+
+// PauseGap is how long this process may go without running before another
+// store member may have been elected raft leader meanwhile: 4/5 of the
+// election timeout (a pause shorter than election − heartbeat cannot have
+// let another member be elected, and etcd requires heartbeat <=
+// election/5); without one, 1.5 × the renew interval, below 4/5 of the
+// election timeout in every preset.
+func PauseGap(interval, electionTimeout time.Duration) time.Duration {
+	if electionTimeout > 0 {
+		return electionTimeout - electionTimeout/5
+	}
+	return interval + interval/2
+}
+
+// Pauses is the renewer's rule for which renewals must be confirmed
+// (ConfirmedRenewer), without a clock or I/O: the renewer's loop feeds it
+// the times it reads, and the simulation (internal/sim) feeds it its own.
+// After a gap longer than Gap between the renewal timer's runs (or between
+// a renewal's timer and its send), this process may have been paused
+// while another member was elected, and a member that led raft in it
+// answers from its stale lessor until it learns the new term: every
+// renewal is confirmed from then until one confirmed renewal of the
+// current session sent after that pause is granted. The zero value with
+// Gap set is ready.
+type Pauses struct {
+	Gap time.Duration
+	// lastFire: when the timer last ran (or was set); the process ran
+	// then. confirmSince: while set, renewals are confirmed; the latest
+	// pause was seen then.
+	lastFire, confirmSince time.Time
+}
+
+// Start: a new session was created at now, and the timer set.
+func (p *Pauses) Start(now time.Time) { p.lastFire = now }
+
+// Fire: the renewal timer ran at now. confirm: the renewal it starts must
+// be confirmed; paused: the gap since the timer's previous run when it is
+// over Gap (a pause ended just now), else zero.
+func (p *Pauses) Fire(now time.Time) (confirm bool, paused time.Duration) {
+	if gap := now.Sub(p.lastFire); gap > p.Gap {
+		p.confirmSince, paused = now, gap
+	}
+	p.lastFire = now
+	return !p.confirmSince.IsZero(), paused
+}
+
+// PausedBeforeSend: the process may have paused between a renewal's timer
+// (fired) and its send (sent); that renewal must be confirmed too.
+func (p *Pauses) PausedBeforeSend(fired, sent time.Time) bool { return sent.Sub(fired) > p.Gap }
+
+// Answered: the answer to a renewal sent at sent, confirmed or not, of
+// the current session or an earlier one, granted or not.
+func (p *Pauses) Answered(sent time.Time, confirmed, current, granted bool) {
+	switch {
+	case confirmed && p.confirmSince.IsZero() && !granted:
+		// A pause seen by the renewal alone (between its timer and its
+		// send): confirm until one is granted.
+		p.confirmSince = sent
+	case confirmed && current && granted && !sent.Before(p.confirmSince):
+		p.confirmSince = time.Time{} // confirmed after the latest pause
+	}
 }
 
 // create makes a new session, retrying with a growing pause (100 ms to
