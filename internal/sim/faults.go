@@ -37,7 +37,7 @@ func (w *world) pick() *node { return w.nodes[w.rng.IntN(len(w.nodes))] }
 func (w *world) inject() {
 	n := w.pick()
 	w.res.Faults++
-	switch k := w.rng.IntN(22); {
+	switch k := w.rng.IntN(23); {
 	case k < 2: // kill, restarted later
 		if !n.alive {
 			return
@@ -144,6 +144,12 @@ func (w *world) inject() {
 			}
 			n.staleAcks()
 		}
+	case k == 22: // the holder freezes with its etcd member and wakes cut off, before its fence (wake.go)
+		for _, m := range w.nodes {
+			if m.st.Holding() && m.staleWake() {
+				break
+			}
+		}
 	default:
 		w.operator(n)
 	}
@@ -161,7 +167,7 @@ func (w *world) heal() {
 			n.removed, n.removedAck = false, time.Time{}
 		}
 		n.partReq, n.partResp, n.watchStall, n.slowReq, n.slowResp = false, false, false, 0, 0
-		n.staleArmed = false
+		n.staleArmed, n.staleUntil = false, time.Time{} // a member woken now hears the new leader at once
 		n.svcUp, n.checkOK = true, true
 		if n.frozen {
 			n.thaw()

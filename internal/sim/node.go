@@ -10,6 +10,7 @@ import (
 	"github.com/haven-ha/haven/internal/check"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/lease"
 	"github.com/haven-ha/haven/internal/lockdelay"
 	"github.com/haven-ha/haven/internal/machine"
 	"github.com/haven-ha/haven/internal/store/memstore"
@@ -68,6 +69,11 @@ type node struct {
 	renewing   []renewal // renewals in flight
 	renewIDs   int
 	staleArmed bool // freeze with the next renewal that staleAcks waits for (lockdelay.go)
+
+	// the renewer's pause rule, and the woken stale lessor (wake.go)
+	pauses     lease.Pauses
+	staleUntil time.Time // true time: renewals sent before then are answered by the woken member's stale lessor
+	staleView  time.Time // the lease's expiry in that lessor's view (true time)
 
 	// faults
 	partReq, partResp, watchStall bool
@@ -173,6 +179,7 @@ func (n *node) start() {
 	n.snap, n.seenRev, n.watchPending, n.caughtUp = ha.Snapshot{Nodes: map[string]ha.NodeStatus{}}, -1, false, nil
 	n.publishing, n.publishAgain, n.opBusy = false, false, false
 	n.ld, n.vacant, n.held, n.renewing, n.staleArmed = lockdelay.NewTracker(nodeClock{Clock: n.w.clk, n: n}), false, 0, nil, false
+	n.pauses, n.staleUntil = lease.Pauses{Gap: lease.PauseGap(n.timing().RenewInterval, n.timing().EtcdElection)}, time.Time{}
 	n.svcUp, n.checkOK, n.stoppedBy = true, true, "" // a new process starts its service afresh
 	n.tracef("agent starts (incarnation %d, clock rate %.4f)", n.inc, n.rate)
 	n.step(machine.Tick{})
@@ -375,6 +382,7 @@ func (n *node) createSession(backoff time.Duration) {
 		n.creating = false
 		n.sessGen++
 		n.tracef("session created")
+		n.pauses.Start(n.now())
 		n.emit(machine.SessionRenewed{SentAt: sent, TTL: ttl, New: true})
 		n.publish()
 		n.armRenew()
@@ -390,6 +398,12 @@ func (n *node) armRenew() {
 		if gen != n.renewGen || n.waitNewSess || n.creating {
 			return
 		}
+		// The renewer's own rule (lease.Run): after a pause, renewals
+		// count only once confirmed (etcdstore.RenewConfirmed).
+		confirm := false
+		if !n.w.o.NoPauseGuard {
+			confirm, _ = n.pauses.Fire(n.now())
+		}
 		if n.inFlight >= 4 {
 			n.armRenew()
 			return
@@ -400,11 +414,9 @@ func (n *node) armRenew() {
 		id := n.renewIDs
 		n.renewing = append(n.renewing, renewal{id: id, sent: sent, sg: sg, cut: n.partReq})
 		var ttl time.Duration
-		n.call("renew", n.timing().RenewTimeout, func(c *memstore.Client) (err error) {
-			ttl, err = c.Renew(bg)
-			return err
-		}, func(err error) {
+		done := func(err error) {
 			n.inFlight--
+			n.pauses.Answered(sent, confirm, sg == n.sessGen, err == nil)
 			for i, r := range n.renewing {
 				if r.id == id {
 					n.renewing = append(n.renewing[:i], n.renewing[i+1:]...)
@@ -417,6 +429,8 @@ func (n *node) armRenew() {
 			switch {
 			case err == nil:
 				n.emit(machine.SessionRenewed{SentAt: sent, TTL: ttl})
+			case n.w.tracing && confirm && !errors.Is(err, ha.ErrSessionLost):
+				n.tracef("renewal sent at %s not counted: %v", sent.Sub(t0), err)
 			case errors.Is(err, ha.ErrSessionLost):
 				n.tracef("session lost")
 				n.emit(machine.SessionLost{Err: err})
@@ -430,7 +444,17 @@ func (n *node) armRenew() {
 				return
 			}
 			n.armRenew()
-		})
+		}
+		if n.w.now().Before(n.staleUntil) {
+			n.staleRenewal(confirm, &ttl, done)
+		} else {
+			// Confirmed or not, a renewal that reaches the store's primary
+			// is granted: memstore has no stale view of its own.
+			n.call("renew", n.timing().RenewTimeout, func(c *memstore.Client) (err error) {
+				ttl, err = c.Renew(bg)
+				return err
+			}, done)
+		}
 		if n.staleArmed {
 			n.staleFreezeNow(sent)
 		}
@@ -722,6 +746,14 @@ func (n *node) view() ha.Snapshot {
 // refreshHealth feeds the machine the agent's health (agent.HealthOf) of a
 // warm standby's supervised service and one check.
 func (n *node) refreshHealth() {
+	if n.frozen {
+		// The service and its checks run on, but the agent sees them only
+		// once it runs again (a fault's first flip came here directly,
+		// and stepped a frozen agent: seed 1321 after the stale wake was
+		// added, a demotion inside a freeze).
+		n.w.at(n.w.now(), n, n.refreshHealth)
+		return
+	}
 	checks := check.Result{Healthy: n.checkOK, Reason: "checks pass"}
 	if !n.checkOK {
 		checks.Reason = "check failed"

@@ -41,6 +41,10 @@ type Options struct {
 	// NoLockDelay turns the agent's lock-delay off (lockdelay.go), as
 	// `lock_delay: off` does: to show what it guards against.
 	NoLockDelay bool
+	// NoPauseGuard turns the renewer's pause rule off (lease.Pauses,
+	// wake.go): renewals after a pause count unconfirmed, as before
+	// 2026-12-07; to show what it guards against.
+	NoPauseGuard bool
 	// Proxy: haven's proxy routes a client to the active (proxy.go;
 	// active-passive and passive-backup).
 	Proxy bool
@@ -85,7 +89,13 @@ type Result struct {
 	// StaleRevoked: leader leases a stale lessor revoked early;
 	// StaleAcks: renewals it acknowledged late (lockdelay.go).
 	StaleRevoked, StaleAcks int
-	LockDelays              int // promotions that waited on the lock-delay
+	// StaleWakes: holders frozen with their etcd member and woken cut off
+	// before their fence; StaleWakeAcks and StaleWakeRefused: renewals
+	// sent after the wake that its stale lessor acknowledged, and that
+	// were refused because they were sent confirmed (wake.go; with the
+	// pause rule every one is confirmed).
+	StaleWakes, StaleWakeAcks, StaleWakeRefused int
+	LockDelays                                  int // promotions that waited on the lock-delay
 }
 
 // Add sums r and o, for a run of many seeds.
@@ -108,6 +118,9 @@ func (r Result) Add(o Result) Result {
 	r.ProxyStrikes += o.ProxyStrikes
 	r.StaleRevoked += o.StaleRevoked
 	r.StaleAcks += o.StaleAcks
+	r.StaleWakes += o.StaleWakes
+	r.StaleWakeAcks += o.StaleWakeAcks
+	r.StaleWakeRefused += o.StaleWakeRefused
 	r.LockDelays += o.LockDelays
 	return r
 }
@@ -351,7 +364,10 @@ func (w *world) failf(format string, args ...any) {
 	tr := append(append([]string(nil), w.ring[w.ringAt:]...), w.ring[:w.ringAt]...)
 	w.fail = &Failure{Seed: w.o.Seed, At: w.elapsed(), What: what, Trace: tr}
 	if w.o.NoLockDelay {
-		w.fail.Flags = " -sim.nolockdelay"
+		w.fail.Flags += " -sim.nolockdelay"
+	}
+	if w.o.NoPauseGuard {
+		w.fail.Flags += " -sim.nopauseguard"
 	}
 }
 

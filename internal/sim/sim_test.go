@@ -19,12 +19,14 @@ var (
 	oneSeed   = flag.Uint64("sim.seed", 0, "simulate only this seed (replay)")
 	trace     = flag.Bool("sim.trace", false, "print the event trace of -sim.seed")
 	noLD      = flag.Bool("sim.nolockdelay", false, "turn the agent's lock-delay off (to show what it guards against)")
+	noPG      = flag.Bool("sim.nopauseguard", false, "turn the renewer's pause rule off (to show what it guards against)")
 )
 
 // scenario is Scenario(seed) with the flags applied.
 func scenario(seed uint64) Options {
 	o := Scenario(seed)
 	o.NoLockDelay = *noLD
+	o.NoPauseGuard = *noPG
 	return o
 }
 
@@ -84,17 +86,20 @@ func TestSim(t *testing.T) {
 	took := time.Since(start)
 	t.Logf("%d seeds, %.1f simulated hours, in %s: %.0f seeds/minute", len(list),
 		total.Simulated.Hours(), took.Round(time.Millisecond), float64(len(list))/took.Minutes())
-	t.Logf("%d events, %d promotions, %d fenced demotions, %d agent restarts, %d faults, %d operator calls: %d switchovers done, %d stale views refused, %d taken over by another, %d refused as another switchover in progress (judged); %d membership changes; %d fenced writes and reads linearizable; %d leader leases revoked at expiry; %d operator-history operations linearizable; %d live leases revoked early and %d renewals acknowledged late by a stale lessor; %d promotions waited on the lock-delay; %d proxy quarantine strikes",
-		total.Events, total.Promotions, total.Fenced, total.Restarts, total.Faults, total.Operator, total.Switched, total.Stale, total.Other, total.Busy, total.Members, total.FencedOps, total.Revoked, total.OperatorOps, total.StaleRevoked, total.StaleAcks, total.LockDelays, total.ProxyStrikes)
+	t.Logf("%d events, %d promotions, %d fenced demotions, %d agent restarts, %d faults, %d operator calls: %d switchovers done, %d stale views refused, %d taken over by another, %d refused as another switchover in progress (judged); %d membership changes; %d fenced writes and reads linearizable; %d leader leases revoked at expiry; %d operator-history operations linearizable; %d live leases revoked early and %d renewals acknowledged late by a stale lessor; %d holders woken cut off with a stale lessor, which acknowledged %d renewals and had %d refused as unconfirmed; %d promotions waited on the lock-delay; %d proxy quarantine strikes",
+		total.Events, total.Promotions, total.Fenced, total.Restarts, total.Faults, total.Operator, total.Switched, total.Stale, total.Other, total.Busy, total.Members, total.FencedOps, total.Revoked, total.OperatorOps, total.StaleRevoked, total.StaleAcks, total.StaleWakes, total.StaleWakeAcks, total.StaleWakeRefused, total.LockDelays, total.ProxyStrikes)
 	// The generator must keep reaching the cases that matter, or the run
 	// proves little (as in machine's property test).
 	if len(list) >= 1000 { // stale views come about once in 100 seeds
 		for what, n := range map[string]int{"promotions": total.Promotions, "fenced demotions": total.Fenced,
 			"restarts": total.Restarts, "switchovers done": total.Switched, "stale views": total.Stale, "fenced calls": total.FencedOps, "revocations at expiry": total.Revoked, "operator-history operations": total.OperatorOps,
-			"stale lessor revocations": total.StaleRevoked, "stale lessor acknowledgements": total.StaleAcks, "in-progress refusals": total.Busy, "membership changes": total.Members, "proxy strikes": total.ProxyStrikes} {
+			"stale lessor revocations": total.StaleRevoked, "stale lessor acknowledgements": total.StaleAcks, "holders woken cut off": total.StaleWakes, "in-progress refusals": total.Busy, "membership changes": total.Members, "proxy strikes": total.ProxyStrikes} {
 			if n == 0 {
 				t.Errorf("no %s in %d seeds: the simulation stopped exploring them", what, len(list))
 			}
+		}
+		if !*noPG && total.StaleWakeRefused == 0 {
+			t.Errorf("no renewal refused after a stale wake in %d seeds: the pause rule is no longer exercised", len(list))
 		}
 	}
 	for i, err := range failures {
@@ -154,4 +159,30 @@ func TestLockDelayIsNeeded(t *testing.T) {
 		return
 	}
 	t.Fatal("without the lock-delay no seed of 1..400 had two nodes serving: the stale lessor is no longer modelled")
+}
+
+// TestPauseGuardIsNeeded: with the renewer's pause rule off (lease.Pauses),
+// a holder woken cut off from the cluster counts its stale lessor's
+// acknowledgements and serves past its lease in the store within the
+// first few seeds (wake.go); the same seed passes with the rule on.
+func TestPauseGuardIsNeeded(t *testing.T) {
+	t.Parallel() // well under a second: the first seeds fail
+	for seed := uint64(1); seed <= 100; seed++ {
+		o := Scenario(seed)
+		o.NoPauseGuard = true
+		_, err := Run(o)
+		if err == nil {
+			continue
+		}
+		var f *Failure
+		if !errors.As(err, &f) || !strings.Contains(f.What, "its key may be taken") && !strings.Contains(f.What, "its session is gone") && !strings.Contains(f.What, "two nodes serve at once") {
+			t.Fatalf("seed %d without the pause rule: %v, want a node serving past its lease", seed, err)
+		}
+		if _, err := Run(Scenario(seed)); err != nil {
+			t.Fatalf("seed %d with the pause rule: %v", seed, err)
+		}
+		t.Logf("without the pause rule, seed %d: %s", seed, f.What)
+		return
+	}
+	t.Fatal("without the pause rule no seed of 1..100 had a node serve past its lease: the woken stale lessor is no longer modelled")
 }
