@@ -505,3 +505,41 @@ func TestPauseBeforeTheSend(t *testing.T) {
 		t.Fatalf("unconfirmed renewals after a pause moved ValidUntil to +%s, want +%s", got.Sub(t0), before.Sub(t0))
 	}
 }
+
+// TestPausesRule: the pause rule on its own, as the simulation drives it
+// (internal/sim): confirm from a pause until a confirmed renewal of the
+// current session sent after it is granted; a refused or earlier one, or
+// one of an earlier session, does not end it.
+func TestPausesRule(t *testing.T) {
+	if g := PauseGap(interval, 500*time.Millisecond); g != 400*time.Millisecond {
+		t.Fatalf("PauseGap with a 500ms election = %s, want 400ms", g)
+	}
+	if g := PauseGap(interval, 0); g != 150*time.Millisecond {
+		t.Fatalf("PauseGap without an election = %s, want 150ms", g)
+	}
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	p := Pauses{Gap: 400 * time.Millisecond}
+	p.Start(at(0))
+	fire := func(ms int, want bool) {
+		t.Helper()
+		if c, _ := p.Fire(at(ms)); c != want {
+			t.Fatalf("renewal at %d ms: confirm %t, want %t", ms, c, want)
+		}
+	}
+	fire(100, false)
+	fire(400, false) // 300 ms: under the gap
+	if c, gap := p.Fire(at(1000)); !c || gap != 600*time.Millisecond {
+		t.Fatalf("after a 600 ms gap: confirm %t, gap %s; want true, 600ms", c, gap)
+	}
+	p.Answered(at(400), false, true, true) // sent before the pause
+	p.Answered(at(1000), true, true, false)
+	p.Answered(at(1000), true, false, true) // of an earlier session
+	fire(1100, true)
+	p.Answered(at(1100), true, true, true)
+	fire(1200, false)
+	if !p.PausedBeforeSend(at(1200), at(1700)) || p.PausedBeforeSend(at(1200), at(1500)) {
+		t.Fatal("PausedBeforeSend: want a pause for 500 ms, none for 300 ms")
+	}
+	p.Answered(at(1700), true, true, false) // that renewal, refused
+	fire(1800, true)
+}
