@@ -378,15 +378,33 @@ func (n *node) createSession(backoff time.Duration) {
 			n.afterLocal(backoff, func() { n.createSession(min(2*backoff, time.Second)) })
 			return
 		}
-		n.client = conn
-		n.creating = false
-		n.sessGen++
-		n.tracef("session created")
-		n.pauses.Start(n.now())
-		n.emit(machine.SessionRenewed{SentAt: sent, TTL: ttl, New: true})
-		n.publish()
-		n.armRenew()
+		if n.w.o.NoRemovalGuard {
+			n.sessionCreated(conn, sent, ttl)
+			return
+		}
+		// lease.Options.Created: the record goes into the store, bound to
+		// the new session, before the machine hears of it.
+		rec := n.record()
+		n.callOn(conn, "publish", callTimeout(t), func(c *memstore.Client) error { return c.Publish(bg, rec) }, func(err error) {
+			if err != nil {
+				n.afterLocal(backoff, func() { n.createSession(min(2*backoff, time.Second)) })
+				return
+			}
+			n.sessionCreated(conn, sent, ttl)
+		})
 	})
+}
+
+// sessionCreated: the renewer reports the new session on conn.
+func (n *node) sessionCreated(conn *memstore.Client, sent time.Time, ttl time.Duration) {
+	n.client = conn
+	n.creating = false
+	n.sessGen++
+	n.tracef("session created")
+	n.pauses.Start(n.now())
+	n.emit(machine.SessionRenewed{SentAt: sent, TTL: ttl, New: true})
+	n.publish()
+	n.armRenew()
 }
 
 // armRenew starts the wait for the next renewal; like the agent's select on

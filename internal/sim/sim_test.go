@@ -20,6 +20,7 @@ var (
 	trace     = flag.Bool("sim.trace", false, "print the event trace of -sim.seed")
 	noLD      = flag.Bool("sim.nolockdelay", false, "turn the agent's lock-delay off (to show what it guards against)")
 	noPG      = flag.Bool("sim.nopauseguard", false, "turn the renewer's pause rule off (to show what it guards against)")
+	noRG      = flag.Bool("sim.noremovalguard", false, "judge a member removal as before 2026-12-07: by the record alone, on any view, with sessions serving before their record is written")
 )
 
 // scenario is Scenario(seed) with the flags applied.
@@ -27,6 +28,7 @@ func scenario(seed uint64) Options {
 	o := Scenario(seed)
 	o.NoLockDelay = *noLD
 	o.NoPauseGuard = *noPG
+	o.NoRemovalGuard = *noRG
 	return o
 }
 
