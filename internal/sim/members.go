@@ -114,7 +114,7 @@ func (w *world) memberChange(n, target *node) {
 				if target.removed {
 					target.removedAck = w.now()
 				}
-				answer("removed; its agent has stopped")
+				answer("removed; its session has ended")
 				return
 			}
 			if !n.now().Before(deadline) {

@@ -33,6 +33,7 @@ type node struct {
 	alive    bool
 	frozen   bool
 	deferred []event // events that came due while frozen
+	freezes  int     // freezes so far: a thaw ends only its own
 
 	client *memstore.Client
 	st     machine.State
@@ -202,8 +203,13 @@ func (n *node) freeze(d time.Duration) {
 	n.tracef("frozen for %s", d)
 	n.frozen = true
 	n.w.dirty = true
+	n.freezes++
+	gen := n.freezes
 	n.w.after(d, nil, func() {
-		if !n.frozen {
+		// Only this freeze's own thaw: one from a freeze before a restart
+		// ended a later freeze early (seeds 16643, 26005, 33789: a stale
+		// wake thawed after 139 ms, too short for the pause rule).
+		if !n.frozen || gen != n.freezes {
 			return
 		}
 		n.thaw()
