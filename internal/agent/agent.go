@@ -404,6 +404,10 @@ func (a *Agent) renew(ctx context.Context) {
 		Store: a.store, TTL: t.LeaseTTL, Interval: t.RenewInterval, Timeout: t.RenewTimeout,
 		CreateTimeout: sessionTimeout(t), FenceMargin: t.FenceMargin, Clock: a.clk, Log: a.log,
 		ElectionTimeout: t.EtcdElection, // after a pause longer than 4/5 of it, renewals are confirmed
+		// The record goes into the store, bound to the new session, before
+		// the machine may serve on it: a removal that sees no record of
+		// this node after its commit can trust it (RemovedGone).
+		Created: a.publishNow,
 		Granted: func(ctx context.Context, r lease.Renewal) bool {
 			a.view.reached(r.SentAt)
 			if r.New {

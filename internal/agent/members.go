@@ -163,9 +163,32 @@ func CheckMemberChange(members []ha.Member, add bool, name string) error {
 	return checkMemberChange(members, add, name)
 }
 
-// RemovedGone reports whether snap shows node gone: no record of it.
-func RemovedGone(snap ha.Snapshot, node string) bool {
-	_, ok := snap.Nodes[node]
+// RemovedGone reports whether snap shows the removed node gone, judged by
+// self, the node that made the removal, once the removal has committed
+// (after: self's clock at the commit's answer). Gone means both:
+//
+//   - the view is new enough: it holds a record self wrote after the
+//     commit (its Heartbeat is not before after), so every write that
+//     committed before the removal is in it; a watch that lags (a stall,
+//     a slow store) would otherwise show a record missing that is there;
+//   - no record of node and no leader key in its name. A node's record
+//     goes into the store, bound to its session, before the node may serve
+//     on that session (lease.Options.Created), and a removed member can
+//     commit nothing after the removal (etcd drops its messages): so no
+//     record means no session it serves on, now or later.
+//
+// Judged by the record alone (as before), a node whose session had
+// expired and who had a new one whose record was not yet written looked
+// gone and served on (internal/sim seed 6208 of a wider sweep).
+func RemovedGone(snap ha.Snapshot, self, node string, after time.Time) bool {
+	own, ok := snap.Nodes[self]
+	if !ok || own.Heartbeat.Before(after) {
+		return false
+	}
+	if snap.Leader.Node == node {
+		return false
+	}
+	_, ok = snap.Nodes[node]
 	return !ok
 }
 
@@ -173,12 +196,15 @@ func RemovedGone(snap ha.Snapshot, node string) bool {
 // leave the store: its session's lease, and a second.
 func RemovedWait(t config.Timing) time.Duration { return t.LeaseTTL + time.Second }
 
-// waitGone waits until the removed node's record has left the store.
+// waitGone waits until the removed node's record has left the store, as
+// seen in a view that holds a write of this node's made after the removal.
 func (a *Agent) waitGone(ctx context.Context, node string) error {
-	deadline := a.clk.Now().Add(RemovedWait(a.cfg.Timing))
-	for !RemovedGone(a.Snapshot(), node) {
+	after := a.clk.Now()
+	signal(a.publishC) // the write that shows the view is new enough
+	deadline := after.Add(RemovedWait(a.cfg.Timing))
+	for !RemovedGone(a.Snapshot(), a.node.Name, node, after) {
 		if !a.clk.Now().Before(deadline) {
-			return ha.Errorf(ha.KindUnavailable, "removed %s from the store, but its record is still there after %s: its agent may still run (it stops when its etcd member does); check `haven status`", node, RemovedWait(a.cfg.Timing))
+			return ha.Errorf(ha.KindUnavailable, "removed %s from the store, but could not see it gone within %s: its record is still there (its agent may still run; it stops when its etcd member does) or this node's view of the store is behind; check `haven status`", node, RemovedWait(a.cfg.Timing))
 		}
 		select {
 		case <-ctx.Done():

@@ -67,7 +67,7 @@ func runMembers(args []string, out, errw io.Writer) int {
 			}
 			fmt.Fprintf(out, "%s added; now start its agent: haven agent --config %s --node %s\n", node, cfg.Path, node)
 		} else {
-			fmt.Fprintf(out, "%s removed; its agent has stopped, and you can remove it from the config on every node\n", node)
+			fmt.Fprintf(out, "%s removed; its session has ended, so it no longer serves and cannot again (its agent stops with its etcd member); you can remove it from the config on every node\n", node)
 		}
 	}
 	if *asJSON && action == "list" {

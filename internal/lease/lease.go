@@ -94,6 +94,14 @@ type Options struct {
 	// 4/5 of the election timeout in every preset.
 	ElectionTimeout time.Duration
 
+	// Created, when set, is called once a new session is granted and
+	// before Granted hears of it; an error abandons that session (it
+	// expires on its own) and the renewer creates another after a pause.
+	// The agent writes its record there, bound to the new session, so the
+	// node never serves on a session the store shows no record of: a
+	// membership removal judges the removed node gone by its record
+	// (agent.RemovedGone).
+	Created func(ctx context.Context) error
 	// Granted is called, in the order the answers arrive, for each new
 	// session (New set) and each renewal of the current session the store
 	// granted; it returns false when the renewer should stop.
@@ -390,6 +398,11 @@ func (r *Renewer) create(ctx context.Context) (Renewal, bool) {
 		cctx, cancel := clock.WithTimeout(ctx, clk, o.CreateTimeout)
 		ttl, err := o.Store.NewSession(cctx, o.TTL)
 		cancel()
+		if err == nil && o.Created != nil {
+			if err = o.Created(ctx); err != nil {
+				err = fmt.Errorf("after the session was granted: %w", err)
+			}
+		}
 		if err == nil {
 			return Renewal{SentAt: sent, TTL: ttl, Took: clk.Since(sent), New: true}, true
 		}

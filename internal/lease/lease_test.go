@@ -332,6 +332,43 @@ func TestCreateRetries(t *testing.T) {
 	wait(t, h.granted, "new session")
 }
 
+// Created runs once a new session is granted and before Granted hears of
+// it (the agent writes its record there); when it fails the session is
+// not reported, and another is created after the pause. Without it, a
+// node served on a new session its record did not show yet, and a
+// membership removal took it for gone (internal/sim seed 6208).
+func TestCreatedBeforeGranted(t *testing.T) {
+	created := make(chan chan error)
+	h := start(t, func(o *Options) {
+		o.Created = func(ctx context.Context) error {
+			reply := make(chan error)
+			created <- reply
+			return <-reply
+		}
+	})
+	h.call(true).grant()
+	reply := wait(t, created, "Created after the grant")
+	select {
+	case g := <-h.granted:
+		t.Fatalf("the session was reported before Created returned: %+v", g)
+	default:
+	}
+	reply <- errors.New("publish: store down")
+	h.armed(t0.Add(100 * time.Millisecond))
+	select {
+	case g := <-h.granted:
+		t.Fatalf("a session whose Created failed was reported: %+v", g)
+	default:
+	}
+	h.clk.Advance(100 * time.Millisecond)
+	h.call(true).grant()
+	wait(t, created, "Created after the second grant") <- nil
+	r := wait(t, h.granted, "new session")
+	if want := t0.Add(100 * time.Millisecond); !r.New || !r.SentAt.Equal(want) {
+		t.Fatalf("new session reported as %+v, want New, sent at +100ms", r)
+	}
+}
+
 func TestOptions(t *testing.T) {
 	s := &fakeStore{}
 	g := func(context.Context, Renewal) bool { return true }

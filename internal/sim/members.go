@@ -94,19 +94,27 @@ func (w *world) memberChange(n, target *node) {
 			return
 		}
 		// agent.waitGone: answer once the removed node's record has
-		// left the store (its session ended), polling every 10 ms.
-		deadline := n.now().Add(agent.RemovedWait(n.timing()))
+		// left the store (its session ended), in a view that holds a
+		// write of n's after the commit, polling every 10 ms.
+		after := n.now()
+		deadline := after.Add(agent.RemovedWait(n.timing()))
 		n.opBusy = true
+		gone := func() bool { return agent.RemovedGone(n.snap, n.name, target.name, after) }
+		if w.o.NoRemovalGuard {
+			gone = func() bool { _, ok := n.snap.Nodes[target.name]; return !ok }
+		} else {
+			n.publish()
+		}
 		var look func()
 		look = func() {
 			if !n.alive {
 				return
 			}
-			if agent.RemovedGone(n.snap, target.name) {
+			if gone() {
 				if target.removed {
 					target.removedAck = w.now()
 				}
-				answer("removed; its agent has stopped")
+				answer("removed; its session has ended")
 				return
 			}
 			if !n.now().Before(deadline) {

@@ -33,6 +33,7 @@ type node struct {
 	alive    bool
 	frozen   bool
 	deferred []event // events that came due while frozen
+	freezes  int     // freezes so far: a thaw ends only its own
 
 	client *memstore.Client
 	st     machine.State
@@ -202,8 +203,13 @@ func (n *node) freeze(d time.Duration) {
 	n.tracef("frozen for %s", d)
 	n.frozen = true
 	n.w.dirty = true
+	n.freezes++
+	gen := n.freezes
 	n.w.after(d, nil, func() {
-		if !n.frozen {
+		// Only this freeze's own thaw: one from a freeze before a restart
+		// ended a later freeze early (seeds 16643, 26005, 33789: a stale
+		// wake thawed after 139 ms, too short for the pause rule).
+		if !n.frozen || gen != n.freezes {
 			return
 		}
 		n.thaw()
@@ -378,15 +384,33 @@ func (n *node) createSession(backoff time.Duration) {
 			n.afterLocal(backoff, func() { n.createSession(min(2*backoff, time.Second)) })
 			return
 		}
-		n.client = conn
-		n.creating = false
-		n.sessGen++
-		n.tracef("session created")
-		n.pauses.Start(n.now())
-		n.emit(machine.SessionRenewed{SentAt: sent, TTL: ttl, New: true})
-		n.publish()
-		n.armRenew()
+		if n.w.o.NoRemovalGuard {
+			n.sessionCreated(conn, sent, ttl)
+			return
+		}
+		// lease.Options.Created: the record goes into the store, bound to
+		// the new session, before the machine hears of it.
+		rec := n.record()
+		n.callOn(conn, "publish", callTimeout(t), func(c *memstore.Client) error { return c.Publish(bg, rec) }, func(err error) {
+			if err != nil {
+				n.afterLocal(backoff, func() { n.createSession(min(2*backoff, time.Second)) })
+				return
+			}
+			n.sessionCreated(conn, sent, ttl)
+		})
 	})
+}
+
+// sessionCreated: the renewer reports the new session on conn.
+func (n *node) sessionCreated(conn *memstore.Client, sent time.Time, ttl time.Duration) {
+	n.client = conn
+	n.creating = false
+	n.sessGen++
+	n.tracef("session created")
+	n.pauses.Start(n.now())
+	n.emit(machine.SessionRenewed{SentAt: sent, TTL: ttl, New: true})
+	n.publish()
+	n.armRenew()
 }
 
 // armRenew starts the wait for the next renewal; like the agent's select on

@@ -45,6 +45,12 @@ type Options struct {
 	// wake.go): renewals after a pause count unconfirmed, as before
 	// 2026-12-07; to show what it guards against.
 	NoPauseGuard bool
+	// NoRemovalGuard puts back `members remove` as it was before
+	// 2026-12-07 (members.go): a new session counts before the node's
+	// record is in the store, and the removal is judged gone on the
+	// asking node's view, however old, by the record alone; to show what
+	// agent.RemovedGone and lease.Options.Created guard against.
+	NoRemovalGuard bool
 	// Proxy: haven's proxy routes a client to the active (proxy.go;
 	// active-passive and passive-backup).
 	Proxy bool

@@ -20,6 +20,7 @@ var (
 	trace     = flag.Bool("sim.trace", false, "print the event trace of -sim.seed")
 	noLD      = flag.Bool("sim.nolockdelay", false, "turn the agent's lock-delay off (to show what it guards against)")
 	noPG      = flag.Bool("sim.nopauseguard", false, "turn the renewer's pause rule off (to show what it guards against)")
+	noRG      = flag.Bool("sim.noremovalguard", false, "judge a member removal as before 2026-12-07: by the record alone, on any view, with sessions serving before their record is written")
 )
 
 // scenario is Scenario(seed) with the flags applied.
@@ -27,6 +28,7 @@ func scenario(seed uint64) Options {
 	o := Scenario(seed)
 	o.NoLockDelay = *noLD
 	o.NoPauseGuard = *noPG
+	o.NoRemovalGuard = *noRG
 	return o
 }
 
@@ -185,4 +187,30 @@ func TestPauseGuardIsNeeded(t *testing.T) {
 		return
 	}
 	t.Fatal("without the pause rule no seed of 1..100 had a node serve past its lease: the woken stale lessor is no longer modelled")
+}
+
+// TestRemovalGuardIsNeeded: with `members remove` judged as before
+// 2026-12-07 (NoRemovalGuard: gone when the asking node's view, however
+// old, has no record of the removed node, and a new session counted
+// before its record was written), the seeds a sweep of 1..20,001 found
+// break rule 11 (a removed node serves after its removal was answered);
+// with the guard they pass. 6208 and 18439: a node in active-active whose
+// session expired serves on a new one whose record is not in the store
+// yet; 12475: the asking node, just restarted with its watch stalled,
+// sees no record of the active at all.
+func TestRemovalGuardIsNeeded(t *testing.T) {
+	t.Parallel()
+	for _, seed := range []uint64{6208, 12475, 18439} {
+		o := Scenario(seed)
+		o.NoRemovalGuard = true
+		_, err := Run(o)
+		var f *Failure
+		if !errors.As(err, &f) || !strings.Contains(f.What, "after its removal from the cluster was acknowledged") {
+			t.Errorf("seed %d without the removal guard: %v, want a removed node serving after the answer", seed, err)
+			continue
+		}
+		if _, err := Run(Scenario(seed)); err != nil {
+			t.Errorf("seed %d with the removal guard: %v", seed, err)
+		}
+	}
 }
