@@ -80,8 +80,12 @@ func (p *Proc) Pid() int { return p.cmd.Process.Pid }
 // Signal sends sig to p.
 func (p *Proc) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
 
-// Exit says how p ended ("running" while it runs).
+// Exit says how p ended ("running" while it runs, "not started" for a
+// nil Proc).
 func (p *Proc) Exit() string {
+	if p == nil {
+		return "not started"
+	}
 	if p.Running() {
 		return "running"
 	}
