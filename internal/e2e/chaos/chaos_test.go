@@ -115,8 +115,8 @@ func TestChaos(t *testing.T) {
 	// Parallel: unlike the drill tests, it holds nothing to an RTO target,
 	// only to safety (no overlap, no lost write, linearizable registers)
 	// and to a recovery bound after each heal: the documented worst case
-	// of the timings, counted in the time the machine let processes run
-	// (recovery_test.go), which a loaded machine keeps. It is the longest end-to-end test (100 s of
+	// of the timings, counted in the CPU time the loaded machine left a
+	// thread (recovery_test.go). It is the longest end-to-end test (100 s of
 	// faults): it has a package of its own so that it runs beside the
 	// others (go test -p 2) instead of adding to one package's length.
 	t.Parallel()
@@ -166,12 +166,11 @@ func TestChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	// From a heal to the cluster whole and serving (recoveryBound), in
-	// time the machine let processes run (waitRecovered).
+	// CPU time a thread could have had (cpuShare).
 	recoverBound, boundWhy := recoveryBound(cfg)
-	stall := minCheckTimeout(cfg)
-	t.Logf("recovery bound %s (%s), in running time; a stall over %s starts it again", recoverBound, boundWhy, stall)
-	probe := startStallProbe()
-	defer probe.Stop()
+	t.Logf("recovery bound %s (%s), in CPU time a thread could have had", recoverBound, boundWhy)
+	share := startCPUShare()
+	defer share.Stop()
 
 	t0 := time.Now()
 	load := drill.StartLoad(drill.LoadOptions{Target: "http://" + sb.Proxy, Clients: 4, Prefix: fmt.Sprintf("chaos%d-", seed)}, t0)
@@ -209,7 +208,7 @@ func TestChaos(t *testing.T) {
 			}
 		}
 		healed := time.Now()
-		took, machine, err := waitRecovered(ctx, sb, probe, healed, recoverBound, stall)
+		took, machine, err := waitRecovered(ctx, sb, share, healed, recoverBound)
 		if err != nil {
 			fatal("healing %q: %v", desc, err)
 		}
