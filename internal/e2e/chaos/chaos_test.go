@@ -277,10 +277,6 @@ func TestChaos(t *testing.T) {
 // span is a stretch of a run, from its start.
 type span struct{ from, to time.Duration }
 
-// answeredWhileWhole says how many of the requests sent and ended while
-// the cluster was whole (in one of spans) were answered, and why the
-// others failed, beside how many of the rest (sent or ended during a fault
-// or a recovery) were answered.
 // wholeCounts counts the requests sent and ended while the cluster was
 // whole (in one of spans), and those of them answered.
 func wholeCounts(ops []drill.Op, spans []span) (in, inOK int) {
@@ -304,6 +300,10 @@ func inSpans(o drill.Op, spans []span) bool {
 	return false
 }
 
+// answeredWhileWhole says how many of the requests sent and ended while
+// the cluster was whole (in one of spans) were answered, and why the
+// others failed, beside how many of the rest (sent or ended during a fault
+// or a recovery) were answered.
 func answeredWhileWhole(ops []drill.Op, spans []span) string {
 	var in, inOK, out, outOK int
 	why := map[string]int{}
