@@ -421,7 +421,7 @@ func (a *Agent) renew(ctx context.Context) {
 			}
 			return true
 		},
-		Answered: func(r lease.Renewal) { a.metrics.renewal(r.Took, r.Err) },
+		Answered: a.metrics.answered,
 		Failed: func(r lease.Renewal) {
 			a.log.Warn("lease renewal failed", "err", r.Err, "after", r.Took.Round(time.Millisecond))
 		},

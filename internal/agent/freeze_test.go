@@ -11,6 +11,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/drill"
+	"github.com/haven-ha/haven/internal/e2e/e2etest"
 	"github.com/haven-ha/haven/internal/harness"
 	"github.com/haven-ha/haven/internal/testbin"
 )
@@ -55,18 +56,9 @@ func TestEtcdLeaderFreezeNeverOverlaps(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("HAVEN_TEST_FREEZE_ROUNDS")); err == nil && v > 0 {
 		rounds = v
 	}
+	sb := e2etest.NewSandbox(t, drill.SandboxOptions{Bin: bin, Timing: "ci", Extra: extra})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sb, err := drill.NewSandbox(ctx, drill.SandboxOptions{Bin: bin, Dir: t.TempDir(), Timing: "ci", Extra: extra})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("sandbox logs:\n%s", sb.LogTail(8000))
-		}
-		sb.Close()
-	})
 	w := sb.WatchLB()
 	defer w.Stop()
 	var moved, waited int

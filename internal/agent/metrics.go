@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/lease"
 )
 
 // Metrics are the agent's Prometheus metrics, in a registry of their own so
@@ -24,6 +26,9 @@ type Metrics struct {
 	leaderEpoch  prometheus.Gauge
 	revokeAfter  prometheus.Histogram // revoke at expiry (#19)
 	lockDelay    prometheus.Histogram // promotions that waited on the lock-delay (lockdelay.go)
+	// confirmed: renewals sent after a pause of this process, which count
+	// only once the store confirms them (package lease), by outcome.
+	confirmed *prometheus.CounterVec
 
 	// Monitoring (#17): elections apart from failovers, the store's
 	// reachability, the cluster's redundancy (monitor.go).
@@ -73,6 +78,14 @@ func newMetrics(a *Agent) *Metrics {
 		Buckets: []float64{.1, .25, .5, 1, 2, 4, 8, 16, 32},
 	})
 	reg.MustRegister(m.lockDelay)
+	m.confirmed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "haven_lease_renewals_confirmed_total",
+		Help: "Lease renewals sent after a pause of this process (a gap over 4/5 of etcd_election), which count only once the store confirms them, by result: confirmed (granted and proved current), unconfirmed (answered but not proved: the read after the keep-alive failed or came in another raft term; not counted), lost (the session had expired), error (no answer).",
+	}, []string{"result"})
+	for _, r := range confirmResults {
+		m.confirmed.WithLabelValues(r)
+	}
+	reg.MustRegister(m.confirmed)
 	m.self = a.node.Name
 	m.switchoverIn = func() bool {
 		sw := a.State().Switchover
@@ -129,6 +142,32 @@ func (m *Metrics) roleChanged(_, to ha.Role) {
 		if m.otherLeader.Load() && !m.switchoverIn() {
 			m.promotions.Inc()
 		}
+	}
+}
+
+// answered counts one answer to a renewal (lease.Options.Answered).
+func (m *Metrics) answered(r lease.Renewal) {
+	m.renewal(r.Took, r.Err)
+	if r.Confirmed {
+		m.confirmed.WithLabelValues(confirmResult(r.Err)).Inc()
+	}
+}
+
+// The results of haven_lease_renewals_confirmed_total.
+var confirmResults = []string{"confirmed", "unconfirmed", "lost", "error"}
+
+// confirmResult is the result label of a confirmed renewal that ended
+// with err.
+func confirmResult(err error) string {
+	switch {
+	case err == nil:
+		return "confirmed"
+	case errors.Is(err, ha.ErrUnconfirmed):
+		return "unconfirmed"
+	case errors.Is(err, ha.ErrSessionLost):
+		return "lost"
+	default:
+		return "error"
 	}
 }
 

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"regexp"
@@ -14,6 +16,7 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/folders"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/lease"
 	"github.com/haven-ha/haven/internal/machine"
 	"github.com/haven-ha/haven/internal/redundancy"
 )
@@ -44,6 +47,40 @@ func TestFailoversCountOnlyTakeovers(t *testing.T) {
 	m.roleChanged(ha.RoleStandby, ha.RolePromoting)
 	if e, f := count(); e != 3 || f != 1 {
 		t.Fatalf("failover: elections %v failovers %v, want 3 1", e, f)
+	}
+}
+
+// TestConfirmedRenewalsMetric: each answer to a renewal sent after a pause
+// (lease.Renewal.Confirmed) moves haven_lease_renewals_confirmed_total by
+// its result; a plain renewal moves none of them.
+func TestConfirmedRenewalsMetric(t *testing.T) {
+	a := testAgent(t)
+	m := newMetrics(a)
+	for _, c := range []struct {
+		r    lease.Renewal
+		want string // the result it counts as; "" for none
+	}{
+		{lease.Renewal{Took: time.Millisecond}, ""},
+		{lease.Renewal{Took: time.Millisecond, Err: errors.New("renew lease: context deadline exceeded")}, ""},
+		{lease.Renewal{Took: time.Millisecond, Confirmed: true}, "confirmed"},
+		{lease.Renewal{Confirmed: true, Err: fmt.Errorf("renew lease: answered in raft term 2, a linearizable read after it in term 3 (%w)", ha.ErrUnconfirmed)}, "unconfirmed"},
+		{lease.Renewal{Confirmed: true, Err: ha.ErrSessionLost}, "lost"},
+		{lease.Renewal{Confirmed: true, Err: errors.New("renew lease: context deadline exceeded")}, "error"},
+	} {
+		before := map[string]float64{}
+		for _, r := range confirmResults {
+			before[r] = gauge(t, m, "haven_lease_renewals_confirmed_total", r)
+		}
+		m.answered(c.r)
+		for _, r := range confirmResults {
+			want := before[r]
+			if r == c.want {
+				want++
+			}
+			if got := gauge(t, m, "haven_lease_renewals_confirmed_total", r); got != want {
+				t.Errorf("after %+v: haven_lease_renewals_confirmed_total{result=%q} = %v, want %v", c.r, r, got, want)
+			}
+		}
 	}
 }
 

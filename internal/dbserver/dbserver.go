@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -63,12 +64,26 @@ func (s *Server) Start() error {
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Dir = s.Dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: s.cred}
-	if err := cmd.Start(); err != nil {
+	// Pdeathsig comes when the thread that forked the server ends, and the
+	// Go runtime ends the thread of any goroutine that returns locked to
+	// it (in-process agents' supervisors do): fork from a locked thread
+	// that lives as long as the server (as harness.Start does).
+	done, started := make(chan struct{}), make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends after the wait
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		_ = cmd.Wait()
+		log.Close()
+		close(done)
+	}()
+	if err := <-started; err != nil {
 		log.Close()
 		return fmt.Errorf("start %s: %w", s.Kind, err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); log.Close(); close(done) }()
 	s.mu.Lock()
 	s.cmd, s.done = cmd, done
 	s.mu.Unlock()

@@ -260,6 +260,10 @@ var (
 	ErrSessionLost = errors.New("session expired in the store")
 	// ErrNotLeader: a resign or fenced write carried an epoch that is not current.
 	ErrNotLeader = errors.New("not the current leader (stale epoch)")
+	// ErrUnconfirmed: a confirmed renewal (lease.ConfirmedRenewer) that
+	// the store answered but could not prove its current primary granted;
+	// it does not count (a failed renewal, not a lost session).
+	ErrUnconfirmed = errors.New("renewal not confirmed, not counted")
 )
 
 // Coordinator is what the agent needs from a coordination store. Backends

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -43,6 +44,14 @@ type Proc struct {
 // when ns is set (ip netns exec, which execs bin in place: the Proc's pid
 // is bin's own). It runs in a process group of its own and is killed when
 // this process dies.
+//
+// That is Pdeathsig, which the kernel sends when the *thread* that forked
+// the child ends, not the process; and the Go runtime ends a thread
+// whenever a goroutine returns locked to it, which the service supervisor
+// and exec checks of in-process agents (tests beside a sandbox) do for
+// every process they run. So the child is forked from a goroutine locked
+// to its thread that waits for it: the thread lives exactly as long as
+// the child (as service.runOnLockedThread does).
 func Start(ns string, out io.Writer, bin string, args ...string) (*Proc, error) {
 	cmd := exec.Command(bin, args...)
 	if ns != "" {
@@ -50,11 +59,21 @@ func Start(ns string, out io.Writer, bin string, args ...string) (*Proc, error) 
 	}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	p := &Proc{cmd: cmd, done: make(chan struct{})}
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the child's wait
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		_ = cmd.Wait()
+		close(p.done)
+	}()
+	if err := <-started; err != nil {
 		return nil, fmt.Errorf("start %s %v: %w", bin, args, err)
 	}
-	p := &Proc{cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.done) }()
 	return p, nil
 }
 
@@ -80,8 +99,12 @@ func (p *Proc) Pid() int { return p.cmd.Process.Pid }
 // Signal sends sig to p.
 func (p *Proc) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
 
-// Exit says how p ended ("running" while it runs).
+// Exit says how p ended ("running" while it runs, "not started" for a
+// nil Proc).
 func (p *Proc) Exit() string {
+	if p == nil {
+		return "not started"
+	}
 	if p.Running() {
 		return "running"
 	}

@@ -3,7 +3,9 @@ package harness
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -75,5 +77,33 @@ func TestLoopback(t *testing.T) {
 	}
 	if len(extra) != 2 || extra[0] == extra[1] || seen[fmt.Sprintf("127.0.0.1:%d", extra[0])] || seen[fmt.Sprintf("127.0.0.1:%d", extra[1])] {
 		t.Fatalf("extra ports %v", extra)
+	}
+}
+
+// A process Start ran survives the end of the OS thread that forked it.
+// The kernel sends Pdeathsig when the parent *thread* exits, and the Go
+// runtime ends a thread whenever a goroutine returns locked to it (the
+// service supervisor and exec checks of in-process agents do, for every
+// process they run): an agent of a sandbox forked from such a thread was
+// killed, and the sandbox never came up ("the agent of n1 is not running").
+func TestStartSurvivesThreadExit(t *testing.T) {
+	p, err := Start("", io.Discard, "sleep", "60")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Stop(time.Second, p)
+	// Goroutines that end locked to their threads, as the supervisor's
+	// do: the runtime retires each thread, the one that ran Start among
+	// them, most likely (this goroutine waits while they run).
+	for range 50 {
+		done := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(done)
+		}()
+		<-done
+	}
+	if p.Wait(500 * time.Millisecond) {
+		t.Fatalf("the process ended (%s) when threads of this process ended", p.Exit())
 	}
 }

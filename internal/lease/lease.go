@@ -51,7 +51,9 @@ type Session interface {
 type ConfirmedRenewer interface {
 	// RenewConfirmed is Renew, with an error (not ha.ErrSessionLost)
 	// when the renewal cannot be proved to have reached the current
-	// primary: the renewer does not count it.
+	// primary: the renewer does not count it. The error wraps
+	// ha.ErrUnconfirmed when the store answered the renewal but the proof
+	// failed (metrics tell these apart from a store that did not answer).
 	RenewConfirmed(ctx context.Context) (time.Duration, error)
 }
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/drill"
 	"github.com/haven-ha/haven/internal/e2e/e2etest"
 )
@@ -113,8 +114,9 @@ func operator(sb *drill.Sandbox, args ...string) error {
 func TestChaos(t *testing.T) {
 	// Parallel: unlike the drill tests, it holds nothing to an RTO target,
 	// only to safety (no overlap, no lost write, linearizable registers)
-	// and to a generous recovery bound (30 s after each heal), which a
-	// loaded machine keeps. It is the longest end-to-end test (100 s of
+	// and to a recovery bound after each heal: the documented worst case
+	// of the timings, counted in the CPU time the loaded machine left a
+	// thread (recovery_test.go). It is the longest end-to-end test (100 s of
 	// faults): it has a package of its own so that it runs beside the
 	// others (go test -p 2) instead of adding to one package's length.
 	t.Parallel()
@@ -159,7 +161,16 @@ func TestChaos(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	sb := e2etest.NewSandbox(t, drill.SandboxOptions{Bin: havenBin, Netns: true, Timing: "ci"})
 	lease := sb.Lease
-	const recoverBound = 30 * time.Second // from the heal to the cluster whole and serving
+	cfg, err := config.Load(sb.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// From a heal to the cluster whole and serving (recoveryBound), in
+	// CPU time a thread could have had (cpuShare).
+	recoverBound, boundWhy := recoveryBound(cfg)
+	t.Logf("recovery bound %s (%s), in CPU time a thread could have had", recoverBound, boundWhy)
+	share := startCPUShare()
+	defer share.Stop()
 
 	t0 := time.Now()
 	load := drill.StartLoad(drill.LoadOptions{Target: "http://" + sb.Proxy, Clients: 4, Prefix: fmt.Sprintf("chaos%d-", seed)}, t0)
@@ -197,11 +208,13 @@ func TestChaos(t *testing.T) {
 			}
 		}
 		healed := time.Now()
-		if err := sb.WaitWhole(ctx, recoverBound); err != nil {
-			fatal("not back within %s of healing %q: %v", recoverBound, desc, err)
+		took, machine, err := waitRecovered(ctx, sb, share, healed, recoverBound)
+		if err != nil {
+			fatal("healing %q: %v", desc, err)
 		}
 		wholeSince = time.Since(t0)
-		history = append(history, fmt.Sprintf("   whole again %s after the heal", time.Since(healed).Round(time.Millisecond)))
+		history = append(history, fmt.Sprintf("   whole again %s after the heal (%s)", took.Round(time.Millisecond), machine))
+		t.Log(history[len(history)-1])
 		time.Sleep(time.Duration(rng.IntN(1000)) * time.Millisecond)
 	}
 	time.Sleep(500 * time.Millisecond)
@@ -219,8 +232,13 @@ func TestChaos(t *testing.T) {
 	}
 	t.Logf("%d requests: %d answered, %d failed", len(ops), ok, failed)
 	t.Log(stats())
-	if ok < len(ops)/2 {
-		fail("only %d of %d requests succeeded", ok, len(ops))
+	// Routing that works: most requests answered while nothing was wrong.
+	// Not of all requests: how much of a run goes to recoveries depends on
+	// the machine's load (at load 30–44 one recovery took 96 s of a 100 s
+	// run, and 2,360 of 8,822 requests were answered, 149 of 149 while
+	// whole).
+	if in, inOK := wholeCounts(ops, whole); inOK < in/2 {
+		fail("only %d of %d requests sent while the cluster was whole succeeded (%d of %d in all)", inOK, in, ok, len(ops))
 	}
 	if why := drill.SplitBrain(ops); why != "" {
 		fail("split brain: %s", why)
@@ -259,6 +277,29 @@ func TestChaos(t *testing.T) {
 // span is a stretch of a run, from its start.
 type span struct{ from, to time.Duration }
 
+// wholeCounts counts the requests sent and ended while the cluster was
+// whole (in one of spans), and those of them answered.
+func wholeCounts(ops []drill.Op, spans []span) (in, inOK int) {
+	for _, o := range ops {
+		if inSpans(o, spans) {
+			in++
+			if o.OK {
+				inOK++
+			}
+		}
+	}
+	return in, inOK
+}
+
+func inSpans(o drill.Op, spans []span) bool {
+	for _, s := range spans {
+		if o.Start >= s.from && o.End <= s.to {
+			return true
+		}
+	}
+	return false
+}
+
 // answeredWhileWhole says how many of the requests sent and ended while
 // the cluster was whole (in one of spans) were answered, and why the
 // others failed, beside how many of the rest (sent or ended during a fault
@@ -267,13 +308,7 @@ func answeredWhileWhole(ops []drill.Op, spans []span) string {
 	var in, inOK, out, outOK int
 	why := map[string]int{}
 	for _, o := range ops {
-		inside := false
-		for _, s := range spans {
-			if o.Start >= s.from && o.End <= s.to {
-				inside = true
-				break
-			}
-		}
+		inside := inSpans(o, spans)
 		switch {
 		case inside && o.OK:
 			in++

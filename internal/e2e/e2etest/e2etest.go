@@ -18,9 +18,11 @@ import (
 
 // NewSandbox builds the drill's sandbox with o (o.Dir, when empty: a
 // temporary folder of t's), giving it three minutes, and closes it at the
-// end of t, after logging the tail of its logs if t failed. With o.Netns
-// it needs root to create the network namespaces (CI runs the tests as
-// root).
+// end of t, after logging the tail of its logs if t failed. A sandbox that
+// does not come up fails t with the tail of each process's log (the
+// sandbox has stopped them; their logs stay in o.Dir until t ends), so a
+// failure at the start says why. With o.Netns it needs root to create the
+// network namespaces (CI runs the tests as root).
 func NewSandbox(t *testing.T, o drill.SandboxOptions) *drill.Sandbox {
 	t.Helper()
 	if o.Netns && os.Geteuid() != 0 {
@@ -33,7 +35,7 @@ func NewSandbox(t *testing.T, o drill.SandboxOptions) *drill.Sandbox {
 	defer cancel()
 	sb, err := drill.NewSandbox(ctx, o)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\nsandbox logs:\n%s", err, drill.LogTails(o.Dir, 6000))
 	}
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -26,6 +26,10 @@ import (
 // after the member applied an entry of the new term, so its header carries
 // a later term. The same term on both means no other leader was elected in
 // between: the renewal reached the current primary lessor.
+//
+// A renewal the keep-alive granted but the read did not confirm (another
+// term, or the read failed) is refused with ha.ErrUnconfirmed; a failed
+// keep-alive with its own error, as Renew's.
 func (s *Store) RenewConfirmed(ctx context.Context) (time.Duration, error) {
 	id := s.currentLease()
 	if id == 0 {
@@ -47,10 +51,10 @@ func (s *Store) RenewConfirmed(ctx context.Context) (time.Duration, error) {
 	// Linearizable (the default), and as small as a read can be.
 	r, err := s.cli.Get(ctx, s.leaderKey(), clientv3.WithCountOnly())
 	if err != nil {
-		return 0, fmt.Errorf("renew lease: confirm the renewal with a linearizable read: %w (not counted)", err)
+		return 0, fmt.Errorf("renew lease: the linearizable read that confirms the renewal failed: %w (%w)", err, ha.ErrUnconfirmed)
 	}
 	if kt, rt := resp.GetRaftTerm(), r.Header.GetRaftTerm(); kt != rt {
-		return 0, fmt.Errorf("renew lease: answered in raft term %d, a linearizable read after it in term %d: a member that no longer led may have answered (not counted)", kt, rt)
+		return 0, fmt.Errorf("renew lease: answered in raft term %d, a linearizable read after it in term %d: a member that no longer led may have answered (%w)", kt, rt, ha.ErrUnconfirmed)
 	}
 	return time.Duration(resp.TTL) * time.Second, nil
 }

@@ -70,8 +70,8 @@ func TestRenewConfirmed(t *testing.T) {
 		_, err = s.RenewConfirmed(ctx)
 	}
 	s.renewedHook = nil
-	if err == nil || errors.Is(err, ha.ErrSessionLost) || !strings.Contains(err.Error(), "term") {
-		t.Fatalf("RenewConfirmed with a new raft term between the keep-alive and the read: %v; want a refusal that names the terms, not a lost session", err)
+	if !errors.Is(err, ha.ErrUnconfirmed) || errors.Is(err, ha.ErrSessionLost) || !strings.Contains(err.Error(), "term") {
+		t.Fatalf("RenewConfirmed with a new raft term between the keep-alive and the read: %v; want a refusal that names the terms (ha.ErrUnconfirmed), not a lost session", err)
 	}
 	t.Logf("refused: %v", err)
 	if _, err := s.RenewConfirmed(ctx); err != nil {
