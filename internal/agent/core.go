@@ -167,8 +167,24 @@ func NextResignBackoff(backoff time.Duration) time.Duration {
 // RecordOf is the part of a node's status record that its machine decides:
 // role (backup and maintenance shown as such), health, eligibility and why,
 // epoch while it holds the role or demotes, failovers seen, at now.
+//
+// Eligible is what the record promises: that this node takes the key once
+// it is vacant. A standby campaigns only on a vacancy its watch showed since
+// its session began (machine.Step: LeaderKnown), so until then it is not
+// eligible, whatever its health. A node cut off from its etcd member's
+// quorum came back with a new session while its member still could not
+// serve the watch's first read; its record said "healthy and ready to take
+// over", the active accepted a switchover to it and stepped down, and the
+// node never campaigned: another took the role back after the grace and the
+// switchover answered 409 (TestChaos). With this, the active refuses such
+// a switchover before it steps down, with the reason (operator.PickTarget),
+// as Patroni refuses a candidate that is not ready. Active-active nodes
+// take no key and need no such view.
 func RecordOf(mcfg machine.Config, st machine.State, now time.Time) ha.NodeStatus {
 	eligible, why := st.Eligible(mcfg, now)
+	if eligible && !st.LeaderKnown && mcfg.Mode != ha.ModeActiveActive {
+		eligible, why = false, NoViewYet
+	}
 	if st.Role != ha.RoleStandby {
 		eligible, why = false, "role is "+string(st.Role)
 	}
@@ -200,6 +216,10 @@ func RecordOf(mcfg machine.Config, st machine.State, now time.Time) ha.NodeStatu
 	}
 	return rec
 }
+
+// NoViewYet is why a healthy standby's record says it is not eligible
+// while its watch has not shown the leader key since its session began.
+const NoViewYet = "has not seen the leader key in the store since its session began (its view of the store is behind); it cannot take over until it does"
 
 // Deadlines are an agent's store deadlines under timings t, for drivers
 // outside this package (the simulation): one coordination call, the
