@@ -218,7 +218,9 @@ func RecordOf(mcfg machine.Config, st machine.State, now time.Time) ha.NodeStatu
 }
 
 // NoViewYet is why a healthy standby's record says it is not eligible
-// while its watch has not shown the leader key since its session began.
+// while its watch has not shown the leader key since its session began
+// (the chaos test retries a switchover refused with its words "view of
+// the store is behind": the refusal is transient).
 const NoViewYet = "has not seen the leader key in the store since its session began (its view of the store is behind); it cannot take over until it does"
 
 // Deadlines are an agent's store deadlines under timings t, for drivers

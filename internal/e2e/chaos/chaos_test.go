@@ -82,8 +82,12 @@ var chaosFaults = []chaosFault{
 // few seconds after a heal on a loaded machine), or because the agent
 // asked decided on a view of the active that the store had already left
 // ("stale view, retry": a failover happened meanwhile), is tried again,
-// three times at most. A switchover that a lost answer had already
-// recorded shows as "in progress" on the retry, which is what was asked.
+// three times at most; so is a switchover refused because its target, back
+// from a cut with a new session, has no view of the store yet (its etcd
+// member may take seconds to serve its watch after a heal): refused before
+// the active stepped down, since it could not take the role. A switchover
+// that a lost answer had already recorded shows as "in progress" on the
+// retry, which is what was asked.
 func operator(sb *drill.Sandbox, args ...string) error {
 	var err error
 	for try := 0; try < 3; try++ {
@@ -94,7 +98,8 @@ func operator(sb *drill.Sandbox, args ...string) error {
 			return nil
 		case try > 0 && strings.Contains(out, "in progress"):
 			return nil
-		case !strings.Contains(out, "HTTP 503") && !strings.Contains(out, "stale view, retry"):
+		case !strings.Contains(out, "HTTP 503") && !strings.Contains(out, "stale view, retry") &&
+			!strings.Contains(out, "view of the store is behind"):
 			return err
 		}
 		time.Sleep(time.Second)
