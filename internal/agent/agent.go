@@ -83,6 +83,7 @@ type Agent struct {
 	demotedSeq    atomic.Uint64 // promotions up to this Seq were demoted: never start them
 
 	resignUntil atomic.Pointer[time.Time] // a stopping agent's resigns end by then (resignDeadline)
+	sessGone    sessionLoss               // closed channel per session the store dropped (resigns stop)
 	// Lock-delay (lockdelay.go).
 	lockDelayed atomic.Pointer[ha.LockDelay] // the latest promotion's wait on it
 	ld          *lockdelay.Tracker           // the key's vacancy and the decision of the latest win
@@ -427,6 +428,7 @@ func (a *Agent) renew(ctx context.Context) {
 		},
 		Lost: func(ctx context.Context, err error) bool {
 			a.log.Warn("session lost in the store; creating a new one")
+			a.sessGone.lost() // the keys bound to it went with it: resigns of them stop
 			if !a.emit(ctx, machine.SessionLost{Err: err}) {
 				return false
 			}
@@ -599,6 +601,14 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 		// all of them together: the machine asks again each time it sees
 		// the key still held, and a dozen resigns queued behind a cut-off
 		// store, a lease each, kept an agent from stopping for good.
+		//
+		// Nor does a resign outlive the session its key was bound to: once
+		// the store has said that session is gone, so is the key, and the
+		// tries (a lease and a half each while the store does not answer)
+		// would only hold the worker from the campaign the new session may
+		// need (TestResignStopsWithItsSession).
+		sess, stopSess := a.sessGone.context(context.WithoutCancel(ctx))
+		defer stopSess()
 		if !a.resignAfterLockDelay(ctx, act.Epoch) { // lockdelay.go
 			break // stopping within the lock-delay: the key goes with the session, unrecorded
 		}
@@ -611,10 +621,14 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 			if !giveUp.IsZero() && a.clk.Now().After(giveUp) {
 				break // stopping: the key expires with the session
 			}
-			cctx, cancel := clock.WithTimeout(context.WithoutCancel(ctx), a.clk, callTimeout(a.cfg.Timing))
+			cctx, cancel := clock.WithTimeout(sess, a.clk, callTimeout(a.cfg.Timing))
 			err := a.store.Resign(cctx, a.node.Name, act.Epoch)
 			cancel()
 			if ResignDone(err) {
+				break
+			}
+			if sess.Err() != nil {
+				a.log.Info("resign given up: the session the key was bound to is gone from the store, and the key with it", "epoch", act.Epoch, "try", try)
 				break
 			}
 			a.log.Warn("resign failed; retrying", "epoch", act.Epoch, "try", try, "err", err)
@@ -624,7 +638,7 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 			if !giveUp.IsZero() && a.clk.Now().After(giveUp) {
 				break // stopping: the key expires with the session
 			}
-			sleep(context.WithoutCancel(ctx), a.clk, backoff)
+			sleep(sess, a.clk, backoff)
 			backoff = NextResignBackoff(backoff)
 		}
 	}
@@ -826,3 +840,40 @@ func (a *Agent) ServicePID() int {
 
 // LogDir is where the agent keeps its logs.
 func LogDir(cfg *config.Config, node string) string { return filepath.Join(cfg.DataDir, node) }
+
+// sessionLoss tells a resign that the session it began under is gone from
+// the store (the renewer's Lost): its key went with it.
+type sessionLoss struct {
+	mu   sync.Mutex
+	gone chan struct{} // closed at the next loss; nil until first asked
+}
+
+// lost records that the store dropped the current session.
+func (l *sessionLoss) lost() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.gone != nil {
+		close(l.gone)
+	}
+	l.gone = make(chan struct{})
+}
+
+// context is parent, cancelled when the current session is lost; stop
+// releases it.
+func (l *sessionLoss) context(parent context.Context) (context.Context, context.CancelFunc) {
+	l.mu.Lock()
+	if l.gone == nil {
+		l.gone = make(chan struct{})
+	}
+	gone := l.gone
+	l.mu.Unlock()
+	ctx, cancel := context.WithCancel(parent)
+	go func() {
+		select {
+		case <-gone:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}

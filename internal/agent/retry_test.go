@@ -11,6 +11,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/machine"
 )
 
 // refusingStore refuses the first writes at once, as etcd does with
@@ -79,5 +80,53 @@ func TestRefusedWritesAreRetried(t *testing.T) {
 	// The heartbeat comes every 2 s; two retries take about 200 ms.
 	if d := time.Since(start); d > 1500*time.Millisecond {
 		t.Fatalf("the refused record was written %s later: at the heartbeat, not retried", d)
+	}
+}
+
+// cutResignStore answers no resign, as a store cut off from this node.
+type cutResignStore struct {
+	ha.Store
+	tries chan struct{}
+}
+
+func (s *cutResignStore) Resign(ctx context.Context, _ string, _ ha.Epoch) error {
+	s.tries <- struct{}{}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestResignStopsWithItsSession: the retries of a resign on a store that
+// does not answer end once the store has dropped the session the key was
+// bound to (the key went with it), instead of holding the worker for up to
+// ResignTries calls of a lease and a half each (TestChaos: a fenced node's
+// resigns of its old epoch ran on after it had a new session).
+func TestResignStopsWithItsSession(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, "")
+	node, _ := cfg.NodeByName("a")
+	st := &cutResignStore{tries: make(chan struct{}, ResignTries)}
+	a, err := New(cfg, node, st, clock.Real{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); a.do(context.Background(), machine.Resign{Epoch: 5}) }()
+	select {
+	case <-st.tries:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no resign tried")
+	}
+	start := time.Now()
+	a.sessGone.lost()
+	select {
+	case <-done:
+	case <-time.After(ResignTries * callTimeout(cfg.Timing)):
+		t.Fatal("the resign went on after its session was gone")
+	}
+	if d := time.Since(start); d > callTimeout(cfg.Timing)/2 {
+		t.Fatalf("the resign ended %s after its session was gone: it waited for its try's deadline", d)
+	}
+	if n := len(st.tries); n != 0 {
+		t.Fatalf("%d more tries after the session was gone", n)
 	}
 }
