@@ -21,6 +21,7 @@ var (
 	noLD      = flag.Bool("sim.nolockdelay", false, "turn the agent's lock-delay off (to show what it guards against)")
 	noPG      = flag.Bool("sim.nopauseguard", false, "turn the renewer's pause rule off (to show what it guards against)")
 	noRG      = flag.Bool("sim.noremovalguard", false, "judge a member removal as before 2026-12-07: by the record alone, on any view, with sessions serving before their record is written")
+	noHB      = flag.Bool("sim.noheldby", false, "judge a standby's record by its eligible flag alone, as before 2026-12-07, not by the switchover intent that held it back")
 )
 
 // scenario is Scenario(seed) with the flags applied.
@@ -29,6 +30,7 @@ func scenario(seed uint64) Options {
 	o.NoLockDelay = *noLD
 	o.NoPauseGuard = *noPG
 	o.NoRemovalGuard = *noRG
+	o.NoHeldBy = *noHB
 	return o
 }
 
