@@ -216,3 +216,27 @@ func TestRemovalGuardIsNeeded(t *testing.T) {
 		}
 	}
 }
+
+// TestHeldByIsNeeded: with a standby's record judged by its Eligible alone
+// (NoHeldBy, as before 2026-12-07), seed 37222 on the schedule of fc30dcc
+// (NoRemovalGuard: the same runs, event for event) answers a switchover
+// settled and then refuses the next as "switchover to n1 in progress": n2,
+// whose writes to the store were 311 ms slow, published that record after
+// the intent was cleared. With the record naming its intent
+// (operator.Available) it passes. Sweeps of this branch's own schedule
+// found no such seed in 1..40,001: the slow writer has to publish after
+// the settle and before the next call.
+func TestHeldByIsNeeded(t *testing.T) {
+	t.Parallel()
+	o := Scenario(37222)
+	o.NoRemovalGuard, o.NoHeldBy = true, true
+	_, err := Run(o)
+	var f *Failure
+	if !errors.As(err, &f) || !strings.Contains(f.What, "refused: another switchover in progress (the node was told these were over: [sw1])") {
+		t.Errorf("seed 37222 without HeldBy: %v, want the refusal after sw1 settled", err)
+	}
+	o.NoHeldBy = false
+	if _, err := Run(o); err != nil {
+		t.Errorf("seed 37222 with HeldBy: %v", err)
+	}
+}
