@@ -226,7 +226,7 @@ func TestRemovalGuardIsNeeded(t *testing.T) {
 // whose writes to the store were 311 ms slow, published that record after
 // the intent was cleared. With the record naming its intent
 // (operator.Available) it passes. Sweeps of this branch's own schedule
-// found no such seed in 1..40,001: the slow writer has to publish after
+// found no such seed in 1..40,000: the slow writer has to publish after
 // the settle and before the next call.
 func TestHeldByIsNeeded(t *testing.T) {
 	t.Parallel()
