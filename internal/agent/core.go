@@ -214,6 +214,15 @@ func RecordOf(mcfg machine.Config, st machine.State, now time.Time) ha.NodeStatu
 	if st.Holding() || st.Role == ha.RoleDemoting {
 		rec.Epoch = st.Epoch
 	}
+	if !eligible && st.Role == ha.RoleStandby && st.Switchover.ID != "" {
+		// Eligible but for the intent: the record names it, so that a
+		// view in which it is gone can tell the record lags.
+		free := st
+		free.Switchover = ha.Switchover{}
+		if ok, _ := free.Eligible(mcfg, now); ok {
+			rec.HeldBy = st.Switchover.ID
+		}
+	}
 	return rec
 }
 

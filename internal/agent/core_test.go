@@ -111,3 +111,32 @@ func TestResignRetries(t *testing.T) {
 		t.Fatalf("waits %v", waits)
 	}
 }
+
+// TestRecordOfNamesTheIntentThatHoldsItBack: a standby that would be
+// eligible but for another node's switchover names that intent (HeldBy),
+// so that a view without it can tell the record lags
+// (operator.Available); one also unhealthy, or not held back at all,
+// names none.
+func TestRecordOfNamesTheIntentThatHoldsItBack(t *testing.T) {
+	mcfg := machine.Config{Node: "a", FenceMargin: 300 * time.Millisecond}
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	st := machine.State{Role: ha.RoleStandby, Healthy: true, SessionOK: true, ValidUntil: now.Add(3 * time.Second)}
+	if rec := RecordOf(mcfg, st, now); !rec.Eligible || rec.HeldBy != "" {
+		t.Fatalf("no intent: eligible %t (%s), held by %q; want eligible, held by none", rec.Eligible, rec.Why, rec.HeldBy)
+	}
+	st.Switchover = ha.Switchover{ID: "sw1", From: "b", To: "c"}
+	st.SwitchoverUntil = now.Add(10 * time.Second)
+	rec := RecordOf(mcfg, st, now)
+	if rec.Eligible || !strings.Contains(rec.Why, "switchover to c in progress") || rec.HeldBy != "sw1" {
+		t.Errorf("held back by sw1: eligible %t (%s), held by %q; want not eligible, held by sw1", rec.Eligible, rec.Why, rec.HeldBy)
+	}
+	st.Switchover.To = "a"
+	if rec := RecordOf(mcfg, st, now); !rec.Eligible || rec.HeldBy != "" {
+		t.Errorf("the target: eligible %t (%s), held by %q; want eligible, held by none", rec.Eligible, rec.Why, rec.HeldBy)
+	}
+	st.Switchover.To = "c"
+	st.Healthy, st.HealthReason = false, "check failed"
+	if rec := RecordOf(mcfg, st, now); rec.Eligible || rec.HeldBy != "" {
+		t.Errorf("unhealthy under sw1: eligible %t (%s), held by %q; want not eligible, held by none", rec.Eligible, rec.Why, rec.HeldBy)
+	}
+}

@@ -64,7 +64,8 @@ type NodeStatus struct {
 	Healthy     bool      `json:"healthy"`
 	Health      string    `json:"health,omitempty"` // reason of the last health change
 	Eligible    bool      `json:"eligible"`
-	Why         string    `json:"why,omitempty"` // why it is or is not eligible
+	Why         string    `json:"why,omitempty"`     // why it is or is not eligible
+	HeldBy      string    `json:"held_by,omitempty"` // the switchover intent (id) that alone keeps it from being eligible (operator.Available)
 	Epoch       Epoch     `json:"epoch"`
 	Since       time.Time `json:"since"`  // last role change (wall clock, for people)
 	Reason      string    `json:"reason"` // reason of the last role change

@@ -134,7 +134,7 @@ func PickTarget(cfg *config.Config, snap ha.Snapshot, to string, force, promote 
 				return "", ha.Errorf(ha.KindConflict, "%s is in maintenance; `haven maintenance off %s` first, or --force", to, to)
 			case !rec.Healthy:
 				return "", ha.Errorf(ha.KindConflict, "%s is unhealthy (%s); fix it or use --force", to, rec.Health)
-			case !rec.Eligible && !(promote && rec.Role == ha.RoleBackup):
+			case !Available(snap, rec) && !(promote && rec.Role == ha.RoleBackup):
 				return "", ha.Errorf(ha.KindConflict, "%s is not eligible: %s; use --force to try anyway", to, rec.Why)
 			}
 		}
@@ -142,7 +142,7 @@ func PickTarget(cfg *config.Config, snap ha.Snapshot, to string, force, promote 
 	}
 	var cands []ha.NodeStatus
 	for _, rec := range snap.Nodes {
-		if rec.Eligible && rec.Name != snap.Leader.Node {
+		if Available(snap, rec) && rec.Name != snap.Leader.Node {
 			cands = append(cands, rec)
 		}
 	}
@@ -230,15 +230,33 @@ func Intent(id string, from ha.Leader, target, reason string, promote bool, now 
 		Reason: reason, Requested: now, Deadline: now.Add(SwitchoverWindow)}
 }
 
+// Available reports whether rec, a node's record in snap, may be handed the
+// role as PickTarget judges it: eligible, or held back only by a switchover
+// intent (rec.HeldBy) that snap no longer holds. Such a record lags: its
+// node wrote it on seeing the intent and republishes once it sees it gone,
+// which a standby whose writes are slow does after the switchover was
+// answered settled. Judging it by the record alone refused the next
+// switchover as "switchover to X in progress" with none in progress (sim
+// seed 37222). A record held by an intent snap still holds is not
+// available; a new intent in the store meanwhile makes RequestSwitchover
+// answer ErrBusy.
+func Available(snap ha.Snapshot, rec ha.NodeStatus) bool {
+	if rec.Eligible {
+		return true
+	}
+	return rec.HeldBy != "" && (snap.Intents.Switchover == nil || snap.Intents.Switchover.ID != rec.HeldBy)
+}
+
 // Settled reports whether snap shows a finished switchover id no longer
 // holding the other standbys back: its intent gone, and every healthy
-// standby out of maintenance eligible again.
+// standby out of maintenance available again (Available: the fact
+// PickTarget checks).
 func Settled(snap ha.Snapshot, id string) bool {
 	if snap.Intents.Switchover != nil && snap.Intents.Switchover.ID == id {
 		return false
 	}
 	for _, rec := range snap.Nodes {
-		if rec.Name != snap.Leader.Node && rec.Role == ha.RoleStandby && rec.Healthy && !snap.Intents.Maintenance[rec.Name] && !rec.Eligible {
+		if rec.Name != snap.Leader.Node && rec.Role == ha.RoleStandby && rec.Healthy && !snap.Intents.Maintenance[rec.Name] && !Available(snap, rec) {
 			return false
 		}
 	}

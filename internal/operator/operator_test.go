@@ -98,3 +98,63 @@ func TestHandOverSeen(t *testing.T) {
 		}
 	}
 }
+
+// TestLaggingRecordIsAvailable: a standby whose record still says
+// "switchover to X in progress" (HeldBy sw1) in a view without sw1 wrote
+// it before the intent was cleared; PickTarget picks it and Settled counts
+// it, the same fact (sim seed 37222: answered settled, then the next
+// switchover refused on that record). While sw1 is in the view it holds
+// the standby back; a record that does not name the intent is judged by
+// Eligible alone.
+func TestLaggingRecordIsAvailable(t *testing.T) {
+	cfg, err := config.Parse(filepath.Join(t.TempDir(), "haven.yaml"), []byte(`cluster: op
+data_dir: /nonexistent
+insecure: true
+nodes:
+  - {name: n1, api: '127.0.0.1:1', peer: '127.0.0.1:2', client: '127.0.0.1:3'}
+  - {name: n2, api: '127.0.0.1:4', peer: '127.0.0.1:5', client: '127.0.0.1:6'}
+  - {name: n3, api: '127.0.0.1:7', peer: '127.0.0.1:8', client: '127.0.0.1:9'}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := ha.NodeStatus{Name: "n2", Role: ha.RoleStandby, Healthy: true, Why: "switchover to n1 in progress", HeldBy: "sw1"}
+	snap := ha.Snapshot{
+		Leader: ha.Leader{Node: "n1", Epoch: 4},
+		Nodes: map[string]ha.NodeStatus{
+			"n1": {Name: "n1", Role: ha.RoleActive, Healthy: true},
+			"n2": held,
+			"n3": {Name: "n3", Role: ha.RoleStandby, Why: "service unhealthy: check failed"},
+		},
+		Intents: ha.Intents{Maintenance: map[string]bool{}},
+	}
+	if !Settled(snap, "sw1") {
+		t.Error("sw1 gone, n2's record held back by sw1: not settled")
+	}
+	for _, to := range []string{"", "n2"} {
+		if got, err := PickTarget(cfg, snap, to, false, false); err != nil || got != "n2" {
+			t.Errorf("to %q, sw1 gone: got %q, %v; want n2", to, got, err)
+		}
+	}
+	snap.Intents.Switchover = &ha.Switchover{ID: "sw2", From: "n1", Epoch: 4, To: "n3"}
+	if !Available(snap, held) {
+		t.Error("sw1 gone, sw2 in the view: n2's record held back by sw1 not available (the store refuses the call as busy)")
+	}
+	snap.Intents.Switchover = &ha.Switchover{ID: "sw1", From: "n3", Epoch: 3, To: "n1"}
+	if Settled(snap, "sw1") {
+		t.Error("sw1 in the view: settled")
+	}
+	if Available(snap, held) {
+		t.Error("sw1 in the view: n2's record held back by it available")
+	}
+	if _, err := PickTarget(cfg, snap, "", false, false); err == nil || !strings.Contains(err.Error(), "no eligible standby") {
+		t.Errorf("sw1 in the view: %v, want no eligible standby", err)
+	}
+	snap.Intents.Switchover = nil
+	old := held
+	old.HeldBy = ""
+	snap.Nodes["n2"] = old
+	if Settled(snap, "sw1") || Available(snap, old) {
+		t.Error("a record that names no intent counted as available")
+	}
+}

@@ -750,7 +750,14 @@ func (n *node) publish() {
 }
 
 // record is the agent's record (agent.RecordOf): what the machine decides.
-func (n *node) record() ha.NodeStatus { return agent.RecordOf(n.mcfg, n.st, n.now()) }
+// NoHeldBy: without the intent that holds it back, as before 2026-12-07.
+func (n *node) record() ha.NodeStatus {
+	rec := agent.RecordOf(n.mcfg, n.st, n.now())
+	if n.w.o.NoHeldBy {
+		rec.HeldBy = ""
+	}
+	return rec
+}
 
 // view is what the agent's operator handlers see (agent.snapshot): the
 // watched snapshot with this node's live record.

@@ -51,6 +51,12 @@ type Options struct {
 	// asking node's view, however old, by the record alone; to show what
 	// agent.RemovedGone and lease.Options.Created guard against.
 	NoRemovalGuard bool
+	// NoHeldBy puts back the switchover target's choice as it was before
+	// 2026-12-07: a standby's record counts by its Eligible alone, not
+	// as available when the intent it was held back by (HeldBy) is gone
+	// from the view (operator.Available); to show what a lagging record
+	// did to the next switchover after one answered settled.
+	NoHeldBy bool
 	// Proxy: haven's proxy routes a client to the active (proxy.go;
 	// active-passive and passive-backup).
 	Proxy bool

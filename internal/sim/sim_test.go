@@ -21,6 +21,7 @@ var (
 	noLD      = flag.Bool("sim.nolockdelay", false, "turn the agent's lock-delay off (to show what it guards against)")
 	noPG      = flag.Bool("sim.nopauseguard", false, "turn the renewer's pause rule off (to show what it guards against)")
 	noRG      = flag.Bool("sim.noremovalguard", false, "judge a member removal as before 2026-12-07: by the record alone, on any view, with sessions serving before their record is written")
+	noHB      = flag.Bool("sim.noheldby", false, "judge a standby's record by its eligible flag alone, as before 2026-12-07, not by the switchover intent that held it back")
 )
 
 // scenario is Scenario(seed) with the flags applied.
@@ -29,6 +30,7 @@ func scenario(seed uint64) Options {
 	o.NoLockDelay = *noLD
 	o.NoPauseGuard = *noPG
 	o.NoRemovalGuard = *noRG
+	o.NoHeldBy = *noHB
 	return o
 }
 
@@ -196,11 +198,13 @@ func TestPauseGuardIsNeeded(t *testing.T) {
 // break rule 11 (a removed node serves after its removal was answered);
 // with the guard they pass. 6208 and 18439: a node in active-active whose
 // session expired serves on a new one whose record is not in the store
-// yet; 12475: the asking node, just restarted with its watch stalled,
-// sees no record of the active at all.
+// yet; 13083: the asking node judges on its stalled watch's view, with no
+// record of n2 (its session expired while it was frozen), which meanwhile
+// took the key on a new session. (12475, the same cause, fails only on
+// the schedule before HeldBy: -sim.noheldby.)
 func TestRemovalGuardIsNeeded(t *testing.T) {
 	t.Parallel()
-	for _, seed := range []uint64{6208, 12475, 18439} {
+	for _, seed := range []uint64{6208, 13083, 18439} {
 		o := Scenario(seed)
 		o.NoRemovalGuard = true
 		_, err := Run(o)
@@ -212,5 +216,29 @@ func TestRemovalGuardIsNeeded(t *testing.T) {
 		if _, err := Run(Scenario(seed)); err != nil {
 			t.Errorf("seed %d with the removal guard: %v", seed, err)
 		}
+	}
+}
+
+// TestHeldByIsNeeded: with a standby's record judged by its Eligible alone
+// (NoHeldBy, as before 2026-12-07), seed 37222 on the schedule of fc30dcc
+// (NoRemovalGuard: the same runs, event for event) answers a switchover
+// settled and then refuses the next as "switchover to n1 in progress": n2,
+// whose writes to the store were 311 ms slow, published that record after
+// the intent was cleared. With the record naming its intent
+// (operator.Available) it passes. Sweeps of this branch's own schedule
+// found no such seed in 1..40,000: the slow writer has to publish after
+// the settle and before the next call.
+func TestHeldByIsNeeded(t *testing.T) {
+	t.Parallel()
+	o := Scenario(37222)
+	o.NoRemovalGuard, o.NoHeldBy = true, true
+	_, err := Run(o)
+	var f *Failure
+	if !errors.As(err, &f) || !strings.Contains(f.What, "refused: another switchover in progress (the node was told these were over: [sw1])") {
+		t.Errorf("seed 37222 without HeldBy: %v, want the refusal after sw1 settled", err)
+	}
+	o.NoHeldBy = false
+	if _, err := Run(o); err != nil {
+		t.Errorf("seed 37222 with HeldBy: %v", err)
 	}
 }
