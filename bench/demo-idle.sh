@@ -9,13 +9,19 @@
 # demo and everything it started. Alternate an old and a new build to
 # compare them (docs/benchmarks.md, "Idle cost").
 # Usage: bench/demo-idle.sh BIN [PORT [WINDOW]]   (defaults 27100 20)
+#        ALONE=1 bench/demo-idle.sh ...  (the demo itself, which polls the
+#          events every 200 ms, and its proxy, which probes the agents and
+#          watches the store, are stopped with SIGSTOP after the first
+#          election: the agents and their members alone)
 set -u
 (( $# >= 1 )) || { echo "usage: $0 BIN [PORT [WINDOW]]" >&2; exit 2; }
 bin=$1 port=${2:-27100} w=${3:-20}
 dir=$(mktemp -d /tmp/haven-demo-idle.XXXXXX)
 $bin demo --port $port --dir $dir >$dir/out.txt 2>&1 &
 dpid=$! pids=""
+frozen=""
 stop() {
+  [[ -n "$frozen" ]] && kill -CONT $frozen 2>/dev/null
   kill -TERM "$dpid" 2>/dev/null
   for _ in $(seq 100); do kill -0 "$dpid" 2>/dev/null || break; sleep 0.2; done
   kill -KILL "$dpid" 2>/dev/null
@@ -24,6 +30,7 @@ stop() {
 }
 trap stop EXIT
 for _ in $(seq 120); do n=$(pgrep -f "$dir.*agent" | wc -l); grep -q "active" $dir/out.txt 2>/dev/null && (( n >= 3 )) && break; sleep 0.5; done
+if [[ -n "${ALONE:-}" ]]; then frozen="$dpid $(pgrep -f " proxy --config $dir" | tr '\n' ' ')"; kill -STOP $frozen; fi
 sleep 10
 pids=$(pgrep -f " agent --config $dir" | tr '\n' ' ')
 hz=$(getconf CLK_TCK)
@@ -36,4 +43,4 @@ for p in $pids; do
   wk="$wk $(( ($(csw $p) - c[$p]) / w ))"
 done
 mem() { awk -v k=$2 '$1==k":"{printf "%.0f ", $2/1024}' /proc/$1/smaps_rollup; }
-echo "$(basename $bin) agents:$out (% of a core each over ${w}s, load $l0..$l1; wake-ups/s$wk; RSS $(for p in $pids; do mem $p Rss; done)PSS $(for p in $pids; do mem $p Pss; done)anon $(for p in $pids; do mem $p Anonymous; done)MiB)"
+echo "$(basename $bin)${ALONE:+ (alone)} agents:$out (% of a core each over ${w}s, load $l0..$l1; wake-ups/s$wk; RSS $(for p in $pids; do mem $p Rss; done)PSS $(for p in $pids; do mem $p Pss; done)anon $(for p in $pids; do mem $p Anonymous; done)MiB)"
