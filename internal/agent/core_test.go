@@ -120,7 +120,7 @@ func TestResignRetries(t *testing.T) {
 func TestRecordOfNamesTheIntentThatHoldsItBack(t *testing.T) {
 	mcfg := machine.Config{Node: "a", FenceMargin: 300 * time.Millisecond}
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	st := machine.State{Role: ha.RoleStandby, Healthy: true, SessionOK: true, ValidUntil: now.Add(3 * time.Second)}
+	st := machine.State{Role: ha.RoleStandby, Healthy: true, SessionOK: true, LeaderKnown: true, ValidUntil: now.Add(3 * time.Second)}
 	if rec := RecordOf(mcfg, st, now); !rec.Eligible || rec.HeldBy != "" {
 		t.Fatalf("no intent: eligible %t (%s), held by %q; want eligible, held by none", rec.Eligible, rec.Why, rec.HeldBy)
 	}
