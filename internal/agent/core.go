@@ -181,10 +181,7 @@ func NextResignBackoff(backoff time.Duration) time.Duration {
 // as Patroni refuses a candidate that is not ready. Active-active nodes
 // take no key and need no such view.
 func RecordOf(mcfg machine.Config, st machine.State, now time.Time) ha.NodeStatus {
-	eligible, why := st.Eligible(mcfg, now)
-	if eligible && !st.LeaderKnown && mcfg.Mode != ha.ModeActiveActive {
-		eligible, why = false, NoViewYet
-	}
+	eligible, why := recordEligible(mcfg, st, now)
 	if st.Role != ha.RoleStandby {
 		eligible, why = false, "role is "+string(st.Role)
 	}
@@ -217,13 +214,29 @@ func RecordOf(mcfg machine.Config, st machine.State, now time.Time) ha.NodeStatu
 	if !eligible && st.Role == ha.RoleStandby && st.Switchover.ID != "" {
 		// Eligible but for the intent: the record names it, so that a
 		// view in which it is gone can tell the record lags.
+		// Judged by the record's own rule (the view too): a standby that
+		// saw the intent, lost its session and has a new one with no
+		// snapshot yet would otherwise name the intent, and once it is
+		// gone from the asker's view count as available (operator.Available)
+		// while it would not campaign: the switchover to it fails as
+		// TestChaos's 409 did.
 		free := st
 		free.Switchover = ha.Switchover{}
-		if ok, _ := free.Eligible(mcfg, now); ok {
+		if ok, _ := recordEligible(mcfg, free, now); ok {
 			rec.HeldBy = st.Switchover.ID
 		}
 	}
 	return rec
+}
+
+// recordEligible is the machine's eligibility, and a view of the leader
+// key since the session began unless active-active (RecordOf).
+func recordEligible(mcfg machine.Config, st machine.State, now time.Time) (bool, string) {
+	eligible, why := st.Eligible(mcfg, now)
+	if eligible && !st.LeaderKnown && mcfg.Mode != ha.ModeActiveActive {
+		return false, NoViewYet
+	}
+	return eligible, why
 }
 
 // NoViewYet is why a healthy standby's record says it is not eligible
