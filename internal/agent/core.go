@@ -25,7 +25,16 @@ type Stepped struct {
 	// must never start (a Promote that waited behind store calls would act
 	// after the demotion).
 	Demoted bool
-	Effects []Effect
+	// Republish: the record changed although the machine asked for no
+	// publish: its eligibility turns on a view of the leader key
+	// (RecordOf), which the machine's publish rule does not count. A
+	// standby whose new session's watch shows the same leader as before
+	// said "view of the store is behind" until the next heartbeat, up to
+	// HeartbeatInterval after every new session (TestViewBackIsPublished).
+	// The simulation's model does not act on it (its schedules, and the
+	// seeds its tests name, stay as they were).
+	Republish bool
+	Effects   []Effect
 }
 
 // EffectKind says which driver an Effect is for.
@@ -62,6 +71,14 @@ func Step(mcfg machine.Config, old machine.State, ev machine.Event, now time.Tim
 		}
 	}
 	s.Effects = Plan(acts)
+	if old.LeaderKnown != st.LeaderKnown {
+		s.Republish = true
+		for _, e := range s.Effects {
+			if e.Kind == DoPublish {
+				s.Republish = false
+			}
+		}
+	}
 	return s
 }
 
