@@ -293,6 +293,9 @@ func (a *Agent) step(ev machine.Event) {
 		a.demotedSeq.Store(st.PromoteSeq) // the promotion being demoted is the latest
 	}
 	a.dispatch(stepped.Effects)
+	if stepped.Republish {
+		signal(a.publishC)
+	}
 	if st.Role != old.Role {
 		// Health of a cold standby depends on the role.
 		a.refreshHealth()

@@ -25,7 +25,16 @@ type Stepped struct {
 	// must never start (a Promote that waited behind store calls would act
 	// after the demotion).
 	Demoted bool
-	Effects []Effect
+	// Republish: the record changed although the machine asked for no
+	// publish: its eligibility turns on a view of the leader key
+	// (RecordOf), which the machine's publish rule does not count. A
+	// standby whose new session's watch shows the same leader as before
+	// said "view of the store is behind" until the next heartbeat, up to
+	// HeartbeatInterval after every new session (TestViewBackIsPublished).
+	// The simulation's model does not act on it (its schedules, and the
+	// seeds its tests name, stay as they were).
+	Republish bool
+	Effects   []Effect
 }
 
 // EffectKind says which driver an Effect is for.
@@ -62,6 +71,14 @@ func Step(mcfg machine.Config, old machine.State, ev machine.Event, now time.Tim
 		}
 	}
 	s.Effects = Plan(acts)
+	if old.LeaderKnown != st.LeaderKnown {
+		s.Republish = true
+		for _, e := range s.Effects {
+			if e.Kind == DoPublish {
+				s.Republish = false
+			}
+		}
+	}
 	return s
 }
 
@@ -181,10 +198,7 @@ func NextResignBackoff(backoff time.Duration) time.Duration {
 // as Patroni refuses a candidate that is not ready. Active-active nodes
 // take no key and need no such view.
 func RecordOf(mcfg machine.Config, st machine.State, now time.Time) ha.NodeStatus {
-	eligible, why := st.Eligible(mcfg, now)
-	if eligible && !st.LeaderKnown && mcfg.Mode != ha.ModeActiveActive {
-		eligible, why = false, NoViewYet
-	}
+	eligible, why := recordEligible(mcfg, st, now)
 	if st.Role != ha.RoleStandby {
 		eligible, why = false, "role is "+string(st.Role)
 	}
@@ -217,13 +231,29 @@ func RecordOf(mcfg machine.Config, st machine.State, now time.Time) ha.NodeStatu
 	if !eligible && st.Role == ha.RoleStandby && st.Switchover.ID != "" {
 		// Eligible but for the intent: the record names it, so that a
 		// view in which it is gone can tell the record lags.
+		// Judged by the record's own rule (the view too): a standby that
+		// saw the intent, lost its session and has a new one with no
+		// snapshot yet would otherwise name the intent, and once it is
+		// gone from the asker's view count as available (operator.Available)
+		// while it would not campaign: the switchover to it fails as
+		// TestChaos's 409 did.
 		free := st
 		free.Switchover = ha.Switchover{}
-		if ok, _ := free.Eligible(mcfg, now); ok {
+		if ok, _ := recordEligible(mcfg, free, now); ok {
 			rec.HeldBy = st.Switchover.ID
 		}
 	}
 	return rec
+}
+
+// recordEligible is the machine's eligibility, and a view of the leader
+// key since the session began unless active-active (RecordOf).
+func recordEligible(mcfg machine.Config, st machine.State, now time.Time) (bool, string) {
+	eligible, why := st.Eligible(mcfg, now)
+	if eligible && !st.LeaderKnown && mcfg.Mode != ha.ModeActiveActive {
+		return false, NoViewYet
+	}
+	return eligible, why
 }
 
 // NoViewYet is why a healthy standby's record says it is not eligible

@@ -9,6 +9,7 @@ import (
 	"github.com/haven-ha/haven/internal/check"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/machine"
+	"github.com/haven-ha/haven/internal/operator"
 )
 
 // TestHealthOf: the health the loop feeds the machine, rule by rule, in
@@ -120,7 +121,7 @@ func TestResignRetries(t *testing.T) {
 func TestRecordOfNamesTheIntentThatHoldsItBack(t *testing.T) {
 	mcfg := machine.Config{Node: "a", FenceMargin: 300 * time.Millisecond}
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	st := machine.State{Role: ha.RoleStandby, Healthy: true, SessionOK: true, LeaderKnown: true, ValidUntil: now.Add(3 * time.Second)}
+	st := machine.State{Role: ha.RoleStandby, Healthy: true, SessionOK: true, ValidUntil: now.Add(3 * time.Second), LeaderKnown: true, Leader: ha.Leader{Node: "b", Epoch: 4}}
 	if rec := RecordOf(mcfg, st, now); !rec.Eligible || rec.HeldBy != "" {
 		t.Fatalf("no intent: eligible %t (%s), held by %q; want eligible, held by none", rec.Eligible, rec.Why, rec.HeldBy)
 	}
@@ -138,5 +139,31 @@ func TestRecordOfNamesTheIntentThatHoldsItBack(t *testing.T) {
 	st.Healthy, st.HealthReason = false, "check failed"
 	if rec := RecordOf(mcfg, st, now); rec.Eligible || rec.HeldBy != "" {
 		t.Errorf("unhealthy under sw1: eligible %t (%s), held by %q; want not eligible, held by none", rec.Eligible, rec.Why, rec.HeldBy)
+	}
+}
+
+// TestHeldByNeedsAView: a standby that saw a switchover intent, lost its
+// session and has a new one whose watch has shown nothing yet is held back
+// by the intent and by having no view. Its record must not name the intent
+// alone: once the intent is gone from the asker's view, operator.Available
+// would count it as a target, and a switchover to it would fail as
+// TestChaos's 409 did (the active steps down, the target never campaigns).
+func TestHeldByNeedsAView(t *testing.T) {
+	mcfg := machine.Config{Node: "a", FenceMargin: 300 * time.Millisecond}
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	st := machine.State{Role: ha.RoleStandby, Healthy: true, SessionOK: true, ValidUntil: now.Add(3 * time.Second),
+		Leader: ha.Leader{Node: "b", Epoch: 4}, LeaderKnown: false,
+		Switchover: ha.Switchover{ID: "sw1", From: "b", To: "c"}, SwitchoverUntil: now.Add(10 * time.Second)}
+	rec := RecordOf(mcfg, st, now)
+	if rec.Eligible || rec.HeldBy != "" {
+		t.Fatalf("no view, under sw1: eligible %t (%s), held by %q; want not eligible, held by none", rec.Eligible, rec.Why, rec.HeldBy)
+	}
+	rec.Name = "a"
+	snap := ha.Snapshot{Leader: ha.Leader{Node: "c", Epoch: 5}, Nodes: map[string]ha.NodeStatus{"a": rec}}
+	if operator.Available(snap, rec) {
+		t.Fatalf("a standby with no view counts as available once sw1 is gone: %+v", rec)
+	}
+	if operator.Settled(snap, "sw1") {
+		t.Fatal("sw1 answered settled while a standby has no view")
 	}
 }

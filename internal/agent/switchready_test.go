@@ -128,3 +128,42 @@ func TestMemClusterSwitchoverNeedsTargetView(t *testing.T) {
 		t.Fatalf("switchover with the view back: %+v, %v", res, err)
 	}
 }
+
+// TestViewBackIsPublished: a standby whose new session's watch shows the
+// same leader as before (the usual case: a cut that outlived its lease,
+// not the active's) says eligible again at once, not at the next
+// heartbeat. The record's eligibility turns on LeaderKnown (RecordOf), so
+// the machine must ask for a publish when it changes, or for up to
+// HeartbeatInterval after every new session the record says "view of the
+// store is behind": switchovers to it are refused, Settled waits, and
+// redundancy counts one standby short.
+func TestViewBackIsPublished(t *testing.T) {
+	mcfg := machine.Config{Node: "n2", FenceMargin: 300 * time.Millisecond, Priorities: map[string]int{"n1": 100, "n2": 100}}
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	leader := ha.Leader{Node: "n1", Epoch: 7}
+	st := machine.State{}
+	for _, ev := range []machine.Event{
+		machine.Tick{},
+		machine.HealthChanged{Healthy: true, Reason: "ok"},
+		machine.SessionRenewed{SentAt: now, TTL: 3 * time.Second, New: true},
+		machine.LeaderSeen{Leader: leader},
+		machine.SessionLost{},
+		machine.SessionRenewed{SentAt: now, TTL: 3 * time.Second, New: true},
+	} {
+		st = Step(mcfg, st, ev, now).New
+	}
+	if rec := RecordOf(mcfg, st, now); rec.Eligible {
+		t.Fatalf("setup: new session, no view: %+v, want not eligible", rec)
+	}
+	stepped := Step(mcfg, st, machine.LeaderSeen{Leader: leader}, now)
+	if rec := RecordOf(mcfg, stepped.New, now); !rec.Eligible {
+		t.Fatalf("view back: %+v, want eligible", rec)
+	}
+	published := stepped.Republish
+	for _, e := range stepped.Effects {
+		published = published || e.Kind == DoPublish
+	}
+	if !published {
+		t.Fatalf("the view is back and the record now says eligible, but nothing asks for a publish: %+v", stepped)
+	}
+}
