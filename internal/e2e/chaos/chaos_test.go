@@ -86,7 +86,7 @@ var chaosFaults = []chaosFault{
 // from a cut with a new session, has no view of the store yet (its etcd
 // member may take seconds to serve its watch after a heal): refused before
 // the active stepped down, since it could not take the role. A switchover
-// that a lost answer had already recorded shows as "in progress" on the
+// that a lost answer had already recorded is refused as "another switchover is in progress" on the
 // retry, which is what was asked.
 func operator(sb *drill.Sandbox, args ...string) error {
 	var err error
@@ -96,7 +96,7 @@ func operator(sb *drill.Sandbox, args ...string) error {
 		switch {
 		case err == nil:
 			return nil
-		case try > 0 && strings.Contains(out, "in progress"):
+		case try > 0 && strings.Contains(out, "another switchover is in progress"):
 			return nil
 		case !strings.Contains(out, "HTTP 503") && !strings.Contains(out, "stale view, retry") &&
 			!strings.Contains(out, "view of the store is behind"):
