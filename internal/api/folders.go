@@ -38,7 +38,47 @@ type FolderManifest struct {
 	// arrives. Set by the handler; a receiver of an older version leaves
 	// it out, and a sender then sends the CRC-32C as before.
 	ChunkSumOptional bool `json:"chunk_sum_optional,omitempty"`
+	// Batch: the receiver takes many small files in one request (PUT
+	// files, FolderBatcher). A receiver of an older version leaves it out,
+	// and a sender then sends them one request each (PUT file).
+	Batch bool `json:"batch,omitempty"`
 }
+
+// FolderBatch is the head of PUT /v1/folders/{folder}/files: who sends
+// the files at which epoch, and each file (its SHA-256 and mode in File)
+// with its CRC-32C (Sum; "" over TLS, as ChunkSumHeader). The files'
+// bytes follow the head in the body, in this order.
+type FolderBatch struct {
+	From  string       `json:"from"`
+	Epoch ha.Epoch     `json:"epoch"`
+	Files []FolderPart `json:"files"`
+}
+
+// FolderPart is one file of a FolderBatch.
+type FolderPart struct {
+	File FileEntry `json:"file"`
+	Sum  string    `json:"crc32c,omitempty"`
+}
+
+// FolderFileResult is what became of one file of a batch: committed (Status
+// 0, File as committed, with its SHA-256) or refused (Status: the HTTP
+// status of its error, as StatusOf; Error: the message).
+type FolderFileResult struct {
+	File   FileEntry `json:"file"`
+	Status int       `json:"status,omitempty"`
+	Error  string    `json:"error,omitempty"`
+}
+
+// Err is the result's error (nil: committed), with its kind.
+func (r FolderFileResult) Err() error {
+	if r.Status == 0 {
+		return nil
+	}
+	return ha.Errorf(KindOfStatus(r.Status), "%s", r.Error)
+}
+
+// MaxFolderBatch is the most files a batch may hold.
+const MaxFolderBatch = 1024
 
 // FolderWrite is one write of the active to a receiving node's folder
 // (begin, commit or delete of File). The receiver takes it only from the
@@ -76,6 +116,15 @@ type FolderReceiver interface {
 	FolderPut(ctx context.Context, folder string, w FolderWrite, crc32c string, data []byte) (FileEntry, error)
 	FolderDelete(ctx context.Context, folder string, w FolderWrite) error
 	FolderSource(ctx context.Context, folder string, s FolderSource) error
+}
+
+// FolderBatcher may be implemented by a FolderReceiver to take many
+// small files in one request (each as FolderPut would); its manifest then
+// says Batch. The answer has one result per file, in order; an error of
+// the whole call (not from the active) refuses them all. data must not be
+// kept after it returns.
+type FolderBatcher interface {
+	FolderPutMany(ctx context.Context, folder string, b FolderBatch, data [][]byte) ([]FolderFileResult, error)
 }
 
 // FolderBuffers may be implemented by a FolderReceiver to lend the buffers
@@ -156,6 +205,7 @@ func FoldersHandler(recv FolderReceiver, nodes []string, o Options) http.Handler
 	mux.HandleFunc("GET /v1/folders/{folder}/manifest", guard(func(w http.ResponseWriter, r *http.Request, folder string) (any, error) {
 		m, err := recv.FolderManifest(r.Context(), folder)
 		m.ChunkSumOptional = r.TLS != nil
+		_, m.Batch = recv.(FolderBatcher)
 		return m, err
 	}))
 	mux.HandleFunc("POST /v1/folders/{folder}/begin", guard(func(w http.ResponseWriter, r *http.Request, folder string) (any, error) {
@@ -182,6 +232,21 @@ func FoldersHandler(recv FolderReceiver, nodes []string, o Options) http.Handler
 			fw.File.Mode = uint32(m)
 		}
 		return recv.FolderPut(r.Context(), folder, fw, sum, data)
+	}))
+	mux.HandleFunc("PUT /v1/folders/{folder}/files", guard(func(w http.ResponseWriter, r *http.Request, folder string) (any, error) {
+		bt, ok := recv.(FolderBatcher)
+		if !ok {
+			return nil, ha.Errorf(ha.KindNotFound, "this node takes no batch of files; send them one by one (PUT file)")
+		}
+		b, data, buf, err := readBatch(r, recv)
+		if err != nil {
+			return nil, err
+		}
+		defer doneChunk(recv, buf)
+		if err := from(r, b.From); err != nil {
+			return nil, err
+		}
+		return bt.FolderPutMany(r.Context(), folder, b, data)
 	}))
 	mux.HandleFunc("PUT /v1/folders/{folder}/chunk", guard(func(w http.ResponseWriter, r *http.Request, folder string) (any, error) {
 		fw, offset, sum, data, err := readChunk(r, recv)
@@ -225,7 +290,7 @@ func FoldersHandler(recv FolderReceiver, nodes []string, o Options) http.Handler
 		return struct{}{}, recv.FolderSource(r.Context(), folder, s)
 	}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		WriteError(w, http.StatusNotFound, "no such folder endpoint "+r.Method+" "+r.URL.Path+"; the agents use GET manifest, POST begin, commit, delete, source and PUT chunk, file under /v1/folders/{folder}/")
+		WriteError(w, http.StatusNotFound, "no such folder endpoint "+r.Method+" "+r.URL.Path+"; the agents use GET manifest, POST begin, commit, delete, source and PUT chunk, file, files under /v1/folders/{folder}/")
 	})
 	return mux
 }
@@ -274,6 +339,55 @@ func readChunk(r *http.Request, recv FolderReceiver) (fw FolderWrite, offset int
 		return fw, 0, "", nil, ha.Errorf(ha.KindInvalid, "chunk body: %v (Content-Length %d)", err, r.ContentLength)
 	}
 	return fw, offset, sum, data, nil
+}
+
+// readBatch parses a batch of files (PUT files): the head (FolderBatch,
+// query "head" bytes of JSON) and the files' bytes after it, which must
+// add up to the Content-Length. data holds a slice of buf per file; buf
+// goes back with doneChunk.
+func readBatch(r *http.Request, recv FolderReceiver) (b FolderBatch, data [][]byte, buf []byte, err error) {
+	n, perr := strconv.ParseInt(r.URL.Query().Get("head"), 10, 64)
+	if perr != nil || n <= 0 || n > maxFolderJSON {
+		return b, nil, nil, ha.Errorf(ha.KindInvalid, "files: query head must be the length of the JSON head, 1 to %d bytes", maxFolderJSON)
+	}
+	if r.ContentLength < n || r.ContentLength > MaxFolderChunk {
+		return b, nil, nil, ha.Errorf(ha.KindInvalid, "files body: Content-Length %d; send the head and the files, %d to %d bytes with a Content-Length", r.ContentLength, n, MaxFolderChunk)
+	}
+	if bf, ok := recv.(FolderBuffers); ok {
+		buf = bf.FolderBuffer(int(r.ContentLength))[:r.ContentLength]
+	} else {
+		buf = make([]byte, r.ContentLength)
+	}
+	fail := func(err error) (FolderBatch, [][]byte, []byte, error) {
+		doneChunk(recv, buf)
+		return FolderBatch{}, nil, nil, err
+	}
+	if _, err := io.ReadFull(r.Body, buf); err != nil {
+		return fail(ha.Errorf(ha.KindInvalid, "files body: %v (Content-Length %d)", err, r.ContentLength))
+	}
+	if err := decode(buf[:n], &b); err != nil {
+		return fail(err)
+	}
+	if len(b.Files) == 0 || len(b.Files) > MaxFolderBatch {
+		return fail(ha.Errorf(ha.KindInvalid, "files: %d files in a batch; send 1 to %d", len(b.Files), MaxFolderBatch))
+	}
+	rest := buf[n:]
+	for i, p := range b.Files {
+		switch {
+		case p.Sum == "" && r.TLS == nil:
+			return fail(ha.Errorf(ha.KindInvalid, "files: file %d (%s) has no crc32c; it may be left out only over TLS", i, p.File.Path))
+		case p.Sum != "" && len(p.Sum) != 8:
+			return fail(ha.Errorf(ha.KindInvalid, "files: file %d (%s): crc32c must be 8 hex digits", i, p.File.Path))
+		case p.File.Size < 0 || p.File.Size > int64(len(rest)):
+			return fail(ha.Errorf(ha.KindInvalid, "files: file %d (%s) of %d bytes, but %d bytes are left in the body", i, p.File.Path, p.File.Size, len(rest)))
+		}
+		data = append(data, rest[:p.File.Size:p.File.Size])
+		rest = rest[p.File.Size:]
+	}
+	if len(rest) != 0 {
+		return fail(ha.Errorf(ha.KindInvalid, "files: %d bytes after the last file", len(rest)))
+	}
+	return b, data, buf, nil
 }
 
 // doneChunk gives a chunk's buffer back to recv, if it lent it.
@@ -354,6 +468,39 @@ func (c *Client) FolderPut(ctx context.Context, addr, folder string, w FolderWri
 	var e FileEntry
 	err := c.putBytes(ctx, addr, folderPath(folder, "file"), q, sum, data, &e, "a file")
 	return e, err
+}
+
+// FolderPutMany is PUT /v1/folders/{folder}/files: many small files in one
+// request (to a receiver whose manifest says Batch), data[i] the bytes of
+// b.Files[i]; one result per file, in order.
+func (c *Client) FolderPutMany(ctx context.Context, addr, folder string, b FolderBatch, data [][]byte) ([]FolderFileResult, error) {
+	if len(data) != len(b.Files) {
+		return nil, ha.Errorf(ha.KindInternal, "a batch of %d files with %d bodies", len(b.Files), len(data))
+	}
+	head, err := json.Marshal(b)
+	if err != nil {
+		return nil, ha.Wrap(ha.KindInternal, err, "encode a batch of files")
+	}
+	size := len(head)
+	for _, d := range data {
+		size += len(d)
+	}
+	body := make([]byte, 0, size)
+	body = append(body, head...)
+	for _, d := range data {
+		body = append(body, d...)
+	}
+	q := url.Values{}
+	q.Set("head", strconv.Itoa(len(head)))
+	ans, err := c.send(ctx, http.MethodPut, addr, folderPath(folder, "files")+"?"+q.Encode(), "", body, http.Header{"Content-Type": {"application/octet-stream"}})
+	if err != nil {
+		return nil, err
+	}
+	var out []FolderFileResult
+	if err := json.Unmarshal(ans, &out); err != nil || len(out) != len(b.Files) {
+		return nil, ha.Errorf(ha.KindInternal, "unreadable answer to a batch of %d files from %s (%d results; %v)", len(b.Files), c.BaseURL(addr), len(out), err)
+	}
+	return out, nil
 }
 
 // writeQuery is the part of a chunk's or a whole file's query that names

@@ -16,6 +16,7 @@ import (
 // sync, or a standby catching up) to a receiver over mutual TLS on
 // loopback and reports MB/s. HAVEN_SYNC_DATA names the folder (bench/sync.sh
 // makes one and runs rsync on the same data); without it a small one is made.
+// HAVEN_SYNC_CHUNK sets the chunk size in bytes (default 8 MiB).
 func BenchmarkSyncThroughput(b *testing.B) {
 	src := os.Getenv("HAVEN_SYNC_DATA")
 	if src == "" {
@@ -58,6 +59,13 @@ func BenchmarkSyncThroughput(b *testing.B) {
 		b.ReportMetric(cpu.Seconds(), "cpu-s/sync")
 		b.Logf("haven: %d files, %d bytes in %s: %.1f MB/s, %.2f CPU s (sender and receiver)", files, total, el.Round(time.Millisecond), float64(total)/1e6/el.Seconds(), cpu.Seconds())
 	}
+}
+
+// benchChunk is the chunk size the benchmarks' pair uses: HAVEN_SYNC_CHUNK
+// bytes, or the default (0).
+func benchChunk() int {
+	n, _ := strconv.Atoi(os.Getenv("HAVEN_SYNC_CHUNK"))
+	return max(n, 0)
 }
 
 // cpuTime is the CPU time (user and system) this process used so far.

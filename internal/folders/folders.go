@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path"
 	"sort"
 	"strings"
 	"sync"
@@ -496,6 +497,47 @@ func (s *Service) FolderPut(ctx context.Context, folder string, w api.FolderWrit
 	return r.commit(w.File)
 }
 
+// FolderPutMany takes many small files in one request: each as FolderPut
+// does, except that the directories are fsynced once, after the last
+// file's rename and before the answer (not once per file).
+func (s *Service) FolderPutMany(ctx context.Context, folder string, b api.FolderBatch, data [][]byte) ([]api.FolderFileResult, error) {
+	r, err := s.receiverFor(folder, b.From, b.Epoch)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.FolderFileResult, len(b.Files))
+	dirs := map[string]bool{}
+	for i, part := range b.Files {
+		e, err := r.putUnsynced(ctx, part.File, part.Sum, data[i])
+		if err != nil {
+			out[i] = api.FolderFileResult{File: part.File, Status: api.StatusOf(err), Error: err.Error()}
+			continue
+		}
+		out[i] = api.FolderFileResult{File: e}
+		dirs[path.Dir(e.Path)] = true
+	}
+	for d := range dirs {
+		r.syncDir(d) // the renames survive a crash
+	}
+	return out, nil
+}
+
+// putUnsynced is FolderPut's work on r, without the directory's fsync
+// (commitUnsynced).
+func (r *receiver) putUnsynced(ctx context.Context, e Entry, sum string, data []byte) (Entry, error) {
+	if int64(len(data)) != e.Size {
+		return Entry{}, ha.Errorf(ha.KindInvalid, "file %s: %d bytes sent, size says %d", e.Path, len(data), e.Size)
+	}
+	if err := r.beginAfresh(e); err != nil {
+		return Entry{}, err
+	}
+	if _, err := r.chunk(ctx, e, 0, sum, data); err != nil {
+		r.drop(e.Path) // nothing resumes it: free its space now (a full disk)
+		return Entry{}, err
+	}
+	return r.commitUnsynced(e)
+}
+
 // FolderDelete removes a file the active deleted (delete: mirror).
 func (s *Service) FolderDelete(_ context.Context, folder string, w api.FolderWrite) error {
 	r, err := s.receiverFor(folder, w.From, w.Epoch)
@@ -514,4 +556,7 @@ func (s *Service) FolderSource(_ context.Context, folder string, src api.FolderS
 	return r.setSource(src, s.o.Clock.Now())
 }
 
-var _ api.FolderReceiver = (*Service)(nil)
+var (
+	_ api.FolderReceiver = (*Service)(nil)
+	_ api.FolderBatcher  = (*Service)(nil)
+)

@@ -377,6 +377,17 @@ func (r *receiver) chunk(ctx context.Context, e Entry, off int64, sum string, da
 // commit checks the upload of e against its SHA-256 (a resumed one; see
 // upload.h), makes it durable and renames it into place.
 func (r *receiver) commit(e Entry) (Entry, error) {
+	out, err := r.commitUnsynced(e)
+	if err == nil {
+		r.syncDir(path.Dir(out.Path)) // the rename survives a crash
+	}
+	return out, err
+}
+
+// commitUnsynced is commit without the fsync of the file's directory: the
+// caller fsyncs it (syncDir of path.Dir of the path) before it answers,
+// once for the files of a batch in one directory.
+func (r *receiver) commitUnsynced(e Entry) (Entry, error) {
 	p, err := checkFile(e)
 	if err != nil {
 		return Entry{}, err
@@ -499,7 +510,6 @@ func (r *receiver) commit(e Entry) (Entry, error) {
 	if err != nil {
 		return done(err)
 	}
-	r.syncDir(path.Dir(p)) // the rename survives a crash
 	out := Entry{Path: p, Size: e.Size, MTime: e.MTime, Mode: uint32(mode), SHA256: sum}
 	r.mu.Lock()
 	r.sums[p] = out

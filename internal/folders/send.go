@@ -357,7 +357,8 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 		}
 		have = nil // ask it again: the failure may have left it anywhere
 	}
-	crc := true // chunks carry their CRC-32C (set from each manifest)
+	crc := true    // chunks carry their CRC-32C (set from each manifest)
+	batch := false // the receiver takes small files in batches (set from each manifest)
 	for ctx.Err() == nil {
 		if d := nextPlan.Sub(snd.clk().Now()); d > 0 && !pause(d, nil) {
 			return
@@ -380,6 +381,7 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 			// Over TLS to a receiver that says so, chunks go without a
 			// CRC-32C: TLS authenticates every record (AEAD) already.
 			crc = c.Scheme() != "https" || !m.ChunkSumOptional
+			batch = m.Batch
 			have = make(map[string]Entry, len(m.Entries))
 			for _, e := range m.Entries {
 				have[e.Path] = e
@@ -446,7 +448,25 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 			sem  = make(chan struct{}, parallel)
 			errs []error
 		)
-		for _, st := range steps {
+		// What one file (or a delete) became: the receiver's view, errors.
+		done := func(st Step, e Entry, err error) {
+			if err == nil && st.Op == OpShip {
+				snd.setSum(e)
+				snd.s.m.shipped(snd.f.Name, peer.Name, e.Size)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case errors.Is(err, errChanged): // seen again when it is quiet
+			case err != nil:
+				errs = append(errs, err)
+			case st.Op == OpDelete:
+				delete(have, st.File.Path)
+			default:
+				have[e.Path] = e
+			}
+		}
+		for _, job := range jobsOf(steps, batch) {
 			mu.Lock()
 			stop := len(errs) > 0
 			mu.Unlock()
@@ -455,9 +475,14 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 			}
 			sem <- struct{}{}
 			wg.Add(1)
-			go func(st Step) {
+			go func(job []Step) {
 				defer wg.Done()
 				defer func() { <-sem }()
+				if len(job) > 1 {
+					snd.shipMany(ctx, peer, job, crc, done)
+					return
+				}
+				st := job[0]
 				w := api.FolderWrite{From: snd.s.o.Node, Epoch: snd.epoch, File: st.File.Entry}
 				var (
 					e   Entry
@@ -465,22 +490,11 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 				)
 				if st.Op == OpDelete {
 					err = c.FolderDelete(ctx, peer.Addr, snd.f.Name, w)
-				} else if e, err = snd.ship(ctx, peer, st.File.Entry, crc); err == nil {
-					snd.setSum(e)
-					snd.s.m.shipped(snd.f.Name, peer.Name, e.Size)
+				} else {
+					e, err = snd.ship(ctx, peer, st.File.Entry, crc)
 				}
-				mu.Lock()
-				defer mu.Unlock()
-				switch {
-				case errors.Is(err, errChanged): // seen again when it is quiet
-				case err != nil:
-					errs = append(errs, err)
-				case st.Op == OpDelete:
-					delete(have, st.File.Path)
-				default:
-					have[e.Path] = e
-				}
-			}(st)
+				done(st, e, err)
+			}(job)
 			if snd.generation() != gen && snd.clk().Since(start) >= gap {
 				break // plan again with what changed meanwhile
 			}
@@ -551,6 +565,109 @@ const (
 
 // parallel is how many files a sender ships to one receiver at a time.
 const parallel = 4
+
+// A batch (PUT files) holds up to batchFiles files of up to smallFile
+// bytes each, batchBytes in all: one request, and one fsync of their
+// directory, instead of one each.
+const (
+	batchFiles = 64
+	batchBytes = 1 << 20
+)
+
+// jobsOf groups a plan's steps into what one of the parallel senders does
+// at a time: a delete, a file, or (batch: the receiver takes them) a batch
+// of small files, in the plan's order.
+func jobsOf(steps []Step, batch bool) [][]Step {
+	jobs := make([][]Step, 0, len(steps))
+	var cur []Step
+	var size int64
+	flush := func() {
+		if len(cur) > 0 {
+			jobs = append(jobs, cur)
+		}
+		cur, size = nil, 0
+	}
+	for _, st := range steps {
+		if !batch || st.Op != OpShip || st.File.Size > smallFile {
+			jobs = append(jobs, []Step{st})
+			continue
+		}
+		if len(cur) == batchFiles || size+st.File.Size > batchBytes {
+			flush()
+		}
+		cur = append(cur, st)
+		size += st.File.Size
+	}
+	flush()
+	return jobs
+}
+
+// shipMany sends small files in one request (PUT files) and tells done
+// what became of each. A file that changed while it was read is left out
+// (errChanged); one the receiver found corrupt (Invalid: its CRC-32C, on
+// a link without TLS) is sent again on its own.
+func (snd *sender) shipMany(ctx context.Context, peer Peer, job []Step, crc bool, done func(Step, Entry, error)) {
+	b := api.FolderBatch{From: snd.s.o.Node, Epoch: snd.epoch}
+	var (
+		data  [][]byte
+		sent  []Step
+		total int
+	)
+	for _, st := range job {
+		d, sum, err := snd.readSmall(st.File.Entry)
+		if err != nil {
+			done(st, Entry{}, err)
+			continue
+		}
+		e := st.File.Entry
+		b.Files = append(b.Files, api.FolderPart{File: Entry{Path: e.Path, Size: e.Size, MTime: e.MTime, Mode: e.Mode, SHA256: sum}, Sum: chunkSum(d, crc)})
+		data = append(data, d)
+		sent = append(sent, st)
+		total += len(d)
+	}
+	if len(sent) == 0 {
+		return
+	}
+	if err := snd.s.limit.wait(ctx, total); err != nil {
+		for _, st := range sent {
+			done(st, Entry{}, err)
+		}
+		return
+	}
+	res, err := snd.s.o.Client.FolderPutMany(ctx, peer.Addr, snd.f.Name, b, data)
+	for i, st := range sent {
+		switch {
+		case err != nil:
+			done(st, Entry{}, fmt.Errorf("send %s: %w", st.File.Path, err))
+		case res[i].Status == 0:
+			done(st, res[i].File, nil)
+		case ha.KindOf(res[i].Err()) == ha.KindInvalid && crc:
+			e, err := snd.ship(ctx, peer, st.File.Entry, crc) // corrupt on the way: again, alone
+			done(st, e, err)
+		default:
+			done(st, Entry{}, fmt.Errorf("send %s: %w", st.File.Path, res[i].Err()))
+		}
+	}
+}
+
+// readSmall reads a file of up to smallFile bytes, the version e, and its
+// SHA-256 (errChanged: it changed or went).
+func (snd *sender) readSmall(e Entry) ([]byte, string, error) {
+	f, err := os.Open(filepath.Join(snd.f.Path, filepath.FromSlash(e.Path)))
+	if err != nil {
+		return nil, "", errChanged
+	}
+	defer f.Close()
+	data := make([]byte, e.Size)
+	if !sameFile(f, e) {
+		return nil, "", errChanged
+	}
+	if _, err := io.ReadFull(f, data); err != nil || !sameFile(f, e) {
+		return nil, "", errChanged
+	}
+	sum := sha256.Sum256(data)
+	return data, hex.EncodeToString(sum[:]), nil
+}
 
 // chunkSum is data's ChunkSum when crc, else "" (none: over TLS).
 func chunkSum(data []byte, crc bool) string {

@@ -31,6 +31,7 @@ type pair struct {
 	leader     atomic.Pointer[ha.Leader]
 	down       atomic.Bool  // n2 answers 503 to everything, as if it were down
 	corrupt    atomic.Int32 // corrupt this many chunks on the way to n2
+	puts       sync.Map     // the PUTs n2 got, by endpoint ("file", "files", "chunk"): *atomic.Int32
 }
 
 func newPair(t *testing.T, f Folder, maxLag time.Duration) *pair {
@@ -79,6 +80,10 @@ func newPairPrepared(t *testing.T, f Folder, maxLag time.Duration, prepare func(
 		if p.down.Load() {
 			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
+		}
+		if r.Method == http.MethodPut {
+			n, _ := p.puts.LoadOrStore(r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:], new(atomic.Int32))
+			n.(*atomic.Int32).Add(1)
 		}
 		if r.Method == http.MethodPut && p.corrupt.Add(-1) >= 0 {
 			body, _ := io.ReadAll(r.Body)
@@ -277,5 +282,90 @@ func TestServiceCatchesUpWithoutResending(t *testing.T) {
 	waitFor(t, "12 files counted as shipped", 10*time.Second, func() bool { return shipped() >= 12 })
 	if n := shipped(); n != 12 {
 		t.Errorf("%v files shipped in all, want 12: the unchanged ones went again", n)
+	}
+}
+
+// putsTo is how many PUTs to endpoint ("file", "files", "chunk") n2 got.
+func (p *pair) putsTo(endpoint string) int32 {
+	n, ok := p.puts.Load(endpoint)
+	if !ok {
+		return 0
+	}
+	return n.(*atomic.Int32).Load()
+}
+
+// TestServiceShipsSmallFilesInBatches: small files go many to a request
+// (PUT files), each byte for byte, their directories fsynced once per
+// batch instead of once per file; a file corrupted on the way (a link
+// without TLS: each carries its CRC-32C) is refused alone and sent again;
+// a big file still goes in chunks beside them.
+func TestServiceShipsSmallFilesInBatches(t *testing.T) {
+	t.Parallel()
+	var (
+		syncs   atomic.Int32
+		started atomic.Bool
+	)
+	p := newPairPrepared(t, Folder{Name: "rec", Quiet: 50 * time.Millisecond}, 5*time.Second, func(dirA, _ string) {
+		for i := range 300 {
+			d := filepath.Join(dirA, fmt.Sprintf("d%d", i%3))
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			data := bytes.Repeat([]byte{byte(i)}, 100+i*10)
+			if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("f%03d", i)), data, 0o640); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(dirA, "big"), bytes.Repeat([]byte("b"), 3*smallFile), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}, func(o *Options) {
+		o.ChunkSize = smallFile // "big" goes in three chunks
+		role := o.Role
+		o.Role = func() (bool, ha.Epoch) { // n1 active once the counter is in place
+			a, e := role()
+			return a && started.Load(), e
+		}
+	})
+	p.b.recv["rec"].dirSynced = func(string) { syncs.Add(1) }
+	started.Store(true)
+	p.corrupt.Store(1)
+	all := func() bool {
+		for i := range 300 {
+			rel := filepath.Join(fmt.Sprintf("d%d", i%3), fmt.Sprintf("f%03d", i))
+			if !sameContent(filepath.Join(p.dirA, rel), filepath.Join(p.dirB, rel)) {
+				return false
+			}
+		}
+		return sameContent(filepath.Join(p.dirA, "big"), filepath.Join(p.dirB, "big"))
+	}
+	waitFor(t, "301 files on n2", 30*time.Second, all)
+	if p.corrupt.Load() >= 0 {
+		t.Fatal("nothing was corrupted: the test proved nothing")
+	}
+	fi, err := os.Stat(filepath.Join(p.dirB, "d1", "f001"))
+	if err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("mode on n2: %v, %v; want -rw-r-----", fi.Mode(), err)
+	}
+	batches, singles := p.putsTo("files"), p.putsTo("file")
+	// 300 files of 100 to 3,090 bytes: at least 5 batches of 64.
+	if batches < 5 || batches > 20 || singles > 3 {
+		t.Errorf("%d batches and %d single files for 300 small files; want 5 to 20 batches (64 files each at most) and a single file or so (the one corrupted, again)", batches, singles)
+	}
+	if p.putsTo("chunk") < 3 {
+		t.Errorf("%d chunks: want the big file's three", p.putsTo("chunk"))
+	}
+	// A directory fsync per batch and directory (3 each), and the big
+	// file's, not one per file.
+	if n := syncs.Load(); n > 3*batches+3*singles+5 {
+		t.Errorf("%d directory fsyncs for %d batches of files in 3 directories; want one per batch and directory", n, batches)
+	}
+	shipped := testutil.ToFloat64(p.a.m.sentFiles.WithLabelValues("rec", "n2"))
+	waitFor(t, "301 files counted as shipped", 10*time.Second, func() bool {
+		shipped = testutil.ToFloat64(p.a.m.sentFiles.WithLabelValues("rec", "n2"))
+		return shipped >= 301
+	})
+	if shipped != 301 {
+		t.Errorf("%v files counted as shipped, want 301", shipped)
 	}
 }

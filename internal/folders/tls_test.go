@@ -61,7 +61,7 @@ func newTLSPair(tb testing.TB, srcDir, dstDir string, quiet time.Duration, bandw
 	p.start = func() { leader.Store(&ha.Leader{Node: "n1", Epoch: 3}) }
 	mk := func(node, dir string, peers []Peer) *Service {
 		s, err := New(Options{
-			Node: node, Folders: []Folder{{Name: "f", Path: dir, Quiet: quiet}}, Peers: peers, MaxLag: time.Minute, Bandwidth: bandwidth,
+			Node: node, Folders: []Folder{{Name: "f", Path: dir, Quiet: quiet}}, Peers: peers, MaxLag: time.Minute, Bandwidth: bandwidth, ChunkSize: benchChunk(),
 			Client: api.NewClient(api.ClientOptions{TLS: src[node].ClientConfig(), Timeout: time.Minute}),
 			Clock:  clock.Real{},
 			Role: func() (bool, ha.Epoch) {
