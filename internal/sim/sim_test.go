@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -140,27 +141,37 @@ func TestReplayIsExact(t *testing.T) {
 	}
 }
 
+// guardFails runs on with one guard turned off (off) and reports whether
+// it failed; a failure must be one of wants, and on itself (the guard on)
+// must then pass: the check behind every Test…IsNeeded below.
+func guardFails(t *testing.T, on Options, off func(*Options), wants ...string) bool {
+	t.Helper()
+	o := on
+	off(&o)
+	_, err := Run(o)
+	if err == nil {
+		return false
+	}
+	var f *Failure
+	if !errors.As(err, &f) || !slices.ContainsFunc(wants, func(w string) bool { return strings.Contains(f.What, w) }) {
+		t.Fatalf("seed %d with the guard off: %v, want one of %q", on.Seed, err, wants)
+	}
+	if _, err := Run(on); err != nil {
+		t.Fatalf("seed %d with the guard on: %v", on.Seed, err)
+	}
+	t.Logf("with the guard off, seed %d: %s", on.Seed, f.What)
+	return true
+}
+
 // TestLockDelayIsNeeded: with the agent's lock-delay off, the stale
 // lessor's early revocation lets a second node serve beside the first
 // within the first few hundred seeds; the same seed passes with it on.
 func TestLockDelayIsNeeded(t *testing.T) {
 	t.Parallel() // about 1 s, 10 s under the race detector: beside TestSim
 	for seed := uint64(1); seed <= 400; seed++ {
-		o := Scenario(seed)
-		o.NoLockDelay = true
-		_, err := Run(o)
-		if err == nil {
-			continue
+		if guardFails(t, Scenario(seed), func(o *Options) { o.NoLockDelay = true }, "two nodes serve at once") {
+			return
 		}
-		var f *Failure
-		if !errors.As(err, &f) || !strings.Contains(f.What, "two nodes serve at once") {
-			t.Fatalf("seed %d without the lock-delay: %v, want two nodes serving", seed, err)
-		}
-		if _, err := Run(Scenario(seed)); err != nil {
-			t.Fatalf("seed %d with the lock-delay: %v", seed, err)
-		}
-		t.Logf("without the lock-delay, seed %d: %s", seed, f.What)
-		return
 	}
 	t.Fatal("without the lock-delay no seed of 1..400 had two nodes serving: the stale lessor is no longer modelled")
 }
@@ -172,21 +183,10 @@ func TestLockDelayIsNeeded(t *testing.T) {
 func TestPauseGuardIsNeeded(t *testing.T) {
 	t.Parallel() // well under a second: the first seeds fail
 	for seed := uint64(1); seed <= 100; seed++ {
-		o := Scenario(seed)
-		o.NoPauseGuard = true
-		_, err := Run(o)
-		if err == nil {
-			continue
+		if guardFails(t, Scenario(seed), func(o *Options) { o.NoPauseGuard = true },
+			"its key may be taken", "its session is gone", "two nodes serve at once") {
+			return
 		}
-		var f *Failure
-		if !errors.As(err, &f) || !strings.Contains(f.What, "its key may be taken") && !strings.Contains(f.What, "its session is gone") && !strings.Contains(f.What, "two nodes serve at once") {
-			t.Fatalf("seed %d without the pause rule: %v, want a node serving past its lease", seed, err)
-		}
-		if _, err := Run(Scenario(seed)); err != nil {
-			t.Fatalf("seed %d with the pause rule: %v", seed, err)
-		}
-		t.Logf("without the pause rule, seed %d: %s", seed, f.What)
-		return
 	}
 	t.Fatal("without the pause rule no seed of 1..100 had a node serve past its lease: the woken stale lessor is no longer modelled")
 }
@@ -205,16 +205,8 @@ func TestPauseGuardIsNeeded(t *testing.T) {
 func TestRemovalGuardIsNeeded(t *testing.T) {
 	t.Parallel()
 	for _, seed := range []uint64{6208, 13083, 18439} {
-		o := Scenario(seed)
-		o.NoRemovalGuard = true
-		_, err := Run(o)
-		var f *Failure
-		if !errors.As(err, &f) || !strings.Contains(f.What, "after its removal from the cluster was acknowledged") {
-			t.Errorf("seed %d without the removal guard: %v, want a removed node serving after the answer", seed, err)
-			continue
-		}
-		if _, err := Run(Scenario(seed)); err != nil {
-			t.Errorf("seed %d with the removal guard: %v", seed, err)
+		if !guardFails(t, Scenario(seed), func(o *Options) { o.NoRemovalGuard = true }, "after its removal from the cluster was acknowledged") {
+			t.Errorf("seed %d without the removal guard passed; want a removed node serving after the answer", seed)
 		}
 	}
 }
@@ -230,15 +222,9 @@ func TestRemovalGuardIsNeeded(t *testing.T) {
 // the settle and before the next call.
 func TestHeldByIsNeeded(t *testing.T) {
 	t.Parallel()
-	o := Scenario(37222)
-	o.NoRemovalGuard, o.NoHeldBy = true, true
-	_, err := Run(o)
-	var f *Failure
-	if !errors.As(err, &f) || !strings.Contains(f.What, "refused: another switchover in progress (the node was told these were over: [sw1])") {
-		t.Errorf("seed 37222 without HeldBy: %v, want the refusal after sw1 settled", err)
-	}
-	o.NoHeldBy = false
-	if _, err := Run(o); err != nil {
-		t.Errorf("seed 37222 with HeldBy: %v", err)
+	on := Scenario(37222)
+	on.NoRemovalGuard = true
+	if !guardFails(t, on, func(o *Options) { o.NoHeldBy = true }, "refused: another switchover in progress (the node was told these were over: [sw1])") {
+		t.Error("seed 37222 without HeldBy passed; want the refusal after sw1 settled")
 	}
 }
