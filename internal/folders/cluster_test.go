@@ -1,9 +1,11 @@
 package folders_test
 
 import (
-	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -25,57 +27,88 @@ func TestMain(m *testing.M) { testbin.Main(m, &havenBin) }
 
 // writer writes files into a node's folder, one after the other, of sizes
 // from 1 KiB to 8 MiB, each in several writes, and notes when it closed
-// each one.
+// each one, its size and its SHA-256 (computed while writing: the check
+// reads only the copy). A test may first write one bigger file with
+// writeOnce (the 100 MiB of the issue).
 type writer struct {
-	dir    string
-	stop   chan struct{}
-	done   chan struct{}
-	mu     sync.Mutex
-	closed map[string]time.Time // file -> when it was closed
-	err    error
+	dir   string
+	rnd   *rand.Rand
+	stop  chan struct{}
+	done  chan struct{}
+	mu    sync.Mutex
+	files map[string]written
+	err   error
+}
+
+// written is a file the writer closed.
+type written struct {
+	closed time.Time
+	size   int
+	sum    [sha256.Size]byte
+}
+
+func newWriter(dir string) *writer {
+	return &writer{dir: dir, rnd: rand.New(rand.NewPCG(1, 2)), stop: make(chan struct{}), done: make(chan struct{}), files: map[string]written{}}
 }
 
 func startWriter(dir, prefix string) *writer {
-	w := &writer{dir: dir, stop: make(chan struct{}), done: make(chan struct{}), closed: map[string]time.Time{}}
+	w := newWriter(dir)
+	w.start(prefix)
+	return w
+}
+
+// start writes files under prefix until finish.
+func (w *writer) start(prefix string) {
 	go func() {
 		defer close(w.done)
 		sizes := []int{1 << 10, 10 << 10, 100 << 10, 1 << 20, 8 << 20}
-		rnd := rand.New(rand.NewPCG(1, 2))
 		for i := 0; ; i++ {
 			select {
 			case <-w.stop:
 				return
 			case <-time.After(30 * time.Millisecond):
 			}
-			size := sizes[i%len(sizes)]
-			name := fmt.Sprintf("%s/%03d/rec-%05d.bin", prefix, i/50, i)
-			data := make([]byte, size)
-			for j := range data {
-				data[j] = byte(rnd.UintN(256))
-			}
-			p := filepath.Join(w.dir, name)
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			if err := w.writeOnce(fmt.Sprintf("%s/%03d/rec-%05d.bin", prefix, i/50, i), sizes[i%len(sizes)]); err != nil {
 				w.fail(err)
 				return
 			}
-			f, err := os.Create(p)
-			if err != nil {
-				w.fail(err)
-				return
-			}
-			for off := 0; off < size; off += 64 << 10 { // a recorder writes as it goes
-				_, _ = f.Write(data[off:min(off+64<<10, size)])
-			}
-			if err := f.Close(); err != nil {
-				w.fail(err)
-				return
-			}
-			w.mu.Lock()
-			w.closed[name] = time.Now()
-			w.mu.Unlock()
 		}
 	}()
-	return w
+}
+
+// writeOnce writes one file of size random bytes, 64 KiB at a time (as a
+// recorder writes as it goes), and notes it once closed.
+func (w *writer) writeOnce(name string, size int) error {
+	p := filepath.Join(w.dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(p)
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	buf := make([]byte, 64<<10)
+	for off := 0; off < size; off += len(buf) {
+		b := buf[:min(len(buf), size-off)]
+		for j := 0; j < len(b); j += 8 {
+			binary.LittleEndian.PutUint64(buf[j:], w.rnd.Uint64())
+		}
+		h.Write(b)
+		if _, err := f.Write(b); err != nil {
+			_ = f.Close()
+			return err
+		}
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	wr := written{closed: time.Now(), size: size}
+	h.Sum(wr.sum[:0])
+	w.mu.Lock()
+	w.files[name] = wr
+	w.mu.Unlock()
+	return nil
 }
 
 // waitDue waits until n files were closed more than max_lag ago.
@@ -85,8 +118,8 @@ func (w *writer) waitDue(t *testing.T, n int) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		due := 0
-		for _, at := range w.closed {
-			if time.Since(at) > drill.SandboxMaxLag {
+		for _, f := range w.files {
+			if time.Since(f.closed) > drill.SandboxMaxLag {
 				due++
 			}
 		}
@@ -100,37 +133,46 @@ func (w *writer) fail(err error) {
 	w.err = err
 }
 
-func (w *writer) finish(t *testing.T) map[string]time.Time {
+func (w *writer) finish(t *testing.T) map[string]written {
 	t.Helper()
 	close(w.stop)
 	<-w.done
 	if w.err != nil {
 		t.Fatalf("writer: %v", w.err)
 	}
-	return w.closed
+	return w.files
 }
 
-// checkOn wants every file of from closed before cutoff on node's folder
-// at dir, byte for byte; and every file there that is complete.
-func checkOn(t *testing.T, fromDir, toDir string, closed map[string]time.Time, cutoff time.Time) (due int) {
+// checkOn wants every file of files closed before cutoff on the folder at
+// toDir, byte for byte (its SHA-256 and size); and every file there that
+// is complete.
+func checkOn(t *testing.T, toDir string, files map[string]written, cutoff time.Time) (due int) {
 	t.Helper()
-	for name, at := range closed {
-		want, err := os.ReadFile(filepath.Join(fromDir, name))
-		if err != nil {
-			t.Fatalf("source %s: %v", name, err)
-		}
-		got, err := os.ReadFile(filepath.Join(toDir, name))
+	for name, want := range files {
+		size, sum, err := hashFile(filepath.Join(toDir, name))
 		switch {
-		case at.Before(cutoff) && err != nil:
-			t.Errorf("%s, closed %s before the fault (max_lag %s), is not on the new active: %v", name, cutoff.Sub(at)+drill.SandboxMaxLag, drill.SandboxMaxLag, err)
-		case err == nil && !bytes.Equal(got, want):
-			t.Errorf("%s on the new active differs from the original (%d bytes, want %d)", name, len(got), len(want))
+		case want.closed.Before(cutoff) && err != nil:
+			t.Errorf("%s, closed %s before the fault (max_lag %s), is not on the new active: %v", name, cutoff.Sub(want.closed)+drill.SandboxMaxLag, drill.SandboxMaxLag, err)
+		case err == nil && (size != want.size || sum != want.sum):
+			t.Errorf("%s on the new active differs from the original (%d bytes, want %d; SHA-256 %x, want %x)", name, size, want.size, sum[:8], want.sum[:8])
 		}
-		if at.Before(cutoff) {
+		if want.closed.Before(cutoff) {
 			due++
 		}
 	}
 	return due
+}
+
+func hashFile(p string) (size int, sum [sha256.Size]byte, err error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return 0, sum, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	h.Sum(sum[:0])
+	return int(n), sum, err
 }
 
 // TestFoldersSurviveKillAndSwitchover runs three real agents replicating a
@@ -142,8 +184,29 @@ func TestFoldersSurviveKillAndSwitchover(t *testing.T) {
 	sb := e2etest.NewSandbox(t, drill.SandboxOptions{Bin: havenBin, Timing: "ci", Folders: true})
 	first := waitActive(t, sb, "")
 
+	// One file of 100 MiB, written once before the others (not every few
+	// writes: on a loaded 2-core machine with a shared disk that would
+	// be minutes). Its shipping time, seconds there, is not max_lag's: the
+	// small files wait until both standbys hold its full size; whether it
+	// is whole, byte for byte, is checked on the new active after the fault.
+	w := newWriter(sb.Node(first).Files)
+	const big, bigName = 100 << 20, "kill/big-100MiB.bin"
+	if err := w.writeOnce(bigName, big); err != nil {
+		t.Fatal(err)
+	}
+	bigAt := time.Now()
+	waitFor(t, "the 100 MiB file on both standbys", 120*time.Second, func() bool {
+		for _, n := range []string{"n1", "n2", "n3"} {
+			if fi, err := os.Stat(filepath.Join(sb.Node(n).Files, bigName)); n != first && (err != nil || fi.Size() != big) {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("the 100 MiB file on both standbys %s after it was closed", time.Since(bigAt).Round(time.Millisecond))
+
 	// kill -9 of the active agent while the writer writes.
-	w := startWriter(sb.Node(first).Files, "kill")
+	w.start("kill")
 	w.waitDue(t, 20)
 	fault := time.Now()
 	if err := sb.StopAgent(first, syscall.SIGKILL, 10*time.Second); err != nil {
@@ -151,10 +214,10 @@ func TestFoldersSurviveKillAndSwitchover(t *testing.T) {
 	}
 	closed := w.finish(t)
 	second := waitActive(t, sb, first)
-	due := checkOn(t, sb.Node(first).Files, sb.Node(second).Files, closed, fault.Add(-drill.SandboxMaxLag))
+	due := checkOn(t, sb.Node(second).Files, closed, fault.Add(-drill.SandboxMaxLag))
 	t.Logf("kill -9 %s: %s active; %d files written, %d closed more than max_lag before the fault, all there", first, second, len(closed), due)
-	if due == 0 {
-		t.Fatal("no file was due: the test proved nothing")
+	if due == 0 || !closed[bigName].closed.Before(fault.Add(-drill.SandboxMaxLag)) {
+		t.Fatal("no file, or not the 100 MiB one, was due: the test proved nothing")
 	}
 	// The new active says what the promotion lost (files within max_lag).
 	var last string
@@ -202,7 +265,7 @@ func TestFoldersSurviveKillAndSwitchover(t *testing.T) {
 			third = n
 		}
 	}
-	due = checkOn(t, sb.Node(second).Files, sb.Node(third).Files, closed, fault.Add(-drill.SandboxMaxLag))
+	due = checkOn(t, sb.Node(third).Files, closed, fault.Add(-drill.SandboxMaxLag))
 	t.Logf("switchover %s -> %s (%s): %d files written, %d due, all there", second, third, strings.TrimSpace(out), len(closed), due)
 }
 
@@ -250,7 +313,7 @@ func TestFoldersSurviveFreezeAndCut(t *testing.T) {
 	}
 	closed := w.finish(t)
 	second := waitActive(t, sb, first)
-	due := checkOn(t, sb.Node(first).Files, sb.Node(second).Files, closed, fault.Add(-drill.SandboxMaxLag))
+	due := checkOn(t, sb.Node(second).Files, closed, fault.Add(-drill.SandboxMaxLag))
 	t.Logf("SIGSTOP %s: %s active; %d files written, %d closed more than max_lag before the fault, all there", first, second, len(closed), due)
 	if due == 0 {
 		t.Fatal("no file was due: the test proved nothing")
@@ -279,7 +342,7 @@ func TestFoldersSurviveFreezeAndCut(t *testing.T) {
 	}
 	closed = w.finish(t)
 	third := waitActive(t, sb, second)
-	due = checkOn(t, sb.Node(second).Files, sb.Node(third).Files, closed, fault.Add(-drill.SandboxMaxLag))
+	due = checkOn(t, sb.Node(third).Files, closed, fault.Add(-drill.SandboxMaxLag))
 	t.Logf("cut %s: %s active; %d files written, %d due, all there", second, third, len(closed), due)
 	if err := sb.Heal(second); err != nil {
 		t.Fatal(err)
