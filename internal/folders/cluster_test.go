@@ -163,6 +163,15 @@ func checkOn(t *testing.T, toDir string, files map[string]written, cutoff time.T
 	return due
 }
 
+// verdict is how a scenario's summary line ends: "all there" only if
+// checkOn (or anything before it) reported nothing.
+func verdict(t *testing.T) string {
+	if t.Failed() {
+		return "NOT all there (see the errors above)"
+	}
+	return "all there"
+}
+
 func hashFile(p string) (size int, sum [sha256.Size]byte, err error) {
 	f, err := os.Open(p)
 	if err != nil {
@@ -215,7 +224,7 @@ func TestFoldersSurviveKillAndSwitchover(t *testing.T) {
 	closed := w.finish(t)
 	second := waitActive(t, sb, first)
 	due := checkOn(t, sb.Node(second).Files, closed, fault.Add(-drill.SandboxMaxLag))
-	t.Logf("kill -9 %s: %s active; %d files written, %d closed more than max_lag before the fault, all there", first, second, len(closed), due)
+	t.Logf("kill -9 %s: %s active; %d files written, %d closed more than max_lag before the fault, %s", first, second, len(closed), due, verdict(t))
 	if due == 0 || !closed[bigName].closed.Before(fault.Add(-drill.SandboxMaxLag)) {
 		t.Fatal("no file, or not the 100 MiB one, was due: the test proved nothing")
 	}
@@ -266,7 +275,7 @@ func TestFoldersSurviveKillAndSwitchover(t *testing.T) {
 		}
 	}
 	due = checkOn(t, sb.Node(third).Files, closed, fault.Add(-drill.SandboxMaxLag))
-	t.Logf("switchover %s -> %s (%s): %d files written, %d due, all there", second, third, strings.TrimSpace(out), len(closed), due)
+	t.Logf("switchover %s -> %s (%s): %d files written, %d due, %s", second, third, strings.TrimSpace(out), len(closed), due, verdict(t))
 }
 
 func waitActive(t *testing.T, sb *drill.Sandbox, not string) string {
@@ -314,7 +323,7 @@ func TestFoldersSurviveFreezeAndCut(t *testing.T) {
 	closed := w.finish(t)
 	second := waitActive(t, sb, first)
 	due := checkOn(t, sb.Node(second).Files, closed, fault.Add(-drill.SandboxMaxLag))
-	t.Logf("SIGSTOP %s: %s active; %d files written, %d closed more than max_lag before the fault, all there", first, second, len(closed), due)
+	t.Logf("SIGSTOP %s: %s active; %d files written, %d closed more than max_lag before the fault, %s", first, second, len(closed), due, verdict(t))
 	if due == 0 {
 		t.Fatal("no file was due: the test proved nothing")
 	}
@@ -343,7 +352,7 @@ func TestFoldersSurviveFreezeAndCut(t *testing.T) {
 	closed = w.finish(t)
 	third := waitActive(t, sb, second)
 	due = checkOn(t, sb.Node(third).Files, closed, fault.Add(-drill.SandboxMaxLag))
-	t.Logf("cut %s: %s active; %d files written, %d due, all there", second, third, len(closed), due)
+	t.Logf("cut %s: %s active; %d files written, %d due, %s", second, third, len(closed), due, verdict(t))
 	if err := sb.Heal(second); err != nil {
 		t.Fatal(err)
 	}
