@@ -18,13 +18,13 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/haven-ha/haven/internal/expand"
+	"github.com/haven-ha/haven/internal/procstart"
 )
 
 // Options describe one check (the config's checks: entry). Exactly one of
@@ -333,7 +333,7 @@ func (c *execCheck) Check(ctx context.Context) error {
 	// Without a bound, Wait would also wait for any background child that
 	// still holds the output pipe.
 	cmd.WaitDelay = execWaitDelay
-	err := runOnLockedThread(cmd)
+	err := procstart.Run(cmd) // Pdeathsig: fork from a thread that outlives the child
 	if cmd.Process != nil {
 		// A check must not leave processes behind.
 		_ = killGroup(cmd.Process.Pid)
@@ -352,20 +352,6 @@ func (c *execCheck) Check(ctx context.Context) error {
 		msg += ": " + o
 	}
 	return &failure{msg: msg, err: err}
-}
-
-// runOnLockedThread runs cmd from a goroutine locked to its OS thread, which
-// lives until the command has exited. Pdeathsig is delivered when the thread
-// that forked the child exits, not the process; without the lock the Go
-// runtime could retire that thread while the child still runs and kill it.
-// The goroutine returns still locked, so the runtime discards the thread.
-func runOnLockedThread(cmd *exec.Cmd) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		errc <- cmd.Run()
-	}()
-	return <-errc
 }
 
 // killGroup sends SIGKILL to the process group led by pid.

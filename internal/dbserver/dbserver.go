@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,6 +25,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/ports"
+	"github.com/haven-ha/haven/internal/procstart"
 )
 
 // InstallHint is what an error says when a server binary is missing.
@@ -67,20 +67,9 @@ func (s *Server) Start() error {
 	// Pdeathsig comes when the thread that forked the server ends, and the
 	// Go runtime ends the thread of any goroutine that returns locked to
 	// it (in-process agents' supervisors do): fork from a locked thread
-	// that lives as long as the server (as harness.Start does).
-	done, started := make(chan struct{}), make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends after the wait
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		_ = cmd.Wait()
-		log.Close()
-		close(done)
-	}()
-	if err := <-started; err != nil {
+	// that lives as long as the server (procstart).
+	done := make(chan struct{})
+	if err := procstart.Start(cmd, func(error) { log.Close(); close(done) }); err != nil {
 		log.Close()
 		return fmt.Errorf("start %s: %w", s.Kind, err)
 	}

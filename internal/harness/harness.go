@@ -11,7 +11,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,6 +22,7 @@ import (
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/netlab"
 	"github.com/haven-ha/haven/internal/ports"
+	"github.com/haven-ha/haven/internal/procstart"
 )
 
 // CITimings are the timing lines of a throwaway cluster's config on a
@@ -50,8 +50,8 @@ type Proc struct {
 // whenever a goroutine returns locked to it, which the service supervisor
 // and exec checks of in-process agents (tests beside a sandbox) do for
 // every process they run. So the child is forked from a goroutine locked
-// to its thread that waits for it: the thread lives exactly as long as
-// the child (as service.runOnLockedThread does).
+// to its thread that waits for it (procstart): the thread lives exactly as
+// long as the child.
 func Start(ns string, out io.Writer, bin string, args ...string) (*Proc, error) {
 	cmd := exec.Command(bin, args...)
 	if ns != "" {
@@ -60,18 +60,7 @@ func Start(ns string, out io.Writer, bin string, args ...string) (*Proc, error) 
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	p := &Proc{cmd: cmd, done: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the child's wait
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		_ = cmd.Wait()
-		close(p.done)
-	}()
-	if err := <-started; err != nil {
+	if err := procstart.Start(cmd, func(error) { close(p.done) }); err != nil {
 		return nil, fmt.Errorf("start %s %v: %w", bin, args, err)
 	}
 	return p, nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/expand"
+	"github.com/haven-ha/haven/internal/procstart"
 )
 
 // hookOutputMax is how much of a hook's output its error carries.
@@ -78,12 +79,7 @@ func RunHook(ctx context.Context, h Hook, vars map[string]string, env map[string
 	clk := clock.Real{} // a hook is a real process: its duration is real time
 	start := clk.Now()
 	log.Info("running hook", "hook", name, "timeout", h.Timeout)
-	started, done := make(chan error, 1), make(chan error, 1)
-	go runOnLockedThread(cmd, started, func(err error) { done <- err })
-	err := <-started
-	if err == nil {
-		err = <-done
-	}
+	err := procstart.Run(cmd) // Pdeathsig: fork from a thread that outlives the child
 	if errors.Is(err, exec.ErrWaitDelay) {
 		err = nil // it exited 0; a child it left behind holds the output
 	}

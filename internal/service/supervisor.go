@@ -22,7 +22,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,6 +31,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/expand"
+	"github.com/haven-ha/haven/internal/procstart"
 	"github.com/haven-ha/haven/internal/service/contain"
 )
 
@@ -378,9 +378,11 @@ func (s *Supervisor) startLocked() error {
 	}
 
 	p := &proc{done: make(chan struct{})}
-	started := make(chan error, 1)
-	go runOnLockedThread(cmd, started, func(err error) { s.exited(p, err) })
-	err = <-started
+	// Forked from a thread that lives as long as the child (procstart):
+	// Pdeathsig comes when the forking thread ends, not the process. If
+	// the agent dies, the child gets SIGKILL; grandchildren do not inherit
+	// Pdeathsig, the group's guard kills them (see WithGroup).
+	err = procstart.Start(cmd, func(err error) { s.exited(p, err) })
 	w.Close() // the child has its copy
 	if err != nil {
 		r.Close()
@@ -395,25 +397,6 @@ func (s *Supervisor) startLocked() error {
 	s.log.Info("service started", "pid", p.pid, "cmd", strings.Join(s.argv, " "), "role", s.role, "epoch", s.epoch)
 	s.emitLocked(Event{Kind: Started, PID: p.pid, When: p.started})
 	return nil
-}
-
-// runOnLockedThread starts cmd and waits for it from one goroutine locked to
-// its OS thread. The kernel sends Pdeathsig when the *thread* that forked
-// the child exits, not the process; an unlocked goroutine could fork from a
-// thread the Go runtime later retires, killing a healthy service. This
-// thread lives exactly as long as the child: when the goroutine returns
-// still locked, the runtime ends the thread, and by then the child has been
-// reaped. If the agent dies, the thread dies with it and the child gets
-// SIGKILL. (Grandchildren do not inherit Pdeathsig; the group's guard
-// kills them, see WithGroup.)
-func runOnLockedThread(cmd *exec.Cmd, started chan<- error, exited func(error)) {
-	runtime.LockOSThread()
-	if err := cmd.Start(); err != nil {
-		started <- err
-		return
-	}
-	started <- nil
-	exited(cmd.Wait())
 }
 
 // exited records the end of p.
