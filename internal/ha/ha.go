@@ -107,6 +107,13 @@ type Snapshot struct {
 	// that tenure ended cleanly (package lockdelay), zero when the store
 	// keeps none.
 	Tenure Tenure
+	// Behind: the watch failed or stalled and is starting over, and has
+	// not read the store again yet. The rest repeats the last snapshot
+	// sent, which may be out of date; the next snapshot without Behind is
+	// current again. A reader that only wants the data skips it. A watch
+	// sends it once per restart (so at most once between two current
+	// snapshots), and only after it has sent a current one.
+	Behind bool
 }
 
 // Tenure records the latest epoch won and, once the leader key at that
@@ -292,7 +299,10 @@ type Coordinator interface {
 	// Publish writes this node's status record, bound to the session.
 	Publish(ctx context.Context, st NodeStatus) error
 	// Watch sends a full Snapshot at start and after every change, until ctx
-	// ends. The channel is closed when the watch stops.
+	// ends. The channel is closed when the watch stops. When the watch
+	// fails and starts over (or a read of a polling watch fails), it sends
+	// the last snapshot again marked Behind, then a current one (not
+	// Behind) once it has read the store again, changed or not.
 	Watch(ctx context.Context) <-chan Snapshot
 	// Close releases the session (best effort) and the connection.
 	Close() error

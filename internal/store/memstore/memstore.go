@@ -88,6 +88,11 @@ type Fault struct {
 	Delay time.Duration
 	// WatchStalled: the client's watches deliver nothing until it clears.
 	WatchStalled bool
+	// WatchRestarting: the client's watches failed and cannot read the
+	// store again (an etcd member cut off from its quorum): each sends
+	// its last snapshot marked Behind, then nothing until it clears, then
+	// the latest snapshot.
+	WatchRestarting bool
 }
 
 // Client is one agent's connection to the Server; it implements ha.Store
@@ -110,8 +115,8 @@ var (
 	_ ha.Properties = (*Client)(nil)
 )
 
-// SetFault replaces the client's faults; a cleared WatchStalled delivers the
-// latest snapshot at once.
+// SetFault replaces the client's faults; a cleared WatchStalled or
+// WatchRestarting delivers the latest snapshot at once.
 func (c *Client) SetFault(f Fault) {
 	c.mu.Lock()
 	c.fault = f
@@ -641,25 +646,33 @@ func (c *Client) Watch(ctx context.Context) <-chan ha.Snapshot {
 			s.mu.Unlock()
 		}()
 		var sent int64 = -1
+		var last ha.Snapshot
 		for {
 			select {
 			case <-w.wake:
 			case <-ctx.Done():
 				return
 			}
-			if f := c.Fault(); f.WatchStalled || f.Partitioned {
+			f := c.Fault()
+			if f.WatchRestarting && sent >= 0 && !last.Behind {
+				last.Behind = true
+				if !ha.SendLatest(ctx, out, last) {
+					return
+				}
+			}
+			if f.WatchStalled || f.Partitioned || f.WatchRestarting {
 				continue // SetFault wakes us when it clears
 			}
 			s.mu.Lock()
 			snap := s.snapshotLocked()
 			s.mu.Unlock()
-			if snap.Rev == sent {
+			if snap.Rev == sent && !last.Behind {
 				continue
 			}
 			if !ha.SendLatest(ctx, out, snap) {
 				return
 			}
-			sent = snap.Rev
+			sent, last = snap.Rev, snap
 		}
 	}()
 	return out

@@ -144,10 +144,11 @@ type Watcher struct {
 	sent bool
 }
 
-// Send sends snap on out (ha.SendLatest) if it is the first snapshot or
-// Changed from the last one sent. It returns false if ctx ended first.
+// Send sends snap on out (ha.SendLatest) if it is the first snapshot,
+// the first since Behind, or Changed from the last one sent. It returns
+// false if ctx ended first.
 func (w *Watcher) Send(ctx context.Context, out chan ha.Snapshot, snap ha.Snapshot) bool {
-	if w.sent && !Changed(w.last, snap) {
+	if w.sent && !w.last.Behind && !Changed(w.last, snap) {
 		return true
 	}
 	if !ha.SendLatest(ctx, out, snap) {
@@ -155,6 +156,18 @@ func (w *Watcher) Send(ctx context.Context, out chan ha.Snapshot, snap ha.Snapsh
 	}
 	w.last, w.sent = snap, true
 	return true
+}
+
+// Behind tells the reader that a read failed, so its view is no longer
+// known to be current: the last snapshot again, marked Behind (once until
+// a read succeeds; none if nothing was sent yet). The next read is sent
+// whether it changed or not. It returns false if ctx ended first.
+func (w *Watcher) Behind(ctx context.Context, out chan ha.Snapshot) bool {
+	if !w.sent || w.last.Behind {
+		return true
+	}
+	w.last.Behind = true
+	return ha.SendLatest(ctx, out, w.last)
 }
 
 // NextRead is how long a Watch loop waits before it reads again after a

@@ -73,6 +73,45 @@ func TestWatcherSend(t *testing.T) {
 	}
 }
 
+// TestWatcherBehind: a failed read tells the reader its view is behind,
+// once, and the next read is sent although nothing changed; before any
+// snapshot there is nothing to repeat.
+func TestWatcherBehind(t *testing.T) {
+	ctx := context.Background()
+	out := make(chan ha.Snapshot, 1)
+	var w Watcher
+	recv := func() (ha.Snapshot, bool) {
+		select {
+		case s := <-out:
+			return s, true
+		default:
+			return ha.Snapshot{}, false
+		}
+	}
+	w.Behind(ctx, out)
+	if s, ok := recv(); ok {
+		t.Fatalf("behind before any snapshot: sent %+v", s)
+	}
+	w.Send(ctx, out, ha.Snapshot{Rev: 1, Leader: ha.Leader{Node: "a", Epoch: 1}})
+	recv()
+	w.Behind(ctx, out)
+	if s, ok := recv(); !ok || !s.Behind || s.Rev != 1 || s.Leader.Node != "a" {
+		t.Fatalf("after a failed read: %+v, %v; want the last snapshot marked Behind", s, ok)
+	}
+	w.Behind(ctx, out)
+	if s, ok := recv(); ok {
+		t.Fatalf("a second failed read sent again: %+v", s)
+	}
+	w.Send(ctx, out, ha.Snapshot{Rev: 1, Leader: ha.Leader{Node: "a", Epoch: 1}})
+	if s, ok := recv(); !ok || s.Behind || s.Rev != 1 {
+		t.Fatalf("the read after: %+v, %v; want it sent, current, though unchanged", s, ok)
+	}
+	w.Send(ctx, out, ha.Snapshot{Rev: 1, Leader: ha.Leader{Node: "a", Epoch: 1}})
+	if s, ok := recv(); ok {
+		t.Fatalf("unchanged snapshot sent again once current: %+v", s)
+	}
+}
+
 func TestSetNode(t *testing.T) {
 	snap := ha.Snapshot{Nodes: map[string]ha.NodeStatus{}}
 	SetNode(&snap, "a", []byte(`{"name":"a"}`))

@@ -572,6 +572,9 @@ func (s *Store) Watch(ctx context.Context) <-chan ha.Snapshot {
 			cancel()
 			if err != nil && ctx.Err() == nil {
 				s.dropIfBroken(err)
+				if !w.Behind(ctx, out) {
+					return
+				}
 			}
 			wait, rev := s.o.PollInterval, int64(-1)
 			if err == nil {
