@@ -126,6 +126,12 @@ type SessionLost struct{ Err error }
 // LeaderSeen reports the leader recorded in the store (None when vacant).
 type LeaderSeen struct{ Leader ha.Leader }
 
+// ViewLost reports that the store's watch failed or stalled and is
+// starting over (ha.Snapshot.Behind): the leader last seen may be out of
+// date until the next LeaderSeen. A standby then neither campaigns nor
+// claims to be ready to take over (its record, agent.RecordOf).
+type ViewLost struct{}
+
 // HealthChanged reports the aggregate health of the local service.
 type HealthChanged struct {
 	Healthy bool
@@ -183,6 +189,7 @@ func (Tick) isEvent()            {}
 func (SessionRenewed) isEvent()  {}
 func (SessionLost) isEvent()     {}
 func (LeaderSeen) isEvent()      {}
+func (ViewLost) isEvent()        {}
 func (HealthChanged) isEvent()   {}
 func (CampaignResult) isEvent()  {}
 func (PromoteResult) isEvent()   {}
@@ -412,6 +419,8 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 			// failed): give it back again, or nobody can take over.
 			acts = append(acts, Resign{Epoch: s.Epoch})
 		}
+	case ViewLost:
+		s.LeaderKnown = false
 	case HealthChanged:
 		s.Healthy, s.HealthReason = ev.Healthy, ev.Reason
 	case CampaignResult:
@@ -594,10 +603,17 @@ func setRole(s State, r ha.Role, now time.Time, reason string) State {
 	return s
 }
 
+// publishWorthy: the step changed something the node's record is made
+// of. LeaderKnown is part of it: a standby's record is eligible only with a
+// view of the leader key (agent.RecordOf). Without it, a standby whose new
+// session's (or restarted watch's) first snapshot showed the same leader as
+// before said "view of the store is behind" until the next heartbeat, and
+// a switchover to it was refused for up to HeartbeatInterval.
 func publishWorthy(a, b State) bool {
 	return a.Role != b.Role || a.Healthy != b.Healthy || a.HealthReason != b.HealthReason ||
-		a.Epoch != b.Epoch || a.Leader != b.Leader || a.BackoffUntil != b.BackoffUntil ||
-		a.SessionOK != b.SessionOK || a.Maintenance != b.Maintenance || a.Switchover.ID != b.Switchover.ID
+		a.Epoch != b.Epoch || a.Leader != b.Leader || a.LeaderKnown != b.LeaderKnown ||
+		a.BackoffUntil != b.BackoffUntil || a.SessionOK != b.SessionOK ||
+		a.Maintenance != b.Maintenance || a.Switchover.ID != b.Switchover.ID
 }
 
 func describeLeader(l ha.Leader) string {

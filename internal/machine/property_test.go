@@ -295,6 +295,8 @@ func (sm *sim) event() Event {
 		sm.pending = sm.pending[1:]
 	}
 	switch p := sm.r.IntN(100); {
+	case p == 24: // the watch starts over (a draw that was a Tick: the seeds explore as before)
+		return ViewLost{}
 	case p < 25:
 		return Tick{}
 	case p < 50:
@@ -360,6 +362,8 @@ var legal = map[[2]ha.Role]bool{
 	{ha.RoleDemoting, ha.RoleStopped}:   true,
 }
 
+func isViewLost(ev Event) bool { _, ok := ev.(ViewLost); return ok }
+
 func checkStep(cfg Config, prev State, ev Event, now time.Time, s State, acts []Action, seen map[string]int) error {
 	if prev.Role == "" {
 		prev.Role, prev.Since, prev.Reason = ha.RoleStarting, now, "agent started"
@@ -393,8 +397,12 @@ func checkStep(cfg Config, prev State, ev Event, now time.Time, s State, acts []
 			return fmt.Errorf("%s at %s, at or past the fence %s", s.Role, offset(now), offset(fence))
 		case cfg.activeActive() && s.Epoch != 0:
 			return fmt.Errorf("%s at epoch %d in active-active mode", s.Role, s.Epoch)
-		case !cfg.activeActive() && (s.Leader != self || !s.LeaderKnown):
+		case !cfg.activeActive() && s.Leader != self:
 			return fmt.Errorf("%s at epoch %d but the last leader seen is %+v (known=%t)", s.Role, s.Epoch, s.Leader, s.LeaderKnown)
+		case !cfg.activeActive() && !s.LeaderKnown && !isViewLost(ev) && !(prev.Holding() && !prev.LeaderKnown):
+			// Unknown only since its watch started over (ViewLost), until
+			// the next snapshot.
+			return fmt.Errorf("%s at epoch %d with no view of the store, and its watch did not start over", s.Role, s.Epoch)
 		}
 	}
 

@@ -33,6 +33,7 @@ import (
 //	at T renewed sent=T ttl=D [new]
 //	at T session lost
 //	at T leader none | leader NODE epoch=N
+//	at T view lost    the watch starts over (ha.Snapshot.Behind)
 //	at T health ok|fail "reason"
 //	at T campaign won epoch=N | campaign taken | campaign error "msg"
 //	at T promote ok epoch=N | promote fail epoch=N "msg"
@@ -367,6 +368,8 @@ func parseEvent(args []string) (Event, error) {
 		return parseIntents(kv, msg)
 	case "leader none":
 		return LeaderSeen{}, nil
+	case "view lost":
+		return ViewLost{}, nil
 	case "health ok", "health fail":
 		return HealthChanged{Healthy: word == "ok", Reason: msg}, nil
 	case "campaign won":
@@ -526,6 +529,8 @@ func formatEvent(ev Event) string {
 			return "leader none"
 		}
 		return fmt.Sprintf("leader %s epoch=%d", ev.Leader.Node, ev.Leader.Epoch)
+	case ViewLost:
+		return "view lost"
 	case HealthChanged:
 		return fmt.Sprintf("health %s %q", map[bool]string{true: "ok", false: "fail"}[ev.Healthy], ev.Reason)
 	case CampaignResult:
