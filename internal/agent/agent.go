@@ -293,9 +293,6 @@ func (a *Agent) step(ev machine.Event) {
 		a.demotedSeq.Store(st.PromoteSeq) // the promotion being demoted is the latest
 	}
 	a.dispatch(stepped.Effects)
-	if stepped.Republish {
-		signal(a.publishC)
-	}
 	if st.Role != old.Role {
 		// Health of a cold standby depends on the role.
 		a.refreshHealth()
@@ -462,6 +459,17 @@ func (a *Agent) watch(ctx context.Context) {
 	for ctx.Err() == nil {
 		for snap := range a.store.Watch(ctx) {
 			s := snap
+			if s.Behind {
+				// The watch is starting over: no contact, no news, but
+				// the view is no longer current (SeenEvents).
+				a.log.Debug("the store's watch is starting over; the view is behind until it reads the store again", "rev", s.Rev)
+				for _, ev := range SeenEvents(a.node.Name, s, a.clk.Now()) {
+					if !a.emit(ctx, ev) {
+						return
+					}
+				}
+				continue
+			}
 			if s.Leader.None() && !vacant && held != 0 {
 				a.log.Debug("the leader key is gone", "epoch", held, "rev", s.Rev)
 			}

@@ -25,16 +25,7 @@ type Stepped struct {
 	// must never start (a Promote that waited behind store calls would act
 	// after the demotion).
 	Demoted bool
-	// Republish: the record changed although the machine asked for no
-	// publish: its eligibility turns on a view of the leader key
-	// (RecordOf), which the machine's publish rule does not count. A
-	// standby whose new session's watch shows the same leader as before
-	// said "view of the store is behind" until the next heartbeat, up to
-	// HeartbeatInterval after every new session (TestViewBackIsPublished).
-	// The simulation's model does not act on it (its schedules, and the
-	// seeds its tests name, stay as they were).
-	Republish bool
-	Effects   []Effect
+	Effects []Effect
 }
 
 // EffectKind says which driver an Effect is for.
@@ -71,14 +62,6 @@ func Step(mcfg machine.Config, old machine.State, ev machine.Event, now time.Tim
 		}
 	}
 	s.Effects = Plan(acts)
-	if old.LeaderKnown != st.LeaderKnown {
-		s.Republish = true
-		for _, e := range s.Effects {
-			if e.Kind == DoPublish {
-				s.Republish = false
-			}
-		}
-	}
 	return s
 }
 
@@ -121,8 +104,15 @@ func Plan(acts []machine.Action) []Effect {
 // (node's clock): intents first, then the leader. A snapshot may carry both
 // a new switchover and the vacant key it causes, and a standby that saw the
 // vacancy first would campaign against the switchover's target.
-func SeenEvents(node string, s ha.Snapshot, now time.Time) [2]machine.Event {
-	return [2]machine.Event{IntentsFor(node, s, now), machine.LeaderSeen{Leader: s.Leader}}
+//
+// A snapshot marked Behind (the watch is starting over) is only that: the
+// view is lost until the next current snapshot (machine.ViewLost), and the
+// data it repeats is not news.
+func SeenEvents(node string, s ha.Snapshot, now time.Time) []machine.Event {
+	if s.Behind {
+		return []machine.Event{machine.ViewLost{}}
+	}
+	return []machine.Event{IntentsFor(node, s, now), machine.LeaderSeen{Leader: s.Leader}}
 }
 
 // WinSeen reports whether the watched leader l reflects node's win at
@@ -187,8 +177,8 @@ func NextResignBackoff(backoff time.Duration) time.Duration {
 //
 // Eligible is what the record promises: that this node takes the key once
 // it is vacant. A standby campaigns only on a vacancy its watch showed since
-// its session began (machine.Step: LeaderKnown), so until then it is not
-// eligible, whatever its health. A node cut off from its etcd member's
+// its session began and since the watch last started over (machine.Step:
+// LeaderKnown), so until then it is not eligible, whatever its health. A node cut off from its etcd member's
 // quorum came back with a new session while its member still could not
 // serve the watch's first read; its record said "healthy and ready to take
 // over", the active accepted a switchover to it and stepped down, and the
@@ -257,10 +247,11 @@ func recordEligible(mcfg machine.Config, st machine.State, now time.Time) (bool,
 }
 
 // NoViewYet is why a healthy standby's record says it is not eligible
-// while its watch has not shown the leader key since its session began
-// (the chaos test retries a switchover refused with its words "view of
-// the store is behind": the refusal is transient).
-const NoViewYet = "has not seen the leader key in the store since its session began (its view of the store is behind); it cannot take over until it does"
+// while its watch has not shown the leader key since its session began or
+// since the watch started over (ha.Snapshot.Behind); the chaos test retries
+// a switchover refused with its words "view of the store is behind": the
+// refusal is transient.
+const NoViewYet = "has not seen the leader key in the store since its session began or its watch of the store started over (its view of the store is behind); it cannot take over until it does"
 
 // Deadlines are an agent's store deadlines under timings t, for drivers
 // outside this package (the simulation): one coordination call, the

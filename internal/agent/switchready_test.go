@@ -133,7 +133,8 @@ func TestMemClusterSwitchoverNeedsTargetView(t *testing.T) {
 // same leader as before (the usual case: a cut that outlived its lease,
 // not the active's) says eligible again at once, not at the next
 // heartbeat. The record's eligibility turns on LeaderKnown (RecordOf), so
-// the machine must ask for a publish when it changes, or for up to
+// the machine must ask for a publish when it changes (machine's
+// publishWorthy), or for up to
 // HeartbeatInterval after every new session the record says "view of the
 // store is behind": switchovers to it are refused, Settled waits, and
 // redundancy counts one standby short.
@@ -159,11 +160,115 @@ func TestViewBackIsPublished(t *testing.T) {
 	if rec := RecordOf(mcfg, stepped.New, now); !rec.Eligible {
 		t.Fatalf("view back: %+v, want eligible", rec)
 	}
-	published := stepped.Republish
+	published := false
 	for _, e := range stepped.Effects {
 		published = published || e.Kind == DoPublish
 	}
 	if !published {
 		t.Fatalf("the view is back and the record now says eligible, but nothing asks for a publish: %+v", stepped)
+	}
+}
+
+// TestWatchRestartIsNoView: a standby whose session is alive but whose
+// watch is starting over (a member cut off from its quorum cancels the
+// WithRequireLeader watch, and the restart's first read waits for a
+// leader: chaos409's open point) is not eligible, and publishes that at
+// once, until its watch shows the leader key again. Before, the session
+// being alive, it went on claiming "healthy and ready to take over" on a
+// view that no longer moved: a switchover to it was accepted, the active
+// stepped down, and the target never saw the vacancy (TestChaos's 409).
+func TestWatchRestartIsNoView(t *testing.T) {
+	mcfg := machine.Config{Node: "n2", FenceMargin: 300 * time.Millisecond, Priorities: map[string]int{"n1": 100, "n2": 100}}
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	snap := ha.Snapshot{Rev: 5, Leader: ha.Leader{Node: "n1", Epoch: 7}, Nodes: map[string]ha.NodeStatus{}}
+	st := machine.State{}
+	for _, ev := range []machine.Event{
+		machine.Tick{},
+		machine.HealthChanged{Healthy: true, Reason: "ok"},
+		machine.SessionRenewed{SentAt: now, TTL: 3 * time.Second, New: true},
+	} {
+		st = Step(mcfg, st, ev, now).New
+	}
+	see := func(s ha.Snapshot) (published bool) {
+		for _, ev := range SeenEvents(mcfg.Node, s, now) {
+			stepped := Step(mcfg, st, ev, now)
+			st = stepped.New
+			for _, e := range stepped.Effects {
+				published = published || e.Kind == DoPublish
+			}
+		}
+		return published
+	}
+	see(snap)
+	if rec := RecordOf(mcfg, st, now); !rec.Eligible {
+		t.Fatalf("with a view: %+v, want eligible", rec)
+	}
+	behind := snap
+	behind.Behind = true
+	if !see(behind) {
+		t.Error("the view was lost but nothing asks for a publish: the record goes on saying eligible until the next heartbeat")
+	}
+	rec := RecordOf(mcfg, st, now)
+	if rec.Eligible || rec.Why != NoViewYet {
+		t.Fatalf("watch starting over, session alive: eligible %t (%s), want not eligible (%s)", rec.Eligible, rec.Why, NoViewYet)
+	}
+	cfg := &config.Config{Nodes: []config.Node{{Name: "n1"}, {Name: "n2"}}}
+	if _, err := operator.PickTarget(cfg, ha.Snapshot{Leader: snap.Leader, Nodes: map[string]ha.NodeStatus{"n2": rec}}, "n2", false, false); err == nil || !strings.Contains(err.Error(), "view of the store is behind") {
+		t.Fatalf("switchover to a standby whose watch is starting over: %v, want refused as not eligible", err)
+	}
+	// A vacancy it saw before the watch went behind is no campaign now.
+	vacant := snap
+	vacant.Leader = ha.Leader{}
+	see(vacant)
+	st.Acquiring = false // the campaign's answer: taken
+	see(behind)
+	if _, acts := machine.Step(mcfg, st, machine.Tick{}, now); hasCampaign(acts) {
+		t.Fatal("campaigned on a vacancy seen before the watch started over")
+	}
+	// The watch reads the store again: the same data, a view again.
+	if !see(snap) {
+		t.Error("the view is back but nothing asks for a publish")
+	}
+	if rec := RecordOf(mcfg, st, now); !rec.Eligible {
+		t.Fatalf("view back: %+v, want eligible", rec)
+	}
+}
+
+// TestMemClusterSwitchoverWatchRestarting: TestWatchRestartIsNoView in
+// process. The target keeps its session, but its watch starts over and
+// cannot read the store (memstore WatchRestarting, as a member cut off
+// from its quorum). A switchover to it is refused before the active steps
+// down; once the watch reads again, the same switchover goes through.
+func TestMemClusterSwitchoverWatchRestarting(t *testing.T) {
+	c := startMemCluster(t, 3)
+	active := c.waitActive("")
+	target := c.other(active)
+	c.waitSeen(target, active)
+	lease := c.cfg.Timing.LeaseTTL
+	waitFor(t, 4*lease, "the target's record eligible", func() bool {
+		return c.agents[active].Snapshot().Nodes[target].Eligible
+	})
+
+	c.conns[target].SetFault(memstore.Fault{WatchRestarting: true})
+	waitFor(t, 4*lease, "the target's record to say its view is behind, seen by the active", func() bool {
+		rec := c.agents[active].Snapshot().Nodes[target]
+		return rec.Why == NoViewYet && c.agents[target].State().SessionOK
+	})
+	before := c.store.Leader()
+	_, err := c.agents[active].Switchover(opCtx(t), api.SwitchoverRequest{To: target, Reason: "test"})
+	if err == nil || !strings.Contains(err.Error(), "view of the store") || ha.KindOf(err) != ha.KindConflict {
+		t.Fatalf("switchover to %s whose watch is starting over: %v, want refused (409) as not eligible", target, err)
+	}
+	if l := c.store.Leader(); l != before || !c.agents[active].Serving() {
+		t.Fatalf("the refused switchover moved the role: %v -> %v (active %s serving: %t)", before, l, active, c.agents[active].Serving())
+	}
+
+	c.conns[target].SetFault(memstore.Fault{})
+	waitFor(t, 4*lease, "the target's record eligible again", func() bool {
+		return c.agents[active].Snapshot().Nodes[target].Eligible
+	})
+	res, err := c.agents[active].Switchover(opCtx(t), api.SwitchoverRequest{To: target, Reason: "test"})
+	if err != nil || res.To != target {
+		t.Fatalf("switchover with the view back: %+v, %v", res, err)
 	}
 }

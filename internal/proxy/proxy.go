@@ -450,6 +450,9 @@ func (p *Proxy) brain(ctx context.Context) {
 				watch = p.opts.Source.Watch(ctx)
 				continue
 			}
+			if snap.Behind {
+				continue // no news, and no contact: Fresh stays as it was
+			}
 			old := in.Snapshot.Leader
 			in.Snapshot, in.Seen = snap, true
 			for _, n := range p.names {

@@ -565,6 +565,9 @@ func (e *Elector) watch(ctx context.Context, store ha.Coordinator) {
 					closed = true
 					break recv
 				}
+				if snap.Behind {
+					continue // no news: the elector keeps its last view, as before Behind existed
+				}
 				l := snap.Leader
 				vacant = e.ld.NoteVacancy(snap, vacant, held) // before the machine hears of it
 				if !l.None() {

@@ -90,9 +90,14 @@ func (w *world) inject() {
 		}
 		n.tracef("store slower by %s (requests %s, answers %s)", slow, n.slowReq, n.slowResp)
 		w.after(w.dur(500*time.Millisecond, 6*time.Second), nil, func() { n.slowReq, n.slowResp = 0, 0 })
-	case k < 10: // watch stalled
+	case k < 10: // watch stalled, silently or starting over (ha.Snapshot.Behind)
 		n.watchStall = true
-		n.tracef("watch stalled")
+		if w.rng.IntN(2) == 0 {
+			n.tracef("watch starting over, cannot read the store")
+			n.watchBehind()
+		} else {
+			n.tracef("watch stalled")
+		}
 		w.after(w.dur(100*time.Millisecond, 4*time.Second), nil, func() {
 			n.watchStall = false
 			n.watchChanged()

@@ -519,6 +519,26 @@ func (n *node) watchChanged() {
 	})
 }
 
+// watchBehind: the watch failed and starts over, and its first read
+// cannot be served while watchStall lasts (an etcd member cut off from its
+// quorum). The store driver tells the watcher (ha.Snapshot.Behind) once,
+// if it had sent a snapshot; the next delivery is a current snapshot,
+// changed or not.
+func (n *node) watchBehind() {
+	inc := n.inc
+	n.w.after(n.latency(), n, func() {
+		if inc != n.inc || !n.alive || n.seenRev < 0 {
+			return
+		}
+		n.seenRev = -1
+		behind := n.snap
+		behind.Behind = true
+		for _, ev := range agent.SeenEvents(n.name, behind, n.now()) {
+			n.step(ev)
+		}
+	})
+}
+
 // ---- worker (agent.worker / agent.do) ----
 
 func (n *node) kickWorker() {
