@@ -65,8 +65,9 @@ func TestExternalEtcd(t *testing.T) {
 
 // TestWatchStall: a watch on a member that goes silent (its connection
 // open, nothing coming back, as with a frozen process) starts over on
-// another endpoint within the stall bound and sees the changes it missed.
-// Without the watchdog it would wait for the member to wake.
+// another endpoint within the stall bound and sees the changes it missed,
+// and says first that its view is behind (ha.Snapshot.Behind). Without the
+// watchdog it would wait for the member to wake.
 func TestWatchStall(t *testing.T) {
 	srv := storetest.StartEtcd(t)
 	cluster := storetest.Cluster(t)
@@ -104,11 +105,23 @@ func TestWatchStall(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.After(10 * time.Second)
+	behind := false
 	for {
 		select {
 		case s := <-snaps:
+			if s.Behind {
+				// The restart said so first, with the data it had.
+				if s.Leader.Node == "n1" {
+					t.Fatalf("a Behind snapshot with news in it: %+v", s)
+				}
+				behind = true
+				continue
+			}
 			if s.Leader.Node != "n1" {
 				continue
+			}
+			if !behind {
+				t.Fatal("the watch started over without a Behind snapshot: its reader took its stalled view as current all along")
 			}
 			took := time.Since(frozenAt)
 			t.Logf("the new leader reached the watcher %s after its member froze (stall bound %s)", took.Round(time.Millisecond), stall)

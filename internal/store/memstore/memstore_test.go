@@ -195,4 +195,31 @@ func TestFaults(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the watch did not resume")
 	}
+
+	// Starting over: the last snapshot once more, marked Behind, then
+	// nothing, then the same data as a current snapshot.
+	b.SetFault(Fault{WatchRestarting: true})
+	recv := func(what string) ha.Snapshot {
+		t.Helper()
+		select {
+		case snap := <-w:
+			return snap
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %s", what)
+		}
+		return ha.Snapshot{}
+	}
+	if snap := recv("Behind snapshot"); !snap.Behind || !snap.Intents.Maintenance["x"] {
+		t.Fatalf("a watch starting over sent %+v, want the last snapshot marked Behind", snap)
+	}
+	b.SetFault(Fault{WatchRestarting: true}) // woken again: nothing more
+	select {
+	case snap := <-w:
+		t.Fatalf("a watch starting over delivered %+v", snap)
+	case <-time.After(50 * time.Millisecond):
+	}
+	b.SetFault(Fault{})
+	if snap := recv("current snapshot"); snap.Behind || !snap.Intents.Maintenance["x"] {
+		t.Fatalf("the watch read again and sent %+v, want the unchanged data, current", snap)
+	}
 }
