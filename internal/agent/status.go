@@ -87,7 +87,7 @@ func (a *Agent) Status() api.Status {
 func viewOf(rec ha.NodeStatus) api.NodeView {
 	return api.NodeView{
 		Name: rec.Name, Site: rec.Site, Role: rec.Role, Healthy: rec.Healthy, Health: rec.Health,
-		Eligible: rec.Eligible, Why: rec.Why, Epoch: rec.Epoch, Since: rec.Since, Reason: rec.Reason,
+		Eligible: rec.Eligible, Why: rec.Why, HeldBy: rec.HeldBy, Epoch: rec.Epoch, Since: rec.Since, Reason: rec.Reason,
 		AgentPID: rec.AgentPID, ServicePID: rec.ServicePID, API: rec.API,
 		Heartbeat: rec.Heartbeat, StartedAt: rec.StartedAt, Version: rec.Version, Failovers: rec.Failovers,
 		Containment:  rec.Containment,

@@ -65,6 +65,15 @@ func TestRecordOfNeedsAView(t *testing.T) {
 	}
 }
 
+// TestStatusShowsHeldBy: the intent a standby's record names as the only
+// thing holding it back reaches the status (haven status, the dashboard).
+func TestStatusShowsHeldBy(t *testing.T) {
+	v := viewOf(ha.NodeStatus{Name: "n2", Role: ha.RoleStandby, Healthy: true, Why: "switchover to n3 in progress", HeldBy: "sw7"})
+	if v.HeldBy != "sw7" {
+		t.Fatalf("status entry %+v, want held_by sw7", v)
+	}
+}
+
 func hasCampaign(acts []machine.Action) bool {
 	for _, a := range acts {
 		if _, ok := a.(machine.Campaign); ok {

@@ -16,14 +16,19 @@ import (
 
 // NodeView is one node as shown by /status and `haven status --json`.
 type NodeView struct {
-	Name       string    `json:"name"`
-	Alias      string    `json:"alias,omitempty"` // operators' name for it, when the store keeps aliases
-	Site       string    `json:"site,omitempty"`
-	Role       ha.Role   `json:"role"`
-	Healthy    bool      `json:"healthy"`
-	Health     string    `json:"health,omitempty"`
-	Eligible   bool      `json:"eligible"`
-	Why        string    `json:"why,omitempty"`
+	Name     string  `json:"name"`
+	Alias    string  `json:"alias,omitempty"` // operators' name for it, when the store keeps aliases
+	Site     string  `json:"site,omitempty"`
+	Role     ha.Role `json:"role"`
+	Healthy  bool    `json:"healthy"`
+	Health   string  `json:"health,omitempty"`
+	Eligible bool    `json:"eligible"`
+	Why      string  `json:"why,omitempty"`
+	// HeldBy: the switchover intent (its id) that alone keeps this
+	// standby from being eligible; once the intent is over the standby
+	// counts as available, even before its record says so
+	// (operator.Available).
+	HeldBy     string    `json:"held_by,omitempty"`
 	Epoch      ha.Epoch  `json:"epoch"`
 	Since      time.Time `json:"since,omitzero"`
 	Reason     string    `json:"reason,omitempty"`

@@ -150,6 +150,9 @@ func printStatus(w io.Writer, st api.Status) {
 		if n.Role == "standby" || n.Role == "down" {
 			why = n.Why
 		}
+		if n.HeldBy != "" {
+			why += " (held back only by switchover " + n.HeldBy + ": available once it is over)"
+		}
 		if !n.Healthy && n.Health != "" {
 			why = n.Health
 		}

@@ -47,3 +47,22 @@ func TestStatusShowsContainment(t *testing.T) {
 		t.Fatalf("n3 has no service but is listed:\n%s", s)
 	}
 }
+
+// TestStatusShowsHeldBy: a standby held back only by a switchover intent
+// says which one, and that it is available once the intent is over
+// (operator.Available counts it so, before its record catches up).
+func TestStatusShowsHeldBy(t *testing.T) {
+	var out bytes.Buffer
+	printStatus(&out, api.Status{Cluster: "c", Mode: string(ha.ModeActivePassive), Reporter: "n1", Nodes: []api.NodeView{
+		{Name: "n1", Role: ha.RoleActive, Healthy: true, Epoch: 5},
+		{Name: "n2", Role: ha.RoleStandby, Healthy: true, Why: "switchover to n3 in progress", HeldBy: "sw7"},
+		{Name: "n3", Role: ha.RoleStandby, Healthy: true, Eligible: true, Why: "healthy and ready to take over"},
+	}})
+	s := out.String()
+	if !strings.Contains(s, "switchover to n3 in progress (held back only by switchover sw7: available once it is over)") {
+		t.Fatalf("n2's line does not name the intent that holds it back:\n%s", s)
+	}
+	if strings.Count(s, "held back") != 1 {
+		t.Fatalf("a node not held back says it is:\n%s", s)
+	}
+}

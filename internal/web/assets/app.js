@@ -473,6 +473,7 @@ function renderDetail() {
   const props = [
     ['Alias', alias || '-'], ['Site', n.site || '-'], ['Role', roleOf(n)], ['Healthy', n.witness ? 'n/a' : (n.healthy ? 'yes' : 'no')],
     ['Health', n.health || '-'], ['Eligible', n.eligible ? 'yes' : 'no'], ['Why', n.why || '-'],
+    ['Held back by', n.held_by ? `switchover ${n.held_by} only: available once it is over` : '-'],
     ['Epoch', n.epoch || '-'], ['In this role since', n.since ? fmtTime(n.since) : '-'], ['Reason', n.reason || '-'],
     ['Agent PID', n.agent_pid || '-'], ['Service PID', n.service_pid || '-'], ['Containment', n.containment || '-'], ['API', n.api || '-'],
     ['Started', n.started_at ? fmtTime(n.started_at) : '-'], ['Last heartbeat', n.heartbeat ? fmtTime(n.heartbeat) : '-'],
