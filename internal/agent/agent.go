@@ -463,6 +463,7 @@ func (a *Agent) watch(ctx context.Context) {
 				// The watch is starting over: no contact, no news, but
 				// the view is no longer current (SeenEvents).
 				a.log.Debug("the store's watch is starting over; the view is behind until it reads the store again", "rev", s.Rev)
+				a.view.behind.Store(true)
 				for _, ev := range SeenEvents(a.node.Name, s, a.clk.Now()) {
 					if !a.emit(ctx, ev) {
 						return
@@ -480,6 +481,7 @@ func (a *Agent) watch(ctx context.Context) {
 			a.snap.Store(&s)
 			a.view.reached(a.clk.Now())
 			a.view.snapshot.Store(true)
+			a.view.behind.Store(false)
 			a.metrics.leader(s.Leader)
 			a.observePresence(s)
 			for _, ev := range SeenEvents(a.node.Name, s, a.clk.Now()) { // intents first

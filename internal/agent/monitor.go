@@ -134,7 +134,7 @@ func newClusterMetrics(reg *prometheus.Registry, a *Agent, m *Metrics) *clusterM
 			return 0
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "haven_leader_known", Help: "1 when this node knows who holds the active role: it has seen the store and reached it within the lease (leader_known in /status).",
+			Name: "haven_leader_known", Help: "1 when this node knows who holds the active role: it has seen the store, reached it within the lease, and its watch of the store is not starting over (leader_known in /status).",
 		}, func() float64 {
 			if a.leaderUnknown(a.clk.Now()) == "" {
 				return 1

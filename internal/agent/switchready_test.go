@@ -263,6 +263,9 @@ func TestMemClusterSwitchoverWatchRestarting(t *testing.T) {
 		rec := c.agents[active].Snapshot().Nodes[target]
 		return rec.Why == NoViewYet && c.agents[target].State().SessionOK
 	})
+	if st := c.agents[target].Status(); !st.LeaderIsUnknown() || !strings.Contains(st.LeaderUnknown, "starting over") {
+		t.Errorf("the target's status while its watch starts over: leader known (%q), want unknown", st.LeaderUnknown)
+	}
 	before := c.store.Leader()
 	_, err := c.agents[active].Switchover(opCtx(t), api.SwitchoverRequest{To: target, Reason: "test"})
 	if err == nil || !strings.Contains(err.Error(), "view of the store") || ha.KindOf(err) != ha.KindConflict {
@@ -276,6 +279,9 @@ func TestMemClusterSwitchoverWatchRestarting(t *testing.T) {
 	waitFor(t, 4*lease, "the target's record eligible again", func() bool {
 		return c.agents[active].Snapshot().Nodes[target].Eligible
 	})
+	if st := c.agents[target].Status(); st.LeaderIsUnknown() {
+		t.Errorf("the target's status with its watch back: leader unknown (%s)", st.LeaderUnknown)
+	}
 	res, err := c.agents[active].Switchover(opCtx(t), api.SwitchoverRequest{To: target, Reason: "test"})
 	if err != nil || res.To != target {
 		t.Fatalf("switchover with the view back: %+v, %v", res, err)

@@ -65,8 +65,9 @@ type Status struct {
 	Nodes    []NodeView `json:"nodes"`
 	Time     time.Time  `json:"time"`
 	// LeaderKnown is false when the answering agent has no current view
-	// of the store: it has not read it since it started, or has not
-	// reached it for longer than the lease. Leader is then zero and means
+	// of the store: it has not read it since it started, has not
+	// reached it for longer than the lease, or its watch of the store is
+	// starting over and has not read it again. Leader is then zero and means
 	// nothing: not "nobody is active" but "this agent cannot tell"; ask
 	// another agent, or wait. LeaderUnknown says why. Agents older than
 	// these fields send neither: Go code tests LeaderIsUnknown.
