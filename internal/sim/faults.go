@@ -92,7 +92,7 @@ func (w *world) inject() {
 		w.after(w.dur(500*time.Millisecond, 6*time.Second), nil, func() { n.slowReq, n.slowResp = 0, 0 })
 	case k < 10: // watch stalled, silently or starting over (ha.Snapshot.Behind)
 		n.watchStall = true
-		if w.rng.IntN(2) == 0 {
+		if !w.o.NoViewLost && w.rng.IntN(2) == 0 {
 			n.tracef("watch starting over, cannot read the store")
 			n.watchBehind()
 		} else {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/haven-ha/haven/internal/agent"
@@ -255,8 +256,20 @@ func (n *node) step(ev machine.Event) {
 	if stepped.Demoted {
 		n.demotedSeq = st.PromoteSeq
 	}
-	n.dispatch(stepped.Effects)
+	effs := stepped.Effects
+	if n.w.o.NoViewPublish && !publishWorthyBefore(old, st) {
+		effs = slices.DeleteFunc(slices.Clone(effs), func(e agent.Effect) bool { return e.Kind == agent.DoPublish })
+	}
+	n.dispatch(effs)
 	n.armTick()
+}
+
+// publishWorthyBefore is the machine's publish rule before it counted
+// LeaderKnown (NoViewPublish).
+func publishWorthyBefore(a, b machine.State) bool {
+	return a.Role != b.Role || a.Healthy != b.Healthy || a.HealthReason != b.HealthReason ||
+		a.Epoch != b.Epoch || a.Leader != b.Leader || a.BackoffUntil != b.BackoffUntil ||
+		a.SessionOK != b.SessionOK || a.Maintenance != b.Maintenance || a.Switchover.ID != b.Switchover.ID
 }
 
 // emit hands an event to the loop, as the agent's channels do.

@@ -57,6 +57,18 @@ type Options struct {
 	// from the view (operator.Available); to show what a lagging record
 	// did to the next switchover after one answered settled.
 	NoHeldBy bool
+	// NoViewLost puts back the watch as it was before 2026-12-07: a
+	// stalled watch is silent, never Behind, so a standby whose session
+	// is alive keeps its last view as current (and its record eligible)
+	// however long the watch stalls; to show what machine.ViewLost guards
+	// against, and (with NoViewPublish) the schedules of the seeds found
+	// before it.
+	NoViewLost bool
+	// NoViewPublish puts back the machine's publish rule as the
+	// simulation ran it before 2026-12-07: a step that changes only
+	// LeaderKnown publishes nothing, so the record's "view of the store
+	// is behind" lasts until the next heartbeat or other change.
+	NoViewPublish bool
 	// Proxy: haven's proxy routes a client to the active (proxy.go;
 	// active-passive and passive-backup).
 	Proxy bool

@@ -23,6 +23,8 @@ var (
 	noPG      = flag.Bool("sim.nopauseguard", false, "turn the renewer's pause rule off (to show what it guards against)")
 	noRG      = flag.Bool("sim.noremovalguard", false, "judge a member removal as before 2026-12-07: by the record alone, on any view, with sessions serving before their record is written")
 	noHB      = flag.Bool("sim.noheldby", false, "judge a standby's record by its eligible flag alone, as before 2026-12-07, not by the switchover intent that held it back")
+	noVL      = flag.Bool("sim.noviewlost", false, "a stalled watch is silent, never Behind, as before 2026-12-07: the view is kept as current")
+	noVP      = flag.Bool("sim.noviewpublish", false, "a step that changes only LeaderKnown publishes nothing, as the simulation ran before 2026-12-07")
 )
 
 // scenario is Scenario(seed) with the flags applied.
@@ -32,6 +34,8 @@ func scenario(seed uint64) Options {
 	o.NoPauseGuard = *noPG
 	o.NoRemovalGuard = *noRG
 	o.NoHeldBy = *noHB
+	o.NoViewLost = *noVL
+	o.NoViewPublish = *noVP
 	return o
 }
 
