@@ -198,17 +198,17 @@ func TestPauseGuardIsNeeded(t *testing.T) {
 // TestRemovalGuardIsNeeded: with `members remove` judged as before
 // 2026-12-07 (NoRemovalGuard: gone when the asking node's view, however
 // old, has no record of the removed node, and a new session counted
-// before its record was written), the seeds a sweep of 1..20,001 found
+// before its record was written), seeds that a sweep of 1..40,001 found
 // break rule 11 (a removed node serves after its removal was answered);
-// with the guard they pass. 6208 and 18439: a node in active-active whose
-// session expired serves on a new one whose record is not in the store
-// yet; 13083: the asking node judges on its stalled watch's view, with no
-// record of n2 (its session expired while it was frozen), which meanwhile
-// took the key on a new session. (12475, the same cause, fails only on
-// the schedule before HeldBy: -sim.noheldby.)
+// with the guard they pass. 6380 and 30795: a node in active-active
+// serves on a new session whose record is not in the store yet; 15946:
+// n2, just restarted, takes the key on its new session while the removal
+// is answered on a view with no record of it. (The seeds named before,
+// 6208, 13083 and 18439, fail on the schedule before machine.ViewLost:
+// with NoViewLost and NoViewPublish too.)
 func TestRemovalGuardIsNeeded(t *testing.T) {
 	t.Parallel()
-	for _, seed := range []uint64{6208, 13083, 18439} {
+	for _, seed := range []uint64{6380, 15946, 30795} {
 		if !guardFails(t, Scenario(seed), func(o *Options) { o.NoRemovalGuard = true }, "after its removal from the cluster was acknowledged") {
 			t.Errorf("seed %d without the removal guard passed; want a removed node serving after the answer", seed)
 		}
@@ -217,17 +217,18 @@ func TestRemovalGuardIsNeeded(t *testing.T) {
 
 // TestHeldByIsNeeded: with a standby's record judged by its Eligible alone
 // (NoHeldBy, as before 2026-12-07), seed 37222 on the schedule of fc30dcc
-// (NoRemovalGuard: the same runs, event for event) answers a switchover
-// settled and then refuses the next as "switchover to n1 in progress": n2,
-// whose writes to the store were 311 ms slow, published that record after
-// the intent was cleared. With the record naming its intent
-// (operator.Available) it passes. Sweeps of this branch's own schedule
-// found no such seed in 1..40,000: the slow writer has to publish after
-// the settle and before the next call.
+// (NoRemovalGuard, NoViewLost and NoViewPublish: the same runs, event for
+// event) answers a switchover settled and then refuses the next as
+// "switchover to n1 in progress": n2, whose writes to the store were
+// 311 ms slow, published that record after the intent was cleared. With
+// the record naming its intent (operator.Available) it passes. Sweeps of
+// later schedules found no such seed (1..40,000 on this one, with and
+// without the removal guard): the slow writer has to publish after the
+// settle and before the next call.
 func TestHeldByIsNeeded(t *testing.T) {
 	t.Parallel()
 	on := Scenario(37222)
-	on.NoRemovalGuard = true
+	on.NoRemovalGuard, on.NoViewLost, on.NoViewPublish = true, true, true
 	if !guardFails(t, on, func(o *Options) { o.NoHeldBy = true }, "refused: another switchover in progress (the node was told these were over: [sw1])") {
 		t.Error("seed 37222 without HeldBy passed; want the refusal after sw1 settled")
 	}
