@@ -193,8 +193,17 @@ func RemovedGone(snap ha.Snapshot, self, node string, after time.Time) bool {
 }
 
 // RemovedWait is how long a removal waits for the removed node's record to
-// leave the store: its session's lease, and a second.
-func RemovedWait(t config.Timing) time.Duration { return t.LeaseTTL + time.Second }
+// leave the store: its session's lease, three etcd election timeouts and a
+// second. When the removed member led raft, the others elect a leader
+// (within two election timeouts of its stepping down), and the new
+// leader's lessor extends every lease by an election timeout beyond its
+// TTL as it takes over (etcd's lessor.Promote): with the lease and a
+// second alone, removing the raft leader's member answered 503 "could not
+// see it gone" although it went (TestMembersAddAndRemove). The bound is
+// reached only when the record stays; a removal answers as soon as it goes.
+func RemovedWait(t config.Timing) time.Duration {
+	return t.LeaseTTL + 3*t.EtcdElection + time.Second
+}
 
 // waitGone waits until the removed node's record has left the store, as
 // seen in a view that holds a write of this node's made after the removal.
