@@ -544,6 +544,7 @@ func (n *node) watchBehind() {
 			return
 		}
 		n.seenRev = -1
+		n.w.res.ViewsLost++
 		behind := n.snap
 		behind.Behind = true
 		for _, ev := range agent.SeenEvents(n.name, behind, n.now()) {

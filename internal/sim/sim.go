@@ -120,6 +120,8 @@ type Result struct {
 	// pause rule every one is confirmed).
 	StaleWakes, StaleWakeAcks, StaleWakeRefused int
 	LockDelays                                  int // promotions that waited on the lock-delay
+	// ViewsLost: watches that started over and told the agent (Behind).
+	ViewsLost int
 }
 
 // Add sums r and o, for a run of many seeds.
@@ -146,6 +148,7 @@ func (r Result) Add(o Result) Result {
 	r.StaleWakeAcks += o.StaleWakeAcks
 	r.StaleWakeRefused += o.StaleWakeRefused
 	r.LockDelays += o.LockDelays
+	r.ViewsLost += o.ViewsLost
 	return r
 }
 

@@ -95,14 +95,17 @@ func TestSim(t *testing.T) {
 	took := time.Since(start)
 	t.Logf("%d seeds, %.1f simulated hours, in %s: %.0f seeds/minute", len(list),
 		total.Simulated.Hours(), took.Round(time.Millisecond), float64(len(list))/took.Minutes())
-	t.Logf("%d events, %d promotions, %d fenced demotions, %d agent restarts, %d faults, %d operator calls: %d switchovers done, %d stale views refused, %d taken over by another, %d refused as another switchover in progress (judged); %d membership changes; %d fenced writes and reads linearizable; %d leader leases revoked at expiry; %d operator-history operations linearizable; %d live leases revoked early and %d renewals acknowledged late by a stale lessor; %d holders woken cut off with a stale lessor, which acknowledged %d renewals and had %d refused as unconfirmed; %d promotions waited on the lock-delay; %d proxy quarantine strikes",
-		total.Events, total.Promotions, total.Fenced, total.Restarts, total.Faults, total.Operator, total.Switched, total.Stale, total.Other, total.Busy, total.Members, total.FencedOps, total.Revoked, total.OperatorOps, total.StaleRevoked, total.StaleAcks, total.StaleWakes, total.StaleWakeAcks, total.StaleWakeRefused, total.LockDelays, total.ProxyStrikes)
+	t.Logf("%d events, %d promotions, %d fenced demotions, %d agent restarts, %d faults, %d operator calls: %d switchovers done, %d stale views refused, %d taken over by another, %d refused as another switchover in progress (judged); %d membership changes; %d fenced writes and reads linearizable; %d leader leases revoked at expiry; %d operator-history operations linearizable; %d live leases revoked early and %d renewals acknowledged late by a stale lessor; %d holders woken cut off with a stale lessor, which acknowledged %d renewals and had %d refused as unconfirmed; %d promotions waited on the lock-delay; %d proxy quarantine strikes; %d watches started over (views lost)",
+		total.Events, total.Promotions, total.Fenced, total.Restarts, total.Faults, total.Operator, total.Switched, total.Stale, total.Other, total.Busy, total.Members, total.FencedOps, total.Revoked, total.OperatorOps, total.StaleRevoked, total.StaleAcks, total.StaleWakes, total.StaleWakeAcks, total.StaleWakeRefused, total.LockDelays, total.ProxyStrikes, total.ViewsLost)
 	// The generator must keep reaching the cases that matter, or the run
 	// proves little (as in machine's property test).
 	if len(list) >= 1000 { // stale views come about once in 100 seeds
 		for what, n := range map[string]int{"promotions": total.Promotions, "fenced demotions": total.Fenced,
 			"restarts": total.Restarts, "switchovers done": total.Switched, "stale views": total.Stale, "fenced calls": total.FencedOps, "revocations at expiry": total.Revoked, "operator-history operations": total.OperatorOps,
-			"stale lessor revocations": total.StaleRevoked, "stale lessor acknowledgements": total.StaleAcks, "holders woken cut off": total.StaleWakes, "in-progress refusals": total.Busy, "membership changes": total.Members, "proxy strikes": total.ProxyStrikes} {
+			"stale lessor revocations": total.StaleRevoked, "stale lessor acknowledgements": total.StaleAcks, "holders woken cut off": total.StaleWakes, "in-progress refusals": total.Busy, "membership changes": total.Members, "proxy strikes": total.ProxyStrikes, "views lost": total.ViewsLost} {
+			if what == "views lost" && *noVL {
+				continue
+			}
 			if n == 0 {
 				t.Errorf("no %s in %d seeds: the simulation stopped exploring them", what, len(list))
 			}
