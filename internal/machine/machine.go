@@ -53,7 +53,7 @@ type State struct {
 	Reason string // why the last role change happened
 
 	Leader      ha.Leader // last leader seen in the store
-	LeaderKnown bool      // a snapshot has been seen since the session began
+	LeaderKnown bool      // a snapshot has been seen since the session began and since the watch last started over (ViewLost)
 
 	Healthy      bool
 	HealthReason string
