@@ -26,14 +26,9 @@ func runMembers(args []string, out, errw io.Writer) int {
 		fmt.Fprintln(errw, usage)
 		return exitUsage
 	}
-	cfg, code := loadConfig(*cfgPath, errw)
-	if cfg == nil {
+	c, code := loadOps(*cfgPath, errw)
+	if c == nil {
 		return code
-	}
-	c, cerr := newOpsClient(cfg)
-	if cerr != nil {
-		fmt.Fprintf(errw, "haven: %v\n", cerr)
-		return exitFailure
 	}
 	var list []ha.Member
 	if action == "list" {
@@ -49,7 +44,7 @@ func runMembers(args []string, out, errw io.Writer) int {
 		// Ask a node other than the one leaving: it would lose its store
 		// in the middle of answering.
 		var err error = fmt.Errorf("no other agent to ask")
-		for _, n := range cfg.Nodes {
+		for _, n := range c.cfg.Nodes {
 			if n.Witness || n.Name == node {
 				continue
 			}
@@ -62,10 +57,10 @@ func runMembers(args []string, out, errw io.Writer) int {
 			return exitFailure
 		}
 		if action == "add" {
-			if cfg.TLS.Enabled() {
-				fmt.Fprintf(out, "(give %s its certificate first if it has none: haven certs add --config %s %s)\n", node, cfg.Path, node)
+			if c.cfg.TLS.Enabled() {
+				fmt.Fprintf(out, "(give %s its certificate first if it has none: haven certs add --config %s %s)\n", node, c.cfg.Path, node)
 			}
-			fmt.Fprintf(out, "%s added; now start its agent: haven agent --config %s --node %s\n", node, cfg.Path, node)
+			fmt.Fprintf(out, "%s added; now start its agent: haven agent --config %s --node %s\n", node, c.cfg.Path, node)
 		} else {
 			fmt.Fprintf(out, "%s removed; its session has ended, so it no longer serves and cannot again (its agent stops with its etcd member); you can remove it from the config on every node\n", node)
 		}

@@ -146,17 +146,12 @@ func runSwitchover(args []string, out, errw io.Writer) int {
 	if code, ok := parse(fs, args, 0); !ok {
 		return code
 	}
-	cfg, code := loadConfig(*cfgPath, errw)
-	if cfg == nil {
+	c, code := loadOps(*cfgPath, errw)
+	if c == nil {
 		return code
 	}
-	c, cerr := newOpsClient(cfg)
-	if cerr != nil {
-		fmt.Fprintf(errw, "haven: %v\n", cerr)
-		return exitFailure
-	}
 	var res api.SwitchoverResult
-	held, err := heldTraffic(cfg, c.api, func() error {
+	held, err := heldTraffic(c.cfg, c.api, func() error {
 		return c.anyAgent(func(addr string) (err error) {
 			res, err = c.api.Switchover(context.Background(), addr, api.SwitchoverRequest{To: *to, Force: *force, Reason: *reason})
 			return err
@@ -182,16 +177,11 @@ func runPromote(args []string, out, errw io.Writer) int {
 		fmt.Fprintln(errw, "usage: haven promote [--force] NODE")
 		return exitUsage
 	}
-	cfg, code := loadConfig(*cfgPath, errw)
-	if cfg == nil {
+	c, code := loadOps(*cfgPath, errw)
+	if c == nil {
 		return code
 	}
 	var res api.SwitchoverResult
-	c, cerr := newOpsClient(cfg)
-	if cerr != nil {
-		fmt.Fprintf(errw, "haven: %v\n", cerr)
-		return exitFailure
-	}
 	if err := c.anyAgent(func(addr string) (err error) {
 		res, err = c.api.Promote(context.Background(), addr, api.PromoteRequest{Node: fs.Arg(0), Force: *force})
 		return err
@@ -217,16 +207,11 @@ func runMaintenance(args []string, out, errw io.Writer) int {
 		fmt.Fprintln(errw, "usage: haven maintenance on|off NODE")
 		return exitUsage
 	}
-	cfg, code := loadConfig(*cfgPath, errw)
-	if cfg == nil {
+	c, code := loadOps(*cfgPath, errw)
+	if c == nil {
 		return code
 	}
 	var res api.MaintenanceResult
-	c, cerr := newOpsClient(cfg)
-	if cerr != nil {
-		fmt.Fprintf(errw, "haven: %v\n", cerr)
-		return exitFailure
-	}
 	if err := c.anyAgent(func(addr string) (err error) {
 		res, err = c.api.Maintenance(context.Background(), addr, api.MaintenanceRequest{Node: fs.Arg(1), On: fs.Arg(0) == "on"})
 		return err
@@ -258,18 +243,13 @@ func runService(args []string, out, errw io.Writer) int {
 		fmt.Fprintln(errw, "usage: haven service start|stop|restart [--force] NODE | --all-standby (name one node, or --all-standby)")
 		return exitUsage
 	}
-	cfg, code := loadConfig(*cfgPath, errw)
-	if cfg == nil {
+	c, code := loadOps(*cfgPath, errw)
+	if c == nil {
 		return code
-	}
-	c, cerr := newOpsClient(cfg)
-	if cerr != nil {
-		fmt.Fprintf(errw, "haven: %v\n", cerr)
-		return exitFailure
 	}
 	var targets []string
 	if *all {
-		st, err := fetchStatus(context.Background(), c.api, agentAddrs(cfg))
+		st, err := fetchStatus(context.Background(), c.api, agentAddrs(c.cfg))
 		if err != nil {
 			fmt.Fprintf(errw, "haven service: %v\n", err)
 			return exitFailure
@@ -313,16 +293,11 @@ func runEvents(args []string, out, errw io.Writer) int {
 		fmt.Fprintln(errw, "haven events: --limit must be from 1 to 2000")
 		return exitUsage
 	}
-	cfg, code := loadConfig(*cfgPath, errw)
-	if cfg == nil {
+	c, code := loadOps(*cfgPath, errw)
+	if c == nil {
 		return code
 	}
 	var evs []ha.Event
-	c, cerr := newOpsClient(cfg)
-	if cerr != nil {
-		fmt.Fprintf(errw, "haven: %v\n", cerr)
-		return exitFailure
-	}
 	if err := c.getAny(func(addr string) (err error) {
 		evs, err = c.api.Events(context.Background(), addr, *limit)
 		return err
@@ -358,4 +333,19 @@ func runEvents(args []string, out, errw io.Writer) int {
 	}
 	_ = tw.Flush()
 	return exitOK
+}
+
+// loadOps loads the configuration at path and makes the operator's API
+// client from it; on failure it has told errw why and returns the exit code.
+func loadOps(path string, errw io.Writer) (*opsClient, int) {
+	cfg, code := loadConfig(path, errw)
+	if cfg == nil {
+		return nil, code
+	}
+	c, err := newOpsClient(cfg)
+	if err != nil {
+		fmt.Fprintf(errw, "haven: %v\n", err)
+		return nil, exitFailure
+	}
+	return c, exitOK
 }
