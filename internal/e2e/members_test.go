@@ -83,7 +83,20 @@ func TestMembersAddAndRemove(t *testing.T) {
 	t.Logf("removing %s, whose etcd member leads raft (active %s)", gone.Name, active)
 	code, out, errOut = runHaven(t, "members", "remove", "--config", c.Config, gone.Name)
 	if code != 0 {
-		t.Fatalf("members remove %s (the etcd leader): exit %d: %s %s", gone.Name, code, out, errOut)
+		// The command waits a bounded time (agent.RemovedWait) for the
+		// record to go. On a loaded machine the new raft leader's election
+		// and the lease it extends can outlast that bound; the command must
+		// then say it could not see the node gone (never claim it), and the
+		// removal must still complete below.
+		if !strings.Contains(errOut, "could not see it gone") {
+			t.Fatalf("members remove %s (the etcd leader): exit %d: %s %s", gone.Name, code, out, errOut)
+		}
+		la, _ := os.ReadFile("/proc/loadavg")
+		t.Logf("members remove %s answered that it could not see it gone yet (load %s): %s", gone.Name, strings.TrimSpace(string(la)), strings.TrimSpace(errOut))
+		e2etest.WaitFor(t, 30*time.Second, gone.Name+"'s record gone from haven status", func() bool {
+			_, st, _ := runHaven(t, "status", "--json", "--config", c.Config)
+			return strings.Contains(st, `"name"`) && !strings.Contains(st, `"name":"`+gone.Name+`"`) && !strings.Contains(st, `"name": "`+gone.Name+`"`)
+		})
 	}
 	select {
 	case <-gone.done:
