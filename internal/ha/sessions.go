@@ -44,4 +44,33 @@ type SessionStats struct {
 	Keys     int    `json:"keys"`
 	Bytes    int64  `json:"bytes"`
 	Writable bool   `json:"writable"` // this node takes writes (the active)
+	// Layout: how the store holds the sessions as this node last loaded
+	// them, "keys" (one store key per session) or "packed" (a log and
+	// snapshots, etcd in active-passive; docs/sessions.md); empty from
+	// versions before the packed layout.
+	Layout string `json:"layout,omitempty"`
+	// Layouts: the layouts this node's version and store read. The active
+	// migrates from keys to packed only once every node's record lists
+	// packed (sessions.PackedReady): an older node promoted afterwards
+	// would find an empty store.
+	Layouts []string `json:"layouts,omitempty"`
+	// Waiting: why the store is not packed yet although this node could
+	// read it ("waiting for node n3 to run a version that reads the
+	// packed layout"); empty once packed or where packing does not apply.
+	Waiting string `json:"waiting,omitempty"`
+	// Log: the packed layout's log and snapshot, when the node's store
+	// keeps one (etcd, not active-active).
+	Log *SessionLogStats `json:"log,omitempty"`
+}
+
+// SessionLogStats is the packed layout's state as one node sees it: the
+// log of group commits not yet folded into a snapshot, and that snapshot.
+type SessionLogStats struct {
+	Layout        string `json:"layout"` // "keys" or "packed"
+	LogEntries    int    `json:"log_entries"`
+	LogBytes      int64  `json:"log_bytes"`
+	SnapshotKeys  int    `json:"snapshot_keys"`
+	SnapshotBytes int64  `json:"snapshot_bytes"`
+	SnapshotAt    int64  `json:"snapshot_at"` // Unix ms; 0: no snapshot yet
+	Compactions   int64  `json:"compactions"` // by this node since it started
 }
