@@ -74,3 +74,17 @@ type SessionLogStats struct {
 	SnapshotAt    int64  `json:"snapshot_at"` // Unix ms; 0: no snapshot yet
 	Compactions   int64  `json:"compactions"` // by this node since it started
 }
+
+// SessionLogStats describes how the session store's data sits in the
+// coordination store: one key per session ("keys") or the packed layout of
+// active-passive on etcd ("packed": a snapshot and a log of group commits,
+// docs/sessions.md). Zero fields where they do not apply.
+type SessionLogStats struct {
+	Layout        string `json:"layout"`         // "keys" or "packed"
+	LogEntries    int    `json:"log_entries"`    // log entries past the snapshot
+	LogBytes      int64  `json:"log_bytes"`      // their values' bytes
+	SnapshotKeys  int    `json:"snapshot_keys"`  // keys in the current snapshot
+	SnapshotBytes int64  `json:"snapshot_bytes"` // its chunks' bytes
+	SnapshotAt    int64  `json:"snapshot_at"`    // Unix ms it was written; 0: none
+	Compactions   int64  `json:"compactions"`    // compactions this process finished
+}
