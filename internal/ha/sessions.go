@@ -63,18 +63,6 @@ type SessionStats struct {
 	Log *SessionLogStats `json:"log,omitempty"`
 }
 
-// SessionLogStats is the packed layout's state as one node sees it: the
-// log of group commits not yet folded into a snapshot, and that snapshot.
-type SessionLogStats struct {
-	Layout        string `json:"layout"` // "keys" or "packed"
-	LogEntries    int    `json:"log_entries"`
-	LogBytes      int64  `json:"log_bytes"`
-	SnapshotKeys  int    `json:"snapshot_keys"`
-	SnapshotBytes int64  `json:"snapshot_bytes"`
-	SnapshotAt    int64  `json:"snapshot_at"` // Unix ms; 0: no snapshot yet
-	Compactions   int64  `json:"compactions"` // by this node since it started
-}
-
 // SessionLogStats describes how the session store's data sits in the
 // coordination store: one key per session ("keys") or the packed layout of
 // active-passive on etcd ("packed": a snapshot and a log of group commits,
