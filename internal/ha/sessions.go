@@ -58,6 +58,10 @@ type SessionStats struct {
 	// read it ("waiting for node n3 to run a version that reads the
 	// packed layout"); empty once packed or where packing does not apply.
 	Waiting string `json:"waiting,omitempty"`
+	// Warning: the store is packed and a node's record says it cannot
+	// read it (sessions.PackedUnreadable): promoted, it would serve an
+	// empty store.
+	Warning string `json:"warning,omitempty"`
 	// Log: the packed layout's log and snapshot, when the node's store
 	// keeps one (etcd, not active-active).
 	Log *SessionLogStats `json:"log,omitempty"`

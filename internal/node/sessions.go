@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/haven-ha/haven/internal/agent"
@@ -21,9 +22,16 @@ import (
 func startSessions(cfg *config.Config, node config.Node, a *agent.Agent, store ha.Store, tlsConf *tls.Config, log *slog.Logger) (stop func(), err error) {
 	sc := cfg.Sessions
 	data, ok := store.(ha.SessionData)
-	if lg, packed := store.(interface{ SessionLog() *etcdstore.SessionLog }); packed && cfg.Mode != ha.ModeActiveActive {
-		// Active-passive on etcd: one log entry per group commit.
-		data = lg.SessionLog()
+	layouts := []string{sessions.LayoutKeys}
+	var logStats func() ha.SessionLogStats
+	gate := func() (bool, string) {
+		snap := a.Snapshot()
+		return sessions.PackedReady(packedGateNodes(cfg, node.Name, snap), snap.Nodes)
+	}
+	if lg, packed := packedSessions(store, func() bool { ok, _ := gate(); return ok }); packed && cfg.Mode != ha.ModeActiveActive {
+		// Active-passive on etcd: the packed layout, once every node reads it.
+		data, logStats = lg, lg.Stats
+		layouts = append(layouts, sessions.LayoutPacked)
 	}
 	if sq, isSQL := store.(sessions.SQLDB); !ok && isSQL {
 		// PostgreSQL, MariaDB: the session tables live beside the store's.
@@ -57,9 +65,17 @@ func startSessions(cfg *config.Config, node config.Node, a *agent.Agent, store h
 		ActiveActive:  cfg.Mode == ha.ModeActiveActive,
 	})
 	a.MustRegister(srv.Collectors()...)
+	if logStats != nil {
+		a.MustRegister(sessions.LogCollector(logStats, func() bool { ok, _ := gate(); return ok }, a.Clock().Now))
+	}
 	stats := func() ha.SessionStats {
 		st := srv.Stats()
-		return ha.SessionStats{Listen: listen, Keys: st.Keys, Bytes: st.Bytes, Writable: st.Writable}
+		ss := ha.SessionStats{Listen: listen, Keys: st.Keys, Bytes: st.Bytes, Writable: st.Writable, Layout: sessions.LayoutKeys, Layouts: layouts}
+		if logStats != nil {
+			snap := a.Snapshot()
+			ss.Layout, ss.Log, ss.Waiting, ss.Warning = packedStats(logStats(), packedGateNodes(cfg, node.Name, snap), snap.Nodes)
+		}
+		return ss
 	}
 	a.SetSessionStats(stats)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -73,4 +89,54 @@ func startSessions(cfg *config.Config, node config.Node, a *agent.Agent, store h
 	}()
 	log.Info("sessions: Redis protocol", "listen", listen)
 	return func() { cancel(); <-done; <-done }, nil
+}
+
+// packedSessions returns the packed layout of an etcd store's sessions,
+// which the active migrates to once ready reports that every node reads it
+// (etcdstore.PackedSessions).
+func packedSessions(store ha.Store, ready func() bool) (*etcdstore.SessionLog, bool) {
+	ps, ok := store.(interface{ SessionLog() *etcdstore.SessionLog })
+	if !ok {
+		return nil, false
+	}
+	_ = ready // TODO(packgate): etcdstore.PackedSessions(PackedOptions{Ready: ready}) once packed lands
+	return ps.SessionLog(), true
+}
+
+// packedGateNodes are the nodes whose records must list the packed layout
+// before the active migrates to it (sessions.PackedReady): every node of
+// the config that can hold the active role, up or down, and any other node
+// with a record in snap (one added to the cluster since this node started),
+// witnesses aside (they never serve). self is left out: it runs this code.
+func packedGateNodes(cfg *config.Config, self string, snap ha.Snapshot) []string {
+	var names []string
+	seen := map[string]bool{self: true}
+	for _, n := range cfg.Nodes {
+		if !n.Witness && !seen[n.Name] {
+			seen[n.Name] = true
+			names = append(names, n.Name)
+		}
+	}
+	var extra []string
+	for name, rec := range snap.Nodes {
+		if !seen[name] && rec.Role != ha.RoleWitness {
+			extra = append(extra, name)
+		}
+	}
+	slices.Sort(extra)
+	return append(names, extra...)
+}
+
+// packedStats is what a node's record says of the packed layout, from
+// the backend's log stats and the records of nodes (packedGateNodes): the
+// layout in use; once packed, the log's stats and a warning if a node runs
+// a version that cannot read it; before, why the store is not packed yet.
+func packedStats(ls ha.SessionLogStats, nodes []string, records map[string]ha.NodeStatus) (layout string, log *ha.SessionLogStats, waiting, warning string) {
+	if ls.Layout == sessions.LayoutPacked {
+		return ls.Layout, &ls, "", sessions.PackedUnreadable(nodes, records)
+	}
+	if ready, why := sessions.PackedReady(nodes, records); !ready {
+		return sessions.LayoutKeys, nil, why, ""
+	}
+	return sessions.LayoutKeys, nil, "every node reads the packed layout; the next node to take the active role migrates the store to it (haven switchover does it now)", ""
 }

@@ -30,6 +30,41 @@ func PackedReady(nodes []string, records map[string]ha.NodeStatus) (ready bool, 
 	if len(nodes) == 0 {
 		return false, "waiting for the configuration's nodes"
 	}
+	behind := packedBehind(nodes, records)
+	if len(behind) == 0 {
+		return true, ""
+	}
+	return false, fmt.Sprintf("waiting for %s %s to run a version that reads the packed layout", nodeNoun(behind), strings.Join(behind, ", "))
+}
+
+// PackedUnreadable is the warning for a store already packed: the nodes
+// with a record that cannot read it ("" if none). Promoted, such a node
+// would serve an empty session store. A node without a record is left out
+// here: nothing says what it runs until it is back.
+func PackedUnreadable(nodes []string, records map[string]ha.NodeStatus) string {
+	var up []string
+	for _, name := range nodes {
+		if _, ok := records[name]; ok {
+			up = append(up, name)
+		}
+	}
+	behind := packedBehind(up, records)
+	if len(behind) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s %s cannot read the packed layout the session store uses: promoted, it would serve no sessions; upgrade it", nodeNoun(behind), strings.Join(behind, ", "))
+}
+
+func nodeNoun(names []string) string {
+	if len(names) > 1 {
+		return "nodes"
+	}
+	return "node"
+}
+
+// packedBehind names the nodes whose record does not list the packed
+// layout, each with why.
+func packedBehind(nodes []string, records map[string]ha.NodeStatus) []string {
 	var behind []string
 	for _, name := range nodes {
 		rec, ok := records[name]
@@ -42,14 +77,7 @@ func PackedReady(nodes []string, records map[string]ha.NodeStatus) (ready bool, 
 			behind = append(behind, fmt.Sprintf("%s (version %s)", name, orUnknown(rec.Version)))
 		}
 	}
-	if len(behind) == 0 {
-		return true, ""
-	}
-	noun := "node"
-	if len(behind) > 1 {
-		noun = "nodes"
-	}
-	return false, fmt.Sprintf("waiting for %s %s to run a version that reads the packed layout", noun, strings.Join(behind, ", "))
+	return behind
 }
 
 func orUnknown(v string) string {
