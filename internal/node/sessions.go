@@ -132,8 +132,11 @@ func packedGateNodes(cfg *config.Config, self string, snap ha.Snapshot) []string
 // layout in use; once packed, the log's stats and a warning if a node runs
 // a version that cannot read it; before, why the store is not packed yet.
 func packedStats(ls ha.SessionLogStats, nodes []string, records map[string]ha.NodeStatus) (layout string, log *ha.SessionLogStats, waiting, warning string) {
-	if ls.Layout == sessions.LayoutPacked {
+	switch ls.Layout {
+	case sessions.LayoutPacked:
 		return ls.Layout, &ls, "", sessions.PackedUnreadable(nodes, records)
+	case "":
+		return "", nil, "", "" // not loaded yet
 	}
 	if ready, why := sessions.PackedReady(nodes, records); !ready {
 		return sessions.LayoutKeys, nil, why, ""
