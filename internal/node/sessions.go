@@ -12,7 +12,6 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/sessions"
-	"github.com/haven-ha/haven/internal/store/etcdstore"
 )
 
 // startSessions runs node's session store (`sessions:`) beside agent a,
@@ -21,10 +20,6 @@ import (
 func startSessions(cfg *config.Config, node config.Node, a *agent.Agent, store ha.Store, tlsConf *tls.Config, log *slog.Logger) (stop func(), err error) {
 	sc := cfg.Sessions
 	data, ok := store.(ha.SessionData)
-	if lg, packed := store.(interface{ SessionLog() *etcdstore.SessionLog }); packed && cfg.Mode != ha.ModeActiveActive {
-		// Active-passive on etcd: one log entry per group commit.
-		data = lg.SessionLog()
-	}
 	if sq, isSQL := store.(sessions.SQLDB); !ok && isSQL {
 		// PostgreSQL, MariaDB: the session tables live beside the store's.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
