@@ -80,3 +80,12 @@ type SessionLogStats struct {
 	SnapshotAt    int64  `json:"snapshot_at"`    // Unix ms it was written; 0: none
 	Compactions   int64  `json:"compactions"`    // compactions this process finished
 }
+
+// SessionActiveLoader is a SessionData whose layout the active may change
+// when it loads (etcd's packed layout, which it migrates to and compacts,
+// fenced by its epoch). The session store calls it instead of LoadSessions
+// when it loads as the active at epoch, after its promotion and before it
+// accepts writes.
+type SessionActiveLoader interface {
+	LoadSessionsAsActive(ctx context.Context, node string, epoch Epoch) (recs []SessionRecord, rev int64, err error)
+}

@@ -28,10 +28,14 @@ func startSessions(cfg *config.Config, node config.Node, a *agent.Agent, store h
 		snap := a.Snapshot()
 		return sessions.PackedReady(packedGateNodes(cfg, node.Name, snap), snap.Nodes)
 	}
-	if lg, packed := packedSessions(store, func() bool { ok, _ := gate(); return ok }); packed && cfg.Mode != ha.ModeActiveActive {
-		// Active-passive on etcd: the packed layout, once every node reads it.
-		data, logStats = lg, lg.Stats
-		layouts = append(layouts, sessions.LayoutPacked)
+	if cfg.Mode != ha.ModeActiveActive {
+		// Active-passive on etcd: the packed layout, once every node reads
+		// it. Active-active keeps one key per session (its compare-and-swap
+		// needs a revision per key).
+		if lg, packed := packedSessions(store, func() bool { ok, _ := gate(); return ok }, log.With("part", "sessions")); packed {
+			data, logStats = lg, lg.Stats
+			layouts = append(layouts, sessions.LayoutPacked)
+		}
 	}
 	if sq, isSQL := store.(sessions.SQLDB); !ok && isSQL {
 		// PostgreSQL, MariaDB: the session tables live beside the store's.
@@ -91,16 +95,18 @@ func startSessions(cfg *config.Config, node config.Node, a *agent.Agent, store h
 	return func() { cancel(); <-done; <-done }, nil
 }
 
-// packedSessions returns the packed layout of an etcd store's sessions,
-// which the active migrates to once ready reports that every node reads it
+// packedSessions returns the session data of an etcd store in
+// active-passive: the packed layout once the active has migrated to it,
+// which it does when it loads and ready reports that every node reads it
 // (etcdstore.PackedSessions).
-func packedSessions(store ha.Store, ready func() bool) (*etcdstore.SessionLog, bool) {
-	ps, ok := store.(interface{ SessionLog() *etcdstore.SessionLog })
+func packedSessions(store ha.Store, ready func() bool, log *slog.Logger) (*etcdstore.SessionLog, bool) {
+	ps, ok := store.(interface {
+		PackedSessions(etcdstore.PackedOptions) *etcdstore.SessionLog
+	})
 	if !ok {
 		return nil, false
 	}
-	_ = ready // TODO(packgate): etcdstore.PackedSessions(PackedOptions{Ready: ready}) once packed lands
-	return ps.SessionLog(), true
+	return ps.PackedSessions(etcdstore.PackedOptions{Ready: ready, Log: log}), true
 }
 
 // packedGateNodes are the nodes whose records must list the packed layout

@@ -43,10 +43,14 @@ const loadPage = 10000
 
 // LoadSessions reads every session record at one revision, a page at a time.
 func (s *Store) LoadSessions(ctx context.Context) ([]ha.SessionRecord, int64, error) {
+	return s.loadSessionsAt(ctx, 0)
+}
+
+// loadSessionsAt reads every session record at revision rev (0: now).
+func (s *Store) loadSessionsAt(ctx context.Context, rev int64) ([]ha.SessionRecord, int64, error) {
 	p := s.sessPrefix()
 	end := clientv3.GetPrefixRangeEnd(p)
 	var out []ha.SessionRecord
-	var rev int64
 	from := p
 	for {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(loadPage)}
