@@ -522,6 +522,13 @@ func (s *Sandbox) Status(from string) (api.Status, error) {
 	return s.hc.Status(context.Background(), s.Node(from).API)
 }
 
+// Metrics reads node from's /metrics.
+func (s *Sandbox) Metrics(from string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return s.hc.Metrics(ctx, s.Node(from).API)
+}
+
 func (s *Sandbox) view(from, name string) (api.NodeView, error) {
 	if s.Node(from) == nil {
 		return api.NodeView{}, fmt.Errorf("no node %q", from)

@@ -4,12 +4,16 @@ import (
 	"context"
 	"net"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/drill"
+	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/sessions"
 )
 
 // TestSessionsSurviveRollingRestart: a rolling restart of every agent, as
@@ -45,6 +49,12 @@ func TestSessionsSurviveRollingRestart(t *testing.T) {
 	for _, node := range sb.Standbys(active) {
 		restart(node)
 	}
+	// Every node runs this version, so the next node to take the active
+	// role moves the store to the packed layout (the gate, PackedReady):
+	// wait until every record says it reads it.
+	waitSessionsStatus(t, sb, active, "every node lists the packed layout", func(s *ha.SessionStats) bool {
+		return slices.Contains(s.Layouts, sessions.LayoutPacked)
+	})
 	if out, err := sb.Haven(ctx, "switchover", "--reason", "rolling restart"); err != nil {
 		t.Fatalf("switchover: %v: %s", err, out)
 	}
@@ -56,6 +66,65 @@ func TestSessionsSurviveRollingRestart(t *testing.T) {
 		t.Fatalf("redis-benchmark's key after the rolling restart: %q, want %q", got, bench)
 	}
 	wantVisits(t, php(t, sb.CAFile(), sb.Node(next).Sessions, visitors), visitors, 1, "after the rolling restart")
+	checkPacked(t, sb, next)
+}
+
+// checkPacked: after a switchover with every node able to read it, the
+// store is packed on every node (the new active migrated when it loaded,
+// writing a first snapshot), nothing waits or warns, and haven status and
+// the active's /metrics say so.
+func checkPacked(t *testing.T, sb *drill.Sandbox, active string) {
+	t.Helper()
+	waitSessionsStatus(t, sb, active, "every node on the packed layout", func(s *ha.SessionStats) bool {
+		return s.Layout == sessions.LayoutPacked && s.Log != nil && s.Log.SnapshotAt > 0 && s.Waiting == "" && s.Warning == ""
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := sb.Haven(ctx, "status")
+	if err != nil {
+		t.Fatalf("haven status: %v", err)
+	}
+	if !strings.Contains(out, "takes writes, packed: log ") || strings.Contains(out, "layout: one key per session") || strings.Contains(out, "WARNING") {
+		t.Fatalf("haven status after the migration:\n%s", out)
+	}
+	metrics, err := sb.Metrics(active)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`haven_sessions_layout{layout="packed"} 1`, `haven_sessions_layout{layout="keys"} 0`, "haven_sessions_packed_ready 1", "haven_sessions_snapshot_age_seconds ", "haven_sessions_log_entries "} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("%s's /metrics lacks %q", active, want)
+		}
+	}
+}
+
+// waitSessionsStatus waits until every node's session store, as from
+// reports it, satisfies ok.
+func waitSessionsStatus(t *testing.T, sb *drill.Sandbox, from, what string, ok func(*ha.SessionStats) bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var last api.Status
+	for time.Now().Before(deadline) {
+		st, err := sb.Status(from)
+		if err == nil {
+			last = st
+			all := len(st.Nodes) > 0
+			for _, n := range st.Nodes {
+				all = all && n.Sessions != nil && ok(n.Sessions)
+			}
+			if all {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond) // polling with a deadline
+	}
+	for _, n := range last.Nodes {
+		t.Logf("%s: %+v", n.Name, n.Sessions)
+		if n.Sessions != nil && n.Sessions.Log != nil {
+			t.Logf("%s's log: %+v", n.Name, *n.Sessions.Log)
+		}
+	}
+	t.Fatalf("not within 30s: %s", what)
 }
 
 // redisBenchmark runs Debian's redis-benchmark (SET and GET, 10 clients,
