@@ -24,6 +24,7 @@ func startSessions(cfg *config.Config, node config.Node, a *agent.Agent, store h
 	data, ok := store.(ha.SessionData)
 	layouts := []string{sessions.LayoutKeys}
 	var logStats func() ha.SessionLogStats
+	var relayout func() bool // nil: the layout never changes
 	gate := func() (bool, string) {
 		snap := a.Snapshot()
 		return sessions.PackedReady(packedGateNodes(cfg, node.Name, snap), snap.Nodes)
@@ -35,6 +36,16 @@ func startSessions(cfg *config.Config, node config.Node, a *agent.Agent, store h
 		if lg, packed := packedSessions(store, func() bool { ok, _ := gate(); return ok }, log.With("part", "sessions")); packed {
 			data, logStats = lg, lg.Stats
 			layouts = append(layouts, sessions.LayoutPacked)
+			// The active loaded one key per session and the gate has
+			// opened since (the last old node was upgraded): it reloads,
+			// and so migrates, without waiting for the next promotion.
+			relayout = func() bool {
+				if lg.Stats().Layout != sessions.LayoutKeys {
+					return false
+				}
+				ok, _ := gate()
+				return ok
+			}
 		}
 	}
 	if sq, isSQL := store.(sessions.SQLDB); !ok && isSQL {
@@ -67,6 +78,7 @@ func startSessions(cfg *config.Config, node config.Node, a *agent.Agent, store h
 		Role:          a.SessionsRole,
 		RoleChanged:   a.RoleChanged,
 		ActiveActive:  cfg.Mode == ha.ModeActiveActive,
+		Relayout:      relayout,
 	})
 	a.MustRegister(srv.Collectors()...)
 	if logStats != nil {
@@ -147,5 +159,5 @@ func packedStats(ls ha.SessionLogStats, nodes []string, records map[string]ha.No
 	if ready, why := sessions.PackedReady(nodes, records); !ready {
 		return sessions.LayoutKeys, nil, why, ""
 	}
-	return sessions.LayoutKeys, nil, "every node reads the packed layout; the next node to take the active role migrates the store to it (haven switchover does it now)", ""
+	return sessions.LayoutKeys, nil, "every node reads the packed layout; the active migrates the store to it now", ""
 }

@@ -38,7 +38,7 @@ func TestPackedStats(t *testing.T) {
 	}
 	// Every node reads it: the next promotion migrates.
 	layout, log, waiting, warning = packedStats(keys, nodes, map[string]ha.NodeStatus{"n2": newer, "n3": newer})
-	if layout != sessions.LayoutKeys || log != nil || warning != "" || !strings.Contains(waiting, "next node to take the active role migrates") {
+	if layout != sessions.LayoutKeys || log != nil || warning != "" || !strings.Contains(waiting, "the active migrates the store to it now") {
 		t.Fatalf("keys, all read packed: %q %v %q %q", layout, log, waiting, warning)
 	}
 	// Packed: the log's stats; a down node is no warning...

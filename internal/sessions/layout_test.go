@@ -1,7 +1,11 @@
 package sessions
 
 import (
+	"context"
+	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -110,5 +114,73 @@ haven_sessions_packed_ready 0
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "haven_sessions_layout", "haven_sessions_packed_ready", "haven_sessions_snapshot_age_seconds"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// relayoutBackend is a memBackend whose active load changes its layout
+// when gate is open, as etcd's packed layout migrates.
+type relayoutBackend struct {
+	*memBackend
+	gate   atomic.Bool
+	packed atomic.Bool
+	loads  atomic.Int64
+}
+
+func (b *relayoutBackend) LoadSessionsAsActive(ctx context.Context, node string, epoch ha.Epoch) ([]ha.SessionRecord, int64, error) {
+	b.loads.Add(1)
+	if b.gate.Load() {
+		b.packed.Store(true)
+	}
+	return b.LoadSessions(ctx)
+}
+
+// TestActiveReloadsWhenTheLayoutGateOpens: an active that loaded one key
+// per session reloads, once, when Relayout says the gate has opened (the
+// last old node was upgraded), instead of waiting for the next promotion;
+// its data is intact and it takes writes again.
+func TestActiveReloadsWhenTheLayoutGateOpens(t *testing.T) {
+	b := &relayoutBackend{memBackend: newMemBackend()}
+	var asked atomic.Int64
+	n := &node{}
+	n.srv = New(Options{Node: "a", Backend: b,
+		Role: func() (ha.Epoch, bool) { return ha.Epoch(n.epoch.Load()), n.active.Load() },
+		Relayout: func() bool {
+			asked.Add(1)
+			return b.gate.Load() && !b.packed.Load()
+		},
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = n.srv.Serve(ctx, ln) }()
+	go func() { defer wg.Done(); _ = n.srv.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	b.promote(n, "a", 3)
+	c := dial(t, ln.Addr().String())
+	eventually(t, "writes after the promotion", func() bool { return c.do("SET", "k", "v") == "+OK\r\n" })
+	if b.loads.Load() != 1 || b.packed.Load() {
+		t.Fatalf("loads %d, packed %v before the gate opened", b.loads.Load(), b.packed.Load())
+	}
+	// Closed gate: asked at every sweep, no reload.
+	before := asked.Load()
+	eventually(t, "two sweeps", func() bool { return asked.Load() >= before+2 })
+	if b.loads.Load() != 1 {
+		t.Fatalf("reloaded with the gate closed: %d loads", b.loads.Load())
+	}
+
+	b.gate.Store(true)
+	eventually(t, "the reload that migrates", func() bool { return b.packed.Load() })
+	eventually(t, "writes after the reload", func() bool { return c.do("SET", "k2", "v2") == "+OK\r\n" })
+	if got := c.do("GET", "k"); got != "$1\r\nv\r\n" {
+		t.Fatalf("GET k after the reload: %q", got)
+	}
+	before = asked.Load()
+	eventually(t, "two more sweeps", func() bool { return asked.Load() >= before+2 })
+	if got := b.loads.Load(); got != 2 {
+		t.Fatalf("%d loads, want 2: one at the promotion, one when the gate opened", got)
 	}
 }

@@ -140,6 +140,10 @@ func (s *Server) runActive(ctx context.Context, epoch ha.Epoch) error {
 				return nil
 			}
 		case <-sweep.C:
+			if s.opts.Relayout != nil && s.opts.Relayout() {
+				s.opts.Log.Info("sessions: reloading to change the store's layout", "epoch", epoch)
+				return nil
+			}
 			if n := s.db.expire(sweepLimit); n > 0 {
 				s.metrics.expired.Add(float64(n))
 			}
