@@ -71,4 +71,14 @@ func TestStatusShowsSessionsLayout(t *testing.T) {
 	if strings.Contains(out.String(), "packed: log") || strings.Contains(out.String(), "WARNING") {
 		t.Fatalf("a store on one key per session shown with a log or a warning:\n%s", out.String())
 	}
+
+	// Just migrated: a standby's record from before still says why not.
+	out.Reset()
+	printStatus(&out, api.Status{Cluster: "c", Mode: string(ha.ModeActivePassive), Time: now, Nodes: []api.NodeView{
+		{Name: "n1", Role: ha.RoleActive, Sessions: &ha.SessionStats{Listen: "127.0.0.1:6379", Writable: true, Layout: sessions.LayoutPacked, Layouts: both, Log: log}},
+		{Name: "n2", Role: ha.RoleStandby, Sessions: &ha.SessionStats{Listen: "127.0.0.1:6380", Layout: sessions.LayoutKeys, Layouts: both, Waiting: "every node reads the packed layout; the active migrates the store to it now"}},
+	}})
+	if strings.Contains(out.String(), "layout: one key per session") {
+		t.Fatalf("a packed store said to be on one key per session:\n%s", out.String())
+	}
 }

@@ -249,12 +249,23 @@ func printSessions(w io.Writer, st api.Status) {
 		}
 		fmt.Fprintln(w, line)
 	}
-	if why := sessionsNote(st.Nodes, func(s *ha.SessionStats) string { return s.Waiting }); why != "" {
+	if why := sessionsNote(st.Nodes, func(s *ha.SessionStats) string { return s.Waiting }); why != "" && !anyPacked(st.Nodes) {
 		fmt.Fprintf(w, "  layout: one key per session; %s\n", why)
 	}
 	if warn := sessionsNote(st.Nodes, func(s *ha.SessionStats) string { return s.Warning }); warn != "" {
 		fmt.Fprintf(w, "  WARNING: %s\n", warn)
 	}
+}
+
+// anyPacked: a node has loaded the store in the packed layout, so it is
+// packed (the migration is one-way), whatever the others' older records say.
+func anyPacked(nodes []api.NodeView) bool {
+	for _, n := range nodes {
+		if n.Sessions != nil && n.Sessions.Layout == sessions.LayoutPacked {
+			return true
+		}
+	}
+	return false
 }
 
 // packedLogText describes the packed layout's log and snapshot as of now
