@@ -78,6 +78,9 @@ type SessionLog struct {
 	// hook, for tests, is called with a step's name between the steps of
 	// a compaction and of a migration.
 	hook func(step string)
+	// rangeKeys: per-key keys removed by one transaction after a
+	// migration (migrateRange; tests take fewer).
+	rangeKeys int64
 
 	mu          sync.Mutex
 	layout      string // "" before the first load
@@ -122,7 +125,7 @@ func (s *Store) PackedSessions(opts PackedOptions) *SessionLog {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	return &SessionLog{s: s, opts: opts, now: time.Now, hook: func(string) {}, logEnts: map[string]logEnt{}}
+	return &SessionLog{s: s, opts: opts, now: time.Now, hook: func(string) {}, rangeKeys: migrateRange, logEnts: map[string]logEnt{}}
 }
 
 func (l *SessionLog) prefix() string {
@@ -725,7 +728,7 @@ func (l *SessionLog) removeKeys(ctx context.Context, node string, epoch ha.Epoch
 	p := l.s.sessPrefix()
 	end := clientv3.GetPrefixRangeEnd(p)
 	for {
-		resp, err := l.s.cli.Get(ctx, p, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(migrateRange))
+		resp, err := l.s.cli.Get(ctx, p, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(l.rangeKeys))
 		if err != nil {
 			return fmt.Errorf("list the per-key session keys: %w", err)
 		}

@@ -319,3 +319,193 @@ func (e *packedEnv) deleteNewestFolded(l *SessionLog) {
 		e.t.Fatal(err)
 	}
 }
+
+// TestMigration: one key per session to the packed layout. With Ready
+// false the active keeps one key per session. A standby watching the
+// per-key layout stops at the switch with every key still there (before
+// the migration's deletes reach it). A migration that crashes after
+// writing its chunks leaves an orphan generation and the per-key layout in
+// force; the next one removes the orphan. A failover in the middle of the
+// per-key deletes: the deposed active's next delete fails the fence and
+// the new active finishes them. The history is linearizable throughout.
+func TestMigration(t *testing.T) {
+	srv := storetest.StartEtcd(t)
+	e := newPackedEnv(t, srv.Addr)
+	a := e.node("a", false)
+	a.promote()
+	if st := a.l.Stats(); st.Layout != "keys" {
+		t.Fatalf("stats with Ready false: %+v", st)
+	}
+	const keys = 120
+	for i := 0; i < keys; i++ {
+		a.write(fmt.Sprintf("s%03d", i), fmt.Sprintf("v%d", i))
+	}
+	a.write("s000", "")
+	if n := e.count(a.l.prefix()); n != 0 {
+		t.Fatalf("%d keys in the packed layout while Ready is false", n)
+	}
+	if n := e.count(a.s.sessPrefix()); n != keys-1 {
+		t.Fatalf("%d per-key keys, want %d", n, keys-1)
+	}
+
+	// A standby follows the per-key layout.
+	sb := e.node("standby", false)
+	want := sb.load()
+	if sb.l.Stats().Layout != "keys" {
+		t.Fatalf("standby stats: %+v", sb.l.Stats())
+	}
+	seen := map[string]string{}
+	for k, v := range want {
+		seen[k] = v
+	}
+	var smu sync.Mutex
+	wctx, wcancel := context.WithCancel(e.ctx)
+	defer wcancel()
+	_, rev, _ := sb.l.LoadSessions(e.ctx)
+	werr := make(chan error, 1)
+	go func() {
+		werr <- sb.l.WatchSessions(wctx, rev, func(recs []ha.SessionRecord) {
+			smu.Lock()
+			defer smu.Unlock()
+			for _, r := range recs {
+				if r.Deleted {
+					delete(seen, r.Key)
+				} else {
+					seen[r.Key] = string(r.Value)
+				}
+			}
+		})
+	}()
+
+	// b migrates but crashes after writing its chunks: an orphan.
+	a.resign()
+	b := e.node("b", true)
+	ep, err := b.s.Campaign(e.ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.epoch = ep
+	bctx, crash := context.WithCancel(e.ctx)
+	b.l.hook = func(step string) {
+		if step == "migrate-written" {
+			crash()
+		}
+	}
+	if _, _, err := b.l.LoadSessionsAsActive(bctx, "b", ep); err == nil {
+		t.Fatal("the crashed migration loaded")
+	}
+	if gens, _ := b.l.listGens(e.ctx, 0); len(gens) != 1 || e.count(b.l.currentKey()) != 0 {
+		t.Fatalf("after a crash before the switch: generations %v, snap/current %d", gens, e.count(b.l.currentKey()))
+	}
+	b.resign()
+
+	// c migrates; a failover after its first range of per-key deletes.
+	c := e.node("c", true)
+	c.l.rangeKeys = 50
+	at, goOn := make(chan struct{}), make(chan struct{})
+	var once, release sync.Once
+	t.Cleanup(func() { release.Do(func() { close(goOn) }) }) // runs before the wait for c's clean-up
+	c.l.hook = func(step string) {
+		if step == "keys-deleted" {
+			once.Do(func() { close(at); <-goOn })
+		}
+	}
+	c.promote()
+	<-at
+	// The standby stopped at the switch, before any delete, with every key.
+	select {
+	case err := <-werr:
+		if !errors.Is(err, ErrLayoutChanged) {
+			t.Fatalf("the standby's watch ended with %v, want ErrLayoutChanged", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the standby's watch of the per-key layout did not stop at the migration")
+	}
+	smu.Lock()
+	if fmt.Sprint(seen) != fmt.Sprint(want) {
+		t.Errorf("the standby's copy when its watch stopped: %d keys, want %d", len(seen), len(want))
+	}
+	smu.Unlock()
+	c.resign()
+	d := e.node("d", false) // a node that finds both layouts trusts snap/current
+	d.promote()
+	release.Do(func() { close(goOn) })
+	c.l.bg.Wait()
+	if !errors.Is(c.l.lastErr, ha.ErrNotLeader) {
+		t.Fatalf("the deposed active's per-key deletes: %v, want ErrNotLeader", c.l.lastErr)
+	}
+	d.l.bg.Wait()
+	if n := e.count(a.s.sessPrefix()); n != 0 {
+		t.Fatalf("%d per-key keys left after the new active's clean-up (%v)", n, d.l.lastErr)
+	}
+	if gens, _ := d.l.listGens(e.ctx, 0); len(gens) != 1 {
+		t.Fatalf("generations: %v (the orphan stays)", gens)
+	}
+	d.write("s001", "after")
+	d.write("s002", "")
+	if got := sb.load(); len(got) != keys-2 || sb.l.Stats().Layout != "packed" {
+		t.Fatalf("the standby reloads: %d keys, %+v", len(got), sb.l.Stats())
+	}
+	e.checkLinearizable()
+}
+
+// TestDeposedActiveCannotCompact: once another node is the active, the old
+// one's compaction and migration change nothing (the fence), and the
+// active compacts by itself once the log outgrows CompactBytes.
+func TestDeposedActiveCannotCompact(t *testing.T) {
+	srv := storetest.StartEtcd(t)
+	e := newPackedEnv(t, srv.Addr)
+	a, b := e.node("a", true), e.node("b", true)
+	a.promote()
+	a.fill(30)
+	a.resign()
+	b.promote()
+	cur, err := a.s.cli.Get(e.ctx, a.l.currentKey())
+	if err != nil || len(cur.Kvs) != 1 {
+		t.Fatal(cur, err)
+	}
+	if err := a.l.Compact(e.ctx, "a", a.epoch); !errors.Is(err, ha.ErrNotLeader) {
+		t.Fatalf("the deposed active's compaction: %v, want ErrNotLeader", err)
+	}
+	after, err := a.s.cli.Get(e.ctx, a.l.prefix(), clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range after.Kvs {
+		if kv.ModRevision > cur.Header.Revision {
+			t.Fatalf("the deposed active wrote %s", kv.Key)
+		}
+	}
+	// Nor can a deposed node migrate (a fresh cluster in the per-key layout).
+	e2 := newPackedEnv(t, srv.Addr)
+	x, y := e2.node("x", false), e2.node("y", true)
+	x.promote()
+	x.write("k", "v")
+	x.resign()
+	ep, err := y.s.Campaign(e2.ctx, "y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := y.s.Resign(e2.ctx, "y", ep); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := y.l.LoadSessionsAsActive(e2.ctx, "y", ep); !errors.Is(err, ha.ErrNotLeader) {
+		t.Fatalf("a deposed node's migration: %v, want ErrNotLeader", err)
+	}
+	if n := e2.count(y.l.prefix()); n != 0 {
+		t.Fatalf("the deposed node's migration left %d keys", n)
+	}
+	// The active compacts on its own once the log passes CompactBytes.
+	b.l.opts.CompactBytes = 200
+	b.fill(60)
+	deadline := time.Now().Add(10 * time.Second)
+	for b.l.Stats().Compactions == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no compaction: %+v (%v)", b.l.Stats(), b.l.lastErr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.l.bg.Wait()
+	e.node("c", false).load()
+	e.checkLinearizable()
+}
