@@ -12,6 +12,7 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/sessions"
+	"github.com/haven-ha/haven/internal/store/etcdstore"
 )
 
 // startSessions runs node's session store (`sessions:`) beside agent a,
@@ -20,6 +21,9 @@ import (
 func startSessions(cfg *config.Config, node config.Node, a *agent.Agent, store ha.Store, tlsConf *tls.Config, log *slog.Logger) (stop func(), err error) {
 	sc := cfg.Sessions
 	data, ok := store.(ha.SessionData)
+	if es, isEtcd := store.(*etcdstore.Store); isEtcd && cfg.Mode != ha.ModeActiveActive {
+		data = es.PackedSessions(etcdstore.PackedOptions{Log: log.With("part", "sessions")}) // no Ready yet: one key per session, as before
+	}
 	if sq, isSQL := store.(sessions.SQLDB); !ok && isSQL {
 		// PostgreSQL, MariaDB: the session tables live beside the store's.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
