@@ -420,7 +420,7 @@ func (l *SessionLog) read(ctx context.Context, rev int64, gens bool) (*view, err
 	}
 	// The log: entries at or below R are folded in the snapshot already
 	// (a compaction that stopped before deleting them): skipped.
-	err = l.page(ctx, l.logPrefix(), v.rev, loadPage, func(kv ent) error {
+	err = l.page(ctx, l.logPrefix(), v.rev, 256, func(kv ent) error { // entries of up to 1 MiB
 		if kv.rev <= v.cur.Rev {
 			v.folded = append(v.folded, kv.key)
 		} else {
