@@ -71,8 +71,8 @@ type Options struct {
 	// (the packed layout's rolling-upgrade gate opened after this node
 	// loaded one key per session), so the active reloads at once instead
 	// of at the next promotion. As after a failed commit: writes not yet
-	// committed get an error, new ones -LOADING until the load (and the
-	// migration it makes) is done.
+	// committed get an error (they may have been stored), every command
+	// -LOADING until the load (and the migration it makes) is done.
 	Relayout func() bool
 }
 
