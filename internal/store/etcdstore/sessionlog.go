@@ -129,12 +129,15 @@ func (s *Store) PackedSessions(opts PackedOptions) *SessionLog {
 	return &SessionLog{s: s, opts: opts, now: time.Now, hook: func(string) {}, rangeKeys: migrateRange, logEnts: map[string]logEnt{}}
 }
 
-func (l *SessionLog) prefix() string {
-	return "/haven-sessions-log/" + strings.TrimPrefix(l.s.prefix, "/haven/")
+func (l *SessionLog) prefix() string { return l.s.sessLogPrefix() }
+
+func (s *Store) sessLogPrefix() string {
+	return "/haven-sessions-log/" + strings.TrimPrefix(s.prefix, "/haven/")
 }
+func (s *Store) sessCurrentKey() string  { return s.sessLogPrefix() + "snap/current" }
 func (l *SessionLog) logPrefix() string  { return l.prefix() + "log/" }
 func (l *SessionLog) snapPrefix() string { return l.prefix() + "snap/" }
-func (l *SessionLog) currentKey() string { return l.prefix() + "snap/current" }
+func (l *SessionLog) currentKey() string { return l.s.sessCurrentKey() }
 func (l *SessionLog) genPrefix(gen uint64) string {
 	return fmt.Sprintf("%s%016x/", l.snapPrefix(), gen)
 }
