@@ -72,7 +72,7 @@ type SessionStats struct {
 // active-passive on etcd ("packed": a snapshot and a log of group commits,
 // docs/sessions.md). Zero fields where they do not apply.
 type SessionLogStats struct {
-	Layout        string `json:"layout"`         // "keys" or "packed"
+	Layout        string `json:"layout"`         // "keys" or "packed"; "" before the first load
 	LogEntries    int    `json:"log_entries"`    // log entries past the snapshot
 	LogBytes      int64  `json:"log_bytes"`      // their values' bytes
 	SnapshotKeys  int    `json:"snapshot_keys"`  // keys in the current snapshot

@@ -441,6 +441,10 @@ func TestMigration(t *testing.T) {
 	if gens, _ := d.l.listGens(e.ctx, 0); len(gens) != 1 {
 		t.Fatalf("generations: %v (the orphan stays)", gens)
 	}
+	// Active-active's load (one key per session) refuses the packed store.
+	if _, _, err := d.s.LoadSessions(e.ctx); !errors.Is(err, ErrSessionsPacked) {
+		t.Fatalf("a per-key load of the packed store: %v, want ErrSessionsPacked", err)
+	}
 	d.write("s001", "after")
 	d.write("s002", "")
 	if got := sb.load(); len(got) != keys-2 || sb.l.Stats().Layout != "packed" {
