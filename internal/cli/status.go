@@ -13,6 +13,7 @@ import (
 	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
+	"github.com/haven-ha/haven/internal/sessions"
 )
 
 func runStatus(args []string, out, errw io.Writer) int {
@@ -245,8 +246,64 @@ func printSessions(w io.Writer, st api.Status) {
 		if s.Writable {
 			mode = "takes writes"
 		}
-		fmt.Fprintf(w, "  %s on %s: %d keys, %d bytes, %s\n", n.Name, s.Listen, s.Keys, s.Bytes, mode)
+		line := fmt.Sprintf("  %s on %s: %d keys, %d bytes, %s", n.Name, s.Listen, s.Keys, s.Bytes, mode)
+		if s.Log != nil && s.Layout == sessions.LayoutPacked {
+			line += ", " + packedLogText(*s.Log, st.Time)
+		}
+		fmt.Fprintln(w, line)
 	}
+	if why := sessionsNote(st.Nodes, func(s *ha.SessionStats) string { return s.Waiting }); why != "" && !anyPacked(st.Nodes) {
+		fmt.Fprintf(w, "  layout: one key per session; %s\n", why)
+	}
+	if warn := sessionsNote(st.Nodes, func(s *ha.SessionStats) string { return s.Warning }); warn != "" {
+		fmt.Fprintf(w, "  WARNING: %s\n", warn)
+	}
+}
+
+// anyPacked: a node has loaded the store in the packed layout, so it is
+// packed (the migration is one-way), whatever the others' older records say.
+func anyPacked(nodes []api.NodeView) bool {
+	for _, n := range nodes {
+		if n.Sessions != nil && n.Sessions.Layout == sessions.LayoutPacked {
+			return true
+		}
+	}
+	return false
+}
+
+// packedLogText describes the packed layout's log and snapshot as of now
+// (the status's time).
+func packedLogText(l ha.SessionLogStats, now time.Time) string {
+	t := fmt.Sprintf("packed: log %d entries (%d bytes), ", l.LogEntries, l.LogBytes)
+	if l.SnapshotAt > 0 {
+		if now.IsZero() {
+			now = time.Now()
+		}
+		age := max(now.Sub(time.UnixMilli(l.SnapshotAt)), 0).Round(time.Second)
+		t += fmt.Sprintf("snapshot %d keys (%d bytes) %s old", l.SnapshotKeys, l.SnapshotBytes, age)
+	} else {
+		t += "no snapshot yet"
+	}
+	return t + fmt.Sprintf(", %d compactions", l.Compactions)
+}
+
+// sessionsNote is a note every node of the session store publishes alike
+// (why the store is not packed yet, a warning), once: the active's, or the
+// first node's that has one.
+func sessionsNote(nodes []api.NodeView, note func(*ha.SessionStats) string) string {
+	first := ""
+	for _, n := range nodes {
+		if n.Sessions == nil || note(n.Sessions) == "" {
+			continue
+		}
+		if n.Sessions.Writable {
+			return note(n.Sessions)
+		}
+		if first == "" {
+			first = note(n.Sessions)
+		}
+	}
+	return first
 }
 
 func yesNo(b bool) string {

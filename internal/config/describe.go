@@ -157,6 +157,9 @@ func (c *Config) Describe() string {
 		}
 		line("sessions: Redis protocol on %s on each node; %s, acknowledged once %s committed them (RPO 0)", ss.Listen, writers, held)
 		line("  max_value_bytes %d, max_keys %s, password %s", ss.MaxValueBytes, keys, auth)
+		if held == "etcd" && c.Mode != ha.ModeActiveActive {
+			line("  layout in etcd: one key per session until every node runs a version that reads the packed layout, then packed (a log and snapshots; one-way: docs/sessions.md)")
+		}
 		line("")
 	}
 

@@ -30,6 +30,24 @@ func TestSessionsSection(t *testing.T) {
 	}
 }
 
+// TestSessionsDescribeLayout: config check says that sessions on etcd in
+// active-passive move to the packed layout, one-way; active-active and
+// the SQL stores keep one key (row) per session.
+func TestSessionsDescribeLayout(t *testing.T) {
+	const layout = "layout in etcd: one key per session until every node runs a version that reads the packed layout, then packed"
+	sess := "sessions: {listen: 127.0.0.1:6379}\n"
+	if d := mustParse(t, "h.yaml", sessBase+sess).Describe(); !strings.Contains(d, layout) {
+		t.Errorf("embedded, active-passive: no layout line in\n%s", d)
+	}
+	if d := mustParse(t, "h.yaml", sessBase+"mode: active-active\n"+sess).Describe(); strings.Contains(d, "layout in etcd") {
+		t.Errorf("active-active: a layout line in\n%s", d)
+	}
+	pg := strings.Replace(sessBase, "nodes:", "store: {backend: postgres, dsn: \"postgres://h/db\"}\nnodes:", 1)
+	if d := mustParse(t, "h.yaml", pg+sess).Describe(); strings.Contains(d, "layout in etcd") {
+		t.Errorf("postgres: a layout line in\n%s", d)
+	}
+}
+
 func TestSessionsErrors(t *testing.T) {
 	cases := []struct{ name, yaml, want string }{
 		{"no listen", sessBase + "sessions: {max_keys: 10}\n", "5: sessions.listen: missing"},

@@ -395,6 +395,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("the details of %s show site %q, want %q", remote, got, sites[remote])
 	}
 	screenshot(t, ctx, art, "05-node-detail")
+	checkSessionsLayoutText(t, ctx)
 
 	// An alias set on n1's dashboard (with the keyboard, confirmed with the
 	// password) is kept in the store: n1 shows it, and so does another
@@ -576,5 +577,27 @@ func checkAccessibility(t *testing.T, ctx context.Context) {
 	})()`)
 	if len(low) > 0 {
 		t.Errorf("text below 4.5:1 contrast: %v", low)
+	}
+}
+
+// checkSessionsLayoutText: the node details' "Sessions layout" row. This
+// cluster runs no session store, so the row says "-"; the page's own
+// formatter is then given records of a packed store, of one waiting for a
+// node to be upgraded, and of a node from before the packed layout.
+func checkSessionsLayoutText(t *testing.T, ctx context.Context) {
+	t.Helper()
+	if got := evalJS[string](t, ctx, `[...document.querySelectorAll('#detail-props dt')].find(e => e.textContent === 'Sessions layout').nextElementSibling.textContent`); got != "-" {
+		t.Errorf("the details' sessions layout of a node without a session store: %q, want -", got)
+	}
+	for _, tc := range []struct{ record, want string }{
+		{`{keys: 12, bytes: 3400, listen: 'x', writable: true, layout: 'packed', layouts: ['keys', 'packed'], log: {layout: 'packed', log_entries: 12, log_bytes: 4096, snapshot_keys: 300, snapshot_bytes: 65536, snapshot_at: serverNow() - 90000, compactions: 2}, warning: 'node n3 (version 1.4.0) cannot read the packed layout'}`,
+			"packed: log 12 entries (4096 bytes), snapshot 300 keys (65536 bytes) 1 min 30 s old, 2 compactions; WARNING: node n3 (version 1.4.0) cannot read the packed layout"},
+		{`{keys: 1, bytes: 10, listen: 'x', layout: 'keys', layouts: ['keys', 'packed'], waiting: 'waiting for node n3 (no status record: down?) to run a version that reads the packed layout'}`,
+			"one key per session; waiting for node n3 (no status record: down?) to run a version that reads the packed layout"},
+		{`{keys: 1, bytes: 10, listen: 'x'}`, "one key per session"},
+	} {
+		if got := evalJS[string](t, ctx, "sessionsLayoutText("+tc.record+")"); got != tc.want {
+			t.Errorf("sessions layout of %s:\n got %q\nwant %q", tc.record, got, tc.want)
+		}
 	}
 }

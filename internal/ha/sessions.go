@@ -44,4 +44,48 @@ type SessionStats struct {
 	Keys     int    `json:"keys"`
 	Bytes    int64  `json:"bytes"`
 	Writable bool   `json:"writable"` // this node takes writes (the active)
+	// Layout: how the store holds the sessions as this node last loaded
+	// them, "keys" (one store key per session) or "packed" (a log and
+	// snapshots, etcd in active-passive; docs/sessions.md); empty from
+	// versions before the packed layout.
+	Layout string `json:"layout,omitempty"`
+	// Layouts: the layouts this node's version and store read. The active
+	// migrates from keys to packed only once every node's record lists
+	// packed (sessions.PackedReady): an older node promoted afterwards
+	// would find an empty store.
+	Layouts []string `json:"layouts,omitempty"`
+	// Waiting: why the store is not packed yet although this node could
+	// read it ("waiting for node n3 to run a version that reads the
+	// packed layout"); empty once packed or where packing does not apply.
+	Waiting string `json:"waiting,omitempty"`
+	// Warning: the store is packed and a node's record says it cannot
+	// read it (sessions.PackedUnreadable): promoted, it would serve an
+	// empty store.
+	Warning string `json:"warning,omitempty"`
+	// Log: the packed layout's log and snapshot, when the node's store
+	// keeps one (etcd, not active-active).
+	Log *SessionLogStats `json:"log,omitempty"`
+}
+
+// SessionLogStats describes how the session store's data sits in the
+// coordination store: one key per session ("keys") or the packed layout of
+// active-passive on etcd ("packed": a snapshot and a log of group commits,
+// docs/sessions.md). Zero fields where they do not apply.
+type SessionLogStats struct {
+	Layout        string `json:"layout"`         // "keys" or "packed"; "" before the first load
+	LogEntries    int    `json:"log_entries"`    // log entries past the snapshot
+	LogBytes      int64  `json:"log_bytes"`      // their values' bytes
+	SnapshotKeys  int    `json:"snapshot_keys"`  // keys in the current snapshot
+	SnapshotBytes int64  `json:"snapshot_bytes"` // its chunks' bytes
+	SnapshotAt    int64  `json:"snapshot_at"`    // Unix ms it was written; 0: none
+	Compactions   int64  `json:"compactions"`    // compactions this process finished
+}
+
+// SessionActiveLoader is a SessionData whose layout the active may change
+// when it loads (etcd's packed layout, which it migrates to and compacts,
+// fenced by its epoch). The session store calls it instead of LoadSessions
+// when it loads as the active at epoch, after its promotion and before it
+// accepts writes.
+type SessionActiveLoader interface {
+	LoadSessionsAsActive(ctx context.Context, node string, epoch Epoch) (recs []SessionRecord, rev int64, err error)
 }

@@ -3,6 +3,7 @@ package sessions
 import (
 	"time"
 
+	"github.com/haven-ha/haven/internal/ha"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -59,4 +60,68 @@ func (s *Server) Collectors() []prometheus.Collector {
 func (m *Metrics) observe(cmd string, d time.Duration) {
 	m.ops.WithLabelValues(cmd).Inc()
 	m.latency.Observe(d.Seconds())
+}
+
+// LogCollector exports the packed layout's state (docs/sessions.md): the
+// layout in use, the log's entries and bytes, the snapshot's keys, bytes
+// and age, the compactions, and whether the rolling-upgrade gate is open.
+// stats reads the backend's log (etcd), ready the gate (PackedReady), now
+// the agent's clock.
+func LogCollector(stats func() ha.SessionLogStats, ready func() bool, now func() time.Time) prometheus.Collector {
+	return &logCollector{stats: stats, ready: ready, now: now}
+}
+
+type logCollector struct {
+	stats func() ha.SessionLogStats
+	ready func() bool
+	now   func() time.Time
+}
+
+var (
+	logLayoutDesc = prometheus.NewDesc("haven_sessions_layout",
+		"1 for the session store's layout in use in the coordination store (keys: one key per session; packed: a log and snapshots), 0 for the other.", []string{"layout"}, nil)
+	logEntriesDesc = prometheus.NewDesc("haven_sessions_log_entries",
+		"Group commits in the packed layout's log, not yet folded into a snapshot.", nil, nil)
+	logBytesDesc = prometheus.NewDesc("haven_sessions_log_bytes",
+		"Bytes of the packed layout's log.", nil, nil)
+	snapKeysDesc = prometheus.NewDesc("haven_sessions_snapshot_keys",
+		"Keys in the packed layout's current snapshot.", nil, nil)
+	snapBytesDesc = prometheus.NewDesc("haven_sessions_snapshot_bytes",
+		"Bytes of the packed layout's current snapshot.", nil, nil)
+	snapAgeDesc = prometheus.NewDesc("haven_sessions_snapshot_age_seconds",
+		"Age of the packed layout's current snapshot (absent while there is none).", nil, nil)
+	compactionsDesc = prometheus.NewDesc("haven_sessions_compactions_total",
+		"Compactions of the packed layout's log into a snapshot by this node.", nil, nil)
+	packedReadyDesc = prometheus.NewDesc("haven_sessions_packed_ready",
+		"1 when every configured node runs a version that reads the packed layout (the active may migrate to it), else 0.", nil, nil)
+)
+
+func (c *logCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{logLayoutDesc, logEntriesDesc, logBytesDesc, snapKeysDesc, snapBytesDesc, snapAgeDesc, compactionsDesc, packedReadyDesc} {
+		ch <- d
+	}
+}
+
+func (c *logCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.stats()
+	for _, l := range []string{LayoutKeys, LayoutPacked} {
+		ch <- prometheus.MustNewConstMetric(logLayoutDesc, prometheus.GaugeValue, boolFloat(st.Layout == l), l)
+	}
+	ch <- prometheus.MustNewConstMetric(logEntriesDesc, prometheus.GaugeValue, float64(st.LogEntries))
+	ch <- prometheus.MustNewConstMetric(logBytesDesc, prometheus.GaugeValue, float64(st.LogBytes))
+	ch <- prometheus.MustNewConstMetric(snapKeysDesc, prometheus.GaugeValue, float64(st.SnapshotKeys))
+	ch <- prometheus.MustNewConstMetric(snapBytesDesc, prometheus.GaugeValue, float64(st.SnapshotBytes))
+	if st.SnapshotAt > 0 {
+		age := c.now().Sub(time.UnixMilli(st.SnapshotAt)).Seconds()
+		ch <- prometheus.MustNewConstMetric(snapAgeDesc, prometheus.GaugeValue, max(age, 0))
+	}
+	ch <- prometheus.MustNewConstMetric(compactionsDesc, prometheus.CounterValue, float64(st.Compactions))
+	ch <- prometheus.MustNewConstMetric(packedReadyDesc, prometheus.GaugeValue, boolFloat(c.ready()))
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

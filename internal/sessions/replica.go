@@ -93,7 +93,15 @@ func (s *Server) stillActive(epoch ha.Epoch) bool {
 func (s *Server) runActive(ctx context.Context, epoch ha.Epoch) error {
 	changed, poll := s.roleWatch()
 	defer poll.Stop()
-	recs, _, err := s.opts.Backend.LoadSessions(ctx)
+	var recs []ha.SessionRecord
+	var err error
+	if al, ok := s.opts.Backend.(ha.SessionActiveLoader); ok {
+		// The backend may change its layout first (etcd's packed layout):
+		// fenced by epoch, before this node accepts writes.
+		recs, _, err = al.LoadSessionsAsActive(ctx, s.opts.Node, epoch)
+	} else {
+		recs, _, err = s.opts.Backend.LoadSessions(ctx)
+	}
 	if err != nil {
 		return err
 	}
@@ -132,6 +140,10 @@ func (s *Server) runActive(ctx context.Context, epoch ha.Epoch) error {
 				return nil
 			}
 		case <-sweep.C:
+			if s.opts.Relayout != nil && s.opts.Relayout() {
+				s.opts.Log.Info("sessions: reloading to change the store's layout", "epoch", epoch)
+				return nil
+			}
 			if n := s.db.expire(sweepLimit); n > 0 {
 				s.metrics.expired.Add(float64(n))
 			}

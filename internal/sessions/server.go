@@ -66,6 +66,14 @@ type Options struct {
 	// ActiveActive: every serving node writes, each write a
 	// compare-and-swap on the keys it touched (aa.go).
 	ActiveActive bool
+	// Relayout, when set, is asked by the active at each sweep (every
+	// 250 ms): true means the backend would now load into another layout
+	// (the packed layout's rolling-upgrade gate opened after this node
+	// loaded one key per session), so the active reloads at once instead
+	// of at the next promotion. As after a failed commit: writes not yet
+	// committed get an error (they may have been stored), every command
+	// -LOADING until the load (and the migration it makes) is done.
+	Relayout func() bool
 }
 
 // DefaultMaxValueBytes is max_value_bytes when the config says nothing.

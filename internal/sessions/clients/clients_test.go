@@ -17,6 +17,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/drill"
 	"github.com/haven-ha/haven/internal/e2e/e2etest"
+	"github.com/haven-ha/haven/internal/sessions"
 	"github.com/haven-ha/haven/internal/testbin"
 )
 
@@ -186,18 +187,39 @@ func waitActive(t *testing.T, sb *drill.Sandbox, not string) string {
 }
 
 // waitWritable waits until node's session store takes writes (it loads
-// the data after its promotion).
+// the data after its promotion) in the layout it keeps: on etcd, the
+// packed layout, which a new cluster's active migrates to once every
+// node's record says it reads it (a reload, during which writes fail).
 func waitWritable(t *testing.T, sb *drill.Sandbox, node string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	var last []string
+	var layout string
 	for time.Now().Before(deadline) {
 		if last = redisCLI(t, sb.CAFile(), sb.Node(node).Sessions, "SET probe x\n"); last[0] == "OK" {
-			return
+			if layout = settledLayout(sb, node); layout != "" {
+				return
+			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("%s does not take writes: %q", node, last)
+	t.Fatalf("%s does not take writes in its final layout: %q (layout %q)", node, last, layout)
+}
+
+// settledLayout is node's session store layout once it will not change:
+// packed, or one key per session where packing does not apply (SQL);
+// "" while the store may still migrate.
+func settledLayout(sb *drill.Sandbox, node string) string {
+	st, err := sb.Status(node)
+	if err != nil {
+		return ""
+	}
+	for _, n := range st.Nodes {
+		if s := n.Sessions; n.Name == node && s != nil && (s.Layout == sessions.LayoutPacked || (s.Layout == sessions.LayoutKeys && s.Waiting == "")) {
+			return s.Layout
+		}
+	}
+	return ""
 }
 
 // checkAll wants every session written before the faults on node.

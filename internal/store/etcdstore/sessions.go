@@ -41,12 +41,30 @@ func decodeSession(key string, v []byte) (ha.SessionRecord, error) {
 
 const loadPage = 10000
 
-// LoadSessions reads every session record at one revision, a page at a time.
+// LoadSessions reads every session record at one revision, a page at a
+// time: active-active's load. If the session store has moved to the packed
+// layout (an active-passive cluster's migration), the per-key keys are not
+// its data: it says so instead of loading an empty or partial store.
 func (s *Store) LoadSessions(ctx context.Context) ([]ha.SessionRecord, int64, error) {
+	resp, err := s.cli.Get(ctx, s.sessCurrentKey(), clientv3.WithCountOnly())
+	if err != nil {
+		return nil, 0, fmt.Errorf("load the session store: %w", err)
+	}
+	if resp.Count > 0 {
+		return nil, 0, ErrSessionsPacked
+	}
+	return s.loadSessionsAt(ctx, resp.Header.Revision)
+}
+
+// ErrSessionsPacked: one key per session was asked for (active-active)
+// where the session store has moved to the packed layout.
+var ErrSessionsPacked = errors.New("the session store is in active-passive's packed layout (docs/sessions.md), which active-active cannot read: go back to mode active-passive, or move the sessions by hand")
+
+// loadSessionsAt reads every session record at revision rev (0: now).
+func (s *Store) loadSessionsAt(ctx context.Context, rev int64) ([]ha.SessionRecord, int64, error) {
 	p := s.sessPrefix()
 	end := clientv3.GetPrefixRangeEnd(p)
 	var out []ha.SessionRecord
-	var rev int64
 	from := p
 	for {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(loadPage)}

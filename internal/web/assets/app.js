@@ -460,6 +460,32 @@ function folderText(fs) {
   }).join('; ');
 }
 
+// sessionsText: a node's copy of the session store (keys, bytes, listen).
+function sessionsText(s) {
+  if (!s) return '-';
+  return `${s.keys} keys, ${s.bytes} bytes on ${s.listen}${s.writable ? ' (takes writes)' : ' (read-only copy)'}`;
+}
+
+// sessionsLayoutText: how the coordination store holds the sessions
+// (docs/sessions.md): one key per session, and why not packed yet; or the
+// packed layout's log and snapshot; and a warning when a node cannot read
+// a packed store.
+function sessionsLayoutText(s) {
+  if (!s) return '-';
+  let t;
+  if (s.layout === 'packed' && s.log) {
+    const l = s.log;
+    t = `packed: log ${l.log_entries} entries (${l.log_bytes} bytes), `;
+    t += l.snapshot_at ? `snapshot ${l.snapshot_keys} keys (${l.snapshot_bytes} bytes) ${fmtDuration(serverNow() - l.snapshot_at)} old` : 'no snapshot yet';
+    t += `, ${l.compactions} compactions`;
+  } else {
+    t = 'one key per session';
+    if (s.waiting) t += `; ${s.waiting}`;
+  }
+  if (s.warning) t += `; WARNING: ${s.warning}`;
+  return t;
+}
+
 function renderDetail() {
   const name = state.detail;
   const n = state.status && state.status.nodes.find((x) => x.name === name);
@@ -479,7 +505,8 @@ function renderDetail() {
     ['Started', n.started_at ? fmtTime(n.started_at) : '-'], ['Last heartbeat', n.heartbeat ? fmtTime(n.heartbeat) : '-'],
     ['Version', n.version || '-'], ['Promotions', String(n.failovers || 0)],
     ['Virtual IP', n.vip || '-'],
-    ['Sessions', n.sessions ? `${n.sessions.keys} keys, ${n.sessions.bytes} bytes on ${n.sessions.listen}${n.sessions.writable ? ' (takes writes)' : ' (read-only copy)'}` : '-'],
+    ['Sessions', sessionsText(n.sessions)],
+    ['Sessions layout', sessionsLayoutText(n.sessions)],
     ['Replicated folders', folderText(n.folders)],
     ['Lock delay', lockDelayText(n.lock_delay)],
     ['VIP lock delay', lockDelayText(n.vip_lock_delay, 'adding the virtual IP')],
