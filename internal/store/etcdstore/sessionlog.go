@@ -533,8 +533,8 @@ func (l *SessionLog) writeGen(ctx context.Context, node string, epoch ha.Epoch, 
 	m := snapMeta{Gen: gen, Rev: rev, Keys: len(keys), At: l.now().UnixMilli()}
 	var buf []byte
 	flush := func() error {
-		if err := l.fenced(ctx, node, epoch, nil, clientv3.OpPut(fmt.Sprintf("%s%08d", l.genPrefix(gen), m.Chunks), string(buf))); err != nil {
-			return fmt.Errorf("write chunk %d of session snapshot %d: %w", m.Chunks, gen, err)
+		if err := l.putChunk(ctx, node, epoch, gen, m.Chunks, buf); err != nil {
+			return err
 		}
 		m.CRC = crc32.Update(m.CRC, castagnoli, buf)
 		m.Bytes += int64(len(buf))
@@ -557,6 +557,14 @@ func (l *SessionLog) writeGen(ctx context.Context, node string, epoch ha.Epoch, 
 		}
 	}
 	return m, nil
+}
+
+// putChunk writes chunk i of generation gen, fenced.
+func (l *SessionLog) putChunk(ctx context.Context, node string, epoch ha.Epoch, gen uint64, i int, buf []byte) error {
+	if err := l.fenced(ctx, node, epoch, nil, clientv3.OpPut(fmt.Sprintf("%s%08d", l.genPrefix(gen), i), string(buf))); err != nil {
+		return fmt.Errorf("write chunk %d of session snapshot %d: %w", i, gen, err)
+	}
+	return nil
 }
 
 // switchTo is step 3: one fenced transaction, conditioned on snap/current
