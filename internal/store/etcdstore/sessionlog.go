@@ -182,7 +182,7 @@ func decodeBatch(b []byte, rev int64) ([]ha.SessionRecord, error) {
 	var out []ha.SessionRecord
 	for len(b) > 0 {
 		kl, n := binary.Uvarint(b)
-		if n <= 0 || uint64(len(b)-n) < kl+9 {
+		if n <= 0 || kl > uint64(len(b)-n) || uint64(len(b)-n)-kl < 9 { // kl+9 may overflow
 			return nil, errBadBatch
 		}
 		b = b[n:]
@@ -559,13 +559,23 @@ func (l *SessionLog) writeGen(ctx context.Context, node string, epoch ha.Epoch, 
 	return m, nil
 }
 
-// putChunk writes chunk i of generation gen, fenced.
+// putChunk writes chunk i of generation gen, fenced, and only if the key
+// is new: a write of an earlier attempt of this epoch (same node, so the
+// fence passes) whose outcome was unknown may arrive late, and must not
+// replace a chunk of this attempt unseen, nor this attempt one of it.
 func (l *SessionLog) putChunk(ctx context.Context, node string, epoch ha.Epoch, gen uint64, i int, buf []byte) error {
-	if err := l.fenced(ctx, node, epoch, nil, clientv3.OpPut(fmt.Sprintf("%s%08d", l.genPrefix(gen), i), string(buf))); err != nil {
+	k := fmt.Sprintf("%s%08d", l.genPrefix(gen), i)
+	err := l.fenced(ctx, node, epoch, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(k), "=", 0)}, clientv3.OpPut(k, string(buf)))
+	if errors.Is(err, errSnapMoved) {
+		err = errChunkExists
+	}
+	if err != nil {
 		return fmt.Errorf("write chunk %d of session snapshot %d: %w", i, gen, err)
 	}
 	return nil
 }
+
+var errChunkExists = errors.New("the chunk exists already (an earlier attempt's write arrived late); the next attempt takes a new generation")
 
 // switchTo is step 3: one fenced transaction, conditioned on snap/current
 // still at curMod (0: absent), that points snap/current at m and deletes
