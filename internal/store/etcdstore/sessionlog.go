@@ -218,25 +218,23 @@ func (l *SessionLog) getLayout() string {
 // one log entry in the packed layout (a retry writes the same records
 // again, so applying it twice is applying it once), else one key each.
 func (l *SessionLog) CommitSessions(ctx context.Context, node string, epoch ha.Epoch, recs []ha.SessionRecord) (int64, error) {
-	switch l.getLayout() {
-	case layoutKeys:
-		return l.s.CommitSessions(ctx, node, epoch, recs)
-	case layoutPacked:
-	default:
-		return 0, errors.New("commit before the session store was loaded")
+	txn, key, n, err := l.commitTxn(ctx, node, epoch, recs)
+	if err != nil {
+		return 0, err
 	}
-	key := fmt.Sprintf("%s%016x-%016x", l.logPrefix(), uint64(epoch), l.n.Add(1))
-	val := encodeBatch(recs)
-	resp, err := l.s.cli.Txn(ctx).If(l.s.fence(node, epoch)...).Then(clientv3.OpPut(key, string(val))).Commit()
+	resp, err := txn.Commit()
 	if err != nil {
 		return 0, fmt.Errorf("commit %d session keys at epoch %d: %w", len(recs), epoch, err)
 	}
 	if !resp.Succeeded {
 		return 0, ha.ErrNotLeader
 	}
+	if key == "" {
+		return resp.Header.Revision, nil // the per-key layout
+	}
 	rev := resp.Header.Revision
 	l.mu.Lock()
-	l.addEntLocked(key, logEnt{rev: rev, bytes: int64(len(val))})
+	l.addEntLocked(key, logEnt{rev: rev, bytes: n})
 	start := l.needsCompactionLocked() && !l.compacting
 	if start {
 		l.compacting = true
@@ -260,6 +258,22 @@ func (l *SessionLog) CommitSessions(ctx context.Context, node string, epoch ha.E
 		}()
 	}
 	return rev, nil
+}
+
+// commitTxn is the transaction that commits recs, and the log entry's key
+// and size ("" in the per-key layout).
+func (l *SessionLog) commitTxn(ctx context.Context, node string, epoch ha.Epoch, recs []ha.SessionRecord) (clientv3.Txn, string, int64, error) {
+	fence := l.s.fence(node, epoch)
+	switch l.getLayout() {
+	case layoutKeys:
+		return l.s.cli.Txn(ctx).If(fence...).Then(l.s.sessionOps(recs)...), "", 0, nil
+	case layoutPacked:
+	default:
+		return nil, "", 0, errors.New("commit before the session store was loaded")
+	}
+	key := fmt.Sprintf("%s%016x-%016x", l.logPrefix(), uint64(epoch), l.n.Add(1))
+	val := encodeBatch(recs)
+	return l.s.cli.Txn(ctx).If(fence...).Then(clientv3.OpPut(key, string(val))), key, int64(len(val)), nil
 }
 
 func (l *SessionLog) needsCompactionLocked() bool {

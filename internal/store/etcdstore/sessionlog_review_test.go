@@ -3,6 +3,7 @@ package etcdstore
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/haven-ha/haven/internal/ha"
@@ -69,6 +70,45 @@ func TestCompactionStaleChunkWrite(t *testing.T) {
 			a.write("k02", "after")
 			e.node("c", false).load()
 			e.checkLinearizable()
+		})
+	}
+}
+
+// TestPackedLateCommitAfterReload: a commit whose outcome the active never
+// learnt (its attempts timed out; the session store failed the write and
+// reloaded at the same epoch) may still be applied by etcd later: a
+// proposal stuck on the way to etcd's leader. The fence lets it through
+// (same node, same epoch). It must not overwrite what the reloaded active
+// wrote since: here a later SET of the same key, acknowledged, that a
+// failover must keep. In both layouts.
+func TestPackedLateCommitAfterReload(t *testing.T) {
+	srv := storetest.StartEtcd(t)
+	for _, ready := range []bool{true, false} {
+		t.Run(fmt.Sprint("ready=", ready), func(t *testing.T) {
+			e := newPackedEnv(t, srv.Addr)
+			a, b := e.node("a", ready), e.node("b", ready)
+			a.promote()
+			a.write("k", "v0")
+			// The commit of k=old is sent; its outcome is unknown.
+			late, _, _, err := a.l.commitTxn(e.ctx, a.name, a.epoch, []ha.SessionRecord{{Key: "k", Value: []byte("old")}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The session store fails the write and reloads as the active
+			// at the same epoch, then takes k=new.
+			if _, _, err := a.l.LoadSessionsAsActive(e.ctx, a.name, a.epoch); err != nil {
+				t.Fatal(err)
+			}
+			a.write("k", "new")
+			// The old commit arrives.
+			if _, err := late.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			a.resign()
+			b.promote()
+			if got := b.load()["k"]; got != "new" {
+				t.Fatalf("k after the failover: %q, want the acknowledged %q (a commit that failed before it was issued overwrote it)", got, "new")
+			}
 		})
 	}
 }
