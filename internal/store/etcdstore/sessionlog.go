@@ -83,8 +83,11 @@ type SessionLog struct {
 	// migration (migrateRange; tests take fewer).
 	rangeKeys int64
 
+	loads atomic.Uint64 // the active's loads (writer tokens)
+
 	mu          sync.Mutex
 	layout      string // "" before the first load
+	writer      string // this node's writer token, set by its load as the active
 	snap        snapMeta
 	logEnts     map[string]logEnt // log entries past snap.Rev, by key
 	logBytes    int64             // their bytes
@@ -138,6 +141,7 @@ func (s *Store) sessCurrentKey() string  { return s.sessLogPrefix() + "snap/curr
 func (l *SessionLog) logPrefix() string  { return l.prefix() + "log/" }
 func (l *SessionLog) snapPrefix() string { return l.prefix() + "snap/" }
 func (l *SessionLog) currentKey() string { return l.s.sessCurrentKey() }
+func (l *SessionLog) writerKey() string  { return l.prefix() + "writer" }
 func (l *SessionLog) genPrefix(gen uint64) string {
 	return fmt.Sprintf("%s%016x/", l.snapPrefix(), gen)
 }
@@ -263,8 +267,14 @@ func (l *SessionLog) CommitSessions(ctx context.Context, node string, epoch ha.E
 // commitTxn is the transaction that commits recs, and the log entry's key
 // and size ("" in the per-key layout).
 func (l *SessionLog) commitTxn(ctx context.Context, node string, epoch ha.Epoch, recs []ha.SessionRecord) (clientv3.Txn, string, int64, error) {
-	fence := l.s.fence(node, epoch)
-	switch l.getLayout() {
+	l.mu.Lock()
+	layout, writer := l.layout, l.writer
+	l.mu.Unlock()
+	if writer == "" {
+		return nil, "", 0, errors.New("commit before the session store was loaded as the active")
+	}
+	fence := append(l.s.fence(node, epoch), clientv3.Compare(clientv3.Value(l.writerKey()), "=", writer))
+	switch layout {
 	case layoutKeys:
 		return l.s.cli.Txn(ctx).If(fence...).Then(l.s.sessionOps(recs)...), "", 0, nil
 	case layoutPacked:
@@ -317,6 +327,20 @@ func (l *SessionLog) LoadSessions(ctx context.Context) ([]ha.SessionRecord, int6
 // reads the packed layout, it migrates first. In the packed layout, it
 // removes per-key keys a migration left behind (in the background).
 func (l *SessionLog) LoadSessionsAsActive(ctx context.Context, node string, epoch ha.Epoch) ([]ha.SessionRecord, int64, error) {
+	// A new writer token first, then the read: a commit of an earlier load
+	// (same node and epoch, so the fence lets it through) that etcd applies
+	// late is either in the read or refused by the token (every commit
+	// compares it), never applied after the read.
+	token := fmt.Sprintf("%s/%d/%d/%d", node, epoch, l.now().UnixNano(), l.loads.Add(1))
+	l.mu.Lock()
+	l.writer = ""
+	l.mu.Unlock()
+	if err := l.fenced(ctx, node, epoch, nil, clientv3.OpPut(l.writerKey(), token)); err != nil {
+		return nil, 0, fmt.Errorf("load the session store as the active: %w", err)
+	}
+	l.mu.Lock()
+	l.writer = token
+	l.mu.Unlock()
 	v, err := l.read(ctx, 0, false)
 	if err != nil {
 		return nil, 0, err
