@@ -74,7 +74,9 @@ type SessionLog struct {
 	s    *Store
 	opts PackedOptions
 	n    atomic.Uint64 // log entries this process wrote (unique within an epoch)
-	now  func() time.Time
+	// compactStarts counts the compactions the commits started (tests).
+	compactStarts atomic.Int64
+	now           func() time.Time
 
 	// hook, for tests, is called with a step's name between the steps of
 	// a compaction and of a migration.
@@ -250,6 +252,7 @@ func (l *SessionLog) CommitSessions(ctx context.Context, node string, epoch ha.E
 		l.bg.Add(1)
 		go func() {
 			defer l.bg.Done()
+			l.compactStarts.Add(1)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			err := l.compactLocked(ctx, node, epoch)

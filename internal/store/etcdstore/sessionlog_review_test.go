@@ -112,3 +112,33 @@ func TestPackedLateCommitAfterReload(t *testing.T) {
 		})
 	}
 }
+
+// TestCompactionBackoffAfterFailure: a compaction that fails (here the
+// snapshot is damaged by hand, so its read fails every time; in practice a
+// timeout or an etcd error on a large store) is not started again by every
+// next commit: each attempt reads the whole store.
+func TestCompactionBackoffAfterFailure(t *testing.T) {
+	srv := storetest.StartEtcd(t)
+	e := newPackedEnv(t, srv.Addr)
+	a := e.node("a", true)
+	a.promote()
+	a.fill(10)
+	if err := a.l.Compact(e.ctx, a.name, a.epoch); err != nil {
+		t.Fatal(err)
+	}
+	v, err := a.l.read(e.ctx, 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.s.cli.Put(e.ctx, fmt.Sprintf("%s%08d", a.l.genPrefix(v.cur.Gen), 0), "damaged"); err != nil {
+		t.Fatal(err)
+	}
+	a.l.opts.CompactBytes = 100
+	for i := 0; i < 60; i++ {
+		a.write(fmt.Sprintf("k%02d", i%20), "v")
+		a.l.bg.Wait() // the compaction it started, if any, is over
+	}
+	if n := a.l.compactStarts.Load(); n > 2 {
+		t.Fatalf("%d compactions started by 60 commits while every one fails (%v)", n, a.l.lastErr)
+	}
+}
