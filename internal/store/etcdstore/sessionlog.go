@@ -64,6 +64,11 @@ const (
 	// expiredSlack: compaction drops keys expired for longer than this
 	// (every node hides them already, whatever its clock's skew).
 	expiredSlack = time.Second
+	// compactBackoff, maxCompactBackoff: the wait after a failed
+	// compaction before the commits start another (each reads the whole
+	// store), doubling.
+	compactBackoff    = time.Second
+	maxCompactBackoff = time.Minute
 )
 
 // SessionLog is the session store's data for active-passive on etcd: the
@@ -96,8 +101,13 @@ type SessionLog struct {
 	compacting  bool
 	cleaning    bool // the per-key keys are being removed
 	compactions int64
-	lastErr     error // the last compaction's or clean-up's failure (tests)
-	bg          sync.WaitGroup
+	// After a failed compaction, the commits start none before
+	// compactAfter (compactWait, doubling from compactBackoff to
+	// maxCompactBackoff; zero after a success).
+	compactAfter time.Time
+	compactWait  time.Duration
+	lastErr      error // the last compaction's or clean-up's failure (tests)
+	bg           sync.WaitGroup
 }
 
 type logEnt struct {
@@ -241,7 +251,7 @@ func (l *SessionLog) CommitSessions(ctx context.Context, node string, epoch ha.E
 	rev := resp.Header.Revision
 	l.mu.Lock()
 	l.addEntLocked(key, logEnt{rev: rev, bytes: n})
-	start := l.needsCompactionLocked() && !l.compacting
+	start := l.needsCompactionLocked() && !l.compacting && !l.now().Before(l.compactAfter)
 	if start {
 		l.compacting = true
 	}
@@ -258,9 +268,16 @@ func (l *SessionLog) CommitSessions(ctx context.Context, node string, epoch ha.E
 			err := l.compactLocked(ctx, node, epoch)
 			l.mu.Lock()
 			l.compacting, l.lastErr = false, err
+			if err != nil {
+				l.compactWait = min(max(2*l.compactWait, compactBackoff), maxCompactBackoff)
+				l.compactAfter = l.now().Add(l.compactWait)
+			} else {
+				l.compactWait, l.compactAfter = 0, time.Time{}
+			}
+			wait := l.compactWait
 			l.mu.Unlock()
 			if err != nil {
-				l.opts.Log.Warn("sessions: compaction of the log stopped", "epoch", epoch, "err", err)
+				l.opts.Log.Warn("sessions: compaction of the log stopped; trying again later", "epoch", epoch, "in", wait, "err", err)
 			}
 		}()
 	}
