@@ -64,6 +64,11 @@ const (
 	// expiredSlack: compaction drops keys expired for longer than this
 	// (every node hides them already, whatever its clock's skew).
 	expiredSlack = time.Second
+	// compactBackoff, maxCompactBackoff: the wait after a failed
+	// compaction before the commits start another (each reads the whole
+	// store), doubling.
+	compactBackoff    = time.Second
+	maxCompactBackoff = time.Minute
 )
 
 // SessionLog is the session store's data for active-passive on etcd: the
@@ -74,7 +79,9 @@ type SessionLog struct {
 	s    *Store
 	opts PackedOptions
 	n    atomic.Uint64 // log entries this process wrote (unique within an epoch)
-	now  func() time.Time
+	// compactStarts counts the compactions the commits started (tests).
+	compactStarts atomic.Int64
+	now           func() time.Time
 
 	// hook, for tests, is called with a step's name between the steps of
 	// a compaction and of a migration.
@@ -83,16 +90,24 @@ type SessionLog struct {
 	// migration (migrateRange; tests take fewer).
 	rangeKeys int64
 
+	loads atomic.Uint64 // the active's loads (writer tokens)
+
 	mu          sync.Mutex
 	layout      string // "" before the first load
+	writer      string // this node's writer token, set by its load as the active
 	snap        snapMeta
 	logEnts     map[string]logEnt // log entries past snap.Rev, by key
 	logBytes    int64             // their bytes
 	compacting  bool
 	cleaning    bool // the per-key keys are being removed
 	compactions int64
-	lastErr     error // the last compaction's or clean-up's failure (tests)
-	bg          sync.WaitGroup
+	// After a failed compaction, the commits start none before
+	// compactAfter (compactWait, doubling from compactBackoff to
+	// maxCompactBackoff; zero after a success).
+	compactAfter time.Time
+	compactWait  time.Duration
+	lastErr      error // the last compaction's or clean-up's failure (tests)
+	bg           sync.WaitGroup
 }
 
 type logEnt struct {
@@ -138,6 +153,7 @@ func (s *Store) sessCurrentKey() string  { return s.sessLogPrefix() + "snap/curr
 func (l *SessionLog) logPrefix() string  { return l.prefix() + "log/" }
 func (l *SessionLog) snapPrefix() string { return l.prefix() + "snap/" }
 func (l *SessionLog) currentKey() string { return l.s.sessCurrentKey() }
+func (l *SessionLog) writerKey() string  { return l.prefix() + "writer" }
 func (l *SessionLog) genPrefix(gen uint64) string {
 	return fmt.Sprintf("%s%016x/", l.snapPrefix(), gen)
 }
@@ -182,7 +198,7 @@ func decodeBatch(b []byte, rev int64) ([]ha.SessionRecord, error) {
 	var out []ha.SessionRecord
 	for len(b) > 0 {
 		kl, n := binary.Uvarint(b)
-		if n <= 0 || uint64(len(b)-n) < kl+9 {
+		if n <= 0 || kl > uint64(len(b)-n) || uint64(len(b)-n)-kl < 9 { // kl+9 may overflow
 			return nil, errBadBatch
 		}
 		b = b[n:]
@@ -218,26 +234,24 @@ func (l *SessionLog) getLayout() string {
 // one log entry in the packed layout (a retry writes the same records
 // again, so applying it twice is applying it once), else one key each.
 func (l *SessionLog) CommitSessions(ctx context.Context, node string, epoch ha.Epoch, recs []ha.SessionRecord) (int64, error) {
-	switch l.getLayout() {
-	case layoutKeys:
-		return l.s.CommitSessions(ctx, node, epoch, recs)
-	case layoutPacked:
-	default:
-		return 0, errors.New("commit before the session store was loaded")
+	txn, key, n, err := l.commitTxn(ctx, node, epoch, recs)
+	if err != nil {
+		return 0, err
 	}
-	key := fmt.Sprintf("%s%016x-%016x", l.logPrefix(), uint64(epoch), l.n.Add(1))
-	val := encodeBatch(recs)
-	resp, err := l.s.cli.Txn(ctx).If(l.s.fence(node, epoch)...).Then(clientv3.OpPut(key, string(val))).Commit()
+	resp, err := txn.Commit()
 	if err != nil {
 		return 0, fmt.Errorf("commit %d session keys at epoch %d: %w", len(recs), epoch, err)
 	}
 	if !resp.Succeeded {
 		return 0, ha.ErrNotLeader
 	}
+	if key == "" {
+		return resp.Header.Revision, nil // the per-key layout
+	}
 	rev := resp.Header.Revision
 	l.mu.Lock()
-	l.addEntLocked(key, logEnt{rev: rev, bytes: int64(len(val))})
-	start := l.needsCompactionLocked() && !l.compacting
+	l.addEntLocked(key, logEnt{rev: rev, bytes: n})
+	start := l.needsCompactionLocked() && !l.compacting && !l.now().Before(l.compactAfter)
 	if start {
 		l.compacting = true
 	}
@@ -248,18 +262,48 @@ func (l *SessionLog) CommitSessions(ctx context.Context, node string, epoch ha.E
 		l.bg.Add(1)
 		go func() {
 			defer l.bg.Done()
+			l.compactStarts.Add(1)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			err := l.compactLocked(ctx, node, epoch)
 			l.mu.Lock()
 			l.compacting, l.lastErr = false, err
+			if err != nil {
+				l.compactWait = min(max(2*l.compactWait, compactBackoff), maxCompactBackoff)
+				l.compactAfter = l.now().Add(l.compactWait)
+			} else {
+				l.compactWait, l.compactAfter = 0, time.Time{}
+			}
+			wait := l.compactWait
 			l.mu.Unlock()
 			if err != nil {
-				l.opts.Log.Warn("sessions: compaction of the log stopped", "epoch", epoch, "err", err)
+				l.opts.Log.Warn("sessions: compaction of the log stopped; trying again later", "epoch", epoch, "in", wait, "err", err)
 			}
 		}()
 	}
 	return rev, nil
+}
+
+// commitTxn is the transaction that commits recs, and the log entry's key
+// and size ("" in the per-key layout).
+func (l *SessionLog) commitTxn(ctx context.Context, node string, epoch ha.Epoch, recs []ha.SessionRecord) (clientv3.Txn, string, int64, error) {
+	l.mu.Lock()
+	layout, writer := l.layout, l.writer
+	l.mu.Unlock()
+	if writer == "" {
+		return nil, "", 0, errors.New("commit before the session store was loaded as the active")
+	}
+	fence := append(l.s.fence(node, epoch), clientv3.Compare(clientv3.Value(l.writerKey()), "=", writer))
+	switch layout {
+	case layoutKeys:
+		return l.s.cli.Txn(ctx).If(fence...).Then(l.s.sessionOps(recs)...), "", 0, nil
+	case layoutPacked:
+	default:
+		return nil, "", 0, errors.New("commit before the session store was loaded")
+	}
+	key := fmt.Sprintf("%s%016x-%016x", l.logPrefix(), uint64(epoch), l.n.Add(1))
+	val := encodeBatch(recs)
+	return l.s.cli.Txn(ctx).If(fence...).Then(clientv3.OpPut(key, string(val))), key, int64(len(val)), nil
 }
 
 func (l *SessionLog) needsCompactionLocked() bool {
@@ -303,6 +347,20 @@ func (l *SessionLog) LoadSessions(ctx context.Context) ([]ha.SessionRecord, int6
 // reads the packed layout, it migrates first. In the packed layout, it
 // removes per-key keys a migration left behind (in the background).
 func (l *SessionLog) LoadSessionsAsActive(ctx context.Context, node string, epoch ha.Epoch) ([]ha.SessionRecord, int64, error) {
+	// A new writer token first, then the read: a commit of an earlier load
+	// (same node and epoch, so the fence lets it through) that etcd applies
+	// late is either in the read or refused by the token (every commit
+	// compares it), never applied after the read.
+	token := fmt.Sprintf("%s/%d/%d/%d", node, epoch, l.now().UnixNano(), l.loads.Add(1))
+	l.mu.Lock()
+	l.writer = ""
+	l.mu.Unlock()
+	if err := l.fenced(ctx, node, epoch, nil, clientv3.OpPut(l.writerKey(), token)); err != nil {
+		return nil, 0, fmt.Errorf("load the session store as the active: %w", err)
+	}
+	l.mu.Lock()
+	l.writer = token
+	l.mu.Unlock()
 	v, err := l.read(ctx, 0, false)
 	if err != nil {
 		return nil, 0, err
@@ -533,8 +591,8 @@ func (l *SessionLog) writeGen(ctx context.Context, node string, epoch ha.Epoch, 
 	m := snapMeta{Gen: gen, Rev: rev, Keys: len(keys), At: l.now().UnixMilli()}
 	var buf []byte
 	flush := func() error {
-		if err := l.fenced(ctx, node, epoch, nil, clientv3.OpPut(fmt.Sprintf("%s%08d", l.genPrefix(gen), m.Chunks), string(buf))); err != nil {
-			return fmt.Errorf("write chunk %d of session snapshot %d: %w", m.Chunks, gen, err)
+		if err := l.putChunk(ctx, node, epoch, gen, m.Chunks, buf); err != nil {
+			return err
 		}
 		m.CRC = crc32.Update(m.CRC, castagnoli, buf)
 		m.Bytes += int64(len(buf))
@@ -558,6 +616,24 @@ func (l *SessionLog) writeGen(ctx context.Context, node string, epoch ha.Epoch, 
 	}
 	return m, nil
 }
+
+// putChunk writes chunk i of generation gen, fenced, and only if the key
+// is new: a write of an earlier attempt of this epoch (same node, so the
+// fence passes) whose outcome was unknown may arrive late, and must not
+// replace a chunk of this attempt unseen, nor this attempt one of it.
+func (l *SessionLog) putChunk(ctx context.Context, node string, epoch ha.Epoch, gen uint64, i int, buf []byte) error {
+	k := fmt.Sprintf("%s%08d", l.genPrefix(gen), i)
+	err := l.fenced(ctx, node, epoch, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(k), "=", 0)}, clientv3.OpPut(k, string(buf)))
+	if errors.Is(err, errSnapMoved) {
+		err = errChunkExists
+	}
+	if err != nil {
+		return fmt.Errorf("write chunk %d of session snapshot %d: %w", i, gen, err)
+	}
+	return nil
+}
+
+var errChunkExists = errors.New("the chunk exists already (an earlier attempt's write arrived late); the next attempt takes a new generation")
 
 // switchTo is step 3: one fenced transaction, conditioned on snap/current
 // still at curMod (0: absent), that points snap/current at m and deletes

@@ -341,7 +341,7 @@ func TestMigration(t *testing.T) {
 		a.write(fmt.Sprintf("s%03d", i), fmt.Sprintf("v%d", i))
 	}
 	a.write("s000", "")
-	if n := e.count(a.l.prefix()); n != 0 {
+	if n := e.count(a.l.snapPrefix()) + e.count(a.l.logPrefix()); n != 0 {
 		t.Fatalf("%d keys in the packed layout while Ready is false", n)
 	}
 	if n := e.count(a.s.sessPrefix()); n != keys-1 {
@@ -496,7 +496,7 @@ func TestDeposedActiveCannotCompact(t *testing.T) {
 	if _, _, err := y.l.LoadSessionsAsActive(e2.ctx, "y", ep); !errors.Is(err, ha.ErrNotLeader) {
 		t.Fatalf("a deposed node's migration: %v, want ErrNotLeader", err)
 	}
-	if n := e2.count(y.l.prefix()); n != 0 {
+	if n := e2.count(y.l.snapPrefix()) + e2.count(y.l.logPrefix()); n != 0 {
 		t.Fatalf("the deposed node's migration left %d keys", n)
 	}
 	// The active compacts on its own once the log passes CompactBytes.
