@@ -462,7 +462,7 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 				if !pause(backoff) {
 					return
 				}
-				backoff = min(2*backoff, maxBackoff(err))
+				backoff = min(2*backoff, 5*time.Second)
 				continue
 			}
 			// Over TLS to a receiver that says so, chunks go without a
@@ -562,18 +562,6 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 		}
 		t.Stop()
 	}
-}
-
-// maxBackoff bounds the wait before a receiver is asked again after err:
-// one whose agent is not listening (being restarted: connection refused)
-// costs nothing to ask and is asked at least every second, so that its
-// catch-up starts within a second of its start; other failures back off
-// up to 5 s.
-func maxBackoff(err error) time.Duration {
-	if errors.Is(err, syscall.ECONNREFUSED) {
-		return time.Second
-	}
-	return 5 * time.Second
 }
 
 // outcome is what one of feed's jobs did: per step, the receiver's entry

@@ -1,7 +1,6 @@
 package folders
 
 import (
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,29 +83,4 @@ func TestSlowFileHoldsNothingBack(t *testing.T) {
 		st := p.a.Stats()
 		return len(st) == 1 && st[0].Files == 0 && !st[0].Behind
 	})
-}
-
-// TestRefusedReceiverIsAskedEverySecond: a receiver whose agent is not
-// listening (restarting) is asked again at least every second, so that
-// its catch-up starts within a second of its start; other failures back
-// off up to 5 s.
-func TestRefusedReceiverIsAskedEverySecond(t *testing.T) {
-	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	c := api.NewClient(api.ClientOptions{Token: pairToken, Timeout: 5 * time.Second})
-	_, err = c.FolderManifest(t.Context(), addr, "rec")
-	if err == nil {
-		t.Fatal("a manifest from a closed port")
-	}
-	if d := maxBackoff(err); d != time.Second {
-		t.Errorf("backoff after %v: up to %s; want 1s", err, d)
-	}
-	if d := maxBackoff(ha.Errorf(ha.KindUnavailable, "disk full")); d != 5*time.Second {
-		t.Errorf("backoff after another failure: up to %s; want 5s", d)
-	}
 }
