@@ -211,6 +211,9 @@ func TestServiceShipsDeletesAndReportsLost(t *testing.T) {
 	if lost := p.b.Lost("rec"); len(lost) != 1 || lost[0].Path != "moved" {
 		t.Errorf("Lost = %+v", lost)
 	}
+	if v := testutil.ToFloat64(p.b.m.lost.WithLabelValues("rec")); v != 1 {
+		t.Errorf("haven_folder_lost_files = %v, want 1", v)
+	}
 }
 
 func drainTo(c chan ha.Event, match func(ha.Event) bool) <-chan ha.Event {

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/ha"
 )
@@ -75,6 +78,11 @@ func TestSlowFileHoldsNothingBack(t *testing.T) {
 	if st := p.a.Stats(); len(st) != 1 || !st[0].Behind || st[0].Files != 1 || st[0].OldestPath != slow {
 		t.Errorf("stats while %s hangs: %+v; want n2 behind by that one file", slow, st)
 	}
+	// The metrics say the same.
+	m := func(g *prometheus.GaugeVec) float64 { return testutil.ToFloat64(g.WithLabelValues("rec", "n2")) }
+	if f, b, o, bh := m(p.a.m.files), m(p.a.m.bytes), m(p.a.m.oldest), m(p.a.m.behind); f != 1 || b != 200<<10 || o <= maxLag.Seconds() || bh != 1 {
+		t.Errorf("metrics while %s hangs: lag %v files, %v bytes, oldest %vs, behind %v; want 1, %d, over %v, 1", slow, f, b, o, bh, 200<<10, maxLag.Seconds())
+	}
 	release()
 	waitFor(t, "the slow file on n2 once let go", 20*time.Second, func() bool {
 		return sameContent(filepath.Join(p.dirA, slow), filepath.Join(p.dirB, slow))
@@ -83,4 +91,7 @@ func TestSlowFileHoldsNothingBack(t *testing.T) {
 		st := p.a.Stats()
 		return len(st) == 1 && st[0].Files == 0 && !st[0].Behind
 	})
+	if f, bh := m(p.a.m.files), m(p.a.m.behind); f != 0 || bh != 0 {
+		t.Errorf("metrics once in sync: lag %v files, behind %v; want 0, 0", f, bh)
+	}
 }
