@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -362,6 +363,9 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 			log.Warn("folder: receiver", "err", err)
 		}
 		lastErr = err
+		if refusedWrite(err) {
+			return // it wrote nothing: what it holds is as known
+		}
 		if have != nil {
 			seen = have
 		}
@@ -443,11 +447,17 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 				take(<-ended)
 			}
 			failed(errs[0])
+			if refusedWrite(errs[0]) {
+				backoff = min(backoff, maxRefusedBackoff)
+			}
 			errs, queue = nil, nil
 			if !pause(backoff) {
 				return
 			}
 			backoff = min(2*backoff, 5*time.Second)
+			if refusedWrite(lastErr) {
+				backoff = min(backoff, maxRefusedBackoff)
+			}
 			dirty = true
 			continue
 		}
@@ -563,6 +573,23 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 		t.Stop()
 	}
 }
+
+// refusedWrite reports whether err is a receiver's answer that it took
+// no write (Conflict): it does not see this node as the active at this
+// epoch yet (an agent just restarted whose member is catching up with the
+// store, a promotion it has not seen yet), or an upload it does not hold.
+// Nothing changed there: it is asked again soon (maxRefusedBackoff) with
+// what it holds as known, not after a backoff of up to 5 s that doubled
+// with each refusal: once it sees the active the files follow at once.
+func refusedWrite(err error) bool {
+	var ce *api.CallError
+	return errors.As(err, &ce) && ce.Status == http.StatusConflict
+}
+
+// maxRefusedBackoff bounds the wait before a receiver that refused a write
+// (refusedWrite) is asked again; each try costs a plan and, when the set
+// of complete files changed, its list (100,000 files: about 14 MB).
+const maxRefusedBackoff = time.Second
 
 // outcome is what one of feed's jobs did: per step, the receiver's entry
 // or an error.

@@ -37,6 +37,7 @@ type pair struct {
 	hold          atomic.Pointer[string]
 	held, release chan struct{}
 	heldOnce      sync.Once
+	sources       atomic.Int32 // lists of complete files n2 was sent (taken or not)
 }
 
 // pairToken is the API token of a pair's agents.
@@ -91,6 +92,9 @@ func newPairPrepared(t *testing.T, f Folder, maxLag time.Duration, prepare func(
 		if r.Method == http.MethodPut {
 			n, _ := p.puts.LoadOrStore(r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:], new(atomic.Int32))
 			n.(*atomic.Int32).Add(1)
+		}
+		if strings.HasSuffix(r.URL.Path, "/source") {
+			p.sources.Add(1)
 		}
 		if h := p.hold.Load(); h != nil && r.Method == http.MethodPut && r.URL.Query().Get("path") == *h {
 			p.heldOnce.Do(func() { close(p.held) })

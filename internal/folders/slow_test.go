@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,5 +94,46 @@ func TestSlowFileHoldsNothingBack(t *testing.T) {
 	})
 	if f, bh := m(p.a.m.files), m(p.a.m.behind); f != 0 || bh != 0 {
 		t.Errorf("metrics once in sync: lag %v files, behind %v; want 0, 0", f, bh)
+	}
+}
+
+// TestReceiverIsFedSoonOnceItSeesTheActive: a standby that answers but does
+// not yet see this node as the active (an agent just restarted, whose
+// member has not caught up with the store; a promotion not yet seen) is
+// asked again every 200 ms, not after a backoff that doubled with each of
+// its refusals: once it sees the active, the files follow at once. Before,
+// after a few seconds of refusals the next try came up to 3 s later (and
+// up to 5 s), which the 100,000-file catch-up showed as a 10 s outlier.
+func TestReceiverIsFedSoonOnceItSeesTheActive(t *testing.T) {
+	t.Parallel()
+	var blind atomic.Bool // n2 does not see n1 as the active
+	blind.Store(true)
+	p := newPairPrepared(t, Folder{Name: "rec", Quiet: 20 * time.Millisecond}, time.Minute, nil, func(o *Options) {
+		if o.Node == "n2" {
+			leader := o.Leader
+			o.Leader = func() ha.Leader {
+				if blind.Load() {
+					return ha.Leader{}
+				}
+				return leader()
+			}
+		}
+	})
+	if err := os.WriteFile(filepath.Join(p.dirA, "a.txt"), []byte("written while n2 does not see n1 active"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Five refusals: with a doubling backoff, 3 s of them, and the next
+	// try 3.2 s after the fifth.
+	waitFor(t, "five lists refused by n2", 20*time.Second, func() bool { return p.sources.Load() >= 5 })
+	if _, err := os.Stat(filepath.Join(p.dirB, "a.txt")); err == nil {
+		t.Fatal("n2 took a file while it did not see n1 as the active")
+	}
+	blind.Store(false)
+	seen := time.Now()
+	waitFor(t, "the file on n2 once it sees n1 active", 20*time.Second, func() bool {
+		return sameContent(filepath.Join(p.dirA, "a.txt"), filepath.Join(p.dirB, "a.txt"))
+	})
+	if d := time.Since(seen); d > 1500*time.Millisecond {
+		t.Errorf("the file reached n2 %s after it saw n1 active; want within 1.5 s (tries every 200 ms)", d.Round(time.Millisecond))
 	}
 }
