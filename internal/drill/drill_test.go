@@ -240,3 +240,26 @@ func TestWaitLeaderAway(t *testing.T) {
 		t.Fatalf("the report's RTO cell does not say which case was measured: %s", c)
 	}
 }
+
+// TestLostFilesMissTheTarget: a replicated file written before the fault
+// and not on the active after it misses the scenario's target, and the
+// report's RPO cell and summary count it per scenario (issue 16).
+func TestLostFilesMissTheTarget(t *testing.T) {
+	r := Result{Name: "agent-crash", Acked: 40, Folders: &FolderCheck{Written: 20, Lost: []string{"drill-1-agent-crash-1/f07"}}}
+	if v := verdict(Scenario{}, r, 0); v != "missed: lost files" {
+		t.Errorf("verdict with a lost file: %q, want missed: lost files", v)
+	}
+	if c := lostCell(r); !strings.Contains(c, "files 1 of 20") {
+		t.Errorf("RPO cell %q does not count the lost file", c)
+	}
+	if s := r.Summary(); !strings.Contains(s, "1/20 shipped files lost") {
+		t.Errorf("summary %q does not count the lost file", s)
+	}
+	r.Folders.Lost = nil
+	if v := verdict(Scenario{}, r, 0); v != "met" {
+		t.Errorf("verdict with every file there: %q, want met", v)
+	}
+	if c := lostCell(r); !strings.Contains(c, "files 0 of 20") {
+		t.Errorf("RPO cell %q, want files 0 of 20", c)
+	}
+}

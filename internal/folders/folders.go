@@ -282,8 +282,8 @@ func (s *Service) reportLost(epoch ha.Epoch) {
 			names = append(names, e.Path+" ("+e.Note+")")
 		}
 		// The list is as old as the last one the old active could send
-		// (not while it shipped a batch, nor while this node was cut off
-		// from it): files completed after it are not counted.
+		// (at most once a second; not while this node was cut off from
+		// it): files completed after it are not counted.
 		asOf := fmt.Sprintf("its list of %s ago", s.o.Clock.Since(at).Round(time.Second))
 		msg := fmt.Sprintf("folder %s: promoted with all %d complete files of %s (%s; files completed after it are not counted)", f.Name, len(src.Entries), src.From, asOf)
 		if len(lost) > 0 {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -304,12 +305,6 @@ func (snd *sender) view() (local map[string]Local, deleted map[string]bool, gen 
 	return snd.snap, snd.snapDel, snd.gen, snd.changed
 }
 
-func (snd *sender) generation() uint64 {
-	snd.mu.Lock()
-	defer snd.mu.Unlock()
-	return snd.gen
-}
-
 // setSum records the SHA-256 of a version of a file, once shipped.
 func (snd *sender) setSum(e Entry) {
 	snd.mu.Lock()
@@ -320,7 +315,13 @@ func (snd *sender) setSum(e Entry) {
 	}
 }
 
-// feed keeps one receiver up to date until ctx ends.
+// feed keeps one receiver up to date until ctx ends. Up to parallel
+// uploads (a file, a batch of small files, a delete) run at once, and the
+// loop plans again while they run — on a change, when one ends, when a
+// file becomes quiet — and starts the next ones as slots free up: a slow
+// upload (a big file's fsync on a busy disk) holds back neither the files
+// that become complete meanwhile, nor the receiver's lag and its "behind"
+// event, nor the list of complete files a promotion's RPO report uses.
 func (snd *sender) feed(ctx context.Context, peer Peer) {
 	log := snd.s.o.Log.With("folder", snd.f.Name, "peer", peer.Name)
 	c := snd.s.o.Client
@@ -332,14 +333,24 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 		srcAt    time.Time
 		srcSet   = readySet{count: -1}
 		nextPlan time.Time // plans are spaced by ten times what one costs
+		crc      = true    // chunks carry their CRC-32C (set from each manifest)
+		batch    = false   // the receiver takes small files in batches (set from each manifest)
+
+		queue   [][]Step                       // the last plan's jobs not started yet
+		busy    = map[string]bool{}            // the paths of the jobs running
+		running int                            // jobs running
+		ended   = make(chan outcome, parallel) // each job sends once: never blocks
+		errs    []error                        // of the jobs ended since the receiver was last asked
+		dirty   = true                         // plan again once nextPlan has come
+		changed <-chan struct{}                // closed on the folder's next change (nil: seen)
+		idle    time.Time                      // with nothing else happening, plan again then
 	)
-	pause := func(d time.Duration, wake <-chan struct{}) bool {
+	pause := func(d time.Duration) bool {
 		t := snd.clk().NewTimer(d)
 		defer t.Stop()
 		select {
 		case <-ctx.Done():
 			return false
-		case <-wake:
 		case <-t.C():
 		}
 		return true
@@ -352,27 +363,113 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 			log.Warn("folder: receiver", "err", err)
 		}
 		lastErr = err
+		if refusedWrite(err) {
+			return // it wrote nothing: what it holds is as known
+		}
 		if have != nil {
 			seen = have
 		}
 		have = nil // ask it again: the failure may have left it anywhere
 	}
-	crc := true    // chunks carry their CRC-32C (set from each manifest)
-	batch := false // the receiver takes small files in batches (set from each manifest)
-	for ctx.Err() == nil {
-		if d := nextPlan.Sub(snd.clk().Now()); d > 0 && !pause(d, nil) {
+	// take records what a job did: the receiver's view, errors.
+	take := func(o outcome) {
+		running--
+		dirty = true
+		ok := false
+		for i, st := range o.steps {
+			delete(busy, st.File.Path)
+			switch err := o.errs[i]; {
+			case errors.Is(err, errChanged): // seen again when it is quiet
+			case err != nil:
+				errs = append(errs, err)
+			case have == nil:
+			case st.Op == OpDelete:
+				delete(have, st.File.Path)
+				ok = true
+			default:
+				have[o.entries[i].Path] = o.entries[i]
+				ok = true
+			}
+		}
+		if ok && len(errs) == 0 {
+			lastErr = nil
+			backoff = 200 * time.Millisecond
+		}
+	}
+	start := func(job []Step) {
+		running++
+		for _, st := range job {
+			busy[st.File.Path] = true
+		}
+		crc := crc
+		go func() {
+			o := outcome{steps: job, entries: make([]Entry, len(job)), errs: make([]error, len(job))}
+			done := func(st Step, e Entry, err error) {
+				if err == nil && st.Op == OpShip {
+					snd.setSum(e)
+					snd.s.m.shipped(snd.f.Name, peer.Name, e.Size)
+				}
+				for i := range job {
+					if job[i].File.Path == st.File.Path {
+						o.entries[i], o.errs[i] = e, err
+					}
+				}
+			}
+			if len(job) > 1 {
+				snd.shipMany(ctx, peer, job, crc, done)
+			} else if st := job[0]; st.Op == OpDelete {
+				done(st, Entry{}, c.FolderDelete(ctx, peer.Addr, snd.f.Name, api.FolderWrite{From: snd.s.o.Node, Epoch: snd.epoch, File: st.File.Entry}))
+			} else {
+				e, err := snd.ship(ctx, peer, st.File.Entry, crc)
+				done(st, e, err)
+			}
+			ended <- o
+		}()
+	}
+	for {
+		for more := true; more; {
+			select {
+			case o := <-ended:
+				take(o)
+			default:
+				more = false
+			}
+		}
+		if ctx.Err() != nil {
+			for running > 0 {
+				take(<-ended)
+			}
 			return
 		}
-		start := snd.clk().Now()
-		local, deleted, gen, changed := snd.view()
+		if len(errs) > 0 {
+			// Let the other jobs end, then ask the receiver again.
+			for running > 0 {
+				take(<-ended)
+			}
+			failed(errs[0])
+			if refusedWrite(errs[0]) {
+				backoff = min(backoff, maxRefusedBackoff)
+			}
+			errs, queue = nil, nil
+			if !pause(backoff) {
+				return
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			if refusedWrite(lastErr) {
+				backoff = min(backoff, maxRefusedBackoff)
+			}
+			dirty = true
+			continue
+		}
 		now := snd.clk().Now()
-		if have == nil {
+		if have == nil { // no job runs
 			m, err := c.FolderManifest(ctx, peer.Addr, snd.f.Name)
 			if err != nil {
 				failed(err)
-				_, lag, _ := Plan(local, seen, now, snd.f.Quiet, nil)
+				local, _, _, _ := snd.view()
+				_, lag, _ := Plan(local, seen, snd.clk().Now(), snd.f.Quiet, nil)
 				snd.s.setLag(snd.f.Name, peer.Name, lag, lastErr)
-				if !pause(backoff, nil) {
+				if !pause(backoff) {
 					return
 				}
 				backoff = min(2*backoff, 5*time.Second)
@@ -386,133 +483,120 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 			for _, e := range m.Entries {
 				have[e.Path] = e
 			}
-			start = snd.clk().Now() // the manifest's time is the receiver's, not the plan's
+			dirty, nextPlan = true, time.Time{}
+			now = snd.clk().Now() // the manifest's time is the receiver's, not the plan's
 		}
-		var del map[string]bool
-		if snd.f.Mirror {
-			del = deleted
-		}
-		steps, lag, wait := Plan(local, have, now, snd.f.Quiet, del)
-		snd.s.setLag(snd.f.Name, peer.Name, lag, lastErr)
-		if len(steps) == 0 || steps[0].Op != OpDelete { // deletes come first
-			snd.applied(peer.Name, gen)
-		}
-		// The list of complete files, for the RPO report of a later
-		// promotion: sent when that set changed (a file being written
-		// does not change it), at most once every sourceEvery.
-		ready := readyOf(local, now, snd.f.Quiet)
-		cost := snd.clk().Since(start)
-		snd.plans.Add(1)
-		snd.planNanos.Add(int64(cost))
-		gap := min(max(10*cost, minReplan), maxReplan)
-		nextPlan = start.Add(gap)
-		if ready != srcSet && now.Sub(srcAt) >= sourceEvery {
-			if err := c.FolderSource(ctx, peer.Addr, snd.f.Name, api.FolderSource{From: snd.s.o.Node, Epoch: snd.epoch, Entries: readyList(local, now, snd.f.Quiet)}); err != nil {
-				failed(err)
-				if !pause(backoff, nil) {
-					return
-				}
-				backoff = min(2*backoff, 5*time.Second)
-				continue
+		if dirty && !now.Before(nextPlan) {
+			start := now
+			local, deleted, gen, ch := snd.view()
+			now = snd.clk().Now()
+			var del map[string]bool
+			if snd.f.Mirror {
+				del = deleted
 			}
-			snd.sources.Add(1)
-			srcSet, srcAt = ready, now
-		}
-		if len(steps) == 0 {
-			lastErr = nil
-			backoff = 200 * time.Millisecond
-			// Nothing to do: plan again on a change, when a file becomes
-			// quiet, to refresh a lag's age, or to send the list of
-			// complete files once sourceEvery has passed.
+			steps, lag, wait := Plan(local, have, now, snd.f.Quiet, del)
+			snd.s.setLag(snd.f.Name, peer.Name, lag, lastErr)
+			if len(steps) == 0 || steps[0].Op != OpDelete { // deletes come first, running ones too
+				snd.applied(peer.Name, gen)
+			}
+			// The list of complete files, for the RPO report of a later
+			// promotion: sent when that set changed (a file being written
+			// does not change it), at most once every sourceEvery.
+			ready := readyOf(local, now, snd.f.Quiet)
+			cost := snd.clk().Since(start)
+			snd.plans.Add(1)
+			snd.planNanos.Add(int64(cost))
+			nextPlan = start.Add(min(max(10*cost, minReplan), maxReplan))
+			dirty, changed = false, ch
+			if ready != srcSet && now.Sub(srcAt) >= sourceEvery {
+				if err := c.FolderSource(ctx, peer.Addr, snd.f.Name, api.FolderSource{From: snd.s.o.Node, Epoch: snd.epoch, Entries: readyList(local, now, snd.f.Quiet)}); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				snd.sources.Add(1)
+				srcSet, srcAt = ready, now
+			}
+			todo := steps[:0:0]
+			for _, st := range steps {
+				if !busy[st.File.Path] {
+					todo = append(todo, st)
+				}
+			}
+			queue = jobsOf(todo, batch)
+			if len(steps) == 0 && running == 0 {
+				lastErr = nil
+				backoff = 200 * time.Millisecond
+			}
+			// With nothing else happening, plan again when a file becomes
+			// quiet, to refresh a lag's age (and say "behind" once it
+			// passes max_lag), or to send the list of complete files once
+			// sourceEvery has passed.
 			d := time.Minute
 			if lag.Files > 0 {
 				d = time.Second
+				if ml := snd.s.o.MaxLag; ml > 0 && lag.Oldest <= ml {
+					d = min(d, ml-lag.Oldest+time.Millisecond)
+				}
 			}
 			if ready != srcSet {
 				d = min(d, max(sourceEvery-now.Sub(srcAt), time.Millisecond))
 			}
 			if wait > 0 && wait < d {
-				wait += time.Millisecond
-				d = wait
+				d = wait + time.Millisecond
 			}
-			if !pause(d, changed) {
-				return
-			}
+			idle = now.Add(d)
+		}
+		for len(queue) > 0 && running < parallel {
+			start(queue[0])
+			queue = queue[1:]
+		}
+		// Wait for a job to end, a change, or the next plan.
+		at := idle
+		if dirty {
+			at = nextPlan
+		}
+		d := at.Sub(snd.clk().Now())
+		if d <= 0 {
+			dirty = true
 			continue
 		}
-		// Several files at a time, so that one file's fsync on the
-		// receiver overlaps the next one's transfer.
-		var (
-			mu   sync.Mutex
-			wg   sync.WaitGroup
-			sem  = make(chan struct{}, parallel)
-			errs []error
-		)
-		// What one file (or a delete) became: the receiver's view, errors.
-		done := func(st Step, e Entry, err error) {
-			if err == nil && st.Op == OpShip {
-				snd.setSum(e)
-				snd.s.m.shipped(snd.f.Name, peer.Name, e.Size)
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case errors.Is(err, errChanged): // seen again when it is quiet
-			case err != nil:
-				errs = append(errs, err)
-			case st.Op == OpDelete:
-				delete(have, st.File.Path)
-			default:
-				have[e.Path] = e
-			}
+		t := snd.clk().NewTimer(d)
+		select {
+		case <-ctx.Done():
+		case o := <-ended:
+			take(o)
+		case <-changed:
+			changed, dirty = nil, true
+		case <-t.C():
+			dirty = true
 		}
-		for _, job := range jobsOf(steps, batch) {
-			mu.Lock()
-			stop := len(errs) > 0
-			mu.Unlock()
-			if stop || ctx.Err() != nil {
-				break
-			}
-			sem <- struct{}{}
-			wg.Add(1)
-			go func(job []Step) {
-				defer wg.Done()
-				defer func() { <-sem }()
-				if len(job) > 1 {
-					snd.shipMany(ctx, peer, job, crc, done)
-					return
-				}
-				st := job[0]
-				w := api.FolderWrite{From: snd.s.o.Node, Epoch: snd.epoch, File: st.File.Entry}
-				var (
-					e   Entry
-					err error
-				)
-				if st.Op == OpDelete {
-					err = c.FolderDelete(ctx, peer.Addr, snd.f.Name, w)
-				} else {
-					e, err = snd.ship(ctx, peer, st.File.Entry, crc)
-				}
-				done(st, e, err)
-			}(job)
-			if snd.generation() != gen && snd.clk().Since(start) >= gap {
-				break // plan again with what changed meanwhile
-			}
-		}
-		wg.Wait()
-		if len(errs) > 0 {
-			failed(errs[0])
-		} else {
-			lastErr = nil
-			backoff = 200 * time.Millisecond
-		}
-		if lastErr != nil && have == nil {
-			if !pause(backoff, nil) {
-				return
-			}
-			backoff = min(2*backoff, 5*time.Second)
-		}
+		t.Stop()
 	}
+}
+
+// refusedWrite reports whether err is a receiver's answer that it took
+// no write (Conflict): it does not see this node as the active at this
+// epoch yet (an agent just restarted whose member is catching up with the
+// store, a promotion it has not seen yet), or an upload it does not hold.
+// Nothing changed there: it is asked again soon (maxRefusedBackoff) with
+// what it holds as known, not after a backoff of up to 5 s that doubled
+// with each refusal: once it sees the active the files follow at once.
+func refusedWrite(err error) bool {
+	var ce *api.CallError
+	return errors.As(err, &ce) && ce.Status == http.StatusConflict
+}
+
+// maxRefusedBackoff bounds the wait before a receiver that refused a write
+// (refusedWrite) is asked again; each try costs a plan and, when the set
+// of complete files changed, its list (100,000 files: about 14 MB).
+const maxRefusedBackoff = time.Second
+
+// outcome is what one of feed's jobs did: per step, the receiver's entry
+// or an error.
+type outcome struct {
+	steps   []Step
+	entries []Entry
+	errs    []error
 }
 
 // readySet identifies a set of complete files: their number and a sum of

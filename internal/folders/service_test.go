@@ -32,7 +32,16 @@ type pair struct {
 	down       atomic.Bool  // n2 answers 503 to everything, as if it were down
 	corrupt    atomic.Int32 // corrupt this many chunks on the way to n2
 	puts       sync.Map     // the PUTs n2 got, by endpoint ("file", "files", "chunk"): *atomic.Int32
+	// hold: a PUT of this path (a file or chunk of it) waits at n2 until
+	// release is closed; held is closed when the first one arrives.
+	hold          atomic.Pointer[string]
+	held, release chan struct{}
+	heldOnce      sync.Once
+	sources       atomic.Int32 // lists of complete files n2 was sent (taken or not)
 }
+
+// pairToken is the API token of a pair's agents.
+const pairToken = "0123456789abcdef0123"
 
 func newPair(t *testing.T, f Folder, maxLag time.Duration) *pair {
 	t.Helper()
@@ -43,19 +52,18 @@ func newPair(t *testing.T, f Folder, maxLag time.Duration) *pair {
 // services start.
 func newPairPrepared(t *testing.T, f Folder, maxLag time.Duration, prepare func(dirA, dirB string), opts ...func(*Options)) *pair {
 	t.Helper()
-	p := &pair{dirA: filepath.Join(t.TempDir(), "a"), dirB: filepath.Join(t.TempDir(), "b"), events: make(chan ha.Event, 100)}
+	p := &pair{dirA: filepath.Join(t.TempDir(), "a"), dirB: filepath.Join(t.TempDir(), "b"), events: make(chan ha.Event, 100), held: make(chan struct{}), release: make(chan struct{})}
 	if prepare != nil {
 		prepare(p.dirA, p.dirB)
 	}
 	p.leader.Store(&ha.Leader{Node: "n1", Epoch: 7})
-	const token = "0123456789abcdef0123"
 	var srvB *httptest.Server
 	mk := func(node, dir string, peers []Peer) *Service {
 		fo := f
 		fo.Path = dir
 		o := Options{
 			Node: node, Folders: []Folder{fo}, Peers: peers, MaxLag: maxLag,
-			Client: api.NewClient(api.ClientOptions{Token: token, Timeout: 5 * time.Second}),
+			Client: api.NewClient(api.ClientOptions{Token: pairToken, Timeout: 5 * time.Second}),
 			Clock:  clock.Real{}, Rescan: time.Second,
 			Role: func() (bool, ha.Epoch) {
 				l := p.leader.Load()
@@ -75,7 +83,7 @@ func newPairPrepared(t *testing.T, f Folder, maxLag time.Duration, prepare func(
 		return s
 	}
 	p.b = mk("n2", p.dirB, nil)
-	h := api.FoldersHandler(p.b, []string{"n1", "n2"}, api.Options{Token: token})
+	h := api.FoldersHandler(p.b, []string{"n1", "n2"}, api.Options{Token: pairToken})
 	srvB = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p.down.Load() {
 			http.Error(w, "down", http.StatusServiceUnavailable)
@@ -84,6 +92,17 @@ func newPairPrepared(t *testing.T, f Folder, maxLag time.Duration, prepare func(
 		if r.Method == http.MethodPut {
 			n, _ := p.puts.LoadOrStore(r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:], new(atomic.Int32))
 			n.(*atomic.Int32).Add(1)
+		}
+		if strings.HasSuffix(r.URL.Path, "/source") {
+			p.sources.Add(1)
+		}
+		if h := p.hold.Load(); h != nil && r.Method == http.MethodPut && r.URL.Query().Get("path") == *h {
+			p.heldOnce.Do(func() { close(p.held) })
+			select {
+			case <-p.release:
+			case <-r.Context().Done():
+				return
+			}
 		}
 		if r.Method == http.MethodPut && p.corrupt.Add(-1) >= 0 {
 			body, _ := io.ReadAll(r.Body)
@@ -195,6 +214,9 @@ func TestServiceShipsDeletesAndReportsLost(t *testing.T) {
 	}
 	if lost := p.b.Lost("rec"); len(lost) != 1 || lost[0].Path != "moved" {
 		t.Errorf("Lost = %+v", lost)
+	}
+	if v := testutil.ToFloat64(p.b.m.lost.WithLabelValues("rec")); v != 1 {
+		t.Errorf("haven_folder_lost_files = %v, want 1", v)
 	}
 }
 
