@@ -437,9 +437,12 @@ func Step(cfg Config, s State, ev Event, now time.Time) (State, []Action) {
 			break
 		}
 		ok, why := s.Eligible(cfg, now)
-		if ok && s.LeaderKnown && s.Leader.Epoch > ev.Epoch {
+		if ok && s.Leader.Epoch > ev.Epoch {
 			// The watch has already shown a later leader, so our key is gone
-			// (it expired before this answer was processed).
+			// (it expired before this answer was processed). Whether or not
+			// the view is current (LeaderKnown): a watch that started over
+			// since (ViewLost) may only have missed later changes still,
+			// and epochs only grow.
 			ok, why = false, "the store already moved on to "+describeLeader(s.Leader)
 		}
 		if !ok || s.Role != ha.RoleStandby {

@@ -362,3 +362,27 @@ func TestRenewalSentBeforeFencingDoesNotCount(t *testing.T) {
 		t.Fatalf("renewal sent after the fencing: valid until %s, want 1.71s", s.ValidUntil.Sub(t0))
 	}
 }
+
+// TestLaterLeaderRefusesAWinAfterViewLost: a campaign's answer (a win at
+// epoch 5) is processed after the watch showed a later leader (n2 at epoch
+// 9: the key had gone) and then started over (ViewLost). The leader last
+// seen is out of date only in that it may have moved on further; it still
+// proves that the key won at 5 is gone. Before ViewLost existed the
+// restart went unnoticed and the win was refused; it must still be.
+func TestLaterLeaderRefusesAWinAfterViewLost(t *testing.T) {
+	s, _ := Step(tableCfg, ready(), LeaderSeen{}, at(0))
+	if !s.Acquiring {
+		t.Fatal("a ready standby on a vacancy did not campaign")
+	}
+	s, _ = Step(tableCfg, s, LeaderSeen{Leader: ha.Leader{Node: "n2", Epoch: 9}}, at(10*time.Millisecond))
+	for _, lost := range []bool{false, true} {
+		s2 := s
+		if lost {
+			s2, _ = Step(tableCfg, s2, ViewLost{}, at(20*time.Millisecond))
+		}
+		s2, acts := Step(tableCfg, s2, CampaignResult{Epoch: 5}, at(30*time.Millisecond))
+		if s2.Role != ha.RoleStandby {
+			t.Fatalf("view lost %v: won at 5 after n2@9 was seen: role %s (%v), want standby and the key handed back", lost, s2.Role, acts)
+		}
+	}
+}

@@ -136,18 +136,22 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			kind := map[stage]string{stageConnect: "connect", stageNoResponse: "no_response", stageResponse: "mid_response"}[re.stage]
 			p.metrics.fail(kind)
+			if re.stage != stageConnect && !safeMethod(r.Method) {
+				// Sent: it may have taken effect, even on a kept
+				// connection. One the backend had closed while idle
+				// looks the same as a node that took the request and
+				// died before answering (kill -9 of its agent).
+				unsure = true
+			}
 			if re.reused && re.stage == stageNoResponse && idem && !staleRetried {
-				// A kept connection the backend had closed: one more try
-				// on a fresh one says nothing against the node.
+				// Likely a kept connection the backend had closed: one
+				// more try on a fresh one says nothing against the node.
 				staleRetried = true
 				b.pool.closeIdle() // likely as stale: the next try dials
 				attempt--
 				continue
 			}
 			p.suspect(b, sent)
-			if re.stage != stageConnect && !safeMethod(r.Method) {
-				unsure = true
-			}
 			retryable := re.stage == stageConnect && (body != nil || !hasBody) || re.stage == stageNoResponse && idem
 			if retryable && attempt < p.cfg.Retries {
 				p.log.Debug("retrying", "node", b.name, "stage", kind, "err", err)
