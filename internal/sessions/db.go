@@ -216,7 +216,7 @@ func (d *db) take(maxOps, maxBytes int) *batch {
 			if _, ok := idx[k]; !ok {
 				add++
 			}
-			bytes += len(k) + len(p.rec.Value) + 16
+			bytes += len(k) + len(p.rec.Value) + keyOverhead
 		}
 		if !skip && len(b.recs) > 0 && (len(idx)+add > maxOps || size+bytes > maxBytes) {
 			skip, full = true, true
@@ -263,7 +263,7 @@ func (d *db) fullBatch(maxOps, maxBytes int) bool {
 	}
 	size := 0
 	for _, p := range d.pending {
-		if size += len(p.rec.Key) + len(p.rec.Value) + 16; size >= maxBytes {
+		if size += len(p.rec.Key) + len(p.rec.Value) + keyOverhead; size >= maxBytes {
 			return true
 		}
 	}

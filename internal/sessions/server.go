@@ -322,6 +322,8 @@ func (s *Server) exec(c *conn, args [][]byte, w *resp.Writer) (*command, uint64,
 		// and retrying it would stall every client's writes.
 		w.Error(fmt.Sprintf("ERR too many keys in one command (%d; at most %d): send them in several commands", cmd.keys(len(args)), batchOps))
 		return cmd, 0, false
+	case cmd.flags&fWrite != 0 && !s.commandFits(cmd, args, w):
+		return cmd, 0, false
 	}
 	if s.opts.ActiveActive && s.opts.Backend != nil && cmd.flags&fWrite != 0 {
 		s.execAA(c, cmd, args, w)
@@ -356,3 +358,53 @@ func (s *Server) exec(c *conn, args [][]byte, w *resp.Writer) (*command, uint64,
 	}
 	return cmd, 0, false
 }
+
+// commandFits refuses, before it runs, a write command that names a key
+// over MaxKeyBytes or whose changes could not fit one store request
+// (cmdCost over commandBytes). Such a command could never commit: the
+// store would refuse the request, the commit would be retried, and every
+// client's writes would wait for it and then fail.
+func (s *Server) commandFits(cmd *command, args [][]byte, w *resp.Writer) bool {
+	if cmd.first > 0 && cmd.step > 0 {
+		last := cmd.last
+		if last < 0 {
+			last += len(args)
+		}
+		for i := cmd.first; i <= last && i < len(args); i += cmd.step {
+			if len(args[i]) > MaxKeyBytes {
+				w.Error(fmt.Sprintf("ERR key of %d bytes is over haven's key limit (%d bytes); the command was not run: use a shorter key", len(args[i]), MaxKeyBytes))
+				return false
+			}
+		}
+	}
+	if c := cmdCost(cmd, args); c > commandBytes {
+		w.Error(fmt.Sprintf("ERR value too large for the store's request limit (%d bytes): this command's keys and values come to %d; it was not run: send them in several commands, or store less", commandBytes, c))
+		return false
+	}
+	return true
+}
+
+// cmdCost bounds the bytes a write command's changes take in one store
+// request: its arguments, keys counted twice (active-active compares them
+// too) plus keyOverhead each. A command whose value is not among its
+// arguments (RENAME, HSET's whole hash) has at most two keys and one
+// value, within MaxKeyBytes and max_value_bytes (at most 1 MiB): it fits.
+func cmdCost(cmd *command, args [][]byte) int {
+	n := 0
+	for _, a := range args[1:] {
+		n += len(a)
+	}
+	if cmd.first > 0 && cmd.step > 0 {
+		last := cmd.last
+		if last < 0 {
+			last += len(args)
+		}
+		for i := cmd.first; i <= last && i < len(args); i += cmd.step {
+			n += len(args[i]) + keyOverhead
+		}
+	}
+	return n
+}
+
+// keyOverhead: per key, what take counts beside the key and the value.
+const keyOverhead = 16
