@@ -414,16 +414,16 @@ func (d *db) expire(limit int) int {
 	}
 	now := d.nowMs()
 	n, seen := 0, 0
-	started := false
 	for k, e := range d.m {
 		if seen++; seen > sweepScan {
 			break
 		}
 		if e.exp != 0 && e.exp <= now {
-			if !started {
-				d.begin()
-				started = true
-			}
+			// Each deletion a command of its own: take groups them in
+			// batches within batchOps and batchBytes. As one command
+			// (taken whole) they made a transaction of up to limit
+			// operations, which etcd refuses past 128.
+			d.begin()
 			d.del(k)
 			n++
 			if n >= limit {

@@ -198,3 +198,40 @@ func TestOversizedCommandOnEtcd(t *testing.T) {
 		})
 	}
 }
+
+// TestSweepOfManyKeysOnEtcd: when more keys expire at once than one etcd
+// transaction takes (128 operations), the active's sweep deletes them all
+// in the store. Its deletions went as one command, so one transaction of
+// up to sweepLimit operations, which etcd refused again after every reload.
+func TestSweepOfManyKeysOnEtcd(t *testing.T) {
+	srv := storetest.StartEtcd(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := etcdstore.Dial(storetest.Cluster(t), []string{srv.Addr}, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if _, err := s.NewSession(ctx, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	l := s.PackedSessions(etcdstore.PackedOptions{Ready: func() bool { return false }}) // per key: 128 operations a transaction
+	n := startNode(t, l, "a")
+	ep, err := s.Campaign(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.epoch.Store(int64(ep))
+	n.active.Store(true)
+	c := dial(t, n.addr)
+	eventually(t, "a takes writes", func() bool { return c.do("SET", "x", "1") == "+OK\r\n" })
+	for i := range 3 * batchOps {
+		if got := c.do("SET", fmt.Sprint("k", i), "v", "PX", "300"); got != "+OK\r\n" {
+			t.Fatalf("SET: %q", got)
+		}
+	}
+	eventually(t, "the expired keys deleted in the store", func() bool {
+		recs, _, err := l.LoadSessions(ctx)
+		return err == nil && len(recs) == 1
+	})
+}
