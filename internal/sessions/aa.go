@@ -273,8 +273,9 @@ func (s *Server) sweepAA(ctx context.Context) {
 			expect[k] = e.rev
 			recs = append(recs, ha.SessionRecord{Key: k, Deleted: true})
 			// Each key goes twice, in its compare and its delete: the
-			// request stays within batchBytes however long the keys.
-			if size += 2 * (len(k) + keyOverhead); len(recs) >= batchOps || size >= batchBytes/2 {
+			// request stays within batchBytes however long the keys;
+			// and one compare of the 128 is the layout's (CommitSessionsIf).
+			if size += 2 * (len(k) + keyOverhead); len(recs) >= batchOps-1 || size >= batchBytes/2 {
 				break
 			}
 		}

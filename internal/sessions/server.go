@@ -316,11 +316,11 @@ func (s *Server) exec(c *conn, args [][]byte, w *resp.Writer) (*command, uint64,
 	case name == "quit":
 		w.Simple("OK")
 		return cmd, 0, true
-	case cmd.flags&fWrite != 0 && cmd.keys(len(args)) > batchOps:
+	case cmd.flags&fWrite != 0 && cmd.keys(len(args)) > s.maxKeys():
 		// Each command commits in one store transaction (etcd takes 128
 		// operations per transaction): a larger one could never commit,
 		// and retrying it would stall every client's writes.
-		w.Error(fmt.Sprintf("ERR too many keys in one command (%d; at most %d): send them in several commands", cmd.keys(len(args)), batchOps))
+		w.Error(fmt.Sprintf("ERR too many keys in one command (%d; at most %d): send them in several commands", cmd.keys(len(args)), s.maxKeys()))
 		return cmd, 0, false
 	case cmd.flags&fWrite != 0 && !s.commandFits(cmd, args, w):
 		return cmd, 0, false
@@ -408,3 +408,13 @@ func cmdCost(cmd *command, args [][]byte) int {
 
 // keyOverhead: per key, what take counts beside the key and the value.
 const keyOverhead = 16
+
+// maxKeys is the most keys one write command may name: batchOps, one less
+// in active-active, whose commit compares each key and the store's layout
+// (etcd takes 128 compares per transaction too).
+func (s *Server) maxKeys() int {
+	if s.opts.ActiveActive {
+		return batchOps - 1
+	}
+	return batchOps
+}

@@ -76,6 +76,11 @@ func TestLimits(t *testing.T) {
 	want := fmt.Sprintf("-ERR too many keys in one command (%d; at most %d): send them in several commands\r\n", batchOps+1, batchOps)
 	expect(want, mset...)
 	expect(want, del...)
+	// Active-active compares every key and the store's layout: one less.
+	_, aaAddr := startLocal(t, Options{ActiveActive: true})
+	if got, want := dial(t, aaAddr).do(mset[:1+2*batchOps]...), fmt.Sprintf("-ERR too many keys in one command (%d; at most %d): send them in several commands\r\n", batchOps, batchOps-1); got != want {
+		t.Fatalf("active-active MSET of %d keys: %q", batchOps, got)
+	}
 	expect(":1\r\n", "DEL", "a", "k1")
 	expect("$-1\r\n", "GET", "a")
 	expect("+PONG\r\n", "PING")

@@ -1,6 +1,7 @@
 package etcdstore
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"unsafe"
@@ -64,5 +65,39 @@ func TestPackedDecodeBatchCopiesValues(t *testing.T) {
 		if p := uintptr(unsafe.Pointer(&r.Value[0])); p >= lo && p <= hi {
 			t.Fatalf("record %d's value points into the decoded buffer", i)
 		}
+	}
+}
+
+// TestAAWriteRefusedAfterMigration: while a cluster changes mode, an
+// active-active node may still write one key per session after an
+// active-passive active has migrated the store to the packed layout;
+// the migration deletes those keys, so such a write would be lost. It is
+// refused (ErrSessionsPacked). Before the migration, a write comparing
+// MaxCompareKeys keys commits (the layout's compare is the 128th).
+func TestAAWriteRefusedAfterMigration(t *testing.T) {
+	srv := storetest.StartEtcd(t)
+	e := newPackedEnv(t, srv.Addr)
+	b := e.node("b", false)
+	var recs []ha.SessionRecord
+	expect := map[string]int64{}
+	for i := range MaxCompareKeys {
+		k := fmt.Sprint("k", i)
+		recs = append(recs, ha.SessionRecord{Key: k, Value: []byte("v")})
+		expect[k] = 0
+	}
+	if _, ok, err := b.s.CommitSessionsIf(e.ctx, recs, expect); err != nil || !ok {
+		t.Fatalf("an active-active write of %d keys: ok %v, %v", MaxCompareKeys, ok, err)
+	}
+	a := e.node("a", true)
+	a.promote() // migrates
+	if st := a.l.Stats(); st.Layout != layoutPacked {
+		t.Fatalf("a's layout: %+v", st)
+	}
+	_, ok, err := b.s.CommitSessionsIf(e.ctx, []ha.SessionRecord{{Key: "late", Value: []byte("x")}}, map[string]int64{"late": 0})
+	if !errors.Is(err, ErrSessionsPacked) {
+		t.Fatalf("an active-active write after the migration: ok %v, %v; want ErrSessionsPacked", ok, err)
+	}
+	if got := a.load(); len(got) != MaxCompareKeys || got["late"] != "" {
+		t.Fatalf("the packed store has %d keys (late=%q), want %d", len(got), got["late"], MaxCompareKeys)
 	}
 }
