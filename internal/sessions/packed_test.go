@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/haven-ha/haven/internal/ha"
 	"github.com/haven-ha/haven/internal/store/etcdstore"
 	"github.com/haven-ha/haven/internal/store/storetest"
@@ -163,6 +165,14 @@ func TestOversizedCommandOnEtcd(t *testing.T) {
 			got = c.do("SET", key('k')+"k", "v")
 			if !strings.HasPrefix(got, fmt.Sprintf("-ERR key of %d bytes is over haven's key limit (%d bytes)", MaxKeyBytes+1, MaxKeyBytes)) {
 				t.Fatalf("SET of a long key: %q", got)
+			}
+			for _, reason := range []string{"too_large", "key_too_long"} {
+				if v := testutil.ToFloat64(n.srv.metrics.refused.WithLabelValues(reason)); v != 1 {
+					t.Fatalf("haven_sessions_refused_total{reason=%q} = %v, want 1", reason, v)
+				}
+			}
+			if got := c.do("INFO", "memory"); !strings.Contains(got, fmt.Sprintf("haven_max_key_bytes:%d\r\nhaven_max_command_bytes:%d\r\n", MaxKeyBytes, commandBytes)) {
+				t.Fatalf("INFO memory: %q", got)
 			}
 			if got := c.do("EXISTS", "a", "b", key('k')+"k"); got != ":0\r\n" {
 				t.Fatalf("after the refusals EXISTS says %q", got)

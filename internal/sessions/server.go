@@ -320,6 +320,7 @@ func (s *Server) exec(c *conn, args [][]byte, w *resp.Writer) (*command, uint64,
 		// Each command commits in one store transaction (etcd takes 128
 		// operations per transaction): a larger one could never commit,
 		// and retrying it would stall every client's writes.
+		s.metrics.refused.WithLabelValues("too_many_keys").Inc()
 		w.Error(fmt.Sprintf("ERR too many keys in one command (%d; at most %d): send them in several commands", cmd.keys(len(args)), s.maxKeys()))
 		return cmd, 0, false
 	case cmd.flags&fWrite != 0 && !s.commandFits(cmd, args, w):
@@ -372,12 +373,14 @@ func (s *Server) commandFits(cmd *command, args [][]byte, w *resp.Writer) bool {
 		}
 		for i := cmd.first; i <= last && i < len(args); i += cmd.step {
 			if len(args[i]) > MaxKeyBytes {
+				s.metrics.refused.WithLabelValues("key_too_long").Inc()
 				w.Error(fmt.Sprintf("ERR key of %d bytes is over haven's key limit (%d bytes); the command was not run: use a shorter key", len(args[i]), MaxKeyBytes))
 				return false
 			}
 		}
 	}
 	if c := cmdCost(cmd, args); c > commandBytes {
+		s.metrics.refused.WithLabelValues("too_large").Inc()
 		w.Error(fmt.Sprintf("ERR value too large for the store's request limit (%d bytes): this command's keys and values come to %d; it was not run: send them in several commands, or store less", commandBytes, c))
 		return false
 	}
