@@ -182,10 +182,15 @@ func TestOversizedCommandOnEtcd(t *testing.T) {
 			if got := c.do("SET", key('k'), mib); got != "+OK\r\n" {
 				t.Fatalf("SET of the longest key with a 1 MiB value: %q", got)
 			}
-			v := strings.Repeat("w", (commandBytes-4*MaxKeyBytes-2*keyOverhead)/2)
+			v := strings.Repeat("w", (commandBytes-2*MaxKeyBytes-2*keyOverhead)/2)
 			args := [][]byte{[]byte("MSET"), []byte(key('p')), []byte(v), []byte(key('q')), []byte(v)}
-			if cost := cmdCost(commandTable()["mset"], args); cost != commandBytes {
+			if cost := cmdCost(commandTable()["mset"], args, false); cost != commandBytes {
 				t.Fatalf("cost %d, want %d", cost, commandBytes)
+			}
+			// A key over the limit stored by an earlier version can
+			// still be deleted.
+			if got := c.do("DEL", key('k')+"k"); got != ":0\r\n" {
+				t.Fatalf("DEL of a long key: %q", got)
 			}
 			if got := c.do("MSET", key('p'), v, key('q'), v); got != "+OK\r\n" {
 				t.Fatalf("MSET of cost commandBytes: %q", got)

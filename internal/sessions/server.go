@@ -364,22 +364,20 @@ func (s *Server) exec(c *conn, args [][]byte, w *resp.Writer) (*command, uint64,
 // over MaxKeyBytes or whose changes could not fit one store request
 // (cmdCost over commandBytes). Such a command could never commit: the
 // store would refuse the request, the commit would be retried, and every
-// client's writes would wait for it and then fail.
+// client's writes would wait for it and then fail. A command that only
+// deletes may name a longer key (one stored by an earlier version, which
+// had no key limit), if it fits.
 func (s *Server) commandFits(cmd *command, args [][]byte, w *resp.Writer) bool {
-	if cmd.first > 0 && cmd.step > 0 {
-		last := cmd.last
-		if last < 0 {
-			last += len(args)
-		}
-		for i := cmd.first; i <= last && i < len(args); i += cmd.step {
-			if len(args[i]) > MaxKeyBytes {
+	if !deletesOnly[cmd.name] {
+		for _, k := range keyArgs(cmd, args) {
+			if len(k) > MaxKeyBytes {
 				s.metrics.refused.WithLabelValues("key_too_long").Inc()
-				w.Error(fmt.Sprintf("ERR key of %d bytes is over haven's key limit (%d bytes); the command was not run: use a shorter key", len(args[i]), MaxKeyBytes))
+				w.Error(fmt.Sprintf("ERR key of %d bytes is over haven's key limit (%d bytes); the command was not run: use a shorter key", len(k), MaxKeyBytes))
 				return false
 			}
 		}
 	}
-	if c := cmdCost(cmd, args); c > commandBytes {
+	if c := cmdCost(cmd, args, s.opts.ActiveActive); c > commandBytes {
 		s.metrics.refused.WithLabelValues("too_large").Inc()
 		w.Error(fmt.Sprintf("ERR value too large for the store's request limit (%d bytes): this command's keys and values come to %d; it was not run: send them in several commands, or store less", commandBytes, c))
 		return false
@@ -387,23 +385,40 @@ func (s *Server) commandFits(cmd *command, args [][]byte, w *resp.Writer) bool {
 	return true
 }
 
+// deletesOnly: the write commands that create no key.
+var deletesOnly = map[string]bool{"del": true, "unlink": true, "getdel": true}
+
+// keyArgs returns the keys a command names.
+func keyArgs(cmd *command, args [][]byte) [][]byte {
+	if cmd.first <= 0 || cmd.step <= 0 {
+		return nil
+	}
+	last := cmd.last
+	if last < 0 {
+		last += len(args)
+	}
+	var keys [][]byte
+	for i := cmd.first; i <= last && i < len(args); i += cmd.step {
+		keys = append(keys, args[i])
+	}
+	return keys
+}
+
 // cmdCost bounds the bytes a write command's changes take in one store
-// request: its arguments, keys counted twice (active-active compares them
-// too) plus keyOverhead each. A command whose value is not among its
-// arguments (RENAME, HSET's whole hash) has at most two keys and one
-// value, within MaxKeyBytes and max_value_bytes (at most 1 MiB): it fits.
-func cmdCost(cmd *command, args [][]byte) int {
+// request: its arguments plus keyOverhead a key, and in active-active
+// (aa), whose commit compares every key, its keys once more. A command
+// whose value is not among its arguments (RENAME, HSET's whole hash) has
+// at most two keys and one value, within MaxKeyBytes and max_value_bytes
+// (at most 1 MiB): it fits.
+func cmdCost(cmd *command, args [][]byte, aa bool) int {
 	n := 0
 	for _, a := range args[1:] {
 		n += len(a)
 	}
-	if cmd.first > 0 && cmd.step > 0 {
-		last := cmd.last
-		if last < 0 {
-			last += len(args)
-		}
-		for i := cmd.first; i <= last && i < len(args); i += cmd.step {
-			n += len(args[i]) + keyOverhead
+	for _, k := range keyArgs(cmd, args) {
+		n += keyOverhead
+		if aa {
+			n += len(k)
 		}
 	}
 	return n

@@ -133,7 +133,7 @@ func testSQLStore(t *testing.T, open func(ctx context.Context, node string) (sql
 	// The largest batches the group commit makes (docs/sessions.md,
 	// Limits) fit one request: MariaDB's default max_allowed_packet.
 	big := func(c byte, n int) []byte { return bytes.Repeat([]byte{c}, n) }
-	half := (commandBytes - 4*MaxKeyBytes - 2*keyOverhead) / 2
+	half := (commandBytes - 2*MaxKeyBytes - 2*keyOverhead) / 2
 	for _, batch := range [][]ha.SessionRecord{
 		{{Key: string(big('p', MaxKeyBytes)), Value: big('v', half)}, {Key: string(big('q', MaxKeyBytes)), Value: big('w', half)}},
 		{{Key: string(big('r', MaxKeyBytes)), Value: big('v', DefaultMaxValueBytes)}},
