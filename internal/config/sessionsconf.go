@@ -19,6 +19,10 @@ type Sessions struct {
 // DefaultSessionsMaxValue is sessions.max_value_bytes when not given.
 const DefaultSessionsMaxValue = 1 << 20
 
+// MaxSessionsValue is the largest sessions.max_value_bytes: a value of it
+// and the longest key fit one etcd request (1.5 MiB by default).
+const MaxSessionsValue = 1 << 20
+
 var sessionsKeys = []string{"listen", "max_value_bytes", "max_keys", "password", "password_file"}
 
 func (b *builder) sessions(f fields) {
@@ -38,9 +42,20 @@ func (b *builder) sessions(f fields) {
 		s.Listen = b.listenAddr(v, "sessions.listen")
 	}
 	if v, ok := sf["max_value_bytes"]; ok {
-		// etcd takes requests of at most 1.5 MiB by default.
-		if x, ok := b.size(v, "sessions.max_value_bytes", 1, 1<<20); ok {
+		if x, ok := b.size(v, "sessions.max_value_bytes", 1, 1<<40); ok {
 			s.MaxValueBytes = int(x)
+			if x > MaxSessionsValue {
+				// Each command commits in one store request, and etcd
+				// takes requests of at most 1.5 MiB by default (haven's
+				// embedded etcd keeps that default): a value of 1 MiB, its
+				// key (64 KiB at most) and the fence fit; more would be
+				// refused by etcd at every retry.
+				where := "etcd takes requests of at most 1.5 MiB by default, haven's embedded etcd too"
+				if b.c.Store.Shared() {
+					where = "haven commits a command in one store request of at most about 1.25 MiB on every store, to keep the stores interchangeable"
+				}
+				b.add(v.Line, "sessions.max_value_bytes", "%d bytes cannot fit one store request with its key (%s); set max_value_bytes: 1MiB or less", x, where)
+			}
 		}
 	}
 	if v, ok := sf["max_keys"]; ok {

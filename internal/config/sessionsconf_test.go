@@ -56,7 +56,10 @@ func TestSessionsErrors(t *testing.T) {
 		{"short password", sessBase + "sessions: {listen: 127.0.0.1:6379, password: hunter2}\n", "sessions.password: is 7 characters"},
 		{"both", sessBase + "sessions: {listen: 127.0.0.1:6379, password: 0123456789abcdef, password_file: f}\n", "both password and password_file"},
 		{"missing file", sessBase + "sessions: {listen: 127.0.0.1:6379, password_file: /nonexistent/p}\n", "cannot read /nonexistent/p"},
-		{"huge value", sessBase + "sessions: {listen: 127.0.0.1:6379, max_value_bytes: 2MiB}\n", "sessions.max_value_bytes: invalid size"},
+		{"huge value", sessBase + "sessions: {listen: 127.0.0.1:6379, max_value_bytes: 2MiB}\n", "sessions.max_value_bytes: 2097152 bytes cannot fit one store request with its key (etcd takes requests of at most 1.5 MiB by default, haven's embedded etcd too); set max_value_bytes: 1MiB or less"},
+		{"huge value on etcd", strings.Replace(sessBase, "nodes:", "store: {backend: etcd, endpoints: [\"127.0.0.1:2379\"]}\nnodes:", 1) + "sessions: {listen: 127.0.0.1:6379, max_value_bytes: 1048577}\n", "sessions.max_value_bytes: 1048577 bytes cannot fit one store request with its key (etcd takes"},
+		{"huge value on mysql", strings.Replace(sessBase, "nodes:", "store: {backend: mysql, dsn: \"u:p@tcp(h)/db\"}\nnodes:", 1) + "sessions: {listen: 127.0.0.1:6379, max_value_bytes: 16MiB}\n", "sessions.max_value_bytes: 16777216 bytes cannot fit one store request with its key (haven commits a command in one store request"},
+		{"not a size", sessBase + "sessions: {listen: 127.0.0.1:6379, max_value_bytes: lots}\n", "sessions.max_value_bytes: invalid size"},
 		{"unknown key", sessBase + "sessions: {listen: 127.0.0.1:6379, db: 2}\n", `sessions.db: unknown field "db"`},
 	}
 	for _, tc := range cases {

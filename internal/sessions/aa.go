@@ -264,7 +264,7 @@ func (s *Server) sweepAA(ctx context.Context) {
 	now := d.nowMs()
 	expect := map[string]int64{}
 	var recs []ha.SessionRecord
-	seen := 0
+	seen, size := 0, 0
 	for k, e := range d.m {
 		if seen++; seen > sweepScan {
 			break
@@ -272,7 +272,10 @@ func (s *Server) sweepAA(ctx context.Context) {
 		if e.exp != 0 && e.exp <= now {
 			expect[k] = e.rev
 			recs = append(recs, ha.SessionRecord{Key: k, Deleted: true})
-			if len(recs) >= batchOps {
+			// Each key goes twice, in its compare and its delete: the
+			// request stays within batchBytes however long the keys;
+			// and one compare of the 128 is the layout's (CommitSessionsIf).
+			if size += 2 * (len(k) + keyOverhead); len(recs) >= batchOps-1 || size >= batchBytes/2 {
 				break
 			}
 		}

@@ -402,7 +402,7 @@ func cmdInfo(s *Server, c *conn, args [][]byte, w *resp.Writer) {
 	sections := []struct{ name, body string }{
 		{"server", fmt.Sprintf("redis_version:%s\r\nredis_mode:standalone\r\nhaven_node:%s\r\ntcp_port:%d\r\nuptime_in_seconds:%d\r\n", redisVersion, s.opts.Node, s.port(), int64(s.opts.Clock.Now().Sub(s.started).Seconds()))},
 		{"clients", fmt.Sprintf("connected_clients:%d\r\n", s.clients.Load())},
-		{"memory", fmt.Sprintf("used_memory:%d\r\nused_memory_human:%s\r\nmaxmemory:0\r\nhaven_max_keys:%d\r\nhaven_max_value_bytes:%d\r\n", st.Bytes, human(st.Bytes), s.opts.MaxKeys, s.opts.MaxValueBytes)},
+		{"memory", fmt.Sprintf("used_memory:%d\r\nused_memory_human:%s\r\nmaxmemory:0\r\nhaven_max_keys:%d\r\nhaven_max_value_bytes:%d\r\nhaven_max_key_bytes:%d\r\nhaven_max_command_bytes:%d\r\n", st.Bytes, human(st.Bytes), s.opts.MaxKeys, s.opts.MaxValueBytes, MaxKeyBytes, commandBytes)},
 		{"replication", fmt.Sprintf("role:%s\r\nhaven_writable:%d\r\n", role, b2i(st.Writable))},
 		{"keyspace", fmt.Sprintf("db0:keys=%d,expires=0,avg_ttl=0\r\n", st.Keys)},
 	}

@@ -216,7 +216,7 @@ func (d *db) take(maxOps, maxBytes int) *batch {
 			if _, ok := idx[k]; !ok {
 				add++
 			}
-			bytes += len(k) + len(p.rec.Value) + 16
+			bytes += len(k) + len(p.rec.Value) + keyOverhead
 		}
 		if !skip && len(b.recs) > 0 && (len(idx)+add > maxOps || size+bytes > maxBytes) {
 			skip, full = true, true
@@ -263,7 +263,7 @@ func (d *db) fullBatch(maxOps, maxBytes int) bool {
 	}
 	size := 0
 	for _, p := range d.pending {
-		if size += len(p.rec.Key) + len(p.rec.Value) + 16; size >= maxBytes {
+		if size += len(p.rec.Key) + len(p.rec.Value) + keyOverhead; size >= maxBytes {
 			return true
 		}
 	}
@@ -414,16 +414,16 @@ func (d *db) expire(limit int) int {
 	}
 	now := d.nowMs()
 	n, seen := 0, 0
-	started := false
 	for k, e := range d.m {
 		if seen++; seen > sweepScan {
 			break
 		}
 		if e.exp != 0 && e.exp <= now {
-			if !started {
-				d.begin()
-				started = true
-			}
+			// Each deletion a command of its own: take groups them in
+			// batches within batchOps and batchBytes. As one command
+			// (taken whole) they made a transaction of up to limit
+			// operations, which etcd refuses past 128.
+			d.begin()
 			d.del(k)
 			n++
 			if n >= limit {

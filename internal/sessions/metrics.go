@@ -14,6 +14,7 @@ type Metrics struct {
 	commits prometheus.Histogram
 	batch   prometheus.Histogram
 	expired prometheus.Counter
+	refused *prometheus.CounterVec
 	keys    prometheus.GaugeFunc
 	bytes   prometheus.GaugeFunc
 	clients prometheus.GaugeFunc
@@ -39,6 +40,9 @@ func newMetrics(s *Server) *Metrics {
 		expired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "haven_sessions_expired_total", Help: "Expired keys the active removed from the store.",
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "haven_sessions_refused_total", Help: "Write commands refused before they ran because they could not fit one store request, by reason (too_many_keys, key_too_long, too_large).",
+		}, []string{"reason"}),
 		keys: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "haven_sessions_keys", Help: "Keys in this node's copy of the session store.",
 		}, func() float64 { return float64(s.Stats().Keys) }),
@@ -54,7 +58,7 @@ func newMetrics(s *Server) *Metrics {
 // Collectors returns the metrics, for the agent's registry.
 func (s *Server) Collectors() []prometheus.Collector {
 	m := s.metrics
-	return []prometheus.Collector{m.ops, m.latency, m.commits, m.batch, m.expired, m.keys, m.bytes, m.clients}
+	return []prometheus.Collector{m.ops, m.latency, m.commits, m.batch, m.expired, m.refused, m.keys, m.bytes, m.clients}
 }
 
 func (m *Metrics) observe(cmd string, d time.Duration) {

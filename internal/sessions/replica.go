@@ -10,10 +10,20 @@ import (
 )
 
 // Limits of one commit: etcd takes at most 128 operations per transaction
-// (its default --max-txn-ops) and 1.5 MiB per request by default.
+// (its default --max-txn-ops) and 1.5 MiB per request by default
+// (--max-request-bytes; haven's embedded etcd keeps that default). A
+// request over it is refused, and a retry cannot help: so a batch of
+// several commands stays under batchBytes, one command alone under
+// commandBytes (refused when it arrives, exec), and what is left of the
+// 1.5 MiB covers the fence, the keys' prefix and encoding (128 keys at
+// most) and the gRPC framing.
 const (
 	batchOps   = 128
 	batchBytes = 1 << 20
+	// commandBytes: the most one write command may cost (cmdCost).
+	commandBytes = 1<<20 + 256<<10
+	// MaxKeyBytes: the longest key a write may name (Redis allows 512 MB).
+	MaxKeyBytes = 64 << 10
 	// inFlight commits at once at most. A second commit starts only when
 	// a full batch is queued (see fullBatch): every commit costs the store
 	// a raft round and an apply on each member whatever its size, so

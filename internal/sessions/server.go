@@ -324,11 +324,14 @@ func (s *Server) exec(c *conn, args [][]byte, w *resp.Writer) (*command, uint64,
 	case name == "quit":
 		w.Simple("OK")
 		return cmd, 0, true
-	case cmd.flags&fWrite != 0 && cmd.keys(len(args)) > batchOps:
+	case cmd.flags&fWrite != 0 && cmd.keys(len(args)) > s.maxKeys():
 		// Each command commits in one store transaction (etcd takes 128
 		// operations per transaction): a larger one could never commit,
 		// and retrying it would stall every client's writes.
-		w.Error(fmt.Sprintf("ERR too many keys in one command (%d; at most %d): send them in several commands", cmd.keys(len(args)), batchOps))
+		s.metrics.refused.WithLabelValues("too_many_keys").Inc()
+		w.Error(fmt.Sprintf("ERR too many keys in one command (%d; at most %d): send them in several commands", cmd.keys(len(args)), s.maxKeys()))
+		return cmd, 0, false
+	case cmd.flags&fWrite != 0 && !s.commandFits(cmd, args, w):
 		return cmd, 0, false
 	}
 	if s.opts.ActiveActive && s.opts.Backend != nil && cmd.flags&fWrite != 0 {
@@ -363,4 +366,81 @@ func (s *Server) exec(c *conn, args [][]byte, w *resp.Writer) (*command, uint64,
 		return cmd, d.queued, false
 	}
 	return cmd, 0, false
+}
+
+// commandFits refuses, before it runs, a write command that names a key
+// over MaxKeyBytes or whose changes could not fit one store request
+// (cmdCost over commandBytes). Such a command could never commit: the
+// store would refuse the request, the commit would be retried, and every
+// client's writes would wait for it and then fail. A command that only
+// deletes may name a longer key (one stored by an earlier version, which
+// had no key limit), if it fits.
+func (s *Server) commandFits(cmd *command, args [][]byte, w *resp.Writer) bool {
+	if !deletesOnly[cmd.name] {
+		for _, k := range keyArgs(cmd, args) {
+			if len(k) > MaxKeyBytes {
+				s.metrics.refused.WithLabelValues("key_too_long").Inc()
+				w.Error(fmt.Sprintf("ERR key of %d bytes is over haven's key limit (%d bytes); the command was not run: use a shorter key", len(k), MaxKeyBytes))
+				return false
+			}
+		}
+	}
+	if c := cmdCost(cmd, args, s.opts.ActiveActive); c > commandBytes {
+		s.metrics.refused.WithLabelValues("too_large").Inc()
+		w.Error(fmt.Sprintf("ERR value too large for the store's request limit (%d bytes): this command's keys and values come to %d; it was not run: send them in several commands, or store less", commandBytes, c))
+		return false
+	}
+	return true
+}
+
+// deletesOnly: the write commands that create no key.
+var deletesOnly = map[string]bool{"del": true, "unlink": true, "getdel": true}
+
+// keyArgs returns the keys a command names.
+func keyArgs(cmd *command, args [][]byte) [][]byte {
+	if cmd.first <= 0 || cmd.step <= 0 {
+		return nil
+	}
+	last := cmd.last
+	if last < 0 {
+		last += len(args)
+	}
+	var keys [][]byte
+	for i := cmd.first; i <= last && i < len(args); i += cmd.step {
+		keys = append(keys, args[i])
+	}
+	return keys
+}
+
+// cmdCost bounds the bytes a write command's changes take in one store
+// request: its arguments plus keyOverhead a key, and in active-active
+// (aa), whose commit compares every key, its keys once more. A command
+// whose value is not among its arguments (RENAME, HSET's whole hash) has
+// at most two keys and one value, within MaxKeyBytes and max_value_bytes
+// (at most 1 MiB): it fits.
+func cmdCost(cmd *command, args [][]byte, aa bool) int {
+	n := 0
+	for _, a := range args[1:] {
+		n += len(a)
+	}
+	for _, k := range keyArgs(cmd, args) {
+		n += keyOverhead
+		if aa {
+			n += len(k)
+		}
+	}
+	return n
+}
+
+// keyOverhead: per key, what take counts beside the key and the value.
+const keyOverhead = 16
+
+// maxKeys is the most keys one write command may name: batchOps, one less
+// in active-active, whose commit compares each key and the store's layout
+// (etcd takes 128 compares per transaction too).
+func (s *Server) maxKeys() int {
+	if s.opts.ActiveActive {
+		return batchOps - 1
+	}
+	return batchOps
 }

@@ -76,6 +76,17 @@ func TestLimits(t *testing.T) {
 	want := fmt.Sprintf("-ERR too many keys in one command (%d; at most %d): send them in several commands\r\n", batchOps+1, batchOps)
 	expect(want, mset...)
 	expect(want, del...)
+	// Active-active compares every key and the store's layout: one less.
+	_, aaAddr := startLocal(t, Options{ActiveActive: true})
+	if got, want := dial(t, aaAddr).do(mset[:1+2*batchOps]...), fmt.Sprintf("-ERR too many keys in one command (%d; at most %d): send them in several commands\r\n", batchOps, batchOps-1); got != want {
+		t.Fatalf("active-active MSET of %d keys: %q", batchOps, got)
+	}
+	// and counts the keys twice in a command's size: what fits
+	// active-passive may not.
+	k, v := strings.Repeat("k", MaxKeyBytes), strings.Repeat("v", (commandBytes-2*MaxKeyBytes-2*keyOverhead)/2)
+	if got := dial(t, aaAddr).do("MSET", k[1:]+"1", v, k[1:]+"2", v); !strings.HasPrefix(got, fmt.Sprintf("-ERR value too large for the store's request limit (%d bytes): this command's keys and values come to %d;", commandBytes, commandBytes+2*MaxKeyBytes)) {
+		t.Fatalf("active-active MSET over the limit: %q", got)
+	}
 	expect(":1\r\n", "DEL", "a", "k1")
 	expect("$-1\r\n", "GET", "a")
 	expect("+PONG\r\n", "PING")

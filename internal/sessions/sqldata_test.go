@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -127,6 +128,25 @@ func testSQLStore(t *testing.T, open func(ctx context.Context, node string) (sql
 	}
 	if _, ok, err := db.CommitSessionsIf(ctx, []ha.SessionRecord{{Key: "k1", Value: []byte("z")}}, map[string]int64{"k1": 0}); err != nil || !ok {
 		t.Fatalf("CAS on a deleted key expected absent: %v, %v", ok, err)
+	}
+
+	// The largest batches the group commit makes (docs/sessions.md,
+	// Limits) fit one request: MariaDB's default max_allowed_packet.
+	big := func(c byte, n int) []byte { return bytes.Repeat([]byte{c}, n) }
+	half := (commandBytes - 2*MaxKeyBytes - 2*keyOverhead) / 2
+	for _, batch := range [][]ha.SessionRecord{
+		{{Key: string(big('p', MaxKeyBytes)), Value: big('v', half)}, {Key: string(big('q', MaxKeyBytes)), Value: big('w', half)}},
+		{{Key: string(big('r', MaxKeyBytes)), Value: big('v', DefaultMaxValueBytes)}},
+	} {
+		if _, err := da.CommitSessions(ctx, "a", ea, batch); err != nil {
+			t.Fatalf("the largest batch: %v", err)
+		}
+		for i := range batch {
+			batch[i] = ha.SessionRecord{Key: batch[i].Key, Deleted: true}
+		}
+		if _, err := da.CommitSessions(ctx, "a", ea, batch); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// Two servers through a failover.

@@ -1,6 +1,7 @@
 package etcdstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -61,6 +62,7 @@ const (
 	chunkBytes          = 1 << 20 // a snapshot chunk's records, at most (one larger record goes alone)
 	deleteBatch         = 128     // operations per transaction of step 4 (etcd's --max-txn-ops)
 	migrateRange        = 1000    // per-key keys removed by one range delete of the migration
+	logPage             = 16      // log entries read per request by a load
 	// expiredSlack: compaction drops keys expired for longer than this
 	// (every node hides them already, whatever its clock's skew).
 	expiredSlack = time.Second
@@ -216,7 +218,9 @@ func decodeBatch(b []byte, rev int64) ([]ha.SessionRecord, error) {
 			if n <= 0 || uint64(len(b)-n) < vl {
 				return nil, errBadBatch
 			}
-			r.Value = b[n : n+int(vl) : n+int(vl)]
+			// A copy: a value that pointed into b kept the whole
+			// chunk (1 MiB) or log entry in memory while it lived.
+			r.Value = bytes.Clone(b[n : n+int(vl)])
 			b = b[n+int(vl):]
 		}
 		out = append(out, r)
@@ -480,9 +484,15 @@ func (l *SessionLog) read(ctx context.Context, rev int64, gens bool) (*view, err
 	if n != v.cur.Chunks || crc != v.cur.CRC {
 		return nil, fmt.Errorf("the session store's snapshot %d is damaged: %d chunks (checksum %08x), snap/current says %d (%08x)", v.cur.Gen, n, crc, v.cur.Chunks, v.cur.CRC)
 	}
+	n = 0
 	// The log: entries at or below R are folded in the snapshot already
 	// (a compaction that stopped before deleting them): skipped.
-	err = l.page(ctx, l.logPrefix(), v.rev, 256, func(kv ent) error { // entries of up to 1 MiB
+	// A page of logPage entries: a response of ~20 MiB at most (an entry
+	// is one commit, within etcd's 1.5 MiB request limit).
+	err = l.page(ctx, l.logPrefix(), v.rev, logPage, func(kv ent) error {
+		if n++; n%logPage == 0 {
+			l.hook("log-page")
+		}
 		if kv.rev <= v.cur.Rev {
 			v.folded = append(v.folded, kv.key)
 		} else {

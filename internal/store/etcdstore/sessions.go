@@ -154,19 +154,32 @@ func (s *Store) sessionOps(recs []ha.SessionRecord) []clientv3.Op {
 }
 
 // CommitSessionsIf writes recs in one transaction if every key of expect
-// is at that revision (0: absent): active-active's compare-and-swap.
+// is at that revision (0: absent): active-active's compare-and-swap. It
+// also requires the session store not to be in the packed layout (an
+// active-passive active's migration, while the cluster changes mode):
+// the migration deletes the per-key keys, so a write there would be lost.
+// That compare makes len(expect)+1 of etcd's 128 per transaction, so
+// expect holds at most 127 keys (MaxCompareKeys).
 func (s *Store) CommitSessionsIf(ctx context.Context, recs []ha.SessionRecord, expect map[string]int64) (int64, bool, error) {
 	p := s.sessPrefix()
-	cmps := make([]clientv3.Cmp, 0, len(expect))
+	cmps := make([]clientv3.Cmp, 0, len(expect)+1)
 	for k, rev := range expect {
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(p+k), "=", rev))
 	}
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(s.sessionOps(recs)...).Commit()
+	cur := s.sessCurrentKey()
+	cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(cur), "=", 0))
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(s.sessionOps(recs)...).Else(clientv3.OpGet(cur, clientv3.WithCountOnly())).Commit()
 	if err != nil {
 		return 0, false, fmt.Errorf("commit %d session keys: %w", len(recs), err)
 	}
+	if !resp.Succeeded && len(resp.Responses) == 1 && resp.Responses[0].GetResponseRange().GetCount() > 0 {
+		return 0, false, ErrSessionsPacked
+	}
 	return resp.Header.Revision, resp.Succeeded, nil
 }
+
+// MaxCompareKeys: the most keys CommitSessionsIf compares in one call.
+const MaxCompareKeys = 127
 
 // GetSessions reads keys in one linearizable transaction.
 func (s *Store) GetSessions(ctx context.Context, keys []string) ([]ha.SessionRecord, error) {
