@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/api"
 	"github.com/haven-ha/haven/internal/e2e/e2etest"
 	"github.com/haven-ha/haven/internal/ha"
 )
@@ -95,7 +97,16 @@ func TestMembersAddAndRemove(t *testing.T) {
 		t.Logf("members remove %s answered that it could not see it gone yet (load %s): %s", gone.Name, strings.TrimSpace(string(la)), strings.TrimSpace(errOut))
 		e2etest.WaitFor(t, 30*time.Second, gone.Name+"'s record gone from haven status", func() bool {
 			_, st, _ := runHaven(t, "status", "--json", "--config", c.Config)
-			return strings.Contains(st, `"name"`) && !strings.Contains(st, `"name":"`+gone.Name+`"`) && !strings.Contains(st, `"name": "`+gone.Name+`"`)
+			var s api.Status
+			if json.Unmarshal([]byte(st), &s) != nil {
+				return false
+			}
+			for _, n := range s.Nodes {
+				if n.Name == gone.Name {
+					return n.Role == ha.RoleDown // listed from the config, with no record
+				}
+			}
+			return false
 		})
 	}
 	select {
