@@ -195,13 +195,22 @@ func login(t *testing.T, ctx context.Context, user, password string) {
 // TestDashboardInBrowser drives the dashboard of a real three-node cluster
 // in chromium: log in, see the nodes, switch over and watch the new active
 // appear without a reload, see a failover, toggle maintenance, download a
-// standby's log from another node, and check what viewers and forged
+// standby's log from another node, see each standby's replicated-folder
+// state in the active's details, and check what viewers and forged
 // requests are refused.
 func TestDashboardInBrowser(t *testing.T) {
 	t.Parallel()
 	art := e2etest.ArtifactsDir(t)
 	sites := map[string]string{"n1": "dc1", "n2": "dc1", "n3": "dc2 east"}
-	c := newCluster(t, clusterOpts{top: dashboardYAML(t), sites: sites})
+	// Every node replicates the folder "rec", kept at recDir/<node>.
+	recDir := t.TempDir()
+	for _, n := range []string{"n1", "n2", "n3"} {
+		if err := os.Mkdir(filepath.Join(recDir, n), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	top := dashboardYAML(t) + fmt.Sprintf("sync: {folders: [{name: rec, path: %q}]}\n", filepath.Join(recDir, "${HAVEN_NODE}"))
+	c := newCluster(t, clusterOpts{top: top, sites: sites})
 	c.WaitActive(startTimeout)
 	c.waitHealthy(30 * time.Second)
 	ctx := newBrowser(t)
@@ -427,6 +436,32 @@ func TestDashboardInBrowser(t *testing.T) {
 	if strings.Contains(readFileOrEmpty(filepath.Join(c.Dir, "data", dash.Name, "dashboard.json")), alias) {
 		t.Error("the alias went to n1's own file, not (only) the store")
 	}
+
+	// Replicated folders: a file written into the active's copy reaches
+	// both standbys, and the active's details then show each standby in
+	// sync, lacking nothing.
+	shipped := time.Now()
+	if err := os.WriteFile(filepath.Join(recDir, failedOverTo, "shown.txt"), []byte("on the dashboard"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	press(t, ctx, fmt.Sprintf(`[data-key=%q]`, failedOverTo+":details"))
+	for _, n := range c.Nodes {
+		if n.Name == failedOverTo {
+			continue
+		}
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if b, err := os.ReadFile(filepath.Join(recDir, n.Name, "shown.txt")); err == nil && string(b) == "on the dashboard" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the file written into %s's folder is not on %s after 15s", failedOverTo, n.Name)
+			}
+		}
+		line := fmt.Sprintf("rec \u2192 %s: in sync, lacks 0 files (0 bytes)", n.Name)
+		until(t, ctx, 15*time.Second, "the active's details showing "+line, fmt.Sprintf(`[...document.querySelectorAll('#detail-props dt')].find(e => e.textContent === 'Replicated folders').nextElementSibling.textContent.includes(%q)`, line))
+	}
+	t.Logf("a replicated file on both standbys and shown in sync on the dashboard %s after it was written", time.Since(shipped).Round(time.Millisecond))
+	screenshot(t, ctx, art, "07-folders")
 
 	// Log out; a viewer sees the cluster but has no actions, and the server
 	// refuses them even when the page is bypassed.

@@ -17,6 +17,9 @@ import (
 // loopback and reports MB/s. HAVEN_SYNC_DATA names the folder (bench/sync.sh
 // makes one and runs rsync on the same data); without it a small one is made.
 // HAVEN_SYNC_CHUNK sets the chunk size in bytes (default 8 MiB).
+// HAVEN_SYNC_INSECURE=1 ships over plain HTTP with the API token instead,
+// as a cluster whose config says `insecure: true` does (each chunk with
+// its CRC-32C): the side to compare with an rsync daemon on plain TCP.
 func BenchmarkSyncThroughput(b *testing.B) {
 	src := os.Getenv("HAVEN_SYNC_DATA")
 	if src == "" {
@@ -41,11 +44,16 @@ func BenchmarkSyncThroughput(b *testing.B) {
 	if s := os.Getenv("HAVEN_SYNC_BANDWIDTH"); s != "" {
 		bw, _ = strconv.ParseInt(s, 10, 64)
 	}
+	insecure := os.Getenv("HAVEN_SYNC_INSECURE") == "1"
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
 		dst := filepath.Join(b.TempDir(), "dst")
-		p := newTLSPair(b, src, dst, 0, bw)
+		mkPair, link := newTLSPair, "mutual TLS"
+		if insecure {
+			mkPair, link = newInsecurePair, "insecure: plain HTTP, token, CRC-32C per chunk"
+		}
+		p := mkPair(b, src, dst, 0, bw)
 		b.StartTimer()
 		start, cpu0 := time.Now(), cpuTime()
 		p.start()
@@ -57,7 +65,10 @@ func BenchmarkSyncThroughput(b *testing.B) {
 		b.ReportMetric(float64(total)/1e6/el.Seconds(), "MB/s")
 		b.ReportMetric(el.Seconds(), "s/sync")
 		b.ReportMetric(cpu.Seconds(), "cpu-s/sync")
-		b.Logf("haven: %d files, %d bytes in %s: %.1f MB/s, %.2f CPU s (sender and receiver)", files, total, el.Round(time.Millisecond), float64(total)/1e6/el.Seconds(), cpu.Seconds())
+		if !insecure && p.withSum.Load() > 0 {
+			b.Fatalf("%s: %d writes with a CRC-32C header", link, p.withSum.Load())
+		}
+		b.Logf("haven (%s; %d writes with a CRC-32C header, %d without): %d files, %d bytes in %s: %.1f MB/s, %.2f CPU s (sender and receiver)", link, p.withSum.Load(), p.withoutSum.Load(), files, total, el.Round(time.Millisecond), float64(total)/1e6/el.Seconds(), cpu.Seconds())
 	}
 }
 

@@ -23,7 +23,9 @@ import (
 )
 
 // tlsPair runs n1 (active) shipping srcDir to n2 over HTTPS with mutual
-// TLS and no token, as agents do; n2 keeps it at dstDir.
+// TLS and no token, as agents do; n2 keeps it at dstDir. With insecure
+// (newInsecurePair) it is HTTP with the API token instead, as agents with
+// `insecure: true` do (chunks then carry their CRC-32C).
 type tlsPair struct {
 	a, b   *Service
 	addr   string
@@ -36,6 +38,19 @@ type tlsPair struct {
 }
 
 func newTLSPair(tb testing.TB, srcDir, dstDir string, quiet time.Duration, bandwidth int64) *tlsPair {
+	tb.Helper()
+	return newLinkPair(tb, srcDir, dstDir, quiet, bandwidth, false)
+}
+
+// newInsecurePair is newTLSPair without TLS: plain HTTP and the API token,
+// the link of a cluster whose config says `insecure: true` (the
+// benchmark's plain side, against an rsync daemon on plain TCP).
+func newInsecurePair(tb testing.TB, srcDir, dstDir string, quiet time.Duration, bandwidth int64) *tlsPair {
+	tb.Helper()
+	return newLinkPair(tb, srcDir, dstDir, quiet, bandwidth, true)
+}
+
+func newLinkPair(tb testing.TB, srcDir, dstDir string, quiet time.Duration, bandwidth int64, insecure bool) *tlsPair {
 	tb.Helper()
 	p := &tlsPair{caDir: tb.TempDir()}
 	ca, err := certs.NewCA("test", time.Hour)
@@ -59,10 +74,16 @@ func newTLSPair(tb testing.TB, srcDir, dstDir string, quiet time.Duration, bandw
 	var leader atomic.Pointer[ha.Leader]
 	leader.Store(&ha.Leader{Epoch: 3}) // nobody active until start
 	p.start = func() { leader.Store(&ha.Leader{Node: "n1", Epoch: 3}) }
+	client := func(node string) *api.Client {
+		if insecure {
+			return api.NewClient(api.ClientOptions{Token: pairToken, Timeout: time.Minute})
+		}
+		return api.NewClient(api.ClientOptions{TLS: src[node].ClientConfig(), Timeout: time.Minute})
+	}
 	mk := func(node, dir string, peers []Peer) *Service {
 		s, err := New(Options{
 			Node: node, Folders: []Folder{{Name: "f", Path: dir, Quiet: quiet}}, Peers: peers, MaxLag: time.Minute, Bandwidth: bandwidth, ChunkSize: benchChunk(),
-			Client: api.NewClient(api.ClientOptions{TLS: src[node].ClientConfig(), Timeout: time.Minute}),
+			Client: client(node),
 			Clock:  clock.Real{},
 			Role: func() (bool, ha.Epoch) {
 				l := leader.Load()
@@ -81,7 +102,11 @@ func newTLSPair(tb testing.TB, srcDir, dstDir string, quiet time.Duration, bandw
 		tb.Fatal(err)
 	}
 	p.addr = ln.Addr().String()
-	h := api.FoldersHandler(p.b, []string{"n1", "n2"}, api.Options{})
+	o := api.Options{}
+	if insecure {
+		o.Token = pairToken
+	}
+	h := api.FoldersHandler(p.b, []string{"n1", "n2"}, o)
 	count := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPut {
 			if r.Header.Get(api.ChunkSumHeader) != "" {
@@ -93,7 +118,11 @@ func newTLSPair(tb testing.TB, srcDir, dstDir string, quiet time.Duration, bandw
 		h.ServeHTTP(w, r)
 	})
 	srv := &http.Server{Handler: count, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(tls.NewListener(ln, src["n2"].ServerConfig(false))) }()
+	if insecure {
+		go func() { _ = srv.Serve(ln) }()
+	} else {
+		go func() { _ = srv.Serve(tls.NewListener(ln, src["n2"].ServerConfig(false))) }()
+	}
 	p.a = mk("n1", srcDir, []Peer{{Name: "n2", Addr: p.addr}})
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
@@ -108,10 +137,18 @@ func newTLSPair(tb testing.TB, srcDir, dstDir string, quiet time.Duration, bandw
 		p.a.Close()
 		p.b.Close()
 	})
+	var he *ha.Error
+	if insecure {
+		// Without TLS, a call without the token is refused.
+		nc := api.NewClient(api.ClientOptions{Timeout: 5 * time.Second})
+		if _, err = nc.FolderManifest(context.Background(), p.addr, "f"); !errors.As(err, &he) || he.Kind != ha.KindUnauthorized {
+			tb.Fatalf("a call without the token: %v, want Unauthorized", err)
+		}
+		return p
+	}
 	// An operator's certificate of the same CA cannot write folders.
 	opc := api.NewClient(api.ClientOptions{TLS: src["operator"].ClientConfig(), Timeout: 5 * time.Second})
 	_, err = opc.FolderBegin(context.Background(), p.addr, "f", api.FolderWrite{From: "n1", Epoch: 3, File: Entry{Path: "x", Size: 1}})
-	var he *ha.Error
 	if !errors.As(err, &he) || he.Kind != ha.KindForbidden {
 		tb.Fatalf("a write with the operator's certificate: %v, want Forbidden", err)
 	}
