@@ -915,16 +915,10 @@ func (l *SessionLog) watchKeys(ctx context.Context, rev int64, fn func([]ha.Sess
 			if !strings.HasPrefix(k, p) {
 				continue
 			}
-			key := strings.TrimPrefix(k, p)
-			if ev.Type == clientv3.EventTypeDelete {
-				recs = append(recs, ha.SessionRecord{Key: key, Deleted: true, Rev: ev.Kv.ModRevision})
-				continue
-			}
-			r, err := decodeSession(key, ev.Kv.Value)
+			r, err := sessionEvent(strings.TrimPrefix(k, p), ev)
 			if err != nil {
 				return err
 			}
-			r.Rev = ev.Kv.ModRevision
 			recs = append(recs, r)
 		}
 		if len(recs) > 0 {

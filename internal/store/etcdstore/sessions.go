@@ -105,16 +105,10 @@ func (s *Store) WatchSessions(ctx context.Context, rev int64, fn func([]ha.Sessi
 		}
 		recs := make([]ha.SessionRecord, 0, len(wr.Events))
 		for _, ev := range wr.Events {
-			key := strings.TrimPrefix(string(ev.Kv.Key), p)
-			if ev.Type == clientv3.EventTypeDelete {
-				recs = append(recs, ha.SessionRecord{Key: key, Deleted: true, Rev: ev.Kv.ModRevision})
-				continue
-			}
-			r, err := decodeSession(key, ev.Kv.Value)
+			r, err := sessionEvent(strings.TrimPrefix(string(ev.Kv.Key), p), ev)
 			if err != nil {
 				return err
 			}
-			r.Rev = ev.Kv.ModRevision
 			recs = append(recs, r)
 		}
 		if len(recs) > 0 {
@@ -125,6 +119,20 @@ func (s *Store) WatchSessions(ctx context.Context, rev int64, fn func([]ha.Sessi
 		return ctx.Err()
 	}
 	return errors.New("the watch of the session store closed")
+}
+
+// sessionEvent is the record of a watch event on the session key key: its
+// new value, or its removal, at the event's revision.
+func sessionEvent(key string, ev *clientv3.Event) (ha.SessionRecord, error) {
+	if ev.Type == clientv3.EventTypeDelete {
+		return ha.SessionRecord{Key: key, Deleted: true, Rev: ev.Kv.ModRevision}, nil
+	}
+	r, err := decodeSession(key, ev.Kv.Value)
+	if err != nil {
+		return r, err
+	}
+	r.Rev = ev.Kv.ModRevision
+	return r, nil
 }
 
 // CommitSessions writes recs in one transaction that commits only while
