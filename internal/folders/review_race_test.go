@@ -1,0 +1,72 @@
+package folders
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/api"
+)
+
+// TestDeleteDuringUploadOfNewFile (review of folders8): a new file is
+// deleted on the active (delete: mirror) while its first upload to the
+// standby is in flight. The sender plans while the upload runs; that plan
+// has no delete to make (the standby does not hold the file yet), so it
+// must not count the delete as applied there: once the upload lands, the
+// file has to be deleted on the standby. Before, the plan marked the
+// standby clean, the sender forgot the delete, and the file stayed on the
+// standby for good (resurrected: on the new active after a promotion).
+func TestDeleteDuringUploadOfNewFile(t *testing.T) {
+	t.Parallel()
+	p := newPairPrepared(t, Folder{Name: "rec", Quiet: 20 * time.Millisecond, Mirror: true}, time.Minute, nil, func(o *Options) {
+		o.Client = api.NewClient(api.ClientOptions{Token: pairToken, Timeout: 2 * time.Minute})
+	})
+	name := "new.bin"
+	p.hold.Store(&name)
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(p.release)
+		}
+	}
+	defer release()
+	if err := os.WriteFile(filepath.Join(p.dirA, name), make([]byte, 200<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.held:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the upload never reached n2")
+	}
+	if err := os.Remove(filepath.Join(p.dirA, name)); err != nil {
+		t.Fatal(err)
+	}
+	snd := p.a.sender("rec")
+	if snd == nil {
+		t.Fatal("n1 has no sender")
+	}
+	waitFor(t, "n1 to see the file gone", 10*time.Second, func() bool {
+		snd.mu.Lock()
+		defer snd.mu.Unlock()
+		_, ok := snd.local[name]
+		return !ok
+	})
+	// A plan after the delete, while the upload is held: a change makes
+	// one within maxReplan; and a file change bumps a plan on its own.
+	plans := snd.plans.Load()
+	if err := os.WriteFile(filepath.Join(p.dirA, "other.txt"), []byte("a change to plan on"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "n1 to plan twice while the upload is held", 10*time.Second, func() bool { return snd.plans.Load() >= plans+2 })
+	release()
+	waitFor(t, "n2 in sync", 20*time.Second, func() bool {
+		st := p.a.Stats()
+		return len(st) == 1 && st[0].Files == 0 && sameContent(filepath.Join(p.dirA, "other.txt"), filepath.Join(p.dirB, "other.txt")) && snd.plans.Load() >= plans+4
+	})
+	waitFor(t, name+" deleted on n2 (deleted on n1 while its upload ran)", 5*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(p.dirB, name))
+		return os.IsNotExist(err)
+	})
+}
