@@ -496,7 +496,11 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 			}
 			steps, lag, wait := Plan(local, have, now, snd.f.Quiet, del)
 			snd.s.setLag(snd.f.Name, peer.Name, lag, lastErr)
-			if len(steps) == 0 || steps[0].Op != OpDelete { // deletes come first, running ones too
+			// Deletes come first, running ones too; a path deleted here
+			// while its upload runs is not in have yet, so no plan has its
+			// delete: the receiver is clean only once that upload ended
+			// (its outcome in have, the delete planned next time).
+			if (len(steps) == 0 || steps[0].Op != OpDelete) && !uploading(busy, deleted) {
 				snd.applied(peer.Name, gen)
 			}
 			// The list of complete files, for the RPO report of a later
@@ -572,6 +576,17 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 		}
 		t.Stop()
 	}
+}
+
+// uploading reports whether one of the paths of the jobs running (busy)
+// is deleted here: its upload may still land on the receiver.
+func uploading(busy, deleted map[string]bool) bool {
+	for p := range busy {
+		if deleted[p] {
+			return true
+		}
+	}
+	return false
 }
 
 // refusedWrite reports whether err is a receiver's answer that it took
