@@ -70,3 +70,34 @@ func TestDeleteDuringUploadOfNewFile(t *testing.T) {
 		return os.IsNotExist(err)
 	})
 }
+
+// TestHungListHoldsNothingBack (review of folders8): the list of complete
+// files is sent from the sender's loop itself; while a standby does not
+// answer it (frozen, a stuck disk: up to the client's timeout, 30 s by
+// default), the loop started no upload and refreshed no lag. A file closed
+// meanwhile must still reach the standby, and the standby's lag must still
+// say so.
+func TestHungListHoldsNothingBack(t *testing.T) {
+	t.Parallel()
+	p := newPairPrepared(t, Folder{Name: "rec", Quiet: 20 * time.Millisecond}, 300*time.Millisecond, nil, func(o *Options) {
+		o.Client = api.NewClient(api.ClientOptions{Token: pairToken, Timeout: 2 * time.Minute})
+	})
+	gate := make(chan struct{})
+	p.holdSources.Store(&gate)
+	defer close(gate)
+	if err := os.WriteFile(filepath.Join(p.dirA, "a.txt"), []byte("its list hangs at n2"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a list held at n2", 10*time.Second, func() bool { return p.sourcesHeld.Load() >= 1 })
+	if err := os.WriteFile(filepath.Join(p.dirA, "b.txt"), []byte("closed while the list hangs"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a.txt and b.txt on n2 while the list hangs", 10*time.Second, func() bool {
+		return sameContent(filepath.Join(p.dirA, "a.txt"), filepath.Join(p.dirB, "a.txt")) &&
+			sameContent(filepath.Join(p.dirA, "b.txt"), filepath.Join(p.dirB, "b.txt"))
+	})
+	waitFor(t, "n2 in sync in the stats while the list hangs", 10*time.Second, func() bool {
+		st := p.a.Stats()
+		return len(st) == 1 && st[0].Files == 0 && !st[0].Behind
+	})
+}
