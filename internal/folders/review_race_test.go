@@ -101,3 +101,35 @@ func TestHungListHoldsNothingBack(t *testing.T) {
 		return len(st) == 1 && st[0].Files == 0 && !st[0].Behind
 	})
 }
+
+// TestDeleteIsDurable (review of folders8): a delete (delete: mirror) the
+// receiver answered is made durable first, as a commit's rename is: its
+// directory is fsynced. Without it, after a power cut of the standby the
+// file may be back, while the active, told it was deleted, forgot the
+// delete once every receiver had applied it: the file would stay there
+// for good (on the new active after a promotion).
+func TestDeleteIsDurable(t *testing.T) {
+	dir := t.TempDir()
+	r, err := newReceiver("rec", dir, "n2", Matcher{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	if err := os.MkdirAll(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "sub", "x.txt"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var synced []string
+	r.dirSynced = func(d string) { synced = append(synced, d) }
+	if err := r.remove(Entry{Path: "sub/x.txt"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "sub", "x.txt")); !os.IsNotExist(err) {
+		t.Fatalf("sub/x.txt still there: %v", err)
+	}
+	if len(synced) != 1 || synced[0] != "sub" {
+		t.Errorf("directories fsynced by the delete: %q; want [sub]", synced)
+	}
+}
