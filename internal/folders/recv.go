@@ -761,6 +761,17 @@ func (r *receiver) remove(e Entry) error {
 	if err != nil {
 		return err
 	}
+	if err := r.unlink(p); err != nil {
+		return err
+	}
+	// The delete survives a crash before it is answered: the active
+	// forgets it once every receiver has applied it.
+	r.syncDir(path.Dir(p))
+	return nil
+}
+
+// unlink removes the regular file at p, if there, without the fsync.
+func (r *receiver) unlink(p string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	fi, err := r.root.Lstat(p)
