@@ -50,6 +50,9 @@ type receiver struct {
 	sourceAt time.Time
 	// dirSynced, when set (tests), is told of every directory fsynced.
 	dirSynced func(dir string)
+	// beforeLand, when set (tests), is called by a commit once its file
+	// is fsynced, before it is linked or renamed into place.
+	beforeLand func(p string)
 	// syncs coalesces the directory fsyncs of commits that run at once:
 	// one fsync started after a commit's rename covers it (group commit).
 	smu   sync.Mutex
@@ -474,6 +477,9 @@ func (r *receiver) commitUnsynced(e Entry) (Entry, error) {
 	}
 	if err := u.f.Sync(); err != nil {
 		return done(err)
+	}
+	if r.beforeLand != nil {
+		r.beforeLand(p)
 	}
 	if u.tmp {
 		// The unnamed file gets its name: at once when p is new (one

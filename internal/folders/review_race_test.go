@@ -1,8 +1,12 @@
 package folders
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -131,5 +135,55 @@ func TestDeleteIsDurable(t *testing.T) {
 	}
 	if len(synced) != 1 || synced[0] != "sub" {
 		t.Errorf("directories fsynced by the delete: %q; want [sub]", synced)
+	}
+}
+
+// TestLateCommitDoesNotReplaceANewerVersion (review of folders8): a
+// commit slow in its fsync (a big file on a busy disk) outlasts its
+// sender's timeout; the sender asks again and ships the newer version of
+// the file, which lands first. The older commit must not then rename its
+// version over the newer one: the sender, told the newer one landed,
+// would believe the standby in sync for good.
+func TestLateCommitDoesNotReplaceANewerVersion(t *testing.T) {
+	dir := t.TempDir()
+	r, err := newReceiver("rec", dir, "n2", Matcher{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	entered, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	r.beforeLand = func(string) {
+		if calls.Add(1) == 1 {
+			close(entered)
+			<-release
+		}
+	}
+	put := func(data string, mtime int64) error {
+		sum := sha256.Sum256([]byte(data))
+		e := Entry{Path: "d/f.txt", Size: int64(len(data)), MTime: mtime, Mode: 0o644, SHA256: hex.EncodeToString(sum[:])}
+		if err := r.beginAfresh(e); err != nil {
+			return err
+		}
+		if _, err := r.chunk(context.Background(), e, 0, "", []byte(data)); err != nil {
+			return err
+		}
+		_, err := r.commit(e)
+		return err
+	}
+	late := make(chan error, 1)
+	go func() { late <- put("version 1", 1e18) }()
+	<-entered
+	if err := put("version 2, newer", 1e18+1); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	<-late // its error, if any, reaches no one: the sender gave up on it
+	b, err := os.ReadFile(filepath.Join(dir, "d", "f.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != "version 2, newer" {
+		t.Errorf("d/f.txt holds %q after the late commit of version 1; want version 2", b)
 	}
 }
