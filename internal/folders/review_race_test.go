@@ -187,3 +187,24 @@ func TestLateCommitDoesNotReplaceANewerVersion(t *testing.T) {
 		t.Errorf("d/f.txt holds %q after the late commit of version 1; want version 2", b)
 	}
 }
+
+// TestOlderListIsRefused (review of folders8): a list of complete files of
+// an earlier active (an earlier epoch) that arrives late, after the new
+// active's, is refused: the list a later promotion compares with must be
+// the latest active's.
+func TestOlderListIsRefused(t *testing.T) {
+	r, err := newReceiver("rec", t.TempDir(), "n2", Matcher{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	if err := r.setSource(api.FolderSource{From: "n3", Epoch: 8, Entries: []Entry{{Path: "new"}}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.setSource(api.FolderSource{From: "n1", Epoch: 7, Entries: []Entry{{Path: "old"}}}, time.Now()); err == nil {
+		t.Error("a list of epoch 7 was taken after one of epoch 8")
+	}
+	if src := r.lastSource(); src == nil || src.Epoch != 8 || src.From != "n3" {
+		t.Errorf("list held: %+v; want n3's of epoch 8", src)
+	}
+}
