@@ -842,6 +842,10 @@ func (r *receiver) setSource(s api.FolderSource, now time.Time) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.source != nil && s.Epoch < r.source.Epoch {
+		// A late one of an earlier active: the later active's stays.
+		return ha.Errorf(ha.KindConflict, "a list of complete files of epoch %d arrived after one of epoch %d; not taken", s.Epoch, r.source.Epoch)
+	}
 	tmp := path.Join(stateDir, "source.json.tmp")
 	if err := r.root.WriteFile(tmp, b, 0o600); err != nil {
 		return r.writeErr("source list", err)
