@@ -48,6 +48,9 @@ type receiver struct {
 	// modification time): files completed on the active after it are
 	// not in it, so a promotion's lost count is a lower bound as of then.
 	sourceAt time.Time
+	// sourceTaken: source was taken by this run (setSource), not read
+	// from disk at start.
+	sourceTaken bool
 	// dirSynced, when set (tests), is told of every directory fsynced.
 	dirSynced func(dir string)
 	// beforeLand, when set (tests), is called by a commit once its file
@@ -842,8 +845,10 @@ func (r *receiver) setSource(s api.FolderSource, now time.Time) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.source != nil && s.Epoch < r.source.Epoch {
+	if r.sourceTaken && s.Epoch < r.source.Epoch {
 		// A late one of an earlier active: the later active's stays.
+		// (Only against one taken by this run: one read from disk may be
+		// of a store whose epochs started over since.)
 		return ha.Errorf(ha.KindConflict, "a list of complete files of epoch %d arrived after one of epoch %d; not taken", s.Epoch, r.source.Epoch)
 	}
 	tmp := path.Join(stateDir, "source.json.tmp")
@@ -853,7 +858,7 @@ func (r *receiver) setSource(s api.FolderSource, now time.Time) error {
 	if err := r.root.Rename(tmp, path.Join(stateDir, "source.json")); err != nil {
 		return r.writeErr("source list", err)
 	}
-	r.source, r.sourceAt = &s, now
+	r.source, r.sourceAt, r.sourceTaken = &s, now, true
 	return nil
 }
 
