@@ -48,8 +48,14 @@ type receiver struct {
 	// modification time): files completed on the active after it are
 	// not in it, so a promotion's lost count is a lower bound as of then.
 	sourceAt time.Time
+	// sourceTaken: source was taken by this run (setSource), not read
+	// from disk at start.
+	sourceTaken bool
 	// dirSynced, when set (tests), is told of every directory fsynced.
 	dirSynced func(dir string)
+	// beforeLand, when set (tests), is called by a commit once its file
+	// is fsynced, before it is linked or renamed into place.
+	beforeLand func(p string)
 	// syncs coalesces the directory fsyncs of commits that run at once:
 	// one fsync started after a commit's rename covers it (group commit).
 	smu   sync.Mutex
@@ -57,6 +63,11 @@ type receiver struct {
 	seq   uint64          // numbers the partial files of whole-file uploads
 	noTmp bool            // the file system has no O_TMPFILE (or no /proc): named partial files only
 	busy  map[string]bool // partial files (relative paths) a commit is renaming into place
+	// landing: by path, the commit past its claim (fsync, rename) of the
+	// latest upload of that path. A begin of the path marks it superseded:
+	// a commit whose sender gave up on it (its timeout, during a slow
+	// fsync) must not land after the newer version shipped next.
+	landing map[string]*upload
 	// pdirs are the directories that may hold partial files: those seen
 	// with some at start and those of uploads begun since; a sweep looks
 	// in these only (and forgets one it finds empty of them).
@@ -98,6 +109,9 @@ type upload struct {
 	// destination's directory, linked into place by its commit: nothing
 	// to create, rename or sweep; partial is only its name's stand-in.
 	tmp bool
+	// superseded (guarded by receiver.mu): an upload of the same path
+	// began after this one's commit claimed it; the commit drops it.
+	superseded bool
 }
 
 func newReceiver(name, dir, node string, m Matcher) (*receiver, error) {
@@ -112,7 +126,7 @@ func newReceiver(name, dir, node string, m Matcher) (*receiver, error) {
 		root.Close()
 		return nil, fmt.Errorf("folder %s: create %s in %s: %w", name, stateDir, dir, err)
 	}
-	r := &receiver{name: name, dir: dir, node: node, match: m, root: root, sums: map[string]Entry{}, uploads: map[string]*upload{}, now: time.Now, syncs: map[string]*dirSync{}, busy: map[string]bool{}, pdirs: map[string]bool{}}
+	r := &receiver{name: name, dir: dir, node: node, match: m, root: root, sums: map[string]Entry{}, uploads: map[string]*upload{}, now: time.Now, syncs: map[string]*dirSync{}, busy: map[string]bool{}, pdirs: map[string]bool{}, landing: map[string]*upload{}}
 	if b, err := root.ReadFile(path.Join(stateDir, "source.json")); err == nil {
 		var s api.FolderSource
 		if json.Unmarshal(b, &s) == nil {
@@ -226,6 +240,9 @@ func (r *receiver) open(e Entry, resume bool) (int64, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if l := r.landing[p]; l != nil {
+		l.superseded = true // this upload is newer
+	}
 	if u, ok := r.uploads[p]; ok && resume && u.file.Size == e.Size && u.file.MTime == e.MTime {
 		u.mu.Lock()
 		defer u.mu.Unlock()
@@ -420,11 +437,12 @@ func (r *receiver) commitUnsynced(e Entry) (Entry, error) {
 		r.mu.Unlock()
 		return Entry{}, ha.Errorf(ha.KindInvalid, "%s: SHA-256 of what arrived is %s, the active says %s (the file changed while it was sent?); send it again", p, sum, e.SHA256)
 	}
-	// The upload is this call's now: the slow part (fsync, rename) runs
-	// without the lock, so that other files' chunks and commits go on.
-	// A begin of the same path meanwhile makes a new partial file, not
-	// this one: a resumable one moves aside first (a whole file's partial
-	// has a name of its own already).
+	// The upload is this call's now: the slow part (fsync) runs without
+	// the lock, so that other files' chunks and commits go on; only the
+	// rename (or link) into place takes it again. A begin of the same
+	// path meanwhile makes a new partial file, not this one (a resumable
+	// one moves aside first; a whole file's partial has a name of its own
+	// already), and makes this commit drop its version (landing).
 	delete(r.uploads, p)
 	if u.resumable {
 		claimed := u.partial + ".commit"
@@ -436,10 +454,17 @@ func (r *receiver) commitUnsynced(e Entry) (Entry, error) {
 	}
 	claimed := u.partial
 	r.busy[claimed] = true
+	if l := r.landing[p]; l != nil {
+		l.superseded = true
+	}
+	r.landing[p] = u
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
 		delete(r.busy, claimed)
+		if r.landing[p] == u {
+			delete(r.landing, p)
+		}
 		r.mu.Unlock()
 	}()
 	done := func(err error) (Entry, error) {
@@ -475,6 +500,35 @@ func (r *receiver) commitUnsynced(e Entry) (Entry, error) {
 	if err := u.f.Sync(); err != nil {
 		return done(err)
 	}
+	if r.beforeLand != nil {
+		r.beforeLand(p)
+	}
+	// Into place under the lock: a begin of p (open) marks this upload
+	// superseded either before (it is dropped) or after it landed.
+	r.mu.Lock()
+	if u.superseded {
+		r.mu.Unlock()
+		_ = u.f.Close()
+		u.f = nil
+		if !u.tmp {
+			_ = r.root.Remove(u.partial)
+		}
+		return Entry{}, ha.Errorf(ha.KindConflict, "%s: a later upload of it began while this one was committed (its sender gave up on it?); this one is dropped", p)
+	}
+	if err := r.land(u, p); err != nil {
+		r.mu.Unlock()
+		return done(err)
+	}
+	out := Entry{Path: p, Size: e.Size, MTime: e.MTime, Mode: uint32(mode), SHA256: sum}
+	r.sums[p] = out
+	r.mu.Unlock()
+	return out, nil
+}
+
+// land links or renames the fsynced upload u into place at p, in the same
+// directory; its directories are made (and fsynced) again only when the
+// rename finds them gone meanwhile. Called with r.mu held.
+func (r *receiver) land(u *upload, p string) error {
 	if u.tmp {
 		// The unnamed file gets its name: at once when p is new (one
 		// link instead of a create and a rename), else a partial's name
@@ -486,16 +540,14 @@ func (r *receiver) commitUnsynced(e Entry) (Entry, error) {
 			u.partial = p // in place already
 		}
 		if err != nil {
-			return done(err)
+			return err
 		}
 	}
-	if err := u.f.Close(); err != nil {
-		u.f = nil
-		return done(err)
-	}
+	err := u.f.Close()
 	u.f = nil
-	// Into place, in the same directory; its directories are made (and
-	// fsynced) again only when the rename finds them gone meanwhile.
+	if err != nil {
+		return err
+	}
 	if u.partial != p {
 		err = r.root.Rename(u.partial, p)
 	}
@@ -505,16 +557,9 @@ func (r *receiver) commitUnsynced(e Entry) (Entry, error) {
 		}
 	}
 	if errors.Is(err, syscall.EISDIR) || errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST) {
-		return done(fmt.Errorf("a directory is in the way: %w", err))
+		return fmt.Errorf("a directory is in the way: %w", err)
 	}
-	if err != nil {
-		return done(err)
-	}
-	out := Entry{Path: p, Size: e.Size, MTime: e.MTime, Mode: uint32(mode), SHA256: sum}
-	r.mu.Lock()
-	r.sums[p] = out
-	r.mu.Unlock()
-	return out, nil
+	return err
 }
 
 // procFd names the open file f by its descriptor in /proc (an unnamed
@@ -761,6 +806,17 @@ func (r *receiver) remove(e Entry) error {
 	if err != nil {
 		return err
 	}
+	if err := r.unlink(p); err != nil {
+		return err
+	}
+	// The delete survives a crash before it is answered: the active
+	// forgets it once every receiver has applied it.
+	r.syncDir(path.Dir(p))
+	return nil
+}
+
+// unlink removes the regular file at p, if there, without the fsync.
+func (r *receiver) unlink(p string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	fi, err := r.root.Lstat(p)
@@ -789,6 +845,12 @@ func (r *receiver) setSource(s api.FolderSource, now time.Time) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.sourceTaken && s.Epoch < r.source.Epoch {
+		// A late one of an earlier active: the later active's stays.
+		// (Only against one taken by this run: one read from disk may be
+		// of a store whose epochs started over since.)
+		return ha.Errorf(ha.KindConflict, "a list of complete files of epoch %d arrived after one of epoch %d; not taken", s.Epoch, r.source.Epoch)
+	}
 	tmp := path.Join(stateDir, "source.json.tmp")
 	if err := r.root.WriteFile(tmp, b, 0o600); err != nil {
 		return r.writeErr("source list", err)
@@ -796,7 +858,7 @@ func (r *receiver) setSource(s api.FolderSource, now time.Time) error {
 	if err := r.root.Rename(tmp, path.Join(stateDir, "source.json")); err != nil {
 		return r.writeErr("source list", err)
 	}
-	r.source, r.sourceAt = &s, now
+	r.source, r.sourceAt, r.sourceTaken = &s, now, true
 	return nil
 }
 

@@ -336,14 +336,15 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 		crc      = true    // chunks carry their CRC-32C (set from each manifest)
 		batch    = false   // the receiver takes small files in batches (set from each manifest)
 
-		queue   [][]Step                       // the last plan's jobs not started yet
-		busy    = map[string]bool{}            // the paths of the jobs running
-		running int                            // jobs running
-		ended   = make(chan outcome, parallel) // each job sends once: never blocks
-		errs    []error                        // of the jobs ended since the receiver was last asked
-		dirty   = true                         // plan again once nextPlan has come
-		changed <-chan struct{}                // closed on the folder's next change (nil: seen)
-		idle    time.Time                      // with nothing else happening, plan again then
+		queue   [][]Step                         // the last plan's jobs not started yet
+		busy    = map[string]bool{}              // the paths of the jobs running
+		running int                              // jobs running, the list's sending too
+		ended   = make(chan outcome, parallel+1) // each job sends once: never blocks
+		listing bool                             // the list of complete files is being sent
+		errs    []error                          // of the jobs ended since the receiver was last asked
+		dirty   = true                           // plan again once nextPlan has come
+		changed <-chan struct{}                  // closed on the folder's next change (nil: seen)
+		idle    time.Time                        // with nothing else happening, plan again then
 	)
 	pause := func(d time.Duration) bool {
 		t := snd.clk().NewTimer(d)
@@ -375,6 +376,16 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 	take := func(o outcome) {
 		running--
 		dirty = true
+		if l := o.list; l != nil {
+			listing = false
+			if l.err != nil {
+				errs = append(errs, l.err)
+			} else {
+				snd.sources.Add(1)
+				srcSet, srcAt = l.ready, l.at
+			}
+			return
+		}
 		ok := false
 		for i, st := range o.steps {
 			delete(busy, st.File.Path)
@@ -496,7 +507,11 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 			}
 			steps, lag, wait := Plan(local, have, now, snd.f.Quiet, del)
 			snd.s.setLag(snd.f.Name, peer.Name, lag, lastErr)
-			if len(steps) == 0 || steps[0].Op != OpDelete { // deletes come first, running ones too
+			// Deletes come first, running ones too; a path deleted here
+			// while its upload runs is not in have yet, so no plan has its
+			// delete: the receiver is clean only once that upload ended
+			// (its outcome in have, the delete planned next time).
+			if (len(steps) == 0 || steps[0].Op != OpDelete) && !uploading(busy, deleted) {
 				snd.applied(peer.Name, gen)
 			}
 			// The list of complete files, for the RPO report of a later
@@ -508,13 +523,17 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 			snd.planNanos.Add(int64(cost))
 			nextPlan = start.Add(min(max(10*cost, minReplan), maxReplan))
 			dirty, changed = false, ch
-			if ready != srcSet && now.Sub(srcAt) >= sourceEvery {
-				if err := c.FolderSource(ctx, peer.Addr, snd.f.Name, api.FolderSource{From: snd.s.o.Node, Epoch: snd.epoch, Entries: readyList(local, now, snd.f.Quiet)}); err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				snd.sources.Add(1)
-				srcSet, srcAt = ready, now
+			// It is sent beside the uploads, not by this loop: a receiver
+			// slow to take it (frozen, a stuck disk) holds back neither
+			// the uploads nor the lag.
+			if ready != srcSet && now.Sub(srcAt) >= sourceEvery && !listing {
+				listing = true
+				running++
+				src := api.FolderSource{From: snd.s.o.Node, Epoch: snd.epoch, Entries: readyList(local, now, snd.f.Quiet)}
+				go func(ready readySet, at time.Time) {
+					err := c.FolderSource(ctx, peer.Addr, snd.f.Name, src)
+					ended <- outcome{list: &listSent{ready: ready, at: at, err: err}}
+				}(ready, now)
 			}
 			todo := steps[:0:0]
 			for _, st := range steps {
@@ -538,7 +557,7 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 					d = min(d, ml-lag.Oldest+time.Millisecond)
 				}
 			}
-			if ready != srcSet {
+			if ready != srcSet && !listing { // else its end wakes the loop
 				d = min(d, max(sourceEvery-now.Sub(srcAt), time.Millisecond))
 			}
 			if wait > 0 && wait < d {
@@ -546,7 +565,7 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 			}
 			idle = now.Add(d)
 		}
-		for len(queue) > 0 && running < parallel {
+		for len(queue) > 0 && running-b2i(listing) < parallel {
 			start(queue[0])
 			queue = queue[1:]
 		}
@@ -574,6 +593,17 @@ func (snd *sender) feed(ctx context.Context, peer Peer) {
 	}
 }
 
+// uploading reports whether one of the paths of the jobs running (busy)
+// is deleted here: its upload may still land on the receiver.
+func uploading(busy, deleted map[string]bool) bool {
+	for p := range busy {
+		if deleted[p] {
+			return true
+		}
+	}
+	return false
+}
+
 // refusedWrite reports whether err is a receiver's answer that it took
 // no write (Conflict): it does not see this node as the active at this
 // epoch yet (an agent just restarted whose member is catching up with the
@@ -592,11 +622,27 @@ func refusedWrite(err error) bool {
 const maxRefusedBackoff = time.Second
 
 // outcome is what one of feed's jobs did: per step, the receiver's entry
-// or an error.
+// or an error; or (list) how the sending of the list of complete files went.
 type outcome struct {
 	steps   []Step
 	entries []Entry
 	errs    []error
+	list    *listSent
+}
+
+// listSent is how one sending of the list of complete files went: the set
+// it named, as of when, and its error.
+type listSent struct {
+	ready readySet
+	at    time.Time
+	err   error
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // readySet identifies a set of complete files: their number and a sum of

@@ -38,6 +38,11 @@ type pair struct {
 	held, release chan struct{}
 	heldOnce      sync.Once
 	sources       atomic.Int32 // lists of complete files n2 was sent (taken or not)
+	// holdSources: while set, a list of complete files sent to n2 waits
+	// at n2 until the channel is closed (or its sender gives up); each
+	// one held is counted in sourcesHeld.
+	holdSources atomic.Pointer[chan struct{}]
+	sourcesHeld atomic.Int32
 }
 
 // pairToken is the API token of a pair's agents.
@@ -95,6 +100,14 @@ func newPairPrepared(t *testing.T, f Folder, maxLag time.Duration, prepare func(
 		}
 		if strings.HasSuffix(r.URL.Path, "/source") {
 			p.sources.Add(1)
+			if c := p.holdSources.Load(); c != nil {
+				p.sourcesHeld.Add(1)
+				select {
+				case <-*c:
+				case <-r.Context().Done():
+					return
+				}
+			}
 		}
 		if h := p.hold.Load(); h != nil && r.Method == http.MethodPut && r.URL.Query().Get("path") == *h {
 			p.heldOnce.Do(func() { close(p.held) })
