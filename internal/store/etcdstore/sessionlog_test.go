@@ -428,9 +428,21 @@ func TestMigration(t *testing.T) {
 	smu.Unlock()
 	c.resign()
 	d := e.node("d", false) // a node that finds both layouts trusts snap/current
+	// d's clean-up waits after its first range until c has tried its next
+	// one: had d removed every key first, c would find nothing left to
+	// delete and write nothing (CI saw that race: lastErr nil).
+	d.l.rangeKeys = 50
+	cTried := make(chan struct{})
+	var dOnce sync.Once
+	d.l.hook = func(step string) {
+		if step == "keys-deleted" {
+			dOnce.Do(func() { <-cTried })
+		}
+	}
 	d.promote()
 	release.Do(func() { close(goOn) })
 	c.l.bg.Wait()
+	close(cTried)
 	if !errors.Is(c.l.lastErr, ha.ErrNotLeader) {
 		t.Fatalf("the deposed active's per-key deletes: %v, want ErrNotLeader", c.l.lastErr)
 	}
