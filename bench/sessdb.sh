@@ -84,6 +84,7 @@ while kill -0 $RB 2>/dev/null; do
 done
 END=$(date +%s)
 echo "  writes done after $((END - START)) s: $(tr '\r' '\n' <"$W/rb.out" | grep -a 'requests per second' | tail -1)"
+grep -aq 'requests per second' "$W/rb.out" || { echo "redis-benchmark failed:"; tr '\r' '\n' <"$W/rb.out" | tail -5; }
 for _ in $(seq 1 $((TAIL / STEP))); do
   sleep "$STEP"; echo "  t=$(( $(date +%s) - START ))s (idle) $(sample)"
 done
