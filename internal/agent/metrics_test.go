@@ -90,7 +90,7 @@ func TestClusterMetrics(t *testing.T) {
 	a := testAgent(t)
 	m := newMetrics(a)
 	m.cluster.set(redundancy.Report{State: redundancy.Degraded, Standbys: 1, WantStandbys: 2, Quorum: 2},
-		[]ha.Member{{Name: "n1", Healthy: true, Leader: true}, {Name: "n2", Healthy: true}, {Name: "n3"}})
+		[]ha.Member{{Name: "n1", Healthy: true, Leader: true, DBBytes: 3 << 20, DBInUseBytes: 1 << 20, DBQuotaBytes: 2 << 30}, {Name: "n2", Healthy: true}, {Name: "n3"}})
 	m.renewal(time.Millisecond, nil)
 	for _, c := range []struct {
 		name, label string
@@ -99,6 +99,7 @@ func TestClusterMetrics(t *testing.T) {
 		{"haven_cluster_degraded", "", 1}, {"haven_cluster_standbys_ready", "", 1}, {"haven_cluster_standbys_configured", "", 2},
 		{"haven_store_quorum", "", 2}, {"haven_cluster_redundancy", "degraded", 1}, {"haven_cluster_redundancy", "ok", 0},
 		{"haven_store_member_leader", "n1", 1}, {"haven_store_member_healthy", "n3", 0}, {"haven_store_member_healthy", "n2", 1},
+		{"haven_store_member_db_bytes", "n1", 3 << 20}, {"haven_store_member_db_in_use_bytes", "n1", 1 << 20}, {"haven_store_member_db_quota_bytes", "n1", 2 << 30},
 		{"haven_store_reachable", "", 1}, {"haven_build_info", "", 1},
 	} {
 		if got := gauge(t, m, c.name, c.label); got != c.want {
@@ -202,5 +203,22 @@ func TestMonitoringFilesUseRealMetrics(t *testing.T) {
 		if !have[name] && !have[base] && name != "haven_ha" {
 			t.Errorf("the monitoring files use %s, which the agent does not export", name)
 		}
+	}
+}
+
+// TestDBWarnings: status warns about a member's database at 80 % of its
+// quota or more, and about a NOSPACE alarm; not below, nor without a quota
+// (not answered).
+func TestDBWarnings(t *testing.T) {
+	const q = 2 << 30
+	got := dbWarnings([]ha.Member{
+		{Name: "n1", DBBytes: q * 79 / 100, DBQuotaBytes: q},
+		{Name: "n2", DBBytes: q * 81 / 100, DBInUseBytes: 100 << 20, DBQuotaBytes: q},
+		{Name: "n3", DBBytes: q, DBQuotaBytes: q, Alarms: []string{"memberID:123 alarm:NOSPACE "}},
+		{Name: "n4"},
+	})
+	if len(got) != 2 || !strings.Contains(got[0], "etcd member n2's database is 1658 MiB, 81% of its 2048 MiB quota (100 MiB in use)") ||
+		!strings.Contains(got[1], "etcd member n3 raised the NOSPACE alarm") {
+		t.Fatalf("warnings %q", got)
 	}
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -59,6 +60,45 @@ func (a *Agent) monitor(ctx context.Context) {
 	}
 }
 
+// dbWarnAt: status warns when a store member's database reaches this
+// share of its quota.
+const dbWarnAt = 0.8
+
+// storeWarnings are the warnings about the embedded etcd members monitor
+// last listed: a database at dbWarnAt of its quota or more, and a raised
+// NOSPACE alarm. At its quota etcd refuses every write (puts,
+// transactions that write, new leases): no promotion, no session write,
+// no status record, until the database is compacted and defragmented and
+// the alarm disarmed (docs/sessions.md, "What bounds etcd's size").
+func (a *Agent) storeWarnings() []string {
+	p := a.members.Load()
+	if p == nil {
+		return nil
+	}
+	return dbWarnings(*p)
+}
+
+func dbWarnings(members []ha.Member) []string {
+	var out []string
+	for _, m := range members {
+		name := m.Name
+		if name == "" {
+			name = m.Peer
+		}
+		nospace := false
+		for _, al := range m.Alarms {
+			nospace = nospace || strings.Contains(al, "NOSPACE")
+		}
+		switch {
+		case nospace:
+			out = append(out, fmt.Sprintf("etcd member %s raised the NOSPACE alarm: its database (%d MiB) reached its quota (%d MiB), and etcd refuses every write (no promotion, no session write) until it is compacted, defragmented and the alarm disarmed (docs/sessions.md, \"What bounds etcd's size\").", name, m.DBBytes>>20, m.DBQuotaBytes>>20))
+		case m.DBQuotaBytes > 0 && float64(m.DBBytes) >= dbWarnAt*float64(m.DBQuotaBytes):
+			out = append(out, fmt.Sprintf("etcd member %s's database is %d MiB, %.0f%% of its %d MiB quota (%d MiB in use): at the quota etcd refuses every write, the election's included (docs/sessions.md, \"What bounds etcd's size\").", name, m.DBBytes>>20, 100*float64(m.DBBytes)/float64(m.DBQuotaBytes), m.DBQuotaBytes>>20, m.DBInUseBytes>>20))
+		}
+	}
+	return out
+}
+
 // redundancy judges st with the members monitor last listed.
 func (a *Agent) redundancy(st api.Status) *redundancy.Report {
 	var members []ha.Member
@@ -88,6 +128,9 @@ type clusterMetrics struct {
 	memberHealthy *prometheus.GaugeVec
 	memberLeader  *prometheus.GaugeVec
 	quorum        prometheus.Gauge
+	memberDB      *prometheus.GaugeVec
+	memberDBInUse *prometheus.GaugeVec
+	memberDBQuota *prometheus.GaugeVec
 }
 
 func newClusterMetrics(reg *prometheus.Registry, a *Agent, m *Metrics) *clusterMetrics {
@@ -113,9 +156,18 @@ func newClusterMetrics(reg *prometheus.Registry, a *Agent, m *Metrics) *clusterM
 		quorum: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "haven_store_quorum", Help: "Members the embedded etcd needs for a quorum (0: not embedded etcd).",
 		}),
+		memberDB: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "haven_store_member_db_bytes", Help: "The embedded etcd member's database file, in bytes: what etcd checks against its quota (it refuses writes at the quota).",
+		}, []string{"member"}),
+		memberDBInUse: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "haven_store_member_db_in_use_bytes", Help: "The part of the embedded etcd member's database file in use (the rest is free pages, reused for new writes).",
+		}, []string{"member"}),
+		memberDBQuota: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "haven_store_member_db_quota_bytes", Help: "The embedded etcd member's database quota, in bytes.",
+		}, []string{"member"}),
 	}
 	v := buildLabels()
-	reg.MustRegister(c.state, c.degraded, c.standbys, c.wantStandbys, c.memberHealthy, c.memberLeader, c.quorum,
+	reg.MustRegister(c.state, c.degraded, c.standbys, c.wantStandbys, c.memberHealthy, c.memberLeader, c.quorum, c.memberDB, c.memberDBInUse, c.memberDBQuota,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "haven_lease_remaining_seconds", Help: "How long the store keeps this node's session without another renewal (0: no session). The active self-fences before it reaches 0.",
 		}, func() float64 {
@@ -167,6 +219,9 @@ func (c *clusterMetrics) set(r redundancy.Report, members []ha.Member) {
 	c.quorum.Set(float64(r.Quorum))
 	c.memberHealthy.Reset()
 	c.memberLeader.Reset()
+	c.memberDB.Reset()
+	c.memberDBInUse.Reset()
+	c.memberDBQuota.Reset()
 	for _, m := range members {
 		name := m.Name
 		if name == "" {
@@ -174,6 +229,11 @@ func (c *clusterMetrics) set(r redundancy.Report, members []ha.Member) {
 		}
 		c.memberHealthy.WithLabelValues(name).Set(b2f(m.Healthy))
 		c.memberLeader.WithLabelValues(name).Set(b2f(m.Leader))
+		if m.DBQuotaBytes > 0 {
+			c.memberDB.WithLabelValues(name).Set(float64(m.DBBytes))
+			c.memberDBInUse.WithLabelValues(name).Set(float64(m.DBInUseBytes))
+			c.memberDBQuota.WithLabelValues(name).Set(float64(m.DBQuotaBytes))
+		}
 	}
 }
 

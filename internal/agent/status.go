@@ -22,7 +22,7 @@ func (a *Agent) Status() api.Status {
 		Time:     a.clk.Now(),
 		// Every agent tracks losses, so any of them can answer.
 		LastFailover: a.lastFailover(),
-		Warnings:     a.securityWarnings(a.clk.Now()),
+		Warnings:     append(a.securityWarnings(a.clk.Now()), a.storeWarnings()...),
 	}
 	st.LeaderUnknown = a.leaderUnknown(st.Time)
 	st.LeaderKnown = st.LeaderUnknown == ""

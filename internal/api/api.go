@@ -81,7 +81,8 @@ type Status struct {
 	// ok, degraded or no-active, with the reasons.
 	Redundancy *redundancy.Report `json:"redundancy,omitempty"`
 	// Warnings are the reporter's security warnings: running without TLS,
-	// a certificate that expires within 30 days.
+	// a certificate that expires within 30 days; and an embedded etcd
+	// member's database near its quota or over it (NOSPACE).
 	Warnings []string `json:"warnings,omitempty"`
 	// VIP is the cluster's virtual IP, if it has one: what it follows and
 	// which nodes hold it now.

@@ -335,6 +335,14 @@ type Member struct {
 	Started bool   `json:"started"` // has joined (an added member starts false)
 	Healthy bool   `json:"healthy"` // answered a status request just now
 	Leader  bool   `json:"leader"`
+	// The member's database (bbolt) as its status reports it: the file's
+	// size, which etcd checks against its quota, the part in use, the
+	// quota, and its raised alarms ("NOSPACE": every write refused). 0,
+	// nil: not answered.
+	DBBytes      int64    `json:"db_bytes,omitempty"`
+	DBInUseBytes int64    `json:"db_in_use_bytes,omitempty"`
+	DBQuotaBytes int64    `json:"db_quota_bytes,omitempty"`
+	Alarms       []string `json:"alarms,omitempty"`
 }
 
 // Membership changes the store's voting members at runtime (embedded etcd).

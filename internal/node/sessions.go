@@ -33,7 +33,7 @@ func startSessions(cfg *config.Config, node config.Node, a *agent.Agent, store h
 		// Active-passive on etcd: the packed layout, once every node reads
 		// it. Active-active keeps one key per session (its compare-and-swap
 		// needs a revision per key).
-		if lg, packed := packedSessions(store, func() bool { ok, _ := gate(); return ok }, log.With("part", "sessions")); packed {
+		if lg, packed := packedSessions(store, func() bool { ok, _ := gate(); return ok }, historyKeep(cfg), log.With("part", "sessions")); packed {
 			data, logStats = lg, lg.Stats
 			layouts = append(layouts, sessions.LayoutPacked)
 			// The active loaded one key per session and the gate has
@@ -111,14 +111,30 @@ func startSessions(cfg *config.Config, node config.Node, a *agent.Agent, store h
 // active-passive: the packed layout once the active has migrated to it,
 // which it does when it loads and ready reports that every node reads it
 // (etcdstore.PackedSessions).
-func packedSessions(store ha.Store, ready func() bool, log *slog.Logger) (*etcdstore.SessionLog, bool) {
+func packedSessions(store ha.Store, ready func() bool, keep time.Duration, log *slog.Logger) (*etcdstore.SessionLog, bool) {
 	ps, ok := store.(interface {
 		PackedSessions(etcdstore.PackedOptions) *etcdstore.SessionLog
 	})
 	if !ok {
 		return nil, false
 	}
-	return ps.PackedSessions(etcdstore.PackedOptions{Ready: ready, Log: log}), true
+	return ps.PackedSessions(etcdstore.PackedOptions{Ready: ready, HistoryKeep: keep, Log: log}), true
+}
+
+// packedHistoryKeep: how much of etcd's history, at least, the active of
+// an embedded store keeps when it compacts it after its own compactions
+// (etcdstore.PackedOptions.HistoryKeep; docs/sessions.md, "What bounds
+// etcd's size").
+const packedHistoryKeep = 10 * time.Second
+
+// historyKeep is PackedOptions.HistoryKeep for cfg: the embedded etcd is
+// haven's own, so its active compacts etcd's history; an external etcd is
+// left to its operator's auto-compaction settings (it may serve others).
+func historyKeep(cfg *config.Config) time.Duration {
+	if cfg.Store.Backend == config.BackendEmbedded {
+		return packedHistoryKeep
+	}
+	return 0
 }
 
 // packedGateNodes are the nodes whose records must list the packed layout

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/ha"
@@ -50,5 +51,17 @@ func TestPackedStats(t *testing.T) {
 	_, _, waiting, warning = packedStats(packed, nodes, map[string]ha.NodeStatus{"n2": newer, "n3": older})
 	if waiting != "" || !strings.Contains(warning, "node n3 (version 1.4.0) cannot read the packed layout") {
 		t.Fatalf("packed, n3 old: %q %q", waiting, warning)
+	}
+}
+
+// TestHistoryKeep: the active of an embedded store compacts etcd's history
+// after its compactions; an external etcd is left to its operator.
+func TestHistoryKeep(t *testing.T) {
+	for backend, want := range map[string]time.Duration{config.BackendEmbedded: packedHistoryKeep, config.BackendEtcd: 0} {
+		cfg := &config.Config{}
+		cfg.Store.Backend = backend
+		if got := historyKeep(cfg); got != want {
+			t.Errorf("%s: HistoryKeep %v, want %v", backend, got, want)
+		}
 	}
 }

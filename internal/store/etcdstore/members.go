@@ -136,6 +136,8 @@ func (s *Store) Members(ctx context.Context) ([]ha.Member, error) {
 			if err == nil {
 				mem.Healthy = true
 				mem.Leader = st.Leader == m.ID
+				mem.DBBytes, mem.DBInUseBytes, mem.DBQuotaBytes = st.DbSize, st.DbSizeInUse, st.DbSizeQuota
+				mem.Alarms = st.Errors
 			}
 		}
 		out = append(out, mem)

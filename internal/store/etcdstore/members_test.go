@@ -91,6 +91,14 @@ func TestMembersKeepConnection(t *testing.T) {
 		}
 	}
 	waitHealthy("of its start")
+	{
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ms, err := s.Members(ctx)
+		cancel()
+		if err != nil || len(ms) != 1 || ms[0].DBBytes <= 0 || ms[0].DBInUseBytes <= 0 {
+			t.Fatalf("members %+v (%v): want the database's size and in-use size (Debian's etcd 3.4 reports no quota)", ms, err)
+		}
+	}
 	first := fw.Accepted()
 	const probes = 10
 	for range probes {

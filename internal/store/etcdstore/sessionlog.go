@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/ha"
@@ -49,6 +50,16 @@ type PackedOptions struct {
 	CompactBytes int64
 	// Log gets the compactions' and migration's news; nil: slog.Default().
 	Log *slog.Logger
+	// HistoryKeep: after each of its compactions, the active compacts
+	// etcd's history (etcd's Compact: every key's revisions, not only the
+	// sessions') up to the R of its newest earlier snapshot switched at
+	// least this long ago, and at least 4 times its last full read ago,
+	// so that a load in progress is not cut. Each compaction rewrites the
+	// whole snapshot; without this, etcd keeps those rewrites until its
+	// own auto-compaction (every 5 minutes on the embedded etcd), and its
+	// database grows with the write rate (docs/sessions.md). 0: never
+	// (an external etcd, compacted by its operator's settings).
+	HistoryKeep time.Duration
 }
 
 // Layouts as SessionLogStats names them.
@@ -110,6 +121,18 @@ type SessionLog struct {
 	compactWait  time.Duration
 	lastErr      error // the last compaction's or clean-up's failure (tests)
 	bg           sync.WaitGroup
+	// switches: this node's snapshot switches not yet used to compact
+	// etcd's history (HistoryKeep), oldest first; lastRead: how long its
+	// last compaction's read (step 1) took; historyRev: the revision it
+	// last compacted etcd's history to.
+	switches   []histMark
+	lastRead   time.Duration
+	historyRev int64
+}
+
+type histMark struct {
+	rev int64
+	at  time.Time
 }
 
 type logEnt struct {
@@ -692,10 +715,14 @@ func (l *SessionLog) Compact(ctx context.Context, node string, epoch ha.Epoch) e
 
 // compactLocked runs a compaction; the caller has set l.compacting.
 func (l *SessionLog) compactLocked(ctx context.Context, node string, epoch ha.Epoch) error {
+	start := l.now()
 	v, err := l.read(ctx, 0, true) // 1.
 	if err != nil {
 		return err
 	}
+	l.mu.Lock()
+	l.lastRead = l.now().Sub(start)
+	l.mu.Unlock()
 	if v.cur.Bytes+l.Stats().LogBytes > 1<<20 {
 		// The fold holds the whole data set decoded, several times its
 		// encoded size, for a moment: hand it back to the system once done,
@@ -737,6 +764,7 @@ func (l *SessionLog) compactLocked(ctx context.Context, node string, epoch ha.Ep
 		}
 	}
 	l.compactions++
+	l.switches = append(l.switches, histMark{rev: v.rev, at: l.now()})
 	l.mu.Unlock()
 	l.hook("switched")
 	// 4. The entries R folds: the ones read past the old R, and the ones
@@ -755,7 +783,43 @@ func (l *SessionLog) compactLocked(ctx context.Context, node string, epoch ha.Ep
 		}
 		l.hook("deleted")
 	}
+	l.compactHistory(ctx)
 	return nil
+}
+
+// compactHistory compacts etcd's history up to the R of the newest
+// snapshot switch of this node older than HistoryKeep and 4 times its last
+// full read. Everything before that R is a rewritten chunk or a folded log
+// entry, or the history of other keys, which etcd's own auto-compaction
+// would drop later. A watch behind it is cut and reloads (the sessions'
+// and the agents' watches do); a load started before that switch fails
+// and is retried. Its failure is only logged: etcd's auto-compaction
+// still runs.
+func (l *SessionLog) compactHistory(ctx context.Context) {
+	if l.opts.HistoryKeep <= 0 {
+		return
+	}
+	l.mu.Lock()
+	cut := l.now().Add(-max(l.opts.HistoryKeep, 4*l.lastRead))
+	var rev int64
+	i := 0
+	for ; i < len(l.switches) && !l.switches[i].at.After(cut); i++ {
+		rev = l.switches[i].rev
+	}
+	l.switches = l.switches[i:]
+	if rev <= l.historyRev {
+		l.mu.Unlock()
+		return
+	}
+	l.mu.Unlock()
+	_, err := l.s.cli.Compact(ctx, rev)
+	if err != nil && !errors.Is(err, rpctypes.ErrCompacted) {
+		l.opts.Log.Warn("sessions: compacting etcd's history failed (etcd's auto-compaction still runs)", "revision", rev, "err", err)
+		return
+	}
+	l.mu.Lock()
+	l.historyRev = max(l.historyRev, rev)
+	l.mu.Unlock()
 }
 
 // migrate moves one key per session to the packed layout, as the active at

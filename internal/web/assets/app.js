@@ -227,8 +227,9 @@ function onStatus(st) {
 // It does not redirect: a standby's dashboard keeps working (and acting)
 // when the active is down. Redrawn only when it changes, so that keyboard
 // focus on the link survives the live updates.
-// renderWarnings shows the reporting agent's security warnings: a cluster
-// without TLS, a certificate close to its expiry.
+// renderWarnings shows the reporting agent's warnings: a cluster without
+// TLS, a certificate close to its expiry, an etcd member's database near
+// its quota.
 function renderWarnings(st) {
   const w = $('security-warning');
   const list = st.warnings || [];
