@@ -531,9 +531,15 @@ func (a *Agent) do(ctx context.Context, act machine.Action) {
 	switch act := act.(type) {
 	case machine.Campaign:
 		if act.Reclaim == 0 && a.leadsEtcd != nil {
-			if d := campaignDefer(a.leadsEtcd(), a.Snapshot(), a.node.Name, a.mcfg.Priorities, a.cfg.Timing); d > 0 {
+			snap := a.Snapshot()
+			if d := campaignDefer(a.leadsEtcd(), snap, a.node.Name, a.mcfg.Priorities, a.cfg.Timing); d > 0 {
 				a.log.Debug("this member leads etcd: letting another standby campaign first", "for", d)
 				sleep(ctx, a.clk, d)
+				if sw := a.Snapshot().Intents.Switchover; DeferredCampaignStale(snap.Intents.Switchover, sw, a.node.Name, a.clk.Now()) {
+					a.log.Debug("a switchover to another node began while the campaign waited: not campaigning", "to", sw.To, "id", sw.ID)
+					a.emitAsync(machine.CampaignResult{Err: ha.ErrTaken})
+					return
+				}
 			}
 			a.awaitExpiryRecord(ctx) // campaign.go
 		}

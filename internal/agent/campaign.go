@@ -31,6 +31,22 @@ import (
 // before Run; without it the agent campaigns at once.
 func (a *Agent) SetEtcdLeader(leads func() bool) { a.leadsEtcd = leads }
 
+// DeferredCampaignStale reports whether a campaign decided before a
+// deferral (campaignDefer) must not go on after it: a switchover intent
+// for another node appeared while it waited (before: the intent seen when
+// the wait began; after: now). The machine decided without it, and would
+// have kept the vacant key for the target; it decides again once it sees
+// the intent (with its grace, so a target that never takes the key still
+// lets this node campaign). TestSwitchoverIsPlannedAndRecorded lost its
+// target to such a campaign: the etcd leader's standby, deferred 120 ms,
+// took the key the switchover had just freed for another node.
+func DeferredCampaignStale(before, after *ha.Switchover, self string, now time.Time) bool {
+	if after == nil || after.To == self || !now.Before(after.Deadline) {
+		return false
+	}
+	return before == nil || before.ID != after.ID
+}
+
 // campaignDefer is how long a standby waits before campaigning: 0, or, when
 // its member leads etcd and another healthy standby of a priority at least
 // its own could win instead, two etcd heartbeats and 20 ms (for that

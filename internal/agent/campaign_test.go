@@ -128,3 +128,27 @@ func TestExpiryRecordPending(t *testing.T) {
 		t.Errorf("expiryRecordWait(lease 1s) = %v, want 100ms", w)
 	}
 }
+
+func TestDeferredCampaignStale(t *testing.T) {
+	now := time.Unix(1000, 0)
+	sw := func(id, to string, until time.Duration) *ha.Switchover {
+		return &ha.Switchover{ID: id, To: to, Deadline: now.Add(until)}
+	}
+	for _, tc := range []struct {
+		name          string
+		before, after *ha.Switchover
+		want          bool
+	}{
+		{"no switchover", nil, nil, false},
+		{"one began for another node while it waited", nil, sw("sw1", "n1", 5*time.Second), true},
+		{"a new one replaced the one seen before", sw("sw1", "n1", time.Second), sw("sw2", "n1", 5*time.Second), true},
+		{"the same one as before the wait (the machine knew it)", sw("sw1", "n1", 5*time.Second), sw("sw1", "n1", 5*time.Second), false},
+		{"one for this node", nil, sw("sw1", "n3", 5*time.Second), false},
+		{"one past its deadline", nil, sw("sw1", "n1", -time.Millisecond), false},
+		{"one that ended while it waited", sw("sw1", "n1", 5*time.Second), nil, false},
+	} {
+		if got := DeferredCampaignStale(tc.before, tc.after, "n3", now); got != tc.want {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
