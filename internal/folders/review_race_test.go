@@ -27,23 +27,7 @@ func TestDeleteDuringUploadOfNewFile(t *testing.T) {
 		o.Client = api.NewClient(api.ClientOptions{Token: pairToken, Timeout: 2 * time.Minute})
 	})
 	name := "new.bin"
-	p.hold.Store(&name)
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			close(p.release)
-		}
-	}
-	defer release()
-	if err := os.WriteFile(filepath.Join(p.dirA, name), make([]byte, 200<<10), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.held:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the upload never reached n2")
-	}
+	release := p.holdUpload(t, name, 200<<10)
 	if err := os.Remove(filepath.Join(p.dirA, name)); err != nil {
 		t.Fatal(err)
 	}

@@ -404,3 +404,23 @@ func TestServiceShipsSmallFilesInBatches(t *testing.T) {
 		t.Errorf("%v files counted as shipped, want 301", shipped)
 	}
 }
+
+// holdUpload writes a file of size bytes at name into n1's folder and
+// waits until its upload is held at n2; the returned release lets it go on
+// (and runs at the test's end if the test did not call it).
+func (p *pair) holdUpload(t *testing.T, name string, size int) (release func()) {
+	t.Helper()
+	p.hold.Store(&name)
+	var once sync.Once
+	release = func() { once.Do(func() { close(p.release) }) }
+	t.Cleanup(release)
+	if err := os.WriteFile(filepath.Join(p.dirA, name), make([]byte, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.held:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the upload of %s never reached n2", name)
+	}
+	return release
+}

@@ -32,23 +32,7 @@ func TestSlowFileHoldsNothingBack(t *testing.T) {
 		o.Client = api.NewClient(api.ClientOptions{Token: pairToken, Timeout: 2 * time.Minute})
 	})
 	slow := "slow.bin"
-	p.hold.Store(&slow)
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			close(p.release)
-		}
-	}
-	defer release()
-	if err := os.WriteFile(filepath.Join(p.dirA, slow), make([]byte, 200<<10), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.held:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the slow file's upload never reached n2")
-	}
+	release := p.holdUpload(t, slow, 200<<10)
 	if err := os.WriteFile(filepath.Join(p.dirA, "small.txt"), []byte("a small file closed after the slow one"), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -133,24 +133,7 @@ func TestOversizedCommandOnEtcd(t *testing.T) {
 		t.Run(fmt.Sprint("packed=", packed), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			s, err := etcdstore.Dial(fmt.Sprint(cluster, packed), []string{srv.Addr}, 2*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = s.Close() })
-			if _, err := s.NewSession(ctx, 10*time.Second); err != nil {
-				t.Fatal(err)
-			}
-			l := s.PackedSessions(etcdstore.PackedOptions{Ready: func() bool { return packed }})
-			n := startNode(t, l, "a")
-			ep, err := s.Campaign(ctx, "a")
-			if err != nil {
-				t.Fatal(err)
-			}
-			n.epoch.Store(int64(ep))
-			n.active.Store(true)
-			c := dial(t, n.addr)
-			eventually(t, "a takes writes", func() bool { return c.do("SET", "x", "1") == "+OK\r\n" })
+			n, l, c := activeOnEtcd(ctx, t, srv.Addr, fmt.Sprint(cluster, packed), packed)
 
 			mib := strings.Repeat("v", 1<<20)
 			key := func(c byte) string { return strings.Repeat(string(c), MaxKeyBytes) }
@@ -222,24 +205,7 @@ func TestSweepOfManyKeysOnEtcd(t *testing.T) {
 	srv := storetest.StartEtcd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := etcdstore.Dial(storetest.Cluster(t), []string{srv.Addr}, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	if _, err := s.NewSession(ctx, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	l := s.PackedSessions(etcdstore.PackedOptions{Ready: func() bool { return false }}) // per key: 128 operations a transaction
-	n := startNode(t, l, "a")
-	ep, err := s.Campaign(ctx, "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.epoch.Store(int64(ep))
-	n.active.Store(true)
-	c := dial(t, n.addr)
-	eventually(t, "a takes writes", func() bool { return c.do("SET", "x", "1") == "+OK\r\n" })
+	_, l, c := activeOnEtcd(ctx, t, srv.Addr, storetest.Cluster(t), false) // per key: 128 operations a transaction
 	for i := range 3 * batchOps {
 		if got := c.do("SET", fmt.Sprint("k", i), "v", "PX", "300"); got != "+OK\r\n" {
 			t.Fatalf("SET: %q", got)
@@ -249,4 +215,31 @@ func TestSweepOfManyKeysOnEtcd(t *testing.T) {
 		recs, _, err := l.LoadSessions(ctx)
 		return err == nil && len(recs) == 1
 	})
+}
+
+// activeOnEtcd dials the etcd at addr for cluster and starts node "a" on
+// its session store, in the packed layout if packed (else one key per
+// session), as the active; it returns the node, its store and a client
+// that has seen it take writes.
+func activeOnEtcd(ctx context.Context, t *testing.T, addr, cluster string, packed bool) (*node, *etcdstore.SessionLog, *rawClient) {
+	t.Helper()
+	s, err := etcdstore.Dial(cluster, []string{addr}, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if _, err := s.NewSession(ctx, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	l := s.PackedSessions(etcdstore.PackedOptions{Ready: func() bool { return packed }})
+	n := startNode(t, l, "a")
+	ep, err := s.Campaign(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.epoch.Store(int64(ep))
+	n.active.Store(true)
+	c := dial(t, n.addr)
+	eventually(t, "a takes writes", func() bool { return c.do("SET", "x", "1") == "+OK\r\n" })
+	return n, l, c
 }
